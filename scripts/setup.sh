@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the project root and installs the project into it (CPU torch, SimpleITK,
+# the test tools and slicer-core for the headless MRML tests). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer]"
+echo "Installed: $(.venv/bin/gastric-propagate --version)"
