@@ -1,0 +1,67 @@
+"""Writing the result to files: .seg.nrrd, a NIfTI labelmap on the CT's grid, the results table as CSV.
+
+The writers use storage nodes that are never added to the scene, so exporting leaves the scene (and the nodes'
+own storage nodes, i.e. where "Save" writes them) unchanged, like ``slicer.util.exportNode`` does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import vtk
+
+import slicer
+
+from .i18n import _
+from .logic import _temporaryNodes
+from .results_table import writeTableCsv
+
+__all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
+
+
+def _checkedPath(path, suffixes: tuple[str, ...]) -> str:
+    path = os.fspath(path)
+    if not path.lower().endswith(suffixes):
+        raise ValueError(_("The file name '{path}' should end with {suffixes}.").format(
+            path=path, suffixes=" or ".join(suffixes)))
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(_("The folder '{folder}' does not exist.").format(folder=directory))
+    return path
+
+
+def exportSegmentation(segmentationNode, path) -> str:
+    """Writes all segments of ``segmentationNode`` to a .seg.nrrd file. Returns the path."""
+    path = _checkedPath(path, (".seg.nrrd", ".nrrd"))
+    storageNode = slicer.vtkMRMLSegmentationStorageNode()
+    storageNode.SetFileName(path)
+    if not storageNode.WriteData(segmentationNode):
+        raise RuntimeError(_("Could not write '{path}'.").format(path=path))
+    return path
+
+
+def exportLabelmap(volumeNode, segmentationNode, segmentIds, path) -> str:
+    """Writes ``segmentIds`` as one labelmap on the volume's grid (label n = n-th segment) to NIfTI/NRRD."""
+    path = _checkedPath(path, (".nii.gz", ".nii", ".nrrd"))
+    scene = volumeNode.GetScene()
+    ids = vtk.vtkStringArray()
+    for segmentId in segmentIds:
+        ids.InsertNextValue(segmentId)
+    with _temporaryNodes(scene):
+        labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_export__")
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelmapNode, volumeNode):
+            raise RuntimeError(_("Could not convert the segments to a labelmap."))
+        storageNode = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storageNode.SetFileName(path)
+        storageNode.SetUseCompression(True)
+        if not storageNode.WriteData(labelmapNode):
+            raise RuntimeError(_("Could not write '{path}'.").format(path=path))
+    return path
+
+
+def exportResultsCsv(tableNode, path) -> str:
+    """Writes the results table to CSV. Returns the path."""
+    path = _checkedPath(path, (".csv",))
+    writeTableCsv(tableNode, path)
+    return path

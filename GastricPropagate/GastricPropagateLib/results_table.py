@@ -1,0 +1,92 @@
+"""The "GastricPropagate results" table: one row per segment (voxels, volume, K range) plus the last run's timing."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+import numpy as np
+import vtk
+
+from .i18n import _
+
+RESULTS_TABLE_NAME = "GastricPropagate results"
+
+# (column name, vtk array class, unit label, description)
+_COLUMNS = (
+    ("Segment", vtk.vtkStringArray, "", "Segment name"),
+    ("Segment ID", vtk.vtkStringArray, "", "Segment ID in the segmentation"),
+    ("Role", vtk.vtkStringArray, "", "painted (input), propagated (result) or other"),
+    ("Voxels", vtk.vtkIntArray, "", "Number of voxels on the CT volume's grid"),
+    ("Volume [mL]", vtk.vtkDoubleArray, "mL", "Segment volume"),
+    ("First slice (K)", vtk.vtkIntArray, "", "Lowest K index holding the segment (-1 if empty)"),
+    ("Last slice (K)", vtk.vtkIntArray, "", "Highest K index holding the segment (-1 if empty)"),
+    ("Run time [s]", vtk.vtkStringArray, "s", "Wall time of the last propagation (result row only)"),
+    ("Device", vtk.vtkStringArray, "", "Torch device of the last propagation (result row only)"),
+)
+COLUMN_NAMES = tuple(column[0] for column in _COLUMNS)
+
+
+@dataclass(frozen=True)
+class SegmentStatistics:
+    """Size and K range of one segment on the volume's grid."""
+
+    voxels: int
+    volumeMl: float
+    firstSlice: int
+    lastSlice: int
+
+
+def segmentStatistics(array: np.ndarray, spacingXYZ: tuple[float, float, float]) -> SegmentStatistics:
+    """Statistics of a (k, j, i) mask with voxel spacing ``spacingXYZ`` in mm."""
+    mask = np.asarray(array) > 0
+    voxels = int(mask.sum())
+    slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    first, last = (int(slices[0]), int(slices[-1])) if slices.size else (-1, -1)
+    return SegmentStatistics(voxels=voxels, volumeMl=voxels * float(np.prod(spacingXYZ)) / 1000.0,
+                             firstSlice=first, lastSlice=last)
+
+
+def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float, device: str, volumeName: str = "") -> None:
+    """Replaces the table's content with ``rows`` = [(name, segmentId, role, SegmentStatistics), ...]."""
+    table = vtk.vtkTable()
+    arrays = []
+    for name, arrayClass, _unit, _description in _COLUMNS:
+        array = arrayClass()
+        array.SetName(name)
+        arrays.append(array)
+        table.AddColumn(array)
+    for name, segmentId, role, stats in rows:
+        isResult = segmentId == resultId
+        values = (name, segmentId, role, stats.voxels, stats.volumeMl, stats.firstSlice, stats.lastSlice,
+                  f"{seconds:.1f}" if isResult else "", device if isResult else "")
+        for array, value in zip(arrays, values):
+            array.InsertNextValue(value)
+    wasModifying = tableNode.StartModify()
+    tableNode.SetAndObserveTable(table)
+    for name, _arrayClass, unit, description in _COLUMNS:
+        if unit:
+            tableNode.SetColumnUnitLabel(name, unit)
+        tableNode.SetColumnDescription(name, _(description))
+    tableNode.SetUseColumnTitleAsColumnHeader(True)
+    if volumeName:
+        tableNode.SetAttribute("GastricPropagate.VolumeName", volumeName)
+    tableNode.EndModify(wasModifying)
+
+
+def tableRows(tableNode) -> list[dict[str, str]]:
+    """The table as a list of {column name: cell text} (what the GUI shows and the CSV holds)."""
+    table = tableNode.GetTable()
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    return [{names[c]: tableNode.GetCellText(r, c) for c in range(len(names))} for r in range(table.GetNumberOfRows())]
+
+
+def writeTableCsv(tableNode, path) -> None:
+    """Writes the table to ``path`` as CSV (header row, then one row per segment)."""
+    rows = tableRows(tableNode)
+    table = tableNode.GetTable()
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
