@@ -1,0 +1,337 @@
+"""The methods GastricPropagate is compared with, each from the same one painted axial slice.
+
+Every method has the signature::
+
+    method(image, spacing_xyz, annotation, **kw) -> mask
+
+    image        np.ndarray (z, y, x), CT in Hounsfield units
+    spacing_xyz  (sx, sy, sz) in mm
+    annotation   np.ndarray (z, y, x), non-zero on exactly one axial slice
+    kw           method options; unknown keywords (such as ``truth_label``) are ignored
+    mask         np.ndarray uint8 (z, y, x), 1 = tumour; the painted slice equals the annotation
+
+The painted slice is always kept exactly as drawn, as the engine does, so that every method
+starts from the same information.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import InputError
+from ..validation import check_annotation, check_spacing
+
+logger = logging.getLogger(__name__)
+
+# Lowest standard deviation (HU) assumed for the painted region: a very homogeneous painted
+# region would otherwise give an intensity window too narrow to grow in.
+_MIN_HU_SD = 12.0
+
+
+def copy_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray, *,
+               extent_factor: float = 0.5, **_: object) -> np.ndarray:
+    """The naive baseline: the painted mask copied unchanged onto neighbouring slices.
+
+    The number of slices is what a user would guess from the painted outline: the tumour is assumed
+    to extend ``extent_factor`` times the painted cross-section's equivalent diameter above and
+    below the painted slice (0.5: as far as a sphere of that diameter).
+
+    Args:
+        image: CT (z, y, x) in HU (only its shape is used).
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        annotation: (z, y, x), non-zero on one axial slice.
+        extent_factor: half-extent along z, as a fraction of the equivalent diameter.
+
+    Returns:
+        uint8 (z, y, x) mask.
+    """
+    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    half_extent = _slices_for(extent_factor * _equivalent_diameter_mm(painted, spacing_xyz), spacing_xyz)
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    z0, z1 = max(0, k - half_extent), min(image.shape[0] - 1, k + half_extent)
+    mask[z0:z1 + 1] = painted
+    return mask
+
+
+def region_growing(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray, *,
+                   multiplier: float = 2.0, margin_factor: float = 0.35, extent_factor: float = 0.75,
+                   opening_mm: float = 1.5, **_: object) -> np.ndarray:
+    """3D region growing (SimpleITK ConnectedThreshold) from the painted voxels.
+
+    The intensity window is the painted region's mean ± ``multiplier`` standard deviations on a
+    median-filtered image. Growth is confined to a bounding region a user would accept: the painted
+    outline widened in-plane by ``margin_factor`` times its equivalent diameter (at least 5 mm), over
+    ± ``extent_factor`` equivalent diameters along z. A light in-plane opening cuts thin leaks into
+    neighbouring tissue of similar density; only the part connected to the painted outline is kept,
+    and holes are filled slice by slice.
+
+    Args:
+        image: CT (z, y, x) in HU.
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        annotation: (z, y, x), non-zero on one axial slice.
+        multiplier: half-width of the intensity window in standard deviations.
+        margin_factor: in-plane margin around the painted outline, as a fraction of its diameter.
+        extent_factor: half-extent along z, as a fraction of the equivalent diameter.
+        opening_mm: radius of the in-plane morphological opening in mm (0 switches it off).
+
+    Returns:
+        uint8 (z, y, x) mask.
+    """
+    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    sx, sy, _sz = spacing_xyz
+    diameter = _equivalent_diameter_mm(painted, spacing_xyz)
+    footprint = ndimage.distance_transform_edt(~painted, sampling=(sy, sx)) <= max(5.0, margin_factor * diameter)
+    half_extent = _slices_for(extent_factor * diameter, spacing_xyz)
+    z0, z1 = max(0, k - half_extent), min(image.shape[0] - 1, k + half_extent)
+    (y0, y1), (x0, x1) = _bounds(footprint)
+    footprint = footprint[y0:y1 + 1, x0:x1 + 1]
+    seeds_2d = painted[y0:y1 + 1, x0:x1 + 1]
+
+    crop = sitk.GetImageFromArray(image[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1].astype(np.float32))
+    crop.SetSpacing(tuple(float(s) for s in spacing_xyz))
+    smoothed = sitk.GetArrayFromImage(sitk.Median(crop, [1, 1, 0]))
+    lower, upper = _hu_window(smoothed[k - z0][seeds_2d], multiplier)
+    smoothed[:, ~footprint] = lower - 1000.0  # outside the bounding region: never grown into
+
+    core = ndimage.binary_erosion(seeds_2d)
+    candidates = np.argwhere((core if core.any() else seeds_2d)
+                             & (smoothed[k - z0] >= lower) & (smoothed[k - z0] <= upper))
+    if candidates.size == 0:
+        logger.warning("region growing: no painted voxel lies inside its own intensity window; "
+                       "returning the painted slice only")
+        mask = np.zeros(image.shape, dtype=np.uint8)
+        mask[k] = painted
+        return mask
+    step = max(1, len(candidates) // 200)  # a few hundred seeds are plenty for one connected region
+    seeds = [(int(x), int(y), int(k - z0)) for y, x in candidates[::step]]
+    grown_image = sitk.GetImageFromArray(smoothed)
+    grown_image.CopyInformation(crop)
+    grown = sitk.ConnectedThreshold(grown_image, seedList=seeds, lower=float(lower), upper=float(upper),
+                                    replaceValue=1)
+    radius = [max(1, round(opening_mm / sx)), max(1, round(opening_mm / sy)), 0] if opening_mm > 0 else None
+    if radius is not None:
+        grown = sitk.BinaryMorphologicalOpening(grown, radius, sitk.sitkBall, 0, 1)
+    grown_array = sitk.GetArrayFromImage(grown).astype(bool)
+    grown_array[k - z0] |= seeds_2d
+    grown_array = _component_touching(grown_array, k - z0, seeds_2d)
+    for z in range(grown_array.shape[0]):
+        grown_array[z] = ndimage.binary_fill_holes(grown_array[z])
+    grown_array[k - z0] = seeds_2d
+
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1] = grown_array
+    mask[k] = painted
+    return mask
+
+
+def registration_propagation(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray,
+                             *, transform: str = "affine", iterations: int = 25, margin_mm: float = 12.0,
+                             multiplier: float = 2.5, extent_factor: float = 1.0, min_area_fraction: float = 0.05,
+                             min_inside_window: float = 0.5, **_: object) -> np.ndarray:
+    """Slice-to-slice 2D registration: the mask of slice k is warped onto slice k±1, up and down.
+
+    Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1
+    (fixed) to slice k (moving) with SimpleITK, mean squares metric, then warps the mask. The
+    warped mask is intersected with the painted region's intensity window (mean ± ``multiplier``
+    SD), opened and reduced to its largest component. A direction stops when the mask vanishes
+    (smaller than ``min_area_fraction`` of the painted area), when less than ``min_inside_window``
+    of the warped mask lies in the intensity window (it left plausible HU), or ``extent_factor``
+    equivalent diameters away from the painted slice.
+
+    Args:
+        image: CT (z, y, x) in HU.
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        annotation: (z, y, x), non-zero on one axial slice.
+        transform: "affine" (2D affine, gradient descent) or "demons" (fast symmetric forces Demons).
+        iterations: optimiser (or Demons) iterations per slice pair.
+        margin_mm: margin of the registration crop around the current mask.
+        multiplier: half-width of the intensity window in standard deviations.
+        extent_factor: furthest distance along z, as a fraction of the equivalent diameter.
+        min_area_fraction: a propagated mask smaller than this fraction of the painted area ends it.
+        min_inside_window: the fraction of a warped mask that must lie in the intensity window.
+
+    Returns:
+        uint8 (z, y, x) mask.
+    """
+    if transform not in ("affine", "demons"):
+        raise ValueError(f"transform must be 'affine' or 'demons', not {transform!r}")
+    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    sx, sy, sz = spacing_xyz
+    lower, upper = _hu_window(_median_2d(image[k], spacing_xyz)[painted], multiplier)
+    max_steps = _slices_for(extent_factor * _equivalent_diameter_mm(painted, spacing_xyz), spacing_xyz)
+    min_area = max(4, int(min_area_fraction * painted.sum()))
+    margin = (max(2, math.ceil(margin_mm / sy)), max(2, math.ceil(margin_mm / sx)))
+    opening = ndimage.generate_binary_structure(2, 1)
+
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[k] = painted
+    for direction in (1, -1):
+        current, j = painted, k
+        while abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]:
+            target = j + direction
+            (y0, y1), (x0, x1) = _bounds(current, margin, current.shape)
+            window = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+            warped = _warp_mask(image[j][window], image[target][window], current[window], (sx, sy),
+                                transform, iterations)
+            if warped.sum() < min_area:
+                break
+            fixed = _median_2d(image[target][window], spacing_xyz)
+            plausible = (fixed >= lower) & (fixed <= upper)
+            if (warped & plausible).sum() < min_inside_window * warped.sum():
+                break
+            kept = _largest_component(ndimage.binary_opening(warped & plausible, opening))
+            kept = ndimage.binary_fill_holes(kept)
+            if kept.sum() < min_area:
+                break
+            current = np.zeros_like(painted)
+            current[window] = kept
+            mask[target] = current
+            j = target
+    return mask
+
+
+def fill_between_slices_ideal(image: np.ndarray, spacing_xyz: tuple[float, float, float],
+                              annotation: np.ndarray, *, truth_label: np.ndarray, **_: object) -> np.ndarray:
+    """An upper reference for shape-only methods: the ideal of Slicer's "Fill between slices".
+
+    THIS METHOD READS THE TRUTH. It is given the TRUE first, largest and last tumour slices of
+    ``truth_label`` (what a perfect user would paint for Fill between slices) and interpolates the
+    slices between them; the annotation is not used, so its result is the same for every
+    annotation variant. The interpolation is shape-based (Raya & Udupa): the in-plane signed
+    distance maps (SimpleITK SignedMaurerDistanceMap, in mm) of neighbouring key slices are blended
+    linearly along z and thresholded at the contour. For concentric outlines this matches the
+    morphological contour interpolation of Slicer's effect (ITK MorphologicalContourInterpolator,
+    which SimpleITK does not wrap): the outline moves linearly from one key slice to the next.
+
+    Args:
+        image: CT (z, y, x) in HU (only its shape is used).
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        annotation: ignored (kept for the common signature).
+        truth_label: the reference label (z, y, x); non-zero = tumour.
+
+    Returns:
+        uint8 (z, y, x) mask, equal to the truth on the three key slices.
+    """
+    truth = np.asarray(truth_label) > 0
+    if truth.shape != image.shape:
+        raise InputError(f"The truth label's grid {truth.shape} differs from the image's {image.shape}.")
+    areas = truth.reshape(truth.shape[0], -1).sum(axis=1)
+    slices = np.flatnonzero(areas)
+    if slices.size == 0:
+        raise InputError("The truth label is empty: there are no key slices to fill between.")
+    keys = sorted({int(slices[0]), int(np.argmax(areas)), int(slices[-1])})
+    threshold = 0.5 * min(spacing_xyz[0], spacing_xyz[1])  # the contour lies half a pixel outside
+    distances = {z: _signed_distance_2d(truth[z], spacing_xyz) for z in keys}
+    mask = np.zeros(truth.shape, dtype=np.uint8)
+    for a, b in zip(keys[:-1], keys[1:]):
+        for z in range(a + 1, b):
+            t = (z - a) / (b - a)
+            mask[z] = ((1.0 - t) * distances[a] + t * distances[b]) < threshold
+    for z in keys:
+        mask[z] = truth[z]
+    return mask
+
+
+def _painted_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float],
+                   annotation: np.ndarray) -> tuple[int, np.ndarray]:
+    check_spacing(spacing_xyz)
+    slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=False)
+    k = slices[0]
+    return k, np.asarray(annotation[k]) > 0
+
+
+def _equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
+    area = float(mask_2d.sum()) * spacing_xyz[0] * spacing_xyz[1]
+    return 2.0 * math.sqrt(area / math.pi)
+
+
+def _slices_for(distance_mm: float, spacing_xyz: tuple[float, float, float]) -> int:
+    return int(round(distance_mm / spacing_xyz[2]))
+
+
+def _hu_window(values: np.ndarray, multiplier: float) -> tuple[float, float]:
+    mean = float(np.mean(values))
+    sd = max(float(np.std(values)), _MIN_HU_SD)
+    return mean - multiplier * sd, mean + multiplier * sd
+
+
+def _bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0),
+            shape: tuple[int, ...] | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+    ys, xs = np.nonzero(mask)
+    shape = shape or mask.shape
+    return ((max(0, int(ys.min()) - margin[0]), min(shape[0] - 1, int(ys.max()) + margin[0])),
+            (max(0, int(xs.min()) - margin[1]), min(shape[1] - 1, int(xs.max()) + margin[1])))
+
+
+def _median_2d(slice_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
+    image = sitk.GetImageFromArray(slice_2d.astype(np.float32))
+    image.SetSpacing((float(spacing_xyz[0]), float(spacing_xyz[1])))
+    return sitk.GetArrayFromImage(sitk.Median(image, [1, 1]))
+
+
+def _component_touching(mask: np.ndarray, z: int, seeds_2d: np.ndarray) -> np.ndarray:
+    labels, _count = ndimage.label(mask)
+    kept = np.unique(labels[z][seeds_2d])
+    kept = kept[kept > 0]
+    return np.isin(labels, kept)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _signed_distance_2d(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
+    image = sitk.GetImageFromArray(mask_2d.astype(np.uint8))
+    image.SetSpacing((float(spacing_xyz[0]), float(spacing_xyz[1])))
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    return sitk.GetArrayFromImage(distance)
+
+
+def _warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, spacing_xy: tuple[float, float],
+               transform: str, iterations: int) -> np.ndarray:
+    """Registers ``fixed`` to ``moving`` (2D crops, HU) and returns ``moving_mask`` warped onto ``fixed``."""
+    def to_image(array: np.ndarray) -> sitk.Image:
+        result = sitk.GetImageFromArray(np.clip(array, -300, 400).astype(np.float32))
+        result.SetSpacing(tuple(float(s) for s in spacing_xy))
+        return result
+
+    fixed_image, moving_image = to_image(fixed), to_image(moving)
+    mask_image = sitk.GetImageFromArray(moving_mask.astype(np.float32))
+    mask_image.CopyInformation(moving_image)
+    if transform == "demons":
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(iterations)
+        demons.SetStandardDeviations(1.5)
+        field = demons.Execute(fixed_image, moving_image)
+        found: sitk.Transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    else:
+        ys, xs = np.nonzero(moving_mask)
+        centre = moving_image.TransformContinuousIndexToPhysicalPoint((float(xs.mean()), float(ys.mean())))
+        initial = sitk.AffineTransform(2)
+        initial.SetCenter(centre)
+        registration = sitk.ImageRegistrationMethod()
+        registration.SetMetricAsMeanSquares()
+        registration.SetMetricSamplingStrategy(registration.NONE)
+        registration.SetInterpolator(sitk.sitkLinear)
+        registration.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.5)
+        registration.SetOptimizerScalesFromPhysicalShift()
+        registration.SetInitialTransform(initial, inPlace=False)
+        try:
+            found = registration.Execute(fixed_image, moving_image)
+        except RuntimeError as error:  # e.g. too few overlapping samples after a wild step
+            logger.debug("registration failed (%s); keeping the mask in place", error)
+            found = initial
+    warped = sitk.Resample(mask_image, fixed_image, found, sitk.sitkLinear, 0.0)
+    return sitk.GetArrayFromImage(warped) > 0.5

@@ -1,0 +1,250 @@
+"""Labelled CT cases for the evaluation: from a folder of image/label pairs, or held-out phantoms.
+
+Cases are listed first (cheap: file headers only) and loaded one at a time with ``Case.load()``,
+so that an evaluation over many CTs never holds more than one in memory.
+
+Folder layouts accepted:
+    * ``<name>_image.<ext>`` next to ``<name>_label.<ext>``;
+    * nnU-Net-like ``imagesTr/<name>_0000.<ext>`` with ``labelsTr/<name>.<ext>``;
+where ``<ext>`` is one of ``.nrrd``, ``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``. Any non-zero label
+value is tumour. The axial slices are the image's third index (K), as Slicer shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd")
+# Largest differences tolerated between an image's and its label's geometry.
+_SPACING_TOLERANCE_MM = 1e-3
+_ORIGIN_TOLERANCE_MM = 1e-2
+_DIRECTION_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """One loaded case.
+
+    Attributes:
+        name: short unique name (file stem or ``phantom_<seed>``).
+        image: CT (z, y, x) in Hounsfield units.
+        label: uint8 (z, y, x), 1 = tumour.
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case, listed but not loaded.
+
+    Attributes:
+        name: short unique name.
+        source: where it comes from (the image path, or ``phantom seed N``), for the report.
+        seed: the seed of the case's annotation variants (the phantom seed, or one derived from the name).
+        loader: returns the case's ``CaseData``.
+    """
+
+    name: str
+    source: str
+    seed: int
+    loader: Callable[[], CaseData]
+
+    def load(self) -> CaseData:
+        """Reads (or generates) the case."""
+        return self.loader()
+
+
+def case_from_arrays(name: str, image: np.ndarray, label: np.ndarray, spacing_xyz: tuple[float, float, float],
+                     *, seed: int = 0) -> Case:
+    """A case from arrays already in memory (tests, notebooks)."""
+    data = CaseData(name, image, (np.asarray(label) > 0).astype(np.uint8),
+                    tuple(float(s) for s in spacing_xyz))
+    return Case(name=name, source="arrays", seed=seed, loader=lambda: data)
+
+
+def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options: object) -> list[Case]:
+    """``n_cases`` generated phantoms with consecutive seeds, held out from training by default.
+
+    Args:
+        n_cases: number of phantoms.
+        seed_start: first seed; defaults to ``gastric_propagate.phantom.HELD_OUT_SEED_START``.
+        **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
+    """
+    from .. import phantom  # imported here: generating phantoms is only one way to get cases
+
+    start = phantom.HELD_OUT_SEED_START if seed_start is None else int(seed_start)
+
+    def loader(seed: int) -> Callable[[], CaseData]:
+        def load() -> CaseData:
+            generated = phantom.make_phantom(seed, **phantom_options)
+            image, label = generated.arrays()
+            return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8),
+                            tuple(float(s) for s in generated.spacing))
+        return load
+
+    return [Case(name=f"phantom_{seed}", source=f"phantom seed {seed}", seed=seed, loader=loader(seed))
+            for seed in range(start, start + int(n_cases))]
+
+
+def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
+    """The image/label pairs of a folder, sorted by name, geometry checked from the file headers.
+
+    Args:
+        folder: a folder in one of the layouts of this module's docstring.
+        n_cases: keep only the first ``n_cases`` pairs (all when None).
+
+    Raises:
+        InputError: the folder is missing or holds no pair, or a pair's image and label differ in geometry.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"The data folder {folder} does not exist. Give a folder of image/label pairs.")
+    if (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir():
+        pairs = _nnunet_pairs(folder / "imagesTr", folder / "labelsTr")
+    else:
+        pairs = _suffix_pairs(folder)
+    if not pairs:
+        raise InputError(
+            f"No image/label pairs found in {folder}. Name them <case>_image.nrrd and <case>_label.nrrd "
+            f"(or .nii.gz, .nii, .mha), or use an nnU-Net layout: imagesTr/<case>_0000.nii.gz with "
+            f"labelsTr/<case>.nii.gz.")
+    if n_cases is not None:
+        pairs = pairs[: int(n_cases)]
+    for _name, image_path, label_path in pairs:
+        _check_geometry(image_path, label_path)
+    return [Case(name=name, source=str(image_path), seed=_seed_from_name(name),
+                 loader=_file_loader(name, image_path, label_path))
+            for name, image_path, label_path in pairs]
+
+
+def load_cases(data: str | Path | None, n_cases: int | None = None, *, seed_start: int | None = None,
+               **phantom_options: object) -> list[Case]:
+    """Cases from a folder, or held-out phantoms when ``data`` is None.
+
+    Args:
+        data: a folder of image/label pairs, or None for generated phantoms.
+        n_cases: at most this many cases (required for phantoms).
+        seed_start: first phantom seed (phantoms only).
+        **phantom_options: passed to ``make_phantom`` (phantoms only).
+    """
+    if data is None:
+        if n_cases is None:
+            raise ValueError("n_cases is required for generated phantoms")
+        return phantom_cases(n_cases, seed_start, **phantom_options)
+    return folder_cases(data, n_cases)
+
+
+def _split_extension(path: Path) -> tuple[str, str] | None:
+    name = path.name
+    for extension in EXTENSIONS:
+        if name.lower().endswith(extension):
+            return name[: -len(extension)], extension
+    return None
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        split = _split_extension(path)
+        if path.is_file() and split is not None:
+            files.setdefault(split[0], path)
+    return files
+
+
+def _suffix_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
+    files = _files_by_stem(folder)
+    pairs = []
+    for stem, image_path in files.items():
+        if not stem.endswith("_image"):
+            continue
+        name = stem[: -len("_image")]
+        label_path = files.get(f"{name}_label")
+        if label_path is None:
+            logger.warning("%s has no %s_label file next to it; skipped", image_path.name, name)
+            continue
+        pairs.append((name, image_path, label_path))
+    return pairs
+
+
+def _nnunet_pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
+    label_files = _files_by_stem(labels)
+    pairs = []
+    for stem, image_path in _files_by_stem(images).items():
+        if stem.endswith("_0000"):
+            name = stem[: -len("_0000")]
+        elif stem[-5:-4] == "_" and stem[-4:].isdigit():
+            continue  # a second channel (_0001, ...): only the first one (the CT) is used
+        else:
+            name = stem
+        label_path = label_files.get(name)
+        if label_path is None:
+            logger.warning("%s has no label %s.* in %s; skipped", image_path.name, name, labels)
+            continue
+        pairs.append((name, image_path, label_path))
+    return pairs
+
+
+def _check_geometry(image_path: Path, label_path: Path) -> None:
+    image, label = _header(image_path), _header(label_path)
+    if image.GetDimension() != 3:
+        raise InputError(f"{image_path} is a {image.GetDimension()}D image; the evaluation needs 3D CT volumes.")
+    problems = []
+    if image.GetSize() != label.GetSize():
+        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
+    elif not np.allclose(image.GetSpacing(), label.GetSpacing(), atol=_SPACING_TOLERANCE_MM):
+        problems.append(f"spacing {image.GetSpacing()} vs {label.GetSpacing()}")
+    elif not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=_ORIGIN_TOLERANCE_MM):
+        problems.append(f"origin {image.GetOrigin()} vs {label.GetOrigin()}")
+    elif not np.allclose(image.GetDirection(), label.GetDirection(), atol=_DIRECTION_TOLERANCE):
+        problems.append(f"direction {image.GetDirection()} vs {label.GetDirection()}")
+    if problems:
+        raise InputError(
+            f"The label {label_path.name} does not lie on the grid of its image {image_path.name} "
+            f"({problems[0]}). Resample the label onto the image (e.g. Slicer's 'Resample Image (BRAINS)' with "
+            f"nearest-neighbour interpolation, or export the segmentation with the image as reference geometry).")
+
+
+def _header(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"Cannot read {path}: {str(error).strip().splitlines()[-1]}") from error
+    return reader
+
+
+def _file_loader(name: str, image_path: Path, label_path: Path) -> Callable[[], CaseData]:
+    def load() -> CaseData:
+        image = sitk.ReadImage(str(image_path))
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
+        if not label.any():
+            raise InputError(f"The label {label_path} is empty: there is no tumour to evaluate on. "
+                             "Remove the case or fix its label.")
+        direction = np.reshape(image.GetDirection(), (3, 3))
+        if abs(direction[2, 2]) < 0.9:
+            logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",
+                           image_path.name, image.GetDirection())
+        return CaseData(name, sitk.GetArrayFromImage(image), (label > 0).astype(np.uint8),
+                        tuple(float(s) for s in image.GetSpacing()))
+    return load
+
+
+def _seed_from_name(name: str) -> int:
+    return zlib.crc32(name.encode())

@@ -1,0 +1,76 @@
+"""Loading evaluation cases from folders (three layouts) and the errors a user can fix."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from gastric_propagate.errors import InputError
+from gastric_propagate.evaluation.cases import case_from_arrays, folder_cases, load_cases
+
+
+def _write_pair(image_path, label_path, *, label_spacing=(0.8, 0.8, 2.5), label_size=(20, 18, 6), value=1):
+    image = np.full((6, 18, 20), -100, np.int16)
+    image[2:4, 5:9, 6:12] = 60
+    sitk_image = sitk.GetImageFromArray(image)
+    sitk_image.SetSpacing((0.8, 0.8, 2.5))
+    sitk_image.SetOrigin((-10.0, 5.0, 30.0))
+    label = np.zeros(label_size[::-1], np.uint8)
+    label[2:4, 5:9, 6:12] = value
+    sitk_label = sitk.GetImageFromArray(label)
+    sitk_label.SetSpacing(label_spacing)
+    sitk_label.SetOrigin((-10.0, 5.0, 30.0))
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk_image, str(image_path))
+    sitk.WriteImage(sitk_label, str(label_path))
+
+
+def test_suffix_pairs_nrrd_and_nifti_sorted_and_loaded(tmp_path):
+    _write_pair(tmp_path / "b_image.nii.gz", tmp_path / "b_label.nii.gz", value=2)
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd")
+    (tmp_path / "notes.txt").write_text("not an image")
+    cases = folder_cases(tmp_path)
+    assert [case.name for case in cases] == ["a", "b"]
+    data = cases[1].load()
+    assert data.image.shape == (6, 18, 20) and data.image.dtype == np.int16
+    assert data.label.dtype == np.uint8 and set(np.unique(data.label)) == {0, 1}  # any label value = tumour
+    assert data.spacing_xyz == pytest.approx((0.8, 0.8, 2.5))
+    assert cases[0].seed != cases[1].seed
+    assert [case.name for case in load_cases(tmp_path, n_cases=1)] == ["a"]
+
+
+def test_nnunet_layout(tmp_path):
+    _write_pair(tmp_path / "imagesTr" / "gc_001_0000.nii.gz", tmp_path / "labelsTr" / "gc_001.nii.gz")
+    _write_pair(tmp_path / "imagesTr" / "gc_002_0000.nii.gz", tmp_path / "labelsTr" / "gc_002.nii.gz")
+    cases = folder_cases(tmp_path)
+    assert [case.name for case in cases] == ["gc_001", "gc_002"]
+    assert cases[0].load().label.sum() == 2 * 4 * 6
+
+
+def test_a_folder_without_pairs_says_how_to_name_them(tmp_path):
+    _write_pair(tmp_path / "lonely_image.nrrd", tmp_path / "other" / "x.nrrd")
+    with pytest.raises(InputError, match="_label.nrrd"):
+        folder_cases(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        folder_cases(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("change", [{"label_spacing": (0.8, 0.8, 3.0)}, {"label_size": (20, 18, 7)}])
+def test_a_pair_with_another_geometry_is_refused(tmp_path, change):
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd", **change)
+    with pytest.raises(InputError, match="does not lie on the grid"):
+        folder_cases(tmp_path)
+
+
+def test_an_empty_label_is_refused_when_loaded(tmp_path):
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd", value=0)
+    with pytest.raises(InputError, match="empty"):
+        folder_cases(tmp_path)[0].load()
+
+
+def test_case_from_arrays():
+    label = np.zeros((3, 4, 4), np.uint8)
+    label[1, 1:3, 1:3] = 5
+    case = case_from_arrays("tiny", np.zeros((3, 4, 4), np.int16), label, (1, 1, 2), seed=4)
+    data = case.load()
+    assert case.seed == 4 and data.label.max() == 1 and data.spacing_xyz == (1.0, 1.0, 2.0)

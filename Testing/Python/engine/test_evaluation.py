@@ -1,0 +1,92 @@
+"""The evaluation end to end on tiny synthetic cases with the baseline methods."""
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from gastric_propagate.evaluation import evaluate
+from gastric_propagate.evaluation.cases import case_from_arrays
+
+BASELINES = ["copy_slice", "region_growing", "registration", "fill_between_ideal"]
+SPACING = (1.0, 1.0, 2.5)
+
+
+def _case(name, seed, radius_mm):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:18, :40, :40]
+    cz, cy, cx = 9 + rng.integers(-1, 2), 20 + rng.integers(-2, 3), 20 + rng.integers(-2, 3)
+    truth = (((x - cx) * SPACING[0] / radius_mm) ** 2 + ((y - cy) * SPACING[1] / (0.8 * radius_mm)) ** 2
+             + ((z - cz) * SPACING[2] / radius_mm) ** 2) <= 1
+    image = np.where(truth, 60.0, -90.0) + rng.normal(0, 10, truth.shape)
+    image[:, :, :3] = -1000
+    return case_from_arrays(name, image.astype(np.int16), truth.astype(np.uint8), SPACING, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    cases = [_case("tiny_a", 1, 11.0), _case("tiny_b", 2, 13.0)]
+    rows = evaluate.run_evaluation(cases, out, methods=BASELINES, variants=["largest", "dilated"], progress=False)
+    paths = evaluate.write_reports(rows, out, {"data": "2 tiny synthetic ellipsoids", "command": "pytest"})
+    return rows, paths
+
+
+def test_one_row_per_case_variant_and_method(evaluated):
+    rows, paths = evaluated
+    on_disk = evaluate.read_csv(paths["csv"])
+    assert len(on_disk) == 2 * 2 * len(BASELINES)
+    assert list(on_disk[0]) == list(evaluate.CSV_COLUMNS)
+    assert {(r["case"], r["variant"], r["method"]) for r in on_disk} == {
+        (c, v, m) for c in ("tiny_a", "tiny_b") for v in ("largest", "dilated") for m in BASELINES}
+    for row, written in zip(rows, on_disk):
+        assert written["error"] == ""
+        assert written["dice"] == row["dice"] and 0.3 < written["dice"] <= 1.0
+        assert math.isfinite(written["hd95_mm"]) and written["seconds"] >= 0
+
+
+def test_easy_cases_rank_sensibly(evaluated):
+    rows, _ = evaluated
+    mean = {m: statistics.fmean(r["dice"] for r in rows if r["method"] == m and r["variant"] == "largest")
+            for m in BASELINES}
+    assert mean["region_growing"] > 0.8 and mean["fill_between_ideal"] > 0.75
+    assert mean["copy_slice"] < mean["region_growing"]
+
+
+def test_summary_quotes_the_csv_numbers(evaluated):
+    _, paths = evaluated
+    text = paths["summary"].read_text()
+    assert "2 tiny synthetic ellipsoids" in text and "`pytest`" in text and "Cases:** 2" in text
+    assert "## Annotation: largest" in text and "## Annotation: dilated" in text
+    rows = evaluate.read_csv(paths["csv"])
+    for method in BASELINES:
+        dices = [r["dice"] for r in rows if r["method"] == method and r["variant"] == "dilated"]
+        expected = (f"{statistics.fmean(dices):.3f} ± {statistics.stdev(dices):.3f} "
+                    f"({statistics.median(dices):.3f})")
+        assert expected in text
+
+
+def test_figure_is_a_png(evaluated):
+    _, paths = evaluated
+    assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["figure"].stat().st_size > 10_000
+
+
+def test_a_failing_method_is_recorded_not_fatal(tmp_path, monkeypatch):
+    def broken(*_args, **_kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(evaluate.BASELINES, "copy_slice",
+                        evaluate.Method("copy_slice", "Broken copy", broken))
+    rows = evaluate.run_evaluation([_case("tiny_c", 3, 10.0)], tmp_path, methods=["copy_slice", "region_growing"],
+                                   variants=["largest"], progress=False)
+    assert "RuntimeError: boom" in rows[0]["error"] and math.isnan(rows[0]["dice"])
+    assert rows[1]["error"] == ""
+    text = evaluate.summary_markdown(rows, {"data": "x", "command": "y"})
+    assert "| 0 | 1 |" in text  # one failure counted
+
+
+def test_unknown_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate.run_evaluation([], tmp_path, methods=["magic"], progress=False)
