@@ -1,0 +1,189 @@
+"""The ``gastric-propagate`` command line: one sub-command per job, each a thin call into the engine.
+
+Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("propagation")
+    group.add_argument("--keyframes", action="store_true",
+                       help="accept several painted slices; each is kept exactly as a fixed anchor")
+    group.add_argument("--min-slice", type=int, help="lowest axial index (K) the result may reach")
+    group.add_argument("--max-slice", type=int, help="highest axial index (K) the result may reach")
+    group.add_argument("--max-distance-mm", type=float,
+                       help="furthest distance from the painted slice(s) along the slice axis, in mm")
+    group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--proposer", help="proposer checkpoint (default: the bundled weights)")
+    parser.add_argument("--refiner", help="refiner checkpoint (default: the bundled weights)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gastric-propagate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gastric-propagate {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="one painted axial slice -> 3D tumour label")
+    segment.add_argument("--image", required=True, help="CT volume (any format SimpleITK reads)")
+    segment.add_argument("--annotation", required=True, help="label on the CT's grid, painted on one axial slice")
+    segment.add_argument("--output", required=True, help="output label (uint8, tumour = 1) on the CT's grid")
+    segment.add_argument("--report", help="write a JSON report (volume, slices, seconds, device, confidence)")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
+    _add_model_options(segment)
+    _add_propagation_options(segment)
+
+    train = commands.add_parser("train", help="train the proposer and the refiner")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder of image/label pairs (NRRD or NIfTI)")
+    source.add_argument("--phantoms", type=int, help="train on this many generated phantoms (seeds 0..N-1)")
+    train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
+    train.add_argument("--validation-phantoms", type=int, default=8,
+                       help="held-out phantoms to report Dice on after training (0: none)")
+    train.add_argument("--proposer-steps", type=int, default=1500)
+    train.add_argument("--refiner-steps", type=int, default=800)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    train.add_argument("--device", default="auto")
+
+    phantoms = commands.add_parser("make-phantoms", help="write synthetic CT/label pairs to a folder")
+    phantoms.add_argument("--out", required=True)
+    phantoms.add_argument("--count", type=int, default=10)
+    phantoms.add_argument("--seed-start", type=int, help="first seed (default: the held-out range)")
+    phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd")
+
+    demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
+    demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
+    demo.add_argument("--seed", type=int, help="phantom seed (default: a held-out one)")
+    _add_model_options(demo)
+
+    benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
+    benchmark.add_argument("--cases", type=int, default=10, help="held-out phantoms for the accuracy figures")
+    benchmark.add_argument("--repeats", type=int, default=5, help="timed runs on the 512x512x100 CT")
+    benchmark.add_argument("--skip", nargs="*", default=[], choices=("speed", "accuracy", "corrections"),
+                           help="parts to leave out")
+    _add_model_options(benchmark)
+
+    evaluate = commands.add_parser("evaluate", help="compare with the alternatives; writes CSV, Markdown, PNG")
+    evaluate.add_argument("--data", help="folder of image/label pairs (default: held-out phantoms)")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--cases", type=int, default=20, help="number of phantoms when --data is not given")
+    evaluate.add_argument("--methods", nargs="*", help="methods to run (default: all)")
+    evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
+    evaluate.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .errors import Cancelled, InputError, WeightsError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled: nothing was written", file=sys.stderr)
+        return 130
+
+
+def _options(args) -> "PropagationOptions":
+    from .pipeline import PropagationOptions
+
+    return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
+                              max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner)
+
+
+def _segmenter(args):
+    from .pipeline import Segmenter
+
+    return Segmenter(args.proposer, args.refiner, device=args.device)
+
+
+def _segment(args) -> int:
+    from .file_segmentation import segment_files
+
+    report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
+                           options=_options(args), segmenter=_segmenter(args), overwrite=args.overwrite)
+    slices = report["slices"]
+    print(f"tumour: {report['volume_ml']:.1f} mL on slices {slices['first']}-{slices['last']} "
+          f"({report['seconds']:.2f} s on {report['device']}) -> {args.output}")
+    return 0
+
+
+def _train(args) -> int:
+    from .evaluation.cases import load_cases
+    from .phantom import HELD_OUT_SEED_START
+    from .training import TrainingConfig, train
+
+    cases = load_cases(args.data, args.phantoms, seed_start=0)
+    description = (f"{len(cases)} image/label pairs from {args.data}" if args.data else
+                   f"{len(cases)} synthetic phantoms (gastric_propagate.phantom, seeds 0-{len(cases) - 1})")
+    # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
+    validation = load_cases(None, args.validation_phantoms, seed_start=HELD_OUT_SEED_START + 50_000) \
+        if args.validation_phantoms else []
+    config = TrainingConfig(proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
+                            batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+    paths = train([case.load() for case in cases], args.out, config=config, device=args.device,
+                  data_description=description, validation_cases=[case.load() for case in validation],
+                  command="gastric-propagate " + " ".join(sys.argv[1:]))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def _make_phantoms(args) -> int:
+    from .phantom import HELD_OUT_SEED_START, write_phantoms
+
+    start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
+    pairs = write_phantoms(args.out, range(start, start + args.count), fmt=args.format)
+    print(f"wrote {len(pairs)} image/label pairs to {args.out}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, seed=args.seed, segmenter=_segmenter(args))
+    return 0
+
+
+def _benchmark(args) -> int:
+    from .benchmark import run_benchmark
+
+    run_benchmark(cases=args.cases, repeats=args.repeats, skip=set(args.skip), device=args.device,
+                  proposer=args.proposer, refiner=args.refiner)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate_command
+
+    out = evaluate_command(args.data, args.out, n_cases=args.cases, methods=args.methods, variants=args.variants,
+                           device=args.device)
+    print(f"wrote results.csv, summary.md and figure.png to {out}")
+    return 0
+
+
+_COMMANDS = {"segment": _segment, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,
+             "benchmark": _benchmark, "evaluate": _evaluate}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The ``segment`` contract on files: CT + one-slice label in, a label on the CT's grid and a report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import __version__
+from .errors import InputError
+from .io import geometry_difference, read_volume, refuse_existing, write_json, write_mask
+from .metrics import volume_ml
+from .pipeline import PropagationOptions, Segmenter, SegmentationResult
+
+# Manual-annotation times from the source study (seed 000): a full 3D outline vs the one painted slice.
+MANUAL_FULL_OUTLINE_SECONDS = 7 * 60
+MANUAL_ONE_SLICE_SECONDS = 40
+
+
+def segment_files(image_path: str | Path, annotation_path: str | Path, output_path: str | Path, *,
+                  report_path: str | Path | None = None, options: PropagationOptions = PropagationOptions(),
+                  segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
+                  progress=None) -> dict:
+    """Runs the pipeline on files and writes the mask (and the report); returns the report.
+
+    Nothing is written unless the whole run succeeds; existing outputs are refused unless ``overwrite``.
+    """
+    for path in (output_path, report_path):
+        if path is not None:
+            refuse_existing(path, overwrite)
+    image = read_volume(image_path, "image")
+    annotation = read_volume(annotation_path, "annotation")
+    difference = geometry_difference(image, annotation)
+    if difference:
+        raise InputError(f"The annotation {annotation_path} is not on the image's voxel grid ({difference}). Save "
+                         "the label map with the CT as its reference geometry (in Slicer: export the segment with "
+                         "the CT as reference volume), or resample it onto the CT, then run again.")
+    segmenter = segmenter or Segmenter(device=device)
+    result = segmenter.segment(sitk.GetArrayViewFromImage(image), image.GetSpacing(),
+                               sitk.GetArrayViewFromImage(annotation), options, progress=progress)
+    report = build_report(result, image.GetSpacing(), segmenter)
+    report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
+    write_mask(result.mask, image, output_path)
+    if report_path is not None:
+        write_json(report, report_path)
+    return report
+
+
+def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:
+    """The run's figures as plain JSON-ready values."""
+    slice_range = result.slice_range()
+    report = {
+        "version": __version__,
+        "volume_ml": round(volume_ml(result.mask, spacing_xyz), 3),
+        "slices": {"first": slice_range[0], "last": slice_range[1],
+                   "count": slice_range[1] - slice_range[0] + 1} if slice_range else None,
+        "painted_slices": result.anchor_slices,
+        "seconds": round(result.seconds, 3),
+        "device": result.device,
+        "timings_seconds": {name: round(value, 4) for name, value in result.timings.items()},
+        "manual_estimate_seconds": {"full_outline": MANUAL_FULL_OUTLINE_SECONDS,
+                                    "one_slice": MANUAL_ONE_SLICE_SECONDS},
+        "slice_confidence": {str(k): round(v, 4) for k, v in sorted(result.slice_confidence.items())},
+        "least_confident_slices": result.least_confident_slices(5),
+        "stop_reasons": result.stop_reasons,
+        "voxels": int(np.count_nonzero(result.mask)),
+    }
+    if segmenter is not None:
+        report["weights"] = {stage: str(getattr(segmenter, stage).path or "in memory")
+                             for stage in ("proposer", "refiner")}
+    return report

@@ -1,0 +1,62 @@
+"""The U-Net used by both stages: small, 2D, fully convolutional (any crop size that is a multiple of 2**depth)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet2D(nn.Module):
+    """A 2D U-Net returning one logit map.
+
+    Args:
+        in_channels: input channels (the proposer: 3 image slices + the previous mask; the refiner:
+            3 image slices + 3 coarse-mask slices).
+        base_channels: channels of the first level; doubled at each downsampling.
+        depth: number of downsamplings.
+    """
+
+    def __init__(self, *, in_channels: int, base_channels: int = 16, depth: int = 3):
+        super().__init__()
+        if in_channels < 1 or base_channels < 1 or depth < 1:
+            raise ValueError("in_channels, base_channels and depth must be positive")
+        self.config = {"in_channels": in_channels, "base_channels": base_channels, "depth": depth}
+        widths = [base_channels * 2 ** level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoders.append(_DoubleConv(previous, width))
+            previous = width
+        self.pool = nn.MaxPool2d(2)
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.upsamplers.append(nn.ConvTranspose2d(width * 2, width, 2, stride=2))
+            self.decoders.append(_DoubleConv(width * 2, width))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** self.config["depth"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            x = encoder(x if level == 0 else self.pool(x))
+            skips.append(x)
+        x = skips.pop()
+        for upsample, decoder in zip(self.upsamplers, self.decoders):
+            x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
+        return self.head(x)

@@ -1,0 +1,217 @@
+"""One painted axial slice -> 3D mask: validation, proposer propagation, refinement.
+
+CONTRACT (used by the CLI, the Slicer Logic and the evaluation; keep it stable):
+
+    result = segment_volume(image, spacing_xyz, annotation, options=PropagationOptions(), device="auto",
+                            segmenter=None, progress=None, should_stop=None)
+
+    image        np.ndarray (z, y, x), CT in Hounsfield units (any integer or float dtype)
+    spacing_xyz  (sx, sy, sz) in mm, as SimpleITK and Slicer report it
+    annotation   np.ndarray (z, y, x), non-zero on the painted slice(s)
+    progress     callable(done: int, total: int) or None, called after each slice
+    should_stop  callable() -> bool or None; when it returns True, Cancelled is raised
+    returns      SegmentationResult (mask uint8 (z, y, x) on the image's grid, ...)
+    raises       errors.InputError / errors.WeightsError / errors.Cancelled
+"""
+
+from __future__ import annotations
+
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .checkpoints import Checkpoint, bundled_weights, load_checkpoint
+from .errors import Cancelled, InputError, WeightsError
+from .networks import UNet2D
+from .preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
+from .propagation import propagate, slice_confidence
+from .refinement import refine
+from .validation import check_annotation, check_image, check_spacing
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How far and from what the propagation runs.
+
+    Attributes:
+        keyframes: accept several painted slices; each one is a fixed anchor that is never changed.
+            Without it, an annotation on more than one slice is refused (the single-slice contract).
+        min_slice: lowest axial index the result may reach (inclusive), or None.
+        max_slice: highest axial index the result may reach (inclusive), or None.
+        max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
+        use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
+    """
+
+    keyframes: bool = False
+    min_slice: int | None = None
+    max_slice: int | None = None
+    max_distance_mm: float | None = None
+    use_refiner: bool = True
+
+
+@dataclass
+class SegmentationResult:
+    """What one run produced, on the input image's voxel grid.
+
+    Attributes:
+        mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
+        proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement.
+        slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
+        anchor_slices: the painted slices, kept as drawn.
+        stop_reasons: "up" / "down" -> why the propagation ended in that direction.
+        seconds: wall time of the whole run (validation, both networks, paste-back).
+        device: the torch device the networks ran on ("cpu", "cuda:0").
+    """
+
+    mask: np.ndarray
+    proposer_mask: np.ndarray
+    slice_confidence: dict[int, float]
+    anchor_slices: list[int]
+    stop_reasons: dict[str, str]
+    seconds: float
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def slice_range(self) -> tuple[int, int] | None:
+        """First and last axial index of the tumour in the result, or None when it is empty."""
+        ks = np.flatnonzero(self.mask.reshape(self.mask.shape[0], -1).any(axis=1))
+        return (int(ks[0]), int(ks[-1])) if ks.size else None
+
+    def least_confident_slices(self, count: int) -> list[int]:
+        """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""
+        candidates = [(c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices]
+        return [k for _, k in sorted(candidates)[:count]]
+
+
+class Segmenter:
+    """The two trained stages, loaded once and reused for many volumes.
+
+    Args:
+        proposer_path: proposer checkpoint; the bundled one when None.
+        refiner_path: refiner checkpoint; the bundled one when None.
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+    """
+
+    def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.proposer = load_checkpoint(proposer_path or bundled_weights("proposer"), stage="proposer",
+                                        device=self.device)
+        self.refiner = load_checkpoint(refiner_path or bundled_weights("refiner"), stage="refiner",
+                                       device=self.device)
+        if self.refiner.preprocessing != self.proposer.preprocessing:
+            raise WeightsError(
+                f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
+                "different preprocessing; use a pair produced by one 'gastric-propagate train' run.")
+
+    @classmethod
+    def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),
+                      device: str = "cpu") -> "Segmenter":
+        """A segmenter around in-memory networks (training-time validation, tests with tiny networks)."""
+        segmenter = cls.__new__(cls)
+        segmenter.device = resolve_device(device)
+        segmenter.proposer = Checkpoint("proposer", proposer.to(segmenter.device).eval(), preprocessing, {})
+        segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
+        return segmenter
+
+    def segment(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray,
+                options: PropagationOptions = PropagationOptions(), *,
+                progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> SegmentationResult:
+        """Segments one volume; see the module docstring for the contract."""
+        started = time.perf_counter()
+        spacing_xyz = tuple(float(s) for s in spacing_xyz)
+        check_spacing(spacing_xyz)
+        check_image(image)
+        anchor_slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=options.keyframes)
+        low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
+
+        prep = self.proposer.preprocessing
+        painted = annotation > 0
+        grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep)
+        crop = torch.from_numpy(normalise_hu(to_crop(image, grid), prep.hu_window)).to(self.device)
+        anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid, default_value=0.0) > 0.5
+        anchors = {k: anchor_crop[i] for i, k in enumerate(anchor_slices)}
+        prepared = time.perf_counter()
+
+        pixel_mm = prep.pixel_spacing_mm
+        coarse = propagate(self.proposer.network, crop, anchors, limits=(low, high),
+                           pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm,
+                           progress=progress, should_stop=should_stop)
+        proposed = time.perf_counter()
+        final = coarse.probabilities
+        if options.use_refiner:
+            if should_stop is not None and should_stop():
+                raise Cancelled("Propagation was cancelled; nothing was written.")
+            final = refine(self.refiner.network, crop, coarse.probabilities, coarse.visited)
+        for k in anchor_slices:
+            final[k] = anchors[k]
+        final = _keep_connected_to_anchors(final, anchors)
+        refined = time.perf_counter()
+
+        visited = coarse.visited
+        window = slice(visited[0], visited[-1] + 1)
+        mask = mask_from_crop(final[window], grid, image.shape, window)
+        proposer_mask = mask_from_crop(coarse.probabilities[window], grid, image.shape, window)
+        for target in (mask, proposer_mask):
+            target[anchor_slices] = painted[anchor_slices]
+        finished = time.perf_counter()
+        return SegmentationResult(
+            mask=mask, proposer_mask=proposer_mask,
+            slice_confidence=slice_confidence(final, visited), anchor_slices=list(anchor_slices),
+            stop_reasons=coarse.stop_reasons, seconds=finished - started, device=str(self.device),
+            timings={"prepare": prepared - started, "proposer": proposed - prepared,
+                     "refiner": refined - proposed, "paste_back": finished - refined})
+
+
+def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
+                   options: PropagationOptions = PropagationOptions(), device: str = "auto",
+                   segmenter: Segmenter | None = None, progress=None, should_stop=None) -> SegmentationResult:
+    """One call from arrays to a 3D mask; loads the bundled weights unless a ``segmenter`` is given."""
+    segmenter = segmenter or Segmenter(device=device)
+    return segmenter.segment(image, spacing_xyz, annotation, options, progress=progress, should_stop=should_stop)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA request without CUDA is refused."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} was asked for, but this PyTorch has no CUDA device. Use --device cpu "
+                         "or auto.")
+    return resolved
+
+
+def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, slice_mm: float) -> tuple[int, int]:
+    """The inclusive axial range the result may occupy, from the options; anchors must lie inside it."""
+    low = 0 if options.min_slice is None else max(0, int(options.min_slice))
+    high = depth - 1 if options.max_slice is None else min(depth - 1, int(options.max_slice))
+    if options.max_distance_mm is not None:
+        if options.max_distance_mm < 0:
+            raise InputError("The maximum distance from the painted slice must be zero or more millimetres.")
+        reach = int(np.floor(options.max_distance_mm / slice_mm + 1e-6))
+        low, high = max(low, anchors[0] - reach), min(high, anchors[-1] + reach)
+    if low > high:
+        raise InputError(f"The slice limits leave no slice (from {low} to {high}). Widen them.")
+    outside = [k for k in anchors if not low <= k <= high]
+    if outside:
+        raise InputError(f"Painted slice(s) {outside} lie outside the slice limits {low}-{high}. Widen the limits "
+                         "so that they include every painted slice.")
+    return low, high
+
+
+def _keep_connected_to_anchors(probabilities: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarray:
+    """Drops predicted regions that do not connect (in 3D) to a painted voxel: stray blobs elsewhere."""
+    labels, count = ndimage.label(probabilities > 0.5)
+    if count <= 1:
+        return probabilities
+    keep = np.zeros(count + 1, dtype=bool)
+    for k, anchor in anchors.items():
+        keep[np.unique(labels[k][anchor])] = True
+    keep[0] = False
+    return np.where(keep[labels] | (probabilities <= 0.5), probabilities, 0.0).astype(np.float32)

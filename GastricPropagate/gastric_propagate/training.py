@@ -1,0 +1,300 @@
+"""Training both stages on image/label pairs: the proposer first, then the refiner on its output.
+
+Both stages train on fixed-size windows of the same crops the pipeline makes at inference time
+(``preprocessing.crop_grid_for`` around the largest cross-section, jittered), so what the networks
+learn is what they will see.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm import tqdm
+
+from . import __version__
+from .annotation import annotation_from_label, largest_cross_section_index
+from .checkpoints import save_checkpoint
+from .networks import UNet2D
+from .pipeline import PropagationOptions, Segmenter
+from .preprocessing import Preprocessing, crop_grid_for, normalise_hu, to_crop
+from .propagation import propagate
+from .refinement import refiner_input
+
+log = logging.getLogger(__name__)
+
+
+class CaseLike(Protocol):
+    """A training or evaluation case: CT (z, y, x) in HU, tumour label (z, y, x), spacing (x, y, z) mm."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that decides a training run; stored in the checkpoints it produces."""
+
+    proposer_steps: int = 1500
+    refiner_steps: int = 800
+    batch_size: int = 16
+    window: int = 96
+    learning_rate: float = 2e-3
+    base_channels: int = 16
+    depth: int = 3
+    crops_per_case: int = 2
+    hard_pixel_weight: float = 4.0
+    boundary_weight: float = 2.0
+    seed: int = 0
+    threads: int | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def describe(self) -> dict:
+        values = asdict(self)
+        values["preprocessing"] = self.preprocessing.to_dict()
+        return values
+
+
+@dataclass
+class _CropVolume:
+    """One case on the networks' grid, restricted to the tumour's slices and two beyond each end."""
+
+    image: np.ndarray   # (z, S, S) normalised
+    label: np.ndarray   # (z, S, S) bool
+    first: int          # first tumour slice in this crop's z
+    last: int
+
+
+def _make_crops(case: CaseLike, config: TrainingConfig, rng: np.random.Generator) -> list[_CropVolume]:
+    crops = []
+    label = case.label > 0
+    areas = label.reshape(label.shape[0], -1).sum(axis=1)
+    tumour_slices = np.flatnonzero(areas)
+    if tumour_slices.size == 0:
+        log.warning("case %s has an empty label: skipped", case.name)
+        return crops
+    largest = largest_cross_section_index(label)
+    for _ in range(config.crops_per_case):
+        grid = crop_grid_for(label[largest][None], case.spacing_xyz, config.preprocessing,
+                             centre_shift_mm=tuple(rng.uniform(-6, 6, size=2)),
+                             extra_margin_mm=float(rng.uniform(0, 8)))
+        z0, z1 = max(0, tumour_slices[0] - 2), min(label.shape[0], tumour_slices[-1] + 3)
+        image = normalise_hu(to_crop(case.image[z0:z1], grid), config.preprocessing.hu_window)
+        mask = to_crop(label[z0:z1].astype(np.float32), grid, default_value=0.0) > 0.5
+        crops.append(_CropVolume(image, mask, tumour_slices[0] - z0, tumour_slices[-1] - z0))
+    return crops
+
+
+def _window(arrays: list[np.ndarray], centre: tuple[int, int], size: int, pads: list[float],
+            rng: np.random.Generator) -> list[np.ndarray]:
+    """The same ``size`` x ``size`` window of each (c, S, S) array, around ``centre`` with jitter, padded."""
+    side = arrays[0].shape[-1]
+    jitter = size // 4
+    top = int(np.clip(centre[0] - size // 2 + rng.integers(-jitter, jitter + 1), -size // 4, side - size + size // 4))
+    left = int(np.clip(centre[1] - size // 2 + rng.integers(-jitter, jitter + 1), -size // 4, side - size + size // 4))
+    out = []
+    for array, pad in zip(arrays, pads):
+        window = np.full(array.shape[:-2] + (size, size), pad, dtype=np.float32)
+        ys, xs = slice(max(top, 0), min(top + size, side)), slice(max(left, 0), min(left + size, side))
+        window[..., ys.start - top:ys.stop - top, xs.start - left:xs.stop - left] = array[..., ys, xs]
+        out.append(window)
+    return out
+
+
+def _perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Simulates the errors a propagated mask carries: grown, shrunk, shifted, or left as it is."""
+    choice = rng.random()
+    iterations = int(rng.integers(1, 3))
+    if choice < 0.25:
+        mask = ndimage.binary_dilation(mask, iterations=iterations)
+    elif choice < 0.5:
+        eroded = ndimage.binary_erosion(mask, iterations=iterations)
+        mask = eroded if eroded.any() else mask
+    if rng.random() < 0.4:
+        mask = np.roll(mask, tuple(rng.integers(-2, 3, size=2)), axis=(0, 1))
+    return mask
+
+
+def _augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels: int) -> list[np.ndarray]:
+    """Flips, 90-degree turns (scans come in every orientation) and intensity jitter on the image channels."""
+    turns = int(rng.integers(0, 4))
+    flip = rng.random() < 0.5
+    out = []
+    for array in arrays:
+        array = np.rot90(array, turns, axes=(-2, -1))
+        out.append(np.ascontiguousarray(array[..., ::-1] if flip else array))
+    stack = out[0]
+    stack[:image_channels] = stack[:image_channels] * rng.uniform(0.9, 1.1) + rng.uniform(-0.08, 0.08)
+    stack[:image_channels] += rng.normal(0, rng.uniform(0, 0.04), size=stack[:image_channels].shape)
+    return out
+
+
+def _centre(mask: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(mask)
+    return (int(ys.mean()), int(xs.mean())) if ys.size else (mask.shape[0] // 2, mask.shape[1] // 2)
+
+
+def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.Generator):
+    """Input (4, W, W): slices k-d, k, k+d and the (perturbed) true mask of k-d; target: the true mask of k."""
+    direction = 1 if rng.random() < 0.5 else -1
+    # Targets run one slice past each end, so the network learns to answer "no more tumour".
+    first, last = (crop.first + 1, crop.last + 1) if direction == 1 else (crop.first - 1, crop.last - 1)
+    k = int(rng.integers(first, last + 1))
+    k = int(np.clip(k, 0, crop.image.shape[0] - 1))
+    source = int(np.clip(k - direction, 0, crop.image.shape[0] - 1))
+    previous = crop.label[source]
+    if not previous.any():
+        previous, k, source = crop.label[crop.first], crop.first + direction, crop.first
+        k = int(np.clip(k, 0, crop.image.shape[0] - 1))
+    following = int(np.clip(k + direction, 0, crop.image.shape[0] - 1))
+    images = crop.image[[source, k, following]]
+    previous = _perturb_mask(previous, rng)
+    stack = np.concatenate([images, previous[None].astype(np.float32)])
+    stack, target = _window([stack, crop.label[k][None].astype(np.float32)], _centre(previous),
+                            config.window, [-1.0, 0.0], rng)
+    stack[3][stack[3] == -1.0] = 0.0  # the mask channel pads with 0, not the image's -1
+    stack, target = _augment([stack, target], rng, image_channels=3)
+    return stack, target, np.ones_like(target)
+
+
+def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
+    """Input (6, W, W): image and coarse mask on k-1, k, k+1; target: truth on k; weights favour hard pixels."""
+    k = int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, crop.image.shape[0] - 1))
+    if rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
+        coarse = np.stack([_perturb_mask(m, rng) if m.any() else m for m in crop.label]).astype(np.float32)
+    image = torch.from_numpy(crop.image)
+    stack = refiner_input(image, torch.from_numpy(coarse.astype(np.float32)), [k])[0].numpy()
+    truth = crop.label[k]
+    hard = (coarse[k] > 0.5) != truth
+    boundary = ndimage.binary_dilation(truth, iterations=1) & ~ndimage.binary_erosion(truth, iterations=1)
+    weight = 1.0 + config.hard_pixel_weight * hard + config.boundary_weight * boundary
+    centre = _centre(truth if truth.any() else coarse[k] > 0.5)
+    stack, target, weight = _window([stack, truth[None].astype(np.float32), weight[None].astype(np.float32)],
+                                    centre, config.window, [-1.0, 0.0, 1.0], rng)
+    stack[3:][stack[3:] == -1.0] = 0.0
+    stack, target, weight = _augment([stack, target, weight], rng, image_channels=3)
+    return stack, target, weight
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Pixel-weighted binary cross-entropy plus soft Dice (Dice keeps small tumours from being ignored)."""
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
+    probability = torch.sigmoid(logits)
+    intersection = (probability * target).sum(dim=(1, 2, 3))
+    denominator = probability.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
+    soft_dice = 1.0 - (2.0 * intersection + 1.0) / (denominator + 1.0)
+    return bce + soft_dice.mean()
+
+
+def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: torch.device, description: str,
+         rng: np.random.Generator) -> list[float]:
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps,
+                                                   pct_start=0.1)
+    network.to(device).train()
+    losses = []
+    with tqdm(range(steps), desc=description, unit="step", dynamic_ncols=True) as bar:
+        for _ in bar:
+            inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
+            batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
+            loss = _loss(network(batch[0]), batch[1], batch[2])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    network.eval()
+    return losses
+
+
+def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
+                  device: torch.device) -> list[np.ndarray]:
+    """The proposer's own propagation on each training crop, from its largest cross-section."""
+    pixel = config.preprocessing.pixel_spacing_mm
+    results = []
+    for crop in crops:
+        k = int(np.argmax(crop.label.reshape(crop.label.shape[0], -1).sum(axis=1)))
+        image = torch.from_numpy(crop.image).to(device)
+        output = propagate(proposer, image, {k: crop.label[k]}, limits=(0, crop.image.shape[0] - 1),
+                           pixel_area_mm2=pixel ** 2, pixel_mm=pixel)
+        results.append(output.probabilities)
+    return results
+
+
+def train(cases: Iterable[CaseLike], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
+          device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseLike] = (),
+          command: str = "") -> dict[str, Path]:
+    """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
+
+    Returns the written paths. Reproducible for a given config.seed, data and device.
+    """
+    from .pipeline import resolve_device  # local: pipeline imports this module's siblings only
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    target_device = resolve_device(device)
+    cases = list(cases)
+    if not cases:
+        raise ValueError("no training cases were given")
+    crops = [crop for case in tqdm(cases, desc="cropping", unit="case") for crop in _make_crops(case, config, rng)]
+    if not crops:
+        raise ValueError("every training case had an empty label")
+
+    proposer = UNet2D(in_channels=4, base_channels=config.base_channels, depth=config.depth)
+    proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[r.integers(len(crops))], config, r),
+                           config.proposer_steps, config, target_device, "proposer", rng)
+    coarse = _coarse_masks(proposer, crops, config, target_device)
+    refiner = UNet2D(in_channels=6, base_channels=config.base_channels, depth=config.depth)
+
+    def refiner_sample(r):
+        i = int(r.integers(len(crops)))
+        return _refiner_sample(crops[i], coarse[i], config, r)
+
+    refiner_losses = _fit(refiner, refiner_sample, config.refiner_steps, config, target_device, "refiner", rng)
+
+    metadata = {
+        "data": data_description, "cases": len(cases), "case_names": [c.name for c in cases][:50],
+        "config": config.describe(), "command": command, "device": str(target_device),
+        "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "final_loss": {"proposer": float(np.mean(proposer_losses[-50:])),
+                       "refiner": float(np.mean(refiner_losses[-50:]))},
+    }
+    validation_cases = list(validation_cases)
+    if validation_cases:
+        metadata["validation"] = validate(Segmenter.from_networks(proposer, refiner, config.preprocessing,
+                                                                  str(target_device)), validation_cases)
+        log.info("validation: %s", metadata["validation"])
+    output_dir = Path(output_dir)
+    paths = {}
+    for stage, network in (("proposer", proposer), ("refiner", refiner)):
+        paths[stage] = save_checkpoint(output_dir / f"{stage}.pt", stage=stage, network=network,
+                                       preprocessing=config.preprocessing, training=metadata)
+    return paths
+
+
+def validate(segmenter: Segmenter, cases: Iterable[CaseLike]) -> dict:
+    """Mean Dice of the proposer alone and with the refiner, from each case's largest cross-section."""
+    from .metrics import dice
+
+    scores = {"proposer": [], "proposer+refiner": []}
+    for case in cases:
+        result = segmenter.segment(case.image, case.spacing_xyz, annotation_from_label(case.label),
+                                   PropagationOptions())
+        scores["proposer"].append(dice(result.proposer_mask, case.label))
+        scores["proposer+refiner"].append(dice(result.mask, case.label))
+    return {name: round(float(np.mean(values)), 4) for name, values in scores.items()} | {
+        "cases": len(scores["proposer"])}

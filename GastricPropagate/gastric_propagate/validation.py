@@ -1,0 +1,86 @@
+"""Checks on the image and the annotation before any network runs. Every message says what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .annotation import painted_slices
+from .errors import InputError
+
+# Above this many voxels the volume is refused rather than risk running out of memory
+# (about 1.2 GB as int16; a 512x512x2000 thin-slice abdomen fits under it).
+MAX_VOXELS = 600_000_000
+# A painted cross-section wider than this is not one gastric tumour.
+MAX_ANNOTATION_EXTENT_MM = 200.0
+
+
+def check_image(image: np.ndarray) -> None:
+    """Refuses arrays that are not a 3D CT in Hounsfield units."""
+    if image.ndim != 3:
+        raise InputError(
+            f"The image has {image.ndim} dimension(s) (shape {image.shape}); GastricPropagate needs a 3D CT "
+            "volume. Load the whole series, not a single slice or a 4D/RGB image.")
+    if image.shape[0] < 2:
+        raise InputError(
+            f"The image has {image.shape[0]} axial slice(s); propagation needs a volume with several slices.")
+    if image.size > MAX_VOXELS:
+        raise InputError(
+            f"The image has {image.size:,} voxels (shape {image.shape}), more than the {MAX_VOXELS:,} this tool "
+            "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), then run again.")
+    if np.issubdtype(image.dtype, np.floating):
+        nan_count = int(np.isnan(image).sum())
+        if nan_count:
+            raise InputError(
+                f"The image contains {nan_count:,} NaN voxels. Fix or re-export the volume (NaN often comes from "
+                "a failed resampling) and run again.")
+    low, high = (float(v) for v in np.percentile(image[:: max(1, image.shape[0] // 16)], [0.5, 99.5]))
+    if low > -300 or high - low < 300:
+        hint = (" The values look like raw detector values: apply the DICOM Rescale Slope/Intercept."
+                if low >= 0 and high > 500 else "")
+        raise InputError(
+            f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.0f} "
+            f"and {high:.0f}; a CT of the abdomen has air or fat well below -300 HU).{hint} Load a CT volume: MR "
+            "and normalised (0-1) images are not supported.")
+
+
+def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
+                     spacing_xyz: tuple[float, float, float], *, keyframes: bool) -> list[int]:
+    """Checks the painted voxels and returns the painted axial slices (the anchors)."""
+    if annotation.shape != tuple(image_shape):
+        raise InputError(
+            f"The annotation's grid {annotation.shape} differs from the image's {tuple(image_shape)} (z, y, x). "
+            "Paint the annotation on this CT (or resample it onto the CT's grid) and run again.")
+    slices = painted_slices(annotation)
+    if not slices:
+        raise InputError(
+            "The annotation is empty. Paint the tumour's largest cross-section on one axial slice, then run again.")
+    if len(slices) > 1 and not keyframes:
+        raise InputError(
+            f"The annotation has painted voxels on {len(slices)} axial slices ({_describe(slices)}). Paint the "
+            "largest cross-section on one axial slice only and erase the others, or ask for keyframes "
+            "(--keyframes / the module's 'Keyframes' option) to keep every painted slice as a fixed anchor.")
+    for k in slices:
+        painted = annotation[k] > 0
+        if painted[0].any() or painted[-1].any() or painted[:, 0].any() or painted[:, -1].any():
+            raise InputError(
+                f"The annotation on axial slice {k} touches the edge of the image, so the tumour may reach "
+                "outside the field of view. Check the painted slice (erase stray strokes at the border) or use "
+                "a volume that covers the whole tumour.")
+        ys, xs = np.nonzero(painted)
+        extent = max((ys.max() - ys.min() + 1) * spacing_xyz[1], (xs.max() - xs.min() + 1) * spacing_xyz[0])
+        if extent > MAX_ANNOTATION_EXTENT_MM:
+            raise InputError(
+                f"The painted region on slice {k} is {extent:.0f} mm across, wider than one gastric tumour "
+                f"({MAX_ANNOTATION_EXTENT_MM:.0f} mm at most). Paint only the tumour's cross-section.")
+    return slices
+
+
+def check_spacing(spacing_xyz: tuple[float, float, float]) -> None:
+    """Refuses spacings that are not positive finite millimetre values."""
+    if len(spacing_xyz) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing_xyz):
+        raise InputError(f"The voxel spacing {tuple(spacing_xyz)} is not three positive numbers in mm.")
+
+
+def _describe(slices: list[int]) -> str:
+    shown = ", ".join(str(k) for k in slices[:8])
+    return shown + (", ..." if len(slices) > 8 else "")
