@@ -12,6 +12,18 @@ from .i18n import _
 
 RESULTS_TABLE_NAME = "GastricPropagate results"
 
+#: Manual effort the GUI shows beside each run (estimates for an experienced reader, not measurements here):
+#: outlining a gastric tumour slice by slice, and painting the one cross-section this tool needs.
+MANUAL_FULL_OUTLINE_SECONDS = 7 * 60
+MANUAL_ONE_SLICE_SECONDS = 40
+
+
+def formatDuration(seconds: float) -> str:
+    """'12.3 s', '~40 s' style text for durations; minutes above 90 s."""
+    if seconds >= 90:
+        return _("{minutes:.1f} min").format(minutes=seconds / 60.0)
+    return _("{seconds:.1f} s").format(seconds=seconds)
+
 # (column name, vtk array class, unit label, description)
 _COLUMNS = (
     ("Segment", vtk.vtkStringArray, "", "Segment name"),

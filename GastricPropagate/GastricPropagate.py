@@ -1,0 +1,619 @@
+"""GastricPropagate: one painted axial slice of a gastric tumour on CT -> a 3D segment (3D Slicer scripted module).
+
+The module file stays thin: the Widget wires the GUI to ``GastricPropagateLib.GastricPropagateLogic``, which turns
+MRML into arrays for the engine (``gastric_propagate``) and the result back into a segment.
+"""
+
+import logging
+import os
+import time
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from GastricPropagateLib import dependencies
+from GastricPropagateLib.background import ComputeJob
+from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is re-exported for scripts)
+    Cancelled,
+    GastricPropagateLogic,
+    Masking,
+    resultSegmentName,
+)
+from GastricPropagateLib.results_table import (
+    MANUAL_FULL_OUTLINE_SECONDS,
+    MANUAL_ONE_SLICE_SECONDS,
+    formatDuration,
+)
+
+#: How often the GUI polls a running propagation (ms).
+POLL_INTERVAL_MS = 100
+
+
+#
+# GastricPropagate
+#
+
+
+class GastricPropagate(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and Help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Gastric Propagate")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["Segmentations", "Markups"]
+        self.parent.contributors = ["GastricPropagate contributors"]
+        self.parent.helpText = _(
+            "Segments a gastric tumour in 3D from one painted axial slice of a CT.<br>"
+            "1. In the Segment Editor, paint the tumour's largest cross-section on one axial slice.<br>"
+            "2. Select the CT and that segment here and click <b>Propagate</b>.<br>"
+            "The result is a new segment, <i>Tumour (propagated)</i>, beside the painted one, which is never "
+            "changed. Check the least confident slice first, then correct with the Segment Editor.<br>"
+            "The networks run on the GPU when PyTorch has one, otherwise on the CPU. Research use only; not for "
+            "clinical decisions.")
+        self.parent.acknowledgementText = _(
+            "GastricPropagate uses 3D Slicer's Segmentations infrastructure and PyTorch. The networks were trained on "
+            "synthetic phantoms shipped with the extension.")
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class GastricPropagateParameterNode:
+    """What the user chose; saved with the scene.
+
+    inputVolume: the CT. segmentationNode / paintedSegmentId: the segment holding the painted slice.
+    keyframes: several painted slices are fixed anchors. minSlice / maxSlice: K limits (-1 = none).
+    maxDistanceMm: furthest distance from the painted slice (0 = none). device: torch device.
+    useRefiner: run the refiner stage. useEditorMasking: honour the Segment Editor's masking settings.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentationNode: vtkMRMLSegmentationNode
+    paintedSegmentId: str = ""
+    keyframes: bool = False
+    minSlice: Annotated[int, WithinRange(-1, 100000)] = -1
+    maxSlice: Annotated[int, WithinRange(-1, 100000)] = -1
+    maxDistanceMm: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    useRefiner: bool = True
+    useEditorMasking: bool = True
+
+
+class GastricPropagateParameterNodeLogic(ScriptedLoadableModuleLogic):
+    """Finds or creates the module's parameter node (the Logic itself lives in GastricPropagateLib)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.moduleName = "GastricPropagate"
+
+    def getParameterNode(self) -> GastricPropagateParameterNode:
+        return GastricPropagateParameterNode(super().getParameterNode())
+
+
+#
+# GastricPropagateWidget
+#
+
+
+class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: inputs, options, Propagate/Cancel with progress, results and export."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterLogic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._replaceExisting = False
+        self._timer = None
+        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, SegmentationResult)
+        self.lastError = None  # the last error a run reported (read by the self-test)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/GastricPropagate.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = GastricPropagateLogic()
+        self._parameterLogic = GastricPropagateParameterNodeLogic()
+
+        self.ui.confidenceTable.setColumnCount(2)
+        self.ui.confidenceTable.setHorizontalHeaderLabels([_("Slice (K)"), _("Confidence")])
+        self.ui.confidenceTable.horizontalHeader().setStretchLastSection(True)
+        self.ui.confidenceTable.verticalHeader().setVisible(False)
+        self.ui.manualSliceValueLabel.text = "~" + formatDuration(MANUAL_ONE_SLICE_SECONDS)
+        self.ui.manualFullValueLabel.text = "~" + formatDuration(MANUAL_FULL_OUTLINE_SECONDS)
+        self.ui.exportDicomSegButton.visible = self._dicomSegAvailable()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationSelected)
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelected)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.jumpButton.connect("clicked(bool)", self.onJumpButton)
+        self.ui.confidenceTable.connect("cellDoubleClicked(int,int)", self.onConfidenceRowDoubleClicked)
+        self.ui.exportSegNrrdButton.connect("clicked(bool)", self.onExportSegNrrd)
+        self.ui.exportNiftiButton.connect("clicked(bool)", self.onExportNifti)
+        self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._pollJob)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        if self._job is not None:
+            self._job.requestStop()
+        if self._timer is not None:
+            self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:
+            self._job.requestStop()  # its result would have nowhere to go
+        self._lastRun = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self._parameterLogic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[GastricPropagateParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets with a SlicerParameterName property in the .ui follow the parameter node both ways;
+            # the segment selector has no connector and is synchronised in _onParameterNodeModified.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._onParameterNodeModified()
+
+    # ------------------------------------------------------------------ GUI state
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        parameters = self._parameterNode
+        if parameters is None:
+            self.ui.applyButton.enabled = False
+            return
+        selector = self.ui.segmentSelector
+        wasBlocked = selector.blockSignals(True)
+        if selector.currentNode() != parameters.segmentationNode:
+            selector.setCurrentNode(parameters.segmentationNode)
+        if parameters.paintedSegmentId and selector.currentSegmentID() != parameters.paintedSegmentId:
+            selector.setCurrentSegmentID(parameters.paintedSegmentId)
+        selector.blockSignals(wasBlocked)
+        self._updateButtons()
+
+    def onSegmentationSelected(self, node) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.segmentationNode = node
+            self._parameterNode.paintedSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
+
+    def onSegmentSelected(self, segmentId) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.paintedSegmentId = segmentId or ""
+
+    def isRunning(self) -> bool:
+        return self._job is not None
+
+    def _updateButtons(self) -> None:
+        parameters = self._parameterNode
+        running = self.isRunning()
+        missing = None
+        if parameters is None:
+            missing = _("No parameter node.")
+        elif not parameters.inputVolume:
+            missing = _("Select the CT volume.")
+        elif not parameters.segmentationNode:
+            missing = _("Select the segmentation holding the painted slice.")
+        elif not parameters.paintedSegmentId:
+            missing = _("Select the painted segment.")
+        self.ui.applyButton.enabled = missing is None and not running
+        self.ui.applyButton.toolTip = missing or _("Propagate the painted slice through the volume.")
+        self.ui.cancelButton.enabled = running
+        self.ui.inputsCollapsibleButton.enabled = not running
+        self.ui.optionsCollapsibleButton.enabled = not running
+        hasResult = self._lastRun is not None and not running
+        self.ui.jumpButton.enabled = hasResult and bool(self._lastRun[3].least_confident_slices(1))
+        segmentationNode = parameters.segmentationNode if parameters is not None else None
+        self.ui.exportSegNrrdButton.enabled = segmentationNode is not None and not running
+        resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
+        self.ui.exportNiftiButton.enabled = resultId is not None and bool(parameters.inputVolume) and not running
+        table = self.logic.resultsTableNode(segmentationNode) if segmentationNode is not None else None
+        self.ui.exportCsvButton.enabled = table is not None and not running
+        self.ui.exportDicomSegButton.enabled = segmentationNode is not None and not running
+
+    # ------------------------------------------------------------------ run
+
+    def _options(self):
+        from gastric_propagate.pipeline import PropagationOptions
+
+        parameters = self._parameterNode
+        return PropagationOptions(
+            keyframes=parameters.keyframes,
+            min_slice=parameters.minSlice if parameters.minSlice >= 0 else None,
+            max_slice=parameters.maxSlice if parameters.maxSlice >= 0 else None,
+            max_distance_mm=parameters.maxDistanceMm if parameters.maxDistanceMm > 0 else None,
+            use_refiner=parameters.useRefiner)
+
+    def _segmentEditorNode(self):
+        """The Segment Editor's parameter node (masking settings), or None if the editor was never opened."""
+        segmentEditorModule = getattr(slicer.modules, "segmenteditor", None)
+        if segmentEditorModule is None:
+            return None
+        editorWidget = segmentEditorModule.widgetRepresentation().self().editor
+        getter = getattr(editorWidget, "mrmlSegmentEditorNode", None)
+        return getter() if getter is not None else None
+
+    def _editorMasking(self) -> Masking:
+        parameters = self._parameterNode
+        return self.logic.maskingFromSegmentEditorNode(self._segmentEditorNode(), parameters.inputVolume,
+                                                       parameters.segmentationNode, parameters.paintedSegmentId)
+
+    def onApplyButton(self) -> None:
+        """Reads the scene, asks before replacing an earlier result, then starts the engine in a worker thread."""
+        if self.isRunning():
+            return
+        self.lastError = None
+        with slicer.util.tryWithErrorDisplay(_("Could not start the propagation."), waitCursor=True):
+            if not dependencies.ensureDependencies():
+                self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
+                return
+            parameters = self._parameterNode
+            self.logic.device = parameters.device
+            masking = self._editorMasking() if parameters.useEditorMasking else Masking()
+            prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
+                                          parameters.paintedSegmentId, self._options(), masking=masking)
+            self._replaceExisting = False
+            existingId = self.logic.resultSegmentId(parameters.segmentationNode)
+            if existingId is not None:
+                name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
+                if not slicer.util.confirmOkCancelDisplay(
+                        _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
+                          "new result? (Rename that segment first to keep it.)").format(name=name),
+                        windowTitle=_("Replace the propagated segment?")):
+                    self.ui.statusLabel.text = _("Not run: the earlier result was kept.")
+                    return
+                self._replaceExisting = True
+            if masking.isActive():
+                logging.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
+            self.ui.progressBar.setRange(0, 0)  # busy until the engine reports its plan
+            self.ui.statusLabel.text = _("Propagating...")
+            self._job = ComputeJob(self.logic, prepared).start()
+            self._timer.start()
+            self._updateButtons()
+
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self._job.requestStop()
+            self.ui.cancelButton.enabled = False
+            self.ui.statusLabel.text = _("Cancelling after the current slice...")
+
+    def _pollJob(self) -> None:
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        done, total = job.progress()
+        if total > 0:
+            self.ui.progressBar.setRange(0, total)
+            self.ui.progressBar.setValue(done)
+        if not job.stopRequested():
+            self.ui.statusLabel.text = _("Propagating... {elapsed}").format(elapsed=formatDuration(job.elapsed()))
+        if not job.isFinished():
+            return
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.setRange(0, max(total, 1))
+        try:
+            self._finishJob(job)
+        finally:
+            self._updateButtons()
+
+    def _finishJob(self, job) -> None:
+        """Main thread, after the worker has ended: report an error, or write the result into the scene."""
+        if isinstance(job.error, Cancelled):
+            self.lastError = job.error
+            self.ui.progressBar.setValue(0)
+            self.ui.statusLabel.text = _("Cancelled: nothing was written.")
+            return
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The propagation failed; nothing was written.")):
+                if job.error is not None:
+                    raise job.error
+                resultId = self.logic.apply(job.prepared, job.result, replaceExisting=self._replaceExisting)
+        except Exception as error:
+            self.lastError = error
+            self.ui.statusLabel.text = _("Failed: {error}").format(error=error)
+            logging.error("GastricPropagate: %s", error)
+            return
+        self._lastRun = (job.prepared.volumeNode, job.prepared.segmentationNode, resultId, job.result)
+        self._showResult(job.prepared, job.result, resultId)
+
+    def _showResult(self, prepared, result, resultId: str) -> None:
+        segmentationNode = prepared.segmentationNode
+        displayNode = segmentationNode.GetDisplayNode()
+        if displayNode is not None:
+            displayNode.SetSegmentVisibility(resultId, True)
+        self.ui.progressBar.setValue(self.ui.progressBar.maximum)
+        sliceRange = result.slice_range()
+        self.ui.statusLabel.text = _("Done: '{name}' on slices K = {first} to {last}.").format(
+            name=resultSegmentName(), first=sliceRange[0], last=sliceRange[1]) if sliceRange else _("Done.")
+        self.ui.thisRunValueLabel.text = _("{duration} on {device}").format(
+            duration=formatDuration(result.seconds), device=result.device)
+
+        table = self.ui.confidenceTable
+        leastConfident = set(result.least_confident_slices(1))
+        slices = sorted(result.slice_confidence)
+        table.setRowCount(len(slices))
+        for row, k in enumerate(slices):
+            confidence = result.slice_confidence[k]
+            label = _("{k} (painted)").format(k=k) if k in result.anchor_slices else str(k)
+            kItem = qt.QTableWidgetItem(label)
+            kItem.setData(qt.Qt.UserRole, k)
+            valueItem = qt.QTableWidgetItem(f"{confidence:.2f}")
+            if k in leastConfident:
+                kItem.setBackground(qt.QColor(255, 220, 150))
+                valueItem.setBackground(qt.QColor(255, 220, 150))
+            table.setItem(row, 0, kItem)
+            table.setItem(row, 1, valueItem)
+        self.ui.resultsTableView.setMRMLTableNode(self.logic.resultsTableNode(segmentationNode))
+
+    # ------------------------------------------------------------------ navigation
+
+    def jumpToSlice(self, k: int) -> None:
+        """Centres every slice view on the volume's K slice ``k``."""
+        volumeNode = self._lastRun[0] if self._lastRun is not None else self._parameterNode.inputVolume
+        x, y, z = self.logic.sliceCenterRAS(volumeNode, int(k))
+        slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, True)
+
+    def onJumpButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not move the slice views.")):
+            slices = self._lastRun[3].least_confident_slices(1)
+            if slices:
+                self.jumpToSlice(slices[0])
+                self.ui.statusLabel.text = _("Showing slice K = {k}, the least confident one.").format(k=slices[0])
+
+    def onConfidenceRowDoubleClicked(self, row, column) -> None:
+        item = self.ui.confidenceTable.item(row, 0)
+        if item is not None and self._lastRun is not None:
+            self.jumpToSlice(int(item.data(qt.Qt.UserRole)))
+
+    # ------------------------------------------------------------------ export
+
+    def _askSavePath(self, title: str, defaultName: str, fileFilter: str) -> str:
+        directory = slicer.app.defaultScenePath if hasattr(slicer.app, "defaultScenePath") else ""
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, os.path.join(directory, defaultName),
+                                              fileFilter)
+        return path or ""
+
+    def onExportSegNrrd(self) -> None:
+        from GastricPropagateLib.export import exportSegmentation
+
+        with slicer.util.tryWithErrorDisplay(_("Export failed.")):
+            segmentationNode = self._parameterNode.segmentationNode
+            path = self._askSavePath(_("Save segmentation"), segmentationNode.GetName() + ".seg.nrrd",
+                                     _("Segmentation (*.seg.nrrd)"))
+            if path:
+                exportSegmentation(segmentationNode, path)
+                self.ui.statusLabel.text = _("Saved {path}").format(path=path)
+
+    def onExportNifti(self) -> None:
+        from GastricPropagateLib.export import exportLabelmap
+
+        with slicer.util.tryWithErrorDisplay(_("Export failed.")):
+            parameters = self._parameterNode
+            resultId = self.logic.resultSegmentId(parameters.segmentationNode)
+            path = self._askSavePath(_("Save labelmap"), parameters.inputVolume.GetName() + "_tumour.nii.gz",
+                                     _("NIfTI (*.nii.gz *.nii)"))
+            if path:
+                exportLabelmap(parameters.inputVolume, parameters.segmentationNode, [resultId], path)
+                self.ui.statusLabel.text = _("Saved {path}").format(path=path)
+
+    def onExportCsv(self) -> None:
+        from GastricPropagateLib.export import exportResultsCsv
+
+        with slicer.util.tryWithErrorDisplay(_("Export failed.")):
+            table = self.logic.resultsTableNode(self._parameterNode.segmentationNode)
+            path = self._askSavePath(_("Save results table"), "GastricPropagate_results.csv", _("CSV (*.csv)"))
+            if path:
+                exportResultsCsv(table, path)
+                self.ui.statusLabel.text = _("Saved {path}").format(path=path)
+
+    @staticmethod
+    def _dicomSegAvailable() -> bool:
+        """DICOM SEG export needs Slicer's DICOM module and the highdicom package."""
+        import importlib.util
+
+        return hasattr(slicer.modules, "dicom") and importlib.util.find_spec("highdicom") is not None
+
+    def onExportDicomSeg(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("DICOM export failed.")):
+            segmentationNode = self._parameterNode.segmentationNode
+            shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+            itemId = shNode.GetItemByDataNode(segmentationNode)
+            exportDialog = slicer.qSlicerDICOMExportDialog()
+            exportDialog.setMRMLScene(slicer.mrmlScene)
+            exportDialog.execDialog(itemId)
+
+
+#
+# GastricPropagateTest
+#
+
+
+class GastricPropagateTest(ScriptedLoadableModuleTest):
+    """Self-test inside Slicer: drives the module panel on a synthetic phantom CT.
+
+    Needs PyTorch (installed on first use) and the bundled weights. Run it from the Developer section
+    (Reload and Test) or with ``Slicer --testing --python-code "slicer.selfTests['GastricPropagate']()"``.
+    """
+
+    TIMEOUT_S = 600
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_PropagateThroughWidget()
+        self.setUp()
+        self.test_CancelThroughWidget()
+
+    # -------------------------------------------------------------- helpers
+
+    def _loadPhantom(self):
+        """Phantom CT (non-identity direction) + a segmentation whose segment holds the largest cross-section."""
+        import numpy as np
+        import sitkUtils
+
+        self.assertTrue(dependencies.ensureDependencies(askConfirmation=False), "PyTorch could not be installed")
+        from gastric_propagate.annotation import annotation_from_label
+        from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom
+
+        phantom = make_phantom(HELD_OUT_SEED_START + 7, size_xy=192, oblique=True)
+        direction = np.array(phantom.image.GetDirection()).reshape(3, 3)
+        self.assertFalse(np.allclose(direction, np.eye(3)), "the self-test needs a non-identity direction")
+        volumeNode = sitkUtils.PushVolumeToSlicer(phantom.image, name="GastricPropagate phantom CT")
+        _image, truth = phantom.arrays()
+        annotation = annotation_from_label(truth)
+
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tumour")
+        segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        paintedId = segmentationNode.GetSegmentation().AddEmptySegment("", "Tumour (painted)", (0.9, 0.2, 0.2))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(annotation, segmentationNode, paintedId, volumeNode)
+        return volumeNode, segmentationNode, paintedId, annotation, truth
+
+    def _widget(self):
+        slicer.util.selectModule("GastricPropagate")
+        return slicer.modules.gastricpropagate.widgetRepresentation().self()
+
+    def _selectInputs(self, widget, volumeNode, segmentationNode, paintedId):
+        parameters = widget._parameterNode
+        parameters.inputVolume = volumeNode
+        parameters.segmentationNode = segmentationNode
+        parameters.paintedSegmentId = paintedId
+        parameters.device = "auto"
+        slicer.app.processEvents()
+        self.assertEqual(widget.ui.segmentSelector.currentSegmentID(), paintedId)
+        self.assertTrue(widget.ui.applyButton.enabled, widget.ui.applyButton.toolTip)
+
+    @staticmethod
+    def _nodeIds():
+        scene = slicer.mrmlScene
+        return sorted(scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes()))
+
+    def _waitForJob(self, widget):
+        started = time.monotonic()
+        while widget.isRunning():
+            self.assertLess(time.monotonic() - started, self.TIMEOUT_S, "the propagation did not finish in time")
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        slicer.app.processEvents()
+
+    # -------------------------------------------------------------- tests
+
+    def test_PropagateThroughWidget(self):
+        import numpy as np
+
+        self.delayDisplay("Loading a phantom CT and painting its largest cross-section")
+        volumeNode, segmentationNode, paintedId, annotation, truth = self._loadPhantom()
+        widget = self._widget()
+        self._selectInputs(widget, volumeNode, segmentationNode, paintedId)
+
+        self.delayDisplay("Propagating through the module panel")
+        widget.ui.applyButton.click()
+        self.assertTrue(widget.isRunning() or widget.lastError is None)
+        self._waitForJob(widget)
+        self.assertIsNone(widget.lastError, f"the run failed: {widget.lastError}")
+
+        segmentation = segmentationNode.GetSegmentation()
+        resultId = widget.logic.resultSegmentId(segmentationNode)
+        self.assertIsNotNone(resultId, "no result segment was written")
+        self.assertEqual(segmentation.GetNumberOfSegments(), 2)
+        self.assertNotEqual(resultId, paintedId)
+        self.assertEqual(segmentation.GetSegment(resultId).GetName(), resultSegmentName())
+        painted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, paintedId, volumeNode)
+        np.testing.assert_array_equal(painted > 0, annotation > 0)
+        result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, resultId, volumeNode) > 0
+        dice = 2.0 * (result & (truth > 0)).sum() / (result.sum() + (truth > 0).sum())
+        self.delayDisplay(f"Dice vs the phantom truth: {dice:.3f}")
+        self.assertGreaterEqual(dice, 0.85)
+        self.assertIsNotNone(widget.logic.resultsTableNode(segmentationNode))
+        self.assertTrue(widget.ui.jumpButton.enabled)
+        widget.ui.jumpButton.click()
+
+        # A second run asks before replacing (confirmOkCancelDisplay answers OK in testing mode).
+        widget.ui.applyButton.click()
+        self._waitForJob(widget)
+        self.assertIsNone(widget.lastError)
+        self.assertEqual(widget.logic.resultSegmentId(segmentationNode), resultId)
+        self.assertEqual(segmentation.GetNumberOfSegments(), 2)
+        self.delayDisplay("Propagation test passed")
+
+    def test_CancelThroughWidget(self):
+        import numpy as np
+
+        volumeNode, segmentationNode, paintedId, annotation, _truth = self._loadPhantom()
+        widget = self._widget()
+        self._selectInputs(widget, volumeNode, segmentationNode, paintedId)
+        nodesBefore = self._nodeIds()
+
+        widget.ui.applyButton.click()
+        self.assertTrue(widget.isRunning())
+        widget.ui.cancelButton.click()
+        self._waitForJob(widget)
+
+        self.assertIsInstance(widget.lastError, Cancelled)
+        self.assertIsNone(widget.logic.resultSegmentId(segmentationNode))
+        self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 1)
+        painted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, paintedId, volumeNode)
+        np.testing.assert_array_equal(painted > 0, annotation > 0)
+        self.assertEqual(self._nodeIds(), nodesBefore)
+        self.delayDisplay("Cancel test passed")
