@@ -74,3 +74,14 @@ def test_case_from_arrays():
     case = case_from_arrays("tiny", np.zeros((3, 4, 4), np.int16), label, (1, 1, 2), seed=4)
     data = case.load()
     assert case.seed == 4 and data.label.max() == 1 and data.spacing_xyz == (1.0, 1.0, 2.0)
+
+
+def test_held_out_phantoms_by_default():
+    from gastric_propagate.phantom import HELD_OUT_SEED_START
+
+    cases = load_cases(None, 2)
+    assert [case.seed for case in cases] == [HELD_OUT_SEED_START, HELD_OUT_SEED_START + 1]
+    assert [case.name for case in cases] == [f"phantom_{HELD_OUT_SEED_START}", f"phantom_{HELD_OUT_SEED_START + 1}"]
+    data = load_cases(None, 1, seed_start=5)[0].load()
+    assert data.name == "phantom_5" and data.image.dtype == np.int16 and data.label.dtype == np.uint8
+    assert data.image.shape == data.label.shape and data.label.any() and len(data.spacing_xyz) == 3

@@ -90,3 +90,24 @@ def test_a_failing_method_is_recorded_not_fatal(tmp_path, monkeypatch):
 def test_unknown_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         evaluate.run_evaluation([], tmp_path, methods=["magic"], progress=False)
+
+
+def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypatch):
+    """Both GastricPropagate rows come from one engine call per case and variant, timed apart."""
+    from gastric_propagate import pipeline
+
+    calls = []
+    original = pipeline.Segmenter.segment
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Segmenter, "segment", counted)
+    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "proposer_refiner"],
+                                   variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False)
+    assert len(calls) == 2 and len(rows) == 4
+    for row in rows:
+        assert row["error"] == "" and row["dice"] > 0.8, row
+    proposer, refined = rows[0], rows[1]
+    assert 0 < proposer["seconds"] <= refined["seconds"]
