@@ -227,6 +227,13 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.paintedSegmentId and selector.currentSegmentID() != parameters.paintedSegmentId:
             selector.setCurrentSegmentID(parameters.paintedSegmentId)
         selector.blockSignals(wasBlocked)
+        # A newly selected segmentation: adopt the segment the selector shows if the stored one is not in it.
+        segmentationNode = parameters.segmentationNode
+        currentId = selector.currentSegmentID()
+        if (segmentationNode is not None and currentId and currentId != parameters.paintedSegmentId
+                and segmentationNode.GetSegmentation().GetSegment(parameters.paintedSegmentId) is None):
+            parameters.paintedSegmentId = currentId  # modifies the node again; the next pass changes nothing
+            return
         self._updateButtons()
 
     def onSegmentationSelected(self, node) -> None:
@@ -516,10 +523,19 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         from gastric_propagate.annotation import annotation_from_label
         from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom
 
+        import SimpleITK as sitk
+
         phantom = make_phantom(HELD_OUT_SEED_START + 7, size_xy=192, oblique=True)
-        direction = np.array(phantom.image.GetDirection()).reshape(3, 3)
-        self.assertFalse(np.allclose(direction, np.eye(3)), "the self-test needs a non-identity direction")
-        volumeNode = sitkUtils.PushVolumeToSlicer(phantom.image, name="GastricPropagate phantom CT")
+        # Same voxels on a rotated (15 degrees about S) grid, so that IJK-to-RAS is not the identity in Slicer.
+        angle = np.radians(15.0)
+        rotation = [np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0]
+        image = sitk.Image(phantom.image)
+        image.SetDirection(rotation)
+        volumeNode = sitkUtils.PushVolumeToSlicer(image, name="GastricPropagate phantom CT")
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASDirectionMatrix(ijkToRas)
+        self.assertFalse(np.allclose(slicer.util.arrayFromVTKMatrix(ijkToRas)[:3, :3], np.eye(3)),
+                         "the self-test needs a non-identity IJK-to-RAS direction")
         _image, truth = phantom.arrays()
         annotation = annotation_from_label(truth)
 

@@ -40,6 +40,18 @@ pytestmark = pytest.mark.slicer
 SEED = HELD_OUT_SEED_START + 7
 
 
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    matrix = np.eye(3)
+    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
+    return matrix
+
+
+#: LPS direction given to the test volumes: 12 degrees in-plane, 5 degrees of gantry-like tilt.
+OBLIQUE_DIRECTION = _rotation(2, 12.0) @ _rotation(0, 5.0)
+
+
 # ---------------------------------------------------------------------------------------------- scene helpers
 
 
@@ -145,11 +157,15 @@ class Case:
         phantom = make_phantom(SEED, size_xy=size_xy, n_slices=n_slices, oblique=oblique)
         self.phantom = phantom
         self.image, self.truth = phantom.arrays()
-        self.truthSitk = phantom.label
+        # Same voxels, placed with a rotated and slightly tilted grid (the phantom's own "oblique" may be a mere
+        # LPS flip, i.e. an identity IJK-to-RAS in Slicer): the Logic must work in the volume's IJK grid.
+        self.imageSitk, self.truthSitk = sitk.Image(phantom.image), sitk.Image(phantom.label)
+        for image in (self.imageSitk, self.truthSitk):
+            image.SetDirection(OBLIQUE_DIRECTION.flatten().tolist())
         self.scene = slicer.vtkMRMLScene()
         self.segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()  # registers the converter rules
         self.segmentationsLogic.SetMRMLScene(self.scene)
-        self.volume = addVolumeFromSitk(self.scene, phantom.image, "CT")
+        self.volume = addVolumeFromSitk(self.scene, self.imageSitk, "CT")
         self.segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
         self.segmentation.CreateDefaultDisplayNodes()
         self.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
@@ -227,9 +243,9 @@ def test_lib_imports_without_gui_or_torch():
 def test_run_with_bundled_weights_segments_the_tumour_beside_the_painted_segment():
     bundledWeightsOrSkip()
     case = Case(size_xy=192, oblique=True)
-    direction = np.array(case.phantom.image.GetDirection()).reshape(3, 3)
+    direction = np.array(case.imageSitk.GetDirection()).reshape(3, 3)
     assert not np.allclose(direction, np.eye(3)), "the test needs a non-identity direction"
-    assert np.linalg.norm(case.phantom.image.GetOrigin()) > 1.0, "the test needs a non-zero origin"
+    assert np.linalg.norm(case.imageSitk.GetOrigin()) > 1.0, "the test needs a non-zero origin"
     paintedBefore = exportSegment(case.segmentation, case.paintedId, case.volume)[0]
 
     logic = GastricPropagateLogic(device="cpu")
@@ -305,7 +321,7 @@ def test_slice_centre_ras_follows_the_volume_direction(case, logic):
     k = case.paintedSlice
     ras = np.array(logic.sliceCenterRAS(case.volume, k))
     ny, nx = case.image.shape[1:]
-    x, y, z = case.phantom.image.TransformContinuousIndexToPhysicalPoint([(nx - 1) / 2, (ny - 1) / 2, float(k)])
+    x, y, z = case.imageSitk.TransformContinuousIndexToPhysicalPoint([(nx - 1) / 2, (ny - 1) / 2, float(k)])
     np.testing.assert_allclose(ras, [-x, -y, z], atol=1e-4)
 
 
@@ -357,12 +373,12 @@ def test_segment_painted_on_another_grid_is_refused(case, logic):
     import SimpleITK as sitk
 
     # Another volume of the same patient with twice the voxel size: the segment is painted on its grid.
-    coarse = sitk.Shrink(case.phantom.image, [2, 2, 1])
+    coarse = sitk.Shrink(case.imageSitk, [2, 2, 1])
     coarseNode = addVolumeFromSitk(case.scene, coarse, "coarse CT")
     otherSegmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted on coarse")
     otherSegmentation.CreateDefaultDisplayNodes()
     otherSegmentation.SetReferenceImageGeometryParameterFromVolumeNode(coarseNode)
-    coarseTruth = sitk.GetArrayFromImage(sitk.Resample(case.phantom.label, coarse, sitk.Transform(),
+    coarseTruth = sitk.GetArrayFromImage(sitk.Resample(case.truthSitk, coarse, sitk.Transform(),
                                                        sitk.sitkNearestNeighbor))
     coarseAnnotation = annotation_from_label(coarseTruth)
     segmentId = addSegmentFromArray(otherSegmentation, coarseNode, coarseAnnotation, "painted")
@@ -376,10 +392,10 @@ def test_segment_painted_on_another_grid_is_refused(case, logic):
 def test_label_map_or_non_ct_volume_is_refused(case, logic):
     import SimpleITK as sitk
 
-    labelNode = addVolumeFromSitk(case.scene, case.phantom.label, "label", "vtkMRMLLabelMapVolumeNode")
+    labelNode = addVolumeFromSitk(case.scene, case.truthSitk, "label", "vtkMRMLLabelMapVolumeNode")
     _runExpecting(InputError, "not a CT scalar volume", logic, case, labelNode, case.segmentation, case.paintedId)
     # An MR-like volume on the same grid (0..1000, no air below -300): the engine refuses it.
-    mr = sitk.Cast(sitk.RescaleIntensity(case.phantom.image, 0, 1000), sitk.sitkInt16)
+    mr = sitk.Cast(sitk.RescaleIntensity(case.imageSitk, 0, 1000), sitk.sitkInt16)
     mrNode = addVolumeFromSitk(case.scene, mr, "MR")
     _runExpecting(InputError, "does not look like a CT", logic, case, mrNode, case.segmentation, case.paintedId)
 
@@ -528,8 +544,8 @@ def test_exports_write_files_and_leave_the_scene_unchanged(case, logic, tmp_path
     assert Path(segPath).stat().st_size > 0
     written = sitk.ReadImage(str(niftiPath))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written) > 0, result.mask > 0)
-    np.testing.assert_allclose(written.GetOrigin(), case.phantom.image.GetOrigin(), atol=1e-3)
-    np.testing.assert_allclose(written.GetDirection(), case.phantom.image.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(written.GetOrigin(), case.imageSitk.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(written.GetDirection(), case.imageSitk.GetDirection(), atol=1e-5)
     with open(csvPath, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert tuple(rows[0].keys()) == COLUMN_NAMES
