@@ -30,12 +30,16 @@ class StopRule:
         min_overlap: a cross-section with less than this fraction inside the previous one (dilated by
             ``overlap_dilation_mm``) has jumped to another structure: dropped, and the chain ends.
         overlap_dilation_mm: how far a cross-section may move from one slice to the next.
+        max_growth: moving away from the painted (largest) cross-section a tumour does not suddenly widen: a
+            cross-section larger than ``max_growth`` x the previous one plus ``growth_slack_mm2`` is a leak.
     """
 
     min_area_mm2: float = 12.0
     runaway_factor: float = 1.6
     min_overlap: float = 0.5
     overlap_dilation_mm: float = 6.0
+    max_growth: float = 1.6
+    growth_slack_mm2: float = 40.0
 
 
 @dataclass
@@ -129,6 +133,11 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
                 if area > rule.runaway_factor * largest_anchor:
                     chain.stop_reason = (f"stopped before slice {k}: its cross-section ({area:.0f} mm2) is "
                                          f"{area / largest_anchor:.1f}x the painted one, likely a leak")
+                    continue
+                previous_area = float(chain.mask.sum()) * pixel_area_mm2
+                if area > rule.max_growth * previous_area + rule.growth_slack_mm2:
+                    chain.stop_reason = (f"stopped before slice {k}: its cross-section grew from "
+                                         f"{previous_area:.0f} to {area:.0f} mm2, likely a leak")
                     continue
                 inside = np.logical_and(mask, ndimage.binary_dilation(chain.mask, overlap_structure)).sum()
                 if inside < rule.min_overlap * mask.sum():

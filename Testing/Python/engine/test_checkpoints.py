@@ -1,0 +1,72 @@
+"""Checkpoints describe themselves, load without a network, and refuse clearly when they cannot be used."""
+
+import pytest
+import torch
+
+from gastric_propagate.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
+from gastric_propagate.errors import WeightsError
+from gastric_propagate.networks import UNet2D
+from gastric_propagate.pipeline import Segmenter
+from gastric_propagate.preprocessing import Preprocessing
+
+
+def tiny(in_channels=4):
+    torch.manual_seed(0)
+    return UNet2D(in_channels=in_channels, base_channels=4, depth=2).eval()
+
+
+def test_round_trip_keeps_architecture_preprocessing_metadata_and_outputs(tmp_path):
+    network, prep = tiny(), Preprocessing(pixel_spacing_mm=1.25)
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=network, preprocessing=prep,
+                           training={"data": "unit test"})
+    loaded = load_checkpoint(path, stage="proposer")
+    assert loaded.preprocessing == prep and loaded.training["data"] == "unit test"
+    assert loaded.network.config == network.config
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():  # float16 storage: equal to within half precision
+        assert torch.allclose(loaded.network(x), network(x), atol=2e-2)
+
+
+def test_missing_corrupt_swapped_and_foreign_files(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist.*gastric-propagate train"):
+        load_checkpoint(tmp_path / "nope.pt", stage="proposer")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_checkpoint(corrupt, stage="proposer")
+    refiner = save_checkpoint(tmp_path / "r.pt", stage="refiner", network=tiny(6), preprocessing=Preprocessing(),
+                              training={})
+    with pytest.raises(WeightsError, match="swapped"):
+        load_checkpoint(refiner, stage="proposer")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(WeightsError, match="not a GastricPropagate checkpoint"):
+        load_checkpoint(foreign, stage="proposer")
+
+
+def test_incompatible_weights(tmp_path):
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                           training={})
+    payload = torch.load(path, weights_only=True)
+    payload["architecture"]["config"]["base_channels"] = 8  # the weights no longer fit
+    torch.save(payload, path)
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_checkpoint(path, stage="proposer")
+
+
+def test_segmenter_refuses_a_pair_from_different_trainings(tmp_path):
+    proposer = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                               training={})
+    refiner = save_checkpoint(tmp_path / "r.pt", stage="refiner", network=tiny(6),
+                              preprocessing=Preprocessing(pixel_spacing_mm=2.0), training={})
+    with pytest.raises(WeightsError, match="different preprocessing"):
+        Segmenter(proposer, refiner, device="cpu")
+
+
+def test_bundled_weights_are_small_and_say_what_they_learned():
+    for stage in ("proposer", "refiner"):
+        path = bundled_weights(stage)
+        assert path.stat().st_size < 5 * 1024 ** 2
+        checkpoint = load_checkpoint(path, stage=stage)
+        assert "phantom" in checkpoint.training["data"]
+        assert checkpoint.training["command"].startswith("gastric-propagate train")

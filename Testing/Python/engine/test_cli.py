@@ -1,0 +1,141 @@
+"""The ``gastric-propagate segment`` contract on files, run as a user would run it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.cli import main
+from gastric_propagate.metrics import dice
+from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A held-out oblique phantom on disk: CT, one-slice annotation, truth."""
+    folder = tmp_path_factory.mktemp("case")
+    phantom = make_phantom(HELD_OUT_SEED_START + 3, size_xy=192, oblique=True, tumour_diameter_mm=35.0)
+    image, truth = phantom.arrays()
+    paths = {"ct": folder / "ct.nrrd", "annotation": folder / "annotation.nii.gz", "truth": truth}
+    sitk.WriteImage(phantom.image, str(paths["ct"]))
+    write_like(annotation_from_label(truth), phantom.image, paths["annotation"])
+    return paths
+
+
+def write_like(array, reference, path):
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def segment(case, output, *extra):
+    return main(["segment", "--image", str(case["ct"]), "--annotation", str(case["annotation"]),
+                 "--output", str(output), "--device", "cpu", *extra])
+
+
+def test_segment_writes_a_label_on_the_ct_grid_and_a_report(case, tmp_path, bundled_segmenter):
+    output, report = tmp_path / "out.nii.gz", tmp_path / "report.json"
+    assert segment(case, output, "--report", str(report)) == 0
+    ct, result = sitk.ReadImage(str(case["ct"])), sitk.ReadImage(str(output))
+    assert result.GetPixelID() == sitk.sitkUInt8
+    assert result.GetSize() == ct.GetSize()
+    assert np.allclose(result.GetSpacing(), ct.GetSpacing()) and np.allclose(result.GetOrigin(), ct.GetOrigin())
+    assert np.allclose(result.GetDirection(), ct.GetDirection()) and ct.GetDirection() != (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    mask = sitk.GetArrayFromImage(result)
+    assert set(np.unique(mask)) == {0, 1}
+    assert dice(mask, case["truth"]) > 0.8
+    data = json.loads(report.read_text())
+    for key in ("volume_ml", "slices", "seconds", "device", "slice_confidence", "manual_estimate_seconds"):
+        assert key in data
+    assert data["device"] == "cpu" and data["volume_ml"] > 0
+    assert data["manual_estimate_seconds"] == {"full_outline": 420, "one_slice": 40}
+    assert len(data["slice_confidence"]) >= data["slices"]["count"]
+
+
+def test_existing_output_is_refused_unless_overwrite(case, tmp_path, capsys, bundled_segmenter):
+    output = tmp_path / "out.nrrd"
+    output.write_bytes(b"the user's earlier result")
+    assert segment(case, output) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert output.read_bytes() == b"the user's earlier result"
+    assert segment(case, output, "--overwrite") == 0
+    assert sitk.ReadImage(str(output)).GetSize() == sitk.ReadImage(str(case["ct"])).GetSize()
+
+
+def bad(case, tmp_path, capsys, *, image=None, annotation=None, extra=()):
+    paths = dict(case)
+    paths.update({k: v for k, v in (("ct", image), ("annotation", annotation)) if v is not None})
+    output = tmp_path / "out.nrrd"
+    code = segment(paths, output, *extra)
+    assert not output.exists() and not list(tmp_path.glob(".partial*")), "nothing half-written"
+    return code, capsys.readouterr().err
+
+
+def test_two_painted_slices(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    annotation = annotation_from_label(case["truth"])
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    annotation[k + 2] = case["truth"][k + 2]
+    code, err = bad(case, tmp_path, capsys, annotation=write_like(annotation, ct, tmp_path / "two.nrrd"))
+    assert code == 2 and f"{k}, {k + 2}" in err and "--keyframes" in err
+
+
+def test_empty_annotation(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    code, err = bad(case, tmp_path, capsys,
+                    annotation=write_like(np.zeros(case["truth"].shape), ct, tmp_path / "empty.nrrd"))
+    assert code == 2 and "empty" in err
+
+
+def test_annotation_on_another_grid(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    shifted = sitk.GetImageFromArray(annotation_from_label(case["truth"]))
+    shifted.CopyInformation(ct)
+    shifted.SetOrigin(tuple(o + 5.0 for o in ct.GetOrigin()))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nrrd"))
+    code, err = bad(case, tmp_path, capsys, annotation=tmp_path / "shifted.nrrd")
+    assert code == 2 and "origin" in err and "reference" in err
+
+
+def test_two_dimensional_image(case, tmp_path, capsys):
+    slice_path = tmp_path / "slice.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(case["ct"]))[:, :, 10], str(slice_path))
+    code, err = bad(case, tmp_path, capsys, image=slice_path)
+    assert code == 2 and "2D" in err
+
+
+def test_not_a_ct(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    normalised = sitk.RescaleIntensity(sitk.Cast(ct, sitk.sitkFloat32), 0.0, 1.0)
+    sitk.WriteImage(normalised, str(tmp_path / "mr.nrrd"))
+    code, err = bad(case, tmp_path, capsys, image=tmp_path / "mr.nrrd")
+    assert code == 2 and "Hounsfield" in err
+
+
+def test_wrong_file(case, tmp_path, capsys):
+    text = tmp_path / "notes.nrrd"
+    text.write_text("this is not an image")
+    code, err = bad(case, tmp_path, capsys, image=text)
+    assert code == 2 and "cannot be read" in err
+    code, err = bad(case, tmp_path, capsys, image=tmp_path / "missing.nrrd")
+    assert code == 2 and "does not exist" in err
+
+
+def test_missing_and_corrupt_weights(case, tmp_path, capsys):
+    code, err = bad(case, tmp_path, capsys, extra=("--proposer", str(tmp_path / "none.pt")))
+    assert code == 3 and "does not exist" in err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    code, err = bad(case, tmp_path, capsys, extra=("--refiner", str(corrupt)))
+    assert code == 3 and "corrupt" in err
+
+
+def test_console_script_is_installed():
+    completed = subprocess.run([sys.executable, "-m", "gastric_propagate.cli", "--version"], capture_output=True,
+                               text=True, check=True)
+    assert completed.stdout.startswith("gastric-propagate ")

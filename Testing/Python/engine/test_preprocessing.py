@@ -1,0 +1,46 @@
+"""The crop grid: it covers the painted region with margin, and pasting back lands on the same voxels."""
+
+import numpy as np
+
+from conftest import SPACING
+from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.metrics import dice
+from gastric_propagate.preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
+
+
+def test_round_trip_through_the_crop_keeps_the_mask(volume):
+    _, label = volume
+    grid = crop_grid_for(annotation_from_label(label), SPACING, Preprocessing())
+    crop = to_crop(label.astype(np.float32), grid, default_value=0.0)
+    assert crop.shape == (label.shape[0], grid.size, grid.size)
+    back = mask_from_crop(crop, grid, label.shape)
+    assert back.dtype == np.uint8 and back.shape == label.shape
+    assert dice(back, label) > 0.97
+
+
+def test_crop_is_at_the_fixed_spacing_with_margin_and_a_multiple_of_16():
+    label = np.zeros((5, 400, 300), np.uint8)
+    label[2, 200:260, 100:130] = 1  # 60 x 30 pixels
+    spacing = (0.6, 0.9, 3.0)       # anisotropic in-plane spacing: 18 mm x 54 mm
+    prep = Preprocessing(pixel_spacing_mm=1.0)
+    grid = crop_grid_for(label, spacing, prep)
+    assert grid.size % 16 == 0
+    assert grid.size * prep.pixel_spacing_mm >= 54 + 2 * prep.min_margin_mm
+    assert np.allclose(grid.step_xy, (1.0 / 0.6, 1.0 / 0.9))
+    crop = to_crop(label.astype(np.float32), grid, default_value=0.0)[2] > 0.5
+    ys, xs = np.nonzero(crop)
+    assert 50 <= np.ptp(ys) + 1 <= 58 and 15 <= np.ptp(xs) + 1 <= 21  # 54 mm and 18 mm at 1 mm pixels
+
+
+def test_crop_beyond_the_image_is_filled_with_air():
+    image = np.full((3, 64, 64), 40, np.int16)
+    annotation = np.zeros_like(image, dtype=np.uint8)
+    annotation[1, 2:10, 2:10] = 1  # near the corner: the crop reaches outside the image
+    grid = crop_grid_for(annotation, (1.0, 1.0, 1.0), Preprocessing())
+    crop = to_crop(image, grid)
+    assert crop.min() == -1024 and crop.max() == 40
+
+
+def test_hu_window_maps_to_minus_one_one():
+    values = normalise_hu(np.array([-1000, -250, 50, 350, 3000]), (-250, 350))
+    np.testing.assert_allclose(values, [-1, -1, 0, 1, 1])

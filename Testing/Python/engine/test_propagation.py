@@ -1,0 +1,91 @@
+"""Propagation behaviour with a known (oracle) proposer: anchors, automatic stop, limits, leaks, progress."""
+
+import numpy as np
+import pytest
+
+from conftest import SPACING, make_volume
+from gastric_propagate.annotation import annotation_from_label, painted_slices
+from gastric_propagate.errors import Cancelled, InputError
+from gastric_propagate.metrics import dice
+from gastric_propagate.pipeline import PropagationOptions
+
+
+def test_follows_the_tumour_and_stops_at_its_ends(oracle_segmenter, volume):
+    image, label = volume
+    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
+    truth_slices = painted_slices(label)
+    assert result.slice_range() == (truth_slices[0], truth_slices[-1])
+    assert dice(result.mask, label) > 0.9
+    assert "tumour ended" in result.stop_reasons["up"] and "tumour ended" in result.stop_reasons["down"]
+
+
+def test_painted_slice_is_kept_exactly_even_where_the_network_disagrees(oracle_segmenter, volume):
+    image, label = volume
+    annotation = annotation_from_label(label)
+    k = painted_slices(annotation)[0]
+    annotation[k, 60:66, 40:50] = 1  # a stroke over dark tissue that the network would never segment
+    result = oracle_segmenter.segment(image, SPACING, annotation)
+    np.testing.assert_array_equal(result.mask[k], annotation[k])
+
+
+def test_keyframes_are_anchors_that_never_change(oracle_segmenter, volume):
+    image, label = volume
+    annotation = np.zeros_like(label)
+    anchors = [14, 20, 25]
+    for k in anchors:
+        annotation[k] = label[k]
+    annotation[25, 50:54, 50:54] = 0  # a corrected slice that differs from what the network would draw
+    result = oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(keyframes=True))
+    assert result.anchor_slices == anchors
+    for k in anchors:
+        np.testing.assert_array_equal(result.mask[k], annotation[k])
+    assert all(result.mask[k].any() for k in range(14, 26)), "slices between anchors are filled"
+
+
+def test_several_slices_without_keyframes_is_refused_and_names_them(oracle_segmenter, volume):
+    image, label = volume
+    annotation = np.zeros_like(label)
+    annotation[18], annotation[22] = label[18], label[22]
+    with pytest.raises(InputError, match=r"18, 22.*--keyframes"):
+        oracle_segmenter.segment(image, SPACING, annotation)
+
+
+def test_slice_limits_and_distance_limit(oracle_segmenter, volume):
+    image, label = volume
+    annotation = annotation_from_label(label)
+    k = painted_slices(annotation)[0]
+    limited = oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(min_slice=k - 2, max_slice=k + 1))
+    assert limited.slice_range() == (k - 2, k + 1)
+    assert "slice limit" in limited.stop_reasons["up"]
+    near = oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(max_distance_mm=5.0))
+    assert near.slice_range() == (k - 2, k + 2)  # 5 mm at 2.5 mm slices
+    with pytest.raises(InputError, match="outside the slice limits"):
+        oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(min_slice=k + 1))
+
+
+def test_a_leak_into_a_large_bright_neighbour_is_stopped(oracle_segmenter):
+    image, label = make_volume()
+    top = painted_slices(label)[-1]
+    image[top + 1:, 20:110, 20:110] = 120  # a large bright organ touching the tumour's upper end
+    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
+    assert result.slice_range()[1] <= top
+    assert "leak" in result.stop_reasons["up"]
+
+
+def test_progress_reaches_the_total_and_cancel_stops(oracle_segmenter, volume):
+    image, label = volume
+    calls = []
+    oracle_segmenter.segment(image, SPACING, annotation_from_label(label), progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert all(d1 <= d2 for (d1, _), (d2, _) in zip(calls, calls[1:]))
+    with pytest.raises(Cancelled):
+        oracle_segmenter.segment(image, SPACING, annotation_from_label(label), should_stop=lambda: True)
+
+
+def test_confidence_for_every_visited_slice(oracle_segmenter, volume):
+    image, label = volume
+    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
+    first, last = result.slice_range()
+    assert set(range(first, last + 1)) <= set(result.slice_confidence)
+    assert all(0.0 <= c <= 1.0 for c in result.slice_confidence.values())
+    assert result.anchor_slices[0] not in result.least_confident_slices(50)
