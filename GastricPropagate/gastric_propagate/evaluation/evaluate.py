@@ -44,7 +44,7 @@ CSV_COLUMNS = ("case", "variant", "method", "dice", "hd95_mm", "volume_error_per
                "truth_ml", "predicted_ml", "painted_slice", "source", "error")
 EXAMPLE_FILE = "example.npz"
 # Contours drawn in the figure, in order of preference (the first three present are drawn).
-FIGURE_METHODS = ("proposer_refiner", "proposer", "region_growing", "registration", "copy_slice")
+FIGURE_METHODS = ("proposer_refiner", "region_growing", "registration", "proposer", "copy_slice")
 # Metric values are rounded to this many decimals in the rows, so the CSV and the summary agree exactly.
 _DECIMALS = 6
 
@@ -75,6 +75,8 @@ BASELINES: dict[str, Method] = {
                                  baselines.fill_between_slices_ideal, reads_truth=True),
 }
 ENGINE_METHODS = ("proposer", "proposer_refiner")
+ENGINE_TITLES = {"proposer": "GastricPropagate, proposer only",
+                 "proposer_refiner": "GastricPropagate, proposer + refiner"}
 ALL_METHODS = ENGINE_METHODS + tuple(BASELINES)
 
 
@@ -123,9 +125,8 @@ def method_registry(segmenter: object | None = None, device: str = "auto") -> di
     """
     engine = _EngineMethods(segmenter, device)
     return {
-        "proposer": Method("proposer", "GastricPropagate, proposer only", engine.proposer),
-        "proposer_refiner": Method("proposer_refiner", "GastricPropagate, proposer + refiner",
-                                   engine.proposer_refiner),
+        "proposer": Method("proposer", ENGINE_TITLES["proposer"], engine.proposer),
+        "proposer_refiner": Method("proposer_refiner", ENGINE_TITLES["proposer_refiner"], engine.proposer_refiner),
         **BASELINES,
     }
 
@@ -270,8 +271,7 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
     methods = list(dict.fromkeys(row["method"] for row in rows))
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     cases = list(dict.fromkeys(row["case"] for row in rows))
-    titles = {**{name: method.title for name, method in BASELINES.items()},
-              "proposer": "GastricPropagate, proposer only", "proposer_refiner": "GastricPropagate, proposer + refiner"}
+    titles = {**ENGINE_TITLES, **{name: method.title for name, method in BASELINES.items()}}
     lines = [
         "# GastricPropagate evaluation",
         "",
