@@ -31,6 +31,9 @@ from .refinement import refiner_input
 
 log = logging.getLogger(__name__)
 
+# Slices kept beyond each end of the tumour: where the proposer learns to stop.
+END_MARGIN = 4
+
 
 class CaseLike(Protocol):
     """A training or evaluation case: CT (z, y, x) in HU, tumour label (z, y, x), spacing (x, y, z) mm."""
@@ -67,7 +70,7 @@ class TrainingConfig:
 
 @dataclass
 class _CropVolume:
-    """One case on the networks' grid, restricted to the tumour's slices and two beyond each end."""
+    """One case on the networks' grid, restricted to the tumour's slices and ``END_MARGIN`` beyond each end."""
 
     image: np.ndarray   # (z, S, S) normalised
     label: np.ndarray   # (z, S, S) bool
@@ -88,7 +91,8 @@ def _make_crops(case: CaseLike, config: TrainingConfig, rng: np.random.Generator
         grid = crop_grid_for(label[largest][None], case.spacing_xyz, config.preprocessing,
                              centre_shift_mm=tuple(rng.uniform(-6, 6, size=2)),
                              extra_margin_mm=float(rng.uniform(0, 8)))
-        z0, z1 = max(0, tumour_slices[0] - 2), min(label.shape[0], tumour_slices[-1] + 3)
+        z0 = max(0, tumour_slices[0] - END_MARGIN)
+        z1 = min(label.shape[0], tumour_slices[-1] + END_MARGIN + 1)
         image = normalise_hu(to_crop(case.image[z0:z1], grid), config.preprocessing.hu_window)
         mask = to_crop(label[z0:z1].astype(np.float32), grid, default_value=0.0) > 0.5
         crops.append(_CropVolume(image, mask, tumour_slices[0] - z0, tumour_slices[-1] - z0))
@@ -145,18 +149,27 @@ def _centre(mask: np.ndarray) -> tuple[int, int]:
 
 
 def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.Generator):
-    """Input (4, W, W): slices k-d, k, k+d and the (perturbed) true mask of k-d; target: the true mask of k."""
+    """Input (4, W, W): slices k-d, k, k+d and the (perturbed) mask of k-d; target: the true mask of k.
+
+    A third of the samples lie beyond the tumour's end: the previous mask is the end's cross-section
+    (what a propagation that overshot carries along) over tissue that is not tumour, and the target is
+    empty. Without them the network learns to copy the previous mask and never stops.
+    """
+    depth = crop.image.shape[0]
     direction = 1 if rng.random() < 0.5 else -1
-    # Targets run one slice past each end, so the network learns to answer "no more tumour".
-    first, last = (crop.first + 1, crop.last + 1) if direction == 1 else (crop.first - 1, crop.last - 1)
-    k = int(rng.integers(first, last + 1))
-    k = int(np.clip(k, 0, crop.image.shape[0] - 1))
-    source = int(np.clip(k - direction, 0, crop.image.shape[0] - 1))
-    previous = crop.label[source]
-    if not previous.any():
-        previous, k, source = crop.label[crop.first], crop.first + direction, crop.first
-        k = int(np.clip(k, 0, crop.image.shape[0] - 1))
-    following = int(np.clip(k + direction, 0, crop.image.shape[0] - 1))
+    end = crop.last if direction == 1 else crop.first
+    if rng.random() < 1 / 3:
+        k = int(np.clip(end + direction * rng.integers(1, END_MARGIN + 1), 0, depth - 1))
+        previous = crop.label[end]
+    else:
+        start = crop.first if direction == 1 else crop.last
+        k = int(start + direction * rng.integers(1, crop.last - crop.first + 2))
+        k = int(np.clip(k, 0, depth - 1))
+        previous = crop.label[int(np.clip(k - direction, 0, depth - 1))]
+        if not previous.any():
+            previous = crop.label[end]
+    source = int(np.clip(k - direction, 0, depth - 1))
+    following = int(np.clip(k + direction, 0, depth - 1))
     images = crop.image[[source, k, following]]
     previous = _perturb_mask(previous, rng)
     stack = np.concatenate([images, previous[None].astype(np.float32)])
