@@ -1,6 +1,7 @@
 """Synthetic abdominal CT volumes with a gastric tumour: training and test material for the networks.
 
-A phantom is drawn from ``np.random.default_rng(seed)`` alone, so a seed names one volume for good.
+A phantom is drawn from ``np.random.default_rng(seed)`` (and a side stream of the same seed for the
+perigastric fat) alone, so a seed names one volume for good.
 The anatomy is laid out in a patient frame in mm (x to the patient's left, y posterior, z cranial, as
 in LPS; the body axis passes through x = y = 0 and the tumour's centre lies at z = 0), painted layer
 by layer with soft edges, then noised and blurred. The volume is a crop of that patient around the
@@ -583,15 +584,39 @@ def _smooth_field(rng, shape, sigma_mm, px, dz):
     return field
 
 
-def _paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
-    """Paints the tumour (heterogeneous, soft-edged) last and returns its label on the whole grid."""
+def _tumour_box(cv, tumour, pad):
+    """The grid box around the tumour grown by ``pad`` mm, and its voxels' positions relative to the centre."""
     pts = tumour.surface() + tumour.centre
-    pad = _ROUGH_MAX_MM + 2.0 * max(px, dz)
     k0, k1 = np.searchsorted(cv.z, [pts[:, 2].min() - pad, pts[:, 2].max() + pad])
     sl = cv.box(pts[:, 0].min() - pad, pts[:, 0].max() + pad, pts[:, 1].min() - pad, pts[:, 1].max() + pad, k0, k1)
     p = np.stack(np.broadcast_arrays(cv.x[sl[2]][None, None, :] - tumour.centre[0],
                                      cv.y[sl[1]][None, :, None] - tumour.centre[1],
                                      cv.z[sl[0]][:, None, None] - tumour.centre[2]), -1)
+    return sl, p
+
+
+def _paint_fat_plane(cv, rng, tumour, stomach, body):
+    """Perigastric fat around the stomach and the tumour, painted before both.
+
+    The stomach and the tumour are painted over it, so the tumour still grows from the gastric wall, but
+    a plane of fat sets it apart from the liver, spleen and bowel it would otherwise touch at equal HU,
+    as on a real CT. Beyond the tumour's ends the wall goes on: telling tumour from wall stays the task.
+    """
+    fat_hu = rng.uniform(-110.0, -80.0)
+    plane = _ROUGH_MAX_MM + rng.uniform(3.0, 8.0)
+    in_cavity = _cavity_membership(cv, body, shrink=2.0)
+    cx, cy = stomach.centre(cv.z)
+    a, b = stomach.axes(cv.z)
+    cv.paint_tube(fat_hu, cx, cy, a + plane, b + plane, stomach.theta, clip=in_cavity)
+    sl, p = _tumour_box(cv, tumour, plane + 2.0 * cv.edge)
+    m = cv.soft(tumour.distance(p) + plane)
+    np.minimum(m, in_cavity(sl), out=m)
+    cv.paint(sl, m, fat_hu)
+
+
+def _paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
+    """Paints the tumour (heterogeneous, soft-edged) last and returns its label on the whole grid."""
+    sl, p = _tumour_box(cv, tumour, _ROUGH_MAX_MM + 2.0 * max(px, dz))
     r = np.linalg.norm(p, axis=-1)
     d = tumour.distance(p)
     # A rough surface, bounded so that the mass stays within the extent the volume was laid out for.
@@ -718,6 +743,8 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
     _paint_body(cv, rng, body)
     y_vb, r_vb = _paint_spine(cv, rng, body)
     _paint_organs(cv, rng, body, case, y_vb, r_vb)
+    # Its own random stream: adding the fat plane left every other draw of a seed as it was.
+    _paint_fat_plane(cv, np.random.default_rng([seed, 1]), tumour, stomach, body)
     wall_hu = _paint_stomach(cv, rng, stomach, case)
     label = _paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz)
     vol, noise_std = _noise_and_blur(cv, rng, px, dz)

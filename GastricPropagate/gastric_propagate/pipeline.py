@@ -60,7 +60,8 @@ class SegmentationResult:
 
     Attributes:
         mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
-        proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement.
+        proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement (cut, like ``mask``, to
+            what connects to the painted voxels).
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -156,7 +157,8 @@ class Segmenter:
         visited = coarse.visited
         window = slice(visited[0], visited[-1] + 1)
         mask = mask_from_crop(final[window], grid, image.shape, window)
-        proposer_mask = mask_from_crop(coarse.probabilities[window], grid, image.shape, window)
+        coarse_kept = _keep_connected_to_anchors(coarse.probabilities, anchors)
+        proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
         for target in (mask, proposer_mask):
             target[anchor_slices] = painted[anchor_slices]
         finished = time.perf_counter()
