@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from .. import __version__
 from ..errors import WeightsError
@@ -83,9 +82,9 @@ ALL_METHODS = ENGINE_METHODS + tuple(BASELINES)
 class _EngineMethods:
     """GastricPropagate's two rows from one engine run per case and variant.
 
-    One ``segment_volume`` call with the refiner gives both the proposer's and the refined mask; the
-    proposer-only time is the run's time without the refiner stage. The proposer-only mask is cut to
-    what connects to the painted voxels, as the engine does for its final mask.
+    One ``segment_volume`` call with the refiner gives both the proposer's mask (what a run without
+    the refiner returns) and the refined mask; the proposer-only time is the run's time without the
+    refiner stage.
     """
 
     def __init__(self, segmenter: object | None, device: str):
@@ -113,7 +112,7 @@ class _EngineMethods:
     def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key)
         seconds = result.seconds - result.timings.get("refiner", 0.0)
-        return _connected_to(result.proposer_mask, annotation), seconds
+        return result.proposer_mask, seconds
 
 
 def method_registry(segmenter: object | None = None, device: str = "auto") -> dict[str, Method]:
@@ -374,15 +373,6 @@ def _cropped_to_union(prediction: np.ndarray, truth: np.ndarray, margin: int = 2
         return prediction, truth
     box = tuple(slice(max(0, int(ix.min()) - margin), int(ix.max()) + margin + 1) for ix in np.nonzero(union))
     return prediction[box], truth[box]
-
-
-def _connected_to(mask: np.ndarray, annotation: np.ndarray) -> np.ndarray:
-    """The parts of ``mask`` connected (in 3D) to a painted voxel."""
-    labels, count = ndimage.label(mask > 0)
-    if count <= 1:
-        return mask
-    kept = np.unique(labels[annotation > 0])
-    return np.isin(labels, kept[kept > 0]).astype(np.uint8)
 
 
 def _cell(values: list[float], digits: int) -> str:
