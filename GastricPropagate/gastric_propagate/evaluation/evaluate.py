@@ -430,11 +430,11 @@ def _draw_example(figure, example) -> None:
     aspect = float(spacing[1] / spacing[0])
     for axes, z in zip(figure.subplots(1, len(chosen)), chosen):
         axes.imshow(image[z], cmap="gray", vmin=-160, vmax=240, aspect=aspect)
-        if truth[z].any():
-            axes.contour(truth[z], levels=[0.5], colors="lime", linewidths=1.5)
         for method, colour in zip(shown, colours):
             if example[f"mask_{method}"][z].any():
                 axes.contour(example[f"mask_{method}"][z], levels=[0.5], colors=colour, linewidths=1.0)
+        if truth[z].any():  # drawn last: on top
+            axes.contour(truth[z], levels=[0.5], colors="lime", linewidths=1.5)
         label = " (painted)" if painted.size and z == painted[0] else ""
         axes.set_title(f"axial slice {z + int(example['z_offset'])}{label}", fontsize=9)
         axes.set_axis_off()
