@@ -128,7 +128,7 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
                 area = float(mask.sum()) * pixel_area_mm2
                 if area < rule.min_area_mm2:
                     chain.probabilities[k] = p * mask  # visited: the tumour ends here
-                    chain.stop_reason = f"tumour ended (cross-section {area:.0f} mm2 on slice {k})"
+                    chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {k}"
                     continue
                 if area > rule.runaway_factor * largest_anchor:
                     chain.stop_reason = (f"stopped before slice {k}: its cross-section ({area:.0f} mm2) is "
