@@ -25,7 +25,7 @@ import torch
 
 from .annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
-from .evaluation.cases import phantom_cases
+from .cases import phantom_cases
 from .io import write_mask
 from .metrics import dice
 from .phantom import HELD_OUT_SEED_START, make_phantom

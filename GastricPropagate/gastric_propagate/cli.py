@@ -130,7 +130,7 @@ def _segment(args) -> int:
 
 
 def _train(args) -> int:
-    from .evaluation.cases import load_cases
+    from .cases import load_cases
     from .phantom import HELD_OUT_SEED_START
     from .training import TrainingConfig, train
 

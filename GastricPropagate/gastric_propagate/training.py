@@ -12,7 +12,7 @@ import logging
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .annotation import annotation_from_label, largest_cross_section_index
+from .cases import CaseData
 from .checkpoints import save_checkpoint
 from .networks import UNet2D
 from .pipeline import PropagationOptions, Segmenter
@@ -33,15 +34,6 @@ log = logging.getLogger(__name__)
 
 # Slices kept beyond each end of the tumour: where the proposer learns to stop.
 END_MARGIN = 4
-
-
-class CaseLike(Protocol):
-    """A training or evaluation case: CT (z, y, x) in HU, tumour label (z, y, x), spacing (x, y, z) mm."""
-
-    name: str
-    image: np.ndarray
-    label: np.ndarray
-    spacing_xyz: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,7 @@ class _CropVolume:
     last: int
 
 
-def _make_crops(case: CaseLike, config: TrainingConfig, rng: np.random.Generator) -> list[_CropVolume]:
+def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator) -> list[_CropVolume]:
     crops = []
     label = case.label > 0
     areas = label.reshape(label.shape[0], -1).sum(axis=1)
@@ -245,8 +237,8 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
     return results
 
 
-def train(cases: Iterable[CaseLike], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
-          device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseLike] = (),
+def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
+          device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseData] = (),
           command: str = "") -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
@@ -299,7 +291,7 @@ def train(cases: Iterable[CaseLike], output_dir: str | Path, *, config: Training
     return paths
 
 
-def validate(segmenter: Segmenter, cases: Iterable[CaseLike]) -> dict:
+def validate(segmenter: Segmenter, cases: Iterable[CaseData]) -> dict:
     """Mean Dice of the proposer alone and with the refiner, from each case's largest cross-section."""
     from .metrics import dice
 

@@ -34,13 +34,15 @@ def check_image(image: np.ndarray) -> None:
                 f"The image contains {nan_count:,} NaN voxels. Fix or re-export the volume (NaN often comes from "
                 "a failed resampling) and run again.")
     low, high = (float(v) for v in np.percentile(image[:: max(1, image.shape[0] // 16)], [0.5, 99.5]))
-    if low > -300 or high - low < 300:
+    # In HU, fat (about -100) or air (-1000) is in every abdominal CT, even one cropped to the stomach;
+    # MR and normalised images have no such negative values, unrescaled CT starts at 0.
+    if low > -50 or high - low < 100:
         hint = (" The values look like raw detector values: apply the DICOM Rescale Slope/Intercept."
                 if low >= 0 and high > 500 else "")
         raise InputError(
             f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.0f} "
-            f"and {high:.0f}; a CT of the abdomen has air or fat well below -300 HU).{hint} Load a CT volume: MR "
-            "and normalised (0-1) images are not supported.")
+            f"and {high:.0f}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{hint} Load a CT "
+            "volume: MR and normalised (0-1) images are not supported.")
 
 
 def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],

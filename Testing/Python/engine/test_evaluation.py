@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gastric_propagate.evaluation import evaluate
-from gastric_propagate.evaluation.cases import case_from_arrays
+from gastric_propagate.cases import case_from_arrays
 
 BASELINES = ["copy_slice", "region_growing", "registration", "fill_between_ideal"]
 SPACING = (1.0, 1.0, 2.5)

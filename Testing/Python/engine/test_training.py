@@ -3,7 +3,7 @@
 import torch
 
 from gastric_propagate.checkpoints import load_checkpoint
-from gastric_propagate.evaluation.cases import phantom_cases
+from gastric_propagate.cases import phantom_cases
 from gastric_propagate.pipeline import Segmenter
 from gastric_propagate.training import TrainingConfig, train
 

@@ -1,4 +1,4 @@
-"""Labelled CT cases for the evaluation: from a folder of image/label pairs, or held-out phantoms.
+"""Labelled CT cases for training and evaluation: a folder of image/label pairs, or generated phantoms.
 
 Cases are listed first (cheap: file headers only) and loaded one at a time with ``Case.load()``,
 so that an evaluation over many CTs never holds more than one in memory.
@@ -21,15 +21,12 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from .errors import InputError
+from .io import geometry_difference
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd")
-# Largest differences tolerated between an image's and its label's geometry.
-_SPACING_TOLERANCE_MM = 1e-3
-_ORIGIN_TOLERANCE_MM = 1e-2
-_DIRECTION_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options
         seed_start: first seed; defaults to ``gastric_propagate.phantom.HELD_OUT_SEED_START``.
         **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
     """
-    from .. import phantom  # imported here: generating phantoms is only one way to get cases
+    from . import phantom  # imported here: generating phantoms is only one way to get cases
 
     start = phantom.HELD_OUT_SEED_START if seed_start is None else int(seed_start)
 
@@ -201,22 +198,14 @@ def _nnunet_pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
 
 
 def _check_geometry(image_path: Path, label_path: Path) -> None:
-    image, label = _header(image_path), _header(label_path)
+    image, label = _header(image_path), _header(label_path)  # headers only: listing stays cheap
     if image.GetDimension() != 3:
-        raise InputError(f"{image_path} is a {image.GetDimension()}D image; the evaluation needs 3D CT volumes.")
-    problems = []
-    if image.GetSize() != label.GetSize():
-        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
-    elif not np.allclose(image.GetSpacing(), label.GetSpacing(), atol=_SPACING_TOLERANCE_MM):
-        problems.append(f"spacing {image.GetSpacing()} vs {label.GetSpacing()}")
-    elif not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=_ORIGIN_TOLERANCE_MM):
-        problems.append(f"origin {image.GetOrigin()} vs {label.GetOrigin()}")
-    elif not np.allclose(image.GetDirection(), label.GetDirection(), atol=_DIRECTION_TOLERANCE):
-        problems.append(f"direction {image.GetDirection()} vs {label.GetDirection()}")
-    if problems:
+        raise InputError(f"{image_path} is a {image.GetDimension()}D image; 3D CT volumes are needed.")
+    difference = geometry_difference(image, label)
+    if difference:
         raise InputError(
             f"The label {label_path.name} does not lie on the grid of its image {image_path.name} "
-            f"({problems[0]}). Resample the label onto the image (e.g. Slicer's 'Resample Image (BRAINS)' with "
+            f"({difference}). Resample the label onto the image (e.g. Slicer's 'Resample Image (BRAINS)' with "
             f"nearest-neighbour interpolation, or export the segmentation with the image as reference geometry).")
 
 

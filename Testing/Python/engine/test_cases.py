@@ -1,11 +1,11 @@
-"""Loading evaluation cases from folders (three layouts) and the errors a user can fix."""
+"""Loading cases from folders (three layouts) and the errors a user can fix."""
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.evaluation.cases import case_from_arrays, folder_cases, load_cases
+from gastric_propagate.cases import case_from_arrays, folder_cases, load_cases
 
 
 def _write_pair(image_path, label_path, *, label_spacing=(0.8, 0.8, 2.5), label_size=(20, 18, 6), value=1):
