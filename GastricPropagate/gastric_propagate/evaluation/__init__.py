@@ -1,7 +1,8 @@
-"""Evaluation: cases, annotation variants, alternative methods, and the report comparing them.
+"""Evaluation: annotation variants, alternative methods, and the report comparing them.
+
+Cases come from ``gastric_propagate.cases`` (a folder of pairs, or held-out phantoms).
 
 Modules:
-    cases: loads labelled CT cases from a folder or generates held-out phantoms.
     annotations: turns a 3D label into the one painted slice a user would draw (and its variants).
     baselines: the methods GastricPropagate is compared with (copy slice, region growing,
         registration, ideal fill-between-slices).
