@@ -31,11 +31,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .. import __version__
+from ..cases import Case, load_cases
 from ..errors import WeightsError
 from ..metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from . import baselines
 from .annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
-from ..cases import Case, load_cases
 
 logger = logging.getLogger(__name__)
 

@@ -111,3 +111,17 @@ def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypat
         assert row["error"] == "" and row["dice"] > 0.8, row
     proposer, refined = rows[0], rows[1]
     assert 0 < proposer["seconds"] <= refined["seconds"]
+
+
+def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, bundled_segmenter):
+    from gastric_propagate.cases import load_cases
+    from gastric_propagate.phantom import HELD_OUT_SEED_START
+
+    cases = load_cases(None, 1, seed_start=HELD_OUT_SEED_START + 7, size_xy=160, slice_spacing=4.0,
+                       tumour_diameter_mm=30.0)
+    rows = evaluate.run_evaluation(cases, tmp_path, methods=["proposer_refiner", "proposer", "copy_slice"],
+                                   variants=["largest"], segmenter=bundled_segmenter, progress=False)
+    by_method = {row["method"]: row for row in rows}
+    assert all(row["error"] == "" for row in rows), rows
+    assert by_method["proposer_refiner"]["dice"] > 0.7
+    assert by_method["proposer_refiner"]["dice"] > by_method["copy_slice"]["dice"]
