@@ -21,6 +21,7 @@ import csv
 import datetime
 import logging
 import math
+import os
 import platform
 import statistics
 import time
@@ -239,6 +240,10 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         command = "gastric-propagate evaluate" + (f" --data {data}" if data else "") + f" --out {out}" \
             + f" --cases {n_cases}" + f" --methods {' '.join(methods)}" + f" --variants {' '.join(variants)}" \
             + (f" --device {device}" if device != "auto" else "")
+    if any(method in ENGINE_METHODS for method in methods):
+        from ..pipeline import resolve_device
+
+        device = str(resolve_device(device))
     meta = {"data": description, "command": command, "seconds": time.perf_counter() - started,
             "device": device}
     paths = write_reports(rows, out, meta)
@@ -278,7 +283,8 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         f"- **Cases:** {len(cases)}; annotation variants: {', '.join(variants)}; methods: {', '.join(methods)}",
         f"- **Command:** `{meta.get('command', 'unknown')}`",
         f"- **Version:** gastric-propagate {__version__} (Python {platform.python_version()}, "
-        f"{_library_versions()}); device {meta.get('device', 'auto')}; {platform.machine()}",
+        f"{_library_versions()}); device {meta.get('device', 'auto')}; {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores",
         f"- **Date:** {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
         + (f"; wall time {meta['seconds'] / 60:.1f} min" if "seconds" in meta else ""),
     ]

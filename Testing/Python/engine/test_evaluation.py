@@ -125,3 +125,15 @@ def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, b
     assert all(row["error"] == "" for row in rows), rows
     assert by_method["proposer_refiner"]["dice"] > 0.7
     assert by_method["proposer_refiner"]["dice"] > by_method["copy_slice"]["dice"]
+
+
+def test_evaluate_command_on_held_out_phantoms(tmp_path):
+    from gastric_propagate.phantom import HELD_OUT_SEED_START
+
+    out = evaluate.evaluate_command(None, str(tmp_path / "report"), n_cases=2, methods=["copy_slice", "region_growing"],
+                                    variants=["largest"], progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["example.npz", "figure.png", "results.csv", "summary.md"]
+    text = (out / "summary.md").read_text()
+    assert f"2 held-out synthetic phantoms (gastric_propagate.phantom, seeds {HELD_OUT_SEED_START}-" in text
+    assert "gastric-propagate evaluate --out" in text and "--cases 2" in text
+    assert len(evaluate.read_csv(out / "results.csv")) == 4
