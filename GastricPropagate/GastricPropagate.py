@@ -83,6 +83,7 @@ class GastricPropagateParameterNode:
     keyframes: several painted slices are fixed anchors. minSlice / maxSlice: K limits (-1 = none).
     maxDistanceMm: furthest distance from the painted slice (0 = none). device: torch device.
     useRefiner: run the refiner stage. useEditorMasking: honour the Segment Editor's masking settings.
+    paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -95,6 +96,7 @@ class GastricPropagateParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     useRefiner: bool = True
     useEditorMasking: bool = True
+    paintedIsLargest: bool = True
 
 
 class GastricPropagateParameterNodeLogic(ScriptedLoadableModuleLogic):
@@ -286,7 +288,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             min_slice=parameters.minSlice if parameters.minSlice >= 0 else None,
             max_slice=parameters.maxSlice if parameters.maxSlice >= 0 else None,
             max_distance_mm=parameters.maxDistanceMm if parameters.maxDistanceMm > 0 else None,
-            use_refiner=parameters.useRefiner)
+            use_refiner=parameters.useRefiner,
+            painted_is_largest=parameters.paintedIsLargest)
 
     def _segmentEditorNode(self):
         """The Segment Editor's parameter node (masking settings), or None if the editor was never opened."""

@@ -21,6 +21,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-distance-mm", type=float,
                        help="furthest distance from the painted slice(s) along the slice axis, in mm")
     group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
+    group.add_argument("--painted-not-largest", action="store_true",
+                       help="the painted slice is not the tumour's largest cross-section: relax the size-based "
+                            "leak rules and widen the crop")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +112,8 @@ def _options(args) -> "PropagationOptions":
     from .pipeline import PropagationOptions
 
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
-                              max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner)
+                              max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
+                              painted_is_largest=not args.painted_not_largest)
 
 
 def _segmenter(args):

