@@ -137,3 +137,17 @@ def test_evaluate_command_on_held_out_phantoms(tmp_path):
     assert f"2 held-out synthetic phantoms (gastric_propagate.phantom, seeds {HELD_OUT_SEED_START}-" in text
     assert "gastric-propagate evaluate --out" in text and "--cases 2" in text
     assert len(evaluate.read_csv(out / "results.csv")) == 4
+
+
+def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
+    """The README's evaluation command, tiny: one case, every method, the default annotation."""
+    from gastric_propagate.cli import main
+
+    assert main(["evaluate", "--out", str(tmp_path), "--cases", "1", "--variants", "largest", "--device", "cpu"]) == 0
+    rows = evaluate.read_csv(tmp_path / "results.csv")
+    assert {row["method"] for row in rows} == set(evaluate.ALL_METHODS)
+    engine = next(row for row in rows if row["method"] == "proposer_refiner")
+    assert float(engine["dice"]) > 0.7 and not engine["error"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "gastric-propagate evaluate" in summary and "phantom" in summary
+    assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
