@@ -25,7 +25,7 @@ from .annotation import annotation_from_label, largest_cross_section_index
 from .cases import CaseData
 from .checkpoints import save_checkpoint
 from .networks import UNet2D
-from .pipeline import PropagationOptions, Segmenter
+from .pipeline import PropagationOptions, Segmenter, resolve_device
 from .preprocessing import Preprocessing, crop_grid_for, normalise_hu, to_crop
 from .propagation import propagate
 from .refinement import refiner_input
@@ -244,8 +244,6 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
 
     Returns the written paths. Reproducible for a given config.seed, data and device.
     """
-    from .pipeline import resolve_device  # local: pipeline imports this module's siblings only
-
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if config.threads:
