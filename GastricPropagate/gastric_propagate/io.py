@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .validation import MAX_VOXELS
 
 # Geometry may differ by rounding in headers (e.g. NIfTI's float32 affine), not by more.
 GEOMETRY_TOLERANCE = 1e-3
@@ -20,8 +21,16 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"The {what} file {path} does not exist. Check the path.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
+        voxels = int(np.prod(reader.GetSize()))
+        if voxels > MAX_VOXELS:
+            raise InputError(f"The {what} {path} has {voxels:,} voxels (size {reader.GetSize()}), more than the "
+                             f"{MAX_VOXELS:,} this tool accepts. Crop it to the abdomen first (e.g. Slicer's Crop "
+                             "Volume module), then run again.")
+        image = reader.Execute()
     except RuntimeError as error:
         raise InputError(f"The {what} file {path} cannot be read as a medical image ({_first_line(error)}). Use "
                          "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error

@@ -139,3 +139,13 @@ def test_console_script_is_installed():
     completed = subprocess.run([sys.executable, "-m", "gastric_propagate.cli", "--version"], capture_output=True,
                                text=True, check=True)
     assert completed.stdout.startswith("gastric-propagate ")
+
+
+def test_huge_volume_is_refused_from_its_header(case, tmp_path, capsys, monkeypatch):
+    import gastric_propagate.io as io
+
+    monkeypatch.setattr(io, "MAX_VOXELS", 1000)
+    read = []
+    monkeypatch.setattr(io.sitk.ImageFileReader, "Execute", lambda self: read.append(1))
+    code, err = bad(case, tmp_path, capsys)
+    assert code == 2 and "Crop Volume" in err and not read, "refused before any voxel was read"
