@@ -22,6 +22,7 @@ import numpy as np
 import vtk
 
 import slicer
+from gastric_propagate.annotation import describe_slices, painted_slices
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
 from .i18n import _
@@ -132,11 +133,6 @@ def _nodeName(node) -> str:
     return node.GetName() if node is not None else ""
 
 
-def _describeSlices(slices: list[int], limit: int = 8) -> str:
-    shown = ", ".join(str(k) for k in slices[:limit])
-    return shown + (", ..." if len(slices) > limit else "")
-
-
 def _axisName(direction: np.ndarray) -> str:
     """Anatomical name of the RAS axis closest to ``direction``."""
     names = (_("left-right"), _("anterior-posterior"), _("superior-inferior"))
@@ -228,7 +224,7 @@ class GastricPropagateLogic:
         annotation = (self.segmentArray(volumeNode, segmentationNode, segmentId) > 0).astype(np.uint8)
         segmentName = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
 
-        painted = [int(k) for k in np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]
+        painted = painted_slices(annotation)
         if not painted:
             raise InputError(_(
                 "The segment '{segment}' has no painted voxels inside the volume '{volume}'. Paint the tumour's "
@@ -251,7 +247,7 @@ class GastricPropagateLogic:
                 "The segment '{segment}' has painted voxels on {count} slices of the volume's K axis (K = {slices}). "
                 "Paint the largest cross-section on one slice only and erase the others, or switch on keyframes "
                 "to use several painted slices as fixed anchors.").format(
-                    segment=segmentName, count=len(painted), slices=_describeSlices(painted)) + hint)
+                    segment=segmentName, count=len(painted), slices=describe_slices(painted)) + hint)
         if masking.editable is not None and masking.editable.shape != image.shape:
             raise InputError(_(
                 "The editable-area mask has shape {mask} but the volume has shape {image} (K, J, I). Build the "

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import vtk
 
+from gastric_propagate.annotation import painted_slices
+from gastric_propagate.metrics import volume_ml
+
 from .i18n import _
 
 RESULTS_TABLE_NAME = "GastricPropagate results"
@@ -52,10 +55,9 @@ class SegmentStatistics:
 def segmentStatistics(array: np.ndarray, spacingXYZ: tuple[float, float, float]) -> SegmentStatistics:
     """Statistics of a (k, j, i) mask with voxel spacing ``spacingXYZ`` in mm."""
     mask = np.asarray(array) > 0
-    voxels = int(mask.sum())
-    slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-    first, last = (int(slices[0]), int(slices[-1])) if slices.size else (-1, -1)
-    return SegmentStatistics(voxels=voxels, volumeMl=voxels * float(np.prod(spacingXYZ)) / 1000.0,
+    slices = painted_slices(mask)
+    first, last = (slices[0], slices[-1]) if slices else (-1, -1)
+    return SegmentStatistics(voxels=int(mask.sum()), volumeMl=volume_ml(mask, spacingXYZ),
                              firstSlice=first, lastSlice=last)
 
 

@@ -10,6 +10,12 @@ def painted_slices(annotation: np.ndarray) -> list[int]:
     return [int(k) for k in np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]
 
 
+def describe_slices(slices: list[int], limit: int = 8) -> str:
+    """Slice indices for a message: the first ``limit`` of them, then "..." if there are more."""
+    shown = ", ".join(str(k) for k in slices[:limit])
+    return shown + (", ..." if len(slices) > limit else "")
+
+
 def slice_areas(label: np.ndarray) -> np.ndarray:
     """Number of foreground voxels on each axial slice of a (z, y, x) label."""
     return (label > 0).reshape(label.shape[0], -1).sum(axis=1)

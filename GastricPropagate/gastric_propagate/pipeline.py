@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .annotation import painted_slices
 from .checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from .errors import Cancelled, InputError, WeightsError
 from .networks import UNet2D
@@ -91,8 +92,8 @@ class SegmentationResult:
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
-        ks = np.flatnonzero(self.mask.reshape(self.mask.shape[0], -1).any(axis=1))
-        return (int(ks[0]), int(ks[-1])) if ks.size else None
+        ks = painted_slices(self.mask)
+        return (ks[0], ks[-1]) if ks else None
 
     def least_confident_slices(self, count: int) -> list[int]:
         """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .annotation import painted_slices
+from .annotation import describe_slices, painted_slices
 from .errors import InputError
 
 # Above this many voxels the volume is refused rather than risk running out of memory
@@ -58,7 +58,7 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
             "The annotation is empty. Paint the tumour's largest cross-section on one axial slice, then run again.")
     if len(slices) > 1 and not keyframes:
         raise InputError(
-            f"The annotation has painted voxels on {len(slices)} axial slices ({_describe(slices)}). Paint the "
+            f"The annotation has painted voxels on {len(slices)} axial slices ({describe_slices(slices)}). Paint the "
             "largest cross-section on one axial slice only and erase the others, or ask for keyframes "
             "(--keyframes / the module's 'Keyframes' option) to keep every painted slice as a fixed anchor.")
     for k in slices:
@@ -81,8 +81,3 @@ def check_spacing(spacing_xyz: tuple[float, float, float]) -> None:
     """Refuses spacings that are not positive finite millimetre values."""
     if len(spacing_xyz) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing_xyz):
         raise InputError(f"The voxel spacing {tuple(spacing_xyz)} is not three positive numbers in mm.")
-
-
-def _describe(slices: list[int]) -> str:
-    shown = ", ".join(str(k) for k in slices[:8])
-    return shown + (", ..." if len(slices) > 8 else "")
