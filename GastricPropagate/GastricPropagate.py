@@ -280,7 +280,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ run
 
     def _options(self):
-        from gastric_propagate.pipeline import PropagationOptions
+        from gastric_propagate.inference.pipeline import PropagationOptions
 
         parameters = self._parameterNode
         return PropagationOptions(
@@ -523,8 +523,8 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         import sitkUtils
 
         self.assertTrue(dependencies.ensureDependencies(askConfirmation=False), "PyTorch could not be installed")
-        from gastric_propagate.annotation import annotation_from_label
-        from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom
+        from gastric_propagate.data.annotation import annotation_from_label
+        from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 
         import SimpleITK as sitk
 

@@ -22,14 +22,14 @@ import numpy as np
 import vtk
 
 import slicer
-from gastric_propagate.annotation import describe_slices, painted_slices
+from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it when a computation runs
-    from gastric_propagate.pipeline import PropagationOptions, SegmentationResult
+    from gastric_propagate.inference.pipeline import PropagationOptions, SegmentationResult
 
 __all__ = [
     "RESULTS_TABLE_NAME",
@@ -177,7 +177,7 @@ class GastricPropagateLogic:
     Args:
         device: torch device for the engine ("auto", "cpu", "cuda", "cuda:1", ...).
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
-        segmenter: an already built ``gastric_propagate.pipeline.Segmenter`` (injected in tests); when None one is
+        segmenter: an already built ``gastric_propagate.inference.pipeline.Segmenter`` (injected in tests); when None one is
             built on first use from ``proposerPath`` / ``refinerPath`` and kept for later runs.
     """
 
@@ -212,7 +212,7 @@ class GastricPropagateLogic:
             InputError: with what to do, for a missing/unsuitable volume, segmentation or segment, an empty
                 segment, a segment painted on another image grid, or painted voxels on several K slices.
         """
-        from gastric_propagate.pipeline import PropagationOptions
+        from gastric_propagate.inference.pipeline import PropagationOptions
 
         options = options if options is not None else PropagationOptions()
         masking = masking if masking is not None else Masking()
@@ -484,7 +484,7 @@ class GastricPropagateLogic:
     def _getSegmenter(self):
         with self._segmenterLock:
             if self._segmenter is None:
-                from gastric_propagate.pipeline import Segmenter
+                from gastric_propagate.inference.pipeline import Segmenter
 
                 self._segmenter = Segmenter(proposer_path=self.proposerPath, refiner_path=self.refinerPath,
                                             device=self._device)
@@ -497,7 +497,7 @@ class GastricPropagateLogic:
         Raises:
             InputError, WeightsError, Cancelled: from the engine.
         """
-        from gastric_propagate.pipeline import segment_volume
+        from gastric_propagate.inference.pipeline import segment_volume
 
         if shouldStop is not None and shouldStop():
             raise Cancelled(_("Cancelled before the propagation started."))

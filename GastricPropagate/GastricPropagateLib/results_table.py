@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import vtk
 
-from gastric_propagate.annotation import painted_slices
+from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.metrics import volume_ml
 
 from .i18n import _

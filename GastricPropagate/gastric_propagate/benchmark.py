@@ -23,13 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .annotation import annotation_from_label, painted_slices
+from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
-from .cases import phantom_cases
-from .io import write_mask
-from .metrics import dice
-from .phantom import HELD_OUT_SEED_START, make_phantom
-from .pipeline import PropagationOptions, Segmenter
+from gastric_propagate.data.cases import phantom_cases
+from gastric_propagate.data.io import write_mask
+from gastric_propagate.metrics import dice
+from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 
 SPEED_SEED = HELD_OUT_SEED_START + 900
 # A large tumour, so that the timing covers many propagation steps, not a best case.

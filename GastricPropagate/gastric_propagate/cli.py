@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from gastric_propagate import __version__
 
 
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .errors import Cancelled, InputError, WeightsError
+    from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
     try:
         return _COMMANDS[args.command](args)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _options(args) -> "PropagationOptions":
-    from .pipeline import PropagationOptions
+    from gastric_propagate.inference.pipeline import PropagationOptions
 
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
                               max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
@@ -117,13 +117,13 @@ def _options(args) -> "PropagationOptions":
 
 
 def _segmenter(args):
-    from .pipeline import Segmenter
+    from gastric_propagate.inference.pipeline import Segmenter
 
     return Segmenter(args.proposer, args.refiner, device=args.device)
 
 
 def _segment(args) -> int:
-    from .file_segmentation import segment_files
+    from gastric_propagate.file_segmentation import segment_files
 
     report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
                            options=_options(args), segmenter=_segmenter(args), overwrite=args.overwrite)
@@ -134,13 +134,13 @@ def _segment(args) -> int:
 
 
 def _train(args) -> int:
-    from .cases import load_cases
-    from .phantom import HELD_OUT_SEED_START
-    from .training import TrainingConfig, train
+    from gastric_propagate.data.cases import load_cases
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.training.train import TrainingConfig, train
 
     cases = load_cases(args.data, args.phantoms, seed_start=0)
     description = (f"{len(cases)} image/label pairs from {args.data}" if args.data else
-                   f"{len(cases)} synthetic phantoms (gastric_propagate.phantom, seeds 0-{len(cases) - 1})")
+                   f"{len(cases)} synthetic phantoms (gastric_propagate.synthetic.phantom, seeds 0-{len(cases) - 1})")
     # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
     validation = load_cases(None, args.validation_phantoms, seed_start=HELD_OUT_SEED_START + 50_000) \
         if args.validation_phantoms else []
@@ -154,7 +154,7 @@ def _train(args) -> int:
 
 
 def _make_phantoms(args) -> int:
-    from .phantom import HELD_OUT_SEED_START, write_phantoms
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, write_phantoms
 
     start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
     pairs = write_phantoms(args.out, range(start, start + args.count), fmt=args.format)
@@ -163,14 +163,14 @@ def _make_phantoms(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from gastric_propagate.demo import run_demo
 
     run_demo(args.out, seed=args.seed, segmenter=_segmenter(args))
     return 0
 
 
 def _benchmark(args) -> int:
-    from .benchmark import run_benchmark
+    from gastric_propagate.benchmark import run_benchmark
 
     run_benchmark(cases=args.cases, repeats=args.repeats, skip=set(args.skip), device=args.device,
                   proposer=args.proposer, refiner=args.refiner)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .annotation import annotation_from_label
-from .file_segmentation import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, segment_files
-from .io import write_mask
-from .metrics import dice, volume_ml
-from .phantom import HELD_OUT_SEED_START, make_phantom
-from .pipeline import Segmenter
+from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.file_segmentation import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, segment_files
+from gastric_propagate.data.io import write_mask
+from gastric_propagate.metrics import dice, volume_ml
+from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
+from gastric_propagate.inference.pipeline import Segmenter
 
 DEMO_SEED = HELD_OUT_SEED_START + 7
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import __version__
-from .errors import InputError
-from .io import geometry_difference, read_volume, refuse_existing, write_json, write_mask
-from .metrics import volume_ml
-from .pipeline import PropagationOptions, Segmenter, SegmentationResult
+from gastric_propagate import __version__
+from gastric_propagate.errors import InputError
+from gastric_propagate.data.io import geometry_difference, read_volume, refuse_existing, write_json, write_mask
+from gastric_propagate.metrics import volume_ml
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
 
 # Manual-annotation times from the source study (seed 000): a full 3D outline vs the one painted slice.
 MANUAL_FULL_OUTLINE_SECONDS = 7 * 60

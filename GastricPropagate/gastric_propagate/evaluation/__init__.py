@@ -1,6 +1,6 @@
 """Evaluation: annotation variants, alternative methods, and the report comparing them.
 
-Cases come from ``gastric_propagate.cases`` (a folder of pairs, or held-out phantoms).
+Cases come from ``gastric_propagate.data.cases`` (a folder of pairs, or held-out phantoms).
 
 Modules:
     annotations: turns a 3D label into the one painted slice a user would draw (and its variants).

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from ..annotation import annotation_from_label, largest_cross_section_index, slice_areas
+from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index, slice_areas
 
 DEFAULT_VARIANT = "largest"
 # A random-slice annotation is drawn only on slices at least this fraction of the largest area.

@@ -25,8 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..errors import InputError
-from ..validation import check_annotation, check_spacing
+from gastric_propagate.errors import InputError
+from gastric_propagate.data.validation import check_annotation, check_spacing
 
 logger = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .. import __version__
-from ..cases import Case, load_cases
-from ..errors import WeightsError
-from ..metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
-from . import baselines
-from .annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
+from gastric_propagate import __version__
+from gastric_propagate.data.cases import Case, load_cases
+from gastric_propagate.errors import WeightsError
+from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
+from gastric_propagate.evaluation import baselines
+from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _EngineMethods:
         self._result = None
 
     def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object):
-        from ..pipeline import PropagationOptions, Segmenter, segment_volume
+        from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, segment_volume
 
         if self._segmenter is None:
             self._segmenter = Segmenter(device=self._device)
@@ -122,7 +122,7 @@ def method_registry(segmenter: object | None = None, device: str = "auto") -> di
     """Every method by name: the engine's two (weights loaded on first use) and the baselines.
 
     Args:
-        segmenter: a ``gastric_propagate.pipeline.Segmenter`` to reuse; the bundled weights when None.
+        segmenter: a ``gastric_propagate.inference.pipeline.Segmenter`` to reuse; the bundled weights when None.
         device: torch device of the engine when no segmenter is given.
     """
     engine = _EngineMethods(segmenter, device)
@@ -234,7 +234,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
     rows = run_evaluation(cases, out, methods=methods, variants=variants, device=device, progress=progress)
     if data is None:
         seeds = [case.seed for case in cases]
-        description = (f"{len(cases)} held-out synthetic phantoms (gastric_propagate.phantom, seeds "
+        description = (f"{len(cases)} held-out synthetic phantoms (gastric_propagate.synthetic.phantom, seeds "
                        f"{seeds[0]}-{seeds[-1]})" if seeds else "no cases")
     else:
         description = f"{len(cases)} labelled case(s) from {Path(data).resolve()}"
@@ -243,7 +243,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
             + f" --cases {n_cases}" + f" --methods {' '.join(methods)}" + f" --variants {' '.join(variants)}" \
             + (f" --device {device}" if device != "auto" else "")
     if any(method in ENGINE_METHODS for method in methods):
-        from ..pipeline import resolve_device
+        from gastric_propagate.inference.pipeline import resolve_device
 
         device = str(resolve_device(device))
     meta = {"data": description, "command": command, "seconds": time.perf_counter() - started,

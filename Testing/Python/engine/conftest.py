@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gastric_propagate.checkpoints import bundled_weights
-from gastric_propagate.pipeline import Segmenter
-from gastric_propagate.preprocessing import Preprocessing
+from gastric_propagate.inference.checkpoints import bundled_weights
+from gastric_propagate.inference.pipeline import Segmenter
+from gastric_propagate.inference.preprocessing import Preprocessing
 
 SPACING = (0.8, 0.8, 2.5)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation import baselines
 from gastric_propagate.metrics import dice

@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.cases import case_from_arrays, folder_cases, load_cases
+from gastric_propagate.data.cases import case_from_arrays, folder_cases, load_cases
 
 
 def _write_pair(image_path, label_path, *, label_spacing=(0.8, 0.8, 2.5), label_size=(20, 18, 6), value=1):
@@ -77,7 +77,7 @@ def test_case_from_arrays():
 
 
 def test_held_out_phantoms_by_default():
-    from gastric_propagate.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
     cases = load_cases(None, 2)
     assert [case.seed for case in cases] == [HELD_OUT_SEED_START, HELD_OUT_SEED_START + 1]

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from gastric_propagate.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
+from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
 from gastric_propagate.errors import WeightsError
-from gastric_propagate.networks import UNet2D
-from gastric_propagate.pipeline import Segmenter
-from gastric_propagate.preprocessing import Preprocessing
+from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.pipeline import Segmenter
+from gastric_propagate.inference.preprocessing import Preprocessing
 
 
 def tiny(in_channels=4):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.cli import main
 from gastric_propagate.metrics import dice
-from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom
+from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_console_script_is_installed():
 
 
 def test_huge_volume_is_refused_from_its_header(case, tmp_path, capsys, monkeypatch):
-    import gastric_propagate.io as io
+    import gastric_propagate.data.io as io
 
     monkeypatch.setattr(io, "MAX_VOXELS", 1000)
     read = []

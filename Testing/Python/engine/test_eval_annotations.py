@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gastric_propagate.annotation import largest_cross_section_index
+from gastric_propagate.data.annotation import largest_cross_section_index
 from gastric_propagate.evaluation.annotations import VARIANTS, make_annotation
 
 SPACING = (0.8, 0.8, 2.5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gastric_propagate.evaluation import evaluate
-from gastric_propagate.cases import case_from_arrays
+from gastric_propagate.data.cases import case_from_arrays
 
 BASELINES = ["copy_slice", "region_growing", "registration", "fill_between_ideal"]
 SPACING = (1.0, 1.0, 2.5)
@@ -94,7 +94,7 @@ def test_unknown_names_are_refused(tmp_path):
 
 def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypatch):
     """Both GastricPropagate rows come from one engine call per case and variant, timed apart."""
-    from gastric_propagate import pipeline
+    from gastric_propagate.inference import pipeline
 
     calls = []
     original = pipeline.Segmenter.segment
@@ -114,8 +114,8 @@ def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypat
 
 
 def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, bundled_segmenter):
-    from gastric_propagate.cases import load_cases
-    from gastric_propagate.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.data.cases import load_cases
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
     cases = load_cases(None, 1, seed_start=HELD_OUT_SEED_START + 7, size_xy=160, slice_spacing=4.0,
                        tumour_diameter_mm=30.0)
@@ -128,13 +128,13 @@ def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, b
 
 
 def test_evaluate_command_on_held_out_phantoms(tmp_path):
-    from gastric_propagate.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
     out = evaluate.evaluate_command(None, str(tmp_path / "report"), n_cases=2, methods=["copy_slice", "region_growing"],
                                     variants=["largest"], progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["example.npz", "figure.png", "results.csv", "summary.md"]
     text = (out / "summary.md").read_text()
-    assert f"2 held-out synthetic phantoms (gastric_propagate.phantom, seeds {HELD_OUT_SEED_START}-" in text
+    assert f"2 held-out synthetic phantoms (gastric_propagate.synthetic.phantom, seeds {HELD_OUT_SEED_START}-" in text
     assert "gastric-propagate evaluate --out" in text and "--cases 2" in text
     assert len(evaluate.read_csv(out / "results.csv")) == 4
 

@@ -6,7 +6,7 @@ import SimpleITK as sitk
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from gastric_propagate.phantom import HELD_OUT_SEED_START, PHASES, Phantom, make_phantom, write_phantoms
+from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, PHASES, Phantom, make_phantom, write_phantoms
 
 SMALL = {"size_xy": 128}  # keeps each phantom to a fraction of a second
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from gastric_propagate.annotation import annotation_from_label, painted_slices
-from gastric_propagate.cases import phantom_cases
+from gastric_propagate.data.annotation import annotation_from_label, painted_slices
+from gastric_propagate.data.cases import phantom_cases
 from gastric_propagate.metrics import dice
-from gastric_propagate.pipeline import PropagationOptions
+from gastric_propagate.inference.pipeline import PropagationOptions
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import numpy as np
 
 from conftest import SPACING
-from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.metrics import dice
-from gastric_propagate.preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
+from gastric_propagate.inference.preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
 
 
 def test_round_trip_through_the_crop_keeps_the_mask(volume):

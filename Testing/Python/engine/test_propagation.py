@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import SPACING, make_volume
-from gastric_propagate.annotation import annotation_from_label, painted_slices
+from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from gastric_propagate.errors import Cancelled, InputError
 from gastric_propagate.metrics import dice
-from gastric_propagate.pipeline import PropagationOptions
+from gastric_propagate.inference.pipeline import PropagationOptions
 
 
 def test_follows_the_tumour_and_stops_at_its_ends(oracle_segmenter, volume):

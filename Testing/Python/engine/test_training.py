@@ -2,10 +2,10 @@
 
 import torch
 
-from gastric_propagate.checkpoints import load_checkpoint
-from gastric_propagate.cases import phantom_cases
-from gastric_propagate.pipeline import Segmenter
-from gastric_propagate.training import TrainingConfig, train
+from gastric_propagate.inference.checkpoints import load_checkpoint
+from gastric_propagate.data.cases import phantom_cases
+from gastric_propagate.inference.pipeline import Segmenter
+from gastric_propagate.training.train import TrainingConfig, train
 
 CONFIG = TrainingConfig(proposer_steps=3, refiner_steps=2, batch_size=2, window=64, base_channels=4, depth=2,
                         crops_per_case=1, seed=7)

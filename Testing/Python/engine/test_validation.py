@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import SPACING
-from gastric_propagate.annotation import annotation_from_label
+from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.errors import InputError
 
 
@@ -64,7 +64,7 @@ def test_nan_voxels(oracle_segmenter, volume):
 
 
 def test_huge_volume_is_refused_without_allocating(oracle_segmenter, monkeypatch, volume):
-    import gastric_propagate.validation as validation
+    import gastric_propagate.data.validation as validation
 
     image, label = volume
     monkeypatch.setattr(validation, "MAX_VOXELS", image.size - 1)

@@ -30,10 +30,10 @@ from GastricPropagateLib import (  # noqa: E402
 from GastricPropagateLib.background import ComputeJob  # noqa: E402
 from GastricPropagateLib.export import exportLabelmap, exportResultsCsv, exportSegmentation  # noqa: E402
 from GastricPropagateLib.results_table import COLUMN_NAMES, tableRows  # noqa: E402
-from gastric_propagate.annotation import annotation_from_label  # noqa: E402
+from gastric_propagate.data.annotation import annotation_from_label  # noqa: E402
 from gastric_propagate.errors import Cancelled, InputError, WeightsError  # noqa: E402
-from gastric_propagate.phantom import HELD_OUT_SEED_START, make_phantom  # noqa: E402
-from gastric_propagate.pipeline import PropagationOptions  # noqa: E402
+from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom  # noqa: E402
+from gastric_propagate.inference.pipeline import PropagationOptions  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -197,8 +197,8 @@ def tinySegmenter():
     """Untrained tiny networks: the engine's real code path, in well under a second per run."""
     import torch
 
-    from gastric_propagate.networks import UNet2D
-    from gastric_propagate.pipeline import Segmenter
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.inference.pipeline import Segmenter
 
     torch.manual_seed(0)
     return Segmenter.from_networks(UNet2D(in_channels=4, base_channels=4, depth=2),
@@ -216,7 +216,7 @@ def logic(tinySegmenter):
 
 
 def bundledWeightsOrSkip():
-    from gastric_propagate.checkpoints import bundled_weights
+    from gastric_propagate.inference.checkpoints import bundled_weights
 
     missing = [str(bundled_weights(stage)) for stage in ("proposer", "refiner") if not bundled_weights(stage).is_file()]
     if missing:

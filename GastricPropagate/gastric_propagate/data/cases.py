@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .io import geometry_difference
+from gastric_propagate.errors import InputError
+from gastric_propagate.data.io import geometry_difference
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,10 @@ def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options
 
     Args:
         n_cases: number of phantoms.
-        seed_start: first seed; defaults to ``gastric_propagate.phantom.HELD_OUT_SEED_START``.
+        seed_start: first seed; defaults to ``gastric_propagate.synthetic.phantom.HELD_OUT_SEED_START``.
         **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
     """
-    from . import phantom  # imported here: generating phantoms is only one way to get cases
+    from gastric_propagate.synthetic import phantom  # imported here: generating phantoms is only one way to get cases
 
     start = phantom.HELD_OUT_SEED_START if seed_start is None else int(seed_start)
 

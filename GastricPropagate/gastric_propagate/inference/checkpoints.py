@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .errors import WeightsError
-from .networks import UNet2D
-from .preprocessing import Preprocessing
+from gastric_propagate import __version__
+from gastric_propagate.errors import WeightsError
+from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.preprocessing import Preprocessing
 
 FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .annotation import painted_slices
-from .checkpoints import Checkpoint, bundled_weights, load_checkpoint
-from .errors import Cancelled, InputError, WeightsError
-from .networks import UNet2D
-from .preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
-from .propagation import StopRule, propagate, slice_confidence
-from .refinement import refine
-from .validation import check_annotation, check_image, check_spacing
+from gastric_propagate.data.annotation import painted_slices
+from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
+from gastric_propagate.errors import Cancelled, InputError, WeightsError
+from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
+from gastric_propagate.inference.propagation import StopRule, propagate, slice_confidence
+from gastric_propagate.inference.refinement import refine
+from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
 
 
 # When the painted slice is not the largest cross-section: the tumour may be wider than the painted outline,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .errors import Cancelled
+from gastric_propagate.errors import Cancelled
 
 
 @dataclass(frozen=True)

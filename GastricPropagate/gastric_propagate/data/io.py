@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .validation import MAX_VOXELS
+from gastric_propagate.errors import InputError
+from gastric_propagate.data.validation import MAX_VOXELS
 
 # Geometry may differ by rounding in headers (e.g. NIfTI's float32 affine), not by more.
 GEOMETRY_TOLERANCE = 1e-3

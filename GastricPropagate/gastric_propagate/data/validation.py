@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .annotation import describe_slices, painted_slices
-from .errors import InputError
+from gastric_propagate.data.annotation import describe_slices, painted_slices
+from gastric_propagate.errors import InputError
 
 # Above this many voxels the volume is refused rather than risk running out of memory
 # (about 1.2 GB as int16; a 512x512x2000 thin-slice abdomen fits under it).

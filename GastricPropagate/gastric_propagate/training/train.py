@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm import tqdm
 
-from . import __version__
-from .annotation import annotation_from_label, largest_cross_section_index
-from .cases import CaseData
-from .checkpoints import save_checkpoint
-from .networks import UNet2D
-from .pipeline import PropagationOptions, Segmenter, resolve_device
-from .preprocessing import Preprocessing, crop_grid_for, normalise_hu, to_crop
-from .propagation import propagate
-from .refinement import refiner_input
+from gastric_propagate import __version__
+from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
+from gastric_propagate.data.cases import CaseData
+from gastric_propagate.inference.checkpoints import save_checkpoint
+from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
+from gastric_propagate.inference.preprocessing import Preprocessing, crop_grid_for, normalise_hu, to_crop
+from gastric_propagate.inference.propagation import propagate
+from gastric_propagate.inference.refinement import refiner_input
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
 
 def validate(segmenter: Segmenter, cases: Iterable[CaseData]) -> dict:
     """Mean Dice of the proposer alone and with the refiner, from each case's largest cross-section."""
-    from .metrics import dice
+    from gastric_propagate.metrics import dice
 
     scores = {"proposer": [], "proposer+refiner": []}
     for case in cases:

@@ -1,0 +1,1 @@
+"""What runs when a user segments: networks, preprocessing, propagation, refinement, the pipeline and its checkpoints. The Slicer module loads this part alone."""

@@ -1,0 +1,1 @@
+"""Training the proposer and the refiner."""
