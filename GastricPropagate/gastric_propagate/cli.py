@@ -47,10 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(segment)
     _add_propagation_options(segment)
 
-    train = commands.add_parser("train", help="train the proposer and the refiner")
-    source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder of image/label pairs (NRRD or NIfTI)")
-    source.add_argument("--phantoms", type=int, help="train on this many generated phantoms (seeds 0..N-1)")
+    train = commands.add_parser("train", help="train the proposer and the refiner (or fine-tune them: --init)")
+    source = train.add_argument_group("training data (one or more)")
+    source.add_argument("--data", help="folder of image/label pairs (NRRD or NIfTI), e.g. your corrected results")
+    source.add_argument("--phantoms", type=int, default=0,
+                        help="this many synthetic abdominal phantoms (generator 'phantom', seeds 0..N-1)")
+    source.add_argument("--shapes", type=int, default=0,
+                        help="this many random-shape cases (generator 'shapes', seeds 0..N-1)")
+    train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
+                                      "proposer.pt and refiner.pt")
+    train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
+    train.add_argument("--workers", type=int, default=2, help="processes that generate synthetic cases")
     train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
     train.add_argument("--validation-phantoms", type=int, default=8,
                        help="held-out phantoms to report Dice on after training (0: none)")
@@ -151,6 +158,21 @@ def _train(args) -> int:
                   command="gastric-propagate " + " ".join(sys.argv[1:]))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
+
+
+def _initial_networks(source: str):
+    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+    from pathlib import Path
+
+    from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint
+
+    if source == "bundled":
+        paths = {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
+    else:
+        paths = {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
+    return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
+            f"{source} weights ({paths['proposer']})")
 
 
 def _make_phantoms(args) -> int:

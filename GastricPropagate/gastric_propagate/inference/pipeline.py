@@ -29,7 +29,8 @@ from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D
-from gastric_propagate.inference.preprocessing import Preprocessing, crop_grid_for, mask_from_crop, normalise_hu, to_crop
+from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
+                                                       prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.propagation import StopRule, propagate, slice_confidence
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
@@ -38,7 +39,9 @@ from gastric_propagate.data.validation import check_annotation, check_image, che
 # When the painted slice is not the largest cross-section: the tumour may be wider than the painted outline,
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
-ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"))
+ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
+# Slices whose confidence is below this are flagged for review (see docs/evaluation: how confidence tracks Dice).
+REVIEW_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -147,15 +150,22 @@ class Segmenter:
         painted = annotation > 0
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
-        crop = torch.from_numpy(normalise_hu(to_crop(image, grid), prep.hu_window)).to(self.device)
-        anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid, default_value=0.0) > 0.5
-        anchors = {k: anchor_crop[i] for i, k in enumerate(anchor_slices)}
+        grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
+        centre = prompt_centre(image, painted)
+        crop = torch.from_numpy(normalise(to_crop(image, grid), prep, centre)).to(self.device)
+        anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
+        anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
+        # The slice limits on the working slices: those whose CT position lies within them.
+        low_w = max(0, int(np.ceil((low - grid.origin_z) / grid.step_z - 1e-6)))
+        high_w = min(crop.shape[0] - 1, int(np.floor((high - grid.origin_z) / grid.step_z + 1e-6)))
         prepared = time.perf_counter()
 
         pixel_mm = prep.pixel_spacing_mm
         rule = StopRule() if options.painted_is_largest else ANY_PAINTED_SLICE_RULE
-        coarse = propagate(self.proposer.network, crop, anchors, limits=(low, high),
+        coarse = propagate(self.proposer.network, crop, anchors, limits=(low_w, high_w),
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
+                           slice_mm=grid.step_z * spacing_xyz[2],
+                           slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop)
         proposed = time.perf_counter()
         final = coarse.probabilities
@@ -175,10 +185,16 @@ class Segmenter:
         proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
         for target in (mask, proposer_mask):
             target[anchor_slices] = painted[anchor_slices]
+        working_confidence = slice_confidence(final, visited)
+        first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
+                       int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
+        # Each CT slice takes the confidence of the working slice nearest to it.
+        confidence = {k: working_confidence[min(max(grid.working_index(k), visited[0]), visited[-1])]
+                      for k in range(max(0, first), min(image.shape[0] - 1, last) + 1)}
         finished = time.perf_counter()
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,
-            slice_confidence=slice_confidence(final, visited), anchor_slices=list(anchor_slices),
+            slice_confidence=confidence, anchor_slices=list(anchor_slices),
             stop_reasons=coarse.stop_reasons, seconds=finished - started, device=str(self.device),
             timings={"prepare": prepared - started, "proposer": proposed - prepared,
                      "refiner": refined - proposed, "paste_back": finished - refined})

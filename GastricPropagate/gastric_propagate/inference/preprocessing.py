@@ -2,11 +2,18 @@
 
 The networks see an axial crop around the painted cross-section, resampled in-plane to a fixed
 spacing, so their cost does not grow with a 512x512 matrix and they see tumours at one scale.
-Slices are kept as acquired (no resampling along z): propagation goes slice by slice.
+Along z, slices thinner than ``Preprocessing.slice_step_mm`` are resampled to working slices that step
+by that distance and pass through the painted slice, so a 0.6 mm series and a 3 mm one take steps of
+similar size (the proposer would otherwise drift over hundreds of near-identical steps); thicker
+slices are kept as acquired.
+
+Intensities are read relative to the painted region ("prompt" normalisation): its median HU maps
+to 0, so a tumour brighter or darker than any seen in training looks the same to the networks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,7 +35,13 @@ class Preprocessing:
         min_margin_mm: the smallest crop margin.
         size_multiple: crop sizes are rounded up to this (the U-Net's downsampling factor).
         min_size: the smallest crop side in pixels.
-        hu_window: (low, high) HU mapped to [-1, 1].
+        hu_window: (low, high) HU mapped to [-1, 1] ("window" intensity only).
+        intensity: "prompt" (HU relative to the painted region's median, ``prompt_scale_hu`` HU per unit,
+            clipped at ``prompt_clip`` units, then scaled to [-1, 1]) or "window" (fixed ``hu_window``).
+        prompt_scale_hu: HU per unit of the prompt normalisation.
+        prompt_clip: units at which the prompt normalisation saturates (air, lung and bone saturate).
+        slice_step_mm: slices thinner than this are resampled to working slices this far apart;
+            None keeps the CT's own slices.
     """
 
     pixel_spacing_mm: float = 1.0
@@ -37,16 +50,27 @@ class Preprocessing:
     size_multiple: int = 16
     min_size: int = 64
     hu_window: tuple[float, float] = HU_WINDOW
+    intensity: str = "prompt"
+    prompt_scale_hu: float = 100.0
+    prompt_clip: float = 3.0
+    slice_step_mm: float | None = 2.0
+
+    def __post_init__(self):
+        if self.intensity not in ("prompt", "window"):
+            raise ValueError(f"intensity must be 'prompt' or 'window', not {self.intensity!r}")
 
     def to_dict(self) -> dict:
-        return {"pixel_spacing_mm": self.pixel_spacing_mm, "margin_fraction": self.margin_fraction,
-                "min_margin_mm": self.min_margin_mm, "size_multiple": self.size_multiple,
-                "min_size": self.min_size, "hu_window": list(self.hu_window)}
+        values = dataclasses.asdict(self)
+        values["hu_window"] = list(self.hu_window)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocessing":
         values = dict(values)
         values["hu_window"] = tuple(values.get("hu_window", HU_WINDOW))
+        # Checkpoints written before these fields existed used the fixed window and the CT's own slices.
+        values.setdefault("intensity", "window")
+        values.setdefault("slice_step_mm", None)
         return cls(**values)
 
 
@@ -58,11 +82,57 @@ class CropGrid:
         origin_xy: (x, y) index-space position of the crop's first pixel centre.
         step_xy: (x, y) size of one crop pixel in CT voxels.
         size: side of the square crop in pixels.
+        origin_z: CT slice index (continuous) of the first working slice.
+        step_z: distance between working slices, in CT slices (1: the CT's own slices).
+        depth: number of working slices; None: one per CT slice.
     """
 
     origin_xy: tuple[float, float]
     step_xy: tuple[float, float]
     size: int
+    origin_z: float = 0.0
+    step_z: float = 1.0
+    depth: int | None = None
+
+    def in_plane(self) -> "CropGrid":
+        """The same crop on the CT's own slices."""
+        return dataclasses.replace(self, origin_z=0.0, step_z=1.0, depth=None)
+
+    def slice_position(self, working_index: int) -> float:
+        """CT slice index (continuous) of a working slice."""
+        return self.origin_z + working_index * self.step_z
+
+    def working_index(self, ct_slice: float) -> int:
+        """The working slice nearest to CT slice ``ct_slice`` (an anchor lies exactly on one)."""
+        return int(round((ct_slice - self.origin_z) / self.step_z))
+
+
+def with_working_slices(grid: CropGrid, anchor_slices: list[int], n_slices: int, slice_mm: float,
+                        prep: Preprocessing) -> CropGrid:
+    """Adds the working slices: every CT slice, or (thin slices, one anchor) slices ``slice_step_mm`` apart
+    through the anchor, covering the CT's whole z range."""
+    if prep.slice_step_mm is None or slice_mm >= prep.slice_step_mm or len(anchor_slices) != 1:
+        return dataclasses.replace(grid, origin_z=0.0, step_z=1.0, depth=n_slices)
+    step = prep.slice_step_mm / slice_mm
+    anchor = anchor_slices[0]
+    origin = anchor - math.floor(anchor / step + 1e-9) * step
+    depth = int(math.floor((n_slices - 1 - origin) / step + 1e-9)) + 1
+    return dataclasses.replace(grid, origin_z=origin, step_z=step, depth=depth)
+
+
+def prompt_centre(image: np.ndarray, painted: np.ndarray) -> float:
+    """Median HU of the painted voxels: the intensity the prompt normalisation maps to 0."""
+    return float(np.median(image[painted]))
+
+
+def normalise(image: np.ndarray, prep: Preprocessing, centre_hu: float) -> np.ndarray:
+    """The networks' intensities (float32 in [-1, 1]) under ``prep.intensity``; see ``Preprocessing``."""
+    if prep.intensity == "window":
+        return normalise_hu(image, prep.hu_window)
+    scaled = (image.astype(np.float32) - np.float32(centre_hu)) / np.float32(prep.prompt_scale_hu)
+    np.clip(scaled, -prep.prompt_clip, prep.prompt_clip, out=scaled)
+    scaled /= np.float32(prep.prompt_clip)
+    return scaled
 
 
 def normalise_hu(image: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
@@ -104,42 +174,46 @@ def _covered_box(grid: CropGrid, shape_yx: tuple[int, int]) -> tuple[int, int, i
 
 def to_crop(volume: np.ndarray, grid: CropGrid, *, interpolator=sitk.sitkLinear,
             default_value: float = AIR_HU) -> np.ndarray:
-    """Resamples every axial slice of a (z, y, x) volume onto the crop grid: (z, size, size) float32.
+    """Resamples a (z, y, x) volume onto the crop grid's working slices: (depth, size, size) float32.
 
     Only the CT pixels under the crop are read; the crop's parts outside the CT get ``default_value``.
     """
+    depth = volume.shape[0] if grid.depth is None else grid.depth
     y_lo, y_hi, x_lo, x_hi = _covered_box(grid, volume.shape[1:])
     if y_hi <= y_lo or x_hi <= x_lo:
-        return np.full((volume.shape[0], grid.size, grid.size), default_value, dtype=np.float32)
+        return np.full((depth, grid.size, grid.size), default_value, dtype=np.float32)
     source = sitk.GetImageFromArray(volume[:, y_lo:y_hi, x_lo:x_hi].astype(np.float32))
     source.SetOrigin((float(x_lo), float(y_lo), 0.0))
-    reference = sitk.Image(grid.size, grid.size, volume.shape[0], sitk.sitkFloat32)
-    reference.SetOrigin((grid.origin_xy[0], grid.origin_xy[1], 0.0))
-    reference.SetSpacing((grid.step_xy[0], grid.step_xy[1], 1.0))
+    reference = sitk.Image(grid.size, grid.size, depth, sitk.sitkFloat32)
+    reference.SetOrigin((grid.origin_xy[0], grid.origin_xy[1], grid.origin_z))
+    reference.SetSpacing((grid.step_xy[0], grid.step_xy[1], grid.step_z))
     resampled = sitk.Resample(source, reference, sitk.Transform(), interpolator, default_value, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(resampled)
 
 
 def mask_from_crop(crop: np.ndarray, grid: CropGrid, shape_zyx: tuple[int, int, int],
                    slices: slice | None = None) -> np.ndarray:
-    """Resamples (z, size, size) crop probabilities onto the CT grid and thresholds them: uint8 (z, y, x).
+    """Resamples crop probabilities onto the CT grid and thresholds them: uint8 (z, y, x).
 
-    Probabilities, not masks, are interpolated, so the outline is smooth on the finer CT grid.
-
-    Only the in-plane box the crop covers is resampled, so pasting back costs little on a 512x512 matrix.
-    ``slices`` restricts the work to the axial range the crop values cover (crop[0] is slice slices.start).
+    Probabilities, not masks, are interpolated (in-plane, and along z between working slices), so the
+    outline is smooth on the finer CT grid. Only the box the crop covers is resampled, so pasting back costs
+    little on a 512x512 matrix. ``slices`` is the range of working slices ``crop`` holds (crop[0] is working
+    slice slices.start); CT slices outside the span of those working slices stay 0.
     """
-    z0 = 0 if slices is None else slices.start
+    w0 = 0 if slices is None else slices.start
     nz = crop.shape[0]
     out = np.zeros(shape_zyx, dtype=np.uint8)
     y_lo, y_hi, x_lo, x_hi = _covered_box(grid, shape_zyx[1:])
-    if x_hi <= x_lo or y_hi <= y_lo or nz == 0:
+    first_z = grid.slice_position(w0)
+    last_z = grid.slice_position(w0 + nz - 1)
+    z_lo, z_hi = max(0, int(math.ceil(first_z - 1e-6))), min(shape_zyx[0] - 1, int(math.floor(last_z + 1e-6)))
+    if x_hi <= x_lo or y_hi <= y_lo or nz == 0 or z_hi < z_lo:
         return out
     source = sitk.GetImageFromArray(crop.astype(np.float32, copy=False))
-    source.SetOrigin((grid.origin_xy[0], grid.origin_xy[1], 0.0))
-    source.SetSpacing((grid.step_xy[0], grid.step_xy[1], 1.0))
-    reference = sitk.Image(x_hi - x_lo, y_hi - y_lo, nz, sitk.sitkFloat32)
-    reference.SetOrigin((float(x_lo), float(y_lo), 0.0))
+    source.SetOrigin((grid.origin_xy[0], grid.origin_xy[1], first_z))
+    source.SetSpacing((grid.step_xy[0], grid.step_xy[1], grid.step_z))
+    reference = sitk.Image(x_hi - x_lo, y_hi - y_lo, z_hi - z_lo + 1, sitk.sitkFloat32)
+    reference.SetOrigin((float(x_lo), float(y_lo), float(z_lo)))
     resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    out[z0:z0 + nz, y_lo:y_hi, x_lo:x_hi] = sitk.GetArrayFromImage(resampled) > 0.5
+    out[z_lo:z_hi + 1, y_lo:y_hi, x_lo:x_hi] = sitk.GetArrayFromImage(resampled) > 0.5
     return out

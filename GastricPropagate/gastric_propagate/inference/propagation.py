@@ -32,6 +32,13 @@ class StopRule:
         overlap_dilation_mm: how far a cross-section may move from one slice to the next.
         max_growth: moving away from the painted (largest) cross-section a tumour does not suddenly widen: a
             cross-section larger than ``max_growth`` x the previous one plus ``growth_slack_mm2`` is a leak.
+        max_outside_intensity: a cross-section with more than this fraction of its pixels outside the painted
+            region's intensities (its 2nd-98th percentiles, widened by ``intensity_margin`` of their spread
+            plus ``intensity_slack``, in network units) has left the tissue that was painted: a leak into
+            contrast-filled lumen, fat or air. Dropped, and the chain ends.
+        edge_pixels: a cross-section that reaches this close to the crop's edge has run into tissue far
+            beyond the painted outline: a leak. Dropped, and the chain ends.
+        max_extent_diameters: a chain ends this many painted equivalent diameters (along z) from its anchor.
     """
 
     min_area_mm2: float = 12.0
@@ -40,6 +47,11 @@ class StopRule:
     overlap_dilation_mm: float = 6.0
     max_growth: float = 1.6
     growth_slack_mm2: float = 40.0
+    max_outside_intensity: float = 0.4
+    intensity_margin: float = 0.25
+    intensity_slack: float = 0.05
+    edge_pixels: int = 2
+    max_extent_diameters: float = 2.0
 
 
 @dataclass
@@ -73,6 +85,7 @@ def _three_slices(image: torch.Tensor, k: int, direction: int) -> torch.Tensor:
 
 def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, np.ndarray], *,
               limits: tuple[int, int], pixel_area_mm2: float, pixel_mm: float, rule: StopRule = StopRule(),
+              slice_mm: float | None = None, slice_name: Callable[[int], int] = int,
               progress: Callable[[int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> PropagationOutput:
     """Runs the proposer from every anchor.
@@ -83,6 +96,8 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
         anchors: axial index -> binary (S, S) mask of the painted slice on the crop grid.
         limits: lowest and highest axial index (inclusive) the chains may reach.
         pixel_area_mm2: area of one crop pixel; pixel_mm: its side.
+        slice_mm: distance between working slices (for ``rule.max_extent_diameters``; None: no extent limit).
+        slice_name: working index -> the CT slice it lies on, for the stop reasons.
         progress: called with (slices done, slices expected) after each step.
         should_stop: polled before each step; True raises Cancelled.
     """
@@ -93,6 +108,9 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
     for k in order:
         probabilities[k] = anchors[k]
     largest_anchor = max(float(anchors[k].sum()) for k in order) * pixel_area_mm2
+    intensity_range = _painted_intensity_range(image, anchors, rule)
+    max_steps = depth if slice_mm is None else max(
+        1, int(rule.max_extent_diameters * 2.0 * np.sqrt(largest_anchor / np.pi) / slice_mm))
 
     chains = [_Chain(order[0], -1, low - 1, anchors[order[0]], True, order[0]),
               _Chain(order[-1], +1, high + 1, anchors[order[-1]], True, order[-1])]
@@ -110,7 +128,7 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
     active = [c for c in chains if c.position + c.direction != c.stop_before]
     for chain in chains:
         if chain not in active:
-            chain.stop_reason = _limit_reason(chain, depth, limits)
+            chain.stop_reason = _limit_reason(chain, depth, limits, slice_name)
     while active:
         if should_stop is not None and should_stop():
             raise Cancelled("Propagation was cancelled; nothing was written.")
@@ -125,28 +143,25 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
         for chain, k, p in zip(active, targets, predicted):
             mask = p > 0.5
             if chain.outward:
-                area = float(mask.sum()) * pixel_area_mm2
-                if area < rule.min_area_mm2:
+                reason = _leak_reason(rule, mask, chain.mask, image[k], slice_name(k), pixel_area_mm2,
+                                      largest_anchor, intensity_range, overlap_structure)
+                if reason == "ended":
                     chain.probabilities[k] = p * mask  # visited: the tumour ends here
-                    chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {k}"
+                    area = float(mask.sum()) * pixel_area_mm2
+                    chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {slice_name(k)}"
                     continue
-                if area > rule.runaway_factor * largest_anchor:
-                    chain.stop_reason = (f"stopped before slice {k}: its cross-section ({area:.0f} mm2) is "
-                                         f"{area / largest_anchor:.1f}x the painted one, likely a leak")
-                    continue
-                previous_area = float(chain.mask.sum()) * pixel_area_mm2
-                if area > rule.max_growth * previous_area + rule.growth_slack_mm2:
-                    chain.stop_reason = (f"stopped before slice {k}: its cross-section grew from "
-                                         f"{previous_area:.0f} to {area:.0f} mm2, likely a leak")
-                    continue
-                inside = np.logical_and(mask, ndimage.binary_dilation(chain.mask, overlap_structure)).sum()
-                if inside < rule.min_overlap * mask.sum():
-                    chain.stop_reason = f"stopped before slice {k}: the mask jumped away from the previous slice"
+                if reason:
+                    chain.stop_reason = reason
                     continue
             chain.probabilities[k] = p
             chain.position, chain.mask = k, mask
             if k + chain.direction == chain.stop_before:
-                chain.stop_reason = _limit_reason(chain, depth, limits)
+                chain.stop_reason = _limit_reason(chain, depth, limits, slice_name)
+                continue
+            if chain.outward and abs(k - chain.origin) >= max_steps:
+                chain.stop_reason = (f"stopped after slice {slice_name(k)}: {rule.max_extent_diameters:g}x the "
+                                     "painted diameter from the painted slice, further than a tumour of that "
+                                     "size plausibly reaches")
                 continue
             still_active.append(chain)
         segmented.update(targets)
@@ -179,11 +194,49 @@ def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, 
         probabilities[k] = (weight_up * p_up + weight_down * p_down) / (weight_up + weight_down)
 
 
-def _limit_reason(chain: _Chain, depth: int, limits: tuple[int, int]) -> str:
+def _limit_reason(chain: _Chain, depth: int, limits: tuple[int, int], slice_name: Callable[[int], int]) -> str:
     if not chain.outward:
         return "reached the next painted slice"
     edge = chain.stop_before in (-1, depth)
-    return "reached the edge of the volume" if edge else f"reached the slice limit ({chain.stop_before - chain.direction})"
+    return ("reached the edge of the volume" if edge
+            else f"reached the slice limit ({slice_name(chain.stop_before - chain.direction)})")
+
+
+def _painted_intensity_range(image: torch.Tensor, anchors: dict[int, np.ndarray],
+                             rule: StopRule) -> tuple[float, float]:
+    """The network-unit intensities a tumour slice may hold: the anchors' 2nd-98th percentiles, widened."""
+    values = np.concatenate([image[k].float().cpu().numpy()[mask] for k, mask in anchors.items() if mask.any()])
+    low, high = np.percentile(values, [2, 98])
+    margin = rule.intensity_margin * (high - low) + rule.intensity_slack
+    return float(low - margin), float(high + margin)
+
+
+def _leak_reason(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: torch.Tensor, name: int,
+                 pixel_area_mm2: float, largest_anchor: float, intensity_range: tuple[float, float],
+                 overlap_structure: np.ndarray) -> str:
+    """Why an outward chain must not take ``mask``: "ended", a leak's reason, or "" when it is plausible."""
+    area = float(mask.sum()) * pixel_area_mm2
+    if area < rule.min_area_mm2:
+        return "ended"
+    if area > rule.runaway_factor * largest_anchor:
+        return (f"stopped before slice {name}: its cross-section ({area:.0f} mm2) is "
+                f"{area / largest_anchor:.1f}x the painted one, likely a leak")
+    previous_area = float(previous.sum()) * pixel_area_mm2
+    if area > rule.max_growth * previous_area + rule.growth_slack_mm2:
+        return (f"stopped before slice {name}: its cross-section grew from {previous_area:.0f} to {area:.0f} mm2, "
+                "likely a leak")
+    inside = np.logical_and(mask, ndimage.binary_dilation(previous, overlap_structure)).sum()
+    if inside < rule.min_overlap * mask.sum():
+        return f"stopped before slice {name}: the mask jumped away from the previous slice"
+    edge = rule.edge_pixels
+    if edge and (mask[:edge].any() or mask[-edge:].any() or mask[:, :edge].any() or mask[:, -edge:].any()):
+        return f"stopped before slice {name}: the mask reached the edge of the crop, likely a leak"
+    values = image_slice.float().cpu().numpy()[mask]
+    outside = float(np.mean((values < intensity_range[0]) | (values > intensity_range[1])))
+    if outside > rule.max_outside_intensity:
+        return (f"stopped before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
+                "region's intensities, likely a leak into another tissue")
+    return ""
 
 
 def slice_confidence(probabilities: np.ndarray, slices: list[int]) -> dict[int, float]:

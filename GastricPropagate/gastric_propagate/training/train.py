@@ -26,14 +26,18 @@ from gastric_propagate.data.cases import CaseData
 from gastric_propagate.inference.checkpoints import save_checkpoint
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
-from gastric_propagate.inference.preprocessing import Preprocessing, crop_grid_for, normalise_hu, to_crop
+from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
+                                                       with_working_slices)
 from gastric_propagate.inference.propagation import propagate
 from gastric_propagate.inference.refinement import refiner_input
 
 log = logging.getLogger(__name__)
 
-# Slices kept beyond each end of the tumour: where the proposer learns to stop.
+# Working slices kept beyond each end of the tumour: where the proposer learns to stop.
 END_MARGIN = 4
+# Spread (HU) of the shift applied to the prompt's median in training: painted outlines vary (tight, generous),
+# and so does the median of what they hold.
+PROMPT_JITTER_HU = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class TrainingConfig:
     seed: int = 0
     threads: int | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    init: str = ""  # checkpoints the networks started from (fine-tuning), or "" for a fresh start
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -62,7 +67,7 @@ class TrainingConfig:
 
 @dataclass
 class _CropVolume:
-    """One case on the networks' grid, restricted to the tumour's slices and ``END_MARGIN`` beyond each end."""
+    """One case on the networks' grid (working slices), restricted to the tumour and ``END_MARGIN`` beyond."""
 
     image: np.ndarray   # (z, S, S) normalised
     label: np.ndarray   # (z, S, S) bool
@@ -79,15 +84,20 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         log.warning("case %s has an empty label: skipped", case.name)
         return crops
     largest = largest_cross_section_index(label)
+    prep = config.preprocessing
+    centre = prompt_centre(case.image[largest], label[largest])
     for _ in range(config.crops_per_case):
-        grid = crop_grid_for(label[largest][None], case.spacing_xyz, config.preprocessing,
+        grid = crop_grid_for(label[largest][None], case.spacing_xyz, prep,
                              centre_shift_mm=tuple(rng.uniform(-6, 6, size=2)),
                              extra_margin_mm=float(rng.uniform(0, 8)))
-        z0 = max(0, tumour_slices[0] - END_MARGIN)
-        z1 = min(label.shape[0], tumour_slices[-1] + END_MARGIN + 1)
-        image = normalise_hu(to_crop(case.image[z0:z1], grid), config.preprocessing.hu_window)
-        mask = to_crop(label[z0:z1].astype(np.float32), grid, default_value=0.0) > 0.5
-        crops.append(_CropVolume(image, mask, tumour_slices[0] - z0, tumour_slices[-1] - z0))
+        grid = with_working_slices(grid, [largest], label.shape[0], case.spacing_xyz[2], prep)
+        mask = to_crop(label.astype(np.float32), grid, default_value=0.0) > 0.5
+        working = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if working.size == 0:
+            continue
+        z0, z1 = max(0, working[0] - END_MARGIN), min(mask.shape[0], working[-1] + END_MARGIN + 1)
+        image = normalise(to_crop(case.image, grid)[z0:z1], prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
+        crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0))
     return crops
 
 
@@ -239,8 +249,12 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
 
 def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
           device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseData] = (),
-          command: str = "") -> dict[str, Path]:
+          command: str = "", init: tuple[UNet2D, UNet2D] | None = None) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
+
+    Args:
+        init: (proposer, refiner) to start from (fine-tuning; ``config.preprocessing`` must be theirs);
+            fresh networks when None.
 
     Returns the written paths. Reproducible for a given config.seed, data and device.
     """
@@ -256,11 +270,14 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     if not crops:
         raise ValueError("every training case had an empty label")
 
-    proposer = UNet2D(in_channels=4, base_channels=config.base_channels, depth=config.depth)
+    if init is None:
+        proposer = UNet2D(in_channels=4, base_channels=config.base_channels, depth=config.depth)
+        refiner = UNet2D(in_channels=6, base_channels=config.base_channels, depth=config.depth)
+    else:
+        proposer, refiner = init
     proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[r.integers(len(crops))], config, r),
                            config.proposer_steps, config, target_device, "proposer", rng)
     coarse = _coarse_masks(proposer, crops, config, target_device)
-    refiner = UNet2D(in_channels=6, base_channels=config.base_channels, depth=config.depth)
 
     def refiner_sample(r):
         i = int(r.integers(len(crops)))

@@ -16,12 +16,13 @@ SPACING = (0.8, 0.8, 2.5)
 
 
 class OracleProposer(nn.Module):
-    """Follows the bright object: tumour = bright pixels of slice k near the previous slice's mask."""
+    """Follows the painted tissue: tumour = pixels of slice k within 75 HU of the painted region's median
+    (|x| < 0.25 under the default prompt normalisation, 300 HU per unit) near the previous slice's mask."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         near_previous = F.max_pool2d(x[:, 3:4], 7, stride=1, padding=3) > 0.5
-        bright = x[:, 1:2] > 0.0
-        return torch.where(near_previous & bright, 10.0, -10.0)
+        like_painted = x[:, 1:2].abs() < 0.25
+        return torch.where(near_previous & like_painted, 10.0, -10.0)
 
 
 class CopyCoarseRefiner(nn.Module):
