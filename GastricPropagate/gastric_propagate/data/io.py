@@ -112,10 +112,10 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
     given = {what: Path(path) for what, path in outputs.items() if path is not None}
     input_paths = [Path(path) for path in inputs]
     for what, path in given.items():
-        if what in mask_outputs:
-            check_mask_format(path, what)
         if path.is_dir() or str(outputs[what]).endswith(("/", os.sep)):
             raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {path / 'tumour.nrrd'}).")
+        if what in mask_outputs:
+            check_mask_format(path, what)
         for source in input_paths:
             if _same_file(path, source):
                 raise InputError(f"The {what} {path} is the input file {source}: writing it would destroy your "
@@ -185,10 +185,13 @@ class OutputBatch:
 
     def commit(self) -> None:
         """Renames every staged output into place (SIGTERM/SIGINT held meanwhile)."""
-        with _signals_held():
-            for staged in self._staged:
-                staged.commit()
-        self.discard()
+        try:
+            with _signals_held():
+                for staged in self._staged:
+                    staged.commit()
+                self.discard()  # the emptied temporary folders, before any held signal is delivered
+        finally:
+            self.discard()
 
     def discard(self) -> None:
         """Removes what is still staged (and the folders made for it)."""
