@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(part) for part in (sys.argv[1:] if argv is None else argv)]
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error (exit 2, argparse printed what is wrong)
@@ -281,8 +281,9 @@ def _evaluate(args) -> int:
     for option, given, known in (("--methods", args.methods, ALL_METHODS), ("--variants", args.variants, VARIANTS)):
         unknown = [name for name in given or () if name not in known]
         if unknown or given == []:
-            raise InputError(f"{option}: unknown or missing name(s) {' '.join(unknown)}; choose from "
-                             f"{' '.join(known)} (or leave the option out for all).")
+            problem = f"unknown name(s) {' '.join(unknown)}" if unknown else "no name given"
+            raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
+                             "all of them.")
     _check_folder(args.out, "the output folder")
     n_cases = args.cases
     if args.data is None:
