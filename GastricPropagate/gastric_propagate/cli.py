@@ -222,12 +222,15 @@ def _train(args) -> int:
     from gastric_propagate.training.train import TrainingConfig, train
 
     _check_device(args.device)
-    for option, value, minimum in (("--phantoms", args.phantoms, 1), ("--validation-phantoms",
+    for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--validation-phantoms",
                                    args.validation_phantoms, 0), ("--proposer-steps", args.proposer_steps, 0),
                                    ("--refiner-steps", args.refiner_steps, 0), ("--batch-size", args.batch_size, 1),
                                    ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
+    if not (args.data or args.phantoms or getattr(args, "shapes", 0)):
+        raise InputError("No training data: give --data DIR (a folder of image/label pairs) or --phantoms N "
+                         "with N of 1 or more.")
     _check_folder(args.out, "the output folder")
     cases = load_cases(args.data, args.phantoms, seed_start=0)
     description = (f"{len(cases)} image/label pairs from {args.data}" if args.data else
