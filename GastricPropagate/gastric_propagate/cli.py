@@ -1,24 +1,67 @@
 """The ``gastric-propagate`` command line: one sub-command per job, each a thin call into the engine.
 
-Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130 cancelled.
+Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130 cancelled (Ctrl-C),
+143 terminated (SIGTERM). Outputs appear whole or not at all, whatever the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
+import shlex
+import signal
 import sys
+import threading
 
 from gastric_propagate import __version__
+
+
+EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that temporary outputs are removed on the way out."""
+
+
+def _device(value: str) -> str:
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _count(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{number} is too small: give {minimum} or more")
+        return number
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _millimetres(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of millimetres") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite distance of 0 mm or more")
+    return number
 
 
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("propagation")
     group.add_argument("--keyframes", action="store_true",
                        help="accept several painted slices; each is kept exactly as a fixed anchor")
-    group.add_argument("--min-slice", type=int, help="lowest axial index (K) the result may reach")
-    group.add_argument("--max-slice", type=int, help="highest axial index (K) the result may reach")
-    group.add_argument("--max-distance-mm", type=float,
+    group.add_argument("--min-slice", type=_count(0), help="lowest axial index (K) the result may reach")
+    group.add_argument("--max-slice", type=_count(0), help="highest axial index (K) the result may reach")
+    group.add_argument("--max-distance-mm", type=_millimetres,
                        help="furthest distance from the painted slice(s) along the slice axis, in mm")
     group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
     group.add_argument("--painted-not-largest", action="store_true",
@@ -27,7 +70,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto", type=_device,
+                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--proposer", help="proposer checkpoint (default: the bundled weights)")
     parser.add_argument("--refiner", help="refiner checkpoint (default: the bundled weights)")
 
@@ -41,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment = commands.add_parser("segment", help="one painted axial slice -> 3D tumour label")
     segment.add_argument("--image", required=True, help="CT volume (any format SimpleITK reads)")
     segment.add_argument("--annotation", required=True, help="label on the CT's grid, painted on one axial slice")
-    segment.add_argument("--output", required=True, help="output label (uint8, tumour = 1) on the CT's grid")
+    segment.add_argument("--output", required=True,
+                         help="output label (uint8, tumour = 1) on the CT's grid: .nrrd, .nii.gz, .nii, .mha, "
+                              "or .nhdr, .mhd, .hdr (header + data)")
     segment.add_argument("--report", help="write a JSON report (volume, slices, seconds, device, confidence)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
     _add_model_options(segment)
@@ -70,18 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     phantoms = commands.add_parser("make-phantoms", help="write synthetic CT/label pairs to a folder")
     phantoms.add_argument("--out", required=True)
-    phantoms.add_argument("--count", type=int, default=10)
-    phantoms.add_argument("--seed-start", type=int, help="first seed (default: the held-out range)")
+    phantoms.add_argument("--count", type=_count(1), default=10)
+    phantoms.add_argument("--seed-start", type=_count(0), help="first seed (default: the held-out range)")
     phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd")
 
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
     demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
-    demo.add_argument("--seed", type=int, help="phantom seed (default: a held-out one)")
+    demo.add_argument("--seed", type=_count(0), help="phantom seed (default: a held-out one)")
     _add_model_options(demo)
 
     benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
-    benchmark.add_argument("--cases", type=int, default=10, help="held-out phantoms for the accuracy figures")
-    benchmark.add_argument("--repeats", type=int, default=5, help="timed runs on the 512x512x100 CT")
+    benchmark.add_argument("--cases", type=_count(1), default=10, help="held-out phantoms for the accuracy figures")
+    benchmark.add_argument("--repeats", type=_count(1), default=5, help="timed runs on the 512x512x100 CT")
     benchmark.add_argument("--skip", nargs="*", default=[], choices=("speed", "accuracy", "corrections"),
                            help="parts to leave out")
     _add_model_options(benchmark)
@@ -89,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="compare with the alternatives; writes CSV, Markdown, PNG")
     evaluate.add_argument("--data", help="folder of image/label pairs (default: held-out phantoms)")
     evaluate.add_argument("--out", required=True)
-    evaluate.add_argument("--cases", type=int, default=20, help="number of phantoms when --data is not given")
+    evaluate.add_argument("--cases", type=int, help="evaluate only the first N cases (default: every case of "
+                                                    "--data; 20 held-out phantoms without --data)")
     evaluate.add_argument("--methods", nargs="*", help="methods to run (default: all)")
     evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
     evaluate.add_argument("--device", default="auto")
@@ -97,22 +144,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = [str(part) for part in (sys.argv[1:] if argv is None else argv)]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error (exit 2, argparse printed what is wrong)
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    args.command_line = shlex.join(["gastric-propagate", *argv])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
+    previous = _on_sigterm_unwind()
     try:
         return _COMMANDS[args.command](args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return EXIT_WEIGHTS
+    except OSError as error:  # a file or folder the checks could not foresee (disk full, permissions changed)
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot read or write{where}: {error.strerror or error}. Check the path, that the folder is "
+              "writable and that the disk has free space, then run again.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):
-        print("cancelled: nothing was written", file=sys.stderr)
-        return 130
+        print("cancelled: no output was half-written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _Terminated:
+        print("terminated (SIGTERM): no output was half-written", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm_unwind():
+    """Makes SIGTERM raise ``_Terminated`` (so temporary files are removed); returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
+        return None
+
+    def terminate(number, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _check_folder(folder: str, what: str) -> None:
+    from gastric_propagate.data.io import check_writable_folder
+
+    check_writable_folder(folder, f"{what} {folder}")
 
 
 def _options(args) -> "PropagationOptions":
@@ -135,7 +216,8 @@ def _segment(args) -> int:
     report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
                            options=_options(args), segmenter=_segmenter(args), overwrite=args.overwrite)
     slices = report["slices"]
-    print(f"tumour: {report['volume_ml']:.1f} mL on slices {slices['first']}-{slices['last']} "
+    where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
+    print(f"tumour: {report['volume_ml']:.1f} mL {where} "
           f"({report['seconds']:.2f} s on {report['device']}) -> {args.output}")
     return 0
 
@@ -143,8 +225,20 @@ def _segment(args) -> int:
 def _train(args) -> int:
     from gastric_propagate.data.cases import load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.errors import InputError
     from gastric_propagate.training.train import TrainingConfig, train
 
+    _check_device(args.device)
+    for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--validation-phantoms",
+                                   args.validation_phantoms, 0), ("--proposer-steps", args.proposer_steps, 0),
+                                   ("--refiner-steps", args.refiner_steps, 0), ("--batch-size", args.batch_size, 1),
+                                   ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < minimum:
+            raise InputError(f"{option} {value} is too small: give {minimum} or more.")
+    if not (args.data or args.phantoms or getattr(args, "shapes", 0)):
+        raise InputError("No training data: give --data DIR (a folder of image/label pairs) or --phantoms N "
+                         "with N of 1 or more.")
+    _check_folder(args.out, "the output folder")
     cases = load_cases(args.data, args.phantoms, seed_start=0)
     description = (f"{len(cases)} image/label pairs from {args.data}" if args.data else
                    f"{len(cases)} synthetic phantoms (gastric_propagate.synthetic.phantom, seeds 0-{len(cases) - 1})")
@@ -155,7 +249,7 @@ def _train(args) -> int:
                             batch_size=args.batch_size, seed=args.seed, threads=args.threads)
     paths = train([case.load() for case in cases], args.out, config=config, device=args.device,
                   data_description=description, validation_cases=[case.load() for case in validation],
-                  command="gastric-propagate " + " ".join(sys.argv[1:]))
+                  command=args.command_line)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 
@@ -179,6 +273,7 @@ def _make_phantoms(args) -> int:
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, write_phantoms
 
     start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
+    _check_folder(args.out, "the output folder")
     pairs = write_phantoms(args.out, range(start, start + args.count), fmt=args.format)
     print(f"wrote {len(pairs)} image/label pairs to {args.out}")
     return 0
@@ -187,6 +282,7 @@ def _make_phantoms(args) -> int:
 def _demo(args) -> int:
     from gastric_propagate.demo import run_demo
 
+    _check_folder(args.out, "the output folder")
     run_demo(args.out, seed=args.seed, segmenter=_segmenter(args))
     return 0
 
@@ -200,12 +296,39 @@ def _benchmark(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluation.evaluate import evaluate_command
+    from gastric_propagate.data.cases import find_pairs
+    from gastric_propagate.errors import InputError
+    from gastric_propagate.evaluation.evaluate import ALL_METHODS, VARIANTS, evaluate_command
 
-    out = evaluate_command(args.data, args.out, n_cases=args.cases, methods=args.methods, variants=args.variants,
-                           device=args.device)
+    _check_device(args.device)
+    if args.cases is not None and args.cases < 1:
+        raise InputError(f"--cases {args.cases} is too small: give 1 or more (or leave it out for every case).")
+    for option, given, known in (("--methods", args.methods, ALL_METHODS), ("--variants", args.variants, VARIANTS)):
+        unknown = [name for name in given or () if name not in known]
+        if unknown or given == []:
+            problem = f"unknown name(s) {' '.join(unknown)}" if unknown else "no name given"
+            raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
+                             "all of them.")
+    _check_folder(args.out, "the output folder")
+    n_cases = args.cases
+    if args.data is None:
+        n_cases = 20 if n_cases is None else n_cases
+    else:
+        found = len(find_pairs(args.data))
+        used = found if n_cases is None else min(found, n_cases)
+        print(f"{found} image/label pair(s) found in {args.data}; evaluating "
+              + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
+    out = evaluate_command(args.data, args.out, n_cases=n_cases, methods=args.methods, variants=args.variants,
+                           device=args.device, command=args.command_line)
     print(f"wrote results.csv, summary.md and figure.png to {out}")
     return 0
+
+
+def _check_device(value: str) -> None:
+    from gastric_propagate.errors import InputError
+
+    if not _DEVICE.fullmatch(value):
+        raise InputError(f"--device {value!r} is not a device: use auto, cpu, cuda or cuda:N.")
 
 
 _COMMANDS = {"segment": _segment, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,

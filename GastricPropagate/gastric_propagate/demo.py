@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.file_segmentation import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, segment_files
-from gastric_propagate.data.io import write_mask
+from gastric_propagate.data.io import write_image, write_mask
 from gastric_propagate.metrics import dice, volume_ml
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 from gastric_propagate.inference.pipeline import Segmenter
@@ -25,7 +25,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
     annotation = annotation_from_label(truth)
     paths = {name: out_dir / f"{name}.nrrd" for name in ("ct", "truth", "annotation", "result")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(phantom.image, str(paths["ct"]), useCompression=True)
+    write_image(phantom.image, paths["ct"])
     write_mask(truth, phantom.image, paths["truth"])
     write_mask(annotation, phantom.image, paths["annotation"])
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.io import geometry_difference, read_volume, refuse_existing, write_json, write_mask
+from gastric_propagate.data.io import OutputBatch, check_outputs, geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
 
@@ -24,11 +24,12 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                   progress=None) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
-    Nothing is written unless the whole run succeeds; existing outputs are refused unless ``overwrite``.
+    The output paths are checked before anything is read (format, folder, existing files, not an input, not each
+    other); the mask and the report are then written together at the end, whole, or not at all. Existing outputs
+    are refused unless ``overwrite``; an input file is never overwritten.
     """
-    for path in (output_path, report_path):
-        if path is not None:
-            refuse_existing(path, overwrite)
+    check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
+                  overwrite=overwrite, mask_outputs=("output",))
     image = read_volume(image_path, "image")
     annotation = read_volume(annotation_path, "annotation")
     difference = geometry_difference(image, annotation)
@@ -41,9 +42,10 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                                sitk.GetArrayViewFromImage(annotation), options, progress=progress)
     report = build_report(result, image.GetSpacing(), segmenter)
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
-    write_mask(result.mask, image, output_path)
-    if report_path is not None:
-        write_json(report, report_path)
+    with OutputBatch() as outputs:
+        outputs.mask(result.mask, image, output_path)
+        if report_path is not None:
+            outputs.json(report, report_path)
     return report
 
 

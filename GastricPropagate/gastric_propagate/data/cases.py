@@ -22,7 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.io import geometry_difference
+from gastric_propagate.data.io import geometry_difference, read_volume
+from gastric_propagate.data.validation import check_label_values
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +100,11 @@ def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options
             for seed in range(start, start + int(n_cases))]
 
 
-def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
-    """The image/label pairs of a folder, sorted by name, geometry checked from the file headers.
-
-    Args:
-        folder: a folder in one of the layouts of this module's docstring.
-        n_cases: keep only the first ``n_cases`` pairs (all when None).
+def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
+    """Every (name, image, label) pair of a folder, sorted by name, without reading any file.
 
     Raises:
-        InputError: the folder is missing or holds no pair, or a pair's image and label differ in geometry.
+        InputError: the folder is missing or holds no pair.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -121,6 +118,20 @@ def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
             f"No image/label pairs found in {folder}. Name them <case>_image.nrrd and <case>_label.nrrd "
             f"(or .nii.gz, .nii, .mha), or use an nnU-Net layout: imagesTr/<case>_0000.nii.gz with "
             f"labelsTr/<case>.nii.gz.")
+    return pairs
+
+
+def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
+    """The image/label pairs of a folder, sorted by name, geometry checked from the file headers.
+
+    Args:
+        folder: a folder in one of the layouts of this module's docstring.
+        n_cases: keep only the first ``n_cases`` pairs (all when None).
+
+    Raises:
+        InputError: the folder is missing or holds no pair, or a pair's image and label differ in geometry.
+    """
+    pairs = find_pairs(folder)
     if n_cases is not None:
         pairs = pairs[: int(n_cases)]
     for _name, image_path, label_path in pairs:
@@ -221,8 +232,9 @@ def _header(path: Path) -> sitk.ImageFileReader:
 
 def _file_loader(name: str, image_path: Path, label_path: Path) -> Callable[[], CaseData]:
     def load() -> CaseData:
-        image = sitk.ReadImage(str(image_path))
-        label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
+        image = read_volume(image_path, "image")
+        label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
+        check_label_values(label, f"label {label_path}")
         if not label.any():
             raise InputError(f"The label {label_path} is empty: there is no tumour to evaluate on. "
                              "Remove the case or fix its label.")

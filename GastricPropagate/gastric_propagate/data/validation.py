@@ -10,8 +10,12 @@ from gastric_propagate.errors import InputError
 # Above this many voxels the volume is refused rather than risk running out of memory
 # (about 1.2 GB as int16; a 512x512x2000 thin-slice abdomen fits under it).
 MAX_VOXELS = 600_000_000
+# The same limit in memory: a float64 CT of as many voxels takes four times the room of an int16 one.
+MAX_BYTES = 2 * MAX_VOXELS
 # A painted cross-section wider than this is not one gastric tumour.
 MAX_ANNOTATION_EXTENT_MM = 200.0
+# A painted region smaller than this (about a 2 mm disc), or a single voxel, is a stray click, not a tumour.
+MIN_ANNOTATION_AREA_MM2 = 3.0
 
 
 def check_image(image: np.ndarray) -> None:
@@ -23,16 +27,22 @@ def check_image(image: np.ndarray) -> None:
     if image.shape[0] < 2:
         raise InputError(
             f"The image has {image.shape[0]} axial slice(s); propagation needs a volume with several slices.")
-    if image.size > MAX_VOXELS:
+    if image.size > MAX_VOXELS or image.nbytes > MAX_BYTES:
         raise InputError(
-            f"The image has {image.size:,} voxels (shape {image.shape}), more than the {MAX_VOXELS:,} this tool "
-            "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), then run again.")
+            f"The image has {image.size:,} voxels (shape {image.shape}, {image.nbytes / 1e9:.1f} GB as "
+            f"{image.dtype}), more than the {MAX_VOXELS:,} voxels or {MAX_BYTES / 1e9:.1f} GB this tool accepts. "
+            "Crop it to the abdomen first (e.g. Slicer's Crop Volume module), or store it as 16-bit integers, "
+            "then run again.")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise InputError(f"The image holds {image.dtype} values; a CT holds numbers in Hounsfield units.")
     if np.issubdtype(image.dtype, np.floating):
-        nan_count = int(np.isnan(image).sum())
-        if nan_count:
+        nan_count, inf_count = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+        if nan_count or inf_count:
+            found = " and ".join(f"{count:,} {name}" for count, name in ((nan_count, "NaN"), (inf_count, "Inf"))
+                                 if count)
             raise InputError(
-                f"The image contains {nan_count:,} NaN voxels. Fix or re-export the volume (NaN often comes from "
-                "a failed resampling) and run again.")
+                f"The image contains {found} voxels. Fix or re-export the volume (NaN and Inf often come from "
+                "a failed resampling or conversion) and run again.")
     low, high = (float(v) for v in np.percentile(image[:: max(1, image.shape[0] // 16)], [0.5, 99.5]))
     # In HU, fat (about -100) or air (-1000) is in every abdominal CT, even one cropped to the stomach;
     # MR and normalised images have no such negative values, unrescaled CT starts at 0.
@@ -52,6 +62,7 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
         raise InputError(
             f"The annotation's grid {annotation.shape} differs from the image's {tuple(image_shape)} (z, y, x). "
             "Paint the annotation on this CT (or resample it onto the CT's grid) and run again.")
+    check_label_values(annotation, "annotation")
     slices = painted_slices(annotation)
     if not slices:
         raise InputError(
@@ -69,12 +80,39 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
                 "outside the field of view. Check the painted slice (erase stray strokes at the border) or use "
                 "a volume that covers the whole tumour.")
         ys, xs = np.nonzero(painted)
+        area = ys.size * spacing_xyz[0] * spacing_xyz[1]
+        if ys.size < 2 or area < MIN_ANNOTATION_AREA_MM2:
+            raise InputError(
+                f"The painted region on slice {k} is {ys.size} voxel(s) ({area:.1f} mm²), too small to be a tumour's "
+                f"cross-section (at least 2 voxels and {MIN_ANNOTATION_AREA_MM2:.0f} mm²). Paint the whole "
+                "cross-section of the tumour, not a dot, then run again.")
         extent = max((ys.max() - ys.min() + 1) * spacing_xyz[1], (xs.max() - xs.min() + 1) * spacing_xyz[0])
         if extent > MAX_ANNOTATION_EXTENT_MM:
             raise InputError(
                 f"The painted region on slice {k} is {extent:.0f} mm across, wider than one gastric tumour "
                 f"({MAX_ANNOTATION_EXTENT_MM:.0f} mm at most). Paint only the tumour's cross-section.")
     return slices
+
+
+def check_label_values(label: np.ndarray, what: str = "annotation") -> None:
+    """Refuses labels with values a label map cannot hold: NaN, Inf or negative numbers."""
+    if label.dtype == bool:
+        return
+    if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)):
+        raise InputError(f"The {what} holds {label.dtype} values; a label map holds whole numbers.")
+    problems = []
+    if np.issubdtype(label.dtype, np.floating):
+        non_finite = int(np.count_nonzero(~np.isfinite(label)))
+        if non_finite:
+            problems.append(f"{non_finite:,} NaN or Inf voxel(s)")
+    negative = int(np.count_nonzero(label < 0))
+    if negative:
+        problems.append(f"{negative:,} negative voxel(s) (lowest {np.nanmin(label):g})")
+    if problems:
+        raise InputError(
+            f"The {what} holds {' and '.join(problems)}; a label map has 0 for the background and 1 (or another "
+            "positive label) for the tumour. Export the segmentation as a label map on the CT's grid (in Slicer: "
+            "Segmentations > Export to labelmap), then run again.")
 
 
 def check_spacing(spacing_xyz: tuple[float, float, float]) -> None:

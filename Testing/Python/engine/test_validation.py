@@ -76,3 +76,39 @@ def test_bad_spacing(oracle_segmenter, volume):
     image, label = volume
     with pytest.raises(InputError, match="spacing"):
         run(oracle_segmenter, image, annotation_from_label(label), spacing=(0.8, 0.0, 2.5))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_voxels(oracle_segmenter, volume, value):
+    image, label = volume
+    image = image.astype(np.float64)
+    image[3, 4, 5] = value
+    with pytest.raises(InputError, match="1 Inf voxels"):
+        run(oracle_segmenter, image, annotation_from_label(label))
+
+
+@pytest.mark.parametrize("value, message", [(-1, "negative"), (np.nan, "NaN or Inf")])
+def test_annotation_with_values_no_label_map_holds(oracle_segmenter, volume, value, message):
+    image, label = volume
+    annotation = annotation_from_label(label).astype(np.float32)
+    annotation[annotation > 0] = value
+    with pytest.raises(InputError, match=f"{message}.*label map"):
+        run(oracle_segmenter, image, annotation)
+
+
+def test_one_voxel_annotation(oracle_segmenter, volume):
+    image, _ = volume
+    annotation = np.zeros(image.shape, np.uint8)
+    annotation[20, 64, 60] = 1
+    with pytest.raises(InputError, match="slice 20 is 1 voxel.*not a dot"):
+        run(oracle_segmenter, image, annotation)
+
+
+def test_float64_volume_is_limited_by_its_bytes(oracle_segmenter, monkeypatch, volume):
+    import gastric_propagate.data.validation as validation
+
+    image, label = volume
+    monkeypatch.setattr(validation, "MAX_BYTES", image.size * 2)  # room for int16, not for float64
+    run(oracle_segmenter, image, annotation_from_label(label))
+    with pytest.raises(InputError, match="16-bit"):
+        run(oracle_segmenter, image.astype(np.float64), annotation_from_label(label))

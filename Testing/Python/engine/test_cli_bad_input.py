@@ -1,0 +1,299 @@
+"""Bad input on the command line: exit 2 with what to do, no traceback, nothing half-written, no input lost.
+
+The networks are the exactly known ones of conftest.py, so every run takes a fraction of a second.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import gastric_propagate.cli as cli
+from conftest import SPACING, make_volume
+from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.inference.checkpoints import bundled_weights
+
+ENGINE_TESTS = Path(__file__).parent
+REAL_SEGMENTER = cli._segmenter
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A small CT at z = -1500 mm and its one-slice annotation, in their own folder."""
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    ct.SetOrigin((-200.0, 150.0, -1500.0))
+    paths = {"ct": folder / "ct.nrrd", "annotation": folder / "annotation.nrrd", "reference": ct, "label": label}
+    sitk.WriteImage(ct, str(paths["ct"]))
+    write_like(annotation_from_label(label), ct, paths["annotation"])
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def fast_networks(monkeypatch, oracle_segmenter):
+    monkeypatch.setattr(cli, "_segmenter", lambda args: oracle_segmenter)
+    return oracle_segmenter
+
+
+def write_like(array, reference, path):
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def snapshot(folder: Path) -> dict:
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def segment(files, output, *extra, image=None, annotation=None):
+    return cli.main(["segment", "--image", str(image or files["ct"]),
+                     "--annotation", str(annotation or files["annotation"]), "--output", str(output), *extra])
+
+
+def refused(files, tmp_path, capsys, output=None, *extra, message, **inputs):
+    """Runs segment, expects exit 2 with ``message``, and checks that no file changed or appeared."""
+    before = snapshot(tmp_path)
+    code = segment(files, output or tmp_path / "out.nrrd", *extra, **inputs)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and message in err, err
+    assert snapshot(tmp_path) == before, "nothing written, nothing changed"
+    return err
+
+
+def test_the_small_case_runs(files, tmp_path, capsys):
+    assert segment(files, tmp_path / "out.nrrd", "--report", str(tmp_path / "report.json")) == 0
+    written = sitk.ReadImage(str(tmp_path / "out.nrrd"))
+    assert written.GetOrigin() == files["reference"].GetOrigin()
+    assert json.loads((tmp_path / "report.json").read_text())["volume_ml"] > 0
+
+
+def test_inf_voxels(files, tmp_path, capsys):  # 1
+    image = sitk.GetArrayFromImage(files["reference"]).astype(np.float32)
+    image[0, 0, 0] = np.inf
+    write_like(image, files["reference"], tmp_path / "in" / "inf.nrrd")
+    refused(files, tmp_path, capsys, image=tmp_path / "in" / "inf.nrrd", message="1 Inf voxels")
+
+
+def test_annotation_one_slice_off_at_a_large_origin(files, tmp_path, capsys):  # 2
+    shifted = sitk.ReadImage(str(files["annotation"]))
+    shifted.SetOrigin((-200.0, 150.0, -1500.0 + SPACING[2]))
+    sitk.WriteImage(shifted, str(tmp_path / "in" / "shifted.nrrd"))
+    refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "shifted.nrrd", message="origin")
+
+
+@pytest.mark.parametrize("name", ["result.png", "result.tif", "result.vtk", "result.gipl", "result.nrrdnr",
+                                  "result"])
+def test_output_formats_that_cannot_hold_the_label(files, tmp_path, capsys, fast_networks, monkeypatch, name):  # 3 8 9
+    monkeypatch.setattr(fast_networks, "segment", lambda *a, **k: pytest.fail("the run started"))
+    refused(files, tmp_path, capsys, tmp_path / name, message="Use .nrrd")
+
+
+@pytest.mark.parametrize("name, data", [("out.nhdr", "out.raw.gz"), ("out.mhd", "out.zraw"), ("out.hdr", "out.img")])
+def test_header_and_data_outputs(files, tmp_path, capsys, name, data):  # 4
+    assert segment(files, tmp_path / name) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name, data])
+    written = sitk.ReadImage(str(tmp_path / name))
+    assert written.GetSize() == files["reference"].GetSize()
+    assert np.allclose(written.GetOrigin(), files["reference"].GetOrigin(), atol=1e-3)
+    assert sitk.GetArrayFromImage(written).any()
+
+
+def test_report_that_cannot_be_written(files, tmp_path, capsys):  # 5
+    (tmp_path / "notes").write_text("a file, not a folder")
+    refused(files, tmp_path, capsys, None, "--report", str(tmp_path / "notes" / "report.json"),
+            message="is a file, not a folder")
+
+
+def test_report_failing_at_write_time_leaves_no_mask(files, tmp_path, capsys, monkeypatch):  # 5
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    refused(files, tmp_path, capsys, None, "--report", str(tmp_path / "report.json"), message="free space")
+
+
+def test_same_path_for_output_and_report(files, tmp_path, capsys):  # 6
+    refused(files, tmp_path, capsys, None, "--report", str(tmp_path / "out.nrrd"), message="same file")
+
+
+@pytest.mark.parametrize("value, message", [(-1, "negative"), (np.nan, "NaN or Inf")])
+def test_annotation_with_minus_one_or_nan(files, tmp_path, capsys, value, message):  # 7
+    annotation = annotation_from_label(files["label"]).astype(np.float32)
+    annotation[annotation > 0] = value
+    write_like(annotation, files["reference"], tmp_path / "in" / "bad.nrrd")
+    refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "bad.nrrd", message=message)
+
+
+@pytest.mark.parametrize("which", ["ct", "annotation"])
+def test_overwrite_never_replaces_an_input(files, tmp_path, capsys, which):  # 10
+    refused(files, tmp_path, capsys, files[which], "--overwrite", message="destroy your input")
+
+
+def test_sigterm_leaves_the_old_output_and_exits_143(tmp_path):  # 11
+    old = tmp_path / "out.nrrd"
+    old.write_bytes(b"the earlier result")
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ENGINE_TESTS)!r})
+        import numpy as np, SimpleITK as sitk
+        from conftest import OracleProposer, CopyCoarseRefiner, SPACING, make_volume
+        import gastric_propagate.cli as cli
+        from gastric_propagate.data import io
+        from gastric_propagate.data.annotation import annotation_from_label
+        from gastric_propagate.inference.pipeline import Segmenter
+        from gastric_propagate.inference.preprocessing import Preprocessing
+
+        image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+        for name, array in (("ct", image), ("annotation", annotation_from_label(label))):
+            written = sitk.GetImageFromArray(array)
+            written.SetSpacing(SPACING)
+            sitk.WriteImage(written, {str(tmp_path)!r} + f"/{{name}}.nrrd")
+        segmenter = Segmenter.from_networks(OracleProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+        cli._segmenter = lambda args: segmenter
+        staged_mask = io.OutputBatch.mask
+
+        def slow_mask(self, *args):
+            path = staged_mask(self, *args)
+            print("staged", flush=True)
+            time.sleep(60)
+            return path
+
+        io.OutputBatch.mask = slow_mask
+        sys.exit(cli.main(["segment", "--image", {str(tmp_path / "ct.nrrd")!r},
+                           "--annotation", {str(tmp_path / "annotation.nrrd")!r}, "--output", {str(old)!r},
+                           "--overwrite"]))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == "staged", process.stderr.read()
+        assert list(tmp_path.glob(".partial-out.nrrd-*/out.nrrd")), "the new mask is being written"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert code == 143 and "terminated" in err and "Traceback" not in err, err
+    assert old.read_bytes() == b"the earlier result"
+    assert not list(tmp_path.glob(".partial*"))
+
+
+def test_weights_of_the_wrong_stage(files, tmp_path, capsys, monkeypatch):  # 12
+    monkeypatch.setattr(cli, "_segmenter", REAL_SEGMENTER)
+    before = snapshot(tmp_path)
+    code = segment(files, tmp_path / "out.nrrd", "--device", "cpu", "--proposer", str(bundled_weights("refiner")))
+    err = capsys.readouterr().err
+    assert code == 3 and "swapped" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--device", "tpu"), "not a device"),
+    (("--max-distance-mm", "nan"), "finite distance"),
+    (("--max-distance-mm", "-3"), "finite distance"),
+    (("--min-slice", "-1"), "too small"),
+])
+def test_option_values(files, tmp_path, capsys, extra, message):  # low: --device tpu, --max-distance-mm nan
+    refused(files, tmp_path, capsys, None, *extra, message=message)
+
+
+def test_one_voxel_annotation(files, tmp_path, capsys):  # low
+    dot = np.zeros(files["label"].shape, np.uint8)
+    dot[8, 32, 32] = 1
+    write_like(dot, files["reference"], tmp_path / "in" / "dot.nrrd")
+    refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "dot.nrrd", message="not a dot")
+
+
+def test_size_limit_counts_bytes(files, tmp_path, capsys, monkeypatch):  # low
+    import gastric_propagate.data.io as io
+
+    image = sitk.GetArrayFromImage(files["reference"]).astype(np.float64)
+    write_like(image, files["reference"], tmp_path / "in" / "ct64.nrrd")
+    monkeypatch.setattr(io, "MAX_BYTES", image.size * 4)
+    assert segment(files, tmp_path / "int16.nrrd") == 0
+    (tmp_path / "int16.nrrd").unlink()
+    refused(files, tmp_path, capsys, image=tmp_path / "in" / "ct64.nrrd", message="16-bit")
+
+
+def run_command(tmp_path, capsys, *argv):
+    before = snapshot(tmp_path)
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured, before != snapshot(tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("make-phantoms", "--out", "{file}/phantoms"), "is a file, not a folder"),
+    (("make-phantoms", "--out", "{tmp}/p", "--count", "0"), "too small"),
+    (("train", "--phantoms", "0", "--out", "{tmp}/w"), "No training data"),
+    (("train", "--phantoms", "-2", "--out", "{tmp}/w"), "--phantoms -2 is too small"),
+    (("train", "--phantoms", "2", "--out", "{file}/w"), "is a file, not a folder"),
+    (("train", "--data", "{tmp}/missing", "--out", "{tmp}/w"), "does not exist"),
+    (("train", "--data", "{tmp}/empty", "--out", "{tmp}/w"), "No image/label pairs"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--device", "tpu"), "not a device"),
+    (("evaluate", "--data", "{tmp}/missing", "--out", "{tmp}/e"), "does not exist"),
+    (("evaluate", "--data", "{tmp}/empty", "--out", "{tmp}/e"), "No image/label pairs"),
+    (("evaluate", "--out", "{file}/e"), "is a file, not a folder"),
+    (("evaluate", "--out", "{tmp}/e", "--cases", "0"), "too small"),
+    (("evaluate", "--out", "{tmp}/e", "--methods", "magic"), "magic"),
+    (("benchmark", "--repeats", "0"), "too small"),
+    (("demo", "--out", "{file}/demo"), "is a file, not a folder"),
+])
+def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("a file")
+    argv = [part.format(tmp=tmp_path, file=tmp_path / "file") for part in argv]
+    code, captured, changed = run_command(tmp_path, capsys, *argv)
+    assert code == 2 and message in captured.err, captured.err
+    assert not changed
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can write to a read-only folder")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, captured, changed = run_command(tmp_path, capsys, "make-phantoms", "--out", str(locked / "p"))
+    assert code == 2 and "not writable" in captured.err and not changed
+
+
+@pytest.fixture
+def folder_of_cases(tmp_path):
+    """Three labelled cases in the <case>_image / <case>_label layout."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index in range(3):
+        image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0, seed=index)
+        ct = sitk.GetImageFromArray(image)
+        ct.SetSpacing(SPACING)
+        sitk.WriteImage(ct, str(folder / f"case{index}_image.nrrd"))
+        write_like(label, ct, folder / f"case{index}_label.nrrd")
+    return folder
+
+
+@pytest.mark.parametrize("cases, used, said", [((), 3, "evaluating all 3"),
+                                                (("--cases", "2"), 2, "evaluating the first 2 (--cases 2)")])
+def test_evaluate_uses_every_case_of_a_folder(folder_of_cases, tmp_path, capsys, cases, used, said):
+    argv = ["evaluate", "--data", str(folder_of_cases), "--out", str(tmp_path / "eval"), *cases,
+            "--methods", "copy_slice", "--variants", "largest"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"3 image/label pair(s) found in {folder_of_cases}; {said}" in out
+    rows = (tmp_path / "eval" / "results.csv").read_text().splitlines()[1:]
+    assert len(rows) == used
+    summary = (tmp_path / "eval" / "summary.md").read_text()
+    assert f"`gastric-propagate {' '.join(argv)}`" in summary, "the command actually run"
