@@ -139,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "--data; 20 held-out phantoms without --data)")
     evaluate.add_argument("--methods", nargs="*", help="methods to run (default: all)")
     evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--generator", choices=("phantom", "shapes"), default="phantom",
+                          help="synthetic generator of the held-out cases when --data is not given")
+    evaluate.add_argument("--seed-start", type=int, help="first seed of the synthetic cases (default: held out)")
+    _add_model_options(evaluate)
     return parser
 
 
@@ -318,8 +321,10 @@ def _evaluate(args) -> int:
         used = found if n_cases is None else min(found, n_cases)
         print(f"{found} image/label pair(s) found in {args.data}; evaluating "
               + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
+    segmenter = _segmenter(args) if args.proposer or args.refiner else None
     out = evaluate_command(args.data, args.out, n_cases=n_cases, methods=args.methods, variants=args.variants,
-                           device=args.device, command=args.command_line)
+                           device=args.device, command=args.command_line, generator=args.generator,
+                           seed_start=args.seed_start, segmenter=segmenter)
     print(f"wrote results.csv, summary.md and figure.png to {out}")
     return 0
 

@@ -65,6 +65,7 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
                                     "one_slice": MANUAL_ONE_SLICE_SECONDS},
         "slice_confidence": {str(k): round(v, 4) for k, v in sorted(result.slice_confidence.items())},
         "least_confident_slices": result.least_confident_slices(5),
+        "slices_to_review": result.slices_to_review(),
         "stop_reasons": result.stop_reasons,
         "voxels": int(np.count_nonzero(result.mask)),
     }

@@ -36,12 +36,15 @@ from gastric_propagate.data.cases import Case, load_cases
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from gastric_propagate.evaluation import baselines
+from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown, per_slice_dice
+from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
 from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
 
 logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("case", "variant", "method", "dice", "hd95_mm", "volume_error_percent", "seconds",
-               "truth_ml", "predicted_ml", "painted_slice", "source", "error")
+               "truth_ml", "predicted_ml", "painted_slice", "slice_mm", "source", "error")
+CONFIDENCE_FILE = "confidence.csv"
 EXAMPLE_FILE = "example.npz"
 # Contours drawn in the figure, in order of preference (the first three present are drawn).
 FIGURE_METHODS = ("proposer_refiner", "region_growing", "registration", "proposer", "copy_slice")
@@ -71,6 +74,8 @@ BASELINES: dict[str, Method] = {
     "copy_slice": Method("copy_slice", "Copy the painted slice (± its radius)", baselines.copy_slice),
     "region_growing": Method("region_growing", "3D region growing", baselines.region_growing),
     "registration": Method("registration", "Slice-to-slice registration", baselines.registration_propagation),
+    "grow_from_seeds": Method("grow_from_seeds", "Slicer's Grow from seeds (seeded from the painted slice)",
+                              grow_from_seeds),
     "fill_between_ideal": Method("fill_between_ideal", "Fill between slices, ideal (reads the truth)",
                                  baselines.fill_between_slices_ideal, reads_truth=True),
 }
@@ -93,6 +98,8 @@ class _EngineMethods:
         self._device = device
         self._key: object = None
         self._result = None
+        # (case, variant, slice, confidence, dice) of every propagated slice: how confidence tracks quality.
+        self.confidence_rows: list[dict] = []
 
     def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object):
         from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, segment_volume
@@ -108,8 +115,14 @@ class _EngineMethods:
             self._key = case_key
         return self._result
 
-    def proposer_refiner(self, image, spacing_xyz, annotation, *, case_key=None, **_):
+    def proposer_refiner(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key)
+        if truth_label is not None:
+            propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
+            for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
+                self.confidence_rows.append({"case": case_key[0], "variant": case_key[1], "slice": k,
+                                             "confidence": round(result.slice_confidence[k], 4),
+                                             "dice": round(score, 4)})
         return result.mask, result.seconds
 
     def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
@@ -184,6 +197,12 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
         write_csv(rows, out_dir / "results.csv")
         logger.info("case %d/%d (%s) done", case_index + 1, len(cases), case.name)
     bar.close()
+    engine = registry["proposer_refiner"].run.__self__
+    if engine.confidence_rows:
+        with open(out_dir / CONFIDENCE_FILE, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=("case", "variant", "slice", "confidence", "dice"))
+            writer.writeheader()
+            writer.writerows(engine.confidence_rows)
     return rows
 
 
@@ -203,6 +222,10 @@ def write_reports(rows: list[dict], out_dir: str | Path, meta: dict) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "summary": out_dir / "summary.md", "figure": out_dir / "figure.png"}
     write_csv(rows, paths["csv"])
+    if (out_dir / CONFIDENCE_FILE).exists() and "confidence" not in meta:
+        with open(out_dir / CONFIDENCE_FILE, newline="", encoding="utf-8") as handle:
+            meta = {**meta, "confidence": [{**row, "confidence": float(row["confidence"]), "dice": float(row["dice"])}
+                                           for row in csv.DictReader(handle)]}
     paths["summary"].write_text(summary_markdown(rows, meta), encoding="utf-8")
     write_figure(rows, paths["figure"], out_dir / EXAMPLE_FILE)
     return paths
@@ -210,11 +233,14 @@ def write_reports(rows: list[dict], out_dir: str | Path, meta: dict) -> dict[str
 
 def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: Sequence[str] | None = None,
                      variants: Sequence[str] | None = None, device: str = "auto", seed_start: int | None = None,
-                     progress: bool = True, command: str | None = None) -> Path:
+                     progress: bool = True, command: str | None = None, generator: str = "phantom",
+                     segmenter: object | None = None) -> Path:
     """Everything ``gastric-propagate evaluate`` does: load cases, run, write the reports.
 
     Args:
-        data: a folder of image/label pairs (see ``cases``), or None for held-out phantoms.
+        data: a folder of image/label pairs (see ``cases``), or None for held-out synthetic cases.
+        generator: the synthetic generator when ``data`` is None ("phantom" or "shapes").
+        segmenter: the engine's loaded ``Segmenter`` (other weights); the bundled weights when None.
         out: output folder.
         n_cases: at most this many cases.
         methods: method names (``ALL_METHODS`` when None).
@@ -228,13 +254,20 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         The output folder (results.csv, summary.md, figure.png).
     """
     started = time.perf_counter()
-    cases = load_cases(data, n_cases, seed_start=seed_start)
+    if data is None and generator != "phantom":
+        from gastric_propagate.synthetic.generators import generated_cases
+        from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+
+        cases = generated_cases(generator, n_cases, HELD_OUT_SEED_START if seed_start is None else seed_start)
+    else:
+        cases = load_cases(data, n_cases, seed_start=seed_start)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
-    rows = run_evaluation(cases, out, methods=methods, variants=variants, device=device, progress=progress)
+    rows = run_evaluation(cases, out, methods=methods, variants=variants, device=device, progress=progress,
+                          segmenter=segmenter)
     if data is None:
         seeds = [case.seed for case in cases]
-        description = (f"{len(cases)} held-out synthetic phantoms (gastric_propagate.synthetic.phantom, seeds "
+        description = (f"{len(cases)} held-out synthetic '{generator}' cases (gastric_propagate.synthetic, seeds "
                        f"{seeds[0]}-{seeds[-1]})" if seeds else "no cases")
     else:
         description = f"{len(cases)} labelled case(s) from {Path(data).resolve()}"
@@ -269,6 +302,7 @@ def read_csv(path: str | Path) -> list[dict]:
         for key in ("dice", "hd95_mm", "volume_error_percent", "seconds", "truth_ml", "predicted_ml"):
             row[key] = float(row[key])
         row["painted_slice"] = int(row["painted_slice"])
+        row["slice_mm"] = float(row.get("slice_mm") or "nan")
     return rows
 
 
@@ -315,6 +349,11 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
             empty = sum(1 for row in scored if row["predicted_ml"] == 0)
             lines.append(f"| {titles.get(method, method)} | {len(selected)} | {' | '.join(cells)} | {empty} | "
                          f"{len(selected) - len(scored)} |")
+        lines += breakdown_markdown(rows, variant, titles)
+    if meta.get("confidence"):
+        from gastric_propagate.inference.pipeline import REVIEW_CONFIDENCE
+
+        lines += confidence_markdown(meta["confidence"], REVIEW_CONFIDENCE)
     return "\n".join(lines) + "\n"
 
 
@@ -346,7 +385,7 @@ def write_figure(rows: list[dict], path: str | Path, example_path: str | Path | 
 def _score_one(method: Method, data, annotation: np.ndarray, variant: str, source: str,
                painted: int) -> tuple[dict, np.ndarray | None]:
     row = {"case": data.name, "variant": variant, "method": method.name, "painted_slice": painted,
-           "source": source, "truth_ml": round(volume_ml(data.label, data.spacing_xyz), _DECIMALS), "error": ""}
+           "slice_mm": round(float(data.spacing_xyz[2]), 3), "source": source, "truth_ml": round(volume_ml(data.label, data.spacing_xyz), _DECIMALS), "error": ""}
     started = time.perf_counter()
     try:
         output = method.run(data.image, data.spacing_xyz, annotation, truth_label=data.label,

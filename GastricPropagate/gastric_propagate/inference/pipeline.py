@@ -31,7 +31,8 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
-from gastric_propagate.inference.propagation import StopRule, propagate, slice_confidence
+from gastric_propagate.inference.confidence import slice_confidence
+from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
 
@@ -40,8 +41,9 @@ from gastric_propagate.data.validation import check_annotation, check_image, che
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
-# Slices whose confidence is below this are flagged for review (see docs/evaluation: how confidence tracks Dice).
-REVIEW_CONFIDENCE = 0.8
+# Slices whose confidence is below this are flagged for review (set a priori: about 0.7 painted diameters from
+# the painted slice with no change of shape; the evaluation reports how flagged and other slices score).
+REVIEW_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,11 @@ class SegmentationResult:
         """First and last axial index of the tumour in the result, or None when it is empty."""
         ks = painted_slices(self.mask)
         return (ks[0], ks[-1]) if ks else None
+
+    def slices_to_review(self) -> list[int]:
+        """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, in slice order."""
+        return sorted(k for k, c in self.slice_confidence.items()
+                      if c < REVIEW_CONFIDENCE and k not in self.anchor_slices)
 
     def least_confident_slices(self, count: int) -> list[int]:
         """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""
@@ -173,8 +180,8 @@ class Segmenter:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             final = refine(self.refiner.network, crop, coarse.probabilities, coarse.visited)
-        for k in anchor_slices:
-            final[k] = anchors[k]
+        for k, anchor in anchors.items():
+            final[k] = anchor
         final = _keep_connected_to_anchors(final, anchors)
         refined = time.perf_counter()
 
@@ -185,12 +192,10 @@ class Segmenter:
         proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
         for target in (mask, proposer_mask):
             target[anchor_slices] = painted[anchor_slices]
-        working_confidence = slice_confidence(final, visited)
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
-        # Each CT slice takes the confidence of the working slice nearest to it.
-        confidence = {k: working_confidence[min(max(grid.working_index(k), visited[0]), visited[-1])]
-                      for k in range(max(0, first), min(image.shape[0] - 1, last) + 1)}
+        confidence = slice_confidence(mask, list(anchor_slices), range(max(0, first), min(image.shape[0] - 1, last) + 1),
+                                      spacing_xyz)
         finished = time.perf_counter()
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,

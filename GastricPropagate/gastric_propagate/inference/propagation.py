@@ -237,18 +237,3 @@ def _leak_reason(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_s
         return (f"stopped before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
                 "region's intensities, likely a leak into another tissue")
     return ""
-
-
-def slice_confidence(probabilities: np.ndarray, slices: list[int]) -> dict[int, float]:
-    """Per-slice confidence in [0, 1]: how decided (far from 0.5) the probabilities are where it matters.
-
-    "Where it matters" is the predicted cross-section grown by two pixels plus every pixel the network
-    gave at least 10%: a sharp, certain outline scores near 1, a hesitant or blurred one lower.
-    """
-    structure = ndimage.iterate_structure(ndimage.generate_binary_structure(2, 1), 2)
-    confidence = {}
-    for k in slices:
-        p = probabilities[k]
-        region = ndimage.binary_dilation(p > 0.5, structure) | (p > 0.1)
-        confidence[k] = 1.0 if not region.any() else float(np.abs(2.0 * p[region] - 1.0).mean())
-    return confidence

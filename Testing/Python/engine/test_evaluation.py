@@ -134,7 +134,9 @@ def test_evaluate_command_on_held_out_phantoms(tmp_path):
                                     variants=["largest"], progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["example.npz", "figure.png", "results.csv", "summary.md"]
     text = (out / "summary.md").read_text()
-    assert f"2 held-out synthetic phantoms (gastric_propagate.synthetic.phantom, seeds {HELD_OUT_SEED_START}-" in text
+    assert f"2 held-out synthetic 'phantom' cases (gastric_propagate.synthetic, seeds {HELD_OUT_SEED_START}-" in text
+    assert "### Dice by case group" in text and "| Method | phantom |" in text  # one group: "phantom"
+    assert "### Dice by slice thickness" in text and "### Against copy-slice" in text
     assert "gastric-propagate evaluate --out" in text and "--cases 2" in text
     assert len(evaluate.read_csv(out / "results.csv")) == 4
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import SPACING, make_volume
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
@@ -100,3 +101,46 @@ def test_a_painted_slice_smaller_than_its_neighbours_propagates_when_declared(or
     relaxed = oracle_segmenter.segment(image, SPACING, annotation, PropagationOptions(painted_is_largest=False))
     assert relaxed.slice_range() == (first, painted_slices(label)[-1])
     assert dice(relaxed.mask, label) > 0.9
+
+
+class CopyPrevious(torch.nn.Module):
+    """A proposer that never lets go: it copies the previous slice's mask, whatever the image shows."""
+
+    def forward(self, x):
+        return torch.where(x[:, 3:4] > 0.5, 10.0, -10.0)
+
+
+def _column(depth=40, size=96, radius_px=10, painted=20):
+    """A soft-tissue (40 HU) cylinder along z in fat (-100 HU), painted on one slice."""
+    z, y, x = np.mgrid[:depth, :size, :size]
+    label = (((y - size // 2) ** 2 + (x - size // 2) ** 2) < radius_px ** 2).astype(np.uint8)
+    image = np.where(label > 0, 40, -100).astype(np.int16)
+    annotation = np.zeros_like(label)
+    annotation[painted] = label[painted]
+    return image, label, annotation
+
+
+def test_a_chain_that_runs_into_contrast_filled_lumen_stops_there():
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, label, annotation = _column()
+    image[25:][label[25:] > 0] = 400  # above slice 24 the same place holds positive oral contrast
+    segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    assert result.slice_range()[1] == 24
+    assert "outside the painted region's intensities" in result.stop_reasons["up"]
+
+
+def test_a_chain_ends_at_twice_the_painted_diameter():
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, label, annotation = _column(depth=60, painted=30)  # 20 mm wide, 2 mm slices: 2 diameters = 20 slices
+    segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    first, last = result.slice_range()
+    assert 18 <= last - 30 <= 20 and 30 - first == last - 30
+    assert "painted diameter" in result.stop_reasons["up"] and "painted diameter" in result.stop_reasons["down"]

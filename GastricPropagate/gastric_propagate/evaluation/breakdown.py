@@ -1,0 +1,101 @@
+"""The report's breakdowns: by case group, by slice thickness, against copy-slice, and confidence vs Dice.
+
+A case's group is its name without the trailing number (``ibsi_sts_004`` -> ``ibsi_sts``, ``lidc_0001_n1``
+-> ``lidc``, ``shapes_12`` -> ``shapes``), so one folder of mixed sources is reported per source.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+
+import numpy as np
+
+# Slice-thickness bins of the report: (title, lowest mm exclusive, highest mm inclusive).
+THICKNESS_BINS = (("thin (<= 1 mm)", 0.0, 1.0), ("1-3 mm", 1.0, 3.0), ("thick (> 3 mm)", 3.0, math.inf))
+# A case counts as "below copy-slice" when its Dice is this much under copy-slice's on the same annotation.
+BELOW_COPY_MARGIN = 0.05
+
+
+def case_group(name: str) -> str:
+    """The case's source group: its name up to the first underscore followed by a digit."""
+    match = re.match(r"^(.*?)_\d", name)
+    return match.group(1) if match else name
+
+
+def thickness_bin(slice_mm: float) -> str:
+    for title, low, high in THICKNESS_BINS:
+        if low < slice_mm <= high:
+            return title
+    return "unknown"
+
+
+def _mean_median(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "-"
+    return f"{statistics.fmean(finite):.3f} ({statistics.median(finite):.3f}), n={len(finite)}"
+
+
+def _table(rows: list[dict], methods: list[str], titles: dict[str, str], key, heading: str) -> list[str]:
+    columns = sorted({key(row) for row in rows})
+    lines = ["", heading, "", "| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method in methods:
+        cells = [_mean_median([row["dice"] for row in rows if row["method"] == method and key(row) == column])
+                 for column in columns]
+        lines.append(f"| {titles.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def breakdown_markdown(rows: list[dict], variant: str, titles: dict[str, str]) -> list[str]:
+    """Markdown lines: Dice by group and by slice thickness, and each method against copy-slice."""
+    rows = [row for row in rows if row["variant"] == variant]
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    lines = _table(rows, methods, titles, lambda row: case_group(row["case"]),
+                   f"### Dice by case group, annotation '{variant}' (mean (median), n)")
+    lines += _table(rows, methods, titles, lambda row: thickness_bin(float(row.get("slice_mm", "nan"))),
+                    f"### Dice by slice thickness, annotation '{variant}' (mean (median), n)")
+    copy = {row["case"]: row["dice"] for row in rows if row["method"] == "copy_slice"}
+    if copy:
+        lines += ["", f"### Against copy-slice, annotation '{variant}'", "",
+                  f"Cases more than {BELOW_COPY_MARGIN} Dice below copy-slice on the same annotation, and the "
+                  "median absolute volume error.", "",
+                  "| Method | below copy-slice | median abs. volume error (%) |", "|---|---|---|"]
+        for method in methods:
+            scored = [row for row in rows if row["method"] == method and math.isfinite(row["dice"])]
+            below = sum(1 for row in scored if row["case"] in copy and row["dice"] < copy[row["case"]] - BELOW_COPY_MARGIN)
+            errors = [abs(row["volume_error_percent"]) for row in scored if math.isfinite(row["volume_error_percent"])]
+            median_error = f"{statistics.median(errors):.1f}" if errors else "-"
+            lines.append(f"| {titles.get(method, method)} | {below} of {len(scored)} | {median_error} |")
+    return lines
+
+
+def per_slice_dice(mask: np.ndarray, truth: np.ndarray, slices) -> dict[int, float]:
+    """Dice of each given axial slice (slices where both are empty are left out)."""
+    scores = {}
+    for k in slices:
+        a, b = mask[k] > 0, truth[k] > 0
+        total = int(a.sum()) + int(b.sum())
+        if total:
+            scores[int(k)] = 2.0 * float(np.logical_and(a, b).sum()) / total
+    return scores
+
+
+def confidence_markdown(pairs: list[dict], review_threshold: float) -> list[str]:
+    """How the engine's per-slice confidence tracks per-slice Dice (painted slices excluded)."""
+    if len(pairs) < 3:
+        return []
+    confidence = np.array([p["confidence"] for p in pairs])
+    scores = np.array([p["dice"] for p in pairs])
+    pearson = float(np.corrcoef(confidence, scores)[0, 1])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
+    spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
+    flagged = confidence < review_threshold
+    lines = ["", "### Per-slice confidence against per-slice Dice (engine, proposer + refiner)", "",
+             f"{len(pairs)} propagated slices of {len({p['case'] for p in pairs})} cases: Pearson r = {pearson:.2f}, "
+             f"Spearman rho = {spearman:.2f}."]
+    if flagged.any() and (~flagged).any():
+        lines.append(f"Slices flagged for review (confidence < {review_threshold}): {int(flagged.sum())}, mean Dice "
+                     f"{scores[flagged].mean():.3f}; the others: mean Dice {scores[~flagged].mean():.3f}.")
+    return lines

@@ -1,0 +1,46 @@
+"""The report's breakdowns: groups from case names, thickness bins, counts against copy-slice, confidence."""
+
+import math
+
+import numpy as np
+
+from gastric_propagate.evaluation.breakdown import (breakdown_markdown, case_group, confidence_markdown,
+                                                    per_slice_dice, thickness_bin)
+
+
+def test_groups_are_the_names_without_their_numbers():
+    assert case_group("ibsi_sts_004") == "ibsi_sts"
+    assert case_group("lidc_0001_n1") == "lidc"
+    assert case_group("shapes_12") == "shapes" and case_group("phantom_100000") == "phantom"
+    assert case_group("patient") == "patient"
+
+
+def test_thickness_bins():
+    assert [thickness_bin(mm) for mm in (0.6, 1.0, 1.25, 3.0, 3.27, 5.0)] == [
+        "thin (<= 1 mm)", "thin (<= 1 mm)", "1-3 mm", "1-3 mm", "thick (> 3 mm)", "thick (> 3 mm)"]
+    assert thickness_bin(math.nan) == "unknown"
+
+
+def _row(case, method, dice, volume_error=10.0, slice_mm=2.0):
+    return {"case": case, "variant": "largest", "method": method, "dice": dice,
+            "volume_error_percent": volume_error, "slice_mm": slice_mm}
+
+
+def test_cases_below_copy_slice_are_counted_per_method():
+    rows = [_row("a_1", "copy_slice", 0.70), _row("a_1", "engine", 0.60, -40.0),
+            _row("b_1", "copy_slice", 0.70, slice_mm=5.0), _row("b_1", "engine", 0.68, 20.0, slice_mm=5.0)]
+    text = "\n".join(breakdown_markdown(rows, "largest", {"engine": "Engine"}))
+    assert "| Engine | 1 of 2 | 30.0 |" in text  # a_1 is 0.10 below; b_1 only 0.02
+    assert "| a | b |" in text and "thick (> 3 mm)" in text
+
+
+def test_per_slice_dice_and_how_confidence_tracks_it():
+    truth = np.zeros((3, 4, 4), np.uint8)
+    truth[:, 1:3, 1:3] = 1
+    mask = truth.copy()
+    mask[2] = 0
+    assert per_slice_dice(mask, truth, [0, 1, 2]) == {0: 1.0, 1: 1.0, 2: 0.0}
+    pairs = [{"case": "c", "confidence": c, "dice": d} for c, d in ((0.9, 0.9), (0.95, 0.95), (0.3, 0.2), (0.5, 0.4))]
+    text = "\n".join(confidence_markdown(pairs, review_threshold=0.8))
+    assert "Pearson r = 1.00" in text or "Pearson r = 0.99" in text
+    assert "flagged for review (confidence < 0.8): 2, mean Dice 0.300" in text

@@ -1,0 +1,29 @@
+"""Per-slice confidence: 1 on painted slices, lower far away and where the shape changes abruptly."""
+
+import numpy as np
+
+from gastric_propagate.inference.confidence import slice_confidence
+
+
+def _disc(size, radius, centre=(16, 16)):
+    y, x = np.mgrid[:size, :size]
+    return ((y - centre[0]) ** 2 + (x - centre[1]) ** 2 < radius ** 2).astype(np.uint8)
+
+
+def test_confidence_falls_with_distance_and_with_abrupt_change():
+    mask = np.zeros((9, 32, 32), np.uint8)
+    for k in range(9):
+        mask[k] = _disc(32, 8)
+    mask[8] = _disc(32, 8, centre=(16, 24))  # the outline jumps sideways on the last slice
+    confidence = slice_confidence(mask, [4], range(9), (1.0, 1.0, 2.0))
+    assert confidence[4] == 1.0
+    assert confidence[5] > confidence[6] > confidence[7]  # same shape, further away
+    assert confidence[3] == confidence[5]                 # symmetric about the painted slice
+    assert confidence[8] < 0.5 * confidence[7]            # the jump
+    assert all(0.0 <= c <= 1.0 for c in confidence.values())
+
+
+def test_an_empty_slice_after_a_full_one_is_not_trusted():
+    mask = np.zeros((3, 32, 32), np.uint8)
+    mask[0] = mask[1] = _disc(32, 8)
+    assert slice_confidence(mask, [0], range(3), (1.0, 1.0, 1.0))[2] == 0.0
