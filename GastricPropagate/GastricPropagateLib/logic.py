@@ -1,7 +1,9 @@
-"""GastricPropagateLogic: MRML -> arrays -> engine -> arrays -> MRML, in three steps.
+"""GastricPropagateLogic: MRML -> arrays -> engine (a child process) -> arrays -> MRML.
 
-``prepare`` reads the scene (main thread), ``compute`` runs the engine on arrays only (any thread, no MRML),
-``apply`` writes the result into the scene (main thread). ``run`` chains the three for batch use.
+``prepare`` reads the scene, ``start`` runs the engine's ``segment`` command on those arrays in a child process
+(``runner.py``: poll it, cancel it), ``apply`` writes its result into the scene. ``compute`` is ``start`` plus a
+blocking wait, and ``run`` chains prepare, compute and apply for batch use. All of it runs on the main thread; only
+the child process computes.
 
 A failure in any step leaves the scene as it was: temporary nodes are removed in ``finally`` blocks, and the
 result segment and the results table are only written once everything before them has succeeded.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -27,9 +28,10 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
+from .runner import InferenceJob, Progress, RunResult, startInference
 
-if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it when a computation runs
-    from gastric_propagate.inference.pipeline import PropagationOptions, SegmentationResult
+if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
+    from gastric_propagate.inference.pipeline import PropagationOptions
 
 __all__ = [
     "RESULTS_TABLE_NAME",
@@ -38,7 +40,9 @@ __all__ = [
     "InputError",
     "Masking",
     "PreparedInput",
+    "Progress",
     "ResultSegmentExistsError",
+    "RunResult",
     "WeightsError",
     "resultSegmentName",
 ]
@@ -77,6 +81,8 @@ class ResultSegmentExistsError(InputError):
 @dataclass
 class Masking:
     """Where the result may be written (the Segment Editor's masking, turned into arrays).
+
+    The masking applies to the propagated slices only: the painted slices are kept exactly as drawn.
 
     Attributes:
         editable: bool (k, j, i) on the volume's grid, True where the result may set voxels; None = everywhere.
@@ -177,30 +183,18 @@ class GastricPropagateLogic:
     Args:
         device: torch device for the engine ("auto", "cpu", "cuda", "cuda:1", ...).
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
-        segmenter: an already built ``gastric_propagate.inference.pipeline.Segmenter`` (injected in tests); when None one is
-            built on first use from ``proposerPath`` / ``refinerPath`` and kept for later runs.
+        launcher: starts the child process: ``runner.PopenLauncher()`` (the default, batch and tests) or
+            ``runner.QProcessLauncher()`` (the Slicer application).
+        python: the interpreter that runs the engine (default: PythonSlicer in Slicer, else this one).
     """
 
-    def __init__(self, *, device: str = "auto", proposerPath=None, refinerPath=None, segmenter=None) -> None:
-        self._device = device
+    def __init__(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
+                 python: str | None = None) -> None:
+        self.device = device
         self.proposerPath = proposerPath
         self.refinerPath = refinerPath
-        self._segmenter = segmenter
-        self._segmenterInjected = segmenter is not None
-        self._segmenterLock = threading.Lock()
-
-    # ------------------------------------------------------------------ settings
-
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @device.setter
-    def device(self, value: str) -> None:
-        if value != self._device:
-            self._device = value
-            if not self._segmenterInjected:
-                self._segmenter = None  # rebuilt on the new device on next use
+        self.launcher = launcher
+        self.python = python
 
     # ------------------------------------------------------------------ step 1: MRML -> arrays
 
@@ -431,6 +425,9 @@ class GastricPropagateLogic:
         Segment-based modes count every segment except the painted one and this module's result (the result
         continues the painted segment, so neither may block it). They apply only when the editor works on the
         same segmentation; the intensity range applies in any case.
+
+        Raises:
+            InputError: the masking names a single segment that no longer exists (never silently unmasked).
         """
         if editorNode is None:
             return Masking()
@@ -465,9 +462,15 @@ class GastricPropagateLogic:
                 parts = [_("outside visible segments")]
             elif mode == node.EditAllowedInsideSingleSegment:
                 maskSegmentId = editorNode.GetMaskSegmentID()
-                if maskSegmentId and segmentation.GetSegment(maskSegmentId) is not None:
-                    editable = union([maskSegmentId])
-                    parts = [_("inside segment '{name}'").format(name=segmentation.GetSegment(maskSegmentId).GetName())]
+                if not maskSegmentId or segmentation.GetSegment(maskSegmentId) is None:
+                    raise InputError(_(
+                        "The Segment Editor's masking allows edits only inside one segment, but that segment "
+                        "({id}) no longer exists in '{seg}'. In the Segment Editor's Masking section choose an "
+                        "existing segment for 'Editable area' (or 'Everywhere'), or untick 'Use Segment Editor "
+                        "masking' here, then run again.").format(
+                            id=maskSegmentId or _("none selected"), seg=segmentationNode.GetName()))
+                editable = union([maskSegmentId])
+                parts = [_("inside segment '{name}'").format(name=segmentation.GetSegment(maskSegmentId).GetName())]
         intensityRange = None
         useIntensity = getattr(editorNode, "GetSourceVolumeIntensityMask", None) or \
             getattr(editorNode, "GetMasterVolumeIntensityMask")
@@ -479,39 +482,48 @@ class GastricPropagateLogic:
             parts.append(_("intensity {low:g} to {high:g}").format(low=low, high=high))
         return Masking(editable=editable, intensityRange=intensityRange, description=", ".join(parts))
 
-    # ------------------------------------------------------------------ step 2: engine (no MRML)
+    # ------------------------------------------------------------------ step 2: the engine, in a child process
 
-    def _getSegmenter(self):
-        with self._segmenterLock:
-            if self._segmenter is None:
-                from gastric_propagate.inference.pipeline import Segmenter
+    def start(self, prepared: PreparedInput, onProgress: Callable[[Progress], None] | None = None) -> InferenceJob:
+        """Starts the engine on the prepared arrays in a child process and returns at once.
 
-                self._segmenter = Segmenter(proposer_path=self.proposerPath, refiner_path=self.refinerPath,
-                                            device=self._device)
-            return self._segmenter
+        Poll the job (``job.poll()``, from a timer), cancel it (``job.cancel()``), and once it has finished pass
+        ``job.result()`` to ``apply``. Nothing in the scene changes until ``apply``.
+        """
+        return startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options,
+                              device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
+                              launcher=self.launcher, python=self.python, onProgress=onProgress)
 
-    def compute(self, prepared: PreparedInput, progress: Callable[[int, int], None] | None = None,
-                shouldStop: Callable[[], bool] | None = None) -> "SegmentationResult":
-        """Runs the engine on the prepared arrays. Touches no MRML node, so it may run in a worker thread.
+    def compute(self, prepared: PreparedInput, progress: Callable[[Progress], None] | None = None,
+                shouldStop: Callable[[], bool] | None = None, timeout: float | None = None) -> RunResult:
+        """Runs the engine on the prepared arrays and waits for it (batch use). Touches no MRML node.
+
+        ``shouldStop`` is polled while the child runs; when it returns True the child is ended and Cancelled
+        raised.
 
         Raises:
-            InputError, WeightsError, Cancelled: from the engine.
+            InputError, WeightsError, Cancelled: from the engine; RuntimeError when the process fails otherwise.
         """
-        from gastric_propagate.inference.pipeline import segment_volume
-
         if shouldStop is not None and shouldStop():
             raise Cancelled(_("Cancelled before the propagation started."))
-        return segment_volume(prepared.image, prepared.spacingXYZ, prepared.annotation, options=prepared.options,
-                              device=self._device, segmenter=self._getSegmenter(), progress=progress,
-                              should_stop=shouldStop)
+        job = self.start(prepared, onProgress=progress)
+        try:
+            if not job.wait(timeout, shouldStop=shouldStop):
+                raise RuntimeError(_("The segmentation process did not finish within {seconds:g} s.").format(
+                    seconds=timeout))
+        except BaseException:
+            job.cancel()
+            raise
+        return job.result()
 
     # ------------------------------------------------------------------ step 3: arrays -> MRML
 
-    def apply(self, prepared: PreparedInput, result: "SegmentationResult", replaceExisting: bool = False) -> str:
+    def apply(self, prepared: PreparedInput, result: RunResult, replaceExisting: bool = False) -> str:
         """Writes the result as a new segment beside the painted one and updates the results table (main thread).
 
-        The painted segment and every other segment stay untouched; voxels outside ``prepared.masking`` are never
-        set. Returns the result segment's ID.
+        The painted segment and every other segment stay untouched; on the propagated slices voxels outside
+        ``prepared.masking`` are never set, and the painted slices equal the painted voxels exactly. Returns the
+        result segment's ID.
 
         Raises:
             ResultSegmentExistsError: the result segment exists and ``replaceExisting`` is False.
@@ -528,14 +540,22 @@ class GastricPropagateLogic:
         if mask.shape != prepared.image.shape:
             raise InputError(_("The result's grid {got} differs from the volume's {want}.").format(
                 got=mask.shape, want=prepared.image.shape))
+        # The painted slices are the user's own drawing: they are kept exactly, whatever the masking says.
+        painted = np.zeros(mask.shape, dtype=bool)
+        painted[prepared.paintedSlices] = True
         allowed = prepared.masking.allowed(prepared.image)
         if allowed is not None:
-            mask &= allowed
+            propagated = mask & ~painted
+            mask = np.where(painted, prepared.annotation > 0, mask & allowed)
+            if propagated.any() and not (mask & ~painted).any():
+                raise InputError(_(
+                    "The result is empty inside the editable area: beyond the painted slice nothing is left. Check "
+                    "the Segment Editor's masking settings (or untick 'Use Segment Editor masking'), then run "
+                    "again."))
+        else:
+            mask[painted] = prepared.annotation[painted] > 0
         if not mask.any():
-            raise InputError(_(
-                "The result is empty{masked}. Check the painted slice{hint}.").format(
-                    masked=_(" inside the editable area") if allowed is not None else "",
-                    hint=_(" and the Segment Editor's masking settings") if allowed is not None else ""))
+            raise InputError(_("The result is empty. Check the painted slice."))
 
         existingId = self.resultSegmentId(segmentationNode)
         if existingId is not None and not replaceExisting:
@@ -642,8 +662,8 @@ class GastricPropagateLogic:
 
     def run(self, volumeNode, segmentationNode, segmentId: str, options: "PropagationOptions | None" = None, *,
             masking: Masking | None = None, replaceExisting: bool = False,
-            progress: Callable[[int, int], None] | None = None,
-            shouldStop: Callable[[], bool] | None = None) -> tuple[str, "SegmentationResult"]:
+            progress: Callable[[Progress], None] | None = None,
+            shouldStop: Callable[[], bool] | None = None) -> tuple[str, RunResult]:
         """prepare + compute + apply in the calling thread. Returns (result segment ID, engine result)."""
         prepared = self.prepare(volumeNode, segmentationNode, segmentId, options, masking=masking)
         existingId = self.resultSegmentId(segmentationNode)

@@ -1,9 +1,10 @@
 """GastricPropagateLogic against real MRML (the slicer-core wheel), headless.
 
 A phantom CT (non-identity direction, non-zero origin) is loaded into a scene as a volume node, the truth's
-largest cross-section is painted into a segment, and the Logic is driven through prepare / compute / apply.
-Plumbing tests use tiny untrained networks (``Segmenter.from_networks``) so they run in seconds; the accuracy test
-uses the bundled weights.
+largest cross-section is painted into a segment, and the Logic is driven through prepare / start or compute /
+apply. Every run is the real child process (``python -m gastric_propagate.cli segment``, started with
+``subprocess.Popen``). Plumbing tests give it tiny untrained networks saved as checkpoints, so a run takes a few
+seconds; the accuracy test uses the bundled weights.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from GastricPropagateLib import (  # noqa: E402
     ResultSegmentExistsError,
     resultSegmentName,
 )
-from GastricPropagateLib.background import ComputeJob  # noqa: E402
+from GastricPropagateLib.runner import PopenLauncher, Progress, parseProgressLine  # noqa: E402
 from GastricPropagateLib.export import exportLabelmap, exportResultsCsv, exportSegmentation  # noqa: E402
 from GastricPropagateLib.results_table import COLUMN_NAMES, tableRows  # noqa: E402
 from gastric_propagate.data.annotation import annotation_from_label  # noqa: E402
@@ -193,16 +194,22 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def tinySegmenter():
-    """Untrained tiny networks: the engine's real code path, in well under a second per run."""
+def tinyWeights(tmp_path_factory):
+    """Untrained tiny networks saved as checkpoints: the engine's real code path, fast in a child process."""
     import torch
 
+    from gastric_propagate.inference.checkpoints import save_checkpoint
     from gastric_propagate.inference.networks import UNet2D
-    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
 
     torch.manual_seed(0)
-    return Segmenter.from_networks(UNet2D(in_channels=4, base_channels=4, depth=2),
-                                   UNet2D(in_channels=6, base_channels=4, depth=2), device="cpu")
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    paths = {}
+    for stage, channels in (("proposer", 4), ("refiner", 6)):
+        paths[stage] = save_checkpoint(folder / f"{stage}.pt", stage=stage,
+                                       network=UNet2D(in_channels=channels, base_channels=4, depth=2),
+                                       preprocessing=Preprocessing(), training={"note": "untrained, for tests"})
+    return paths
 
 
 @pytest.fixture
@@ -211,8 +218,17 @@ def case():
 
 
 @pytest.fixture
-def logic(tinySegmenter):
-    return GastricPropagateLogic(device="cpu", segmenter=tinySegmenter)
+def logic(tinyWeights):
+    return GastricPropagateLogic(device="cpu", proposerPath=tinyWeights["proposer"],
+                                 refinerPath=tinyWeights["refiner"], launcher=PopenLauncher(),
+                                 python=sys.executable)
+
+
+@pytest.fixture
+def trainedLogic():
+    """The bundled weights (they propagate beyond the painted slice, which the masking tests need)."""
+    bundledWeightsOrSkip()
+    return GastricPropagateLogic(device="cpu", launcher=PopenLauncher(), python=sys.executable)
 
 
 def bundledWeightsOrSkip():
@@ -231,7 +247,7 @@ def test_lib_imports_without_gui_or_torch():
     import subprocess
 
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "import GastricPropagateLib, GastricPropagateLib.export, GastricPropagateLib.background, "
+            "import GastricPropagateLib, GastricPropagateLib.export, GastricPropagateLib.runner, "
             "GastricPropagateLib.dependencies; "
             "bad = [m for m in ('qt', 'ctk', 'slicer.ScriptedLoadableModule', 'torch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
@@ -418,44 +434,106 @@ def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):
     assertSnapshotsEqual(before, case.snapshot())
 
 
-def test_background_job_reports_progress_and_cancels(case, logic):
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    job = ComputeJob(logic, prepared).start()
-    assert job.wait(timeout=120)
-    assert job.error is None and job.result is not None
-    done, total = job.progress()
-    assert total >= 1 and done == total
+def test_progress_line_parsing():
+    assert parseProgressLine("PROGRESS stage=proposer done=3 total=20\n") == Progress("proposer", 3, 20)
+    assert parseProgressLine("tumour: 12.0 mL on slices 3-9") is None
+    assert parseProgressLine("PROGRESS stage=proposer done=x total=20") is None
 
+
+def test_job_runs_in_a_child_process_reporting_every_stage(case, logic):
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     before = case.snapshot()
-    job = ComputeJob(logic, prepared)
-    job.requestStop()
-    job.start()
-    assert job.wait(timeout=60)
-    assert isinstance(job.error, Cancelled) and job.result is None
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    folder = job.folder
+    assert folder.is_dir() and not job.isFinished()
+    assert job.wait(timeout=300)
+    result = job.result()
+
+    stages = [p.stage for p in seen]
+    assert [name for i, name in enumerate(stages) if i == 0 or stages[i - 1] != name] == \
+        ["load", "read", "proposer", "refiner", "write"]
+    proposer = [p for p in seen if p.stage == "proposer"]
+    assert proposer[-1].done == proposer[-1].total >= 1
+    assert job.progress == Progress("write", 1, 1)
+    assert result.mask.shape == case.image.shape and result.device == "cpu"
+    assert result.anchor_slices == [case.paintedSlice]
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assert not folder.exists(), "the temporary files are removed once the result is read"
     assertSnapshotsEqual(before, case.snapshot())
+
+
+@pytest.fixture(scope="module")
+def slowRefinerWeights(tinyWeights, tmp_path_factory):
+    """The tiny proposer with a wide refiner, so that the child spends a while in the refiner stage."""
+    import torch
+
+    from gastric_propagate.inference.checkpoints import save_checkpoint
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    refiner = save_checkpoint(tmp_path_factory.mktemp("slow-refiner") / "refiner.pt", stage="refiner",
+                              network=UNet2D(in_channels=6, base_channels=96, depth=3),
+                              preprocessing=Preprocessing(), training={"note": "untrained, for tests"})
+    return {"proposer": tinyWeights["proposer"], "refiner": refiner}
+
+
+@pytest.mark.parametrize("stage", ["start", "load", "refiner"])
+def test_cancel_ends_the_process_at_any_stage_and_leaves_the_scene_as_it_was(case, logic, slowRefinerWeights,
+                                                                             stage):
+    import time
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    job = logic.start(prepared)
+    if stage != "start":
+        while not job.poll() and job.progress.stage != stage:
+            time.sleep(0.002)
+        assert job.progress.stage == stage and not job.isFinished(), "the child ended before reaching the stage"
+    process, folder = job._process, job.folder
+    assert process.running()
+    job.cancel()
+    assert job.isFinished() and job.cancelled()
+    assert not process.running(), "the child process still runs after cancel"
+    assert not folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_engine_failure_in_the_child_is_reported_with_its_message(case, logic):
+    """A CUDA request on a machine without CUDA: the child exits with code 2 and its message reaches the caller."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    logic.device = "cuda"
+    _runExpecting(InputError, "no CUDA device", logic, case, case.volume, case.segmentation, case.paintedId)
 
 
 # ---------------------------------------------------------------------------------------------- re-run
 
 
-def test_rerun_needs_replace_and_replaces_only_the_result(case, logic):
+def test_rerun_needs_replace_and_replaces_only_the_result(case, trainedLogic):
     otherId = addSegmentFromArray(case.segmentation, case.volume, np.roll(case.truth, 20, axis=2), "stomach wall",
                                   (0.2, 0.4, 0.9))
-    resultId, _ = logic.run(case.volume, case.segmentation, case.paintedId)
+    resultId, _ = trainedLogic.run(case.volume, case.segmentation, case.paintedId)
     resultBefore = exportSegment(case.segmentation, resultId, case.volume)[0]
 
     pairs = [(case.segmentation, otherId), (case.segmentation, resultId)]
     before = case.snapshot(pairs)
     with pytest.raises(ResultSegmentExistsError, match="already has a segment"):
-        logic.run(case.volume, case.segmentation, case.paintedId)
+        trainedLogic.run(case.volume, case.segmentation, case.paintedId)
     assertSnapshotsEqual(before, case.snapshot(pairs))
 
     # With replace: same ID, new content (masked to half the volume so it must differ), nothing else touched.
     half = np.zeros(case.image.shape, dtype=bool)
     half[..., : case.paintedCentreI() + 1] = True
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId, masking=Masking(editable=half))
-    result = logic.compute(prepared)
-    replacedId = logic.apply(prepared, result, replaceExisting=True)
+    prepared = trainedLogic.prepare(case.volume, case.segmentation, case.paintedId, masking=Masking(editable=half))
+    result = trainedLogic.compute(prepared)
+    replacedId = trainedLogic.apply(prepared, result, replaceExisting=True)
     assert replacedId == resultId
     after = case.snapshot([(case.segmentation, otherId)])
     assert after["nodes"] == before["nodes"]
@@ -463,16 +541,18 @@ def test_rerun_needs_replace_and_replaces_only_the_result(case, logic):
     for key in (f"{case.segmentation.GetID()}/{case.paintedId}", f"{case.segmentation.GetID()}/{otherId}"):
         np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key])
     resultAfter = exportSegment(case.segmentation, resultId, case.volume)[0]
-    np.testing.assert_array_equal(resultAfter > 0, (result.mask > 0) & half)
+    expected = (result.mask > 0) & half
+    expected[case.paintedSlice] = case.annotation[case.paintedSlice] > 0  # painted slice kept whatever the masking
+    np.testing.assert_array_equal(resultAfter > 0, expected)
     assert not np.array_equal(resultAfter > 0, resultBefore > 0)
-    rows = tableRows(logic.resultsTableNode(case.segmentation))
+    rows = tableRows(trainedLogic.resultsTableNode(case.segmentation))
     assert [row["Role"] for row in rows] == ["painted", "other", "propagated"]
 
 
 # ---------------------------------------------------------------------------------------------- masking
 
 
-def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, logic):
+def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, trainedLogic):
     otherId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "reference", (0.1, 0.9, 0.1))
     editable = np.zeros(case.image.shape, dtype=bool)
     editable[:, :, : case.paintedCentreI() + 1] = True
@@ -480,23 +560,29 @@ def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, log
     pairs = [(case.segmentation, otherId)]
     before = case.snapshot(pairs)
 
-    resultId, result = logic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
+    resultId, result = trainedLogic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
 
     written = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
     allowed = editable & (case.image >= -100) & (case.image <= 400)
-    assert written.any()
-    assert not (written & ~allowed).any(), "the result set voxels outside the editable area"
-    np.testing.assert_array_equal(written, (result.mask > 0) & allowed)
+    k = case.paintedSlice
+    painted = np.zeros(case.image.shape, dtype=bool)
+    painted[k] = True
+    assert (written & ~painted).any()
+    assert not (written & ~allowed & ~painted).any(), "the result set voxels outside the editable area"
+    np.testing.assert_array_equal(written & ~painted, (result.mask > 0) & allowed & ~painted)
+    # The painted slice is kept exactly although half of it lies outside the editable area.
+    assert (case.annotation[k] > 0)[~allowed[k]].any(), "the test needs painted voxels outside the editable area"
+    np.testing.assert_array_equal(written[k], case.annotation[k] > 0)
     after = case.snapshot(pairs)
     for key in before["voxels"]:
         np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key])
 
 
-def test_masking_that_leaves_nothing_is_refused_without_writing(case, logic):
+def test_masking_that_leaves_nothing_is_refused_without_writing(case, trainedLogic):
     masking = Masking(editable=np.zeros(case.image.shape, dtype=bool))
     before = case.snapshot()
-    with pytest.raises(InputError, match="empty inside the editable area"):
-        logic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
+    with pytest.raises(InputError, match="empty inside the editable area: beyond the painted slice nothing is left"):
+        trainedLogic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
     assertSnapshotsEqual(before, case.snapshot())
 
 
@@ -525,6 +611,21 @@ def test_segment_editor_masking_is_turned_into_arrays(case, logic):
 
     editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
     assert not logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId).isActive()
+
+
+def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(case, logic):
+    insideId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "allowed", (0.1, 0.9, 0.1))
+    editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(case.segmentation)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    editor.SetMaskSegmentID(insideId)
+    case.segmentation.GetSegmentation().RemoveSegment(insideId)
+    editor.SetMaskSegmentID(insideId)  # the editor may have dropped it; a saved scene can still name it
+    with pytest.raises(InputError, match="no longer exists.*Masking section.*untick 'Use Segment Editor masking'"):
+        logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
+    editor.SetMaskSegmentID("")
+    with pytest.raises(InputError, match="none selected"):
+        logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
 
 
 # ---------------------------------------------------------------------------------------------- export
