@@ -142,6 +142,11 @@ class _QtProcess:
     def running(self) -> bool:
         import qt
 
+        if self._process.state() == qt.QProcess.NotRunning:
+            return False
+        # QProcess learns that its child ended from the event loop; a zero wait checks now, so polling works
+        # whether or not the event loop has run since (a timer slot, a batch loop, a test).
+        self._process.waitForFinished(0)
         return self._process.state() != qt.QProcess.NotRunning
 
     def exitCode(self) -> int | None:

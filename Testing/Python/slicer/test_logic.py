@@ -503,6 +503,46 @@ def test_cancel_ends_the_process_at_any_stage_and_leaves_the_scene_as_it_was(cas
     assertSnapshotsEqual(before, case.snapshot())
 
 
+@pytest.fixture
+def qtModule(monkeypatch):
+    """Slicer's ``qt`` (PythonQt) when present, else PyQt5's QtCore standing in for it; skips without either."""
+    try:
+        import qt
+
+        return qt
+    except ImportError:
+        pass
+    QtCore = pytest.importorskip("PyQt5.QtCore", reason="needs Slicer's qt or PyQt5 to start a QProcess")
+    application = QtCore.QCoreApplication.instance() or QtCore.QCoreApplication([])
+    monkeypatch.setitem(sys.modules, "qt", QtCore)
+    yield QtCore
+    del application
+
+
+def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowRefinerWeights):
+    import time
+
+    from GastricPropagateLib.runner import QProcessLauncher
+
+    logic.launcher = QProcessLauncher()
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    job = logic.start(prepared)
+    assert job.wait(timeout=300)
+    assert job.progress == Progress("write", 1, 1)
+    np.testing.assert_array_equal(job.result().mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    job = logic.start(prepared)
+    while not job.poll() and job.progress.stage != "refiner":
+        time.sleep(0.002)
+    process = job._process
+    assert process.running()
+    job.cancel()
+    assert not process.running() and not job.folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
 def test_engine_failure_in_the_child_is_reported_with_its_message(case, logic):
     """A CUDA request on a machine without CUDA: the child exits with code 2 and its message reaches the caller."""
     import torch
