@@ -29,7 +29,6 @@ from GastricPropagateLib import dependencies
 from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is re-exported for scripts)
     Cancelled,
     GastricPropagateLogic,
-    InputError,
     Masking,
     resultSegmentName,
 )
