@@ -32,6 +32,7 @@ from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is
     Masking,
     resultSegmentName,
 )
+from GastricPropagateLib.parameters import missingInput, optionsFromParameterNode
 from GastricPropagateLib.runner import QProcessLauncher
 from GastricPropagateLib.results_table import (
     MANUAL_FULL_OUTLINE_SECONDS,
@@ -276,15 +277,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self) -> None:
         parameters = self._parameterNode
         running = self.isRunning()
-        missing = None
-        if parameters is None:
-            missing = _("No parameter node.")
-        elif not parameters.inputVolume:
-            missing = _("Select the CT volume.")
-        elif not parameters.segmentationNode:
-            missing = _("Select the segmentation holding the painted slice.")
-        elif not parameters.paintedSegmentId:
-            missing = _("Select the painted segment.")
+        missing = missingInput(parameters)
         self.ui.applyButton.enabled = missing is None and not running
         self.ui.applyButton.toolTip = missing or _("Propagate the painted slice through the volume.")
         self.ui.cancelButton.enabled = running
@@ -301,18 +294,6 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportDicomSegButton.enabled = segmentationNode is not None and not running
 
     # ------------------------------------------------------------------ run
-
-    def _options(self):
-        from gastric_propagate.inference.pipeline import PropagationOptions
-
-        parameters = self._parameterNode
-        return PropagationOptions(
-            keyframes=parameters.keyframes,
-            min_slice=parameters.minSlice if parameters.minSlice >= 0 else None,
-            max_slice=parameters.maxSlice if parameters.maxSlice >= 0 else None,
-            max_distance_mm=parameters.maxDistanceMm if parameters.maxDistanceMm > 0 else None,
-            use_refiner=parameters.useRefiner,
-            painted_is_largest=parameters.paintedIsLargest)
 
     @staticmethod
     def _segmentEditorNode():
@@ -352,7 +333,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.device = parameters.device
             masking = self._editorMasking() if parameters.useEditorMasking else Masking()
             prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
-                                          parameters.paintedSegmentId, self._options(), masking=masking)
+                                          parameters.paintedSegmentId, optionsFromParameterNode(parameters),
+                                          masking=masking)
             self._replaceExisting = False
             existingId = self.logic.resultSegmentId(parameters.segmentationNode)
             if existingId is not None:

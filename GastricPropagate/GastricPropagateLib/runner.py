@@ -33,6 +33,7 @@ import numpy as np
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
 from .i18n import _
+from .parameters import commandLineArguments
 
 __all__ = [
     "InferenceJob",
@@ -40,7 +41,6 @@ __all__ = [
     "Progress",
     "QProcessLauncher",
     "RunResult",
-    "engineArguments",
     "parseProgressLine",
     "pythonExecutable",
     "startInference",
@@ -209,28 +209,6 @@ def _engineSearchPath() -> str:
     return str(Path(spec.origin).resolve().parent.parent)
 
 
-def engineArguments(options, *, device: str = "auto", proposerPath=None, refinerPath=None) -> list[str]:
-    """The ``segment`` command's model and propagation flags for ``options`` (a PropagationOptions)."""
-    arguments = ["--device", str(device)]
-    if proposerPath is not None:
-        arguments += ["--proposer", os.fspath(proposerPath)]
-    if refinerPath is not None:
-        arguments += ["--refiner", os.fspath(refinerPath)]
-    if options.keyframes:
-        arguments.append("--keyframes")
-    if options.min_slice is not None:
-        arguments += ["--min-slice", str(int(options.min_slice))]
-    if options.max_slice is not None:
-        arguments += ["--max-slice", str(int(options.max_slice))]
-    if options.max_distance_mm is not None:
-        arguments += ["--max-distance-mm", repr(float(options.max_distance_mm))]
-    if not options.use_refiner:
-        arguments.append("--no-refiner")
-    if not options.painted_is_largest:
-        arguments.append("--painted-not-largest")
-    return arguments
-
-
 def _writeArray(array: np.ndarray, spacingXYZ, path: Path, compress: bool) -> None:
     import SimpleITK as sitk
 
@@ -263,7 +241,8 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         arguments = ["-m", "gastric_propagate.cli", "segment", "--image", str(paths["image.nrrd"]),
                      "--annotation", str(paths["annotation.nrrd"]), "--output", str(paths["output.nrrd"]),
                      "--report", str(paths["report.json"]), "--progress",
-                     *engineArguments(options, device=device, proposerPath=proposerPath, refinerPath=refinerPath)]
+                     *commandLineArguments(options, device=device, proposerPath=proposerPath,
+                                          refinerPath=refinerPath)]
         environment = dict(os.environ)
         searchPath = _engineSearchPath()
         environment["PYTHONPATH"] = os.pathsep.join(
