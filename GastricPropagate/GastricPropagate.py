@@ -142,7 +142,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._prepared = None
         self._replaceExisting = False
         self._timer = None
-        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, SegmentationResult)
+        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult)
         self.lastError = None  # the last error a run reported (read by the self-test)
 
     def setup(self) -> None:
@@ -209,8 +209,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._job is not None:
-            self._cancelJob()  # its result would have nowhere to go
             self._timer.stop()
+            self._cancelJob()  # its result would have nowhere to go
+            self._prepared = None
             self._resetProgress()
             self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
         self._lastRun = None
@@ -507,10 +508,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _dicomSegAvailable() -> bool:
-        """DICOM SEG export needs Slicer's DICOM module and the highdicom package."""
-        import importlib.util
-
-        return hasattr(slicer.modules, "dicom") and importlib.util.find_spec("highdicom") is not None
+        """DICOM SEG export needs Slicer's DICOM module and its DICOMSegmentationPlugin (QuantitativeReporting)."""
+        plugins = getattr(slicer.modules, "dicomPlugins", None) or {}
+        return hasattr(slicer.modules, "dicom") and "DICOMSegmentationPlugin" in plugins
 
     def onExportDicomSeg(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("DICOM export failed.")):
