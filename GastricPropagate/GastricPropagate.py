@@ -326,35 +326,39 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _startRun(self) -> None:
-        with slicer.util.WaitCursor():
-            if not dependencies.ensureDependencies():
-                self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
-                return
-            parameters = self._parameterNode
-            self.logic.device = parameters.device
+        # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
+        if not dependencies.ensureDependencies():
+            self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
+            return
+        parameters = self._parameterNode
+        self.logic.device = parameters.device
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
             masking = self._editorMasking() if parameters.useEditorMasking else Masking()
             prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
                                           parameters.paintedSegmentId, optionsFromParameterNode(parameters),
                                           masking=masking)
-            self._replaceExisting = False
-            existingId = self.logic.resultSegmentId(parameters.segmentationNode)
-            if existingId is not None:
-                name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
-                if not slicer.util.confirmOkCancelDisplay(
-                        _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
-                          "new result? (Rename that segment first to keep it.)").format(name=name),
-                        windowTitle=_("Replace the propagated segment?")):
-                    self.ui.statusLabel.text = _("Not run: the earlier result was kept.")
-                    return
-                self._replaceExisting = True
-            if masking.isActive():
-                logging.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
-            self.ui.progressBar.visible = True
-            self.ui.progressBar.setRange(0, 0)  # busy until the process reports a stage
-            self.ui.statusLabel.text = _("Starting the segmentation process...")
-            self._prepared = prepared
-            self._job = self.logic.start(prepared)
-            self._timer.start()
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        self._replaceExisting = False
+        existingId = self.logic.resultSegmentId(parameters.segmentationNode)
+        if existingId is not None:
+            name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
+                      "new result? (Rename that segment first to keep it.)").format(name=name),
+                    windowTitle=_("Replace the propagated segment?")):
+                self.ui.statusLabel.text = _("Not run: the earlier result was kept.")
+                return
+            self._replaceExisting = True
+        if masking.isActive():
+            logging.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
+        self._job = self.logic.start(prepared)
+        self._prepared = prepared
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.setRange(0, 0)  # busy until the process reports a stage
+        self.ui.statusLabel.text = _("Starting the segmentation process...")
+        self._timer.start()
 
     def _resetProgress(self) -> None:
         self.ui.progressBar.setRange(0, 1)
