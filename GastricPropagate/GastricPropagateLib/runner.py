@@ -128,10 +128,10 @@ class PopenLauncher:
     """Starts the child with ``subprocess.Popen`` (batch scripts, tests, any Python without Qt)."""
 
     def start(self, program: str, arguments: list[str], environment: dict[str, str], stdoutPath: Path,
-              stderrPath: Path) -> _PopenProcess:
+              stderrPath: Path, workingDirectory: str) -> _PopenProcess:
         with open(stdoutPath, "wb") as stdout, open(stderrPath, "wb") as stderr:
             process = subprocess.Popen([program, *arguments], env=environment, stdout=stdout, stderr=stderr,
-                                       stdin=subprocess.DEVNULL)
+                                       stdin=subprocess.DEVNULL, cwd=workingDirectory)
         return _PopenProcess(process)
 
 
@@ -168,7 +168,7 @@ class QProcessLauncher:
     """Starts the child as a ``qt.QProcess`` (inside the Slicer application)."""
 
     def start(self, program: str, arguments: list[str], environment: dict[str, str], stdoutPath: Path,
-              stderrPath: Path) -> _QtProcess:
+              stderrPath: Path, workingDirectory: str) -> _QtProcess:
         import qt
 
         process = qt.QProcess()
@@ -178,6 +178,7 @@ class QProcessLauncher:
         process.setProcessEnvironment(qtEnvironment)
         process.setStandardOutputFile(str(stdoutPath))
         process.setStandardErrorFile(str(stderrPath))
+        process.setWorkingDirectory(workingDirectory)
         process.setProgram(program)
         process.setArguments(list(arguments))
         process.start()
@@ -250,8 +251,10 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         environment["PYTHONUNBUFFERED"] = "1"
         program = python or pythonExecutable()
         logger.info("GastricPropagate: starting %s %s", program, " ".join(arguments))
+        # The child starts in the folder holding the engine: "python -m" puts it first on sys.path, so the engine
+        # is found even where a launcher (PythonSlicer) sets PYTHONPATH itself.
         process = (launcher or PopenLauncher()).start(program, arguments, environment, paths["stdout.txt"],
-                                                      paths["stderr.txt"])
+                                                      paths["stderr.txt"], searchPath)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

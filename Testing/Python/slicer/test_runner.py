@@ -106,3 +106,19 @@ def test_engine_failure_in_the_child_is_reported_with_its_message(case, logic):
         pytest.skip("this machine has CUDA")
     logic.device = "cuda"
     runExpecting(InputError, "no CUDA device", logic, case, case.volume, case.segmentation, case.paintedId)
+
+
+def test_the_child_finds_the_engine_when_a_launcher_replaces_pythonpath(case, logic):
+    """PythonSlicer is a launcher that sets PYTHONPATH itself: the engine must still be found (the child starts in
+    the engine's folder, which ``python -m`` puts first on sys.path)."""
+    from GastricPropagateLib.runner import PopenLauncher
+
+    class PythonPathDroppingLauncher(PopenLauncher):
+        def start(self, program, arguments, environment, *rest):
+            environment = {name: value for name, value in environment.items() if name != "PYTHONPATH"}
+            return super().start(program, arguments, environment, *rest)
+
+    logic.launcher = PythonPathDroppingLauncher()
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared, timeout=300)
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
