@@ -26,21 +26,34 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from GastricPropagateLib import dependencies
-from GastricPropagateLib.background import ComputeJob
 from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is re-exported for scripts)
     Cancelled,
     GastricPropagateLogic,
     Masking,
     resultSegmentName,
 )
+from GastricPropagateLib.parameters import missingInput, optionsFromParameterNode
+from GastricPropagateLib.runner import QProcessLauncher
 from GastricPropagateLib.results_table import (
     MANUAL_FULL_OUTLINE_SECONDS,
     MANUAL_ONE_SLICE_SECONDS,
     formatDuration,
 )
 
-#: How often the GUI polls a running propagation (ms).
+#: How often the GUI polls the running segmentation process (ms).
 POLL_INTERVAL_MS = 100
+
+
+def stageText(stage: str) -> str:
+    """What the status line says for a stage the engine's process reports (runner.STAGES)."""
+    texts = {
+        "load": _("Loading the networks..."),
+        "read": _("Reading the volume..."),
+        "proposer": _("Propagating slice by slice..."),
+        "refiner": _("Refining..."),
+        "write": _("Writing the result..."),
+    }
+    return texts.get(stage, _("Starting the segmentation process..."))
 
 
 #
@@ -126,9 +139,10 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._prepared = None
         self._replaceExisting = False
         self._timer = None
-        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, SegmentationResult)
+        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult)
         self.lastError = None  # the last error a run reported (read by the self-test)
 
     def setup(self) -> None:
@@ -138,7 +152,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.logic = GastricPropagateLogic()
+        # Inference runs in a child process started as a QProcess: the GUI stays responsive and Cancel ends it.
+        self.logic = GastricPropagateLogic(launcher=QProcessLauncher())
         self._parameterLogic = GastricPropagateParameterNodeLogic()
 
         self.ui.confidenceTable.setColumnCount(2)
@@ -148,6 +163,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.manualSliceValueLabel.text = "~" + formatDuration(MANUAL_ONE_SLICE_SECONDS)
         self.ui.manualFullValueLabel.text = "~" + formatDuration(MANUAL_FULL_OUTLINE_SECONDS)
         self.ui.exportDicomSegButton.visible = self._dicomSegAvailable()
+        self._resetProgress()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -170,12 +186,17 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed."""
-        if self._job is not None:
-            self._job.requestStop()
+        """Called when the application closes and the module widget is destroyed: ends a running process."""
         if self._timer is not None:
             self._timer.stop()
+        self._cancelJob()
         self.removeObservers()
+
+    def _cancelJob(self) -> None:
+        """Ends the running child process (and waits for it); its result is dropped."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.cancel()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -188,7 +209,11 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._job is not None:
-            self._job.requestStop()  # its result would have nowhere to go
+            self._timer.stop()
+            self._cancelJob()  # its result would have nowhere to go
+            self._prepared = None
+            self._resetProgress()
+            self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
         self._lastRun = None
         self.setParameterNode(None)
 
@@ -253,15 +278,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self) -> None:
         parameters = self._parameterNode
         running = self.isRunning()
-        missing = None
-        if parameters is None:
-            missing = _("No parameter node.")
-        elif not parameters.inputVolume:
-            missing = _("Select the CT volume.")
-        elif not parameters.segmentationNode:
-            missing = _("Select the segmentation holding the painted slice.")
-        elif not parameters.paintedSegmentId:
-            missing = _("Select the painted segment.")
+        missing = missingInput(parameters)
         self.ui.applyButton.enabled = missing is None and not running
         self.ui.applyButton.toolTip = missing or _("Propagate the painted slice through the volume.")
         self.ui.cancelButton.enabled = running
@@ -279,26 +296,14 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ run
 
-    def _options(self):
-        from gastric_propagate.inference.pipeline import PropagationOptions
+    @staticmethod
+    def _segmentEditorNode():
+        """The Segment Editor's parameter node (its masking settings), or None if the editor was never used.
 
-        parameters = self._parameterNode
-        return PropagationOptions(
-            keyframes=parameters.keyframes,
-            min_slice=parameters.minSlice if parameters.minSlice >= 0 else None,
-            max_slice=parameters.maxSlice if parameters.maxSlice >= 0 else None,
-            max_distance_mm=parameters.maxDistanceMm if parameters.maxDistanceMm > 0 else None,
-            use_refiner=parameters.useRefiner,
-            painted_is_largest=parameters.paintedIsLargest)
-
-    def _segmentEditorNode(self):
-        """The Segment Editor's parameter node (masking settings), or None if the editor was never opened."""
-        segmentEditorModule = getattr(slicer.modules, "segmenteditor", None)
-        if segmentEditorModule is None:
-            return None
-        editorWidget = segmentEditorModule.widgetRepresentation().self().editor
-        getter = getattr(editorWidget, "mrmlSegmentEditorNode", None)
-        return getter() if getter is not None else None
+        Looked up as the scene's singleton node, as the Segment Editor module itself finds it: building the editor's
+        GUI here would add nodes to the scene.
+        """
+        return slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
 
     def _editorMasking(self) -> Masking:
         parameters = self._parameterNode
@@ -306,91 +311,121 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                        parameters.segmentationNode, parameters.paintedSegmentId)
 
     def onApplyButton(self) -> None:
-        """Reads the scene, asks before replacing an earlier result, then starts the engine in a worker thread."""
+        """Reads the scene, asks before replacing an earlier result, then starts the engine's process."""
         if self.isRunning():
             return
         self.lastError = None
-        with slicer.util.tryWithErrorDisplay(_("Could not start the propagation."), waitCursor=True):
-            if not dependencies.ensureDependencies():
-                self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
-                return
-            parameters = self._parameterNode
-            self.logic.device = parameters.device
-            masking = self._editorMasking() if parameters.useEditorMasking else Masking()
-            prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
-                                          parameters.paintedSegmentId, self._options(), masking=masking)
-            self._replaceExisting = False
-            existingId = self.logic.resultSegmentId(parameters.segmentationNode)
-            if existingId is not None:
-                name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
-                if not slicer.util.confirmOkCancelDisplay(
-                        _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
-                          "new result? (Rename that segment first to keep it.)").format(name=name),
-                        windowTitle=_("Replace the propagated segment?")):
-                    self.ui.statusLabel.text = _("Not run: the earlier result was kept.")
-                    return
-                self._replaceExisting = True
-            if masking.isActive():
-                logging.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
-            self.ui.progressBar.setRange(0, 0)  # busy until the engine reports its plan
-            self.ui.statusLabel.text = _("Propagating...")
-            self._job = ComputeJob(self.logic, prepared).start()
-            self._timer.start()
+        try:
+            self._startRun()
+        except Exception as error:
+            self.lastError = error
+            self.ui.statusLabel.text = _("Not run: {error}").format(error=error)
+            logging.error("GastricPropagate: %s", error)
+            slicer.util.errorDisplay(_("Could not start the propagation.") + "\n\n" + str(error))
+        finally:
             self._updateButtons()
 
+    def _startRun(self) -> None:
+        # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
+        if not dependencies.ensureDependencies():
+            self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
+            return
+        parameters = self._parameterNode
+        self.logic.device = parameters.device
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            masking = self._editorMasking() if parameters.useEditorMasking else Masking()
+            prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
+                                          parameters.paintedSegmentId, optionsFromParameterNode(parameters),
+                                          masking=masking)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        self._replaceExisting = False
+        existingId = self.logic.resultSegmentId(parameters.segmentationNode)
+        if existingId is not None:
+            name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
+                      "new result? (Rename that segment first to keep it.)").format(name=name),
+                    windowTitle=_("Replace the propagated segment?")):
+                self.ui.statusLabel.text = _("Not run: the earlier result was kept.")
+                return
+            self._replaceExisting = True
+        if masking.isActive():
+            logging.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
+        self._job = self.logic.start(prepared)
+        self._prepared = prepared
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.setRange(0, 0)  # busy until the process reports a stage
+        self.ui.statusLabel.text = _("Starting the segmentation process...")
+        self._timer.start()
+
+    def _resetProgress(self) -> None:
+        self.ui.progressBar.setRange(0, 1)
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.visible = False
+
     def onCancelButton(self) -> None:
-        if self._job is not None:
-            self._job.requestStop()
-            self.ui.cancelButton.enabled = False
-            self.ui.statusLabel.text = _("Cancelling after the current slice...")
+        """Ends the segmentation process at once, whatever it is doing; the scene is left as it was."""
+        if self._job is None:
+            return
+        self._timer.stop()
+        self._cancelJob()
+        self._prepared = None
+        self.lastError = Cancelled(_("Cancelled: nothing was written."))
+        self._resetProgress()
+        self.ui.statusLabel.text = _("Cancelled: nothing was written.")
+        self._updateButtons()
 
     def _pollJob(self) -> None:
         job = self._job
         if job is None:
             self._timer.stop()
             return
-        done, total = job.progress()
-        if total > 0:
-            self.ui.progressBar.setRange(0, total)
-            self.ui.progressBar.setValue(done)
-        if not job.stopRequested():
-            self.ui.statusLabel.text = _("Propagating... {elapsed}").format(elapsed=formatDuration(job.elapsed()))
-        if not job.isFinished():
+        finished = job.poll()
+        progress = job.progress
+        if progress.stage == "proposer" and progress.total > 0:
+            self.ui.progressBar.setRange(0, progress.total)
+            self.ui.progressBar.setValue(progress.done)
+            self.ui.progressBar.format = _("%v / %m slices")
+        elif progress.stage:
+            self.ui.progressBar.setRange(0, 0)  # a stage without slices: busy indicator
+        self.ui.statusLabel.text = _("{stage} {elapsed}").format(stage=stageText(progress.stage),
+                                                                  elapsed=formatDuration(job.elapsed()))
+        if not finished:
             return
         self._timer.stop()
         self._job = None
-        self.ui.progressBar.setRange(0, max(total, 1))
+        prepared, self._prepared = self._prepared, None
         try:
-            self._finishJob(job)
+            self._finishJob(job, prepared)
         finally:
             self._updateButtons()
 
-    def _finishJob(self, job) -> None:
-        """Main thread, after the worker has ended: report an error, or write the result into the scene."""
-        if isinstance(job.error, Cancelled):
-            self.lastError = job.error
-            self.ui.progressBar.setValue(0)
+    def _finishJob(self, job, prepared) -> None:
+        """After the process has ended: report its error, or write its result into the scene."""
+        self._resetProgress()
+        try:
+            result = job.result()
+            resultId = self.logic.apply(prepared, result, replaceExisting=self._replaceExisting)
+        except Cancelled as error:
+            self.lastError = error
             self.ui.statusLabel.text = _("Cancelled: nothing was written.")
             return
-        try:
-            with slicer.util.tryWithErrorDisplay(_("The propagation failed; nothing was written.")):
-                if job.error is not None:
-                    raise job.error
-                resultId = self.logic.apply(job.prepared, job.result, replaceExisting=self._replaceExisting)
         except Exception as error:
             self.lastError = error
             self.ui.statusLabel.text = _("Failed: {error}").format(error=error)
             logging.error("GastricPropagate: %s", error)
+            slicer.util.errorDisplay(_("The propagation failed; nothing was written.") + "\n\n" + str(error))
             return
-        self._lastRun = (job.prepared.volumeNode, job.prepared.segmentationNode, resultId, job.result)
-        self._showResult(job.prepared, job.result, resultId)
+        self._lastRun = (prepared.volumeNode, prepared.segmentationNode, resultId, result)
+        self._showResult(prepared, result, resultId)
 
     def _showResult(self, prepared, result, resultId: str) -> None:
         segmentationNode = prepared.segmentationNode
         displayNode = segmentationNode.GetDisplayNode()
         if displayNode is not None:
             displayNode.SetSegmentVisibility(resultId, True)
-        self.ui.progressBar.setValue(self.ui.progressBar.maximum)
         sliceRange = result.slice_range()
         self.ui.statusLabel.text = _("Done: '{name}' on slices K = {first} to {last}.").format(
             name=resultSegmentName(), first=sliceRange[0], last=sliceRange[1]) if sliceRange else _("Done.")
@@ -477,10 +512,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _dicomSegAvailable() -> bool:
-        """DICOM SEG export needs Slicer's DICOM module and the highdicom package."""
-        import importlib.util
-
-        return hasattr(slicer.modules, "dicom") and importlib.util.find_spec("highdicom") is not None
+        """DICOM SEG export needs Slicer's DICOM module and its DICOMSegmentationPlugin (QuantitativeReporting)."""
+        plugins = getattr(slicer.modules, "dicomPlugins", None) or {}
+        return hasattr(slicer.modules, "dicom") and "DICOMSegmentationPlugin" in plugins
 
     def onExportDicomSeg(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("DICOM export failed.")):
@@ -500,20 +534,25 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class GastricPropagateTest(ScriptedLoadableModuleTest):
     """Self-test inside Slicer: drives the module panel on a synthetic phantom CT.
 
-    Needs PyTorch (installed on first use) and the bundled weights. Run it from the Developer section
-    (Reload and Test) or with ``Slicer --testing --python-code "slicer.selfTests['GastricPropagate']()"``.
+    Needs PyTorch (the PyTorch extension installs it) and the bundled weights. Run it from the Developer section
+    (Reload and Test), with ``Slicer --testing --python-code "slicer.selfTests['GastricPropagate']()"``, or under
+    ctest, which runs each ``test_`` method on its own in alphabetical order: every test starts from a cleared
+    scene and an idle panel, and depends on no other.
     """
 
     TIMEOUT_S = 600
 
     def setUp(self):
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear()  # also ends a run left by an earlier test (the panel cancels it on scene close)
+        editorNode = GastricPropagateWidget._segmentEditorNode()
+        if editorNode is not None:  # masking settings left by a user or another test must not change the result
+            editorNode.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
+            editorNode.SetSourceVolumeIntensityMask(False)
 
     def runTest(self):
-        self.setUp()
-        self.test_PropagateThroughWidget()
-        self.setUp()
-        self.test_CancelThroughWidget()
+        for test in (self.test_CancelThroughWidget, self.test_PropagateThroughWidget):
+            self.setUp()
+            test()
 
     # -------------------------------------------------------------- helpers
 
@@ -522,7 +561,8 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         import numpy as np
         import sitkUtils
 
-        self.assertTrue(dependencies.ensureDependencies(askConfirmation=False), "PyTorch could not be installed")
+        self.assertTrue(dependencies.ensureDependencies(askConfirmation=False),
+                        "PyTorch is missing: install the PyTorch extension and let it install PyTorch")
         from gastric_propagate.data.annotation import annotation_from_label
         from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 
@@ -554,11 +594,13 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         return slicer.modules.gastricpropagate.widgetRepresentation().self()
 
     def _selectInputs(self, widget, volumeNode, segmentationNode, paintedId):
+        self.assertFalse(widget.isRunning(), "a run of an earlier test is still going")
         parameters = widget._parameterNode
         parameters.inputVolume = volumeNode
         parameters.segmentationNode = segmentationNode
         parameters.paintedSegmentId = paintedId
         parameters.device = "auto"
+        parameters.useEditorMasking = True
         slicer.app.processEvents()
         self.assertEqual(widget.ui.segmentSelector.currentSegmentID(), paintedId)
         self.assertTrue(widget.ui.applyButton.enabled, widget.ui.applyButton.toolTip)
@@ -587,8 +629,10 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         self._selectInputs(widget, volumeNode, segmentationNode, paintedId)
 
         self.delayDisplay("Propagating through the module panel")
+        nodesBefore = self._nodeIds()
         widget.ui.applyButton.click()
-        self.assertTrue(widget.isRunning() or widget.lastError is None)
+        self.assertTrue(widget.isRunning(), f"the run did not start: {widget.lastError}")
+        self.assertEqual(self._nodeIds(), nodesBefore, "starting a run added nodes to the scene")
         self._waitForJob(widget)
         self.assertIsNone(widget.lastError, f"the run failed: {widget.lastError}")
 
@@ -604,14 +648,17 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         dice = 2.0 * (result & (truth > 0)).sum() / (result.sum() + (truth > 0).sum())
         self.delayDisplay(f"Dice vs the phantom truth: {dice:.3f}")
         self.assertGreaterEqual(dice, 0.85)
+        k = int(np.flatnonzero(annotation.reshape(len(annotation), -1).any(axis=1))[0])
+        np.testing.assert_array_equal(result[k], annotation[k] > 0, "the painted slice was not kept exactly")
         self.assertIsNotNone(widget.logic.resultsTableNode(segmentationNode))
         self.assertTrue(widget.ui.jumpButton.enabled)
         widget.ui.jumpButton.click()
 
         # A second run asks before replacing (confirmOkCancelDisplay answers OK in testing mode).
         widget.ui.applyButton.click()
+        self.assertTrue(widget.isRunning(), f"the second run did not start: {widget.lastError}")
         self._waitForJob(widget)
-        self.assertIsNone(widget.lastError)
+        self.assertIsNone(widget.lastError, f"the second run failed: {widget.lastError}")
         self.assertEqual(widget.logic.resultSegmentId(segmentationNode), resultId)
         self.assertEqual(segmentation.GetNumberOfSegments(), 2)
         self.delayDisplay("Propagation test passed")
@@ -625,9 +672,11 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         nodesBefore = self._nodeIds()
 
         widget.ui.applyButton.click()
-        self.assertTrue(widget.isRunning())
+        self.assertTrue(widget.isRunning(), f"the run did not start: {widget.lastError}")
+        self.assertTrue(widget.ui.cancelButton.enabled)
         widget.ui.cancelButton.click()
-        self._waitForJob(widget)
+        self.assertFalse(widget.isRunning(), "Cancel did not end the segmentation process")
+        slicer.app.processEvents()
 
         self.assertIsInstance(widget.lastError, Cancelled)
         self.assertIsNone(widget.logic.resultSegmentId(segmentationNode))

@@ -2,7 +2,8 @@
 
 Importable without the Slicer GUI (only ``slicer`` MRML classes, ``vtk`` and numpy at module level), so the Logic can
 be used in batch scripts and tested headless with the ``slicer-core`` wheel. Nothing here imports ``qt`` or ``ctk``
-at module level, and nothing imports torch until a computation actually runs.
+at module level, and nothing imports torch until a computation actually runs. The engine runs in a child process
+(``runner.py``).
 """
 
 from .logic import (

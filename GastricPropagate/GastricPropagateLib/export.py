@@ -13,8 +13,8 @@ import vtk
 import slicer
 
 from .i18n import _
-from .logic import _temporaryNodes
 from .results_table import writeTableCsv
+from .scene_input import temporaryNodes
 
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
@@ -47,7 +47,7 @@ def exportLabelmap(volumeNode, segmentationNode, segmentIds, path) -> str:
     ids = vtk.vtkStringArray()
     for segmentId in segmentIds:
         ids.InsertNextValue(segmentId)
-    with _temporaryNodes(scene):
+    with temporaryNodes(scene):
         labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_export__")
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
                 segmentationNode, ids, labelmapNode, volumeNode):

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "or .nhdr, .mhd, .hdr (header + data)")
     segment.add_argument("--report", help="write a JSON report (volume, slices, seconds, device, confidence)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
+    segment.add_argument("--progress", action="store_true",
+                         help="print machine-readable progress lines on stdout, flushed as they come: "
+                              "'PROGRESS stage=<load|read|proposer|refiner|write> done=<n> total=<n>'")
     _add_model_options(segment)
     _add_propagation_options(segment)
 
@@ -213,11 +216,22 @@ def _segmenter(args):
     return Segmenter(args.proposer, args.refiner, device=args.device)
 
 
+def _print_progress(stage: str, done: int, total: int) -> None:
+    """One progress line for a parent process (the Slicer module reads them); flushed at once."""
+    print(f"PROGRESS stage={stage} done={int(done)} total={int(total)}", flush=True)
+
+
 def _segment(args) -> int:
     from gastric_propagate.file_segmentation import segment_files
 
+    stages = _print_progress if args.progress else None
+    if stages is not None:
+        stages("load", 0, 1)
+    segmenter = _segmenter(args)
+    if stages is not None:
+        stages("load", 1, 1)
     report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
-                           options=_options(args), segmenter=_segmenter(args), overwrite=args.overwrite)
+                           options=_options(args), segmenter=segmenter, overwrite=args.overwrite, stages=stages)
     slices = report["slices"]
     where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
     print(f"tumour: {report['volume_ml']:.1f} mL {where} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,15 +22,19 @@ MANUAL_ONE_SLICE_SECONDS = 40
 def segment_files(image_path: str | Path, annotation_path: str | Path, output_path: str | Path, *,
                   report_path: str | Path | None = None, options: PropagationOptions = PropagationOptions(),
                   segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
-                  progress=None) -> dict:
+                  progress=None, stages: Callable[[str, int, int], None] | None = None) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
     other); the mask and the report are then written together at the end, whole, or not at all. Existing outputs
     are refused unless ``overwrite``; an input file is never overwritten.
+    ``stages``, when given, is called with (stage, done, total) as the run goes: "read", "proposer" (once per
+    propagated slice), "refiner", "write".
     """
+    stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
                   overwrite=overwrite, mask_outputs=("output",))
+    stage("read", 0, 1)
     image = read_volume(image_path, "image")
     annotation = read_volume(annotation_path, "annotation")
     difference = geometry_difference(image, annotation)
@@ -38,14 +43,27 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                          "the label map with the CT as its reference geometry (in Slicer: export the segment with "
                          "the CT as reference volume), or resample it onto the CT, then run again.")
     segmenter = segmenter or Segmenter(device=device)
+    stage("read", 1, 1)
+
+    def on_slice(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        stage("proposer", done, total)
+        if done >= total and options.use_refiner:
+            stage("refiner", 0, 1)
+
     result = segmenter.segment(sitk.GetArrayViewFromImage(image), image.GetSpacing(),
-                               sitk.GetArrayViewFromImage(annotation), options, progress=progress)
+                               sitk.GetArrayViewFromImage(annotation), options, progress=on_slice)
+    if options.use_refiner:
+        stage("refiner", 1, 1)
+    stage("write", 0, 1)
     report = build_report(result, image.GetSpacing(), segmenter)
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
     with OutputBatch() as outputs:
         outputs.mask(result.mask, image, output_path)
         if report_path is not None:
             outputs.json(report, report_path)
+    stage("write", 1, 1)
     return report
 
 

@@ -57,6 +57,20 @@ def test_segment_writes_a_label_on_the_ct_grid_and_a_report(case, tmp_path, bund
     assert len(data["slice_confidence"]) >= data["slices"]["count"]
 
 
+def test_progress_lines_cover_every_stage_in_order(case, tmp_path, capsys, bundled_segmenter):
+    assert segment(case, tmp_path / "out.nrrd", "--progress") == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("PROGRESS ")]
+    events = [(stage.split("=")[1], int(done.split("=")[1]), int(total.split("=")[1]))
+              for _, stage, done, total in lines]
+    stages = [name for name, _, _ in events]
+    assert [name for i, name in enumerate(stages) if i == 0 or stages[i - 1] != name] == \
+        ["load", "read", "proposer", "refiner", "write"]
+    proposer = [(done, total) for name, done, total in events if name == "proposer"]
+    assert len(proposer) >= 2 and proposer[-1][0] == proposer[-1][1]
+    assert all(0 <= done <= total for done, total in proposer)
+    assert events[-1] == ("write", 1, 1)
+
+
 def test_existing_output_is_refused_unless_overwrite(case, tmp_path, capsys, bundled_segmenter):
     output = tmp_path / "out.nrrd"
     output.write_bytes(b"the user's earlier result")

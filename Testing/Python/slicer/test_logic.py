@@ -1,226 +1,47 @@
 """GastricPropagateLogic against real MRML (the slicer-core wheel), headless.
 
 A phantom CT (non-identity direction, non-zero origin) is loaded into a scene as a volume node, the truth's
-largest cross-section is painted into a segment, and the Logic is driven through prepare / compute / apply.
-Plumbing tests use tiny untrained networks (``Segmenter.from_networks``) so they run in seconds; the accuracy test
-uses the bundled weights.
+largest cross-section is painted into a segment, and the Logic is driven through prepare / start or compute /
+apply. Every run is the real child process (``python -m gastric_propagate.cli segment``, started with
+``subprocess.Popen``). Plumbing tests give it tiny untrained networks saved as checkpoints, so a run takes a few
+seconds; the accuracy test uses the bundled weights.
 """
 
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
-import vtk  # noqa: E402  (installed with slicer-core)
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "GastricPropagate"))
-
-from GastricPropagateLib import (  # noqa: E402
-    GastricPropagateLogic,
-    Masking,
-    ResultSegmentExistsError,
-    resultSegmentName,
+from scene_helpers import (  # noqa: F401  (fixtures are used by name)
+    REPO,
+    Case,
+    addSegmentFromArray,
+    addVolumeFromSitk,
+    assertSnapshotsEqual,
+    bundledWeightsOrSkip,
+    case,
+    dice,
+    exportSegment,
+    rasCentroid,
+    runExpecting,
+    slicer,
+    tinyWeights,
+    logic,
+    trainedLogic,
 )
-from GastricPropagateLib.background import ComputeJob  # noqa: E402
-from GastricPropagateLib.export import exportLabelmap, exportResultsCsv, exportSegmentation  # noqa: E402
-from GastricPropagateLib.results_table import COLUMN_NAMES, tableRows  # noqa: E402
-from gastric_propagate.data.annotation import annotation_from_label  # noqa: E402
-from gastric_propagate.errors import Cancelled, InputError, WeightsError  # noqa: E402
-from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom  # noqa: E402
-from gastric_propagate.inference.pipeline import PropagationOptions  # noqa: E402
+from GastricPropagateLib import GastricPropagateLogic, Masking, ResultSegmentExistsError, resultSegmentName
+from GastricPropagateLib.export import exportLabelmap, exportResultsCsv, exportSegmentation
+from GastricPropagateLib.results_table import COLUMN_NAMES, tableRows
+from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.errors import Cancelled, InputError, WeightsError
+from gastric_propagate.inference.pipeline import PropagationOptions
 
 pytestmark = pytest.mark.slicer
-
-SEED = HELD_OUT_SEED_START + 7
-
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [a for a in range(3) if a != axis]
-    matrix = np.eye(3)
-    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
-    return matrix
-
-
-#: LPS direction given to the test volumes: 12 degrees in-plane, 5 degrees of gantry-like tilt.
-OBLIQUE_DIRECTION = _rotation(2, 12.0) @ _rotation(0, 5.0)
-
-
-# ---------------------------------------------------------------------------------------------- scene helpers
-
-
-def _lpsToRas(matrix3: np.ndarray) -> np.ndarray:
-    return np.diag([-1.0, -1.0, 1.0]) @ matrix3
-
-
-def addVolumeFromSitk(scene, image, name: str, className: str = "vtkMRMLScalarVolumeNode"):
-    """A volume node holding a SimpleITK image (LPS) with the same voxels in the same physical place (RAS)."""
-    import SimpleITK as sitk
-
-    node = scene.AddNewNodeByClass(className, name)
-    slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(image))
-    node.SetSpacing(*image.GetSpacing())
-    node.SetOrigin(*(_lpsToRas(np.eye(3)) @ np.array(image.GetOrigin())))
-    direction = _lpsToRas(np.array(image.GetDirection()).reshape(3, 3))
-    matrix = vtk.vtkMatrix4x4()
-    for row in range(3):
-        for column in range(3):
-            matrix.SetElement(row, column, direction[row, column])
-    node.SetIJKToRASDirectionMatrix(matrix)
-    return node
-
-
-def addSegmentFromArray(segmentationNode, referenceVolumeNode, array: np.ndarray, name: str,
-                        colour=(0.9, 0.2, 0.2)) -> str:
-    """A new segment holding ``array`` (k, j, i) on ``referenceVolumeNode``'s grid; the scene keeps no temp node."""
-    scene = segmentationNode.GetScene()
-    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", name, colour)
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "temp")
-    try:
-        labelmap.CopyOrientation(referenceVolumeNode)
-        slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentId)
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
-    finally:
-        scene.RemoveNode(labelmap)
-    return segmentId
-
-
-def exportSegment(segmentationNode, segmentId: str, referenceVolumeNode=None):
-    """(array (k, j, i), 4x4 IJK-to-RAS) of one segment, on the reference volume's grid or on the segment's own.
-
-    Independent of the Logic's reading code; removes every node it adds.
-    """
-    scene = segmentationNode.GetScene()
-    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "export")
-    try:
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentId)
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentationNode, ids, labelmap, referenceVolumeNode)
-        matrix = vtk.vtkMatrix4x4()
-        labelmap.GetIJKToRASMatrix(matrix)
-        return np.array(slicer.util.arrayFromVolume(labelmap)), slicer.util.arrayFromVTKMatrix(matrix)
-    finally:
-        for index in reversed(range(scene.GetNumberOfNodes())):
-            node = scene.GetNthNode(index)
-            if node.GetID() not in before:
-                scene.RemoveNode(node)
-
-
-def sceneSnapshot(scene, paintedPairs) -> dict:
-    """Node IDs, segment IDs/names per segmentation, and the voxels of the given (segmentationNode, segmentId)."""
-    nodes = sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
-    segments = {}
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLSegmentationNode")
-        segmentation = node.GetSegmentation()
-        segments[node.GetID()] = [(segmentation.GetNthSegmentID(i), segmentation.GetNthSegment(i).GetName())
-                                  for i in range(segmentation.GetNumberOfSegments())]
-    voxels = {f"{node.GetID()}/{segmentId}": exportSegment(node, segmentId)[0] for node, segmentId in paintedPairs}
-    return {"nodes": nodes, "segments": segments, "voxels": voxels}
-
-
-def assertSnapshotsEqual(before: dict, after: dict) -> None:
-    assert after["nodes"] == before["nodes"]
-    assert after["segments"] == before["segments"]
-    assert after["voxels"].keys() == before["voxels"].keys()
-    for key in before["voxels"]:
-        np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key], err_msg=key)
-
-
-def rasCentroid(array: np.ndarray, ijkToRas: np.ndarray) -> np.ndarray:
-    kji = np.argwhere(array > 0).astype(float)
-    ijk1 = np.c_[kji[:, ::-1], np.ones(len(kji))]
-    return (ijkToRas @ ijk1.T).T[:, :3].mean(axis=0)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-
-class Case:
-    """A scene with a phantom CT volume node and a segmentation whose segment 'painted' holds one slice."""
-
-    def __init__(self, *, size_xy: int, n_slices: int | None = None, oblique: bool = True):
-        import SimpleITK as sitk
-
-        phantom = make_phantom(SEED, size_xy=size_xy, n_slices=n_slices, oblique=oblique)
-        self.phantom = phantom
-        self.image, self.truth = phantom.arrays()
-        # Same voxels, placed with a rotated and slightly tilted grid (the phantom's own "oblique" may be a mere
-        # LPS flip, i.e. an identity IJK-to-RAS in Slicer): the Logic must work in the volume's IJK grid.
-        self.imageSitk, self.truthSitk = sitk.Image(phantom.image), sitk.Image(phantom.label)
-        for image in (self.imageSitk, self.truthSitk):
-            image.SetDirection(OBLIQUE_DIRECTION.flatten().tolist())
-        self.scene = slicer.vtkMRMLScene()
-        self.segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()  # registers the converter rules
-        self.segmentationsLogic.SetMRMLScene(self.scene)
-        self.volume = addVolumeFromSitk(self.scene, self.imageSitk, "CT")
-        self.segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-        self.segmentation.CreateDefaultDisplayNodes()
-        self.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
-        self.annotation = annotation_from_label(self.truth)
-        self.paintedSlice = int(np.flatnonzero(self.annotation.reshape(len(self.annotation), -1).any(1))[0])
-        self.paintedId = addSegmentFromArray(self.segmentation, self.volume, self.annotation, "painted")
-        self._sitk = sitk
-
-    def paintedCentreI(self) -> int:
-        """I index through the middle of the painted cross-section (to split it in two)."""
-        return int(np.round(np.argwhere(self.annotation > 0)[:, 2].mean()))
-
-    def snapshot(self, extra=()):
-        return sceneSnapshot(self.scene, [(self.segmentation, self.paintedId), *extra])
-
-    def truthRasCentroid(self) -> np.ndarray:
-        """Centroid of the truth from the SimpleITK geometry alone (LPS -> RAS)."""
-        kji = np.argwhere(self.truth > 0)
-        points = [self.truthSitk.TransformContinuousIndexToPhysicalPoint([float(i), float(j), float(k)])
-                  for k, j, i in kji[:: max(1, len(kji) // 2000)]]
-        return np.mean([[-x, -y, z] for x, y, z in points], axis=0)
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def tinySegmenter():
-    """Untrained tiny networks: the engine's real code path, in well under a second per run."""
-    import torch
-
-    from gastric_propagate.inference.networks import UNet2D
-    from gastric_propagate.inference.pipeline import Segmenter
-
-    torch.manual_seed(0)
-    return Segmenter.from_networks(UNet2D(in_channels=4, base_channels=4, depth=2),
-                                   UNet2D(in_channels=6, base_channels=4, depth=2), device="cpu")
-
-
-@pytest.fixture
-def case():
-    return Case(size_xy=160, n_slices=28)
-
-
-@pytest.fixture
-def logic(tinySegmenter):
-    return GastricPropagateLogic(device="cpu", segmenter=tinySegmenter)
-
-
-def bundledWeightsOrSkip():
-    from gastric_propagate.inference.checkpoints import bundled_weights
-
-    missing = [str(bundled_weights(stage)) for stage in ("proposer", "refiner") if not bundled_weights(stage).is_file()]
-    if missing:
-        pytest.skip(f"bundled weights not present yet ({', '.join(missing)}); train/commit them to run this test")
 
 
 # ---------------------------------------------------------------------------------------------- the main path
@@ -228,10 +49,8 @@ def bundledWeightsOrSkip():
 
 def test_lib_imports_without_gui_or_torch():
     """The Lib loads headless and cheaply: no qt/ctk/ScriptedLoadableModule, and torch only when a run starts."""
-    import subprocess
-
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "import GastricPropagateLib, GastricPropagateLib.export, GastricPropagateLib.background, "
+            "import GastricPropagateLib, GastricPropagateLib.export, GastricPropagateLib.runner, "
             "GastricPropagateLib.dependencies; "
             "bad = [m for m in ('qt', 'ctk', 'slicer.ScriptedLoadableModule', 'torch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
@@ -340,17 +159,11 @@ def test_keyframes_accept_several_painted_slices(case, logic):
 # ---------------------------------------------------------------------------------------------- bad inputs
 
 
-def _runExpecting(error, match, logic, case, volume, segmentation, segmentId, options=None):
-    extra = []
-    before = case.snapshot(extra)
-    with pytest.raises(error, match=match):
-        logic.run(volume, segmentation, segmentId, options)
-    assertSnapshotsEqual(before, case.snapshot(extra))
 
 
 def test_empty_segment_is_refused(case, logic):
     emptyId = case.segmentation.GetSegmentation().AddEmptySegment("", "empty")
-    _runExpecting(InputError, "has no painted voxels", logic, case, case.volume, case.segmentation, emptyId)
+    runExpecting(InputError, "has no painted voxels", logic, case, case.volume, case.segmentation, emptyId)
 
 
 def test_segment_painted_on_two_slices_is_refused_naming_them(case, logic):
@@ -358,15 +171,15 @@ def test_segment_painted_on_two_slices_is_refused_naming_them(case, logic):
     twoSlices = case.annotation.copy()
     twoSlices[k + 3] = case.truth[k + 3]
     segmentId = addSegmentFromArray(case.segmentation, case.volume, twoSlices, "two slices")
-    _runExpecting(InputError, rf"2 slices .*K = {k}, {k + 3}", logic, case, case.volume, case.segmentation,
+    runExpecting(InputError, rf"2 slices .*K = {k}, {k + 3}", logic, case, case.volume, case.segmentation,
                   segmentId)
 
 
 def test_missing_volume_segmentation_or_segment_is_refused(case, logic):
-    _runExpecting(InputError, "No CT volume is selected", logic, case, None, case.segmentation, case.paintedId)
-    _runExpecting(InputError, "No segmentation is selected", logic, case, case.volume, None, case.paintedId)
-    _runExpecting(InputError, "Select the painted segment", logic, case, case.volume, case.segmentation, "")
-    _runExpecting(InputError, "Select the painted segment", logic, case, case.volume, case.segmentation, "nonexist")
+    runExpecting(InputError, "No CT volume is selected", logic, case, None, case.segmentation, case.paintedId)
+    runExpecting(InputError, "No segmentation is selected", logic, case, case.volume, None, case.paintedId)
+    runExpecting(InputError, "Select the painted segment", logic, case, case.volume, case.segmentation, "")
+    runExpecting(InputError, "Select the painted segment", logic, case, case.volume, case.segmentation, "nonexist")
 
 
 def test_segment_painted_on_another_grid_is_refused(case, logic):
@@ -393,16 +206,16 @@ def test_label_map_or_non_ct_volume_is_refused(case, logic):
     import SimpleITK as sitk
 
     labelNode = addVolumeFromSitk(case.scene, case.truthSitk, "label", "vtkMRMLLabelMapVolumeNode")
-    _runExpecting(InputError, "not a CT scalar volume", logic, case, labelNode, case.segmentation, case.paintedId)
+    runExpecting(InputError, "not a CT scalar volume", logic, case, labelNode, case.segmentation, case.paintedId)
     # An MR-like volume on the same grid (0..1000, no air below -300): the engine refuses it.
     mr = sitk.Cast(sitk.RescaleIntensity(case.imageSitk, 0, 1000), sitk.sitkInt16)
     mrNode = addVolumeFromSitk(case.scene, mr, "MR")
-    _runExpecting(InputError, "does not look like a CT", logic, case, mrNode, case.segmentation, case.paintedId)
+    runExpecting(InputError, "does not look like a CT", logic, case, mrNode, case.segmentation, case.paintedId)
 
 
 def test_missing_weights_are_refused_and_scene_unchanged(case, tmp_path):
     logic = GastricPropagateLogic(device="cpu", proposerPath=tmp_path / "missing_proposer.pt")
-    _runExpecting(WeightsError, "missing_proposer", logic, case, case.volume, case.segmentation, case.paintedId)
+    runExpecting(WeightsError, "missing_proposer", logic, case, case.volume, case.segmentation, case.paintedId)
 
 
 def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):
@@ -418,44 +231,27 @@ def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):
     assertSnapshotsEqual(before, case.snapshot())
 
 
-def test_background_job_reports_progress_and_cancels(case, logic):
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    job = ComputeJob(logic, prepared).start()
-    assert job.wait(timeout=120)
-    assert job.error is None and job.result is not None
-    done, total = job.progress()
-    assert total >= 1 and done == total
-
-    before = case.snapshot()
-    job = ComputeJob(logic, prepared)
-    job.requestStop()
-    job.start()
-    assert job.wait(timeout=60)
-    assert isinstance(job.error, Cancelled) and job.result is None
-    assertSnapshotsEqual(before, case.snapshot())
-
-
 # ---------------------------------------------------------------------------------------------- re-run
 
 
-def test_rerun_needs_replace_and_replaces_only_the_result(case, logic):
+def test_rerun_needs_replace_and_replaces_only_the_result(case, trainedLogic):
     otherId = addSegmentFromArray(case.segmentation, case.volume, np.roll(case.truth, 20, axis=2), "stomach wall",
                                   (0.2, 0.4, 0.9))
-    resultId, _ = logic.run(case.volume, case.segmentation, case.paintedId)
+    resultId, _ = trainedLogic.run(case.volume, case.segmentation, case.paintedId)
     resultBefore = exportSegment(case.segmentation, resultId, case.volume)[0]
 
     pairs = [(case.segmentation, otherId), (case.segmentation, resultId)]
     before = case.snapshot(pairs)
     with pytest.raises(ResultSegmentExistsError, match="already has a segment"):
-        logic.run(case.volume, case.segmentation, case.paintedId)
+        trainedLogic.run(case.volume, case.segmentation, case.paintedId)
     assertSnapshotsEqual(before, case.snapshot(pairs))
 
     # With replace: same ID, new content (masked to half the volume so it must differ), nothing else touched.
     half = np.zeros(case.image.shape, dtype=bool)
     half[..., : case.paintedCentreI() + 1] = True
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId, masking=Masking(editable=half))
-    result = logic.compute(prepared)
-    replacedId = logic.apply(prepared, result, replaceExisting=True)
+    prepared = trainedLogic.prepare(case.volume, case.segmentation, case.paintedId, masking=Masking(editable=half))
+    result = trainedLogic.compute(prepared)
+    replacedId = trainedLogic.apply(prepared, result, replaceExisting=True)
     assert replacedId == resultId
     after = case.snapshot([(case.segmentation, otherId)])
     assert after["nodes"] == before["nodes"]
@@ -463,16 +259,18 @@ def test_rerun_needs_replace_and_replaces_only_the_result(case, logic):
     for key in (f"{case.segmentation.GetID()}/{case.paintedId}", f"{case.segmentation.GetID()}/{otherId}"):
         np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key])
     resultAfter = exportSegment(case.segmentation, resultId, case.volume)[0]
-    np.testing.assert_array_equal(resultAfter > 0, (result.mask > 0) & half)
+    expected = (result.mask > 0) & half
+    expected[case.paintedSlice] = case.annotation[case.paintedSlice] > 0  # painted slice kept whatever the masking
+    np.testing.assert_array_equal(resultAfter > 0, expected)
     assert not np.array_equal(resultAfter > 0, resultBefore > 0)
-    rows = tableRows(logic.resultsTableNode(case.segmentation))
+    rows = tableRows(trainedLogic.resultsTableNode(case.segmentation))
     assert [row["Role"] for row in rows] == ["painted", "other", "propagated"]
 
 
 # ---------------------------------------------------------------------------------------------- masking
 
 
-def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, logic):
+def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, trainedLogic):
     otherId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "reference", (0.1, 0.9, 0.1))
     editable = np.zeros(case.image.shape, dtype=bool)
     editable[:, :, : case.paintedCentreI() + 1] = True
@@ -480,23 +278,29 @@ def test_masking_keeps_result_inside_editable_area_and_intensity_range(case, log
     pairs = [(case.segmentation, otherId)]
     before = case.snapshot(pairs)
 
-    resultId, result = logic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
+    resultId, result = trainedLogic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
 
     written = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
     allowed = editable & (case.image >= -100) & (case.image <= 400)
-    assert written.any()
-    assert not (written & ~allowed).any(), "the result set voxels outside the editable area"
-    np.testing.assert_array_equal(written, (result.mask > 0) & allowed)
+    k = case.paintedSlice
+    painted = np.zeros(case.image.shape, dtype=bool)
+    painted[k] = True
+    assert (written & ~painted).any()
+    assert not (written & ~allowed & ~painted).any(), "the result set voxels outside the editable area"
+    np.testing.assert_array_equal(written & ~painted, (result.mask > 0) & allowed & ~painted)
+    # The painted slice is kept exactly although half of it lies outside the editable area.
+    assert (case.annotation[k] > 0)[~allowed[k]].any(), "the test needs painted voxels outside the editable area"
+    np.testing.assert_array_equal(written[k], case.annotation[k] > 0)
     after = case.snapshot(pairs)
     for key in before["voxels"]:
         np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key])
 
 
-def test_masking_that_leaves_nothing_is_refused_without_writing(case, logic):
+def test_masking_that_leaves_nothing_is_refused_without_writing(case, trainedLogic):
     masking = Masking(editable=np.zeros(case.image.shape, dtype=bool))
     before = case.snapshot()
-    with pytest.raises(InputError, match="empty inside the editable area"):
-        logic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
+    with pytest.raises(InputError, match="empty inside the editable area: beyond the painted slice nothing is left"):
+        trainedLogic.run(case.volume, case.segmentation, case.paintedId, masking=masking)
     assertSnapshotsEqual(before, case.snapshot())
 
 
@@ -525,6 +329,21 @@ def test_segment_editor_masking_is_turned_into_arrays(case, logic):
 
     editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
     assert not logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId).isActive()
+
+
+def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(case, logic):
+    insideId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "allowed", (0.1, 0.9, 0.1))
+    editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(case.segmentation)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    editor.SetMaskSegmentID(insideId)
+    case.segmentation.GetSegmentation().RemoveSegment(insideId)
+    editor.SetMaskSegmentID(insideId)  # the editor may have dropped it; a saved scene can still name it
+    with pytest.raises(InputError, match="no longer exists.*Masking section.*untick 'Use Segment Editor masking'"):
+        logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
+    editor.SetMaskSegmentID("")
+    with pytest.raises(InputError, match="none selected"):
+        logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
 
 
 # ---------------------------------------------------------------------------------------------- export

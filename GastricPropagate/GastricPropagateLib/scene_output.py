@@ -1,0 +1,195 @@
+"""Arrays -> MRML: the engine's result as a new segment beside the painted one, and the results table.
+
+``applyResult`` checks everything before its first write, so a refusal (the result segment exists and may not be
+replaced, the inputs left the scene, the masking leaves nothing) changes nothing. The painted segment and every
+other segment are never touched; the painted slices of the result equal the painted voxels exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vtk
+
+import slicer
+from gastric_propagate.errors import InputError
+
+from .i18n import _
+from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
+from .runner import RunResult
+from .scene_input import (
+    RESULT_TAG,
+    RESULT_TAG_VALUE,
+    PreparedInput,
+    resultSegmentId,
+    resultSegmentName,
+    segmentArray,
+    temporaryNodes,
+)
+
+__all__ = ["ResultSegmentExistsError", "TABLE_SEGMENTATION_ATTRIBUTE", "applyResult", "resultsTableNode"]
+
+#: Table node attribute holding the ID of the segmentation node the results table describes.
+TABLE_SEGMENTATION_ATTRIBUTE = "GastricPropagate.SegmentationNodeID"
+
+# Candidate colours for the result segment; the one farthest from every existing segment colour is used.
+_RESULT_COLOURS = (
+    (0.98, 0.78, 0.10),  # amber
+    (0.10, 0.85, 0.95),  # cyan
+    (0.95, 0.30, 0.85),  # magenta
+    (0.35, 0.95, 0.35),  # green
+    (0.30, 0.45, 1.00),  # blue
+)
+
+
+class ResultSegmentExistsError(InputError):
+    """The result segment already exists and the caller did not ask to replace it."""
+
+
+
+def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: bool = False) -> str:
+    """Writes the result as a new segment beside the painted one and updates the results table (main thread).
+
+    The painted segment and every other segment stay untouched; on the propagated slices voxels outside
+    ``prepared.masking`` are never set, and the painted slices equal the painted voxels exactly. Returns the
+    result segment's ID.
+
+    Raises:
+        ResultSegmentExistsError: the result segment exists and ``replaceExisting`` is False.
+        InputError: the inputs left the scene, or the masking leaves nothing of the result.
+    """
+    volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
+    scene = volumeNode.GetScene()
+    segmentation = segmentationNode.GetSegmentation()
+    if scene is None or segmentationNode.GetScene() is not scene:
+        raise InputError(_("The volume or the segmentation was removed from the scene during the run."))
+    if segmentation.GetSegment(prepared.paintedSegmentId) is None:
+        raise InputError(_("The painted segment was deleted during the run; nothing was written."))
+    mask = np.asarray(result.mask) > 0
+    if mask.shape != prepared.image.shape:
+        raise InputError(_("The result's grid {got} differs from the volume's {want}.").format(
+            got=mask.shape, want=prepared.image.shape))
+    # The painted slices are the user's own drawing: they are kept exactly, whatever the masking says.
+    painted = np.zeros(mask.shape, dtype=bool)
+    painted[prepared.paintedSlices] = True
+    allowed = prepared.masking.allowed(prepared.image)
+    if allowed is not None:
+        propagated = mask & ~painted
+        mask = np.where(painted, prepared.annotation > 0, mask & allowed)
+        if propagated.any() and not (mask & ~painted).any():
+            raise InputError(_(
+                "The result is empty inside the editable area: beyond the painted slice nothing is left. Check "
+                "the Segment Editor's masking settings (or untick 'Use Segment Editor masking'), then run "
+                "again."))
+    else:
+        mask[painted] = prepared.annotation[painted] > 0
+    if not mask.any():
+        raise InputError(_("The result is empty. Check the painted slice."))
+
+    existingId = resultSegmentId(segmentationNode)
+    if existingId is not None and not replaceExisting:
+        raise ResultSegmentExistsError(_(
+            "The segmentation '{seg}' already has a segment '{name}'. Confirm replacing it (or rename that "
+            "segment to keep it) and run again.").format(
+                seg=segmentationNode.GetName(), name=segmentation.GetSegment(existingId).GetName()))
+
+    # Everything the table needs is computed before the first write, so a failure here changes nothing.
+    spacing = prepared.spacingXYZ
+    statistics: dict[str, SegmentStatistics] = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segmentId = segmentation.GetNthSegmentID(index)
+        if segmentId == existingId:
+            continue
+        array = (prepared.annotation if segmentId == prepared.paintedSegmentId
+                 else segmentArray(volumeNode, segmentationNode, segmentId))
+        statistics[segmentId] = segmentStatistics(array, spacing)
+    resultStatistics = segmentStatistics(mask, spacing)
+
+    resultId = _writeResultSegment(prepared, mask, existingId)
+    statistics[resultId] = resultStatistics
+    _updateResultsTable(prepared, result, resultId, statistics)
+    return resultId
+
+
+
+def _resultColour(segmentation, skipId: str | None) -> tuple[float, float, float]:
+    used = [np.array(segmentation.GetNthSegment(i).GetColor()) for i in range(segmentation.GetNumberOfSegments())
+            if segmentation.GetNthSegmentID(i) != skipId]
+    if not used:
+        return _RESULT_COLOURS[0]
+    return max(_RESULT_COLOURS, key=lambda c: min(np.linalg.norm(np.array(c) - u) for u in used))
+
+
+
+def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: str | None) -> str:
+    volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
+    scene = volumeNode.GetScene()
+    segmentation = segmentationNode.GetSegmentation()
+    name = resultSegmentName()
+    createdId = None
+    with temporaryNodes(scene):
+        labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_temp__")
+        labelmapNode.CopyOrientation(volumeNode)
+        labelmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        slicer.util.updateVolumeFromArray(labelmapNode, mask.astype(np.uint8))
+        if existingId is None:
+            colour = _resultColour(segmentation, None)
+            createdId = segmentation.AddEmptySegment("", name, colour)
+            targetId = createdId
+        else:
+            targetId = existingId
+        segmentIds = vtk.vtkStringArray()
+        segmentIds.InsertNextValue(targetId)
+        try:
+            ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+                labelmapNode, segmentationNode, segmentIds)
+            if not ok:
+                raise RuntimeError(_("Could not write the result into the segmentation '{seg}'.").format(
+                    seg=segmentationNode.GetName()))
+        except BaseException:
+            if createdId is not None:
+                segmentation.RemoveSegment(createdId)
+            raise
+    segment = segmentation.GetSegment(targetId)
+    segment.SetName(name)
+    segment.SetTag(RESULT_TAG, RESULT_TAG_VALUE)
+    painted = segmentation.GetSegment(prepared.paintedSegmentId)
+    segment.SetTag("GastricPropagate.PaintedSegmentID", prepared.paintedSegmentId)
+    segment.SetTag("GastricPropagate.PaintedSegmentName", painted.GetName())
+    return targetId
+
+
+
+def resultsTableNode(segmentationNode, create: bool = False):
+    """The results table of ``segmentationNode`` (found by attribute), created when ``create`` is True."""
+    scene = segmentationNode.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        table = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
+        if table.GetAttribute(TABLE_SEGMENTATION_ATTRIBUTE) == segmentationNode.GetID():
+            return table
+    if not create:
+        return None
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", RESULTS_TABLE_NAME)
+    table.SetAttribute(TABLE_SEGMENTATION_ATTRIBUTE, segmentationNode.GetID())
+    return table
+
+
+
+def _updateResultsTable(prepared: PreparedInput, result, resultId: str,
+                        statistics: dict[str, SegmentStatistics]) -> None:
+    segmentationNode = prepared.segmentationNode
+    segmentation = segmentationNode.GetSegmentation()
+    rows = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segmentId = segmentation.GetNthSegmentID(index)
+        if segmentId not in statistics:
+            continue
+        if segmentId == resultId:
+            role = _("propagated")
+        elif segmentId == prepared.paintedSegmentId:
+            role = _("painted")
+        else:
+            role = _("other")
+        rows.append((segmentation.GetNthSegment(index).GetName(), segmentId, role, statistics[segmentId]))
+    table = resultsTableNode(segmentationNode, create=True)
+    fillResultsTable(table, rows, resultId=resultId, seconds=float(result.seconds), device=str(result.device),
+                     volumeName=prepared.volumeNode.GetName())

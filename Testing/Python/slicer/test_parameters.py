@@ -1,0 +1,87 @@
+"""GastricPropagateLib.parameters: the panel's values, the engine's options and the CLI's flags agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "GastricPropagate"))
+
+from GastricPropagateLib.parameters import (  # noqa: E402
+    commandLineArguments,
+    missingInput,
+    optionsFromParameterNode,
+)
+from gastric_propagate import cli  # noqa: E402
+from gastric_propagate.inference.pipeline import PropagationOptions  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+
+def _everyFieldChanged() -> PropagationOptions:
+    """Options whose every field differs from its default, so that an unmapped new field cannot go unnoticed."""
+    values = {}
+    for field in dataclasses.fields(PropagationOptions):
+        default = field.default
+        if isinstance(default, bool):
+            values[field.name] = not default
+        elif "int" in str(field.type):
+            values[field.name] = 7
+        elif "float" in str(field.type):
+            values[field.name] = 12.5
+        else:
+            pytest.fail(f"PropagationOptions.{field.name} ({field.type}): teach this test and "
+                        "parameters.commandLineArguments about it")
+    return PropagationOptions(**values)
+
+
+def _parsedBack(arguments):
+    namespace = cli.build_parser().parse_args(
+        ["segment", "--image", "ct.nrrd", "--annotation", "painted.nrrd", "--output", "out.nrrd", *arguments])
+    return cli._options(namespace), namespace
+
+
+@pytest.mark.parametrize("options", [PropagationOptions(), _everyFieldChanged(),
+                                     PropagationOptions(min_slice=0, max_distance_mm=0.5)], ids=repr)
+def test_cli_flags_parse_back_to_the_same_options(options):
+    changed = _everyFieldChanged()
+    assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(PropagationOptions))
+    parsed, namespace = _parsedBack(commandLineArguments(options, device="cuda:1", proposerPath=Path("p.pt"),
+                                                         refinerPath="r.pt"))
+    assert parsed == options
+    assert (namespace.device, namespace.proposer, namespace.refiner) == ("cuda:1", "p.pt", "r.pt")
+
+
+def test_default_weights_pass_no_weights_flags():
+    _, namespace = _parsedBack(commandLineArguments(PropagationOptions()))
+    assert namespace.proposer is None and namespace.refiner is None and namespace.device == "auto"
+
+
+def _panel(**changes):
+    values = dict(inputVolume="CT", segmentationNode="Segmentation", paintedSegmentId="painted", keyframes=False,
+                  minSlice=-1, maxSlice=-1, maxDistanceMm=0.0, useRefiner=True, paintedIsLargest=True)
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def test_panel_values_become_engine_options():
+    assert optionsFromParameterNode(_panel()) == PropagationOptions()
+    assert optionsFromParameterNode(_panel(keyframes=True, minSlice=0, maxSlice=40, maxDistanceMm=30.0,
+                                           useRefiner=False, paintedIsLargest=False)) == PropagationOptions(
+        keyframes=True, min_slice=0, max_slice=40, max_distance_mm=30.0, use_refiner=False,
+        painted_is_largest=False)
+
+
+def test_missing_input_names_the_first_thing_to_select():
+    assert missingInput(_panel()) is None
+    assert missingInput(None) == "No parameter node."
+    assert missingInput(_panel(inputVolume=None)) == "Select the CT volume."
+    assert missingInput(_panel(segmentationNode=None)) == "Select the segmentation holding the painted slice."
+    assert missingInput(_panel(paintedSegmentId="")) == "Select the painted segment."

@@ -1,0 +1,124 @@
+"""GastricPropagateLib.runner: the engine's segment command as a real child process (Popen, and QProcess where a
+Qt binding is present): progress lines, the result read back, cancel at any stage, errors carried over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scene_helpers import (  # noqa: F401  (fixtures are used by name)
+    assertSnapshotsEqual,
+    case,
+    logic,
+    qtModule,
+    runExpecting,
+    slowRefinerWeights,
+    tinyWeights,
+)
+from GastricPropagateLib.runner import Progress, parseProgressLine
+from gastric_propagate.errors import Cancelled, InputError
+
+pytestmark = pytest.mark.slicer
+
+
+def test_progress_line_parsing():
+    assert parseProgressLine("PROGRESS stage=proposer done=3 total=20\n") == Progress("proposer", 3, 20)
+    assert parseProgressLine("tumour: 12.0 mL on slices 3-9") is None
+    assert parseProgressLine("PROGRESS stage=proposer done=x total=20") is None
+
+
+def test_job_runs_in_a_child_process_reporting_every_stage(case, logic):
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    folder = job.folder
+    assert folder.is_dir() and not job.isFinished()
+    assert job.wait(timeout=300)
+    result = job.result()
+
+    stages = [p.stage for p in seen]
+    assert [name for i, name in enumerate(stages) if i == 0 or stages[i - 1] != name] == \
+        ["load", "read", "proposer", "refiner", "write"]
+    proposer = [p for p in seen if p.stage == "proposer"]
+    assert proposer[-1].done == proposer[-1].total >= 1
+    assert job.progress == Progress("write", 1, 1)
+    assert result.mask.shape == case.image.shape and result.device == "cpu"
+    assert result.anchor_slices == [case.paintedSlice]
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assert not folder.exists(), "the temporary files are removed once the result is read"
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+@pytest.mark.parametrize("stage", ["start", "load", "refiner"])
+def test_cancel_ends_the_process_at_any_stage_and_leaves_the_scene_as_it_was(case, logic, slowRefinerWeights,
+                                                                             stage):
+    import time
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    job = logic.start(prepared)
+    if stage != "start":
+        while not job.poll() and job.progress.stage != stage:
+            time.sleep(0.002)
+        assert job.progress.stage == stage and not job.isFinished(), "the child ended before reaching the stage"
+    process, folder = job._process, job.folder
+    assert process.running()
+    job.cancel()
+    assert job.isFinished() and job.cancelled()
+    assert not process.running(), "the child process still runs after cancel"
+    assert not folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowRefinerWeights):
+    import time
+
+    from GastricPropagateLib.runner import QProcessLauncher
+
+    logic.launcher = QProcessLauncher()
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    job = logic.start(prepared)
+    assert job.wait(timeout=300)
+    assert job.progress == Progress("write", 1, 1)
+    np.testing.assert_array_equal(job.result().mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    job = logic.start(prepared)
+    while not job.poll() and job.progress.stage != "refiner":
+        time.sleep(0.002)
+    process = job._process
+    assert process.running()
+    job.cancel()
+    assert not process.running() and not job.folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
+def test_engine_failure_in_the_child_is_reported_with_its_message(case, logic):
+    """A CUDA request on a machine without CUDA: the child exits with code 2 and its message reaches the caller."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    logic.device = "cuda"
+    runExpecting(InputError, "no CUDA device", logic, case, case.volume, case.segmentation, case.paintedId)
+
+
+def test_the_child_finds_the_engine_when_a_launcher_replaces_pythonpath(case, logic):
+    """PythonSlicer is a launcher that sets PYTHONPATH itself: the engine must still be found (the child starts in
+    the engine's folder, which ``python -m`` puts first on sys.path)."""
+    from GastricPropagateLib.runner import PopenLauncher
+
+    class PythonPathDroppingLauncher(PopenLauncher):
+        def start(self, program, arguments, environment, *rest):
+            environment = {name: value for name, value in environment.items() if name != "PYTHONPATH"}
+            return super().start(program, arguments, environment, *rest)
+
+    logic.launcher = PythonPathDroppingLauncher()
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared, timeout=300)
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
