@@ -39,6 +39,8 @@ class StopRule:
         edge_pixels: a cross-section that reaches this close to the crop's edge has run into tissue far
             beyond the painted outline: a leak. Dropped, and the chain ends.
         max_extent_diameters: a chain ends this many painted equivalent diameters (along z) from its anchor.
+        clip_leaks: instead of ending at a leaking slice, cut it back to the previous slice's outline (the
+            tumour part a leak adds to) and go on, for at most ``max_clipped_slices`` slices in a row.
     """
 
     min_area_mm2: float = 12.0
@@ -52,6 +54,8 @@ class StopRule:
     intensity_slack: float = 0.05
     edge_pixels: int = 2
     max_extent_diameters: float = 2.0
+    clip_leaks: bool = True
+    max_clipped_slices: int = 3
 
 
 @dataclass
@@ -64,6 +68,7 @@ class _Chain:
     origin: int            # the anchor it started from
     probabilities: dict[int, np.ndarray] = field(default_factory=dict)
     stop_reason: str = ""
+    clipped: int = 0       # consecutive slices whose leak was cut back to the previous outline
 
 
 @dataclass
@@ -150,9 +155,22 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
                     area = float(mask.sum()) * pixel_area_mm2
                     chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {slice_name(k)}"
                     continue
-                if reason:
-                    chain.stop_reason = reason
+                if reason and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
+                    # Keep the tumour, drop the leak: a leak is growth, so cut the slice back to the previous
+                    # outline and go on; a chain that keeps leaking ends after ``max_clipped_slices``.
+                    mask = mask & chain.mask
+                    p = p * mask
+                    chain.clipped += 1
+                    if float(mask.sum()) * pixel_area_mm2 < rule.min_area_mm2:
+                        chain.probabilities[k] = p
+                        chain.stop_reason = f"tumour ended on slice {slice_name(k)} after a leak was cut back"
+                        continue
+                elif reason:
+                    chain.stop_reason = reason if not chain.clipped else (
+                        f"{reason}; {chain.clipped} slice(s) before it were cut back to the previous outline")
                     continue
+                else:
+                    chain.clipped = 0
             chain.probabilities[k] = p
             chain.position, chain.mask = k, mask
             if k + chain.direction == chain.stop_before:
