@@ -26,7 +26,7 @@ from .scene_input import Masking, PreparedInput, resultSegmentName
 from .scene_output import ResultSegmentExistsError
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
-    from gastric_propagate.inference.pipeline import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions
 
 __all__ = [
     "RESULTS_TABLE_NAME",

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 from .i18n import _
 
 if TYPE_CHECKING:
-    from gastric_propagate.inference.pipeline import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions
 
 __all__ = ["commandLineArguments", "missingInput", "optionsFromParameterNode"]
 
 
 def optionsFromParameterNode(parameters) -> "PropagationOptions":
     """The engine's options from the panel's parameter node (-1 slice limits and a 0 mm distance mean none)."""
-    from gastric_propagate.inference.pipeline import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions
 
     return PropagationOptions(
         keyframes=bool(parameters.keyframes),

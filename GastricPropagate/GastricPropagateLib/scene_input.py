@@ -24,7 +24,7 @@ from gastric_propagate.errors import InputError
 from .i18n import _
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
-    from gastric_propagate.inference.pipeline import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions
 
 __all__ = [
     "Masking",
@@ -153,7 +153,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         InputError: with what to do, for a missing/unsuitable volume, segmentation or segment, an empty
             segment, a segment painted on another image grid, or painted voxels on several K slices.
     """
-    from gastric_propagate.inference.pipeline import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions
 
     options = options if options is not None else PropagationOptions()
     masking = masking if masking is not None else Masking()

@@ -29,6 +29,7 @@ from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
@@ -44,31 +45,8 @@ ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float(
 # Slices whose confidence is below this are flagged for review (set a priori: about 0.7 painted diameters from
 # the painted slice with no change of shape; the evaluation reports how flagged and other slices score).
 REVIEW_CONFIDENCE = 0.5
-
-
-@dataclass(frozen=True)
-class PropagationOptions:
-    """How far and from what the propagation runs.
-
-    Attributes:
-        keyframes: accept several painted slices; each one is a fixed anchor that is never changed.
-            Without it, an annotation on more than one slice is refused (the single-slice contract).
-        min_slice: lowest axial index the result may reach (inclusive), or None.
-        max_slice: highest axial index the result may reach (inclusive), or None.
-        max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
-        use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
-        painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
-            leak rules then compare each slice with it. When another slice was painted, set it to False: the
-            size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
-            ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline.
-    """
-
-    keyframes: bool = False
-    min_slice: int | None = None
-    max_slice: int | None = None
-    max_distance_mm: float | None = None
-    use_refiner: bool = True
-    painted_is_largest: bool = True
+# Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
+CUT_BACK_CONFIDENCE_FACTOR = 0.4
 
 
 @dataclass
@@ -196,6 +174,9 @@ class Segmenter:
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
         confidence = slice_confidence(mask, list(anchor_slices), range(max(0, first), min(image.shape[0] - 1, last) + 1),
                                       spacing_xyz)
+        for k in confidence:  # a slice cut back after a leak is a guess at best: always worth a look
+            if grid.working_index(k) in coarse.cut_back:
+                confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
         finished = time.perf_counter()
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,

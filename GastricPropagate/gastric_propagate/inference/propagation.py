@@ -39,8 +39,9 @@ class StopRule:
         edge_pixels: a cross-section that reaches this close to the crop's edge has run into tissue far
             beyond the painted outline: a leak. Dropped, and the chain ends.
         max_extent_diameters: a chain ends this many painted equivalent diameters (along z) from its anchor.
-        clip_leaks: instead of ending at a leaking slice, cut it back to the previous slice's outline (the
-            tumour part a leak adds to) and go on, for at most ``max_clipped_slices`` slices in a row.
+        clip_leaks: instead of ending at a slice that grew too much (runaway, growth, crop edge), cut it back to
+            the previous slice's outline (a leak is growth) and go on, for at most ``max_clipped_slices`` slices
+            in a row. A jump or a move into other tissue still ends the chain: cutting back cannot mend those.
     """
 
     min_area_mm2: float = 12.0
@@ -69,6 +70,7 @@ class _Chain:
     probabilities: dict[int, np.ndarray] = field(default_factory=dict)
     stop_reason: str = ""
     clipped: int = 0       # consecutive slices whose leak was cut back to the previous outline
+    cut_back: list[int] = field(default_factory=list)  # every slice that was
 
 
 @dataclass
@@ -78,6 +80,7 @@ class PropagationOutput:
     probabilities: np.ndarray
     visited: list[int]
     stop_reasons: dict[str, str]
+    cut_back: list[int] = field(default_factory=list)  # slices whose leak was cut back to the previous outline
 
 
 def _three_slices(image: torch.Tensor, k: int, direction: int) -> torch.Tensor:
@@ -155,12 +158,13 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
                     area = float(mask.sum()) * pixel_area_mm2
                     chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {slice_name(k)}"
                     continue
-                if reason and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
+                if reason.startswith(_GROWTH) and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
                     # Keep the tumour, drop the leak: a leak is growth, so cut the slice back to the previous
                     # outline and go on; a chain that keeps leaking ends after ``max_clipped_slices``.
                     mask = mask & chain.mask
                     p = p * mask
                     chain.clipped += 1
+                    chain.cut_back.append(k)
                     if float(mask.sum()) * pixel_area_mm2 < rule.min_area_mm2:
                         chain.probabilities[k] = p
                         chain.stop_reason = f"tumour ended on slice {slice_name(k)} after a leak was cut back"
@@ -196,7 +200,8 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
     for below, above in zip(order, order[1:]):
         _blend_between(probabilities, chains, below, above)
     stop_reasons = {"down": chains[0].stop_reason, "up": chains[1].stop_reason}
-    return PropagationOutput(probabilities=probabilities, visited=sorted(visited), stop_reasons=stop_reasons)
+    return PropagationOutput(probabilities=probabilities, visited=sorted(visited), stop_reasons=stop_reasons,
+                             cut_back=sorted(k for chain in chains for k in chain.cut_back))
 
 
 def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, above: int) -> None:
@@ -229,6 +234,9 @@ def _painted_intensity_range(image: torch.Tensor, anchors: dict[int, np.ndarray]
     return float(low - margin), float(high + margin)
 
 
+_GROWTH = "stopped before slice"  # size-type leaks (the mask grew into a neighbour): these may be cut back
+
+
 def _leak_reason(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: torch.Tensor, name: int,
                  pixel_area_mm2: float, largest_anchor: float, intensity_range: tuple[float, float],
                  overlap_structure: np.ndarray) -> str:
@@ -245,13 +253,13 @@ def _leak_reason(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_s
                 "likely a leak")
     inside = np.logical_and(mask, ndimage.binary_dilation(previous, overlap_structure)).sum()
     if inside < rule.min_overlap * mask.sum():
-        return f"stopped before slice {name}: the mask jumped away from the previous slice"
+        return f"ended before slice {name}: the mask jumped away from the previous slice"
     edge = rule.edge_pixels
     if edge and (mask[:edge].any() or mask[-edge:].any() or mask[:, :edge].any() or mask[:, -edge:].any()):
         return f"stopped before slice {name}: the mask reached the edge of the crop, likely a leak"
     values = image_slice.float().cpu().numpy()[mask]
     outside = float(np.mean((values < intensity_range[0]) | (values > intensity_range[1])))
     if outside > rule.max_outside_intensity:
-        return (f"stopped before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
+        return (f"ended before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
                 "region's intensities, likely a leak into another tissue")
     return ""

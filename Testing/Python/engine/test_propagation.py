@@ -69,8 +69,12 @@ def test_a_leak_into_a_large_bright_neighbour_is_stopped(oracle_segmenter):
     top = painted_slices(label)[-1]
     image[top + 1:, 20:110, 20:110] = 120  # a large bright organ touching the tumour's upper end
     result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
-    assert result.slice_range()[1] <= top
-    assert "leak" in result.stop_reasons["up"]
+    # The leaking slices are cut back to the tumour's last outline (three at most), then the chain ends;
+    # those slices are flagged for review.
+    assert result.slice_range()[1] <= top + 3
+    assert all(result.mask[k].sum() <= result.mask[top].sum() for k in range(top + 1, top + 4))
+    assert "leak" in result.stop_reasons["up"] and "cut back" in result.stop_reasons["up"]
+    assert all(k in result.slices_to_review() for k in range(top + 1, result.slice_range()[1] + 1))
 
 
 def test_progress_reaches_the_total_and_cancel_stops(oracle_segmenter, volume):
@@ -144,3 +148,25 @@ def test_a_chain_ends_at_twice_the_painted_diameter():
     first, last = result.slice_range()
     assert 18 <= last - 30 <= 20 and 30 - first == last - 30
     assert "painted diameter" in result.stop_reasons["up"] and "painted diameter" in result.stop_reasons["down"]
+
+
+class Grower(torch.nn.Module):
+    """A proposer that always leaks: the previous mask grown by 12 pixels on every slice."""
+
+    def forward(self, x):
+        return torch.where(torch.nn.functional.max_pool2d(x[:, 3:4], 25, stride=1, padding=12) > 0.5, 10.0, -10.0)
+
+
+def test_a_leaking_slice_is_cut_back_to_the_previous_outline_three_times_at_most():
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, label, annotation = _column(depth=40, painted=20)
+    segmenter = Segmenter.from_networks(Grower(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    assert result.slice_range() == (17, 23)
+    for k in range(17, 24):
+        assert dice(result.mask[k], label[20]) > 0.9  # cut back: never grown (up to resampling)
+    for direction in ("up", "down"):
+        assert "3 slice(s) before it were cut back" in result.stop_reasons[direction]

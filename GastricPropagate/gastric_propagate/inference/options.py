@@ -1,0 +1,34 @@
+"""What a user chooses for one run: how far and from what the propagation runs.
+
+Kept apart from the pipeline (and free of torch) so that the Slicer panel and the CLI can build options
+without loading the networks' libraries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How far and from what the propagation runs.
+
+    Attributes:
+        keyframes: accept several painted slices; each one is a fixed anchor that is never changed.
+            Without it, an annotation on more than one slice is refused (the single-slice contract).
+        min_slice: lowest axial index the result may reach (inclusive), or None.
+        max_slice: highest axial index the result may reach (inclusive), or None.
+        max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
+        use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
+        painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
+            leak rules then compare each slice with it. When another slice was painted, set it to False: the
+            size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
+            ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline.
+    """
+
+    keyframes: bool = False
+    min_slice: int | None = None
+    max_slice: int | None = None
+    max_distance_mm: float | None = None
+    use_refiner: bool = True
+    painted_is_largest: bool = True
