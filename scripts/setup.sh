@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv/ in the project root and installs the project into it (CPU torch, SimpleITK,
-# the test tools and slicer-core for the headless MRML tests). Safe to run again.
+# the test tools, slicer-core for the headless MRML tests, and TorchIO for training). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,5 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,slicer,train]"
 echo "Installed: $(.venv/bin/gastric-propagate --version)"

@@ -240,33 +240,47 @@ def _segment(args) -> int:
 
 
 def _train(args) -> int:
-    from gastric_propagate.data.cases import load_cases
-    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.data.cases import folder_cases, load_cases
     from gastric_propagate.errors import InputError
+    from gastric_propagate.synthetic.generators import generated_cases, load_all
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
 
     _check_device(args.device)
-    for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--validation-phantoms",
+    for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0),
+                                   ("--workers", args.workers, 1), ("--validation-phantoms",
                                    args.validation_phantoms, 0), ("--proposer-steps", args.proposer_steps, 0),
                                    ("--refiner-steps", args.refiner_steps, 0), ("--batch-size", args.batch_size, 1),
                                    ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
-    if not (args.data or args.phantoms or getattr(args, "shapes", 0)):
-        raise InputError("No training data: give --data DIR (a folder of image/label pairs) or --phantoms N "
-                         "with N of 1 or more.")
+    if not (args.data or args.phantoms or args.shapes):
+        raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N "
+                         "and/or --shapes N with N of 1 or more.")
     _check_folder(args.out, "the output folder")
-    cases = load_cases(args.data, args.phantoms, seed_start=0)
-    description = (f"{len(cases)} image/label pairs from {args.data}" if args.data else
-                   f"{len(cases)} synthetic phantoms (gastric_propagate.synthetic.phantom, seeds 0-{len(cases) - 1})")
+    cases, parts = [], []
+    if args.data:
+        cases += folder_cases(args.data)
+        parts.append(f"{len(cases)} image/label pairs from {args.data}")
+    for generator, count in (("phantom", args.phantoms), ("shapes", args.shapes)):
+        if count:
+            cases += generated_cases(generator, count)
+            parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")
+    init, learning_rate, preprocessing = None, args.learning_rate or 2e-3, None
+    if args.init:
+        init, preprocessing, init_description = _initial_networks(args.init)
+        learning_rate = args.learning_rate or 5e-4
+        parts.append(f"fine-tuned from {init_description}")
     # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
     validation = load_cases(None, args.validation_phantoms, seed_start=HELD_OUT_SEED_START + 50_000) \
         if args.validation_phantoms else []
     config = TrainingConfig(proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
-                            batch_size=args.batch_size, seed=args.seed, threads=args.threads)
-    paths = train([case.load() for case in cases], args.out, config=config, device=args.device,
-                  data_description=description, validation_cases=[case.load() for case in validation],
-                  command=args.command_line)
+                            batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                            learning_rate=learning_rate, init=args.init or "",
+                            **({"preprocessing": preprocessing} if preprocessing else {}))
+    paths = train(load_all(cases, args.workers), args.out, config=config, device=args.device,
+                  data_description="; ".join(parts), validation_cases=load_all(validation, args.workers),
+                  command=args.command_line, init=init)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 
