@@ -278,8 +278,9 @@ def _train(args) -> int:
                             batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                             learning_rate=learning_rate, init=args.init or "",
                             **({"preprocessing": preprocessing} if preprocessing else {}))
+    validation_data = load_all(validation, args.workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, args.workers), args.out, config=config, device=args.device,
-                  data_description="; ".join(parts), validation_cases=load_all(validation, args.workers),
+                  data_description="; ".join(parts), validation_cases=validation_data,
                   command=args.command_line, init=init)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0

@@ -12,6 +12,7 @@ value is tumour. The axial slices are the image's third index (K), as Slicer sho
 
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
 from dataclasses import dataclass
@@ -84,20 +85,21 @@ def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options
         seed_start: first seed; defaults to ``gastric_propagate.synthetic.phantom.HELD_OUT_SEED_START``.
         **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
     """
-    from gastric_propagate.synthetic import phantom  # imported here: generating phantoms is only one way to get cases
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
-    start = phantom.HELD_OUT_SEED_START if seed_start is None else int(seed_start)
-
-    def loader(seed: int) -> Callable[[], CaseData]:
-        def load() -> CaseData:
-            generated = phantom.make_phantom(seed, **phantom_options)
-            image, label = generated.arrays()
-            return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8),
-                            tuple(float(s) for s in generated.spacing))
-        return load
-
-    return [Case(name=f"phantom_{seed}", source=f"phantom seed {seed}", seed=seed, loader=loader(seed))
+    start = HELD_OUT_SEED_START if seed_start is None else int(seed_start)
+    # A partial of a module-level function, not a closure: the cases can be generated in other processes.
+    return [Case(name=f"phantom_{seed}", source=f"phantom seed {seed}", seed=seed,
+                 loader=functools.partial(_load_phantom, seed, phantom_options))
             for seed in range(start, start + int(n_cases))]
+
+
+def _load_phantom(seed: int, options: dict) -> CaseData:
+    from gastric_propagate.synthetic.phantom import make_phantom  # generating is only one way to get cases
+
+    generated = make_phantom(seed, **options)
+    image, label = generated.arrays()
+    return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8), tuple(float(s) for s in generated.spacing))
 
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -11,22 +11,9 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
-
-import numpy as np
-
-from gastric_propagate.data.cases import Case, CaseData
+from gastric_propagate.data.cases import Case, CaseData, phantom_cases
 
 GENERATORS = ("phantom", "shapes")
-
-
-def _phantom(seed: int) -> CaseData:
-    from gastric_propagate.synthetic.phantom import make_phantom
-
-    generated = make_phantom(seed)
-    image, label = generated.arrays()
-    return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8),
-                    tuple(float(s) for s in generated.spacing))
 
 
 def _shapes(seed: int) -> CaseData:
@@ -35,15 +22,13 @@ def _shapes(seed: int) -> CaseData:
     return make_shapes_case(seed)
 
 
-_MAKERS: dict[str, Callable[[int], CaseData]] = {"phantom": _phantom, "shapes": _shapes}
-
-
 def generated_cases(generator: str, count: int, seed_start: int = 0) -> list[Case]:
     """``count`` cases of one generator with consecutive seeds (picklable loaders: they load in parallel)."""
-    if generator not in _MAKERS:
+    if generator == "phantom":
+        return phantom_cases(count, seed_start)
+    if generator != "shapes":
         raise ValueError(f"unknown generator {generator!r}; the generators are {', '.join(GENERATORS)}")
-    return [Case(name=f"{generator}_{seed}", source=f"{generator} seed {seed}", seed=seed,
-                 loader=functools.partial(_MAKERS[generator], seed))
+    return [Case(name=f"shapes_{seed}", source=f"shapes seed {seed}", seed=seed, loader=functools.partial(_shapes, seed))
             for seed in range(seed_start, seed_start + int(count))]
 
 
