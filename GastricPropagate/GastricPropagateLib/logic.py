@@ -76,6 +76,14 @@ class GastricPropagateLogic:
         """Reads and checks the inputs; see ``scene_input.prepareInput``. Raises InputError saying what to do."""
         return scene_input.prepareInput(volumeNode, segmentationNode, segmentId, options, masking=masking)
 
+    def prepareCorrections(self, volumeNode, segmentationNode, segmentId: str,
+                           options: "PropagationOptions | None" = None, *,
+                           masking: Masking | None = None) -> PreparedInput:
+        """Reads a re-propagation's inputs: the painted slices plus the slices the reader corrected in the result
+        segment, all of them anchors (keyframes on); see ``scene_input.prepareCorrections``. Pass the returned
+        input to ``start`` / ``compute``, then to ``apply(..., replaceExisting=True)``."""
+        return scene_input.prepareCorrections(volumeNode, segmentationNode, segmentId, options, masking=masking)
+
     def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId: str) -> Masking:
         """The Segment Editor's masking on the volume's grid; see ``scene_input.maskingFromSegmentEditorNode``."""
         return scene_input.maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paintedSegmentId)
@@ -154,3 +162,24 @@ class GastricPropagateLogic:
         resultId = self.apply(prepared, result, replaceExisting=replaceExisting)
         logger.info("GastricPropagate: segment %s written in %.1f s on %s", resultId, result.seconds, result.device)
         return resultId, result
+
+    def repropagate(self, volumeNode, segmentationNode, segmentId: str,
+                    options: "PropagationOptions | None" = None, *, masking: Masking | None = None,
+                    progress: Callable[[Progress], None] | None = None,
+                    shouldStop: Callable[[], bool] | None = None) -> tuple[str, RunResult, PreparedInput]:
+        """Re-propagation from the slices the reader corrected in the result segment (batch use).
+
+        The corrected slices (and those corrected in earlier rounds) become anchors beside the painted slices and
+        are kept exactly; the result segment is replaced in place (same ID); the painted segment is untouched.
+        Returns (result segment ID, engine result, the prepared input: ``correctedSlices`` lists the anchors
+        taken from the corrections).
+
+        Raises:
+            InputError: no result segment, or nothing corrected since it was written; Cancelled; as ``run``.
+        """
+        prepared = self.prepareCorrections(volumeNode, segmentationNode, segmentId, options, masking=masking)
+        result = self.compute(prepared, progress=progress, shouldStop=shouldStop)
+        resultId = self.apply(prepared, result, replaceExisting=True)
+        logger.info("GastricPropagate: re-propagated from corrected slices %s; segment %s written",
+                    prepared.correctedSlices, resultId)
+        return resultId, result, prepared

@@ -85,6 +85,8 @@ class RunResult:
     seconds: float
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    #: Non-painted slices the engine asks the reader to check: confidence below 0.5, or cut back after a leak.
+    slices_to_review: list[int] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last K index of the result, or None when it is empty."""
@@ -394,7 +396,8 @@ class InferenceJob:
             stop_reasons=dict(report.get("stop_reasons", {})),
             seconds=float(report.get("seconds", 0.0)),
             device=str(report.get("device", "")),
-            timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()})
+            timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()},
+            slices_to_review=sorted(int(k) for k in report.get("slices_to_review", [])))
 
     def close(self) -> None:
         """Removes the job's temporary folder (the child must have ended)."""

@@ -11,6 +11,7 @@ Everything works in the volume's own IJK grid (array axes k, j, i), whatever its
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ __all__ = [
     "RESULT_TAG_VALUE",
     "isResultSegment",
     "maskingFromSegmentEditorNode",
+    "prepareCorrections",
     "prepareInput",
     "resultSegmentId",
     "resultSegmentName",
@@ -99,6 +101,8 @@ class PreparedInput:
         paintedSlices: K indices holding painted voxels.
         options: the engine's PropagationOptions.
         masking: where the result may be written.
+        correctedSlices: K slices taken from the reader's corrections of the result segment (a re-propagation,
+            ``prepareCorrections``); anchors like the painted slices.
     """
 
     volumeNode: object
@@ -110,6 +114,7 @@ class PreparedInput:
     paintedSlices: list[int]
     options: "PropagationOptions"
     masking: Masking = field(default_factory=Masking)
+    correctedSlices: list[int] = field(default_factory=list)
 
 
 def _axisName(direction: np.ndarray) -> str:
@@ -199,6 +204,75 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking)
+
+
+def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
+                       options: "PropagationOptions | None" = None, *, masking: Masking | None = None) -> PreparedInput:
+    """Reads the inputs of a re-propagation: the painted slices plus the slices the reader corrected in the result.
+
+    The result segment this module wrote (``resultSegmentId``) is compared with the record stored when it was
+    written (``corrections.planCorrections``): every slice the reader edited or drew there since becomes an
+    anchor, kept exactly, beside the painted segment's slices (a corrected painted slice: the correction wins);
+    slices erased beyond every anchor become the lowest / highest slice limit. Keyframes are on. The painted
+    segment is read, never changed; nothing in the scene changes.
+
+    Raises:
+        InputError: no result segment, no record of what was written, or nothing corrected since; plus every
+            refusal of ``prepareInput``.
+    """
+    import dataclasses
+
+    from gastric_propagate.inference.options import PropagationOptions
+
+    from . import corrections
+
+    options = options if options is not None else PropagationOptions()
+    resultId = resultSegmentId(segmentationNode)
+    if resultId is None:
+        raise InputError(_(
+            "There is no propagated segment ('{name}') to re-propagate from. Click Propagate first, correct the "
+            "result's slices in the Segment Editor, then re-propagate.").format(name=resultSegmentName()))
+    resultSegment = segmentationNode.GetSegmentation().GetSegment(resultId)
+    written, previous = vtk.reference(""), vtk.reference("")
+    if not resultSegment.GetTag(corrections.WRITTEN_SLICES_TAG, written) or not str(written):
+        raise InputError(_(
+            "The segment '{name}' holds no record of what this module wrote (it was written by an older version, "
+            "or made by hand), so its corrected slices cannot be told apart. Click Propagate to write it again, "
+            "then correct and re-propagate.").format(name=resultSegment.GetName()))
+    resultSegment.GetTag(corrections.CORRECTED_SLICES_TAG, previous)
+
+    prepared = prepareInput(volumeNode, segmentationNode, segmentId, dataclasses.replace(options, keyframes=True),
+                            masking=masking)
+    current = segmentArray(volumeNode, segmentationNode, resultId) > 0
+    try:
+        plan = corrections.planCorrections(prepared.paintedSlices, current, str(written),
+                                           corrections.parseSliceList(str(previous)))
+    except ValueError as error:
+        raise InputError(_(
+            "The segment '{name}' is not on the grid of the volume '{volume}' it was written for ({error}). "
+            "Select that volume, or click Propagate to start again.").format(
+                name=resultSegment.GetName(), volume=volumeNode.GetName(), error=error)) from error
+    if not plan.changesAnything():
+        raise InputError(_(
+            "No slice of '{name}' was corrected since the module wrote it. Correct the slices that are wrong "
+            "(Segment Editor: paint, erase, draw on '{name}'), then re-propagate.").format(
+                name=resultSegment.GetName()))
+    annotation = prepared.annotation.copy()
+    for k in plan.anchors:
+        annotation[k] = current[k]
+    limits = {}
+    if plan.minSlice is not None:
+        limits["min_slice"] = max(plan.minSlice, options.min_slice if options.min_slice is not None else -1)
+    if plan.maxSlice is not None:
+        limits["max_slice"] = min(plan.maxSlice, options.max_slice if options.max_slice is not None
+                                  else plan.maxSlice)
+    if plan.ignoredErased:
+        logging.getLogger(__name__).warning(
+            "GastricPropagate: slices %s were erased between anchors; only erasing beyond the first or last "
+            "anchor limits the propagation, so they may be filled again", describe_slices(plan.ignoredErased))
+    return dataclasses.replace(
+        prepared, annotation=annotation, paintedSlices=painted_slices(annotation),
+        options=dataclasses.replace(prepared.options, **limits), correctedSlices=list(plan.anchors))
 
 
 def checkVolume(volumeNode) -> None:

@@ -13,6 +13,7 @@ import vtk
 import slicer
 from gastric_propagate.errors import InputError
 
+from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
 from .runner import RunResult
@@ -155,6 +156,9 @@ def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: s
     painted = segmentation.GetSegment(prepared.paintedSegmentId)
     segment.SetTag("GastricPropagate.PaintedSegmentID", prepared.paintedSegmentId)
     segment.SetTag("GastricPropagate.PaintedSegmentName", painted.GetName())
+    # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
+    segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
+    segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))
     return targetId
 
 

@@ -85,6 +85,20 @@ def addSegmentFromArray(segmentationNode, referenceVolumeNode, array: np.ndarray
     return segmentId
 
 
+def setSegmentArray(segmentationNode, referenceVolumeNode, segmentId: str, array: np.ndarray) -> None:
+    """Replaces a segment's voxels with ``array`` (k, j, i), as an edit in the Segment Editor would."""
+    scene = segmentationNode.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "temp")
+    try:
+        labelmap.CopyOrientation(referenceVolumeNode)
+        slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segmentId)
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
+    finally:
+        scene.RemoveNode(labelmap)
+
+
 def exportSegment(segmentationNode, segmentId: str, referenceVolumeNode=None):
     """(array (k, j, i), 4x4 IJK-to-RAS) of one segment, on the reference volume's grid or on the segment's own.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import vtk
 
 from scene_helpers import (  # noqa: F401  (fixtures are used by name)
     REPO,
@@ -29,6 +30,7 @@ from scene_helpers import (  # noqa: F401  (fixtures are used by name)
     exportSegment,
     rasCentroid,
     runExpecting,
+    setSegmentArray,
     slicer,
     tinyWeights,
     logic,
@@ -265,6 +267,81 @@ def test_rerun_needs_replace_and_replaces_only_the_result(case, trainedLogic):
     assert not np.array_equal(resultAfter > 0, resultBefore > 0)
     rows = tableRows(trainedLogic.resultsTableNode(case.segmentation))
     assert [row["Role"] for row in rows] == ["painted", "other", "propagated"]
+
+
+# ---------------------------------------------------------------------------------------------- re-propagation
+
+
+def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_segment_untouched(case, logic):
+    from GastricPropagateLib.corrections import CORRECTED_SLICES_TAG
+
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    k = case.paintedSlice
+    corrected = k + 2
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[corrected] = case.truth[corrected] > 0  # the reader outlines slice k + 2 of the result by hand
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    before = case.snapshot()
+
+    resultId2, result, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+
+    assert resultId2 == resultId
+    assert prepared.correctedSlices == [corrected]
+    assert prepared.paintedSlices == [k, corrected] and prepared.options.keyframes
+    assert result.anchor_slices == [k, corrected]
+    written = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    np.testing.assert_array_equal(written[corrected], case.truth[corrected] > 0)  # kept exactly as corrected
+    np.testing.assert_array_equal(written[k], case.annotation[k] > 0)
+    np.testing.assert_array_equal(written, result.mask > 0)
+    after = case.snapshot()
+    assert after["nodes"] == before["nodes"] and after["segments"] == before["segments"]
+    key = f"{case.segmentation.GetID()}/{case.paintedId}"
+    np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key])  # the painted segment: untouched
+    tag = vtk.reference("")
+    assert case.segmentation.GetSegmentation().GetSegment(resultId).GetTag(CORRECTED_SLICES_TAG, tag)
+    assert str(tag) == str(corrected)
+
+    # Nothing corrected since: refused, saying what to do, and the scene stays as it is.
+    runRepropagateExpecting(InputError, "No slice of .* was corrected since", logic, case)
+
+
+def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
+    from gastric_propagate.inference.options import PropagationOptions
+    from GastricPropagateLib.runner import RunResult
+
+    k = case.paintedSlice
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    mask = np.zeros(case.image.shape, np.uint8)
+    mask[k - 3: k + 5] = case.annotation[k]  # a result on slices k - 3 .. k + 4, written by the module
+    resultId = logic.apply(prepared, RunResult(mask=mask, slice_confidence={}, anchor_slices=[k], stop_reasons={},
+                                               seconds=0.0, device="cpu"))
+    edited = mask.copy()
+    edited[k + 3:] = 0  # "the tumour ends at k + 2"
+    edited[: k - 2] = 0  # "and starts at k - 2"
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+
+    again = logic.prepareCorrections(case.volume, case.segmentation, case.paintedId,
+                                     PropagationOptions(max_slice=k + 1))
+    assert (again.options.min_slice, again.options.max_slice) == (k - 2, k + 1)  # the tighter limit wins
+    assert again.correctedSlices == [] and again.paintedSlices == [k]
+    np.testing.assert_array_equal(again.annotation, prepared.annotation)
+
+
+def test_repropagation_without_a_result_segment_is_refused(case, logic):
+    runRepropagateExpecting(InputError, "no propagated segment .* Click Propagate first", logic, case)
+
+
+def test_repropagation_from_a_result_without_a_record_is_refused(case, logic):
+    handMade = addSegmentFromArray(case.segmentation, case.volume, case.truth, resultSegmentName())
+    assert logic.resultSegmentId(case.segmentation) == handMade
+    runRepropagateExpecting(InputError, "holds no record of what this module wrote", logic, case)
+
+
+def runRepropagateExpecting(error, match, logic, case):
+    before = case.snapshot()
+    with pytest.raises(error, match=match):
+        logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assertSnapshotsEqual(before, case.snapshot())
 
 
 # ---------------------------------------------------------------------------------------------- masking

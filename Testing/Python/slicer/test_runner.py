@@ -122,3 +122,42 @@ def test_the_child_finds_the_engine_when_a_launcher_replaces_pythonpath(case, lo
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     result = logic.compute(prepared, timeout=300)
     np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+
+
+class _EndedProcess:
+    """A child that has already exited with code 0 (to read hand-written result files)."""
+
+    def running(self):
+        return False
+
+    def exitCode(self):
+        return 0
+
+    def kill(self):
+        pass
+
+    def wait(self, timeoutSeconds):
+        return True
+
+
+def test_result_carries_the_reports_slices_to_review(tmp_path):
+    import json
+
+    import SimpleITK as sitk
+
+    from GastricPropagateLib.runner import InferenceJob
+
+    names = ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json", "stdout.txt", "stderr.txt")
+    paths = {name: tmp_path / name for name in names}
+    mask = np.zeros((6, 5, 5), np.uint8)
+    mask[1:5, 1:4, 1:4] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(paths["output.nrrd"]))
+    paths["report.json"].write_text(json.dumps({
+        "slice_confidence": {"1": 0.3, "2": 1.0, "3": 0.55, "4": 0.8}, "painted_slices": [2],
+        "slices_to_review": [3, 1], "stop_reasons": {}, "seconds": 1.5, "device": "cpu"}))
+    job = InferenceJob(_EndedProcess(), tmp_path, paths)
+    assert job.poll()
+    result = job.result()
+    assert result.slices_to_review == [1, 3]  # slice 3 (0.55) was cut back after a leak: the engine flags it
+    assert result.least_confident_slices(1) == [1]
+    np.testing.assert_array_equal(result.mask, mask)

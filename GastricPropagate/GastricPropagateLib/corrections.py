@@ -1,0 +1,130 @@
+"""Which slices of the result the reader corrected, and how they become anchors of a new propagation.
+
+When the module writes its result segment it records, in a segment tag, a digest of every non-empty K slice it
+wrote (``sliceDigests``). The tag is saved with the scene, so corrections are found after a reload too. Later,
+``planCorrections`` compares the segment's current voxels with that record:
+
+- a slice that now holds other voxels (edited, or newly drawn) is a **corrected slice**: an anchor of the next
+  run, kept exactly as the reader left it; slices corrected before (recorded in another tag) stay anchors;
+- a slice the reader **erased** beyond every anchor says "the tumour ends before this slice": it becomes the
+  next run's lowest or highest slice limit. An erased slice between anchors cannot be expressed to the engine
+  and is reported back, never silently dropped.
+
+Pure numpy: the MRML side (reading the segment, the tags) is ``scene_input.prepareCorrections``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "CORRECTED_SLICES_TAG",
+    "CorrectionPlan",
+    "WRITTEN_SLICES_TAG",
+    "changedSlices",
+    "formatSliceList",
+    "parseSliceList",
+    "planCorrections",
+    "sliceDigests",
+]
+
+#: Segment tag: the shape and a digest of each non-empty K slice the module wrote into its result segment.
+WRITTEN_SLICES_TAG = "GastricPropagate.WrittenSlices"
+#: Segment tag: the K slices that were the reader's corrections (anchors) in the run that wrote the segment.
+CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"
+
+
+def _digest(sliceMask: np.ndarray) -> str:
+    return format(zlib.crc32(np.packbits(np.asarray(sliceMask, dtype=bool), axis=None).tobytes()), "08x")
+
+
+def sliceDigests(mask: np.ndarray) -> str:
+    """``"K,J,I;k:digest,k:digest,..."`` for the non-empty K slices of a (k, j, i) mask."""
+    mask = np.asarray(mask) > 0
+    parts = [f"{k}:{_digest(mask[k])}" for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))]
+    return ",".join(str(n) for n in mask.shape) + ";" + ",".join(parts)
+
+
+def _parseDigests(text: str) -> tuple[tuple[int, ...], dict[int, str]]:
+    shapeText, _, sliceText = text.partition(";")
+    shape = tuple(int(n) for n in shapeText.split(","))
+    digests = {}
+    for item in filter(None, sliceText.split(",")):
+        k, _, digest = item.partition(":")
+        digests[int(k)] = digest
+    return shape, digests
+
+
+def changedSlices(written: str, current: np.ndarray) -> tuple[list[int], list[int]]:
+    """(slices now holding other voxels than written, slices written non-empty and now empty), in slice order.
+
+    Raises:
+        ValueError: ``current`` is not on the grid the record was written for.
+    """
+    shape, digests = _parseDigests(written)
+    current = np.asarray(current) > 0
+    if current.shape != shape:
+        raise ValueError(f"the segment is on a {current.shape} grid, the record on {shape}")
+    nonEmpty = set(int(k) for k in np.flatnonzero(current.reshape(len(current), -1).any(axis=1)))
+    edited = sorted(k for k in nonEmpty if digests.get(k) != _digest(current[k]))
+    erased = sorted(k for k in digests if k not in nonEmpty)
+    return edited, erased
+
+
+def formatSliceList(slices) -> str:
+    return ",".join(str(int(k)) for k in sorted(set(slices)))
+
+
+def parseSliceList(text: str) -> list[int]:
+    return sorted({int(k) for k in text.split(",") if k.strip()})
+
+
+@dataclass
+class CorrectionPlan:
+    """What a re-propagation starts from.
+
+    Attributes:
+        anchors: K slices of the result segment to keep exactly (corrected now or in an earlier round).
+        newlyCorrected: the slices corrected since the segment was written (a subset of ``anchors``).
+        minSlice, maxSlice: limits set by slices erased beyond every anchor (None: no limit from erasing).
+        ignoredErased: erased slices between anchors (the engine cannot be told "nothing here" between them).
+    """
+
+    anchors: list[int]
+    newlyCorrected: list[int]
+    minSlice: int | None = None
+    maxSlice: int | None = None
+    ignoredErased: list[int] = field(default_factory=list)
+
+    def changesAnything(self) -> bool:
+        return bool(self.newlyCorrected) or self.minSlice is not None or self.maxSlice is not None
+
+
+def planCorrections(paintedSlices, current: np.ndarray, written: str, previouslyCorrected=()) -> CorrectionPlan:
+    """The anchors and limits of a re-propagation from the result segment's current voxels.
+
+    Args:
+        paintedSlices: K slices of the painted segment (anchors in any case).
+        current: (k, j, i) result segment as it is now.
+        written: the ``WRITTEN_SLICES_TAG`` value the module stored when it wrote the segment.
+        previouslyCorrected: the ``CORRECTED_SLICES_TAG`` slices (still anchors while they hold voxels).
+    """
+    current = np.asarray(current) > 0
+    edited, erased = changedSlices(written, current)
+    nonEmpty = set(int(k) for k in np.flatnonzero(current.reshape(len(current), -1).any(axis=1)))
+    anchors = sorted((set(edited) | {int(k) for k in previouslyCorrected}) & nonEmpty)
+    allAnchors = set(anchors) | {int(k) for k in paintedSlices}
+    plan = CorrectionPlan(anchors=anchors, newlyCorrected=edited)
+    if allAnchors:
+        low, high = min(allAnchors), max(allAnchors)
+        below = [k for k in erased if k < low]
+        above = [k for k in erased if k > high]
+        plan.minSlice = max(below) + 1 if below else None
+        plan.maxSlice = min(above) - 1 if above else None
+        plan.ignoredErased = [k for k in erased if low <= k <= high]
+    else:
+        plan.ignoredErased = list(erased)
+    return plan

@@ -1,0 +1,75 @@
+"""What the panel shows a radiologist after a run: one row per visited slice, the low ones flagged.
+
+Pure Python on a ``RunResult`` (no MRML, no Qt): the Widget only copies these rows into its table, so what is
+flagged, and why, is tested headless (``Testing/Python/slicer/test_review.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gastric_propagate.data.annotation import describe_slices
+
+from .i18n import _
+
+__all__ = ["ReviewRow", "reviewRows", "reviewSummary"]
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One slice of the result as the panel lists it.
+
+    Attributes:
+        k: the volume's K index.
+        confidence: the engine's confidence in [0, 1] (1.0 for an anchor: drawn, not guessed).
+        role: "painted" (the input's painted slice), "corrected" (a slice the reader corrected, an anchor of a
+            re-propagation) or "propagated".
+        toReview: the engine asks for a look (``RunResult.slices_to_review``: below 0.5, or cut back after a leak).
+        leastConfident: the slice "Jump to least confident slice" goes to.
+    """
+
+    k: int
+    confidence: float
+    role: str
+    toReview: bool
+    leastConfident: bool
+
+    def label(self) -> str:
+        """The slice column's text: the K index, with the role of an anchor."""
+        if self.role == "painted":
+            return _("{k} (painted)").format(k=self.k)
+        if self.role == "corrected":
+            return _("{k} (corrected)").format(k=self.k)
+        return str(self.k)
+
+
+def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
+    """The visited slices of ``result`` (a ``runner.RunResult``) in slice order, flagged for review.
+
+    ``correctedSlices``: anchors that came from the reader's corrections (``PreparedInput.correctedSlices``); the
+    other anchors are the painted slices.
+    """
+    corrected = {int(k) for k in correctedSlices}
+    anchors = {int(k) for k in result.anchor_slices}
+    toReview = {int(k) for k in result.slices_to_review}
+    least = set(result.least_confident_slices(1))
+    rows = []
+    for k in sorted(set(result.slice_confidence) | anchors):
+        if k in corrected:
+            role = "corrected"
+        elif k in anchors:
+            role = "painted"
+        else:
+            role = "propagated"
+        confidence = float(result.slice_confidence.get(k, 1.0))
+        rows.append(ReviewRow(k=k, confidence=confidence, role=role, toReview=k in toReview and k not in anchors,
+                              leastConfident=k in least))
+    return rows
+
+
+def reviewSummary(rows: list[ReviewRow]) -> str:
+    """One line for the panel: how many slices to review, and which."""
+    flagged = [row.k for row in rows if row.toReview]
+    if not flagged:
+        return _("No slice flagged for review (all propagated slices have confidence 0.5 or more).")
+    return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged), slices=describe_slices(flagged))

@@ -1,0 +1,71 @@
+"""GastricPropagateLib.corrections: telling the reader's corrections from what the module wrote (pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
+from GastricPropagateLib.corrections import changedSlices, parseSliceList, formatSliceList, planCorrections, \
+    sliceDigests
+
+pytestmark = pytest.mark.slicer
+
+
+def _written():
+    mask = np.zeros((12, 8, 8), dtype=np.uint8)
+    mask[3:10, 2:6, 2:6] = 1  # slices 3..9
+    return mask
+
+
+def test_unchanged_mask_has_no_changed_slices():
+    mask = _written()
+    assert changedSlices(sliceDigests(mask), mask.copy()) == ([], [])
+
+
+def test_edited_new_and_erased_slices_are_told_apart():
+    mask = _written()
+    written = sliceDigests(mask)
+    current = mask.copy()
+    current[4, 2, 2] = 0       # edited
+    current[10, 3:5, 3:5] = 1  # drawn on a slice the module left empty
+    current[9] = 0             # erased
+    assert changedSlices(written, current) == ([4, 10], [9])
+
+
+def test_a_mask_on_another_grid_is_refused():
+    with pytest.raises(ValueError, match="grid"):
+        changedSlices(sliceDigests(_written()), np.zeros((12, 8, 9)))
+
+
+def test_plan_keeps_earlier_corrections_and_turns_end_erasures_into_limits():
+    mask = _written()
+    current = mask.copy()
+    current[6, 2, 2] = 0            # corrected now
+    current[8:10] = 0               # erased at the top: the tumour ends at 7
+    current[3] = 0                  # erased at the bottom: it starts at 4
+    plan = planCorrections([5], current, sliceDigests(mask), previouslyCorrected=[4, 9])
+    assert plan.anchors == [4, 6]   # 9 was corrected before but is now erased: no anchor
+    assert plan.newlyCorrected == [6]
+    assert (plan.minSlice, plan.maxSlice) == (4, 7)
+    assert plan.ignoredErased == [] and plan.changesAnything()
+
+
+def test_erasure_between_anchors_is_reported_not_used():
+    mask = _written()
+    current = mask.copy()
+    current[7] = 0
+    current[9, 2, 2] = 0
+    plan = planCorrections([5], current, sliceDigests(mask))
+    assert plan.anchors == [9] and plan.ignoredErased == [7]
+    assert (plan.minSlice, plan.maxSlice) == (None, None)
+
+
+def test_nothing_corrected_changes_nothing():
+    mask = _written()
+    assert not planCorrections([5], mask, sliceDigests(mask), previouslyCorrected=[6]).changesAnything()
+
+
+def test_slice_lists_round_trip():
+    assert parseSliceList(formatSliceList([9, 4, 4])) == [4, 9]
+    assert parseSliceList("") == []

@@ -1,0 +1,42 @@
+"""GastricPropagateLib.review: the rows of the panel's per-slice confidence list, and what is flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
+from GastricPropagateLib.review import reviewRows, reviewSummary
+from GastricPropagateLib.runner import RunResult
+
+pytestmark = pytest.mark.slicer
+
+
+def _result(confidence, anchors, toReview):
+    return RunResult(mask=np.zeros((12, 4, 4), np.uint8), slice_confidence=confidence, anchor_slices=anchors,
+                     stop_reasons={}, seconds=1.0, device="cpu", slices_to_review=toReview)
+
+
+def test_rows_in_slice_order_flag_the_engines_slices_to_review_and_the_least_confident():
+    # Slice 8 was cut back after a leak: flagged by the engine although its confidence is 0.52.
+    result = _result({3: 0.31, 4: 0.62, 5: 1.0, 6: 0.9, 7: 0.45, 8: 0.52}, anchors=[5], toReview=[3, 7, 8])
+    rows = reviewRows(result)
+    assert [row.k for row in rows] == [3, 4, 5, 6, 7, 8]
+    assert [row.k for row in rows if row.toReview] == [3, 7, 8]
+    assert [row.k for row in rows if row.leastConfident] == [3]
+    assert [row.label() for row in rows][2] == "5 (painted)"
+    assert rows[2].role == "painted" and rows[0].role == "propagated"
+    assert reviewSummary(rows) == "3 slice(s) to review: K = 3, 7, 8."
+
+
+def test_corrected_anchors_are_labelled_and_never_flagged():
+    result = _result({2: 0.2, 5: 1.0, 8: 1.0, 9: 0.7}, anchors=[5, 8], toReview=[2, 8])
+    rows = {row.k: row for row in reviewRows(result, correctedSlices=[8])}
+    assert rows[8].role == "corrected" and rows[8].label() == "8 (corrected)" and not rows[8].toReview
+    assert rows[5].role == "painted"
+    assert rows[2].toReview and rows[2].leastConfident
+
+
+def test_summary_without_flagged_slices():
+    rows = reviewRows(_result({4: 0.8, 5: 1.0}, anchors=[5], toReview=[]))
+    assert reviewSummary(rows).startswith("No slice flagged for review")
