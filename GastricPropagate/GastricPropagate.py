@@ -33,6 +33,7 @@ from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is
     resultSegmentName,
 )
 from GastricPropagateLib.parameters import missingInput, optionsFromParameterNode
+from GastricPropagateLib.review import reviewRows, reviewSummary
 from GastricPropagateLib.runner import QProcessLauncher
 from GastricPropagateLib.results_table import (
     MANUAL_FULL_OUTLINE_SECONDS,
@@ -42,6 +43,9 @@ from GastricPropagateLib.results_table import (
 
 #: How often the GUI polls the running segmentation process (ms).
 POLL_INTERVAL_MS = 100
+#: Background of the confidence rows flagged for review, and of the least confident one.
+REVIEW_COLOUR = (255, 220, 150)
+LEAST_CONFIDENT_COLOUR = (255, 170, 120)
 
 
 def stageText(stage: str) -> str:
@@ -142,7 +146,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._prepared = None
         self._replaceExisting = False
         self._timer = None
-        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult)
+        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult, correctedSlices)
         self.lastError = None  # the last error a run reported (read by the self-test)
 
     def setup(self) -> None:
@@ -173,6 +177,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.jumpButton.connect("clicked(bool)", self.onJumpButton)
+        self.ui.repropagateButton.connect("clicked(bool)", self.onRepropagateButton)
         self.ui.confidenceTable.connect("cellDoubleClicked(int,int)", self.onConfidenceRowDoubleClicked)
         self.ui.exportSegNrrdButton.connect("clicked(bool)", self.onExportSegNrrd)
         self.ui.exportNiftiButton.connect("clicked(bool)", self.onExportNifti)
@@ -287,6 +292,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasResult = self._lastRun is not None and not running
         self.ui.jumpButton.enabled = hasResult and bool(self._lastRun[3].least_confident_slices(1))
         segmentationNode = parameters.segmentationNode if parameters is not None else None
+        canRepropagate = (missing is None and not running
+                          and self.logic.resultSegmentId(segmentationNode) is not None)
+        self.ui.repropagateButton.enabled = canRepropagate
         self.ui.exportSegNrrdButton.enabled = segmentationNode is not None and not running
         resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
         self.ui.exportNiftiButton.enabled = resultId is not None and bool(parameters.inputVolume) and not running
@@ -312,11 +320,18 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         """Reads the scene, asks before replacing an earlier result, then starts the engine's process."""
+        self._run(fromCorrections=False)
+
+    def onRepropagateButton(self) -> None:
+        """Propagates again with the slices the reader corrected in the result as anchors (Logic.prepareCorrections)."""
+        self._run(fromCorrections=True)
+
+    def _run(self, fromCorrections: bool) -> None:
         if self.isRunning():
             return
         self.lastError = None
         try:
-            self._startRun()
+            self._startRun(fromCorrections)
         except Exception as error:
             self.lastError = error
             self.ui.statusLabel.text = _("Not run: {error}").format(error=error)
@@ -325,7 +340,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateButtons()
 
-    def _startRun(self) -> None:
+    def _startRun(self, fromCorrections: bool) -> None:
         # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
         if not dependencies.ensureDependencies():
             self.ui.statusLabel.text = _("PyTorch is needed; nothing was run.")
@@ -335,14 +350,14 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
             masking = self._editorMasking() if parameters.useEditorMasking else Masking()
-            prepared = self.logic.prepare(parameters.inputVolume, parameters.segmentationNode,
-                                          parameters.paintedSegmentId, optionsFromParameterNode(parameters),
-                                          masking=masking)
+            prepare = self.logic.prepareCorrections if fromCorrections else self.logic.prepare
+            prepared = prepare(parameters.inputVolume, parameters.segmentationNode, parameters.paintedSegmentId,
+                               optionsFromParameterNode(parameters), masking=masking)
         finally:
             qt.QApplication.restoreOverrideCursor()
-        self._replaceExisting = False
+        self._replaceExisting = fromCorrections  # re-propagating replaces the corrected result by design
         existingId = self.logic.resultSegmentId(parameters.segmentationNode)
-        if existingId is not None:
+        if existingId is not None and not fromCorrections:
             name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
             if not slicer.util.confirmOkCancelDisplay(
                     _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
@@ -418,7 +433,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.error("GastricPropagate: %s", error)
             slicer.util.errorDisplay(_("The propagation failed; nothing was written.") + "\n\n" + str(error))
             return
-        self._lastRun = (prepared.volumeNode, prepared.segmentationNode, resultId, result)
+        self._lastRun = (prepared.volumeNode, prepared.segmentationNode, resultId, result, prepared.correctedSlices)
         self._showResult(prepared, result, resultId)
 
     def _showResult(self, prepared, result, resultId: str) -> None:
@@ -429,24 +444,28 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         sliceRange = result.slice_range()
         self.ui.statusLabel.text = _("Done: '{name}' on slices K = {first} to {last}.").format(
             name=resultSegmentName(), first=sliceRange[0], last=sliceRange[1]) if sliceRange else _("Done.")
+        if prepared.correctedSlices:
+            self.ui.statusLabel.text += " " + _("Corrected slices kept as anchors: K = {slices}.").format(
+                slices=", ".join(str(k) for k in prepared.correctedSlices))
         self.ui.thisRunValueLabel.text = _("{duration} on {device}").format(
             duration=formatDuration(result.seconds), device=result.device)
 
+        rows = reviewRows(result, prepared.correctedSlices)
+        self.ui.reviewSummaryLabel.text = reviewSummary(rows)
         table = self.ui.confidenceTable
-        leastConfident = set(result.least_confident_slices(1))
-        slices = sorted(result.slice_confidence)
-        table.setRowCount(len(slices))
-        for row, k in enumerate(slices):
-            confidence = result.slice_confidence[k]
-            label = _("{k} (painted)").format(k=k) if k in result.anchor_slices else str(k)
-            kItem = qt.QTableWidgetItem(label)
-            kItem.setData(qt.Qt.UserRole, k)
-            valueItem = qt.QTableWidgetItem(f"{confidence:.2f}")
-            if k in leastConfident:
-                kItem.setBackground(qt.QColor(255, 220, 150))
-                valueItem.setBackground(qt.QColor(255, 220, 150))
-            table.setItem(row, 0, kItem)
-            table.setItem(row, 1, valueItem)
+        table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            kItem = qt.QTableWidgetItem(row.label())
+            kItem.setData(qt.Qt.UserRole, row.k)
+            valueItem = qt.QTableWidgetItem(f"{row.confidence:.2f}")
+            colour = LEAST_CONFIDENT_COLOUR if row.leastConfident else REVIEW_COLOUR if row.toReview else None
+            for item in (kItem, valueItem):
+                if colour is not None:
+                    item.setBackground(qt.QColor(*colour))
+                if row.toReview:
+                    item.setToolTip(_("Flagged for review: check this slice."))
+            table.setItem(index, 0, kItem)
+            table.setItem(index, 1, valueItem)
         self.ui.resultsTableView.setMRMLTableNode(self.logic.resultsTableNode(segmentationNode))
 
     # ------------------------------------------------------------------ navigation
@@ -550,7 +569,8 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
             editorNode.SetSourceVolumeIntensityMask(False)
 
     def runTest(self):
-        for test in (self.test_CancelThroughWidget, self.test_PropagateThroughWidget):
+        for test in (self.test_CancelThroughWidget, self.test_PropagateThroughWidget,
+                     self.test_RepropagateThroughWidget):
             self.setUp()
             test()
 
@@ -685,3 +705,41 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(painted > 0, annotation > 0)
         self.assertEqual(self._nodeIds(), nodesBefore)
         self.delayDisplay("Cancel test passed")
+
+    def test_RepropagateThroughWidget(self):
+        import numpy as np
+
+        volumeNode, segmentationNode, paintedId, annotation, _truth = self._loadPhantom()
+        widget = self._widget()
+        self._selectInputs(widget, volumeNode, segmentationNode, paintedId)
+        self.assertFalse(widget.ui.repropagateButton.enabled, "nothing to re-propagate from before a run")
+        widget.ui.applyButton.click()
+        self._waitForJob(widget)
+        self.assertIsNone(widget.lastError, f"the run failed: {widget.lastError}")
+        resultId = widget.logic.resultSegmentId(segmentationNode)
+        self.assertTrue(widget.ui.repropagateButton.enabled)
+        self.assertTrue(widget.ui.reviewSummaryLabel.text)
+        self.assertGreater(widget.ui.confidenceTable.rowCount, 1)
+
+        self.delayDisplay("Correcting the least confident slice of the result by hand, then re-propagating")
+        corrected = widget._lastRun[3].least_confident_slices(1)[0]
+        edited = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, resultId, volumeNode) > 0
+        self.assertTrue(edited[corrected].any(), "the least confident slice holds no voxels")
+        middleI = int(np.median(np.argwhere(edited[corrected])[:, 1]))
+        edited[corrected, :, :middleI] = False  # cut the slice in half: a correction the networks would not make
+        self.assertTrue(edited[corrected].any())
+        slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentationNode, resultId,
+                                                         volumeNode)
+        widget.ui.repropagateButton.click()
+        self.assertTrue(widget.isRunning(), f"the re-propagation did not start: {widget.lastError}")
+        self._waitForJob(widget)
+        self.assertIsNone(widget.lastError, f"the re-propagation failed: {widget.lastError}")
+        self.assertEqual(widget.logic.resultSegmentId(segmentationNode), resultId)
+        result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, resultId, volumeNode) > 0
+        np.testing.assert_array_equal(result[corrected], edited[corrected], "the corrected slice was not kept")
+        painted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, paintedId, volumeNode)
+        np.testing.assert_array_equal(painted > 0, annotation > 0)
+        self.assertIn(_("{k} (corrected)").format(k=corrected),
+                      [widget.ui.confidenceTable.item(row, 0).text()
+                       for row in range(widget.ui.confidenceTable.rowCount)])
+        self.delayDisplay("Re-propagation test passed")
