@@ -43,9 +43,6 @@ from GastricPropagateLib.results_table import (
 
 #: How often the GUI polls the running segmentation process (ms).
 POLL_INTERVAL_MS = 100
-#: Background of the confidence rows flagged for review, and of the least confident one.
-REVIEW_COLOUR = (255, 220, 150)
-LEAST_CONFIDENT_COLOUR = (255, 170, 120)
 
 
 def stageText(stage: str) -> str:
@@ -458,7 +455,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             kItem = qt.QTableWidgetItem(row.label())
             kItem.setData(qt.Qt.UserRole, row.k)
             valueItem = qt.QTableWidgetItem(f"{row.confidence:.2f}")
-            colour = LEAST_CONFIDENT_COLOUR if row.leastConfident else REVIEW_COLOUR if row.toReview else None
+            colour = row.colour()
             for item in (kItem, valueItem):
                 if colour is not None:
                     item.setBackground(qt.QColor(*colour))

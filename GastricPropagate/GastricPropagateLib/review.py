@@ -12,7 +12,11 @@ from gastric_propagate.data.annotation import describe_slices
 
 from .i18n import _
 
-__all__ = ["ReviewRow", "reviewRows", "reviewSummary"]
+__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "reviewRows", "reviewSummary"]
+
+#: Background (RGB) of the list rows flagged for review, and of the least confident slice's row.
+REVIEW_COLOUR = (255, 220, 150)
+LEAST_CONFIDENT_COLOUR = (255, 170, 120)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,12 @@ class ReviewRow:
     role: str
     toReview: bool
     leastConfident: bool
+
+    def colour(self) -> tuple[int, int, int] | None:
+        """The row's background in the panel's list (RGB), or None for the default."""
+        if self.leastConfident:
+            return LEAST_CONFIDENT_COLOUR
+        return REVIEW_COLOUR if self.toReview else None
 
     def label(self) -> str:
         """The slice column's text: the K index, with the role of an anchor."""

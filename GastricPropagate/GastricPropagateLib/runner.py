@@ -43,6 +43,7 @@ __all__ = [
     "RunResult",
     "parseProgressLine",
     "pythonExecutable",
+    "runResultFromReport",
     "startInference",
 ]
 
@@ -97,6 +98,19 @@ class RunResult:
         """The ``count`` visited non-painted slices with the lowest confidence, least confident first."""
         candidates = sorted((c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices)
         return [k for _, k in candidates[:count]]
+
+
+def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
+    """A RunResult from the engine's JSON report (``file_segmentation.build_report``) and its (k, j, i) mask."""
+    return RunResult(
+        mask=(np.asarray(mask) > 0).astype(np.uint8),
+        slice_confidence={int(k): float(v) for k, v in report.get("slice_confidence", {}).items()},
+        anchor_slices=[int(k) for k in report.get("painted_slices", [])],
+        stop_reasons=dict(report.get("stop_reasons", {})),
+        seconds=float(report.get("seconds", 0.0)),
+        device=str(report.get("device", "")),
+        timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()},
+        slices_to_review=sorted(int(k) for k in report.get("slices_to_review", [])))
 
 
 # ---------------------------------------------------------------------------------------------- launchers
@@ -389,15 +403,7 @@ class InferenceJob:
 
         report = json.loads(self._paths["report.json"].read_text(encoding="utf-8"))
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(self._paths["output.nrrd"])))
-        return RunResult(
-            mask=(mask > 0).astype(np.uint8),
-            slice_confidence={int(k): float(v) for k, v in report.get("slice_confidence", {}).items()},
-            anchor_slices=[int(k) for k in report.get("painted_slices", [])],
-            stop_reasons=dict(report.get("stop_reasons", {})),
-            seconds=float(report.get("seconds", 0.0)),
-            device=str(report.get("device", "")),
-            timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()},
-            slices_to_review=sorted(int(k) for k in report.get("slices_to_review", [])))
+        return runResultFromReport(report, mask)
 
     def close(self) -> None:
         """Removes the job's temporary folder (the child must have ended)."""

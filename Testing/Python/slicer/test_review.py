@@ -40,3 +40,12 @@ def test_corrected_anchors_are_labelled_and_never_flagged():
 def test_summary_without_flagged_slices():
     rows = reviewRows(_result({4: 0.8, 5: 1.0}, anchors=[5], toReview=[]))
     assert reviewSummary(rows).startswith("No slice flagged for review")
+
+
+def test_row_colours_mark_the_least_confident_and_the_flagged_slices():
+    from GastricPropagateLib.review import LEAST_CONFIDENT_COLOUR, REVIEW_COLOUR
+
+    rows = {row.k: row for row in reviewRows(_result({3: 0.2, 4: 0.4, 5: 1.0, 6: 0.9}, anchors=[5], toReview=[3, 4]))}
+    assert rows[3].colour() == LEAST_CONFIDENT_COLOUR
+    assert rows[4].colour() == REVIEW_COLOUR
+    assert rows[5].colour() is None and rows[6].colour() is None
