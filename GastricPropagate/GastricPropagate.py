@@ -463,6 +463,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     item.setToolTip(_("Flagged for review: check this slice."))
             table.setItem(index, 0, kItem)
             table.setItem(index, 1, valueItem)
+        table.resizeColumnToContents(0)  # "28 (painted)" in full
         self.ui.resultsTableView.setMRMLTableNode(self.logic.resultsTableNode(segmentationNode))
 
     # ------------------------------------------------------------------ navigation
