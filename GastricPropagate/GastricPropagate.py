@@ -143,7 +143,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._prepared = None
         self._replaceExisting = False
         self._timer = None
-        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult, correctedSlices)
+        self._lastRun = None  # (volumeNode, segmentationNode, resultSegmentId, runner.RunResult)
         self.lastError = None  # the last error a run reported (read by the self-test)
 
     def setup(self) -> None:
@@ -217,6 +217,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._resetProgress()
             self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
         self._lastRun = None
+        self.ui.confidenceTable.setRowCount(0)  # the list described a result that is gone with the scene
+        self.ui.reviewSummaryLabel.text = ""
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -430,7 +432,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.error("GastricPropagate: %s", error)
             slicer.util.errorDisplay(_("The propagation failed; nothing was written.") + "\n\n" + str(error))
             return
-        self._lastRun = (prepared.volumeNode, prepared.segmentationNode, resultId, result, prepared.correctedSlices)
+        self._lastRun = (prepared.volumeNode, prepared.segmentationNode, resultId, result)
         self._showResult(prepared, result, resultId)
 
     def _showResult(self, prepared, result, resultId: str) -> None:
