@@ -25,8 +25,9 @@ class StopRule:
 
     Attributes:
         min_area_mm2: the tumour has ended when the predicted cross-section is smaller than this.
-        runaway_factor: a cross-section larger than this many times the largest anchor is a leak into the
-            stomach wall or a neighbour, not tumour: the slice is dropped and the chain ends.
+        runaway_factor: the protocol paints the largest cross-section, so a cross-section larger than this many
+            times the largest anchor (20% slack for the outline's variation) is a leak into the stomach wall or
+            a neighbour, not tumour.
         min_overlap: a cross-section with less than this fraction inside the previous one (dilated by
             ``overlap_dilation_mm``) has jumped to another structure: dropped, and the chain ends.
         overlap_dilation_mm: how far a cross-section may move from one slice to the next.
@@ -45,7 +46,7 @@ class StopRule:
     """
 
     min_area_mm2: float = 12.0
-    runaway_factor: float = 1.6
+    runaway_factor: float = 1.2
     min_overlap: float = 0.5
     overlap_dilation_mm: float = 6.0
     max_growth: float = 1.6
