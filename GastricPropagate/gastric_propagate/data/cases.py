@@ -233,20 +233,23 @@ def _header(path: Path) -> sitk.ImageFileReader:
 
 
 def _file_loader(name: str, image_path: Path, label_path: Path) -> Callable[[], CaseData]:
-    def load() -> CaseData:
-        image = read_volume(image_path, "image")
-        label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
-        check_label_values(label, f"label {label_path}")
-        if not label.any():
-            raise InputError(f"The label {label_path} is empty: there is no tumour to evaluate on. "
-                             "Remove the case or fix its label.")
-        direction = np.reshape(image.GetDirection(), (3, 3))
-        if abs(direction[2, 2]) < 0.9:
-            logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",
-                           image_path.name, image.GetDirection())
-        return CaseData(name, sitk.GetArrayFromImage(image), (label > 0).astype(np.uint8),
-                        tuple(float(s) for s in image.GetSpacing()))
-    return load
+    # A partial of a module-level function, not a closure: the cases can be read in other processes.
+    return functools.partial(_load_pair, name, image_path, label_path)
+
+
+def _load_pair(name: str, image_path: Path, label_path: Path) -> CaseData:
+    image = read_volume(image_path, "image")
+    label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
+    check_label_values(label, f"label {label_path}")
+    if not label.any():
+        raise InputError(f"The label {label_path} is empty: there is no tumour to evaluate on. "
+                         "Remove the case or fix its label.")
+    direction = np.reshape(image.GetDirection(), (3, 3))
+    if abs(direction[2, 2]) < 0.9:
+        logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",
+                       image_path.name, image.GetDirection())
+    return CaseData(name, sitk.GetArrayFromImage(image), (label > 0).astype(np.uint8),
+                    tuple(float(s) for s in image.GetSpacing()))
 
 
 def _seed_from_name(name: str) -> int:

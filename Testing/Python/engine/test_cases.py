@@ -85,3 +85,16 @@ def test_held_out_phantoms_by_default():
     data = load_cases(None, 1, seed_start=5)[0].load()
     assert data.name == "phantom_5" and data.image.dtype == np.int16 and data.label.dtype == np.uint8
     assert data.image.shape == data.label.shape and data.label.any() and len(data.spacing_xyz) == 3
+
+
+def test_folder_and_phantom_cases_load_in_other_processes(tmp_path):
+    """Training reads its cases in worker processes: every kind of case must survive pickling."""
+    from gastric_propagate.data.cases import phantom_cases
+    from gastric_propagate.synthetic.generators import load_all
+
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd")
+    _write_pair(tmp_path / "b_image.nrrd", tmp_path / "b_label.nrrd")
+    cases = folder_cases(tmp_path) + phantom_cases(1, seed_start=0, size_xy=96)
+    loaded = load_all(cases, workers=2)
+    assert [data.name for data in loaded] == ["a", "b", "phantom_0"]
+    np.testing.assert_array_equal(loaded[0].image, cases[0].load().image)
