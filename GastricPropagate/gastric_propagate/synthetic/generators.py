@@ -10,6 +10,7 @@ Two structurally different generators, so that a network can be trained on one a
 from __future__ import annotations
 
 import functools
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from gastric_propagate.data.cases import Case, CaseData, phantom_cases
 
@@ -36,7 +37,8 @@ def load_all(cases: list[Case], workers: int = 1) -> list[CaseData]:
     """Loads (generates) the cases, in ``workers`` processes when more than one."""
     if workers <= 1 or len(cases) < 2:
         return [case.load() for case in cases]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process whose torch/OpenMP threads already ran can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_load, cases, chunksize=4))
 
 
