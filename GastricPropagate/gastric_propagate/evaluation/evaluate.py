@@ -131,14 +131,16 @@ class _EngineMethods:
         return result.proposer_mask, seconds
 
 
-def method_registry(segmenter: object | None = None, device: str = "auto") -> dict[str, Method]:
+def method_registry(segmenter: object | None = None, device: str = "auto", *,
+                    engine: _EngineMethods | None = None) -> dict[str, Method]:
     """Every method by name: the engine's two (weights loaded on first use) and the baselines.
 
     Args:
         segmenter: a ``gastric_propagate.inference.pipeline.Segmenter`` to reuse; the bundled weights when None.
         device: torch device of the engine when no segmenter is given.
+        engine: the engine's methods to use (a caller that reads their confidence rows afterwards).
     """
-    engine = _EngineMethods(segmenter, device)
+    engine = engine or _EngineMethods(segmenter, device)
     return {
         "proposer": Method("proposer", ENGINE_TITLES["proposer"], engine.proposer),
         "proposer_refiner": Method("proposer_refiner", ENGINE_TITLES["proposer_refiner"], engine.proposer_refiner),
@@ -167,7 +169,8 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
     Returns:
         One dict per (case, variant, method) with the keys of ``CSV_COLUMNS``.
     """
-    registry = method_registry(segmenter, device)
+    engine = _EngineMethods(segmenter, device)
+    registry = method_registry(engine=engine)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
     unknown = [m for m in methods if m not in registry] + [v for v in variants if v not in VARIANTS]
@@ -197,7 +200,6 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
         write_csv(rows, out_dir / "results.csv")
         logger.info("case %d/%d (%s) done", case_index + 1, len(cases), case.name)
     bar.close()
-    engine = registry["proposer_refiner"].run.__self__
     if engine.confidence_rows:
         with open(out_dir / CONFIDENCE_FILE, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=("case", "variant", "slice", "confidence", "dice"))
@@ -254,13 +256,13 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         The output folder (results.csv, summary.md, figure.png).
     """
     started = time.perf_counter()
-    if data is None and generator != "phantom":
+    if data is None:
         from gastric_propagate.synthetic.generators import generated_cases
         from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
         cases = generated_cases(generator, n_cases, HELD_OUT_SEED_START if seed_start is None else seed_start)
     else:
-        cases = load_cases(data, n_cases, seed_start=seed_start)
+        cases = load_cases(data, n_cases)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
     rows = run_evaluation(cases, out, methods=methods, variants=variants, device=device, progress=progress,

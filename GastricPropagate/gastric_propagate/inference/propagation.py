@@ -152,14 +152,13 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
         for chain, k, p in zip(active, targets, predicted):
             mask = p > 0.5
             if chain.outward:
-                reason = _leak_reason(rule, mask, chain.mask, image[k], slice_name(k), pixel_area_mm2,
-                                      largest_anchor, intensity_range, overlap_structure)
-                if reason == "ended":
+                kind, reason = _check_slice(rule, mask, chain.mask, image[k], slice_name(k), pixel_area_mm2,
+                                            largest_anchor, intensity_range, overlap_structure)
+                if kind == ENDED:
                     chain.probabilities[k] = p * mask  # visited: the tumour ends here
-                    area = float(mask.sum()) * pixel_area_mm2
-                    chain.stop_reason = f"tumour ended: the proposer found {area:.0f} mm2 on slice {slice_name(k)}"
+                    chain.stop_reason = reason
                     continue
-                if reason.startswith(_GROWTH) and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
+                if kind == GROWTH and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
                     # Keep the tumour, drop the leak: a leak is growth, so cut the slice back to the previous
                     # outline and go on; a chain that keeps leaking ends after ``max_clipped_slices``.
                     mask = mask & chain.mask
@@ -170,7 +169,7 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
                         chain.probabilities[k] = p
                         chain.stop_reason = f"tumour ended on slice {slice_name(k)} after a leak was cut back"
                         continue
-                elif reason:
+                elif kind:
                     chain.stop_reason = reason if not chain.clipped else (
                         f"{reason}; {chain.clipped} slice(s) before it were cut back to the previous outline")
                     continue
@@ -235,32 +234,33 @@ def _painted_intensity_range(image: torch.Tensor, anchors: dict[int, np.ndarray]
     return float(low - margin), float(high + margin)
 
 
-_GROWTH = "stopped before slice"  # size-type leaks (the mask grew into a neighbour): these may be cut back
+# What ``_check_slice`` finds: the tumour ended, it grew into a neighbour (may be cut back), or it went elsewhere.
+ENDED, GROWTH, ELSEWHERE = "ended", "growth", "elsewhere"
 
 
-def _leak_reason(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: torch.Tensor, name: int,
+def _check_slice(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: torch.Tensor, name: int,
                  pixel_area_mm2: float, largest_anchor: float, intensity_range: tuple[float, float],
-                 overlap_structure: np.ndarray) -> str:
-    """Why an outward chain must not take ``mask``: "ended", a leak's reason, or "" when it is plausible."""
+                 overlap_structure: np.ndarray) -> tuple[str, str]:
+    """(kind, reason) for an outward chain's ``mask``: kind is ENDED, GROWTH, ELSEWHERE, or "" when plausible."""
     area = float(mask.sum()) * pixel_area_mm2
     if area < rule.min_area_mm2:
-        return "ended"
+        return ENDED, f"tumour ended: the proposer found {area:.0f} mm2 on slice {name}"
     if area > rule.runaway_factor * largest_anchor:
-        return (f"stopped before slice {name}: its cross-section ({area:.0f} mm2) is "
-                f"{area / largest_anchor:.1f}x the painted one, likely a leak")
+        return GROWTH, (f"stopped before slice {name}: its cross-section ({area:.0f} mm2) is "
+                        f"{area / largest_anchor:.1f}x the painted one, likely a leak")
     previous_area = float(previous.sum()) * pixel_area_mm2
     if area > rule.max_growth * previous_area + rule.growth_slack_mm2:
-        return (f"stopped before slice {name}: its cross-section grew from {previous_area:.0f} to {area:.0f} mm2, "
-                "likely a leak")
+        return GROWTH, (f"stopped before slice {name}: its cross-section grew from {previous_area:.0f} to "
+                        f"{area:.0f} mm2, likely a leak")
     inside = np.logical_and(mask, ndimage.binary_dilation(previous, overlap_structure)).sum()
     if inside < rule.min_overlap * mask.sum():
-        return f"ended before slice {name}: the mask jumped away from the previous slice"
+        return ELSEWHERE, f"ended before slice {name}: the mask jumped away from the previous slice"
     edge = rule.edge_pixels
     if edge and (mask[:edge].any() or mask[-edge:].any() or mask[:, :edge].any() or mask[:, -edge:].any()):
-        return f"stopped before slice {name}: the mask reached the edge of the crop, likely a leak"
+        return GROWTH, f"stopped before slice {name}: the mask reached the edge of the crop, likely a leak"
     values = image_slice.float().cpu().numpy()[mask]
     outside = float(np.mean((values < intensity_range[0]) | (values > intensity_range[1])))
     if outside > rule.max_outside_intensity:
-        return (f"ended before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
-                "region's intensities, likely a leak into another tissue")
-    return ""
+        return ELSEWHERE, (f"ended before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "
+                           "region's intensities, likely a leak into another tissue")
+    return "", ""

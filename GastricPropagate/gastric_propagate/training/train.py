@@ -7,6 +7,7 @@ learn is what they will see.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import platform
@@ -96,7 +97,9 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         if working.size == 0:
             continue
         z0, z1 = max(0, working[0] - END_MARGIN), min(mask.shape[0], working[-1] + END_MARGIN + 1)
-        image = normalise(to_crop(case.image, grid)[z0:z1], prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
+        # Only the working slices kept are resampled from the CT.
+        window = dataclasses.replace(grid, origin_z=grid.slice_position(int(z0)), depth=int(z1 - z0))
+        image = normalise(to_crop(case.image, window), prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
         crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0))
     return crops
 

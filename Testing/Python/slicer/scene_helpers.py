@@ -71,17 +71,8 @@ def addVolumeFromSitk(scene, image, name: str, className: str = "vtkMRMLScalarVo
 def addSegmentFromArray(segmentationNode, referenceVolumeNode, array: np.ndarray, name: str,
                         colour=(0.9, 0.2, 0.2)) -> str:
     """A new segment holding ``array`` (k, j, i) on ``referenceVolumeNode``'s grid; the scene keeps no temp node."""
-    scene = segmentationNode.GetScene()
     segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", name, colour)
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "temp")
-    try:
-        labelmap.CopyOrientation(referenceVolumeNode)
-        slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentId)
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
-    finally:
-        scene.RemoveNode(labelmap)
+    setSegmentArray(segmentationNode, referenceVolumeNode, segmentId, array)
     return segmentId
 
 
