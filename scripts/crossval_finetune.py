@@ -37,7 +37,7 @@ def _link_fold(pairs, folder: Path) -> None:
 def _scores(results_csv: Path) -> dict[str, float]:
     with open(results_csv, newline="") as handle:
         return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)
-                if row["method"] == "proposer_refiner"}
+                if row["method"] == "engine"}
 
 
 def main() -> int:
@@ -74,7 +74,7 @@ def main() -> int:
                               "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
                               "--seed", str(args.seed)], check=True)
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
-                          "--methods", "proposer_refiner"]
+                          "--methods", "engine"]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",

@@ -64,6 +64,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-distance-mm", type=_millimetres,
                        help="furthest distance from the painted slice(s) along the slice axis, in mm")
     group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
+    group.add_argument("--no-consensus", action="store_true",
+                       help="the networks' mask alone, without the vote with registration and the copied outline "
+                            "(for comparison)")
     group.add_argument("--painted-not-largest", action="store_true",
                        help="the painted slice is not the tumour's largest cross-section: relax the size-based "
                             "leak rules and widen the crop")
@@ -207,7 +210,7 @@ def _options(args) -> "PropagationOptions":
 
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
                               max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
-                              painted_is_largest=not args.painted_not_largest)
+                              use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest)
 
 
 def _segmenter(args):

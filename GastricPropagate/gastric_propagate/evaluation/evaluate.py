@@ -47,7 +47,7 @@ CSV_COLUMNS = ("case", "variant", "method", "dice", "hd95_mm", "volume_error_per
 CONFIDENCE_FILE = "confidence.csv"
 EXAMPLE_FILE = "example.npz"
 # Contours drawn in the figure, in order of preference (the first three present are drawn).
-FIGURE_METHODS = ("proposer_refiner", "region_growing", "registration", "proposer", "copy_slice")
+FIGURE_METHODS = ("engine", "networks", "registration", "region_growing", "copy_slice")
 # Metric values are rounded to this many decimals in the rows, so the CSV and the summary agree exactly.
 _DECIMALS = 6
 
@@ -79,18 +79,19 @@ BASELINES: dict[str, Method] = {
     "fill_between_ideal": Method("fill_between_ideal", "Fill between slices, ideal (reads the truth)",
                                  baselines.fill_between_slices_ideal, reads_truth=True),
 }
-ENGINE_METHODS = ("proposer", "proposer_refiner")
+ENGINE_METHODS = ("proposer", "networks", "engine")
 ENGINE_TITLES = {"proposer": "GastricPropagate, proposer only",
-                 "proposer_refiner": "GastricPropagate, proposer + refiner"}
+                 "networks": "GastricPropagate, proposer + refiner (the networks alone, no vote)",
+                 "engine": "GastricPropagate: networks, registration and copied outline, majority vote"}
 ALL_METHODS = ENGINE_METHODS + tuple(BASELINES)
 
 
 class _EngineMethods:
-    """GastricPropagate's two rows from one engine run per case and variant.
+    """GastricPropagate's three rows from one engine run per case and variant.
 
-    One ``segment_volume`` call with the refiner gives both the proposer's mask (what a run without
-    the refiner returns) and the refined mask; the proposer-only time is the run's time without the
-    refiner stage.
+    One ``segment_volume`` call gives the proposer's mask (what a run without the refiner returns),
+    the networks' mask (without the vote) and the result; each row's time is the run's time without
+    the stages it skips.
     """
 
     def __init__(self, segmenter: object | None, device: str):
@@ -115,7 +116,7 @@ class _EngineMethods:
             self._key = case_key
         return self._result
 
-    def proposer_refiner(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
+    def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key)
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
@@ -127,13 +128,17 @@ class _EngineMethods:
 
     def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key)
-        seconds = result.seconds - result.timings.get("refiner", 0.0)
+        seconds = result.seconds - result.timings.get("refiner", 0.0) - result.timings.get("consensus", 0.0)
         return result.proposer_mask, seconds
+
+    def networks(self, image, spacing_xyz, annotation, *, case_key=None, **_):
+        result = self._run(image, spacing_xyz, annotation, case_key)
+        return result.network_mask, result.seconds - result.timings.get("consensus", 0.0)
 
 
 def method_registry(segmenter: object | None = None, device: str = "auto", *,
                     engine: _EngineMethods | None = None) -> dict[str, Method]:
-    """Every method by name: the engine's two (weights loaded on first use) and the baselines.
+    """Every method by name: the engine's three (weights loaded on first use) and the baselines.
 
     Args:
         segmenter: a ``gastric_propagate.inference.pipeline.Segmenter`` to reuse; the bundled weights when None.
@@ -143,7 +148,8 @@ def method_registry(segmenter: object | None = None, device: str = "auto", *,
     engine = engine or _EngineMethods(segmenter, device)
     return {
         "proposer": Method("proposer", ENGINE_TITLES["proposer"], engine.proposer),
-        "proposer_refiner": Method("proposer_refiner", ENGINE_TITLES["proposer_refiner"], engine.proposer_refiner),
+        "networks": Method("networks", ENGINE_TITLES["networks"], engine.networks),
+        "engine": Method("engine", ENGINE_TITLES["engine"], engine.engine),
         **BASELINES,
     }
 

@@ -33,6 +33,8 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
+from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+from gastric_propagate.inference.registration import propagate_by_registration
 from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
@@ -57,6 +59,9 @@ class SegmentationResult:
         mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
         proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement (cut, like ``mask``, to
             what connects to the painted voxels).
+        network_mask: uint8 (z, y, x), the networks' mask (proposer, then refiner when used) before the consensus;
+            equal to ``mask`` when no consensus was taken.
+        consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -72,6 +77,8 @@ class SegmentationResult:
     seconds: float
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    network_mask: np.ndarray | None = None
+    consensus: bool = False
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -170,8 +177,26 @@ class Segmenter:
         proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
         for target in (mask, proposer_mask):
             target[anchor_slices] = painted[anchor_slices]
+        network_mask = mask
+        pasted = time.perf_counter()
+
+        consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
+        if consensus:
+            if should_stop is not None and should_stop():
+                raise Cancelled("Propagation was cancelled; nothing was written.")
+            k = anchor_slices[0]
+            outline = painted[k]
+            mask = majority(network_mask, propagate_by_registration(image, spacing_xyz, k, outline),
+                            copy_along_z(image.shape, k, outline, spacing_xyz))
+            mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
+            mask[k] = outline
+            mask = keep_connected(mask, k, outline)
+        voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
+        if consensus:  # the vote may reach slices the networks did not
+            tumour = painted_slices(mask)
+            first, last = min(first, tumour[0]), max(last, tumour[-1])
         confidence = slice_confidence(mask, list(anchor_slices), range(max(0, first), min(image.shape[0] - 1, last) + 1),
                                       spacing_xyz)
         for k in confidence:  # a slice cut back after a leak is a guess at best: always worth a look
@@ -183,7 +208,9 @@ class Segmenter:
             slice_confidence=confidence, anchor_slices=list(anchor_slices),
             stop_reasons=coarse.stop_reasons, seconds=finished - started, device=str(self.device),
             timings={"prepare": prepared - started, "proposer": proposed - prepared,
-                     "refiner": refined - proposed, "paste_back": finished - refined})
+                     "refiner": refined - proposed, "paste_back": pasted - refined, "consensus": voted - pasted,
+                     "confidence": finished - voted},
+            network_mask=network_mask, consensus=consensus)
 
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,

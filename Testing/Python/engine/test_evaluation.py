@@ -104,7 +104,7 @@ def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypat
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.Segmenter, "segment", counted)
-    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "proposer_refiner"],
+    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "engine"],
                                    variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False)
     assert len(calls) == 2 and len(rows) == 4
     for row in rows:
@@ -119,12 +119,12 @@ def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, b
 
     cases = load_cases(None, 1, seed_start=HELD_OUT_SEED_START + 7, size_xy=160, slice_spacing=4.0,
                        tumour_diameter_mm=30.0)
-    rows = evaluate.run_evaluation(cases, tmp_path, methods=["proposer_refiner", "proposer", "copy_slice"],
+    rows = evaluate.run_evaluation(cases, tmp_path, methods=["engine", "proposer", "copy_slice"],
                                    variants=["largest"], segmenter=bundled_segmenter, progress=False)
     by_method = {row["method"]: row for row in rows}
     assert all(row["error"] == "" for row in rows), rows
-    assert by_method["proposer_refiner"]["dice"] > 0.7
-    assert by_method["proposer_refiner"]["dice"] > by_method["copy_slice"]["dice"]
+    assert by_method["engine"]["dice"] > 0.7
+    assert by_method["engine"]["dice"] > by_method["copy_slice"]["dice"]
 
 
 def test_evaluate_command_on_held_out_phantoms(tmp_path):
@@ -148,7 +148,7 @@ def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
     assert main(["evaluate", "--out", str(tmp_path), "--cases", "1", "--variants", "largest", "--device", "cpu"]) == 0
     rows = evaluate.read_csv(tmp_path / "results.csv")
     assert {row["method"] for row in rows} == set(evaluate.ALL_METHODS)
-    engine = next(row for row in rows if row["method"] == "proposer_refiner")
+    engine = next(row for row in rows if row["method"] == "engine")
     assert float(engine["dice"]) > 0.7 and not engine["error"]
     summary = (tmp_path / "summary.md").read_text()
     assert "gastric-propagate evaluate" in summary and "phantom" in summary

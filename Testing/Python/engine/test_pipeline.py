@@ -40,3 +40,44 @@ def test_a_corrected_slice_is_kept_and_does_not_lower_dice(bundled_segmenter, he
     second = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation, PropagationOptions(keyframes=True))
     np.testing.assert_array_equal(second.mask[worst], case.label[worst])
     assert dice(second.mask, case.label) >= dice(first.mask, case.label) - 0.01
+
+
+def test_the_result_is_the_vote_of_networks_registration_and_copy(bundled_segmenter, held_out):
+    from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+    from gastric_propagate.inference.registration import propagate_by_registration
+
+    case = held_out[1]
+    annotation = annotation_from_label(case.label)
+    k = painted_slices(annotation)[0]
+    result = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation)
+    alone = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation, PropagationOptions(use_consensus=False))
+    assert result.consensus and not alone.consensus
+    np.testing.assert_array_equal(alone.mask, result.network_mask)
+    painted = annotation[k] > 0
+    expected = majority(result.network_mask, propagate_by_registration(case.image, case.spacing_xyz, k, painted),
+                        copy_along_z(case.image.shape, k, painted, case.spacing_xyz))
+    expected[k] = painted
+    np.testing.assert_array_equal(result.mask, keep_connected(expected, k, painted))
+    assert set(result.slice_confidence) >= set(painted_slices(result.mask))
+
+
+def test_the_vote_keeps_to_the_slice_limits(bundled_segmenter, held_out):
+    case = held_out[1]
+    annotation = annotation_from_label(case.label)
+    k = painted_slices(annotation)[0]
+    result = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation,
+                                       PropagationOptions(min_slice=k - 1, max_slice=k + 1))
+    assert result.consensus
+    assert painted_slices(result.mask)[0] >= k - 1 and painted_slices(result.mask)[-1] <= k + 1
+
+
+def test_keyframes_and_a_painted_slice_that_is_not_the_largest_keep_the_networks_result(bundled_segmenter, held_out):
+    case = held_out[0]
+    annotation = annotation_from_label(case.label)
+    first, last = painted_slices(case.label)[0], painted_slices(case.label)[-1]
+    annotation[(first + last) // 2 + 2] = case.label[(first + last) // 2 + 2]
+    for options in (PropagationOptions(keyframes=True), PropagationOptions(painted_is_largest=False)):
+        painted = annotation if options.keyframes else annotation_from_label(case.label, (first + last) // 2 + 2)
+        result = bundled_segmenter.segment(case.image, case.spacing_xyz, painted, options)
+        assert not result.consensus
+        np.testing.assert_array_equal(result.mask, result.network_mask)
