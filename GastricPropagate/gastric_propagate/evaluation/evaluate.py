@@ -87,37 +87,36 @@ ALL_METHODS = ENGINE_METHODS + tuple(BASELINES)
 
 
 class _EngineMethods:
-    """GastricPropagate's three rows from one engine run per case and variant.
+    """GastricPropagate's three rows from two engine runs per case and variant.
 
-    One ``segment_volume`` call gives the proposer's mask (what a run without the refiner returns),
-    the networks' mask (without the vote) and the result; each row's time is the run's time without
-    the stages it skips.
+    The run with the vote gives the result ("engine"); one without it gives the networks alone, as far as
+    they go ("networks"), and the proposer's mask before refinement ("proposer", timed without the
+    refiner stage).
     """
 
     def __init__(self, segmenter: object | None, device: str):
         self._segmenter = segmenter
         self._device = device
-        self._key: object = None
-        self._result = None
+        self._results: dict[bool, tuple[object, object]] = {}  # use_consensus -> (case key, result)
         # (case, variant, slice, confidence, dice) of every propagated slice: how confidence tracks quality.
         self.confidence_rows: list[dict] = []
 
-    def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object):
+    def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object, consensus: bool):
         from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, segment_volume
 
         if self._segmenter is None:
             self._segmenter = Segmenter(device=self._device)
-        if self._key != case_key or self._result is None:
+        key, result = self._results.get(consensus, (None, None))
+        if key != case_key or result is None:
             # Whoever paints a slice other than the largest says so, as a user of the CLI or module would.
             variant = case_key[1] if isinstance(case_key, tuple) else None
-            options = PropagationOptions(use_refiner=True, painted_is_largest=variant != "random_slice")
-            self._result = segment_volume(image, spacing_xyz, annotation, options=options,
-                                          segmenter=self._segmenter)
-            self._key = case_key
-        return self._result
+            options = PropagationOptions(use_consensus=consensus, painted_is_largest=variant != "random_slice")
+            result = segment_volume(image, spacing_xyz, annotation, options=options, segmenter=self._segmenter)
+            self._results[consensus] = (case_key, result)
+        return result
 
     def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
-        result = self._run(image, spacing_xyz, annotation, case_key)
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
             for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
@@ -126,14 +125,13 @@ class _EngineMethods:
                                              "dice": round(score, 4)})
         return result.mask, result.seconds
 
-    def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
-        result = self._run(image, spacing_xyz, annotation, case_key)
-        seconds = result.seconds - result.timings.get("refiner", 0.0) - result.timings.get("consensus", 0.0)
-        return result.proposer_mask, seconds
-
     def networks(self, image, spacing_xyz, annotation, *, case_key=None, **_):
-        result = self._run(image, spacing_xyz, annotation, case_key)
-        return result.network_mask, result.seconds - result.timings.get("consensus", 0.0)
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=False)
+        return result.mask, result.seconds
+
+    def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=False)
+        return result.proposer_mask, result.seconds - result.timings.get("refiner", 0.0)
 
 
 def method_registry(segmenter: object | None = None, device: str = "auto", *,

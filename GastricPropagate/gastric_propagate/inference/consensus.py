@@ -24,10 +24,19 @@ from gastric_propagate.inference.registration import equivalent_diameter_mm
 COPY_EXTENT_FACTOR = 0.5
 
 
+def reach_slices(painted: np.ndarray, spacing_xyz: tuple[float, float, float], *,
+                 extent_factor: float = COPY_EXTENT_FACTOR) -> int:
+    """How many slices each way the copy and the registration reach: ``extent_factor`` painted diameters.
+
+    Beyond it two of the three opinions are empty, so no voxel can win the vote: the networks need not go there.
+    """
+    return int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
+
+
 def copy_along_z(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,
                  spacing_xyz: tuple[float, float, float], *, extent_factor: float = COPY_EXTENT_FACTOR) -> np.ndarray:
     """The painted cross-section copied onto the slices within ``extent_factor`` diameters of slice ``k``."""
-    reach = int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
+    reach = reach_slices(painted, spacing_xyz, extent_factor=extent_factor)
     mask = np.zeros(shape_zyx, dtype=np.uint8)
     mask[max(0, k - reach):min(shape_zyx[0], k + reach + 1)] = painted
     return mask

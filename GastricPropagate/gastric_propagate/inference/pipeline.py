@@ -33,7 +33,7 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
-from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+from gastric_propagate.inference.consensus import COPY_EXTENT_FACTOR, copy_along_z, keep_connected, majority, reach_slices
 from gastric_propagate.inference.registration import propagate_by_registration
 from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
@@ -137,9 +137,12 @@ class Segmenter:
         check_image(image)
         anchor_slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=options.keyframes)
         low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
-
         prep = self.proposer.preprocessing
         painted = annotation > 0
+        consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
+        if consensus:  # the networks need not go where no voxel can win the vote
+            reach = reach_slices(painted[anchor_slices[0]], spacing_xyz)
+            low, high = max(low, anchor_slices[0] - reach), min(high, anchor_slices[0] + reach)
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
@@ -180,14 +183,13 @@ class Segmenter:
         network_mask = mask
         pasted = time.perf_counter()
 
-        consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
         if consensus:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             k = anchor_slices[0]
             outline = painted[k]
-            mask = majority(network_mask, propagate_by_registration(image, spacing_xyz, k, outline),
-                            copy_along_z(image.shape, k, outline, spacing_xyz))
+            registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=COPY_EXTENT_FACTOR)
+            mask = majority(network_mask, registered, copy_along_z(image.shape, k, outline, spacing_xyz))
             mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
             mask[k] = outline
             mask = keep_connected(mask, k, outline)

@@ -92,25 +92,26 @@ def test_unknown_names_are_refused(tmp_path):
         evaluate.run_evaluation([], tmp_path, methods=["magic"], progress=False)
 
 
-def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypatch):
-    """Both GastricPropagate rows come from one engine call per case and variant, timed apart."""
+def test_engine_rows_from_two_runs_per_case(tmp_path, oracle_segmenter, monkeypatch):
+    """The three GastricPropagate rows come from two engine calls per case and variant (with and without the
+    vote), and the proposer row is timed without the refiner."""
     from gastric_propagate.inference import pipeline
 
     calls = []
     original = pipeline.Segmenter.segment
 
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
+    def counted(self, image, spacing, annotation, options, **kwargs):
+        calls.append(options.use_consensus)
+        return original(self, image, spacing, annotation, options, **kwargs)
 
     monkeypatch.setattr(pipeline.Segmenter, "segment", counted)
-    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "engine"],
+    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "networks", "engine"],
                                    variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False)
-    assert len(calls) == 2 and len(rows) == 4
+    assert sorted(calls) == [False, False, True, True] and len(rows) == 6
     for row in rows:
         assert row["error"] == "" and row["dice"] > 0.8, row
-    proposer, refined = rows[0], rows[1]
-    assert 0 < proposer["seconds"] <= refined["seconds"]
+    proposer, networks = rows[0], rows[1]
+    assert 0 < proposer["seconds"] <= networks["seconds"]
 
 
 def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, bundled_segmenter):
