@@ -33,7 +33,7 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
-from gastric_propagate.inference.consensus import COPY_EXTENT_FACTOR, copy_along_z, keep_connected, majority, reach_slices
+from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.registration import propagate_by_registration
 from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
@@ -140,9 +140,13 @@ class Segmenter:
         prep = self.proposer.preprocessing
         painted = annotation > 0
         consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
+        reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
         if consensus:  # the networks need not go where no voxel can win the vote
-            reach = reach_slices(painted[anchor_slices[0]], spacing_xyz)
-            low, high = max(low, anchor_slices[0] - reach), min(high, anchor_slices[0] + reach)
+            reach = vote.reach_slices(painted[anchor_slices[0]], spacing_xyz)
+            if anchor_slices[0] - reach > low:
+                low = reach_limited["down"] = anchor_slices[0] - reach
+            if anchor_slices[0] + reach < high:
+                high = reach_limited["up"] = anchor_slices[0] + reach
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
@@ -162,6 +166,10 @@ class Segmenter:
                            slice_mm=grid.step_z * spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop)
+        for direction, limit in reach_limited.items():
+            if coarse.stop_reasons[direction].startswith("reached the slice limit"):
+                coarse.stop_reasons[direction] = (f"stopped at slice {limit}: half the painted diameter from the painted "
+                                                  "slice, as far as the vote with registration and the copy reaches")
         proposed = time.perf_counter()
         final = coarse.probabilities
         if options.use_refiner:
@@ -188,11 +196,12 @@ class Segmenter:
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             k = anchor_slices[0]
             outline = painted[k]
-            registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=COPY_EXTENT_FACTOR)
-            mask = majority(network_mask, registered, copy_along_z(image.shape, k, outline, spacing_xyz))
+            registered = propagate_by_registration(image, spacing_xyz, k, outline,
+                                                   extent_factor=vote.REACH_FACTOR)
+            mask = vote.majority(network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
             mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
             mask[k] = outline
-            mask = keep_connected(mask, k, outline)
+            mask = vote.keep_connected(mask, k, outline)
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))

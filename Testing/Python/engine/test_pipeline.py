@@ -81,3 +81,21 @@ def test_keyframes_and_a_painted_slice_that_is_not_the_largest_keep_the_networks
         result = bundled_segmenter.segment(case.image, case.spacing_xyz, painted, options)
         assert not result.consensus
         np.testing.assert_array_equal(result.mask, result.network_mask)
+
+
+def test_a_chain_ended_by_the_votes_reach_says_so(bundled_segmenter):
+    # A soft-tissue cylinder through every slice: the networks would follow it to the volume's ends.
+    z, y, x = np.mgrid[:40, :80, :80]
+    truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
+    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
+    image[:, :, :5] = -1000
+    spacing = (1.0, 1.0, 2.0)  # equivalent diameter 24 mm: the vote reaches 6 slices each way
+    annotation = annotation_from_label(truth, 20)
+    result = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation)
+    assert result.slice_range() == (14, 26)
+    for reason in result.stop_reasons.values():
+        assert "half the painted diameter" in reason and "slice limit" not in reason, result.stop_reasons
+    limited = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation,
+                                        PropagationOptions(max_distance_mm=4.0))
+    assert limited.slice_range() == (18, 22)
+    assert all("slice limit" in reason for reason in limited.stop_reasons.values()), limited.stop_reasons
