@@ -19,6 +19,11 @@ FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1
 STAGES = ("proposer", "refiner")
 BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+# The largest network a checkpoint may declare (the bundled ones have about 0.5 million parameters; a 2D U-Net of
+# 64 base channels and depth 5 has 124 million): 0.8 GB as float32. Larger ones are refused before they are
+# built, and files larger than such a network could fill are refused before they are read.
+MAX_NETWORK_PARAMETERS = 200_000_000
+MAX_FILE_BYTES = 8 * MAX_NETWORK_PARAMETERS
 
 
 def bundled_weights(stage: str) -> Path:
@@ -68,6 +73,10 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
                "'gastric-propagate train' and pass them with --proposer/--refiner.")
     if not path.is_file():
         raise WeightsError(f"The {stage} weights file {path} does not exist. {retrain}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise WeightsError(f"The {stage} weights file {path} is {path.stat().st_size / 1e9:.1f} GB, larger than any "
+                           f"network this tool builds ({MAX_FILE_BYTES / 1e9:.1f} GB at most; the bundled files are "
+                           f"about 1 MB): it is not a GastricPropagate checkpoint. {retrain}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
@@ -86,7 +95,25 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
         raise WeightsError(f"{path} uses architecture {architecture.get('name')!r}, which this version does not "
                            f"know. {retrain}")
     try:
-        network = UNet2D(**architecture["config"])
+        config = architecture["config"]
+        parameters = _declared_parameters(config)
+        stored = sum(int(tensor.numel()) for tensor in payload["state_dict"].values())
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{path} declares a {stage} network this version cannot build ({error}). "
+                           f"{retrain}") from error
+    if parameters > MAX_NETWORK_PARAMETERS:
+        raise WeightsError(
+            f"{path} declares a {stage} network of {parameters / 1e6:,.0f} million parameters ({_describe(config)}): "
+            f"building it would take about {4 * parameters / 1e9:,.1f} GB of memory, more than the "
+            f"{MAX_NETWORK_PARAMETERS / 1e6:,.0f} million parameters ({4 * MAX_NETWORK_PARAMETERS / 1e9:.1f} GB) "
+            f"this tool builds (the bundled networks have about 0.5 million). The file is corrupt or was not made "
+            f"by 'gastric-propagate train'. {retrain}")
+    if parameters > stored:
+        raise WeightsError(f"The {stage} weights in {path} do not fit their declared architecture "
+                           f"({_describe(config)} has {parameters:,} parameters; the file holds {stored:,} values). "
+                           f"{retrain}")
+    try:
+        network = UNet2D(**config)
         network.load_state_dict({k: v.float() if v.is_floating_point() else v
                                  for k, v in payload["state_dict"].items()})
         preprocessing = Preprocessing.from_dict(payload["preprocessing"])
@@ -96,3 +123,18 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     network.to(device).eval()
     return Checkpoint(stage=stage, network=network, preprocessing=preprocessing,
                       training=dict(payload.get("training", {})), path=path)
+
+
+def _declared_parameters(config) -> int:
+    """Parameters of the UNet2D a checkpoint's config declares, without building it; TypeError or ValueError for a
+    config UNet2D would not take."""
+    if not isinstance(config, dict) or "in_channels" not in config or \
+            set(config) - {"in_channels", "base_channels", "depth"}:
+        raise TypeError(f"architecture config {config!r}")
+    if any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in config.values()):
+        raise ValueError(f"architecture config {config!r}: every value must be a whole number of 1 or more")
+    return UNet2D.parameter_count(**config)
+
+
+def _describe(config: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in config.items())

@@ -200,6 +200,27 @@ def test_weights_of_the_wrong_stage(files, tmp_path, capsys, monkeypatch):  # 12
     assert snapshot(tmp_path) == before
 
 
+def test_weights_declaring_a_network_of_24_gb(files, tmp_path, capsys, monkeypatch):  # low
+    import torch
+
+    from gastric_propagate.inference import checkpoints
+
+    class NeverBuilt(checkpoints.UNet2D):
+        def __init__(self, **config):
+            raise AssertionError("the network was built")
+
+    monkeypatch.setattr(checkpoints, "UNet2D", NeverBuilt)
+    monkeypatch.setattr(cli, "_segmenter", REAL_SEGMENTER)
+    payload = torch.load(bundled_weights("proposer"), weights_only=True)
+    payload["architecture"]["config"]["base_channels"] = 1792
+    torch.save(payload, tmp_path / "in" / "huge.pt")
+    before = snapshot(tmp_path)
+    code = segment(files, tmp_path / "out.nrrd", "--device", "cpu", "--proposer", str(tmp_path / "in" / "huge.pt"))
+    err = capsys.readouterr().err
+    assert code == 3 and "GB of memory" in err and "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--device", "tpu"), "not a device"),
     (("--max-distance-mm", "nan"), "finite distance"),
