@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gastric_propagate import __version__
+from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.preprocessing import Preprocessing
@@ -43,12 +44,14 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocessing: Preprocessing,
-                    training: dict) -> Path:
-    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small."""
+                    training: dict, outputs: OutputBatch | None = None) -> Path:
+    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small.
+
+    The file appears whole or not at all: staged in ``outputs`` (renamed into place together with the batch's
+    other outputs, e.g. the proposer and the refiner of one training) or, without a batch, on its own.
+    """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: (t.half() if t.is_floating_point() else t).cpu() for name, t in network.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -60,10 +63,10 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
         "training": training,
         "state_dict": state,
     }
-    temporary = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, temporary)
-    temporary.replace(path)
-    return path
+    if outputs is not None:
+        return outputs.file(path, lambda temporary: torch.save(payload, temporary))
+    with OutputBatch() as alone:
+        return alone.file(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:

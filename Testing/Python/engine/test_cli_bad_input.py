@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 import gastric_propagate.cli as cli
-from conftest import SPACING, make_volume
+from conftest import SPACING, make_volume, write_cases_folder
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.checkpoints import bundled_weights
 
@@ -295,15 +295,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
 @pytest.fixture
 def folder_of_cases(tmp_path):
     """Three labelled cases in the <case>_image / <case>_label layout."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for index in range(3):
-        image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0, seed=index)
-        ct = sitk.GetImageFromArray(image)
-        ct.SetSpacing(SPACING)
-        sitk.WriteImage(ct, str(folder / f"case{index}_image.nrrd"))
-        write_like(label, ct, folder / f"case{index}_label.nrrd")
-    return folder
+    return write_cases_folder(tmp_path / "data", 3)
 
 
 @pytest.mark.parametrize("cases, used, said", [((), 3, "evaluating all 3"),
