@@ -1,4 +1,4 @@
-"""make-phantoms, evaluate and train write their outputs all or nothing.
+"""make-phantoms, evaluate and train write their outputs all or nothing, and train keeps existing weights.
 
 A crash or SIGTERM in the middle of a run leaves the earlier files (or none) and no half-written report or
 checkpoint: everything is staged beside its destination and renamed into place together at the end. The SIGTERM
@@ -205,11 +205,42 @@ def test_train_stopped_while_saving_leaves_the_earlier_pair(tmp_path, cases_fold
             return staged
 
         io.OutputBatch.file = slow_file
-        sys.exit(cli.main({train_argv(cases_folder, out)!r}))
+        sys.exit(cli.main({train_argv(cases_folder, out, "--overwrite")!r}))
     """, tmp_path)
     assert code == 143 and "terminated" in err and "Traceback" not in err, err
     assert snapshot(out) == before, "the earlier pair, not a new proposer beside an old refiner"
     assert partial_files(out) == []
+
+
+def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folder, capsys, monkeypatch):
+    import gastric_propagate.data.cases as cases
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "refiner.pt").write_bytes(b"earlier refiner weights")
+    before = snapshot(out)
+    real_folder_cases = cases.folder_cases
+    monkeypatch.setattr(cases, "folder_cases", lambda *args: pytest.fail("the data was read before the check"))
+
+    assert cli.main(train_argv(cases_folder, out)) == 2
+    err = capsys.readouterr().err
+    assert f"The output {out / 'refiner.pt'} already exists" in err and "--overwrite" in err, err
+    assert "Traceback" not in err and snapshot(out) == before
+
+    monkeypatch.setattr(cases, "folder_cases", real_folder_cases)
+    assert cli.main(train_argv(cases_folder, out, "--overwrite")) == 0
+    for stage in ("proposer", "refiner"):
+        assert load_checkpoint(out / f"{stage}.pt", stage=stage).training["command"].endswith("--overwrite")
+    assert sorted(path.name for path in out.iterdir()) == ["proposer.pt", "refiner.pt"]
+
+
+def test_train_never_replaces_the_weights_it_starts_from(tmp_path, cases_folder, capsys):
+    out = tmp_path / "weights"
+    before = earlier_weights(out)
+    assert cli.main(train_argv(cases_folder, out, "--init", str(out), "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "destroy your input" in err and "Traceback" not in err, err
+    assert snapshot(out) == before
 
 
 def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_folder):
