@@ -72,7 +72,7 @@ def main() -> int:
         subprocess.run(cli + ["train", "--data", str(fold_dir / "train"), "--init", "bundled", "--out",
                               str(fold_dir / "weights"), "--proposer-steps", str(args.proposer_steps),
                               "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
-                              "--seed", str(args.seed)], check=True)
+                              "--seed", str(args.seed), "--overwrite"], check=True)
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
                           "--methods", "engine"]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
     train.add_argument("--workers", type=int, default=2, help="processes that generate synthetic cases")
     train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace proposer.pt and refiner.pt already in --out (refused otherwise)")
     train.add_argument("--validation-phantoms", type=int, default=8,
                        help="held-out phantoms to report Dice on after training (0: none)")
     train.add_argument("--proposer-steps", type=int, default=1500)
@@ -261,6 +263,7 @@ def _train(args) -> int:
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N "
                          "and/or --shapes N with N of 1 or more.")
     _check_folder(args.out, "the output folder")
+    _check_weights_outputs(args)
     cases, parts = [], []
     if args.data:
         cases += folder_cases(args.data)
@@ -289,16 +292,34 @@ def _train(args) -> int:
     return 0
 
 
-def _initial_networks(source: str):
-    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+def _check_weights_outputs(args) -> None:
+    """Before any work: weights already in --out are kept unless --overwrite, and never replaced by a fine-tuning
+    of themselves (--init naming the --out folder, or the bundled weights' folder)."""
     from pathlib import Path
 
-    from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint
+    from gastric_propagate.data.io import check_outputs
+
+    outputs = {f"{stage} weights": Path(args.out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    inputs = _initial_paths(args.init).values() if args.init else ()
+    check_outputs(outputs, inputs=inputs, overwrite=args.overwrite)
+
+
+def _initial_paths(source: str) -> dict:
+    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
+    from pathlib import Path
+
+    from gastric_propagate.inference.checkpoints import bundled_weights
 
     if source == "bundled":
-        paths = {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
-    else:
-        paths = {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+        return {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
+    return {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+
+
+def _initial_networks(source: str):
+    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+    from gastric_propagate.inference.checkpoints import load_checkpoint
+
+    paths = _initial_paths(source)
     loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
             f"{source} weights ({paths['proposer']})")
