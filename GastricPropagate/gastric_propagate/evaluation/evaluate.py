@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import logging
 import math
 import os
@@ -95,6 +96,9 @@ BASELINES: dict[str, Method] = {
     "copy_slice": Method("copy_slice", "Copy the painted slice (± its radius)", baselines.copy_slice),
     "region_growing": Method("region_growing", "3D region growing", baselines.region_growing),
     "registration": Method("registration", "Slice-to-slice registration", baselines.registration_propagation),
+    "registration_demons": Method("registration_demons", "Slice-to-slice registration, Demons",
+                                  functools.partial(baselines.registration_propagation, transform="demons",
+                                                    iterations=10)),
     "grow_from_seeds": Method("grow_from_seeds", "Slicer's Grow from seeds (seeded from the painted slice)",
                               grow_from_seeds),
     "fill_between_ideal": Method("fill_between_ideal", "Fill between slices, ideal (reads the truth)",

@@ -196,8 +196,8 @@ class Segmenter:
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             k = anchor_slices[0]
             outline = painted[k]
-            registered = propagate_by_registration(image, spacing_xyz, k, outline,
-                                                   extent_factor=vote.REACH_FACTOR)
+            registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=vote.REACH_FACTOR,
+                                                   **vote.REGISTRATION)
             mask = vote.majority(network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
             mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
             mask[k] = outline

@@ -43,7 +43,7 @@ def test_a_corrected_slice_is_kept_and_does_not_lower_dice(bundled_segmenter, he
 
 
 def test_the_result_is_the_vote_of_networks_registration_and_copy(bundled_segmenter, held_out):
-    from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+    from gastric_propagate.inference.consensus import REGISTRATION, copy_along_z, keep_connected, majority
     from gastric_propagate.inference.registration import propagate_by_registration
 
     case = held_out[1]
@@ -54,7 +54,7 @@ def test_the_result_is_the_vote_of_networks_registration_and_copy(bundled_segmen
     assert result.consensus and not alone.consensus
     np.testing.assert_array_equal(alone.mask, result.network_mask)
     painted = annotation[k] > 0
-    expected = majority(result.network_mask, propagate_by_registration(case.image, case.spacing_xyz, k, painted),
+    expected = majority(result.network_mask, propagate_by_registration(case.image, case.spacing_xyz, k, painted, **REGISTRATION),
                         copy_along_z(case.image.shape, k, painted, case.spacing_xyz))
     expected[k] = painted
     np.testing.assert_array_equal(result.mask, keep_connected(expected, k, painted))
