@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.add_argument("--count", type=_count(1), default=10)
     phantoms.add_argument("--seed-start", type=_count(0), help="first seed (default: the held-out range)")
     phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd")
+    phantoms.add_argument("--overwrite", action="store_true", help="replace image/label files already in --out")
 
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
     demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
@@ -328,9 +329,16 @@ def _initial_networks(source: str):
 def _make_phantoms(args) -> int:
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, write_phantoms
 
+    from pathlib import Path
+
+    from gastric_propagate.data.io import check_outputs
+
     start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
     _check_folder(args.out, "the output folder")
-    pairs = write_phantoms(args.out, range(start, start + args.count), fmt=args.format)
+    seeds = range(start, start + args.count)
+    check_outputs({f"phantom {kind} {seed}": Path(args.out) / f"case_{seed}_{kind}.{args.format}"
+                   for seed in seeds for kind in ("image", "label")}, overwrite=args.overwrite)
+    pairs = write_phantoms(args.out, seeds, fmt=args.format)
     print(f"wrote {len(pairs)} image/label pairs to {args.out}")
     return 0
 

@@ -19,6 +19,9 @@ from gastric_propagate.inference.preprocessing import Preprocessing
 FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1
 STAGES = ("proposer", "refiner")
+# What each stage's network reads: the proposer three image slices and the previous mask; the refiner the image and
+# the coarse mask on three slices (``propagation.propagate``, ``refinement.refiner_input``).
+INPUT_CHANNELS = {"proposer": 4, "refiner": 6}
 BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The largest network a checkpoint may declare (the bundled ones have about 0.5 million parameters; a 2D U-Net of
 # 64 base channels and depth 5 has 124 million): 0.8 GB as float32. Larger ones are refused before they are
@@ -104,6 +107,10 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise WeightsError(f"{path} declares a {stage} network this version cannot build ({error}). "
                            f"{retrain}") from error
+    if config["in_channels"] != INPUT_CHANNELS[stage]:
+        raise WeightsError(f"{path} declares a {stage} network reading {config['in_channels']} channels, but the "
+                           f"{stage} is given {INPUT_CHANNELS[stage]}: it was not made by 'gastric-propagate train'. "
+                           f"{retrain}")
     if parameters > MAX_NETWORK_PARAMETERS:
         raise WeightsError(
             f"{path} declares a {stage} network of {parameters / 1e6:,.0f} million parameters ({_describe(config)}): "

@@ -168,8 +168,9 @@ class Segmenter:
                            progress=progress, should_stop=should_stop)
         for direction, limit in reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
-                coarse.stop_reasons[direction] = (f"stopped at slice {limit}: half the painted diameter from the painted "
-                                                  "slice, as far as the vote with registration and the copy reaches")
+                coarse.stop_reasons[direction] = (
+                    f"stopped at slice {limit}: half the painted diameter from the painted slice, as far as the vote "
+                    "with registration and the copy reaches")
         proposed = time.perf_counter()
         final = coarse.probabilities
         if options.use_refiner:

@@ -25,7 +25,7 @@ from gastric_propagate import __version__
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.io import OutputBatch
-from gastric_propagate.inference.checkpoints import save_checkpoint
+from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
@@ -287,8 +287,8 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         raise ValueError("every training case had an empty label")
 
     if init is None:
-        proposer = UNet2D(in_channels=4, base_channels=config.base_channels, depth=config.depth)
-        refiner = UNet2D(in_channels=6, base_channels=config.base_channels, depth=config.depth)
+        proposer, refiner = (UNet2D(in_channels=INPUT_CHANNELS[stage], base_channels=config.base_channels,
+                                    depth=config.depth) for stage in ("proposer", "refiner"))
     else:
         proposer, refiner = init
     proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[r.integers(len(crops))], config, r),

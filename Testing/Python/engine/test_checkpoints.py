@@ -130,3 +130,11 @@ def test_bundled_weights_are_small_and_say_what_they_learned():
         checkpoint = load_checkpoint(path, stage=stage)
         assert "phantom" in checkpoint.training["data"]
         assert "train --phantoms" in checkpoint.training["command"]
+
+
+@pytest.mark.parametrize("stage, wrong", [("proposer", 6), ("refiner", 4), ("proposer", 1)])
+def test_a_network_reading_the_wrong_number_of_channels_is_refused_at_load(tmp_path, stage, wrong):
+    path = save_checkpoint(tmp_path / f"{stage}.pt", stage=stage, network=tiny(wrong), preprocessing=Preprocessing(),
+                           training={})
+    with pytest.raises(WeightsError, match=f"reading {wrong} channels.*gastric-propagate train"):
+        load_checkpoint(path, stage=stage)

@@ -80,7 +80,8 @@ def test_make_phantoms_stopped_midway_leaves_no_phantom_and_the_old_files(tmp_pa
             return made(seed, size_xy=64, **overrides)
 
         phantom.make_phantom = slow
-        sys.exit(cli.main(["make-phantoms", "--out", {str(out)!r}, "--count", "3", "--seed-start", "0"]))
+        sys.exit(cli.main(["make-phantoms", "--out", {str(out)!r}, "--count", "3", "--seed-start", "0",
+                           "--overwrite"]))
     """, tmp_path)
     assert code == 143 and "terminated" in err and "Traceback" not in err, err
     assert snapshot(out) == {Path("case_0_image.nrrd"): b"an earlier phantom"}
@@ -98,6 +99,22 @@ def test_make_phantoms_writes_every_pair(tmp_path, monkeypatch, capsys):
     label = sitk.ReadImage(str(tmp_path / "p" / "case_6_label.nrrd"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(label), sitk.GetArrayFromImage(made(6, size_xy=64).label))
 
+
+
+def test_make_phantoms_keeps_existing_files_unless_told_to_overwrite(tmp_path, monkeypatch, capsys):
+    import gastric_propagate.synthetic.phantom as phantom
+
+    made = phantom.make_phantom
+    monkeypatch.setattr(phantom, "make_phantom", lambda seed, **overrides: made(seed, size_xy=64, **overrides))
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "case_6_label.nrrd").write_bytes(b"an earlier label")
+    arguments = ["make-phantoms", "--out", str(out), "--count", "2", "--seed-start", "5"]
+    assert cli.main(arguments) == 2
+    assert "case_6_label.nrrd" in capsys.readouterr().err
+    assert snapshot(out) == {Path("case_6_label.nrrd"): b"an earlier label"}
+    assert cli.main(arguments + ["--overwrite"]) == 0
+    assert len(list(out.iterdir())) == 4 and (out / "case_6_label.nrrd").read_bytes() != b"an earlier label"
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
