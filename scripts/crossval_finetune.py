@@ -84,7 +84,8 @@ def main() -> int:
 
     groups = sorted({case_group(name) for name in bundled})
     print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled)} cases of {args.data} "
-          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds, proposer + refiner")
+          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds of the "
+          "engine's result (the vote)")
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
     for title, scores in (("bundled", bundled), ("fine-tuned on the other folds", tuned)):
