@@ -96,7 +96,8 @@ class GastricPropagateParameterNode:
     inputVolume: the CT. segmentationNode / paintedSegmentId: the segment holding the painted slice.
     keyframes: several painted slices are fixed anchors. minSlice / maxSlice: K limits (-1 = none).
     maxDistanceMm: furthest distance from the painted slice (0 = none). device: torch device.
-    useRefiner: run the refiner stage. useEditorMasking: honour the Segment Editor's masking settings.
+    useRefiner: run the refiner stage. useConsensus: vote with registration and the copied outline.
+    useEditorMasking: honour the Segment Editor's masking settings.
     paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).
     """
 
@@ -109,6 +110,7 @@ class GastricPropagateParameterNode:
     maxDistanceMm: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     useRefiner: bool = True
+    useConsensus: bool = True
     useEditorMasking: bool = True
     paintedIsLargest: bool = True
 

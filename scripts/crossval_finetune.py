@@ -37,7 +37,7 @@ def _link_fold(pairs, folder: Path) -> None:
 def _scores(results_csv: Path) -> dict[str, float]:
     with open(results_csv, newline="") as handle:
         return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)
-                if row["method"] == "proposer_refiner"}
+                if row["method"] == "engine"}
 
 
 def main() -> int:
@@ -72,9 +72,9 @@ def main() -> int:
         subprocess.run(cli + ["train", "--data", str(fold_dir / "train"), "--init", "bundled", "--out",
                               str(fold_dir / "weights"), "--proposer-steps", str(args.proposer_steps),
                               "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
-                              "--seed", str(args.seed)], check=True)
+                              "--seed", str(args.seed), "--overwrite"], check=True)
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
-                          "--methods", "proposer_refiner"]
+                          "--methods", "engine"]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",
@@ -84,7 +84,8 @@ def main() -> int:
 
     groups = sorted({case_group(name) for name in bundled})
     print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled)} cases of {args.data} "
-          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds, proposer + refiner")
+          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds of the "
+          "engine's result (the vote)")
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
     for title, scores in (("bundled", bundled), ("fine-tuned on the other folds", tuned)):

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/logo}
 GP=.venv/bin/gastric-propagate
 STEPS=(--proposer-steps "${PROPOSER_STEPS:-2000}" --refiner-steps "${REFINER_STEPS:-600}" --validation-phantoms 0)
-METHODS=(--methods proposer proposer_refiner copy_slice registration grow_from_seeds --variants largest --cases 20)
-$GP train --phantoms 150 --out "$OUT/train-phantom" "${STEPS[@]}"
-$GP train --shapes 150 --out "$OUT/train-shapes" "${STEPS[@]}"
+METHODS=(--methods proposer networks engine copy_slice registration registration_demons grow_from_seeds --variants largest --cases 20)
+$GP train --phantoms 150 --out "$OUT/train-phantom" --overwrite "${STEPS[@]}"
+$GP train --shapes 150 --out "$OUT/train-shapes" --overwrite "${STEPS[@]}"
 $GP evaluate --generator shapes --out "$OUT/trained-on-phantom-tested-on-shapes" "${METHODS[@]}" \
     --proposer "$OUT/train-phantom/proposer.pt" --refiner "$OUT/train-phantom/refiner.pt"
 $GP evaluate --generator phantom --out "$OUT/trained-on-shapes-tested-on-phantom" "${METHODS[@]}" \

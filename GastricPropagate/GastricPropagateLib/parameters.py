@@ -35,6 +35,7 @@ def optionsFromParameterNode(parameters) -> "PropagationOptions":
         max_slice=int(parameters.maxSlice) if parameters.maxSlice >= 0 else None,
         max_distance_mm=float(parameters.maxDistanceMm) if parameters.maxDistanceMm > 0 else None,
         use_refiner=bool(parameters.useRefiner),
+        use_consensus=bool(parameters.useConsensus),
         painted_is_largest=bool(parameters.paintedIsLargest))
 
 
@@ -69,6 +70,8 @@ def commandLineArguments(options: "PropagationOptions", *, device: str = "auto",
         arguments += ["--max-distance-mm", repr(float(options.max_distance_mm))]
     if not options.use_refiner:
         arguments.append("--no-refiner")
+    if not options.use_consensus:
+        arguments.append("--no-consensus")
     if not options.painted_is_largest:
         arguments.append("--painted-not-largest")
     return arguments

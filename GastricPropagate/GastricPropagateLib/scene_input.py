@@ -32,6 +32,8 @@ __all__ = [
     "PreparedInput",
     "RESULT_TAG",
     "RESULT_TAG_VALUE",
+    "checkRepresentation",
+    "isLabelmapSource",
     "isResultSegment",
     "maskingFromSegmentEditorNode",
     "prepareCorrections",
@@ -39,8 +41,11 @@ __all__ = [
     "resultSegmentId",
     "resultSegmentName",
     "segmentArray",
+    "setSourceRepresentationName",
     "sliceCenterRAS",
+    "sourceRepresentationName",
     "temporaryNodes",
+    "temporarySegmentationNode",
 ]
 
 #: Segment tag that marks the segment this module wrote (the name alone could be typed by a user).
@@ -154,9 +159,13 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
                  *, masking: Masking | None = None) -> PreparedInput:
     """Reads the volume and the painted segment into arrays and checks them (main thread).
 
+    A segmentation stored as closed surfaces (or another representation Slicer converts to and from a binary
+    labelmap) is read on the volume's grid through Slicer's converter (``segmentArray``).
+
     Raises:
-        InputError: with what to do, for a missing/unsuitable volume, segmentation or segment, an empty
-            segment, a segment painted on another image grid, or painted voxels on several K slices.
+        InputError: with what to do, for a missing/unsuitable volume, segmentation or segment, a segmentation
+            whose representation cannot be converted to a labelmap and back, an empty segment, a segment
+            painted on another image grid or outside the volume, or painted voxels on several K slices.
     """
     from gastric_propagate.inference.options import PropagationOptions
 
@@ -164,6 +173,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     masking = masking if masking is not None else Masking()
     checkVolume(volumeNode)
     checkSegmentation(volumeNode, segmentationNode, segmentId)
+    checkRepresentation(segmentationNode)
     checkSegmentGrid(volumeNode, segmentationNode, segmentId)
 
     image = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
@@ -176,7 +186,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "The segment '{segment}' has no painted voxels inside the volume '{volume}'. Paint the tumour's "
             "largest cross-section on one axial slice of this volume (Segment Editor, Paint or Draw), then "
             "run again.").format(segment=segmentName, volume=volumeNode.GetName()))
-    outside = _paintedVoxelsOutsideVolume(segmentationNode, segmentId, int(annotation.sum()))
+    outside = _paintedVoxelsOutsideVolume(volumeNode, segmentationNode, segmentId, int(annotation.sum()))
     if outside > 0:
         raise InputError(_(
             "{count} painted voxels of the segment '{segment}' lie outside the volume '{volume}'. Paint inside "
@@ -331,9 +341,49 @@ def _binaryLabelmapName() -> str:
     return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
 
-def _sourceRepresentationName(segmentation) -> str:
+def sourceRepresentationName(segmentation) -> str:
+    """The representation a segmentation stores its segments in (binary labelmap, closed surface, ...)."""
     getter = getattr(segmentation, "GetSourceRepresentationName", None) or segmentation.GetMasterRepresentationName
     return getter()
+
+
+def setSourceRepresentationName(segmentation, name: str) -> None:
+    setter = getattr(segmentation, "SetSourceRepresentationName", None) or segmentation.SetMasterRepresentationName
+    setter(name)
+
+
+def isLabelmapSource(segmentation) -> bool:
+    """Whether the segmentation stores binary labelmaps (the Segment Editor's own representation)."""
+    return sourceRepresentationName(segmentation) == _binaryLabelmapName()
+
+
+def _hasConversion(segmentation, targetName: str) -> bool:
+    paths = slicer.vtkSegmentationConversionPaths()
+    segmentation.GetPossibleConversions(targetName, paths)
+    return paths.GetNumberOfPaths() > 0
+
+
+def checkRepresentation(segmentationNode) -> None:
+    """Refuses, before any work, a segmentation the result could not be read from or written into.
+
+    A segmentation whose source representation is not a binary labelmap (a closed surface loaded from STL/OBJ,
+    for instance) is read by converting copies of its segments onto the volume's grid, and the result is written
+    in that same representation, both with Slicer's own conversion rules. That needs a conversion path each way;
+    a DICOM RT structure set's planar contours, for instance, can be read but nothing converts a labelmap back.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    source = sourceRepresentationName(segmentation)
+    if source == _binaryLabelmapName():
+        return
+    labelmapSource = slicer.vtkSegmentation()
+    setSourceRepresentationName(labelmapSource, _binaryLabelmapName())
+    if not (_hasConversion(segmentation, _binaryLabelmapName()) and _hasConversion(labelmapSource, source)):
+        raise InputError(_(
+            "The segmentation '{seg}' stores its segments as '{representation}', which Slicer cannot convert to "
+            "a binary labelmap and back, so the result could not be written into it. In the Segmentations "
+            "module, Representations section: create 'Binary labelmap' and click 'Make source' (or paint the "
+            "tumour in a new segmentation), then run again.").format(
+                seg=segmentationNode.GetName(), representation=source))
 
 
 def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
@@ -345,8 +395,8 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
     slice would smear over several K slices or lose voxels, so the user is asked to fix the inputs instead.
     """
     segmentation = segmentationNode.GetSegmentation()
-    if _sourceRepresentationName(segmentation) != _binaryLabelmapName():
-        return  # e.g. closed surfaces: exporting rasterises them onto the volume's grid, nothing to compare
+    if not isLabelmapSource(segmentation):
+        return  # e.g. closed surfaces: segmentArray rasterises them onto the volume's own grid, nothing to compare
     labelmap = segmentation.GetSegment(segmentId).GetRepresentation(_binaryLabelmapName())
     if labelmap is None or labelmap.IsEmpty():
         return  # the empty-segment check reports this case
@@ -377,31 +427,80 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
                 segment=segmentName, volume=volumeNode.GetName(), problem="; ".join(problems)))
 
 
-def _paintedVoxelsOutsideVolume(segmentationNode, segmentId: str, insideCount: int) -> int:
-    """How many voxels of the segment's own labelmap fall outside the volume (0 if it cannot be told)."""
-    segmentation = segmentationNode.GetSegmentation()
-    if _sourceRepresentationName(segmentation) != _binaryLabelmapName():
-        return 0
-    segment = segmentation.GetSegment(segmentId)
-    labelmap = segment.GetRepresentation(_binaryLabelmapName())
-    if labelmap is None or labelmap.IsEmpty() or labelmap.GetPointData().GetScalars() is None:
-        return 0
-    from vtkmodules.util.numpy_support import vtk_to_numpy
+def _paintedVoxelsOutsideVolume(volumeNode, segmentationNode, segmentId: str, insideCount: int) -> int:
+    """How many voxels of the segment's own labelmap fall outside the volume (0 if it cannot be told).
 
-    values = vtk_to_numpy(labelmap.GetPointData().GetScalars())
-    total = int(np.count_nonzero(values == segment.GetLabelValue()))
+    A segment stored as a closed surface (or another representation) is counted on its conversion onto the
+    volume's lattice, which covers the whole surface, not only the part inside the volume.
+    """
+    with _labelmapOf(volumeNode, segmentationNode, segmentId) as (node, labelmapSegmentId):
+        segment = node.GetSegmentation().GetSegment(labelmapSegmentId)
+        labelmap = segment.GetRepresentation(_binaryLabelmapName())
+        if labelmap is None or labelmap.IsEmpty() or labelmap.GetPointData().GetScalars() is None:
+            return 0
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+
+        values = vtk_to_numpy(labelmap.GetPointData().GetScalars())
+        total = int(np.count_nonzero(values == segment.GetLabelValue()))
     return max(0, total - insideCount)
 
 
+_TEMP_NAME = "__GastricPropagate_temp__"
+
+
+@contextlib.contextmanager
+def _labelmapOf(volumeNode, segmentationNode, segmentId: str):
+    """Yields (segmentation node, segment ID) of the segment as a binary labelmap, without changing the scene.
+
+    A labelmap segmentation yields itself. Any other source representation (a closed surface loaded from STL or
+    OBJ, ...) is converted by Slicer's own rules, on a copy of the segment in a temporary segmentation node whose
+    reference geometry is the volume's grid: the user's segmentation gets no derived labelmap, and a reference
+    geometry of its own (often coarser, or none) cannot smear a painted slice over two slices. The temporary node
+    is removed on exit.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    if isLabelmapSource(segmentation):
+        yield segmentationNode, segmentId
+        return
+    source = sourceRepresentationName(segmentation)
+    representation = segmentation.GetSegment(segmentId).GetRepresentation(source)
+    with temporaryNodes(volumeNode.GetScene()):
+        node = temporarySegmentationNode(volumeNode, source)
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segment = slicer.vtkSegment()
+        segment.SetName(_TEMP_NAME)
+        segment.SetColor(0.5, 0.5, 0.5)  # a valid colour: exporting builds a colour table from it
+        if representation is not None:
+            copy = representation.NewInstance()
+            copy.DeepCopy(representation)
+            segment.AddRepresentation(source, copy)
+        if not node.GetSegmentation().AddSegment(segment, _TEMP_NAME) or \
+                not node.GetSegmentation().CreateRepresentation(_binaryLabelmapName()):
+            raise RuntimeError(_("Could not convert the segment '{id}' ({representation}) to a binary labelmap."
+                                 ).format(id=segmentId, representation=source))
+        yield node, _TEMP_NAME
+
+
+def temporarySegmentationNode(volumeNode, sourceName: str):
+    """A new segmentation node in the volume's scene and frame storing ``sourceName``; call inside
+    ``temporaryNodes`` (which removes it)."""
+    node = volumeNode.GetScene().AddNewNodeByClass("vtkMRMLSegmentationNode", _TEMP_NAME)
+    node.CreateDefaultDisplayNodes()
+    node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    setSourceRepresentationName(node.GetSegmentation(), sourceName)
+    return node
+
+
 def segmentArray(volumeNode, segmentationNode, segmentId: str) -> np.ndarray:
-    """The segment as a (k, j, i) array on the volume's grid (non-zero inside). The scene is left unchanged."""
+    """The segment as a (k, j, i) array on the volume's grid (non-zero inside), whatever the segmentation's
+    source representation (see ``_labelmapOf``). The scene is left unchanged."""
     scene = volumeNode.GetScene()
-    segmentIds = vtk.vtkStringArray()
-    segmentIds.InsertNextValue(segmentId)
-    with temporaryNodes(scene):
-        labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_temp__")
+    with _labelmapOf(volumeNode, segmentationNode, segmentId) as (node, labelmapSegmentId), temporaryNodes(scene):
+        segmentIds = vtk.vtkStringArray()
+        segmentIds.InsertNextValue(labelmapSegmentId)
+        labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", _TEMP_NAME)
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentationNode, segmentIds, labelmapNode, volumeNode)
+            node, segmentIds, labelmapNode, volumeNode)
         if not ok:
             raise RuntimeError(_("Could not read the segment '{id}' on the grid of '{volume}'.").format(
                 id=segmentId, volume=volumeNode.GetName()))

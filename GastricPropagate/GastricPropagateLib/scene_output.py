@@ -3,6 +3,11 @@
 ``applyResult`` checks everything before its first write, so a refusal (the result segment exists and may not be
 replaced, the inputs left the scene, the masking leaves nothing) changes nothing. The painted segment and every
 other segment are never touched; the painted slices of the result equal the painted voxels exactly.
+
+A segmentation stored as closed surfaces (or another representation that is not a binary labelmap) gets the result
+in that representation, converted by Slicer's own rules with the segmentation's conversion parameters; its voxels
+are then those of the surface read back on the volume's grid, which is what the table and the record of what was
+written hold (the painted slices are kept as closely as a surface can).
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from .scene_input import (
     RESULT_TAG,
     RESULT_TAG_VALUE,
     PreparedInput,
+    isLabelmapSource,
     resultSegmentId,
     resultSegmentName,
     segmentArray,
+    setSourceRepresentationName,
+    sourceRepresentationName,
     temporaryNodes,
+    temporarySegmentationNode,
 )
 
 __all__ = ["ResultSegmentExistsError", "TABLE_SEGMENTATION_ATTRIBUTE", "applyResult", "resultsTableNode"]
@@ -103,9 +112,18 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
         array = (prepared.annotation if segmentId == prepared.paintedSegmentId
                  else segmentArray(volumeNode, segmentationNode, segmentId))
         statistics[segmentId] = segmentStatistics(array, spacing)
-    resultStatistics = segmentStatistics(mask, spacing)
+    converted = None if isLabelmapSource(segmentation) else _convertToSource(prepared, mask)
+    written = mask if converted is None else converted[1]
+    if not written.any():
+        raise InputError(_(
+            "The result is too small to keep its shape as a '{representation}' (the segmentation's "
+            "representation). Paint a larger cross-section, or make 'Binary labelmap' the segmentation's source "
+            "representation (Segmentations module, Representations section), then run again.").format(
+                representation=sourceRepresentationName(segmentation)))
+    resultStatistics = segmentStatistics(written, spacing)
 
-    resultId = _writeResultSegment(prepared, mask, existingId)
+    resultId = _writeResultSegment(prepared, written, existingId,
+                                   representation=None if converted is None else converted[0])
     statistics[resultId] = resultStatistics
     _updateResultsTable(prepared, result, resultId, statistics)
     return resultId
@@ -121,35 +139,71 @@ def _resultColour(segmentation, skipId: str | None) -> tuple[float, float, float
 
 
 
-def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: str | None) -> str:
-    volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
+def _importMask(volumeNode, segmentationNode, segmentId: str, mask: np.ndarray) -> None:
+    """Replaces the voxels of a segment of a binary-labelmap segmentation with ``mask`` (volume's grid)."""
     scene = volumeNode.GetScene()
-    segmentation = segmentationNode.GetSegmentation()
-    name = resultSegmentName()
-    createdId = None
     with temporaryNodes(scene):
         labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_temp__")
         labelmapNode.CopyOrientation(volumeNode)
         labelmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         slicer.util.updateVolumeFromArray(labelmapNode, mask.astype(np.uint8))
-        if existingId is None:
-            colour = _resultColour(segmentation, None)
-            createdId = segmentation.AddEmptySegment("", name, colour)
-            targetId = createdId
-        else:
-            targetId = existingId
         segmentIds = vtk.vtkStringArray()
-        segmentIds.InsertNextValue(targetId)
+        segmentIds.InsertNextValue(segmentId)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+                labelmapNode, segmentationNode, segmentIds):
+            raise RuntimeError(_("Could not write the result into the segmentation '{seg}'.").format(
+                seg=segmentationNode.GetName()))
+
+
+
+def _convertToSource(prepared: PreparedInput, mask: np.ndarray):
+    """(the result in the segmentation's source representation, its voxels read back on the volume's grid).
+
+    Slicer's converter turns the labelmap into the source representation (a closed surface, ...) in a temporary
+    segmentation node that carries the segmentation's own conversion parameters (smoothing, decimation), so the
+    result looks like the other segments; nothing in the scene changes.
+    """
+    volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
+    source = sourceRepresentationName(segmentationNode.GetSegmentation())
+    with temporaryNodes(volumeNode.GetScene()):
+        node = temporarySegmentationNode(volumeNode, slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+        segmentation = node.GetSegmentation()
+        segmentation.CopyConversionParameters(segmentationNode.GetSegmentation())
+        segmentId = segmentation.AddEmptySegment("", resultSegmentName(), _RESULT_COLOURS[0])
+        _importMask(volumeNode, node, segmentId, mask)
+        converted = segmentation.CreateRepresentation(source) and \
+            segmentation.GetSegment(segmentId).GetRepresentation(source)
+        if not converted:
+            raise RuntimeError(_("Could not convert the result to the representation '{representation}' of the "
+                                 "segmentation '{seg}'.").format(representation=source,
+                                                                 seg=segmentationNode.GetName()))
+        representation = converted.NewInstance()
+        representation.DeepCopy(converted)
+        setSourceRepresentationName(segmentation, source)  # read back as the segmentation will be read
+        written = segmentArray(volumeNode, node, segmentId) > 0
+    return representation, written
+
+
+
+def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: str | None, *,
+                        representation=None) -> str:
+    """Writes ``mask`` (or, for a segmentation that does not store labelmaps, ``representation``: the result in
+    its source representation) as the result segment, new or replacing ``existingId`` in place."""
+    segmentationNode = prepared.segmentationNode
+    segmentation = segmentationNode.GetSegmentation()
+    name = resultSegmentName()
+    if representation is not None:
+        targetId = _addInSourceRepresentation(segmentation, representation, existingId, name)
+    elif existingId is None:
+        targetId = segmentation.AddEmptySegment("", name, _resultColour(segmentation, None))
         try:
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
-                labelmapNode, segmentationNode, segmentIds)
-            if not ok:
-                raise RuntimeError(_("Could not write the result into the segmentation '{seg}'.").format(
-                    seg=segmentationNode.GetName()))
+            _importMask(prepared.volumeNode, segmentationNode, targetId, mask)
         except BaseException:
-            if createdId is not None:
-                segmentation.RemoveSegment(createdId)
+            segmentation.RemoveSegment(targetId)
             raise
+    else:
+        targetId = existingId
+        _importMask(prepared.volumeNode, segmentationNode, targetId, mask)
     segment = segmentation.GetSegment(targetId)
     segment.SetName(name)
     segment.SetTag(RESULT_TAG, RESULT_TAG_VALUE)
@@ -160,6 +214,33 @@ def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: s
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
     segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))
     return targetId
+
+
+
+def _addInSourceRepresentation(segmentation, representation, existingId: str | None, name: str) -> str:
+    """Adds a segment holding ``representation`` (the segmentation's source representation); one that replaces
+    ``existingId`` keeps its ID, place and metadata (colour, tags, terminology). Slicer derives the segmentation's
+    other representations from it. A failure puts the replaced segment back."""
+    segment = slicer.vtkSegment()
+    if existingId is None:
+        segment.SetName(name)
+        segment.SetColor(*_resultColour(segmentation, None))
+    else:
+        segment.DeepCopyMetadata(segmentation.GetSegment(existingId))
+    segment.AddRepresentation(sourceRepresentationName(segmentation), representation)
+    if existingId is None:
+        if not segmentation.AddSegment(segment):
+            raise RuntimeError(_("Could not add the result segment to the segmentation."))
+        return segmentation.GetSegmentIdBySegment(segment)
+    old = segmentation.GetSegment(existingId)
+    index = segmentation.GetSegmentIndex(existingId)
+    following = (segmentation.GetNthSegmentID(index + 1) if index + 1 < segmentation.GetNumberOfSegments()
+                 else "")
+    segmentation.RemoveSegment(existingId)
+    if not segmentation.AddSegment(segment, existingId, following):
+        segmentation.AddSegment(old, existingId, following)
+        raise RuntimeError(_("Could not replace the result segment in the segmentation."))
+    return existingId
 
 
 

@@ -64,6 +64,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-distance-mm", type=_millimetres,
                        help="furthest distance from the painted slice(s) along the slice axis, in mm")
     group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
+    group.add_argument("--no-consensus", action="store_true",
+                       help="the networks' mask alone, without the vote with registration and the copied outline "
+                            "(for comparison)")
     group.add_argument("--painted-not-largest", action="store_true",
                        help="the painted slice is not the tumour's largest cross-section: relax the size-based "
                             "leak rules and widen the crop")
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
     train.add_argument("--workers", type=int, default=2, help="processes that generate synthetic cases")
     train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace proposer.pt and refiner.pt already in --out (refused otherwise)")
     train.add_argument("--validation-phantoms", type=int, default=8,
                        help="held-out phantoms to report Dice on after training (0: none)")
     train.add_argument("--proposer-steps", type=int, default=1500)
@@ -122,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.add_argument("--count", type=_count(1), default=10)
     phantoms.add_argument("--seed-start", type=_count(0), help="first seed (default: the held-out range)")
     phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd")
+    phantoms.add_argument("--overwrite", action="store_true", help="replace image/label files already in --out")
 
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
     demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
@@ -207,7 +213,7 @@ def _options(args) -> "PropagationOptions":
 
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
                               max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
-                              painted_is_largest=not args.painted_not_largest)
+                              use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest)
 
 
 def _segmenter(args):
@@ -258,6 +264,7 @@ def _train(args) -> int:
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N "
                          "and/or --shapes N with N of 1 or more.")
     _check_folder(args.out, "the output folder")
+    _check_weights_outputs(args)
     cases, parts = [], []
     if args.data:
         cases += folder_cases(args.data)
@@ -286,16 +293,34 @@ def _train(args) -> int:
     return 0
 
 
-def _initial_networks(source: str):
-    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+def _check_weights_outputs(args) -> None:
+    """Before any work: weights already in --out are kept unless --overwrite, and never replaced by a fine-tuning
+    of themselves (--init naming the --out folder, or the bundled weights' folder)."""
     from pathlib import Path
 
-    from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint
+    from gastric_propagate.data.io import check_outputs
+
+    outputs = {f"{stage} weights": Path(args.out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    inputs = _initial_paths(args.init).values() if args.init else ()
+    check_outputs(outputs, inputs=inputs, overwrite=args.overwrite)
+
+
+def _initial_paths(source: str) -> dict:
+    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
+    from pathlib import Path
+
+    from gastric_propagate.inference.checkpoints import bundled_weights
 
     if source == "bundled":
-        paths = {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
-    else:
-        paths = {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+        return {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
+    return {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+
+
+def _initial_networks(source: str):
+    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+    from gastric_propagate.inference.checkpoints import load_checkpoint
+
+    paths = _initial_paths(source)
     loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
             f"{source} weights ({paths['proposer']})")
@@ -304,9 +329,16 @@ def _initial_networks(source: str):
 def _make_phantoms(args) -> int:
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, write_phantoms
 
+    from pathlib import Path
+
+    from gastric_propagate.data.io import check_outputs
+
     start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
     _check_folder(args.out, "the output folder")
-    pairs = write_phantoms(args.out, range(start, start + args.count), fmt=args.format)
+    seeds = range(start, start + args.count)
+    check_outputs({f"phantom {kind} {seed}": Path(args.out) / f"case_{seed}_{kind}.{args.format}"
+                   for seed in seeds for kind in ("image", "label")}, overwrite=args.overwrite)
+    pairs = write_phantoms(args.out, seeds, fmt=args.format)
     print(f"wrote {len(pairs)} image/label pairs to {args.out}")
     return 0
 

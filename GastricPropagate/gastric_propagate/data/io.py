@@ -180,8 +180,16 @@ class OutputBatch:
 
     def json(self, data: dict, path: str | Path) -> Path:
         """A JSON document."""
-        return self._stage(Path(path), lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n",
-                                                                               encoding="utf-8"))
+        return self.text(json.dumps(data, indent=2) + "\n", path)
+
+    def text(self, text: str, path: str | Path) -> Path:
+        """A UTF-8 text file."""
+        return self._stage(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+    def file(self, path: str | Path, write: Callable[[Path], None]) -> Path:
+        """Any other file: ``write(temporary)`` writes it to a temporary path of the same name (e.g. a checkpoint,
+        a figure, a CSV)."""
+        return self._stage(Path(path), write)
 
     def commit(self) -> None:
         """Renames every staged output into place (SIGTERM/SIGINT held meanwhile)."""

@@ -19,7 +19,6 @@ defaults were set on training-seed phantoms (seeds 0-23), never on the held-out 
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,12 +26,11 @@ from scipy import ndimage
 
 from gastric_propagate.errors import InputError
 from gastric_propagate.data.validation import check_annotation, check_spacing
+from gastric_propagate.inference.consensus import copy_along_z
+from gastric_propagate.inference.registration import (bounds, equivalent_diameter_mm, hu_window,
+                                                      propagate_by_registration)
 
 logger = logging.getLogger(__name__)
-
-# Lowest standard deviation (HU) assumed for the painted region: a very homogeneous painted
-# region would otherwise give an intensity window too narrow to grow in.
-_MIN_HU_SD = 12.0
 
 
 def copy_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray, *,
@@ -53,11 +51,7 @@ def copy_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float], annot
         uint8 (z, y, x) mask.
     """
     k, painted = _painted_slice(image, spacing_xyz, annotation)
-    half_extent = _slices_for(extent_factor * _equivalent_diameter_mm(painted, spacing_xyz), spacing_xyz)
-    mask = np.zeros(image.shape, dtype=np.uint8)
-    z0, z1 = max(0, k - half_extent), min(image.shape[0] - 1, k + half_extent)
-    mask[z0:z1 + 1] = painted
-    return mask
+    return copy_along_z(image.shape, k, painted, spacing_xyz, extent_factor=extent_factor)
 
 
 def region_growing(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray, *,
@@ -88,18 +82,18 @@ def region_growing(image: np.ndarray, spacing_xyz: tuple[float, float, float], a
     """
     k, painted = _painted_slice(image, spacing_xyz, annotation)
     sx, sy, _sz = spacing_xyz
-    diameter = _equivalent_diameter_mm(painted, spacing_xyz)
+    diameter = equivalent_diameter_mm(painted, spacing_xyz)
     footprint = ndimage.distance_transform_edt(~painted, sampling=(sy, sx)) <= max(5.0, margin_factor * diameter)
     half_extent = _slices_for(extent_factor * diameter, spacing_xyz)
     z0, z1 = max(0, k - half_extent), min(image.shape[0] - 1, k + half_extent)
-    (y0, y1), (x0, x1) = _bounds(footprint)
+    (y0, y1), (x0, x1) = bounds(footprint)
     footprint = footprint[y0:y1 + 1, x0:x1 + 1]
     seeds_2d = painted[y0:y1 + 1, x0:x1 + 1]
 
     crop = sitk.GetImageFromArray(image[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1].astype(np.float32))
     crop.SetSpacing(tuple(float(s) for s in spacing_xyz))
     smoothed = sitk.GetArrayFromImage(sitk.Median(crop, [1, 1, 0]))
-    lower, upper = _hu_window(smoothed[k - z0][seeds_2d], multiplier)
+    lower, upper = hu_window(smoothed[k - z0][seeds_2d], multiplier)
     smoothed[:, ~footprint] = lower - 1000.0  # outside the bounding region: never grown into
 
     core = ndimage.binary_erosion(seeds_2d)
@@ -132,66 +126,13 @@ def registration_propagation(image: np.ndarray, spacing_xyz: tuple[float, float,
                              *, transform: str = "affine", iterations: int = 25, margin_mm: float = 12.0,
                              multiplier: float = 1.5, extent_factor: float = 0.5, min_area_fraction: float = 0.05,
                              min_inside_window: float = 0.5, **_: object) -> np.ndarray:
-    """Slice-to-slice 2D registration: the mask of slice k is warped onto slice k±1, up and down.
-
-    Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1
-    (fixed) to slice k (moving) with SimpleITK, mean squares metric, then warps the mask. The
-    warped mask is intersected with the painted region's intensity window (mean ± ``multiplier``
-    SD), opened and reduced to its largest component. A direction stops when the mask vanishes
-    (smaller than ``min_area_fraction`` of the painted area), when less than ``min_inside_window``
-    of the warped mask lies in the intensity window (it left plausible HU), or ``extent_factor``
-    equivalent diameters away from the painted slice.
-
-    Args:
-        image: CT (z, y, x) in HU.
-        spacing_xyz: voxel spacing (x, y, z) in mm.
-        annotation: (z, y, x), non-zero on one axial slice.
-        transform: "affine" (2D affine, gradient descent) or "demons" (fast symmetric forces Demons).
-        iterations: optimiser (or Demons) iterations per slice pair.
-        margin_mm: margin of the registration crop around the current mask.
-        multiplier: half-width of the intensity window in standard deviations.
-        extent_factor: furthest distance along z, as a fraction of the equivalent diameter.
-        min_area_fraction: a propagated mask smaller than this fraction of the painted area ends it.
-        min_inside_window: the fraction of a warped mask that must lie in the intensity window.
-
-    Returns:
-        uint8 (z, y, x) mask.
+    """Slice-to-slice 2D registration alone: ``inference.registration.propagate_by_registration`` (its
+    docstring has the method and the options) from the one painted slice.
     """
-    if transform not in ("affine", "demons"):
-        raise ValueError(f"transform must be 'affine' or 'demons', not {transform!r}")
     k, painted = _painted_slice(image, spacing_xyz, annotation)
-    sx, sy, sz = spacing_xyz
-    lower, upper = _hu_window(_median_2d(image[k], spacing_xyz)[painted], multiplier)
-    max_steps = _slices_for(extent_factor * _equivalent_diameter_mm(painted, spacing_xyz), spacing_xyz)
-    min_area = max(4, int(min_area_fraction * painted.sum()))
-    margin = (max(2, math.ceil(margin_mm / sy)), max(2, math.ceil(margin_mm / sx)))
-    opening = ndimage.generate_binary_structure(2, 1)
-
-    mask = np.zeros(image.shape, dtype=np.uint8)
-    mask[k] = painted
-    for direction in (1, -1):
-        current, j = painted, k
-        while abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]:
-            target = j + direction
-            (y0, y1), (x0, x1) = _bounds(current, margin, current.shape)
-            window = (slice(y0, y1 + 1), slice(x0, x1 + 1))
-            warped = _warp_mask(image[j][window], image[target][window], current[window], (sx, sy),
-                                transform, iterations)
-            if warped.sum() < min_area:
-                break
-            fixed = _median_2d(image[target][window], spacing_xyz)
-            plausible = (fixed >= lower) & (fixed <= upper)
-            if (warped & plausible).sum() < min_inside_window * warped.sum():
-                break
-            kept = _largest_component(ndimage.binary_opening(warped & plausible, opening))
-            kept = ndimage.binary_fill_holes(kept)
-            if kept.sum() < min_area:
-                break
-            current = np.zeros_like(painted)
-            current[window] = kept
-            mask[target] = current
-            j = target
-    return mask
+    return propagate_by_registration(image, spacing_xyz, k, painted, transform=transform, iterations=iterations,
+                                     margin_mm=margin_mm, multiplier=multiplier, extent_factor=extent_factor,
+                                     min_area_fraction=min_area_fraction, min_inside_window=min_inside_window)
 
 
 def fill_between_slices_ideal(image: np.ndarray, spacing_xyz: tuple[float, float, float],
@@ -244,33 +185,11 @@ def _painted_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float],
     return k, np.asarray(annotation[k]) > 0
 
 
-def _equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
-    area = float(mask_2d.sum()) * spacing_xyz[0] * spacing_xyz[1]
-    return 2.0 * math.sqrt(area / math.pi)
-
 
 def _slices_for(distance_mm: float, spacing_xyz: tuple[float, float, float]) -> int:
     return int(round(distance_mm / spacing_xyz[2]))
 
 
-def _hu_window(values: np.ndarray, multiplier: float) -> tuple[float, float]:
-    mean = float(np.mean(values))
-    sd = max(float(np.std(values)), _MIN_HU_SD)
-    return mean - multiplier * sd, mean + multiplier * sd
-
-
-def _bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0),
-            shape: tuple[int, ...] | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
-    ys, xs = np.nonzero(mask)
-    shape = shape or mask.shape
-    return ((max(0, int(ys.min()) - margin[0]), min(shape[0] - 1, int(ys.max()) + margin[0])),
-            (max(0, int(xs.min()) - margin[1]), min(shape[1] - 1, int(xs.max()) + margin[1])))
-
-
-def _median_2d(slice_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
-    image = sitk.GetImageFromArray(slice_2d.astype(np.float32))
-    image.SetSpacing((float(spacing_xyz[0]), float(spacing_xyz[1])))
-    return sitk.GetArrayFromImage(sitk.Median(image, [1, 1]))
 
 
 def _slice_by_slice(grown: np.ndarray, k: int, painted: np.ndarray, spacing_xyz: tuple[float, float, float], *,
@@ -299,14 +218,6 @@ def _slice_by_slice(grown: np.ndarray, k: int, painted: np.ndarray, spacing_xyz:
     return kept
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
 
 def _signed_distance_2d(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
     image = sitk.GetImageFromArray(mask_2d.astype(np.uint8))
@@ -315,41 +226,3 @@ def _signed_distance_2d(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, fl
                                             useImageSpacing=True)
     return sitk.GetArrayFromImage(distance)
 
-
-def _warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, spacing_xy: tuple[float, float],
-               transform: str, iterations: int) -> np.ndarray:
-    """Registers ``fixed`` to ``moving`` (2D crops, HU) and returns ``moving_mask`` warped onto ``fixed``."""
-    def to_image(array: np.ndarray) -> sitk.Image:
-        result = sitk.GetImageFromArray(np.clip(array, -300, 400).astype(np.float32))
-        result.SetSpacing(tuple(float(s) for s in spacing_xy))
-        return result
-
-    fixed_image, moving_image = to_image(fixed), to_image(moving)
-    mask_image = sitk.GetImageFromArray(moving_mask.astype(np.float32))
-    mask_image.CopyInformation(moving_image)
-    if transform == "demons":
-        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-        demons.SetNumberOfIterations(iterations)
-        demons.SetStandardDeviations(1.5)
-        field = demons.Execute(fixed_image, moving_image)
-        found: sitk.Transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
-    else:
-        ys, xs = np.nonzero(moving_mask)
-        centre = moving_image.TransformContinuousIndexToPhysicalPoint((float(xs.mean()), float(ys.mean())))
-        initial = sitk.AffineTransform(2)
-        initial.SetCenter(centre)
-        registration = sitk.ImageRegistrationMethod()
-        registration.SetMetricAsMeanSquares()
-        registration.SetMetricSamplingStrategy(registration.NONE)
-        registration.SetInterpolator(sitk.sitkLinear)
-        registration.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.5)
-        registration.SetOptimizerScalesFromPhysicalShift()
-        registration.SetInitialTransform(initial, inPlace=False)
-        try:
-            found = registration.Execute(fixed_image, moving_image)
-        except RuntimeError as error:  # e.g. too few overlapping samples after a wild step
-            logger.debug("registration failed (%s); keeping the mask in place", error)
-            found = initial
-    warped = sitk.Resample(mask_image, fixed_image, found, sitk.sitkLinear, 0.0)
-    return sitk.GetArrayFromImage(warped) > 0.5

@@ -92,7 +92,7 @@ def confidence_markdown(pairs: list[dict], review_threshold: float) -> list[str]
     ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
     spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
     flagged = confidence < review_threshold
-    lines = ["", "### Per-slice confidence against per-slice Dice (engine, proposer + refiner)", "",
+    lines = ["", "### Per-slice confidence against per-slice Dice (the engine's result)", "",
              f"{len(pairs)} propagated slices of {len({p['case'] for p in pairs})} cases: Pearson r = {pearson:.2f}, "
              f"Spearman rho = {spearman:.2f}."]
     if flagged.any() and (~flagged).any():

@@ -7,25 +7,31 @@ Outputs (in one folder):
     figure.png: Dice per method (default variant) and one case's axial slices with the contours of
         the truth and of the main methods.
     example.npz: the arrays the figure's slices are drawn from (one case, default variant).
+    confidence.csv: the engine's confidence and Dice of every propagated slice (when the engine ran).
+
+Nothing is written while the methods run: the report's files are written together at the end, each under a
+temporary name beside it, and renamed into place at once (``data.io.OutputBatch``). A crash or SIGTERM leaves the
+earlier report (or none), never a half-written one or a mix of two runs.
 
 Typical use::
 
     evaluate_command(None, "eval_out")            # 20 held-out phantoms, every method and variant
-    rows = run_evaluation(cases, out_dir, methods=["copy_slice", "region_growing"])
-    write_reports(rows, out_dir, meta)
+    evaluation = run_evaluation(cases, methods=["copy_slice", "region_growing"])
+    write_reports(evaluation, out_dir, meta)
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import logging
 import math
 import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -33,6 +39,7 @@ import numpy as np
 
 from gastric_propagate import __version__
 from gastric_propagate.data.cases import Case, load_cases
+from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from gastric_propagate.evaluation import baselines
@@ -47,9 +54,24 @@ CSV_COLUMNS = ("case", "variant", "method", "dice", "hd95_mm", "volume_error_per
 CONFIDENCE_FILE = "confidence.csv"
 EXAMPLE_FILE = "example.npz"
 # Contours drawn in the figure, in order of preference (the first three present are drawn).
-FIGURE_METHODS = ("proposer_refiner", "region_growing", "registration", "proposer", "copy_slice")
+FIGURE_METHODS = ("engine", "networks", "registration", "region_growing", "copy_slice")
 # Metric values are rounded to this many decimals in the rows, so the CSV and the summary agree exactly.
 _DECIMALS = 6
+
+
+@dataclass
+class Evaluation:
+    """What ``run_evaluation`` found, kept in memory until ``write_reports`` writes it.
+
+    Attributes:
+        rows: one dict per (case, variant, method) with the keys of ``CSV_COLUMNS``.
+        example: the arrays the figure draws (the first case, default variant; ``example.npz``), or None.
+        confidence: the engine's (case, variant, slice, confidence, dice) rows (``confidence.csv``).
+    """
+
+    rows: list[dict]
+    example: dict | None = None
+    confidence: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -74,49 +96,52 @@ BASELINES: dict[str, Method] = {
     "copy_slice": Method("copy_slice", "Copy the painted slice (± its radius)", baselines.copy_slice),
     "region_growing": Method("region_growing", "3D region growing", baselines.region_growing),
     "registration": Method("registration", "Slice-to-slice registration", baselines.registration_propagation),
+    "registration_demons": Method("registration_demons", "Slice-to-slice registration, Demons",
+                                  functools.partial(baselines.registration_propagation, transform="demons",
+                                                    iterations=10)),
     "grow_from_seeds": Method("grow_from_seeds", "Slicer's Grow from seeds (seeded from the painted slice)",
                               grow_from_seeds),
     "fill_between_ideal": Method("fill_between_ideal", "Fill between slices, ideal (reads the truth)",
                                  baselines.fill_between_slices_ideal, reads_truth=True),
 }
-ENGINE_METHODS = ("proposer", "proposer_refiner")
+ENGINE_METHODS = ("proposer", "networks", "engine")
 ENGINE_TITLES = {"proposer": "GastricPropagate, proposer only",
-                 "proposer_refiner": "GastricPropagate, proposer + refiner"}
+                 "networks": "GastricPropagate, proposer + refiner (the networks alone, no vote)",
+                 "engine": "GastricPropagate: networks, registration and copied outline, majority vote"}
 ALL_METHODS = ENGINE_METHODS + tuple(BASELINES)
 
 
 class _EngineMethods:
-    """GastricPropagate's two rows from one engine run per case and variant.
+    """GastricPropagate's three rows from two engine runs per case and variant.
 
-    One ``segment_volume`` call with the refiner gives both the proposer's mask (what a run without
-    the refiner returns) and the refined mask; the proposer-only time is the run's time without the
-    refiner stage.
+    The run with the vote gives the result ("engine"); one without it gives the networks alone, as far as
+    they go ("networks"), and the proposer's mask before refinement ("proposer", timed without the
+    refiner stage).
     """
 
     def __init__(self, segmenter: object | None, device: str):
         self._segmenter = segmenter
         self._device = device
-        self._key: object = None
-        self._result = None
+        self._results: dict[bool, tuple[object, object]] = {}  # use_consensus -> (case key, result)
         # (case, variant, slice, confidence, dice) of every propagated slice: how confidence tracks quality.
         self.confidence_rows: list[dict] = []
 
-    def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object):
+    def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object, consensus: bool):
         from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, segment_volume
 
         if self._segmenter is None:
             self._segmenter = Segmenter(device=self._device)
-        if self._key != case_key or self._result is None:
+        key, result = self._results.get(consensus, (None, None))
+        if key != case_key or result is None:
             # Whoever paints a slice other than the largest says so, as a user of the CLI or module would.
             variant = case_key[1] if isinstance(case_key, tuple) else None
-            options = PropagationOptions(use_refiner=True, painted_is_largest=variant != "random_slice")
-            self._result = segment_volume(image, spacing_xyz, annotation, options=options,
-                                          segmenter=self._segmenter)
-            self._key = case_key
-        return self._result
+            options = PropagationOptions(use_consensus=consensus, painted_is_largest=variant != "random_slice")
+            result = segment_volume(image, spacing_xyz, annotation, options=options, segmenter=self._segmenter)
+            self._results[consensus] = (case_key, result)
+        return result
 
-    def proposer_refiner(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
-        result = self._run(image, spacing_xyz, annotation, case_key)
+    def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
             for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
@@ -125,15 +150,18 @@ class _EngineMethods:
                                              "dice": round(score, 4)})
         return result.mask, result.seconds
 
+    def networks(self, image, spacing_xyz, annotation, *, case_key=None, **_):
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=False)
+        return result.mask, result.seconds
+
     def proposer(self, image, spacing_xyz, annotation, *, case_key=None, **_):
-        result = self._run(image, spacing_xyz, annotation, case_key)
-        seconds = result.seconds - result.timings.get("refiner", 0.0)
-        return result.proposer_mask, seconds
+        result = self._run(image, spacing_xyz, annotation, case_key, consensus=False)
+        return result.proposer_mask, result.seconds - result.timings.get("refiner", 0.0)
 
 
 def method_registry(segmenter: object | None = None, device: str = "auto", *,
                     engine: _EngineMethods | None = None) -> dict[str, Method]:
-    """Every method by name: the engine's two (weights loaded on first use) and the baselines.
+    """Every method by name: the engine's three (weights loaded on first use) and the baselines.
 
     Args:
         segmenter: a ``gastric_propagate.inference.pipeline.Segmenter`` to reuse; the bundled weights when None.
@@ -143,23 +171,22 @@ def method_registry(segmenter: object | None = None, device: str = "auto", *,
     engine = engine or _EngineMethods(segmenter, device)
     return {
         "proposer": Method("proposer", ENGINE_TITLES["proposer"], engine.proposer),
-        "proposer_refiner": Method("proposer_refiner", ENGINE_TITLES["proposer_refiner"], engine.proposer_refiner),
+        "networks": Method("networks", ENGINE_TITLES["networks"], engine.networks),
+        "engine": Method("engine", ENGINE_TITLES["engine"], engine.engine),
         **BASELINES,
     }
 
 
-def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Sequence[str] | None = None,
+def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = None,
                    variants: Sequence[str] | None = None, segmenter: object | None = None, device: str = "auto",
-                   progress: bool = True) -> list[dict]:
-    """Runs each method on each case and annotation variant and scores it against the truth.
+                   progress: bool = True) -> Evaluation:
+    """Runs each method on each case and annotation variant and scores it against the truth; writes nothing.
 
     A method that fails on one case is logged and recorded with its error (metrics NaN); the run goes on.
-    Writes ``results.csv`` as it goes (rewritten after each case) and ``example.npz`` (the first case,
-    default variant) for the figure.
+    ``write_reports`` writes what it returns.
 
     Args:
         cases: the cases (see ``cases.load_cases``).
-        out_dir: output folder (created).
         methods: method names (see ``ALL_METHODS``); all when None.
         variants: annotation variants (see ``annotations.VARIANTS``); all when None.
         segmenter: a loaded ``Segmenter`` for the engine's methods; the bundled weights when None.
@@ -167,7 +194,7 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
         progress: show a progress bar.
 
     Returns:
-        One dict per (case, variant, method) with the keys of ``CSV_COLUMNS``.
+        The rows (one per case, variant and method), the figure's example arrays and the confidence rows.
     """
     engine = _EngineMethods(segmenter, device)
     registry = method_registry(engine=engine)
@@ -177,12 +204,11 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
     if unknown:
         raise ValueError(f"unknown method(s) or variant(s): {', '.join(unknown)}; methods are "
                          f"{', '.join(registry)}, variants are {', '.join(VARIANTS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cases = list(cases)
     example_variant = DEFAULT_VARIANT if DEFAULT_VARIANT in variants else variants[0]
     bar = _progress_bar(len(cases) * len(variants) * len(methods), progress)
     rows: list[dict] = []
+    example_arrays = None
     for case_index, case in enumerate(cases):
         data = case.load()
         for variant in variants:
@@ -196,40 +222,48 @@ def run_evaluation(cases: Iterable[Case], out_dir: str | Path, *, methods: Seque
                     example[name] = mask
                 bar.update(1)
             if example is not None:
-                _save_example(out_dir / EXAMPLE_FILE, data, annotation, variant, example)
-        write_csv(rows, out_dir / "results.csv")
+                example_arrays = _example_arrays(data, annotation, variant, example)
         logger.info("case %d/%d (%s) done", case_index + 1, len(cases), case.name)
     bar.close()
-    if engine.confidence_rows:
-        with open(out_dir / CONFIDENCE_FILE, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=("case", "variant", "slice", "confidence", "dice"))
-            writer.writeheader()
-            writer.writerows(engine.confidence_rows)
-    return rows
+    return Evaluation(rows=rows, example=example_arrays, confidence=list(engine.confidence_rows))
 
 
-def write_reports(rows: list[dict], out_dir: str | Path, meta: dict) -> dict[str, Path]:
-    """Writes results.csv, summary.md and figure.png from the rows of ``run_evaluation``.
+def write_reports(evaluation: Evaluation, out_dir: str | Path, meta: dict) -> dict[str, Path]:
+    """Writes the report of ``run_evaluation``: results.csv, summary.md, figure.png, and example.npz and
+    confidence.csv when there is an example / confidence rows.
+
+    All or nothing: the files are written under temporary names beside their destinations and renamed into place
+    together once all are written. A companion file this report does not have (example.npz, confidence.csv) is
+    then removed, so that none of an earlier report stays beside this one.
 
     Args:
-        rows: the rows.
-        out_dir: output folder (holds example.npz when ``run_evaluation`` wrote there).
+        evaluation: what ``run_evaluation`` returned.
+        out_dir: output folder (created).
         meta: what the header of summary.md says: ``data`` (description), ``command``, and optionally
             ``seconds`` (wall time of the run), ``device``, ``notes`` (list of lines).
 
     Returns:
-        The paths written, by kind ("csv", "summary", "figure").
+        The paths written, by kind ("csv", "summary", "figure", and "example", "confidence" when written).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = evaluation.rows
     paths = {"csv": out_dir / "results.csv", "summary": out_dir / "summary.md", "figure": out_dir / "figure.png"}
-    write_csv(rows, paths["csv"])
-    if (out_dir / CONFIDENCE_FILE).exists() and "confidence" not in meta:
-        with open(out_dir / CONFIDENCE_FILE, newline="", encoding="utf-8") as handle:
-            meta = {**meta, "confidence": [{**row, "confidence": float(row["confidence"]), "dice": float(row["dice"])}
-                                           for row in csv.DictReader(handle)]}
-    paths["summary"].write_text(summary_markdown(rows, meta), encoding="utf-8")
-    write_figure(rows, paths["figure"], out_dir / EXAMPLE_FILE)
+    if evaluation.example is not None:
+        paths["example"] = out_dir / EXAMPLE_FILE
+    if evaluation.confidence:
+        paths["confidence"] = out_dir / CONFIDENCE_FILE
+        meta = {**meta, "confidence": evaluation.confidence}
+    with OutputBatch() as outputs:
+        outputs.file(paths["csv"], lambda temporary: write_csv(rows, temporary))
+        outputs.text(summary_markdown(rows, meta), paths["summary"])
+        outputs.file(paths["figure"], lambda temporary: write_figure(rows, temporary, evaluation.example))
+        if "example" in paths:
+            outputs.file(paths["example"], lambda temporary: np.savez_compressed(temporary, **evaluation.example))
+        if "confidence" in paths:
+            outputs.file(paths["confidence"], lambda temporary: _write_confidence(evaluation.confidence, temporary))
+    for kind, name in (("example", EXAMPLE_FILE), ("confidence", CONFIDENCE_FILE)):
+        if kind not in paths and (out_dir / name).is_file():
+            (out_dir / name).unlink()
     return paths
 
 
@@ -265,8 +299,8 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         cases = load_cases(data, n_cases)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
-    rows = run_evaluation(cases, out, methods=methods, variants=variants, device=device, progress=progress,
-                          segmenter=segmenter)
+    evaluation = run_evaluation(cases, methods=methods, variants=variants, device=device, progress=progress,
+                                segmenter=segmenter)
     if data is None:
         seeds = [case.seed for case in cases]
         description = (f"{len(cases)} held-out synthetic '{generator}' cases (gastric_propagate.synthetic, seeds "
@@ -283,17 +317,21 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         device = str(resolve_device(device))
     meta = {"data": description, "command": command, "seconds": time.perf_counter() - started,
             "device": device}
-    paths = write_reports(rows, out, meta)
+    paths = write_reports(evaluation, out, meta)
     logger.info("evaluation written to %s", paths["summary"].parent)
     return Path(out)
 
 
-def write_csv(rows: list[dict], path: str | Path) -> None:
-    """Writes the rows with the columns of ``CSV_COLUMNS``."""
+def write_csv(rows: list[dict], path: str | Path, columns: Sequence[str] = CSV_COLUMNS) -> None:
+    """Writes the rows with the columns of ``CSV_COLUMNS`` (or ``columns``)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_confidence(rows: list[dict], path: Path) -> None:
+    write_csv(rows, path, ("case", "variant", "slice", "confidence", "dice"))
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -359,14 +397,14 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_figure(rows: list[dict], path: str | Path, example_path: str | Path | None = None) -> None:
-    """Box plot of Dice per method (default variant) above one case's slices with contours."""
+def write_figure(rows: list[dict], path: str | Path, example: dict | None = None) -> None:
+    """Box plot of Dice per method (default variant) above one case's slices with contours (``example``: the
+    arrays of ``Evaluation.example``, or None for the box plot alone)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     variant = DEFAULT_VARIANT if DEFAULT_VARIANT in variants else (variants[0] if variants else DEFAULT_VARIANT)
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    example = np.load(example_path) if example_path is not None and Path(example_path).exists() else None
     figure = Figure(figsize=(12, 8 if example is not None else 4.5), dpi=90, layout="constrained")
     top, bottom = figure.subfigures(2, 1, height_ratios=(1, 1.15)) if example is not None else (figure, None)
     axes = top.subplots()
@@ -380,7 +418,6 @@ def write_figure(rows: list[dict], path: str | Path, example_path: str | Path | 
     axes.grid(axis="y", alpha=0.3)
     if example is not None:
         _draw_example(bottom, example)
-        example.close()
     figure.savefig(path)
 
 
@@ -445,8 +482,8 @@ def _library_versions() -> str:
     return ", ".join(versions)
 
 
-def _save_example(path: Path, data, annotation: np.ndarray, variant: str, masks: dict[str, np.ndarray]) -> None:
-    """Saves the first case's crop (image, truth, annotation, predictions) for the figure."""
+def _example_arrays(data, annotation: np.ndarray, variant: str, masks: dict[str, np.ndarray]) -> dict:
+    """The first case's crop (image, truth, annotation, predictions) the figure draws."""
     union = data.label > 0
     for mask in masks.values():
         union = union | (mask > 0)
@@ -455,10 +492,9 @@ def _save_example(path: Path, data, annotation: np.ndarray, variant: str, masks:
     box = (slice(int(zs.min()), int(zs.max()) + 1),
            slice(max(0, int(ys.min()) - pad), int(ys.max()) + pad + 1),
            slice(max(0, int(xs.min()) - pad), int(xs.max()) + pad + 1))
-    np.savez_compressed(path, image=data.image[box].astype(np.int16), truth=data.label[box],
-                        annotation=annotation[box], case=data.name, variant=variant,
-                        z_offset=int(zs.min()), spacing_xyz=np.asarray(data.spacing_xyz),
-                        **{f"mask_{name}": mask[box] for name, mask in masks.items()})
+    return dict(image=data.image[box].astype(np.int16), truth=data.label[box], annotation=annotation[box],
+                case=np.asarray(data.name), variant=np.asarray(variant), z_offset=np.asarray(int(zs.min())),
+                spacing_xyz=np.asarray(data.spacing_xyz), **{f"mask_{name}": mask[box] for name, mask in masks.items()})
 
 
 def _draw_example(figure, example) -> None:
@@ -466,7 +502,7 @@ def _draw_example(figure, example) -> None:
 
     image, truth, annotation = example["image"], example["truth"], example["annotation"]
     spacing = example["spacing_xyz"]
-    shown = [m for m in FIGURE_METHODS if f"mask_{m}" in example.files][:3]
+    shown = [m for m in FIGURE_METHODS if f"mask_{m}" in example][:3]
     colours = ("tab:red", "tab:orange", "tab:blue")
     tumour = np.flatnonzero(truth.reshape(truth.shape[0], -1).any(axis=1))
     painted = np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))

@@ -40,7 +40,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from gastric_propagate.evaluation.baselines import _bounds, _equivalent_diameter_mm, _painted_slice, _slices_for
+from gastric_propagate.evaluation.baselines import _painted_slice, _slices_for
+from gastric_propagate.inference.registration import bounds, equivalent_diameter_mm
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ def grow_from_seeds(image: np.ndarray, spacing_xyz: tuple[float, float, float], 
     k, painted = _painted_slice(image, spacing_xyz, annotation)
     grow_cut_class, numpy_support = _slicer_grow_cut()
     sx, sy, sz = (float(s) for s in spacing_xyz)
-    diameter = _equivalent_diameter_mm(painted, spacing_xyz)
+    diameter = equivalent_diameter_mm(painted, spacing_xyz)
 
     # Crop: in-plane around the painted region, along z up to the first background slice on each side.
     margin = max(ring_mm + ring_width_mm + margin_mm, margin_factor * diameter)
-    (y0, y1), (x0, x1) = _bounds(painted, (math.ceil(margin / sy), math.ceil(margin / sx)), painted.shape)
+    (y0, y1), (x0, x1) = bounds(painted, (math.ceil(margin / sy), math.ceil(margin / sx)))
     # The tumour may reach as many slices as the other baselines assume; the next slice on is background.
     first_background = _slices_for(extent_factor * diameter, spacing_xyz) + 1
     z0, z1 = max(0, k - first_background), min(image.shape[0] - 1, k + first_background)

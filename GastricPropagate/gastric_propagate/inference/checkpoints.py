@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gastric_propagate import __version__
+from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.preprocessing import Preprocessing
@@ -18,7 +19,15 @@ from gastric_propagate.inference.preprocessing import Preprocessing
 FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1
 STAGES = ("proposer", "refiner")
+# What each stage's network reads: the proposer three image slices and the previous mask; the refiner the image and
+# the coarse mask on three slices (``propagation.propagate``, ``refinement.refiner_input``).
+INPUT_CHANNELS = {"proposer": 4, "refiner": 6}
 BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+# The largest network a checkpoint may declare (the bundled ones have about 0.5 million parameters; a 2D U-Net of
+# 64 base channels and depth 5 has 124 million): 0.8 GB as float32. Larger ones are refused before they are
+# built, and files larger than such a network could fill are refused before they are read.
+MAX_NETWORK_PARAMETERS = 200_000_000
+MAX_FILE_BYTES = 8 * MAX_NETWORK_PARAMETERS
 
 
 def bundled_weights(stage: str) -> Path:
@@ -38,12 +47,14 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocessing: Preprocessing,
-                    training: dict) -> Path:
-    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small."""
+                    training: dict, outputs: OutputBatch | None = None) -> Path:
+    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small.
+
+    The file appears whole or not at all: staged in ``outputs`` (renamed into place together with the batch's
+    other outputs, e.g. the proposer and the refiner of one training) or, without a batch, on its own.
+    """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: (t.half() if t.is_floating_point() else t).cpu() for name, t in network.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -55,10 +66,10 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
         "training": training,
         "state_dict": state,
     }
-    temporary = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, temporary)
-    temporary.replace(path)
-    return path
+    if outputs is not None:
+        return outputs.file(path, lambda temporary: torch.save(payload, temporary))
+    with OutputBatch() as alone:
+        return alone.file(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:
@@ -68,6 +79,10 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
                "'gastric-propagate train' and pass them with --proposer/--refiner.")
     if not path.is_file():
         raise WeightsError(f"The {stage} weights file {path} does not exist. {retrain}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise WeightsError(f"The {stage} weights file {path} is {path.stat().st_size / 1e9:.1f} GB, larger than any "
+                           f"network this tool builds ({MAX_FILE_BYTES / 1e9:.1f} GB at most; the bundled files are "
+                           f"about 1 MB): it is not a GastricPropagate checkpoint. {retrain}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
@@ -86,7 +101,29 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
         raise WeightsError(f"{path} uses architecture {architecture.get('name')!r}, which this version does not "
                            f"know. {retrain}")
     try:
-        network = UNet2D(**architecture["config"])
+        config = architecture["config"]
+        parameters = _declared_parameters(config)
+        stored = sum(int(tensor.numel()) for tensor in payload["state_dict"].values())
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{path} declares a {stage} network this version cannot build ({error}). "
+                           f"{retrain}") from error
+    if config["in_channels"] != INPUT_CHANNELS[stage]:
+        raise WeightsError(f"{path} declares a {stage} network reading {config['in_channels']} channels, but the "
+                           f"{stage} is given {INPUT_CHANNELS[stage]}: it was not made by 'gastric-propagate train'. "
+                           f"{retrain}")
+    if parameters > MAX_NETWORK_PARAMETERS:
+        raise WeightsError(
+            f"{path} declares a {stage} network of {parameters / 1e6:,.0f} million parameters ({_describe(config)}): "
+            f"building it would take about {4 * parameters / 1e9:,.1f} GB of memory, more than the "
+            f"{MAX_NETWORK_PARAMETERS / 1e6:,.0f} million parameters ({4 * MAX_NETWORK_PARAMETERS / 1e9:.1f} GB) "
+            f"this tool builds (the bundled networks have about 0.5 million). The file is corrupt or was not made "
+            f"by 'gastric-propagate train'. {retrain}")
+    if parameters > stored:
+        raise WeightsError(f"The {stage} weights in {path} do not fit their declared architecture "
+                           f"({_describe(config)} has {parameters:,} parameters; the file holds {stored:,} values). "
+                           f"{retrain}")
+    try:
+        network = UNet2D(**config)
         network.load_state_dict({k: v.float() if v.is_floating_point() else v
                                  for k, v in payload["state_dict"].items()})
         preprocessing = Preprocessing.from_dict(payload["preprocessing"])
@@ -96,3 +133,18 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     network.to(device).eval()
     return Checkpoint(stage=stage, network=network, preprocessing=preprocessing,
                       training=dict(payload.get("training", {})), path=path)
+
+
+def _declared_parameters(config) -> int:
+    """Parameters of the UNet2D a checkpoint's config declares, without building it; TypeError or ValueError for a
+    config UNet2D would not take."""
+    if not isinstance(config, dict) or "in_channels" not in config or \
+            set(config) - {"in_channels", "base_channels", "depth"}:
+        raise TypeError(f"architecture config {config!r}")
+    if any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in config.values()):
+        raise ValueError(f"architecture config {config!r}: every value must be a whole number of 1 or more")
+    return UNet2D.parameter_count(**config)
+
+
+def _describe(config: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in config.items())

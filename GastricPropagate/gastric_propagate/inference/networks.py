@@ -47,6 +47,20 @@ class UNet2D(nn.Module):
             self.decoders.append(_DoubleConv(width * 2, width))
         self.head = nn.Conv2d(widths[0], 1, 1)
 
+    @staticmethod
+    def parameter_count(*, in_channels: int, base_channels: int = 16, depth: int = 3) -> int:
+        """How many parameters ``UNet2D(**config)`` has, computed from the config alone (nothing is allocated, and
+        Python integers cannot overflow): a checkpoint's declared size is judged before its network is built."""
+        def double_conv(inputs: int, outputs: int) -> int:  # two 3x3 convolutions without bias, two batch norms
+            return 9 * inputs * outputs + 9 * outputs * outputs + 4 * outputs
+
+        widths = [base_channels * 2 ** level for level in range(depth + 1)]
+        count = sum(double_conv(previous, width) for previous, width in zip([in_channels, *widths], widths))
+        for width in widths[:-1]:
+            count += 8 * width * width + width  # 2x2 transposed convolution (with bias) from 2 * width channels
+            count += double_conv(2 * width, width)
+        return count + widths[0] + 1  # the 1x1 head
+
     @property
     def size_multiple(self) -> int:
         return 2 ** self.config["depth"]

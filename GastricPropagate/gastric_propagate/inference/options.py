@@ -20,6 +20,9 @@ class PropagationOptions:
         max_slice: highest axial index the result may reach (inclusive), or None.
         max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
         use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
+        use_consensus: keep the voxels that at least two of three opinions hold: the networks, slice-to-slice
+            registration and the painted outline copied along z (see ``inference/consensus.py``). Applies to one
+            painted largest cross-section; switch off to measure the networks alone.
         painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
             leak rules then compare each slice with it. When another slice was painted, set it to False: the
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
@@ -31,4 +34,5 @@ class PropagationOptions:
     max_slice: int | None = None
     max_distance_mm: float | None = None
     use_refiner: bool = True
+    use_consensus: bool = True
     painted_is_largest: bool = True

@@ -33,6 +33,8 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
+from gastric_propagate.inference import consensus as vote
+from gastric_propagate.inference.registration import propagate_by_registration
 from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
@@ -57,6 +59,9 @@ class SegmentationResult:
         mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
         proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement (cut, like ``mask``, to
             what connects to the painted voxels).
+        network_mask: uint8 (z, y, x), the networks' mask (proposer, then refiner when used) before the consensus;
+            equal to ``mask`` when no consensus was taken.
+        consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -72,6 +77,8 @@ class SegmentationResult:
     seconds: float
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    network_mask: np.ndarray | None = None
+    consensus: bool = False
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -130,9 +137,16 @@ class Segmenter:
         check_image(image)
         anchor_slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=options.keyframes)
         low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
-
         prep = self.proposer.preprocessing
         painted = annotation > 0
+        consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
+        reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
+        if consensus:  # the networks need not go where no voxel can win the vote
+            reach = vote.reach_slices(painted[anchor_slices[0]], spacing_xyz)
+            if anchor_slices[0] - reach > low:
+                low = reach_limited["down"] = anchor_slices[0] - reach
+            if anchor_slices[0] + reach < high:
+                high = reach_limited["up"] = anchor_slices[0] + reach
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
@@ -152,6 +166,11 @@ class Segmenter:
                            slice_mm=grid.step_z * spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop)
+        for direction, limit in reach_limited.items():
+            if coarse.stop_reasons[direction].startswith("reached the slice limit"):
+                coarse.stop_reasons[direction] = (
+                    f"stopped at slice {limit}: half the painted diameter from the painted slice, as far as the vote "
+                    "with registration and the copy reaches")
         proposed = time.perf_counter()
         final = coarse.probabilities
         if options.use_refiner:
@@ -170,8 +189,26 @@ class Segmenter:
         proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
         for target in (mask, proposer_mask):
             target[anchor_slices] = painted[anchor_slices]
+        network_mask = mask
+        pasted = time.perf_counter()
+
+        if consensus:
+            if should_stop is not None and should_stop():
+                raise Cancelled("Propagation was cancelled; nothing was written.")
+            k = anchor_slices[0]
+            outline = painted[k]
+            registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=vote.REACH_FACTOR,
+                                                   **vote.REGISTRATION)
+            mask = vote.majority(network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
+            mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
+            mask[k] = outline
+            mask = vote.keep_connected(mask, k, outline)
+        voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
+        if consensus:  # the vote may reach slices the networks did not
+            tumour = painted_slices(mask)
+            first, last = min(first, tumour[0]), max(last, tumour[-1])
         confidence = slice_confidence(mask, list(anchor_slices), range(max(0, first), min(image.shape[0] - 1, last) + 1),
                                       spacing_xyz)
         for k in confidence:  # a slice cut back after a leak is a guess at best: always worth a look
@@ -183,7 +220,9 @@ class Segmenter:
             slice_confidence=confidence, anchor_slices=list(anchor_slices),
             stop_reasons=coarse.stop_reasons, seconds=finished - started, device=str(self.device),
             timings={"prepare": prepared - started, "proposer": proposed - prepared,
-                     "refiner": refined - proposed, "paste_back": finished - refined})
+                     "refiner": refined - proposed, "paste_back": pasted - refined, "consensus": voted - pasted,
+                     "confidence": finished - voted},
+            network_mask=network_mask, consensus=consensus)
 
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,

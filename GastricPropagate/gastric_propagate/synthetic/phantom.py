@@ -787,22 +787,26 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
 def write_phantoms(out_dir, seeds, *, fmt: str = "nrrd", **overrides) -> list[tuple[Path, Path]]:
     """Writes <out_dir>/case_<seed>_image.<ext> and case_<seed>_label.<ext> (ext: nrrd or nii.gz); returns the pairs.
 
+    All or nothing: every file is staged beside its destination and all are renamed into place together once the
+    last one is written (``data.io.OutputBatch``), so a crash or SIGTERM leaves no half-written file and no
+    incomplete set of pairs.
+
     Args:
         out_dir: folder, created if missing.
         seeds: the seeds to draw.
         fmt: ``"nrrd"`` or ``"nii.gz"``.
         **overrides: keyword arguments of :func:`make_phantom`, applied to every case.
     """
+    from gastric_propagate.data.io import OutputBatch
+
     if fmt not in ("nrrd", "nii.gz"):
         raise ValueError(f"fmt must be 'nrrd' or 'nii.gz', got {fmt!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pairs = []
-    for seed in seeds:
-        phantom = make_phantom(seed, **overrides)
-        image_path, label_path = out / f"case_{seed}_image.{fmt}", out / f"case_{seed}_label.{fmt}"
-        sitk.WriteImage(phantom.image, str(image_path), useCompression=True)
-        sitk.WriteImage(phantom.label, str(label_path), useCompression=True)
-        pairs.append((image_path, label_path))
+    with OutputBatch() as outputs:
+        for seed in seeds:
+            phantom = make_phantom(seed, **overrides)
+            pairs.append((outputs.image(phantom.image, out / f"case_{seed}_image.{fmt}"),
+                          outputs.image(phantom.label, out / f"case_{seed}_label.{fmt}")))
     logger.info("wrote %d phantoms to %s", len(pairs), out)
     return pairs

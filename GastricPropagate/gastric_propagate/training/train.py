@@ -24,7 +24,8 @@ from tqdm import tqdm
 from gastric_propagate import __version__
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
 from gastric_propagate.data.cases import CaseData
-from gastric_propagate.inference.checkpoints import save_checkpoint
+from gastric_propagate.data.io import OutputBatch
+from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
@@ -216,6 +217,10 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> t
 
 def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: torch.device, description: str,
          rng: np.random.Generator) -> list[float]:
+    network.to(device)
+    if steps <= 0:  # this stage is kept as it is (e.g. fine-tuning the refiner alone: --proposer-steps 0)
+        network.eval()
+        return []
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps,
                                                    pct_start=0.1)
@@ -234,6 +239,11 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     network.eval()
     return losses
+
+
+def _final_loss(losses: list[float]) -> float | None:
+    """Mean loss of the last 50 steps; None for a stage that was not trained."""
+    return float(np.mean(losses[-50:])) if losses else None
 
 
 def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
@@ -255,6 +265,9 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
           command: str = "", init: tuple[UNet2D, UNet2D] | None = None) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
+    Both files are renamed into place together once both are written (``data.io.OutputBatch``): a crash or
+    SIGTERM leaves the earlier pair, or none, never a half-written file or a new proposer beside an old refiner.
+
     Args:
         init: (proposer, refiner) to start from (fine-tuning; ``config.preprocessing`` must be theirs);
             fresh networks when None.
@@ -274,8 +287,8 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         raise ValueError("every training case had an empty label")
 
     if init is None:
-        proposer = UNet2D(in_channels=4, base_channels=config.base_channels, depth=config.depth)
-        refiner = UNet2D(in_channels=6, base_channels=config.base_channels, depth=config.depth)
+        proposer, refiner = (UNet2D(in_channels=INPUT_CHANNELS[stage], base_channels=config.base_channels,
+                                    depth=config.depth) for stage in ("proposer", "refiner"))
     else:
         proposer, refiner = init
     proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[r.integers(len(crops))], config, r),
@@ -293,8 +306,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "final_loss": {"proposer": float(np.mean(proposer_losses[-50:])),
-                       "refiner": float(np.mean(refiner_losses[-50:]))},
+        "final_loss": {"proposer": _final_loss(proposer_losses), "refiner": _final_loss(refiner_losses)},
     }
     validation_cases = list(validation_cases)
     if validation_cases:
@@ -303,9 +315,10 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         log.info("validation: %s", metadata["validation"])
     output_dir = Path(output_dir)
     paths = {}
-    for stage, network in (("proposer", proposer), ("refiner", refiner)):
-        paths[stage] = save_checkpoint(output_dir / f"{stage}.pt", stage=stage, network=network,
-                                       preprocessing=config.preprocessing, training=metadata)
+    with OutputBatch() as outputs:  # the pair appears together, whole, or not at all (never a new proposer alone)
+        for stage, network in (("proposer", proposer), ("refiner", refiner)):
+            paths[stage] = save_checkpoint(output_dir / f"{stage}.pt", stage=stage, network=network,
+                                           preprocessing=config.preprocessing, training=metadata, outputs=outputs)
     return paths
 
 

@@ -44,6 +44,20 @@ def make_volume(depth: int = 40, size: int = 128, centre_z: int = 20, radius_mm:
     return image.astype(np.int16), label
 
 
+def write_cases_folder(folder, count: int):
+    """``count`` small labelled cases (``make_volume``) in the <case>_image / <case>_label NRRD layout."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0, seed=index)
+        for kind, array in (("image", image), ("label", label)):
+            written = sitk.GetImageFromArray(array)
+            written.SetSpacing(SPACING)
+            sitk.WriteImage(written, str(folder / f"case{index}_{kind}.nrrd"))
+    return folder
+
+
 @pytest.fixture
 def volume():
     return make_volume()

@@ -54,6 +54,66 @@ def test_incompatible_weights(tmp_path):
         load_checkpoint(path, stage="proposer")
 
 
+@pytest.mark.parametrize("config", [dict(in_channels=4, base_channels=4, depth=2), dict(in_channels=6),
+                                    dict(in_channels=1, base_channels=3, depth=1), dict(in_channels=4, depth=5)])
+def test_parameter_count_is_that_of_the_built_network(config):
+    network = UNet2D(**config)
+    assert UNet2D.parameter_count(**config) == sum(p.numel() for p in network.parameters())
+
+
+class _NeverBuilt(UNet2D):
+    def __init__(self, **config):
+        raise AssertionError(f"the network was built: {config}")
+
+
+def _declaring(tmp_path, **config):
+    """A tiny proposer checkpoint whose stored architecture says ``config``."""
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                           training={})
+    payload = torch.load(path, weights_only=True)
+    payload["architecture"]["config"].update(config)
+    torch.save(payload, path)
+    return path
+
+
+def test_a_declared_network_too_large_to_build_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from gastric_propagate.inference import checkpoints
+
+    monkeypatch.setattr(checkpoints, "UNet2D", _NeverBuilt)
+    path = _declaring(tmp_path, base_channels=1792, depth=3)  # about 24 GB as float32
+    with pytest.raises(WeightsError, match=r"declares a proposer network of [\d,]+ million parameters "
+                                           r"\(in_channels 4, base_channels 1792, depth 3\): building it would "
+                                           r"take about 2\d\.\d GB of memory.*gastric-propagate train"):
+        load_checkpoint(path, stage="proposer")
+    with pytest.raises(WeightsError, match="million parameters"):  # a huge depth is counted, not overflowed
+        load_checkpoint(_declaring(tmp_path, depth=60), stage="proposer")
+
+
+def test_a_declared_network_larger_than_its_weights_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from gastric_propagate.inference import checkpoints
+
+    monkeypatch.setattr(checkpoints, "UNet2D", _NeverBuilt)
+    with pytest.raises(WeightsError, match=r"do not fit their declared architecture .*base_channels 64"):
+        load_checkpoint(_declaring(tmp_path, base_channels=64), stage="proposer")
+
+
+@pytest.mark.parametrize("config", [dict(base_channels=0), dict(depth=True), dict(depth="3"), dict(width=8)])
+def test_a_declared_network_that_cannot_be_built_is_refused(tmp_path, config):
+    with pytest.raises(WeightsError, match="declares a proposer network this version cannot build"):
+        load_checkpoint(_declaring(tmp_path, **config), stage="proposer")
+
+
+def test_a_file_larger_than_any_network_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from gastric_propagate.inference import checkpoints
+
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                           training={})
+    monkeypatch.setattr(checkpoints, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(checkpoints.torch, "load", lambda *args, **kwargs: pytest.fail("the file was read"))
+    with pytest.raises(WeightsError, match="larger than any network this tool builds"):
+        load_checkpoint(path, stage="proposer")
+
+
 def test_segmenter_refuses_a_pair_from_different_trainings(tmp_path):
     proposer = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
                                training={})
@@ -70,3 +130,11 @@ def test_bundled_weights_are_small_and_say_what_they_learned():
         checkpoint = load_checkpoint(path, stage=stage)
         assert "phantom" in checkpoint.training["data"]
         assert "train --phantoms" in checkpoint.training["command"]
+
+
+@pytest.mark.parametrize("stage, wrong", [("proposer", 6), ("refiner", 4), ("proposer", 1)])
+def test_a_network_reading_the_wrong_number_of_channels_is_refused_at_load(tmp_path, stage, wrong):
+    path = save_checkpoint(tmp_path / f"{stage}.pt", stage=stage, network=tiny(wrong), preprocessing=Preprocessing(),
+                           training={})
+    with pytest.raises(WeightsError, match=f"reading {wrong} channels.*gastric-propagate train"):
+        load_checkpoint(path, stage=stage)

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 import gastric_propagate.cli as cli
-from conftest import SPACING, make_volume
+from conftest import SPACING, make_volume, write_cases_folder
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.checkpoints import bundled_weights
 
@@ -200,6 +200,27 @@ def test_weights_of_the_wrong_stage(files, tmp_path, capsys, monkeypatch):  # 12
     assert snapshot(tmp_path) == before
 
 
+def test_weights_declaring_a_network_of_24_gb(files, tmp_path, capsys, monkeypatch):  # low
+    import torch
+
+    from gastric_propagate.inference import checkpoints
+
+    class NeverBuilt(checkpoints.UNet2D):
+        def __init__(self, **config):
+            raise AssertionError("the network was built")
+
+    monkeypatch.setattr(checkpoints, "UNet2D", NeverBuilt)
+    monkeypatch.setattr(cli, "_segmenter", REAL_SEGMENTER)
+    payload = torch.load(bundled_weights("proposer"), weights_only=True)
+    payload["architecture"]["config"]["base_channels"] = 1792
+    torch.save(payload, tmp_path / "in" / "huge.pt")
+    before = snapshot(tmp_path)
+    code = segment(files, tmp_path / "out.nrrd", "--device", "cpu", "--proposer", str(tmp_path / "in" / "huge.pt"))
+    err = capsys.readouterr().err
+    assert code == 3 and "GB of memory" in err and "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--device", "tpu"), "not a device"),
     (("--max-distance-mm", "nan"), "finite distance"),
@@ -274,15 +295,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
 @pytest.fixture
 def folder_of_cases(tmp_path):
     """Three labelled cases in the <case>_image / <case>_label layout."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for index in range(3):
-        image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0, seed=index)
-        ct = sitk.GetImageFromArray(image)
-        ct.SetSpacing(SPACING)
-        sitk.WriteImage(ct, str(folder / f"case{index}_image.nrrd"))
-        write_like(label, ct, folder / f"case{index}_label.nrrd")
-    return folder
+    return write_cases_folder(tmp_path / "data", 3)
 
 
 @pytest.mark.parametrize("cases, used, said", [((), 3, "evaluating all 3"),

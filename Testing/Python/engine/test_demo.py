@@ -12,5 +12,7 @@ def test_demo_prints_volume_dice_and_time_beside_manual_estimates(tmp_path, caps
     assert report["dice_vs_truth"] > 0.85
     assert {p.name for p in tmp_path.iterdir()} >= {"ct.nrrd", "truth.nrrd", "annotation.nrrd", "result.nrrd",
                                                     "report.json"}
-    assert json.loads((tmp_path / "report.json").read_text())["volume_ml"] == report["volume_ml"]
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["volume_ml"] == report["volume_ml"]
+    assert written["consensus"] is True and "consensus" in written["timings_seconds"]
     run_demo(tmp_path, segmenter=bundled_segmenter)  # running it again replaces its own earlier output

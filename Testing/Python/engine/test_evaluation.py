@@ -28,9 +28,9 @@ def _case(name, seed, radius_mm):
 def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
     cases = [_case("tiny_a", 1, 11.0), _case("tiny_b", 2, 13.0)]
-    rows = evaluate.run_evaluation(cases, out, methods=BASELINES, variants=["largest", "dilated"], progress=False)
-    paths = evaluate.write_reports(rows, out, {"data": "2 tiny synthetic ellipsoids", "command": "pytest"})
-    return rows, paths
+    evaluation = evaluate.run_evaluation(cases, methods=BASELINES, variants=["largest", "dilated"], progress=False)
+    paths = evaluate.write_reports(evaluation, out, {"data": "2 tiny synthetic ellipsoids", "command": "pytest"})
+    return evaluation.rows, paths
 
 
 def test_one_row_per_case_variant_and_method(evaluated):
@@ -73,58 +73,59 @@ def test_figure_is_a_png(evaluated):
     assert paths["figure"].stat().st_size > 10_000
 
 
-def test_a_failing_method_is_recorded_not_fatal(tmp_path, monkeypatch):
+def test_a_failing_method_is_recorded_not_fatal(monkeypatch):
     def broken(*_args, **_kw):
         raise RuntimeError("boom")
 
     monkeypatch.setitem(evaluate.BASELINES, "copy_slice",
                         evaluate.Method("copy_slice", "Broken copy", broken))
-    rows = evaluate.run_evaluation([_case("tiny_c", 3, 10.0)], tmp_path, methods=["copy_slice", "region_growing"],
-                                   variants=["largest"], progress=False)
+    rows = evaluate.run_evaluation([_case("tiny_c", 3, 10.0)], methods=["copy_slice", "region_growing"],
+                                   variants=["largest"], progress=False).rows
     assert "RuntimeError: boom" in rows[0]["error"] and math.isnan(rows[0]["dice"])
     assert rows[1]["error"] == ""
     text = evaluate.summary_markdown(rows, {"data": "x", "command": "y"})
     assert "| 0 | 1 |" in text  # one failure counted
 
 
-def test_unknown_names_are_refused(tmp_path):
+def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
-        evaluate.run_evaluation([], tmp_path, methods=["magic"], progress=False)
+        evaluate.run_evaluation([], methods=["magic"], progress=False)
 
 
-def test_engine_rows_from_one_run_per_case(tmp_path, oracle_segmenter, monkeypatch):
-    """Both GastricPropagate rows come from one engine call per case and variant, timed apart."""
+def test_engine_rows_from_two_runs_per_case(oracle_segmenter, monkeypatch):
+    """The three GastricPropagate rows come from two engine calls per case and variant (with and without the
+    vote), and the proposer row is timed without the refiner."""
     from gastric_propagate.inference import pipeline
 
     calls = []
     original = pipeline.Segmenter.segment
 
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
+    def counted(self, image, spacing, annotation, options, **kwargs):
+        calls.append(options.use_consensus)
+        return original(self, image, spacing, annotation, options, **kwargs)
 
     monkeypatch.setattr(pipeline.Segmenter, "segment", counted)
-    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], tmp_path, methods=["proposer", "proposer_refiner"],
-                                   variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False)
-    assert len(calls) == 2 and len(rows) == 4
+    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], methods=["proposer", "networks", "engine"],
+                                   variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False).rows
+    assert sorted(calls) == [False, False, True, True] and len(rows) == 6
     for row in rows:
         assert row["error"] == "" and row["dice"] > 0.8, row
-    proposer, refined = rows[0], rows[1]
-    assert 0 < proposer["seconds"] <= refined["seconds"]
+    proposer, networks = rows[0], rows[1]
+    assert 0 < proposer["seconds"] <= networks["seconds"]
 
 
-def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(tmp_path, bundled_segmenter):
+def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(bundled_segmenter):
     from gastric_propagate.data.cases import load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
     cases = load_cases(None, 1, seed_start=HELD_OUT_SEED_START + 7, size_xy=160, slice_spacing=4.0,
                        tumour_diameter_mm=30.0)
-    rows = evaluate.run_evaluation(cases, tmp_path, methods=["proposer_refiner", "proposer", "copy_slice"],
-                                   variants=["largest"], segmenter=bundled_segmenter, progress=False)
+    rows = evaluate.run_evaluation(cases, methods=["engine", "proposer", "copy_slice"],
+                                   variants=["largest"], segmenter=bundled_segmenter, progress=False).rows
     by_method = {row["method"]: row for row in rows}
     assert all(row["error"] == "" for row in rows), rows
-    assert by_method["proposer_refiner"]["dice"] > 0.7
-    assert by_method["proposer_refiner"]["dice"] > by_method["copy_slice"]["dice"]
+    assert by_method["engine"]["dice"] > 0.7
+    assert by_method["engine"]["dice"] > by_method["copy_slice"]["dice"]
 
 
 def test_evaluate_command_on_held_out_phantoms(tmp_path):
@@ -148,7 +149,7 @@ def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
     assert main(["evaluate", "--out", str(tmp_path), "--cases", "1", "--variants", "largest", "--device", "cpu"]) == 0
     rows = evaluate.read_csv(tmp_path / "results.csv")
     assert {row["method"] for row in rows} == set(evaluate.ALL_METHODS)
-    engine = next(row for row in rows if row["method"] == "proposer_refiner")
+    engine = next(row for row in rows if row["method"] == "engine")
     assert float(engine["dice"]) > 0.7 and not engine["error"]
     summary = (tmp_path / "summary.md").read_text()
     assert "gastric-propagate evaluate" in summary and "phantom" in summary

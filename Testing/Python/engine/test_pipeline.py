@@ -40,3 +40,62 @@ def test_a_corrected_slice_is_kept_and_does_not_lower_dice(bundled_segmenter, he
     second = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation, PropagationOptions(keyframes=True))
     np.testing.assert_array_equal(second.mask[worst], case.label[worst])
     assert dice(second.mask, case.label) >= dice(first.mask, case.label) - 0.01
+
+
+def test_the_result_is_the_vote_of_networks_registration_and_copy(bundled_segmenter, held_out):
+    from gastric_propagate.inference.consensus import REGISTRATION, copy_along_z, keep_connected, majority
+    from gastric_propagate.inference.registration import propagate_by_registration
+
+    case = held_out[1]
+    annotation = annotation_from_label(case.label)
+    k = painted_slices(annotation)[0]
+    result = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation)
+    alone = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation, PropagationOptions(use_consensus=False))
+    assert result.consensus and not alone.consensus
+    np.testing.assert_array_equal(alone.mask, result.network_mask)
+    painted = annotation[k] > 0
+    expected = majority(result.network_mask, propagate_by_registration(case.image, case.spacing_xyz, k, painted, **REGISTRATION),
+                        copy_along_z(case.image.shape, k, painted, case.spacing_xyz))
+    expected[k] = painted
+    np.testing.assert_array_equal(result.mask, keep_connected(expected, k, painted))
+    assert set(result.slice_confidence) >= set(painted_slices(result.mask))
+
+
+def test_the_vote_keeps_to_the_slice_limits(bundled_segmenter, held_out):
+    case = held_out[1]
+    annotation = annotation_from_label(case.label)
+    k = painted_slices(annotation)[0]
+    result = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation,
+                                       PropagationOptions(min_slice=k - 1, max_slice=k + 1))
+    assert result.consensus
+    assert painted_slices(result.mask)[0] >= k - 1 and painted_slices(result.mask)[-1] <= k + 1
+
+
+def test_keyframes_and_a_painted_slice_that_is_not_the_largest_keep_the_networks_result(bundled_segmenter, held_out):
+    case = held_out[0]
+    annotation = annotation_from_label(case.label)
+    first, last = painted_slices(case.label)[0], painted_slices(case.label)[-1]
+    annotation[(first + last) // 2 + 2] = case.label[(first + last) // 2 + 2]
+    for options in (PropagationOptions(keyframes=True), PropagationOptions(painted_is_largest=False)):
+        painted = annotation if options.keyframes else annotation_from_label(case.label, (first + last) // 2 + 2)
+        result = bundled_segmenter.segment(case.image, case.spacing_xyz, painted, options)
+        assert not result.consensus
+        np.testing.assert_array_equal(result.mask, result.network_mask)
+
+
+def test_a_chain_ended_by_the_votes_reach_says_so(bundled_segmenter):
+    # A soft-tissue cylinder through every slice: the networks would follow it to the volume's ends.
+    z, y, x = np.mgrid[:40, :80, :80]
+    truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
+    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
+    image[:, :, :5] = -1000
+    spacing = (1.0, 1.0, 2.0)  # equivalent diameter 24 mm: the vote reaches 6 slices each way
+    annotation = annotation_from_label(truth, 20)
+    result = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation)
+    assert result.slice_range() == (14, 26)
+    for reason in result.stop_reasons.values():
+        assert "half the painted diameter" in reason and "slice limit" not in reason, result.stop_reasons
+    limited = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation,
+                                        PropagationOptions(max_distance_mm=4.0))
+    assert limited.slice_range() == (18, 22)
+    assert all("slice limit" in reason for reason in limited.stop_reasons.values()), limited.stop_reasons

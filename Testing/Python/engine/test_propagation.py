@@ -10,10 +10,14 @@ from gastric_propagate.errors import Cancelled, InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.inference.pipeline import PropagationOptions
 
+# These tests are about the networks' chains and their stop rules, so they run without the vote (which would
+# also stop the chains at its reach: see test_pipeline).
+NETWORKS_ALONE = PropagationOptions(use_consensus=False)
+
 
 def test_follows_the_tumour_and_stops_at_its_ends(oracle_segmenter, volume):
     image, label = volume
-    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
+    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label), NETWORKS_ALONE)
     truth_slices = painted_slices(label)
     assert result.slice_range() == (truth_slices[0], truth_slices[-1])
     assert dice(result.mask, label) > 0.9
@@ -68,7 +72,7 @@ def test_a_leak_into_a_large_bright_neighbour_is_stopped(oracle_segmenter):
     image, label = make_volume()
     top = painted_slices(label)[-1]
     image[top + 1:, 20:110, 20:110] = 120  # a large bright organ touching the tumour's upper end
-    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label))
+    result = oracle_segmenter.segment(image, SPACING, annotation_from_label(label), NETWORKS_ALONE)
     # The leaking slices are cut back to the tumour's last outline (three at most), then the chain ends;
     # those slices are flagged for review.
     assert result.slice_range()[1] <= top + 3
@@ -132,7 +136,7 @@ def test_a_chain_that_runs_into_contrast_filled_lumen_stops_there():
     image, label, annotation = _column()
     image[25:][label[25:] > 0] = 400  # above slice 24 the same place holds positive oral contrast
     segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
-    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation, NETWORKS_ALONE)
     assert result.slice_range()[1] == 24
     assert "outside the painted region's intensities" in result.stop_reasons["up"]
 
@@ -144,7 +148,7 @@ def test_a_chain_ends_at_twice_the_painted_diameter():
 
     image, label, annotation = _column(depth=60, painted=30)  # 20 mm wide, 2 mm slices: 2 diameters = 20 slices
     segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
-    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation, NETWORKS_ALONE)
     first, last = result.slice_range()
     assert 18 <= last - 30 <= 20 and 30 - first == last - 30
     assert "painted diameter" in result.stop_reasons["up"] and "painted diameter" in result.stop_reasons["down"]
@@ -164,7 +168,7 @@ def test_a_leaking_slice_is_cut_back_to_the_previous_outline_three_times_at_most
 
     image, label, annotation = _column(depth=40, painted=20)
     segmenter = Segmenter.from_networks(Grower(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
-    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation, NETWORKS_ALONE)
     assert result.slice_range() == (17, 23)
     for k in range(17, 24):
         assert dice(result.mask[k], label[20]) > 0.9  # cut back: never grown (up to resampling)

@@ -113,6 +113,44 @@ def exportSegment(segmentationNode, segmentId: str, referenceVolumeNode=None):
                 scene.RemoveNode(node)
 
 
+def closedSurfaceName() -> str:
+    return slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+
+
+def binaryLabelmapName() -> str:
+    return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+
+
+def saveSegmentAsStl(segmentationNode, segmentId: str, folder) -> Path:
+    """Writes one segment's closed surface with Slicer's own STL export (LPS, as Slicer saves it)."""
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentId)
+    before = set(Path(folder).glob("*.stl"))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
+        str(folder), segmentationNode, ids, "STL", True, 1.0, False)
+    (path,) = set(Path(folder).glob("*.stl")) - before
+    return path
+
+
+def loadSegmentationFromStl(scene, path, name: str):
+    """A segmentation node as Slicer's segmentation reader makes it from an STL file: one segment, source
+    representation closed surface, no labelmap and no reference geometry (qSlicerSegmentationsReader)."""
+    storage = slicer.vtkMRMLModelStorageNode()
+    storage.SetFileName(str(path))
+    model = slicer.vtkMRMLModelNode()
+    assert storage.ReadData(model)
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.SetColor(0.9, 0.2, 0.2)
+    segment.AddRepresentation(closedSurfaceName(), model.GetPolyData())
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.GetSegmentation().SetSourceRepresentationName(closedSurfaceName())
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetPreferredDisplayRepresentationName2D(closedSurfaceName())
+    assert node.GetSegmentation().AddSegment(segment)
+    return node, node.GetSegmentation().GetSegmentIdBySegment(segment)
+
+
 def sceneSnapshot(scene, paintedPairs) -> dict:
     """Node IDs, segment IDs/names per segmentation, and the voxels of the given (segmentationNode, segmentId)."""
     nodes = sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))

@@ -66,7 +66,8 @@ def test_default_weights_pass_no_weights_flags():
 
 def _panel(**changes):
     values = dict(inputVolume="CT", segmentationNode="Segmentation", paintedSegmentId="painted", keyframes=False,
-                  minSlice=-1, maxSlice=-1, maxDistanceMm=0.0, useRefiner=True, paintedIsLargest=True)
+                  minSlice=-1, maxSlice=-1, maxDistanceMm=0.0, useRefiner=True, useConsensus=True,
+                  paintedIsLargest=True)
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -74,8 +75,9 @@ def _panel(**changes):
 def test_panel_values_become_engine_options():
     assert optionsFromParameterNode(_panel()) == PropagationOptions()
     assert optionsFromParameterNode(_panel(keyframes=True, minSlice=0, maxSlice=40, maxDistanceMm=30.0,
-                                           useRefiner=False, paintedIsLargest=False)) == PropagationOptions(
-        keyframes=True, min_slice=0, max_slice=40, max_distance_mm=30.0, use_refiner=False,
+                                           useRefiner=False, useConsensus=False,
+                                           paintedIsLargest=False)) == PropagationOptions(
+        keyframes=True, min_slice=0, max_slice=40, max_distance_mm=30.0, use_refiner=False, use_consensus=False,
         painted_is_largest=False)
 
 

@@ -1,0 +1,168 @@
+"""Slice-to-slice registration: the painted outline carried from slice to slice by 2D image registration.
+
+The classical method that generalises best on real CT, because it learned nothing from any training set.
+The pipeline uses it as one of the three opinions of its consensus (see ``consensus.py``); the evaluation
+also scores it alone, as a baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+# The HU range the registration compares: soft tissue and contrast resolved, air and bone clipped, so that
+# a rib or the lung does not decide how a soft-tissue tumour moved.
+REGISTRATION_HU = (-300.0, 400.0)
+# Lowest standard deviation (HU) assumed for the painted region: a very homogeneous painted region would
+# otherwise give an intensity window too narrow to follow.
+MIN_HU_SD = 12.0
+
+
+def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float, float], k: int,
+                              painted: np.ndarray, *, transform: str = "affine", iterations: int = 25,
+                              margin_mm: float = 12.0, multiplier: float = 1.5, extent_factor: float = 0.5,
+                              min_area_fraction: float = 0.05, min_inside_window: float = 0.5) -> np.ndarray:
+    """The mask of slice k warped onto slice k±1, up and down, one slice at a time.
+
+    Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1 (fixed) to
+    slice k (moving) with SimpleITK, mean squares metric, then warps the mask. The warped mask is
+    intersected with the painted region's intensity window (mean ± ``multiplier`` SD on a median-filtered
+    slice), opened, reduced to its largest component and its holes filled. A direction stops when the mask
+    vanishes (smaller than ``min_area_fraction`` of the painted area), when less than ``min_inside_window``
+    of the warped mask lies in the intensity window (it left plausible HU), or ``extent_factor`` equivalent
+    diameters away from the painted slice (a tumour about as long as it is wide).
+
+    Args:
+        image: CT (z, y, x) in HU.
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        k: the painted slice.
+        painted: (y, x) bool, the painted cross-section on slice ``k``; must not be empty.
+        transform: "affine" (2D affine, gradient descent) or "demons" (fast symmetric forces Demons).
+        iterations: optimiser (or Demons) iterations per slice pair.
+        margin_mm: margin of the registration crop around the current mask.
+        multiplier: half-width of the intensity window in standard deviations.
+        extent_factor: furthest distance along z, as a fraction of the equivalent diameter.
+        min_area_fraction: a propagated mask smaller than this fraction of the painted area ends it.
+        min_inside_window: the fraction of a warped mask that must lie in the intensity window.
+
+    Returns:
+        uint8 (z, y, x) mask; slice ``k`` equals ``painted``.
+    """
+    if transform not in ("affine", "demons"):
+        raise ValueError(f"transform must be 'affine' or 'demons', not {transform!r}")
+    sx, sy, _sz = spacing_xyz
+    lower, upper = hu_window(median_2d(image[k], spacing_xyz)[painted], multiplier)
+    max_steps = int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
+    min_area = max(4, int(min_area_fraction * painted.sum()))
+    margin = (max(2, math.ceil(margin_mm / sy)), max(2, math.ceil(margin_mm / sx)))
+    opening = ndimage.generate_binary_structure(2, 1)
+
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[k] = painted
+    for direction in (1, -1):
+        current, j = painted, k
+        while abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]:
+            target = j + direction
+            (y0, y1), (x0, x1) = bounds(current, margin)
+            window = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+            warped = warp_mask(image[j][window], image[target][window], current[window], (sx, sy),
+                               transform=transform, iterations=iterations)
+            if warped.sum() < min_area:
+                break
+            fixed = median_2d(image[target][window], spacing_xyz)
+            plausible = (fixed >= lower) & (fixed <= upper)
+            if (warped & plausible).sum() < min_inside_window * warped.sum():
+                break
+            kept = ndimage.binary_fill_holes(largest_component(ndimage.binary_opening(warped & plausible, opening)))
+            if kept.sum() < min_area:
+                break
+            current = np.zeros_like(painted)
+            current[window] = kept
+            mask[target] = current
+            j = target
+    return mask
+
+
+def warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, spacing_xy: tuple[float, float], *,
+              transform: str = "affine", iterations: int = 25) -> np.ndarray:
+    """Registers ``fixed`` to ``moving`` (2D crops, HU) and returns ``moving_mask`` warped onto ``fixed``.
+
+    A failed affine registration (too few overlapping samples after a wild step) keeps the mask in place,
+    which is what copying the slice would do.
+    """
+    def to_image(array: np.ndarray) -> sitk.Image:
+        result = sitk.GetImageFromArray(np.clip(array, *REGISTRATION_HU).astype(np.float32))
+        result.SetSpacing(tuple(float(s) for s in spacing_xy))
+        return result
+
+    fixed_image, moving_image = to_image(fixed), to_image(moving)
+    mask_image = sitk.GetImageFromArray(moving_mask.astype(np.float32))
+    mask_image.CopyInformation(moving_image)
+    if transform == "demons":
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(iterations)
+        demons.SetStandardDeviations(1.5)
+        field = demons.Execute(fixed_image, moving_image)
+        found: sitk.Transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    else:
+        ys, xs = np.nonzero(moving_mask)
+        initial = sitk.AffineTransform(2)
+        initial.SetCenter(moving_image.TransformContinuousIndexToPhysicalPoint((float(xs.mean()), float(ys.mean()))))
+        registration = sitk.ImageRegistrationMethod()
+        registration.SetMetricAsMeanSquares()
+        registration.SetMetricSamplingStrategy(registration.NONE)
+        registration.SetInterpolator(sitk.sitkLinear)
+        registration.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.5)
+        registration.SetOptimizerScalesFromPhysicalShift()
+        registration.SetInitialTransform(initial, inPlace=False)
+        try:
+            found = registration.Execute(fixed_image, moving_image)
+        except RuntimeError as error:
+            logger.debug("registration failed (%s); keeping the mask in place", error)
+            found = initial
+    warped = sitk.Resample(mask_image, fixed_image, found, sitk.sitkLinear, 0.0)
+    return sitk.GetArrayFromImage(warped) > 0.5
+
+
+def equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
+    """Diameter of the disc with the same area as ``mask_2d``."""
+    area = float(np.count_nonzero(mask_2d)) * spacing_xyz[0] * spacing_xyz[1]
+    return 2.0 * math.sqrt(area / math.pi)
+
+
+def hu_window(values: np.ndarray, multiplier: float) -> tuple[float, float]:
+    """Mean ± ``multiplier`` SD of ``values`` (the SD at least ``MIN_HU_SD``)."""
+    mean = float(np.mean(values))
+    sd = max(float(np.std(values)), MIN_HU_SD)
+    return mean - multiplier * sd, mean + multiplier * sd
+
+
+def median_2d(slice_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
+    """A 3x3 median filter of one slice (noise would otherwise punch holes in the intensity window)."""
+    image = sitk.GetImageFromArray(slice_2d.astype(np.float32))
+    image.SetSpacing((float(spacing_xyz[0]), float(spacing_xyz[1])))
+    return sitk.GetArrayFromImage(sitk.Median(image, [1, 1]))
+
+
+def bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((y0, y1), (x0, x1)), inclusive: the mask's bounding box widened by ``margin``, clipped to the slice."""
+    ys, xs = np.nonzero(mask)
+    return ((max(0, int(ys.min()) - margin[0]), min(mask.shape[0] - 1, int(ys.max()) + margin[0])),
+            (max(0, int(xs.min()) - margin[1]), min(mask.shape[1] - 1, int(xs.max()) + margin[1])))
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected part of a binary mask (the mask itself when it has one part or none)."""
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))

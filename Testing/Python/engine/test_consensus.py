@@ -1,0 +1,77 @@
+"""inference.consensus and inference.registration: the vote and its two classical opinions."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
+from gastric_propagate.metrics import dice
+
+SPACING = (1.0, 1.0, 2.0)
+
+
+def _shifting_disc(shift_per_slice: float = 1.5, depth: int = 21, size: int = 64, seed: int = 0):
+    """A bright disc of radius 10 mm whose centre moves ``shift_per_slice`` mm along x per slice; noisy fat around."""
+    z, y, x = np.mgrid[:depth, :size, :size]
+    centre_x = size / 2 + shift_per_slice * (z - depth // 2)
+    radius = 10.0 * np.sqrt(np.clip(1 - ((z - depth // 2) * SPACING[2] / 12.0) ** 2, 0, 1))
+    truth = ((x - centre_x) ** 2 + (y - size / 2) ** 2 <= radius ** 2).astype(np.uint8)
+    image = np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(seed).normal(0, 10, truth.shape)
+    return image.astype(np.float32), truth
+
+
+@given(arrays(np.uint8, (3, 4, 5), elements=st.integers(0, 1)), arrays(np.uint8, (3, 4, 5), elements=st.integers(0, 1)),
+       arrays(np.uint8, (3, 4, 5), elements=st.integers(0, 1)))
+@settings(max_examples=50, deadline=None)
+def test_majority_holds_a_voxel_exactly_when_two_of_three_do(a, b, c):
+    voted = majority(a, b, c)
+    assert voted.dtype == np.uint8
+    np.testing.assert_array_equal(voted, ((a & b) | (a & c) | (b & c)))
+
+
+def test_copy_along_z_reaches_half_the_equivalent_diameter():
+    painted = np.zeros((40, 40), dtype=bool)
+    painted[10:30, 10:30] = True  # 400 mm2 -> equivalent diameter 22.6 mm -> +-11.3 mm -> +-6 slices of 2 mm
+    copied = copy_along_z((30, 40, 40), 12, painted, SPACING)
+    assert [k for k in range(30) if copied[k].any()] == list(range(6, 19))
+    assert all((copied[k] == painted).all() for k in range(6, 19))
+    near_edge = copy_along_z((30, 40, 40), 2, painted, SPACING)  # clipped at the volume's first slice
+    assert [k for k in range(30) if near_edge[k].any()] == list(range(0, 9))
+
+
+def test_keep_connected_drops_a_stray_blob():
+    mask = np.zeros((5, 20, 20), dtype=np.uint8)
+    mask[1:4, 5:10, 5:10] = 1
+    mask[2, 15:18, 15:18] = 1  # not touching the painted part
+    painted = mask[2].astype(bool) & (np.arange(20)[None, :] < 12)
+    kept = keep_connected(mask, 2, painted)
+    assert kept[1:4, 5:10, 5:10].all() and not kept[2, 15:18, 15:18].any()
+
+
+def test_warp_mask_follows_a_shifted_disc():
+    image, truth = _shifting_disc(shift_per_slice=3.0)
+    k = 10
+    window = (slice(8, 56), slice(4, 60))
+    warped = warp_mask(image[k][window], image[k + 1][window], truth[k][window].astype(bool), (1.0, 1.0))
+    copied_dice = dice(truth[k][window], truth[k + 1][window])
+    assert dice(warped, truth[k + 1][window]) > copied_dice + 0.05
+
+
+def test_registration_follows_a_moving_tumour_better_than_a_copy():
+    image, truth = _shifting_disc()
+    annotation = annotation_from_label(truth)
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    registered = propagate_by_registration(image, SPACING, k, annotation[k] > 0)
+    copied = copy_along_z(image.shape, k, annotation[k] > 0, SPACING)
+    assert (registered[k] == annotation[k]).all()
+    assert dice(registered, truth) > dice(copied, truth) + 0.05
+
+
+def test_registration_refuses_an_unknown_transform():
+    image, truth = _shifting_disc()
+    with pytest.raises(ValueError, match="affine"):
+        propagate_by_registration(image, SPACING, 10, truth[10] > 0, transform="bspline")
