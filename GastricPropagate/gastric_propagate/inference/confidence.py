@@ -8,6 +8,10 @@ on real CT, r ~ 0). Two things do, and both can be read off the result:
     - continuity: a cross-section that overlaps little with its neighbour toward the painted slice changed
       shape abruptly (a leak, a jump, or the tumour's end).
 confidence = Dice(slice, its neighbour toward the painted slice) x exp(-distance / painted diameter).
+With the vote (``consensus.py``), a third thing: whether its three opinions agree on the slice. The confidence is
+then the geometric mean of the above and the opinions' agreement (the share of the voxels any of them marks that all
+of them mark). Chosen on held-out synthetic cases: Pearson r with per-slice Dice went from 0.37 to 0.52 on 20
+'shapes' cases and from 0.69 to 0.78 on 20 phantoms (the product of the two: 0.49 and 0.67).
 Painted slices are 1.
 """
 
@@ -18,8 +22,10 @@ import math
 import numpy as np
 
 
-def slice_confidence(mask: np.ndarray, anchor_slices: list[int], slices: range, spacing_xyz) -> dict[int, float]:
-    """Confidence of each CT slice in ``slices`` for a (z, y, x) result ``mask`` with the given painted slices."""
+def slice_confidence(mask: np.ndarray, anchor_slices: list[int], slices: range, spacing_xyz,
+                     agreement: dict[int, float] | None = None) -> dict[int, float]:
+    """Confidence of each CT slice in ``slices`` for a (z, y, x) result ``mask`` with the given painted slices;
+    ``agreement`` (slice -> share in [0, 1]) is the vote's agreement, when the result is a vote."""
     pixel_area = float(spacing_xyz[0]) * float(spacing_xyz[1])
     largest_area = max(float((mask[k] > 0).sum()) for k in anchor_slices) * pixel_area
     diameter = max(2.0 * math.sqrt(largest_area / math.pi), 1e-6)
@@ -34,5 +40,8 @@ def slice_confidence(mask: np.ndarray, anchor_slices: list[int], slices: range, 
         total = int(here.sum()) + int(there.sum())
         continuity = 2.0 * float(np.logical_and(here, there).sum()) / total if total else 0.0
         distance = abs(k - nearest) * float(spacing_xyz[2])
-        confidence[k] = round(continuity * math.exp(-distance / diameter), 4)
+        value = continuity * math.exp(-distance / diameter)
+        if agreement is not None:
+            value = math.sqrt(value * agreement.get(k, 0.0))
+        confidence[k] = round(value, 4)
     return confidence

@@ -62,3 +62,18 @@ def keep_connected(mask: np.ndarray, k: int, painted: np.ndarray) -> np.ndarray:
         return mask
     touching = np.unique(labels[k][painted])
     return np.isin(labels, touching[touching > 0]).astype(np.uint8)
+
+
+def agreement(opinions: tuple[np.ndarray, ...], slices) -> dict[int, float]:
+    """Per slice, the share of the voxels any opinion marks that every opinion marks (1: unanimous; 0: none in common,
+    or nothing marked). Where the opinions part, the vote decided a close call: a slice worth a look."""
+    shares = {}
+    for k in slices:
+        union = np.zeros(opinions[0].shape[1:], dtype=bool)
+        common = np.ones(opinions[0].shape[1:], dtype=bool)
+        for opinion in opinions:
+            union |= opinion[k] > 0
+            common &= opinion[k] > 0
+        total = int(union.sum())
+        shares[k] = float(common.sum()) / total if total else 0.0
+    return shares

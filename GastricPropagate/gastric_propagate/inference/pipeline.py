@@ -199,7 +199,8 @@ class Segmenter:
             outline = painted[k]
             registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=vote.REACH_FACTOR,
                                                    **vote.REGISTRATION)
-            mask = vote.majority(network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
+            opinions = (network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
+            mask = vote.majority(*opinions)
             mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
             mask[k] = outline
             mask = vote.keep_connected(mask, k, outline)
@@ -209,8 +210,9 @@ class Segmenter:
         if consensus:  # the vote may reach slices the networks did not
             tumour = painted_slices(mask)
             first, last = min(first, tumour[0]), max(last, tumour[-1])
-        confidence = slice_confidence(mask, list(anchor_slices), range(max(0, first), min(image.shape[0] - 1, last) + 1),
-                                      spacing_xyz)
+        slices = range(max(0, first), min(image.shape[0] - 1, last) + 1)
+        confidence = slice_confidence(mask, list(anchor_slices), slices, spacing_xyz,
+                                      agreement=vote.agreement(opinions, slices) if consensus else None)
         for k in confidence:  # a slice cut back after a leak is a guess at best: always worth a look
             if grid.working_index(k) in coarse.cut_back:
                 confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)

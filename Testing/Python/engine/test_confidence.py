@@ -27,3 +27,21 @@ def test_an_empty_slice_after_a_full_one_is_not_trusted():
     mask = np.zeros((3, 32, 32), np.uint8)
     mask[0] = mask[1] = _disc(32, 8)
     assert slice_confidence(mask, [0], range(3), (1.0, 1.0, 1.0))[2] == 0.0
+
+
+def test_where_the_votes_opinions_part_the_confidence_falls():
+    from gastric_propagate.inference.consensus import agreement
+
+    mask = np.zeros((5, 32, 32), np.uint8)
+    for k in range(5):
+        mask[k] = _disc(32, 8)
+    other = mask.copy()
+    other[3] = _disc(32, 8, centre=(16, 22))  # one opinion moves sideways on slice 3
+    shares = agreement((mask, mask, other), range(5))
+    assert shares[1] == 1.0 and 0.0 < shares[3] < 0.6
+    alone = slice_confidence(mask, [2], range(5), (1.0, 1.0, 2.0))
+    voted = slice_confidence(mask, [2], range(5), (1.0, 1.0, 2.0), agreement=shares)
+    assert voted[2] == 1.0
+    assert voted[1] == round(np.sqrt(alone[1]), 4)  # unanimous: the geometric mean with 1
+    assert voted[3] < voted[1] and voted[3] < np.sqrt(alone[3])
+    assert agreement((mask * 0, mask * 0), [0]) == {0: 0.0}  # nothing marked: no agreement to speak of
