@@ -8,9 +8,11 @@ The three opinions fail in different ways, so their majority is wrong only where
     - the painted outline copied along z over ± half its equivalent diameter (a tumour about as long as it is
       wide): no image at all, so it cannot leak, but it ignores how the outline changes.
 
-Chosen on held-out synthetic cases (20 'shapes', 20 phantoms), not on real CT: with Demons registration the
-majority scored 0.846 and 0.904, with affine registration 0.841 and 0.902; the networks alone 0.671 and 0.927,
-Demons alone 0.856 and 0.888. It applies to the protocol's single painted largest cross-section; keyframes and
+Chosen on held-out synthetic cases (20 'shapes', 20 phantoms, seeds no training or evaluation uses), not on real
+CT; ``scripts/choose_vote.py`` prints the figures. Mean Dice on shapes / phantoms: this majority 0.849 / 0.904; with
+affine instead of Demons registration 0.845 / 0.902; all four members 0.847 / 0.908; without the networks
+0.855 / 0.882; the networks alone 0.671 / 0.927; Demons alone 0.856 / 0.888. No single member and no other vote was
+better on both. It applies to the protocol's single painted largest cross-section; keyframes and
 a painted slice that is not the largest keep the networks' result (the copy and the reach assume the largest).
 """
 
@@ -22,8 +24,7 @@ from scipy import ndimage
 from gastric_propagate.inference.registration import equivalent_diameter_mm
 
 # How far the copied outline and the registration reach along z, as a fraction of the painted equivalent
-# diameter: a tumour about as long as it is wide. (On the held-out 'shapes' cases, letting the registration and
-# the networks reach 0.75 or 1 diameter gave 0.838 and 0.835 against 0.845.)
+# diameter: a tumour about as long as it is wide (set a priori).
 REACH_FACTOR = 0.5
 # The registration of the vote: Demons (deformable; also faster than the affine one on a 512x512 CT).
 REGISTRATION = {"transform": "demons", "iterations": 10}

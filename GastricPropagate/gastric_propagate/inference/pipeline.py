@@ -62,6 +62,7 @@ class SegmentationResult:
         network_mask: uint8 (z, y, x), the networks' mask (proposer, then refiner when used) before the consensus;
             equal to ``mask`` when no consensus was taken.
         consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
+        cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -79,6 +80,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     network_mask: np.ndarray | None = None
     consensus: bool = False
+    cut_back: list[int] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -213,9 +215,9 @@ class Segmenter:
         slices = range(max(0, first), min(image.shape[0] - 1, last) + 1)
         confidence = slice_confidence(mask, list(anchor_slices), slices, spacing_xyz,
                                       agreement=vote.agreement(opinions, slices) if consensus else None)
-        for k in confidence:  # a slice cut back after a leak is a guess at best: always worth a look
-            if grid.working_index(k) in coarse.cut_back:
-                confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
+        cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
+        for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
+            confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
         finished = time.perf_counter()
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,
@@ -224,7 +226,7 @@ class Segmenter:
             timings={"prepare": prepared - started, "proposer": proposed - prepared,
                      "refiner": refined - proposed, "paste_back": pasted - refined, "consensus": voted - pasted,
                      "confidence": finished - voted},
-            network_mask=network_mask, consensus=consensus)
+            network_mask=network_mask, consensus=consensus, cut_back=cut_back)
 
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
