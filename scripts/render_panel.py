@@ -168,7 +168,8 @@ def _fill(ui, classes, demoDir: Path) -> None:
     ui.maxDistanceSpinBox.setRange(0.0, 1000.0)
     ui.maxDistanceSpinBox.setValue(0.0)
     ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
-    for checkBox in (ui.useRefinerCheckBox, ui.useEditorMaskingCheckBox, ui.paintedIsLargestCheckBox):
+    for checkBox in (ui.useRefinerCheckBox, ui.useConsensusCheckBox, ui.useEditorMaskingCheckBox,
+                     ui.paintedIsLargestCheckBox):  # the parameter node's defaults
         checkBox.setChecked(True)
     ui.applyButton.setEnabled(True)
     ui.progressBar.setVisible(False)
