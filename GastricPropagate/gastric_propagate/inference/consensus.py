@@ -21,13 +21,32 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from gastric_propagate.inference.registration import equivalent_diameter_mm
+from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration
 
 # How far the copied outline and the registration reach along z, as a fraction of the painted equivalent
 # diameter: a tumour about as long as it is wide (set a priori).
 REACH_FACTOR = 0.5
 # The registration of the vote: Demons (deformable; also faster than the affine one on a 512x512 CT).
 REGISTRATION = {"transform": "demons", "iterations": 10}
+
+
+def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[float, float, float], k: int,
+              painted: np.ndarray, limits: tuple[int, int]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The result of the vote on the CT grid, and its three opinions (networks, registration, copy).
+
+    Args:
+        network_mask: (z, y, x) the networks' mask.
+        image: CT (z, y, x) in HU.
+        spacing_xyz: voxel spacing (x, y, z) in mm.
+        k: the painted slice; painted: its (y, x) cross-section, kept exactly.
+        limits: lowest and highest slice (inclusive) the result may reach.
+    """
+    registered = propagate_by_registration(image, spacing_xyz, k, painted, extent_factor=REACH_FACTOR, **REGISTRATION)
+    opinions = (network_mask, registered, copy_along_z(image.shape, k, painted, spacing_xyz))
+    mask = majority(*opinions)
+    mask[:limits[0]], mask[limits[1] + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
+    mask[k] = painted
+    return keep_connected(mask, k, painted), opinions
 
 
 def reach_slices(painted: np.ndarray, spacing_xyz: tuple[float, float, float], *,

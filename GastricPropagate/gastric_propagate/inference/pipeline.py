@@ -34,7 +34,6 @@ from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_
                                                        prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference import consensus as vote
-from gastric_propagate.inference.registration import propagate_by_registration
 from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
@@ -198,14 +197,7 @@ class Segmenter:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             k = anchor_slices[0]
-            outline = painted[k]
-            registered = propagate_by_registration(image, spacing_xyz, k, outline, extent_factor=vote.REACH_FACTOR,
-                                                   **vote.REGISTRATION)
-            opinions = (network_mask, registered, vote.copy_along_z(image.shape, k, outline, spacing_xyz))
-            mask = vote.majority(*opinions)
-            mask[:low], mask[high + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
-            mask[k] = outline
-            mask = vote.keep_connected(mask, k, outline)
+            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, k, painted[k], (low, high))
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
