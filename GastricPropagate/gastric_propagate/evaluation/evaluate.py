@@ -43,6 +43,7 @@ from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from gastric_propagate.evaluation import baselines
+from gastric_propagate.inference import consensus
 from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown, per_slice_dice
 from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
 from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
@@ -96,9 +97,9 @@ BASELINES: dict[str, Method] = {
     "copy_slice": Method("copy_slice", "Copy the painted slice (± its radius)", baselines.copy_slice),
     "region_growing": Method("region_growing", "3D region growing", baselines.region_growing),
     "registration": Method("registration", "Slice-to-slice registration", baselines.registration_propagation),
+    # Demons registration alone, set as the engine's vote uses it.
     "registration_demons": Method("registration_demons", "Slice-to-slice registration, Demons",
-                                  functools.partial(baselines.registration_propagation, transform="demons",
-                                                    iterations=10)),
+                                  functools.partial(baselines.registration_propagation, **consensus.REGISTRATION)),
     "grow_from_seeds": Method("grow_from_seeds", "Slicer's Grow from seeds (seeded from the painted slice)",
                               grow_from_seeds),
     "fill_between_ideal": Method("fill_between_ideal", "Fill between slices, ideal (reads the truth)",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration
+from gastric_propagate.inference.registration import propagate_by_registration, slices_within
 
 # How far the copied outline and the registration reach along z, as a fraction of the painted equivalent
 # diameter: a tumour about as long as it is wide (set a priori).
@@ -55,7 +55,7 @@ def reach_slices(painted: np.ndarray, spacing_xyz: tuple[float, float, float], *
 
     Beyond it two of the three opinions are empty, so no voxel can win the vote: the networks need not go there.
     """
-    return int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
+    return slices_within(painted, spacing_xyz, extent_factor)
 
 
 def copy_along_z(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,

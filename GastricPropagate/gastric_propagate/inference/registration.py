@@ -58,7 +58,7 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
         raise ValueError(f"transform must be 'affine' or 'demons', not {transform!r}")
     sx, sy, _sz = spacing_xyz
     lower, upper = hu_window(median_2d(image[k], spacing_xyz)[painted], multiplier)
-    max_steps = int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
+    max_steps = slices_within(painted, spacing_xyz, extent_factor)
     min_area = max(4, int(min_area_fraction * painted.sum()))
     margin = (max(2, math.ceil(margin_mm / sy)), max(2, math.ceil(margin_mm / sx)))
     opening = ndimage.generate_binary_structure(2, 1)
@@ -129,6 +129,11 @@ def warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, sp
             found = initial
     warped = sitk.Resample(mask_image, fixed_image, found, sitk.sitkLinear, 0.0)
     return sitk.GetArrayFromImage(warped) > 0.5
+
+
+def slices_within(painted: np.ndarray, spacing_xyz: tuple[float, float, float], extent_factor: float) -> int:
+    """How many slices ``extent_factor`` equivalent diameters of ``painted`` span along z (rounded)."""
+    return int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
 
 
 def equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
