@@ -2,8 +2,10 @@
 
 For 20 'shapes' and 20 phantom cases with seeds no training or evaluation uses (1,000,000 on), largest cross-section
 painted, it prints the mean Dice of the vote's candidate members alone and of their majorities, and how well the
-per-slice confidence tracks per-slice Dice with and without the opinions' agreement. The shipped choice is the
-majority of the networks, Demons registration and the copied outline, over half a painted diameter.
+per-slice confidence tracks per-slice Dice with and without the opinions' agreement (and which review threshold best
+finds the slices a radiologist would redraw), and Demons registration alone
+with another partial-volume rim given back (0 or 2 pixels instead of 1). The shipped choice is the majority of the
+networks, Demons registration and the copied outline, over half a painted diameter.
 
     .venv/bin/python scripts/choose_vote.py            # about 3 minutes on 2 CPU cores
 """
@@ -19,13 +21,16 @@ from gastric_propagate.evaluation.annotations import make_annotation
 from gastric_propagate.evaluation.baselines import registration_propagation
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.confidence import slice_confidence
-from gastric_propagate.inference.pipeline import CUT_BACK_CONFIDENCE_FACTOR, PropagationOptions, Segmenter
+from gastric_propagate.inference.pipeline import (CUT_BACK_CONFIDENCE_FACTOR, REVIEW_CONFIDENCE, PropagationOptions,
+                                                  Segmenter)
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import generated_cases, load_all
 
 DEV_SEED_START = 1_000_000
 MEMBERS = {"n": "networks", "a": "affine registration", "d": "Demons registration", "c": "copied outline"}
 VOTES = ("nac", "ndc", "adc", "nadc")  # an even count breaks ties toward the networks
+POOR_SLICE_DICE = 0.7  # a slice a radiologist would have to redraw
+REVIEW_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def main() -> None:
@@ -54,6 +59,10 @@ def main() -> None:
                 "d": registration_propagation(case.image, case.spacing_xyz, annotation, **vote.REGISTRATION),
                 "c": vote.copy_along_z(case.image.shape, k, painted, case.spacing_xyz),
             }
+            for rim in (0, 2):  # the Demons member's partial-volume rim (registration.RESTORED_RIM_PX = 1)
+                other_rim = registration_propagation(case.image, case.spacing_xyz, annotation, restored_rim_px=rim,
+                                                     **vote.REGISTRATION)
+                scores.setdefault(f"Demons, rim of {rim} px", []).append(dice(other_rim, case.label))
             scores.setdefault("networks alone (--no-consensus)", []).append(dice(alone.mask, case.label))
             for key, mask in opinions.items():
                 scores.setdefault(MEMBERS[key], []).append(dice(mask, case.label))
@@ -95,6 +104,16 @@ def _print_confidence(rows) -> None:
         r = float(np.corrcoef(values, scores)[0, 1])
         print(f"  confidence {name:<18} Pearson r {r:.2f} with per-slice Dice over {len(scores)} slices"
               + ("" if math.isfinite(r) else " (constant)"))
+    poor = scores < POOR_SLICE_DICE
+    print(f"  review threshold: slices flagged, and how well they find the {poor.sum()} slices with Dice < "
+          f"{POOR_SLICE_DICE} (recall, precision, F1)")
+    for threshold in REVIEW_THRESHOLDS:
+        flagged = voted < threshold
+        found = int((flagged & poor).sum())
+        recall, precision = found / max(1, poor.sum()), found / max(1, flagged.sum())
+        f1 = 2 * recall * precision / max(1e-9, recall + precision)
+        print(f"    < {threshold:.1f}{' (shipped)' if threshold == REVIEW_CONFIDENCE else '':<10} "
+              f"{flagged.mean():5.0%} flagged; recall {recall:.2f}, precision {precision:.2f}, F1 {f1:.2f}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--proposer-steps", type=int, default=400)
     parser.add_argument("--refiner-steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-weights", action="store_true",
+                        help="score the fine-tuned weights an earlier run left under --out (same folds and seed) "
+                             "instead of training them again: for an engine change that leaves the networks alone")
     args = parser.parse_args()
 
     cli = [sys.executable, "-m", "gastric_propagate.cli"]
@@ -69,10 +72,13 @@ def main() -> int:
         fold_dir = out / f"fold{fold}"
         _link_fold(training, fold_dir / "train")
         _link_fold(held_out, fold_dir / "test")
-        subprocess.run(cli + ["train", "--data", str(fold_dir / "train"), "--init", "bundled", "--out",
-                              str(fold_dir / "weights"), "--proposer-steps", str(args.proposer_steps),
-                              "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
-                              "--seed", str(args.seed), "--overwrite"], check=True)
+        if not args.reuse_weights:
+            subprocess.run(cli + ["train", "--data", str(fold_dir / "train"), "--init", "bundled", "--out",
+                                  str(fold_dir / "weights"), "--proposer-steps", str(args.proposer_steps),
+                                  "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
+                                  "--seed", str(args.seed), "--overwrite"], check=True)
+        elif not (fold_dir / "weights" / "proposer.pt").exists():
+            parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
                           "--methods", "engine"]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)

@@ -28,7 +28,8 @@ class ReviewRow:
         confidence: the engine's confidence in [0, 1] (1.0 for an anchor: drawn, not guessed).
         role: "painted" (the input's painted slice), "corrected" (a slice the reader corrected, an anchor of a
             re-propagation) or "propagated".
-        toReview: the engine asks for a look (``RunResult.slices_to_review``: below 0.5, or cut back after a leak).
+        toReview: the engine asks for a look (``RunResult.slices_to_review``: below the engine's review
+            threshold, or cut back after a leak).
         leastConfident: the slice "Jump to least confident slice" goes to.
     """
 

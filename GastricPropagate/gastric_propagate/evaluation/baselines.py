@@ -27,7 +27,7 @@ from scipy import ndimage
 from gastric_propagate.errors import InputError
 from gastric_propagate.data.validation import check_annotation, check_spacing
 from gastric_propagate.inference.consensus import copy_along_z
-from gastric_propagate.inference.registration import (bounds, equivalent_diameter_mm, hu_window,
+from gastric_propagate.inference.registration import (RESTORED_RIM_PX, bounds, equivalent_diameter_mm, hu_window,
                                                       propagate_by_registration)
 
 logger = logging.getLogger(__name__)
@@ -125,14 +125,16 @@ def region_growing(image: np.ndarray, spacing_xyz: tuple[float, float, float], a
 def registration_propagation(image: np.ndarray, spacing_xyz: tuple[float, float, float], annotation: np.ndarray,
                              *, transform: str = "affine", iterations: int = 25, margin_mm: float = 12.0,
                              multiplier: float = 1.5, extent_factor: float = 0.5, min_area_fraction: float = 0.05,
-                             min_inside_window: float = 0.5, **_: object) -> np.ndarray:
+                             min_inside_window: float = 0.5, restored_rim_px: int = RESTORED_RIM_PX,
+                             **_: object) -> np.ndarray:
     """Slice-to-slice 2D registration alone: ``inference.registration.propagate_by_registration`` (its
     docstring has the method and the options) from the one painted slice.
     """
     k, painted = _painted_slice(image, spacing_xyz, annotation)
     return propagate_by_registration(image, spacing_xyz, k, painted, transform=transform, iterations=iterations,
                                      margin_mm=margin_mm, multiplier=multiplier, extent_factor=extent_factor,
-                                     min_area_fraction=min_area_fraction, min_inside_window=min_inside_window)
+                                     min_area_fraction=min_area_fraction, min_inside_window=min_inside_window,
+                                     restored_rim_px=restored_rim_px)
 
 
 def fill_between_slices_ideal(image: np.ndarray, spacing_xyz: tuple[float, float, float],

@@ -91,11 +91,12 @@ def confidence_markdown(pairs: list[dict], review_threshold: float) -> list[str]
     pearson = float(np.corrcoef(confidence, scores)[0, 1])
     ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
     spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
-    flagged = confidence < review_threshold
+    flagged = np.array([bool(p["flagged"]) for p in pairs])  # the engine's slices_to_review
     lines = ["", "### Per-slice confidence against per-slice Dice (the engine's result)", "",
              f"{len(pairs)} propagated slices of {len({p['case'] for p in pairs})} cases: Pearson r = {pearson:.2f}, "
              f"Spearman rho = {spearman:.2f}."]
     if flagged.any() and (~flagged).any():
-        lines.append(f"Slices flagged for review (confidence < {review_threshold}): {int(flagged.sum())}, mean Dice "
+        lines.append(f"Slices flagged for review (confidence < {review_threshold}, or cut back after a leak): "
+                     f"{int(flagged.sum())} ({flagged.mean():.0%}), mean Dice "
                      f"{scores[flagged].mean():.3f}; the others: mean Dice {scores[~flagged].mean():.3f}.")
     return lines

@@ -7,7 +7,7 @@ Outputs (in one folder):
     figure.png: Dice per method (default variant) and one case's axial slices with the contours of
         the truth and of the main methods.
     example.npz: the arrays the figure's slices are drawn from (one case, default variant).
-    confidence.csv: the engine's confidence and Dice of every propagated slice (when the engine ran).
+    confidence.csv: the engine's confidence, review flag and Dice of every propagated slice (when the engine ran).
 
 Nothing is written while the methods run: the report's files are written together at the end, each under a
 temporary name beside it, and renamed into place at once (``data.io.OutputBatch``). A crash or SIGTERM leaves the
@@ -67,7 +67,7 @@ class Evaluation:
     Attributes:
         rows: one dict per (case, variant, method) with the keys of ``CSV_COLUMNS``.
         example: the arrays the figure draws (the first case, default variant; ``example.npz``), or None.
-        confidence: the engine's (case, variant, slice, confidence, dice) rows (``confidence.csv``).
+        confidence: the engine's (case, variant, slice, confidence, flagged, dice) rows (``confidence.csv``).
     """
 
     rows: list[dict]
@@ -145,10 +145,11 @@ class _EngineMethods:
         result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
+            flagged = set(result.slices_to_review())
             for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
                 self.confidence_rows.append({"case": case_key[0], "variant": case_key[1], "slice": k,
                                              "confidence": round(result.slice_confidence[k], 4),
-                                             "dice": round(score, 4)})
+                                             "flagged": int(k in flagged), "dice": round(score, 4)})
         return result.mask, result.seconds
 
     def networks(self, image, spacing_xyz, annotation, *, case_key=None, **_):
@@ -332,7 +333,7 @@ def write_csv(rows: list[dict], path: str | Path, columns: Sequence[str] = CSV_C
 
 
 def _write_confidence(rows: list[dict], path: Path) -> None:
-    write_csv(rows, path, ("case", "variant", "slice", "confidence", "dice"))
+    write_csv(rows, path, ("case", "variant", "slice", "confidence", "flagged", "dice"))
 
 
 def read_csv(path: str | Path) -> list[dict]:

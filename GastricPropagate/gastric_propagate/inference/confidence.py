@@ -11,7 +11,7 @@ confidence = Dice(slice, its neighbour toward the painted slice) x exp(-distance
 With the vote (``consensus.py``), a third thing: whether its three opinions agree on the slice. The confidence is
 then the geometric mean of the above and the opinions' agreement (the share of the voxels any of them marks that all
 of them mark). Chosen on held-out synthetic cases (``scripts/choose_vote.py``): Pearson r with per-slice Dice went
-from 0.37 to 0.50 on 20 'shapes' cases and from 0.69 to 0.77 on 20 phantoms.
+from 0.36 to 0.47 on 20 'shapes' cases and from 0.67 to 0.77 on 20 phantoms.
 Painted slices are 1.
 """
 

@@ -9,9 +9,9 @@ The three opinions fail in different ways, so their majority is wrong only where
       wide): no image at all, so it cannot leak, but it ignores how the outline changes.
 
 Chosen on held-out synthetic cases (20 'shapes', 20 phantoms, seeds no training or evaluation uses), not on real
-CT; ``scripts/choose_vote.py`` prints the figures. Mean Dice on shapes / phantoms: this majority 0.849 / 0.904; with
-affine instead of Demons registration 0.845 / 0.902; all four members 0.847 / 0.908; without the networks
-0.855 / 0.882; the networks alone 0.671 / 0.927; Demons alone 0.856 / 0.888. No single member and no other vote was
+CT; ``scripts/choose_vote.py`` prints the figures. Mean Dice on shapes / phantoms: this majority 0.856 / 0.900; with
+affine instead of Demons registration 0.845 / 0.897; all four members 0.850 / 0.907; without the networks
+0.860 / 0.884; the networks alone 0.671 / 0.927; Demons alone 0.866 / 0.895. No single member and no other vote was
 better on both. It applies to the protocol's single painted largest cross-section; keyframes and
 a painted slice that is not the largest keep the networks' result (the copy and the reach assume the largest).
 """

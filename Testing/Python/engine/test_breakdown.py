@@ -40,7 +40,10 @@ def test_per_slice_dice_and_how_confidence_tracks_it():
     mask = truth.copy()
     mask[2] = 0
     assert per_slice_dice(mask, truth, [0, 1, 2]) == {0: 1.0, 1: 1.0, 2: 0.0}
-    pairs = [{"case": "c", "confidence": c, "dice": d} for c, d in ((0.9, 0.9), (0.95, 0.95), (0.3, 0.2), (0.5, 0.4))]
-    text = "\n".join(confidence_markdown(pairs, review_threshold=0.8))
+    # The engine's flags: below the threshold, and the third slice cut back after a leak whatever its confidence.
+    pairs = [{"case": "c", "confidence": c, "flagged": f, "dice": d}
+             for c, f, d in ((0.9, 0, 0.9), (0.95, 1, 0.95), (0.3, 1, 0.2), (0.5, 0, 0.4))]
+    text = "\n".join(confidence_markdown(pairs, review_threshold=0.4))
     assert "Pearson r = 1.00" in text or "Pearson r = 0.99" in text
-    assert "flagged for review (confidence < 0.8): 2, mean Dice 0.300" in text
+    assert "flagged for review (confidence < 0.4, or cut back after a leak): 2 (50%), mean Dice 0.575" in text
+    assert "the others: mean Dice 0.650" in text

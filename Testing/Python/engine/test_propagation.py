@@ -174,3 +174,6 @@ def test_a_leaking_slice_is_cut_back_to_the_previous_outline_three_times_at_most
         assert dice(result.mask[k], label[20]) > 0.9  # cut back: never grown (up to resampling)
     for direction in ("up", "down"):
         assert "3 slice(s) before it were cut back" in result.stop_reasons[direction]
+    # A cut-back slice keeps the previous outline, so its own confidence can stay high: it is listed all the same.
+    assert sorted(result.cut_back) == [17, 18, 19, 21, 22, 23]
+    assert set(result.cut_back) <= set(result.slices_to_review())
