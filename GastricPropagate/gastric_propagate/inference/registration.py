@@ -40,11 +40,11 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
     Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1 (fixed) to
     slice k (moving) with SimpleITK, mean squares metric, then warps the mask. The warped mask is
     intersected with the painted region's intensity window (mean ± ``multiplier`` SD on a median-filtered
-    slice), opened, reduced to its largest component and its holes filled; then the warped outline's pixels within
-    ``restored_rim_px`` of what is left are given back (the tumour's partial-volume rim). A direction stops when the mask
-    vanishes (smaller than ``min_area_fraction`` of the painted area), when less than ``min_inside_window``
-    of the warped mask lies in the intensity window (it left plausible HU), or ``extent_factor`` equivalent
-    diameters away from the painted slice (a tumour about as long as it is wide).
+    slice), opened, reduced to its largest component and its holes filled; then the warped outline's pixels
+    within ``restored_rim_px`` of what is left are given back (the tumour's partial-volume rim). A direction
+    stops when the mask vanishes (smaller than ``min_area_fraction`` of the painted area), when less than
+    ``min_inside_window`` of the warped mask lies in the intensity window (it left plausible HU), or
+    ``extent_factor`` equivalent diameters away from the painted slice (a tumour about as long as it is wide).
 
     Args:
         image: CT (z, y, x) in HU.
