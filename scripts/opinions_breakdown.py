@@ -2,8 +2,10 @@
 
 On the true tumour slices within the vote's reach (painted slice excluded), per case group, it prints how often an
 opinion is empty there (its chain lost the tumour) and, on the slices where it is not, its in-plane Dice, precision,
-recall and median area against the truth's. A diagnosis for the next change, not a score: the evaluation reports
-are the scores.
+recall and median area against the truth's. It also prints the shape of the truth along z: its length in painted
+(largest) equivalent diameters, and the area of its first and last slices against the largest; the vote's reach and
+copied outline assume a tumour about as long as it is wide. A diagnosis for the next change, not a score: the
+evaluation reports are the scores.
 
     .venv/bin/python scripts/opinions_breakdown.py --data ../shared/real-ct      # about 3 minutes on 2 CPU cores
     .venv/bin/python scripts/opinions_breakdown.py --generator shapes --cases 20  # the dev cases of choose_vote.py
@@ -20,7 +22,7 @@ from gastric_propagate.evaluation.annotations import make_annotation
 from gastric_propagate.evaluation.breakdown import case_group
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.pipeline import Segmenter
-from gastric_propagate.inference.registration import propagate_by_registration
+from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import generated_cases
 
@@ -39,6 +41,7 @@ def main() -> None:
         generated_cases(args.generator, args.cases or 20, DEV_SEED_START)
     segmenter = Segmenter(device="cpu")
     table: dict[str, dict[str, list[tuple[float, ...]]]] = {}
+    shapes: dict[str, list[tuple[float, float]]] = {}
     for case in cases:
         data = case.load()
         annotation = make_annotation(data.label, data.spacing_xyz, "largest", seed=case.seed)
@@ -62,11 +65,25 @@ def main() -> None:
         group = table.setdefault(case_group(case.name), {})
         for name, mask in opinions.items():
             group.setdefault(name, []).append(_figures(mask > 0, truth, slices))
+        shapes.setdefault(case_group(case.name), []).append(_truth_shape(truth, painted, data.spacing_xyz))
     for group, rows in table.items():
         print(f"\n{group}: {len(next(iter(rows.values())))} cases, {' / '.join(COLUMNS)} (means over cases)")
         for name, figures in rows.items():
             means = np.nanmean(np.array(figures, dtype=float), axis=0)
             print(f"  {name:<28} " + "  ".join(f"{column} {value:.3f}" for column, value in zip(COLUMNS, means)))
+        length, ends = np.array(shapes[group]).mean(axis=0)
+        print(f"  the truth along z: {length:.2f} painted diameters long; its end slices hold {ends:.0%} of the "
+              "largest area")
+
+
+def _truth_shape(truth: np.ndarray, painted: np.ndarray,
+                 spacing_xyz: tuple[float, float, float]) -> tuple[float, float]:
+    """(the truth's length along z in painted equivalent diameters, the mean area of its two end slices as a share of
+    its largest)."""
+    areas = truth.sum(axis=(1, 2))
+    occupied = np.flatnonzero(areas)
+    length = len(occupied) * spacing_xyz[2] / equivalent_diameter_mm(painted, spacing_xyz)
+    return length, float((areas[occupied[0]] + areas[occupied[-1]]) / 2 / areas.max())
 
 
 def _figures(mask: np.ndarray, truth: np.ndarray, slices: list[int]) -> tuple[float, ...]:
