@@ -24,9 +24,8 @@ from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference.pipeline import (CUT_BACK_CONFIDENCE_FACTOR, REVIEW_CONFIDENCE, PropagationOptions,
                                                   Segmenter)
 from gastric_propagate.metrics import dice
-from gastric_propagate.synthetic.generators import generated_cases, load_all
+from gastric_propagate.synthetic.generators import DEV_SEED_START, generated_cases, load_all
 
-DEV_SEED_START = 1_000_000
 MEMBERS = {"n": "networks", "a": "affine registration", "d": "Demons registration", "c": "copied outline"}
 VOTES = ("nac", "ndc", "adc", "nadc")  # an even count breaks ties toward the networks
 POOR_SLICE_DICE = 0.7  # a slice a radiologist would have to redraw

@@ -24,9 +24,8 @@ from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration
 from gastric_propagate.metrics import dice
-from gastric_propagate.synthetic.generators import generated_cases
+from gastric_propagate.synthetic.generators import DEV_SEED_START, generated_cases
 
-DEV_SEED_START = 1_000_000  # as scripts/choose_vote.py
 COLUMNS = ("empty", "Dice", "precision", "recall", "area")
 
 

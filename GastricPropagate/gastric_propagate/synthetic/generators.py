@@ -15,6 +15,9 @@ from concurrent.futures import ProcessPoolExecutor
 from gastric_propagate.data.cases import Case, CaseData, phantom_cases
 
 GENERATORS = ("phantom", "shapes")
+# First seed of the held-out development cases that engine choices are made on (scripts/choose_vote.py,
+# scripts/opinions_breakdown.py): no training run and no evaluation report uses these seeds.
+DEV_SEED_START = 1_000_000
 
 
 def _shapes(seed: int) -> CaseData:
