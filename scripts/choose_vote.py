@@ -3,9 +3,9 @@
 For 20 'shapes' and 20 phantom cases with seeds no training or evaluation uses (1,000,000 on), largest cross-section
 painted, it prints the mean Dice of the vote's candidate members alone and of their majorities, and how well the
 per-slice confidence tracks per-slice Dice with and without the opinions' agreement (and which review threshold best
-finds the slices a radiologist would redraw), and Demons registration alone
-with another partial-volume rim given back (0 or 2 pixels instead of 1). The shipped choice is the majority of the
-networks, Demons registration and the copied outline, over half a painted diameter.
+finds the slices a radiologist would redraw), and Demons registration alone with another partial-volume rim given
+back (0 or 2 pixels instead of 1). The shipped choice is the majority of the networks, Demons registration and the
+copied outline, over half a painted diameter.
 
     .venv/bin/python scripts/choose_vote.py            # about 3 minutes on 2 CPU cores
 """

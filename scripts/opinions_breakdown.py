@@ -22,7 +22,7 @@ from gastric_propagate.evaluation.annotations import make_annotation
 from gastric_propagate.evaluation.breakdown import case_group
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.pipeline import Segmenter
-from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration
+from gastric_propagate.inference.registration import equivalent_diameter_mm
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import DEV_SEED_START, generated_cases
 
@@ -51,13 +51,11 @@ def main() -> None:
             continue
         k = result.anchor_slices[0]
         painted = annotation[k] > 0
-        opinions = {
-            "networks (within the reach)": result.network_mask,
-            "registration": propagate_by_registration(data.image, data.spacing_xyz, k, painted,
-                                                      extent_factor=vote.REACH_FACTOR, **vote.REGISTRATION),
-            "copied outline": vote.copy_along_z(data.image.shape, k, painted, data.spacing_xyz),
-            "the vote (the result)": result.mask,
-        }
+        # The vote's own opinions, taken again as the pipeline takes them (no slice limits here).
+        _, (networks, registered, copied) = vote.take_vote(result.network_mask, data.image, data.spacing_xyz, k,
+                                                          painted, (0, data.image.shape[0] - 1))
+        opinions = {"networks (within the reach)": networks, "registration": registered, "copied outline": copied,
+                    "the vote (the result)": result.mask}
         reach = vote.reach_slices(painted, data.spacing_xyz)
         truth = data.label > 0
         slices = [j for j in np.flatnonzero(truth.any(axis=(1, 2))) if j != k and abs(j - k) <= reach]
