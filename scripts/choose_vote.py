@@ -1,13 +1,14 @@
 """How the vote (inference/consensus.py) and its confidence were chosen: on held-out synthetic cases, not real CT.
 
-For 20 'shapes' and 20 phantom cases with seeds no training or evaluation uses (1,000,000 on), largest cross-section
-painted, it prints the mean Dice of the vote's candidate members alone and of their majorities, and how well the
-per-slice confidence tracks per-slice Dice with and without the opinions' agreement (and which review threshold best
-finds the slices a radiologist would redraw), and Demons registration alone with another partial-volume rim given
-back (0 or 2 pixels instead of 1). The shipped choice is the majority of the networks, Demons registration and the
-copied outline, over half a painted diameter.
+For 20 cases of each synthetic generator (phantom, 'shapes', 'thorax') with seeds no training or evaluation uses
+(1,000,000 on), largest cross-section painted, it prints the mean Dice of the vote's candidate members alone and of
+their majorities, how well the per-slice confidence tracks per-slice Dice with and without the opinions' agreement
+(and which review threshold best finds the slices a radiologist would redraw), Demons registration alone with another
+partial-volume rim given back (0 or 2 pixels instead of 1), and the engine with the vote reaching 0.5 to 1 painted
+diameters each way. The shipped choice is the majority of the networks, Demons registration and the copied outline,
+over ``consensus.REACH_FACTOR`` painted diameters.
 
-    .venv/bin/python scripts/choose_vote.py            # about 3 minutes on 2 CPU cores
+    .venv/bin/python scripts/choose_vote.py            # about 10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -24,21 +25,23 @@ from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference.pipeline import (CUT_BACK_CONFIDENCE_FACTOR, REVIEW_CONFIDENCE, PropagationOptions,
                                                   Segmenter)
 from gastric_propagate.metrics import dice
-from gastric_propagate.synthetic.generators import DEV_SEED_START, generated_cases, load_all
+from gastric_propagate.synthetic.generators import DEV_SEED_START, GENERATORS, generated_cases, load_all
 
 MEMBERS = {"n": "networks", "a": "affine registration", "d": "Demons registration", "c": "copied outline"}
 VOTES = ("nac", "ndc", "adc", "nadc")  # an even count breaks ties toward the networks
 POOR_SLICE_DICE = 0.7  # a slice a radiologist would have to redraw
 REVIEW_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+REACHES = (0.5, 0.6, 0.75, 1.0)  # the vote's reach, in painted diameters each way
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=20, help="cases per generator")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=GENERATORS)
     args = parser.parse_args()
     segmenter = Segmenter(device="cpu")
-    for generator in ("shapes", "phantom"):
+    for generator in args.generators:
         scores: dict[str, list[float]] = {}
         confidence_rows = []
         for case in load_all(generated_cases(generator, args.cases, DEV_SEED_START), args.workers):
@@ -52,15 +55,17 @@ def main() -> None:
                 continue
             k = engine.anchor_slices[0]
             painted = annotation[k] > 0
+            same_reach = {"extent_factor": vote.REACH_FACTOR}  # every member over the shipped vote's reach
             opinions = {
                 "n": engine.network_mask,  # the networks within the vote's reach
-                "a": registration_propagation(case.image, case.spacing_xyz, annotation),
-                "d": registration_propagation(case.image, case.spacing_xyz, annotation, **vote.REGISTRATION),
-                "c": vote.copy_along_z(case.image.shape, k, painted, case.spacing_xyz),
+                "a": registration_propagation(case.image, case.spacing_xyz, annotation, **same_reach),
+                "d": registration_propagation(case.image, case.spacing_xyz, annotation, **same_reach,
+                                              **vote.REGISTRATION),
+                "c": vote.copy_along_z(case.image.shape, k, painted, case.spacing_xyz, **same_reach),
             }
             for rim in (0, 2):  # the Demons member's partial-volume rim (registration.RESTORED_RIM_PX = 1)
                 other_rim = registration_propagation(case.image, case.spacing_xyz, annotation, restored_rim_px=rim,
-                                                     **vote.REGISTRATION)
+                                                     **same_reach, **vote.REGISTRATION)
                 scores.setdefault(f"Demons, rim of {rim} px", []).append(dice(other_rim, case.label))
             scores.setdefault("networks alone (--no-consensus)", []).append(dice(alone.mask, case.label))
             for key, mask in opinions.items():
@@ -68,7 +73,11 @@ def main() -> None:
             for members in VOTES:
                 voted = _vote([opinions[m] for m in members], k, painted)
                 scores.setdefault(f"vote {'+'.join(members)}", []).append(dice(voted, case.label))
-            scores.setdefault("the engine (as shipped)", []).append(dice(engine.mask, case.label))
+            for factor in REACHES:  # how far the vote's registration and copy reach (consensus.REACH_FACTOR)
+                reached = engine if factor == vote.REACH_FACTOR else segmenter.segment(
+                    case.image, case.spacing_xyz, annotation, PropagationOptions(vote_reach=factor))
+                shipped = " (shipped)" if factor == vote.REACH_FACTOR else ""
+                scores.setdefault(f"the engine, reach {factor:g}{shipped}", []).append(dice(reached.mask, case.label))
             confidence_rows += _confidence_rows(engine, case)
         print(f"\n{generator}: {len(scores[MEMBERS['n']])} cases, mean Dice")
         for name, values in scores.items():

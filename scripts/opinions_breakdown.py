@@ -24,7 +24,7 @@ from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.registration import equivalent_diameter_mm
 from gastric_propagate.metrics import dice
-from gastric_propagate.synthetic.generators import DEV_SEED_START, generated_cases
+from gastric_propagate.synthetic.generators import DEV_SEED_START, GENERATORS, generated_cases
 
 COLUMNS = ("empty", "Dice", "precision", "recall", "area")
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="folder of image/label pairs")
-    source.add_argument("--generator", choices=("phantom", "shapes"), help="held-out synthetic dev cases")
+    source.add_argument("--generator", choices=GENERATORS, help="held-out synthetic dev cases")
     parser.add_argument("--cases", type=int, default=None, help="at most this many cases (20 for a generator)")
     args = parser.parse_args()
     cases = folder_cases(args.data, args.cases) if args.data else \

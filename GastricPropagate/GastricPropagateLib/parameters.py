@@ -74,4 +74,6 @@ def commandLineArguments(options: "PropagationOptions", *, device: str = "auto",
         arguments.append("--no-consensus")
     if not options.painted_is_largest:
         arguments.append("--painted-not-largest")
+    if options.vote_reach is not None:
+        arguments += ["--vote-reach", repr(float(options.vote_reach))]
     return arguments

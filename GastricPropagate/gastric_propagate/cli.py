@@ -55,6 +55,16 @@ def _millimetres(value: str) -> float:
     return number
 
 
+def _diameters(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of painted diameters") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite reach above 0 painted diameters")
+    return number
+
+
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("propagation")
     group.add_argument("--keyframes", action="store_true",
@@ -70,6 +80,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--painted-not-largest", action="store_true",
                        help="the painted slice is not the tumour's largest cross-section: relax the size-based "
                             "leak rules and widen the crop")
+    group.add_argument("--vote-reach", type=_diameters,
+                       help="how far the vote's registration and copied outline reach each way along z, in painted "
+                            "equivalent diameters (default 0.6; for experiments)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="this many synthetic abdominal phantoms (generator 'phantom', seeds 0..N-1)")
     source.add_argument("--shapes", type=int, default=0,
                         help="this many random-shape cases (generator 'shapes', seeds 0..N-1)")
+    source.add_argument("--thorax", type=int, default=0,
+                        help="this many chest CT crops around a lung nodule (generator 'thorax', seeds 0..N-1)")
     train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
                                       "proposer.pt and refiner.pt")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
@@ -148,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "--data; 20 held-out phantoms without --data)")
     evaluate.add_argument("--methods", nargs="*", help="methods to run (default: all)")
     evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
-    evaluate.add_argument("--generator", choices=("phantom", "shapes"), default="phantom",
+    evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax"), default="phantom",
                           help="synthetic generator of the held-out cases when --data is not given")
     evaluate.add_argument("--seed-start", type=int, help="first seed of the synthetic cases (default: held out)")
     _add_model_options(evaluate)
@@ -213,7 +228,8 @@ def _options(args) -> "PropagationOptions":
 
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
                               max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
-                              use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest)
+                              use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest,
+                              vote_reach=args.vote_reach)
 
 
 def _segmenter(args):
@@ -254,22 +270,22 @@ def _train(args) -> int:
 
     _check_device(args.device)
     for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0),
-                                   ("--workers", args.workers, 1), ("--validation-phantoms",
+                                   ("--thorax", args.thorax, 0), ("--workers", args.workers, 1), ("--validation-phantoms",
                                    args.validation_phantoms, 0), ("--proposer-steps", args.proposer_steps, 0),
                                    ("--refiner-steps", args.refiner_steps, 0), ("--batch-size", args.batch_size, 1),
                                    ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
-    if not (args.data or args.phantoms or args.shapes):
-        raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N "
-                         "and/or --shapes N with N of 1 or more.")
+    if not (args.data or args.phantoms or args.shapes or args.thorax):
+        raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
+                         "--shapes N and/or --thorax N with N of 1 or more.")
     _check_folder(args.out, "the output folder")
     _check_weights_outputs(args)
     cases, parts = [], []
     if args.data:
         cases += folder_cases(args.data)
         parts.append(f"{len(cases)} image/label pairs from {args.data}")
-    for generator, count in (("phantom", args.phantoms), ("shapes", args.shapes)):
+    for generator, count in (("phantom", args.phantoms), ("shapes", args.shapes), ("thorax", args.thorax)):
         if count:
             cases += generated_cases(generator, count)
             parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")

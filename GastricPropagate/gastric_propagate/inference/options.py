@@ -27,6 +27,8 @@ class PropagationOptions:
             leak rules then compare each slice with it. When another slice was painted, set it to False: the
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
             ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline.
+        vote_reach: how far the vote's registration and copied outline reach each way along z, in painted
+            equivalent diameters; None keeps ``consensus.REACH_FACTOR`` (for experiments: scripts/choose_vote.py).
     """
 
     keyframes: bool = False
@@ -36,3 +38,4 @@ class PropagationOptions:
     use_refiner: bool = True
     use_consensus: bool = True
     painted_is_largest: bool = True
+    vote_reach: float | None = None

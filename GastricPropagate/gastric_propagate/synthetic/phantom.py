@@ -31,6 +31,7 @@ _HU_MIN, _HU_MAX = -1024, 3071
 _EDGE_MARGIN_MM = 10.0  # free space between the tumour and the in-plane edges of the volume
 _MIN_MARGIN_SLICES = 1  # free slices above and below the tumour when n_slices is imposed
 _ROUGH_MAX_MM = 3.0  # how far the rough surface may move the tumour's boundary
+_LABEL_END_COVERAGE_SHIFT = 0.25  # labelled down to 25 % slice coverage along z (0.5 - 0.25)
 
 # (low, high) HU by phase. One uniform draw per structure and case places it within the range, so the
 # same seed seen in another phase keeps its anatomy, its noise and its relative enhancement.
@@ -286,7 +287,9 @@ class _Tumour:
 
 
 def _draw_tumour(rng, diameter, slice_spacing):
-    main = np.array([1.0, rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0)])
+    # Often longer along the body axis than across it, as real masses are (soft-tissue sarcomas run about
+    # 1.7 painted diameters); the requested diameter is the longest, so a long tumour is narrower in-plane.
+    main = np.array([1.0, rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0) * math.exp(rng.uniform(0.0, 0.9))])
     k = 1 + int(rng.integers(2, 5))
     offsets, rots, axes = [np.zeros(3)], [_rotation(rng.uniform(0, math.pi), rng.uniform(-0.3, 0.3))], [main]
     for _ in range(k - 1):
@@ -626,7 +629,8 @@ def _paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
     cos_z = p[..., 2] / np.maximum(r, 1e-6)
     width = np.sqrt(px * px * (1.0 - cos_z**2) + dz * dz * cos_z**2)
     m = np.clip(0.5 + d / width, 0.0, 1.0).astype(np.float32)
-    np.minimum(m, _cavity_membership(cv, body, shrink=2.0)(sl), out=m)
+    inside_cavity = _cavity_membership(cv, body, shrink=2.0)(sl)
+    np.minimum(m, inside_cavity, out=m)
     # Heterogeneity: smooth texture, and a darker necrotic core in some of the larger masses.
     texture = _smooth_field(rng, m.shape, 2.5, px, dz) * rng.uniform(5.0, 14.0)
     necrosis = rng.uniform(20.0, 50.0) if (tumour.axes[0].max() > 20.0 and rng.random() < 0.5) else 0.0
@@ -634,7 +638,9 @@ def _paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
     hu -= necrosis * np.clip((0.45 - r / tumour.axes[0].min()) / 0.15, 0.0, 1.0)
     cv.paint(sl, m, hu)
     label = np.zeros(cv.vol.shape, dtype=np.uint8)
-    label[sl] = m >= 0.5
+    # In-plane the label follows the surface; a slice the surface crosses along z is labelled where the tumour
+    # fills more than a quarter of its thickness, as annotators outline a partial-volume end slice.
+    label[sl] = (d >= -_LABEL_END_COVERAGE_SHIFT * dz * cos_z**2) & (inside_cavity >= 0.5)
     return label
 
 
@@ -714,7 +720,8 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
 
     # Slices: the tumour's centre on a slice, its extent plus margins.
     pts = tumour.surface() + tumour.centre
-    reach_lo, reach_hi = pts.min(axis=0) - _ROUGH_MAX_MM, pts.max(axis=0) + _ROUGH_MAX_MM
+    pad = np.array([_ROUGH_MAX_MM, _ROUGH_MAX_MM, _ROUGH_MAX_MM + _LABEL_END_COVERAGE_SHIFT * dz])
+    reach_lo, reach_hi = pts.min(axis=0) - pad, pts.max(axis=0) + pad
     below, above = int(math.ceil(-reach_lo[2] / dz)), int(math.ceil(reach_hi[2] / dz))
     margin_lo, margin_hi = int(rng.integers(10, 21)), int(rng.integers(10, 21))
     jitter = rng.random()

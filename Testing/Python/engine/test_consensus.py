@@ -34,14 +34,16 @@ def test_majority_holds_a_voxel_exactly_when_two_of_three_do(a, b, c):
     np.testing.assert_array_equal(voted, ((a & b) | (a & c) | (b & c)))
 
 
-def test_copy_along_z_reaches_half_the_equivalent_diameter():
+def test_copy_along_z_reaches_the_given_share_of_the_equivalent_diameter():
     painted = np.zeros((40, 40), dtype=bool)
-    painted[10:30, 10:30] = True  # 400 mm2 -> equivalent diameter 22.6 mm -> +-11.3 mm -> +-6 slices of 2 mm
-    copied = copy_along_z((30, 40, 40), 12, painted, SPACING)
+    painted[10:30, 10:30] = True  # 400 mm2 -> equivalent diameter 22.6 mm -> x 0.5 = 11.3 mm -> +-6 slices of 2 mm
+    copied = copy_along_z((30, 40, 40), 12, painted, SPACING, extent_factor=0.5)
     assert [k for k in range(30) if copied[k].any()] == list(range(6, 19))
     assert all((copied[k] == painted).all() for k in range(6, 19))
-    near_edge = copy_along_z((30, 40, 40), 2, painted, SPACING)  # clipped at the volume's first slice
+    near_edge = copy_along_z((30, 40, 40), 2, painted, SPACING, extent_factor=0.5)  # clipped at the first slice
     assert [k for k in range(30) if near_edge[k].any()] == list(range(0, 9))
+    longer = copy_along_z((30, 40, 40), 12, painted, SPACING, extent_factor=0.75)  # 17.0 mm -> +-8 slices
+    assert [k for k in range(30) if longer[k].any()] == list(range(4, 21))
 
 
 def test_keep_connected_drops_a_stray_blob():
@@ -67,7 +69,7 @@ def test_registration_follows_a_moving_tumour_better_than_a_copy():
     annotation = annotation_from_label(truth)
     k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
     registered = propagate_by_registration(image, SPACING, k, annotation[k] > 0)
-    copied = copy_along_z(image.shape, k, annotation[k] > 0, SPACING)
+    copied = copy_along_z(image.shape, k, annotation[k] > 0, SPACING, extent_factor=0.5)  # the registration's reach
     assert (registered[k] == annotation[k]).all()
     assert dice(registered, truth) > dice(copied, truth) + 0.05
 

@@ -30,7 +30,7 @@ def test_a_lesion_on_a_ct_like_grid(seed):
 
 
 def test_generators_by_name_load_in_parallel_as_in_series():
-    assert GENERATORS == ("phantom", "shapes")
+    assert GENERATORS == ("phantom", "shapes", "thorax")
     cases = generated_cases("shapes", 2, seed_start=10)
     assert [c.name for c in cases] == ["shapes_10", "shapes_11"]
     series, parallel = load_all(cases, workers=1), load_all(cases, workers=2)
