@@ -14,10 +14,14 @@ LABEL_COVERAGE = 0.25  # a thick slice is labelled where the lesion fills more t
 FINE_SLICE_MM = 1.2  # thick slices are drawn as up to 4 thinner sub-slices of about this thickness
 
 
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
 def draw_spacing(rng: np.random.Generator, slice_mm: tuple[float, float], pixel_mm: tuple[float, float]
                  ) -> tuple[float, float, int]:
     """(slice spacing, log-uniform; pixel spacing, uniform; sub-slices per acquired slice), all in mm but the last."""
-    slice_spacing = float(np.exp(rng.uniform(np.log(slice_mm[0]), np.log(slice_mm[1]))))
+    slice_spacing = log_uniform(rng, *slice_mm)
     pixel_spacing = float(rng.uniform(*pixel_mm))
     return slice_spacing, pixel_spacing, int(np.clip(round(slice_spacing / FINE_SLICE_MM), 1, 4))
 

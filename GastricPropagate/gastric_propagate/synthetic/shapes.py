@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.cases import CaseData
-from gastric_propagate.synthetic.acquisition import acquire, draw_spacing
+from gastric_propagate.synthetic.acquisition import acquire, draw_spacing, log_uniform
 
 # Tissue classes a structure (or the lesion) may be drawn from: (probability, (low HU, high HU)).
 _TISSUES = {
@@ -44,10 +44,6 @@ class _Scene:
     lesion_labels: tuple[int, ...]
     means: list[tuple[float, float]]
     stds: list[tuple[float, float]]
-
-
-def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]) -> np.ndarray:

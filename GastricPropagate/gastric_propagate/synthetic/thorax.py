@@ -18,8 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.cases import CaseData
-from gastric_propagate.synthetic.acquisition import acquire, draw_spacing
-from gastric_propagate.synthetic.shapes import log_uniform, lobulated_lesion, random_rotation, smooth_field
+from gastric_propagate.synthetic.acquisition import acquire, draw_spacing, log_uniform
+from gastric_propagate.synthetic.shapes import lobulated_lesion, random_rotation, smooth_field
 
 SLICE_MM = (0.5, 5.0)  # slice spacing range (log-uniform)
 PIXEL_MM = (0.5, 0.9)  # in-plane spacing range
