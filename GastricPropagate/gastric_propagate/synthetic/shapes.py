@@ -60,6 +60,16 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
+def distance_to_line(coords: np.ndarray, point: np.ndarray, direction: np.ndarray, half: bool = False) -> np.ndarray:
+    """Distance (mm) of every voxel (``coords``: (3, z, y, x) mm) to the line through ``point`` along the unit
+    ``direction``; to the half-line from ``point`` when ``half``."""
+    offset = coords - point[:, None, None, None]
+    along = np.einsum("i,i...->...", direction, offset)
+    if half:
+        along = np.maximum(along, 0.0)
+    return np.linalg.norm(offset - along * direction[:, None, None, None], axis=0)
+
+
 def lobulated_lesion(rng: np.random.Generator, coords_mm: np.ndarray, diameter: float,
                      log_elongation: tuple[float, float] = (-0.3, 1.0)) -> np.ndarray:
     """A lobulated blob: a rotated ellipsoid whose surface is pushed in and out by a smooth random field.
@@ -111,9 +121,7 @@ def _scene(rng: np.random.Generator, shape: tuple[int, int, int], spacing_zyx: t
     for _ in range(int(rng.integers(0, 4))):
         direction = random_rotation(rng)[:, 0]
         point = rng.uniform(-0.4, 0.4, size=3) * np.array([nx * dx, ny * dy, nz * dz])
-        offset = coords - point[:, None, None, None]
-        along = np.einsum("i,i...->...", direction, offset)
-        distance = np.linalg.norm(offset - along * direction[:, None, None, None], axis=0)
+        distance = distance_to_line(coords, point, direction)
         labels[distance < rng.uniform(1.5, 7.0)] = next_label
         next_label += 1
     # A lumen touching the lesion (stomach or bowel with oral contrast, water or air), half the time.

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.synthetic.acquisition import acquire, draw_spacing, log_uniform
-from gastric_propagate.synthetic.shapes import lobulated_lesion, random_rotation, smooth_field
+from gastric_propagate.synthetic.shapes import distance_to_line, lobulated_lesion, random_rotation, smooth_field
 
 SLICE_MM = (0.5, 5.0)  # slice spacing range (log-uniform)
 PIXEL_MM = (0.5, 0.9)  # in-plane spacing range
@@ -35,15 +35,6 @@ def _choice(rng: np.random.Generator, table: dict[str, float]) -> str:
 
 def _near(value: float, spread: float = 3.0) -> tuple[float, float]:
     return value - spread, value + spread
-
-
-def _tube(coords: np.ndarray, point: np.ndarray, direction: np.ndarray, half: bool = False) -> np.ndarray:
-    """Distance (mm) of every voxel to a line through ``point`` (a half-line from it when ``half``)."""
-    offset = coords - point[:, None, None, None]
-    along = np.einsum("i,i...->...", direction, offset)
-    if half:
-        along = np.maximum(along, 0.0)
-    return np.linalg.norm(offset - along * direction[:, None, None, None], axis=0)
 
 
 def _in_plane_direction(rng: np.random.Generator, tilt: float = 0.3) -> np.ndarray:
@@ -101,7 +92,7 @@ def _scene(rng: np.random.Generator, shape: tuple[int, int, int], spacing_zyx: t
             rib_axis = np.cross(normal, random_rotation(rng)[:, 0])
             rib_axis /= np.linalg.norm(rib_axis) + 1e-9
             rib_centre = normal * (gap + rng.uniform(4.0, 10.0)) + np.array([0.0, 0.0, rng.uniform(-1.0, 1.0) * radius])
-            rib_distance = _tube(coords, rib_centre, rib_axis)
+            rib_distance = distance_to_line(coords, rib_centre, rib_axis)
             rib_radius = rng.uniform(3.0, 6.0)
             scene.add((rib_distance < rib_radius) & (wall_depth > 0), rng.uniform(150.0, 300.0), 20.0)  # marrow
             scene.add((rib_distance < rib_radius) & (rib_distance > rib_radius - 1.2) & (wall_depth > 0),
@@ -115,7 +106,7 @@ def _scene(rng: np.random.Generator, shape: tuple[int, int, int], spacing_zyx: t
     for _ in range(int(rng.integers(0, 3))):
         point = rng.uniform(-0.4, 0.4, size=3) * np.array(shape[::-1]) * np.array([dx, dy, dz])
         lumen = log_uniform(rng, 1.0, 5.0)
-        distance = _tube(coords, point, random_rotation(rng)[:, 0])
+        distance = distance_to_line(coords, point, random_rotation(rng)[:, 0])
         if wall_depth is not None:
             distance[wall_depth > 0] = np.inf
         scene.add(distance < lumen + rng.uniform(0.7, 1.5), rng.uniform(0.0, 50.0), 10.0)
@@ -133,11 +124,11 @@ def _scene(rng: np.random.Generator, shape: tuple[int, int, int], spacing_zyx: t
             point = side * (radius + vessel_radius * rng.uniform(-0.6, 0.6))
         else:
             point = rng.uniform(-0.45, 0.45, size=3) * np.array(shape[::-1]) * np.array([dx, dy, dz])
-        vessels |= _tube(coords, point, direction) < vessel_radius
+        vessels |= distance_to_line(coords, point, direction) < vessel_radius
         for _ in range(int(rng.integers(0, 3))):
             start = point + direction * rng.uniform(-30.0, 30.0)
             branch = direction + rng.normal(0.0, 0.7, size=3)
-            vessels |= _tube(coords, start, branch / np.linalg.norm(branch), half=True) < vessel_radius * 0.7
+            vessels |= distance_to_line(coords, start, branch / np.linalg.norm(branch), half=True) < vessel_radius * 0.7
     if wall_depth is not None:
         vessels &= wall_depth <= 0
     scene.add(vessels, vessel_hu, rng.uniform(5.0, 20.0))
