@@ -1,14 +1,15 @@
 """How the vote (inference/consensus.py) and its confidence were chosen: on held-out synthetic cases, not real CT.
 
-For 20 cases of each synthetic generator (phantom, 'shapes', 'thorax') with seeds no training or evaluation uses
+For 40 cases of each synthetic generator (phantom, 'shapes', 'thorax') with seeds no training or evaluation uses
 (1,000,000 on), largest cross-section painted, it prints the mean Dice of the vote's candidate members alone and of
 their majorities, how well the per-slice confidence tracks per-slice Dice with and without the opinions' agreement
 (and which review threshold best finds the slices a radiologist would redraw), Demons registration alone with another
 partial-volume rim given back (0 or 2 pixels instead of 1), and the engine with the vote reaching 0.5 to 1 painted
-diameters each way. The shipped choice is the majority of the networks, Demons registration and the copied outline,
-over ``consensus.REACH_FACTOR`` painted diameters.
+diameters each way, with and without its tapered copy and its outline snapping. The shipped choice is the majority
+of the networks, Demons registration and the tapered copy over ``consensus.REACH_FACTOR`` painted diameters, its
+outline snapped to the painted edge's HU level (``inference/outline_snap.py``).
 
-    .venv/bin/python scripts/choose_vote.py            # about 10 minutes on 2 CPU cores
+    .venv/bin/python scripts/choose_vote.py            # about 30 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gastric_propagate.inference.pipeline import (CUT_BACK_CONFIDENCE_FACTOR, RE
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import DEV_SEED_START, GENERATORS, generated_cases, load_all
 
-MEMBERS = {"n": "networks", "a": "affine registration", "d": "Demons registration", "c": "copied outline"}
+MEMBERS = {"n": "networks", "a": "affine registration", "d": "Demons registration", "c": "tapered copy"}
 VOTES = ("nac", "ndc", "adc", "nadc")  # an even count breaks ties toward the networks
 POOR_SLICE_DICE = 0.7  # a slice a radiologist would have to redraw
 REVIEW_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -36,7 +37,7 @@ REACHES = (0.5, 0.6, 0.75, 1.0)  # the vote's reach, in painted diameters each w
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=20, help="cases per generator")
+    parser.add_argument("--cases", type=int, default=40, help="cases per generator")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=GENERATORS)
     args = parser.parse_args()
@@ -61,7 +62,7 @@ def main() -> None:
                 "a": registration_propagation(case.image, case.spacing_xyz, annotation, **same_reach),
                 "d": registration_propagation(case.image, case.spacing_xyz, annotation, **same_reach,
                                               **vote.REGISTRATION),
-                "c": vote.copy_along_z(case.image.shape, k, painted, case.spacing_xyz, **same_reach),
+                "c": vote.tapered_copy(case.image.shape, k, painted, case.spacing_xyz, **same_reach),
             }
             for rim in (0, 2):  # the Demons member's partial-volume rim (registration.RESTORED_RIM_PX = 1)
                 other_rim = registration_propagation(case.image, case.spacing_xyz, annotation, restored_rim_px=rim,
@@ -73,11 +74,18 @@ def main() -> None:
             for members in VOTES:
                 voted = _vote([opinions[m] for m in members], k, painted)
                 scores.setdefault(f"vote {'+'.join(members)}", []).append(dice(voted, case.label))
-            for factor in REACHES:  # how far the vote's registration and copy reach (consensus.REACH_FACTOR)
+            for factor in REACHES:  # how far the vote reaches (consensus.REACH_FACTOR), with and without its parts
                 reached = engine if factor == vote.REACH_FACTOR else segmenter.segment(
                     case.image, case.spacing_xyz, annotation, PropagationOptions(vote_reach=factor))
-                shipped = " (shipped)" if factor == vote.REACH_FACTOR else ""
-                scores.setdefault(f"the engine, reach {factor:g}{shipped}", []).append(dice(reached.mask, case.label))
+                for taper, snap in ((True, True), (True, False), (False, True), (False, False)):
+                    voted = reached.mask if taper and snap else vote.take_vote(
+                        reached.network_mask, case.image, case.spacing_xyz, {k: painted}, (0, case.image.shape[0] - 1),
+                        extent_factor=factor, taper=taper, snap=snap)[0]
+                    shipped = " (shipped)" if factor == vote.REACH_FACTOR and taper and snap else ""
+                    parts = {(True, True): "", (True, False): ", no snap", (False, True): ", no taper",
+                             (False, False): ", neither"}[(taper, snap)]
+                    scores.setdefault(f"the engine, reach {factor:g}{parts}{shipped}", []).append(
+                        dice(voted, case.label))
             confidence_rows += _confidence_rows(engine, case)
         print(f"\n{generator}: {len(scores[MEMBERS['n']])} cases, mean Dice")
         for name, values in scores.items():
@@ -92,7 +100,7 @@ def _vote(opinions: list[np.ndarray], k: int, painted: np.ndarray) -> np.ndarray
         voted |= (2 * votes == len(opinions)) & (opinions[0] > 0)
     voted = voted.astype(np.uint8)
     voted[k] = painted
-    return vote.keep_connected(voted, k, painted)
+    return vote.keep_connected(voted, {k: painted})
 
 
 def _confidence_rows(engine, case) -> list[tuple[float, float, float]]:

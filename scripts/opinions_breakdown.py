@@ -52,9 +52,9 @@ def main() -> None:
         k = result.anchor_slices[0]
         painted = annotation[k] > 0
         # The vote's own opinions, taken again as the pipeline takes them (no slice limits here).
-        _, (networks, registered, copied) = vote.take_vote(result.network_mask, data.image, data.spacing_xyz, k,
-                                                          painted, (0, data.image.shape[0] - 1))
-        opinions = {"networks (within the reach)": networks, "registration": registered, "copied outline": copied,
+        _, (networks, registered, copied) = vote.take_vote(result.network_mask, data.image, data.spacing_xyz,
+                                                          {k: painted}, (0, data.image.shape[0] - 1))
+        opinions = {"networks (within the reach)": networks, "registration": registered, "tapered copy": copied,
                     "the vote (the result)": result.mask}
         reach = vote.reach_slices(painted, data.spacing_xyz)
         truth = data.label > 0

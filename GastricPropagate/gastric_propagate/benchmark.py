@@ -4,12 +4,14 @@ Parts:
     speed        a 512x512x100 CT, one painted slice -> 3D: seconds per volume (CPU, and CUDA when there is one)
                  and the peak resident memory of a whole ``gastric-propagate segment`` process;
     accuracy     Dice on held-out phantoms: proposer only, proposer + refiner, copy-the-slice baseline;
-    corrections  a simulated radiologist corrects the least confident slices and re-propagates: Dice after
-                 0-3 corrections, and how often the automatic stop ends within one slice of the true end.
+    corrections  a simulated radiologist corrects the least confident slices and re-propagates, on held-out cases
+                 of each generator: Dice after 0-3 corrections (and the networks alone with the same anchors),
+                 and how often the automatic stop ends within one slice of the true end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import statistics
@@ -27,7 +29,9 @@ from gastric_propagate.data.annotation import annotation_from_label, painted_sli
 from .evaluation.baselines import copy_slice
 from gastric_propagate.data.cases import phantom_cases
 from gastric_propagate.data.io import write_mask
+from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
+from gastric_propagate.synthetic.generators import GENERATORS, generated_cases
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 
@@ -138,18 +142,43 @@ def _accuracy(segmenter: Segmenter, n_cases: int) -> dict:
 
 
 def _corrections(segmenter: Segmenter, n_cases: int, max_corrections: int = 3) -> dict:
-    print(f"\n[corrections] {n_cases} held-out phantoms: after each run, the least confident slice inside the "
-          "tumour is replaced by the truth (a radiologist's correction) and kept as an anchor")
+    print(f"\n[corrections] {n_cases} held-out cases of each generator: after each run, the least confident slice "
+          "inside the tumour is replaced by the truth (a radiologist's correction) and kept as an anchor; the same "
+          "anchors without the vote (the networks alone) beside it")
+    figures = {}
+    for generator in GENERATORS:
+        cases = phantom_cases(n_cases) if generator == "phantom" else generated_cases(generator, n_cases,
+                                                                                      HELD_OUT_SEED_START)
+        figures[generator] = _corrections_on(segmenter, cases, max_corrections)
+        print(f"  {generator}:")
+        for n in range(max_corrections + 1):
+            print(f"    Dice after {n} correction(s): {_describe(figures[generator]['dice_after'][n])}; networks alone "
+                  f"{statistics.mean(figures[generator]['networks_after'][n]):.3f}")
+        rate = figures[generator]["end_within_one_slice"]
+        print(f"    automatic stop within one slice of the true tumour end: {100 * rate:.0f}% of the ends"
+              + (f"; refused by the CT check: {figures[generator]['refused']}" if figures[generator]["refused"] else ""))
+    return figures
+
+
+def _corrections_on(segmenter: Segmenter, cases, max_corrections: int) -> dict:
     dice_after = {n: [] for n in range(max_corrections + 1)}
-    end_within_one = []
-    for case in phantom_cases(n_cases):
+    networks_after = {n: [] for n in range(max_corrections + 1)}
+    end_within_one, refused = [], 0
+    for case in cases:
         data = case.load()
         annotation = annotation_from_label(data.label)
         tumour = set(painted_slices(data.label))
         for corrections in range(max_corrections + 1):
             options = PropagationOptions(keyframes=corrections > 0)
-            result = segmenter.segment(data.image, data.spacing_xyz, annotation, options)
+            try:
+                result = segmenter.segment(data.image, data.spacing_xyz, annotation, options)
+            except InputError:  # a generated volume the CT check refuses, as evaluate counts it
+                refused += 1
+                break
+            alone = segmenter.segment(data.image, data.spacing_xyz, annotation,
+                                      dataclasses.replace(options, use_consensus=False))
             dice_after[corrections].append(dice(result.mask, data.label))
+            networks_after[corrections].append(dice(alone.mask, data.label))
             if corrections == 0:
                 end_within_one.extend(_ends_within_one(result.slice_range(), min(tumour), max(tumour)))
             candidates = [k for k in sorted(result.slice_confidence, key=result.slice_confidence.get)
@@ -157,14 +186,12 @@ def _corrections(segmenter: Segmenter, n_cases: int, max_corrections: int = 3) -
             if not candidates:
                 for later in range(corrections + 1, max_corrections + 1):
                     dice_after[later].append(dice_after[corrections][-1])
+                    networks_after[later].append(networks_after[corrections][-1])
                 break
             annotation = annotation.copy()
             annotation[candidates[0]] = data.label[candidates[0]] > 0
-    for n, values in dice_after.items():
-        print(f"  Dice after {n} correction(s): {_describe(values)}")
-    rate = float(np.mean(end_within_one))
-    print(f"  automatic stop within one slice of the true tumour end: {100 * rate:.0f}% of {len(end_within_one)} ends")
-    return {"dice_after": dice_after, "end_within_one_slice": rate}
+    return {"dice_after": dice_after, "networks_after": networks_after,
+            "end_within_one_slice": float(np.mean(end_within_one)), "refused": refused}
 
 
 def _ends_within_one(predicted: tuple[int, int] | None, first: int, last: int) -> list[bool]:

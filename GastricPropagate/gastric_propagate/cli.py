@@ -16,6 +16,7 @@ import sys
 import threading
 
 from gastric_propagate import __version__
+from gastric_propagate.inference.options import VOTE_REACH
 
 
 EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
@@ -82,7 +83,7 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                             "leak rules and widen the crop")
     group.add_argument("--vote-reach", type=_diameters,
                        help="how far the vote's registration and copied outline reach each way along z, in painted "
-                            "equivalent diameters (default 0.6; for experiments)")
+                            f"equivalent diameters (default {VOTE_REACH:g}; for experiments)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
 
     benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
-    benchmark.add_argument("--cases", type=_count(1), default=10, help="held-out phantoms for the accuracy figures")
+    benchmark.add_argument("--cases", type=_count(1), default=10, help="held-out cases: phantoms for the accuracy figures, of each generator for the corrections")
     benchmark.add_argument("--repeats", type=_count(1), default=5, help="timed runs on the 512x512x100 CT")
     benchmark.add_argument("--skip", nargs="*", default=[], choices=("speed", "accuracy", "corrections"),
                            help="parts to leave out")

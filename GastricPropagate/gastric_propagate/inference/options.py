@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How far the vote's registration and tapered copy reach each way along z, in painted equivalent diameters; chosen
+# on the dev cases (``consensus.REACH_FACTOR`` has the figures). Here, free of the engine's libraries, for the CLI.
+VOTE_REACH = 0.75
+
 
 @dataclass(frozen=True)
 class PropagationOptions:
@@ -21,8 +25,9 @@ class PropagationOptions:
         max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
         use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
         use_consensus: keep the voxels that at least two of three opinions hold: the networks, slice-to-slice
-            registration and the painted outline copied along z (see ``inference/consensus.py``). Applies to one
-            painted largest cross-section; switch off to measure the networks alone.
+            registration and the painted outline copied along z (see ``inference/consensus.py``). Applies when the
+            painted slice is the largest cross-section, with or without corrected slices (keyframes); switch off to
+            measure the networks alone.
         painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
             leak rules then compare each slice with it. When another slice was painted, set it to False: the
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets

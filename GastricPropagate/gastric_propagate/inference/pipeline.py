@@ -45,8 +45,8 @@ NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
 # Slices whose confidence is below this are flagged for review. Chosen on the held-out synthetic cases of
 # scripts/choose_vote.py as the threshold that best finds the slices a radiologist would redraw (Dice < 0.7) without
-# listing half the result. Now, on phantoms / shapes / thorax: F1 0.71 / 0.27 / 0.46 (recall 0.82 / 0.90 / 1.00)
-# with 16 % / 37 % / 32 % of the slices flagged. Its mean F1 (0.48) ties with 0.2's for the best of 0.1-0.5 (0.5: 0.39).
+# listing half the result. Now, on phantoms / shapes / thorax: F1 0.85 / 0.60 / 0.54 (recall 0.86 / 0.83 / 1.00)
+# with 28 % / 41 % / 30 % of the slices flagged. Its mean F1 (0.66) is the best of 0.1-0.5 (0.2: 0.65; 0.5: 0.58).
 REVIEW_CONFIDENCE = 0.3
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
@@ -143,17 +143,18 @@ class Segmenter:
         low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
         prep = self.proposer.preprocessing
         painted = annotation > 0
-        consensus = options.use_consensus and options.painted_is_largest and len(anchor_slices) == 1
+        consensus = options.use_consensus and options.painted_is_largest
         reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
         reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach
         if not reach_factor > 0:
             raise ValueError(f"the vote's reach must be above 0 painted diameters, not {reach_factor}")
         if consensus:  # the networks need not go where no voxel can win the vote
-            reach = vote.reach_slices(painted[anchor_slices[0]], spacing_xyz, extent_factor=reach_factor)
-            if anchor_slices[0] - reach > low:
-                low = reach_limited["down"] = anchor_slices[0] - reach
-            if anchor_slices[0] + reach < high:
-                high = reach_limited["up"] = anchor_slices[0] + reach
+            first, last = vote.vote_window({k: painted[k] for k in anchor_slices}, spacing_xyz,
+                                           extent_factor=reach_factor)
+            if first > low:
+                low = reach_limited["down"] = first
+            if last < high:
+                high = reach_limited["up"] = last
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
@@ -202,9 +203,8 @@ class Segmenter:
         if consensus:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
-            k = anchor_slices[0]
-            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, k, painted[k], (low, high),
-                                            extent_factor=reach_factor)
+            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, {k: painted[k] for k in anchor_slices},
+                                            (low, high), extent_factor=reach_factor)
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from gastric_propagate.data.annotation import annotation_from_label
-from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority
+from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority, take_vote, tapered_copy
 from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
 from gastric_propagate.metrics import dice
 
@@ -46,12 +46,42 @@ def test_copy_along_z_reaches_the_given_share_of_the_equivalent_diameter():
     assert [k for k in range(30) if longer[k].any()] == list(range(4, 21))
 
 
+def test_the_tapered_copy_narrows_like_an_ellipsoid_towards_its_ends():
+    z, y, x = np.mgrid[:1, :80, :80]
+    painted = ((x[0] - 40) ** 2 + (y[0] - 40) ** 2 <= 15 ** 2)  # radius 15 mm: half-length 0.75 x 30 = 22.5 mm
+    tapered = tapered_copy((41, 80, 80), 20, painted, SPACING, extent_factor=0.75)
+    np.testing.assert_array_equal(tapered[20], painted)
+    areas = tapered.sum(axis=(1, 2))
+    assert [k for k in range(41) if areas[k]] == list(range(9, 32))  # 11 slices of 2 mm each way: 22 mm < 22.5 mm
+    for d in range(1, 12):
+        assert areas[20 + d] == areas[20 - d] and areas[20 + d] <= areas[20 + d - 1]
+        radius = 15.0 * np.sqrt(1 - (2.0 * d / 22.5) ** 2)  # an ellipsoid's cross-section, less a pixel's shrink
+        assert np.pi * (radius - 0.5) ** 2 <= areas[20 + d] <= np.pi * (radius + 1.5) ** 2
+    assert (tapered <= copy_along_z((41, 80, 80), 20, painted, SPACING, extent_factor=0.75)).all()
+
+
+def test_the_vote_between_two_anchors_leaves_no_gap_and_keeps_both():
+    """A long bright cylinder painted on two slices 16 slices (32 mm) apart, further than one anchor's reach
+    (0.75 x 22.6 mm each way): the slices between them are tumour, even where the networks found nothing."""
+    z, y, x = np.mgrid[:40, :48, :48]
+    truth = ((x - 24) ** 2 + (y - 24) ** 2 <= 12 ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
+    anchors = {12: truth[12] > 0, 28: ndimage.binary_erosion(truth[28], iterations=2)}  # the upper one drawn tighter
+    networks = np.zeros_like(truth)
+    mask, (_, registered, copied) = take_vote(networks, image, SPACING, anchors, (0, 39))
+    for k, painted in anchors.items():
+        np.testing.assert_array_equal(mask[k], painted)
+    assert all(mask[k].sum() > 0.8 * truth[k].sum() for k in range(13, 28))
+    assert all((copied[k] == anchors[12]).all() for k in range(13, 28))  # the larger outline between them
+    assert not mask[:4].any() and not mask[37:].any()  # beyond each outer anchor: its own reach (8 slices)
+
+
 def test_keep_connected_drops_a_stray_blob():
     mask = np.zeros((5, 20, 20), dtype=np.uint8)
     mask[1:4, 5:10, 5:10] = 1
     mask[2, 15:18, 15:18] = 1  # not touching the painted part
     painted = mask[2].astype(bool) & (np.arange(20)[None, :] < 12)
-    kept = keep_connected(mask, 2, painted)
+    kept = keep_connected(mask, {2: painted})
     assert kept[1:4, 5:10, 5:10].all() and not kept[2, 15:18, 15:18].any()
 
 
