@@ -154,9 +154,9 @@ def _corrections(segmenter: Segmenter, n_cases: int, max_corrections: int = 3) -
         for n in range(max_corrections + 1):
             print(f"    Dice after {n} correction(s): {_describe(figures[generator]['dice_after'][n])}; networks alone "
                   f"{statistics.mean(figures[generator]['networks_after'][n]):.3f}")
-        rate = figures[generator]["end_within_one_slice"]
+        rate, refused = figures[generator]["end_within_one_slice"], figures[generator]["refused"]
         print(f"    automatic stop within one slice of the true tumour end: {100 * rate:.0f}% of the ends"
-              + (f"; refused by the CT check: {figures[generator]['refused']}" if figures[generator]["refused"] else ""))
+              + (f"; refused by the CT check: {refused}" if refused else ""))
     return figures
 
 

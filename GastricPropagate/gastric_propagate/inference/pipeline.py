@@ -177,8 +177,8 @@ class Segmenter:
         for direction, limit in reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (
-                    f"stopped at slice {limit}: {reach_factor:g} painted diameters from the painted slice, as far as "
-                    "the vote with registration and the copy reaches")
+                    f"stopped at slice {limit}: {reach_factor:g} painted diameters from the outermost painted slice, "
+                    "as far as the vote with registration and the copy reaches")
         proposed = time.perf_counter()
         final = coarse.probabilities
         if options.use_refiner:
