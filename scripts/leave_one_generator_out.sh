@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Leave-one-generator-out: train on one synthetic generator, evaluate on 20 held-out cases of the others:
 # phantom -> shapes, phantom -> thorax (the shipped weights' training) and shapes -> phantom.
-# Usage: bash scripts/leave_one_generator_out.sh [OUT]   (default runs/logo; about 45 minutes on 2 CPU cores)
+# Usage: bash scripts/leave_one_generator_out.sh [OUT]   (default runs/logo; about 75 minutes on 2 CPU cores)
 # Its first training is the shipped weights' run (README, Weights); the evaluations use held-out seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/logo}
 GP=.venv/bin/gastric-propagate
-STEPS=(--proposer-steps "${PROPOSER_STEPS:-1500}" --refiner-steps "${REFINER_STEPS:-500}" --validation-phantoms 0)
+STEPS=(--proposer-steps "${PROPOSER_STEPS:-3000}" --refiner-steps "${REFINER_STEPS:-1000}" --validation-phantoms 0)
 METHODS=(--methods proposer networks engine copy_slice registration registration_demons grow_from_seeds --variants largest --cases 20)
 $GP train --phantoms 150 --out "$OUT/train-phantom" --overwrite "${STEPS[@]}"
 $GP train --shapes 150 --out "$OUT/train-shapes" --overwrite "${STEPS[@]}"

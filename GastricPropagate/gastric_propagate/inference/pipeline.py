@@ -45,8 +45,9 @@ NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
 # Slices whose confidence is below this are flagged for review. Chosen on the held-out synthetic cases of
 # scripts/choose_vote.py as the threshold that best finds the slices a radiologist would redraw (Dice < 0.7) without
-# listing half the result. Now, on phantoms / shapes / thorax: F1 0.85 / 0.60 / 0.54 (recall 0.86 / 0.83 / 1.00)
-# with 28 % / 41 % / 30 % of the slices flagged. Its mean F1 (0.66) is the best of 0.1-0.5 (0.2: 0.65; 0.5: 0.58).
+# listing half the result. With the previous weights, on phantoms / shapes / thorax: F1 0.85 / 0.60 / 0.54
+# (recall 0.86 / 0.83 / 1.00) with 28 % / 41 % / 30 % of the slices flagged. Its mean F1 (0.66) is the best of
+# 0.1-0.5 (0.2: 0.65; 0.5: 0.58).
 REVIEW_CONFIDENCE = 0.3
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
