@@ -12,15 +12,15 @@ The majority's outline is then snapped to the HU level of the painted edge where
 (``outline_snap.py``).
 
 Chosen on held-out synthetic cases (40 of each generator, seeds no training or evaluation uses), not on real CT;
-``scripts/choose_vote.py`` prints the figures (these are with the weights trained before the current ones, at
-1500 / 500 steps; the current weights give the shipped vote 0.907 / 0.862 / 0.912). Mean Dice on phantoms /
-'shapes' / 'thorax': the shipped engine 0.893 / 0.858 / 0.914 (mean 0.888); without the taper 0.865 / 0.856 /
-0.911; without the snap 0.894 / 0.854 / 0.901; the previous engine (reach 0.6, neither) 0.879 / 0.857 / 0.902
-(0.879). At the shipped reach, with the plain copy: this majority 0.894 / 0.854 / 0.901; with affine instead of
-Demons registration 0.891 / 0.832 / 0.884; all four members 0.899 / 0.832 / 0.885; without the networks 0.870 / 0.861 / 0.894; the networks alone
-0.871 / 0.611 / 0.799; Demons alone 0.868 / 0.856 / 0.890. After a review the corrected slices join the painted
-one as anchors, and the vote goes on (``take_vote``); a painted slice that is not the largest keeps the networks'
-result (the copy and the reach assume the largest).
+``scripts/choose_vote.py`` prints the figures (these are with the weights trained before the current ones, at 1500 /
+500 steps; the current weights give the shipped vote 0.907 / 0.862 / 0.912). Mean Dice on phantoms / 'shapes' /
+'thorax': the shipped engine 0.893 / 0.858 / 0.914 (mean 0.888); without the taper 0.865 / 0.856 / 0.911; without
+the snap 0.894 / 0.854 / 0.901; the previous engine (reach 0.6, neither) 0.879 / 0.857 / 0.902 (0.879). At the
+shipped reach, with the plain copy: this majority 0.894 / 0.854 / 0.901; with affine instead of Demons registration
+0.891 / 0.832 / 0.884; all four members 0.899 / 0.832 / 0.885; without the networks 0.870 / 0.861 / 0.894; the
+networks alone 0.871 / 0.611 / 0.799; Demons alone 0.868 / 0.856 / 0.890. After a review the corrected slices join
+the painted one as anchors, and the vote goes on (``take_vote``); a painted slice that is not the largest keeps the
+networks' result (the copy and the reach assume the largest).
 """
 
 from __future__ import annotations
