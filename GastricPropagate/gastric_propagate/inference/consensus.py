@@ -53,10 +53,9 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     equivalent diameters. Between two anchors the tumour goes on: the registration is what either anchor's
     registration holds, and the copy is the larger of the two outlines (a tumour narrows away from its largest
     cross-section, and the copy only breaks ties). One anchor: the protocol's single painted largest cross-section.
-    Chosen on the dev cases (scripts/choose_vote.py, corrections): with the worst slice corrected, mean Dice
-    0.907 / 0.890 / 0.936 on phantom / 'shapes' / 'thorax', against 0.893 / 0.878 / 0.919 before the correction;
-    the networks alone had given 0.909 / 0.642 / 0.771 after it; the outlines interpolated between the anchors
-    0.905 / 0.876 / 0.929, the nearer anchor's outline 0.904 / 0.874 / 0.925.
+    The larger outline was chosen over the outlines interpolated between the anchors and the nearer anchor's
+    outline in a one-off comparison on dev cases (issue 10's note); ``gastric-propagate benchmark`` (its
+    corrections part) measures the shipped rule against the networks alone after 0-3 corrections.
 
     Args:
         network_mask: (z, y, x) the networks' mask (from every anchor).
@@ -137,8 +136,8 @@ def tapered_copy(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,
     the rim r (1 - sqrt(1 - (d / h)^2)) deep, where r is its equivalent radius and h = ``extent_factor`` painted
     diameters its half-length; nothing is left h away. A tumour narrows towards its ends, and the painted slice is
     its largest. The depth is measured from each pixel's centre to the nearest pixel outside, so the outermost
-    ring of pixels stays until the shrink passes a pixel: a little fuller than the exact ellipsoid, which did a
-    little worse on the dev cases (mean Dice 0.888 against 0.889)."""
+    ring of pixels stays until the shrink passes a pixel: a little fuller than the exact ellipsoid, which did no
+    better in a one-off comparison on the dev cases (issue 10's note)."""
     radius = equivalent_diameter_mm(painted, spacing_xyz) / 2.0
     half_length = extent_factor * 2.0 * radius
     depth = ndimage.distance_transform_edt(painted, sampling=(spacing_xyz[1], spacing_xyz[0]))

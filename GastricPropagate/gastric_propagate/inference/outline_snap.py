@@ -17,8 +17,8 @@ from scipy import ndimage
 from gastric_propagate.inference.registration import bounds, median_2d
 
 # The painted band must be split this well (balanced accuracy) by one threshold before the outline is snapped.
-# 0.8 and 0.9 gave the same mean Dice on the dev cases (0.889 with the tapered copy; 0.879 without snapping; a
-# scratch study on cached opinions with the previous weights, before scripts/choose_vote.py confirmed the snap).
+# 0.8 and 0.9 tied in a one-off comparison on the dev cases (issue 10's note); scripts/choose_vote.py prints the
+# engine with and without the snap.
 MIN_FIT = 0.8
 # Width of the band along the outline, in pixels each side: the partial-volume rim. Two pixels lost on the dev cases.
 BAND_PX = 1
