@@ -14,8 +14,8 @@ of them mark). Chosen on held-out synthetic cases (``scripts/choose_vote.py``) w
 per-slice Dice on both generators of the time ('shapes' 0.36 to 0.47, phantoms 0.67 to 0.77). With the lengthened
 lesions and the third generator it no longer wins everywhere. With the tapered copy and the snap (40 each, the
 previous weights): 0.72 to 0.83 on phantoms, 0.64 to 0.53 on 'shapes', 0.71 to 0.59 on 'thorax' (mean 0.69 without
-it, 0.65 with it). It is still in, and the next thing to re-decide: the review threshold (``pipeline.REVIEW_CONFIDENCE``) was chosen
-with it.
+it, 0.65 with it). It is still in, and the next thing to re-decide: the review threshold
+(``pipeline.REVIEW_CONFIDENCE``) was chosen with it.
 Painted slices are 1.
 """
 
