@@ -86,7 +86,8 @@ class RunResult:
     seconds: float
     device: str
     timings: dict[str, float] = field(default_factory=dict)
-    #: Non-painted slices the engine asks the reader to check: confidence below 0.5, or cut back after a leak.
+    #: Non-painted slices the engine asks the reader to check: confidence below ``pipeline.REVIEW_CONFIDENCE``, or
+    #: cut back after a leak.
     slices_to_review: list[int] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
