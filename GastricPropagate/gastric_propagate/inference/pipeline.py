@@ -149,9 +149,9 @@ class Segmenter:
         reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach
         if not reach_factor > 0:
             raise ValueError(f"the vote's reach must be above 0 painted diameters, not {reach_factor}")
+        anchor_masks = {k: painted[k] for k in anchor_slices}
         if consensus:  # the networks need not go where no voxel can win the vote
-            first, last = vote.vote_window({k: painted[k] for k in anchor_slices}, spacing_xyz,
-                                           extent_factor=reach_factor)
+            first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=reach_factor)
             if first > low:
                 low = reach_limited["down"] = first
             if last < high:
@@ -204,8 +204,8 @@ class Segmenter:
         if consensus:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
-            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, {k: painted[k] for k in anchor_slices},
-                                            (low, high), extent_factor=reach_factor)
+            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, anchor_masks, (low, high),
+                                            extent_factor=reach_factor)
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
