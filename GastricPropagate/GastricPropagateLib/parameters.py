@@ -6,7 +6,7 @@ The Logic takes them as they are; this module maps them to the other two forms t
 - the panel's parameter node (``GastricPropagateParameterNode`` in GastricPropagate.py), which stores "no limit"
   as -1 / 0 because a Slicer parameter node has no None: ``optionsFromParameterNode``;
 - the flags of the engine's ``segment`` command, which the child process is started with:
-  ``commandLineArguments``. ``Testing/Python/slicer/test_parameters.py`` parses them with the CLI's own parser and
+  ``commandLineArguments``. ``Testing/Python/slicer_layer/test_parameters.py`` parses them with the CLI's own parser and
   must get the same options back, for every field, so the two cannot drift apart.
 
 Nothing here imports torch at module level (the panel must work before PyTorch is installed).

@@ -1,7 +1,7 @@
 """What the panel shows a radiologist after a run: one row per visited slice, the low ones flagged.
 
 Pure Python on a ``RunResult`` (no MRML, no Qt): the Widget only copies these rows into its table, so what is
-flagged, and why, is tested headless (``Testing/Python/slicer/test_review.py``).
+flagged, and why, is tested headless (``Testing/Python/slicer_layer/test_review.py``).
 """
 
 from __future__ import annotations
