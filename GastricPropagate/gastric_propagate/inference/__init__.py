@@ -1,1 +1,2 @@
-"""What runs when a user segments: networks, preprocessing, propagation, refinement, the pipeline and its checkpoints. The Slicer module loads this part alone."""
+"""What runs when a user segments: networks, preprocessing, propagation, refinement, the vote, the pipeline and its
+checkpoints. The Slicer module loads this part alone."""

@@ -124,3 +124,18 @@ def test_a_chain_ended_by_the_votes_reach_says_so(bundled_segmenter):
                                         PropagationOptions(max_distance_mm=4.0))
     assert limited.slice_range() == (18, 22)
     assert all("slice limit" in reason for reason in limited.stop_reasons.values()), limited.stop_reasons
+
+
+def test_probabilities_of_a_blob_apart_from_the_painted_voxels_are_dropped():
+    from gastric_propagate.inference.pipeline import _keep_connected_to_anchors
+
+    probabilities = np.zeros((6, 20, 20), np.float32)
+    probabilities[1:4, 4:9, 4:9] = 0.9  # the tumour, through the painted slice 2
+    probabilities[1:4, 14:18, 14:18] = 0.8  # a stray blob
+    probabilities[4, 14:18, 14:18] = 0.3  # below the threshold: not part of any region, kept as it is
+    painted = np.zeros((20, 20), bool)
+    painted[5:8, 5:8] = True
+    kept = _keep_connected_to_anchors(probabilities, {2: painted})
+    np.testing.assert_array_equal(kept[1:4, 4:9, 4:9], np.float32(0.9))
+    assert not kept[1:4, 14:18, 14:18].any()
+    np.testing.assert_array_equal(kept[4], probabilities[4])
