@@ -116,21 +116,21 @@ def _confidence_rows(engine, case) -> list[tuple[float, float, float]]:
 
 def _print_confidence(rows) -> None:
     plain, voted, scores = (np.array(column) for column in zip(*rows))
+    poor = scores < POOR_SLICE_DICE
     for name, values in (("without agreement", plain), ("with agreement", voted)):
         r = float(np.corrcoef(values, scores)[0, 1])
         print(f"  confidence {name:<18} Pearson r {r:.2f} with per-slice Dice over {len(scores)} slices"
               + ("" if math.isfinite(r) else " (constant)"))
-    poor = scores < POOR_SLICE_DICE
-    print(f"  review threshold: slices flagged, and how well they find the {poor.sum()} slices with Dice < "
-          f"{POOR_SLICE_DICE} (recall, precision, F1)")
-    for threshold in REVIEW_THRESHOLDS:
-        flagged = voted < threshold
-        found = int((flagged & poor).sum())
-        recall, precision = found / max(1, poor.sum()), found / max(1, flagged.sum())
-        f1 = 2 * recall * precision / max(1e-9, recall + precision)
-        print(f"    < {threshold:.1f}{' (shipped)' if threshold == REVIEW_CONFIDENCE else '':<10} "
-              f"{flagged.mean():5.0%} flagged; recall {recall:.2f}, precision {precision:.2f}, F1 {f1:.2f}")
-
+        print(f"  review threshold: slices flagged, and how well they find the {poor.sum()} slices with Dice < "
+              f"{POOR_SLICE_DICE} (recall, precision, F1)")
+        for threshold in REVIEW_THRESHOLDS:
+            flagged = values < threshold
+            found = int((flagged & poor).sum())
+            recall, precision = found / max(1, poor.sum()), found / max(1, flagged.sum())
+            f1 = 2 * recall * precision / max(1e-9, recall + precision)
+            shipped = " (shipped)" if threshold == REVIEW_CONFIDENCE and values is voted else ""
+            print(f"    < {threshold:.1f}{shipped:<10} {flagged.mean():5.0%} flagged; recall {recall:.2f}, "
+                  f"precision {precision:.2f}, F1 {f1:.2f}")
 
 if __name__ == "__main__":
     main()

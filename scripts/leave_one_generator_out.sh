@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Leave-one-generator-out: train on one synthetic generator, evaluate on 20 held-out cases of the others:
 # phantom -> shapes, phantom -> thorax (the shipped weights' training) and shapes -> phantom.
-# Usage: bash scripts/leave_one_generator_out.sh [OUT]   (default runs/logo; about 75 minutes on 2 CPU cores)
+# Usage: bash scripts/leave_one_generator_out.sh [OUT]   (default runs/logo; about 80 minutes on 2 CPU cores)
 # Its first training is the shipped weights' run (README, Weights); the evaluations use held-out seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

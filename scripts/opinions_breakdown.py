@@ -4,10 +4,13 @@ On the true tumour slices within the vote's reach (painted slice excluded), per 
 opinion is empty there (its chain lost the tumour) and, on the slices where it is not, its in-plane Dice, precision,
 recall and median area against the truth's. It also prints the shape of the truth along z: its length in painted
 (largest) equivalent diameters, and the area of its first and last slices against the largest; the vote's reach and
-copied outline assume a tumour about as long as it is wide. A diagnosis for the next change, not a score: the
-evaluation reports are the scores.
+copied outline assume a tumour about as long as it is wide. Last, two ceilings on the 3D Dice: the truth cut to the
+result's slices (what the result's extent along z alone costs) and, per slice, the best of the result, its three
+opinions and nothing (the candidate adding the most true less false voxels: what any rule choosing among the
+opinions slice by slice could reach at most). A diagnosis for the next change, not a score: the evaluation reports
+are the scores.
 
-    .venv/bin/python scripts/opinions_breakdown.py --data ../shared/real-ct      # about 3 minutes on 2 CPU cores
+    .venv/bin/python scripts/opinions_breakdown.py --data ../shared/real-ct      # about 2 minutes on 2 CPU cores
     .venv/bin/python scripts/opinions_breakdown.py --generator shapes --cases 20  # the dev cases of choose_vote.py
 """
 
@@ -41,6 +44,7 @@ def main() -> None:
     segmenter = Segmenter(device="cpu")
     table: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     shapes: dict[str, list[tuple[float, float]]] = {}
+    ceilings: dict[str, list[tuple[float, float, float]]] = {}
     for case in cases:
         data = case.load()
         annotation = make_annotation(data.label, data.spacing_xyz, "largest", seed=case.seed)
@@ -63,6 +67,7 @@ def main() -> None:
         for name, mask in opinions.items():
             group.setdefault(name, []).append(_figures(mask > 0, truth, slices))
         shapes.setdefault(case_group(case.name), []).append(_truth_shape(truth, painted, data.spacing_xyz))
+        ceilings.setdefault(case_group(case.name), []).append(_ceilings(opinions, truth))
     for group, rows in table.items():
         print(f"\n{group}: {len(next(iter(rows.values())))} cases, {' / '.join(COLUMNS)} (means over cases)")
         for name, figures in rows.items():
@@ -71,6 +76,9 @@ def main() -> None:
         length, ends = np.array(shapes[group]).mean(axis=0)
         print(f"  the truth along z: {length:.2f} painted diameters long; its end slices hold {ends:.0%} of the "
               "largest area")
+        result, extent, best = np.array(ceilings[group]).mean(axis=0)
+        print(f"  3D Dice: the result {result:.3f}; the truth on the result's slices {extent:.3f}; per slice the best "
+              f"of the result, its opinions and nothing {best:.3f}")
 
 
 def _truth_shape(truth: np.ndarray, painted: np.ndarray,
@@ -81,6 +89,17 @@ def _truth_shape(truth: np.ndarray, painted: np.ndarray,
     occupied = np.flatnonzero(areas)
     length = len(occupied) * spacing_xyz[2] / equivalent_diameter_mm(painted, spacing_xyz)
     return length, float((areas[occupied[0]] + areas[occupied[-1]]) / 2 / areas.max())
+
+
+def _ceilings(opinions: dict[str, np.ndarray], truth: np.ndarray) -> tuple[float, float, float]:
+    """3D Dice of the result, of the truth on the result's slices only, and of the per-slice best candidate."""
+    result = opinions["the vote (the result)"] > 0
+    on_result_slices = truth & result.any(axis=(1, 2))[:, None, None]
+    best = np.zeros_like(truth)
+    for j in range(truth.shape[0]):
+        candidates = [mask[j] > 0 for mask in opinions.values()] + [np.zeros_like(truth[j])]
+        best[j] = max(candidates, key=lambda m: 2 * int((m & truth[j]).sum()) - int(m.sum()))
+    return dice(result, truth), dice(on_result_slices, truth), dice(best, truth)
 
 
 def _figures(mask: np.ndarray, truth: np.ndarray, slices: list[int]) -> tuple[float, ...]:
