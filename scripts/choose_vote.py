@@ -132,5 +132,6 @@ def _print_confidence(rows) -> None:
             print(f"    < {threshold:.1f}{shipped:<10} {flagged.mean():5.0%} flagged; recall {recall:.2f}, "
                   f"precision {precision:.2f}, F1 {f1:.2f}")
 
+
 if __name__ == "__main__":
     main()

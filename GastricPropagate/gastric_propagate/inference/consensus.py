@@ -173,7 +173,7 @@ def keep_connected(mask: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarr
     """The parts of ``mask`` that connect (in 3D) to a painted voxel of an anchor slice; the rest are strays."""
     if not mask.any():
         return mask
-    occupied = np.flatnonzero(mask.any(axis=(1, 2)))
+    occupied = np.flatnonzero(mask.any(axis=(1, 2)))  # z first: y and x are then scanned on the mask's slices only
     z = slice(occupied[0], occupied[-1] + 1)
     box = (z,) + _bounding_box(mask[z])[1:]
     labels, count = ndimage.label(mask[box])  # within the mask's bounding box: a whole CT takes far longer
