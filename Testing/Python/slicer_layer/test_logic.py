@@ -381,12 +381,18 @@ def test_masking_that_leaves_nothing_is_refused_without_writing(case, trainedLog
     assertSnapshotsEqual(before, case.snapshot())
 
 
-def test_segment_editor_masking_is_turned_into_arrays(case, logic):
+def _editorMaskedInsideTheTruth(case):
+    """A Segment Editor node whose editable area is inside a new segment holding the truth; and that segment's ID."""
     insideId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "allowed", (0.1, 0.9, 0.1))
     editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
     editor.SetAndObserveSegmentationNode(case.segmentation)
     editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editor.SetMaskSegmentID(insideId)
+    return editor, insideId
+
+
+def test_segment_editor_masking_is_turned_into_arrays(case, logic):
+    editor, insideId = _editorMaskedInsideTheTruth(case)
     editor.SetSourceVolumeIntensityMask(True)
     editor.SetSourceVolumeIntensityMaskRange(-50.0, 300.0)
     before = case.snapshot()
@@ -409,11 +415,7 @@ def test_segment_editor_masking_is_turned_into_arrays(case, logic):
 
 
 def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(case, logic):
-    insideId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "allowed", (0.1, 0.9, 0.1))
-    editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
-    editor.SetAndObserveSegmentationNode(case.segmentation)
-    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
-    editor.SetMaskSegmentID(insideId)
+    editor, insideId = _editorMaskedInsideTheTruth(case)
     case.segmentation.GetSegmentation().RemoveSegment(insideId)
     editor.SetMaskSegmentID(insideId)  # the editor may have dropped it; a saved scene can still name it
     with pytest.raises(InputError, match="no longer exists.*Masking section.*untick 'Use Segment Editor masking'"):
