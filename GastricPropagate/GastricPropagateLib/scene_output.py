@@ -166,7 +166,8 @@ def _convertToSource(prepared: PreparedInput, mask: np.ndarray):
     volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
     source = sourceRepresentationName(segmentationNode.GetSegmentation())
     with temporaryNodes(volumeNode.GetScene()):
-        node = temporarySegmentationNode(volumeNode, slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+        labelmapName = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        node = temporarySegmentationNode(volumeNode, labelmapName)
         segmentation = node.GetSegmentation()
         segmentation.CopyConversionParameters(segmentationNode.GetSegmentation())
         segmentId = segmentation.AddEmptySegment("", resultSegmentName(), _RESULT_COLOURS[0])

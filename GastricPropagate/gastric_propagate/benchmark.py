@@ -48,8 +48,9 @@ def run_benchmark(*, cases: int = 10, repeats: int = 5, skip: set[str] = frozens
                   proposer: str | None = None, refiner: str | None = None) -> dict:
     """Runs the selected parts and prints their figures; returns them."""
     figures = {}
+    cuda = "yes: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
     print(f"GastricPropagate benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{os.cpu_count()} cores, CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+          f"{os.cpu_count()} cores, CUDA {cuda}")
     if "speed" not in skip:
         figures["speed"] = _speed(repeats, proposer, refiner)
     segmenter = Segmenter(proposer, refiner, device=device)

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from gastric_propagate import __version__
-from gastric_propagate.inference.options import VOTE_REACH
+from gastric_propagate.inference.options import VOTE_REACH, PropagationOptions
 
 
 EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
@@ -226,9 +226,7 @@ def _check_folder(folder: str, what: str) -> None:
     check_writable_folder(folder, f"{what} {folder}")
 
 
-def _options(args) -> "PropagationOptions":
-    from gastric_propagate.inference.pipeline import PropagationOptions
-
+def _options(args) -> PropagationOptions:
     return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
                               max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
                               use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest,
@@ -272,11 +270,11 @@ def _train(args) -> int:
     from gastric_propagate.training.train import TrainingConfig, train
 
     _check_device(args.device)
-    for option, value, minimum in (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0),
-                                   ("--thorax", args.thorax, 0), ("--workers", args.workers, 1), ("--validation-phantoms",
-                                   args.validation_phantoms, 0), ("--proposer-steps", args.proposer_steps, 0),
-                                   ("--refiner-steps", args.refiner_steps, 0), ("--batch-size", args.batch_size, 1),
-                                   ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
+    minimums = (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0), ("--thorax", args.thorax, 0),
+                ("--workers", args.workers, 1), ("--validation-phantoms", args.validation_phantoms, 0),
+                ("--proposer-steps", args.proposer_steps, 0), ("--refiner-steps", args.refiner_steps, 0),
+                ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1), ("--seed", args.seed, 0))
+    for option, value, minimum in minimums:
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
     if not (args.data or args.phantoms or args.shapes or args.thorax):

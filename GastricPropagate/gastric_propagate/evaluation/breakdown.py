@@ -64,7 +64,8 @@ def breakdown_markdown(rows: list[dict], variant: str, titles: dict[str, str]) -
                   "| Method | below copy-slice | median abs. volume error (%) |", "|---|---|---|"]
         for method in methods:
             scored = [row for row in rows if row["method"] == method and math.isfinite(row["dice"])]
-            below = sum(1 for row in scored if row["case"] in copy and row["dice"] < copy[row["case"]] - BELOW_COPY_MARGIN)
+            below = sum(1 for row in scored
+                        if row["case"] in copy and row["dice"] < copy[row["case"]] - BELOW_COPY_MARGIN)
             errors = [abs(row["volume_error_percent"]) for row in scored if math.isfinite(row["volume_error_percent"])]
             median_error = f"{statistics.median(errors):.1f}" if errors else "-"
             lines.append(f"| {titles.get(method, method)} | {below} of {len(scored)} | {median_error} |")

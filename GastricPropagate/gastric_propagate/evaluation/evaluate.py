@@ -426,7 +426,8 @@ def write_figure(rows: list[dict], path: str | Path, example: dict | None = None
 def _score_one(method: Method, data, annotation: np.ndarray, variant: str, source: str,
                painted: int) -> tuple[dict, np.ndarray | None]:
     row = {"case": data.name, "variant": variant, "method": method.name, "painted_slice": painted,
-           "slice_mm": round(float(data.spacing_xyz[2]), 3), "source": source, "truth_ml": round(volume_ml(data.label, data.spacing_xyz), _DECIMALS), "error": ""}
+           "slice_mm": round(float(data.spacing_xyz[2]), 3), "source": source,
+           "truth_ml": round(volume_ml(data.label, data.spacing_xyz), _DECIMALS), "error": ""}
     started = time.perf_counter()
     try:
         output = method.run(data.image, data.spacing_xyz, annotation, truth_label=data.label,

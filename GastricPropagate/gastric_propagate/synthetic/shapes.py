@@ -51,7 +51,8 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tu
     factor = [max(1.0, s / 2.0) for s in sigma_vox]
     coarse_shape = [max(2, int(np.ceil(n / f)) + 2) for n, f in zip(shape, factor)]
     coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), [s / f for s, f in zip(sigma_vox, factor)])
-    field = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse_shape)], order=1)[tuple(slice(0, n) for n in shape)]
+    field = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse_shape)], order=1)
+    field = field[tuple(slice(0, n) for n in shape)]
     return (field - field.mean()) / (field.std() + 1e-6)
 
 

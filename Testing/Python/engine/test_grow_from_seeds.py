@@ -23,7 +23,8 @@ SPACING = (0.8, 0.8, 2.5)
 
 @pytest.fixture(scope="module")
 def slicer_core():
-    return pytest.importorskip("slicer", reason="needs the slicer-core wheel (slicer.vtkImageGrowCutSegment): pip install -e '.[slicer]'")
+    return pytest.importorskip(
+        "slicer", reason="needs the slicer-core wheel (slicer.vtkImageGrowCutSegment): pip install -e '.[slicer]'")
 
 
 def _sphere_volume(seed: int = 0):

@@ -85,7 +85,8 @@ def setSegmentArray(segmentationNode, referenceVolumeNode, segmentId: str, array
         slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
         ids = vtk.vtkStringArray()
         ids.InsertNextValue(segmentId)
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        assert logic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
     finally:
         scene.RemoveNode(labelmap)
 
