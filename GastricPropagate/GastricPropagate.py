@@ -73,7 +73,8 @@ class GastricPropagate(ScriptedLoadableModule):
         self.parent.contributors = ["GastricPropagate contributors"]
         self.parent.helpText = _(
             "Segments a gastric tumour in 3D from one painted axial slice of a CT.<br>"
-            "1. In the Segment Editor, paint the tumour's largest cross-section on one axial slice.<br>"
+            "1. In the Segment Editor, paint the tumour's largest cross-section on one axial slice, along its edge "
+            "(the result follows the outline as drawn).<br>"
             "2. Select the CT and that segment here and click <b>Propagate</b>.<br>"
             "The result is a new segment, <i>Tumour (propagated)</i>, beside the painted one, which is never "
             "changed. Check the least confident slice first, then correct with the Segment Editor.<br>"

@@ -4,7 +4,8 @@ The cases of a folder are split into K folds (stratified by case group, fixed se
 bundled weights are fine-tuned on the other K-1 folds with the project's own command
 (`gastric-propagate train --data ... --init bundled`), and both the bundled and the fine-tuned weights are
 evaluated on the held-out fold with `gastric-propagate evaluate`. Nothing is trained on a case it is then
-scored on. Prints one table (mean Dice per group, bundled vs fine-tuned) and writes the runs under --out.
+scored on. Prints one table (mean Dice per group of the vote and of the networks alone, shipped vs
+fine-tuned) and writes the runs under --out.
 
     .venv/bin/python scripts/crossval_finetune.py --data ../shared/real-ct --out runs/crossval --folds 3
 """
@@ -23,6 +24,9 @@ import numpy as np
 from gastric_propagate.data.cases import find_pairs
 from gastric_propagate.evaluation.breakdown import case_group
 
+#: The engine's result (the vote) and the networks alone (proposer + refiner), each scored on the held-out fold.
+METHODS = {"engine": "the vote", "networks": "the networks alone"}
+
 
 def _link_fold(pairs, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -34,10 +38,14 @@ def _link_fold(pairs, folder: Path) -> None:
                 target.symlink_to(Path(source).resolve())
 
 
-def _scores(results_csv: Path) -> dict[str, float]:
+def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
+    """Dice per case of each scored method: ``{method: {case: dice}}``."""
+    scores: dict[str, dict[str, float]] = {method: {} for method in METHODS}
     with open(results_csv, newline="") as handle:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)
-                if row["method"] == "engine"}
+        for row in csv.DictReader(handle):
+            if row["method"] in scores:
+                scores[row["method"]][row["case"]] = float(row["dice"])
+    return scores
 
 
 def main() -> int:
@@ -65,7 +73,8 @@ def main() -> int:
             folds[i % args.folds].append(members[index])
 
     out = Path(args.out)
-    bundled, tuned = {}, {}
+    bundled: dict[str, dict[str, float]] = {method: {} for method in METHODS}
+    tuned: dict[str, dict[str, float]] = {method: {} for method in METHODS}
     for fold in range(args.folds):
         held_out = folds[fold]
         training = [pair for other in range(args.folds) if other != fold for pair in folds[other]]
@@ -80,23 +89,24 @@ def main() -> int:
         elif not (fold_dir / "weights" / "proposer.pt").exists():
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
-                          "--methods", "engine"]
+                          "--methods", *METHODS]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",
                                    str(fold_dir / "weights" / "refiner.pt")], check=True)
-        bundled.update(_scores(fold_dir / "eval-bundled" / "results.csv"))
-        tuned.update(_scores(fold_dir / "eval-tuned" / "results.csv"))
+        for scores, run in ((bundled, "eval-bundled"), (tuned, "eval-tuned")):
+            for method, per_case in _scores(fold_dir / run / "results.csv").items():
+                scores[method].update(per_case)
 
-    groups = sorted({case_group(name) for name in bundled})
-    print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled)} cases of {args.data} "
-          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds of the "
-          "engine's result (the vote)")
+    groups = sorted({case_group(name) for name in bundled["engine"]})
+    print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled['engine'])} cases of {args.data} "
+          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds")
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
-    for title, scores in (("bundled", bundled), ("fine-tuned on the other folds", tuned)):
-        cells = [f"{statistics.fmean(v for k, v in scores.items() if case_group(k) == g):.3f}" for g in groups]
-        print(f"| {title} | " + " | ".join(cells) + f" | {statistics.fmean(scores.values()):.3f} |")
+    for method, what in METHODS.items():
+        for title, scores in (("shipped", bundled[method]), ("fine-tuned on the other folds", tuned[method])):
+            cells = [f"{statistics.fmean(v for k, v in scores.items() if case_group(k) == g):.3f}" for g in groups]
+            print(f"| {title}, {what} | " + " | ".join(cells) + f" | {statistics.fmean(scores.values()):.3f} |")
     return 0
 
 
