@@ -31,7 +31,7 @@ def test_missing_corrupt_swapped_and_foreign_files(tmp_path):
     with pytest.raises(WeightsError, match="does not exist.*gastric-propagate train"):
         load_checkpoint(tmp_path / "nope.pt", stage="proposer")
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"\x80\x04 not a checkpoint")
+    corrupt.write_bytes(b"\x80\x02 not a checkpoint")  # a truncated pickle (protocol 2, as torch.save)
     with pytest.raises(WeightsError, match="corrupt"):
         load_checkpoint(corrupt, stage="proposer")
     refiner = save_checkpoint(tmp_path / "r.pt", stage="refiner", network=tiny(6), preprocessing=Preprocessing(),
