@@ -85,8 +85,8 @@ def setSegmentArray(segmentationNode, referenceVolumeNode, segmentId: str, array
         slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
         ids = vtk.vtkStringArray()
         ids.InsertNextValue(segmentId)
-        logic = slicer.vtkSlicerSegmentationsModuleLogic
-        assert logic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
+        segmentations = slicer.vtkSlicerSegmentationsModuleLogic
+        assert segmentations.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids)
     finally:
         scene.RemoveNode(labelmap)
 
