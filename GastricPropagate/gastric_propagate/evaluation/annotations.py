@@ -4,6 +4,8 @@ Variants (all on one axial slice, uint8 (z, y, x), deterministic given ``seed``)
     largest: the largest cross-section, copied from the label (as in the source study).
     random_slice: a random tumour slice whose area is at least a quarter of the largest one
         (a user who paints another slice than the largest; tiny end slices are not drawn).
+    next_slice: the slice just above or below the largest cross-section, at random (a user who misses the
+        largest by one slice and, believing it the largest, leaves the options as they are).
     eroded: the largest cross-section shrunk in-plane by a random 1-2 mm (a tight outline).
     dilated: the largest cross-section grown in-plane by a random 1-2 mm (a generous outline).
 """
@@ -38,6 +40,14 @@ def random_slice(label: np.ndarray, spacing_xyz: tuple[float, float, float],
     return annotation_from_label(label, int(rng.choice(candidates)))
 
 
+def next_slice(label: np.ndarray, spacing_xyz: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """The label on the slice just above or below the largest cross-section (one that holds tumour), at random."""
+    k = largest_cross_section_index(label)
+    areas = slice_areas(label)
+    neighbours = [z for z in (k - 1, k + 1) if 0 <= z < len(areas) and areas[z] > 0]
+    return annotation_from_label(label, int(rng.choice(neighbours)) if neighbours else k)
+
+
 def eroded(label: np.ndarray, spacing_xyz: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """The largest cross-section shrunk in-plane by 1-2 mm (never to nothing)."""
     return _change_outline(label, spacing_xyz, -float(rng.uniform(*OUTLINE_CHANGE_MM)))
@@ -51,6 +61,7 @@ def dilated(label: np.ndarray, spacing_xyz: tuple[float, float, float], rng: np.
 VARIANTS: dict[str, Callable[[np.ndarray, tuple[float, float, float], np.random.Generator], np.ndarray]] = {
     "largest": largest,
     "random_slice": random_slice,
+    "next_slice": next_slice,
     "eroded": eroded,
     "dilated": dilated,
 }

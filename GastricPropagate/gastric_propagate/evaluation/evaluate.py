@@ -375,7 +375,9 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         "Cells: mean ± SD (median).",
         "",
         "Annotation variants: largest = the largest true cross-section; random_slice = the truth on a random "
-        "slice with at least 1/4 of the largest area; eroded / dilated = the largest cross-section shrunk / "
+        "slice with at least 1/4 of the largest area (run as not the largest); next_slice = the truth on the slice "
+        "just above or below the largest (run as the largest, as a user who missed it by one slice would); "
+        "eroded / dilated = the largest cross-section shrunk / "
         "grown in-plane by 1-2 mm. The 'fill between slices, ideal' row reads the true first, largest and last "
         "slices: it is an upper reference for shape-only interpolation, not a competitor.",
     ]

@@ -50,6 +50,23 @@ def test_random_slice_lies_in_the_tumour_and_varies_with_the_seed(label):
     assert len(chosen) > 2
 
 
+def test_next_slice_is_a_neighbour_of_the_largest_and_takes_both_sides(label):
+    largest = int(np.argmax(label.sum(axis=(1, 2))))
+    chosen = set()
+    for seed in range(12):
+        annotation = make_annotation(label, SPACING, "next_slice", seed=seed)
+        k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+        np.testing.assert_array_equal(annotation[k], label[k])
+        chosen.add(k)
+    assert chosen == {largest - 1, largest + 1}
+
+
+def test_next_slice_of_a_one_slice_tumour_is_that_slice():
+    flat = np.zeros((5, 16, 16), np.uint8)
+    flat[2, 4:12, 4:12] = 1
+    np.testing.assert_array_equal(make_annotation(flat, SPACING, "next_slice", seed=0), flat)
+
+
 def test_erosion_never_empties_a_thin_outline():
     label = np.zeros((5, 20, 20), np.uint8)
     label[2, 9:11, 5:15] = 1
