@@ -80,7 +80,7 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                             "(for comparison)")
     group.add_argument("--painted-not-largest", action="store_true",
                        help="the painted slice is not the tumour's largest cross-section: relax the size-based "
-                            "leak rules and widen the crop")
+                            "leak rules, widen the crop, and let the vote's registration reach further")
     group.add_argument("--vote-reach", type=_diameters,
                        help="how far the vote's registration and copied outline reach each way along z, in painted "
                             f"equivalent diameters (default {VOTE_REACH:g}; for experiments)")

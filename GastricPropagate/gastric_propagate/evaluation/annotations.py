@@ -21,6 +21,9 @@ from scipy import ndimage
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index, slice_areas
 
 DEFAULT_VARIANT = "largest"
+# Variants run as not the largest cross-section (--painted-not-largest), as a user who knows it would; a user who
+# misses the largest by a slice (next_slice) believes it the largest.
+PAINTED_NOT_LARGEST = frozenset({"random_slice"})
 # A random-slice annotation is drawn only on slices at least this fraction of the largest area.
 MIN_RANDOM_SLICE_AREA_FRACTION = 0.25
 # In-plane outline change of the eroded / dilated variants, in mm (drawn uniformly).

@@ -46,7 +46,7 @@ from gastric_propagate.evaluation import baselines
 from gastric_propagate.inference import consensus
 from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown, per_slice_dice
 from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
-from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, VARIANTS, make_annotation
+from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, PAINTED_NOT_LARGEST, VARIANTS, make_annotation
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ class _EngineMethods:
         if key != case_key or result is None:
             # Whoever paints a slice other than the largest says so, as a user of the CLI or module would.
             variant = case_key[1] if isinstance(case_key, tuple) else None
-            options = PropagationOptions(use_consensus=consensus, painted_is_largest=variant != "random_slice")
+            options = PropagationOptions(use_consensus=consensus,
+                                         painted_is_largest=variant not in PAINTED_NOT_LARGEST)
             result = segment_volume(image, spacing_xyz, annotation, options=options, segmenter=self._segmenter)
             self._results[consensus] = (case_key, result)
         return result
@@ -374,12 +375,13 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         "in 'empty'). Volume error: signed, in % of the true volume. Seconds: wall time of the method alone. "
         "Cells: mean ± SD (median).",
         "",
-        "Annotation variants: largest = the largest true cross-section; random_slice = the truth on a random "
-        "slice with at least 1/4 of the largest area (run as not the largest); next_slice = the truth on the slice "
-        "just above or below the largest (run as the largest, as a user who missed it by one slice would); "
-        "eroded / dilated = the largest cross-section shrunk / "
-        "grown in-plane by 1-2 mm. The 'fill between slices, ideal' row reads the true first, largest and last "
-        "slices: it is an upper reference for shape-only interpolation, not a competitor.",
+        "Annotation variants: largest = the largest true cross-section; "
+        "random_slice = the truth on a random slice with at least 1/4 of the largest area (run as not the largest); "
+        "next_slice = the truth on the slice just above or below the largest (run as the largest, as a user who "
+        "missed it by one slice would); "
+        "eroded / dilated = the largest cross-section shrunk / grown in-plane by 1-2 mm. "
+        "The 'fill between slices, ideal' row reads the true first, largest and last slices: it is an upper "
+        "reference for shape-only interpolation, not a competitor.",
     ]
     for variant in variants:
         lines += ["", f"## Annotation: {variant}", "",

@@ -25,13 +25,13 @@ class PropagationOptions:
         max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
         use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
         use_consensus: keep the voxels that at least two of three opinions hold: the networks, slice-to-slice
-            registration and the painted outline copied along z (see ``inference/consensus.py``). Applies when the
-            painted slice is the largest cross-section, with or without corrected slices (keyframes); switch off to
-            measure the networks alone.
+            registration and the painted outline copied along z (see ``inference/consensus.py``), with or without
+            corrected slices (keyframes); switch off to measure the networks alone.
         painted_is_largest: the painted slice is the tumour's largest cross-section, as the protocol asks. The
             leak rules then compare each slice with it. When another slice was painted, set it to False: the
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
-            ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline.
+            ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline; the vote's
+            registration reaches ``consensus.NOT_LARGEST_REGISTRATION_REACH`` diameters and its copy does not taper.
         vote_reach: how far the vote's registration and copied outline reach each way along z, in painted
             equivalent diameters; None keeps ``consensus.REACH_FACTOR`` (for experiments: scripts/choose_vote.py).
     """

@@ -144,14 +144,17 @@ class Segmenter:
         low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
         prep = self.proposer.preprocessing
         painted = annotation > 0
-        consensus = options.use_consensus and options.painted_is_largest
+        consensus = options.use_consensus
         reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
         reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach
         if not reach_factor > 0:
             raise ValueError(f"the vote's reach must be above 0 painted diameters, not {reach_factor}")
+        # Not the largest cross-section: the tumour may grow beyond the outline, which the registration can follow.
+        window_factor = reach_factor if options.painted_is_largest else max(reach_factor,
+                                                                            vote.NOT_LARGEST_REGISTRATION_REACH)
         anchor_masks = {k: painted[k] for k in anchor_slices}
         if consensus:  # the networks need not go where no voxel can win the vote
-            first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=reach_factor)
+            first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)
             if first > low:
                 low = reach_limited["down"] = first
             if last < high:
@@ -178,7 +181,7 @@ class Segmenter:
         for direction, limit in reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (
-                    f"stopped at slice {limit}: {reach_factor:g} painted diameters from the outermost painted slice, "
+                    f"stopped at slice {limit}: {window_factor:g} painted diameters from the outermost painted slice, "
                     "as far as the vote with registration and the copy reaches")
         proposed = time.perf_counter()
         final = coarse.probabilities
@@ -205,7 +208,8 @@ class Segmenter:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
             mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, anchor_masks, (low, high),
-                                            extent_factor=reach_factor)
+                                            extent_factor=reach_factor, registration_reach=window_factor,
+                                            taper=options.painted_is_largest)
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))

@@ -76,6 +76,25 @@ def test_the_vote_between_two_anchors_leaves_no_gap_and_keeps_both():
     assert not mask[:4].any() and not mask[37:].any()  # beyond each outer anchor: its own reach (8 slices)
 
 
+def test_a_vote_from_a_slice_that_is_not_the_largest_follows_the_tumour_beyond_the_copys_reach():
+    """A cone widening along z, painted on a narrow slice; the networks are perfect here. The protocol's vote ends at
+    the copy's reach (0.75 x 20 mm: 8 slices); from a slice that is not the largest, the registration reaches 3
+    painted diameters (30 slices), so the networks and it carry the tumour on, wider than the painted outline."""
+    z, y, x = np.mgrid[:40, :64, :64]
+    truth = ((x - 32) ** 2 + (y - 32) ** 2 <= (6.0 + 0.4 * z) ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
+    anchors = {10: truth[10] > 0}
+    protocol, _ = take_vote(truth, image, SPACING, anchors, (0, 39))
+    assert [k for k in range(40) if protocol[k].any()] == list(range(2, 19))
+    wider, (_, registered, copied) = take_vote(truth, image, SPACING, anchors, (0, 39), registration_reach=3.0,
+                                               taper=False)
+    assert [k for k in range(40) if wider[k].any()] == list(range(40))
+    assert registered[39].any() and not copied[19].any()  # the copy keeps its own reach
+    assert (copied[18] == anchors[10]).all()  # straight, not tapered
+    assert wider[30].sum() > 1.3 * anchors[10].sum()
+    np.testing.assert_array_equal(wider[10], anchors[10])
+
+
 def test_keep_connected_drops_a_stray_blob():
     mask = np.zeros((5, 20, 20), dtype=np.uint8)
     mask[1:4, 5:10, 5:10] = 1

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 
 from gastric_propagate.data.annotation import largest_cross_section_index
-from gastric_propagate.evaluation.annotations import VARIANTS, make_annotation
+from gastric_propagate.evaluation.annotations import PAINTED_NOT_LARGEST, VARIANTS, make_annotation
 
 SPACING = (0.8, 0.8, 2.5)
 
@@ -23,6 +23,11 @@ def test_one_slice_deterministic(label, variant):
     assert first.dtype == np.uint8 and first.shape == label.shape
     assert np.count_nonzero(first.any(axis=(1, 2))) == 1
     np.testing.assert_array_equal(first, make_annotation(label, SPACING, variant, seed=7))
+
+
+def test_only_another_slice_is_run_as_not_the_largest():
+    # next_slice stands for a reader who believes the slice is the largest, and leaves the box ticked.
+    assert PAINTED_NOT_LARGEST == {"random_slice"} and PAINTED_NOT_LARGEST <= set(VARIANTS)
 
 
 def test_eroded_inside_original_inside_dilated(label):

@@ -91,36 +91,46 @@ def test_the_vote_keeps_to_the_slice_limits(bundled_segmenter, held_out):
     assert painted_slices(result.mask)[0] >= k - 1 and painted_slices(result.mask)[-1] <= k + 1
 
 
-def test_a_painted_slice_that_is_not_the_largest_keeps_the_networks_result(bundled_segmenter, held_out):
-    case = held_out[0]
-    first, last = painted_slices(case.label)[0], painted_slices(case.label)[-1]
-    annotation = annotation_from_label(case.label, (first + last) // 2 + 2)
-    result = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation,
-                                       PropagationOptions(painted_is_largest=False))
-    assert not result.consensus
-    np.testing.assert_array_equal(result.mask, result.network_mask)
+def test_a_painted_slice_that_is_not_the_largest_takes_the_vote_with_a_longer_registration(bundled_segmenter):
+    # The soft-tissue cylinder of the next test: from a slice that is not the largest, the registration reaches
+    # NOT_LARGEST_REGISTRATION_REACH painted diameters (3 x 23.7 mm: 36 slices of 2 mm), so the vote does too.
+    image, spacing, annotation = _cylinder(depth=100, painted=50)
+    result = bundled_segmenter.segment(image, spacing, annotation, PropagationOptions(painted_is_largest=False))
+    assert result.consensus
+    reach = int(round(vote.NOT_LARGEST_REGISTRATION_REACH * 2.0 * np.sqrt(annotation[50].sum() / np.pi) / 2.0))
+    assert result.slice_range() == (50 - reach, 50 + reach)
+    for reason in result.stop_reasons.values():
+        assert f"{vote.NOT_LARGEST_REGISTRATION_REACH:g} painted diameters" in reason, result.stop_reasons
+    alone = bundled_segmenter.segment(image, spacing, annotation,
+                                      PropagationOptions(painted_is_largest=False, use_consensus=False))
+    assert not alone.consensus
+    np.testing.assert_array_equal(alone.mask, alone.network_mask)
+
+
+def _cylinder(depth: int = 40, painted: int = 20):
+    """A soft-tissue cylinder of radius 12 mm through every slice (2 mm apart), painted on one."""
+    z, y, x = np.mgrid[:depth, :80, :80]
+    truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
+    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
+    image[:, :, :5] = -1000
+    return image.astype(np.int16), (1.0, 1.0, 2.0), annotation_from_label(truth, painted)
 
 
 def test_a_chain_ended_by_the_votes_reach_says_so(bundled_segmenter):
     # A soft-tissue cylinder through every slice: the networks would follow it to the volume's ends.
-    z, y, x = np.mgrid[:40, :80, :80]
-    truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
-    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
-    image[:, :, :5] = -1000
-    spacing = (1.0, 1.0, 2.0)  # equivalent diameter 23.7 mm: REACH_FACTOR x 23.7 mm / 2 mm slices each way
-    annotation = annotation_from_label(truth, 20)
-    result = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation)
-    reach = int(round(vote.REACH_FACTOR * 2.0 * np.sqrt(truth[20].sum() / np.pi) / 2.0))
+    image, spacing, annotation = _cylinder()  # equivalent diameter 23.7 mm: REACH_FACTOR x 23.7 mm / 2 mm each way
+    result = bundled_segmenter.segment(image, spacing, annotation)
+    reach = int(round(vote.REACH_FACTOR * 2.0 * np.sqrt(annotation[20].sum() / np.pi) / 2.0))
     assert result.slice_range() == (20 - reach, 20 + reach)
     for reason in result.stop_reasons.values():
         assert f"{vote.REACH_FACTOR:g} painted diameters" in reason and "slice limit" not in reason, result.stop_reasons
-    shorter = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation,
+    shorter = bundled_segmenter.segment(image, spacing, annotation,
                                         PropagationOptions(vote_reach=0.25))
     assert shorter.slice_range() == (17, 23)  # 0.25 x 23.7 mm: 3 slices each way
     assert all("0.25 painted diameters" in reason for reason in shorter.stop_reasons.values()), shorter.stop_reasons
     with pytest.raises(ValueError, match="reach"):
-        bundled_segmenter.segment(image.astype(np.int16), spacing, annotation, PropagationOptions(vote_reach=0.0))
-    limited = bundled_segmenter.segment(image.astype(np.int16), spacing, annotation,
+        bundled_segmenter.segment(image, spacing, annotation, PropagationOptions(vote_reach=0.0))
+    limited = bundled_segmenter.segment(image, spacing, annotation,
                                         PropagationOptions(max_distance_mm=4.0))
     assert limited.slice_range() == (18, 22)
     assert all("slice limit" in reason for reason in limited.stop_reasons.values()), limited.stop_reasons
