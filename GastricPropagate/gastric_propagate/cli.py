@@ -16,7 +16,7 @@ import sys
 import threading
 
 from gastric_propagate import __version__
-from gastric_propagate.inference.options import VOTE_REACH, PropagationOptions
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, VOTE_REACH, PropagationOptions
 
 
 EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
@@ -83,7 +83,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                             "leak rules, widen the crop, and let the vote's registration reach further")
     group.add_argument("--vote-reach", type=_diameters,
                        help="how far the vote's registration and copied outline reach each way along z, in painted "
-                            f"equivalent diameters (default {VOTE_REACH:g}; for experiments)")
+                            f"equivalent diameters (default {VOTE_REACH:g}; with --painted-not-largest the "
+                            f"registration reaches at least {NOT_LARGEST_REGISTRATION_REACH:g}; for experiments)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 # How far the vote's registration and tapered copy reach each way along z, in painted equivalent diameters; chosen
 # on the dev cases (``consensus.REACH_FACTOR`` has the figures). Here, free of the engine's libraries, for the CLI.
 VOTE_REACH = 0.75
+# How far the vote's registration reaches when the painted slice is not the largest cross-section, in painted
+# equivalent diameters (``consensus.py`` has the figures).
+NOT_LARGEST_REGISTRATION_REACH = 3.0
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,11 @@ class PropagationOptions:
             leak rules then compare each slice with it. When another slice was painted, set it to False: the
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
             ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline; the vote's
-            registration reaches ``consensus.NOT_LARGEST_REGISTRATION_REACH`` diameters and its copy does not taper.
+            registration reaches ``NOT_LARGEST_REGISTRATION_REACH`` diameters and its copy does not taper.
         vote_reach: how far the vote's registration and copied outline reach each way along z, in painted
             equivalent diameters; None keeps ``consensus.REACH_FACTOR`` (for experiments: scripts/choose_vote.py).
+            When the painted slice is not the largest, the registration reaches at least
+            ``NOT_LARGEST_REGISTRATION_REACH``.
     """
 
     keyframes: bool = False

@@ -28,6 +28,7 @@ from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
@@ -151,7 +152,7 @@ class Segmenter:
             raise ValueError(f"the vote's reach must be above 0 painted diameters, not {reach_factor}")
         # Not the largest cross-section: the tumour may grow beyond the outline, which the registration can follow.
         window_factor = reach_factor if options.painted_is_largest else max(reach_factor,
-                                                                            vote.NOT_LARGEST_REGISTRATION_REACH)
+                                                                            NOT_LARGEST_REGISTRATION_REACH)
         anchor_masks = {k: painted[k] for k in anchor_slices}
         if consensus:  # the networks need not go where no voxel can win the vote
             first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)

@@ -7,6 +7,7 @@ from gastric_propagate.data.annotation import annotation_from_label, painted_sli
 from gastric_propagate.data.cases import phantom_cases
 from gastric_propagate.metrics import dice
 from gastric_propagate.inference import consensus as vote
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
 from gastric_propagate.inference.pipeline import PropagationOptions
 
 
@@ -97,10 +98,10 @@ def test_a_painted_slice_that_is_not_the_largest_takes_the_vote_with_a_longer_re
     image, spacing, annotation = _cylinder(depth=100, painted=50)
     result = bundled_segmenter.segment(image, spacing, annotation, PropagationOptions(painted_is_largest=False))
     assert result.consensus
-    reach = int(round(vote.NOT_LARGEST_REGISTRATION_REACH * 2.0 * np.sqrt(annotation[50].sum() / np.pi) / 2.0))
+    reach = int(round(NOT_LARGEST_REGISTRATION_REACH * 2.0 * np.sqrt(annotation[50].sum() / np.pi) / 2.0))
     assert result.slice_range() == (50 - reach, 50 + reach)
     for reason in result.stop_reasons.values():
-        assert f"{vote.NOT_LARGEST_REGISTRATION_REACH:g} painted diameters" in reason, result.stop_reasons
+        assert f"{NOT_LARGEST_REGISTRATION_REACH:g} painted diameters" in reason, result.stop_reasons
     alone = bundled_segmenter.segment(image, spacing, annotation,
                                       PropagationOptions(painted_is_largest=False, use_consensus=False))
     assert not alone.consensus
