@@ -449,6 +449,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if prepared.correctedSlices:
             self.ui.statusLabel.text += " " + _("Corrected slices kept as anchors: K = {slices}.").format(
                 slices=", ".join(str(k) for k in prepared.correctedSlices))
+        for sentence in result.advice:
+            self.ui.statusLabel.text += " " + sentence
         self.ui.thisRunValueLabel.text = _("{duration} on {device}").format(
             duration=formatDuration(result.seconds), device=result.device)
 

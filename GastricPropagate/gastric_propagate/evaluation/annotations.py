@@ -4,6 +4,8 @@ Variants (all on one axial slice, uint8 (z, y, x), deterministic given ``seed``)
     largest: the largest cross-section, copied from the label (as in the source study).
     random_slice: a random tumour slice whose area is at least a quarter of the largest one
         (a user who paints another slice than the largest; tiny end slices are not drawn).
+    random_slice_ticked: the same slice as random_slice, run as the largest (a user who paints another slice and
+        leaves the box ticked, as the engine's advice is there to catch).
     next_slice: the slice just above or below the largest cross-section, at random (a user who misses the
         largest by one slice and, believing it the largest, leaves the options as they are).
     eroded: the largest cross-section shrunk in-plane by a random 1-2 mm (a tight outline).
@@ -24,6 +26,8 @@ DEFAULT_VARIANT = "largest"
 # Variants run as not the largest cross-section (--painted-not-largest), as a user who knows it would; a user who
 # misses the largest by a slice (next_slice) believes it the largest.
 PAINTED_NOT_LARGEST = frozenset({"random_slice"})
+# Variants that draw the same annotation as another one (their own random stream would pick another slice).
+SAME_SLICE_AS = {"random_slice_ticked": "random_slice"}
 # A random-slice annotation is drawn only on slices at least this fraction of the largest area.
 MIN_RANDOM_SLICE_AREA_FRACTION = 0.25
 # In-plane outline change of the eroded / dilated variants, in mm (drawn uniformly).
@@ -64,6 +68,7 @@ def dilated(label: np.ndarray, spacing_xyz: tuple[float, float, float], rng: np.
 VARIANTS: dict[str, Callable[[np.ndarray, tuple[float, float, float], np.random.Generator], np.ndarray]] = {
     "largest": largest,
     "random_slice": random_slice,
+    "random_slice_ticked": random_slice,
     "next_slice": next_slice,
     "eroded": eroded,
     "dilated": dilated,
@@ -91,7 +96,8 @@ def make_annotation(label: np.ndarray, spacing_xyz: tuple[float, float, float], 
         raise ValueError(f"unknown annotation variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if not np.any(label):
         raise ValueError("the label is empty: there is no tumour to annotate")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(variant.encode())])
+    stream = SAME_SLICE_AS.get(variant, variant)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(stream.encode())])
     return VARIANTS[variant](label, spacing_xyz, rng)
 
 

@@ -68,11 +68,13 @@ class Evaluation:
         rows: one dict per (case, variant, method) with the keys of ``CSV_COLUMNS``.
         example: the arrays the figure draws (the first case, default variant; ``example.npz``), or None.
         confidence: the engine's (case, variant, slice, confidence, flagged, dice) rows (``confidence.csv``).
+        advice: the engine's (case, variant, advised) rows: whether its result came with advice to the reader.
     """
 
     rows: list[dict]
     example: dict | None = None
     confidence: list[dict] = field(default_factory=list)
+    advice: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class _EngineMethods:
         self._results: dict[bool, tuple[object, object]] = {}  # use_consensus -> (case key, result)
         # (case, variant, slice, confidence, dice) of every propagated slice: how confidence tracks quality.
         self.confidence_rows: list[dict] = []
+        # (case, variant, advised): whether the result came with advice ("the painted slice may not be the largest").
+        self.advice_rows: list[dict] = []
 
     def _run(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, case_key: object, consensus: bool):
         from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, segment_volume
@@ -144,6 +148,8 @@ class _EngineMethods:
 
     def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
+        if isinstance(case_key, tuple):
+            self.advice_rows.append({"case": case_key[0], "variant": case_key[1], "advised": int(bool(result.advice))})
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
             flagged = set(result.slices_to_review())
@@ -228,7 +234,8 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
                 example_arrays = _example_arrays(data, annotation, variant, example)
         logger.info("case %d/%d (%s) done", case_index + 1, len(cases), case.name)
     bar.close()
-    return Evaluation(rows=rows, example=example_arrays, confidence=list(engine.confidence_rows))
+    return Evaluation(rows=rows, example=example_arrays, confidence=list(engine.confidence_rows),
+                      advice=list(engine.advice_rows))
 
 
 def write_reports(evaluation: Evaluation, out_dir: str | Path, meta: dict) -> dict[str, Path]:
@@ -256,6 +263,8 @@ def write_reports(evaluation: Evaluation, out_dir: str | Path, meta: dict) -> di
     if evaluation.confidence:
         paths["confidence"] = out_dir / CONFIDENCE_FILE
         meta = {**meta, "confidence": evaluation.confidence}
+    if evaluation.advice:
+        meta = {**meta, "advice": evaluation.advice}
     with OutputBatch() as outputs:
         outputs.file(paths["csv"], lambda temporary: write_csv(rows, temporary))
         outputs.text(summary_markdown(rows, meta), paths["summary"])
@@ -377,6 +386,7 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         "",
         "Annotation variants: largest = the largest true cross-section; "
         "random_slice = the truth on a random slice with at least 1/4 of the largest area (run as not the largest); "
+        "random_slice_ticked = the same slice, run as the largest (the box left ticked); "
         "next_slice = the truth on the slice just above or below the largest (run as the largest, as a user who "
         "missed it by one slice would); "
         "eroded / dilated = the largest cross-section shrunk / grown in-plane by 1-2 mm. "
@@ -396,6 +406,10 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
             lines.append(f"| {titles.get(method, method)} | {len(selected)} | {' | '.join(cells)} | {empty} | "
                          f"{len(selected) - len(scored)} |")
         lines += breakdown_markdown(rows, variant, titles)
+        advice = [row["advised"] for row in meta.get("advice", []) if row["variant"] == variant]
+        if advice:
+            lines += ["", f"The engine's result came with advice to the reader (today only that the painted slice "
+                          f"may not be the largest cross-section) in {sum(advice)} of {len(advice)} runs."]
     if meta.get("confidence"):
         from gastric_propagate.inference.pipeline import REVIEW_CONFIDENCE
 

@@ -66,6 +66,8 @@ class SegmentationResult:
             equal to ``mask`` when no consensus was taken.
         consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
+        advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
+            not the largest cross-section), one sentence each; empty when there is nothing to say.
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -84,6 +86,7 @@ class SegmentationResult:
     network_mask: np.ndarray | None = None
     consensus: bool = False
     cut_back: list[int] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -211,6 +214,8 @@ class Segmenter:
             mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, anchor_masks, (low, high),
                                             extent_factor=reach_factor, registration_reach=window_factor,
                                             taper=options.painted_is_largest)
+        advice = _painted_slice_advice(opinions[1], anchor_slices, painted, spacing_xyz) if (
+            consensus and options.painted_is_largest) else []
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
@@ -231,7 +236,22 @@ class Segmenter:
             timings={"prepare": prepared - started, "proposer": proposed - prepared,
                      "refiner": refined - proposed, "paste_back": pasted - refined, "consensus": voted - pasted,
                      "confidence": finished - voted},
-            network_mask=network_mask, consensus=consensus, cut_back=cut_back)
+            network_mask=network_mask, consensus=consensus, cut_back=cut_back, advice=advice)
+
+
+def _painted_slice_advice(registered: np.ndarray, anchor_slices: list[int], painted: np.ndarray,
+                          spacing_xyz: tuple[float, float, float]) -> list[str]:
+    """A sentence when the registration finds a cross-section well larger than the painted one next to it: the
+    protocol's painted slice is then probably not the largest, and the size rules and the vote assumed it was."""
+    if len(anchor_slices) != 1:  # after corrections, the anchors are what the reader chose
+        return []
+    k = anchor_slices[0]
+    slice_index, ratio = vote.larger_neighbour(registered, k, painted[k], spacing_xyz)
+    if ratio <= vote.LARGER_NEIGHBOUR_RATIO:
+        return []
+    return [f"Slice {slice_index} looks {ratio:.1f} times as large as the painted slice {k}: the painted slice may not "
+            "be the tumour's largest cross-section. If it is not, run again with it marked as not the largest (the "
+            "module's 'is the largest cross-section' box unchecked; --painted-not-largest)."]
 
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,

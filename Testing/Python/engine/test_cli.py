@@ -50,7 +50,7 @@ def test_segment_writes_a_label_on_the_ct_grid_and_a_report(case, tmp_path, bund
     assert set(np.unique(mask)) == {0, 1}
     assert dice(mask, case["truth"]) > 0.8
     data = json.loads(report.read_text())
-    for key in ("volume_ml", "slices", "seconds", "device", "slice_confidence", "manual_estimate_seconds"):
+    for key in ("volume_ml", "slices", "seconds", "device", "slice_confidence", "manual_estimate_seconds", "advice"):
         assert key in data
     assert data["device"] == "cpu" and data["volume_ml"] > 0
     assert data["manual_estimate_seconds"] == {"full_outline": 420, "one_slice": 40}

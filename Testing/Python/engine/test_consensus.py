@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from gastric_propagate.data.annotation import annotation_from_label
-from gastric_propagate.inference.consensus import copy_along_z, keep_connected, majority, take_vote, tapered_copy
+from gastric_propagate.inference.consensus import (copy_along_z, keep_connected, larger_neighbour, majority, take_vote,
+                                                   tapered_copy)
 from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
 from gastric_propagate.metrics import dice
 
@@ -93,6 +94,18 @@ def test_a_vote_from_a_slice_that_is_not_the_largest_follows_the_tumour_beyond_t
     assert (copied[18] == anchors[10]).all()  # straight, not tapered
     assert wider[30].sum() > 1.3 * anchors[10].sum()
     np.testing.assert_array_equal(wider[10], anchors[10])
+
+
+def test_larger_neighbour_looks_half_a_painted_diameter_each_way():
+    painted = np.zeros((40, 40), dtype=bool)
+    painted[10:30, 10:30] = True  # 400 mm2: equivalent diameter 22.6 mm; half of it is 11.3 mm, 6 slices of 2 mm
+    registered = np.zeros((30, 40, 40), dtype=np.uint8)
+    registered[12] = painted
+    registered[16, 8:32, 8:32] = 1  # 576 mm2, 4 slices up
+    registered[4, 5:35, 5:35] = 1  # 900 mm2, but 8 slices down: out of reach
+    assert larger_neighbour(registered, 12, painted, SPACING) == (16, 576 / 400)
+    registered[16] = 0
+    assert larger_neighbour(registered, 12, painted, SPACING) == (12, 1.0)
 
 
 def test_keep_connected_drops_a_stray_blob():

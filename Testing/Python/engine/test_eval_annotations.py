@@ -25,6 +25,12 @@ def test_one_slice_deterministic(label, variant):
     np.testing.assert_array_equal(first, make_annotation(label, SPACING, variant, seed=7))
 
 
+def test_the_ticked_random_slice_is_the_random_slice(label):
+    for seed in range(5):
+        np.testing.assert_array_equal(make_annotation(label, SPACING, "random_slice_ticked", seed=seed),
+                                      make_annotation(label, SPACING, "random_slice", seed=seed))
+
+
 def test_only_another_slice_is_run_as_not_the_largest():
     # next_slice stands for a reader who believes the slice is the largest, and leaves the box ticked.
     assert PAINTED_NOT_LARGEST == {"random_slice"} and PAINTED_NOT_LARGEST <= set(VARIANTS)

@@ -105,9 +105,14 @@ def test_engine_rows_from_two_runs_per_case(oracle_segmenter, monkeypatch):
         return original(self, image, spacing, annotation, options, **kwargs)
 
     monkeypatch.setattr(pipeline.Segmenter, "segment", counted)
-    rows = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], methods=["proposer", "networks", "engine"],
-                                   variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False).rows
+    evaluation = evaluate.run_evaluation([_case("tiny_e", 5, 12.0)], methods=["proposer", "networks", "engine"],
+                                         variants=["largest", "eroded"], segmenter=oracle_segmenter, progress=False)
+    rows = evaluation.rows
     assert sorted(calls) == [False, False, True, True] and len(rows) == 6
+    assert [(row["variant"], row["advised"]) for row in evaluation.advice][0] == ("largest", 0)  # painted: the largest
+    assert [row["variant"] for row in evaluation.advice] == ["largest", "eroded"]
+    text = evaluate.summary_markdown(rows, {"data": "x", "command": "y", "advice": evaluation.advice})
+    assert text.count("advice to the reader") == 2 and "cross-section) in 0 of 1 runs." in text
     for row in rows:
         assert row["error"] == "" and row["dice"] > 0.8, row
     proposer, networks = rows[0], rows[1]

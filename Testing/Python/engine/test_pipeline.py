@@ -108,6 +108,26 @@ def test_a_painted_slice_that_is_not_the_largest_takes_the_vote_with_a_longer_re
     np.testing.assert_array_equal(alone.mask, alone.network_mask)
 
 
+def test_a_painted_slice_with_a_larger_neighbour_comes_with_advice(bundled_segmenter):
+    """A cone widening along z (radius 6 + 0.8 mm per slice), painted on a narrow slice with the box left ticked: the
+    result says which nearby slice looks larger and what to do. Unticked, or painted on a cylinder, it says nothing."""
+    z, y, x = np.mgrid[:40, :96, :96]
+    truth = ((x - 48) ** 2 + (y - 48) ** 2 <= np.minimum(6.0 + 0.8 * z, 30) ** 2).astype(np.uint8)
+    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
+    image[:, :, :5] = -1000
+    image, annotation = image.astype(np.int16), annotation_from_label(truth, 8)
+    ticked = bundled_segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    assert len(ticked.advice) == 1, ticked.advice
+    larger = int(ticked.advice[0].split()[1])
+    assert 8 < larger <= 8 + 6, ticked.advice  # within half a painted diameter (about 6 slices)
+    assert "not the largest" in ticked.advice[0] and "--painted-not-largest" in ticked.advice[0]
+    unticked = bundled_segmenter.segment(image, (1.0, 1.0, 2.0), annotation,
+                                         PropagationOptions(painted_is_largest=False))
+    assert unticked.advice == []
+    cylinder = bundled_segmenter.segment(*_cylinder())
+    assert cylinder.advice == []
+
+
 def _cylinder(depth: int = 40, painted: int = 20):
     """A soft-tissue cylinder of radius 12 mm through every slice (2 mm apart), painted on one."""
     z, y, x = np.mgrid[:depth, :80, :80]
