@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from gastric_propagate.data.annotation import slice_areas
 from gastric_propagate.inference.options import VOTE_REACH
 from gastric_propagate.inference.outline_snap import snap_outline
 from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration, slices_within
@@ -127,7 +128,7 @@ def larger_neighbour(registered: np.ndarray, k: int, painted: np.ndarray,
     and that area relative to the painted one."""
     steps = slices_within(painted, spacing_xyz, reach)
     first = max(0, k - steps)
-    areas = np.count_nonzero(registered[first:k + steps + 1], axis=(1, 2))
+    areas = slice_areas(registered[first:k + steps + 1])
     largest = int(np.argmax(areas))
     return first + largest, float(areas[largest]) / max(1, int(np.count_nonzero(painted)))
 
