@@ -33,7 +33,7 @@ from GastricPropagateLib.logic import (  # noqa: F401  (GastricPropagateLogic is
     resultSegmentName,
 )
 from GastricPropagateLib.parameters import missingInput, optionsFromParameterNode
-from GastricPropagateLib.review import reviewRows, reviewSummary
+from GastricPropagateLib.review import adviceSentences, reviewRows, reviewSummary
 from GastricPropagateLib.runner import QProcessLauncher
 from GastricPropagateLib.results_table import (
     MANUAL_FULL_OUTLINE_SECONDS,
@@ -449,7 +449,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if prepared.correctedSlices:
             self.ui.statusLabel.text += " " + _("Corrected slices kept as anchors: K = {slices}.").format(
                 slices=", ".join(str(k) for k in prepared.correctedSlices))
-        for sentence in result.advice:
+        for sentence in adviceSentences(result.advice):
             self.ui.statusLabel.text += " " + sentence
         self.ui.thisRunValueLabel.text = _("{duration} on {device}").format(
             duration=formatDuration(result.seconds), device=result.device)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
+from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
 
 from .i18n import _
 
-__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "reviewRows", "reviewSummary"]
+__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "adviceSentences", "reviewRows", "reviewSummary"]
 
 #: Background (RGB) of the list rows flagged for review, and of the least confident slice's row.
 REVIEW_COLOUR = (255, 220, 150)
@@ -84,3 +85,18 @@ def reviewSummary(rows: list[ReviewRow]) -> str:
     if not flagged:
         return _("No slice flagged for review (all propagated slices have confidence 0.5 or more).")
     return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged), slices=describe_slices(flagged))
+
+
+def adviceSentences(advice: list[dict]) -> list[str]:
+    """The engine's advice (``RunResult.advice``) as the panel says it, in the reader's language where the kind is
+    known (the engine words it in English, naming its command-line option); any other kind as the engine worded it."""
+    sentences = []
+    for item in advice:
+        if item.get("kind") == LARGER_NEIGHBOUR:
+            sentences.append(_(
+                "Slice {slice} looks {ratio:.1f} times as large as the painted slice {painted}: the painted slice may "
+                "not be the tumour's largest cross-section. If it is not, uncheck 'is the largest cross-section' and "
+                "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
+        else:
+            sentences.append(str(item.get("sentence", "")))
+    return sentences

@@ -89,8 +89,9 @@ class RunResult:
     #: Non-painted slices the engine asks the reader to check: confidence below ``pipeline.REVIEW_CONFIDENCE``, or
     #: cut back after a leak.
     slices_to_review: list[int] = field(default_factory=list)
-    #: Sentences the reader should see before trusting the result (``SegmentationResult.advice``).
-    advice: list[str] = field(default_factory=list)
+    #: What the reader should see before trusting the result (``SegmentationResult.advice``), as the report holds
+    #: it: a dict each, with its "kind", its English "sentence" and the figures the sentence names.
+    advice: list[dict] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last K index of the result, or None when it is empty."""
@@ -114,7 +115,7 @@ def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
         device=str(report.get("device", "")),
         timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()},
         slices_to_review=sorted(int(k) for k in report.get("slices_to_review", [])),
-        advice=[str(sentence) for sentence in report.get("advice", [])])
+        advice=[dict(item) for item in report.get("advice", [])])
 
 
 # ---------------------------------------------------------------------------------------------- launchers

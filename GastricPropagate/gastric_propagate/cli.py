@@ -260,8 +260,8 @@ def _segment(args) -> int:
     where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
     print(f"tumour: {report['volume_ml']:.1f} mL {where} "
           f"({report['seconds']:.2f} s on {report['device']}) -> {args.output}")
-    for sentence in report["advice"]:
-        print(f"note: {sentence}")
+    for advice in report["advice"]:
+        print(f"note: {advice['sentence']}")
     return 0
 
 

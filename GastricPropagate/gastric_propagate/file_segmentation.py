@@ -85,7 +85,8 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         "least_confident_slices": result.least_confident_slices(5),
         "slices_to_review": result.slices_to_review(),
         "stop_reasons": result.stop_reasons,
-        "advice": result.advice,  # sentences the reader should see before trusting the result
+        # what the reader should see before trusting the result: kind, sentence and the figures it names
+        "advice": [advice.to_dict() for advice in result.advice],
         "consensus": result.consensus,  # the vote of the networks, registration and the copied outline
         "voxels": int(np.count_nonzero(result.mask)),
     }

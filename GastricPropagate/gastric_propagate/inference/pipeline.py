@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gastric_propagate.data.annotation import painted_slices
+from gastric_propagate.inference.advice import Advice, larger_neighbour_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D
@@ -67,7 +68,7 @@ class SegmentationResult:
         consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
         advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
-            not the largest cross-section), one sentence each; empty when there is nothing to say.
+            not the largest cross-section), one ``Advice`` each; empty when there is nothing to say.
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -86,7 +87,7 @@ class SegmentationResult:
     network_mask: np.ndarray | None = None
     consensus: bool = False
     cut_back: list[int] = field(default_factory=list)
-    advice: list[str] = field(default_factory=list)
+    advice: list[Advice] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -240,8 +241,8 @@ class Segmenter:
 
 
 def _painted_slice_advice(registered: np.ndarray, anchor_slices: list[int], painted: np.ndarray,
-                          spacing_xyz: tuple[float, float, float]) -> list[str]:
-    """A sentence when the registration finds a cross-section well larger than the painted one next to it: the
+                          spacing_xyz: tuple[float, float, float]) -> list[Advice]:
+    """Advice when the registration finds a cross-section well larger than the painted one next to it: the
     protocol's painted slice is then probably not the largest, and the size rules and the vote assumed it was."""
     if len(anchor_slices) != 1:  # after corrections, the anchors are what the reader chose
         return []
@@ -249,9 +250,7 @@ def _painted_slice_advice(registered: np.ndarray, anchor_slices: list[int], pain
     slice_index, ratio = vote.larger_neighbour(registered, k, painted[k], spacing_xyz)
     if ratio <= vote.LARGER_NEIGHBOUR_RATIO:
         return []
-    return [f"Slice {slice_index} looks {ratio:.1f} times as large as the painted slice {k}: the painted slice may not "
-            "be the tumour's largest cross-section. If it is not, run again with it marked as not the largest (the "
-            "module's 'is the largest cross-section' box unchecked; --painted-not-largest)."]
+    return [larger_neighbour_advice(k, slice_index, ratio)]
 
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,

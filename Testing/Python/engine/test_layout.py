@@ -20,3 +20,8 @@ def test_inference_loads_no_synthetic_data_training_or_evaluation():
 def test_options_load_without_torch():
     """The Slicer panel builds options in Slicer's own process; the networks run in a child process."""
     assert "torch" not in _modules_after("from gastric_propagate.inference.options import PropagationOptions")
+
+
+def test_advice_loads_without_torch():
+    """The panel words the engine's advice itself, in Slicer's process."""
+    assert "torch" not in _modules_after("import gastric_propagate.inference.advice")

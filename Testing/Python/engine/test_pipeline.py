@@ -7,6 +7,7 @@ from gastric_propagate.data.annotation import annotation_from_label, painted_sli
 from gastric_propagate.data.cases import phantom_cases
 from gastric_propagate.metrics import dice
 from gastric_propagate.inference import consensus as vote
+from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
 from gastric_propagate.inference.pipeline import PropagationOptions
 
@@ -118,9 +119,12 @@ def test_a_painted_slice_with_a_larger_neighbour_comes_with_advice(bundled_segme
     image, annotation = image.astype(np.int16), annotation_from_label(truth, 8)
     ticked = bundled_segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
     assert len(ticked.advice) == 1, ticked.advice
-    larger = int(ticked.advice[0].split()[1])
-    assert 8 < larger <= 8 + 6, ticked.advice  # within half a painted diameter (about 6 slices)
-    assert "not the largest" in ticked.advice[0] and "--painted-not-largest" in ticked.advice[0]
+    advice = ticked.advice[0]
+    assert advice.kind == LARGER_NEIGHBOUR and advice.values["painted_slice"] == 8
+    assert 8 < advice.values["slice"] <= 8 + 6, advice  # within half a painted diameter (about 6 slices)
+    assert advice.values["ratio"] > 1.2
+    assert advice.sentence.startswith(f"Slice {advice.values['slice']} looks {advice.values['ratio']:.1f} times")
+    assert "not the largest" in advice.sentence and "--painted-not-largest" in advice.sentence
     unticked = bundled_segmenter.segment(image, (1.0, 1.0, 2.0), annotation,
                                          PropagationOptions(painted_is_largest=False))
     assert unticked.advice == []

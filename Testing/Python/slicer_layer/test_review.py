@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
-from GastricPropagateLib.review import reviewRows, reviewSummary
+from GastricPropagateLib.review import adviceSentences, reviewRows, reviewSummary
 from GastricPropagateLib.runner import RunResult
 
 pytestmark = pytest.mark.slicer
@@ -49,3 +49,16 @@ def test_row_colours_mark_the_least_confident_and_the_flagged_slices():
     assert rows[3].colour() == LEAST_CONFIDENT_COLOUR
     assert rows[4].colour() == REVIEW_COLOUR
     assert rows[5].colour() is None and rows[6].colour() is None
+
+
+def test_advice_is_worded_for_the_panel_from_its_figures():
+    """The engine's sentence names its command-line option; the panel's names its own check box, from the figures."""
+    from gastric_propagate.inference.advice import larger_neighbour_advice
+
+    engine = larger_neighbour_advice(12, 15, 1.43).to_dict()
+    assert "--painted-not-largest" in engine["sentence"]
+    [sentence] = adviceSentences([engine])
+    assert sentence.startswith("Slice 15 looks 1.4 times as large as the painted slice 12:")
+    assert "uncheck 'is the largest cross-section'" in sentence and "--painted" not in sentence
+    other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
+    assert adviceSentences([other]) == [other["sentence"]]

@@ -155,11 +155,13 @@ def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path):
     paths["report.json"].write_text(json.dumps({
         "slice_confidence": {"1": 0.3, "2": 1.0, "3": 0.55, "4": 0.8}, "painted_slices": [2],
         "slices_to_review": [3, 1], "stop_reasons": {}, "seconds": 1.5, "device": "cpu",
-        "advice": ["Slice 4 looks 1.5 times as large as the painted slice 2."]}))
+        "advice": [{"kind": "larger_neighbour", "sentence": "Slice 4 looks 1.5 times as large as the painted slice 2.",
+                    "painted_slice": 2, "slice": 4, "ratio": 1.5}]}))
     job = InferenceJob(_EndedProcess(), tmp_path, paths)
     assert job.poll()
     result = job.result()
     assert result.slices_to_review == [1, 3]  # slice 3 (0.55) was cut back after a leak: the engine flags it
     assert result.least_confident_slices(1) == [1]
-    assert result.advice == ["Slice 4 looks 1.5 times as large as the painted slice 2."]
+    assert result.advice == [{"kind": "larger_neighbour", "sentence": "Slice 4 looks 1.5 times as large as the painted "
+                              "slice 2.", "painted_slice": 2, "slice": 4, "ratio": 1.5}]
     np.testing.assert_array_equal(result.mask, mask)

@@ -1,0 +1,38 @@
+"""What a result tells the reader before they trust it, as data: its kind, its English sentence, and the figures the
+sentence names, so that the Slicer module (which loads no torch) can word it in the reader's language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The painted slice looks smaller than a nearby cross-section. Values: painted_slice, slice, ratio.
+LARGER_NEIGHBOUR = "larger_neighbour"
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One thing the reader should know before trusting a result.
+
+    Attributes:
+        kind: what it is about (``LARGER_NEIGHBOUR``).
+        sentence: what to tell the reader, in English: the CLI prints it and the report holds it.
+        values: the figures the sentence names.
+    """
+
+    kind: str
+    sentence: str
+    values: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the kind, the sentence and the values side by side."""
+        return {"kind": self.kind, "sentence": self.sentence, **self.values}
+
+
+def larger_neighbour_advice(painted_slice: int, slice_index: int, ratio: float) -> Advice:
+    """Slice ``slice_index`` looks ``ratio`` times as large as the painted one, which was taken as the largest."""
+    sentence = (f"Slice {slice_index} looks {ratio:.1f} times as large as the painted slice {painted_slice}: the "
+                "painted slice may not be the tumour's largest cross-section. If it is not, run again with it marked "
+                "as not the largest (the module's 'is the largest cross-section' box unchecked; "
+                "--painted-not-largest).")
+    return Advice(LARGER_NEIGHBOUR, sentence, {"painted_slice": int(painted_slice), "slice": int(slice_index),
+                                               "ratio": round(float(ratio), 2)})
