@@ -114,9 +114,7 @@ def test_a_painted_slice_with_a_larger_neighbour_comes_with_advice(bundled_segme
     result says which nearby slice looks larger and what to do. Unticked, or painted on a cylinder, it says nothing."""
     z, y, x = np.mgrid[:40, :96, :96]
     truth = ((x - 48) ** 2 + (y - 48) ** 2 <= np.minimum(6.0 + 0.8 * z, 30) ** 2).astype(np.uint8)
-    image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
-    image[:, :, :5] = -1000
-    image, annotation = image.astype(np.int16), annotation_from_label(truth, 8)
+    image, annotation = _soft_tissue_in_fat(truth), annotation_from_label(truth, 8)
     ticked = bundled_segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
     assert len(ticked.advice) == 1, ticked.advice
     advice = ticked.advice[0]
@@ -136,9 +134,14 @@ def _cylinder(depth: int = 40, painted: int = 20):
     """A soft-tissue cylinder of radius 12 mm through every slice (2 mm apart), painted on one."""
     z, y, x = np.mgrid[:depth, :80, :80]
     truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
+    return _soft_tissue_in_fat(truth), (1.0, 1.0, 2.0), annotation_from_label(truth, painted)
+
+
+def _soft_tissue_in_fat(truth: np.ndarray) -> np.ndarray:
+    """A CT of ``truth``: soft tissue (50 HU) in fat (-100 HU), 10 HU noise, and an air strip so that it reads as CT."""
     image = np.where(truth > 0, 50, -100) + np.random.default_rng(0).normal(0, 10, truth.shape)
     image[:, :, :5] = -1000
-    return image.astype(np.int16), (1.0, 1.0, 2.0), annotation_from_label(truth, painted)
+    return image.astype(np.int16)
 
 
 def test_a_chain_ended_by_the_votes_reach_says_so(bundled_segmenter):
