@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class _DoubleConv(nn.Sequential):
@@ -74,3 +77,17 @@ class UNet2D(nn.Module):
         for upsample, decoder in zip(self.upsamplers, self.decoders):
             x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
         return self.head(x)
+
+
+def inference_copy(network: UNet2D) -> UNet2D:
+    """A copy of ``network`` for inference alone: each batch norm folded into the convolution before it (with its
+    eval-mode statistics) and the weights laid out channels-last, which CPU convolutions read faster (about a third
+    off the networks' time in the benchmark; README, How it works). The outputs are the same up to float rounding;
+    the copy has no batch norm left, so train the original, never the copy."""
+    folded = copy.deepcopy(network).eval()
+    for block in folded.modules():
+        if isinstance(block, _DoubleConv):
+            for conv, norm in ((0, 1), (3, 4)):
+                block[conv] = fuse_conv_bn_eval(block[conv], block[norm])
+                block[norm] = nn.Identity()
+    return folded.to(memory_format=torch.channels_last)

@@ -28,7 +28,7 @@ from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.networks import UNet2D, inference_copy
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
@@ -125,6 +125,12 @@ class Segmenter:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
                 "different preprocessing; use a pair produced by one 'gastric-propagate train' run.")
+        self._prepare_networks()
+
+    def _prepare_networks(self) -> None:
+        """The networks as they run: batch norms folded, channels-last (``networks.inference_copy``)."""
+        self._proposer = inference_copy(self.proposer.network)
+        self._refiner = inference_copy(self.refiner.network)
 
     @classmethod
     def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),
@@ -134,6 +140,7 @@ class Segmenter:
         segmenter.device = resolve_device(device)
         segmenter.proposer = Checkpoint("proposer", proposer.to(segmenter.device).eval(), preprocessing, {})
         segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
+        segmenter._prepare_networks()
         return segmenter
 
     def segment(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray,
@@ -178,7 +185,7 @@ class Segmenter:
 
         pixel_mm = prep.pixel_spacing_mm
         rule = StopRule() if options.painted_is_largest else ANY_PAINTED_SLICE_RULE
-        coarse = propagate(self.proposer.network, crop, anchors, limits=(low_w, high_w),
+        coarse = propagate(self._proposer, crop, anchors, limits=(low_w, high_w),
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
                            slice_mm=grid.step_z * spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
@@ -193,7 +200,7 @@ class Segmenter:
         if options.use_refiner:
             if should_stop is not None and should_stop():
                 raise Cancelled("Propagation was cancelled; nothing was written.")
-            final = refine(self.refiner.network, crop, coarse.probabilities, coarse.visited)
+            final = refine(self._refiner, crop, coarse.probabilities, coarse.visited)
         for k, anchor in anchors.items():
             final[k] = anchor
         final = _keep_connected_to_anchors(final, anchors)

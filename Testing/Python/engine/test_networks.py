@@ -1,0 +1,38 @@
+"""networks.inference_copy: the networks as the pipeline runs them give the trained networks' outputs."""
+
+import torch
+from torch import nn
+
+from gastric_propagate.inference.networks import UNet2D, inference_copy
+
+
+def _trained_looking(network: UNet2D) -> UNet2D:
+    """Batch-norm statistics and affine terms away from their initial values, as after training."""
+    generator = torch.Generator().manual_seed(0)
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.randn(size, generator=generator))
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(size, generator=generator))
+    return network.eval()
+
+
+def test_the_inference_copy_gives_the_same_outputs_without_batch_norm():
+    network = _trained_looking(UNet2D(in_channels=4, base_channels=8, depth=2))
+    copy = inference_copy(network)
+    x = torch.randn(3, 4, 48, 48, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(copy(x), network(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in copy.modules())
+    assert copy.config == network.config
+
+
+def test_the_original_is_left_as_it_was():
+    network = _trained_looking(UNet2D(in_channels=6, base_channels=4, depth=2))
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    inference_copy(network)
+    assert sum(isinstance(module, nn.BatchNorm2d) for module in network.modules()) == 2 * (3 + 2)  # 3 down, 2 up
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
