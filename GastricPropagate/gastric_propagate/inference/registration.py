@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import SimpleITK as sitk
@@ -75,7 +76,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
 
     mask = np.zeros(image.shape, dtype=np.uint8)
     mask[k] = painted
-    for direction in (1, -1):
+
+    def walk(direction: int) -> None:
         current, j = painted, k
         while abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]:
             target = j + direction
@@ -98,6 +100,11 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
             current[window] = kept
             mask[target] = current
             j = target
+
+    # Up and down are independent walks over different slices: one thread each. SimpleITK's registration releases
+    # the GIL, so on two cores the walks run side by side; the mask does not depend on it.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(walk, (1, -1)))
     return mask
 
 
