@@ -30,9 +30,10 @@ class Advice:
 
 def larger_neighbour_advice(painted_slice: int, slice_index: int, ratio: float) -> Advice:
     """Slice ``slice_index`` looks ``ratio`` times as large as the painted one, which was taken as the largest."""
+    ratio = round(float(ratio), 2)  # the sentence and the values name the same figure, wherever it is worded
     sentence = (f"Slice {slice_index} looks {ratio:.1f} times as large as the painted slice {painted_slice}: the "
                 "painted slice may not be the tumour's largest cross-section. If it is not, run again with it marked "
                 "as not the largest (the module's 'is the largest cross-section' box unchecked; "
                 "--painted-not-largest).")
     return Advice(LARGER_NEIGHBOUR, sentence, {"painted_slice": int(painted_slice), "slice": int(slice_index),
-                                               "ratio": round(float(ratio), 2)})
+                                               "ratio": ratio})
