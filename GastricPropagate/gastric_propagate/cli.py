@@ -116,13 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the proposer and the refiner (or fine-tune them: --init)")
     source = train.add_argument_group("training data (one or more)")
-    source.add_argument("--data", help="folder of image/label pairs (NRRD or NIfTI), e.g. your corrected results")
+    source.add_argument("--data", action="append", metavar="DIR",
+                        help="folder of image/label pairs (NRRD or NIfTI), e.g. your corrected results; "
+                             "repeat it for several folders")
     source.add_argument("--phantoms", type=int, default=0,
                         help="this many synthetic abdominal phantoms (generator 'phantom', seeds 0..N-1)")
     source.add_argument("--shapes", type=int, default=0,
                         help="this many random-shape cases (generator 'shapes', seeds 0..N-1)")
     source.add_argument("--thorax", type=int, default=0,
                         help="this many chest CT crops around a lung nodule (generator 'thorax', seeds 0..N-1)")
+    train.add_argument("--mix", nargs="+", metavar="SOURCE=SHARE",
+                       help="share of the samples each source gets, e.g. 'real-ct-train=0.6 phantom=0.25 "
+                            "thorax=0.15' (a --data folder is named by its last part, a generator by its name); "
+                            "inside a source each lesion-size bin gets an equal part. Default: every crop equally")
+    train.add_argument("--zoom", nargs=2, type=float, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
+                       help="in-plane zoom drawn per training crop, so that lesions are seen at other sizes "
+                            "(default 1 1: none)")
     train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
                                       "proposer.pt and refiner.pt")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
@@ -266,6 +275,8 @@ def _segment(args) -> int:
 
 
 def _train(args) -> int:
+    from pathlib import Path
+
     from gastric_propagate.data.cases import folder_cases, load_cases
     from gastric_propagate.errors import InputError
     from gastric_propagate.synthetic.generators import generated_cases, load_all
@@ -285,14 +296,24 @@ def _train(args) -> int:
                          "--shapes N and/or --thorax N with N of 1 or more.")
     _check_folder(args.out, "the output folder")
     _check_weights_outputs(args)
-    cases, parts = [], []
-    if args.data:
-        cases += folder_cases(args.data)
-        parts.append(f"{len(cases)} image/label pairs from {args.data}")
+    cases, parts, sources = [], [], []
+    for folder in args.data or []:
+        found = folder_cases(folder)
+        cases += found
+        sources += [Path(folder).resolve().name] * len(found)
+        parts.append(f"{len(found)} image/label pairs from {folder}")
     for generator, count in (("phantom", args.phantoms), ("shapes", args.shapes), ("thorax", args.thorax)):
         if count:
             cases += generated_cases(generator, count)
+            sources += [generator] * count
             parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")
+    mix = _parse_mix(args.mix, set(sources)) if args.mix else {}
+    low, high = args.zoom
+    if not (0 < low <= high < 10):
+        raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
+    if mix:
+        parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in mix.items())
+                     + ", size bins balanced within each")
     init, learning_rate, preprocessing = None, args.learning_rate or 2e-3, None
     if args.init:
         init, preprocessing, init_description = _initial_networks(args.init)
@@ -304,13 +325,34 @@ def _train(args) -> int:
     config = TrainingConfig(proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
                             batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                             learning_rate=learning_rate, init=args.init or "",
+                            mix=tuple(mix.items()), zoom_range=(low, high),
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, args.workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, args.workers), args.out, config=config, device=args.device,
                   data_description="; ".join(parts), validation_cases=validation_data,
-                  command=args.command_line, init=init)
+                  command=args.command_line, init=init, sources=sources)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
+
+
+def _parse_mix(values: list[str], sources: set[str]) -> dict[str, float]:
+    """'NAME=SHARE' pairs -> {name: share}, normalised to sum to 1; every name must be one of the sources."""
+    from gastric_propagate.errors import InputError
+
+    mix = {}
+    for value in values:
+        name, _, share = value.partition("=")
+        try:
+            mix[name] = float(share)
+        except ValueError:
+            mix[name] = float("nan")
+        if name not in sources or not math.isfinite(mix[name]) or mix[name] < 0:
+            raise InputError(f"--mix {value}: give SOURCE=SHARE with a share of 0 or more and SOURCE one of "
+                             f"{', '.join(sorted(sources))}.")
+    total = sum(mix.values())
+    if total <= 0:
+        raise InputError("--mix gives no source a share above 0.")
+    return {name: share / total for name, share in mix.items()}
 
 
 def _check_weights_outputs(args) -> None:

@@ -60,10 +60,16 @@ class TrainingConfig:
     threads: int | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     init: str = ""  # checkpoints the networks started from (fine-tuning), or "" for a fresh start
+    # Share of the samples each source gets ((name, weight) pairs; see ``sampling_weights``); () draws crops uniformly.
+    mix: tuple[tuple[str, float], ...] = ()
+    # In-plane zoom drawn per crop (the crop's pixel spacing divided by it): lesions of other sizes than the data's.
+    zoom_range: tuple[float, float] = (1.0, 1.0)
 
     def describe(self) -> dict:
         values = asdict(self)
         values["preprocessing"] = self.preprocessing.to_dict()
+        values["mix"] = dict(self.mix)
+        values["zoom_range"] = list(self.zoom_range)
         return values
 
 
@@ -75,9 +81,35 @@ class _CropVolume:
     label: np.ndarray   # (z, S, S) bool
     first: int          # first tumour slice in this crop's z
     last: int
+    # Whether tumour-free slices lie before ``first`` / after ``last``: crops cut at the lesion have none, and the
+    # proposer must not learn from them that a tumour goes on past the end of the scan.
+    free_ends: tuple[bool, bool] = (True, True)
+    source: str = ""
+    diameter_mm: float = 0.0  # equivalent diameter of the largest cross-section
 
 
-def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator) -> list[_CropVolume]:
+# Size bins (equivalent diameter of the largest cross-section, mm) that ``sampling_weights`` balances.
+SIZE_BIN_EDGES_MM = (10.0, 20.0, 40.0)
+
+
+def sampling_weights(crops: list[_CropVolume], mix: dict[str, float]) -> np.ndarray:
+    """The probability of drawing each crop: each source its share of ``mix``, and inside a source every size bin
+    (``SIZE_BIN_EDGES_MM``) an equal part, so that a few large lesions are not drowned by many small ones."""
+    weights = np.zeros(len(crops))
+    for source, share in mix.items():
+        members = [i for i, crop in enumerate(crops) if crop.source == source]
+        bins = {}
+        for i in members:
+            bins.setdefault(int(np.searchsorted(SIZE_BIN_EDGES_MM, crops[i].diameter_mm)), []).append(i)
+        for indices in bins.values():
+            weights[indices] = share / len(bins) / len(indices)
+    if weights.sum() <= 0:
+        raise ValueError("the mix gives no weight to any training case")
+    return weights / weights.sum()
+
+
+def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator,
+                source: str = "") -> list[_CropVolume]:
     crops = []
     label = case.label > 0
     areas = label.reshape(label.shape[0], -1).sum(axis=1)
@@ -88,7 +120,12 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
     largest = largest_cross_section_index(label)
     prep = config.preprocessing
     centre = prompt_centre(case.image[largest], label[largest])
+    diameter = 2.0 * np.sqrt(areas[largest] * case.spacing_xyz[0] * case.spacing_xyz[1] / np.pi)
     for _ in range(config.crops_per_case):
+        prep = config.preprocessing
+        if config.zoom_range != (1.0, 1.0):
+            zoom = float(np.exp(rng.uniform(*np.log(config.zoom_range))))
+            prep = dataclasses.replace(prep, pixel_spacing_mm=prep.pixel_spacing_mm / zoom)
         grid = crop_grid_for(label[largest][None], case.spacing_xyz, prep,
                              centre_shift_mm=tuple(rng.uniform(-6, 6, size=2)),
                              extra_margin_mm=float(rng.uniform(0, 8)))
@@ -101,7 +138,9 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         # Only the working slices kept are resampled from the CT.
         window = dataclasses.replace(grid, origin_z=grid.slice_position(int(z0)), depth=int(z1 - z0))
         image = normalise(to_crop(case.image, window), prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
-        crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0))
+        free_ends = (bool(working[0] > 0), bool(working[-1] < mask.shape[0] - 1))
+        crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0, free_ends, source,
+                                 float(diameter)))
     return crops
 
 
@@ -159,12 +198,17 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
 
     A third of the samples lie beyond the tumour's end: the previous mask is the end's cross-section
     (what a propagation that overshot carries along) over tissue that is not tumour, and the target is
-    empty. Without them the network learns to copy the previous mask and never stops.
+    empty. Without them the network learns to copy the previous mask and never stops. They are drawn only
+    beyond an end with tumour-free slices (the other end, or inside the tumour, when the crop is cut there).
     """
     depth = crop.image.shape[0]
     direction = 1 if rng.random() < 0.5 else -1
+    beyond = rng.random() < 1 / 3
+    if beyond and not crop.free_ends[direction == 1]:
+        direction = -direction
+        beyond = crop.free_ends[direction == 1]
     end = crop.last if direction == 1 else crop.first
-    if rng.random() < 1 / 3:
+    if beyond:
         k = int(np.clip(end + direction * rng.integers(1, END_MARGIN + 1), 0, depth - 1))
         previous = crop.label[end]
     else:
@@ -262,7 +306,8 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
 
 def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
           device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseData] = (),
-          command: str = "", init: tuple[UNet2D, UNet2D] | None = None) -> dict[str, Path]:
+          command: str = "", init: tuple[UNet2D, UNet2D] | None = None,
+          sources: Iterable[str] | None = None) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
     Both files are renamed into place together once both are written (``data.io.OutputBatch``): a crash or
@@ -271,6 +316,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     Args:
         init: (proposer, refiner) to start from (fine-tuning; ``config.preprocessing`` must be theirs);
             fresh networks when None.
+        sources: the source name of each case (``config.mix`` gives each source its share of the samples).
 
     Returns the written paths. Reproducible for a given config.seed, data and device.
     """
@@ -282,27 +328,38 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     cases = list(cases)
     if not cases:
         raise ValueError("no training cases were given")
-    crops = [crop for case in tqdm(cases, desc="cropping", unit="case") for crop in _make_crops(case, config, rng)]
+    sources = list(sources) if sources is not None else [""] * len(cases)
+    crops = [crop for case, source in tqdm(list(zip(cases, sources)), desc="cropping", unit="case")
+             for crop in _make_crops(case, config, rng, source)]
     if not crops:
         raise ValueError("every training case had an empty label")
+    if config.mix:
+        weights = sampling_weights(crops, dict(config.mix))
+
+        def draw(r: np.random.Generator) -> int:
+            return int(r.choice(len(crops), p=weights))
+    else:
+        def draw(r: np.random.Generator) -> int:
+            return int(r.integers(len(crops)))
 
     if init is None:
         proposer, refiner = (UNet2D(in_channels=INPUT_CHANNELS[stage], base_channels=config.base_channels,
                                     depth=config.depth) for stage in ("proposer", "refiner"))
     else:
         proposer, refiner = init
-    proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[r.integers(len(crops))], config, r),
+    proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[draw(r)], config, r),
                            config.proposer_steps, config, target_device, "proposer", rng)
     coarse = _coarse_masks(proposer, crops, config, target_device)
 
     def refiner_sample(r):
-        i = int(r.integers(len(crops)))
+        i = draw(r)
         return _refiner_sample(crops[i], coarse[i], config, r)
 
     refiner_losses = _fit(refiner, refiner_sample, config.refiner_steps, config, target_device, "refiner", rng)
 
     metadata = {
-        "data": data_description, "cases": len(cases), "case_names": [c.name for c in cases][:50],
+        "data": data_description, "cases": len(cases),
+        "cases_per_source": {name: sources.count(name) for name in dict.fromkeys(sources)}, "case_names": [c.name for c in cases][:50],
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

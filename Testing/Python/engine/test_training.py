@@ -36,3 +36,59 @@ def test_same_seed_same_weights(tmp_path):
     a = torch.load(first["proposer"], weights_only=True)["state_dict"]
     b = torch.load(second["proposer"], weights_only=True)["state_dict"]
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def _crop(source: str, diameter_mm: float, free_ends=(True, True)):
+    from gastric_propagate.training.train import _CropVolume
+    import numpy as np
+
+    label = np.zeros((6, 16, 16), dtype=bool)
+    label[1:5, 6:10, 6:10] = True
+    if not free_ends[0]:
+        label[0] = label[1]
+    if not free_ends[1]:
+        label[5] = label[4]
+    first, last = (0 if not free_ends[0] else 1), (5 if not free_ends[1] else 4)
+    return _CropVolume(np.zeros(label.shape, dtype=np.float32), label, first, last, free_ends, source, diameter_mm)
+
+
+def test_sampling_weights_give_each_source_its_share_and_each_size_bin_an_equal_part():
+    import numpy as np
+    from gastric_propagate.training.train import sampling_weights
+
+    crops = [_crop("real", 7.0)] * 30 + [_crop("real", 80.0)] * 2 + [_crop("phantom", 30.0)] * 10
+    weights = sampling_weights(crops, {"real": 0.75, "phantom": 0.25})
+    assert np.isclose(weights.sum(), 1.0)
+    assert np.isclose(weights[:30].sum(), 0.375) and np.isclose(weights[30:32].sum(), 0.375)
+    assert np.isclose(weights[32:].sum(), 0.25)
+    assert np.isclose(sampling_weights(crops, {"phantom": 1.0})[:32].sum(), 0.0)
+
+
+def test_proposer_never_learns_that_a_tumour_goes_on_past_a_crop_cut_at_the_lesion():
+    """A crop whose lesion touches its last slice has no tumour-free slice above: no sample may ask the proposer to
+    mark tumour beyond the lesion there, and the empty-target ('the tumour ended') samples come from the free end."""
+    import numpy as np
+    from gastric_propagate.training.train import _proposer_sample
+
+    crop = _crop("real", 7.0, free_ends=(True, False))
+    config = TrainingConfig(window=16)
+    rng = np.random.default_rng(0)
+    empty_targets = 0
+    for _ in range(300):
+        stack, target, _ = _proposer_sample(crop, config, rng)
+        empty_targets += not target.any()
+    # About 117 of 300 (beyond-end samples, and inner ones one step past the free end); about 66 when the
+    # beyond-end samples at the cut end are not moved to the free one, where they ask for tumour past the cut.
+    assert 95 < empty_targets < 140
+
+
+def test_zoom_changes_the_lesion_scale_the_networks_see():
+    import numpy as np
+    from gastric_propagate.training.train import _make_crops
+
+    case = small_cases()[0]
+    plain = _make_crops(case, CONFIG, np.random.default_rng(1))
+    zoomed = _make_crops(case, TrainingConfig(crops_per_case=1, zoom_range=(2.0, 2.0)), np.random.default_rng(1))
+    area = lambda crop: crop.label.sum(axis=(1, 2)).max()  # noqa: E731
+    assert 3.0 < area(zoomed[0]) / area(plain[0]) < 5.0  # twice the scale in-plane: four times the area
+    assert zoomed[0].free_ends == (True, True) and zoomed[0].diameter_mm == plain[0].diameter_mm

@@ -1,0 +1,60 @@
+"""Splits a folder of image/label pairs by patient into a training and a validation folder (symbolic links).
+
+A patient's cases all go to one side: LIDC nodules of one patient are named ``lidc_<patient>_n<N>``, so the
+patient is the name without its ``_n<N>`` tail. The split is stratified by case group (``lidc``, ``ibsi_sts``)
+and fixed by --seed, so a recipe chosen on the validation side was never trained on those patients.
+
+    .venv/bin/python scripts/split_by_patient.py --data ../shared/real-ct-train --out runs/split --validation 0.15
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+
+from gastric_propagate.data.cases import find_pairs
+from gastric_propagate.evaluation.breakdown import case_group
+
+
+def patient_of(name: str) -> str:
+    """The patient a case belongs to: its name without a trailing lesion number ``_n<N>``."""
+    return re.sub(r"_n\d+$", "", name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True, help="writes <out>/train and <out>/validation")
+    parser.add_argument("--validation", type=float, default=0.15, help="fraction of each group's patients")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    pairs = find_pairs(args.data)
+    patients: dict[str, dict[str, list]] = {}
+    for pair in pairs:
+        patients.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
+    rng = np.random.default_rng(args.seed)
+    counts = {"train": 0, "validation": 0}
+    for group, members in sorted(patients.items()):
+        names = sorted(members)
+        held = set(rng.choice(names, size=max(1, round(args.validation * len(names))), replace=False))
+        for patient in names:
+            side = "validation" if patient in held else "train"
+            folder = Path(args.out) / side
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, image, label in members[patient]:
+                for source, kind in ((image, "image"), (label, "label")):
+                    target = folder / f"{name}_{kind}{''.join(Path(source).suffixes)}"
+                    if not target.exists():
+                        target.symlink_to(Path(source).resolve())
+                counts[side] += 1
+        print(f"{group}: {len(names) - len(held)} patients to train, {len(held)} to validation")
+    print(f"cases: {counts['train']} train, {counts['validation']} validation")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
