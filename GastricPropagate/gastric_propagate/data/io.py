@@ -10,12 +10,18 @@ whole new ones, and no ``.partial`` folder.
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
 import os
+import re
 import shutil
 import signal
+import stat
+import struct
 import tempfile
 import threading
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -41,12 +47,15 @@ PARTIAL_PREFIX = ".partial-"
 
 
 def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
-    """Reads a 3D scalar volume; InputError with what to do when the file is missing, unreadable or not 3D."""
+    """Reads a 3D scalar volume; InputError with what to do when the file is missing, unreadable, truncated,
+    corrupt, of non-finite geometry or not 3D."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"The {what} file {path} does not exist. Check the path.")
+    _check_readable_file(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    unpacked = _gunzipped_size(path, what)  # before the header: ITK cannot tell a corrupt stream from a foreign file
+    if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
+        raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
     try:
         reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
         size = reader.GetSize()
@@ -57,8 +66,13 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                              f"memory), more than the {MAX_VOXELS:,} voxels or {MAX_BYTES / 1e9:.1f} GB this tool "
                              "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), or save it "
                              "as 16-bit integers rather than 64-bit floats, then run again.")
+        _check_geometry(path, reader, what)
+        _check_complete(path, nbytes, what, unpacked)  # ITK reads a short NIfTI as zeros, and checks no gzip checksum
         image = reader.Execute()
     except RuntimeError as error:
+        short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
+        if short:  # a NRRD's data ends early
+            raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
         raise InputError(f"The {what} file {path} cannot be read as a medical image ({_first_line(error)}). Use "
                          "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error
     if image.GetDimension() != 3:
@@ -68,6 +82,135 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         raise InputError(f"The {what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
                          "(colour or vector image); a scalar CT volume is needed.")
     return image
+
+
+def _check_readable_file(path: Path, what: str) -> None:
+    """InputError saying what the path is when it is not a regular file: missing, a folder, a device, a loop."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"The {what} path {path} is a loop of symbolic links that never reaches a file. "
+                             "Give the path of the file itself.") from None
+        if path.is_symlink():
+            raise InputError(f"The {what} path {path} is a symbolic link to {os.readlink(path)}, which does not "
+                             "exist. Give the path of the file itself.") from None
+        raise InputError(f"The {what} file {path} does not exist. Check the path.") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"The {what} path {path} is a folder, not a file. Give the volume file (for a DICOM "
+                         "series, load it in 3D Slicer and save it as NRRD, then give that file).")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"The {what} path {path} is not a regular file (a device, pipe or socket); the volume is "
+                         "read twice, to check it, so it must be a file on disk. Save it to a file and give that.")
+
+
+def _check_geometry(path: Path, reader: sitk.ImageFileReader, what: str) -> None:
+    """InputError unless the spacing is positive and the spacing, origin and direction finite."""
+    problem = None
+    spacing, origin, direction = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+    if not np.all(np.isfinite(np.concatenate([spacing, origin, direction]))):
+        problem = f"spacing {spacing}, origin {origin}, direction {direction} are not all finite numbers"
+    elif min(spacing) <= 0:
+        problem = f"its voxel spacing {spacing} is not positive"
+    elif abs(np.linalg.det(np.reshape(direction, (len(spacing),) * 2))) < 1e-6:
+        problem = f"its direction {direction} is degenerate (two axes point the same way, or one is zero)"
+    if problem:
+        raise _corrupt_geometry(path, what, problem)
+
+
+def _corrupt_geometry(path: Path, what: str, problem: str) -> InputError:
+    return InputError(f"The {what} file {path} has a corrupt geometry: {problem}. Re-export the volume from its "
+                      "source (e.g. 3D Slicer or the DICOM series), then run again.")
+
+
+def _nrrd_non_finite(path: Path) -> bool:
+    """Whether a NRRD header's space directions, spacings or origin hold NaN or Inf."""
+    if _extension(path, (".nrrd", ".nhdr")) is None:
+        return False
+    with open(path, "rb") as handle:
+        header = handle.read(65536).split(b"\n\n", 1)[0].decode("latin-1")
+    fields = re.findall(r"^(?:space directions|spacings|space origin)\s*:(.*)$", header, re.IGNORECASE | re.MULTILINE)
+    return any(re.search(r"nan|inf", value, re.IGNORECASE) for value in fields)
+
+
+def _check_complete(path: Path, nbytes: int, what: str, unpacked: int | None) -> None:
+    """InputError when the file holds fewer bytes of image data than its header declares (NIfTI, MetaImage with
+    its data inside; ITK refuses a short NRRD itself), or when its gzip checksum or length does not match (the
+    whole stream is read: Python's gzip verifies both at its end). ``unpacked``: the size of a gzip file's
+    content (``_gunzipped_size``), None for another file."""
+    if unpacked is not None:
+        available, offset = unpacked, _nifti_offset(path, gzip.open)
+    else:
+        available, offset = path.stat().st_size, _nifti_offset(path, open)
+        if offset is None:
+            available, offset = _metaimage_data(path, nbytes, what)
+    if offset is not None and available < offset + nbytes:
+        raise _truncated(path, what, max(available - offset, 0), nbytes)
+
+
+def _truncated(path: Path, what: str, held: int, declared: int) -> InputError:
+    return InputError(f"The {what} file {path} is truncated: it holds {held:,} bytes of image data where its header "
+                      f"declares {declared:,}. It was probably cut short while being copied, downloaded or written; "
+                      "copy or export it again, then run again.")
+
+
+def _gunzipped_size(path: Path, what: str) -> int | None:
+    """The size of a gzip file's content, read whole so that its checksum and length are verified; None when the
+    file is not gzip-compressed."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return None
+    size = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 24), b""):
+                size += len(chunk)
+    except EOFError as error:
+        raise InputError(f"The {what} file {path} is truncated: its compressed stream ends early ({error}). It was "
+                         "probably cut short while being copied, downloaded or written; copy or export it again, "
+                         "then run again.") from error
+    except (gzip.BadGzipFile, zlib.error, OSError) as error:
+        raise InputError(f"The {what} file {path} is corrupt: its compressed data fail the gzip checks ({error}). "
+                         "Copy or export it again, then run again.") from error
+    return size
+
+
+def _nifti_offset(path: Path, opener) -> int | None:
+    """Where the voxels start in a NIfTI-1 or NIfTI-2 file (its vox_offset); None for other formats."""
+    if _extension(path, (".nii", ".nii.gz")) is None:
+        return None
+    with opener(path, "rb") as handle:
+        header = handle.read(544)
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            return int(struct.unpack(order + "f", header[108:112])[0])
+        if len(header) >= 544 and struct.unpack(order + "i", header[:4])[0] == 540:
+            return int(struct.unpack(order + "q", header[168:176])[0])
+    return None
+
+
+def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int | None]:
+    """(bytes of voxel data, 0) for a .mha holding its data (a compressed one inflated whole: zlib checks its
+    checksum); (None, None) for other files."""
+    if _extension(path, (".mha",)) is None:
+        return None, None
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    found = re.search(rb"^ElementDataFile\s*=\s*LOCAL[ \t]*\r?\n", head, re.MULTILINE)
+    if found is None:
+        return None, None
+    if re.search(rb"^CompressedData\s*=\s*True", head[:found.start()], re.MULTILINE | re.IGNORECASE) is None:
+        return path.stat().st_size - found.end(), 0
+    inflate, size = zlib.decompressobj(), 0
+    with open(path, "rb") as handle:
+        handle.seek(found.end())
+        try:
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                size += len(inflate.decompress(chunk))
+        except zlib.error as error:
+            raise InputError(f"The {what} file {path} is corrupt: its compressed data fail the zlib checks "
+                             f"({error}). Copy or export it again, then run again.") from error
+    return (size if inflate.eof else min(size, nbytes - 1)), 0
 
 
 def geometry_difference(a, b) -> str | None:
@@ -107,13 +250,18 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
 
     Raises:
         InputError: an unsupported format, an output that is an input or another output, an existing output
-            without ``overwrite``, or a folder that cannot be written.
+            without ``overwrite``, an output that is not a regular file (a device, a symbolic link), or a folder
+            that cannot be written.
     """
     given = {what: Path(path) for what, path in outputs.items() if path is not None}
     input_paths = [Path(path) for path in inputs]
     for what, path in given.items():
         if path.is_dir() or str(outputs[what]).endswith(("/", os.sep)):
             raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {path / 'tumour.nrrd'}).")
+        if path.is_symlink() or _special_file(path):
+            kind = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else "a device, pipe or socket"
+            raise InputError(f"The {what} {path} is not a regular file ({kind}): writing the result would replace "
+                             "it with a file, even with --overwrite. Give the path of a new or ordinary file.")
         if what in mask_outputs:
             check_mask_format(path, what)
         for source in input_paths:
@@ -137,6 +285,11 @@ def check_mask_format(path: str | Path, what: str = "output") -> str:
             f"(size, spacing, origin and direction). Use {', '.join(SINGLE_FILE_OUTPUTS)} (one file) or "
             f"{', '.join(HEADER_DATA_OUTPUTS)} (header + data file); 2D formats such as .png and formats that drop "
             "the direction (.tif, .vtk, .gipl) are refused.")
+    written = Path(path).name[-len(extension):]
+    if written != extension:
+        raise InputError(f"The {what} {path} ends in '{written}': ITK (and so 3D Slicer) reads and writes some formats "
+                         f"by their lower-case extension only ('.nii.GZ' and '.MHA' cannot be read back). Name it "
+                         f"'{Path(path).name[:-len(extension)]}{extension}'.")
     return extension
 
 
@@ -192,11 +345,23 @@ class OutputBatch:
         return self._stage(Path(path), write)
 
     def commit(self) -> None:
-        """Renames every staged output into place (SIGTERM/SIGINT held meanwhile)."""
+        """Renames every staged output into place (SIGTERM/SIGINT held meanwhile). When one cannot be renamed (a
+        read-only or immutable file), those already renamed are put back: all of them are replaced, or none."""
         try:
             with _signals_held():
                 for staged in self._staged:
-                    staged.commit()
+                    staged.keep_old()
+                done = []
+                try:
+                    for staged in self._staged:
+                        done.append(staged)
+                        staged.commit()
+                except OSError as error:
+                    restored = all([staged.restore() for staged in reversed(done)])
+                    kept = "the earlier files are kept" if restored else "some earlier files could not be put back"
+                    raise InputError(f"Could not replace {done[-1].path} ({error.strerror or error}): nothing was "
+                                     f"written ({kept}). Check that it is not read-only or locked and that the folder "
+                                     "is writable, then run again.") from error
                 self.discard()  # the emptied temporary folders, before any held signal is delivered
         finally:
             self.discard()
@@ -248,6 +413,8 @@ class _Staged:
         self.path = path
         self.folder: Path | None = None
         self.created: list[Path] = []
+        self.names: list[str] = []
+        self.replaced: list[tuple[Path, Path | None]] = []  # (destination, its earlier file kept, or None)
 
     def write(self, write: Callable[[Path], None]) -> None:
         try:
@@ -259,12 +426,41 @@ class _Staged:
             raise InputError(f"Could not write {self.path} ({_first_line(error)}). Check that the folder is "
                              "writable and the disk has free space, then run again.") from error
 
-    def commit(self) -> None:
+    def keep_old(self) -> None:
+        """Keeps the files this output will replace (a hard link, else a copy) in ``.old`` of its folder."""
         # The header (the file named as asked) last: until it is renamed the old header, if any, stays.
-        names = sorted(os.listdir(self.folder), key=lambda name: name == self.path.name)
-        for name in names:
-            os.replace(self.folder / name, self.path.parent / name)
+        self.names = sorted(os.listdir(self.folder), key=lambda name: name == self.path.name)
+        old = self.folder / ".old"
+        old.mkdir()
+        for name in self.names:
+            destination = self.path.parent / name
+            if os.path.isfile(destination):
+                try:
+                    os.link(destination, old / name)
+                except OSError:
+                    shutil.copy2(destination, old / name)
+
+    def commit(self) -> None:
+        for name in self.names:
+            destination = self.path.parent / name
+            kept = self.folder / ".old" / name
+            os.replace(self.folder / name, destination)
+            self.replaced.append((destination, kept if kept.exists() else None))
         self.created = []
+
+    def restore(self) -> bool:
+        """Puts back what ``commit`` replaced; whether it all could be."""
+        restored = True
+        for destination, kept in reversed(self.replaced):
+            try:
+                if kept is None:
+                    os.unlink(destination)
+                else:
+                    os.replace(kept, destination)
+            except OSError:
+                restored = False
+        self.replaced = []
+        return restored
 
     def discard(self) -> None:
         if self.folder is not None:
@@ -317,8 +513,17 @@ def _same_file(a: Path, b: Path) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return a.resolve() == b.resolve()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
         return False
+
+
+def _special_file(path: Path) -> bool:
+    """Whether ``path`` exists (following links) and is not a regular file or a folder: a device, pipe, socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _extension(path: Path, extensions: Iterable[str]) -> str | None:

@@ -310,3 +310,55 @@ def test_evaluate_uses_every_case_of_a_folder(folder_of_cases, tmp_path, capsys,
     assert len(rows) == used
     summary = (tmp_path / "eval" / "summary.md").read_text()
     assert f"`gastric-propagate {' '.join(argv)}`" in summary, "the command actually run"
+
+
+@pytest.mark.parametrize("name, kept", [("ct.nii.gz", 0.5), ("ct.nii", 0.67), ("ct.mha", 0.5)])
+def test_a_truncated_ct_is_refused(files, tmp_path, capsys, name, kept):  # issue 26: 1
+    path = tmp_path / "in" / name
+    sitk.WriteImage(files["reference"], str(path), useCompression=name != "ct.nii")
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * kept)])
+    refused(files, tmp_path, capsys, image=path, message="is truncated")
+
+
+def test_a_gzip_ct_with_flipped_bytes_is_refused(files, tmp_path, capsys):  # issue 26: 2
+    path = tmp_path / "in" / "ct.nii.gz"
+    sitk.WriteImage(files["reference"], str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 50] = bytes(255 - value for value in data[middle:middle + 50])
+    path.write_bytes(bytes(data))
+    refused(files, tmp_path, capsys, image=path, message="is corrupt")
+
+
+def test_an_annotation_of_nan_direction_is_refused(files, tmp_path, capsys):  # issue 26: 7
+    path = tmp_path / "in" / "nan.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(files["annotation"])), str(path), useCompression=False)
+    data = path.read_bytes()
+    start = data.index(b"space directions: ")
+    end = data.index(b"\n", start)
+    path.write_bytes(data[:start] + data[start:end].rsplit(b" ", 1)[0] + b" (nan,nan,nan)" + data[end:])
+    refused(files, tmp_path, capsys, annotation=path, message="corrupt geometry")
+
+
+@pytest.mark.parametrize("kind, message", [("loop", "loop of symbolic links"), ("folder", "is a folder, not a file"),
+                                           ("device", "not a regular file")])
+def test_an_image_that_is_not_a_file(files, tmp_path, capsys, kind, message):  # issue 26: 10, 17
+    path = {"folder": tmp_path / "in", "device": Path("/dev/zero"), "loop": tmp_path / "in" / "loop_a"}[kind]
+    if kind == "loop":
+        path.symlink_to(tmp_path / "in" / "loop_b")
+        (tmp_path / "in" / "loop_b").symlink_to(path)
+    refused(files, tmp_path, capsys, image=path, message=message)
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "/proc/self/fd/1"])
+def test_a_report_onto_a_link_to_a_device_is_refused_with_overwrite(files, tmp_path, capsys, target):  # 26: 4
+    (tmp_path / "report.json").symlink_to(target)
+    refused(files, tmp_path, capsys, None, "--report", str(tmp_path / "report.json"), "--overwrite",
+            message="not a regular file")
+    assert (tmp_path / "report.json").is_symlink()
+
+
+def test_an_output_extension_in_upper_case_is_refused_before_the_run(files, tmp_path, capsys, fast_networks,
+                                                                     monkeypatch):  # issue 26: 12
+    monkeypatch.setattr(fast_networks, "segment", lambda *a, **k: pytest.fail("the run started"))
+    refused(files, tmp_path, capsys, tmp_path / "x.nii.GZ", message="Name it 'x.nii.gz'")

@@ -148,3 +148,105 @@ def test_a_float64_volume_counts_its_bytes(tmp_path, monkeypatch):
         io.read_volume(path)
     sitk.WriteImage(sitk.Image([10, 10, 10], sitk.sitkInt16), str(path))
     assert io.read_volume(path).GetSize() == (10, 10, 10)
+
+
+def ct_like():
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 300, (16, 32, 32)).astype(np.int16))
+    image.SetSpacing((0.8, 0.8, 2.5))
+    return image
+
+
+@pytest.mark.parametrize("name, compress", [("ct.nii.gz", True), ("ct.nii", False), ("ct.mha", True),
+                                            ("ct.mha", False), ("ct.nrrd", True)])
+@pytest.mark.parametrize("kept", [0.5, 0.67, 0.99])
+def test_a_truncated_file_is_refused_not_read_as_zeros(tmp_path, name, compress, kept):
+    path = tmp_path / name
+    sitk.WriteImage(ct_like(), str(path), useCompression=compress)
+    assert io.read_volume(path).GetSize() == (32, 32, 16)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * kept)])
+    with pytest.raises(InputError, match="is truncated.*copy or export it again"):
+        io.read_volume(path)
+
+
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.9])
+def test_a_gzip_file_with_corrupted_bytes_is_refused(tmp_path, where):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    middle = int(len(data) * where)
+    data[middle:middle + 50] = bytes(255 - value for value in data[middle:middle + 50])
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is (corrupt|truncated)"):
+        io.read_volume(path)
+
+
+def test_a_tiny_gzip_file_is_called_truncated(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="is truncated"):
+        io.read_volume(path, "annotation")
+
+
+@pytest.mark.parametrize("directions", [b"(0.8,0,0) (0,0.8,0) (nan,nan,nan)", b"(0.8,0,0) (0,0.8,0) (0,0,inf)",
+                                        b"(0.8,0,0) (0,0.8,0) (0,0,0)", b"(0.8,0,0) (0.8,0,0) (0,0,2.5)"])
+def test_a_nrrd_of_non_finite_or_degenerate_geometry_is_refused(tmp_path, directions):
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_like(), str(path), useCompression=False)
+    data = path.read_bytes()
+    start = data.index(b"space directions: ") + len(b"space directions: ")
+    path.write_bytes(data[:start] + directions + data[data.index(b"\n", start):])
+    with pytest.raises(InputError, match="corrupt geometry"):
+        io.read_volume(path)
+
+
+def test_paths_that_are_not_a_file_say_what_they_are(tmp_path):
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.nrrd")
+    for path, message in ((tmp_path, "is a folder, not a file"), (Path("/dev/zero"), "not a regular file"),
+                          (tmp_path / "loop_a", "loop of symbolic links"), (tmp_path / "dangling", "does not exist"),
+                          (tmp_path / "missing.nrrd", "does not exist")):
+        with pytest.raises(InputError, match=message):
+            io.read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["out.nii.GZ", "out.NRRD", "out.Mha", "out.NHDR"])
+def test_an_extension_not_in_lower_case_is_refused_before_the_run(tmp_path, name):
+    with pytest.raises(InputError, match=f"Name it 'out{name[3:].lower()}'"):
+        io.check_outputs({"output": tmp_path / name}, mask_outputs=("output",))
+
+
+def test_an_output_that_is_a_device_or_a_link_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "stdout").symlink_to("/proc/self/fd/1")
+    (tmp_path / "null").symlink_to("/dev/null")
+    (tmp_path / "real.json").write_text("the user's file")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    for path in (Path("/dev/null"), tmp_path / "stdout", tmp_path / "null", tmp_path / "link.json"):
+        with pytest.raises(InputError, match="not a regular file"):
+            io.check_outputs({"report": path}, overwrite=True)
+    assert (tmp_path / "null").is_symlink()
+
+
+def test_a_report_that_cannot_be_replaced_leaves_the_old_mask_too(tmp_path, monkeypatch):
+    io.write_mask(np.zeros((4, 5, 6), np.uint8), reference(), tmp_path / "out.nrrd")
+    old_mask = (tmp_path / "out.nrrd").read_bytes()
+    (tmp_path / "report.json").write_text("old report")
+    replace = io.os.replace
+
+    def immutable_report(source, destination):
+        if Path(destination).name == "report.json":
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+        replace(source, destination)
+
+    monkeypatch.setattr(io.os, "replace", immutable_report)
+    with pytest.raises(InputError, match=r"Could not replace .*report\.json.*earlier files are kept") as caught:
+        with io.OutputBatch() as outputs:
+            outputs.mask(mask(), reference(), tmp_path / "out.nrrd")
+            outputs.json({"a": 1}, tmp_path / "report.json")
+            outputs.text("new", tmp_path / "notes.txt")
+    assert io.PARTIAL_PREFIX not in str(caught.value)
+    assert (tmp_path / "out.nrrd").read_bytes() == old_mask
+    assert (tmp_path / "report.json").read_text() == "old report"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.nrrd", "report.json"]
