@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gastric_propagate.data.annotation import painted_slices
+from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -177,6 +177,7 @@ class Segmenter:
         centre = prompt_centre(image, painted)
         crop = torch.from_numpy(normalise(to_crop(image, grid), prep, centre)).to(self.device)
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
+        _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
         anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
         # The slice limits on the working slices: those whose CT position lies within them.
         low_w = max(0, int(np.ceil((low - grid.origin_z) / grid.step_z - 1e-6)))
@@ -295,6 +296,18 @@ def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, s
         raise InputError(f"Painted slice(s) {outside} lie outside the slice limits {low}-{high}. Widen the limits "
                          "so that they include every painted slice.")
     return low, high
+
+
+def _check_anchors_survive(anchor_crop: np.ndarray, anchor_slices: list[int], pixel_mm: float) -> None:
+    """InputError when a painted slice leaves nothing on the networks' grid: a stroke or an outline one voxel wide
+    (e.g. a line drawn in a sagittal view), not a filled cross-section."""
+    lost = [k for k, anchor in zip(anchor_slices, anchor_crop) if not anchor.any()]
+    if lost:
+        raise InputError(
+            f"The painted region on axial slice(s) {describe_slices(lost)} is a line or an outline too thin to be a "
+            f"cross-section: on the networks' {pixel_mm:g} mm grid nothing of it is left. Paint the tumour's whole "
+            "cross-section, filled (a brush wider than one voxel, or fill the outline), on an axial slice, then run "
+            "again.")
 
 
 def _keep_connected_to_anchors(probabilities: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarray:

@@ -362,3 +362,30 @@ def test_an_output_extension_in_upper_case_is_refused_before_the_run(files, tmp_
                                                                      monkeypatch):  # issue 26: 12
     monkeypatch.setattr(fast_networks, "segment", lambda *a, **k: pytest.fail("the run started"))
     refused(files, tmp_path, capsys, tmp_path / "x.nii.GZ", message="Name it 'x.nii.gz'")
+
+
+@pytest.mark.parametrize("stroke, length, extra", [("axial", 40, ()), ("axial", 20, ()),
+                                                   ("sagittal", 24, ("--keyframes",))])
+def test_a_painted_line_one_voxel_wide_is_refused_with_what_to_paint(files, tmp_path, capsys, stroke, length,
+                                                                      extra):  # issue 26: 3
+    line = np.zeros(files["label"].shape, np.uint8)
+    if stroke == "sagittal":
+        line[5:12, 20:20 + length, 30] = 1  # one voxel wide on each of seven axial slices
+    else:
+        line[8, 30, 12:12 + length] = 1
+    write_like(line, files["reference"], tmp_path / "in" / "line.nrrd")
+    refused(files, tmp_path, capsys, None, *extra, annotation=tmp_path / "in" / "line.nrrd",
+            message="too thin to be a cross-section")
+
+
+def test_a_line_that_survives_on_a_coarse_ct_gives_a_result(files, tmp_path, capsys):  # issue 26: 3
+    coarse = sitk.ReadImage(str(files["ct"]))
+    coarse.SetSpacing((1.6, 1.6, 2.5))
+    sitk.WriteImage(coarse, str(tmp_path / "in" / "coarse.nrrd"))
+    line = np.zeros(files["label"].shape, np.uint8)
+    line[8, 32, 26:30] = 1
+    write_like(line, coarse, tmp_path / "in" / "line.nrrd")
+    code = segment(files, tmp_path / "out.nrrd", image=tmp_path / "in" / "coarse.nrrd",
+                   annotation=tmp_path / "in" / "line.nrrd")
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err, err
