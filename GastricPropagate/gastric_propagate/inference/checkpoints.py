@@ -5,6 +5,7 @@ Stored with plain types and tensors only, so ``torch.load(weights_only=True)`` r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,13 @@ BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # built, and files larger than such a network could fill are refused before they are read.
 MAX_NETWORK_PARAMETERS = 200_000_000
 MAX_FILE_BYTES = 8 * MAX_NETWORK_PARAMETERS
+# The preprocessing values a checkpoint may declare: (lowest, highest) of each number (the bundled ones: 1 mm pixels,
+# crops a multiple of 16 and at least 64 pixels wide, 2 mm slice steps). Outside them a crop would take all the memory
+# (0.01 mm pixels), or not fit the U-Net, or divide by zero.
+PREPROCESSING_RANGES = {"pixel_spacing_mm": (0.25, 5.0), "margin_fraction": (0.0, 2.0), "min_margin_mm": (0.0, 200.0),
+                        "size_multiple": (1, 64), "min_size": (8, 1024), "prompt_scale_hu": (1.0, 5000.0),
+                        "prompt_clip": (0.1, 100.0), "slice_step_mm": (0.1, 20.0)}
+WHOLE_NUMBERS = ("size_multiple", "min_size")
 
 
 def bundled_weights(stage: str) -> Path:
@@ -126,10 +134,23 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
         network = UNet2D(**config)
         network.load_state_dict({k: v.float() if v.is_floating_point() else v
                                  for k, v in payload["state_dict"].items()})
-        preprocessing = Preprocessing.from_dict(payload["preprocessing"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise WeightsError(f"The {stage} weights in {path} do not fit their declared architecture ({error}). "
                            f"{retrain}") from error
+    try:
+        preprocessing = Preprocessing.from_dict(payload["preprocessing"])
+        problem = _preprocessing_problem(preprocessing)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = str(error)
+    if problem:
+        raise WeightsError(f"{path} declares {stage} preprocessing this version cannot use ({problem}): the file is "
+                           f"corrupt or was edited by hand. {retrain}")
+    non_finite = [name for name, tensor in payload["state_dict"].items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if non_finite:
+        raise WeightsError(f"The {stage} weights in {path} hold NaN or Inf values ({len(non_finite)} of "
+                           f"{len(payload['state_dict'])} tensors, e.g. {non_finite[0]}): the training diverged or the "
+                           f"file is corrupt, and such a network segments nothing it can be trusted on. {retrain}")
     network.to(device).eval()
     return Checkpoint(stage=stage, network=network, preprocessing=preprocessing,
                       training=dict(payload.get("training", {})), path=path)
@@ -144,6 +165,24 @@ def _declared_parameters(config) -> int:
     if any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in config.values()):
         raise ValueError(f"architecture config {config!r}: every value must be a whole number of 1 or more")
     return UNet2D.parameter_count(**config)
+
+
+def _preprocessing_problem(preprocessing: Preprocessing) -> str | None:
+    """What is wrong with a checkpoint's preprocessing values, or None."""
+    for name, (low, high) in PREPROCESSING_RANGES.items():
+        value = getattr(preprocessing, name)
+        if value is None and name == "slice_step_mm":  # the CT's own slices
+            continue
+        whole = name in WHOLE_NUMBERS
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+                or not math.isfinite(value) or not low <= value <= high:
+            kind = "a whole number" if whole else "a number"
+            return f"{name} {value!r}; it must be {kind} from {low:g} to {high:g}"
+    window = preprocessing.hu_window
+    if len(window) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in window) \
+            or not window[0] < window[1]:
+        return f"hu_window {window!r}; it must be two finite HU values, the lower first"
+    return None
 
 
 def _describe(config: dict) -> str:

@@ -138,3 +138,50 @@ def test_a_network_reading_the_wrong_number_of_channels_is_refused_at_load(tmp_p
                            training={})
     with pytest.raises(WeightsError, match=f"reading {wrong} channels.*gastric-propagate train"):
         load_checkpoint(path, stage=stage)
+
+
+def test_weights_holding_nan_are_refused_at_load(tmp_path):  # issue 26: 5
+    network = tiny()
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.fill_(float("nan"))
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=network, preprocessing=Preprocessing(),
+                           training={})
+    with pytest.raises(WeightsError, match=r"hold NaN or Inf values \(\d+ of \d+ tensors.*gastric-propagate train"):
+        load_checkpoint(path, stage="proposer")
+
+
+def test_one_infinite_weight_is_enough_to_refuse(tmp_path):
+    network = tiny()
+    with torch.no_grad():
+        next(network.parameters()).view(-1)[3] = float("inf")
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=network, preprocessing=Preprocessing(),
+                           training={})
+    with pytest.raises(WeightsError, match="NaN or Inf"):
+        load_checkpoint(path, stage="proposer")
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"pixel_spacing_mm": 0.01}, "pixel_spacing_mm 0.01"), ({"pixel_spacing_mm": 0}, "pixel_spacing_mm 0"),
+    ({"pixel_spacing_mm": float("nan")}, "pixel_spacing_mm nan"), ({"size_multiple": 0}, "size_multiple 0"),
+    ({"size_multiple": 16.5}, "size_multiple 16.5"), ({"min_size": 100_000}, "min_size 100000"),
+    ({"intensity": "zscore"}, "intensity must be 'prompt' or 'window'"), ({"slice_step_mm": -2.0}, "slice_step_mm"),
+    ({"prompt_scale_hu": 0.0}, "prompt_scale_hu 0.0"), ({"hu_window": [350.0, -250.0]}, "hu_window"),
+    ({"margin_fraction": float("inf")}, "margin_fraction inf"), ({"colour": "red"}, "colour"),
+])
+def test_insane_preprocessing_values_are_refused_at_load(tmp_path, values, named):  # issue 26: 11
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                           training={})
+    payload = torch.load(path, weights_only=True)
+    payload["preprocessing"].update(values)
+    torch.save(payload, path)
+    with pytest.raises(WeightsError, match=f"declares proposer preprocessing this version cannot use .*{named}.*"
+                                           "gastric-propagate train"):
+        load_checkpoint(path, stage="proposer")
+
+
+def test_the_bundled_preprocessing_is_within_the_accepted_ranges():
+    from gastric_propagate.inference.checkpoints import _preprocessing_problem
+
+    assert _preprocessing_problem(Preprocessing()) is None
+    assert _preprocessing_problem(Preprocessing(slice_step_mm=None)) is None

@@ -389,3 +389,23 @@ def test_a_line_that_survives_on_a_coarse_ct_gives_a_result(files, tmp_path, cap
                    annotation=tmp_path / "in" / "line.nrrd")
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("field, value", [("state_dict", "nan"), ("pixel_spacing_mm", 0.01), ("size_multiple", 0)])
+def test_unusable_weights_are_refused_at_load_with_exit_3(files, tmp_path, capsys, monkeypatch, field,
+                                                          value):  # issue 26: 5, 11
+    import torch
+
+    monkeypatch.setattr(cli, "_segmenter", REAL_SEGMENTER)
+    payload = torch.load(bundled_weights("proposer"), weights_only=True)
+    if field == "state_dict":
+        payload["state_dict"] = {name: torch.full_like(tensor, float("nan")) if tensor.is_floating_point() else tensor
+                                 for name, tensor in payload["state_dict"].items()}
+    else:
+        payload["preprocessing"][field] = value
+    torch.save(payload, tmp_path / "in" / "bad.pt")
+    before = snapshot(tmp_path)
+    code = segment(files, tmp_path / "out.nrrd", "--device", "cpu", "--proposer", str(tmp_path / "in" / "bad.pt"))
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err and "gastric-propagate train" in err, err
+    assert snapshot(tmp_path) == before
