@@ -82,7 +82,7 @@ class UNet2D(nn.Module):
 def inference_copy(network: UNet2D) -> UNet2D:
     """A copy of ``network`` for inference alone: each batch norm folded into the convolution before it (with its
     eval-mode statistics) and the weights laid out channels-last, which CPU convolutions read faster (about a third
-    off the networks' time in the benchmark; README, How it works). The outputs are the same up to float rounding;
+    off the networks' time in the benchmark; docs/method.md). The outputs are the same up to float rounding;
     the copy has no batch norm left, so train the original, never the copy."""
     folded = copy.deepcopy(network).eval()
     for block in folded.modules():

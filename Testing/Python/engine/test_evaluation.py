@@ -148,7 +148,7 @@ def test_evaluate_command_on_held_out_phantoms(tmp_path):
 
 
 def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
-    """The README's evaluation command, tiny: one case, every method, the default annotation."""
+    """The evaluation command of docs/evaluation.md, tiny: one case, every method, the default annotation."""
     from gastric_propagate.cli import main
 
     assert main(["evaluate", "--out", str(tmp_path), "--cases", "1", "--variants", "largest", "--device", "cpu"]) == 0
