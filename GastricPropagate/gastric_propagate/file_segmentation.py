@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -68,8 +69,16 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
 
 
 def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:
-    """The run's figures as plain JSON-ready values."""
+    """The run's figures as plain JSON-ready values.
+
+    Every slice the report names agrees with the final mask: the slice range is the mask's, the slices' confidence,
+    the least confident slices and the slices to review are those within it, and a stop reason that names a slice
+    the final mask contradicts (the vote or the refiner went further, or less far, than the proposer) is replaced by
+    where the result ends and what ended it there.
+    """
     slice_range = result.slice_range()
+    first, last = slice_range or (0, -1)
+    inside = [k for k in sorted(result.slice_confidence) if first <= k <= last]
     report = {
         "version": __version__,
         "volume_ml": round(volume_ml(result.mask, spacing_xyz), 3),
@@ -81,10 +90,12 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         "timings_seconds": {name: round(value, 4) for name, value in result.timings.items()},
         "manual_estimate_seconds": {"full_outline": MANUAL_FULL_OUTLINE_SECONDS,
                                     "one_slice": MANUAL_ONE_SLICE_SECONDS},
-        "slice_confidence": {str(k): round(v, 4) for k, v in sorted(result.slice_confidence.items())},
-        "least_confident_slices": result.least_confident_slices(5),
-        "slices_to_review": result.slices_to_review(),
-        "stop_reasons": result.stop_reasons,
+        "slice_confidence": {str(k): round(result.slice_confidence[k], 4) for k in inside},
+        "least_confident_slices": [k for k in result.least_confident_slices(len(result.slice_confidence))
+                                   if first <= k <= last][:5],
+        "slices_to_review": [k for k in result.slices_to_review() if first <= k <= last],
+        "stop_reasons": stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0],
+                                             result.consensus),
         # what the reader should see before trusting the result: kind, sentence and the figures it names
         "advice": [advice.to_dict() for advice in result.advice],
         "consensus": result.consensus,  # the vote of the networks, registration and the copied outline
@@ -94,3 +105,37 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         report["weights"] = {stage: str(getattr(segmenter, stage).path or "in memory")
                              for stage in ("proposer", "refiner")}
     return report
+
+
+# What a stop reason says of the slice it names: that the result ends on it ("stopped after slice 12", "reached the
+# slice limit (12)", "stopped at slice 12: ..."), or that it lies beyond the result's end ("tumour ended: the proposer
+# found 3 mm2 on slice 13", "stopped before slice 13", "ended before slice 13").
+_ENDS_ON = re.compile(r"(?:after|at) slice (\d+)|slice limit \((\d+)\)")
+_BEYOND = re.compile(r"(?:on|before) slice (\d+)")
+
+
+def stop_reasons_on_mask(reasons: dict[str, str], slice_range: tuple[int, int] | None, depth: int,
+                         consensus: bool) -> dict[str, str]:
+    """The propagation's stop reasons ("up" / "down"), each kept when the final mask agrees with the slice it names,
+    else replaced by the slice where the result ends and what ended it there."""
+    if slice_range is None:
+        return dict(reasons)
+    agreed = {}
+    for direction, reason in reasons.items():
+        end, outward = (slice_range[1], 1) if direction == "up" else (slice_range[0], -1)
+        ends_on = [int(a or b) for a, b in _ENDS_ON.findall(reason)]
+        beyond = [int(k) for k in _BEYOND.findall(reason)]
+        named = ends_on + beyond
+        edge = end == (depth - 1 if outward > 0 else 0)
+        if all(k == end for k in ends_on) and all((k - end) * outward > 0 for k in beyond) and (
+                edge or "edge of the volume" not in reason):
+            agreed[direction] = reason
+            continue
+        what = ("the vote of the networks, registration and the copied outline" if consensus
+                else "the refiner and the cut to what connects to the painted voxels")
+        networks = ""
+        if named:
+            further = (named[0] - end) * outward > 0
+            networks = f" (the proposer alone went {'further' if further else 'less far'})"
+        agreed[direction] = f"the result ends on slice {end}, where {what} ends it{networks}"
+    return agreed
