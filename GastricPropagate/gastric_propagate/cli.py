@@ -56,14 +56,23 @@ def _millimetres(value: str) -> float:
     return number
 
 
-def _diameters(value: str) -> float:
+def _above_zero(value: str, number_of: str, refused: str) -> float:
+    """A finite number above 0, else an argparse error: "'<value>' is not <number_of | refused>"."""
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of painted diameters") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not {number_of}") from None
     if not math.isfinite(number) or number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a finite reach above 0 painted diameters")
+        raise argparse.ArgumentTypeError(f"{value!r} is not {refused}")
     return number
+
+
+def _diameters(value: str) -> float:
+    return _above_zero(value, "a number of painted diameters", "a finite reach above 0 painted diameters")
+
+
+def _learning_rate(value: str) -> float:
+    return _above_zero(value, "a number", "a learning rate: give a finite number above 0 (e.g. 2e-3)")
 
 
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 1 1: none)")
     train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
                                       "proposer.pt and refiner.pt")
-    train.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3; 5e-4 with --init)")
+    train.add_argument("--learning-rate", type=_learning_rate,
+                       help="peak learning rate (default 2e-3; 5e-4 with --init)")
     train.add_argument("--workers", type=int, default=2, help="processes that generate synthetic cases")
     train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
     train.add_argument("--overwrite", action="store_true",
@@ -158,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
     demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
     demo.add_argument("--seed", type=_count(0), help="phantom seed (default: a held-out one)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the example's files already in --out, e.g. an earlier demo's (refused otherwise)")
     _add_model_options(demo)
 
     benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
@@ -178,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
     evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax"), default="phantom",
                           help="synthetic generator of the held-out cases when --data is not given")
-    evaluate.add_argument("--seed-start", type=int, help="first seed of the synthetic cases (default: held out)")
+    evaluate.add_argument("--seed-start", type=_count(0),
+                          help="first seed of the synthetic cases (default: held out)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace the report files already in --out (refused otherwise)")
     _add_model_options(evaluate)
     return parser
 
@@ -406,9 +421,11 @@ def _make_phantoms(args) -> int:
 
 
 def _demo(args) -> int:
-    from gastric_propagate.demo import run_demo
+    from gastric_propagate.data.io import check_outputs
+    from gastric_propagate.demo import demo_outputs, run_demo
 
     _check_folder(args.out, "the output folder")
+    check_outputs(demo_outputs(args.out), overwrite=args.overwrite)
     run_demo(args.out, seed=args.seed, segmenter=_segmenter(args))
     return 0
 
@@ -422,9 +439,12 @@ def _benchmark(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from pathlib import Path
+
     from gastric_propagate.data.cases import find_pairs
+    from gastric_propagate.data.io import check_outputs
     from gastric_propagate.errors import InputError
-    from gastric_propagate.evaluation.evaluate import ALL_METHODS, VARIANTS, evaluate_command
+    from gastric_propagate.evaluation.evaluate import ALL_METHODS, REPORT_FILES, VARIANTS, evaluate_command
 
     _check_device(args.device)
     if args.cases is not None and args.cases < 1:
@@ -436,6 +456,7 @@ def _evaluate(args) -> int:
             raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
                              "all of them.")
     _check_folder(args.out, "the output folder")
+    check_outputs({f"report file {name}": Path(args.out) / name for name in REPORT_FILES}, overwrite=args.overwrite)
     n_cases = args.cases
     if args.data is None:
         n_cases = 20 if n_cases is None else n_cases

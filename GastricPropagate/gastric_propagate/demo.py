@@ -16,6 +16,15 @@ from gastric_propagate.inference.pipeline import Segmenter
 DEMO_SEED = HELD_OUT_SEED_START + 7
 
 
+def demo_outputs(out_dir: str | Path) -> dict[str, Path]:
+    """The files the demo writes into ``out_dir``: the example's CT, truth and painted slice, the result and the
+    report."""
+    out_dir = Path(out_dir)
+    paths = {name: out_dir / f"{name}.nrrd" for name in ("ct", "truth", "annotation", "result")}
+    paths["report"] = out_dir / "report.json"
+    return paths
+
+
 def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segmenter | None = None) -> dict:
     """Writes the example CT, truth and painted slice to ``out_dir``, segments it, prints and returns the figures."""
     out_dir = Path(out_dir)
@@ -23,7 +32,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
     phantom = make_phantom(seed)
     image, truth = phantom.arrays()
     annotation = annotation_from_label(truth)
-    paths = {name: out_dir / f"{name}.nrrd" for name in ("ct", "truth", "annotation", "result")}
+    paths = demo_outputs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_image(phantom.image, paths["ct"])
     write_mask(truth, phantom.image, paths["truth"])
@@ -31,7 +40,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
 
     segmenter = segmenter or Segmenter()
     # The demo's folder is its own: re-running replaces its earlier result.
-    report = segment_files(paths["ct"], paths["annotation"], paths["result"], report_path=out_dir / "report.json",
+    report = segment_files(paths["ct"], paths["annotation"], paths["result"], report_path=paths["report"],
                            segmenter=segmenter, overwrite=True)
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["result"])))
     report["dice_vs_truth"] = round(dice(result, truth), 4)

@@ -12,6 +12,9 @@ from gastric_propagate.errors import InputError
 MAX_VOXELS = 600_000_000
 # The same limit in memory: a float64 CT of as many voxels takes four times the room of an int16 one.
 MAX_BYTES = 2 * MAX_VOXELS
+# No CT in Hounsfield units holds values beyond this (air is -1000, metal on an extended scale up to about 30,000);
+# padding outside the field of view goes down to -32,768.
+MAX_CT_MAGNITUDE = 100_000.0
 # A painted cross-section wider than this is not one gastric tumour.
 MAX_ANNOTATION_EXTENT_MM = 200.0
 # A painted region smaller than this (about a 2 mm disc), or a single voxel, is a stray click, not a tumour.
@@ -44,10 +47,16 @@ def check_image(image: np.ndarray) -> None:
                 f"The image contains {found} voxels. Fix or re-export the volume (NaN and Inf often come from "
                 "a failed resampling or conversion) and run again.")
     low, high = (float(v) for v in np.percentile(image[:: max(1, image.shape[0] // 16)], [0.5, 99.5]))
+    if low < -MAX_CT_MAGNITUDE or high > MAX_CT_MAGNITUDE:
+        raise InputError(
+            f"The image's values reach from {low:.4g} to {high:.4g} (0.5-99.5% of the voxels), outside the range of "
+            f"any CT in Hounsfield units (air -1000, bone and metal up to about 30,000). The volume was scaled or "
+            "converted wrongly: re-export it in HU (DICOM Rescale Slope/Intercept applied once), then run again.")
     # In HU, fat (about -100) or air (-1000) is in every abdominal CT, even one cropped to the stomach;
     # MR and normalised images have no such negative values, unrescaled CT starts at 0.
     if low > -50 or high - low < 100:
-        hint = (" The values look like raw detector values: apply the DICOM Rescale Slope/Intercept."
+        hint = (" The values look like raw detector values (then apply the DICOM Rescale Slope/Intercept) or "
+                "an MR image."
                 if low >= 0 and high > 500 else "")
         raise InputError(
             f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.0f} "

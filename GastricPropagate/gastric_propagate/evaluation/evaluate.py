@@ -54,6 +54,8 @@ CSV_COLUMNS = ("case", "variant", "method", "dice", "hd95_mm", "volume_error_per
                "truth_ml", "predicted_ml", "painted_slice", "slice_mm", "source", "error")
 CONFIDENCE_FILE = "confidence.csv"
 EXAMPLE_FILE = "example.npz"
+# Every file ``write_reports`` may write into its folder.
+REPORT_FILES = ("results.csv", "summary.md", "figure.png", EXAMPLE_FILE, CONFIDENCE_FILE)
 # Contours drawn in the figure, in order of preference (the first three present are drawn).
 FIGURE_METHODS = ("engine", "networks", "registration", "region_growing", "copy_slice")
 # Metric values are rounded to this many decimals in the rows, so the CSV and the summary agree exactly.

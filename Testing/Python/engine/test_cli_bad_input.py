@@ -273,6 +273,10 @@ def run_command(tmp_path, capsys, *argv):
     (("evaluate", "--out", "{tmp}/e", "--methods", "magic"), "magic"),
     (("benchmark", "--repeats", "0"), "too small"),
     (("demo", "--out", "{file}/demo"), "is a file, not a folder"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "nan"), "not a learning rate"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "-1"), "not a learning rate"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "inf"), "not a learning rate"),
+    (("evaluate", "--out", "{tmp}/e", "--seed-start", "-5"), "too small"),
 ])
 def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
@@ -409,3 +413,28 @@ def test_unusable_weights_are_refused_at_load_with_exit_3(files, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err and "gastric-propagate train" in err, err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv, existing", [
+    (("demo", "--out", "{tmp}/mine"), "report.json"), (("demo", "--out", "{tmp}/mine"), "ct.nrrd"),
+    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "summary.md"),
+    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "confidence.csv"),
+])
+def test_demo_and_evaluate_do_not_replace_files_in_their_folder_without_overwrite(tmp_path, capsys, monkeypatch, argv,
+                                                                                  existing):  # issue 26: 8
+    from gastric_propagate import demo
+    from gastric_propagate.evaluation import evaluate
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("the demo ran"))
+    monkeypatch.setattr(evaluate, "evaluate_command", lambda *a, **k: pytest.fail("the evaluation ran"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / existing).write_text("the user's file")
+    code, captured, changed = run_command(tmp_path, capsys, *[part.format(tmp=tmp_path) for part in argv])
+    assert code == 2 and f"{existing} already exists" in captured.err and "--overwrite" in captured.err, captured.err
+    assert not changed
+
+
+def test_ct_values_scaled_a_million_times_are_not_ct(files, tmp_path, capsys):  # issue 26: 13
+    scaled = sitk.GetArrayFromImage(files["reference"]).astype(np.int32) * 1_000_000
+    write_like(scaled, files["reference"], tmp_path / "in" / "scaled.nrrd")
+    refused(files, tmp_path, capsys, image=tmp_path / "in" / "scaled.nrrd", message="outside the range of any CT")

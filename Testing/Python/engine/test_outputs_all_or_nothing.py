@@ -145,7 +145,7 @@ def test_evaluate_stopped_midway_leaves_the_earlier_report(tmp_path, cases_folde
 
         slow.calls = 0
         evaluate.BASELINES["copy_slice"] = evaluate.Method("copy_slice", copy.title, slow)
-        sys.exit(cli.main(["evaluate", "--data", {str(cases_folder)!r}, "--out", {str(out)!r},
+        sys.exit(cli.main(["evaluate", "--data", {str(cases_folder)!r}, "--out", {str(out)!r}, "--overwrite",
                            "--methods", "copy_slice", "--variants", "largest"]))
     """, tmp_path, staged=False)
     assert code == 143 and "terminated" in err and "Traceback" not in err, err
