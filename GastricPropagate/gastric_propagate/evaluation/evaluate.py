@@ -40,7 +40,7 @@ import numpy as np
 from gastric_propagate import __version__
 from gastric_propagate.data.cases import Case, load_cases
 from gastric_propagate.data.io import OutputBatch
-from gastric_propagate.errors import WeightsError
+from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from gastric_propagate.evaluation import baselines
 from gastric_propagate.inference import consensus
@@ -460,7 +460,10 @@ def _score_one(method: Method, data, annotation: np.ndarray, variant: str, sourc
     except WeightsError:  # not about this case: every engine run would fail the same way
         raise
     except Exception as error:  # one failing case must not lose the others: recorded and reported
-        logger.exception("%s failed on %s (%s)", method.name, data.name, variant)
+        if isinstance(error, InputError):  # the case's own problem, said in one line: no traceback
+            logger.error("%s failed on %s (%s): %s", method.name, data.name, variant, error)
+        else:
+            logger.exception("%s failed on %s (%s)", method.name, data.name, variant)
         nan = float("nan")
         row.update(dice=nan, hd95_mm=nan, volume_error_percent=nan, predicted_ml=nan,
                    seconds=round(time.perf_counter() - started, _DECIMALS),

@@ -87,6 +87,21 @@ def test_a_failing_method_is_recorded_not_fatal(monkeypatch):
     assert "| 0 | 1 |" in text  # one failure counted
 
 
+def test_a_case_refused_as_bad_input_is_logged_in_one_line(monkeypatch, caplog):  # issue 26: 15
+    from gastric_propagate.errors import InputError
+
+    def not_ct(*_args, **_kw):
+        raise InputError("This does not look like a CT in Hounsfield units.")
+
+    monkeypatch.setitem(evaluate.BASELINES, "copy_slice", evaluate.Method("copy_slice", "Not CT", not_ct))
+    rows = evaluate.run_evaluation([_case("tiny_d", 4, 10.0)], methods=["copy_slice"], variants=["largest"],
+                                   progress=False).rows
+    assert rows[0]["error"] == "InputError: This does not look like a CT in Hounsfield units."
+    failures = [record for record in caplog.records if "failed on tiny_d" in record.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None, "one line, no traceback"
+    assert "does not look like a CT" in failures[0].getMessage()
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
         evaluate.run_evaluation([], methods=["magic"], progress=False)
