@@ -1,7 +1,8 @@
 """The ``segment`` contract under random input (Hypothesis).
 
 Random geometry (size, spacing, origin, direction), voxel types, NaN/Inf, empty, one-voxel, negative and
-misplaced annotations, and random output and report paths. Whatever comes in: exit 0 with a uint8 label on
+misplaced annotations, truncated and corrupted files, a NaN direction in a header, and random output and report
+paths. Whatever comes in: exit 0 with a uint8 label on
 exactly the CT's grid, or exit 2 with a message, and then no file written or changed.
 """
 
@@ -28,6 +29,7 @@ EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".nhdr", ".mhd", ".hdr",      
               ".png", ".tif", ".vtk", ".gipl", ".nrrdnr", ".jpg", "", ".json")  # refused
 NAME_CHARACTERS = st.sampled_from("abcXYZ019 _-.é")
 ANNOTATIONS = ("disc", "disc", "empty", "one_voxel", "two_slices", "negative", "nan", "edge", "huge_value")
+DAMAGE = (None, "truncate_ct", "truncate_annotation", "flip_annotation", "nan_direction_ct")
 
 
 @st.composite
@@ -52,6 +54,8 @@ def cases(draw):
         "ct_type": pick(st.sampled_from(CT_TYPES[:2] + CT_TYPES[4:]), st.sampled_from(CT_TYPES)),
         "ct_poison": pick(st.none(), st.sampled_from((None, np.nan, np.inf, -np.inf))),
         "annotation": pick(st.sampled_from(("disc", "huge_value")), st.sampled_from(ANNOTATIONS)),
+        "damage": pick(st.none(), st.sampled_from(DAMAGE)),
+        "damage_at": draw(st.floats(0.2, 0.95)),
         "label_type": draw(st.sampled_from(LABEL_TYPES)),
         "centre": (draw(st.floats(0, 1)), draw(st.floats(0.4, 0.6)), draw(st.floats(0.4, 0.6))),
         "radius_voxels": pick(st.floats(2.5, 5.0), st.floats(0.5, 8.0)),
@@ -123,7 +127,27 @@ def make_inputs(case: dict, folder: Path) -> tuple[Path, Path, sitk.Image]:
     paths = folder / "ct.nrrd", folder / "annotation.nii.gz"
     sitk.WriteImage(ct, str(paths[0]))
     sitk.WriteImage(label, str(paths[1]))
-    return paths[0], paths[1], sitk.ReadImage(str(paths[0]))
+    written = sitk.ReadImage(str(paths[0]))
+    damage(case, *paths)
+    return paths[0], paths[1], written
+
+
+def damage(case: dict, ct: Path, annotation: Path) -> None:
+    """Cuts a file short, flips bytes in the middle of the annotation's gzip stream, or writes a NaN direction."""
+    kind, at = case["damage"], case["damage_at"]
+    if kind in ("truncate_ct", "truncate_annotation"):
+        path = ct if kind == "truncate_ct" else annotation
+        path.write_bytes(path.read_bytes()[:int(path.stat().st_size * at)])
+    elif kind == "flip_annotation":
+        data = bytearray(annotation.read_bytes())
+        start = int(len(data) * at)
+        data[start:start + 50] = bytes(255 - value for value in data[start:start + 50])
+        annotation.write_bytes(bytes(data))
+    elif kind == "nan_direction_ct":
+        data = ct.read_bytes()
+        start = data.index(b"space directions: ")
+        end = data.index(b"\n", start)
+        ct.write_bytes(data[:start] + b"space directions: (1,0,0) (0,1,0) (nan,nan,nan)" + data[end:])
 
 
 def snapshot(folder: Path) -> dict:
@@ -159,6 +183,7 @@ def test_segment_either_writes_on_the_ct_grid_or_refuses_cleanly(case, fast_segm
         event(f"exit {code}")
         assert "Traceback" not in message
         assert not list(root.rglob(".partial*")), "no temporary file left"
+        assert case["damage"] is None or code == 2, f"a damaged file ({case['damage']}) was read: {message}"
         if code == 0:
             written = sitk.ReadImage(str(output))
             assert written.GetPixelID() == sitk.sitkUInt8
@@ -171,5 +196,7 @@ def test_segment_either_writes_on_the_ct_grid_or_refuses_cleanly(case, fast_segm
                        and path != report), "no other file changed"
         else:
             assert code == 2, message
+            if case["damage"] is not None:
+                event(f"{case['damage']} refused")
             assert "error" in message and len(message) > 40, message
             assert snapshot(root) == before, "nothing written or changed"
