@@ -28,7 +28,8 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
     other); the mask and the report are then written together at the end, whole, or not at all. Existing outputs
-    are refused unless ``overwrite``; an input file is never overwritten.
+    are refused unless ``overwrite``, also one that appeared while the run was working (a concurrent run to the
+    same path); an input file is never overwritten.
     ``stages``, when given, is called with (stage, done, total) as the run goes: "read", "proposer" (once per
     propagated slice), "refiner", "write".
     """
@@ -60,7 +61,8 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     stage("write", 0, 1)
     report = build_report(result, image.GetSpacing(), segmenter)
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
-    with OutputBatch() as outputs:
+    # Without overwrite, a file that appeared at an output path during the run (another run's) is not replaced.
+    with OutputBatch(overwrite=overwrite) as outputs:
         outputs.mask(result.mask, image, output_path)
         if report_path is not None:
             outputs.json(report, report_path)

@@ -5,7 +5,8 @@ renamed into place. A header + data format (``.nhdr``, ``.mhd``, ``.hdr``) is wr
 so the header names the right data file; the data file is renamed first, the header last. Several outputs of one
 run (a mask and its report) are renamed together, after all of them were written, and SIGTERM/SIGINT received
 during the renames are held until the renames are done. A crash or SIGTERM therefore leaves the old files or the
-whole new ones, and no ``.partial`` folder.
+whole new ones, and no ``.partial`` folder. Without ``overwrite`` an output is put in place by a hard link, not a
+rename, so that a file that appeared there during the run (another run's) is never replaced.
 """
 
 from __future__ import annotations
@@ -316,10 +317,19 @@ class OutputBatch:
         with OutputBatch() as outputs:
             outputs.mask(mask, ct, "tumour.nrrd")
             outputs.json(report, "report.json")
+
+    Args:
+        overwrite: outputs may replace existing files. Without it, a file that appeared at an output's path while
+            the run was working (another run writing to the same path) is kept and the batch is refused: each
+            output is put in place by a hard link, which fails where a file is, not by a rename, which replaces it.
+        replaceable: with ``overwrite`` False, the paths that may still be replaced (e.g. the demo's files from an
+            earlier demo run).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, overwrite: bool = True, replaceable: Iterable[str | Path] = ()) -> None:
         self._staged: list[_Staged] = []
+        self._overwrite = overwrite
+        self._replaceable = {os.path.abspath(path) for path in replaceable}
 
     def mask(self, mask: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
         """A uint8 (z, y, x) mask on exactly the reference's grid."""
@@ -359,6 +369,11 @@ class OutputBatch:
                 except OSError as error:
                     restored = all([staged.restore() for staged in reversed(done)])
                     kept = "the earlier files are kept" if restored else "some earlier files could not be put back"
+                    if isinstance(error, FileExistsError):
+                        raise InputError(f"Did not write {done[-1].path}: {error.filename} exists now, though it did "
+                                         "not when this run began (another run writing to the same path?). It is "
+                                         f"kept and nothing was written ({kept}). Choose another path, or pass "
+                                         "--overwrite to replace it.") from error
                     raise InputError(f"Could not replace {done[-1].path} ({error.strerror or error}): nothing was "
                                      f"written ({kept}). Check that it is not read-only or locked and that the folder "
                                      "is writable, then run again.") from error
@@ -382,7 +397,7 @@ class OutputBatch:
             self.discard()
 
     def _stage(self, path: Path, write: Callable[[Path], None]) -> Path:
-        staged = _Staged(path)
+        staged = _Staged(path, self._overwrite or os.path.abspath(path) in self._replaceable)
         self._staged.append(staged)
         staged.write(write)
         return path
@@ -409,8 +424,9 @@ def write_json(data: dict, path: str | Path) -> Path:
 class _Staged:
     """One output written under ``<folder>/.partial-<name>-XXXX/<name>`` (plus its data file, if any)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overwrite: bool = True) -> None:
         self.path = path
+        self.overwrite = overwrite
         self.folder: Path | None = None
         self.created: list[Path] = []
         self.names: list[str] = []
@@ -444,7 +460,10 @@ class _Staged:
         for name in self.names:
             destination = self.path.parent / name
             kept = self.folder / ".old" / name
-            os.replace(self.folder / name, destination)
+            if self.overwrite:
+                os.replace(self.folder / name, destination)
+            else:
+                _move_without_replacing(self.folder / name, destination)
             self.replaced.append((destination, kept if kept.exists() else None))
         self.created = []
 
@@ -472,6 +491,31 @@ class _Staged:
             except OSError:
                 break
         self.created = []
+
+
+def _move_without_replacing(source: Path, destination: Path) -> None:
+    """Moves ``source`` to ``destination``; FileExistsError (naming ``destination``) when a file is already there.
+
+    A hard link cannot replace a file, so a file that appeared at ``destination`` (another run's) is never replaced.
+    Where hard links are not supported (e.g. FAT, some network shares), the name is reserved by an exclusive create
+    first, then replaced by the rename.
+    """
+    try:
+        os.link(source, destination)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(destination)) from None
+    except OSError:
+        try:
+            os.close(os.open(destination, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(destination)) from None
+        try:
+            os.replace(source, destination)
+        except OSError:
+            os.unlink(destination)  # the empty reservation
+            raise
+        return
+    os.unlink(source)
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -438,3 +438,31 @@ def test_ct_values_scaled_a_million_times_are_not_ct(files, tmp_path, capsys):  
     scaled = sitk.GetArrayFromImage(files["reference"]).astype(np.int32) * 1_000_000
     write_like(scaled, files["reference"], tmp_path / "in" / "scaled.nrrd")
     refused(files, tmp_path, capsys, image=tmp_path / "in" / "scaled.nrrd", message="outside the range of any CT")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_second_run_to_the_same_new_output_does_not_replace_the_first(files, tmp_path, capsys, monkeypatch,
+                                                                        fast_networks, overwrite):  # issue 26: 9
+    """Two runs to one new output: the other one finishes while this one works (after this run's pre-run check).
+    Without --overwrite this run is refused and the other's files are kept; with it, they are replaced."""
+    output, report = tmp_path / "out.nrrd", tmp_path / "report.json"
+    segment_alone = fast_networks.segment
+
+    def other_run_finishes_meanwhile(*args, **kwargs):
+        assert not output.exists(), "the pre-run check has passed, the output is new"
+        result = segment_alone(*args, **kwargs)
+        output.write_bytes(b"the other run's mask")
+        report.write_text("the other run's report")
+        return result
+
+    monkeypatch.setattr(fast_networks, "segment", other_run_finishes_meanwhile)
+    code = segment(files, output, "--report", str(report), *(["--overwrite"] if overwrite else []))
+    err = capsys.readouterr().err
+    if overwrite:
+        assert code == 0, err
+        assert json.loads(report.read_text())["volume_ml"] > 0 and sitk.ReadImage(str(output)).GetSize()
+        return
+    assert code == 2 and "Traceback" not in err, err
+    assert "out.nrrd exists now" in err and "another run" in err and "--overwrite" in err, err
+    assert output.read_bytes() == b"the other run's mask" and report.read_text() == "the other run's report"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in", "out.nrrd", "report.json"]

@@ -250,3 +250,36 @@ def test_a_report_that_cannot_be_replaced_leaves_the_old_mask_too(tmp_path, monk
     assert (tmp_path / "out.nrrd").read_bytes() == old_mask
     assert (tmp_path / "report.json").read_text() == "old report"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.nrrd", "report.json"]
+
+
+@pytest.mark.parametrize("name, appears", [("out.nrrd", "report.json"), ("out.nrrd", "out.nrrd"),
+                                           ("out.nhdr", "out.raw.gz"), ("out.nhdr", "out.nhdr")])
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_without_overwrite_a_file_that_appeared_during_the_run_is_kept(tmp_path, monkeypatch, name, appears,
+                                                                        hard_links):  # issue 26: 9
+    """Another run wrote one of the outputs between the pre-run check and the renames: it is kept, and the outputs
+    of this run already put in place are taken back, with or without hard links on the file system."""
+    if not hard_links:
+        def no_links(source, destination):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+
+        monkeypatch.setattr(io.os, "link", no_links)
+    io.check_outputs({"output": tmp_path / name, "report": tmp_path / "report.json"}, overwrite=False)
+    with pytest.raises(InputError, match=rf"{appears} exists now.*another run.*--overwrite") as caught:
+        with io.OutputBatch(overwrite=False) as outputs:
+            outputs.mask(mask(), reference(), tmp_path / name)
+            outputs.json({"run": "this one"}, tmp_path / "report.json")
+            (tmp_path / appears).write_text("the other run's")
+    assert io.PARTIAL_PREFIX not in str(caught.value)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [appears]
+    assert (tmp_path / appears).read_text() == "the other run's"
+
+
+def test_without_overwrite_new_outputs_and_replaceable_ones_are_written(tmp_path):
+    (tmp_path / "earlier.json").write_text("an earlier run's, that may be replaced")
+    with io.OutputBatch(overwrite=False, replaceable=[tmp_path / "earlier.json"]) as outputs:
+        outputs.mask(mask(), reference(), tmp_path / "out.nhdr")
+        outputs.json({"run": "this one"}, tmp_path / "earlier.json")
+    assert json.loads((tmp_path / "earlier.json").read_text()) == {"run": "this one"}
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nhdr"))), mask())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["earlier.json", "out.nhdr", "out.raw.gz"]
