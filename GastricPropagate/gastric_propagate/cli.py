@@ -166,10 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.add_argument("--overwrite", action="store_true", help="replace image/label files already in --out")
 
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
-    demo.add_argument("--out", default="demo-output", help="where the example CT, annotation and result go")
+    demo.add_argument("--out", default="demo-output",
+                      help="where the example CT, annotation and result go (default: %(default)s); an earlier "
+                           "demo's files there are replaced")
     demo.add_argument("--seed", type=_count(0), help="phantom seed (default: a held-out one)")
     demo.add_argument("--overwrite", action="store_true",
-                      help="replace the example's files already in --out, e.g. an earlier demo's (refused otherwise)")
+                      help="also replace files of the demo's names in --out that no earlier demo wrote, or that "
+                           "were changed since (refused otherwise)")
     _add_model_options(demo)
 
     benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
@@ -421,12 +424,11 @@ def _make_phantoms(args) -> int:
 
 
 def _demo(args) -> int:
-    from gastric_propagate.data.io import check_outputs
-    from gastric_propagate.demo import demo_outputs, run_demo
+    from gastric_propagate.demo import check_demo_outputs, run_demo
 
     _check_folder(args.out, "the output folder")
-    check_outputs(demo_outputs(args.out), overwrite=args.overwrite)
-    run_demo(args.out, seed=args.seed, segmenter=_segmenter(args))
+    check_demo_outputs(args.out, args.overwrite)  # before the weights load
+    run_demo(args.out, seed=args.seed, segmenter=_segmenter(args), overwrite=args.overwrite)
     return 0
 
 

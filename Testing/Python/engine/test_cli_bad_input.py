@@ -415,13 +415,14 @@ def test_unusable_weights_are_refused_at_load_with_exit_3(files, tmp_path, capsy
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("argv, existing", [
-    (("demo", "--out", "{tmp}/mine"), "report.json"), (("demo", "--out", "{tmp}/mine"), "ct.nrrd"),
-    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "summary.md"),
-    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "confidence.csv"),
+@pytest.mark.parametrize("argv, existing, message", [
+    (("demo", "--out", "{tmp}/mine"), "report.json", "holds report.json, which an earlier demo did not write"),
+    (("demo", "--out", "{tmp}/mine"), "ct.nrrd", "holds ct.nrrd, which an earlier demo did not write"),
+    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "summary.md", "summary.md already exists"),
+    (("evaluate", "--out", "{tmp}/mine", "--methods", "copy_slice"), "confidence.csv", "confidence.csv already exists"),
 ])
 def test_demo_and_evaluate_do_not_replace_files_in_their_folder_without_overwrite(tmp_path, capsys, monkeypatch, argv,
-                                                                                  existing):  # issue 26: 8
+                                                                                  existing, message):  # issue 26: 8
     from gastric_propagate import demo
     from gastric_propagate.evaluation import evaluate
 
@@ -430,7 +431,7 @@ def test_demo_and_evaluate_do_not_replace_files_in_their_folder_without_overwrit
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / existing).write_text("the user's file")
     code, captured, changed = run_command(tmp_path, capsys, *[part.format(tmp=tmp_path) for part in argv])
-    assert code == 2 and f"{existing} already exists" in captured.err and "--overwrite" in captured.err, captured.err
+    assert code == 2 and message in captured.err and "--overwrite" in captured.err, captured.err
     assert not changed
 
 
