@@ -44,6 +44,7 @@ from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 from gastric_propagate.evaluation import baselines
 from gastric_propagate.inference import consensus
+from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
 from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown, per_slice_dice
 from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
 from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT, PAINTED_NOT_LARGEST, VARIANTS, make_annotation
@@ -151,7 +152,8 @@ class _EngineMethods:
     def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
         if isinstance(case_key, tuple):
-            self.advice_rows.append({"case": case_key[0], "variant": case_key[1], "advised": int(bool(result.advice))})
+            advised = any(advice.kind == LARGER_NEIGHBOUR for advice in result.advice)
+            self.advice_rows.append({"case": case_key[0], "variant": case_key[1], "advised": int(advised)})
         if truth_label is not None:
             propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
             flagged = set(result.slices_to_review())

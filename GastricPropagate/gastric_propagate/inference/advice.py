@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 # The painted slice looks smaller than a nearby cross-section. Values: painted_slice, slice, ratio.
 LARGER_NEIGHBOUR = "larger_neighbour"
+# A painted slice is the volume's first or last: the tumour may go on beyond the scan. Values: painted_slice, edge
+# ("first" or "last"), slices (the volume's number of axial slices).
+PAINTED_AT_VOLUME_EDGE = "painted_at_volume_edge"
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class Advice:
     """One thing the reader should know before trusting a result.
 
     Attributes:
-        kind: what it is about (``LARGER_NEIGHBOUR``).
+        kind: what it is about (``LARGER_NEIGHBOUR``, ``PAINTED_AT_VOLUME_EDGE``).
         sentence: what to tell the reader, in English: the CLI prints it and the report holds it.
         values: the figures the sentence names.
     """
@@ -37,3 +40,13 @@ def larger_neighbour_advice(painted_slice: int, slice_index: int, ratio: float) 
                 "--painted-not-largest).")
     return Advice(LARGER_NEIGHBOUR, sentence, {"painted_slice": int(painted_slice), "slice": int(slice_index),
                                                "ratio": ratio})
+
+
+def painted_at_volume_edge_advice(painted_slice: int, slices: int) -> Advice:
+    """The painted slice ``painted_slice`` is the first or the last of the volume's ``slices`` axial slices."""
+    edge = "first" if painted_slice == 0 else "last"
+    sentence = (f"The painted slice {painted_slice} is the {edge} slice of the volume: the tumour may go on beyond the "
+                "scan, where nothing can be segmented, so the result and its volume may miss part of it. Check that "
+                "the CT covers the whole tumour.")
+    return Advice(PAINTED_AT_VOLUME_EDGE, sentence, {"painted_slice": int(painted_slice), "edge": edge,
+                                                     "slices": int(slices)})

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
-from gastric_propagate.inference.advice import Advice, larger_neighbour_advice
+from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D, inference_copy
@@ -68,7 +68,8 @@ class SegmentationResult:
         consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
         advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
-            not the largest cross-section), one ``Advice`` each; empty when there is nothing to say.
+            not the largest cross-section, or that it is the volume's first or last slice), one ``Advice`` each;
+            empty when there is nothing to say.
         slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
@@ -225,6 +226,8 @@ class Segmenter:
                                             taper=options.painted_is_largest)
         advice = _painted_slice_advice(opinions[1], anchor_slices, painted, spacing_xyz) if (
             consensus and options.painted_is_largest) else []
+        advice += [painted_at_volume_edge_advice(k, image.shape[0]) for k in anchor_slices
+                   if k in (0, image.shape[0] - 1)]
         voted = time.perf_counter()
         first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
                        int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))

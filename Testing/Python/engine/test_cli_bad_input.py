@@ -467,3 +467,28 @@ def test_a_second_run_to_the_same_new_output_does_not_replace_the_first(files, t
     assert "out.nrrd exists now" in err and "another run" in err and "--overwrite" in err, err
     assert output.read_bytes() == b"the other run's mask" and report.read_text() == "the other run's report"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in", "out.nrrd", "report.json"]
+
+
+@pytest.mark.parametrize("painted, edge", [(0, "first"), (15, "last"), (8, None)])
+def test_painting_on_the_first_or_last_slice_is_noted_in_the_report_and_printed(tmp_path, capsys, painted,
+                                                                                edge):  # issue 26: 14
+    image, label = make_volume(depth=16, size=64, centre_z=painted, radius_mm=10.0)
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    sitk.WriteImage(ct, str(tmp_path / "ct.nrrd"))
+    write_like(annotation_from_label(label, painted), ct, tmp_path / "annotation.nrrd")
+    code = cli.main(["segment", "--image", str(tmp_path / "ct.nrrd"), "--annotation", str(tmp_path / "annotation.nrrd"),
+                     "--output", str(tmp_path / "out.nrrd"), "--report", str(tmp_path / "report.json")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    advice = [item for item in json.loads((tmp_path / "report.json").read_text())["advice"]
+              if item["kind"] == "painted_at_volume_edge"]
+    if edge is None:
+        assert not advice and "slice of the volume" not in captured.out
+        return
+    sentence = (f"The painted slice {painted} is the {edge} slice of the volume: the tumour may go on beyond the scan, "
+                "where nothing can be segmented")
+    assert advice == [{"kind": "painted_at_volume_edge", "sentence": advice[0]["sentence"], "painted_slice": painted,
+                       "edge": edge, "slices": 16}]
+    assert advice[0]["sentence"].startswith(sentence)
+    assert f"note: {sentence}" in captured.out
