@@ -1,0 +1,294 @@
+"""What the panel does when a button is pressed, free of Qt: start a run, poll it, cancel it, finish it, and which
+buttons are enabled. ``Testing/Python/slicer_layer/test_controller.py`` drives it with a fake panel and a fake job.
+
+The Widget (``widget.py``) owns the Qt objects and hands them over as a ``view``, an object with these methods:
+
+- ``setStatus(text)``, ``showRunTime(text)``: the status line and the "this run" figure;
+- ``showProgress(done, total)`` (``total`` 0: busy, no count yet), ``hideProgress()``;
+- ``startPolling()``, ``stopPolling()``: the timer that calls ``poll`` while a child process runs;
+- ``waitCursor()``: a context manager; ``confirm(text, title) -> bool``; ``showError(text)``;
+- ``showReview(rows, summary)`` (the per-slice list), ``showResultsTable(tableNode)``;
+- ``setButtons(state)``: a ``ButtonState``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gastric_propagate.errors import Cancelled
+
+from .i18n import _
+from .parameters import missingInput, optionsFromParameterNode
+from .results_table import formatDuration
+from .review import adviceSentences, reviewRows, reviewSummary
+from .scene_input import Masking
+
+__all__ = ["ButtonState", "LastRun", "RunController", "adoptedSegmentId", "resultStatus", "stageText"]
+
+logger = logging.getLogger(__name__)
+
+
+def stageText(stage: str) -> str:
+    """What the status line says for a stage the engine's process reports (runner.STAGES)."""
+    texts = {
+        "load": _("Loading the networks..."),
+        "read": _("Reading the volume..."),
+        "proposer": _("Propagating slice by slice..."),
+        "refiner": _("Refining..."),
+        "write": _("Writing the result..."),
+    }
+    return texts.get(stage, _("Starting the segmentation process..."))
+
+
+def resultStatus(result, correctedSlices=()) -> str:
+    """The status line after a run: where the result lies, the anchors taken from corrections, the engine's advice."""
+    from .scene_input import resultSegmentName
+
+    sliceRange = result.slice_range()
+    text = _("Done: '{name}' on slices K = {first} to {last}.").format(
+        name=resultSegmentName(), first=sliceRange[0], last=sliceRange[1]) if sliceRange else _("Done.")
+    if correctedSlices:
+        text += " " + _("Corrected slices kept as anchors: K = {slices}.").format(
+            slices=", ".join(str(k) for k in correctedSlices))
+    for sentence in adviceSentences(result.advice):
+        text += " " + sentence
+    return text
+
+
+def adoptedSegmentId(segmentationNode, storedId: str, shownId: str) -> str | None:
+    """The segment to store when a segmentation is newly selected: the one the selector shows, if the stored one is
+    not in that segmentation; None when the stored one stands."""
+    if segmentationNode is None or not shownId or shownId == storedId:
+        return None
+    return shownId if segmentationNode.GetSegmentation().GetSegment(storedId) is None else None
+
+
+@dataclass(frozen=True)
+class ButtonState:
+    """Which controls of the panel are enabled (and the Propagate button's tooltip)."""
+
+    apply: bool
+    applyToolTip: str
+    cancel: bool
+    editInputs: bool  # the inputs and options sections
+    jump: bool
+    repropagate: bool
+    exportSegNrrd: bool
+    exportNifti: bool
+    exportCsv: bool
+    exportDicomSeg: bool
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The run whose result the panel shows."""
+
+    volumeNode: object
+    segmentationNode: object
+    resultId: str
+    result: object  # runner.RunResult
+    correctedSlices: list = field(default_factory=list)
+
+
+class RunController:
+    """Starts, polls, cancels and finishes the panel's runs; one run at a time.
+
+    Args:
+        logic: a ``GastricPropagateLogic``.
+        view: the panel (see the module docstring).
+        ensureDependencies: returns True when PyTorch is there (``dependencies.ensureDependencies`` in Slicer).
+        segmentEditorNode: returns the Segment Editor's parameter node (its masking settings), or None.
+    """
+
+    def __init__(self, logic, view, *, ensureDependencies: Callable[[], bool] = lambda: True,
+                 segmentEditorNode: Callable[[], object] = lambda: None) -> None:
+        self.logic = logic
+        self.view = view
+        self.ensureDependencies = ensureDependencies
+        self.segmentEditorNode = segmentEditorNode
+        self.parameters = None  # the panel's parameter node (set by the Widget)
+        self.lastRun: LastRun | None = None
+        self.lastError: BaseException | None = None  # the last error a run reported (read by the self-test)
+        self._job = None
+        self._prepared = None
+        self._replaceExisting = False
+
+    @property
+    def isRunning(self) -> bool:
+        return self._job is not None
+
+    # ------------------------------------------------------------------ buttons
+
+    def buttonState(self) -> ButtonState:
+        parameters = self.parameters
+        idle = not self.isRunning
+        missing = missingInput(parameters)
+        segmentationNode = parameters.segmentationNode if parameters is not None else None
+        resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
+        table = self.logic.resultsTableNode(segmentationNode) if segmentationNode is not None else None
+        return ButtonState(
+            apply=missing is None and idle,
+            applyToolTip=missing or _("Propagate the painted slice through the volume."),
+            cancel=not idle,
+            editInputs=idle,
+            jump=idle and self.lastRun is not None and bool(self.lastRun.result.least_confident_slices(1)),
+            repropagate=missing is None and idle and resultId is not None,
+            exportSegNrrd=segmentationNode is not None and idle,
+            exportNifti=resultId is not None and bool(parameters.inputVolume) and idle,
+            exportCsv=table is not None and idle,
+            exportDicomSeg=segmentationNode is not None and idle)
+
+    def refreshButtons(self) -> None:
+        self.view.setButtons(self.buttonState())
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, fromCorrections: bool = False) -> None:
+        """Reads the scene, asks before replacing an earlier result, then starts the engine's process.
+
+        ``fromCorrections``: propagate again with the slices the reader corrected in the result as anchors.
+        """
+        if self.isRunning:
+            return
+        self.lastError = None
+        try:
+            self._start(fromCorrections)
+        except Exception as error:
+            self.lastError = error
+            self.view.setStatus(_("Not run: {error}").format(error=error))
+            logger.error("GastricPropagate: %s", error)
+            self.view.showError(_("Could not start the propagation.") + "\n\n" + str(error))
+        finally:
+            self.refreshButtons()
+
+    def _start(self, fromCorrections: bool) -> None:
+        # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
+        if not self.ensureDependencies():
+            self.view.setStatus(_("PyTorch is needed; nothing was run."))
+            return
+        parameters = self.parameters
+        self.logic.device = parameters.device
+        with self.view.waitCursor():
+            masking = Masking()
+            if parameters.useEditorMasking:
+                masking = self.logic.maskingFromSegmentEditorNode(
+                    self.segmentEditorNode(), parameters.inputVolume, parameters.segmentationNode,
+                    parameters.paintedSegmentId)
+            prepare = self.logic.prepareCorrections if fromCorrections else self.logic.prepare
+            prepared = prepare(parameters.inputVolume, parameters.segmentationNode, parameters.paintedSegmentId,
+                               optionsFromParameterNode(parameters), masking=masking)
+        replaceExisting = fromCorrections  # re-propagating replaces the corrected result by design
+        existingId = self.logic.resultSegmentId(parameters.segmentationNode)
+        if existingId is not None and not fromCorrections:
+            name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
+            if not self.view.confirm(
+                    _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
+                      "new result? (Rename that segment first to keep it.)").format(name=name),
+                    _("Replace the propagated segment?")):
+                self.view.setStatus(_("Not run: the earlier result was kept."))
+                return
+            replaceExisting = True
+        if masking.isActive():
+            logger.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
+        self._job = self.logic.start(prepared)
+        self._prepared = prepared
+        self._replaceExisting = replaceExisting
+        self.view.showProgress(0, 0)  # busy until the process reports a stage
+        self.view.setStatus(_("Starting the segmentation process..."))
+        self.view.startPolling()
+
+    def poll(self) -> None:
+        """Called by the panel's timer: shows the child's progress; writes its result once it has ended."""
+        job = self._job
+        if job is None:
+            self.view.stopPolling()
+            return
+        finished = job.poll()
+        progress = job.progress
+        if progress.stage == "proposer" and progress.total > 0:
+            self.view.showProgress(progress.done, progress.total)
+        elif progress.stage:
+            self.view.showProgress(0, 0)  # a stage without slices: busy indicator
+        self.view.setStatus(_("{stage} {elapsed}").format(stage=stageText(progress.stage),
+                                                          elapsed=formatDuration(job.elapsed())))
+        if not finished:
+            return
+        self.view.stopPolling()
+        self._job = None
+        prepared, self._prepared = self._prepared, None
+        try:
+            self._finish(job, prepared)
+        finally:
+            self.refreshButtons()
+
+    def _finish(self, job, prepared) -> None:
+        """After the process has ended: report its error, or write its result into the scene."""
+        self.view.hideProgress()
+        try:
+            result = job.result()
+            resultId = self.logic.apply(prepared, result, replaceExisting=self._replaceExisting)
+        except Cancelled as error:
+            self.lastError = error
+            self.view.setStatus(_("Cancelled: nothing was written."))
+            return
+        except Exception as error:
+            self.lastError = error
+            self.view.setStatus(_("Failed: {error}").format(error=error))
+            logger.error("GastricPropagate: %s", error)
+            self.view.showError(_("The propagation failed; nothing was written.") + "\n\n" + str(error))
+            return
+        self.lastRun = LastRun(prepared.volumeNode, prepared.segmentationNode, resultId, result,
+                               list(prepared.correctedSlices))
+        displayNode = prepared.segmentationNode.GetDisplayNode()
+        if displayNode is not None:
+            displayNode.SetSegmentVisibility(resultId, True)
+        self.view.setStatus(resultStatus(result, prepared.correctedSlices))
+        self.view.showRunTime(_("{duration} on {device}").format(duration=formatDuration(result.seconds),
+                                                                 device=result.device))
+        rows = reviewRows(result, prepared.correctedSlices)
+        self.view.showReview(rows, reviewSummary(rows))
+        self.view.showResultsTable(self.logic.resultsTableNode(prepared.segmentationNode))
+
+    # ------------------------------------------------------------------ cancel
+
+    def _endJob(self) -> bool:
+        """Stops polling and ends the running child process (waiting for it); its result is dropped."""
+        job, self._job, self._prepared = self._job, None, None
+        if job is None:
+            return False
+        self.view.stopPolling()
+        job.cancel()
+        self.view.hideProgress()
+        return True
+
+    def cancel(self) -> None:
+        """Ends the segmentation process at once, whatever it is doing; the scene is left as it was."""
+        if self._endJob():
+            self.lastError = Cancelled(_("Cancelled: nothing was written."))
+            self.view.setStatus(_("Cancelled: nothing was written."))
+            self.refreshButtons()
+
+    def sceneClosing(self) -> None:
+        """The scene is about to close: a running process is ended (its result would have nowhere to go) and the
+        per-slice list, which described a result that goes with the scene, is emptied."""
+        if self._endJob():
+            self.view.setStatus(_("Cancelled: the scene was closed."))
+        self.lastRun = None
+        self.view.showReview([], "")
+
+    def cleanup(self) -> None:
+        """The panel is destroyed (the application closes): ends a running process."""
+        self._endJob()
+
+    # ------------------------------------------------------------------ navigation
+
+    def leastConfidentSlice(self) -> int | None:
+        slices = self.lastRun.result.least_confident_slices(1) if self.lastRun is not None else []
+        return slices[0] if slices else None
+
+    def sliceCenterRAS(self, k: int):
+        """World position of the K slice ``k`` of the last run's volume (else the selected one)."""
+        volumeNode = self.lastRun.volumeNode if self.lastRun is not None else self.parameters.inputVolume
+        return self.logic.sliceCenterRAS(volumeNode, int(k))

@@ -1,0 +1,386 @@
+"""GastricPropagateLib.controller: what the panel's buttons do, driven with a fake panel, a fake Logic and a fake job
+(no Qt, no child process). ``test_testdata.py`` drives it once with the real Logic and child process."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
+
+REPO = Path(__file__).resolve().parents[3]
+if str(REPO / "GastricPropagate") not in sys.path:
+    sys.path.insert(0, str(REPO / "GastricPropagate"))
+
+from GastricPropagateLib.controller import (  # noqa: E402
+    ButtonState,
+    RunController,
+    adoptedSegmentId,
+    resultStatus,
+    stageText,
+)
+from GastricPropagateLib.runner import Progress, RunResult  # noqa: E402
+from GastricPropagateLib.scene_input import Masking  # noqa: E402
+from gastric_propagate.errors import Cancelled, InputError  # noqa: E402
+from gastric_propagate.inference.options import PropagationOptions  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+
+# ------------------------------------------------------------------------------------------------------- fakes
+
+
+class FakeView:
+    """The panel as the controller sees it: records what it was told."""
+
+    def __init__(self, confirmAnswer: bool = True) -> None:
+        self.confirmAnswer = confirmAnswer
+        self.status = []
+        self.progress = None  # (done, total) while shown
+        self.polling = False
+        self.confirmations = []
+        self.errors = []
+        self.review = None
+        self.resultsTable = None
+        self.runTime = None
+        self.buttons = None
+        self.cursorDepth = 0
+
+    def setStatus(self, text):
+        self.status.append(text)
+
+    def showRunTime(self, text):
+        self.runTime = text
+
+    def showProgress(self, done, total):
+        self.progress = (done, total)
+
+    def hideProgress(self):
+        self.progress = None
+
+    def startPolling(self):
+        self.polling = True
+
+    def stopPolling(self):
+        self.polling = False
+
+    @contextlib.contextmanager
+    def waitCursor(self):
+        self.cursorDepth += 1
+        try:
+            yield
+        finally:
+            self.cursorDepth -= 1
+
+    def confirm(self, text, title):
+        assert self.cursorDepth == 0, "a dialog under the wait cursor"
+        self.confirmations.append(text)
+        return self.confirmAnswer
+
+    def showError(self, text):
+        assert self.cursorDepth == 0, "a dialog under the wait cursor"
+        self.errors.append(text)
+
+    def showReview(self, rows, summary):
+        self.review = (rows, summary)
+
+    def showResultsTable(self, tableNode):
+        self.resultsTable = tableNode
+
+    def setButtons(self, state):
+        assert isinstance(state, ButtonState)
+        self.buttons = state
+
+
+class FakeJob:
+    """A child process that finishes after ``steps`` polls with ``outcome`` (a RunResult, or an error to raise)."""
+
+    def __init__(self, outcome, steps: int = 2) -> None:
+        self.outcome = outcome
+        self.steps = steps
+        self.progress = Progress()
+        self.cancelled = False
+
+    def poll(self) -> bool:
+        self.steps -= 1
+        self.progress = Progress("proposer", 3, 10) if self.steps > 0 else Progress("write", 0, 0)
+        return self.steps <= 0
+
+    def elapsed(self) -> float:
+        return 2.0
+
+    def result(self):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeSegmentation:
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def GetSegment(self, segmentId):
+        name = self.names.get(segmentId)
+        return None if name is None else SimpleNamespace(GetName=lambda: name)
+
+
+class FakeSegmentationNode:
+    def __init__(self, names: dict[str, str]) -> None:
+        self.segmentation = FakeSegmentation(names)
+        self.visible = {}
+
+    def GetSegmentation(self):
+        return self.segmentation
+
+    def GetDisplayNode(self):
+        return SimpleNamespace(SetSegmentVisibility=lambda segmentId, shown: self.visible.__setitem__(segmentId, shown))
+
+
+class FakeLogic:
+    def __init__(self, outcome, *, existingResultId=None, prepareError=None) -> None:
+        self.outcome = outcome
+        self.existingResultId = existingResultId
+        self.prepareError = prepareError
+        self.device = None
+        self.calls = []
+        self.job = None
+
+    def resultSegmentId(self, segmentationNode):
+        return self.existingResultId
+
+    def resultsTableNode(self, segmentationNode, create=False):
+        return "results table" if self.existingResultId is not None else None
+
+    def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId):
+        self.calls.append(("masking", editorNode))
+        return Masking()
+
+    def _prepare(self, kind, volumeNode, segmentationNode, segmentId, options, masking):
+        self.calls.append((kind, options))
+        if self.prepareError is not None:
+            raise self.prepareError
+        return SimpleNamespace(volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
+                               correctedSlices=[6] if kind == "prepareCorrections" else [])
+
+    def prepare(self, volumeNode, segmentationNode, segmentId, options=None, *, masking=None):
+        return self._prepare("prepare", volumeNode, segmentationNode, segmentId, options, masking)
+
+    def prepareCorrections(self, volumeNode, segmentationNode, segmentId, options=None, *, masking=None):
+        return self._prepare("prepareCorrections", volumeNode, segmentationNode, segmentId, options, masking)
+
+    def start(self, prepared):
+        self.job = FakeJob(self.outcome)
+        return self.job
+
+    def apply(self, prepared, result, replaceExisting=False):
+        self.calls.append(("apply", replaceExisting))
+        self.existingResultId = "result"
+        return "result"
+
+    def sliceCenterRAS(self, volumeNode, k):
+        return (float(k), 0.0, 0.0)
+
+
+def runResult(**changes) -> RunResult:
+    mask = np.zeros((10, 4, 4), dtype=np.uint8)
+    mask[3:8, 1:3, 1:3] = 1
+    values = dict(mask=mask, slice_confidence={3: 0.4, 4: 0.9, 5: 1.0, 6: 0.8, 7: 0.3}, anchor_slices=[5],
+                  stop_reasons={}, seconds=4.5, device="cpu", slices_to_review=[7])
+    values.update(changes)
+    return RunResult(**values)
+
+
+def parameters(**changes):
+    values = dict(inputVolume="CT", segmentationNode=FakeSegmentationNode({"painted": "Tumour (painted)"}),
+                  paintedSegmentId="painted", keyframes=False, minSlice=-1, maxSlice=40, maxDistanceMm=0.0,
+                  useRefiner=True, useConsensus=False, paintedIsLargest=True, device="cpu", useEditorMasking=True)
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def controllerWith(logic, view=None, **kwargs) -> RunController:
+    controller = RunController(logic, view or FakeView(), segmentEditorNode=lambda: "editor node", **kwargs)
+    controller.parameters = parameters()
+    return controller
+
+
+def started() -> tuple[FakeLogic, RunController]:
+    """A controller whose run has started (its fake job not polled yet)."""
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic)
+    controller.run()
+    return logic, controller
+
+
+def runToEnd(controller: RunController) -> None:
+    while controller.isRunning:
+        assert controller.view.polling
+        controller.poll()
+
+
+# ------------------------------------------------------------------------------------------------------- tests
+
+
+def test_idle_buttons_follow_the_inputs():
+    controller = controllerWith(FakeLogic(runResult()))
+    state = controller.buttonState()
+    assert state.apply and not state.cancel and state.editInputs
+    assert not state.jump and not state.repropagate and not state.exportNifti and not state.exportCsv
+    assert state.exportSegNrrd and state.exportDicomSeg
+    controller.parameters = parameters(inputVolume=None)
+    state = controller.buttonState()
+    assert not state.apply and state.applyToolTip == "Select the CT volume."
+    controller.parameters = None
+    state = controller.buttonState()
+    assert not state.apply and not state.exportSegNrrd and state.applyToolTip == "No parameter node."
+
+
+def test_a_run_starts_polls_and_writes_its_result():
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic)
+    view = controller.view
+    controller.run()
+
+    assert controller.isRunning and view.polling and view.progress == (0, 0)
+    assert logic.device == "cpu"
+    assert logic.calls[:2] == [("masking", "editor node"),
+                               ("prepare", PropagationOptions(max_slice=40, use_consensus=False))]
+    state = view.buttons
+    assert state.cancel and not state.apply and not state.editInputs and not state.exportSegNrrd
+
+    controller.poll()
+    assert view.progress == (3, 10) and view.status[-1] == stageText("proposer") + " 2.0 s"
+    controller.poll()
+    assert not controller.isRunning and not view.polling and view.progress is None
+    assert ("apply", False) in logic.calls
+    assert controller.lastError is None and controller.lastRun.resultId == "result"
+    assert view.status[-1].startswith("Done: 'Tumour (propagated)' on slices K = 3 to 7.")
+    assert view.runTime == "4.5 s on cpu"
+    rows, summary = view.review
+    assert [row.k for row in rows] == [3, 4, 5, 6, 7] and "K = 7" in summary
+    assert view.resultsTable == "results table"
+    assert controller.parameters.segmentationNode.visible == {"result": True}
+    state = view.buttons
+    assert state.apply and state.jump and state.repropagate and state.exportNifti and state.exportCsv
+    assert controller.leastConfidentSlice() == 7 and controller.sliceCenterRAS(7) == (7.0, 0.0, 0.0)
+
+
+def test_without_editor_masking_the_editor_is_not_read():
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic)
+    controller.parameters = parameters(useEditorMasking=False)
+    controller.run()
+    assert not [call for call in logic.calls if call[0] == "masking"]
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_an_earlier_result_is_replaced_only_when_the_user_agrees(answer):
+    logic = FakeLogic(runResult(), existingResultId="old")
+    controller = controllerWith(logic, FakeView(confirmAnswer=answer))
+    controller.parameters.segmentationNode.segmentation.names["old"] = "Tumour (propagated)"
+    controller.run()
+    assert len(controller.view.confirmations) == 1 and "Tumour (propagated)" in controller.view.confirmations[0]
+    if not answer:
+        assert not controller.isRunning and controller.view.status[-1] == "Not run: the earlier result was kept."
+        return
+    runToEnd(controller)
+    assert ("apply", True) in logic.calls
+
+
+def test_repropagation_reads_the_corrections_and_replaces_without_asking():
+    logic = FakeLogic(runResult(), existingResultId="result")
+    controller = controllerWith(logic)
+    controller.run(fromCorrections=True)
+    runToEnd(controller)
+    assert [call[0] for call in logic.calls] == ["masking", "prepareCorrections", "apply"]
+    assert ("apply", True) in logic.calls and not controller.view.confirmations
+    assert "Corrected slices kept as anchors: K = 6." in controller.view.status[-1]
+    assert [row.label() for row in controller.view.review[0]][3] == "6 (corrected)"
+
+
+def test_cancel_ends_the_job_and_writes_nothing():
+    logic, controller = started()
+    job = logic.job
+    controller.cancel()
+    assert job.cancelled and not controller.isRunning and not controller.view.polling
+    assert isinstance(controller.lastError, Cancelled) and controller.view.progress is None
+    assert controller.view.status[-1] == "Cancelled: nothing was written."
+    assert controller.view.buttons.apply and not controller.view.buttons.cancel
+    controller.poll()  # a timer tick already queued does nothing
+    assert ("apply", False) not in logic.calls and controller.lastRun is None
+    controller.cancel()  # nothing running: nothing happens
+    assert controller.view.status[-1] == "Cancelled: nothing was written."
+
+
+def test_a_second_press_while_running_starts_nothing():
+    logic, controller = started()
+    first = logic.job
+    controller.run()
+    assert logic.job is first and [call[0] for call in logic.calls].count("prepare") == 1
+
+
+def test_an_input_error_is_shown_and_nothing_starts():
+    controller = controllerWith(FakeLogic(runResult(), prepareError=InputError("The painted segment is empty.")))
+    controller.run()
+    assert not controller.isRunning and isinstance(controller.lastError, InputError)
+    assert controller.view.status[-1] == "Not run: The painted segment is empty."
+    assert controller.view.errors and "The painted segment is empty." in controller.view.errors[0]
+    assert controller.view.buttons.apply and controller.view.cursorDepth == 0
+
+
+def test_missing_pytorch_starts_nothing():
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic, ensureDependencies=lambda: False)
+    controller.run()
+    assert not controller.isRunning and not logic.calls
+    assert controller.view.status[-1] == "PyTorch is needed; nothing was run."
+
+
+def test_a_failed_or_cancelled_job_writes_nothing():
+    controller = controllerWith(FakeLogic(RuntimeError("the process ended with exit code 1")))
+    controller.run()
+    runToEnd(controller)
+    assert controller.view.status[-1] == "Failed: the process ended with exit code 1" and controller.view.errors
+    assert controller.lastRun is None and ("apply", False) not in controller.logic.calls
+
+    controller = controllerWith(FakeLogic(Cancelled("Cancelled.")))
+    controller.run()
+    runToEnd(controller)
+    assert controller.view.status[-1] == "Cancelled: nothing was written." and not controller.view.errors
+    assert isinstance(controller.lastError, Cancelled)
+
+
+def test_closing_the_scene_ends_the_run_and_forgets_the_result():
+    logic, controller = started()
+    runToEnd(controller)
+    controller.run(fromCorrections=True)
+    job = logic.job
+    controller.sceneClosing()
+    assert job.cancelled and not controller.isRunning and not controller.view.polling
+    assert controller.lastRun is None and controller.view.review == ([], "")
+    assert controller.view.status[-1] == "Cancelled: the scene was closed." and controller.lastError is None
+
+
+def test_status_texts():
+    assert stageText("refiner") == "Refining..." and stageText("") == "Starting the segmentation process..."
+    assert resultStatus(runResult(mask=np.zeros((3, 2, 2), dtype=np.uint8))) == "Done."
+    advice = [{"kind": "unknown", "sentence": "Check slice 9."}]
+    assert resultStatus(runResult(advice=advice), [4, 6]) == (
+        "Done: 'Tumour (propagated)' on slices K = 3 to 7. Corrected slices kept as anchors: K = 4, 6. "
+        "Check slice 9.")
+
+
+def test_a_newly_selected_segmentation_adopts_the_segment_shown():
+    node = FakeSegmentationNode({"a": "A", "b": "B"})
+    assert adoptedSegmentId(node, "gone", "a") == "a"
+    assert adoptedSegmentId(node, "b", "a") is None  # the stored segment is in the segmentation: it stays
+    assert adoptedSegmentId(node, "a", "a") is None
+    assert adoptedSegmentId(node, "gone", "") is None and adoptedSegmentId(None, "gone", "a") is None
