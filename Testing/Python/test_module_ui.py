@@ -1,6 +1,7 @@
 """The panel's ``.ui`` and the module code agree (plain pytest: parses the XML and the Python source, needs no Qt).
 
-- every ``ui.<name>`` the module code uses (the Widget, the self-test) is a widget of the ``.ui``;
+- every ``ui.<name>`` the module code uses (the Widget in ``GastricPropagateLib/widget.py``, the self-test in
+  ``GastricPropagateLib/self_test.py``) is a widget of the ``.ui``;
 - every widget of the ``.ui`` is used: referenced by the code, or bound to the parameter node through its
   ``SlicerParameterName`` property. Exempt by kind, not by name: labels that only show fixed text from the
   ``.ui``, and the containers that only group other widgets;
@@ -18,6 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 UI_PATH = REPO / "GastricPropagate" / "Resources" / "UI" / "GastricPropagate.ui"
 MODULE_PATH = REPO / "GastricPropagate" / "GastricPropagate.py"
+#: The files that use the panel's widgets: the Widget and the self-test (the module file only names them).
+CODE_PATHS = [REPO / "GastricPropagate" / "GastricPropagateLib" / name for name in ("widget.py", "self_test.py")]
 #: Widget classes that only hold other widgets (using one of them from the code is allowed, not required).
 CONTAINER_CLASSES = {"ctkCollapsibleButton", "QGroupBox", "QFrame", "QWidget"}
 #: Parameter-node fields the Widget synchronises itself (qMRMLSegmentSelectorWidget has no connector).
@@ -38,12 +41,13 @@ def _property(element, name: str):
     return None
 
 
-def _codeNames(path: Path = MODULE_PATH) -> set[str]:
-    """Names used as ``<anything>.ui.<name>`` in the module's source (comments and strings excluded)."""
+def _codeNames(paths=CODE_PATHS) -> set[str]:
+    """Names used as ``<anything>.ui.<name>`` in the module's code (comments and strings excluded)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
-            names.add(node.attr)
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
+                names.add(node.attr)
     return names
 
 
@@ -61,7 +65,7 @@ def _isStaticLabel(element) -> bool:
 
 def test_every_ui_name_the_code_uses_is_in_the_ui():
     missing = sorted(_codeNames() - set(_uiWidgets()))
-    assert not missing, f"GastricPropagate.py uses ui.{missing} but {UI_PATH.name} has no such widget"
+    assert not missing, f"the module code uses ui.{missing} but {UI_PATH.name} has no such widget"
 
 
 def test_every_widget_of_the_ui_is_used_by_the_code_or_bound_to_a_parameter():
@@ -95,8 +99,8 @@ def test_the_checks_catch_a_stale_name(tmp_path):
     """The checks above are not vacuous: a made-up ``ui.<name>`` is found, and the .ui has widgets to check."""
     source = tmp_path / "module.py"
     source.write_text("class W:\n    def f(self):\n        self.ui.noSuchButton.enabled = True  # self.ui.inComment\n")
-    assert _codeNames(source) == {"noSuchButton"}
+    assert _codeNames([source]) == {"noSuchButton"}
     widgets = _uiWidgets()
     assert {"applyButton", "confidenceTable", "repropagateButton"} <= set(widgets)
     assert not _isStaticLabel(widgets["statusLabel"]) and _isStaticLabel(widgets["inputVolumeLabel"])
-    assert re.search(r"\bui\.applyButton\b", MODULE_PATH.read_text(encoding="utf-8"))
+    assert re.search(r"\bui\.applyButton\b", CODE_PATHS[0].read_text(encoding="utf-8"))

@@ -53,7 +53,7 @@ def test_lib_imports_without_gui_or_torch():
     """The Lib loads headless and cheaply: no qt/ctk/ScriptedLoadableModule, and torch only when a run starts."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "import GastricPropagateLib, GastricPropagateLib.export, GastricPropagateLib.runner, "
-            "GastricPropagateLib.dependencies; "
+            "GastricPropagateLib.dependencies, GastricPropagateLib.controller, GastricPropagateLib.testdata; "
             "bad = [m for m in ('qt', 'ctk', 'slicer.ScriptedLoadableModule', 'torch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     completed = subprocess.run([sys.executable, "-c", code, str(REPO / "GastricPropagate")], capture_output=True,
