@@ -135,10 +135,12 @@ def _demo(folder: Path) -> Path:
 
 
 def _fill(ui, classes, demoDir: Path) -> None:
-    """The panel after one Propagate on the demo phantom, filled as GastricPropagateWidget does it."""
+    """The panel after one Propagate on the demo phantom, filled as the Widget does it (GastricPropagateLib/widget.py,
+    with the status line from its controller)."""
     import SimpleITK as sitk
     from PyQt5 import QtGui, QtWidgets
 
+    from GastricPropagateLib.controller import resultStatus
     from GastricPropagateLib.results_table import (
         COLUMN_NAMES,
         MANUAL_FULL_OUTLINE_SECONDS,
@@ -173,8 +175,7 @@ def _fill(ui, classes, demoDir: Path) -> None:
         checkBox.setChecked(True)
     ui.applyButton.setEnabled(True)
     ui.progressBar.setVisible(False)
-    first, last = result.slice_range()
-    ui.statusLabel.setText(f"Done: '{resultSegmentName()}' on slices K = {first} to {last}.")
+    ui.statusLabel.setText(resultStatus(result))
     ui.thisRunValueLabel.setText(f"{formatDuration(result.seconds)} on {result.device}")
     ui.manualSliceValueLabel.setText("~" + formatDuration(MANUAL_ONE_SLICE_SECONDS))
     ui.manualFullValueLabel.setText("~" + formatDuration(MANUAL_FULL_OUTLINE_SECONDS))
