@@ -9,28 +9,39 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import shlex
 import signal
 import sys
 import threading
 
 from gastric_propagate import __version__
+from gastric_propagate.inference import options as checks
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, VOTE_REACH, PropagationOptions
 
 
 EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class _Terminated(BaseException):
     """SIGTERM arrived: unwinds like Ctrl-C, so that temporary outputs are removed on the way out."""
 
 
-def _device(value: str) -> str:
-    if not _DEVICE.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
-    return value
+def _checked(check):
+    """An argparse type from one of ``inference.options``' checks: the engine and the parser refuse the same values
+    in the same words."""
+    def parse(value: str):
+        from gastric_propagate.errors import InputError
+
+        try:
+            return check(value)
+        except InputError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    parse.__name__ = check.__name__.replace("_", " ")
+    return parse
+
+
+_device, _slice, _millimetres, _diameters = (_checked(check) for check in (checks.device, checks.slice_index,
+                                                                           checks.distance_mm, checks.vote_reach))
 
 
 def _count(minimum: int):
@@ -46,16 +57,6 @@ def _count(minimum: int):
     return parse
 
 
-def _millimetres(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of millimetres") from None
-    if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a finite distance of 0 mm or more")
-    return number
-
-
 def _above_zero(value: str, number_of: str, refused: str) -> float:
     """A finite number above 0, else an argparse error: "'<value>' is not <number_of | refused>"."""
     try:
@@ -67,10 +68,6 @@ def _above_zero(value: str, number_of: str, refused: str) -> float:
     return number
 
 
-def _diameters(value: str) -> float:
-    return _above_zero(value, "a number of painted diameters", "a finite reach above 0 painted diameters")
-
-
 def _learning_rate(value: str) -> float:
     return _above_zero(value, "a number", "a learning rate: give a finite number above 0 (e.g. 2e-3)")
 
@@ -79,8 +76,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("propagation")
     group.add_argument("--keyframes", action="store_true",
                        help="accept several painted slices; each is kept exactly as a fixed anchor")
-    group.add_argument("--min-slice", type=_count(0), help="lowest axial index (K) the result may reach")
-    group.add_argument("--max-slice", type=_count(0), help="highest axial index (K) the result may reach")
+    group.add_argument("--min-slice", type=_slice, help="lowest axial index (K) the result may reach")
+    group.add_argument("--max-slice", type=_slice, help="highest axial index (K) the result may reach")
     group.add_argument("--max-distance-mm", type=_millimetres,
                        help="furthest distance from the painted slice(s) along the slice axis, in mm")
     group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
@@ -156,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    train.add_argument("--device", default="auto")
+    train.add_argument("--device", default="auto", type=_device)
 
     phantoms = commands.add_parser("make-phantoms", help="write synthetic CT/label pairs to a folder")
     phantoms.add_argument("--out", required=True)
@@ -301,7 +298,6 @@ def _train(args) -> int:
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
 
-    _check_device(args.device)
     minimums = (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0), ("--thorax", args.thorax, 0),
                 ("--workers", args.workers, 1), ("--validation-phantoms", args.validation_phantoms, 0),
                 ("--proposer-steps", args.proposer_steps, 0), ("--refiner-steps", args.refiner_steps, 0),
@@ -448,7 +444,6 @@ def _evaluate(args) -> int:
     from gastric_propagate.errors import InputError
     from gastric_propagate.evaluation.evaluate import ALL_METHODS, REPORT_FILES, VARIANTS, evaluate_command
 
-    _check_device(args.device)
     if args.cases is not None and args.cases < 1:
         raise InputError(f"--cases {args.cases} is too small: give 1 or more (or leave it out for every case).")
     for option, given, known in (("--methods", args.methods, ALL_METHODS), ("--variants", args.variants, VARIANTS)):
@@ -473,13 +468,6 @@ def _evaluate(args) -> int:
                            seed_start=args.seed_start, segmenter=segmenter)
     print(f"wrote results.csv, summary.md and figure.png to {out}")
     return 0
-
-
-def _check_device(value: str) -> None:
-    from gastric_propagate.errors import InputError
-
-    if not _DEVICE.fullmatch(value):
-        raise InputError(f"--device {value!r} is not a device: use auto, cpu, cuda or cuda:N.")
 
 
 _COMMANDS = {"segment": _segment, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,

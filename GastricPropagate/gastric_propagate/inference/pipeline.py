@@ -29,7 +29,7 @@ from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, 
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D, inference_copy
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
                                                        prompt_centre, to_crop, with_working_slices)
@@ -159,9 +159,7 @@ class Segmenter:
         painted = annotation > 0
         consensus = options.use_consensus
         reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
-        reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach
-        if not reach_factor > 0:
-            raise ValueError(f"the vote's reach must be above 0 painted diameters, not {reach_factor}")
+        reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach  # checked: above 0
         # Not the largest cross-section: the tumour may grow beyond the outline, which the registration can follow.
         window_factor = reach_factor if options.painted_is_largest else max(reach_factor,
                                                                             NOT_LARGEST_REGISTRATION_REACH)
@@ -273,7 +271,12 @@ def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA request without CUDA is refused."""
+    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA request without CUDA, or a device
+    that is not one of auto, cpu, cuda, cuda:N, is refused (InputError)."""
+    try:
+        check_device(device)
+    except InputError as error:
+        raise InputError(f"Device: {error}.") from None
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
@@ -287,9 +290,7 @@ def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, s
     """The inclusive axial range the result may occupy, from the options; anchors must lie inside it."""
     low = 0 if options.min_slice is None else max(0, int(options.min_slice))
     high = depth - 1 if options.max_slice is None else min(depth - 1, int(options.max_slice))
-    if options.max_distance_mm is not None:
-        if options.max_distance_mm < 0:
-            raise InputError("The maximum distance from the painted slice must be zero or more millimetres.")
+    if options.max_distance_mm is not None:  # PropagationOptions checked it: finite, 0 or more
         reach = int(np.floor(options.max_distance_mm / slice_mm + 1e-6))
         low, high = max(low, anchors[0] - reach), min(high, anchors[-1] + reach)
     if low > high:
