@@ -1,4 +1,4 @@
-"""The ``gastric-propagate`` command line: one sub-command per job, each a thin call into the engine.
+"""The gastric-propagate command line: one sub-command per job, each a thin call into the engine.
 
 Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130 cancelled (Ctrl-C),
 143 terminated (SIGTERM). Outputs appear whole or not at all, whatever the exit code.
@@ -7,12 +7,14 @@ Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable wei
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import math
 import shlex
 import signal
 import sys
 import threading
+import time
 
 from gastric_propagate import __version__
 from gastric_propagate.inference import options as checks
@@ -70,6 +72,17 @@ def _above_zero(value: str, number_of: str, refused: str) -> float:
 
 def _learning_rate(value: str) -> float:
     return _above_zero(value, "a number", "a learning rate: give a finite number above 0 (e.g. 2e-3)")
+
+
+class _Names:
+    """The names a module lists (e.g. the evaluation's methods), joined for a help text when --help is printed:
+    building the parser does not import the module."""
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+
+    def __str__(self) -> str:
+        return ", ".join(getattr(importlib.import_module(self.module), self.attribute))
 
 
 def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
@@ -142,24 +155,34 @@ def build_parser() -> argparse.ArgumentParser:
                                       "proposer.pt and refiner.pt")
     train.add_argument("--learning-rate", type=_learning_rate,
                        help="peak learning rate (default 2e-3; 5e-4 with --init)")
-    train.add_argument("--workers", type=int, default=2, help="processes that generate synthetic cases")
+    train.add_argument("--workers", type=int, default=2,
+                       help="processes that generate synthetic cases (default: %(default)s)")
     train.add_argument("--out", required=True, help="folder for proposer.pt and refiner.pt")
     train.add_argument("--overwrite", action="store_true",
                        help="replace proposer.pt and refiner.pt already in --out (refused otherwise)")
     train.add_argument("--validation-phantoms", type=int, default=8,
-                       help="held-out phantoms to report Dice on after training (0: none)")
-    train.add_argument("--proposer-steps", type=int, default=1500)
-    train.add_argument("--refiner-steps", type=int, default=800)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    train.add_argument("--device", default="auto", type=_device)
+                       help="held-out phantoms to report Dice on after training (0: none; default: %(default)s)")
+    train.add_argument("--proposer-steps", type=int, default=1500,
+                       help="optimiser steps of the proposer (0: keep it as it is; default: %(default)s)")
+    train.add_argument("--refiner-steps", type=int, default=800,
+                       help="optimiser steps of the refiner, trained after the proposer on its output (0: keep it as "
+                            "it is; default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=16,
+                       help="training crops per step; lower it if memory runs out (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="random seed of the crops, augmentations and initial weights, for a repeatable run "
+                            "(default: %(default)s)")
+    train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    train.add_argument("--device", default="auto", type=_device,
+                       help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: %(default)s)")
 
     phantoms = commands.add_parser("make-phantoms", help="write synthetic CT/label pairs to a folder")
-    phantoms.add_argument("--out", required=True)
-    phantoms.add_argument("--count", type=_count(1), default=10)
+    phantoms.add_argument("--out", required=True,
+                          help="folder for case_<seed>_image and case_<seed>_label (created if missing)")
+    phantoms.add_argument("--count", type=_count(1), default=10, help="how many pairs (default: %(default)s)")
     phantoms.add_argument("--seed-start", type=_count(0), help="first seed (default: the held-out range)")
-    phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd")
+    phantoms.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd",
+                          help="file format, %(choices)s (default: %(default)s)")
     phantoms.add_argument("--overwrite", action="store_true", help="replace image/label files already in --out")
 
     demo = commands.add_parser("demo", help="segment a built-in example (a phantom made on the fly)")
@@ -183,11 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="compare with the alternatives; writes CSV, Markdown, PNG")
     evaluate.add_argument("--data", help="folder of image/label pairs (default: held-out phantoms)")
-    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--out", required=True,
+                          help="folder for the report: results.csv, summary.md, figure.png, and example.npz, "
+                               "confidence.csv when the engine runs (created if missing)")
     evaluate.add_argument("--cases", type=int, help="evaluate only the first N cases (default: every case of "
                                                     "--data; 20 held-out phantoms without --data)")
-    evaluate.add_argument("--methods", nargs="*", help="methods to run (default: all)")
-    evaluate.add_argument("--variants", nargs="*", help="annotation variants (default: all)")
+    methods = evaluate.add_argument("--methods", nargs="*", metavar="METHOD",
+                                    help="methods to run, of: %(names)s (default: all)")
+    methods.names = _Names("gastric_propagate.evaluation.evaluate", "ALL_METHODS")
+    variants = evaluate.add_argument("--variants", nargs="*", metavar="VARIANT",
+                                     help="annotation variants (which slice is painted), of: %(names)s "
+                                          "(default: all)")
+    variants.names = _Names("gastric_propagate.evaluation.annotations", "VARIANTS")
     evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax"), default="phantom",
                           help="synthetic generator of the held-out cases when --data is not given")
     evaluate.add_argument("--seed-start", type=_count(0),
@@ -205,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version, or a usage error (exit 2, argparse printed what is wrong)
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
     args.command_line = shlex.join(["gastric-propagate", *argv])
+    args.started = time.perf_counter()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -282,8 +313,9 @@ def _segment(args) -> int:
                            options=_options(args), segmenter=segmenter, overwrite=args.overwrite, stages=stages)
     slices = report["slices"]
     where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
-    print(f"tumour: {report['volume_ml']:.1f} mL {where} "
-          f"({report['seconds']:.2f} s on {report['device']}) -> {args.output}")
+    whole = time.perf_counter() - args.started  # with reading, loading the weights and writing
+    print(f"tumour: {report['volume_ml']:.1f} mL {where} (engine {report['seconds']:.2f} s on {report['device']}, "
+          f"whole run {whole:.2f} s) -> {args.output}")
     for advice in report["advice"]:
         print(f"note: {advice['sentence']}")
     return 0
@@ -463,10 +495,12 @@ def _evaluate(args) -> int:
         print(f"{found} image/label pair(s) found in {args.data}; evaluating "
               + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
     segmenter = _segmenter(args) if args.proposer or args.refiner else None
-    out = evaluate_command(args.data, args.out, n_cases=n_cases, methods=args.methods, variants=args.variants,
+    evaluate_command(args.data, args.out, n_cases=n_cases, methods=args.methods, variants=args.variants,
                            device=args.device, command=args.command_line, generator=args.generator,
                            seed_start=args.seed_start, segmenter=segmenter)
-    print(f"wrote results.csv, summary.md and figure.png to {out}")
+    # write_reports removes an earlier run's example.npz / confidence.csv this run did not write: what is there is new
+    written = [name for name in REPORT_FILES if (Path(args.out) / name).is_file()]
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 

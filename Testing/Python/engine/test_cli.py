@@ -1,6 +1,7 @@
 """The ``gastric-propagate segment`` contract on files, run as a user would run it."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -163,3 +164,60 @@ def test_huge_volume_is_refused_from_its_header(case, tmp_path, capsys, monkeypa
     monkeypatch.setattr(io.sitk.ImageFileReader, "Execute", lambda self: read.append(1))
     code, err = bad(case, tmp_path, capsys)
     assert code == 2 and "Crop Volume" in err and not read, "refused before any voxel was read"
+
+
+def test_first_use_help_texts_say_what_each_option_is_and_its_default():  # issue 26: first use
+    import argparse
+
+    from gastric_propagate.cli import build_parser
+    from gastric_propagate.evaluation.annotations import VARIANTS
+    from gastric_propagate.evaluation.evaluate import ALL_METHODS
+
+    parser = build_parser()
+    assert "``" not in parser.description and "gastric-propagate command line" in parser.description
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction)).choices
+    with_default = {"train": ("--proposer-steps", "--refiner-steps", "--batch-size", "--seed", "--device"),
+                    "make-phantoms": ("--count",), "demo": ("--out",)}
+    def help_of(command, option):
+        action = next(action for action in commands[command]._actions if option in action.option_strings)
+        return commands[command]._get_formatter()._expand_help(action) if action.help else ""
+
+    for command, options in with_default.items():
+        for option in options:
+            default = commands[command].get_default(option.lstrip("-").replace("-", "_"))
+            assert f"default: {default})" in help_of(command, option), (command, option)
+    assert help_of("evaluate", "--out") and help_of("make-phantoms", "--out")
+    evaluate_help = " ".join(commands["evaluate"].format_help().split())
+    assert all(f"{name}," in evaluate_help or f"{name} (default: all)" in evaluate_help
+               for name in (*ALL_METHODS, *VARIANTS)), evaluate_help
+
+
+def test_segment_says_the_engines_time_and_the_whole_runs(tmp_path, capsys, monkeypatch, oracle_segmenter):
+    from conftest import SPACING, make_volume
+    import gastric_propagate.cli as cli
+
+    monkeypatch.setattr(cli, "_segmenter", lambda args: oracle_segmenter)
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    sitk.WriteImage(ct, str(tmp_path / "ct.nrrd"))
+    write_like(annotation_from_label(label), ct, tmp_path / "annotation.nrrd")
+    assert main(["segment", "--image", str(tmp_path / "ct.nrrd"), "--annotation", str(tmp_path / "annotation.nrrd"),
+                 "--output", str(tmp_path / "out.nrrd")]) == 0
+    printed = capsys.readouterr().out
+    engine, whole = map(float, re.search(r"\(engine ([\d.]+) s on cpu, whole run ([\d.]+) s\) -> ", printed).groups())
+    assert 0 < engine <= whole, printed
+
+
+def test_evaluate_names_the_files_it_wrote(tmp_path, capsys):  # issue 26: "says it wrote 3 files and writes 5"
+    from conftest import write_cases_folder
+
+    write_cases_folder(tmp_path / "cases", 2)
+    out = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tmp_path / "cases"), "--out", str(out), "--methods", "copy_slice",
+                 "--variants", "largest"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    written = {path.name for path in out.iterdir()}
+    assert line.startswith("wrote ") and line.endswith(f" to {out}"), line
+    assert set(line[len("wrote "):-len(f" to {out}")].split(", ")) == written
+    assert {"results.csv", "summary.md", "figure.png"} <= written
