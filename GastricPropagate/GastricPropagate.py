@@ -61,6 +61,7 @@ class GastricPropagateParameterNode:
     useRefiner: run the refiner stage. useConsensus: vote with registration and the copied outline.
     useEditorMasking: honour the Segment Editor's masking settings.
     paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).
+    ``GastricPropagateLib.parameters.OPTIONS`` binds the option fields to the engine's options and CLI flags.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -75,7 +76,6 @@ class GastricPropagateParameterNode:
     useConsensus: bool = True
     useEditorMasking: bool = True
     paintedIsLargest: bool = True
-
 
 
 #

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "GastricPropagate"))
 
 from GastricPropagateLib.parameters import (  # noqa: E402
+    OPTIONS,
     commandLineArguments,
     missingInput,
     optionsFromParameterNode,
@@ -87,3 +89,29 @@ def test_missing_input_names_the_first_thing_to_select():
     assert missingInput(_panel(inputVolume=None)) == "Select the CT volume."
     assert missingInput(_panel(segmentationNode=None)) == "Select the segmentation holding the painted slice."
     assert missingInput(_panel(paintedSegmentId="")) == "Select the painted segment."
+
+
+def _parameterNodeDefaults() -> dict:
+    """The fields of ``GastricPropagateParameterNode`` (GastricPropagate.py) and their defaults (None: a node)."""
+    tree = ast.parse((REPO / "GastricPropagate" / "GastricPropagate.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GastricPropagateParameterNode")
+    return {item.target.id: ast.literal_eval(item.value) if item.value is not None else None
+            for item in node.body if isinstance(item, ast.AnnAssign)}
+
+
+def test_the_table_binds_every_option_once_to_a_parameter_with_the_same_default():
+    assert [option.field for option in OPTIONS] == [field.name for field in dataclasses.fields(PropagationOptions)]
+    assert len({option.flag for option in OPTIONS}) == len(OPTIONS)
+    panel = _parameterNodeDefaults()
+    defaults = PropagationOptions()
+    for option in OPTIONS:
+        if option.parameter is None:
+            continue
+        assert option.parameter in panel, f"{option.parameter} is no field of GastricPropagateParameterNode"
+        default = panel[option.parameter]
+        if option.kind == "switch":
+            assert default is getattr(defaults, option.field), option
+        else:  # the panel's "no limit" is the engine's None
+            assert getattr(defaults, option.field) is None and default == option.panelNone, option
+    bound = {option.parameter for option in OPTIONS}
+    assert set(panel) - bound == {"inputVolume", "segmentationNode", "paintedSegmentId", "device", "useEditorMasking"}
