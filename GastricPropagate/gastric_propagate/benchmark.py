@@ -61,9 +61,14 @@ def run_benchmark(*, cases: int = 10, repeats: int = 5, skip: set[str] = frozens
     return figures
 
 
+def speed_phantom(n_slices: int = 100):
+    """The speed part's CT: 512x512 slices, ``n_slices`` of them, 2.5 mm apart, a large (60 mm) tumour."""
+    return make_phantom(SPEED_SEED, size_xy=512, n_slices=n_slices, slice_spacing=2.5,
+                        tumour_diameter_mm=SPEED_TUMOUR_DIAMETER_MM)
+
+
 def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
-    phantom = make_phantom(SPEED_SEED, size_xy=512, n_slices=100, slice_spacing=2.5,
-                           tumour_diameter_mm=SPEED_TUMOUR_DIAMETER_MM)
+    phantom = speed_phantom()
     image, truth = phantom.arrays()
     annotation = annotation_from_label(truth)
     figures = {"shape_xyz": list(phantom.image.GetSize())}

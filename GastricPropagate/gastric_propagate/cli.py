@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--repeats", type=_count(1), default=5, help="timed runs on the 512x512x100 CT")
     benchmark.add_argument("--skip", nargs="*", default=[], choices=("speed", "accuracy", "corrections"),
                            help="parts to leave out")
+    benchmark.add_argument("--profile", action="store_true",
+                           help="instead: where the time of one whole 'segment' run on the 512x512x100 CT goes, "
+                                "from process start to process end (process start, imports, weights, file read, "
+                                "each stage of the engine, report, file write), --repeats times in fresh processes")
     _add_model_options(benchmark)
 
     evaluate = commands.add_parser("evaluate", help="compare with the alternatives; writes CSV, Markdown, PNG")
@@ -461,6 +465,11 @@ def _demo(args) -> int:
 
 
 def _benchmark(args) -> int:
+    if args.profile:
+        from gastric_propagate.profiling import run_profile
+
+        run_profile(repeats=args.repeats, device=args.device, proposer=args.proposer, refiner=args.refiner)
+        return 0
     from gastric_propagate.benchmark import run_benchmark
 
     run_benchmark(cases=args.cases, repeats=args.repeats, skip=set(args.skip), device=args.device,
