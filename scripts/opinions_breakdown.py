@@ -25,7 +25,7 @@ from gastric_propagate.evaluation.annotations import make_annotation
 from gastric_propagate.evaluation.breakdown import case_group
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.pipeline import Segmenter
-from gastric_propagate.inference.registration import equivalent_diameter_mm
+from gastric_propagate.inference.masks import equivalent_diameter_mm
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import DEV_SEED_START, GENERATORS, generated_cases
 

@@ -24,11 +24,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from gastric_propagate.errors import InputError
+from gastric_propagate.data.annotation import slice_areas
 from gastric_propagate.data.validation import check_annotation, check_spacing
+from gastric_propagate.errors import InputError
 from gastric_propagate.inference.consensus import copy_along_z
-from gastric_propagate.inference.registration import (RESTORED_RIM_PX, bounds, equivalent_diameter_mm, hu_window,
-                                                      propagate_by_registration)
+from gastric_propagate.inference.masks import bounds, equivalent_diameter_mm, parts_touching, slices_for
+from gastric_propagate.inference.registration import RESTORED_RIM_PX, hu_window, propagate_by_registration
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def copy_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float], annot
     Returns:
         uint8 (z, y, x) mask.
     """
-    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    k, painted = painted_slice(image, spacing_xyz, annotation)
     return copy_along_z(image.shape, k, painted, spacing_xyz, extent_factor=extent_factor)
 
 
@@ -80,11 +81,11 @@ def region_growing(image: np.ndarray, spacing_xyz: tuple[float, float, float], a
     Returns:
         uint8 (z, y, x) mask.
     """
-    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    k, painted = painted_slice(image, spacing_xyz, annotation)
     sx, sy, _sz = spacing_xyz
     diameter = equivalent_diameter_mm(painted, spacing_xyz)
     footprint = ndimage.distance_transform_edt(~painted, sampling=(sy, sx)) <= max(5.0, margin_factor * diameter)
-    half_extent = _slices_for(extent_factor * diameter, spacing_xyz)
+    half_extent = slices_for(extent_factor * diameter, spacing_xyz)
     z0, z1 = max(0, k - half_extent), min(image.shape[0] - 1, k + half_extent)
     (y0, y1), (x0, x1) = bounds(footprint)
     footprint = footprint[y0:y1 + 1, x0:x1 + 1]
@@ -130,7 +131,7 @@ def registration_propagation(image: np.ndarray, spacing_xyz: tuple[float, float,
     """Slice-to-slice 2D registration alone: ``inference.registration.propagate_by_registration`` (its
     docstring has the method and the options) from the one painted slice.
     """
-    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    k, painted = painted_slice(image, spacing_xyz, annotation)
     return propagate_by_registration(image, spacing_xyz, k, painted, transform=transform, iterations=iterations,
                                      margin_mm=margin_mm, multiplier=multiplier, extent_factor=extent_factor,
                                      min_area_fraction=min_area_fraction, min_inside_window=min_inside_window,
@@ -162,7 +163,7 @@ def fill_between_slices_ideal(image: np.ndarray, spacing_xyz: tuple[float, float
     truth = np.asarray(truth_label) > 0
     if truth.shape != image.shape:
         raise InputError(f"The truth label's grid {truth.shape} differs from the image's {image.shape}.")
-    areas = truth.reshape(truth.shape[0], -1).sum(axis=1)
+    areas = slice_areas(truth)
     slices = np.flatnonzero(areas)
     if slices.size == 0:
         raise InputError("The truth label is empty: there are no key slices to fill between.")
@@ -179,19 +180,17 @@ def fill_between_slices_ideal(image: np.ndarray, spacing_xyz: tuple[float, float
     return mask
 
 
-def _painted_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float],
-                   annotation: np.ndarray) -> tuple[int, np.ndarray]:
+def painted_slice(image: np.ndarray, spacing_xyz: tuple[float, float, float],
+                  annotation: np.ndarray) -> tuple[int, np.ndarray]:
+    """The painted slice of a baseline's annotation and its (y, x) bool mask, once both are checked.
+
+    Raises:
+        InputError: the spacing is not usable, or the annotation is not on exactly one axial slice of the image.
+    """
     check_spacing(spacing_xyz)
     slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=False)
     k = slices[0]
     return k, np.asarray(annotation[k]) > 0
-
-
-
-def _slices_for(distance_mm: float, spacing_xyz: tuple[float, float, float]) -> int:
-    return int(round(distance_mm / spacing_xyz[2]))
-
-
 
 
 def _slice_by_slice(grown: np.ndarray, k: int, painted: np.ndarray, spacing_xyz: tuple[float, float, float], *,
@@ -211,14 +210,11 @@ def _slice_by_slice(grown: np.ndarray, k: int, painted: np.ndarray, spacing_xyz:
         previous, z = painted, k + direction
         while 0 <= z < grown.shape[0]:
             near = ndimage.distance_transform_edt(~previous, sampling=sampling) <= reach_mm
-            labels, _count = ndimage.label(grown[z] & near)
-            touching = np.unique(labels[previous])
-            region = ndimage.binary_fill_holes(np.isin(labels, touching[touching > 0]))
+            region = ndimage.binary_fill_holes(parts_touching(grown[z] & near, previous))
             if region.sum() < 4 or region.sum() > max_growth * previous.sum():
                 break
             kept[z], previous, z = region, region, z + direction
     return kept
-
 
 
 def _signed_distance_2d(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
@@ -227,4 +223,3 @@ def _signed_distance_2d(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, fl
     distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
                                             useImageSpacing=True)
     return sitk.GetArrayFromImage(distance)
-

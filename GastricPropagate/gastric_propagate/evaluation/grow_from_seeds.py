@@ -40,8 +40,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from gastric_propagate.evaluation.baselines import _painted_slice, _slices_for
-from gastric_propagate.inference.registration import bounds, equivalent_diameter_mm
+from gastric_propagate.evaluation.baselines import painted_slice
+from gastric_propagate.inference.masks import bounds, equivalent_diameter_mm, parts_touching, slices_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def grow_from_seeds(image: np.ndarray, spacing_xyz: tuple[float, float, float], 
     Raises:
         RuntimeError: the ``slicer-core`` wheel (which provides ``slicer.vtkImageGrowCutSegment``) is missing.
     """
-    k, painted = _painted_slice(image, spacing_xyz, annotation)
+    k, painted = painted_slice(image, spacing_xyz, annotation)
     grow_cut_class, numpy_support = _slicer_grow_cut()
     sx, sy, sz = (float(s) for s in spacing_xyz)
     diameter = equivalent_diameter_mm(painted, spacing_xyz)
@@ -83,7 +83,7 @@ def grow_from_seeds(image: np.ndarray, spacing_xyz: tuple[float, float, float], 
     margin = max(ring_mm + ring_width_mm + margin_mm, margin_factor * diameter)
     (y0, y1), (x0, x1) = bounds(painted, (math.ceil(margin / sy), math.ceil(margin / sx)))
     # The tumour may reach as many slices as the other baselines assume; the next slice on is background.
-    first_background = _slices_for(extent_factor * diameter, spacing_xyz) + 1
+    first_background = slices_for(extent_factor * diameter, spacing_xyz) + 1
     z0, z1 = max(0, k - first_background), min(image.shape[0] - 1, k + first_background)
     crop = np.ascontiguousarray(image[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1], dtype=np.float32)
     kc = k - z0
@@ -99,9 +99,7 @@ def grow_from_seeds(image: np.ndarray, spacing_xyz: tuple[float, float, float], 
 
     labels = _run_grow_cut(grow_cut_class, numpy_support, crop, seeds, (sx, sy, sz), seed_locality)
     tumour = labels == _TUMOUR
-    components, _count = ndimage.label(tumour, structure=np.ones((3, 3, 3), dtype=bool))
-    touching = np.unique(components[kc][painted_crop])
-    tumour = np.isin(components, touching[touching > 0])
+    tumour = parts_touching(tumour, seeds == _TUMOUR, structure=np.ones((3, 3, 3), dtype=bool))
 
     mask = np.zeros(image.shape, dtype=np.uint8)
     mask[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1] = tumour

@@ -35,9 +35,10 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.annotation import slice_areas
+from gastric_propagate.inference.masks import bounding_box, equivalent_diameter_mm, keep_connected, slices_within
 from gastric_propagate.inference.options import VOTE_REACH
 from gastric_propagate.inference.outline_snap import snap_outline
-from gastric_propagate.inference.registration import equivalent_diameter_mm, propagate_by_registration, slices_within
+from gastric_propagate.inference.registration import propagate_by_registration
 
 # How far the tapered copy and the registration reach each way along z, in painted equivalent diameters (the
 # copy's half-length). Chosen on the dev cases of scripts/choose_vote.py (the best mean over the three generators);
@@ -171,7 +172,7 @@ def tapered_copy(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,
     mask = np.zeros(shape_zyx, dtype=np.uint8)
     if not painted.any():
         return mask
-    box = _bounding_box(painted, margin=1)  # the outline's box and a pixel around it: same depths, far faster
+    box = bounding_box(painted, margin=1)  # the outline's box and a pixel around it: same depths, far faster
     depth = ndimage.distance_transform_edt(painted[box], sampling=(spacing_xyz[1], spacing_xyz[0]))
     reach = reach_slices(painted, spacing_xyz, extent_factor=extent_factor)
     for z in range(max(0, k - reach), min(shape_zyx[0], k + reach + 1)):
@@ -181,38 +182,12 @@ def tapered_copy(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,
     return mask
 
 
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """The slices of ``mask``'s bounding box (it must hold something), widened by ``margin`` within the array."""
-    box = []
-    for axis in range(mask.ndim):
-        found = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(0, found[0] - margin), min(mask.shape[axis], found[-1] + 1 + margin)))
-    return tuple(box)
-
-
 def majority(*opinions: np.ndarray) -> np.ndarray:
     """uint8 mask of the voxels that more than half of the (same-shape, binary) ``opinions`` hold."""
     votes = np.zeros(opinions[0].shape, dtype=np.uint8)
     for opinion in opinions:
         votes += opinion > 0
     return (2 * votes > len(opinions)).astype(np.uint8)
-
-
-def keep_connected(mask: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarray:
-    """The parts of ``mask`` that connect (in 3D) to a painted voxel of an anchor slice; the rest are strays."""
-    if not mask.any():
-        return mask
-    occupied = np.flatnonzero(mask.any(axis=(1, 2)))  # z first: y and x are then scanned on the mask's slices only
-    z = slice(occupied[0], occupied[-1] + 1)
-    box = (z,) + _bounding_box(mask[z])[1:]
-    labels, count = ndimage.label(mask[box])  # within the mask's bounding box: a whole CT takes far longer
-    if count <= 1:
-        return mask
-    touching = np.unique(np.concatenate([labels[k - box[0].start][painted[box[1:]]] for k, painted in anchors.items()
-                                         if box[0].start <= k < box[0].stop]))
-    kept = np.zeros_like(mask)
-    kept[box] = np.isin(labels, touching[touching > 0])
-    return kept
 
 
 def agreement(opinions: tuple[np.ndarray, ...], slices) -> dict[int, float]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from gastric_propagate.inference.registration import bounds, median_2d
+from gastric_propagate.inference.masks import bounds
+from gastric_propagate.inference.registration import median_2d
 
 # The painted band must be split this well (balanced accuracy) by one threshold before the outline is snapped.
 # 0.8 and 0.9 tied in a one-off comparison on the dev cases (issue 10's note); scripts/choose_vote.py prints the

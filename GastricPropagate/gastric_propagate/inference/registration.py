@@ -15,6 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from gastric_propagate.inference.masks import bounds, largest_component, slices_within
+
 logger = logging.getLogger(__name__)
 
 # The HU range the registration compares: soft tissue and contrast resolved, air and bone clipped, so that
@@ -151,17 +153,6 @@ def warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, sp
     return sitk.GetArrayFromImage(warped) > 0.5
 
 
-def slices_within(painted: np.ndarray, spacing_xyz: tuple[float, float, float], extent_factor: float) -> int:
-    """How many slices ``extent_factor`` equivalent diameters of ``painted`` span along z (rounded)."""
-    return int(round(extent_factor * equivalent_diameter_mm(painted, spacing_xyz) / spacing_xyz[2]))
-
-
-def equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
-    """Diameter of the disc with the same area as ``mask_2d``."""
-    area = float(np.count_nonzero(mask_2d)) * spacing_xyz[0] * spacing_xyz[1]
-    return 2.0 * math.sqrt(area / math.pi)
-
-
 def hu_window(values: np.ndarray, multiplier: float) -> tuple[float, float]:
     """Mean ± ``multiplier`` SD of ``values`` (the SD at least ``MIN_HU_SD``)."""
     mean = float(np.mean(values))
@@ -174,20 +165,3 @@ def median_2d(slice_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> 
     image = sitk.GetImageFromArray(slice_2d.astype(np.float32))
     image.SetSpacing((float(spacing_xyz[0]), float(spacing_xyz[1])))
     return sitk.GetArrayFromImage(sitk.Median(image, [1, 1]))
-
-
-def bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((y0, y1), (x0, x1)), inclusive: the mask's bounding box widened by ``margin``, clipped to the slice."""
-    ys, xs = np.nonzero(mask)
-    return ((max(0, int(ys.min()) - margin[0]), min(mask.shape[0] - 1, int(ys.max()) + margin[0])),
-            (max(0, int(xs.min()) - margin[1]), min(mask.shape[1] - 1, int(xs.max()) + margin[1])))
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected part of a binary mask (the mask itself when it has one part or none)."""
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.cases import CaseData
+from gastric_propagate.inference.masks import largest_component
 from gastric_propagate.synthetic.acquisition import acquire, draw_spacing, log_uniform
 
 # Tissue classes a structure (or the lesion) may be drawn from: (probability, (low HU, high HU)).
@@ -86,12 +87,7 @@ def lobulated_lesion(rng: np.random.Generator, coords_mm: np.ndarray, diameter: 
     sigma = max(1.0, diameter / 5.0 / max(spacing_mm, 0.3))
     bumps = smooth_field(rng, rho.shape, (sigma,) * 3) * rng.uniform(0.05, 0.3)
     blob = rho + bumps < 1.0
-    labels, count = ndimage.label(blob)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        blob = labels == np.argmax(sizes)
-    return blob
+    return largest_component(blob)
 
 
 def _tissue_range(rng: np.random.Generator) -> tuple[float, float]:

@@ -12,8 +12,7 @@ import pytest
 
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.evaluation import baselines
-from gastric_propagate.evaluation.baselines import _slices_for
-from gastric_propagate.inference.registration import equivalent_diameter_mm
+from gastric_propagate.inference.masks import equivalent_diameter_mm, slices_for
 from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
@@ -75,7 +74,7 @@ def test_stays_before_the_background_slices(slicer_core, sphere, extent_factor):
     mask = grow_from_seeds(image, SPACING, annotation, extent_factor=extent_factor)
     reached = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     # Never past the slices copy_slice would fill with the same extent_factor: the next ones are background seeds.
-    assert np.all(np.abs(reached - k) <= _slices_for(extent_factor * diameter, SPACING))
+    assert np.all(np.abs(reached - k) <= slices_for(extent_factor * diameter, SPACING))
     assert len(reached) > 1  # it did grow off the painted slice
 
 
@@ -115,7 +114,7 @@ def test_held_out_phantoms(slicer_core, phantoms, offset, measured):
     np.testing.assert_array_equal(mask[k], annotation[k])
     reached = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     diameter = equivalent_diameter_mm(annotation[k] > 0, spacing)
-    assert np.all(np.abs(reached - k) <= _slices_for(0.5 * diameter, spacing))  # 0.5: the default extent_factor
+    assert np.all(np.abs(reached - k) <= slices_for(0.5 * diameter, spacing))  # 0.5: the default extent_factor
 
 
 @pytest.mark.slicer

@@ -1,0 +1,84 @@
+"""Binary-mask helpers shared by the engine, the baselines and the generators: bounding boxes, connected parts,
+equivalent diameters and the slice counts they span.
+
+Per-slice areas and the painted slices of an annotation live in ``data.annotation``, which this layer may import and
+which must not import it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+
+def bounding_box(mask: np.ndarray, margin: int | tuple[int, ...] = 0) -> tuple[slice, ...]:
+    """The slices of ``mask``'s bounding box (it must hold something), widened by ``margin`` (one for every axis, or
+    one per axis) within the array."""
+    margins = (margin,) * mask.ndim if isinstance(margin, int) else tuple(margin)
+    box = []
+    for axis in range(mask.ndim):
+        found = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if found.size == 0:
+            raise ValueError("the mask is empty: it has no bounding box")
+        box.append(slice(max(0, int(found[0]) - margins[axis]),
+                         min(mask.shape[axis], int(found[-1]) + 1 + margins[axis])))
+    return tuple(box)
+
+
+def bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((y0, y1), (x0, x1)), inclusive: a 2D mask's bounding box widened by ``margin``, clipped to the slice."""
+    (y0, y1), (x0, x1) = ((box.start, box.stop - 1) for box in bounding_box(mask, margin))
+    return (y0, y1), (x0, x1)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected part of a binary mask (the mask itself when it has one part or none)."""
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def parts_touching(mask: np.ndarray, seeds: np.ndarray, *, structure: np.ndarray | None = None) -> np.ndarray:
+    """The connected parts of ``mask`` (bool, same shape) that hold a voxel of ``seeds``; ``structure`` as in
+    ``scipy.ndimage.label`` (face neighbours when None)."""
+    labels, _count = ndimage.label(mask, structure=structure)
+    touching = np.unique(labels[seeds])
+    return np.isin(labels, touching[touching > 0])
+
+
+def keep_connected(mask: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarray:
+    """The parts of ``mask`` that connect (in 3D) to a painted voxel of an anchor slice; the rest are strays."""
+    if not mask.any():
+        return mask
+    occupied = np.flatnonzero(mask.any(axis=(1, 2)))  # z first: y and x are then scanned on the mask's slices only
+    z = slice(occupied[0], occupied[-1] + 1)
+    box = (z,) + bounding_box(mask[z])[1:]
+    labels, count = ndimage.label(mask[box])  # within the mask's bounding box: a whole CT takes far longer
+    if count <= 1:
+        return mask
+    touching = np.unique(np.concatenate([labels[k - box[0].start][painted[box[1:]]] for k, painted in anchors.items()
+                                         if box[0].start <= k < box[0].stop]))
+    kept = np.zeros_like(mask)
+    kept[box] = np.isin(labels, touching[touching > 0])
+    return kept
+
+
+def equivalent_diameter_mm(mask_2d: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
+    """Diameter of the disc with the same area as ``mask_2d``."""
+    area = float(np.count_nonzero(mask_2d)) * spacing_xyz[0] * spacing_xyz[1]
+    return 2.0 * math.sqrt(area / math.pi)
+
+
+def slices_for(distance_mm: float, spacing_xyz: tuple[float, float, float]) -> int:
+    """How many slices ``distance_mm`` spans along z (rounded)."""
+    return int(round(distance_mm / spacing_xyz[2]))
+
+
+def slices_within(painted: np.ndarray, spacing_xyz: tuple[float, float, float], extent_factor: float) -> int:
+    """How many slices ``extent_factor`` equivalent diameters of ``painted`` span along z (rounded)."""
+    return slices_for(extent_factor * equivalent_diameter_mm(painted, spacing_xyz), spacing_xyz)
