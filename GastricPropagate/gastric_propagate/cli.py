@@ -70,6 +70,10 @@ def _above_zero(value: str, number_of: str, refused: str) -> float:
     return number
 
 
+def _seconds(value: str) -> float:
+    return _above_zero(value, "a number of seconds", "a time: give a finite number of seconds above 0")
+
+
 def _learning_rate(value: str) -> float:
     return _above_zero(value, "a number", "a learning rate: give a finite number above 0 (e.g. 2e-3)")
 
@@ -132,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "'PROGRESS stage=<load|read|proposer|refiner|write> done=<n> total=<n>'")
     _add_model_options(segment)
     _add_propagation_options(segment)
+
+    serve = commands.add_parser(
+        "serve", help="a warm worker: load the weights once, then segment the requests read from stdin",
+        description="Loads torch and the weights once, then answers segment requests, one JSON object per line on "
+                    "stdin, with progress lines and one RESULT line each on stdout (the protocol is in "
+                    "gastric_propagate/worker.py and docs/cli.md). Ends when stdin closes or after --idle-timeout "
+                    "seconds without a request.")
+    serve.add_argument("--idle-timeout", type=_seconds, default=600.0,
+                       help="end after this many seconds without a request (default: %(default)g)")
+    _add_model_options(serve)
 
     train = commands.add_parser("train", help="train the proposer and the refiner (or fine-tune them: --init)")
     source = train.add_argument_group("training data (one or more)")
@@ -325,6 +339,15 @@ def _segment(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from gastric_propagate.worker import serve
+
+    _print_progress("load", 0, 1)
+    segmenter = _segmenter(args)
+    _print_progress("load", 1, 1)
+    return serve(segmenter, idle_seconds=args.idle_timeout)
+
+
 def _train(args) -> int:
     from pathlib import Path
 
@@ -513,7 +536,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-_COMMANDS = {"segment": _segment, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,
+_COMMANDS = {"segment": _segment, "serve": _serve, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,
              "benchmark": _benchmark, "evaluate": _evaluate}
 
 if __name__ == "__main__":

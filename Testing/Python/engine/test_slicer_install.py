@@ -23,7 +23,7 @@ from conftest import SPACING, make_volume
 
 MODULE_DIR = Path(__file__).resolve().parents[3] / "GastricPropagate"
 NOT_FOR_SLICER = ("gastric_propagate/synthetic/", "gastric_propagate/training/", "gastric_propagate/evaluation/",
-                  "gastric_propagate/benchmark.py", "gastric_propagate/demo.py")
+                  "gastric_propagate/benchmark.py", "gastric_propagate/profiling.py", "gastric_propagate/demo.py")
 
 
 # ------------------------------------------------------------------------------------------- CMake emulation
@@ -114,7 +114,7 @@ def test_the_install_list_holds_the_module_the_engine_slicer_runs_and_the_weight
     for needed in ("GastricPropagate.py", "GastricPropagateLib/logic.py", "GastricPropagateLib/widget.py",
                    "GastricPropagateLib/controller.py", "GastricPropagateLib/self_test.py",
                    "GastricPropagateLib/testdata.py", "Resources/UI/GastricPropagate.ui",
-                   "gastric_propagate/cli.py", "gastric_propagate/inference/pipeline.py",
+                   "gastric_propagate/cli.py", "gastric_propagate/worker.py", "gastric_propagate/inference/pipeline.py",
                    "gastric_propagate/data/io.py", "gastric_propagate/inference/weights/proposer.pt"):
         assert needed in files, needed
     assert not [path for path in files if path.startswith(NOT_FOR_SLICER) or "__pycache__" in path]

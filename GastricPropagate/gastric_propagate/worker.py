@@ -1,0 +1,165 @@
+"""``gastric-propagate serve``: a warm worker that loads torch and the weights once and serves segment requests.
+
+Start-up (the interpreter, importing torch and the engine, loading the weights) takes most of a whole ``segment``
+run on a CPU (``gastric-propagate benchmark --profile``). The worker pays it once, then serves runs until its input
+closes, it has been idle for a while, or its parent ends it.
+
+The protocol, one line each way, UTF-8:
+
+    worker -> parent   PROGRESS stage=load done=0 total=1, then done=1 once the weights are loaded, then
+                       READY {"version": ..., "device": ..., "pid": ...}
+    parent -> worker   one JSON object per line, a request:
+                       {"id": any JSON value (echoed back), "image": path, "annotation": path, "output": path,
+                        "report": path or null, "overwrite": false, "options": {PropagationOptions field: value}}
+    worker -> parent   the request's progress, as the segment command's --progress prints it
+                       (PROGRESS stage=<read|proposer|refiner|write> done=<n> total=<n>), then one line
+                       RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
+
+``code`` has the segment command's exit-code meanings: 0 success (the message is the line segment prints, and any
+'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option included), 3
+unusable weights, 1 any other failure; the message says what went wrong. None of them ends the worker. ``seconds``
+is the whole request's time in the worker (read, engine, write), ``served`` how many requests this process has
+answered, this one included. The worker's own exit codes are the command line's: 0 when its input closed or it was
+idle for ``--idle-timeout`` seconds, 2 or 3 when the device or the weights cannot be used (before READY), 130 / 143
+when interrupted or terminated (a run in progress then writes nothing). Its outputs are written as the segment
+command writes them (``data.io.OutputBatch``): whole or not at all, whatever happens to the worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Callable, TextIO
+
+from gastric_propagate import __version__
+from gastric_propagate.errors import InputError, WeightsError
+from gastric_propagate.inference.options import PropagationOptions
+
+RESULT, READY = "RESULT ", "READY "
+CODE_OK, CODE_FAILED, CODE_BAD_INPUT, CODE_WEIGHTS = 0, 1, 2, 3
+#: How long the worker waits for a request before it ends itself (seconds).
+DEFAULT_IDLE_SECONDS = 600.0
+_FIELDS = {field.name: field for field in dataclasses.fields(PropagationOptions)}
+_SWITCHES = {name for name, field in _FIELDS.items() if isinstance(field.default, bool)}
+_REQUEST_KEYS = {"id", "image", "annotation", "output", "report", "overwrite", "options"}
+
+
+def options_from_request(options: dict | None) -> PropagationOptions:
+    """A request's "options" object as PropagationOptions: only its fields, switches given as true / false."""
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise InputError(f"The request's options must be a JSON object of PropagationOptions fields, not {options!r}.")
+    unknown = sorted(set(options) - set(_FIELDS))
+    if unknown:
+        raise InputError(f"Unknown option(s) {', '.join(unknown)}: use {', '.join(_FIELDS)}.")
+    for name in _SWITCHES & set(options):
+        if not isinstance(options[name], bool):
+            raise InputError(f"Option {name}: {options[name]!r} is not true or false.")
+    return PropagationOptions(**options)
+
+
+def _request(line: str) -> dict:
+    try:
+        request = json.loads(line)
+    except ValueError as error:
+        raise InputError(f"The request is not one JSON object on one line ({error}).") from None
+    if not isinstance(request, dict):
+        raise InputError("The request is not a JSON object.")
+    unknown = sorted(set(request) - _REQUEST_KEYS)
+    missing = [key for key in ("image", "annotation", "output") if not isinstance(request.get(key), str)]
+    if unknown or missing:
+        problem = f"unknown field(s) {', '.join(unknown)}" if unknown else f"no {', '.join(missing)} path"
+        raise InputError(f"The request has {problem}: give image, annotation and output paths (and report, "
+                         "overwrite, options).")
+    if request.get("report") is not None and not isinstance(request["report"], str):
+        raise InputError("The request's report must be a path or null.")
+    if not isinstance(request.get("overwrite", False), bool):
+        raise InputError("The request's overwrite must be true or false.")
+    return request
+
+
+def _lines(stream: TextIO) -> queue.Queue:
+    """The stream's lines, read by a daemon thread into a queue; None once it is closed."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for line in stream:
+                lines.put(line)
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=read, name="gastric-propagate requests", daemon=True).start()
+    return lines
+
+
+def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = None, *,
+          idle_seconds: float = DEFAULT_IDLE_SECONDS, log: Callable[[str], None] | None = None) -> int:
+    """Answers the requests read from ``requests`` (stdin) on ``replies`` (stdout) with ``segmenter`` (loaded
+    once, by the caller) until ``requests`` closes or none came for ``idle_seconds``; returns 0 then.
+
+    Interruptions (KeyboardInterrupt, the command line's SIGTERM) are not caught: the run in progress writes
+    nothing and the worker ends.
+    """
+    from gastric_propagate.file_segmentation import segment_files
+
+    requests = sys.stdin if requests is None else requests
+    replies = sys.stdout if replies is None else replies
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+
+    def send(line: str) -> None:
+        replies.write(line + "\n")
+        replies.flush()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        send(f"PROGRESS stage={stage} done={int(done)} total={int(total)}")
+
+    send(READY + json.dumps({"version": __version__, "device": str(segmenter.device), "pid": os.getpid()}))
+    lines, served = _lines(requests), 0
+    while True:
+        try:
+            line = lines.get(timeout=idle_seconds)
+        except queue.Empty:
+            log(f"gastric-propagate serve: no request for {idle_seconds:g} s; ending")
+            return 0
+        if line is None:
+            return 0
+        if not line.strip():
+            continue
+        started, request_id = time.perf_counter(), None
+        try:
+            request = _request(line)
+            request_id = request.get("id")
+            report = segment_files(request["image"], request["annotation"], request["output"],
+                                   report_path=request.get("report"),
+                                   options=options_from_request(request.get("options")), segmenter=segmenter,
+                                   overwrite=request.get("overwrite", False), stages=progress)
+            code, message = CODE_OK, _summary(report, request["output"])
+        except InputError as error:
+            code, message = CODE_BAD_INPUT, str(error)
+        except WeightsError as error:
+            code, message = CODE_WEIGHTS, str(error)
+        except OSError as error:  # as the segment command words it
+            where = f" {error.filename}" if error.filename else ""
+            code, message = CODE_BAD_INPUT, (f"cannot read or write{where}: {error.strerror or error}. Check the "
+                                             "path, that the folder is writable and that the disk has free space, "
+                                             "then run again.")
+        except Exception as error:  # noqa: BLE001 - a failed request must not end the worker
+            code, message = CODE_FAILED, f"{type(error).__name__}: {error}"
+        served += 1
+        send(RESULT + json.dumps({"id": request_id, "code": code, "message": message, "served": served,
+                                  "seconds": round(time.perf_counter() - started, 4), "pid": os.getpid()}))
+
+
+def _summary(report: dict, output: str) -> str:
+    """The line the segment command prints for a run, and its 'note:' lines."""
+    slices = report["slices"]
+    where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
+    lines = [f"tumour: {report['volume_ml']:.1f} mL {where} (engine {report['seconds']:.2f} s on {report['device']})"
+             f" -> {output}"]
+    return "\n".join(lines + [f"note: {advice['sentence']}" for advice in report["advice"]])

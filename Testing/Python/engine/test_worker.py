@@ -1,0 +1,205 @@
+"""``gastric-propagate serve``: the warm worker's line protocol, in this process and as the real child process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SPACING, make_volume
+from gastric_propagate.file_segmentation import segment_files
+from gastric_propagate.inference.options import PropagationOptions
+from gastric_propagate.worker import options_from_request, serve
+from gastric_propagate.errors import InputError
+
+ENGINE = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["gastric_propagate"].__file__)))
+
+
+@pytest.fixture
+def case(tmp_path):
+    image, label = make_volume()
+    annotation = np.zeros_like(label)
+    annotation[20] = label[20]
+    paths = {}
+    for name, array in (("ct", image), ("painted", annotation)):
+        written = sitk.GetImageFromArray(array)
+        written.SetSpacing(SPACING)
+        paths[name] = tmp_path / f"{name}.nrrd"
+        sitk.WriteImage(written, str(paths[name]))
+    return paths
+
+
+def request(case, output, **extra) -> str:
+    return json.dumps({"image": str(case["ct"]), "annotation": str(case["painted"]), "output": str(output), **extra})
+
+
+def replies(text: str) -> tuple[list[str], list[dict]]:
+    lines = text.splitlines()
+    return lines, [json.loads(line[len("RESULT "):]) for line in lines if line.startswith("RESULT ")]
+
+
+def test_a_request_writes_the_mask_and_report_and_answers_with_progress_and_one_result(case, tmp_path,
+                                                                                        oracle_segmenter):
+    out = io.StringIO()
+    line = request(case, tmp_path / "out.nrrd", id="first", report=str(tmp_path / "report.json"),
+                   options={"max_slice": 22})
+    assert serve(oracle_segmenter, io.StringIO(line + "\n"), out) == 0  # input closed: the worker ends, code 0
+    lines, results = replies(out.getvalue())
+    assert lines[0].startswith("READY ") and json.loads(lines[0][6:])["pid"] == os.getpid()
+    assert results == [dict(results[0], id="first", code=0, served=1)]
+    stages = [line.split()[1] for line in lines if line.startswith("PROGRESS ")]
+    assert stages[0] == "stage=read" and "stage=proposer" in stages and stages[-1] == "stage=write"
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd")))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert mask[20].any() and not mask[23:].any()  # the request's options were used: max_slice 22
+    assert results[0]["message"].startswith(f"tumour: {report['volume_ml']:.1f} mL")
+    expected = segment_files(case["ct"], case["painted"], tmp_path / "direct.nrrd", segmenter=oracle_segmenter,
+                             options=PropagationOptions(max_slice=22))
+    assert np.array_equal(mask, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))))
+    assert report["voxels"] == expected["voxels"]
+
+
+BAD_REQUESTS = {  # name -> (the request line, from the case and an output path; words of the answer)
+    "not JSON": (lambda case, output: "not json", "not one JSON object"),
+    "not an object": (lambda case, output: "[1, 2]", "not a JSON object"),
+    "paths missing": (lambda case, output: '{"image": "a.nrrd"}', "no annotation, output path"),
+    "unknown option": (lambda case, output: request(case, output, options={"colour": 1}), "Unknown option(s) colour"),
+    "switch not a bool": (lambda case, output: request(case, output, options={"keyframes": "yes"}),
+                          "keyframes: 'yes' is not true or false"),
+    "value out of range": (lambda case, output: request(case, output, options={"vote_reach": 0}), "vote_reach"),
+    "image missing": (lambda case, output: request(dict(case, ct=output.parent / "missing.nrrd"), output),
+                      "missing.nrrd"),
+    "output exists": (lambda case, output: request(case, output), "--overwrite"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_a_bad_request_is_answered_with_the_bad_input_code_and_the_worker_goes_on(case, tmp_path, oracle_segmenter,
+                                                                                  name):
+    make, words = BAD_REQUESTS[name]
+    output = tmp_path / "bad.nrrd"
+    if name == "output exists":
+        output.write_bytes(b"the user's earlier result")
+    out = io.StringIO()
+    good = request(case, tmp_path / "good.nrrd", id="good")
+    assert serve(oracle_segmenter, io.StringIO(f"{make(case, output)}\n\n{good}\n"), out) == 0
+    _, results = replies(out.getvalue())
+    assert [(result["code"], result["served"]) for result in results] == [(2, 1), (0, 2)]
+    assert words in results[0]["message"]
+    assert (tmp_path / "good.nrrd").is_file()
+    assert not output.is_file() or output.read_bytes() == b"the user's earlier result"
+
+
+def test_options_from_request_takes_the_fields_of_propagation_options():
+    assert options_from_request(None) == PropagationOptions()
+    assert options_from_request({"keyframes": True, "min_slice": 3, "use_consensus": False}) == PropagationOptions(
+        keyframes=True, min_slice=3, use_consensus=False)
+    with pytest.raises(InputError, match="not true or false"):
+        options_from_request({"use_refiner": 1})
+
+
+def test_the_worker_ends_when_no_request_comes_within_the_idle_timeout(oracle_segmenter):
+    read, write = os.pipe()  # an input that stays open: only the timeout ends the worker
+    messages = []
+    requests = os.fdopen(read, encoding="utf-8")
+    try:
+        assert serve(oracle_segmenter, requests, io.StringIO(), idle_seconds=0.2, log=messages.append) == 0
+    finally:
+        os.close(write)  # the worker's reading thread sees the end of its input and lets the file go
+        threading.Thread(target=requests.close, daemon=True).start()
+    assert messages and "no request for 0.2 s" in messages[0]
+
+
+# ------------------------------------------------------------------------------- the real child process
+
+
+class Worker:
+    """``python -m gastric_propagate.cli serve`` with the bundled weights, as a parent runs it."""
+
+    def __init__(self, *arguments: str) -> None:
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")]))
+        self.process = subprocess.Popen([sys.executable, "-m", "gastric_propagate.cli", "serve", "--device", "cpu",
+                                         *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=environment)
+        self.lines = []
+
+    def read_until(self, prefix: str) -> str:
+        timer = threading.Timer(300, self.process.kill)  # a hung worker fails the test instead of hanging it
+        timer.start()
+        try:
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if line.startswith(prefix):
+                    return line.rstrip("\n")
+        finally:
+            timer.cancel()
+        raise AssertionError(f"the worker ended before {prefix!r}: {self.process.stderr.read()}")
+
+    def send(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.read_until("RESULT ")[len("RESULT "):])
+
+    def close(self) -> int:
+        self.process.stdin.close()
+        return self.process.wait(timeout=120)
+
+
+@pytest.fixture
+def worker():
+    started = Worker()
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+
+
+def test_the_worker_process_loads_once_and_serves_requests_until_its_input_closes(case, tmp_path, worker,
+                                                                                   bundled_segmenter):
+    ready = json.loads(worker.read_until("READY ")[len("READY "):])
+    assert worker.lines == ["PROGRESS stage=load done=0 total=1", "PROGRESS stage=load done=1 total=1",
+                            worker.lines[-1]]
+    first = worker.send(request(case, tmp_path / "one.nrrd", id=1, report=str(tmp_path / "one.json")))
+    second = worker.send(request(case, tmp_path / "two.nrrd", id=2))
+    bad = worker.send("{not json")
+    third = worker.send(request(case, tmp_path / "three.nrrd", id=3, options={"use_consensus": False}))
+    assert [(r["id"], r["code"], r["served"], r["pid"]) for r in (first, second, bad, third)] == [
+        (1, 0, 1, ready["pid"]), (2, 0, 2, ready["pid"]), (None, 2, 3, ready["pid"]), (3, 0, 4, ready["pid"])]
+    # The weights were loaded once: no load stage after READY.
+    assert not [line for line in worker.lines[3:] if "stage=load" in line]
+    assert worker.close() == 0
+    masks = [sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name))) for name in ("one.nrrd", "two.nrrd")]
+    segment_files(case["ct"], case["painted"], tmp_path / "direct.nrrd", segmenter=bundled_segmenter)
+    direct = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd")))
+    assert masks[0].any() and np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], direct)
+    assert json.loads((tmp_path / "one.json").read_text())["voxels"] == int(direct.sum())
+
+
+@pytest.mark.parametrize("ending", ["SIGTERM", "SIGKILL"])
+def test_a_worker_ended_during_a_run_leaves_no_output(case, tmp_path, worker, ending):
+    worker.read_until("READY ")
+    output = tmp_path / "out" / "result.nrrd"
+    worker.process.stdin.write(request(case, output, report=str(tmp_path / "out" / "report.json")) + "\n")
+    worker.process.stdin.flush()
+    worker.read_until("PROGRESS stage=proposer")
+    worker.process.send_signal(getattr(signal, ending))
+    code = worker.process.wait(timeout=120)
+    assert code == (143 if ending == "SIGTERM" else -signal.SIGKILL)
+    assert not output.exists() and not (tmp_path / "out" / "report.json").exists()
+    if ending == "SIGTERM":  # unwound: nothing staged is left either
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["ct.nrrd", "painted.nrrd"]
+
+
+def test_a_device_the_worker_cannot_use_ends_it_with_the_bad_input_code():
+    completed = subprocess.run([sys.executable, "-m", "gastric_propagate.cli", "serve", "--device", "tpu"],
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                               env=dict(os.environ, PYTHONPATH=ENGINE))
+    assert completed.returncode == 2 and "tpu" in completed.stderr
