@@ -351,9 +351,9 @@ def _serve(args) -> int:
 def _train(args) -> int:
     from pathlib import Path
 
-    from gastric_propagate.data.cases import folder_cases, load_cases
+    from gastric_propagate.data.cases import folder_cases
     from gastric_propagate.errors import InputError
-    from gastric_propagate.synthetic.generators import generated_cases, load_all
+    from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
 

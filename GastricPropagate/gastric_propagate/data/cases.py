@@ -1,4 +1,4 @@
-"""Labelled CT cases for training and evaluation: a folder of image/label pairs, or generated phantoms.
+"""Labelled CT cases for training and evaluation: a folder of image/label pairs, or arrays already in memory.
 
 Cases are listed first (cheap: file headers only) and loaded one at a time with ``Case.load()``,
 so that an evaluation over many CTs never holds more than one in memory.
@@ -36,7 +36,7 @@ class CaseData:
     """One loaded case.
 
     Attributes:
-        name: short unique name (file stem or ``phantom_<seed>``).
+        name: short unique name (the file stem, or the generator and seed of a synthetic case).
         image: CT (z, y, x) in Hounsfield units.
         label: uint8 (z, y, x), 1 = tumour.
         spacing_xyz: voxel spacing (x, y, z) in mm.
@@ -55,7 +55,7 @@ class Case:
     Attributes:
         name: short unique name.
         source: where it comes from (the image path, or ``phantom seed N``), for the report.
-        seed: the seed of the case's annotation variants (the phantom seed, or one derived from the name).
+        seed: the seed of the case's annotation variants (a generated case's seed, or one derived from the name).
         loader: returns the case's ``CaseData``.
     """
 
@@ -75,31 +75,6 @@ def case_from_arrays(name: str, image: np.ndarray, label: np.ndarray, spacing_xy
     data = CaseData(name, image, (np.asarray(label) > 0).astype(np.uint8),
                     tuple(float(s) for s in spacing_xyz))
     return Case(name=name, source="arrays", seed=seed, loader=lambda: data)
-
-
-def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options: object) -> list[Case]:
-    """``n_cases`` generated phantoms with consecutive seeds, held out from training by default.
-
-    Args:
-        n_cases: number of phantoms.
-        seed_start: first seed; defaults to ``gastric_propagate.synthetic.phantom.HELD_OUT_SEED_START``.
-        **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
-    """
-    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
-
-    start = HELD_OUT_SEED_START if seed_start is None else int(seed_start)
-    # A partial of a module-level function, not a closure: the cases can be generated in other processes.
-    return [Case(name=f"phantom_{seed}", source=f"phantom seed {seed}", seed=seed,
-                 loader=functools.partial(_load_phantom, seed, phantom_options))
-            for seed in range(start, start + int(n_cases))]
-
-
-def _load_phantom(seed: int, options: dict) -> CaseData:
-    from gastric_propagate.synthetic.phantom import make_phantom  # generating is only one way to get cases
-
-    generated = make_phantom(seed, **options)
-    image, label = generated.arrays()
-    return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8), tuple(float(s) for s in generated.spacing))
 
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
@@ -141,23 +116,6 @@ def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
     return [Case(name=name, source=str(image_path), seed=_seed_from_name(name),
                  loader=_file_loader(name, image_path, label_path))
             for name, image_path, label_path in pairs]
-
-
-def load_cases(data: str | Path | None, n_cases: int | None = None, *, seed_start: int | None = None,
-               **phantom_options: object) -> list[Case]:
-    """Cases from a folder, or held-out phantoms when ``data`` is None.
-
-    Args:
-        data: a folder of image/label pairs, or None for generated phantoms.
-        n_cases: at most this many cases (required for phantoms).
-        seed_start: first phantom seed (phantoms only).
-        **phantom_options: passed to ``make_phantom`` (phantoms only).
-    """
-    if data is None:
-        if n_cases is None:
-            raise ValueError("n_cases is required for generated phantoms")
-        return phantom_cases(n_cases, seed_start, **phantom_options)
-    return folder_cases(data, n_cases)
 
 
 def _split_extension(path: Path) -> tuple[str, str] | None:

@@ -1,6 +1,7 @@
 """Evaluation: annotation variants, alternative methods, and the report comparing them.
 
-Cases come from ``gastric_propagate.data.cases`` (a folder of pairs, or held-out phantoms).
+Cases come from ``gastric_propagate.data.cases`` (a folder of pairs) or ``gastric_propagate.synthetic.generators``
+(held-out synthetic cases).
 
 Modules:
     annotations: turns a 3D label into the one painted slice a user would draw (and its variants).

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from gastric_propagate import __version__
-from gastric_propagate.data.cases import Case, load_cases
+from gastric_propagate.data.cases import Case, folder_cases
 from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
@@ -199,7 +199,7 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
     ``write_reports`` writes what it returns.
 
     Args:
-        cases: the cases (see ``cases.load_cases``).
+        cases: the cases (see ``data.cases.folder_cases`` and ``synthetic.generators``).
         methods: method names (see ``ALL_METHODS``); all when None.
         variants: annotation variants (see ``annotations.VARIANTS``); all when None.
         segmenter: a loaded ``Segmenter`` for the engine's methods; the bundled weights when None.
@@ -312,7 +312,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
 
         cases = generated_cases(generator, n_cases, HELD_OUT_SEED_START if seed_start is None else seed_start)
     else:
-        cases = load_cases(data, n_cases)
+        cases = folder_cases(data, n_cases)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
     evaluation = run_evaluation(cases, methods=methods, variants=variants, device=device, progress=progress,

@@ -1,4 +1,4 @@
-"""The synthetic generators by name, as training and evaluation cases.
+"""The synthetic generators by name, as training and evaluation cases (and the held-out phantoms in place of a folder).
 
 Structurally different generators, so that a network can be trained on some and judged on another
 (leave-one-generator-out):
@@ -13,12 +13,58 @@ from __future__ import annotations
 import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from gastric_propagate.data.cases import Case, CaseData, phantom_cases
+from pathlib import Path
+
+import numpy as np
+
+from gastric_propagate.data.cases import Case, CaseData, folder_cases
 
 GENERATORS = ("phantom", "shapes", "thorax")
 # First seed of the held-out development cases that engine choices are made on (scripts/choose_vote.py,
 # scripts/opinions_breakdown.py): no training run and no evaluation report uses these seeds.
 DEV_SEED_START = 1_000_000
+
+
+def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options: object) -> list[Case]:
+    """``n_cases`` generated phantoms with consecutive seeds, held out from training by default.
+
+    Args:
+        n_cases: number of phantoms.
+        seed_start: first seed; defaults to ``gastric_propagate.synthetic.phantom.HELD_OUT_SEED_START``.
+        **phantom_options: passed to ``make_phantom`` (size_xy, n_slices, ...).
+    """
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+
+    start = HELD_OUT_SEED_START if seed_start is None else int(seed_start)
+    # A partial of a module-level function, not a closure: the cases can be generated in other processes.
+    return [Case(name=f"phantom_{seed}", source=f"phantom seed {seed}", seed=seed,
+                 loader=functools.partial(_load_phantom, seed, phantom_options))
+            for seed in range(start, start + int(n_cases))]
+
+
+def load_cases(data: str | Path | None, n_cases: int | None = None, *, seed_start: int | None = None,
+               **phantom_options: object) -> list[Case]:
+    """Cases from a folder, or held-out phantoms when ``data`` is None.
+
+    Args:
+        data: a folder of image/label pairs, or None for generated phantoms.
+        n_cases: at most this many cases (required for phantoms).
+        seed_start: first phantom seed (phantoms only).
+        **phantom_options: passed to ``make_phantom`` (phantoms only).
+    """
+    if data is None:
+        if n_cases is None:
+            raise ValueError("n_cases is required for generated phantoms")
+        return phantom_cases(n_cases, seed_start, **phantom_options)
+    return folder_cases(data, n_cases)
+
+
+def _load_phantom(seed: int, options: dict) -> CaseData:
+    from gastric_propagate.synthetic.phantom import make_phantom
+
+    generated = make_phantom(seed, **options)
+    image, label = generated.arrays()
+    return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8), tuple(float(s) for s in generated.spacing))
 
 
 def _shapes(seed: int) -> CaseData:

@@ -5,7 +5,8 @@ import pytest
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.cases import case_from_arrays, folder_cases, load_cases
+from gastric_propagate.data.cases import case_from_arrays, folder_cases
+from gastric_propagate.synthetic.generators import load_cases
 
 
 def _write_pair(image_path, label_path, *, label_spacing=(0.8, 0.8, 2.5), label_size=(20, 18, 6), value=1):
@@ -89,8 +90,7 @@ def test_held_out_phantoms_by_default():
 
 def test_folder_and_phantom_cases_load_in_other_processes(tmp_path):
     """Training reads its cases in worker processes: every kind of case must survive pickling."""
-    from gastric_propagate.data.cases import phantom_cases
-    from gastric_propagate.synthetic.generators import load_all
+    from gastric_propagate.synthetic.generators import load_all, phantom_cases
 
     _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd")
     _write_pair(tmp_path / "b_image.nrrd", tmp_path / "b_label.nrrd")

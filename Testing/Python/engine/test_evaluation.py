@@ -135,7 +135,7 @@ def test_engine_rows_from_two_runs_per_case(oracle_segmenter, monkeypatch):
 
 
 def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(bundled_segmenter):
-    from gastric_propagate.data.cases import load_cases
+    from gastric_propagate.synthetic.generators import load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
 
     cases = load_cases(None, 1, seed_start=HELD_OUT_SEED_START + 7, size_xy=160, slice_spacing=4.0,

@@ -154,7 +154,7 @@ def test_evaluate_stopped_midway_leaves_the_earlier_report(tmp_path, cases_folde
 
 
 def test_evaluate_report_that_fails_while_written_leaves_the_earlier_one(tmp_path, cases_folder, monkeypatch):
-    from gastric_propagate.data.cases import load_cases
+    from gastric_propagate.synthetic.generators import load_cases
 
     evaluation = evaluate.run_evaluation(load_cases(str(cases_folder), 2), methods=["copy_slice"],
                                          variants=["largest"], progress=False)
@@ -173,7 +173,7 @@ def test_evaluate_report_that_fails_while_written_leaves_the_earlier_one(tmp_pat
 
 
 def test_evaluate_report_replaces_the_earlier_one_whole(tmp_path, cases_folder):
-    from gastric_propagate.data.cases import load_cases
+    from gastric_propagate.synthetic.generators import load_cases
 
     out = tmp_path / "report"
     write_earlier_report(out)

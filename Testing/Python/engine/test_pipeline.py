@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
-from gastric_propagate.data.cases import phantom_cases
+from gastric_propagate.synthetic.generators import phantom_cases
 from gastric_propagate.metrics import dice
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.advice import LARGER_NEIGHBOUR

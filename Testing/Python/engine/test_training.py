@@ -3,7 +3,7 @@
 import torch
 
 from gastric_propagate.inference.checkpoints import load_checkpoint
-from gastric_propagate.data.cases import phantom_cases
+from gastric_propagate.synthetic.generators import phantom_cases
 from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.training.train import TrainingConfig, train
 
