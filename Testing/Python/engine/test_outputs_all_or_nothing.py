@@ -20,7 +20,7 @@ import torch
 
 import gastric_propagate.cli as cli
 from conftest import write_cases_folder
-from gastric_propagate.evaluation import evaluate
+from gastric_propagate.evaluation import evaluate, reporting
 from gastric_propagate.inference.checkpoints import load_checkpoint
 
 ENGINE_TESTS = Path(__file__).parent
@@ -165,7 +165,7 @@ def test_evaluate_report_that_fails_while_written_leaves_the_earlier_one(tmp_pat
         Path(path).write_bytes(b"half a PNG")
         raise ValueError("the figure failed")
 
-    monkeypatch.setattr(evaluate, "write_figure", broken_figure)
+    monkeypatch.setattr(reporting, "write_figure", broken_figure)  # write_reports draws through reporting's
     with pytest.raises(ValueError, match="the figure failed"):
         evaluate.write_reports(evaluation, out, {"data": "two cases", "command": "pytest"})
     assert snapshot(out) == EARLIER_REPORT
