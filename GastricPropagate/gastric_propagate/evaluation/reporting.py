@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from gastric_propagate import __version__
+from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT
 from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown
@@ -219,14 +220,13 @@ def _draw_example(figure, example) -> None:
     spacing = example["spacing_xyz"]
     shown = [m for m in FIGURE_METHODS if f"mask_{m}" in example][:3]
     colours = ("tab:red", "tab:orange", "tab:blue")
-    tumour = np.flatnonzero(truth.reshape(truth.shape[0], -1).any(axis=1))
-    painted = np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))
-    if tumour.size == 0:
+    tumour, painted = painted_slices(truth), painted_slices(annotation)
+    if not tumour:
         return
     # the tumour's ends, two slices between, and the painted slice in place of the nearest one
     chosen = [int(round(z)) for z in np.linspace(tumour[0], tumour[-1], 4)]
-    if painted.size and int(painted[0]) not in chosen:
-        chosen[int(np.argmin([abs(z - painted[0]) for z in chosen[1:-1]])) + 1] = int(painted[0])
+    if painted and painted[0] not in chosen:
+        chosen[int(np.argmin([abs(z - painted[0]) for z in chosen[1:-1]])) + 1] = painted[0]
     aspect = float(spacing[1] / spacing[0])
     for axes, z in zip(figure.subplots(1, len(chosen)), chosen):
         axes.imshow(image[z], cmap="gray", vmin=-160, vmax=240, aspect=aspect)
@@ -235,7 +235,7 @@ def _draw_example(figure, example) -> None:
                 axes.contour(example[f"mask_{method}"][z], levels=[0.5], colors=colour, linewidths=1.0)
         if truth[z].any():  # drawn last: on top
             axes.contour(truth[z], levels=[0.5], colors="lime", linewidths=1.5)
-        label = " (painted)" if painted.size and z == painted[0] else ""
+        label = " (painted)" if painted and z == painted[0] else ""
         axes.set_title(f"axial slice {z + int(example['z_offset'])}{label}", fontsize=9)
         axes.set_axis_off()
     handles = [Line2D([0], [0], color="lime", label="truth")]

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from gastric_propagate.data.annotation import painted_slices
 from gastric_propagate.data.cases import Case
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.evaluation import baselines
@@ -19,6 +20,7 @@ from gastric_propagate.evaluation.breakdown import per_slice_dice
 from gastric_propagate.evaluation.grow_from_seeds import grow_from_seeds
 from gastric_propagate.inference import consensus
 from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
+from gastric_propagate.inference.masks import bounding_box
 from gastric_propagate.metrics import dice, hausdorff95_mm, volume_error_percent, volume_ml
 
 logger = logging.getLogger(__name__)
@@ -190,7 +192,7 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
         data = case.load()
         for variant in variants:
             annotation = make_annotation(data.label, data.spacing_xyz, variant, seed=case.seed)
-            painted = int(np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))[0])
+            painted = painted_slices(annotation)[0]
             example = {} if case_index == 0 and variant == example_variant else None
             for name in methods:
                 row, mask = _score_one(registry[name], data, annotation, variant, case.source, painted)
@@ -246,7 +248,7 @@ def _cropped_to_union(prediction: np.ndarray, truth: np.ndarray, margin: int = 2
     union = prediction | truth
     if not union.any():
         return prediction, truth
-    box = tuple(slice(max(0, int(ix.min()) - margin), int(ix.max()) + margin + 1) for ix in np.nonzero(union))
+    box = bounding_box(union, margin)
     return prediction[box], truth[box]
 
 
@@ -255,13 +257,9 @@ def _example_arrays(data, annotation: np.ndarray, variant: str, masks: dict[str,
     union = data.label > 0
     for mask in masks.values():
         union = union | (mask > 0)
-    zs, ys, xs = np.nonzero(union)
-    pad = 8
-    box = (slice(int(zs.min()), int(zs.max()) + 1),
-           slice(max(0, int(ys.min()) - pad), int(ys.max()) + pad + 1),
-           slice(max(0, int(xs.min()) - pad), int(xs.max()) + pad + 1))
+    box = bounding_box(union, (0, 8, 8))  # the slices it spans, and 8 pixels around it in-plane
     return dict(image=data.image[box].astype(np.int16), truth=data.label[box], annotation=annotation[box],
-                case=np.asarray(data.name), variant=np.asarray(variant), z_offset=np.asarray(int(zs.min())),
+                case=np.asarray(data.name), variant=np.asarray(variant), z_offset=np.asarray(box[0].start),
                 spacing_xyz=np.asarray(data.spacing_xyz), **{f"mask_{name}": mask[box] for name, mask in masks.items()})
 
 
