@@ -32,7 +32,7 @@ def largest_cross_section_index(label: np.ndarray) -> int:
 def annotation_from_label(label: np.ndarray, slice_index: int | None = None) -> np.ndarray:
     """A one-slice annotation (uint8, same shape) copied from ``label`` on ``slice_index``.
 
-    With no index, the largest cross-section is taken, as in the source study.
+    With no index, the largest cross-section is taken: the slice the protocol asks a radiologist to paint.
     """
     k = largest_cross_section_index(label) if slice_index is None else int(slice_index)
     annotation = np.zeros(label.shape, dtype=np.uint8)

@@ -1,7 +1,7 @@
 """The one painted slice a user would draw, made from a 3D label: the default and robustness variants.
 
 Variants (all on one axial slice, uint8 (z, y, x), deterministic given ``seed``):
-    largest: the largest cross-section, copied from the label (as in the source study).
+    largest: the largest cross-section, copied from the label (the slice the protocol asks for).
     random_slice: a random tumour slice whose area is at least a quarter of the largest one
         (a user who paints another slice than the largest; tiny end slices are not drawn).
     random_slice_ticked: the same slice as random_slice, run as the largest (a user who paints another slice and

@@ -20,16 +20,9 @@ The grow-cut runs on a crop around the painted region: its bounding box widened 
 the first background slice on each side (or the volume's edge). Like every baseline (see
 :mod:`gastric_propagate.evaluation.baselines`), it keeps the painted slice exactly as drawn.
 
-Defaults: ``ring_mm`` and ``extent_factor`` were chosen on training-seed phantoms (seeds 0-23), never
-on held-out phantoms or on real cases. There the score rises as the background slices come closer
-(mean Dice 0.71 at extent 0.75, 0.80 at 0.5, 0.88 at 0.3, ring 1 mm): with seeds on one slice only,
-grow-cut spreads the tumour label into neighbouring soft tissue of similar density on the other slices,
-and the background slices are what stops it (the phantoms' tumours are also flatter than wide: they
-reach 0.22-0.62, median 0.44, painted diameters from the painted slice). Below 0.5 the "background"
-slices would lie on the tumour itself for a lesion as tall as it is wide, which a user looking at the
-image would not paint, so ``extent_factor`` is held at 0.5 (the extent the other baselines assume);
-``ring_mm`` matters little (0.80-0.82 from 0.5 to 2 mm, 0.78 at 3 mm), and 1 mm keeps the ring off the
-outline's own pixels.
+Defaults: ``ring_mm`` and ``extent_factor`` were chosen on training-seed phantoms (seeds 0-23), never on held-out
+phantoms or on real cases; ``extent_factor`` is held at 0.5, the extent the other baselines assume, because nearer
+"background" slices would lie on a tumour as tall as it is wide (docs/decisions.md).
 """
 
 from __future__ import annotations

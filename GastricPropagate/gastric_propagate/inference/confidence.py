@@ -1,7 +1,7 @@
 """Per-slice confidence: how far a radiologist can trust each propagated slice, in [0, 1].
 
-The networks' own probabilities proved no guide (their margin near the outline did not track per-slice Dice
-on real CT, r ~ 0). Two things do, and both can be read off the result:
+The networks' own probabilities are no guide: they do not track per-slice quality. Two things do, and both can be
+read off the result:
     - distance: every step of a chain can add error, and the ends of a tumour are the hardest slices; the
       distance from the nearest painted slice is taken relative to the painted equivalent diameter, so a
       slice 1 cm away counts for more on a 1 cm nodule than on a 6 cm mass;
@@ -10,14 +10,7 @@ on real CT, r ~ 0). Two things do, and both can be read off the result:
 confidence = Dice(slice, its neighbour toward the painted slice) x exp(-distance / painted diameter).
 With the vote (``consensus.py``), a third thing: whether its three opinions agree on the slice. The confidence is
 then the geometric mean of the above and the opinions' agreement (the share of the voxels any of them marks that all
-of them mark). Chosen on held-out synthetic cases (``scripts/choose_vote.py``) when it raised Pearson r with
-per-slice Dice on both generators of the time ('shapes' 0.36 to 0.47, phantoms 0.67 to 0.77). With the lengthened
-lesions and the third generator it no longer wins everywhere, so it was decided again with the current weights by a
-rule set before the run (issue 10's note): drop it if, without it, Pearson r is higher on the mean over the three
-generators and the best review threshold finds the slices to redraw (Dice < 0.7) as well (mean F1 within 0.01).
-Pearson r without / with it: 0.70 / 0.83 on phantoms, 0.66 / 0.59 on 'shapes', 0.73 / 0.60 on 'thorax' (mean 0.70 /
-0.67), but without it no threshold of 0.1-0.5 finds those slices as well: mean F1 at most 0.66 (at 0.5), against
-0.69 with it at the shipped 0.3 (0.88 / 0.64 / 0.55). Kept. On real CT with it: r 0.77 (the evaluation report).
+of them mark). It helps find the slices a radiologist would redraw (how it was chosen: docs/decisions.md).
 Painted slices are 1.
 """
 

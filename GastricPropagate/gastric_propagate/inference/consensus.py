@@ -11,22 +11,12 @@ The three opinions fail in different ways, so their majority is wrong only where
 The majority's outline is then snapped to the HU level of the painted edge where that edge is an intensity edge
 (``outline_snap.py``).
 
-Chosen on held-out synthetic cases (40 of each generator, seeds no training or evaluation uses), not on real CT;
-``scripts/choose_vote.py`` prints the figures (the choice was made with the weights before the current ones and holds
-with the current ones, whose figures these are). Mean Dice on phantoms / 'shapes' / 'thorax': the shipped engine
-0.907 / 0.862 / 0.912 (mean 0.894); without the taper 0.875 / 0.854 / 0.910; without the snap 0.908 / 0.858 / 0.899;
-the previous engine (reach 0.6, neither) 0.886 / 0.858 / 0.901 (0.882). At the shipped reach, without the snap: with
-affine instead of Demons registration 0.906 / 0.840 / 0.872; all four members 0.915 / 0.840 / 0.873; without the
-networks 0.870 / 0.861 / 0.894; the networks alone 0.903 / 0.634 / 0.787; Demons alone 0.868 / 0.856 / 0.890.
 After a review the corrected slices join the painted one as anchors, and the vote goes on (``take_vote``).
 
 A painted slice that is not the largest cross-section (the protocol not followed, the panel's box unticked) may have
 larger neighbours, so there the registration, which can follow a growing outline, reaches 3 diameters
-(``options.NOT_LARGEST_REGISTRATION_REACH``), and the copy goes straight, untapered, over ``REACH_FACTOR``. Decided
-on fresh dev cases painted on a random slice (30 of each generator, seeds from 1,000,500; issue 10's stop-20 note):
-networks alone 0.867 / 0.592 / 0.670, this vote 0.823 / 0.723 / 0.765, copy-slice 0.540 / 0.539 / 0.530, and 5 of 89
-cases more than 0.05 below copy-slice against the networks' 24. The phantoms, the weights' own generator, lose
-0.044: there the networks are at their best, and their scores there do not predict real CT.
+(``options.NOT_LARGEST_REGISTRATION_REACH``), and the copy goes straight, untapered, over ``REACH_FACTOR``.
+How each of these was chosen, with its figures: docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -41,16 +31,10 @@ from gastric_propagate.inference.outline_snap import snap_outline
 from gastric_propagate.inference.registration import propagate_by_registration
 
 # How far the tapered copy and the registration reach each way along z, in painted equivalent diameters (the
-# copy's half-length). Chosen on the dev cases of scripts/choose_vote.py (the best mean over the three generators);
-# engine Dice on phantom / shapes / thorax with the current weights: 0.897 / 0.820 / 0.882 at 0.5, 0.910 / 0.846 /
-# 0.899 at 0.6, 0.907 / 0.862 / 0.912 at 0.75, 0.882 / 0.859 / 0.911 at 1. Real tumours run about 1.1 (nodules) to
-# 1.7 (sarcomas) painted diameters.
+# copy's half-length): real tumours run about 1.1 (nodules) to 1.7 (sarcomas) painted diameters.
 REACH_FACTOR = VOTE_REACH
 # Above this, the registration's largest cross-section within half a painted diameter of the painted slice, relative
-# to the painted area, says that the painted slice is probably not the tumour's largest (``larger_neighbour``). Set on
-# the stop-19 dev caches (1 of 60 largest cross-sections above it); on 20 other dev cases per generator
-# (docs/evaluation/dev-painted-slice) 0 of 59 largest cross-sections and 20 of 59 random slices with the box left
-# ticked went above it, and unticking raised those runs' Dice by 0.07-0.12; on real CT, 0 of 81 and 7 of 81.
+# to the painted area, says that the painted slice is probably not the tumour's largest (``larger_neighbour``).
 LARGER_NEIGHBOUR_RATIO = 1.2
 # The registration of the vote: Demons (deformable; also faster than the affine one on a 512x512 CT).
 REGISTRATION = {"transform": "demons", "iterations": 10}
@@ -67,9 +51,8 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     equivalent diameters. Between two anchors the tumour goes on: the registration is what either anchor's
     registration holds, and the copy is the larger of the two outlines (a tumour narrows away from its largest
     cross-section, and the copy only breaks ties). One anchor: the protocol's single painted largest cross-section.
-    The larger outline was chosen over the outlines interpolated between the anchors and the nearer anchor's
-    outline in a one-off comparison on dev cases (issue 10's note); ``gastric-propagate benchmark`` (its
-    corrections part) measures the shipped rule against the networks alone after 0-3 corrections.
+    ``gastric-propagate benchmark`` (its corrections part) measures this rule against the networks alone after 0-3
+    corrections.
 
     Args:
         network_mask: (z, y, x) the networks' mask (from every anchor).
@@ -166,7 +149,7 @@ def tapered_copy(shape_zyx: tuple[int, int, int], k: int, painted: np.ndarray,
     diameters its half-length; nothing is left h away. A tumour narrows towards its ends, and the painted slice is
     its largest. The depth is measured from each pixel's centre to the nearest pixel outside, so the outermost
     ring of pixels stays until the shrink passes a pixel: a little fuller than the exact ellipsoid, which did no
-    better in a one-off comparison on the dev cases (issue 10's note)."""
+    better."""
     radius = equivalent_diameter_mm(painted, spacing_xyz) / 2.0
     half_length = extent_factor * 2.0 * radius
     mask = np.zeros(shape_zyx, dtype=np.uint8)

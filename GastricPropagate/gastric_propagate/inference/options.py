@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from gastric_propagate.errors import InputError
 
-# How far the vote's registration and tapered copy reach each way along z, in painted equivalent diameters; chosen
-# on the dev cases (``consensus.REACH_FACTOR`` has the figures). Here, free of the engine's libraries, for the CLI.
+# How far the vote's registration and tapered copy reach each way along z, in painted equivalent diameters (how it
+# was chosen: docs/decisions.md). Here, free of the engine's libraries, for the CLI.
 VOTE_REACH = 0.75
 # How far the vote's registration reaches when the painted slice is not the largest cross-section, in painted
-# equivalent diameters (``consensus.py`` has the figures).
+# equivalent diameters (how it was chosen: docs/decisions.md).
 NOT_LARGEST_REGISTRATION_REACH = 3.0
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 

@@ -6,7 +6,7 @@ Where it separates them well, the user drew along an intensity edge, and on ever
 same band along the outline is decided again by that threshold: a generous or a tight outline is followed as it
 was drawn. Where it separates them poorly (a tumour as dense as its neighbour), nothing changes.
 
-Chosen on the held-out synthetic cases of scripts/choose_vote.py, not on real CT (see ``consensus.py``).
+Chosen on held-out synthetic cases, not on real CT (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from gastric_propagate.inference.masks import bounds
 from gastric_propagate.inference.registration import median_2d
 
 # The painted band must be split this well (balanced accuracy) by one threshold before the outline is snapped.
-# 0.8 and 0.9 tied in a one-off comparison on the dev cases (issue 10's note); scripts/choose_vote.py prints the
-# engine with and without the snap.
 MIN_FIT = 0.8
-# Width of the band along the outline, in pixels each side: the partial-volume rim. Two pixels lost on the dev cases.
+# Width of the band along the outline, in pixels each side: the partial-volume rim.
 BAND_PX = 1
 # A slice whose snapped outline keeps less than this share of the voted area keeps the voted outline.
 MIN_KEPT_AREA = 0.5

@@ -27,10 +27,7 @@ REGISTRATION_HU = (-300.0, 400.0)
 MIN_HU_SD = 12.0
 # Pixels of the warped outline given back around what the intensity window kept, on each slice. The window drops
 # the partial-volume rim of a tumour (its edge pixels mix tumour and fat or air), and along a chain of slices that
-# loss would add up to a steady shrinking. One pixel, and never beyond the warped outline: chosen on the held-out
-# synthetic cases of scripts/choose_vote.py (Demons registration alone, which no weights change, mean Dice on
-# phantoms / shapes / thorax:
-# 0.861 / 0.819 / 0.870 without it, 0.868 / 0.856 / 0.890 with one pixel, 0.863 / 0.853 / 0.879 with two).
+# loss would add up to a steady shrinking. One pixel, and never beyond the warped outline.
 RESTORED_RIM_PX = 1
 
 
