@@ -1,0 +1,27 @@
+"""The benchmark's whole runs (click to segment written): a fresh segment process and a warm serve worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from conftest import SPACING, make_volume
+from gastric_propagate.benchmark import _click_to_segment, _segment_process, _Worker
+
+
+def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    annotation = np.zeros_like(label)
+    annotation[8] = label[8]
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, []))
+    fresh = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    with _Worker([]) as worker:
+        for _ in range(2):
+            warm_seconds, returned = _click_to_segment(ct, annotation, tmp_path, worker.segment)
+        assert worker.served == 2 and returned is None
+    warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    assert fresh.any() and np.array_equal(fresh, warm)
+    assert fresh_seconds > 0 and warm_seconds > 0
+    assert 0.05 < peak < 16  # GB: a whole process with torch loaded, measured for that child alone
