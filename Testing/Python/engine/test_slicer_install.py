@@ -135,14 +135,37 @@ def test_the_emulation_sees_what_a_recursive_glob_would_install(tmp_path):
 def test_the_segment_command_runs_from_the_installed_files_alone(installed, tmp_path):
     """As Slicer's child process runs it (``python -m gastric_propagate.cli segment``), with only the installed
     folder on sys.path for the engine (torch, numpy, SimpleITK come from this environment)."""
+    _write_case(tmp_path)
+    loaded = tmp_path / "modules.json"
+    run = _run_installed(installed, loaded, tmp_path, [
+        "segment", "--image", str(tmp_path / "ct.nrrd"), "--annotation", str(tmp_path / "painted.nrrd"),
+        "--output", str(tmp_path / "out.nrrd"), "--report", str(tmp_path / "report.json"), "--device", "cpu",
+        "--progress"])
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.nrrd").is_file() and json.loads((tmp_path / "report.json").read_text())["volume_ml"] > 0
+    modules = json.loads(loaded.read_text())
+    engine = {name: file for name, file in modules.items() if name.split(".")[0] == "gastric_propagate"}
+    assert engine and all(Path(file).resolve().is_relative_to(installed.resolve()) for file in engine.values())
+    assert not [name for name in engine if name.split(".")[1:2] in (["synthetic"], ["training"], ["evaluation"])]
+    for absent in ("synthetic", "training", "evaluation"):
+        assert not (installed / "gastric_propagate" / absent).exists()
+
+
+def _write_case(folder: Path) -> None:
+    """A small CT (ct.nrrd) and its painted slice (painted.nrrd)."""
     image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
     annotation = label * 0
     annotation[8] = label[8]
     for name, array in (("ct.nrrd", image), ("painted.nrrd", annotation)):
         written = sitk.GetImageFromArray(array)
         written.SetSpacing(SPACING)
-        sitk.WriteImage(written, str(tmp_path / name))
-    loaded = tmp_path / "modules.json"
+        sitk.WriteImage(written, str(folder / name))
+
+
+def _run_installed(installed: Path, loaded: Path, folder: Path, arguments: list[str],
+                   stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m gastric_propagate.cli <arguments>`` with only the installed folder on sys.path for the engine;
+    the modules it loaded are written to ``loaded`` (JSON: name -> file)."""
     boot = (
         "import json, runpy, sys\n"
         "from pathlib import Path\n"
@@ -154,19 +177,24 @@ def test_the_segment_command_runs_from_the_installed_files_alone(installed, tmp_
         "finally:\n"
         "    Path(out).write_text(json.dumps({name: getattr(module, '__file__', None)\n"
         "                                    for name, module in list(sys.modules.items())}))\n")
-    command = [sys.executable, "-I", "-c", boot, str(installed), str(loaded), "segment",
-               "--image", str(tmp_path / "ct.nrrd"), "--annotation", str(tmp_path / "painted.nrrd"),
-               "--output", str(tmp_path / "out.nrrd"), "--report", str(tmp_path / "report.json"),
-               "--device", "cpu", "--progress"]
-    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-I", "-c", boot, str(installed), str(loaded), *arguments], cwd=folder,
+                          capture_output=True, text=True, timeout=300, input=stdin)
+
+
+def test_the_warm_worker_runs_from_the_installed_files_alone(installed, tmp_path):
+    """``gastric-propagate serve``, as the module would start it: one request, answered, then stdin closed."""
+    _write_case(tmp_path)
+    request = json.dumps({"id": 7, "image": str(tmp_path / "ct.nrrd"), "annotation": str(tmp_path / "painted.nrrd"),
+                          "output": str(tmp_path / "out.nrrd")})
+    loaded = tmp_path / "modules.json"
+    run = _run_installed(installed, loaded, tmp_path, ["serve", "--device", "cpu"], stdin=request + "\n")
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "out.nrrd").is_file() and json.loads((tmp_path / "report.json").read_text())["volume_ml"] > 0
+    results = [json.loads(line[len("RESULT "):]) for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert [(result["id"], result["code"]) for result in results] == [(7, 0)]
+    assert (tmp_path / "out.nrrd").is_file()
     modules = json.loads(loaded.read_text())
-    engine = {name: file for name, file in modules.items() if name.split(".")[0] == "gastric_propagate"}
-    assert engine and all(Path(file).resolve().is_relative_to(installed.resolve()) for file in engine.values())
-    assert not [name for name in engine if name.split(".")[1:2] in (["synthetic"], ["training"], ["evaluation"])]
-    for absent in ("synthetic", "training", "evaluation"):
-        assert not (installed / "gastric_propagate" / absent).exists()
+    engine = [file for name, file in modules.items() if name.split(".")[0] == "gastric_propagate"]
+    assert engine and all(Path(file).resolve().is_relative_to(installed.resolve()) for file in engine)
 
 
 def _engine_modules_named(path: Path) -> set[str]:
