@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv/ if needed, then runs the whole pytest suite
-# (engine, CLI, and the Slicer Logic against real MRML from slicer-core).
+# The project's test command: sets up .venv/ and .venv-editor/ if needed, then runs the whole pytest suite
+# (engine, CLI, and the Slicer Logic against real MRML from slicer-core 5.13) in .venv/, and after it the Segment
+# Editor end-to-end test in .venv-editor/ (trame-slicer's editor, slicer-core 5.11; see docs/developers.md).
+# Arguments go to the main suite's pytest; the Segment Editor test runs second only when none are given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+status=0
+.venv/bin/python -m pytest || status=$?
+echo "== Segment Editor end-to-end test (.venv-editor/: trame-slicer, slicer-core 5.11) =="
+editor=0
+GASTRIC_PROPAGATE_EDITOR_TEST=required .venv-editor/bin/python -m pytest \
+    Testing/Python/slicer_layer/test_segment_editor.py || editor=$?
+if [ "$editor" -eq 0 ]; then echo "Segment Editor test: passed"; else echo "Segment Editor test: FAILED ($editor)"; fi
+[ "$status" -ne 0 ] && echo "Main suite: FAILED ($status)"
+exit $(( status != 0 ? status : editor ))
