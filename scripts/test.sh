@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv/ and .venv-editor/ if needed, then runs the whole pytest suite
+# The project's test command: sets up .venv/ (and, for the whole run, .venv-editor/) if needed, then runs the whole pytest suite
 # (engine, CLI, and the Slicer Logic against real MRML from slicer-core 5.13) in .venv/, and after it the Segment
 # Editor end-to-end test in .venv-editor/ (trame-slicer's editor, slicer-core 5.11; see docs/developers.md).
 # Arguments go to the main suite's pytest; the Segment Editor test runs second only when none are given.
@@ -9,6 +9,7 @@ bash scripts/setup.sh
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
+bash scripts/setup_editor.sh
 status=0
 .venv/bin/python -m pytest || status=$?
 echo "== Segment Editor end-to-end test (.venv-editor/: trame-slicer, slicer-core 5.11) =="
