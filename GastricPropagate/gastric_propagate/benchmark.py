@@ -35,6 +35,7 @@ from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
+from gastric_propagate.protocol import EXIT_OK, READY_PREFIX, RESULT_PREFIX
 
 SPEED_SEED = HELD_OUT_SEED_START + 900
 # A large tumour, so that the timing covers many propagation steps, not a best case.
@@ -207,7 +208,7 @@ class _Worker:
                                          *model], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=_engine_environment())
         self.served = 0
-        self._line("READY ")
+        self._line(READY_PREFIX)
 
     def _line(self, prefix: str) -> str:
         for line in self.process.stdout:
@@ -220,8 +221,8 @@ class _Worker:
                    "output": str(paths["output"])}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        result = json.loads(self._line("RESULT "))
-        if result["code"] != 0:
+        result = json.loads(self._line(RESULT_PREFIX))
+        if result["code"] != EXIT_OK:
             raise RuntimeError(f"the worker's run failed (code {result['code']}): {result['message']}")
         self.served = result["served"]
 

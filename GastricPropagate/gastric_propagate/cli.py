@@ -1,7 +1,7 @@
 """The gastric-propagate command line: one sub-command per job, each a thin call into the engine.
 
-Exit codes: 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130 cancelled (Ctrl-C),
-143 terminated (SIGTERM). Outputs appear whole or not at all, whatever the exit code.
+Exit codes (``protocol.py``): 0 success, 2 bad input (the message says what to do), 3 unusable weights, 130
+cancelled (Ctrl-C), 143 terminated (SIGTERM). Outputs appear whole or not at all, whatever the exit code.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import time
 from gastric_propagate import __version__
 from gastric_propagate.inference import options as checks
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, VOTE_REACH, PropagationOptions
-
-
-EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_CANCELLED, EXIT_TERMINATED = 2, 3, 130, 143
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS,
+                                        STAGE_LOAD, STAGES, progress_line)
 
 
 class _Terminated(BaseException):
@@ -133,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
     segment.add_argument("--progress", action="store_true",
                          help="print machine-readable progress lines on stdout, flushed as they come: "
-                              "'PROGRESS stage=<load|read|proposer|refiner|write> done=<n> total=<n>'")
+                              f"'PROGRESS stage=<{'|'.join(STAGES)}> done=<n> total=<n>'")
     _add_model_options(segment)
     _add_propagation_options(segment)
 
@@ -315,7 +314,7 @@ def _segmenter(args):
 
 def _print_progress(stage: str, done: int, total: int) -> None:
     """One progress line for a parent process (the Slicer module reads them); flushed at once."""
-    print(f"PROGRESS stage={stage} done={int(done)} total={int(total)}", flush=True)
+    print(progress_line(stage, done, total), flush=True)
 
 
 def _segment(args) -> int:
@@ -323,10 +322,10 @@ def _segment(args) -> int:
 
     stages = _print_progress if args.progress else None
     if stages is not None:
-        stages("load", 0, 1)
+        stages(STAGE_LOAD, 0, 1)
     segmenter = _segmenter(args)
     if stages is not None:
-        stages("load", 1, 1)
+        stages(STAGE_LOAD, 1, 1)
     report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
                            options=_options(args), segmenter=segmenter, overwrite=args.overwrite, stages=stages)
     slices = report["slices"]
@@ -342,9 +341,9 @@ def _segment(args) -> int:
 def _serve(args) -> int:
     from gastric_propagate.worker import serve
 
-    _print_progress("load", 0, 1)
+    _print_progress(STAGE_LOAD, 0, 1)
     segmenter = _segmenter(args)
-    _print_progress("load", 1, 1)
+    _print_progress(STAGE_LOAD, 1, 1)
     return serve(segmenter, idle_seconds=args.idle_timeout)
 
 

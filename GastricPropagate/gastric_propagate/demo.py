@@ -15,8 +15,9 @@ import SimpleITK as sitk
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.data.io import OutputBatch, check_outputs
 from gastric_propagate.errors import InputError
-from gastric_propagate.file_segmentation import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, build_report
+from gastric_propagate.file_segmentation import build_report
 from gastric_propagate.metrics import dice, volume_ml
+from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 from gastric_propagate.inference.pipeline import Segmenter
 

@@ -14,10 +14,8 @@ from gastric_propagate.errors import InputError
 from gastric_propagate.data.io import OutputBatch, check_outputs, geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
-
-# Manual-annotation times from the source study (seed 000): a full 3D outline vs the one painted slice.
-MANUAL_FULL_OUTLINE_SECONDS = 7 * 60
-MANUAL_ONE_SLICE_SECONDS = 40
+from gastric_propagate.protocol import (MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, STAGE_PROPOSER,
+                                        STAGE_READ, STAGE_REFINER, STAGE_WRITE)
 
 
 def segment_files(image_path: str | Path, annotation_path: str | Path, output_path: str | Path, *,
@@ -30,13 +28,13 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     other); the mask and the report are then written together at the end, whole, or not at all. Existing outputs
     are refused unless ``overwrite``, also one that appeared while the run was working (a concurrent run to the
     same path); an input file is never overwritten.
-    ``stages``, when given, is called with (stage, done, total) as the run goes: "read", "proposer" (once per
-    propagated slice), "refiner", "write".
+    ``stages``, when given, is called with (stage, done, total) as the run goes (``protocol.STAGES``): "read",
+    "proposer" (once per propagated slice), "refiner", "write".
     """
     stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
                   overwrite=overwrite, mask_outputs=("output",))
-    stage("read", 0, 1)
+    stage(STAGE_READ, 0, 1)
     image = read_volume(image_path, "image")
     annotation = read_volume(annotation_path, "annotation")
     difference = geometry_difference(image, annotation)
@@ -45,20 +43,20 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                          "the label map with the CT as its reference geometry (in Slicer: export the segment with "
                          "the CT as reference volume), or resample it onto the CT, then run again.")
     segmenter = segmenter or Segmenter(device=device)
-    stage("read", 1, 1)
+    stage(STAGE_READ, 1, 1)
 
     def on_slice(done: int, total: int) -> None:
         if progress is not None:
             progress(done, total)
-        stage("proposer", done, total)
+        stage(STAGE_PROPOSER, done, total)
         if done >= total and options.use_refiner:
-            stage("refiner", 0, 1)
+            stage(STAGE_REFINER, 0, 1)
 
     result = segmenter.segment(sitk.GetArrayViewFromImage(image), image.GetSpacing(),
                                sitk.GetArrayViewFromImage(annotation), options, progress=on_slice)
     if options.use_refiner:
-        stage("refiner", 1, 1)
-    stage("write", 0, 1)
+        stage(STAGE_REFINER, 1, 1)
+    stage(STAGE_WRITE, 0, 1)
     report = build_report(result, image.GetSpacing(), segmenter)
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
     # Without overwrite, a file that appeared at an output path during the run (another run's) is not replaced.
@@ -66,7 +64,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
         outputs.mask(result.mask, image, output_path)
         if report_path is not None:
             outputs.json(report, report_path)
-    stage("write", 1, 1)
+    stage(STAGE_WRITE, 1, 1)
     return report
 
 

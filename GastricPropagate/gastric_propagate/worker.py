@@ -15,14 +15,14 @@ The protocol, one line each way, UTF-8:
                        (PROGRESS stage=<read|proposer|refiner|write> done=<n> total=<n>), then one line
                        RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
 
-``code`` has the segment command's exit-code meanings: 0 success (the message is the line segment prints, and any
-'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option included), 3
-unusable weights, 1 any other failure; the message says what went wrong. None of them ends the worker. ``seconds``
-is the whole request's time in the worker (read, engine, write), ``served`` how many requests this process has
-answered, this one included. The worker's own exit codes are the command line's: 0 when its input closed or it was
-idle for ``--idle-timeout`` seconds, 2 or 3 when the device or the weights cannot be used (before READY), 130 / 143
-when interrupted or terminated (a run in progress then writes nothing). Its outputs are written as the segment
-command writes them (``data.io.OutputBatch``): whole or not at all, whatever happens to the worker.
+``code`` has the segment command's exit-code meanings (``protocol.py``): 0 success (the message is the line segment
+prints, and any 'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option
+included), 3 unusable weights, 1 any other failure; the message says what went wrong. None of them ends the worker.
+``seconds`` is the whole request's time in the worker (read, engine, write), ``served`` how many requests this
+process has answered, this one included. The worker's own exit codes are the command line's: 0 when its input closed
+or it was idle for ``--idle-timeout`` seconds, 2 or 3 when the device or the weights cannot be used (before READY),
+130 / 143 when interrupted or terminated (a run in progress then writes nothing). Its outputs are written as the
+segment command writes them (``data.io.OutputBatch``): whole or not at all, whatever happens to the worker.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ from typing import Callable, TextIO
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.options import PropagationOptions
-
-RESULT, READY = "RESULT ", "READY "
-CODE_OK, CODE_FAILED, CODE_BAD_INPUT, CODE_WEIGHTS = 0, 1, 2, 3
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS, READY_PREFIX,
+                                        RESULT_PREFIX, progress_line)
 #: How long the worker waits for a request before it ends itself (seconds).
 DEFAULT_IDLE_SECONDS = 600.0
 _FIELDS = {field.name: field for field in dataclasses.fields(PropagationOptions)}
@@ -117,9 +116,9 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
         replies.flush()
 
     def progress(stage: str, done: int, total: int) -> None:
-        send(f"PROGRESS stage={stage} done={int(done)} total={int(total)}")
+        send(progress_line(stage, done, total))
 
-    send(READY + json.dumps({"version": __version__, "device": str(segmenter.device), "pid": os.getpid()}))
+    send(READY_PREFIX + json.dumps({"version": __version__, "device": str(segmenter.device), "pid": os.getpid()}))
     lines, served = _lines(requests), 0
     while True:
         try:
@@ -139,20 +138,20 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
                                    report_path=request.get("report"),
                                    options=options_from_request(request.get("options")), segmenter=segmenter,
                                    overwrite=request.get("overwrite", False), stages=progress)
-            code, message = CODE_OK, _summary(report, request["output"])
+            code, message = EXIT_OK, _summary(report, request["output"])
         except InputError as error:
-            code, message = CODE_BAD_INPUT, str(error)
+            code, message = EXIT_BAD_INPUT, str(error)
         except WeightsError as error:
-            code, message = CODE_WEIGHTS, str(error)
+            code, message = EXIT_WEIGHTS, str(error)
         except OSError as error:  # as the segment command words it
             where = f" {error.filename}" if error.filename else ""
-            code, message = CODE_BAD_INPUT, (f"cannot read or write{where}: {error.strerror or error}. Check the "
+            code, message = EXIT_BAD_INPUT, (f"cannot read or write{where}: {error.strerror or error}. Check the "
                                              "path, that the folder is writable and that the disk has free space, "
                                              "then run again.")
         except Exception as error:  # noqa: BLE001 - a failed request must not end the worker
-            code, message = CODE_FAILED, f"{type(error).__name__}: {error}"
+            code, message = EXIT_FAILED, f"{type(error).__name__}: {error}"
         served += 1
-        send(RESULT + json.dumps({"id": request_id, "code": code, "message": message, "served": served,
+        send(RESULT_PREFIX + json.dumps({"id": request_id, "code": code, "message": message, "served": served,
                                   "seconds": round(time.perf_counter() - started, 4), "pid": os.getpid()}))
 
 

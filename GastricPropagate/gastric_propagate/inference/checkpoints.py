@@ -19,7 +19,8 @@ from gastric_propagate.inference.preprocessing import Preprocessing
 
 FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1
-STAGES = ("proposer", "refiner")
+#: The two networks, each in a checkpoint of its own (not the progress stages, ``protocol.STAGES``).
+NETWORK_STAGES = ("proposer", "refiner")
 # What each stage's network reads: the proposer three image slices and the previous mask; the refiner the image and
 # the coarse mask on three slices (``propagation.propagate``, ``refinement.refiner_input``).
 INPUT_CHANNELS = {"proposer": 4, "refiner": 6}
@@ -61,8 +62,8 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
     The file appears whole or not at all: staged in ``outputs`` (renamed into place together with the batch's
     other outputs, e.g. the proposer and the refiner of one training) or, without a batch, on its own.
     """
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    if stage not in NETWORK_STAGES:
+        raise ValueError(f"stage must be one of {NETWORK_STAGES}, not {stage!r}")
     state = {name: (t.half() if t.is_floating_point() else t).cpu() for name, t in network.state_dict().items()}
     payload = {
         "format": FORMAT,

@@ -114,7 +114,8 @@ def test_the_install_list_holds_the_module_the_engine_slicer_runs_and_the_weight
     for needed in ("GastricPropagate.py", "GastricPropagateLib/logic.py", "GastricPropagateLib/widget.py",
                    "GastricPropagateLib/controller.py", "GastricPropagateLib/self_test.py",
                    "GastricPropagateLib/testdata.py", "Resources/UI/GastricPropagate.ui",
-                   "gastric_propagate/cli.py", "gastric_propagate/worker.py", "gastric_propagate/inference/pipeline.py",
+                   "gastric_propagate/cli.py", "gastric_propagate/worker.py", "gastric_propagate/protocol.py",
+                   "gastric_propagate/inference/pipeline.py",
                    "gastric_propagate/data/io.py", "gastric_propagate/inference/weights/proposer.pt"):
         assert needed in files, needed
     assert not [path for path in files if path.startswith(NOT_FOR_SLICER) or "__pycache__" in path]
