@@ -141,13 +141,8 @@ def _fill(ui, classes, demoDir: Path) -> None:
     from PyQt5 import QtGui, QtWidgets
 
     from GastricPropagateLib.controller import resultStatus
-    from GastricPropagateLib.results_table import (
-        COLUMN_NAMES,
-        MANUAL_FULL_OUTLINE_SECONDS,
-        MANUAL_ONE_SLICE_SECONDS,
-        formatDuration,
-        segmentStatistics,
-    )
+    from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
+    from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, segmentStatistics
     from GastricPropagateLib.review import reviewRows, reviewSummary
     from GastricPropagateLib.runner import runResultFromReport
     from GastricPropagateLib.scene_input import resultSegmentName

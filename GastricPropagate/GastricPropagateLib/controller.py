@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gastric_propagate.errors import Cancelled
+from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE
 
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
@@ -31,13 +32,13 @@ logger = logging.getLogger(__name__)
 
 
 def stageText(stage: str) -> str:
-    """What the status line says for a stage the engine's process reports (runner.STAGES)."""
+    """What the status line says for a stage the engine's process reports (``protocol.STAGES``)."""
     texts = {
-        "load": _("Loading the networks..."),
-        "read": _("Reading the volume..."),
-        "proposer": _("Propagating slice by slice..."),
-        "refiner": _("Refining..."),
-        "write": _("Writing the result..."),
+        STAGE_LOAD: _("Loading the networks..."),
+        STAGE_READ: _("Reading the volume..."),
+        STAGE_PROPOSER: _("Propagating slice by slice..."),
+        STAGE_REFINER: _("Refining..."),
+        STAGE_WRITE: _("Writing the result..."),
     }
     return texts.get(stage, _("Starting the segmentation process..."))
 

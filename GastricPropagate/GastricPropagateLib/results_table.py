@@ -15,11 +15,6 @@ from .i18n import _
 
 RESULTS_TABLE_NAME = "GastricPropagate results"
 
-#: Manual effort the GUI shows beside each run (estimates for an experienced reader, not measurements here):
-#: outlining a gastric tumour slice by slice, and painting the one cross-section this tool needs.
-MANUAL_FULL_OUTLINE_SECONDS = 7 * 60
-MANUAL_ONE_SLICE_SECONDS = 40
-
 
 def formatDuration(seconds: float) -> str:
     """'12.3 s', '~40 s' style text for durations; minutes above 90 s."""

@@ -10,7 +10,8 @@ tests. Both send the child's stdout and stderr to files in the job's folder, so 
 files: it never blocks, needs no reader thread and no event loop. ``InferenceJob.cancel()`` ends the child at any
 stage (loading, proposer, refiner, writing) and removes the folder; nothing in the scene has changed by then.
 
-Exit codes of the CLI: 0 success, 2 bad input, 3 unusable weights, 130 cancelled; the message is on stderr.
+Exit codes of the CLI (``gastric_propagate.protocol``): 0 success, 2 bad input, 3 unusable weights, 130
+cancelled; the message is on stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
+from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS, parse_progress_line
 
 from .i18n import _
 from .parameters import commandLineArguments
@@ -49,15 +50,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PROGRESS_LINE = re.compile(r"^PROGRESS stage=(?P<stage>[A-Za-z_]+) done=(?P<done>\d+) total=(?P<total>\d+)\s*$")
-#: Stages in the order the CLI reports them (``gastric_propagate.cli`` / ``file_segmentation.segment_files``).
-STAGES = ("load", "read", "proposer", "refiner", "write")
-EXIT_INPUT_ERROR, EXIT_WEIGHTS_ERROR, EXIT_CANCELLED = 2, 3, 130
-
 
 @dataclass(frozen=True)
 class Progress:
-    """The child's last progress line: stage name and (done, total) within that stage."""
+    """The child's last progress line: stage name (``protocol.STAGES``) and (done, total) within that stage."""
 
     stage: str = ""
     done: int = 0
@@ -66,10 +62,8 @@ class Progress:
 
 def parseProgressLine(line: str) -> Progress | None:
     """A ``PROGRESS stage=... done=... total=...`` line as a Progress, or None for any other line."""
-    match = _PROGRESS_LINE.match(line.strip())
-    if match is None:
-        return None
-    return Progress(match["stage"], int(match["done"]), int(match["total"]))
+    parsed = parse_progress_line(line)
+    return None if parsed is None else Progress(*parsed)
 
 
 @dataclass
@@ -390,11 +384,11 @@ class InferenceJob:
                 raise Cancelled(_("Cancelled: the segmentation process was stopped; nothing was written."))
             code = self._process.exitCode()
             message = self._stderrMessage()
-            if code == 0:
+            if code == EXIT_OK:
                 return self._readResult()
-            if code == EXIT_INPUT_ERROR:
+            if code == EXIT_BAD_INPUT:
                 raise InputError(message)
-            if code == EXIT_WEIGHTS_ERROR:
+            if code == EXIT_WEIGHTS:
                 raise WeightsError(message)
             if code == EXIT_CANCELLED:
                 raise Cancelled(message or _("The segmentation process was cancelled; nothing was written."))

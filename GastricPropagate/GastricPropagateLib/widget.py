@@ -14,10 +14,12 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
+
 from . import dependencies
 from .controller import RunController, adoptedSegmentId
 from .i18n import _
-from .results_table import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, formatDuration
+from .results_table import formatDuration
 from .runner import QProcessLauncher
 
 #: How often the GUI polls the running segmentation process (ms).
