@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS, parse_progress_line
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS, Report,
+                                        parse_progress_line)
 
 from .i18n import _
 from .parameters import commandLineArguments
@@ -68,24 +69,38 @@ def parseProgressLine(line: str) -> Progress | None:
 
 @dataclass
 class RunResult:
-    """What the child process produced, read back from its files; on the volume's (k, j, i) grid.
-
-    The same fields as the engine's ``SegmentationResult``, without importing torch into Slicer's process.
-    """
+    """What the child process produced, read back from its files: the mask on the volume's (k, j, i) grid and the
+    run's report (``protocol.Report``, torch-free), whose fields the panel reads through the properties below."""
 
     mask: np.ndarray
-    slice_confidence: dict[int, float]
-    anchor_slices: list[int]
-    stop_reasons: dict[str, str]
-    seconds: float
-    device: str
-    timings: dict[str, float] = field(default_factory=dict)
-    #: Non-painted slices the engine asks the reader to check: confidence below ``pipeline.REVIEW_CONFIDENCE``, or
-    #: cut back after a leak.
-    slices_to_review: list[int] = field(default_factory=list)
-    #: What the reader should see before trusting the result (``SegmentationResult.advice``), as the report holds
-    #: it: a dict each, with its "kind", its English "sentence" and the figures the sentence names.
-    advice: list[dict] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
+
+    @property
+    def anchor_slices(self) -> list[int]:
+        """The painted slices, kept as drawn."""
+        return self.report.painted_slices
+
+    @property
+    def slice_confidence(self) -> dict[int, float]:
+        return self.report.slice_confidence
+
+    @property
+    def slices_to_review(self) -> list[int]:
+        """Non-painted slices the engine asks the reader to check: low confidence, or cut back after a leak."""
+        return self.report.slices_to_review
+
+    @property
+    def advice(self) -> list[dict]:
+        """What the reader should see before trusting the result: "kind", English "sentence", its figures."""
+        return self.report.advice
+
+    @property
+    def seconds(self) -> float:
+        return self.report.seconds
+
+    @property
+    def device(self) -> str:
+        return self.report.device
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last K index of the result, or None when it is empty."""
@@ -99,17 +114,8 @@ class RunResult:
 
 
 def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
-    """A RunResult from the engine's JSON report (``file_segmentation.build_report``) and its (k, j, i) mask."""
-    return RunResult(
-        mask=(np.asarray(mask) > 0).astype(np.uint8),
-        slice_confidence={int(k): float(v) for k, v in report.get("slice_confidence", {}).items()},
-        anchor_slices=[int(k) for k in report.get("painted_slices", [])],
-        stop_reasons=dict(report.get("stop_reasons", {})),
-        seconds=float(report.get("seconds", 0.0)),
-        device=str(report.get("device", "")),
-        timings={str(k): float(v) for k, v in report.get("timings_seconds", {}).items()},
-        slices_to_review=sorted(int(k) for k in report.get("slices_to_review", [])),
-        advice=[dict(item) for item in report.get("advice", [])])
+    """A RunResult from the engine's JSON report (``protocol.Report``) and its (k, j, i) mask."""
+    return RunResult(mask=(np.asarray(mask) > 0).astype(np.uint8), report=Report.from_json(report))
 
 
 # ---------------------------------------------------------------------------------------------- launchers

@@ -14,8 +14,7 @@ from gastric_propagate.errors import InputError
 from gastric_propagate.data.io import OutputBatch, check_outputs, geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
-from gastric_propagate.protocol import (MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, STAGE_PROPOSER,
-                                        STAGE_READ, STAGE_REFINER, STAGE_WRITE)
+from gastric_propagate.protocol import STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE, Report
 
 
 def segment_files(image_path: str | Path, annotation_path: str | Path, output_path: str | Path, *,
@@ -69,7 +68,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
 
 
 def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:
-    """The run's figures as plain JSON-ready values.
+    """The run's figures as plain JSON-ready values (``protocol.Report.to_json``).
 
     Every slice the report names agrees with the final mask: the slice range is the mask's, the slices' confidence,
     the least confident slices and the slices to review are those within it, and a stop reason that names a slice
@@ -79,32 +78,29 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
     slice_range = result.slice_range()
     first, last = slice_range or (0, -1)
     inside = [k for k in sorted(result.slice_confidence) if first <= k <= last]
-    report = {
-        "version": __version__,
-        "volume_ml": round(volume_ml(result.mask, spacing_xyz), 3),
-        "slices": {"first": slice_range[0], "last": slice_range[1],
-                   "count": slice_range[1] - slice_range[0] + 1} if slice_range else None,
-        "painted_slices": result.anchor_slices,
-        "seconds": round(result.seconds, 3),
-        "device": result.device,
-        "timings_seconds": {name: round(value, 4) for name, value in result.timings.items()},
-        "manual_estimate_seconds": {"full_outline": MANUAL_FULL_OUTLINE_SECONDS,
-                                    "one_slice": MANUAL_ONE_SLICE_SECONDS},
-        "slice_confidence": {str(k): round(result.slice_confidence[k], 4) for k in inside},
-        "least_confident_slices": [k for k in result.least_confident_slices(len(result.slice_confidence))
-                                   if first <= k <= last][:5],
-        "slices_to_review": [k for k in result.slices_to_review() if first <= k <= last],
-        "stop_reasons": stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0],
-                                             result.consensus),
-        # what the reader should see before trusting the result: kind, sentence and the figures it names
-        "advice": [advice.to_dict() for advice in result.advice],
-        "consensus": result.consensus,  # the vote of the networks, registration and the copied outline
-        "voxels": int(np.count_nonzero(result.mask)),
-    }
+    weights = None
     if segmenter is not None:
-        report["weights"] = {stage: str(getattr(segmenter, stage).path or "in memory")
-                             for stage in ("proposer", "refiner")}
-    return report
+        weights = {stage: str(getattr(segmenter, stage).path or "in memory") for stage in ("proposer", "refiner")}
+    return Report(
+        version=__version__,
+        volume_ml=round(volume_ml(result.mask, spacing_xyz), 3),
+        slices={"first": slice_range[0], "last": slice_range[1],
+                "count": slice_range[1] - slice_range[0] + 1} if slice_range else None,
+        painted_slices=result.anchor_slices,
+        seconds=round(result.seconds, 3),
+        device=result.device,
+        timings_seconds={name: round(value, 4) for name, value in result.timings.items()},
+        slice_confidence={k: round(result.slice_confidence[k], 4) for k in inside},
+        least_confident_slices=[k for k in result.least_confident_slices(len(result.slice_confidence))
+                                if first <= k <= last][:5],
+        slices_to_review=[k for k in result.slices_to_review() if first <= k <= last],
+        stop_reasons=stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0], result.consensus),
+        # what the reader should see before trusting the result: kind, sentence and the figures it names
+        advice=[advice.to_dict() for advice in result.advice],
+        consensus=result.consensus,  # the vote of the networks, registration and the copied outline
+        voxels=int(np.count_nonzero(result.mask)),
+        weights=weights,
+    ).to_json()
 
 
 # What a stop reason says of the slice it names: that the result ends on it ("stopped after slice 12", "reached the

@@ -2,13 +2,15 @@
 
 The parent starts ``python -m gastric_propagate.cli segment ... --progress`` (or the warm worker ``... serve``),
 reads the child's progress lines on stdout, its exit code (or, from the worker, the code in its RESULT line) and
-the JSON report it writes. Everything both sides must agree on is defined here, once; this module imports nothing
-but the standard library, so Slicer's own process can use it without torch.
+the JSON report it writes (``Report``). Everything both sides must agree on is defined here, once; this module
+imports nothing but the standard library, so Slicer's own process can use it without torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------------------------- exit codes
 
@@ -55,3 +57,69 @@ READY_PREFIX, RESULT_PREFIX = "READY ", "RESULT "
 #: (docs/method.md; not measured here): a full 3D outline of a gastric tumour, and painting the one slice this needs.
 MANUAL_FULL_OUTLINE_SECONDS = 7 * 60
 MANUAL_ONE_SLICE_SECONDS = 40
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+def _manual_estimate() -> dict[str, int]:
+    return {"full_outline": MANUAL_FULL_OUTLINE_SECONDS, "one_slice": MANUAL_ONE_SLICE_SECONDS}
+
+
+@dataclass
+class Report:
+    """The JSON report of one run (``segment --report``, the worker's "report"), written by the engine
+    (``file_segmentation.build_report``) and read back by the parent (``to_json`` / ``from_json``).
+
+    Slice indices are the volume's K; ``slice_confidence``'s keys are ints here and strings in JSON. The fields are in
+    the order the JSON object lists them; ``weights``, ``image``, ``annotation`` and ``output`` are left out of it
+    when None. docs/cli.md describes each field.
+    """
+
+    version: str = ""
+    volume_ml: float = 0.0
+    slices: dict[str, int] | None = None  # {"first", "last", "count"} of the result; None when it is empty
+    painted_slices: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = ""
+    timings_seconds: dict[str, float] = field(default_factory=dict)
+    manual_estimate_seconds: dict[str, int] = field(default_factory=_manual_estimate)
+    slice_confidence: dict[int, float] = field(default_factory=dict)
+    least_confident_slices: list[int] = field(default_factory=list)
+    slices_to_review: list[int] = field(default_factory=list)
+    stop_reasons: dict[str, str] = field(default_factory=dict)
+    advice: list[dict] = field(default_factory=list)  # kind, English sentence and the figures it names, each
+    consensus: bool = False
+    voxels: int = 0
+    weights: dict[str, str] | None = None
+    image: str | None = None
+    annotation: str | None = None
+    output: str | None = None
+
+    def to_json(self) -> dict:
+        """The report as a JSON-ready dict."""
+        data = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if value is None and item.name in _LEFT_OUT_WHEN_NONE:
+                continue
+            data[item.name] = ({str(k): v for k, v in value.items()} if item.name == "slice_confidence" else value)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Report:
+        """A report read back from its JSON object; a field it lacks takes its default."""
+        values = {item.name: data[item.name] for item in dataclasses.fields(cls) if item.name in data}
+        for name in ("painted_slices", "least_confident_slices"):
+            values[name] = [int(k) for k in values.get(name, [])]
+        values["slices_to_review"] = sorted(int(k) for k in values.get("slices_to_review", []))
+        values["slice_confidence"] = {int(k): float(v) for k, v in values.get("slice_confidence", {}).items()}
+        values["timings_seconds"] = {str(k): float(v) for k, v in values.get("timings_seconds", {}).items()}
+        values["stop_reasons"] = dict(values.get("stop_reasons", {}))
+        values["advice"] = [dict(item) for item in values.get("advice", [])]
+        values["seconds"] = float(values.get("seconds", 0.0))
+        values["device"] = str(values.get("device", ""))
+        return cls(**values)
+
+
+_LEFT_OUT_WHEN_NONE = ("weights", "image", "annotation", "output")

@@ -25,6 +25,7 @@ from GastricPropagateLib.controller import (  # noqa: E402
     stageText,
 )
 from GastricPropagateLib.runner import Progress, RunResult  # noqa: E402
+from gastric_propagate.protocol import Report  # noqa: E402
 from GastricPropagateLib.scene_input import Masking  # noqa: E402
 from gastric_propagate.errors import Cancelled, InputError  # noqa: E402
 from gastric_propagate.inference.options import PropagationOptions  # noqa: E402
@@ -189,13 +190,14 @@ class FakeLogic:
         return (float(k), 0.0, 0.0)
 
 
-def runResult(**changes) -> RunResult:
-    mask = np.zeros((10, 4, 4), dtype=np.uint8)
-    mask[3:8, 1:3, 1:3] = 1
-    values = dict(mask=mask, slice_confidence={3: 0.4, 4: 0.9, 5: 1.0, 6: 0.8, 7: 0.3}, anchor_slices=[5],
+def runResult(mask=None, **changes) -> RunResult:
+    if mask is None:
+        mask = np.zeros((10, 4, 4), dtype=np.uint8)
+        mask[3:8, 1:3, 1:3] = 1
+    values = dict(slice_confidence={3: 0.4, 4: 0.9, 5: 1.0, 6: 0.8, 7: 0.3}, painted_slices=[5],
                   stop_reasons={}, seconds=4.5, device="cpu", slices_to_review=[7])
     values.update(changes)
-    return RunResult(**values)
+    return RunResult(mask, Report(**values))
 
 
 def parameters(**changes):

@@ -307,14 +307,15 @@ def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_seg
 
 def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
     from gastric_propagate.inference.options import PropagationOptions
+    from gastric_propagate.protocol import Report
     from GastricPropagateLib.runner import RunResult
 
     k = case.paintedSlice
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     mask = np.zeros(case.image.shape, np.uint8)
     mask[k - 3: k + 5] = case.annotation[k]  # a result on slices k - 3 .. k + 4, written by the module
-    resultId = logic.apply(prepared, RunResult(mask=mask, slice_confidence={}, anchor_slices=[k], stop_reasons={},
-                                               seconds=0.0, device="cpu"))
+    resultId = logic.apply(prepared, RunResult(mask=mask, report=Report(slice_confidence={}, painted_slices=[k],
+                                                                        stop_reasons={}, seconds=0.0, device="cpu")))
     edited = mask.copy()
     edited[k + 3:] = 0  # "the tumour ends at k + 2"
     edited[: k - 2] = 0  # "and starts at k - 2"

@@ -8,13 +8,15 @@ import pytest
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
 from GastricPropagateLib.review import adviceSentences, reviewRows, reviewSummary
 from GastricPropagateLib.runner import RunResult
+from gastric_propagate.protocol import Report
 
 pytestmark = pytest.mark.slicer
 
 
 def _result(confidence, anchors, toReview):
-    return RunResult(mask=np.zeros((12, 4, 4), np.uint8), slice_confidence=confidence, anchor_slices=anchors,
-                     stop_reasons={}, seconds=1.0, device="cpu", slices_to_review=toReview)
+    return RunResult(mask=np.zeros((12, 4, 4), np.uint8), report=Report(
+        slice_confidence=confidence, painted_slices=anchors, stop_reasons={}, seconds=1.0, device="cpu",
+        slices_to_review=toReview))
 
 
 def test_rows_in_slice_order_flag_the_engines_slices_to_review_and_the_least_confident():
