@@ -1,8 +1,11 @@
 """The child-process contract is defined once, in ``gastric_propagate/protocol.py``: no other file defines an exit
-code, the progress stages, a progress-line format or a manual-time figure, and the protocol loads without torch."""
+code, the progress stages, a progress-line format, a manual-time figure or the report's fields, and the protocol
+loads without torch."""
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import subprocess
 import sys
@@ -17,10 +20,12 @@ SOURCES = ("GastricPropagate", "scripts")
 
 # A second definition of a protocol constant: an assignment to an exit code, to STAGES (or a STAGE_ name), to a
 # manual-time figure or to an old name of one (runner's EXIT_*_ERROR, worker's CODE_*), alone or in a tuple
-# assignment; or a progress line written or parsed by hand.
+# assignment; a progress line written or parsed by hand; or a report written field by field (a dict literal).
 _NAMES = r"(?:EXIT_[A-Z_]+|CODE_[A-Z_]+|STAGES|STAGE_[A-Z_]+|MANUAL_[A-Z_]+_SECONDS)"
 SECOND_DEFINITION = re.compile(rf"^[ \t]*(?:[A-Za-z_][A-Za-z_0-9]*[ \t]*,[ \t]*)*{_NAMES}[ \t]*(?:,[^=\n]*)?=(?!=)"
-                               r"|PROGRESS stage=[{(%]", re.MULTILINE)
+                               r"|PROGRESS stage=[{(%]"
+                               r"|[\"'](?:painted_slices|slice_confidence|slices_to_review|timings_seconds)[\"']\s*:",
+                               re.MULTILINE)
 
 
 def second_definitions(root: Path, protocol_file: Path) -> list[str]:
@@ -88,3 +93,50 @@ def test_a_progress_line_reads_back_as_it_was_written():
     assert protocol.progress_line(protocol.STAGE_PROPOSER, 3, 20) == "PROGRESS stage=proposer done=3 total=20"
     assert protocol.parse_progress_line("PROGRESS stage=proposer done=x total=20") is None
     assert protocol.parse_progress_line("tumour: 1.0 mL") is None
+
+
+def test_the_old_report_and_its_reading_are_found(tmp_path):
+    """The check can fail on the report too: a report built as a dict literal, as build_report once did."""
+    engine = tmp_path / "GastricPropagate"
+    engine.mkdir()
+    (engine / "file_segmentation.py").write_text('report = {\n    "version": "1",\n'
+                                                 '    "painted_slices": result.anchor_slices,\n}\n')
+    assert [line.split(":")[1] for line in second_definitions(tmp_path, PROTOCOL)] == ["3"]
+
+
+def test_the_slicer_side_result_is_the_mask_and_the_report():
+    """No hand copy of the result type: ``runner.RunResult`` holds the mask and a ``protocol.Report``, nothing else."""
+    runner = REPO / "GastricPropagate" / "GastricPropagateLib" / "runner.py"
+    tree = ast.parse(runner.read_text(encoding="utf-8"))
+    result = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == "RunResult")
+    fields = [node.target.id for node in result.body if isinstance(node, ast.AnnAssign)]
+    assert fields == ["mask", "report"]
+    assert ast.unparse(next(node for node in result.body if isinstance(node, ast.AnnAssign)
+                            and node.target.id == "report").annotation) == "Report"
+
+
+def test_a_report_reads_back_as_it_was_written():
+    report = protocol.Report(version="1.0", volume_ml=12.5, slices={"first": 3, "last": 7, "count": 5},
+                             painted_slices=[5], seconds=1.25, device="cpu", timings_seconds={"proposer": 0.5},
+                             slice_confidence={3: 0.4, 4: 0.9, 6: 0.8, 7: 0.3}, least_confident_slices=[7, 3],
+                             slices_to_review=[3, 7], stop_reasons={"up": "tumour ended"},
+                             advice=[{"kind": "edge", "sentence": "Slice 7 is the volume's last."}], consensus=True,
+                             voxels=120, weights={"proposer": "p.pt", "refiner": "r.pt"}, output="out.nrrd")
+    written = json.loads(json.dumps(report.to_json()))
+    assert list(written) == ["version", "volume_ml", "slices", "painted_slices", "seconds", "device",
+                             "timings_seconds", "manual_estimate_seconds", "slice_confidence",
+                             "least_confident_slices", "slices_to_review", "stop_reasons", "advice", "consensus",
+                             "voxels", "weights", "output"]
+    assert written["slice_confidence"] == {"3": 0.4, "4": 0.9, "6": 0.8, "7": 0.3}
+    assert written["manual_estimate_seconds"] == {"full_outline": protocol.MANUAL_FULL_OUTLINE_SECONDS,
+                                                  "one_slice": protocol.MANUAL_ONE_SLICE_SECONDS}
+    assert protocol.Report.from_json(written) == report
+
+
+def test_a_partial_report_reads_with_defaults():
+    """A report missing fields (an older engine's, a test's) reads back; what it lacks takes its default."""
+    report = protocol.Report.from_json({"painted_slices": ["2"], "slice_confidence": {"1": "0.3"},
+                                        "slices_to_review": [3, 1], "seconds": 1})
+    assert report.painted_slices == [2] and report.slice_confidence == {1: 0.3} and report.slices_to_review == [1, 3]
+    assert report.seconds == 1.0 and report.device == "" and report.advice == [] and report.slices is None
+    assert "weights" not in report.to_json() and report.to_json()["slices"] is None
