@@ -276,6 +276,10 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "nan"), "not a learning rate"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "-1"), "not a learning rate"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--learning-rate", "inf"), "not a learning rate"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "real=1"), "SOURCE one of phantom"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=-1"), "a share of 0 or more"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=0"), "no source a share above 0"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--zoom", "2", "1"), "give 0 < LOW <= HIGH"),
     (("evaluate", "--out", "{tmp}/e", "--seed-start", "-5"), "too small"),
 ])
 def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
