@@ -212,8 +212,10 @@ class RunController:
             self.view.showProgress(progress.done, progress.total)
         elif progress.stage:
             self.view.showProgress(0, 0)  # a stage without slices: busy indicator
-        self.view.setStatus(_("{stage} {elapsed}").format(stage=stageText(progress.stage),
-                                                          elapsed=formatDuration(job.elapsed())))
+        status = _("{stage} {elapsed}").format(stage=stageText(progress.stage),
+                                               elapsed=formatDuration(job.elapsed()))
+        notice = getattr(job, "notice", "")  # the engine's worker was restarted (runner.WorkerJob)
+        self.view.setStatus(f"{notice} {status}" if notice else status)
         if not finished:
             return
         self.view.stopPolling()
@@ -280,8 +282,11 @@ class RunController:
         self.view.showReview([], "")
 
     def cleanup(self) -> None:
-        """The panel is destroyed (the application closes): ends a running process."""
+        """The panel is destroyed (the application closes): ends a running process and the engine's worker."""
         self._endJob()
+        close = getattr(self.logic, "close", None)
+        if close is not None:
+            close()
 
     # ------------------------------------------------------------------ navigation
 

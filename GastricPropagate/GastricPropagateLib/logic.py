@@ -3,8 +3,9 @@
 The Logic only chains the three rooms of the Slicer layer, in the way the data flows:
 
 - ``scene_input.py``: ``prepare`` reads the volume, the painted segment and the masking into arrays and checks them;
-- ``runner.py``: ``start`` runs the engine's ``segment`` command on those arrays in a child process (poll it,
-  cancel it); ``compute`` is ``start`` plus a blocking wait;
+- ``runner.py``: ``start`` sends those arrays to the session's warm engine worker, a child process (``serve``)
+  started on the first run and kept for the later ones (poll the run, cancel it); ``compute`` is ``start`` plus a
+  blocking wait;
 - ``scene_output.py``: ``apply`` writes the result as a new segment and fills the results table.
 
 ``run`` chains prepare, compute and apply for batch use. All of it runs on the main thread; only the child
@@ -21,7 +22,7 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from . import scene_input, scene_output
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME
-from .runner import InferenceJob, Progress, RunResult, startInference
+from .runner import EngineWorker, InferenceJob, Progress, RunResult, startInference
 from .scene_input import Masking, PreparedInput, resultSegmentName
 from .scene_output import ResultSegmentExistsError
 
@@ -68,6 +69,7 @@ class GastricPropagateLogic:
         self.refinerPath = refinerPath
         self.launcher = launcher
         self.python = python
+        self._worker: EngineWorker | None = None
 
     # ------------------------------------------------------------------ step 1: MRML -> arrays (scene_input.py)
 
@@ -109,8 +111,23 @@ class GastricPropagateLogic:
         ``job.result()`` to ``apply``. Nothing in the scene changes until ``apply``.
         """
         return startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options,
-                              device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
-                              launcher=self.launcher, python=self.python, onProgress=onProgress)
+                              onProgress=onProgress, worker=self.worker())
+
+    def worker(self) -> EngineWorker:
+        """The session's warm engine worker (``runner.EngineWorker``), replaced when the device, the weights, the
+        launcher or the interpreter changed. Its child process starts with the first run."""
+        settings = dict(device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
+                        launcher=self.launcher, python=self.python)
+        if self._worker is None or not self._worker.matches(**settings):
+            self.close()
+            self._worker = EngineWorker(**settings)
+        return self._worker
+
+    def close(self) -> None:
+        """Ends the session's worker process (the module closes; a run in progress is ended with it)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
     def compute(self, prepared: PreparedInput, progress: Callable[[Progress], None] | None = None,
                 shouldStop: Callable[[], bool] | None = None, timeout: float | None = None) -> RunResult:

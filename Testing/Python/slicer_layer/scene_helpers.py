@@ -254,16 +254,20 @@ def case():
 
 @pytest.fixture
 def logic(tinyWeights):
-    return GastricPropagateLogic(device="cpu", proposerPath=tinyWeights["proposer"],
-                                 refinerPath=tinyWeights["refiner"], launcher=PopenLauncher(),
-                                 python=sys.executable)
+    logic = GastricPropagateLogic(device="cpu", proposerPath=tinyWeights["proposer"],
+                                  refinerPath=tinyWeights["refiner"], launcher=PopenLauncher(),
+                                  python=sys.executable)
+    yield logic
+    logic.close()  # ends the session's warm worker
 
 
 @pytest.fixture
 def trainedLogic():
     """The bundled weights (they propagate beyond the painted slice, which the masking tests need)."""
     bundledWeightsOrSkip()
-    return GastricPropagateLogic(device="cpu", launcher=PopenLauncher(), python=sys.executable)
+    logic = GastricPropagateLogic(device="cpu", launcher=PopenLauncher(), python=sys.executable)
+    yield logic
+    logic.close()
 
 
 def bundledWeightsOrSkip():

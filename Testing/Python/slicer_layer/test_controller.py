@@ -245,6 +245,15 @@ def test_idle_buttons_follow_the_inputs():
     assert not state.apply and not state.exportSegNrrd and state.applyToolTip == "No parameter node."
 
 
+def test_a_restarted_worker_is_said_in_the_status_line_while_the_run_goes_on():
+    logic, controller = started()
+    logic.job.notice = "The engine's worker process ended during the run; it was restarted."
+    controller.poll()
+    assert controller.view.status[-1] == logic.job.notice + " " + stageText("proposer") + " 2.0 s"
+    controller.poll()
+    assert controller.lastError is None and controller.lastRun.resultId == "result"
+
+
 def test_a_run_starts_polls_and_writes_its_result():
     logic = FakeLogic(runResult())
     controller = controllerWith(logic)
