@@ -165,3 +165,144 @@ def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path):
     assert result.advice == [{"kind": "larger_neighbour", "sentence": "Slice 4 looks 1.5 times as large as the painted "
                               "slice 2.", "painted_slice": 2, "slice": 4, "ratio": 1.5}]
     np.testing.assert_array_equal(result.mask, mask)
+
+
+# ------------------------------------------------------------------------------- the warm worker
+
+
+def _runToStage(job, stage, seen, start=0):
+    """Polls ``job`` until ``seen[start:]`` (its progress) reaches ``stage``; the job must still run then."""
+    import time
+
+    while not job.poll() and stage not in [p.stage for p in seen[start:]]:
+        time.sleep(0.002)
+    assert not job.isFinished(), f"the run ended before reaching the {stage} stage"
+
+
+def test_two_runs_are_served_by_one_warm_worker_that_loads_the_weights_once(case, logic):
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    jobs, seen, results = [], [[], []], []
+    for index in range(2):
+        job = logic.start(prepared, onProgress=seen[index].append)
+        assert job.wait(timeout=300)
+        jobs.append(job)
+        results.append(job.result())
+    assert jobs[0].workerPid == jobs[1].workerPid and logic.worker().starts == 1
+    assert [job.served for job in jobs] == [1, 2], "the second run was answered by the same process"
+    assert "load" in [p.stage for p in seen[0]] and "load" not in [p.stage for p in seen[1]], \
+        "the weights are loaded by the first run only"
+    assert [p.stage for p in seen[1]][-1] == "write" and jobs[1].progress == Progress("write", 1, 1)
+    assert [(job.restarts, job.notice) for job in jobs] == [(0, ""), (0, "")]
+    np.testing.assert_array_equal(results[0].mask, results[1].mask)
+    np.testing.assert_array_equal(results[1].mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assert not jobs[1].folder.exists()
+    process = logic.worker().process
+    assert process.running(), "the worker stays warm between runs"
+    logic.close()
+    assert not process.running()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_a_worker_killed_during_a_run_is_restarted_and_the_run_retried_once(case, logic, slowRefinerWeights):
+    import os
+    import signal
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    _runToStage(job, "refiner", seen)
+    first = job.workerPid
+    os.kill(first, signal.SIGKILL)  # a crash of the worker, from outside
+    assert job.wait(timeout=300)
+    result = job.result()
+    assert job.restarts == 1 and job.workerPid != first and logic.worker().starts == 2
+    assert "restarted" in job.notice and "retried" in job.notice
+    assert [p.stage for p in seen].count("load") >= 2, "the retry loaded the weights again, visibly"
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assertSnapshotsEqual(before, case.snapshot())
+
+    seen.clear()
+    job = logic.start(prepared, onProgress=seen.append)  # the restarted worker serves the next run, warm
+    assert job.wait(timeout=300) and job.result().mask.shape == case.image.shape
+    assert "load" not in [p.stage for p in seen] and job.served == 2 and job.restarts == 0
+
+
+def test_a_worker_that_dies_again_during_the_retry_fails_the_run_and_leaves_the_scene_as_it_was(
+        case, logic, slowRefinerWeights):
+    import os
+    import signal
+
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    _runToStage(job, "refiner", seen)
+    os.kill(job.workerPid, signal.SIGKILL)
+    while job.restarts == 0:
+        assert not job.poll()
+    restart = len(seen)
+    _runToStage(job, "refiner", seen, start=restart)
+    os.kill(job.workerPid, signal.SIGKILL)
+    assert job.wait(timeout=300) and job.restarts == 1, "the run is retried once only"
+    with pytest.raises(RuntimeError, match="ended again while retrying"):
+        job.result()
+    assert not job.folder.exists()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_a_worker_killed_between_runs_is_replaced_visibly_by_the_next_run(case, logic):
+    import os
+    import signal
+
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    job = logic.start(prepared)
+    assert job.wait(timeout=300)
+    job.result()
+    os.kill(job.workerPid, signal.SIGKILL)
+    assert logic.worker().process.wait(60.0)
+    second = logic.start(prepared)
+    assert second.workerPid != job.workerPid and "had ended" in second.notice
+    assert second.wait(timeout=300) and second.restarts == 0
+    np.testing.assert_array_equal(second.result().mask[case.paintedSlice] > 0,
+                                  case.annotation[case.paintedSlice] > 0)
+
+
+def test_cancel_ends_the_worker_and_the_next_run_starts_a_fresh_one(case, logic, slowRefinerWeights):
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    _runToStage(job, "refiner", seen)
+    process, pid = job._process, job.workerPid
+    job.cancel()
+    assert not process.running(), "cancel ends the worker process itself"
+    with pytest.raises(Cancelled):
+        job.result()
+    assertSnapshotsEqual(before, case.snapshot())
+
+    seen.clear()
+    job = logic.start(prepared, onProgress=seen.append)
+    assert job.workerPid != pid and job.notice == "", "a cancelled worker is replaced without a warning"
+    assert job.wait(timeout=300)
+    result = job.result()
+    assert "load" in [p.stage for p in seen] and job.served == 1
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_a_run_started_while_the_worker_is_busy_gets_a_worker_of_its_own(case, logic):
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    first = logic.start(prepared)
+    second = logic.start(prepared)
+    assert second.workerPid != first.workerPid
+    assert first.wait(timeout=300) and second.wait(timeout=300)
+    for job in (first, second):
+        np.testing.assert_array_equal(job.result().mask[case.paintedSlice] > 0,
+                                      case.annotation[case.paintedSlice] > 0)
+    assert not second.worker.running(), "the extra worker ends with its run"
+    assert logic.worker().running() and logic.worker() is first.worker
