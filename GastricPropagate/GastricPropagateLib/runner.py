@@ -1,8 +1,11 @@
-"""The engine's run as a child process: input files, ``gastric_propagate.cli segment``, progress, cancel, result.
+"""The engine's run in a child process: input files, the warm worker (or ``segment``), progress, cancel, result.
 
 Data goes one way. ``startInference`` writes the arrays the Logic read from the scene (CT, painted segment) to
-NRRD files in a temporary folder and starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The
-child writes its mask and a JSON report into the same folder; ``InferenceJob.result()`` reads them back.
+NRRD files in a temporary folder and sends them as one request to the session's ``EngineWorker`` (``python -m
+gastric_propagate.cli serve``, started on the first run, weights loaded once; docs/cli.md) or, without a worker,
+starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The child writes its mask and a JSON
+report into the same folder; ``InferenceJob.result()`` reads them back. A worker that dies during a run is restarted
+and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a new one.
 
 The process is started by an injected launcher: ``QProcessLauncher`` inside the Slicer application (a qt.QProcess;
 Slicer's main loop holds the GIL, so a Python thread would starve) and ``PopenLauncher`` in batch scripts and
