@@ -30,9 +30,12 @@ def runs(draw):
     depth = draw(st.integers(6, 24))
     in_plane = draw(st.floats(0.6, 1.2))
     spacing = (in_plane, in_plane, draw(st.floats(0.8, 5.0)))
+    size = draw(st.sampled_from((48, 64)))
+    # The tumour stays inside the image in-plane (a painted slice touching the edge is refused as bad input).
+    largest_radius_mm = min(14.0, (size / 2 - 6) * in_plane)
     return {
-        "depth": depth, "size": draw(st.sampled_from((48, 64))), "spacing": spacing,
-        "centre_z": draw(st.floats(0.2, 0.8)) * (depth - 1), "radius_mm": draw(st.floats(5.0, 14.0)),
+        "depth": depth, "size": size, "spacing": spacing,
+        "centre_z": draw(st.floats(0.2, 0.8)) * (depth - 1), "radius_mm": draw(st.floats(5.0, largest_radius_mm)),
         "elongation": draw(st.floats(0.5, 3.0)), "painted_offset": draw(st.integers(-2, 2)),
         "limit": draw(st.sampled_from((None, "min", "max", "distance"))),
         "consensus": draw(st.booleans()), "refiner": draw(st.booleans()), "largest": draw(st.booleans()),

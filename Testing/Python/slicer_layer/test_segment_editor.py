@@ -7,9 +7,9 @@ with the editor's intensity masking on, the Logic is given the editor's own node
 "SegmentEditor" singleton of the Slicer application).
 
 trame-slicer 2.0.0 needs slicer-layer-dm, built for slicer-core 5.11 only, so this test runs in a second venv,
-``.venv-editor/`` (the project with its ``editor`` extra; made by ``scripts/setup.sh``, run by ``scripts/test.sh``
-after the main suite, with ``GASTRIC_PROPAGATE_EDITOR_TEST=required`` so that it fails rather than skips there).
-Elsewhere, without trame-slicer, it is skipped.
+``.venv-editor/`` (the project with its ``editor`` extra; made by ``scripts/setup_editor.sh``, run by
+``scripts/test.sh`` after the main suite, with ``GASTRIC_PROPAGATE_EDITOR_TEST=required`` so that it fails rather
+than skips there). Elsewhere, without trame-slicer, it is skipped.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ except ImportError as error:  # trame-slicer absent, or without slicer-layer-dm 
     if REQUIRED:
         raise
     pytest.skip(f"needs trame-slicer's Segment Editor ({error}); scripts/test.sh runs this test in .venv-editor/ "
-                "(slicer-core 5.11 + trame-slicer[standalone], made by scripts/setup.sh)", allow_module_level=True)
+                "(slicer-core 5.11 + trame-slicer[standalone], made by scripts/setup_editor.sh)",
+                allow_module_level=True)
 
 from GastricPropagateLib import GastricPropagateLogic  # noqa: E402
 from GastricPropagateLib.runner import PopenLauncher  # noqa: E402
