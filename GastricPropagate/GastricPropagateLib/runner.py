@@ -1,4 +1,4 @@
-"""The engine's run in a child process: input files, the warm worker (or ``segment``), progress, cancel, result.
+"""The engine's run in a child process: input files, the launchers, ``segment``, progress, cancel, result.
 
 Data goes one way. ``startInference`` writes the arrays the Logic read from the scene (CT, painted segment) to
 NRRD files in a temporary folder and sends them as one request to the session's ``EngineWorker`` (``python -m
@@ -6,6 +6,8 @@ gastric_propagate.cli serve``, started on the first run, weights loaded once; do
 starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The child writes its mask and a JSON
 report into the same folder; ``InferenceJob.result()`` reads them back. A worker that dies during a run is restarted
 and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a new one.
+The worker's client (``EngineWorker``, ``WorkerJob``, ``requestOptions``) lives in ``engine_worker.py``; this
+module re-exports its names.
 
 The process is started by an injected launcher: ``QProcessLauncher`` inside the Slicer application (a qt.QProcess;
 Slicer's main loop holds the GIL, so a Python thread would starve) and ``PopenLauncher`` in batch scripts and
@@ -27,20 +29,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS,
-                                        READY_PREFIX, RESULT_PREFIX, Report, parse_progress_line)
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS, Report,
+                                        parse_progress_line)
 
 from .i18n import _
 from .parameters import commandLineArguments
+
+if TYPE_CHECKING:
+    from .engine_worker import EngineWorker, WorkerJob, requestOptions
 
 __all__ = [
     "EngineWorker",
@@ -58,6 +61,17 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_WORKER_NAMES = ("EngineWorker", "WorkerJob", "requestOptions")
+
+
+def __getattr__(name: str):
+    """The warm worker's names, re-exported from ``engine_worker`` on first use (it imports this module)."""
+    if name in _WORKER_NAMES:
+        from . import engine_worker
+
+        return getattr(engine_worker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -337,6 +351,8 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         _writeArray((np.asarray(annotation) > 0).astype(np.uint8), spacingXYZ, paths["annotation.nrrd"],
                     compress=True)
         if worker is not None:
+            from .engine_worker import WorkerJob, requestOptions
+
             request = {"image": str(paths["image.nrrd"]), "annotation": str(paths["annotation.nrrd"]),
                        "output": str(paths["output.nrrd"]), "report": str(paths["report.json"]),
                        "options": requestOptions(options)}
@@ -358,18 +374,6 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return InferenceJob(process, folder, paths, onProgress=onProgress)
-
-
-def requestOptions(options) -> dict:
-    """The PropagationOptions fields that differ from their defaults, as the worker's request takes them."""
-    from dataclasses import fields
-
-    values = {}
-    for item in fields(options):
-        value = getattr(options, item.name)
-        if value != item.default:
-            values[item.name] = value.item() if isinstance(value, np.generic) else value
-    return values
 
 
 class InferenceJob:
@@ -499,240 +503,3 @@ class InferenceJob:
             self._closed = True
             shutil.rmtree(self.folder, ignore_errors=True)
 
-
-# ---------------------------------------------------------------------------------------------- the warm worker
-
-
-class EngineWorker:
-    """One warm ``gastric_propagate.cli serve`` child process (docs/cli.md, "serve: a warm worker"): it loads torch
-    and the weights once, then answers each run's request; the Logic keeps one per session.
-
-    Started on the first request. Its stdout and stderr go to files in its own folder, as a ``segment`` child's do,
-    so reading it never blocks; requests go to its stdin. It ends when its input closes (``close()``, or Slicer
-    ending), when it has been idle for ``idleSeconds``, or when a run on it is cancelled (``kill()``); the next
-    request then starts a new one.
-
-    Attributes:
-        process: the running child (a launcher's process object), or None before the first start.
-        ready: the child has printed READY (its weights are loaded).
-        starts: how many children this worker has started.
-        busy: a job is using the child now.
-    """
-
-    def __init__(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
-                 python: str | None = None, idleSeconds: float = 600.0) -> None:
-        self.device = str(device)
-        self.proposerPath = proposerPath
-        self.refinerPath = refinerPath
-        self.launcher = launcher
-        self.python = python
-        self.idleSeconds = float(idleSeconds)
-        self.folder = Path(tempfile.mkdtemp(prefix="GastricPropagate-worker-"))
-        self.process = None
-        self.ready = False
-        self.starts = 0
-        self.busy = False
-        self._offset = 0
-        self._killed = False
-        self._stdout, self._stderr = self.folder / "stdout.txt", self.folder / "stderr.txt"
-        weakref.finalize(self, shutil.rmtree, str(self.folder), True)  # a worker dropped without close()
-
-    def matches(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
-                python: str | None = None) -> bool:
-        """Whether this worker runs the engine as these settings ask (else the Logic replaces it)."""
-        return (self.device == str(device) and _samePath(self.proposerPath, proposerPath)
-                and _samePath(self.refinerPath, refinerPath) and self.launcher is launcher and self.python == python)
-
-    def sibling(self) -> EngineWorker:
-        """A new worker with the same settings (for a run started while this one is busy)."""
-        return EngineWorker(device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
-                            launcher=self.launcher, python=self.python, idleSeconds=self.idleSeconds)
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.running()
-
-    def endedUnexpectedly(self) -> bool:
-        """The child ended without being asked to (crashed or killed from outside; not idle, closed or cancelled)."""
-        return (self.process is not None and not self._killed and not self.process.running()
-                and self.process.exitCode() != EXIT_OK)
-
-    def start(self) -> None:
-        """Starts a new child (ending the old one, if it still runs)."""
-        self.kill()
-        self.starts += 1
-        self._stdout = self.folder / f"stdout-{self.starts}.txt"
-        self._stderr = self.folder / f"stderr-{self.starts}.txt"
-        self._offset, self.ready, self._killed = 0, False, False
-        arguments = ["-m", "gastric_propagate.cli", "serve", "--idle-timeout", f"{self.idleSeconds:g}",
-                     *commandLineArguments(_defaultOptions(), device=self.device, proposerPath=self.proposerPath,
-                                          refinerPath=self.refinerPath)]
-        environment, searchPath = _childEnvironment()
-        program = self.python or pythonExecutable()
-        logger.info("GastricPropagate: starting the worker %s %s", program, " ".join(arguments))
-        self.process = (self.launcher or PopenLauncher()).start(program, arguments, environment, self._stdout,
-                                                                self._stderr, searchPath)
-
-    def send(self, request: dict) -> bool:
-        """Writes one request line; False when the child no longer reads (the caller sees it end)."""
-        return self.process is not None and self.process.write((json.dumps(request) + "\n").encode("utf-8"))
-
-    def readLines(self) -> list[str]:
-        """The child's complete stdout lines not read yet."""
-        if self.process is None or not self._stdout.is_file():
-            return []
-        lines, self._offset = _newLines(self._stdout, self._offset)
-        self.ready = self.ready or any(line.startswith(READY_PREFIX) for line in lines)
-        return lines
-
-    def exitCode(self) -> int | None:
-        return None if self.process is None else self.process.exitCode()
-
-    def stderrMessage(self) -> str:
-        return _stderrMessage(self._stderr)
-
-    def kill(self) -> None:
-        """Ends the child at once, whatever it is doing (cancel); the next request starts a new one."""
-        if self.process is not None and self.process.running():
-            self._killed = True
-            self.process.kill()
-            if not self.process.wait(30.0):
-                logger.warning("GastricPropagate: the worker process did not end within 30 s of being killed")
-
-    def close(self) -> None:
-        """Ends the child (its input closes; killed if it does not end within a few seconds) and removes the
-        folder."""
-        if self.process is not None and self.process.running():
-            self.process.closeInput()
-            if not self.process.wait(5.0):
-                self.kill()
-        self.busy = False
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _samePath(a, b) -> bool:
-    return (a is None) == (b is None) and (a is None or os.fspath(a) == os.fspath(b))
-
-
-def _defaultOptions():
-    from gastric_propagate.inference.options import PropagationOptions
-
-    return PropagationOptions()
-
-
-class WorkerJob(InferenceJob):
-    """One run sent to an ``EngineWorker``: its progress and RESULT lines are read from the worker's stdout file.
-
-    If the worker dies during the run (crashed, killed from outside), a new one is started and the run retried once;
-    ``notice`` then says so (the panel shows it) and ``restarts`` is 1. ``cancel()`` ends the worker at once.
-
-    Attributes:
-        workerPid: the worker's process id (of the retry, after a restart).
-        served: how many runs that worker process has answered, this one included (from its RESULT line).
-        restarts: how many times the worker was restarted for this run (0 or 1).
-        notice: a line for the reader when the worker had to be restarted, else "".
-    """
-
-    def __init__(self, worker: EngineWorker, folder: Path, paths: dict[str, Path], request: dict, *,
-                 onProgress: Callable[[Progress], None] | None = None) -> None:
-        self._ownsWorker = worker.busy  # another run holds the session's worker: this one gets its own
-        worker = worker.sibling() if worker.busy else worker
-        self.worker = worker
-        self._request = dict(request, id=uuid.uuid4().hex)
-        self._outcome: tuple[int | None, str] | None = None
-        self.restarts = 0
-        self.notice = ""
-        self.served = 0
-        self.workerPid: int | None = None
-        worker.busy = True
-        try:
-            if worker.endedUnexpectedly():
-                self._notify(_("The engine's worker process had ended (exit code {code}); a new one was started.")
-                             .format(code=_codeText(worker.exitCode())))
-            if not worker.running():
-                worker.start()
-            super().__init__(worker.process, folder, paths, onProgress=onProgress)
-            worker.send(self._request)  # a worker that no longer reads is seen to end by poll()
-        except BaseException:
-            self._releaseWorker()
-            raise
-        self.workerPid = worker.process.pid()
-
-    def _notify(self, text: str) -> None:
-        self.notice = text
-        logger.warning("GastricPropagate: %s", text)
-
-    def _readProgress(self) -> None:
-        if not self._closed:
-            for line in self.worker.readLines():
-                self._takeLine(line)
-
-    def _takeLine(self, line: str) -> None:
-        if not line.startswith(RESULT_PREFIX):
-            super()._takeLine(line)
-            return
-        try:
-            answer = json.loads(line[len(RESULT_PREFIX):])
-        except ValueError:
-            return
-        if answer.get("id") == self._request["id"]:
-            self._outcome = (int(answer.get("code", EXIT_FAILED)), str(answer.get("message", "")))
-            self.served = int(answer.get("served", 0))
-
-    def poll(self) -> bool:
-        """Reads the worker's new lines; True once its RESULT for this run came, the run failed, or was cancelled.
-        A worker that died during the run is restarted and the run retried, once. Never blocks."""
-        if self._finished:
-            return True
-        running = self.worker.running()
-        self._readProgress()
-        if self._outcome is None and not running:
-            self._readProgress()
-            if self._outcome is None:
-                self._workerEnded()
-        if self._outcome is not None:
-            self._finished = True
-            self._releaseWorker()
-        return self._finished
-
-    def _workerEnded(self) -> None:
-        """The worker ended without answering this run: it refused its device or weights (no retry), or it died
-        (restarted and the run retried, once)."""
-        code, message = self.worker.exitCode(), self.worker.stderrMessage()
-        if not self.worker.ready and code in (EXIT_BAD_INPUT, EXIT_WEIGHTS):
-            self._outcome = (code, message)
-            return
-        if self.restarts >= 1:
-            self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
-                                            "code {code}); nothing was written.\n{message}").format(
-                code=_codeText(code), message=message))
-            return
-        self.restarts += 1
-        self._notify(_("The engine's worker process ended during the run (exit code {code}); it was restarted and "
-                       "the run is being retried.").format(code=_codeText(code)))
-        self.worker.start()
-        self._process = self.worker.process
-        self.workerPid = self._process.pid()
-        self.worker.send(self._request)
-
-    def cancel(self) -> None:
-        """Ends the worker at once, whatever it is doing, and removes the run's files; ``result()`` then raises
-        Cancelled. The next run starts a new worker."""
-        if self._finished:
-            return
-        self._cancelled = True
-        self.worker.kill()
-        self._finished = True
-        self._releaseWorker()
-        self.close()
-
-    def _releaseWorker(self) -> None:
-        self.worker.busy = False
-        if self._ownsWorker:
-            self.worker.close()
-
-    def _exitStatus(self) -> tuple[int | None, str]:
-        return self._outcome if self._outcome is not None else (EXIT_FAILED, "")
-
-
-def _codeText(code: int | None) -> str:
-    return _("none: it was killed") if code is None else str(code)
