@@ -45,7 +45,7 @@ def test_job_runs_in_a_child_process_reporting_every_stage(case, logic):
     assert job.progress == Progress("write", 1, 1)
     assert result.mask.shape == case.image.shape and result.device == "cpu"
     assert result.anchor_slices == [case.paintedSlice]
-    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(result, case)
     assert not folder.exists(), "the temporary files are removed once the result is read"
     assertSnapshotsEqual(before, case.snapshot())
 
@@ -84,7 +84,7 @@ def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowR
     job = logic.start(prepared)
     assert job.wait(timeout=300)
     assert job.progress == Progress("write", 1, 1)
-    np.testing.assert_array_equal(job.result().mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(job.result(), case)
 
     logic.refinerPath = slowRefinerWeights["refiner"]
     job = logic.start(prepared)
@@ -121,7 +121,7 @@ def test_the_child_finds_the_engine_when_a_launcher_replaces_pythonpath(case, lo
     logic.launcher = PythonPathDroppingLauncher()
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     result = logic.compute(prepared, timeout=300)
-    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(result, case)
 
 
 class _EndedProcess:
@@ -179,6 +179,22 @@ def _runToStage(job, stage, seen, start=0):
     assert not job.isFinished(), f"the run ended before reaching the {stage} stage"
 
 
+def _slowRunAtRefiner(case, logic, slowWeights):
+    """A run whose refiner is slow, started and polled until it reaches the refiner; (prepared, scene before, seen
+    progress, job)."""
+    logic.refinerPath = slowWeights["refiner"]
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    _runToStage(job, "refiner", seen)
+    return prepared, before, seen, job
+
+
+def _assertPaintedSliceKept(result, case):
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+
+
 def test_two_runs_are_served_by_one_warm_worker_that_loads_the_weights_once(case, logic):
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     before = case.snapshot()
@@ -195,7 +211,7 @@ def test_two_runs_are_served_by_one_warm_worker_that_loads_the_weights_once(case
     assert [p.stage for p in seen[1]][-1] == "write" and jobs[1].progress == Progress("write", 1, 1)
     assert [(job.restarts, job.notice) for job in jobs] == [(0, ""), (0, "")]
     np.testing.assert_array_equal(results[0].mask, results[1].mask)
-    np.testing.assert_array_equal(results[1].mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(results[1], case)
     assert not jobs[1].folder.exists()
     process = logic.worker().process
     assert process.running(), "the worker stays warm between runs"
@@ -208,12 +224,7 @@ def test_a_worker_killed_during_a_run_is_restarted_and_the_run_retried_once(case
     import os
     import signal
 
-    logic.refinerPath = slowRefinerWeights["refiner"]
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    before = case.snapshot()
-    seen = []
-    job = logic.start(prepared, onProgress=seen.append)
-    _runToStage(job, "refiner", seen)
+    prepared, before, seen, job = _slowRunAtRefiner(case, logic, slowRefinerWeights)
     first = job.workerPid
     os.kill(first, signal.SIGKILL)  # a crash of the worker, from outside
     assert job.wait(timeout=300)
@@ -221,7 +232,7 @@ def test_a_worker_killed_during_a_run_is_restarted_and_the_run_retried_once(case
     assert job.restarts == 1 and job.workerPid != first and logic.worker().starts == 2
     assert "restarted" in job.notice and "retried" in job.notice
     assert [p.stage for p in seen].count("load") >= 2, "the retry loaded the weights again, visibly"
-    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(result, case)
     assertSnapshotsEqual(before, case.snapshot())
 
     seen.clear()
@@ -235,12 +246,7 @@ def test_a_worker_that_dies_again_during_the_retry_fails_the_run_and_leaves_the_
     import os
     import signal
 
-    logic.refinerPath = slowRefinerWeights["refiner"]
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    before = case.snapshot()
-    seen = []
-    job = logic.start(prepared, onProgress=seen.append)
-    _runToStage(job, "refiner", seen)
+    _, before, seen, job = _slowRunAtRefiner(case, logic, slowRefinerWeights)
     os.kill(job.workerPid, signal.SIGKILL)
     while job.restarts == 0:
         assert not job.poll()
@@ -267,17 +273,11 @@ def test_a_worker_killed_between_runs_is_replaced_visibly_by_the_next_run(case, 
     second = logic.start(prepared)
     assert second.workerPid != job.workerPid and "had ended" in second.notice
     assert second.wait(timeout=300) and second.restarts == 0
-    np.testing.assert_array_equal(second.result().mask[case.paintedSlice] > 0,
-                                  case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(second.result(), case)
 
 
 def test_cancel_ends_the_worker_and_the_next_run_starts_a_fresh_one(case, logic, slowRefinerWeights):
-    logic.refinerPath = slowRefinerWeights["refiner"]
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    before = case.snapshot()
-    seen = []
-    job = logic.start(prepared, onProgress=seen.append)
-    _runToStage(job, "refiner", seen)
+    prepared, before, seen, job = _slowRunAtRefiner(case, logic, slowRefinerWeights)
     process, pid = job._process, job.workerPid
     job.cancel()
     assert not process.running(), "cancel ends the worker process itself"
@@ -291,7 +291,7 @@ def test_cancel_ends_the_worker_and_the_next_run_starts_a_fresh_one(case, logic,
     assert job.wait(timeout=300)
     result = job.result()
     assert "load" in [p.stage for p in seen] and job.served == 1
-    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    _assertPaintedSliceKept(result, case)
     assertSnapshotsEqual(before, case.snapshot())
 
 
@@ -302,7 +302,6 @@ def test_a_run_started_while_the_worker_is_busy_gets_a_worker_of_its_own(case, l
     assert second.workerPid != first.workerPid
     assert first.wait(timeout=300) and second.wait(timeout=300)
     for job in (first, second):
-        np.testing.assert_array_equal(job.result().mask[case.paintedSlice] > 0,
-                                      case.annotation[case.paintedSlice] > 0)
+        _assertPaintedSliceKept(job.result(), case)
     assert not second.worker.running(), "the extra worker ends with its run"
     assert logic.worker().running() and logic.worker() is first.worker
