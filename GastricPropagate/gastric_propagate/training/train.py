@@ -26,6 +26,7 @@ from gastric_propagate.data.annotation import annotation_from_label, largest_cro
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.io import OutputBatch
 from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
+from gastric_propagate.inference.masks import equivalent_diameter_mm
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
@@ -118,9 +119,8 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         log.warning("case %s has an empty label: skipped", case.name)
         return crops
     largest = largest_cross_section_index(label)
-    prep = config.preprocessing
     centre = prompt_centre(case.image[largest], label[largest])
-    diameter = 2.0 * np.sqrt(areas[largest] * case.spacing_xyz[0] * case.spacing_xyz[1] / np.pi)
+    diameter = equivalent_diameter_mm(label[largest], case.spacing_xyz)
     for _ in range(config.crops_per_case):
         prep = config.preprocessing
         if config.zoom_range != (1.0, 1.0):
@@ -140,7 +140,7 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         image = normalise(to_crop(case.image, window), prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
         free_ends = (bool(working[0] > 0), bool(working[-1] < mask.shape[0] - 1))
         crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0, free_ends, source,
-                                 float(diameter)))
+                                 diameter))
     return crops
 
 
