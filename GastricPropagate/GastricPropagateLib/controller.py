@@ -214,7 +214,7 @@ class RunController:
             self.view.showProgress(0, 0)  # a stage without slices: busy indicator
         status = _("{stage} {elapsed}").format(stage=stageText(progress.stage),
                                                elapsed=formatDuration(job.elapsed()))
-        notice = getattr(job, "notice", "")  # the engine's worker was restarted (runner.WorkerJob)
+        notice = getattr(job, "notice", "")  # the engine's worker was restarted (engine_worker.WorkerJob)
         self.view.setStatus(f"{notice} {status}" if notice else status)
         if not finished:
             return

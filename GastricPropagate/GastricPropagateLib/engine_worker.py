@@ -3,8 +3,7 @@
 ``EngineWorker`` starts the child (through ``runner``'s launchers, its stdout and stderr in files) and sends it one
 JSON request line per run; ``WorkerJob`` is an ``InferenceJob`` that reads its progress and RESULT lines from the
 worker's stdout, restarts a worker that died during the run and retries the run once, and ends the worker on
-cancel. ``runner.startInference(..., worker=...)`` builds the request (``requestOptions``) and the job; ``runner``
-re-exports these names, so callers import them from there.
+cancel. ``runner.startInference(..., worker=...)`` builds the request (``requestOptions``) and the job.
 """
 
 from __future__ import annotations

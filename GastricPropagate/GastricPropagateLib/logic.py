@@ -22,7 +22,8 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from . import scene_input, scene_output
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME
-from .runner import EngineWorker, InferenceJob, Progress, RunResult, startInference
+from .engine_worker import EngineWorker
+from .runner import InferenceJob, Progress, RunResult, startInference
 from .scene_input import Masking, PreparedInput, resultSegmentName
 from .scene_output import ResultSegmentExistsError
 
@@ -114,7 +115,7 @@ class GastricPropagateLogic:
                               onProgress=onProgress, worker=self.worker())
 
     def worker(self) -> EngineWorker:
-        """The session's warm engine worker (``runner.EngineWorker``), replaced when the device, the weights, the
+        """The session's warm engine worker (``engine_worker.EngineWorker``), replaced when the device, the weights, the
         launcher or the interpreter changed. Its child process starts with the first run."""
         settings = dict(device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
                         launcher=self.launcher, python=self.python)

@@ -6,8 +6,7 @@ gastric_propagate.cli serve``, started on the first run, weights loaded once; do
 starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The child writes its mask and a JSON
 report into the same folder; ``InferenceJob.result()`` reads them back. A worker that dies during a run is restarted
 and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a new one.
-The worker's client (``EngineWorker``, ``WorkerJob``, ``requestOptions``) lives in ``engine_worker.py``; this
-module re-exports its names.
+The worker's client (``EngineWorker``, ``WorkerJob``, ``requestOptions``) lives in ``engine_worker.py``.
 
 The process is started by an injected launcher: ``QProcessLauncher`` inside the Slicer application (a qt.QProcess;
 Slicer's main loop holds the GIL, so a Python thread would starve) and ``PopenLauncher`` in batch scripts and
@@ -42,11 +41,10 @@ from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK,
 from .i18n import _
 from .parameters import commandLineArguments
 
-if TYPE_CHECKING:
-    from .engine_worker import EngineWorker, WorkerJob, requestOptions
+if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is needed here
+    from .engine_worker import EngineWorker
 
 __all__ = [
-    "EngineWorker",
     "InferenceJob",
     "PopenLauncher",
     "Progress",
@@ -54,25 +52,11 @@ __all__ = [
     "RunResult",
     "parseProgressLine",
     "pythonExecutable",
-    "WorkerJob",
-    "requestOptions",
     "runResultFromReport",
     "startInference",
 ]
 
 logger = logging.getLogger(__name__)
-
-_WORKER_NAMES = ("EngineWorker", "WorkerJob", "requestOptions")
-
-
-def __getattr__(name: str):
-    """The warm worker's names, re-exported from ``engine_worker`` on first use (it imports this module)."""
-    if name in _WORKER_NAMES:
-        from . import engine_worker
-
-        return getattr(engine_worker, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 @dataclass(frozen=True)
 class Progress:
