@@ -144,8 +144,8 @@ def _fill(ui, classes, demoDir: Path) -> None:
     from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
     from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, segmentStatistics
     from GastricPropagateLib.review import reviewRows, reviewSummary
+    from GastricPropagateLib.result_segment import resultSegmentName
     from GastricPropagateLib.runner import runResultFromReport
-    from GastricPropagateLib.scene_input import resultSegmentName
 
     report = json.loads((demoDir / "report.json").read_text(encoding="utf-8"))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(demoDir / "result.nrrd")))

@@ -12,8 +12,8 @@ from .logic import (
     Masking,
     PreparedInput,
     ResultSegmentExistsError,
-    resultSegmentName,
 )
+from .result_segment import resultSegmentName
 
 __all__ = [
     "RESULTS_TABLE_NAME",

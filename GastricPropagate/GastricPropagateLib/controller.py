@@ -24,7 +24,7 @@ from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
 from .results_table import formatDuration
 from .review import adviceSentences, reviewRows, reviewSummary
-from .scene_input import Masking
+from .masking import Masking
 
 __all__ = ["ButtonState", "LastRun", "RunController", "adoptedSegmentId", "resultStatus", "stageText"]
 
@@ -45,7 +45,7 @@ def stageText(stage: str) -> str:
 
 def resultStatus(result, correctedSlices=()) -> str:
     """The status line after a run: where the result lies, the anchors taken from corrections, the engine's advice."""
-    from .scene_input import resultSegmentName
+    from .result_segment import resultSegmentName
 
     sliceRange = result.slice_range()
     text = _("Done: '{name}' on slices K = {first} to {last}.").format(

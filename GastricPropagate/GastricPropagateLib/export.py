@@ -14,7 +14,7 @@ import slicer
 
 from .i18n import _
 from .results_table import writeTableCsv
-from .scene_input import temporaryNodes
+from .segment_arrays import temporaryNodes
 
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 

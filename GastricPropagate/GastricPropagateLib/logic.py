@@ -2,7 +2,8 @@
 
 The Logic only chains the three rooms of the Slicer layer, in the way the data flows:
 
-- ``scene_input.py``: ``prepare`` reads the volume, the painted segment and the masking into arrays and checks them;
+- ``scene_input.py``: ``prepare`` reads the volume and the painted segment into arrays and checks them
+  (``input_checks.py``); ``masking.py`` turns the Segment Editor's masking into arrays;
 - ``runner.py``: ``start`` sends those arrays to the session's warm engine worker, a child process (``serve``)
   started on the first run and kept for the later ones (poll the run, cancel it); ``compute`` is ``start`` plus a
   blocking wait;
@@ -19,12 +20,13 @@ from typing import TYPE_CHECKING, Callable
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
-from . import scene_input, scene_output
-from .i18n import _
-from .results_table import RESULTS_TABLE_NAME
+from . import result_segment, scene_input, scene_output, segment_arrays
 from .engine_worker import EngineWorker
+from .i18n import _
+from .masking import Masking, maskingFromSegmentEditorNode
+from .results_table import RESULTS_TABLE_NAME
 from .runner import InferenceJob, Progress, RunResult, startInference
-from .scene_input import Masking, PreparedInput, resultSegmentName
+from .scene_input import PreparedInput
 from .scene_output import ResultSegmentExistsError
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
@@ -41,7 +43,6 @@ __all__ = [
     "ResultSegmentExistsError",
     "RunResult",
     "WeightsError",
-    "resultSegmentName",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,16 +89,16 @@ class GastricPropagateLogic:
         return scene_input.prepareCorrections(volumeNode, segmentationNode, segmentId, options, masking=masking)
 
     def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId: str) -> Masking:
-        """The Segment Editor's masking on the volume's grid; see ``scene_input.maskingFromSegmentEditorNode``."""
-        return scene_input.maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paintedSegmentId)
+        """The Segment Editor's masking on the volume's grid; see ``masking.maskingFromSegmentEditorNode``."""
+        return maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paintedSegmentId)
 
     def segmentArray(self, volumeNode, segmentationNode, segmentId: str):
         """One segment as a (k, j, i) array on the volume's grid; the scene is left unchanged."""
-        return scene_input.segmentArray(volumeNode, segmentationNode, segmentId)
+        return segment_arrays.segmentArray(volumeNode, segmentationNode, segmentId)
 
     def resultSegmentId(self, segmentationNode) -> str | None:
         """ID of the segment this module wrote into ``segmentationNode``, or None."""
-        return scene_input.resultSegmentId(segmentationNode)
+        return result_segment.resultSegmentId(segmentationNode)
 
     def sliceCenterRAS(self, volumeNode, k: int) -> tuple[float, float, float]:
         """World (RAS) position of the centre of the volume's K slice ``k``."""

@@ -21,14 +21,11 @@ from gastric_propagate.errors import InputError
 from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
+from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, resultSegmentId, resultSegmentName
 from .runner import RunResult
-from .scene_input import (
-    RESULT_TAG,
-    RESULT_TAG_VALUE,
-    PreparedInput,
+from .scene_input import PreparedInput
+from .segment_arrays import (
     isLabelmapSource,
-    resultSegmentId,
-    resultSegmentName,
     segmentArray,
     setSourceRepresentationName,
     sourceRepresentationName,

@@ -17,7 +17,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 from . import dependencies
 from .i18n import _
-from .logic import Cancelled, resultSegmentName
+from .logic import Cancelled
+from .result_segment import resultSegmentName
 from .testdata import addTestVolume, makeTestCT
 from .widget import segmentEditorNode
 

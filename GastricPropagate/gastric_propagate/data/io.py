@@ -54,7 +54,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     _check_readable_file(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    unpacked = _gunzipped_size(path, what)  # before the header: ITK cannot tell a corrupt stream from a foreign file
+    gzipped = _is_gzip(path)
     if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
         raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
     try:
@@ -68,14 +68,19 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                              "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), or save it "
                              "as 16-bit integers rather than 64-bit floats, then run again.")
         _check_geometry(path, reader, what)
-        _check_complete(path, nbytes, what, unpacked)  # ITK reads a short NIfTI as zeros, and checks no gzip checksum
+        if not gzipped:
+            _check_complete(path, nbytes, what)  # ITK reads a short NIfTI as zeros
         image = reader.Execute()
     except RuntimeError as error:
+        if gzipped:  # ITK cannot tell a corrupt stream from a foreign file
+            _gunzipped_size(path, what)
         short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
         if short:  # a NRRD's data ends early
             raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
         raise InputError(f"The {what} file {path} cannot be read as a medical image ({_first_line(error)}). Use "
                          "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error
+    if gzipped:
+        _check_gzip_complete(path, image, what)
     if image.GetDimension() != 3:
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
                          "needed. Load the whole CT series, not a single slice.")
@@ -134,19 +139,51 @@ def _nrrd_non_finite(path: Path) -> bool:
     return any(re.search(r"nan|inf", value, re.IGNORECASE) for value in fields)
 
 
-def _check_complete(path: Path, nbytes: int, what: str, unpacked: int | None) -> None:
-    """InputError when the file holds fewer bytes of image data than its header declares (NIfTI, MetaImage with
-    its data inside; ITK refuses a short NRRD itself), or when its gzip checksum or length does not match (the
-    whole stream is read: Python's gzip verifies both at its end). ``unpacked``: the size of a gzip file's
-    content (``_gunzipped_size``), None for another file."""
-    if unpacked is not None:
-        available, offset = unpacked, _nifti_offset(path, gzip.open)
+def _check_complete(path: Path, nbytes: int, what: str) -> None:
+    """InputError when an uncompressed file holds fewer bytes of image data than its header declares (NIfTI,
+    MetaImage with its data inside); ITK refuses a short NRRD itself."""
+    nifti = _nifti_data(path, open)
+    if nifti is not None:
+        available, (offset, nbytes) = path.stat().st_size, nifti
     else:
-        available, offset = path.stat().st_size, _nifti_offset(path, open)
-        if offset is None:
-            available, offset = _metaimage_data(path, nbytes, what)
+        available, offset = _metaimage_data(path, nbytes, what)
     if offset is not None and available < offset + nbytes:
         raise _truncated(path, what, max(available - offset, 0), nbytes)
+
+
+def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> None:
+    """InputError when a gzip file is truncated or corrupt: ITK checks neither the stream's checksum nor its length,
+    and reads a short NIfTI as zeros. The voxels ITK read are checked against the stream's trailer, so that a whole
+    file is inflated once; only when they differ (a damaged file, or voxels ITK converted: byte-swapped or rescaled)
+    is the stream inflated again, and checked whole."""
+    if _trailer_matches(path, image):
+        return
+    unpacked, nifti = _gunzipped_size(path, what), _nifti_data(path, gzip.open)
+    if nifti is not None and unpacked < sum(nifti):
+        offset, nbytes = nifti
+        raise _truncated(path, what, max(unpacked - offset, 0), nbytes)
+
+
+def _trailer_matches(path: Path, image: sitk.Image) -> bool:
+    """Whether a gzip NIfTI's trailer (CRC-32 and length of the content) is that of its header followed by exactly
+    the voxels ITK read: then the stream is whole, and so is the image."""
+    voxels = sitk.GetArrayViewFromImage(image)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(path.stat().st_size - 8, 0))
+            trailer = handle.read(8)
+        nifti = _nifti_data(path, gzip.open)
+        if len(trailer) != 8 or nifti is None:
+            return False
+        crc, length = struct.unpack("<II", trailer)
+        offset = nifti[0]
+        if (offset + voxels.nbytes) % (1 << 32) != length:
+            return False
+        with gzip.open(path, "rb") as stream:
+            header = stream.read(offset)
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
+        return False
+    return len(header) == offset and zlib.crc32(voxels, zlib.crc32(header)) == crc
 
 
 def _truncated(path: Path, what: str, held: int, declared: int) -> InputError:
@@ -155,12 +192,13 @@ def _truncated(path: Path, what: str, held: int, declared: int) -> InputError:
                       "copy or export it again, then run again.")
 
 
-def _gunzipped_size(path: Path, what: str) -> int | None:
-    """The size of a gzip file's content, read whole so that its checksum and length are verified; None when the
-    file is not gzip-compressed."""
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
-        if handle.read(2) != b"\x1f\x8b":
-            return None
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _gunzipped_size(path: Path, what: str) -> int:
+    """The size of a gzip file's content, read whole so that its checksum and length are verified."""
     size = 0
     try:
         with gzip.open(path, "rb") as stream:
@@ -176,17 +214,25 @@ def _gunzipped_size(path: Path, what: str) -> int | None:
     return size
 
 
-def _nifti_offset(path: Path, opener) -> int | None:
-    """Where the voxels start in a NIfTI-1 or NIfTI-2 file (its vox_offset); None for other formats."""
+def _nifti_data(path: Path, opener) -> tuple[int, int] | None:
+    """(where the voxels start, how many bytes they take) in a NIfTI-1 or NIfTI-2 file, by its own header: ITK
+    returns rescaled voxels (``scl_slope``, ``scl_inter``) as floats, larger than the file's. None for other formats."""
     if _extension(path, (".nii", ".nii.gz")) is None:
         return None
     with opener(path, "rb") as handle:
         header = handle.read(544)
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            return int(struct.unpack(order + "f", header[108:112])[0])
-        if len(header) >= 544 and struct.unpack(order + "i", header[:4])[0] == 540:
-            return int(struct.unpack(order + "q", header[168:176])[0])
+            dims, bitpix = struct.unpack(order + "8h", header[40:56]), struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+        elif len(header) >= 544 and struct.unpack(order + "i", header[:4])[0] == 540:
+            dims, bitpix = struct.unpack(order + "8q", header[16:80]), struct.unpack(order + "h", header[14:16])[0]
+            offset = struct.unpack(order + "q", header[168:176])[0]
+        else:
+            continue
+        if not 1 <= dims[0] <= 7 or bitpix <= 0:
+            return None
+        return offset, int(np.prod(dims[1:1 + dims[0]], dtype=np.int64)) * bitpix // 8
     return None
 
 

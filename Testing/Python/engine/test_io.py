@@ -1,8 +1,10 @@
 """Reading and writing volumes: geometry checks, output formats, and writes that leave the old file or the new one."""
 
 import errno
+import gzip
 import json
 import signal
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +189,39 @@ def test_a_tiny_gzip_file_is_called_truncated(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(InputError, match="is truncated"):
         io.read_volume(path, "annotation")
+
+
+def test_a_whole_gzip_file_is_inflated_once(tmp_path, monkeypatch):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    monkeypatch.setattr(io, "_gunzipped_size", lambda *args: pytest.fail("the stream was inflated a second time"))
+    assert np.array_equal(sitk.GetArrayFromImage(io.read_volume(path)), sitk.GetArrayFromImage(ct_like()))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.9])
+def test_corrupted_bytes_that_itk_reads_without_error_are_refused(tmp_path, where):
+    """ITK's header read inflates only the stream's start: in a larger file it reads the damage as voxels."""
+    path = tmp_path / "ct.nii.gz"
+    large = sitk.GetImageFromArray(np.random.default_rng(1).normal(0, 300, (16, 128, 128)).astype(np.int16))
+    sitk.WriteImage(large, str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is (corrupt|truncated)"):
+        io.read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["scaled.nii", "scaled.nii.gz"])
+def test_a_whole_nifti_whose_voxels_itk_rescales_is_read(tmp_path, name):
+    """ITK returns rescaled int16 voxels as float32: the size check counts the file's own voxels, and a gzip stream,
+    whose trailer then does not match the voxels ITK returns, is checked whole instead."""
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(ct_like(), str(plain), useCompression=False)
+    data = bytearray(plain.read_bytes())
+    data[112:120] = struct.pack("<ff", 2.0, -1024.0)  # scl_slope, scl_inter
+    (tmp_path / name).write_bytes(gzip.compress(bytes(data)) if name.endswith(".gz") else bytes(data))
+    image = io.read_volume(tmp_path / name)
+    assert np.allclose(sitk.GetArrayFromImage(image), 2.0 * sitk.GetArrayFromImage(ct_like()) - 1024.0)
 
 
 @pytest.mark.parametrize("directions", [b"(0.8,0,0) (0,0.8,0) (nan,nan,nan)", b"(0.8,0,0) (0,0.8,0) (0,0,inf)",

@@ -26,7 +26,7 @@ from GastricPropagateLib.controller import (  # noqa: E402
 )
 from GastricPropagateLib.runner import Progress, RunResult  # noqa: E402
 from gastric_propagate.protocol import Report  # noqa: E402
-from GastricPropagateLib.scene_input import Masking  # noqa: E402
+from GastricPropagateLib.masking import Masking  # noqa: E402
 from gastric_propagate.errors import Cancelled, InputError  # noqa: E402
 from gastric_propagate.inference.options import PropagationOptions  # noqa: E402
 

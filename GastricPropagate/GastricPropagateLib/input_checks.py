@@ -1,0 +1,143 @@
+"""The checks on the inputs before anything is read: the volume, the segmentation and its segment, the
+segmentation's representation, and the segment's image grid. Each refusal is an InputError that says what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import vtk
+
+import slicer
+from gastric_propagate.errors import InputError
+
+from .i18n import _
+from .result_segment import isResultSegment
+from .segment_arrays import (binaryLabelmapName, ijkToRasArray, isLabelmapSource, setSourceRepresentationName,
+                             sourceRepresentationName)
+
+__all__ = ["checkRepresentation", "checkSegmentGrid", "checkSegmentation", "checkVolume"]
+
+# Spacing / direction agreement between the painted segment's grid and the volume's (relative, and in voxels).
+_GRID_RTOL = 1e-3
+_ORIGIN_VOXEL_TOL = 0.01
+
+
+def checkVolume(volumeNode) -> None:
+    if volumeNode is None:
+        raise InputError(_("No CT volume is selected. Load the CT and select it as the input volume."))
+    if volumeNode.IsA("vtkMRMLLabelMapVolumeNode") or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError(_(
+            "'{volume}' is not a CT scalar volume (it is a {kind}). Select the CT volume as input.").format(
+                volume=volumeNode.GetName(), kind=volumeNode.GetClassName()))
+    imageData = volumeNode.GetImageData()
+    if imageData is None or imageData.GetNumberOfPoints() == 0:
+        raise InputError(_("The volume '{volume}' has no voxels. Load the CT again.").format(
+            volume=volumeNode.GetName()))
+    if imageData.GetNumberOfScalarComponents() != 1:
+        raise InputError(_(
+            "The volume '{volume}' has {n} components per voxel (a colour or vector image). Select a "
+            "single-component CT volume.").format(volume=volumeNode.GetName(),
+                                                  n=imageData.GetNumberOfScalarComponents()))
+    if volumeNode.GetScene() is None:
+        raise InputError(_("The volume '{volume}' is not in a scene.").format(volume=volumeNode.GetName()))
+
+
+def checkSegmentation(volumeNode, segmentationNode, segmentId: str) -> None:
+    if segmentationNode is None:
+        raise InputError(_(
+            "No segmentation is selected. Create one in the Segment Editor, paint the tumour's largest "
+            "cross-section on one axial slice, and select it here."))
+    if segmentationNode.GetScene() is not volumeNode.GetScene():
+        raise InputError(_("The segmentation '{seg}' and the volume '{volume}' are not in the same scene.").format(
+            seg=segmentationNode.GetName(), volume=volumeNode.GetName()))
+    segmentation = segmentationNode.GetSegmentation()
+    if not segmentId or segmentation.GetSegment(segmentId) is None:
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        if not names:
+            raise InputError(_(
+                "The segmentation '{seg}' has no segments. Add a segment in the Segment Editor and paint the "
+                "tumour on one axial slice.").format(seg=segmentationNode.GetName()))
+        raise InputError(_(
+            "Select the painted segment of '{seg}' (segments: {names}).").format(
+                seg=segmentationNode.GetName(), names=", ".join(names)))
+    segment = segmentation.GetSegment(segmentId)
+    if isResultSegment(segment):
+        raise InputError(_(
+            "The segment '{name}' is this module's own result. Select the segment you painted instead.").format(
+                name=segment.GetName()))
+    volumeTransform = volumeNode.GetTransformNodeID()
+    segmentationTransform = segmentationNode.GetTransformNodeID()
+    if volumeTransform != segmentationTransform:
+        raise InputError(_(
+            "The volume '{volume}' and the segmentation '{seg}' are under different transforms. Harden the "
+            "transforms (Data module, right-click > Harden transform) or put both under the same one.").format(
+                volume=volumeNode.GetName(), seg=segmentationNode.GetName()))
+
+
+def _hasConversion(segmentation, targetName: str) -> bool:
+    paths = slicer.vtkSegmentationConversionPaths()
+    segmentation.GetPossibleConversions(targetName, paths)
+    return paths.GetNumberOfPaths() > 0
+
+
+def checkRepresentation(segmentationNode) -> None:
+    """Refuses, before any work, a segmentation the result could not be read from or written into.
+
+    A segmentation whose source representation is not a binary labelmap (a closed surface loaded from STL/OBJ,
+    for instance) is read by converting copies of its segments onto the volume's grid, and the result is written
+    in that same representation, both with Slicer's own conversion rules. That needs a conversion path each way;
+    a DICOM RT structure set's planar contours, for instance, can be read but nothing converts a labelmap back.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    source = sourceRepresentationName(segmentation)
+    if source == binaryLabelmapName():
+        return
+    labelmapSource = slicer.vtkSegmentation()
+    setSourceRepresentationName(labelmapSource, binaryLabelmapName())
+    if not (_hasConversion(segmentation, binaryLabelmapName()) and _hasConversion(labelmapSource, source)):
+        raise InputError(_(
+            "The segmentation '{seg}' stores its segments as '{representation}', which Slicer cannot convert to "
+            "a binary labelmap and back, so the result could not be written into it. In the Segmentations "
+            "module, Representations section: create 'Binary labelmap' and click 'Make source' (or paint the "
+            "tumour in a new segmentation), then run again.").format(
+                seg=segmentationNode.GetName(), representation=source))
+
+
+def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
+    """Refuses a segment painted on another image grid than the volume's.
+
+    "Same grid" at MRML level: the segment's binary labelmap (its source representation) has the volume's voxel
+    spacing and axis directions, and its origin lies a whole number of voxels from the volume's. The extents may
+    differ (labelmaps are often cropped). Exporting a mismatched segment would resample it, and a painted axial
+    slice would smear over several K slices or lose voxels, so the user is asked to fix the inputs instead.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    if not isLabelmapSource(segmentation):
+        return  # e.g. closed surfaces: segmentArray rasterises them onto the volume's own grid, nothing to compare
+    labelmap = segmentation.GetSegment(segmentId).GetRepresentation(binaryLabelmapName())
+    if labelmap is None or labelmap.IsEmpty():
+        return  # the empty-segment check reports this case
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
+    volumeGrid = ijkToRasArray(volumeNode)
+    segmentSpacing = np.linalg.norm(segmentGrid[:3, :3], axis=0)
+    volumeSpacing = np.linalg.norm(volumeGrid[:3, :3], axis=0)
+    problems = []
+    if not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0):
+        problems.append(_("its voxels are {seg} mm, the volume's are {vol} mm").format(
+            seg=" x ".join(f"{s:.3g}" for s in segmentSpacing),
+            vol=" x ".join(f"{s:.3g}" for s in volumeSpacing)))
+    elif not np.allclose(segmentGrid[:3, :3] / segmentSpacing, volumeGrid[:3, :3] / volumeSpacing,
+                         atol=_GRID_RTOL):
+        problems.append(_("its axes are oriented differently from the volume's"))
+    else:
+        offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
+        if np.max(np.abs(offset - np.round(offset))) > _ORIGIN_VOXEL_TOL:
+            problems.append(_("its voxels are shifted by a fraction of a voxel from the volume's"))
+    if problems:
+        segmentName = segmentation.GetSegment(segmentId).GetName()
+        raise InputError(_(
+            "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "
+            "{problem}. Select the volume the segment was painted on (the Segment Editor's source volume), or "
+            "repaint the segment on '{volume}'.").format(
+                segment=segmentName, volume=volumeNode.GetName(), problem="; ".join(problems)))
