@@ -61,7 +61,8 @@ class GastricPropagateParameterNode:
     useRefiner: run the refiner stage. useConsensus: vote with registration and the copied outline.
     useEditorMasking: honour the Segment Editor's masking settings.
     paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).
-    ``GastricPropagateLib.parameters.OPTIONS`` binds the option fields to the engine's options and CLI flags.
+    The option fields are those ``PropagationOptions`` (``gastric_propagate/inference/options.py``) declares with a
+    panel field; ``GastricPropagateLib.parameters`` maps them to the engine's options and the CLI's flags.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode

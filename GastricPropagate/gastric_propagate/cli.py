@@ -18,7 +18,7 @@ import time
 
 from gastric_propagate import __version__
 from gastric_propagate.inference import options as checks
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, VOTE_REACH, PropagationOptions
+from gastric_propagate.inference.options import PropagationOptions, declared_options
 from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS,
                                         STAGE_LOAD, STAGES, progress_line)
 
@@ -41,8 +41,7 @@ def _checked(check):
     return parse
 
 
-_device, _slice, _millimetres, _diameters = (_checked(check) for check in (checks.device, checks.slice_index,
-                                                                           checks.distance_mm, checks.vote_reach))
+_device = _checked(checks.device)
 
 
 def _count(minimum: int):
@@ -88,25 +87,21 @@ class _Names:
         return ", ".join(getattr(importlib.import_module(self.module), self.attribute))
 
 
-def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
+def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The propagation options' flags, as ``PropagationOptions`` declares them: a switch turns the field's default
+    around, a number is checked as the field checks it."""
     group = parser.add_argument_group("propagation")
-    group.add_argument("--keyframes", action="store_true",
-                       help="accept several painted slices; each is kept exactly as a fixed anchor")
-    group.add_argument("--min-slice", type=_slice, help="lowest axial index (K) the result may reach")
-    group.add_argument("--max-slice", type=_slice, help="highest axial index (K) the result may reach")
-    group.add_argument("--max-distance-mm", type=_millimetres,
-                       help="furthest distance from the painted slice(s) along the slice axis, in mm")
-    group.add_argument("--no-refiner", action="store_true", help="proposer only (for comparison)")
-    group.add_argument("--no-consensus", action="store_true",
-                       help="the networks' mask alone, without the vote with registration and the copied outline "
-                            "(for comparison)")
-    group.add_argument("--painted-not-largest", action="store_true",
-                       help="the painted slice is not the tumour's largest cross-section: relax the size-based "
-                            "leak rules, widen the crop, and let the vote's registration reach further")
-    group.add_argument("--vote-reach", type=_diameters,
-                       help="how far the vote's registration and copied outline reach each way along z, in painted "
-                            f"equivalent diameters (default {VOTE_REACH:g}; with --painted-not-largest the "
-                            f"registration reaches at least {NOT_LARGEST_REGISTRATION_REACH:g}; for experiments)")
+    for option in declared_options():
+        if option.kind == "switch":
+            group.add_argument(option.flag, dest=option.name, default=option.default, help=option.help,
+                               action="store_false" if option.default else "store_true")
+        else:
+            group.add_argument(option.flag, dest=option.name, type=_checked(option.check), help=option.help)
+
+
+def options_from_arguments(args: argparse.Namespace) -> PropagationOptions:
+    """The options the flags of ``add_propagation_arguments`` gave."""
+    return PropagationOptions(**{option.name: getattr(args, option.name) for option in declared_options()})
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print machine-readable progress lines on stdout, flushed as they come: "
                               f"'PROGRESS stage=<{'|'.join(STAGES)}> done=<n> total=<n>'")
     _add_model_options(segment)
-    _add_propagation_options(segment)
+    add_propagation_arguments(segment)
 
     serve = commands.add_parser(
         "serve", help="a warm worker: load the weights once, then segment the requests read from stdin",
@@ -299,13 +294,6 @@ def _check_folder(folder: str, what: str) -> None:
     check_writable_folder(folder, f"{what} {folder}")
 
 
-def _options(args) -> PropagationOptions:
-    return PropagationOptions(keyframes=args.keyframes, min_slice=args.min_slice, max_slice=args.max_slice,
-                              max_distance_mm=args.max_distance_mm, use_refiner=not args.no_refiner,
-                              use_consensus=not args.no_consensus, painted_is_largest=not args.painted_not_largest,
-                              vote_reach=args.vote_reach)
-
-
 def _segmenter(args):
     from gastric_propagate.inference.pipeline import Segmenter
 
@@ -327,7 +315,8 @@ def _segment(args) -> int:
     if stages is not None:
         stages(STAGE_LOAD, 1, 1)
     report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
-                           options=_options(args), segmenter=segmenter, overwrite=args.overwrite, stages=stages)
+                           options=options_from_arguments(args), segmenter=segmenter, overwrite=args.overwrite,
+                           stages=stages)
     slices = report["slices"]
     where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
     whole = time.perf_counter() - args.started  # with reading, loading the weights and writing

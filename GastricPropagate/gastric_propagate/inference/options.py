@@ -1,15 +1,19 @@
 """What a user chooses for one run: how far and from what the propagation runs.
 
 Kept apart from the pipeline (and free of torch) so that the Slicer panel and the CLI can build options
-without loading the networks' libraries.
+without loading the networks' libraries. ``PropagationOptions`` is the one declaration of the options: each field
+carries its command-line flag, help text, kind and panel field (``declared_options()``), from which the ``segment``
+command's flags (``cli.py``) and the panel's bindings (``GastricPropagateLib/parameters.py``) are derived.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import re
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 from gastric_propagate.errors import InputError
 
@@ -69,6 +73,33 @@ def _number(value, what: str) -> float:
 
 
 @dataclass(frozen=True)
+class DeclaredOption:
+    """One ``PropagationOptions`` field as the command line and the Slicer panel offer it.
+
+    A switch (``kind`` "switch", a bool) is a flag that turns the field's default around (``--no-refiner`` sets
+    ``use_refiner`` False). A number (``kind`` "int" or "float"; None, the default, for no limit) is a flag with a
+    value, refused by ``check`` as the field itself refuses it. ``parameter`` is the panel's parameter-node field
+    (None: not on the panel); a parameter node has no None, so there values at or below ``panel_none`` mean None.
+    """
+
+    name: str
+    default: object
+    flag: str
+    help: str
+    kind: str = "switch"
+    check: Optional[Callable[[object], object]] = None
+    parameter: Optional[str] = None
+    panel_none: float = 0
+
+
+_DECLARED = "gastric_propagate.option"  # the key of a field's metadata
+
+
+def _option(default, flag: str, *, help: str, **declared) -> dataclasses.Field:
+    return dataclasses.field(default=default, metadata={_DECLARED: dict(flag=flag, help=help, **declared)})
+
+
+@dataclass(frozen=True)
 class PropagationOptions:
     """How far and from what the propagation runs.
 
@@ -98,21 +129,42 @@ class PropagationOptions:
             diameters."
     """
 
-    keyframes: bool = False
-    min_slice: int | None = None
-    max_slice: int | None = None
-    max_distance_mm: float | None = None
-    use_refiner: bool = True
-    use_consensus: bool = True
-    painted_is_largest: bool = True
-    vote_reach: float | None = None
+    keyframes: bool = _option(False, "--keyframes", parameter="keyframes",
+                              help="accept several painted slices; each is kept exactly as a fixed anchor")
+    min_slice: int | None = _option(None, "--min-slice", kind="int", check=slice_index, parameter="minSlice",
+                                    panel_none=-1, help="lowest axial index (K) the result may reach")
+    max_slice: int | None = _option(None, "--max-slice", kind="int", check=slice_index, parameter="maxSlice",
+                                    panel_none=-1, help="highest axial index (K) the result may reach")
+    max_distance_mm: float | None = _option(
+        None, "--max-distance-mm", kind="float", check=distance_mm, parameter="maxDistanceMm", panel_none=0.0,
+        help="furthest distance from the painted slice(s) along the slice axis, in mm")
+    use_refiner: bool = _option(True, "--no-refiner", parameter="useRefiner", help="proposer only (for comparison)")
+    use_consensus: bool = _option(True, "--no-consensus", parameter="useConsensus",
+                                  help="the networks' mask alone, without the vote with registration and the copied "
+                                       "outline (for comparison)")
+    painted_is_largest: bool = _option(True, "--painted-not-largest", parameter="paintedIsLargest",
+                                       help="the painted slice is not the tumour's largest cross-section: relax the "
+                                            "size-based leak rules, widen the crop, and let the vote's registration "
+                                            "reach further")
+    # Not on the panel: for experiments (scripts/choose_vote.py). Its check is the module's vote_reach(): the class
+    # body has not bound the field's name yet.
+    vote_reach: float | None = _option(
+        None, "--vote-reach", kind="float", check=vote_reach,
+        help="how far the vote's registration and copied outline reach each way along z, in painted equivalent "
+             f"diameters (default {VOTE_REACH:g}; with --painted-not-largest the registration reaches at least "
+             f"{NOT_LARGEST_REGISTRATION_REACH:g}; for experiments)")
 
     def __post_init__(self) -> None:
-        for name, check in (("min_slice", slice_index), ("max_slice", slice_index),
-                            ("max_distance_mm", distance_mm), ("vote_reach", vote_reach)):
-            value = getattr(self, name)
-            if value is not None:
+        for option in declared_options():
+            value = getattr(self, option.name)
+            if option.check is not None and value is not None:
                 try:
-                    object.__setattr__(self, name, check(value))  # frozen: set once, as the number it checked
+                    object.__setattr__(self, option.name, option.check(value))  # frozen: set once, as checked
                 except InputError as error:
-                    raise InputError(f"PropagationOptions {name}: {error}.") from None
+                    raise InputError(f"PropagationOptions {option.name}: {error}.") from None
+
+
+def declared_options() -> tuple[DeclaredOption, ...]:
+    """Each ``PropagationOptions`` field, in order, with its flag, help, kind and panel field."""
+    return tuple(DeclaredOption(field.name, field.default, **field.metadata[_DECLARED])
+                 for field in dataclasses.fields(PropagationOptions))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import pytest
 pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
 
 REPO = Path(__file__).resolve().parents[3]
+UI_PATH = REPO / "GastricPropagate" / "Resources" / "UI" / "GastricPropagate.ui"
 sys.path.insert(0, str(REPO / "GastricPropagate"))
 
 from GastricPropagateLib.parameters import (  # noqa: E402
@@ -47,7 +49,7 @@ def _everyFieldChanged() -> PropagationOptions:
 def _parsedBack(arguments):
     namespace = cli.build_parser().parse_args(
         ["segment", "--image", "ct.nrrd", "--annotation", "painted.nrrd", "--output", "out.nrrd", *arguments])
-    return cli._options(namespace), namespace
+    return cli.options_from_arguments(namespace), namespace
 
 
 @pytest.mark.parametrize("options", [PropagationOptions(), _everyFieldChanged(),
@@ -99,19 +101,37 @@ def _parameterNodeDefaults() -> dict:
             for item in node.body if isinstance(item, ast.AnnAssign)}
 
 
-def test_the_table_binds_every_option_once_to_a_parameter_with_the_same_default():
-    assert [option.field for option in OPTIONS] == [field.name for field in dataclasses.fields(PropagationOptions)]
+def _panelFieldsMissingFromUi(uiPath: Path = UI_PATH) -> list[str]:
+    """The declared panel fields no widget of the .ui is bound to (through its ``SlicerParameterName``)."""
+    root = ElementTree.parse(uiPath).getroot()
+    bound = {prop.find("string").text for prop in root.iter("property") if prop.get("name") == "SlicerParameterName"}
+    return [option.parameter for option in OPTIONS if option.parameter is not None and option.parameter not in bound]
+
+
+def test_every_option_is_declared_once_and_each_panel_field_is_on_the_node_and_in_the_ui():
+    """The engine declares the options; the parameter node's fields and the .ui's bindings are written by hand
+    (Slicer's parameterNodeWrapper needs class annotations), so they are checked against the declaration."""
+    assert [option.name for option in OPTIONS] == [field.name for field in dataclasses.fields(PropagationOptions)]
     assert len({option.flag for option in OPTIONS}) == len(OPTIONS)
     panel = _parameterNodeDefaults()
-    defaults = PropagationOptions()
+    assert _panelFieldsMissingFromUi() == []
     for option in OPTIONS:
+        assert option.kind in ("switch", "int", "float"), option
         if option.parameter is None:
             continue
         assert option.parameter in panel, f"{option.parameter} is no field of GastricPropagateParameterNode"
         default = panel[option.parameter]
         if option.kind == "switch":
-            assert default is getattr(defaults, option.field), option
+            assert default is option.default, option
         else:  # the panel's "no limit" is the engine's None
-            assert getattr(defaults, option.field) is None and default == option.panelNone, option
+            assert option.default is None and default == option.panel_none, option
     bound = {option.parameter for option in OPTIONS}
     assert set(panel) - bound == {"inputVolume", "segmentationNode", "paintedSegmentId", "device", "useEditorMasking"}
+
+
+def test_the_ui_check_finds_a_panel_field_no_widget_is_bound_to(tmp_path):
+    renamed = tmp_path / "GastricPropagate.ui"
+    text = UI_PATH.read_text(encoding="utf-8")
+    assert text.count("<string>minSlice</string>") == 1
+    renamed.write_text(text.replace("<string>minSlice</string>", "<string>lowestSlice</string>"), encoding="utf-8")
+    assert _panelFieldsMissingFromUi(renamed) == ["minSlice"]
