@@ -19,8 +19,7 @@ import time
 from gastric_propagate import __version__
 from gastric_propagate.inference import options as checks
 from gastric_propagate.inference.options import PropagationOptions, declared_options
-from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS,
-                                        STAGE_LOAD, STAGES, progress_line)
+from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS, STAGES
 
 
 class _Terminated(BaseException):
@@ -288,11 +287,8 @@ def _on_sigterm_unwind():
     return signal.signal(signal.SIGTERM, terminate)
 
 
-def _check_folder(folder: str, what: str) -> None:
-    from gastric_propagate.data.io import check_writable_folder
-
-    check_writable_folder(folder, f"{what} {folder}")
-
+# Each command's body lives with the engine's job; these only hand it the parsed values. The weights load through
+# _segmenter, late (after the command's checks), and tests replace it with small networks.
 
 def _segmenter(args):
     from gastric_propagate.inference.pipeline import Segmenter
@@ -300,179 +296,42 @@ def _segmenter(args):
     return Segmenter(args.proposer, args.refiner, device=args.device)
 
 
-def _print_progress(stage: str, done: int, total: int) -> None:
-    """One progress line for a parent process (the Slicer module reads them); flushed at once."""
-    print(progress_line(stage, done, total), flush=True)
-
-
 def _segment(args) -> int:
-    from gastric_propagate.file_segmentation import segment_files
+    from gastric_propagate.worker import segment_main
 
-    stages = _print_progress if args.progress else None
-    if stages is not None:
-        stages(STAGE_LOAD, 0, 1)
-    segmenter = _segmenter(args)
-    if stages is not None:
-        stages(STAGE_LOAD, 1, 1)
-    report = segment_files(args.image, args.annotation, args.output, report_path=args.report,
-                           options=options_from_arguments(args), segmenter=segmenter, overwrite=args.overwrite,
-                           stages=stages)
-    slices = report["slices"]
-    where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
-    whole = time.perf_counter() - args.started  # with reading, loading the weights and writing
-    print(f"tumour: {report['volume_ml']:.1f} mL {where} (engine {report['seconds']:.2f} s on {report['device']}, "
-          f"whole run {whole:.2f} s) -> {args.output}")
-    for advice in report["advice"]:
-        print(f"note: {advice['sentence']}")
-    return 0
+    return segment_main(image=args.image, annotation=args.annotation, output=args.output, report=args.report,
+                        overwrite=args.overwrite, progress=args.progress, options=options_from_arguments(args),
+                        load_segmenter=lambda: _segmenter(args), started=args.started)
 
 
 def _serve(args) -> int:
-    from gastric_propagate.worker import serve
+    from gastric_propagate.worker import serve_main
 
-    _print_progress(STAGE_LOAD, 0, 1)
-    segmenter = _segmenter(args)
-    _print_progress(STAGE_LOAD, 1, 1)
-    return serve(segmenter, idle_seconds=args.idle_timeout)
+    return serve_main(load_segmenter=lambda: _segmenter(args), idle_seconds=args.idle_timeout)
 
 
 def _train(args) -> int:
-    from pathlib import Path
+    from gastric_propagate.training.command import train_main
 
-    from gastric_propagate.data.cases import folder_cases
-    from gastric_propagate.errors import InputError
-    from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
-    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
-    from gastric_propagate.training.train import TrainingConfig, train
-
-    minimums = (("--phantoms", args.phantoms, 0), ("--shapes", args.shapes, 0), ("--thorax", args.thorax, 0),
-                ("--workers", args.workers, 1), ("--validation-phantoms", args.validation_phantoms, 0),
-                ("--proposer-steps", args.proposer_steps, 0), ("--refiner-steps", args.refiner_steps, 0),
-                ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1), ("--seed", args.seed, 0))
-    for option, value, minimum in minimums:
-        if value is not None and value < minimum:
-            raise InputError(f"{option} {value} is too small: give {minimum} or more.")
-    if not (args.data or args.phantoms or args.shapes or args.thorax):
-        raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
-                         "--shapes N and/or --thorax N with N of 1 or more.")
-    _check_folder(args.out, "the output folder")
-    _check_weights_outputs(args)
-    cases, parts, sources = [], [], []
-    for folder in args.data or []:
-        found = folder_cases(folder)
-        cases += found
-        sources += [Path(folder).resolve().name] * len(found)
-        parts.append(f"{len(found)} image/label pairs from {folder}")
-    for generator, count in (("phantom", args.phantoms), ("shapes", args.shapes), ("thorax", args.thorax)):
-        if count:
-            cases += generated_cases(generator, count)
-            sources += [generator] * count
-            parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")
-    mix = _parse_mix(args.mix, set(sources)) if args.mix else {}
-    low, high = args.zoom
-    if not (0 < low <= high < 10):
-        raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
-    if mix:
-        parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in mix.items())
-                     + ", size bins balanced within each")
-    init, learning_rate, preprocessing = None, args.learning_rate or 2e-3, None
-    if args.init:
-        init, preprocessing, init_description = _initial_networks(args.init)
-        learning_rate = args.learning_rate or 5e-4
-        parts.append(f"fine-tuned from {init_description}")
-    # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
-    validation = load_cases(None, args.validation_phantoms, seed_start=HELD_OUT_SEED_START + 50_000) \
-        if args.validation_phantoms else []
-    config = TrainingConfig(proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
-                            batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                            learning_rate=learning_rate, init=args.init or "",
-                            mix=tuple(mix.items()), zoom_range=(low, high),
-                            **({"preprocessing": preprocessing} if preprocessing else {}))
-    validation_data = load_all(validation, args.workers)  # the few small ones first: a problem shows at once
-    paths = train(load_all(cases, args.workers), args.out, config=config, device=args.device,
-                  data_description="; ".join(parts), validation_cases=validation_data,
-                  command=args.command_line, init=init, sources=sources)
-    print("wrote " + ", ".join(str(path) for path in paths.values()))
-    return 0
-
-
-def _parse_mix(values: list[str], sources: set[str]) -> dict[str, float]:
-    """'NAME=SHARE' pairs -> {name: share}, normalised to sum to 1; every name must be one of the sources."""
-    from gastric_propagate.errors import InputError
-
-    mix = {}
-    for value in values:
-        name, _, share = value.partition("=")
-        try:
-            mix[name] = float(share)
-        except ValueError:
-            mix[name] = float("nan")
-        if name not in sources or not math.isfinite(mix[name]) or mix[name] < 0:
-            raise InputError(f"--mix {value}: give SOURCE=SHARE with a share of 0 or more and SOURCE one of "
-                             f"{', '.join(sorted(sources))}.")
-    total = sum(mix.values())
-    if total <= 0:
-        raise InputError("--mix gives no source a share above 0.")
-    return {name: share / total for name, share in mix.items()}
-
-
-def _check_weights_outputs(args) -> None:
-    """Before any work: weights already in --out are kept unless --overwrite, and never replaced by a fine-tuning
-    of themselves (--init naming the --out folder, or the bundled weights' folder)."""
-    from pathlib import Path
-
-    from gastric_propagate.data.io import check_outputs
-
-    outputs = {f"{stage} weights": Path(args.out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
-    inputs = _initial_paths(args.init).values() if args.init else ()
-    check_outputs(outputs, inputs=inputs, overwrite=args.overwrite)
-
-
-def _initial_paths(source: str) -> dict:
-    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
-    from pathlib import Path
-
-    from gastric_propagate.inference.checkpoints import bundled_weights
-
-    if source == "bundled":
-        return {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
-    return {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
-
-
-def _initial_networks(source: str):
-    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
-    from gastric_propagate.inference.checkpoints import load_checkpoint
-
-    paths = _initial_paths(source)
-    loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
-    return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
-            f"{source} weights ({paths['proposer']})")
+    return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
+                      mix=args.mix, zoom=args.zoom, init=args.init, learning_rate=args.learning_rate,
+                      workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
+                      proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
+                      batch_size=args.batch_size, seed=args.seed, threads=args.threads, device=args.device,
+                      command=args.command_line)
 
 
 def _make_phantoms(args) -> int:
-    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, write_phantoms
+    from gastric_propagate.synthetic.phantom import make_phantoms_main
 
-    from pathlib import Path
-
-    from gastric_propagate.data.io import check_outputs
-
-    start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
-    _check_folder(args.out, "the output folder")
-    seeds = range(start, start + args.count)
-    check_outputs({f"phantom {kind} {seed}": Path(args.out) / f"case_{seed}_{kind}.{args.format}"
-                   for seed in seeds for kind in ("image", "label")}, overwrite=args.overwrite)
-    pairs = write_phantoms(args.out, seeds, fmt=args.format)
-    print(f"wrote {len(pairs)} image/label pairs to {args.out}")
-    return 0
+    return make_phantoms_main(out=args.out, count=args.count, seed_start=args.seed_start, fmt=args.format,
+                              overwrite=args.overwrite)
 
 
 def _demo(args) -> int:
-    from gastric_propagate.demo import check_demo_outputs, run_demo
+    from gastric_propagate.demo import demo_main
 
-    _check_folder(args.out, "the output folder")
-    check_demo_outputs(args.out, args.overwrite)  # before the weights load
-    run_demo(args.out, seed=args.seed, segmenter=_segmenter(args), overwrite=args.overwrite)
-    return 0
+    return demo_main(out=args.out, seed=args.seed, overwrite=args.overwrite, load_segmenter=lambda: _segmenter(args))
 
 
 def _benchmark(args) -> int:
@@ -489,39 +348,13 @@ def _benchmark(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from pathlib import Path
+    from gastric_propagate.evaluation.evaluate import evaluate_main
 
-    from gastric_propagate.data.cases import find_pairs
-    from gastric_propagate.data.io import check_outputs
-    from gastric_propagate.errors import InputError
-    from gastric_propagate.evaluation.evaluate import ALL_METHODS, REPORT_FILES, VARIANTS, evaluate_command
-
-    if args.cases is not None and args.cases < 1:
-        raise InputError(f"--cases {args.cases} is too small: give 1 or more (or leave it out for every case).")
-    for option, given, known in (("--methods", args.methods, ALL_METHODS), ("--variants", args.variants, VARIANTS)):
-        unknown = [name for name in given or () if name not in known]
-        if unknown or given == []:
-            problem = f"unknown name(s) {' '.join(unknown)}" if unknown else "no name given"
-            raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
-                             "all of them.")
-    _check_folder(args.out, "the output folder")
-    check_outputs({f"report file {name}": Path(args.out) / name for name in REPORT_FILES}, overwrite=args.overwrite)
-    n_cases = args.cases
-    if args.data is None:
-        n_cases = 20 if n_cases is None else n_cases
-    else:
-        found = len(find_pairs(args.data))
-        used = found if n_cases is None else min(found, n_cases)
-        print(f"{found} image/label pair(s) found in {args.data}; evaluating "
-              + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
-    segmenter = _segmenter(args) if args.proposer or args.refiner else None
-    evaluate_command(args.data, args.out, n_cases=n_cases, methods=args.methods, variants=args.variants,
-                           device=args.device, command=args.command_line, generator=args.generator,
-                           seed_start=args.seed_start, segmenter=segmenter)
-    # write_reports removes an earlier run's example.npz / confidence.csv this run did not write: what is there is new
-    written = [name for name in REPORT_FILES if (Path(args.out) / name).is_file()]
-    print(f"wrote {', '.join(written)} to {args.out}")
-    return 0
+    other_weights = args.proposer or args.refiner  # else the evaluation loads the bundled ones itself
+    return evaluate_main(out=args.out, data=args.data, cases=args.cases, methods=args.methods,
+                         variants=args.variants, generator=args.generator, seed_start=args.seed_start,
+                         overwrite=args.overwrite, device=args.device, command=args.command_line,
+                         load_segmenter=(lambda: _segmenter(args)) if other_weights else None)
 
 
 _COMMANDS = {"segment": _segment, "serve": _serve, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import SimpleITK as sitk
 
 from gastric_propagate.data.annotation import annotation_from_label
-from gastric_propagate.data.io import OutputBatch, check_outputs
+from gastric_propagate.data.io import OutputBatch, check_outputs, check_writable_folder
 from gastric_propagate.errors import InputError
 from gastric_propagate.file_segmentation import build_report
 from gastric_propagate.metrics import dice, volume_ml
@@ -69,6 +70,15 @@ def check_demo_outputs(out_dir: str | Path, overwrite: bool = False) -> set[Path
                          "was changed since: the demo does not replace them. Choose another --out, or pass "
                          "--overwrite to replace them.")
     return set(paths.values()) if overwrite else ours
+
+
+def demo_main(*, out: str, seed: int | None, overwrite: bool, load_segmenter: Callable[[], Segmenter]) -> int:
+    """``gastric-propagate demo``: checks the folder and the files it would replace, then loads the weights
+    (``load_segmenter``) and runs the demo; returns 0."""
+    check_writable_folder(out, f"the output folder {out}")
+    check_demo_outputs(out, overwrite)  # before the weights load
+    run_demo(out, seed=seed, segmenter=load_segmenter(), overwrite=overwrite)
+    return 0
 
 
 def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segmenter | None = None,

@@ -1,4 +1,5 @@
-"""``gastric-propagate serve``: a warm worker that loads torch and the weights once and serves segment requests.
+"""``gastric-propagate serve``: a warm worker that loads torch and the weights once and serves segment requests;
+and ``gastric-propagate segment``, the same run once (``segment_main``), which prints the same summary line.
 
 Start-up (the interpreter, importing torch and the engine, loading the weights) takes most of a whole ``segment``
 run on a CPU (``gastric-propagate benchmark --profile``). The worker pays it once, then serves runs until its input
@@ -34,13 +35,17 @@ import queue
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.options import PropagationOptions
 from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS, READY_PREFIX,
-                                        RESULT_PREFIX, progress_line)
+                                        RESULT_PREFIX, STAGE_LOAD, progress_line)
+
+if TYPE_CHECKING:
+    from gastric_propagate.inference.pipeline import Segmenter
+
 #: How long the worker waits for a request before it ends itself (seconds).
 DEFAULT_IDLE_SECONDS = 600.0
 _FIELDS = {field.name: field for field in dataclasses.fields(PropagationOptions)}
@@ -95,6 +100,40 @@ def _lines(stream: TextIO) -> queue.Queue:
 
     threading.Thread(target=read, name="gastric-propagate requests", daemon=True).start()
     return lines
+
+
+def segment_main(*, image: str, annotation: str, output: str, report: str | None, overwrite: bool, progress: bool,
+                 options: PropagationOptions, load_segmenter: Callable[[], Segmenter], started: float) -> int:
+    """``gastric-propagate segment``: loads the weights (``load_segmenter``), segments the files once and prints the
+    summary, with the whole run's seconds since ``started`` (``time.perf_counter()``); returns 0. ``progress``
+    prints the progress lines, the load stage's included."""
+    from gastric_propagate.file_segmentation import segment_files
+
+    stages = _print_progress if progress else None
+    segmenter = _load(load_segmenter, stages)
+    result = segment_files(image, annotation, output, report_path=report, options=options, segmenter=segmenter,
+                           overwrite=overwrite, stages=stages)
+    print(_summary(result, output, whole_seconds=time.perf_counter() - started))
+    return 0
+
+
+def serve_main(*, load_segmenter: Callable[[], Segmenter], idle_seconds: float) -> int:
+    """``gastric-propagate serve``: loads the weights once, between the load stage's progress lines, then serves."""
+    return serve(_load(load_segmenter, _print_progress), idle_seconds=idle_seconds)
+
+
+def _load(load_segmenter: Callable[[], Segmenter], stages: Callable[[str, int, int], None] | None) -> Segmenter:
+    if stages is not None:
+        stages(STAGE_LOAD, 0, 1)
+    segmenter = load_segmenter()
+    if stages is not None:
+        stages(STAGE_LOAD, 1, 1)
+    return segmenter
+
+
+def _print_progress(stage: str, done: int, total: int) -> None:
+    """One progress line for a parent process (the Slicer module reads them); flushed at once."""
+    print(progress_line(stage, done, total), flush=True)
 
 
 def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = None, *,
@@ -155,10 +194,13 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
                                   "seconds": round(time.perf_counter() - started, 4), "pid": os.getpid()}))
 
 
-def _summary(report: dict, output: str) -> str:
-    """The line the segment command prints for a run, and its 'note:' lines."""
+def _summary(report: dict, output: str, whole_seconds: float | None = None) -> str:
+    """The line the segment command prints for a run, and its 'note:' lines; the segment command adds the whole
+    run's seconds (with reading, loading the weights and writing), which a served request does not have."""
     slices = report["slices"]
     where = f"on slices {slices['first']}-{slices['last']}" if slices else "(no tumour voxels)"
-    lines = [f"tumour: {report['volume_ml']:.1f} mL {where} (engine {report['seconds']:.2f} s on {report['device']})"
-             f" -> {output}"]
+    seconds = f"engine {report['seconds']:.2f} s on {report['device']}"
+    if whole_seconds is not None:
+        seconds += f", whole run {whole_seconds:.2f} s"
+    lines = [f"tumour: {report['volume_ml']:.1f} mL {where} ({seconds}) -> {output}"]
     return "\n".join(lines + [f"note: {advice['sentence']}" for advice in report["advice"]])

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from gastric_propagate.data.cases import folder_cases
+from gastric_propagate.data.cases import find_pairs, folder_cases
+from gastric_propagate.data.io import check_outputs, check_writable_folder
+from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.annotations import VARIANTS
 from gastric_propagate.evaluation.reporting import (CONFIDENCE_FILE, CSV_COLUMNS, EXAMPLE_FILE, FIGURE_METHODS,
                                                     REPORT_FILES, read_csv, summary_markdown, write_csv, write_figure,
@@ -25,8 +27,8 @@ from gastric_propagate.evaluation.running import (ALL_METHODS, BASELINES, ENGINE
 
 __all__ = ["ALL_METHODS", "BASELINES", "CONFIDENCE_FILE", "CSV_COLUMNS", "ENGINE_METHODS", "ENGINE_TITLES",
            "EXAMPLE_FILE", "FIGURE_METHODS", "REPORT_FILES", "VARIANTS", "Evaluation", "Method", "evaluate_command",
-           "method_registry", "read_csv", "run_evaluation", "summary_markdown", "write_csv", "write_figure",
-           "write_reports"]
+           "evaluate_main", "method_registry", "read_csv", "run_evaluation", "summary_markdown", "write_csv",
+           "write_figure", "write_reports"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +86,36 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
     paths = write_reports(evaluation, out, meta)
     logger.info("evaluation written to %s", paths["summary"].parent)
     return Path(out)
+
+
+def evaluate_main(*, out: str, data: str | None, cases: int | None, methods: Sequence[str] | None,
+                  variants: Sequence[str] | None, generator: str, seed_start: int | None, overwrite: bool,
+                  device: str, command: str, load_segmenter: Callable[[], object] | None) -> int:
+    """``gastric-propagate evaluate``: checks the names, the folder and the report files before any work, says how
+    many cases of ``data`` it evaluates, runs ``evaluate_command`` (with the segmenter ``load_segmenter`` loads, or
+    the bundled weights when None) and prints the files it wrote; returns 0."""
+    if cases is not None and cases < 1:
+        raise InputError(f"--cases {cases} is too small: give 1 or more (or leave it out for every case).")
+    for option, given, known in (("--methods", methods, ALL_METHODS), ("--variants", variants, VARIANTS)):
+        unknown = [name for name in given or () if name not in known]
+        if unknown or given == []:
+            problem = f"unknown name(s) {' '.join(unknown)}" if unknown else "no name given"
+            raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
+                             "all of them.")
+    check_writable_folder(out, f"the output folder {out}")
+    check_outputs({f"report file {name}": Path(out) / name for name in REPORT_FILES}, overwrite=overwrite)
+    n_cases = cases
+    if data is None:
+        n_cases = 20 if n_cases is None else n_cases
+    else:
+        found = len(find_pairs(data))
+        used = found if n_cases is None else min(found, n_cases)
+        print(f"{found} image/label pair(s) found in {data}; evaluating "
+              + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
+    segmenter = load_segmenter() if load_segmenter is not None else None
+    evaluate_command(data, out, n_cases=n_cases, methods=methods, variants=variants, device=device,
+                     command=command, generator=generator, seed_start=seed_start, segmenter=segmenter)
+    # write_reports removes an earlier run's example.npz / confidence.csv this run did not write: what is there is new
+    written = [name for name in REPORT_FILES if (Path(out) / name).is_file()]
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0

@@ -269,3 +269,18 @@ def write_phantoms(out_dir, seeds, *, fmt: str = "nrrd", **overrides) -> list[tu
                           outputs.image(phantom.label, out / f"case_{seed}_label.{fmt}")))
     logger.info("wrote %d phantoms to %s", len(pairs), out)
     return pairs
+
+
+def make_phantoms_main(*, out: str, count: int, seed_start: int | None, fmt: str, overwrite: bool) -> int:
+    """``gastric-propagate make-phantoms``: checks the folder and the files it would replace, writes ``count``
+    pairs from ``seed_start`` (the held-out range when None) and says so; returns 0."""
+    from gastric_propagate.data.io import check_outputs, check_writable_folder
+
+    start = HELD_OUT_SEED_START if seed_start is None else seed_start
+    check_writable_folder(out, f"the output folder {out}")
+    seeds = range(start, start + count)
+    check_outputs({f"phantom {kind} {seed}": Path(out) / f"case_{seed}_{kind}.{fmt}"
+                   for seed in seeds for kind in ("image", "label")}, overwrite=overwrite)
+    pairs = write_phantoms(out, seeds, fmt=fmt)
+    print(f"wrote {len(pairs)} image/label pairs to {out}")
+    return 0

@@ -1,0 +1,129 @@
+"""``gastric-propagate train``: checks the command's values and outputs before any work, gathers the training data
+(folders of image/label pairs and synthetic generators), the sampling mix and the weights to fine-tune, then trains
+(``train.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
+               mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
+               workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
+               batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
+    """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
+    the files it wrote and returns 0. Raises InputError for a value or output it refuses, before any data is read.
+    """
+    from pathlib import Path
+
+    from gastric_propagate.data.cases import folder_cases
+    from gastric_propagate.data.io import check_writable_folder
+    from gastric_propagate.errors import InputError
+    from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+    from gastric_propagate.training.train import TrainingConfig, train
+
+    minimums = (("--phantoms", phantoms, 0), ("--shapes", shapes, 0), ("--thorax", thorax, 0),
+                ("--workers", workers, 1), ("--validation-phantoms", validation_phantoms, 0),
+                ("--proposer-steps", proposer_steps, 0), ("--refiner-steps", refiner_steps, 0),
+                ("--batch-size", batch_size, 1), ("--threads", threads, 1), ("--seed", seed, 0))
+    for option, value, minimum in minimums:
+        if value is not None and value < minimum:
+            raise InputError(f"{option} {value} is too small: give {minimum} or more.")
+    if not (data or phantoms or shapes or thorax):
+        raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
+                         "--shapes N and/or --thorax N with N of 1 or more.")
+    check_writable_folder(out, f"the output folder {out}")
+    _check_weights_outputs(out, init, overwrite)
+    cases, parts, sources = [], [], []
+    for folder in data or []:
+        found = folder_cases(folder)
+        cases += found
+        sources += [Path(folder).resolve().name] * len(found)
+        parts.append(f"{len(found)} image/label pairs from {folder}")
+    for generator, count in (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax)):
+        if count:
+            cases += generated_cases(generator, count)
+            sources += [generator] * count
+            parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")
+    shares = _parse_mix(mix, set(sources)) if mix else {}
+    low, high = zoom
+    if not (0 < low <= high < 10):
+        raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
+    if shares:
+        parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+                     + ", size bins balanced within each")
+    networks, rate, preprocessing = None, learning_rate or 2e-3, None
+    if init:
+        networks, preprocessing, init_description = _initial_networks(init)
+        rate = learning_rate or 5e-4
+        parts.append(f"fine-tuned from {init_description}")
+    # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
+    validation = load_cases(None, validation_phantoms, seed_start=HELD_OUT_SEED_START + 50_000) \
+        if validation_phantoms else []
+    config = TrainingConfig(proposer_steps=proposer_steps, refiner_steps=refiner_steps,
+                            batch_size=batch_size, seed=seed, threads=threads,
+                            learning_rate=rate, init=init or "",
+                            mix=tuple(shares.items()), zoom_range=(low, high),
+                            **({"preprocessing": preprocessing} if preprocessing else {}))
+    validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
+    paths = train(load_all(cases, workers), out, config=config, device=device,
+                  data_description="; ".join(parts), validation_cases=validation_data,
+                  command=command, init=networks, sources=sources)
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
+    """'NAME=SHARE' pairs -> {name: share}, normalised to sum to 1; every name must be one of the sources."""
+    from gastric_propagate.errors import InputError
+
+    mix = {}
+    for value in values:
+        name, _, share = value.partition("=")
+        try:
+            mix[name] = float(share)
+        except ValueError:
+            mix[name] = float("nan")
+        if name not in sources or not math.isfinite(mix[name]) or mix[name] < 0:
+            raise InputError(f"--mix {value}: give SOURCE=SHARE with a share of 0 or more and SOURCE one of "
+                             f"{', '.join(sorted(sources))}.")
+    total = sum(mix.values())
+    if total <= 0:
+        raise InputError("--mix gives no source a share above 0.")
+    return {name: share / total for name, share in mix.items()}
+
+
+def _check_weights_outputs(out: str, init: str | None, overwrite: bool) -> None:
+    """Before any work: weights already in --out are kept unless --overwrite, and never replaced by a fine-tuning
+    of themselves (--init naming the --out folder, or the bundled weights' folder)."""
+    from pathlib import Path
+
+    from gastric_propagate.data.io import check_outputs
+
+    outputs = {f"{stage} weights": Path(out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    inputs = _initial_paths(init).values() if init else ()
+    check_outputs(outputs, inputs=inputs, overwrite=overwrite)
+
+
+def _initial_paths(source: str) -> dict:
+    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
+    from pathlib import Path
+
+    from gastric_propagate.inference.checkpoints import bundled_weights
+
+    if source == "bundled":
+        return {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
+    return {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+
+
+def _initial_networks(source: str):
+    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+    from gastric_propagate.inference.checkpoints import load_checkpoint
+
+    paths = _initial_paths(source)
+    loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
+    return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
+            f"{source} weights ({paths['proposer']})")
