@@ -145,7 +145,7 @@ def _fill(ui, classes, demoDir: Path) -> None:
     from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, segmentStatistics
     from GastricPropagateLib.review import reviewRows, reviewSummary
     from GastricPropagateLib.result_segment import resultSegmentName
-    from GastricPropagateLib.runner import runResultFromReport
+    from GastricPropagateLib.run_output import runResultFromReport
 
     report = json.loads((demoDir / "report.json").read_text(encoding="utf-8"))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(demoDir / "result.nrrd")))

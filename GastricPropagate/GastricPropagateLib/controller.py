@@ -89,7 +89,7 @@ class LastRun:
     volumeNode: object
     segmentationNode: object
     resultId: str
-    result: object  # runner.RunResult
+    result: object  # run_output.RunResult
     correctedSlices: list = field(default_factory=list)
 
 

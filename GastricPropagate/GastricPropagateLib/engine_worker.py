@@ -1,7 +1,7 @@
 """The warm worker's client: one ``gastric_propagate.cli serve`` child per session and the runs sent to it.
 
-``EngineWorker`` starts the child (through ``runner``'s launchers, its stdout and stderr in files) and sends it one
-JSON request line per run; ``WorkerJob`` is an ``InferenceJob`` that reads its progress and RESULT lines from the
+``EngineWorker`` starts the child (through ``launchers.py``, its stdout and stderr in files) and sends it one JSON
+request line per run; ``WorkerJob`` is an ``InferenceJob`` that reads its progress and RESULT lines from the
 worker's stdout, restarts a worker that died during the run and retries the run once, and ends the worker on
 cancel. ``runner.startInference(..., worker=...)`` builds the request (``requestOptions``) and the job.
 """
@@ -24,8 +24,9 @@ from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXI
 
 from .i18n import _
 from .parameters import commandLineArguments
-from .runner import (InferenceJob, PopenLauncher, Progress, _childEnvironment, _newLines, _stderrMessage,
-                     pythonExecutable)
+from .launchers import PopenLauncher, childEnvironment, pythonExecutable
+from .run_output import Progress, newLines, stderrMessage
+from .runner import InferenceJob
 
 __all__ = ["EngineWorker", "WorkerJob", "requestOptions"]
 
@@ -107,7 +108,7 @@ class EngineWorker:
         arguments = ["-m", "gastric_propagate.cli", "serve", "--idle-timeout", f"{self.idleSeconds:g}",
                      *commandLineArguments(_defaultOptions(), device=self.device, proposerPath=self.proposerPath,
                                           refinerPath=self.refinerPath)]
-        environment, searchPath = _childEnvironment()
+        environment, searchPath = childEnvironment()
         program = self.python or pythonExecutable()
         logger.info("GastricPropagate: starting the worker %s %s", program, " ".join(arguments))
         self.process = (self.launcher or PopenLauncher()).start(program, arguments, environment, self._stdout,
@@ -121,7 +122,7 @@ class EngineWorker:
         """The child's complete stdout lines not read yet."""
         if self.process is None or not self._stdout.is_file():
             return []
-        lines, self._offset = _newLines(self._stdout, self._offset)
+        lines, self._offset = newLines(self._stdout, self._offset)
         self.ready = self.ready or any(line.startswith(READY_PREFIX) for line in lines)
         return lines
 
@@ -129,7 +130,7 @@ class EngineWorker:
         return None if self.process is None else self.process.exitCode()
 
     def stderrMessage(self) -> str:
-        return _stderrMessage(self._stderr)
+        return stderrMessage(self._stderr)
 
     def kill(self) -> None:
         """Ends the child at once, whatever it is doing (cancel); the next request starts a new one."""

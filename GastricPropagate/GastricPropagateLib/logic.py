@@ -25,7 +25,8 @@ from .engine_worker import EngineWorker
 from .i18n import _
 from .masking import Masking, maskingFromSegmentEditorNode
 from .results_table import RESULTS_TABLE_NAME
-from .runner import InferenceJob, Progress, RunResult, startInference
+from .run_output import Progress, RunResult
+from .runner import InferenceJob, startInference
 from .scene_input import PreparedInput
 from .scene_output import ResultSegmentExistsError
 
@@ -59,8 +60,8 @@ class GastricPropagateLogic:
     Args:
         device: torch device for the engine ("auto", "cpu", "cuda", "cuda:1", ...).
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
-        launcher: starts the child process: ``runner.PopenLauncher()`` (the default, batch and tests) or
-            ``runner.QProcessLauncher()`` (the Slicer application).
+        launcher: starts the child process: ``launchers.PopenLauncher()`` (the default, batch and tests) or
+            ``launchers.QProcessLauncher()`` (the Slicer application).
         python: the interpreter that runs the engine (default: PythonSlicer in Slicer, else this one).
     """
 

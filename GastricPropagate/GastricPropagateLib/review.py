@@ -56,7 +56,7 @@ class ReviewRow:
 
 
 def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
-    """The visited slices of ``result`` (a ``runner.RunResult``) in slice order, flagged for review.
+    """The visited slices of ``result`` (a ``run_output.RunResult``) in slice order, flagged for review.
 
     ``correctedSlices``: anchors that came from the reader's corrections (``PreparedInput.correctedSlices``); the
     other anchors are the painted slices.

@@ -1,4 +1,4 @@
-"""The engine's run in a child process: input files, the launchers, ``segment``, progress, cancel, result.
+"""The engine's run in a child process: input files, ``segment`` or a worker request, progress, cancel, result.
 
 Data goes one way. ``startInference`` writes the arrays the Logic read from the scene (CT, painted segment) to
 NRRD files in a temporary folder and sends them as one request to the session's ``EngineWorker`` (``python -m
@@ -8,11 +8,10 @@ report into the same folder; ``InferenceJob.result()`` reads them back. A worker
 and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a new one.
 The worker's client (``EngineWorker``, ``WorkerJob``, ``requestOptions``) lives in ``engine_worker.py``.
 
-The process is started by an injected launcher: ``QProcessLauncher`` inside the Slicer application (a qt.QProcess;
-Slicer's main loop holds the GIL, so a Python thread would starve) and ``PopenLauncher`` in batch scripts and
-tests. Both send the child's stdout and stderr to files in the job's folder, so ``InferenceJob.poll()`` only reads
-files: it never blocks, needs no reader thread and no event loop. ``InferenceJob.cancel()`` ends the child at any
-stage (loading, proposer, refiner, writing) and removes the folder; nothing in the scene has changed by then.
+The process is started by an injected launcher (``launchers.py``) that sends the child's stdout and stderr to files
+in the job's folder, so ``InferenceJob.poll()`` only reads files (``run_output.py``): it never blocks, needs no
+reader thread and no event loop. ``InferenceJob.cancel()`` ends the child at any stage (loading, proposer, refiner,
+writing) and removes the folder; nothing in the scene has changed by then.
 
 Exit codes of the CLI (``gastric_propagate.protocol``): 0 success, 2 bad input, 3 unusable weights, 130
 cancelled; the message is on stderr.
@@ -20,253 +19,29 @@ cancelled; the message is on stderr.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS, Report,
-                                        parse_progress_line)
+from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_WEIGHTS
 
 from .i18n import _
+from .launchers import PopenLauncher, childEnvironment, pythonExecutable
 from .parameters import commandLineArguments
+from .run_output import Progress, RunResult, newLines, parseProgressLine, readRunResult, stderrMessage
 
 if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is needed here
     from .engine_worker import EngineWorker
 
-__all__ = [
-    "InferenceJob",
-    "PopenLauncher",
-    "Progress",
-    "QProcessLauncher",
-    "RunResult",
-    "parseProgressLine",
-    "pythonExecutable",
-    "runResultFromReport",
-    "startInference",
-]
+__all__ = ["InferenceJob", "startInference"]
 
 logger = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class Progress:
-    """The child's last progress line: stage name (``protocol.STAGES``) and (done, total) within that stage."""
-
-    stage: str = ""
-    done: int = 0
-    total: int = 0
-
-
-def parseProgressLine(line: str) -> Progress | None:
-    """A ``PROGRESS stage=... done=... total=...`` line as a Progress, or None for any other line."""
-    parsed = parse_progress_line(line)
-    return None if parsed is None else Progress(*parsed)
-
-
-@dataclass
-class RunResult:
-    """What the child process produced, read back from its files: the mask on the volume's (k, j, i) grid and the
-    run's report (``protocol.Report``, torch-free), whose fields the panel reads through the properties below."""
-
-    mask: np.ndarray
-    report: Report = field(default_factory=Report)
-
-    @property
-    def anchor_slices(self) -> list[int]:
-        """The painted slices, kept as drawn."""
-        return self.report.painted_slices
-
-    @property
-    def slice_confidence(self) -> dict[int, float]:
-        return self.report.slice_confidence
-
-    @property
-    def slices_to_review(self) -> list[int]:
-        """Non-painted slices the engine asks the reader to check: low confidence, or cut back after a leak."""
-        return self.report.slices_to_review
-
-    @property
-    def advice(self) -> list[dict]:
-        """What the reader should see before trusting the result: "kind", English "sentence", its figures."""
-        return self.report.advice
-
-    @property
-    def seconds(self) -> float:
-        return self.report.seconds
-
-    @property
-    def device(self) -> str:
-        return self.report.device
-
-    def slice_range(self) -> tuple[int, int] | None:
-        """First and last K index of the result, or None when it is empty."""
-        ks = np.flatnonzero(np.asarray(self.mask).reshape(len(self.mask), -1).any(axis=1))
-        return (int(ks[0]), int(ks[-1])) if len(ks) else None
-
-    def least_confident_slices(self, count: int) -> list[int]:
-        """The ``count`` visited non-painted slices with the lowest confidence, least confident first."""
-        candidates = sorted((c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices)
-        return [k for _, k in candidates[:count]]
-
-
-def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
-    """A RunResult from the engine's JSON report (``protocol.Report``) and its (k, j, i) mask."""
-    return RunResult(mask=(np.asarray(mask) > 0).astype(np.uint8), report=Report.from_json(report))
-
-
-# ---------------------------------------------------------------------------------------------- launchers
-
-
-class _PopenProcess:
-    def __init__(self, process: subprocess.Popen) -> None:
-        self._process = process
-
-    def running(self) -> bool:
-        return self._process.poll() is None
-
-    def exitCode(self) -> int | None:
-        """The exit code, or None while running or when the process was killed by a signal."""
-        code = self._process.poll()
-        return None if code is None or code < 0 else code
-
-    def kill(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-
-    def wait(self, timeoutSeconds: float) -> bool:
-        try:
-            self._process.wait(timeout=timeoutSeconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def pid(self) -> int:
-        return int(self._process.pid)
-
-    def write(self, data: bytes) -> bool:
-        """Writes to the child's stdin; False when the child no longer reads it (it ended)."""
-        try:
-            self._process.stdin.write(data)
-            self._process.stdin.flush()
-            return True
-        except (OSError, ValueError):
-            return False
-
-    def closeInput(self) -> None:
-        try:
-            self._process.stdin.close()
-        except OSError:
-            pass
-
-
-class PopenLauncher:
-    """Starts the child with ``subprocess.Popen`` (batch scripts, tests, any Python without Qt)."""
-
-    def start(self, program: str, arguments: list[str], environment: dict[str, str], stdoutPath: Path,
-              stderrPath: Path, workingDirectory: str) -> _PopenProcess:
-        with open(stdoutPath, "wb") as stdout, open(stderrPath, "wb") as stderr:
-            process = subprocess.Popen([program, *arguments], env=environment, stdout=stdout, stderr=stderr,
-                                       stdin=subprocess.PIPE, cwd=workingDirectory)
-        return _PopenProcess(process)
-
-
-class _QtProcess:
-    def __init__(self, process) -> None:
-        self._process = process
-
-    def running(self) -> bool:
-        import qt
-
-        if self._process.state() == qt.QProcess.NotRunning:
-            return False
-        # QProcess learns that its child ended from the event loop; a zero wait checks now, so polling works
-        # whether or not the event loop has run since (a timer slot, a batch loop, a test).
-        self._process.waitForFinished(0)
-        return self._process.state() != qt.QProcess.NotRunning
-
-    def exitCode(self) -> int | None:
-        import qt
-
-        if self.running() or self._process.exitStatus() != qt.QProcess.NormalExit:
-            return None
-        return int(self._process.exitCode())
-
-    def kill(self) -> None:
-        if self.running():
-            self._process.kill()
-
-    def wait(self, timeoutSeconds: float) -> bool:
-        return not self.running() or bool(self._process.waitForFinished(int(timeoutSeconds * 1000)))
-
-    def pid(self) -> int:
-        return int(self._process.processId())
-
-    def write(self, data: bytes) -> bool:
-        """Writes to the child's stdin (QProcess buffers it; a zero wait hands it over); False once it ended."""
-        if not self.running():
-            return False
-        written = self._process.write(data)
-        self._process.waitForBytesWritten(0)
-        return written == len(data)
-
-    def closeInput(self) -> None:
-        self._process.closeWriteChannel()
-
-
-class QProcessLauncher:
-    """Starts the child as a ``qt.QProcess`` (inside the Slicer application)."""
-
-    def start(self, program: str, arguments: list[str], environment: dict[str, str], stdoutPath: Path,
-              stderrPath: Path, workingDirectory: str) -> _QtProcess:
-        import qt
-
-        process = qt.QProcess()
-        qtEnvironment = qt.QProcessEnvironment()
-        for name, value in environment.items():
-            qtEnvironment.insert(name, value)
-        process.setProcessEnvironment(qtEnvironment)
-        process.setStandardOutputFile(str(stdoutPath))
-        process.setStandardErrorFile(str(stderrPath))
-        process.setWorkingDirectory(workingDirectory)
-        process.setProgram(program)
-        process.setArguments(list(arguments))
-        process.start()
-        if not process.waitForStarted(30000):
-            raise RuntimeError(_("Could not start '{program}': {error}").format(
-                program=program, error=process.errorString()))
-        return _QtProcess(process)
-
-
-# ---------------------------------------------------------------------------------------------- the job
-
-
-def pythonExecutable() -> str:
-    """The Python that runs the engine: PythonSlicer inside the Slicer application, else this interpreter."""
-    try:
-        from slicer import app  # noqa: F401  (present only in the Slicer application)
-    except ImportError:
-        return sys.executable
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def _engineSearchPath() -> str:
-    """The folder holding the ``gastric_propagate`` package (installed beside this Lib)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gastric_propagate")
-    if spec is None or not spec.origin:
-        raise RuntimeError(_("The gastric_propagate engine package cannot be found; reinstall the extension."))
-    return str(Path(spec.origin).resolve().parent.parent)
 
 
 def _writeArray(array: np.ndarray, spacingXYZ, path: Path, compress: bool) -> None:
@@ -275,39 +50,6 @@ def _writeArray(array: np.ndarray, spacingXYZ, path: Path, compress: bool) -> No
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing([float(s) for s in spacingXYZ])
     sitk.WriteImage(image, str(path), compress)
-
-
-def _newLines(path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines written to ``path`` after ``offset``, and the offset after them."""
-    with open(path, "rb") as stream:
-        stream.seek(offset)
-        data = stream.read()
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset  # no complete line yet
-    return data[: end + 1].decode("utf-8", errors="replace").splitlines(), offset + end + 1
-
-
-def _stderrMessage(path: Path) -> str:
-    """The child's last 'error: ' line on stderr, else its last stderr lines."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
-    if errors:
-        return errors[-1]
-    return "\n".join(text.strip().splitlines()[-15:])
-
-
-def _childEnvironment() -> tuple[dict[str, str], str]:
-    """The child's environment (the engine on PYTHONPATH, unbuffered output) and the folder to start it in."""
-    environment = dict(os.environ)
-    searchPath = _engineSearchPath()
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [searchPath] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
-    environment["PYTHONUNBUFFERED"] = "1"
-    return environment, searchPath
 
 
 def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, options, *, device: str = "auto",
@@ -346,7 +88,7 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
                      "--report", str(paths["report.json"]), "--progress",
                      *commandLineArguments(options, device=device, proposerPath=proposerPath,
                                           refinerPath=refinerPath)]
-        environment, searchPath = _childEnvironment()
+        environment, searchPath = childEnvironment()
         program = python or pythonExecutable()
         logger.info("GastricPropagate: starting %s %s", program, " ".join(arguments))
         # The child starts in the folder holding the engine: "python -m" puts it first on sys.path, so the engine
@@ -394,7 +136,7 @@ class InferenceJob:
         path = self._paths["stdout.txt"]
         if self._closed or not path.is_file():
             return
-        lines, self._stdoutOffset = _newLines(path, self._stdoutOffset)
+        lines, self._stdoutOffset = newLines(path, self._stdoutOffset)
         for line in lines:
             self._takeLine(line)
 
@@ -441,7 +183,7 @@ class InferenceJob:
         return True
 
     def _stderrMessage(self) -> str:
-        return _stderrMessage(self._paths["stderr.txt"])
+        return stderrMessage(self._paths["stderr.txt"])
 
     def _exitStatus(self) -> tuple[int | None, str]:
         """The run's exit code (None: killed) and its message."""
@@ -462,7 +204,7 @@ class InferenceJob:
                 raise Cancelled(_("Cancelled: the segmentation process was stopped; nothing was written."))
             code, message = self._exitStatus()
             if code == EXIT_OK:
-                return self._readResult()
+                return readRunResult(self._paths["report.json"], self._paths["output.nrrd"])
             if code == EXIT_BAD_INPUT:
                 raise InputError(message)
             if code == EXIT_WEIGHTS:
@@ -473,13 +215,6 @@ class InferenceJob:
                 code="none: it was killed" if code is None else code, message=message))
         finally:
             self.close()
-
-    def _readResult(self) -> RunResult:
-        import SimpleITK as sitk
-
-        report = json.loads(self._paths["report.json"].read_text(encoding="utf-8"))
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(self._paths["output.nrrd"])))
-        return runResultFromReport(report, mask)
 
     def close(self) -> None:
         """Removes the job's temporary folder (the child must have ended)."""

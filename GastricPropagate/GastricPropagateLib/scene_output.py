@@ -22,7 +22,7 @@ from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceLi
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
 from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, resultSegmentId, resultSegmentName
-from .runner import RunResult
+from .run_output import RunResult
 from .scene_input import PreparedInput
 from .segment_arrays import (
     isLabelmapSource,

@@ -20,7 +20,7 @@ from . import dependencies
 from .controller import RunController, adoptedSegmentId
 from .i18n import _
 from .results_table import formatDuration
-from .runner import QProcessLauncher
+from .launchers import QProcessLauncher
 
 #: How often the GUI polls the running segmentation process (ms).
 POLL_INTERVAL_MS = 100

@@ -105,9 +105,10 @@ def test_the_old_report_and_its_reading_are_found(tmp_path):
 
 
 def test_the_slicer_side_result_is_the_mask_and_the_report():
-    """No hand copy of the result type: ``runner.RunResult`` holds the mask and a ``protocol.Report``, nothing else."""
-    runner = REPO / "GastricPropagate" / "GastricPropagateLib" / "runner.py"
-    tree = ast.parse(runner.read_text(encoding="utf-8"))
+    """No hand copy of the result type: ``run_output.RunResult`` holds the mask and a ``protocol.Report``, nothing
+    else."""
+    runOutput = REPO / "GastricPropagate" / "GastricPropagateLib" / "run_output.py"
+    tree = ast.parse(runOutput.read_text(encoding="utf-8"))
     result = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == "RunResult")
     fields = [node.target.id for node in result.body if isinstance(node, ast.AnnAssign)]
     assert fields == ["mask", "report"]

@@ -25,7 +25,7 @@ if str(REPO / "GastricPropagate") not in sys.path:
     sys.path.insert(0, str(REPO / "GastricPropagate"))
 
 from GastricPropagateLib import GastricPropagateLogic  # noqa: E402
-from GastricPropagateLib.runner import PopenLauncher  # noqa: E402
+from GastricPropagateLib.launchers import PopenLauncher  # noqa: E402
 from gastric_propagate.data.annotation import annotation_from_label  # noqa: E402
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom  # noqa: E402
 

@@ -24,7 +24,7 @@ from GastricPropagateLib.controller import (  # noqa: E402
     resultStatus,
     stageText,
 )
-from GastricPropagateLib.runner import Progress, RunResult  # noqa: E402
+from GastricPropagateLib.run_output import Progress, RunResult  # noqa: E402
 from gastric_propagate.protocol import Report  # noqa: E402
 from GastricPropagateLib.masking import Masking  # noqa: E402
 from gastric_propagate.errors import Cancelled, InputError  # noqa: E402

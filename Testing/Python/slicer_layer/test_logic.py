@@ -308,7 +308,7 @@ def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_seg
 def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
     from gastric_propagate.inference.options import PropagationOptions
     from gastric_propagate.protocol import Report
-    from GastricPropagateLib.runner import RunResult
+    from GastricPropagateLib.run_output import RunResult
 
     k = case.paintedSlice
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)

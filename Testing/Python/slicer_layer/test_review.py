@@ -7,7 +7,7 @@ import pytest
 
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
 from GastricPropagateLib.review import adviceSentences, reviewRows, reviewSummary
-from GastricPropagateLib.runner import RunResult
+from GastricPropagateLib.run_output import RunResult
 from gastric_propagate.protocol import Report
 
 pytestmark = pytest.mark.slicer

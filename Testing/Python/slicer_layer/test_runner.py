@@ -15,16 +15,10 @@ from scene_helpers import (  # noqa: F401  (fixtures are used by name)
     slowRefinerWeights,
     tinyWeights,
 )
-from GastricPropagateLib.runner import Progress, parseProgressLine
+from GastricPropagateLib.run_output import Progress
 from gastric_propagate.errors import Cancelled, InputError
 
 pytestmark = pytest.mark.slicer
-
-
-def test_progress_line_parsing():
-    assert parseProgressLine("PROGRESS stage=proposer done=3 total=20\n") == Progress("proposer", 3, 20)
-    assert parseProgressLine("tumour: 12.0 mL on slices 3-9") is None
-    assert parseProgressLine("PROGRESS stage=proposer done=x total=20") is None
 
 
 def test_job_runs_in_a_child_process_reporting_every_stage(case, logic):
@@ -77,7 +71,7 @@ def test_cancel_ends_the_process_at_any_stage_and_leaves_the_scene_as_it_was(cas
 def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowRefinerWeights):
     import time
 
-    from GastricPropagateLib.runner import QProcessLauncher
+    from GastricPropagateLib.launchers import QProcessLauncher
 
     logic.launcher = QProcessLauncher()
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
@@ -111,7 +105,7 @@ def test_engine_failure_in_the_child_is_reported_with_its_message(case, logic):
 def test_the_child_finds_the_engine_when_a_launcher_replaces_pythonpath(case, logic):
     """PythonSlicer is a launcher that sets PYTHONPATH itself: the engine must still be found (the child starts in
     the engine's folder, which ``python -m`` puts first on sys.path)."""
-    from GastricPropagateLib.runner import PopenLauncher
+    from GastricPropagateLib.launchers import PopenLauncher
 
     class PythonPathDroppingLauncher(PopenLauncher):
         def start(self, program, arguments, environment, *rest):

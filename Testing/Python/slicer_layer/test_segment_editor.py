@@ -43,7 +43,7 @@ except ImportError as error:  # trame-slicer absent, or without slicer-layer-dm 
                 allow_module_level=True)
 
 from GastricPropagateLib import GastricPropagateLogic  # noqa: E402
-from GastricPropagateLib.runner import PopenLauncher  # noqa: E402
+from GastricPropagateLib.launchers import PopenLauncher  # noqa: E402
 from GastricPropagateLib.testdata import TEST_CT_SPACING, addTestVolume, makeTestCT  # noqa: E402
 
 pytestmark = [pytest.mark.slicer, pytest.mark.editor]

@@ -13,7 +13,7 @@ from test_controller import FakeView, parameters
 
 from GastricPropagateLib import GastricPropagateLogic
 from GastricPropagateLib.controller import RunController
-from GastricPropagateLib.runner import PopenLauncher
+from GastricPropagateLib.launchers import PopenLauncher
 from GastricPropagateLib.testdata import TEST_CT_SPACING, addTestVolume, makeTestCT
 
 import pytest

@@ -1,0 +1,120 @@
+"""What a run writes, read back on the Slicer side: its progress lines while it runs, its error message, and at
+the end its mask and report (``RunResult``). The formats are the protocol's (``gastric_propagate.protocol``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gastric_propagate.protocol import Report, parse_progress_line
+
+__all__ = [
+    "Progress",
+    "RunResult",
+    "newLines",
+    "parseProgressLine",
+    "readRunResult",
+    "runResultFromReport",
+    "stderrMessage",
+]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The child's last progress line: stage name (``protocol.STAGES``) and (done, total) within that stage."""
+
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+
+
+def parseProgressLine(line: str) -> Progress | None:
+    """A ``PROGRESS stage=... done=... total=...`` line as a Progress, or None for any other line."""
+    parsed = parse_progress_line(line)
+    return None if parsed is None else Progress(*parsed)
+
+
+def newLines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written to ``path`` after ``offset``, and the offset after them."""
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        data = stream.read()
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset  # no complete line yet
+    return data[: end + 1].decode("utf-8", errors="replace").splitlines(), offset + end + 1
+
+
+def stderrMessage(path: Path) -> str:
+    """The child's last 'error: ' line on stderr, else its last stderr lines."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    return "\n".join(text.strip().splitlines()[-15:])
+
+
+@dataclass
+class RunResult:
+    """What the child process produced, read back from its files: the mask on the volume's (k, j, i) grid and the
+    run's report (``protocol.Report``, torch-free), whose fields the panel reads through the properties below."""
+
+    mask: np.ndarray
+    report: Report = field(default_factory=Report)
+
+    @property
+    def anchor_slices(self) -> list[int]:
+        """The painted slices, kept as drawn."""
+        return self.report.painted_slices
+
+    @property
+    def slice_confidence(self) -> dict[int, float]:
+        return self.report.slice_confidence
+
+    @property
+    def slices_to_review(self) -> list[int]:
+        """Non-painted slices the engine asks the reader to check: low confidence, or cut back after a leak."""
+        return self.report.slices_to_review
+
+    @property
+    def advice(self) -> list[dict]:
+        """What the reader should see before trusting the result: "kind", English "sentence", its figures."""
+        return self.report.advice
+
+    @property
+    def seconds(self) -> float:
+        return self.report.seconds
+
+    @property
+    def device(self) -> str:
+        return self.report.device
+
+    def slice_range(self) -> tuple[int, int] | None:
+        """First and last K index of the result, or None when it is empty."""
+        ks = np.flatnonzero(np.asarray(self.mask).reshape(len(self.mask), -1).any(axis=1))
+        return (int(ks[0]), int(ks[-1])) if len(ks) else None
+
+    def least_confident_slices(self, count: int) -> list[int]:
+        """The ``count`` visited non-painted slices with the lowest confidence, least confident first."""
+        candidates = sorted((c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices)
+        return [k for _, k in candidates[:count]]
+
+
+def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
+    """A RunResult from the engine's JSON report (``protocol.Report``) and its (k, j, i) mask."""
+    return RunResult(mask=(np.asarray(mask) > 0).astype(np.uint8), report=Report.from_json(report))
+
+
+def readRunResult(reportPath: Path, maskPath: Path) -> RunResult:
+    """The RunResult of a finished run from its JSON report and its mask file."""
+    import SimpleITK as sitk
+
+    report = json.loads(reportPath.read_text(encoding="utf-8"))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(maskPath)))
+    return runResultFromReport(report, mask)
