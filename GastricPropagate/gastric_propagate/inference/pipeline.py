@@ -1,4 +1,4 @@
-"""One painted axial slice -> 3D mask: validation, proposer propagation, refinement.
+"""One painted axial slice -> 3D mask: checks and crop, proposer propagation, refinement, paste-back, vote, confidence.
 
 CONTRACT (used by the CLI, the Slicer Logic and the evaluation; keep it stable):
 
@@ -31,11 +31,11 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.networks import UNet2D, inference_copy
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
-from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
-                                                       prompt_centre, to_crop, with_working_slices)
+from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
+                                                       normalise, prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference import consensus as vote
-from gastric_propagate.inference.propagation import StopRule, propagate
+from gastric_propagate.inference.propagation import PropagationOutput, StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
 
@@ -149,27 +149,50 @@ class Segmenter:
                 progress: Callable[[int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> SegmentationResult:
         """Segments one volume; see the module docstring for the contract."""
-        started = time.perf_counter()
+        laps = _Laps()
+        run = self._prepare(image, spacing_xyz, annotation, options)
+        laps("prepare")
+        coarse = self._propose(run, progress, should_stop)
+        laps("proposer")
+        final = self._refine(run, coarse, should_stop)
+        laps("refiner")
+        network_mask, proposer_mask = _paste_back(run, coarse, final)
+        laps("paste_back")
+        mask, opinions, advice = _vote(run, network_mask, should_stop)
+        laps("consensus")
+        confidence, cut_back = _confidence(run, coarse, mask, opinions)
+        laps("confidence")
+        return SegmentationResult(
+            mask=mask, proposer_mask=proposer_mask,
+            slice_confidence=confidence, anchor_slices=list(run.anchor_slices),
+            stop_reasons=coarse.stop_reasons, seconds=laps.total(), device=str(self.device), timings=laps.seconds,
+            network_mask=network_mask, consensus=options.use_consensus, cut_back=cut_back, advice=advice)
+
+    def _prepare(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, options: PropagationOptions) -> _Run:
+        """Checks the inputs, works out the slice limits and crops the volume to what the networks see."""
         spacing_xyz = tuple(float(s) for s in spacing_xyz)
         check_spacing(spacing_xyz)
         check_image(image)
         anchor_slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=options.keyframes)
-        low, high = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
-        prep = self.proposer.preprocessing
+        limits = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
         painted = annotation > 0
-        consensus = options.use_consensus
-        reach_limited = {}  # direction -> the slice where the vote's reach, not a user's limit, stops the networks
         reach_factor = vote.REACH_FACTOR if options.vote_reach is None else options.vote_reach  # checked: above 0
         # Not the largest cross-section: the tumour may grow beyond the outline, which the registration can follow.
         window_factor = reach_factor if options.painted_is_largest else max(reach_factor,
                                                                             NOT_LARGEST_REGISTRATION_REACH)
         anchor_masks = {k: painted[k] for k in anchor_slices}
-        if consensus:  # the networks need not go where no voxel can win the vote
-            first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)
-            if first > low:
-                low = reach_limited["down"] = first
-            if last < high:
-                high = reach_limited["up"] = last
+        limits, reach_limited = _vote_limits(options, anchor_masks, spacing_xyz, limits, window_factor)
+        grid, crop, anchors, working_limits = self._crop(image, painted, anchor_slices, spacing_xyz, options, limits)
+        return _Run(image=image, spacing_xyz=spacing_xyz, options=options, painted=painted, anchor_slices=anchor_slices,
+                    anchor_masks=anchor_masks, limits=limits, reach_factor=reach_factor, window_factor=window_factor,
+                    reach_limited=reach_limited, grid=grid, crop=crop, anchors=anchors, working_limits=working_limits)
+
+    def _crop(self, image: np.ndarray, painted: np.ndarray, anchor_slices: list[int], spacing_xyz,
+              options: PropagationOptions,
+              limits: tuple[int, int]) -> tuple[CropGrid, torch.Tensor, dict[int, np.ndarray], tuple[int, int]]:
+        """The crop grid, the normalised crop on the device, the anchors on it (working slice -> cross-section)
+        and the slice limits on its working slices."""
+        prep = self.proposer.preprocessing
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
@@ -179,74 +202,141 @@ class Segmenter:
         _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
         anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
         # The slice limits on the working slices: those whose CT position lies within them.
-        low_w = max(0, int(np.ceil((low - grid.origin_z) / grid.step_z - 1e-6)))
-        high_w = min(crop.shape[0] - 1, int(np.floor((high - grid.origin_z) / grid.step_z + 1e-6)))
-        prepared = time.perf_counter()
+        low, high = limits
+        working_limits = (max(0, int(np.ceil((low - grid.origin_z) / grid.step_z - 1e-6))),
+                          min(crop.shape[0] - 1, int(np.floor((high - grid.origin_z) / grid.step_z + 1e-6))))
+        return grid, crop, anchors, working_limits
 
-        pixel_mm = prep.pixel_spacing_mm
-        rule = StopRule() if options.painted_is_largest else ANY_PAINTED_SLICE_RULE
-        coarse = propagate(self._proposer, crop, anchors, limits=(low_w, high_w),
+    def _propose(self, run: _Run, progress, should_stop) -> PropagationOutput:
+        """The proposer's chains from the anchors, slice by slice, up and down."""
+        grid, pixel_mm = run.grid, self.proposer.preprocessing.pixel_spacing_mm
+        rule = StopRule() if run.options.painted_is_largest else ANY_PAINTED_SLICE_RULE
+        coarse = propagate(self._proposer, run.crop, run.anchors, limits=run.working_limits,
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
-                           slice_mm=grid.step_z * spacing_xyz[2],
+                           slice_mm=grid.step_z * run.spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop)
-        for direction, limit in reach_limited.items():
+        for direction, limit in run.reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (
-                    f"stopped at slice {limit}: {window_factor:g} painted diameters from the outermost painted slice, "
-                    "as far as the vote with registration and the copy reaches")
-        proposed = time.perf_counter()
+                    f"stopped at slice {limit}: {run.window_factor:g} painted diameters from the outermost painted "
+                    "slice, as far as the vote with registration and the copy reaches")
+        return coarse
+
+    def _refine(self, run: _Run, coarse: PropagationOutput, should_stop) -> np.ndarray:
+        """The refiner's probabilities on the crop (the proposer's when it is off), anchors kept as painted and
+        regions apart from them dropped. Without the refiner the anchors are written into the proposer's
+        probabilities themselves, and so reach its pasted-back mask too."""
         final = coarse.probabilities
-        if options.use_refiner:
-            if should_stop is not None and should_stop():
-                raise Cancelled("Propagation was cancelled; nothing was written.")
-            final = refine(self._refiner, crop, coarse.probabilities, coarse.visited)
-        for k, anchor in anchors.items():
+        if run.options.use_refiner:
+            _stop_if_asked(should_stop)
+            final = refine(self._refiner, run.crop, coarse.probabilities, coarse.visited)
+        for k, anchor in run.anchors.items():
             final[k] = anchor
-        final = _keep_connected_to_anchors(final, anchors)
-        refined = time.perf_counter()
+        return _keep_connected_to_anchors(final, run.anchors)
 
-        visited = coarse.visited
-        window = slice(visited[0], visited[-1] + 1)
-        mask = mask_from_crop(final[window], grid, image.shape, window)
-        coarse_kept = _keep_connected_to_anchors(coarse.probabilities, anchors)
-        proposer_mask = mask_from_crop(coarse_kept[window], grid, image.shape, window)
-        for target in (mask, proposer_mask):
-            target[anchor_slices] = painted[anchor_slices]
-        network_mask = mask
-        pasted = time.perf_counter()
 
-        if consensus:
-            if should_stop is not None and should_stop():
-                raise Cancelled("Propagation was cancelled; nothing was written.")
-            mask, opinions = vote.take_vote(network_mask, image, spacing_xyz, anchor_masks, (low, high),
-                                            extent_factor=reach_factor, registration_reach=window_factor,
-                                            taper=options.painted_is_largest)
-        advice = _painted_slice_advice(opinions[1], anchor_slices, painted, spacing_xyz) if (
-            consensus and options.painted_is_largest) else []
-        advice += [painted_at_volume_edge_advice(k, image.shape[0]) for k in anchor_slices
-                   if k in (0, image.shape[0] - 1)]
-        voted = time.perf_counter()
-        first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
-                       int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
-        if consensus:  # the vote may reach slices the networks did not
-            tumour = painted_slices(mask)
-            first, last = min(first, tumour[0]), max(last, tumour[-1])
-        slices = range(max(0, first), min(image.shape[0] - 1, last) + 1)
-        confidence = slice_confidence(mask, list(anchor_slices), slices, spacing_xyz,
-                                      agreement=vote.agreement(opinions, slices) if consensus else None)
-        cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
-        for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
-            confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
-        finished = time.perf_counter()
-        return SegmentationResult(
-            mask=mask, proposer_mask=proposer_mask,
-            slice_confidence=confidence, anchor_slices=list(anchor_slices),
-            stop_reasons=coarse.stop_reasons, seconds=finished - started, device=str(self.device),
-            timings={"prepare": prepared - started, "proposer": proposed - prepared,
-                     "refiner": refined - proposed, "paste_back": pasted - refined, "consensus": voted - pasted,
-                     "confidence": finished - voted},
-            network_mask=network_mask, consensus=consensus, cut_back=cut_back, advice=advice)
+@dataclass
+class _Run:
+    """One run's checked inputs, its limits, and the crop the networks see."""
+
+    image: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+    options: PropagationOptions
+    painted: np.ndarray  # bool (z, y, x)
+    anchor_slices: list[int]
+    anchor_masks: dict[int, np.ndarray]  # painted slice -> its cross-section
+    limits: tuple[int, int]  # the axial range the result may occupy, narrowed to the vote's reach
+    reach_factor: float  # how far the vote reaches, in painted diameters
+    window_factor: float  # how far the registration reaches (further when the painted slice is not the largest)
+    reach_limited: dict[str, int]  # direction -> the slice where the vote's reach, not a user's limit, stops
+    grid: CropGrid
+    crop: torch.Tensor  # normalised, on the networks' device
+    anchors: dict[int, np.ndarray]  # working slice -> painted cross-section on the crop
+    working_limits: tuple[int, int]  # ``limits`` on the working slices
+
+
+class _Laps:
+    """Wall time of each stage of a run, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage], self._last = now - self._last, now
+
+    def total(self) -> float:
+        return self._last - self.started
+
+
+def _vote_limits(options: PropagationOptions, anchor_masks: dict[int, np.ndarray], spacing_xyz,
+                 limits: tuple[int, int], window_factor: float) -> tuple[tuple[int, int], dict[str, int]]:
+    """The slice limits narrowed to the vote's window (the networks need not go where no voxel can win the vote),
+    and direction -> the slice where that window, not a user's limit, stops them."""
+    low, high = limits
+    reach_limited = {}
+    if options.use_consensus:
+        first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)
+        if first > low:
+            low = reach_limited["down"] = first
+        if last < high:
+            high = reach_limited["up"] = last
+    return (low, high), reach_limited
+
+
+def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The networks' mask and the proposer's on the image's grid, the painted slices as drawn."""
+    visited = coarse.visited
+    window = slice(visited[0], visited[-1] + 1)
+    mask = mask_from_crop(final[window], run.grid, run.image.shape, window)
+    coarse_kept = _keep_connected_to_anchors(coarse.probabilities, run.anchors)
+    proposer_mask = mask_from_crop(coarse_kept[window], run.grid, run.image.shape, window)
+    for target in (mask, proposer_mask):
+        target[run.anchor_slices] = run.painted[run.anchor_slices]
+    return mask, proposer_mask
+
+
+def _vote(run: _Run, network_mask: np.ndarray,
+          should_stop) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[Advice]]:
+    """The vote of the networks, registration and the copied outline (the networks' mask when the vote is off),
+    its opinions (None when off), and the advice on the painted slices."""
+    options, depth = run.options, run.image.shape[0]
+    mask, opinions, advice = network_mask, None, []
+    if options.use_consensus:
+        _stop_if_asked(should_stop)
+        mask, opinions = vote.take_vote(network_mask, run.image, run.spacing_xyz, run.anchor_masks, run.limits,
+                                        extent_factor=run.reach_factor, registration_reach=run.window_factor,
+                                        taper=options.painted_is_largest)
+        if options.painted_is_largest:
+            advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
+    advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]
+    return mask, opinions, advice
+
+
+def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
+                opinions: tuple[np.ndarray, ...] | None) -> tuple[dict[int, float], list[int]]:
+    """Each slice's confidence, from the networks' first to last slice (or the vote's, when it reaches further),
+    and the slices cut back after a leak, whose confidence is lowered."""
+    grid, visited, consensus = run.grid, coarse.visited, run.options.use_consensus
+    first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
+                   int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
+    if consensus:  # the vote may reach slices the networks did not
+        tumour = painted_slices(mask)
+        first, last = min(first, tumour[0]), max(last, tumour[-1])
+    slices = range(max(0, first), min(run.image.shape[0] - 1, last) + 1)
+    confidence = slice_confidence(mask, list(run.anchor_slices), slices, run.spacing_xyz,
+                                  agreement=vote.agreement(opinions, slices) if consensus else None)
+    cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
+    for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
+        confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
+    return confidence, cut_back
+
+
+def _stop_if_asked(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("Propagation was cancelled; nothing was written.")
 
 
 def _painted_slice_advice(registered: np.ndarray, anchor_slices: list[int], painted: np.ndarray,
