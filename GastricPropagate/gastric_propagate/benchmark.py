@@ -29,7 +29,7 @@ import torch
 
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
-from gastric_propagate.data.io import write_mask
+from gastric_propagate.data.outputs import write_mask
 from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases

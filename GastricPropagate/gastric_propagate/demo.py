@@ -14,7 +14,8 @@ from typing import Callable
 import SimpleITK as sitk
 
 from gastric_propagate.data.annotation import annotation_from_label
-from gastric_propagate.data.io import OutputBatch, check_outputs, check_writable_folder
+from gastric_propagate.data.output_checks import check_outputs, check_writable_folder
+from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.errors import InputError
 from gastric_propagate.file_segmentation import build_report
 from gastric_propagate.metrics import dice, volume_ml

@@ -11,3 +11,9 @@ class WeightsError(RuntimeError):
 
 class Cancelled(RuntimeError):
     """The caller asked the propagation to stop; nothing was written."""
+
+
+def last_line(error: Exception) -> str:
+    """The last non-empty line of an error's message: ITK's say there what went wrong, after where in its code."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else error.__class__.__name__

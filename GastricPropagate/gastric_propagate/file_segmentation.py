@@ -11,7 +11,9 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.io import OutputBatch, check_outputs, geometry_difference, read_volume
+from gastric_propagate.data.output_checks import check_outputs
+from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.data.volumes import geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
 from gastric_propagate.protocol import STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE, Report

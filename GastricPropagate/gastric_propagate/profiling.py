@@ -55,7 +55,7 @@ def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", p
 
     from gastric_propagate.benchmark import speed_phantom
     from gastric_propagate.data.annotation import annotation_from_label
-    from gastric_propagate.data.io import write_mask
+    from gastric_propagate.data.outputs import write_mask
 
     phantom = speed_phantom(n_slices)
     _, truth = phantom.arrays()
@@ -137,7 +137,7 @@ def _child(out: str, arguments: list[str]) -> int:
 
     moments["torch"] = time.time()
     import gastric_propagate.cli as cli
-    import gastric_propagate.data.io as io
+    import gastric_propagate.data.outputs as outputs
     import gastric_propagate.file_segmentation as files
     import gastric_propagate.inference.consensus as consensus
     from gastric_propagate.inference import pipeline
@@ -161,8 +161,8 @@ def _child(out: str, arguments: list[str]) -> int:
     timed(files, "read_volume", "read")
     timed(consensus, "propagate_by_registration", "registration")
     timed(files, "build_report", "report")
-    original_segment, original_enter, original_exit = (pipeline.Segmenter.segment, io.OutputBatch.__enter__,
-                                                       io.OutputBatch.__exit__)
+    original_segment, original_enter, original_exit = (pipeline.Segmenter.segment, outputs.OutputBatch.__enter__,
+                                                       outputs.OutputBatch.__exit__)
 
     def segment(self, *args, **kwargs):
         result = original_segment(self, *args, **kwargs)
@@ -179,7 +179,7 @@ def _child(out: str, arguments: list[str]) -> int:
         finally:
             spent["write"] += time.perf_counter() - seen.pop("write_started")
 
-    pipeline.Segmenter.segment, io.OutputBatch.__enter__, io.OutputBatch.__exit__ = segment, enter, leave
+    pipeline.Segmenter.segment, outputs.OutputBatch.__enter__, outputs.OutputBatch.__exit__ = segment, enter, leave
     command_started = time.perf_counter()
     code = cli.main(arguments)
     command_seconds = time.perf_counter() - command_started

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.io import geometry_difference, read_volume
+from gastric_propagate.data.volumes import geometry_difference, read_volume
 from gastric_propagate.data.validation import check_label_values
 
 logger = logging.getLogger(__name__)

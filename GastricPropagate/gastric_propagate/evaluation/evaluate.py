@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gastric_propagate.data.cases import find_pairs, folder_cases
-from gastric_propagate.data.io import check_outputs, check_writable_folder
+from gastric_propagate.data.output_checks import check_outputs, check_writable_folder
 from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.annotations import VARIANTS
 from gastric_propagate.evaluation.reporting import (CONFIDENCE_FILE, CSV_COLUMNS, EXAMPLE_FILE, FIGURE_METHODS,

@@ -10,7 +10,7 @@ Outputs (in one folder):
     confidence.csv: the engine's confidence, review flag and Dice of every propagated slice (when the engine ran).
 
 Nothing is written while the methods run: the report's files are written together at the end, each under a
-temporary name beside it, and renamed into place at once (``data.io.OutputBatch``). A crash or SIGTERM leaves the
+temporary name beside it, and renamed into place at once (``data.outputs.OutputBatch``). A crash or SIGTERM leaves the
 earlier report (or none), never a half-written one or a mix of two runs.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from gastric_propagate import __version__
 from gastric_propagate.data.annotation import painted_slices
-from gastric_propagate.data.io import OutputBatch
+from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.evaluation.annotations import DEFAULT_VARIANT
 from gastric_propagate.evaluation.breakdown import breakdown_markdown, confidence_markdown
 from gastric_propagate.evaluation.running import BASELINES, ENGINE_TITLES, Evaluation

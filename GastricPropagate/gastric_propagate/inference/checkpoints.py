@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from gastric_propagate import __version__
-from gastric_propagate.data.io import OutputBatch
+from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.preprocessing import Preprocessing

@@ -247,7 +247,7 @@ def write_phantoms(out_dir, seeds, *, fmt: str = "nrrd", **overrides) -> list[tu
     """Writes <out_dir>/case_<seed>_image.<ext> and case_<seed>_label.<ext> (ext: nrrd or nii.gz); returns the pairs.
 
     All or nothing: every file is staged beside its destination and all are renamed into place together once the
-    last one is written (``data.io.OutputBatch``), so a crash or SIGTERM leaves no half-written file and no
+    last one is written (``data.outputs.OutputBatch``), so a crash or SIGTERM leaves no half-written file and no
     incomplete set of pairs.
 
     Args:
@@ -256,7 +256,7 @@ def write_phantoms(out_dir, seeds, *, fmt: str = "nrrd", **overrides) -> list[tu
         fmt: ``"nrrd"`` or ``"nii.gz"``.
         **overrides: keyword arguments of :func:`make_phantom`, applied to every case.
     """
-    from gastric_propagate.data.io import OutputBatch
+    from gastric_propagate.data.outputs import OutputBatch
 
     if fmt not in ("nrrd", "nii.gz"):
         raise ValueError(f"fmt must be 'nrrd' or 'nii.gz', got {fmt!r}")
@@ -274,7 +274,7 @@ def write_phantoms(out_dir, seeds, *, fmt: str = "nrrd", **overrides) -> list[tu
 def make_phantoms_main(*, out: str, count: int, seed_start: int | None, fmt: str, overwrite: bool) -> int:
     """``gastric-propagate make-phantoms``: checks the folder and the files it would replace, writes ``count``
     pairs from ``seed_start`` (the held-out range when None) and says so; returns 0."""
-    from gastric_propagate.data.io import check_outputs, check_writable_folder
+    from gastric_propagate.data.output_checks import check_outputs, check_writable_folder
 
     start = HELD_OUT_SEED_START if seed_start is None else seed_start
     check_writable_folder(out, f"the output folder {out}")

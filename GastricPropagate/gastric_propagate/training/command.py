@@ -19,7 +19,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     from pathlib import Path
 
     from gastric_propagate.data.cases import folder_cases
-    from gastric_propagate.data.io import check_writable_folder
+    from gastric_propagate.data.output_checks import check_writable_folder
     from gastric_propagate.errors import InputError
     from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
@@ -101,7 +101,7 @@ def _check_weights_outputs(out: str, init: str | None, overwrite: bool) -> None:
     of themselves (--init naming the --out folder, or the bundled weights' folder)."""
     from pathlib import Path
 
-    from gastric_propagate.data.io import check_outputs
+    from gastric_propagate.data.output_checks import check_outputs
 
     outputs = {f"{stage} weights": Path(out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
     inputs = _initial_paths(init).values() if init else ()

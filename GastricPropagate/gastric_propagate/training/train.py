@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gastric_propagate import __version__
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
 from gastric_propagate.data.cases import CaseData
-from gastric_propagate.data.io import OutputBatch
+from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.masks import equivalent_diameter_mm
 from gastric_propagate.inference.networks import UNet2D
@@ -310,7 +310,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
           sources: Iterable[str] | None = None) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
-    Both files are renamed into place together once both are written (``data.io.OutputBatch``): a crash or
+    Both files are renamed into place together once both are written (``data.outputs.OutputBatch``): a crash or
     SIGTERM leaves the earlier pair, or none, never a half-written file or a new proposer beside an old refiner.
 
     Args:

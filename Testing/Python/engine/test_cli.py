@@ -157,11 +157,11 @@ def test_console_script_is_installed():
 
 
 def test_huge_volume_is_refused_from_its_header(case, tmp_path, capsys, monkeypatch):
-    import gastric_propagate.data.io as io
+    import gastric_propagate.data.volumes as volumes
 
-    monkeypatch.setattr(io, "MAX_VOXELS", 1000)
+    monkeypatch.setattr(volumes, "MAX_VOXELS", 1000)
     read = []
-    monkeypatch.setattr(io.sitk.ImageFileReader, "Execute", lambda self: read.append(1))
+    monkeypatch.setattr(volumes.sitk.ImageFileReader, "Execute", lambda self: read.append(1))
     code, err = bad(case, tmp_path, capsys)
     assert code == 2 and "Crop Volume" in err and not read, "refused before any voxel was read"
 

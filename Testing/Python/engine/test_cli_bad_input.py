@@ -150,7 +150,7 @@ def test_sigterm_leaves_the_old_output_and_exits_143(tmp_path):  # 11
         import numpy as np, SimpleITK as sitk
         from conftest import OracleProposer, CopyCoarseRefiner, SPACING, make_volume
         import gastric_propagate.cli as cli
-        from gastric_propagate.data import io
+        from gastric_propagate.data import outputs
         from gastric_propagate.data.annotation import annotation_from_label
         from gastric_propagate.inference.pipeline import Segmenter
         from gastric_propagate.inference.preprocessing import Preprocessing
@@ -162,7 +162,7 @@ def test_sigterm_leaves_the_old_output_and_exits_143(tmp_path):  # 11
             sitk.WriteImage(written, {str(tmp_path)!r} + f"/{{name}}.nrrd")
         segmenter = Segmenter.from_networks(OracleProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
         cli._segmenter = lambda args: segmenter
-        staged_mask = io.OutputBatch.mask
+        staged_mask = outputs.OutputBatch.mask
 
         def slow_mask(self, *args):
             path = staged_mask(self, *args)
@@ -170,7 +170,7 @@ def test_sigterm_leaves_the_old_output_and_exits_143(tmp_path):  # 11
             time.sleep(60)
             return path
 
-        io.OutputBatch.mask = slow_mask
+        outputs.OutputBatch.mask = slow_mask
         sys.exit(cli.main(["segment", "--image", {str(tmp_path / "ct.nrrd")!r},
                            "--annotation", {str(tmp_path / "annotation.nrrd")!r}, "--output", {str(old)!r},
                            "--overwrite"]))
@@ -239,11 +239,11 @@ def test_one_voxel_annotation(files, tmp_path, capsys):  # low
 
 
 def test_size_limit_counts_bytes(files, tmp_path, capsys, monkeypatch):  # low
-    import gastric_propagate.data.io as io
+    import gastric_propagate.data.volumes as volumes
 
     image = sitk.GetArrayFromImage(files["reference"]).astype(np.float64)
     write_like(image, files["reference"], tmp_path / "in" / "ct64.nrrd")
-    monkeypatch.setattr(io, "MAX_BYTES", image.size * 4)
+    monkeypatch.setattr(volumes, "MAX_BYTES", image.size * 4)
     assert segment(files, tmp_path / "int16.nrrd") == 0
     (tmp_path / "int16.nrrd").unlink()
     refused(files, tmp_path, capsys, image=tmp_path / "in" / "ct64.nrrd", message="16-bit")

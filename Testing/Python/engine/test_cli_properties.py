@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import gastric_propagate.cli as cli
 from conftest import CopyCoarseRefiner, OracleProposer
-from gastric_propagate.data.io import geometry_difference
+from gastric_propagate.data.volumes import geometry_difference
 from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.preprocessing import Preprocessing
 

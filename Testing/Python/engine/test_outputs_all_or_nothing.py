@@ -211,9 +211,9 @@ def test_train_stopped_while_saving_leaves_the_earlier_pair(tmp_path, cases_fold
     before = earlier_weights(out)
     code, err = terminate_midway(f"""
         import gastric_propagate.cli as cli
-        from gastric_propagate.data import io
+        from gastric_propagate.data import outputs
 
-        stage = io.OutputBatch.file
+        stage = outputs.OutputBatch.file
 
         def slow_file(self, path, write):  # waits once the proposer is staged, before the refiner
             staged = stage(self, path, write)
@@ -221,7 +221,7 @@ def test_train_stopped_while_saving_leaves_the_earlier_pair(tmp_path, cases_fold
             time.sleep(60)
             return staged
 
-        io.OutputBatch.file = slow_file
+        outputs.OutputBatch.file = slow_file
         sys.exit(cli.main({train_argv(cases_folder, out, "--overwrite")!r}))
     """, tmp_path)
     assert code == 143 and "terminated" in err and "Traceback" not in err, err

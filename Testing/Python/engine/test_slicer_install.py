@@ -116,7 +116,8 @@ def test_the_install_list_holds_the_module_the_engine_slicer_runs_and_the_weight
                    "GastricPropagateLib/testdata.py", "Resources/UI/GastricPropagate.ui",
                    "gastric_propagate/cli.py", "gastric_propagate/worker.py", "gastric_propagate/protocol.py",
                    "gastric_propagate/inference/pipeline.py",
-                   "gastric_propagate/data/io.py", "gastric_propagate/inference/weights/proposer.pt"):
+                   "gastric_propagate/data/volumes.py", "gastric_propagate/data/output_checks.py",
+                   "gastric_propagate/data/outputs.py", "gastric_propagate/inference/weights/proposer.pt"):
         assert needed in files, needed
     assert not [path for path in files if path.startswith(NOT_FOR_SLICER) or "__pycache__" in path]
 

@@ -1,0 +1,112 @@
+"""Output paths checked before any work is done, so that a bad one is refused at once, not after the run: the
+format of a label output, an output that is an input or another output, an existing file, a link or a device, a
+folder that cannot be written."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Iterable
+
+from gastric_propagate.errors import InputError
+from gastric_propagate.data.volumes import matching_extension
+
+# Output formats that keep a 3D label's whole geometry (size, spacing, origin and direction).
+SINGLE_FILE_OUTPUTS = (".nrrd", ".nii.gz", ".nii", ".mha")
+HEADER_DATA_OUTPUTS = (".nhdr", ".mhd", ".hdr")
+MASK_OUTPUTS = SINGLE_FILE_OUTPUTS + HEADER_DATA_OUTPUTS
+
+
+def refuse_existing(path: str | Path, overwrite: bool) -> None:
+    """Refuses to replace an existing output unless asked to."""
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"The output {path} already exists. Choose another path, or pass --overwrite to replace it.")
+
+
+def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str | Path] = (),
+                  overwrite: bool = False, mask_outputs: Iterable[str] = ()) -> None:
+    """Checks output paths before any work is done, so that a bad path is refused at once, not after the run.
+
+    Args:
+        outputs: what each output is (for the message), e.g. ``{"output": "mask.nrrd", "report": None}``;
+            None entries are skipped.
+        inputs: the run's input files; no output may be one of them, even with ``overwrite``.
+        overwrite: existing outputs may be replaced.
+        mask_outputs: the keys of ``outputs`` that are label volumes (their extension is checked).
+
+    Raises:
+        InputError: an unsupported format, an output that is an input or another output, an existing output
+            without ``overwrite``, an output that is not a regular file (a device, a symbolic link), or a folder
+            that cannot be written.
+    """
+    given = {what: Path(path) for what, path in outputs.items() if path is not None}
+    input_paths = [Path(path) for path in inputs]
+    for what, path in given.items():
+        if path.is_dir() or str(outputs[what]).endswith(("/", os.sep)):
+            raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {path / 'tumour.nrrd'}).")
+        if path.is_symlink() or _special_file(path):
+            kind = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else "a device, pipe or socket"
+            raise InputError(f"The {what} {path} is not a regular file ({kind}): writing the result would replace "
+                             "it with a file, even with --overwrite. Give the path of a new or ordinary file.")
+        if what in mask_outputs:
+            check_mask_format(path, what)
+        for source in input_paths:
+            if _same_file(path, source):
+                raise InputError(f"The {what} {path} is the input file {source}: writing it would destroy your "
+                                 "input. Choose another output path.")
+        for other_what, other in given.items():
+            if other_what != what and _same_file(path, other):
+                raise InputError(f"The {what} and the {other_what} are the same file ({path}): one would overwrite "
+                                 "the other. Give them different paths.")
+        refuse_existing(path, overwrite)
+        check_writable_folder(path.parent, f"the {what} {path}")
+
+
+def check_mask_format(path: str | Path, what: str = "output") -> str:
+    """The extension of a label output; InputError naming the accepted ones when it cannot hold a 3D label."""
+    extension = matching_extension(Path(path), MASK_OUTPUTS)
+    if extension is None:
+        raise InputError(
+            f"The {what} {path} has an extension this tool cannot write a 3D label to with its full geometry "
+            f"(size, spacing, origin and direction). Use {', '.join(SINGLE_FILE_OUTPUTS)} (one file) or "
+            f"{', '.join(HEADER_DATA_OUTPUTS)} (header + data file); 2D formats such as .png and formats that drop "
+            "the direction (.tif, .vtk, .gipl) are refused.")
+    written = Path(path).name[-len(extension):]
+    if written != extension:
+        raise InputError(f"The {what} {path} ends in '{written}': ITK (and so 3D Slicer) reads and writes some formats "
+                         f"by their lower-case extension only ('.nii.GZ' and '.MHA' cannot be read back). Name it "
+                         f"'{Path(path).name[:-len(extension)]}{extension}'.")
+    return extension
+
+
+def check_writable_folder(folder: str | Path, what: str | None = None) -> None:
+    """InputError unless ``folder`` exists and is writable, or could be created (its nearest existing parent is)."""
+    folder = Path(folder) if str(folder) else Path(".")
+    what = what or f"the folder {folder}"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"Cannot write {what}: {existing} is a file, not a folder. Choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"Cannot write {what}: the folder {existing} is not writable. Choose a folder you can "
+                         "write to.")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
+
+
+def _special_file(path: Path) -> bool:
+    """Whether ``path`` exists (following links) and is not a regular file or a folder: a device, pipe, socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))

@@ -1,0 +1,272 @@
+"""Reading a CT or label volume with SimpleITK, refusing what ITK would read wrongly or not at all (a missing,
+truncated, corrupt, too large or non-3D file, a non-finite geometry), and comparing two voxel grids."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import re
+import stat
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import SimpleITK as sitk
+
+from gastric_propagate.errors import InputError, last_line
+from gastric_propagate.data.validation import MAX_BYTES, MAX_VOXELS
+
+# Geometry may differ by rounding in headers (e.g. NIfTI's float32 affine), not by more. Spacing is compared
+# relative to itself, the origin in fractions of the smallest voxel side (never in proportion to the origin's
+# size: at z = -1500 mm a tolerance relative to the origin would accept a shift of a whole slice).
+SPACING_TOLERANCE = 1e-4
+ORIGIN_TOLERANCE_VOXELS = 0.01
+DIRECTION_TOLERANCE = 1e-3
+
+
+def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
+    """Reads a 3D scalar volume; InputError with what to do when the file is missing, unreadable, truncated,
+    corrupt, of non-finite geometry or not 3D."""
+    path = Path(path)
+    _check_readable_file(path, what)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    gzipped = _is_gzip(path)
+    if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
+        raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
+    try:
+        reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
+        size = reader.GetSize()
+        voxels = int(np.prod(size, dtype=np.int64))
+        nbytes = voxels * _bytes_per_voxel(reader)
+        if voxels > MAX_VOXELS or nbytes > MAX_BYTES:
+            raise InputError(f"The {what} {path} has {voxels:,} voxels (size {size}, {nbytes / 1e9:.1f} GB in "
+                             f"memory), more than the {MAX_VOXELS:,} voxels or {MAX_BYTES / 1e9:.1f} GB this tool "
+                             "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), or save it "
+                             "as 16-bit integers rather than 64-bit floats, then run again.")
+        _check_geometry(path, reader, what)
+        if not gzipped:
+            _check_complete(path, nbytes, what)  # ITK reads a short NIfTI as zeros
+        image = reader.Execute()
+    except RuntimeError as error:
+        if gzipped:  # ITK cannot tell a corrupt stream from a foreign file
+            _gunzipped_size(path, what)
+        short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
+        if short:  # a NRRD's data ends early
+            raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
+        raise InputError(f"The {what} file {path} cannot be read as a medical image ({last_line(error)}). Use "
+                         "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error
+    if gzipped:
+        _check_gzip_complete(path, image, what)
+    if image.GetDimension() != 3:
+        raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
+                         "needed. Load the whole CT series, not a single slice.")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"The {what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+                         "(colour or vector image); a scalar CT volume is needed.")
+    return image
+
+
+def _check_readable_file(path: Path, what: str) -> None:
+    """InputError saying what the path is when it is not a regular file: missing, a folder, a device, a loop."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"The {what} path {path} is a loop of symbolic links that never reaches a file. "
+                             "Give the path of the file itself.") from None
+        if path.is_symlink():
+            raise InputError(f"The {what} path {path} is a symbolic link to {os.readlink(path)}, which does not "
+                             "exist. Give the path of the file itself.") from None
+        raise InputError(f"The {what} file {path} does not exist. Check the path.") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"The {what} path {path} is a folder, not a file. Give the volume file (for a DICOM "
+                         "series, load it in 3D Slicer and save it as NRRD, then give that file).")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"The {what} path {path} is not a regular file (a device, pipe or socket); the volume is "
+                         "read twice, to check it, so it must be a file on disk. Save it to a file and give that.")
+
+
+def _check_geometry(path: Path, reader: sitk.ImageFileReader, what: str) -> None:
+    """InputError unless the spacing is positive and the spacing, origin and direction finite."""
+    problem = None
+    spacing, origin, direction = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+    if not np.all(np.isfinite(np.concatenate([spacing, origin, direction]))):
+        problem = f"spacing {spacing}, origin {origin}, direction {direction} are not all finite numbers"
+    elif min(spacing) <= 0:
+        problem = f"its voxel spacing {spacing} is not positive"
+    elif abs(np.linalg.det(np.reshape(direction, (len(spacing),) * 2))) < 1e-6:
+        problem = f"its direction {direction} is degenerate (two axes point the same way, or one is zero)"
+    if problem:
+        raise _corrupt_geometry(path, what, problem)
+
+
+def _corrupt_geometry(path: Path, what: str, problem: str) -> InputError:
+    return InputError(f"The {what} file {path} has a corrupt geometry: {problem}. Re-export the volume from its "
+                      "source (e.g. 3D Slicer or the DICOM series), then run again.")
+
+
+def _nrrd_non_finite(path: Path) -> bool:
+    """Whether a NRRD header's space directions, spacings or origin hold NaN or Inf."""
+    if matching_extension(path, (".nrrd", ".nhdr")) is None:
+        return False
+    with open(path, "rb") as handle:
+        header = handle.read(65536).split(b"\n\n", 1)[0].decode("latin-1")
+    fields = re.findall(r"^(?:space directions|spacings|space origin)\s*:(.*)$", header, re.IGNORECASE | re.MULTILINE)
+    return any(re.search(r"nan|inf", value, re.IGNORECASE) for value in fields)
+
+
+def _check_complete(path: Path, nbytes: int, what: str) -> None:
+    """InputError when an uncompressed file holds fewer bytes of image data than its header declares (NIfTI,
+    MetaImage with its data inside); ITK refuses a short NRRD itself."""
+    nifti = _nifti_data(path, open)
+    if nifti is not None:
+        available, (offset, nbytes) = path.stat().st_size, nifti
+    else:
+        available, offset = _metaimage_data(path, nbytes, what)
+    if offset is not None and available < offset + nbytes:
+        raise _truncated(path, what, max(available - offset, 0), nbytes)
+
+
+def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> None:
+    """InputError when a gzip file is truncated or corrupt: ITK checks neither the stream's checksum nor its length,
+    and reads a short NIfTI as zeros. The voxels ITK read are checked against the stream's trailer, so that a whole
+    file is inflated once; only when they differ (a damaged file, or voxels ITK converted: byte-swapped or rescaled)
+    is the stream inflated again, and checked whole."""
+    if _trailer_matches(path, image):
+        return
+    unpacked, nifti = _gunzipped_size(path, what), _nifti_data(path, gzip.open)
+    if nifti is not None and unpacked < sum(nifti):
+        offset, nbytes = nifti
+        raise _truncated(path, what, max(unpacked - offset, 0), nbytes)
+
+
+def _trailer_matches(path: Path, image: sitk.Image) -> bool:
+    """Whether a gzip NIfTI's trailer (CRC-32 and length of the content) is that of its header followed by exactly
+    the voxels ITK read: then the stream is whole, and so is the image."""
+    voxels = sitk.GetArrayViewFromImage(image)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(path.stat().st_size - 8, 0))
+            trailer = handle.read(8)
+        nifti = _nifti_data(path, gzip.open)
+        if len(trailer) != 8 or nifti is None:
+            return False
+        crc, length = struct.unpack("<II", trailer)
+        offset = nifti[0]
+        if (offset + voxels.nbytes) % (1 << 32) != length:
+            return False
+        with gzip.open(path, "rb") as stream:
+            header = stream.read(offset)
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
+        return False
+    return len(header) == offset and zlib.crc32(voxels, zlib.crc32(header)) == crc
+
+
+def _truncated(path: Path, what: str, held: int, declared: int) -> InputError:
+    return InputError(f"The {what} file {path} is truncated: it holds {held:,} bytes of image data where its header "
+                      f"declares {declared:,}. It was probably cut short while being copied, downloaded or written; "
+                      "copy or export it again, then run again.")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _gunzipped_size(path: Path, what: str) -> int:
+    """The size of a gzip file's content, read whole so that its checksum and length are verified."""
+    size = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 24), b""):
+                size += len(chunk)
+    except EOFError as error:
+        raise InputError(f"The {what} file {path} is truncated: its compressed stream ends early ({error}). It was "
+                         "probably cut short while being copied, downloaded or written; copy or export it again, "
+                         "then run again.") from error
+    except (gzip.BadGzipFile, zlib.error, OSError) as error:
+        raise InputError(f"The {what} file {path} is corrupt: its compressed data fail the gzip checks ({error}). "
+                         "Copy or export it again, then run again.") from error
+    return size
+
+
+def _nifti_data(path: Path, opener) -> tuple[int, int] | None:
+    """(where the voxels start, how many bytes they take) in a NIfTI-1 or NIfTI-2 file, by its own header: ITK
+    returns rescaled voxels (``scl_slope``, ``scl_inter``) as floats, larger than the file's. None for other formats."""
+    if matching_extension(path, (".nii", ".nii.gz")) is None:
+        return None
+    with opener(path, "rb") as handle:
+        header = handle.read(544)
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims, bitpix = struct.unpack(order + "8h", header[40:56]), struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+        elif len(header) >= 544 and struct.unpack(order + "i", header[:4])[0] == 540:
+            dims, bitpix = struct.unpack(order + "8q", header[16:80]), struct.unpack(order + "h", header[14:16])[0]
+            offset = struct.unpack(order + "q", header[168:176])[0]
+        else:
+            continue
+        if not 1 <= dims[0] <= 7 or bitpix <= 0:
+            return None
+        return offset, int(np.prod(dims[1:1 + dims[0]], dtype=np.int64)) * bitpix // 8
+    return None
+
+
+def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int | None]:
+    """(bytes of voxel data, 0) for a .mha holding its data (a compressed one inflated whole: zlib checks its
+    checksum); (None, None) for other files."""
+    if matching_extension(path, (".mha",)) is None:
+        return None, None
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    found = re.search(rb"^ElementDataFile\s*=\s*LOCAL[ \t]*\r?\n", head, re.MULTILINE)
+    if found is None:
+        return None, None
+    if re.search(rb"^CompressedData\s*=\s*True", head[:found.start()], re.MULTILINE | re.IGNORECASE) is None:
+        return path.stat().st_size - found.end(), 0
+    inflate, size = zlib.decompressobj(), 0
+    with open(path, "rb") as handle:
+        handle.seek(found.end())
+        try:
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                size += len(inflate.decompress(chunk))
+        except zlib.error as error:
+            raise InputError(f"The {what} file {path} is corrupt: its compressed data fail the zlib checks "
+                             f"({error}). Copy or export it again, then run again.") from error
+    return (size if inflate.eof else min(size, nbytes - 1)), 0
+
+
+def geometry_difference(a, b) -> str | None:
+    """What differs between two voxel grids (size, spacing, origin, direction), or None.
+
+    ``a`` and ``b`` are ``sitk.Image`` or ``sitk.ImageFileReader`` (headers only).
+    """
+    if a.GetSize() != b.GetSize():
+        return f"size {a.GetSize()} vs {b.GetSize()}"
+    spacing = np.asarray(a.GetSpacing(), dtype=float)
+    tolerances = {"Spacing": {"rtol": SPACING_TOLERANCE, "atol": 0.0},
+                  "Origin": {"rtol": 0.0, "atol": ORIGIN_TOLERANCE_VOXELS * float(np.min(np.abs(spacing)))},
+                  "Direction": {"rtol": 0.0, "atol": DIRECTION_TOLERANCE}}
+    for name, tolerance in tolerances.items():
+        first, second = getattr(a, f"Get{name}")(), getattr(b, f"Get{name}")()
+        if not np.allclose(first, second, equal_nan=False, **tolerance):
+            return f"{name.lower()} {tuple(round(v, 4) for v in first)} vs {tuple(round(v, 4) for v in second)}"
+    return None
+
+
+def matching_extension(path: Path, extensions: Iterable[str]) -> str | None:
+    """The longest of ``extensions`` that the file name ends with, in any case; None when none does."""
+    name = path.name.lower()
+    for extension in sorted(extensions, key=len, reverse=True):
+        if name.endswith(extension) and len(name) > len(extension):
+            return extension
+    return None
+
+
+def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+    return probe.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()

@@ -1,0 +1,50 @@
+"""Output paths checked before the run: formats that lose the geometry, outputs that are inputs, links, devices."""
+
+from pathlib import Path
+
+import pytest
+
+from gastric_propagate.data import output_checks
+from gastric_propagate.errors import InputError
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.tif", "out.vtk", "out.gipl", "out.nrrdnr", "out", "out.jpg",
+                                  ".nrrd", "out.img"])
+def test_formats_that_lose_the_geometry_or_are_not_3d_are_refused(name):
+    with pytest.raises(InputError, match=r"\.nrrd.*\.nhdr"):
+        output_checks.check_mask_format(name)
+
+
+def test_outputs_are_checked_before_the_run(tmp_path):
+    ct = tmp_path / "ct.nrrd"
+    ct.write_bytes(b"the user's CT")
+    check = output_checks.check_outputs
+    with pytest.raises(InputError, match="destroy your input"):
+        check({"output": ct}, inputs=[ct], overwrite=True, mask_outputs=("output",))
+    with pytest.raises(InputError, match="same file"):
+        check({"output": tmp_path / "a.nrrd", "report": tmp_path / "a.nrrd"}, mask_outputs=("output",))
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check({"output": ct / "out.nrrd"}, mask_outputs=("output",))
+    with pytest.raises(InputError, match="is a folder"):
+        check({"output": tmp_path}, mask_outputs=("output",))
+    with pytest.raises(InputError, match="--overwrite"):
+        check({"report": ct})
+    check({"output": tmp_path / "new" / "out.nrrd", "report": None}, mask_outputs=("output",))
+    assert not (tmp_path / "new").exists(), "checking creates nothing"
+
+
+@pytest.mark.parametrize("name", ["out.nii.GZ", "out.NRRD", "out.Mha", "out.NHDR"])
+def test_an_extension_not_in_lower_case_is_refused_before_the_run(tmp_path, name):
+    with pytest.raises(InputError, match=f"Name it 'out{name[3:].lower()}'"):
+        output_checks.check_outputs({"output": tmp_path / name}, mask_outputs=("output",))
+
+
+def test_an_output_that_is_a_device_or_a_link_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "stdout").symlink_to("/proc/self/fd/1")
+    (tmp_path / "null").symlink_to("/dev/null")
+    (tmp_path / "real.json").write_text("the user's file")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    for path in (Path("/dev/null"), tmp_path / "stdout", tmp_path / "null", tmp_path / "link.json"):
+        with pytest.raises(InputError, match="not a regular file"):
+            output_checks.check_outputs({"report": path}, overwrite=True)
+    assert (tmp_path / "null").is_symlink()

@@ -1,0 +1,132 @@
+"""Reading volumes: what ITK would read wrongly or not at all is refused with what to do; grids are compared."""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from gastric_propagate.data import volumes
+from gastric_propagate.errors import InputError
+
+
+def grid(origin):
+    image = sitk.Image([6, 5, 4], sitk.sitkInt16)
+    image.SetOrigin(origin)
+    image.SetSpacing((0.8, 0.8, 1.0))
+    return image
+
+
+def test_origin_tolerance_does_not_grow_with_the_origin():
+    ct = grid(origin=(0.0, 0.0, -1500.0))
+    shifted = grid(origin=(0.0, 0.0, -1501.0))
+    assert "origin" in volumes.geometry_difference(ct, shifted)
+    rounded = grid(origin=tuple(float(np.float32(v)) for v in (0.1, 0.2, -1500.3)))
+    assert volumes.geometry_difference(grid(origin=(0.1, 0.2, -1500.3)), rounded) is None, "float32 headers pass"
+
+
+def test_a_float64_volume_counts_its_bytes(tmp_path, monkeypatch):
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(sitk.Image([10, 10, 10], sitk.sitkFloat64), str(path))
+    monkeypatch.setattr(volumes, "MAX_BYTES", 4000)
+    with pytest.raises(InputError, match="16-bit"):
+        volumes.read_volume(path)
+    sitk.WriteImage(sitk.Image([10, 10, 10], sitk.sitkInt16), str(path))
+    assert volumes.read_volume(path).GetSize() == (10, 10, 10)
+
+
+def ct_like():
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 300, (16, 32, 32)).astype(np.int16))
+    image.SetSpacing((0.8, 0.8, 2.5))
+    return image
+
+
+@pytest.mark.parametrize("name, compress", [("ct.nii.gz", True), ("ct.nii", False), ("ct.mha", True),
+                                            ("ct.mha", False), ("ct.nrrd", True)])
+@pytest.mark.parametrize("kept", [0.5, 0.67, 0.99])
+def test_a_truncated_file_is_refused_not_read_as_zeros(tmp_path, name, compress, kept):
+    path = tmp_path / name
+    sitk.WriteImage(ct_like(), str(path), useCompression=compress)
+    assert volumes.read_volume(path).GetSize() == (32, 32, 16)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * kept)])
+    with pytest.raises(InputError, match="is truncated.*copy or export it again"):
+        volumes.read_volume(path)
+
+
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.9])
+def test_a_gzip_file_with_corrupted_bytes_is_refused(tmp_path, where):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    middle = int(len(data) * where)
+    data[middle:middle + 50] = bytes(255 - value for value in data[middle:middle + 50])
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is (corrupt|truncated)"):
+        volumes.read_volume(path)
+
+
+def test_a_tiny_gzip_file_is_called_truncated(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="is truncated"):
+        volumes.read_volume(path, "annotation")
+
+
+def test_a_whole_gzip_file_is_inflated_once(tmp_path, monkeypatch):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    monkeypatch.setattr(volumes, "_gunzipped_size", lambda *args: pytest.fail("the stream was inflated a second time"))
+    assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), sitk.GetArrayFromImage(ct_like()))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.9])
+def test_corrupted_bytes_that_itk_reads_without_error_are_refused(tmp_path, where):
+    """ITK's header read inflates only the stream's start: in a larger file it reads the damage as voxels."""
+    path = tmp_path / "ct.nii.gz"
+    large = sitk.GetImageFromArray(np.random.default_rng(1).normal(0, 300, (16, 128, 128)).astype(np.int16))
+    sitk.WriteImage(large, str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is (corrupt|truncated)"):
+        volumes.read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["scaled.nii", "scaled.nii.gz"])
+def test_a_whole_nifti_whose_voxels_itk_rescales_is_read(tmp_path, name):
+    """ITK returns rescaled int16 voxels as float32: the size check counts the file's own voxels, and a gzip stream,
+    whose trailer then does not match the voxels ITK returns, is checked whole instead."""
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(ct_like(), str(plain), useCompression=False)
+    data = bytearray(plain.read_bytes())
+    data[112:120] = struct.pack("<ff", 2.0, -1024.0)  # scl_slope, scl_inter
+    (tmp_path / name).write_bytes(gzip.compress(bytes(data)) if name.endswith(".gz") else bytes(data))
+    image = volumes.read_volume(tmp_path / name)
+    assert np.allclose(sitk.GetArrayFromImage(image), 2.0 * sitk.GetArrayFromImage(ct_like()) - 1024.0)
+
+
+@pytest.mark.parametrize("directions", [b"(0.8,0,0) (0,0.8,0) (nan,nan,nan)", b"(0.8,0,0) (0,0.8,0) (0,0,inf)",
+                                        b"(0.8,0,0) (0,0.8,0) (0,0,0)", b"(0.8,0,0) (0.8,0,0) (0,0,2.5)"])
+def test_a_nrrd_of_non_finite_or_degenerate_geometry_is_refused(tmp_path, directions):
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_like(), str(path), useCompression=False)
+    data = path.read_bytes()
+    start = data.index(b"space directions: ") + len(b"space directions: ")
+    path.write_bytes(data[:start] + directions + data[data.index(b"\n", start):])
+    with pytest.raises(InputError, match="corrupt geometry"):
+        volumes.read_volume(path)
+
+
+def test_paths_that_are_not_a_file_say_what_they_are(tmp_path):
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.nrrd")
+    for path, message in ((tmp_path, "is a folder, not a file"), (Path("/dev/zero"), "not a regular file"),
+                          (tmp_path / "loop_a", "loop of symbolic links"), (tmp_path / "dangling", "does not exist"),
+                          (tmp_path / "missing.nrrd", "does not exist")):
+        with pytest.raises(InputError, match=message):
+            volumes.read_volume(path)
