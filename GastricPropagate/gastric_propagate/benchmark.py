@@ -43,7 +43,7 @@ SPEED_TUMOUR_DIAMETER_MM = 60.0
 TARGET_CPU_SECONDS = 1.15
 TARGET_GPU_SECONDS = 0.2
 TARGET_PEAK_GB = 2.0
-# Issue 27's targets on 2 CPU cores: click to segment written in a fresh process, and through a warm worker.
+# Targets on 2 CPU cores for a click in the module: the result written by a fresh process, and by a warm worker.
 TARGET_FIRST_RUN_SECONDS = 1.5
 TARGET_WARM_RUN_SECONDS = 0.5
 TARGET_ENGINE_SECONDS = 0.3
@@ -103,7 +103,7 @@ def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
         print("    stages: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
     figures.update(_whole_runs(phantom, annotation, repeats, proposer, refiner))
     engine = figures["cpu"]["median_seconds"]
-    print(f"  issue 27's targets (2 CPU cores): first run {figures['first_run_seconds']:.2f} s < "
+    print(f"  targets (2 CPU cores): first run {figures['first_run_seconds']:.2f} s < "
           f"{TARGET_FIRST_RUN_SECONDS} s, warm run {figures['warm_run_seconds']:.2f} s < {TARGET_WARM_RUN_SECONDS} s, "
           f"engine alone {engine:.3f} s < {TARGET_ENGINE_SECONDS} s, peak memory at {TALL_SLICES} slices "
           f"{_gb(figures['peak_memory_gb_300_slices'])} < {TARGET_PEAK_GB} GB: " + ", ".join(

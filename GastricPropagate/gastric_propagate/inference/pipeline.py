@@ -44,12 +44,8 @@ from gastric_propagate.data.validation import check_annotation, check_image, che
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
-# Slices whose confidence is below this are flagged for review. Chosen on the held-out synthetic cases of
-# scripts/choose_vote.py as the threshold that best finds the slices a radiologist would redraw (Dice < 0.7) without
-# listing half the result (the best mean F1 of 0.1-0.5 with the previous weights: 0.66). With the current weights, on
-# phantoms / shapes / thorax: F1 0.88 / 0.64 / 0.55 (recall 0.94 / 0.85 / 0.94) with 28 % / 38 % / 28 % of the slices
-# flagged, mean F1 0.69; 0.2 now edges it (0.70), within what 40 cases per generator can tell apart. Kept at 0.3 by
-# the rule set before that run (issue 10's note).
+# Slices whose confidence is below this are flagged for review: the threshold that best finds the slices a
+# radiologist would redraw (Dice < 0.7) without listing half the result (how it was chosen: docs/decisions.md).
 REVIEW_CONFIDENCE = 0.3
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
