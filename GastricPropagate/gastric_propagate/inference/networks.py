@@ -1,9 +1,11 @@
-"""The U-Net used by both stages: small, 2D, fully convolutional (any crop size that is a multiple of 2**depth)."""
+"""The U-Net used by both stages: small, 2D, fully convolutional (any crop size that is a multiple of 2**depth); and
+how PyTorch runs it for inference."""
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -91,3 +93,21 @@ def inference_copy(network: UNet2D) -> UNet2D:
                 block[conv] = fuse_conv_bn_eval(block[conv], block[norm])
                 block[norm] = nn.Identity()
     return folded.to(memory_format=torch.channels_last)
+
+
+class TorchRunner:
+    """A network as the engine runs it (``propagation.NetworkRunner``): a float32 numpy batch (N, C, S, S) in,
+    probabilities (N, S, S) out, the forward pass on ``device`` without autograd.
+
+    Args:
+        network: in eval mode, on ``device`` (e.g. ``inference_copy(network)``).
+        device: where the network's weights lie ("cpu", "cuda:0").
+    """
+
+    def __init__(self, network: nn.Module, device: torch.device | str = "cpu"):
+        self.network, self.device = network, torch.device(device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.network(torch.from_numpy(batch).to(self.device))
+            return torch.sigmoid(logits)[:, 0].float().cpu().numpy()

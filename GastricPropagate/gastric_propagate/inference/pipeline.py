@@ -28,7 +28,7 @@ from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.inference.networks import UNet2D, inference_copy
+from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
@@ -125,9 +125,10 @@ class Segmenter:
         self._prepare_networks()
 
     def _prepare_networks(self) -> None:
-        """The networks as they run: batch norms folded, channels-last (``networks.inference_copy``)."""
-        self._proposer = inference_copy(self.proposer.network)
-        self._refiner = inference_copy(self.refiner.network)
+        """The networks as they run (``propagation.NetworkRunner``): batch norms folded, channels-last
+        (``networks.inference_copy``)."""
+        self._proposer = TorchRunner(inference_copy(self.proposer.network), self.device)
+        self._refiner = TorchRunner(inference_copy(self.refiner.network), self.device)
 
     @classmethod
     def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),
@@ -185,15 +186,15 @@ class Segmenter:
 
     def _crop(self, image: np.ndarray, painted: np.ndarray, anchor_slices: list[int], spacing_xyz,
               options: PropagationOptions,
-              limits: tuple[int, int]) -> tuple[CropGrid, torch.Tensor, dict[int, np.ndarray], tuple[int, int]]:
-        """The crop grid, the normalised crop on the device, the anchors on it (working slice -> cross-section)
-        and the slice limits on its working slices."""
+              limits: tuple[int, int]) -> tuple[CropGrid, np.ndarray, dict[int, np.ndarray], tuple[int, int]]:
+        """The crop grid, the normalised crop, the anchors on it (working slice -> cross-section) and the slice limits
+        on its working slices."""
         prep = self.proposer.preprocessing
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
         centre = prompt_centre(image, painted)
-        crop = torch.from_numpy(normalise(to_crop(image, grid), prep, centre)).to(self.device)
+        crop = normalise(to_crop(image, grid), prep, centre).astype(np.float32, copy=False)
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
         _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
         anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
@@ -247,7 +248,7 @@ class _Run:
     window_factor: float  # how far the registration reaches (further when the painted slice is not the largest)
     reach_limited: dict[str, int]  # direction -> the slice where the vote's reach, not a user's limit, stops
     grid: CropGrid
-    crop: torch.Tensor  # normalised, on the networks' device
+    crop: np.ndarray  # normalised, float32
     anchors: dict[int, np.ndarray]  # working slice -> painted cross-section on the crop
     working_limits: tuple[int, int]  # ``limits`` on the working slices
 

@@ -5,6 +5,9 @@ slice k from the images of slices k-d, k, k+d and the mask it found on slice k-d
 outermost anchors stop where the tumour ends; chains between two anchors run to the other anchor and
 are blended with it, so an anchor is never changed and both ends agree. All active chains advance
 together, one batched forward pass per step.
+
+The network is a runner (``NetworkRunner``): numpy in, numpy out, so that the same loop runs a PyTorch module
+(``networks.TorchRunner``) or an ONNX Runtime session (``onnx_networks.OnnxNetwork``) and imports neither.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from gastric_propagate.errors import Cancelled
+
+#: A network as the engine runs it: a float32 batch (N, C, S, S) -> float32 probabilities (N, S, S).
+NetworkRunner = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class PropagationOutput:
     cut_back: list[int] = field(default_factory=list)  # slices whose leak was cut back to the previous outline
 
 
-def _three_slices(image: torch.Tensor, k: int, direction: int) -> torch.Tensor:
+def _three_slices(image: np.ndarray, k: int, direction: int) -> np.ndarray:
     """Images of slices k-d, k, k+d (clamped at the volume's ends), ordered along the walk."""
     last = image.shape[0] - 1
     previous = min(max(k - direction, 0), last)
@@ -92,7 +97,7 @@ def _three_slices(image: torch.Tensor, k: int, direction: int) -> torch.Tensor:
     return image[[previous, k, following]]
 
 
-def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, np.ndarray], *,
+def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.ndarray], *,
               limits: tuple[int, int], pixel_area_mm2: float, pixel_mm: float, rule: StopRule = StopRule(),
               slice_mm: float | None = None, slice_name: Callable[[int], int] = int,
               progress: Callable[[int, int], None] | None = None,
@@ -100,8 +105,8 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
     """Runs the proposer from every anchor.
 
     Args:
-        network: the proposer (eval mode), input (N, 4, S, S): three image slices and the previous mask.
-        image: (Z, S, S) normalised crop on the network's device.
+        network: the proposer's runner, input (N, 4, S, S): three image slices and the previous mask.
+        image: (Z, S, S) normalised crop, float32.
         anchors: axial index -> binary (S, S) mask of the painted slice on the crop grid.
         limits: lowest and highest axial index (inclusive) the chains may reach.
         pixel_area_mm2: area of one crop pixel; pixel_mm: its side.
@@ -142,12 +147,9 @@ def propagate(network: torch.nn.Module, image: torch.Tensor, anchors: dict[int, 
         if should_stop is not None and should_stop():
             raise Cancelled("Propagation was cancelled; nothing was written.")
         targets = [c.position + c.direction for c in active]
-        batch = torch.stack([
-            torch.cat([_three_slices(image, k, c.direction),
-                       torch.from_numpy(c.mask.astype(np.float32)).to(image.device)[None]])
-            for c, k in zip(active, targets)])
-        with torch.inference_mode():
-            predicted = torch.sigmoid(network(batch))[:, 0].float().cpu().numpy()
+        predicted = network(np.stack([
+            np.concatenate([_three_slices(image, k, c.direction), c.mask.astype(np.float32)[None]])
+            for c, k in zip(active, targets)]))
         still_active = []
         for chain, k, p in zip(active, targets, predicted):
             mask = p > 0.5
@@ -225,10 +227,10 @@ def _limit_reason(chain: _Chain, depth: int, limits: tuple[int, int], slice_name
             else f"reached the slice limit ({slice_name(chain.stop_before - chain.direction)})")
 
 
-def _painted_intensity_range(image: torch.Tensor, anchors: dict[int, np.ndarray],
+def _painted_intensity_range(image: np.ndarray, anchors: dict[int, np.ndarray],
                              rule: StopRule) -> tuple[float, float]:
     """The network-unit intensities a tumour slice may hold: the anchors' 2nd-98th percentiles, widened."""
-    values = np.concatenate([image[k].float().cpu().numpy()[mask] for k, mask in anchors.items() if mask.any()])
+    values = np.concatenate([image[k][mask] for k, mask in anchors.items() if mask.any()])
     low, high = np.percentile(values, [2, 98])
     margin = rule.intensity_margin * (high - low) + rule.intensity_slack
     return float(low - margin), float(high + margin)
@@ -238,7 +240,7 @@ def _painted_intensity_range(image: torch.Tensor, anchors: dict[int, np.ndarray]
 ENDED, GROWTH, ELSEWHERE = "ended", "growth", "elsewhere"
 
 
-def _check_slice(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: torch.Tensor, name: int,
+def _check_slice(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_slice: np.ndarray, name: int,
                  pixel_area_mm2: float, largest_anchor: float, intensity_range: tuple[float, float],
                  overlap_structure: np.ndarray) -> tuple[str, str]:
     """(kind, reason) for an outward chain's ``mask``: kind is ENDED, GROWTH, ELSEWHERE, or "" when plausible."""
@@ -258,7 +260,7 @@ def _check_slice(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_s
     edge = rule.edge_pixels
     if edge and (mask[:edge].any() or mask[-edge:].any() or mask[:, :edge].any() or mask[:, -edge:].any()):
         return GROWTH, f"stopped before slice {name}: the mask reached the edge of the crop, likely a leak"
-    values = image_slice.float().cpu().numpy()[mask]
+    values = image_slice[mask]
     outside = float(np.mean((values < intensity_range[0]) | (values > intensity_range[1])))
     if outside > rule.max_outside_intensity:
         return ELSEWHERE, (f"ended before slice {name}: {100 * outside:.0f}% of its pixels lie outside the painted "

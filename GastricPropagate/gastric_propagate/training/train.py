@@ -27,7 +27,7 @@ from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.masks import equivalent_diameter_mm
-from gastric_propagate.inference.networks import UNet2D
+from gastric_propagate.inference.networks import TorchRunner, UNet2D
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
                                                        with_working_slices)
@@ -235,8 +235,7 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     k = int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, crop.image.shape[0] - 1))
     if rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
         coarse = np.stack([_perturb_mask(m, rng) if m.any() else m for m in crop.label]).astype(np.float32)
-    image = torch.from_numpy(crop.image)
-    stack = refiner_input(image, torch.from_numpy(coarse.astype(np.float32)), [k])[0].numpy()
+    stack = refiner_input(crop.image, coarse.astype(np.float32), [k])[0]
     truth = crop.label[k]
     hard = (coarse[k] > 0.5) != truth
     boundary = ndimage.binary_dilation(truth, iterations=1) & ~ndimage.binary_erosion(truth, iterations=1)
@@ -297,8 +296,8 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
     results = []
     for crop in crops:
         k = int(np.argmax(crop.label.reshape(crop.label.shape[0], -1).sum(axis=1)))
-        image = torch.from_numpy(crop.image).to(device)
-        output = propagate(proposer, image, {k: crop.label[k]}, limits=(0, crop.image.shape[0] - 1),
+        output = propagate(TorchRunner(proposer, device), crop.image, {k: crop.label[k]},
+                           limits=(0, crop.image.shape[0] - 1),
                            pixel_area_mm2=pixel ** 2, pixel_mm=pixel)
         results.append(output.probabilities)
     return results
