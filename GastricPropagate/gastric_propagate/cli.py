@@ -41,6 +41,7 @@ def _checked(check):
 
 
 _device = _checked(checks.device)
+_backend = _checked(checks.backend)
 
 
 def _count(minimum: int):
@@ -106,6 +107,10 @@ def options_from_arguments(args: argparse.Namespace) -> PropagationOptions:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", type=_device,
                         help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--backend", default="auto", type=_backend,
+                        help="how the networks run: auto (ONNX Runtime on the CPU when onnxruntime is installed, the "
+                             ".onnx files lie beside the weights and --device is auto or cpu; else PyTorch), torch, "
+                             "onnx (default: %(default)s)")
     parser.add_argument("--proposer", help="proposer checkpoint (default: the bundled weights)")
     parser.add_argument("--refiner", help="refiner checkpoint (default: the bundled weights)")
 
@@ -182,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     train.add_argument("--device", default="auto", type=_device,
                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: %(default)s)")
+
+    export = commands.add_parser("export-onnx", help="write proposer.onnx and refiner.onnx beside trained weights, "
+                                                     "for the onnx backend (train writes them itself)")
+    export.add_argument("--weights", required=True, metavar="DIR", help="folder holding proposer.pt and refiner.pt")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace proposer.onnx and refiner.onnx already in the folder (refused otherwise)")
 
     phantoms = commands.add_parser("make-phantoms", help="write synthetic CT/label pairs to a folder")
     phantoms.add_argument("--out", required=True,
@@ -293,7 +304,7 @@ def _on_sigterm_unwind():
 def _segmenter(args):
     from gastric_propagate.inference.pipeline import Segmenter
 
-    return Segmenter(args.proposer, args.refiner, device=args.device)
+    return Segmenter(args.proposer, args.refiner, device=args.device, backend=args.backend)
 
 
 def _segment(args) -> int:
@@ -321,6 +332,12 @@ def _train(args) -> int:
                       command=args.command_line)
 
 
+def _export_onnx(args) -> int:
+    from gastric_propagate.inference.onnx_networks import export_main
+
+    return export_main(weights=args.weights, overwrite=args.overwrite)
+
+
 def _make_phantoms(args) -> int:
     from gastric_propagate.synthetic.phantom import make_phantoms_main
 
@@ -338,27 +355,29 @@ def _benchmark(args) -> int:
     if args.profile:
         from gastric_propagate.profiling import run_profile
 
-        run_profile(repeats=args.repeats, device=args.device, proposer=args.proposer, refiner=args.refiner)
+        run_profile(repeats=args.repeats, device=args.device, backend=args.backend, proposer=args.proposer,
+                    refiner=args.refiner)
         return 0
     from gastric_propagate.benchmark import run_benchmark
 
     run_benchmark(cases=args.cases, repeats=args.repeats, skip=set(args.skip), device=args.device,
-                  proposer=args.proposer, refiner=args.refiner)
+                  backend=args.backend, proposer=args.proposer, refiner=args.refiner)
     return 0
 
 
 def _evaluate(args) -> int:
     from gastric_propagate.evaluation.evaluate import evaluate_main
 
-    other_weights = args.proposer or args.refiner  # else the evaluation loads the bundled ones itself
+    # Other weights or another backend: loaded here; else the evaluation loads the bundled weights when it needs them.
+    other_weights = args.proposer or args.refiner or args.backend != "auto"
     return evaluate_main(out=args.out, data=args.data, cases=args.cases, methods=args.methods,
                          variants=args.variants, generator=args.generator, seed_start=args.seed_start,
                          overwrite=args.overwrite, device=args.device, command=args.command_line,
                          load_segmenter=(lambda: _segmenter(args)) if other_weights else None)
 
 
-_COMMANDS = {"segment": _segment, "serve": _serve, "train": _train, "make-phantoms": _make_phantoms, "demo": _demo,
-             "benchmark": _benchmark, "evaluate": _evaluate}
+_COMMANDS = {"segment": _segment, "serve": _serve, "train": _train, "export-onnx": _export_onnx,
+             "make-phantoms": _make_phantoms, "demo": _demo, "benchmark": _benchmark, "evaluate": _evaluate}
 
 if __name__ == "__main__":
     sys.exit(main())

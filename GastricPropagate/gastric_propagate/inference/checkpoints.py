@@ -1,6 +1,7 @@
 """Self-describing checkpoints: weights + architecture + preprocessing + what they were trained on.
 
-Stored with plain types and tensors only, so ``torch.load(weights_only=True)`` reads them safely.
+Stored with plain types and tensors only, so ``torch.load(weights_only=True)`` reads them safely. torch is imported
+when a checkpoint is saved or loaded, not with this module: the ONNX path (``onnx_networks``) shares its checks.
 """
 
 from __future__ import annotations
@@ -8,14 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from gastric_propagate import __version__
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.errors import WeightsError
-from gastric_propagate.inference.networks import UNet2D
 from gastric_propagate.inference.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    import torch
+
+    from gastric_propagate.inference.networks import UNet2D
 
 FORMAT = "gastric-propagate-checkpoint"
 FORMAT_VERSION = 1
@@ -62,6 +66,8 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
     The file appears whole or not at all: staged in ``outputs`` (renamed into place together with the batch's
     other outputs, e.g. the proposer and the refiner of one training) or, without a batch, on its own.
     """
+    import torch
+
     if stage not in NETWORK_STAGES:
         raise ValueError(f"stage must be one of {NETWORK_STAGES}, not {stage!r}")
     state = {name: (t.half() if t.is_floating_point() else t).cpu() for name, t in network.state_dict().items()}
@@ -83,6 +89,10 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
 
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:
     """Loads and checks a checkpoint; raises WeightsError saying what to do when it cannot be used."""
+    import torch
+
+    from gastric_propagate.inference.networks import UNet2D
+
     path = Path(path)
     retrain = ("Reinstall GastricPropagate to restore the bundled weights, or train your own with "
                "'gastric-propagate train' and pass them with --proposer/--refiner.")
@@ -138,14 +148,7 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     except (KeyError, TypeError, RuntimeError) as error:
         raise WeightsError(f"The {stage} weights in {path} do not fit their declared architecture ({error}). "
                            f"{retrain}") from error
-    try:
-        preprocessing = Preprocessing.from_dict(payload["preprocessing"])
-        problem = _preprocessing_problem(preprocessing)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        problem = str(error)
-    if problem:
-        raise WeightsError(f"{path} declares {stage} preprocessing this version cannot use ({problem}): the file is "
-                           f"corrupt or was edited by hand. {retrain}")
+    preprocessing = checked_preprocessing(payload, path, stage, retrain)
     non_finite = [name for name, tensor in payload["state_dict"].items()
                   if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if non_finite:
@@ -157,6 +160,20 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
                       training=dict(payload.get("training", {})), path=path)
 
 
+def checked_preprocessing(description: dict, path: Path, stage: str, what_to_do: str) -> Preprocessing:
+    """The preprocessing a checkpoint's (or an ONNX file's) ``description`` declares; WeightsError, ending with
+    ``what_to_do``, when it is missing or holds values this version cannot use."""
+    try:
+        preprocessing = Preprocessing.from_dict(description["preprocessing"])
+        problem = _preprocessing_problem(preprocessing)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = str(error)
+    if problem:
+        raise WeightsError(f"{path} declares {stage} preprocessing this version cannot use ({problem}): the file is "
+                           f"corrupt or was edited by hand. {what_to_do}")
+    return preprocessing
+
+
 def _declared_parameters(config) -> int:
     """Parameters of the UNet2D a checkpoint's config declares, without building it; TypeError or ValueError for a
     config UNet2D would not take."""
@@ -165,6 +182,8 @@ def _declared_parameters(config) -> int:
         raise TypeError(f"architecture config {config!r}")
     if any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in config.values()):
         raise ValueError(f"architecture config {config!r}: every value must be a whole number of 1 or more")
+    from gastric_propagate.inference.networks import UNet2D
+
     return UNet2D.parameter_count(**config)
 
 

@@ -24,6 +24,9 @@ VOTE_REACH = 0.75
 # equivalent diameters (how it was chosen: docs/decisions.md).
 NOT_LARGEST_REGISTRATION_REACH = 3.0
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
+# How the networks run: auto (ONNX Runtime where it and the ONNX files are there and no CUDA device is asked for, else
+# PyTorch), torch, or onnx (ONNX Runtime, on the CPU).
+BACKENDS = ("auto", "torch", "onnx")
 
 
 # The checks of the option values, shared by ``PropagationOptions``, the engine and the command line's parser. Each
@@ -60,6 +63,13 @@ def device(value) -> str:
     """A device the engine can be asked for: auto, cpu, cuda or cuda:N."""
     if not isinstance(value, str) or not DEVICES.fullmatch(value):
         raise InputError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def backend(value) -> str:
+    """How the networks run: auto, torch or onnx (``BACKENDS``)."""
+    if not isinstance(value, str) or value not in BACKENDS:
+        raise InputError(f"{value!r} is not a backend: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     return value
 
 

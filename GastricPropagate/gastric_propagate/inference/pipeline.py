@@ -3,7 +3,7 @@
 CONTRACT (used by the CLI, the Slicer Logic and the evaluation; keep it stable):
 
     result = segment_volume(image, spacing_xyz, annotation, options=PropagationOptions(), device="auto",
-                            segmenter=None, progress=None, should_stop=None)
+                            segmenter=None, progress=None, should_stop=None, backend="auto")
 
     image        np.ndarray (z, y, x), CT in Hounsfield units (any integer or float dtype)
     spacing_xyz  (sx, sy, sz) in mm, as SimpleITK and Slicer report it
@@ -12,24 +12,28 @@ CONTRACT (used by the CLI, the Slicer Logic and the evaluation; keep it stable):
     should_stop  callable() -> bool or None; when it returns True, Cancelled is raised
     returns      SegmentationResult (mask uint8 (z, y, x) on the image's grid, ...)
     raises       errors.InputError / errors.WeightsError / errors.Cancelled
+
+The networks run under ONNX Runtime or PyTorch (``Segmenter``'s ``backend``); this module imports neither until a
+``Segmenter`` loads them, so an ONNX Runtime run never loads torch.
 """
 
 from __future__ import annotations
 
-
+import importlib.util
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
 from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, device as check_device
+from gastric_propagate.inference.onnx_networks import EXPORT_HINT, load_onnx, onnx_path
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, backend as check_backend
+from gastric_propagate.inference.options import device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
@@ -39,6 +43,12 @@ from gastric_propagate.inference.propagation import PropagationOutput, StopRule,
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
 
+if TYPE_CHECKING:
+    import torch
+
+    from gastric_propagate.inference.networks import UNet2D
+
+logger = logging.getLogger(__name__)
 
 # When the painted slice is not the largest cross-section: the tumour may be wider than the painted outline,
 # and a slice larger than the painted one is no sign of a leak.
@@ -70,7 +80,7 @@ class SegmentationResult:
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
         seconds: wall time of the whole run (validation, both networks, paste-back).
-        device: the torch device the networks ran on ("cpu", "cuda:0").
+        device: the device the networks ran on ("cpu", "cuda:0"; "cpu" under ONNX Runtime).
     """
 
     mask: np.ndarray
@@ -110,14 +120,27 @@ class Segmenter:
         proposer_path: proposer checkpoint; the bundled one when None.
         refiner_path: refiner checkpoint; the bundled one when None.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        backend: how the networks run (``choose_backend``): "auto", "torch" (PyTorch, on ``device``) or "onnx"
+            (ONNX Runtime on the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported).
     """
 
-    def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto"):
-        self.device = resolve_device(device)
-        self.proposer = load_checkpoint(proposer_path or bundled_weights("proposer"), stage="proposer",
-                                        device=self.device)
-        self.refiner = load_checkpoint(refiner_path or bundled_weights("refiner"), stage="refiner",
-                                       device=self.device)
+    def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
+        paths = _weights(proposer_path, refiner_path)
+        self.backend = choose_backend(backend, device, proposer_path, refiner_path)
+        loaded = None
+        if self.backend == "onnx":
+            self.device = "cpu"
+            try:
+                loaded = {stage: load_onnx(onnx_path(path), stage=stage) for stage, path in paths.items()}
+            except (WeightsError, ImportError) as error:  # ImportError: an onnxruntime that does not load
+                if backend == "onnx":
+                    raise
+                logger.warning("%s Running the networks with PyTorch instead.", error)
+                self.backend = "torch"
+        if loaded is None:
+            self.device = resolve_device(device)
+            loaded = {stage: load_checkpoint(path, stage=stage, device=self.device) for stage, path in paths.items()}
+        self.proposer, self.refiner = loaded["proposer"], loaded["refiner"]
         if self.refiner.preprocessing != self.proposer.preprocessing:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
@@ -125,17 +148,22 @@ class Segmenter:
         self._prepare_networks()
 
     def _prepare_networks(self) -> None:
-        """The networks as they run (``propagation.NetworkRunner``): batch norms folded, channels-last
-        (``networks.inference_copy``)."""
+        """The networks as they run (``propagation.NetworkRunner``): an ONNX stage runs itself; a PyTorch one with
+        its batch norms folded, channels-last (``networks.inference_copy``)."""
+        if self.backend == "onnx":
+            self._proposer, self._refiner = self.proposer, self.refiner
+            return
+        from gastric_propagate.inference.networks import TorchRunner, inference_copy
+
         self._proposer = TorchRunner(inference_copy(self.proposer.network), self.device)
         self._refiner = TorchRunner(inference_copy(self.refiner.network), self.device)
 
     @classmethod
     def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),
                       device: str = "cpu") -> "Segmenter":
-        """A segmenter around in-memory networks (training-time validation, tests with tiny networks)."""
+        """A segmenter around in-memory PyTorch networks (training-time validation, tests with tiny networks)."""
         segmenter = cls.__new__(cls)
-        segmenter.device = resolve_device(device)
+        segmenter.device, segmenter.backend = resolve_device(device), "torch"
         segmenter.proposer = Checkpoint("proposer", proposer.to(segmenter.device).eval(), preprocessing, {})
         segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
         segmenter._prepare_networks()
@@ -351,10 +379,48 @@ def _painted_slice_advice(registered: np.ndarray, anchor_slices: list[int], pain
 
 def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
                    options: PropagationOptions = PropagationOptions(), device: str = "auto",
-                   segmenter: Segmenter | None = None, progress=None, should_stop=None) -> SegmentationResult:
+                   segmenter: Segmenter | None = None, progress=None, should_stop=None,
+                   backend: str = "auto") -> SegmentationResult:
     """One call from arrays to a 3D mask; loads the bundled weights unless a ``segmenter`` is given."""
-    segmenter = segmenter or Segmenter(device=device)
+    segmenter = segmenter or Segmenter(device=device, backend=backend)
     return segmenter.segment(image, spacing_xyz, annotation, options, progress=progress, should_stop=should_stop)
+
+
+def _weights(proposer_path, refiner_path) -> dict:
+    """stage -> its checkpoint: the one given, else the bundled one."""
+    return {"proposer": proposer_path or bundled_weights("proposer"),
+            "refiner": refiner_path or bundled_weights("refiner")}
+
+
+def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
+    """How ``Segmenter`` runs the networks, "onnx" or "torch", for a ``backend`` of auto, torch or onnx.
+
+    auto is ONNX Runtime when onnxruntime is installed, the ``.onnx`` files lie beside the checkpoints (the bundled
+    ones when a path is None) and no CUDA device is asked for (``device`` auto or cpu), else PyTorch; onnx is refused
+    (InputError, WeightsError) when ONNX Runtime cannot run. Nothing is imported or loaded here."""
+    for check, name, value in ((check_backend, "Backend", backend), (check_device, "Device", device)):
+        try:
+            check(value)
+        except InputError as error:
+            raise InputError(f"{name}: {error}.") from None
+    if backend == "torch":
+        return "torch"
+    weights = _weights(proposer_path, refiner_path).values()
+    missing = [str(onnx_path(path)) for path in weights if not onnx_path(path).is_file()]
+    problem = None
+    if device not in ("auto", "cpu"):
+        problem = InputError(f"Device {device!r} was asked for, but ONNX Runtime runs the networks on the CPU here. "
+                             "Use --device cpu, or --backend torch for CUDA.")
+    elif importlib.util.find_spec("onnxruntime") is None:
+        problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
+                             "pip install onnxruntime, or use --backend torch.")
+    elif missing:
+        problem = WeightsError(f"No ONNX file beside the weights ({', '.join(missing)}). {EXPORT_HINT}")
+    if problem is None:
+        return "onnx"
+    if backend == "onnx":
+        raise problem
+    return "torch"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -364,6 +430,13 @@ def resolve_device(device: str) -> torch.device:
         check_device(device)
     except InputError as error:
         raise InputError(f"Device: {error}.") from None
+    try:
+        import torch
+    except ImportError as error:
+        raise InputError(f"PyTorch cannot be loaded ({error}). Install torch, or run the networks with ONNX Runtime: "
+                         "install onnxruntime, with the .onnx files beside the weights "
+                         "('gastric-propagate export-onnx').") from None
+
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

@@ -1,6 +1,6 @@
 """``gastric-propagate train``: checks the command's values and outputs before any work, gathers the training data
 (folders of image/label pairs and synthetic generators), the sampling mix and the weights to fine-tune, then trains
-(``train.py``).
+(``train.py``) and exports the trained networks to ONNX beside their checkpoints (``inference.onnx_networks``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     from gastric_propagate.data.cases import folder_cases
     from gastric_propagate.data.output_checks import check_writable_folder
     from gastric_propagate.errors import InputError
+    from gastric_propagate.inference.onnx_networks import export_pair
     from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
@@ -72,7 +73,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     paths = train(load_all(cases, workers), out, config=config, device=device,
                   data_description="; ".join(parts), validation_cases=validation_data,
                   command=command, init=networks, sources=sources)
-    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    written = list(paths.values()) + export_pair(paths, overwrite=overwrite)
+    print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
 
@@ -97,13 +99,14 @@ def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
 
 
 def _check_weights_outputs(out: str, init: str | None, overwrite: bool) -> None:
-    """Before any work: weights already in --out are kept unless --overwrite, and never replaced by a fine-tuning
-    of themselves (--init naming the --out folder, or the bundled weights' folder)."""
+    """Before any work: weights (and their ONNX files) already in --out are kept unless --overwrite, and never
+    replaced by a fine-tuning of themselves (--init naming the --out folder, or the bundled weights' folder)."""
     from pathlib import Path
 
     from gastric_propagate.data.output_checks import check_outputs
 
-    outputs = {f"{stage} weights": Path(out) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    outputs = {f"{stage} {what}": Path(out) / f"{stage}.{suffix}" for stage in ("proposer", "refiner")
+               for what, suffix in (("weights", "pt"), ("ONNX file", "onnx"))}
     inputs = _initial_paths(init).values() if init else ()
     check_outputs(outputs, inputs=inputs, overwrite=overwrite)
 

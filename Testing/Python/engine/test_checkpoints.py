@@ -77,9 +77,9 @@ def _declaring(tmp_path, **config):
 
 
 def test_a_declared_network_too_large_to_build_is_refused_before_it_is_built(tmp_path, monkeypatch):
-    from gastric_propagate.inference import checkpoints
+    from gastric_propagate.inference import networks  # load_checkpoint imports the network class when it runs
 
-    monkeypatch.setattr(checkpoints, "UNet2D", _NeverBuilt)
+    monkeypatch.setattr(networks, "UNet2D", _NeverBuilt)
     path = _declaring(tmp_path, base_channels=1792, depth=3)  # about 24 GB as float32
     with pytest.raises(WeightsError, match=r"declares a proposer network of [\d,]+ million parameters "
                                            r"\(in_channels 4, base_channels 1792, depth 3\): building it would "
@@ -90,9 +90,9 @@ def test_a_declared_network_too_large_to_build_is_refused_before_it_is_built(tmp
 
 
 def test_a_declared_network_larger_than_its_weights_is_refused_before_it_is_built(tmp_path, monkeypatch):
-    from gastric_propagate.inference import checkpoints
+    from gastric_propagate.inference import networks  # load_checkpoint imports the network class when it runs
 
-    monkeypatch.setattr(checkpoints, "UNet2D", _NeverBuilt)
+    monkeypatch.setattr(networks, "UNet2D", _NeverBuilt)
     with pytest.raises(WeightsError, match=r"do not fit their declared architecture .*base_channels 64"):
         load_checkpoint(_declaring(tmp_path, base_channels=64), stage="proposer")
 
@@ -109,7 +109,7 @@ def test_a_file_larger_than_any_network_is_refused_before_it_is_read(tmp_path, m
     path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
                            training={})
     monkeypatch.setattr(checkpoints, "MAX_FILE_BYTES", path.stat().st_size - 1)
-    monkeypatch.setattr(checkpoints.torch, "load", lambda *args, **kwargs: pytest.fail("the file was read"))
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: pytest.fail("the file was read"))
     with pytest.raises(WeightsError, match="larger than any network this tool builds"):
         load_checkpoint(path, stage="proposer")
 

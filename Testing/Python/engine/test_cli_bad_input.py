@@ -203,13 +203,13 @@ def test_weights_of_the_wrong_stage(files, tmp_path, capsys, monkeypatch):  # 12
 def test_weights_declaring_a_network_of_24_gb(files, tmp_path, capsys, monkeypatch):  # low
     import torch
 
-    from gastric_propagate.inference import checkpoints
+    from gastric_propagate.inference import networks  # load_checkpoint imports the network class when it runs
 
-    class NeverBuilt(checkpoints.UNet2D):
+    class NeverBuilt(networks.UNet2D):
         def __init__(self, **config):
             raise AssertionError("the network was built")
 
-    monkeypatch.setattr(checkpoints, "UNet2D", NeverBuilt)
+    monkeypatch.setattr(networks, "UNet2D", NeverBuilt)
     monkeypatch.setattr(cli, "_segmenter", REAL_SEGMENTER)
     payload = torch.load(bundled_weights("proposer"), weights_only=True)
     payload["architecture"]["config"]["base_channels"] = 1792

@@ -248,7 +248,8 @@ def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folde
     assert cli.main(train_argv(cases_folder, out, "--overwrite")) == 0
     for stage in ("proposer", "refiner"):
         assert load_checkpoint(out / f"{stage}.pt", stage=stage).training["command"].endswith("--overwrite")
-    assert sorted(path.name for path in out.iterdir()) == ["proposer.pt", "refiner.pt"]
+    assert sorted(path.name for path in out.iterdir()) == ["proposer.onnx", "proposer.pt", "refiner.onnx",
+                                                           "refiner.pt"]  # the checkpoints and their ONNX files
 
 
 def test_train_never_replaces_the_weights_it_starts_from(tmp_path, cases_folder, capsys):

@@ -117,7 +117,9 @@ def test_the_install_list_holds_the_module_the_engine_slicer_runs_and_the_weight
                    "gastric_propagate/cli.py", "gastric_propagate/worker.py", "gastric_propagate/protocol.py",
                    "gastric_propagate/inference/pipeline.py",
                    "gastric_propagate/data/volumes.py", "gastric_propagate/data/output_checks.py",
-                   "gastric_propagate/data/outputs.py", "gastric_propagate/inference/weights/proposer.pt"):
+                   "gastric_propagate/data/outputs.py", "gastric_propagate/inference/weights/proposer.pt",
+                   "gastric_propagate/inference/onnx_networks.py", "gastric_propagate/inference/weights/proposer.onnx",
+                   "gastric_propagate/inference/weights/refiner.onnx"):
         assert needed in files, needed
     assert not [path for path in files if path.startswith(NOT_FOR_SLICER) or "__pycache__" in path]
 
@@ -136,7 +138,8 @@ def test_the_emulation_sees_what_a_recursive_glob_would_install(tmp_path):
 
 def test_the_segment_command_runs_from_the_installed_files_alone(installed, tmp_path):
     """As Slicer's child process runs it (``python -m gastric_propagate.cli segment``), with only the installed
-    folder on sys.path for the engine (torch, numpy, SimpleITK come from this environment)."""
+    folder on sys.path for the engine (onnxruntime, numpy, SimpleITK come from this environment): the installed ONNX
+    files run without torch."""
     _write_case(tmp_path)
     loaded = tmp_path / "modules.json"
     run = _run_installed(installed, loaded, tmp_path, [
@@ -149,6 +152,7 @@ def test_the_segment_command_runs_from_the_installed_files_alone(installed, tmp_
     engine = {name: file for name, file in modules.items() if name.split(".")[0] == "gastric_propagate"}
     assert engine and all(Path(file).resolve().is_relative_to(installed.resolve()) for file in engine.values())
     assert not [name for name in engine if name.split(".")[1:2] in (["synthetic"], ["training"], ["evaluation"])]
+    assert "onnxruntime" in modules and "torch" not in modules
     for absent in ("synthetic", "training", "evaluation"):
         assert not (installed / "gastric_propagate" / absent).exists()
 

@@ -1,0 +1,224 @@
+"""The networks as ONNX files, run by ONNX Runtime: a segment run that loads no PyTorch.
+
+``export_onnx`` (PyTorch and the ``onnx``/``onnxscript`` packages: training time) writes ``<stage>.onnx`` beside a
+checkpoint ``<stage>.pt``: the network as it runs for inference (batch norms folded, ``networks.inference_copy``)
+followed by its sigmoid, input ``image`` (N, C, H, W) float32 -> output ``probability`` (N, H, W), with the batch,
+height and width free. The checkpoint's description (stage, architecture, preprocessing, training) and the SHA-256
+of the .pt file it came from ride along as one JSON metadata property, so the file describes itself as the
+checkpoint does; ONNX Runtime's probabilities are checked against PyTorch's before the file is written.
+``load_onnx`` (onnxruntime and numpy alone) reads it back and checks it as ``load_checkpoint`` checks a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gastric_propagate import __version__
+from gastric_propagate.data.output_checks import check_outputs
+from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.errors import WeightsError
+from gastric_propagate.inference.checkpoints import (INPUT_CHANNELS, MAX_FILE_BYTES, NETWORK_STAGES,
+                                                     checked_preprocessing, load_checkpoint)
+from gastric_propagate.inference.preprocessing import Preprocessing
+
+FORMAT = "gastric-propagate-onnx"
+FORMAT_VERSION = 1
+#: The metadata property that holds the description (JSON).
+METADATA_KEY = "gastric_propagate"
+INPUT, OUTPUT = "image", "probability"
+# Opset 18 and the IR version PyTorch writes with it are read by onnxruntime 1.16 and later.
+OPSET = 18
+#: The largest difference allowed between ONNX Runtime's and PyTorch's probabilities when a network is exported.
+TOLERANCE = 1e-4
+EXPORT_HINT = "Make the ONNX files from the weights with 'gastric-propagate export-onnx --weights DIR'."
+
+
+def onnx_path(weights: str | Path) -> Path:
+    """Where the ONNX file of the checkpoint ``weights`` lies: beside it, ``<name>.onnx``."""
+    return Path(weights).with_suffix(".onnx")
+
+
+@dataclass
+class OnnxNetwork:
+    """A loaded ONNX stage, run like a ``propagation.NetworkRunner``: a float32 batch (N, C, S, S) in,
+    probabilities (N, S, S) out."""
+
+    stage: str
+    session: object  # onnxruntime.InferenceSession
+    preprocessing: Preprocessing
+    training: dict
+    path: Path | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def load_onnx(path: str | Path, *, stage: str, threads: int | None = None) -> OnnxNetwork:
+    """Loads and checks an ONNX file written by ``export_onnx``; raises WeightsError saying what to do when it cannot
+    be used, also when the checkpoint beside it is not the one it was exported from.
+
+    Args:
+        threads: ONNX Runtime's intra-op threads; None: ``OMP_NUM_THREADS`` when it is set (as PyTorch reads it),
+            else ONNX Runtime's choice (one per physical core).
+    """
+    import onnxruntime
+
+    path = Path(path)
+    again = f"{EXPORT_HINT} (or run with --backend torch)"
+    if not path.is_file():
+        raise WeightsError(f"The {stage} ONNX file {path} does not exist. {again}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise WeightsError(f"The {stage} ONNX file {path} is {path.stat().st_size / 1e9:.1f} GB, larger than any "
+                           f"network this tool builds: it is not a GastricPropagate network. {again}")
+    try:
+        session = onnxruntime.InferenceSession(str(path), _session_options(onnxruntime, threads),
+                                               providers=["CPUExecutionProvider"])
+        description = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    except Exception as error:  # onnxruntime raises its own types for truncated or foreign files
+        raise WeightsError(f"The {stage} ONNX file {path} cannot be read ({error.__class__.__name__}): it is corrupt "
+                           f"or was not made by 'gastric-propagate export-onnx'. {again}") from error
+    if not isinstance(description, dict) or description.get("format") != FORMAT \
+            or description.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(f"{path} is not a GastricPropagate ONNX network of format {FORMAT_VERSION}. {again}")
+    if description.get("stage") != stage:
+        raise WeightsError(f"{path} holds the {description.get('stage')!r} network, but the {stage!r} one was "
+                           "expected: check that the proposer and refiner files are not swapped.")
+    inputs = session.get_inputs()
+    if [i.name for i in inputs] != [INPUT] or inputs[0].shape[1] != INPUT_CHANNELS[stage]:
+        raise WeightsError(f"{path} does not read the {INPUT_CHANNELS[stage]} channels the {stage} is given. {again}")
+    weights = path.with_suffix(".pt")
+    if weights.is_file() and _sha256(weights) != description.get("weights_sha256"):
+        raise WeightsError(f"{path} was not exported from the {stage} weights beside it ({weights.name}, changed "
+                           f"since). {again}")
+    preprocessing = checked_preprocessing(description, path, stage, again)
+    return OnnxNetwork(stage=stage, session=session, preprocessing=preprocessing,
+                       training=dict(description.get("training") or {}), path=path)
+
+
+def export_onnx(weights: str | Path, *, stage: str, outputs: OutputBatch | None = None) -> Path:
+    """Writes ``<weights>.onnx`` beside the checkpoint ``weights`` (checked as ``load_checkpoint`` checks it) and
+    returns its path; staged in ``outputs`` when given (renamed into place with the batch's other outputs).
+
+    Raises:
+        WeightsError: the checkpoint cannot be used, or ONNX Runtime's probabilities differ from PyTorch's by more
+            than ``TOLERANCE`` (nothing is written then).
+    """
+    import onnxruntime
+
+    weights = Path(weights)
+    checkpoint = load_checkpoint(weights, stage=stage)
+    model = _exported_model(checkpoint.network)
+    description = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+                   "stage": stage, "architecture": {"name": "UNet2D", "config": dict(checkpoint.network.config)},
+                   "preprocessing": checkpoint.preprocessing.to_dict(), "training": checkpoint.training,
+                   "weights_sha256": _sha256(weights), "opset": OPSET}
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    description["max_difference"] = difference = _largest_difference(checkpoint.network, session)
+    if not difference <= TOLERANCE:
+        raise WeightsError(f"The {stage} network exported from {weights} gives probabilities up to {difference:.2g} "
+                           f"away from PyTorch's under ONNX Runtime (at most {TOLERANCE:g} allowed): nothing was "
+                           "written. Run with --backend torch.")
+    for holder in (model, model.graph, *model.graph.node):  # the exporter's notes on PyTorch's graph: not needed
+        del holder.metadata_props[:]
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(description))
+    payload = model.SerializeToString()
+    if outputs is not None:
+        return outputs.file(onnx_path(weights), lambda temporary: temporary.write_bytes(payload))
+    with OutputBatch() as alone:
+        return alone.file(onnx_path(weights), lambda temporary: temporary.write_bytes(payload))
+
+
+def export_pair(weights: dict[str, str | Path], *, overwrite: bool) -> list[Path]:
+    """Exports each stage's checkpoint (stage -> ``.pt`` path) beside it, the ONNX files renamed into place together;
+    existing ONNX files are refused (InputError, before any work) unless ``overwrite``."""
+    check_outputs({f"{stage} ONNX file": onnx_path(path) for stage, path in weights.items()}, inputs=weights.values(),
+                  overwrite=overwrite)
+    with OutputBatch(overwrite=overwrite) as outputs:
+        return [export_onnx(path, stage=stage, outputs=outputs) for stage, path in weights.items()]
+
+
+def export_main(*, weights: str, overwrite: bool) -> int:
+    """``gastric-propagate export-onnx``: proposer.onnx and refiner.onnx beside the checkpoints in the folder
+    ``weights``; prints the files it wrote and returns 0."""
+    written = export_pair({stage: Path(weights) / f"{stage}.pt" for stage in NETWORK_STAGES}, overwrite=overwrite)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def _session_options(onnxruntime, threads: int | None):
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads() if threads is None else threads
+    # Threads that wait for work sleep instead of spinning: on a busy machine (Slicer renders, other jobs run) a
+    # spinning thread takes the core its partner needs (docs/profile.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def intra_op_threads() -> int:
+    """``OMP_NUM_THREADS`` when it is a whole number of 1 or more, else 0 (ONNX Runtime's choice)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _exported_model(network):
+    """The ONNX model (``onnx.ModelProto``) of ``network`` as the engine runs it, its sigmoid included."""
+    import logging
+    import warnings
+
+    import torch
+
+    from gastric_propagate.inference.networks import inference_copy
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.inner(image))[:, 0]
+
+    wrapped = Probabilities(inference_copy(network).to(memory_format=torch.contiguous_format)).eval()
+    size = 4 * 2 ** network.config["depth"]
+    example = torch.zeros(2, network.config["in_channels"], size, size)
+    free = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    exporter = logging.getLogger("torch.onnx")
+    level = exporter.level
+    exporter.setLevel(logging.ERROR)  # it lists the torchvision operators it skips, which these networks never use
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch's own deprecation notes, of no use to the user
+            program = torch.onnx.export(wrapped, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                        dynamic_shapes=(free,), opset_version=OPSET, optimize=True, verbose=False)
+    except ImportError as error:
+        raise WeightsError(f"Exporting to ONNX needs the onnx and onnxscript packages ({error}): install them with "
+                           "pip install 'gastric-propagate[train]'.") from error
+    finally:
+        exporter.setLevel(level)
+    return program.model_proto
+
+
+def _largest_difference(network, session) -> float:
+    """The largest difference between PyTorch's and ONNX Runtime's probabilities, on random inputs of two shapes."""
+    from gastric_propagate.inference.networks import TorchRunner, inference_copy
+
+    torch_runner = TorchRunner(inference_copy(network))
+    multiple, channels = 2 ** network.config["depth"], network.config["in_channels"]
+    rng = np.random.default_rng(0)
+    largest = 0.0
+    for shape in ((3, channels, 6 * multiple, 6 * multiple), (1, channels, 3 * multiple, 5 * multiple)):
+        batch = rng.normal(size=shape).astype(np.float32)
+        batch[:, 3:] = batch[:, 3:] > 0  # the mask channels hold 0 or 1
+        expected = torch_runner(batch)
+        found = session.run([OUTPUT], {INPUT: batch})[0]
+        largest = max(largest, float(np.abs(found - expected).max()))
+    return largest

@@ -1,0 +1,172 @@
+"""The ONNX Runtime backend: exported networks give PyTorch's outputs, a run through them loads no torch, and a missing
+onnxruntime or ONNX file falls back to PyTorch (auto) or is refused clearly (onnx)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from conftest import SPACING, make_volume
+from gastric_propagate.cli import main
+from gastric_propagate.demo import DEMO_SEED
+from gastric_propagate.errors import InputError, WeightsError
+from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
+from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
+from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, export_onnx, export_pair, load_onnx,
+                                                       onnx_path)
+from gastric_propagate.inference.pipeline import Segmenter, choose_backend
+from gastric_propagate.inference.preprocessing import Preprocessing
+from gastric_propagate.synthetic.phantom import make_phantom
+
+STAGES = {"proposer": 4, "refiner": 6}
+
+
+def _tiny(in_channels: int, seed: int = 0) -> UNet2D:
+    """A tiny U-Net whose batch norms hold statistics away from their initial values, as after training."""
+    torch.manual_seed(seed)
+    network = UNet2D(in_channels=in_channels, base_channels=4, depth=2)
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 1.5)
+    return network.eval()
+
+
+def _save_pair(folder, seed: int = 0) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {stage: save_checkpoint(folder / f"{stage}.pt", stage=stage, network=_tiny(channels, seed),
+                                   preprocessing=Preprocessing(), training={"data": "unit test"})
+            for stage, channels in STAGES.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """A tiny proposer and refiner saved as checkpoints, with their ONNX files beside them."""
+    weights = _save_pair(tmp_path_factory.mktemp("tiny-weights"))
+    export_pair(weights, overwrite=False)
+    return weights
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_onnx_runtime_gives_pytorchs_probabilities(tiny_pair, stage):
+    network = load_checkpoint(tiny_pair[stage], stage=stage).network
+    loaded = load_onnx(onnx_path(tiny_pair[stage]), stage=stage)
+    expected = TorchRunner(inference_copy(network))
+    rng = np.random.default_rng(1)
+    for shape in ((1, STAGES[stage], 16, 16), (5, STAGES[stage], 24, 40)):  # batch, height and width are free
+        batch = rng.normal(size=shape).astype(np.float32)
+        found = loaded(batch)
+        assert found.shape == (shape[0], shape[2], shape[3]) and found.dtype == np.float32
+        np.testing.assert_allclose(found, expected(batch), rtol=0, atol=TOLERANCE)
+    assert loaded.preprocessing == Preprocessing() and loaded.training == {"data": "unit test"}
+    description = json.loads(loaded.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    assert description["stage"] == stage and description["max_difference"] <= TOLERANCE
+
+
+def test_the_bundled_onnx_files_were_exported_from_the_bundled_weights():
+    """Fails when the bundled weights change without their ONNX files: run
+    'gastric-propagate export-onnx --weights GastricPropagate/gastric_propagate/inference/weights --overwrite'."""
+    for stage in STAGES:
+        path = onnx_path(bundled_weights(stage))
+        assert path.stat().st_size < 5e6, "the bundled ONNX files stay small"
+        assert load_onnx(path, stage=stage).preprocessing == load_checkpoint(bundled_weights(stage),
+                                                                             stage=stage).preprocessing
+
+
+def test_the_onnx_path_segments_a_phantom_as_the_pytorch_path_does():
+    """The bundled networks under ONNX Runtime and under PyTorch: the same masks, confidence and stop reasons."""
+    phantom = make_phantom(DEMO_SEED)
+    image, label = phantom.arrays()
+    annotation = annotation_from_label(label)
+    results = {backend: Segmenter(device="cpu", backend=backend).segment(image, phantom.spacing, annotation)
+               for backend in ("onnx", "torch")}
+    onnx, pytorch = results["onnx"], results["torch"]
+    assert onnx.mask.any()
+    for name in ("mask", "proposer_mask", "network_mask"):
+        np.testing.assert_array_equal(getattr(onnx, name), getattr(pytorch, name), err_msg=name)
+    assert onnx.slice_confidence == pytorch.slice_confidence and onnx.stop_reasons == pytorch.stop_reasons
+
+
+def test_a_segment_run_through_onnx_runtime_loads_no_torch(tmp_path):
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    for name, array in (("ct.nrrd", image), ("painted.nrrd", annotation_from_label(label))):
+        written = sitk.GetImageFromArray(array)
+        written.SetSpacing(SPACING)
+        sitk.WriteImage(written, str(tmp_path / name))
+    code = ("import sys\n"
+            "from gastric_propagate.cli import main\n"
+            f"code = main(['segment', '--image', {str(tmp_path / 'ct.nrrd')!r}, '--annotation', "
+            f"{str(tmp_path / 'painted.nrrd')!r}, '--output', {str(tmp_path / 'out.nrrd')!r}, '--backend', 'onnx'])\n"
+            "print(code, 'torch' in sys.modules, 'onnxruntime' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.stdout.splitlines()[-1] == "0 False True", run.stdout + run.stderr
+
+
+def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, monkeypatch):
+    proposer, refiner = tiny_pair["proposer"], tiny_pair["refiner"]
+    assert choose_backend("auto", "auto", proposer, refiner) == "onnx"
+    assert choose_backend("auto", "cpu", proposer, refiner) == "onnx"
+    assert choose_backend("torch", "cpu", proposer, refiner) == "torch"
+    assert choose_backend("auto", "cuda", proposer, refiner) == "torch"
+    with pytest.raises(InputError, match="ONNX Runtime runs the networks on the CPU.*--backend torch"):
+        choose_backend("onnx", "cuda:0", proposer, refiner)
+    without = _save_pair(tmp_path / "no-onnx")  # checkpoints without ONNX files beside them
+    assert choose_backend("auto", "cpu", without["proposer"], without["refiner"]) == "torch"
+    with pytest.raises(WeightsError, match=r"No ONNX file beside the weights .*proposer\.onnx.*export-onnx"):
+        choose_backend("onnx", "cpu", without["proposer"], without["refiner"])
+    with pytest.raises(InputError, match="'tensorrt' is not a backend: use auto, torch or onnx"):
+        choose_backend("tensorrt", "cpu")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
+    assert choose_backend("auto", "cpu", proposer, refiner) == "torch"
+    with pytest.raises(InputError, match="needs onnxruntime, which is not installed"):
+        choose_backend("onnx", "cpu", proposer, refiner)
+    assert Segmenter(proposer, refiner, device="cpu").backend == "torch"
+
+
+def test_an_onnx_file_not_made_from_the_weights_beside_it_is_not_used(tiny_pair, tmp_path, caplog):
+    weights = _save_pair(tmp_path / "stale", seed=1)  # other weights
+    for stage, path in weights.items():
+        onnx_path(path).write_bytes(onnx_path(tiny_pair[stage]).read_bytes())  # exported from other weights
+    with pytest.raises(WeightsError, match="was not exported from the proposer weights beside it.*export-onnx"):
+        Segmenter(weights["proposer"], weights["refiner"], device="cpu", backend="onnx")
+    with caplog.at_level(logging.WARNING):
+        segmenter = Segmenter(weights["proposer"], weights["refiner"], device="cpu")
+    assert segmenter.backend == "torch" and "Running the networks with PyTorch instead" in caplog.text
+
+
+def test_swapped_corrupt_and_missing_onnx_files_are_refused_clearly(tiny_pair, tmp_path):
+    with pytest.raises(WeightsError, match="swapped"):
+        load_onnx(onnx_path(tiny_pair["refiner"]), stage="proposer")
+    (tmp_path / "proposer.onnx").write_bytes(b"not a network")
+    with pytest.raises(WeightsError, match="cannot be read .*corrupt"):
+        load_onnx(tmp_path / "proposer.onnx", stage="proposer")
+    with pytest.raises(WeightsError, match="does not exist.*export-onnx"):
+        load_onnx(tmp_path / "refiner.onnx", stage="refiner")
+
+
+def test_export_refuses_a_checkpoint_it_cannot_use_and_writes_nothing(tmp_path):
+    path = save_checkpoint(tmp_path / "proposer.pt", stage="proposer", network=_tiny(4), preprocessing=Preprocessing(),
+                           training={})
+    with pytest.raises(WeightsError, match="swapped"):
+        export_onnx(path, stage="refiner")
+    assert not onnx_path(path).exists()
+
+
+def test_the_export_command_writes_both_files_and_keeps_existing_ones_unless_overwrite(tmp_path, capsys):
+    weights = _save_pair(tmp_path / "weights")
+    assert main(["export-onnx", "--weights", str(tmp_path / "weights")]) == 0
+    assert "proposer.onnx" in capsys.readouterr().out
+    written = {stage: onnx_path(path).read_bytes() for stage, path in weights.items()}
+    assert main(["export-onnx", "--weights", str(tmp_path / "weights")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert {stage: onnx_path(path).read_bytes() for stage, path in weights.items()} == written
+    assert all(load_onnx(onnx_path(path), stage=stage) for stage, path in weights.items())
