@@ -34,7 +34,7 @@ from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
-from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, choose_backend
 from gastric_propagate.protocol import EXIT_OK, READY_PREFIX, RESULT_PREFIX
 
 SPEED_SEED = HELD_OUT_SEED_START + 900
@@ -53,15 +53,17 @@ TARGET_DICE = 0.90
 
 
 def run_benchmark(*, cases: int = 10, repeats: int = 5, skip: set[str] = frozenset(), device: str = "auto",
-                  proposer: str | None = None, refiner: str | None = None) -> dict:
-    """Runs the selected parts and prints their figures; returns them."""
+                  backend: str = "auto", proposer: str | None = None, refiner: str | None = None) -> dict:
+    """Runs the selected parts and prints their figures; returns them. ``backend`` runs the networks on the CPU
+    (``Segmenter``); CUDA, when there is one, is timed with PyTorch."""
     figures = {}
     cuda = "yes: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
+    cpu_backend = choose_backend(backend, "cpu", proposer, refiner)
     print(f"GastricPropagate benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{os.cpu_count()} cores, CUDA {cuda}")
+          f"{os.cpu_count()} cores, CUDA {cuda}; the networks on the CPU run with {cpu_backend} (--backend {backend})")
     if "speed" not in skip:
-        figures["speed"] = _speed(repeats, proposer, refiner)
-    segmenter = Segmenter(proposer, refiner, device=device)
+        figures["speed"] = _speed(repeats, backend, proposer, refiner)
+    segmenter = Segmenter(proposer, refiner, device=device, backend=backend)
     if "accuracy" not in skip:
         figures["accuracy"] = _accuracy(segmenter, cases)
     if "corrections" not in skip:
@@ -75,7 +77,7 @@ def speed_phantom(n_slices: int = 100):
                         tumour_diameter_mm=SPEED_TUMOUR_DIAMETER_MM)
 
 
-def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
+def _speed(repeats: int, backend: str, proposer: str | None, refiner: str | None) -> dict:
     phantom = speed_phantom()
     image, truth = phantom.arrays()
     annotation = annotation_from_label(truth)
@@ -85,7 +87,7 @@ def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name in devices:
         started = time.perf_counter()
-        segmenter = Segmenter(proposer, refiner, device=name)
+        segmenter = Segmenter(proposer, refiner, device=name, backend=backend if name == "cpu" else "torch")
         load_seconds = time.perf_counter() - started
         segmenter.segment(image, phantom.spacing, annotation)  # warm-up: first-call allocations, CUDA context
         runs = []
@@ -98,10 +100,11 @@ def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
         target = TARGET_CPU_SECONDS if name == "cpu" else TARGET_GPU_SECONDS
         figures[name] = {"median_seconds": median, "min_seconds": min(runs), "load_seconds": load_seconds,
                          "timings": result.timings}
-        print(f"  {name}: {median:.3f} s per volume (median of {repeats}; min {min(runs):.3f}; weights load "
-              f"{load_seconds:.2f} s once) -> target < {target} s: {'met' if median < target else 'NOT met'}")
+        print(f"  {name} ({segmenter.backend}): {median:.3f} s per volume (median of {repeats}; min {min(runs):.3f}; "
+              f"weights load {load_seconds:.2f} s once) -> target < {target} s: "
+              f"{'met' if median < target else 'NOT met'}")
         print("    stages: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
-    figures.update(_whole_runs(phantom, annotation, repeats, proposer, refiner))
+    figures.update(_whole_runs(phantom, annotation, repeats, backend, proposer, refiner))
     engine = figures["cpu"]["median_seconds"]
     print(f"  targets (2 CPU cores): first run {figures['first_run_seconds']:.2f} s < "
           f"{TARGET_FIRST_RUN_SECONDS} s, warm run {figures['warm_run_seconds']:.2f} s < {TARGET_WARM_RUN_SECONDS} s, "
@@ -114,11 +117,12 @@ def _speed(repeats: int, proposer: str | None, refiner: str | None) -> dict:
     return figures
 
 
-def _whole_runs(phantom, annotation, repeats: int, proposer: str | None, refiner: str | None) -> dict:
+def _whole_runs(phantom, annotation, repeats: int, backend: str, proposer: str | None, refiner: str | None) -> dict:
     """Click to segment written, as the Slicer module runs it on CPU: the inputs written to NRRD files, the engine
     run on them in a child process (a fresh ``segment`` process, or a request to a warm ``serve`` worker), the mask
     read back; and the peak resident memory of a whole segment process on this CT and on a 300-slice one."""
-    model = (["--proposer", proposer] if proposer else []) + (["--refiner", refiner] if refiner else [])
+    model = ["--backend", backend] + (["--proposer", proposer] if proposer else []) + (
+        ["--refiner", refiner] if refiner else [])
     figures = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -2,14 +2,15 @@
 
 ``gastric-propagate benchmark --profile`` writes the benchmark's CT (512x512x100, ``benchmark.speed_phantom``) and
 its painted slice to NRRD files, then runs the segment command on them in fresh processes, as Slicer's module does.
-Each profiled process is this module's ``child``: it notes the time before and after importing torch and the engine,
-wraps a few engine functions with timers (weights, file read, registration, report, file write; the engine's own
-``timings`` give preprocessing, proposer, refiner, paste-back, vote and confidence), and then runs the real command
-line (``cli.main(["segment", ...])``). The parent notes when it started the process and when the process had ended,
-so process start-up (before the first line of Python here) and tear-down (after the last) are counted too. The
-plain segment command is timed beside it, without the timers, as a check that they cost nothing worth counting.
+Each profiled process is this module's ``child``: it notes the time before and after importing the engine and the
+networks' runtime (onnxruntime or torch, as the command's ``--backend`` chooses), wraps a few engine functions with
+timers (weights, file read, registration, report, file write; the engine's own ``timings`` give preprocessing,
+proposer, refiner, paste-back, vote and confidence), and then runs the real command line
+(``cli.main(["segment", ...])``). The parent notes when it started the process and when the process had ended, so
+process start-up (before the first line of Python here) and tear-down (after the last) are counted too. The plain
+segment command is timed beside it, without the timers, as a check that they cost nothing worth counting.
 
-This module imports nothing heavy at its top: the child's first timestamp is taken before torch or numpy load.
+This module imports nothing heavy at its top: the child's first timestamp is taken before numpy or torch load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 _STARTED = time.time()  # the child's first moment in Python code of its own
 
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -29,8 +31,8 @@ from pathlib import Path  # noqa: E402
 #: The rows of the breakdown, in the order a run goes through them: (key, label).
 ROWS = (
     ("process_start", "process start (interpreter, until the first line of Python)"),
-    ("import_torch", "import torch"),
     ("import_engine", "import the engine (cli, file_segmentation, pipeline: numpy, SimpleITK, scipy)"),
+    ("import_runtime", "import the networks' runtime (onnxruntime or torch, as --backend chooses)"),
     ("weights", "load the weights (Segmenter)"),
     ("read", "file read (CT + annotation NRRD)"),
     ("preprocessing", "preprocessing (checks, crop, normalise)"),
@@ -47,8 +49,8 @@ ROWS = (
 )
 
 
-def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", proposer: str | None = None,
-                refiner: str | None = None) -> dict:
+def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", backend: str = "auto",
+                proposer: str | None = None, refiner: str | None = None) -> dict:
     """Profiles ``repeats`` whole segment runs in fresh processes (and times as many plain ones); prints the
     breakdown (median and minimum of each row) and returns it."""
     import SimpleITK as sitk
@@ -71,7 +73,7 @@ def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", p
         sitk.WriteImage(phantom.image, str(ct), useCompression=True)
         write_mask(annotation, phantom.image, painted)
         arguments = ["segment", "--image", str(ct), "--annotation", str(painted), "--device", device,
-                     "--report", str(folder / "report.json"), "--overwrite"]
+                     "--backend", backend, "--report", str(folder / "report.json"), "--overwrite"]
         arguments += ["--proposer", proposer] if proposer else []
         arguments += ["--refiner", refiner] if refiner else []
         for _ in range(repeats):  # in turn, so that a change in the machine's load touches both alike
@@ -79,7 +81,7 @@ def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", p
             plain.append(_plain_run(arguments + ["--output", str(folder / "plain.nrrd")]))
     figures = {key: [run[key] for run in runs] for key, _ in ROWS}
     totals = [run["total"] for run in runs]
-    print(f"  torch {runs[0]['torch_version']}, {runs[0]['torch_threads']} torch threads, device "
+    print(f"  {runs[0]['runtime']} {runs[0]['runtime_version']}, {runs[0]['threads']} threads, device "
           f"{runs[0]['device']}; seconds, median (min) of {repeats}:")
     median_total = statistics.median(totals)
     for key, label in ROWS:
@@ -89,7 +91,7 @@ def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", p
           f"({min(totals):.3f})")
     print(f"    {'whole run, the plain segment command (no timers)':<82} {statistics.median(plain):6.3f} "
           f"({min(plain):.3f})")
-    start_up = [run["process_start"] + run["import_torch"] + run["import_engine"] + run["weights"] for run in runs]
+    start_up = [run["process_start"] + run["import_engine"] + run["import_runtime"] + run["weights"] for run in runs]
     engine = [sum(run[key] for key in ("preprocessing", "proposer", "refiner", "paste_back", "registration", "vote",
                                        "confidence")) for run in runs]
     print(f"  start-up (process, imports, weights) {statistics.median(start_up):.3f} s, the engine "
@@ -133,16 +135,18 @@ def _child_environment() -> dict:
 def _child(out: str, arguments: list[str]) -> int:
     """One profiled segment run: imports timed, engine functions wrapped with timers, then the real command."""
     moments = {"started": _STARTED}
-    import torch
-
-    moments["torch"] = time.time()
     import gastric_propagate.cli as cli
     import gastric_propagate.data.outputs as outputs
     import gastric_propagate.file_segmentation as files
     import gastric_propagate.inference.consensus as consensus
     from gastric_propagate.inference import pipeline
+    from gastric_propagate.inference.onnx_networks import intra_op_threads
 
     moments["engine"] = time.time()
+    given = cli.build_parser().parse_args(arguments)
+    backend = pipeline.choose_backend(given.backend, given.device, given.proposer, given.refiner)
+    importlib.import_module("onnxruntime" if backend == "onnx" else "torch")
+    moments["runtime"] = time.time()
     spent = {"weights": 0.0, "read": 0.0, "registration": 0.0, "report": 0.0, "write": 0.0}
     seen = {}
 
@@ -166,7 +170,7 @@ def _child(out: str, arguments: list[str]) -> int:
 
     def segment(self, *args, **kwargs):
         result = original_segment(self, *args, **kwargs)
-        seen["timings"], seen["device"] = dict(result.timings), str(result.device)
+        seen["timings"], seen["device"], seen["backend"] = dict(result.timings), str(result.device), self.backend
         return result
 
     def enter(self):
@@ -187,15 +191,18 @@ def _child(out: str, arguments: list[str]) -> int:
     if code != 0:
         return code
     timings = seen["timings"]
-    run = {"import_torch": moments["torch"] - moments["started"], "import_engine": moments["engine"] - moments["torch"],
-           "preprocessing": timings["prepare"], "proposer": timings["proposer"], "refiner": timings["refiner"],
-           "paste_back": timings["paste_back"], "vote": timings["consensus"] - spent["registration"],
-           "confidence": timings["confidence"], **spent}
+    run = {"import_engine": moments["engine"] - moments["started"],
+           "import_runtime": moments["runtime"] - moments["engine"], "preprocessing": timings["prepare"],
+           "proposer": timings["proposer"], "refiner": timings["refiner"], "paste_back": timings["paste_back"],
+           "vote": timings["consensus"] - spent["registration"], "confidence": timings["confidence"], **spent}
     inside = ("weights", "read", "preprocessing", "proposer", "refiner", "paste_back", "registration", "vote",
               "confidence", "report", "write")
     run["other"] = command_seconds - sum(run[key] for key in inside)
+    torch_ran = seen["backend"] == "torch"
+    used = importlib.import_module("torch" if torch_ran else "onnxruntime")
+    threads = used.get_num_threads() if torch_ran else (intra_op_threads() or "onnxruntime's choice of")
     run.update(started=moments["started"], finished=moments["finished"], device=seen["device"],
-               torch_version=torch.__version__, torch_threads=torch.get_num_threads())
+               runtime=used.__name__, runtime_version=used.__version__, threads=threads)
     Path(out).write_text(json.dumps(run))
     return 0
 

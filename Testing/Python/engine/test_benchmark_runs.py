@@ -24,4 +24,4 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     assert fresh.any() and np.array_equal(fresh, warm)
     assert fresh_seconds > 0 and warm_seconds > 0
-    assert 0.05 < peak < 16  # GB: a whole process with torch loaded, measured for that child alone
+    assert 0.05 < peak < 16  # GB: a whole segment process, measured for that child alone

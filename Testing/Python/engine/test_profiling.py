@@ -36,7 +36,8 @@ def test_the_profiled_child_runs_the_segment_command_and_times_each_part(tmp_pat
     parent_rows = {"process_start", "process_exit"}  # measured by the parent, around the child
     assert {key for key, _ in ROWS} - parent_rows <= set(run)
     assert all(run[key] >= 0 for key, _ in ROWS if key not in parent_rows | {"other"})
-    assert run["import_torch"] > 0 and run["weights"] > 0 and run["read"] > 0 and run["write"] > 0
+    assert run["import_runtime"] > 0 and run["weights"] > 0 and run["read"] > 0 and run["write"] > 0
+    assert run["runtime"] == "onnxruntime"  # the bundled ONNX files, run without torch
     assert run["registration"] > 0  # the vote ran, and its registration was timed apart
     assert run["started"] <= run["finished"] and run["device"] == "cpu"
     report = json.loads((tmp_path / "report.json").read_text())
