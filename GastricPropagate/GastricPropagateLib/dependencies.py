@@ -3,7 +3,9 @@
 - torch comes from the **PyTorch extension** (declared in the extension's ``EXTENSION_DEPENDS``): its
   ``PyTorchUtils`` picks the CPU or CUDA build that fits the machine. Only a lower bound is asked for, so the torch
   that other extensions sharing Slicer's Python installed (TotalSegmentator, MONAI Auto3DSeg) is used as it is.
-- scipy is installed with ``slicer.util.pip_install``. numpy and SimpleITK come with Slicer.
+- scipy and onnxruntime are installed with ``slicer.util.pip_install``. numpy and SimpleITK come with Slicer.
+  onnxruntime runs the bundled networks (their ``.onnx`` files) on the CPU without loading torch, which is faster to
+  start (the engine's ``--backend auto``); torch runs them on a CUDA device, and wherever ONNX Runtime cannot.
 
 Nothing happens at import time. Nothing is installed before the user has agreed, in one dialog that lists
 everything. A failure raises one exception with what to do; the caller shows it (one dialog, not two).
@@ -23,9 +25,11 @@ logger = logging.getLogger(__name__)
 
 #: The oldest torch the engine works with (``torch.load(weights_only=True)``, ``torch.inference_mode``).
 MINIMUM_TORCH_VERSION = "2.0"
-#: import name -> pip requirement, for the engine's dependencies that Slicer does not ship.
+#: import name -> pip requirement, for the engine's dependencies that Slicer does not ship. onnxruntime: the oldest
+#: that reads the bundled ONNX files (opset 18); pip picks the newest that fits Slicer's Python.
 OTHER_REQUIREMENTS = {
     "scipy": "scipy>=1.10",
+    "onnxruntime": "onnxruntime>=1.16",
 }
 
 
@@ -69,7 +73,8 @@ def _pyTorchUtilsLogic():
 
 
 def ensureDependencies(askConfirmation: bool = True) -> bool:
-    """Makes sure torch and scipy can be imported; returns True when they can, False when the user declines.
+    """Makes sure torch, scipy and onnxruntime can be imported; returns True when they can, False when the user
+    declines.
 
     Raises:
         RuntimeError: with what to do, when the PyTorch extension is missing, the installed torch is too old, or an

@@ -30,7 +30,7 @@ from .runner import InferenceJob, startInference
 from .scene_input import PreparedInput
 from .scene_output import ResultSegmentExistsError
 
-if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
+if TYPE_CHECKING:  # named for the annotations only: the engine runs in its child process
     from gastric_propagate.inference.options import PropagationOptions
 
 __all__ = [
@@ -58,7 +58,8 @@ class GastricPropagateLogic:
         resultId, result = logic.run(volumeNode, segmentationNode, paintedSegmentId)
 
     Args:
-        device: torch device for the engine ("auto", "cpu", "cuda", "cuda:1", ...).
+        device: device for the engine's networks ("auto", "cpu", "cuda", "cuda:1", ...); on auto or cpu they run
+            under ONNX Runtime when onnxruntime is installed (the engine's ``--backend auto``), else with PyTorch.
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
         launcher: starts the child process: ``launchers.PopenLauncher()`` (the default, batch and tests) or
             ``launchers.QProcessLauncher()`` (the Slicer application).

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slicer
 class Machine:
     """What is installed, what the user answers, and every install call made."""
 
-    def __init__(self, monkeypatch, *, installed=("torch", "scipy"), torchVersion="2.5.1", answer=True,
+    def __init__(self, monkeypatch, *, installed=("torch", "scipy", "onnxruntime"), torchVersion="2.5.1", answer=True,
                  pyTorchExtension=True, pipFails=False):
         self.installed = set(installed)
         self.torchVersion = torchVersion if "torch" in self.installed else None
@@ -66,21 +66,21 @@ def test_torch_comes_from_the_pytorch_extension_with_a_lower_bound_after_one_con
     machine = Machine(monkeypatch, installed=())
     assert dependencies.ensureDependencies()
     assert len(machine.dialogs) == 1
-    assert "torch>=2.0" in machine.dialogs[0] and "scipy>=1.10" in machine.dialogs[0]
+    assert all(package in machine.dialogs[0] for package in ("torch>=2.0", "scipy>=1.10", "onnxruntime>=1.16"))
     assert machine.calls == [
         ("PyTorchUtils.installTorch", {"askConfirmation": False, "torchVersionRequirement": ">=2.0"}),
-        ("pip", ["scipy>=1.10"]),
+        ("pip", ["scipy>=1.10", "onnxruntime>=1.16"]),
     ]
 
 
 def test_declining_installs_nothing(monkeypatch):
-    machine = Machine(monkeypatch, installed=("scipy",), answer=False)
+    machine = Machine(monkeypatch, installed=("scipy", "onnxruntime"), answer=False)
     assert not dependencies.ensureDependencies()
     assert len(machine.dialogs) == 1 and machine.calls == []
 
 
 def test_without_the_pytorch_extension_the_error_says_to_install_it(monkeypatch):
-    machine = Machine(monkeypatch, installed=("scipy",), pyTorchExtension=False)
+    machine = Machine(monkeypatch, installed=("scipy", "onnxruntime"), pyTorchExtension=False)
     with pytest.raises(RuntimeError, match="Install the 'PyTorch' extension from the Extensions Manager"):
         dependencies.ensureDependencies()
     assert machine.dialogs == [] and machine.calls == []
@@ -91,6 +91,13 @@ def test_a_too_old_torch_is_reported_not_replaced(monkeypatch):
     with pytest.raises(RuntimeError, match="2.0 or newer, but PyTorch 1.13.1"):
         dependencies.ensureDependencies()
     assert machine.calls == []
+
+
+def test_onnxruntime_is_installed_with_pip_like_scipy(monkeypatch):
+    machine = Machine(monkeypatch, installed=("torch", "scipy"))
+    assert dependencies.ensureDependencies()
+    assert len(machine.dialogs) == 1 and "onnxruntime>=1.16" in machine.dialogs[0]
+    assert machine.calls == [("pip", ["onnxruntime>=1.16"])]
 
 
 def test_a_failed_pip_install_raises_once_without_its_own_dialog(monkeypatch):
