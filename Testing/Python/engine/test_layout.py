@@ -27,8 +27,9 @@ def test_options_load_without_torch():
 
 def test_what_a_segment_run_imports_loads_no_torch():
     """torch is imported only when PyTorch runs the networks: the ONNX Runtime backend never loads it."""
-    loaded = _modules_after("import gastric_propagate.cli, gastric_propagate.worker, gastric_propagate.file_segmentation,"
-                            " gastric_propagate.inference.pipeline, gastric_propagate.inference.onnx_networks")
+    loaded = _modules_after("import gastric_propagate.cli, gastric_propagate.worker, "
+                            "gastric_propagate.file_segmentation, gastric_propagate.inference.pipeline, "
+                            "gastric_propagate.inference.onnx_networks")
     assert "torch" not in loaded and "onnxruntime" not in loaded  # each runtime is loaded when a Segmenter needs it
 
 
