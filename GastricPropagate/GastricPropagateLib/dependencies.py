@@ -5,7 +5,8 @@
   that other extensions sharing Slicer's Python installed (TotalSegmentator, MONAI Auto3DSeg) is used as it is.
 - scipy and onnxruntime are installed with ``slicer.util.pip_install``. numpy and SimpleITK come with Slicer.
   onnxruntime runs the bundled networks (their ``.onnx`` files) on the CPU without loading torch, which is faster to
-  start (the engine's ``--backend auto``); torch runs them on a CUDA device, and wherever ONNX Runtime cannot.
+  start (the engine's ``--backend auto`` where no NVIDIA driver is visible); torch runs them on a CUDA device, and
+  wherever ONNX Runtime cannot.
 
 Nothing happens at import time. Nothing is installed before the user has agreed, in one dialog that lists
 everything. A failure raises one exception with what to do; the caller shows it (one dialog, not two).

@@ -58,8 +58,9 @@ class GastricPropagateLogic:
         resultId, result = logic.run(volumeNode, segmentationNode, paintedSegmentId)
 
     Args:
-        device: device for the engine's networks ("auto", "cpu", "cuda", "cuda:1", ...); on auto or cpu they run
-            under ONNX Runtime when onnxruntime is installed (the engine's ``--backend auto``), else with PyTorch.
+        device: device for the engine's networks ("auto", "cpu", "cuda", "cuda:1", ...); auto runs them with PyTorch
+            on the GPU when an NVIDIA driver is visible; otherwise, on auto or cpu, they run under ONNX Runtime when
+            onnxruntime is installed (the engine's ``--backend auto``), else with PyTorch.
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
         launcher: starts the child process: ``launchers.PopenLauncher()`` (the default, batch and tests) or
             ``launchers.QProcessLauncher()`` (the Slicer application).

@@ -108,9 +108,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", type=_device,
                         help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--backend", default="auto", type=_backend,
-                        help="how the networks run: auto (ONNX Runtime on the CPU when onnxruntime is installed, the "
-                             ".onnx files lie beside the weights and --device is auto or cpu; else PyTorch), torch, "
-                             "onnx (default: %(default)s)")
+                        help="how the networks run: auto (PyTorch on the GPU when --device is auto and an NVIDIA "
+                             "driver is visible; else ONNX Runtime on the CPU when onnxruntime is installed, the .onnx "
+                             "files lie beside the weights and --device is auto or cpu; else PyTorch), torch, onnx "
+                             "(default: %(default)s)")
     parser.add_argument("--proposer", help="proposer checkpoint (default: the bundled weights)")
     parser.add_argument("--refiner", help="refiner checkpoint (default: the bundled weights)")
 

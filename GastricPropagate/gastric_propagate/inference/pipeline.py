@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -120,8 +122,9 @@ class Segmenter:
         proposer_path: proposer checkpoint; the bundled one when None.
         refiner_path: refiner checkpoint; the bundled one when None.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-        backend: how the networks run (``choose_backend``): "auto", "torch" (PyTorch, on ``device``) or "onnx"
-            (ONNX Runtime on the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported).
+        backend: how the networks run (``choose_backend``): "auto" (PyTorch where an NVIDIA driver is visible, else
+            ONNX Runtime where it can run), "torch" (PyTorch, on ``device``) or "onnx" (ONNX Runtime on the CPU, from
+            the ``.onnx`` files beside the checkpoints; torch is never imported).
     """
 
     def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
@@ -395,15 +398,20 @@ def _weights(proposer_path, refiner_path) -> dict:
 def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
     """How ``Segmenter`` runs the networks, "onnx" or "torch", for a ``backend`` of auto, torch or onnx.
 
-    auto is ONNX Runtime when onnxruntime is installed, the ``.onnx`` files lie beside the checkpoints (the bundled
-    ones when a path is None) and no CUDA device is asked for (``device`` auto or cpu), else PyTorch; onnx is refused
-    (InputError, WeightsError) when ONNX Runtime cannot run. Nothing is imported or loaded here."""
+    auto is PyTorch when ``device`` is auto, torch is installed and an NVIDIA driver is visible
+    (``nvidia_driver_visible``: the GPU when there is one); else ONNX Runtime when onnxruntime is installed, the
+    ``.onnx`` files lie beside the checkpoints (the bundled ones when a path is None) and no CUDA device is asked for
+    (``device`` auto or cpu); else PyTorch. onnx is refused (InputError, WeightsError) when ONNX Runtime cannot run.
+    Nothing is imported or loaded here."""
     for check, name, value in ((check_backend, "Backend", backend), (check_device, "Device", device)):
         try:
             check(value)
         except InputError as error:
             raise InputError(f"{name}: {error}.") from None
     if backend == "torch":
+        return "torch"
+    if (backend == "auto" and device == "auto" and importlib.util.find_spec("torch") is not None
+            and nvidia_driver_visible()):
         return "torch"
     weights = _weights(proposer_path, refiner_path).values()
     missing = [str(onnx_path(path)) for path in weights if not onnx_path(path).is_file()]
@@ -421,6 +429,22 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
     if backend == "onnx":
         raise problem
     return "torch"
+
+
+def nvidia_driver_visible() -> bool:
+    """Whether this machine has an NVIDIA GPU driver, found without importing torch.
+
+    ``choose_backend`` asks it for ``--backend auto --device auto``: PyTorch (on CUDA) when true, ONNX Runtime on the
+    CPU otherwise. ``torch.cuda.is_available()`` would answer better but costs torch's import (about a second), the
+    very cost ONNX Runtime saves on a machine without a GPU. A driver that torch cannot use still runs, on the CPU
+    under PyTorch (``resolve_device``). Tests replace this function (``monkeypatch``)."""
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/proc/driver/nvidia/version")
+    if sys.platform == "win32":
+        import ctypes.util
+
+        return ctypes.util.find_library("nvcuda") is not None
+    return False  # macOS: no CUDA
 
 
 def resolve_device(device: str) -> torch.device:

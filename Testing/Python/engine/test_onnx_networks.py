@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend: exported networks give PyTorch's outputs, a run through them loads no torch, and a missing
-onnxruntime or ONNX file falls back to PyTorch (auto) or is refused clearly (onnx)."""
+"""The ONNX Runtime backend: exported networks give PyTorch's outputs, a run through them loads no torch, auto takes
+PyTorch where an NVIDIA driver is visible, and a missing onnxruntime or ONNX file falls back to PyTorch (auto) or is
+refused clearly (onnx)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gastric_propagate.inference.checkpoints import bundled_weights, load_checkp
 from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
 from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, export_onnx, export_pair, load_onnx,
                                                        onnx_path)
+from gastric_propagate.inference import pipeline
 from gastric_propagate.inference.pipeline import Segmenter, choose_backend
 from gastric_propagate.inference.preprocessing import Preprocessing
 from gastric_propagate.synthetic.phantom import make_phantom
@@ -96,23 +98,62 @@ def test_the_onnx_path_segments_a_phantom_as_the_pytorch_path_does():
     assert onnx.slice_confidence == pytorch.slice_confidence and onnx.stop_reasons == pytorch.stop_reasons
 
 
-def test_a_segment_run_through_onnx_runtime_loads_no_torch(tmp_path):
+def _segment_in_a_child(folder, flags: list, before: str = "") -> str:
+    """Runs ``segment`` on a small volume in a fresh interpreter (after the statements ``before``); returns its exit
+    code and whether torch and onnxruntime were imported, as one line "0 False True"."""
     image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
     for name, array in (("ct.nrrd", image), ("painted.nrrd", annotation_from_label(label))):
         written = sitk.GetImageFromArray(array)
         written.SetSpacing(SPACING)
-        sitk.WriteImage(written, str(tmp_path / name))
+        sitk.WriteImage(written, str(folder / name))
     code = ("import sys\n"
+            f"{before}"
             "from gastric_propagate.cli import main\n"
-            f"code = main(['segment', '--image', {str(tmp_path / 'ct.nrrd')!r}, '--annotation', "
-            f"{str(tmp_path / 'painted.nrrd')!r}, '--output', {str(tmp_path / 'out.nrrd')!r}, '--backend', 'onnx'])\n"
+            f"code = main(['segment', '--image', {str(folder / 'ct.nrrd')!r}, '--annotation', "
+            f"{str(folder / 'painted.nrrd')!r}, '--output', {str(folder / 'out.nrrd')!r}] + {flags!r})\n"
             "print(code, 'torch' in sys.modules, 'onnxruntime' in sys.modules)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert run.stdout.splitlines()[-1] == "0 False True", run.stdout + run.stderr
+    return run.stdout.splitlines()[-1] if run.stdout else run.stderr
+
+
+def test_a_segment_run_through_onnx_runtime_loads_no_torch(tmp_path):
+    assert _segment_in_a_child(tmp_path, ["--backend", "onnx"]) == "0 False True"
+
+
+def test_auto_without_a_visible_gpu_driver_runs_onnx_runtime_and_never_imports_torch(tmp_path):
+    no_driver = ("import gastric_propagate.inference.pipeline as pipeline\n"
+                 "pipeline.nvidia_driver_visible = lambda: False\n")
+    assert _segment_in_a_child(tmp_path, [], before=no_driver) == "0 False True"  # --backend auto --device auto
+
+
+def test_auto_with_a_visible_gpu_driver_chooses_pytorch(tiny_pair, monkeypatch):
+    proposer, refiner = tiny_pair["proposer"], tiny_pair["refiner"]
+    monkeypatch.setattr(pipeline, "nvidia_driver_visible", lambda: True)
+    assert choose_backend("auto", "auto", proposer, refiner) == "torch"  # then CUDA when torch can use it
+    assert choose_backend("auto", "cpu", proposer, refiner) == "onnx"  # the CPU asked for: ONNX Runtime still
+    assert choose_backend("onnx", "auto", proposer, refiner) == "onnx"
+    segmenter = Segmenter(proposer, refiner)
+    assert segmenter.backend == "torch"
+    assert segmenter.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed: ONNX Runtime on the CPU
+    assert choose_backend("auto", "auto", proposer, refiner) == "onnx"
+
+
+@pytest.mark.parametrize("platform, found, expected", [
+    ("linux", {"/proc/driver/nvidia/version"}, True), ("linux", set(), False),
+    ("win32", {"nvcuda"}, True), ("win32", set(), False), ("darwin", {"/proc/driver/nvidia/version", "nvcuda"}, False)])
+def test_the_gpu_driver_check_looks_where_each_system_keeps_it(monkeypatch, platform, found, expected):
+    import ctypes.util
+
+    monkeypatch.setattr(pipeline.sys, "platform", platform)
+    monkeypatch.setattr(pipeline.os.path, "exists", lambda path: path in found)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: name if name in found else None)
+    assert pipeline.nvidia_driver_visible() is expected
 
 
 def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, monkeypatch):
     proposer, refiner = tiny_pair["proposer"], tiny_pair["refiner"]
+    monkeypatch.setattr(pipeline, "nvidia_driver_visible", lambda: False)  # as on a machine without a GPU
     assert choose_backend("auto", "auto", proposer, refiner) == "onnx"
     assert choose_backend("auto", "cpu", proposer, refiner) == "onnx"
     assert choose_backend("torch", "cpu", proposer, refiner) == "torch"
