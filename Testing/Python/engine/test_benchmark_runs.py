@@ -1,12 +1,16 @@
-"""The benchmark's whole runs (click to segment written): a fresh segment process and a warm serve worker."""
+"""The benchmark's whole runs (click to segment written): a fresh segment process and a warm serve worker, and the
+child's own peak memory."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
-from gastric_propagate.benchmark import _click_to_segment, _segment_process, _Worker
+from gastric_propagate.benchmark import _click_to_segment, _segment_process, _Worker, run_with_peak
 
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
@@ -24,4 +28,13 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     assert fresh.any() and np.array_equal(fresh, warm)
     assert fresh_seconds > 0 and warm_seconds > 0
-    assert 0.05 < peak < 16  # GB: a whole segment process, measured for that child alone
+    assert 0.05 < peak.gb < 16  # GB: a whole segment process
+    assert peak.own == sys.platform.startswith("linux")  # VmHWM, for that child alone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is read from /proc")
+def test_the_peak_of_a_child_leaves_out_the_memory_of_its_parent():
+    held = np.ones(100_000_000)  # 800 MB in this process, every page touched
+    code, stderr, peak = run_with_peak("platform", [])
+    assert code == 0, stderr
+    assert peak.own and peak.gb < 0.2 < held.nbytes / 1024 ** 3  # a bare interpreter: about 0.01 GB
