@@ -23,7 +23,7 @@ from conftest import write_cases_folder
 from gastric_propagate.evaluation import evaluate, reporting
 from gastric_propagate.inference.checkpoints import load_checkpoint
 
-ENGINE_TESTS = Path(__file__).parent
+ENGINE_TESTS = Path(__file__).resolve().parents[1]  # conftest.py, for the child processes
 
 
 def snapshot(folder: Path) -> dict:
