@@ -35,7 +35,8 @@ from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
-from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, choose_backend
+from gastric_propagate.inference.backends import choose_backend
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.protocol import EXIT_OK, READY_PREFIX, RESULT_PREFIX
 
 SPEED_SEED = HELD_OUT_SEED_START + 900

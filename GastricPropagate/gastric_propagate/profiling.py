@@ -140,11 +140,12 @@ def _child(out: str, arguments: list[str]) -> int:
     import gastric_propagate.file_segmentation as files
     import gastric_propagate.inference.consensus as consensus
     from gastric_propagate.inference import pipeline
+    from gastric_propagate.inference.backends import choose_backend
     from gastric_propagate.inference.onnx_networks import intra_op_threads
 
     moments["engine"] = time.time()
     given = cli.build_parser().parse_args(arguments)
-    backend = pipeline.choose_backend(given.backend, given.device, given.proposer, given.refiner)
+    backend = choose_backend(given.backend, given.device, given.proposer, given.refiner)
     importlib.import_module("onnxruntime" if backend == "onnx" else "torch")
     moments["runtime"] = time.time()
     spent = {"weights": 0.0, "read": 0.0, "registration": 0.0, "report": 0.0, "write": 0.0}

@@ -13,16 +13,13 @@ CONTRACT (used by the CLI, the Slicer Logic and the evaluation; keep it stable):
     returns      SegmentationResult (mask uint8 (z, y, x) on the image's grid, ...)
     raises       errors.InputError / errors.WeightsError / errors.Cancelled
 
-The networks run under ONNX Runtime or PyTorch (``Segmenter``'s ``backend``); this module imports neither until a
-``Segmenter`` loads them, so an ONNX Runtime run never loads torch.
+The networks run under ONNX Runtime or PyTorch (``Segmenter``'s ``backend``, chosen in ``backends``); this module
+imports neither until a ``Segmenter`` loads them, so an ONNX Runtime run never loads torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -31,10 +28,11 @@ import numpy as np
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
-from gastric_propagate.inference.checkpoints import Checkpoint, bundled_weights, load_checkpoint
+from gastric_propagate.inference.backends import checkpoint_paths, choose_backend
+from gastric_propagate.inference.checkpoints import Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.inference.onnx_networks import EXPORT_HINT, load_onnx, onnx_path
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, backend as check_backend
+from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
 from gastric_propagate.inference.options import device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
@@ -122,13 +120,13 @@ class Segmenter:
         proposer_path: proposer checkpoint; the bundled one when None.
         refiner_path: refiner checkpoint; the bundled one when None.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-        backend: how the networks run (``choose_backend``): "auto" (PyTorch where an NVIDIA driver is visible, else
-            ONNX Runtime where it can run), "torch" (PyTorch, on ``device``) or "onnx" (ONNX Runtime on the CPU, from
-            the ``.onnx`` files beside the checkpoints; torch is never imported).
+        backend: how the networks run (``backends.choose_backend``): "auto" (PyTorch where an NVIDIA driver is
+            visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``) or "onnx" (ONNX Runtime on
+            the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported).
     """
 
     def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
-        paths = _weights(proposer_path, refiner_path)
+        paths = checkpoint_paths(proposer_path, refiner_path)
         self.backend = choose_backend(backend, device, proposer_path, refiner_path)
         loaded = None
         if self.backend == "onnx":
@@ -387,64 +385,6 @@ def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
     """One call from arrays to a 3D mask; loads the bundled weights unless a ``segmenter`` is given."""
     segmenter = segmenter or Segmenter(device=device, backend=backend)
     return segmenter.segment(image, spacing_xyz, annotation, options, progress=progress, should_stop=should_stop)
-
-
-def _weights(proposer_path, refiner_path) -> dict:
-    """stage -> its checkpoint: the one given, else the bundled one."""
-    return {"proposer": proposer_path or bundled_weights("proposer"),
-            "refiner": refiner_path or bundled_weights("refiner")}
-
-
-def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
-    """How ``Segmenter`` runs the networks, "onnx" or "torch", for a ``backend`` of auto, torch or onnx.
-
-    auto is PyTorch when ``device`` is auto, torch is installed and an NVIDIA driver is visible
-    (``nvidia_driver_visible``: the GPU when there is one); else ONNX Runtime when onnxruntime is installed, the
-    ``.onnx`` files lie beside the checkpoints (the bundled ones when a path is None) and no CUDA device is asked for
-    (``device`` auto or cpu); else PyTorch. onnx is refused (InputError, WeightsError) when ONNX Runtime cannot run.
-    Nothing is imported or loaded here."""
-    for check, name, value in ((check_backend, "Backend", backend), (check_device, "Device", device)):
-        try:
-            check(value)
-        except InputError as error:
-            raise InputError(f"{name}: {error}.") from None
-    if backend == "torch":
-        return "torch"
-    if (backend == "auto" and device == "auto" and importlib.util.find_spec("torch") is not None
-            and nvidia_driver_visible()):
-        return "torch"
-    weights = _weights(proposer_path, refiner_path).values()
-    missing = [str(onnx_path(path)) for path in weights if not onnx_path(path).is_file()]
-    problem = None
-    if device not in ("auto", "cpu"):
-        problem = InputError(f"Device {device!r} was asked for, but ONNX Runtime runs the networks on the CPU here. "
-                             "Use --device cpu, or --backend torch for CUDA.")
-    elif importlib.util.find_spec("onnxruntime") is None:
-        problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
-                             "pip install onnxruntime, or use --backend torch.")
-    elif missing:
-        problem = WeightsError(f"No ONNX file beside the weights ({', '.join(missing)}). {EXPORT_HINT}")
-    if problem is None:
-        return "onnx"
-    if backend == "onnx":
-        raise problem
-    return "torch"
-
-
-def nvidia_driver_visible() -> bool:
-    """Whether this machine has an NVIDIA GPU driver, found without importing torch.
-
-    ``choose_backend`` asks it for ``--backend auto --device auto``: PyTorch (on CUDA) when true, ONNX Runtime on the
-    CPU otherwise. ``torch.cuda.is_available()`` would answer better but costs torch's import (about a second), the
-    very cost ONNX Runtime saves on a machine without a GPU. A driver that torch cannot use still runs, on the CPU
-    under PyTorch (``resolve_device``). Tests replace this function (``monkeypatch``)."""
-    if sys.platform.startswith("linux"):
-        return os.path.exists("/proc/driver/nvidia/version")
-    if sys.platform == "win32":
-        import ctypes.util
-
-        return ctypes.util.find_library("nvcuda") is not None
-    return False  # macOS: no CUDA
 
 
 def resolve_device(device: str) -> torch.device:

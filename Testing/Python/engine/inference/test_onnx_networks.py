@@ -24,8 +24,9 @@ from gastric_propagate.inference.checkpoints import bundled_weights, load_checkp
 from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
 from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, export_onnx, export_pair, load_onnx,
                                                        onnx_path)
-from gastric_propagate.inference import pipeline
-from gastric_propagate.inference.pipeline import Segmenter, choose_backend
+from gastric_propagate.inference import backends
+from gastric_propagate.inference.backends import choose_backend
+from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.preprocessing import Preprocessing
 from gastric_propagate.synthetic.phantom import make_phantom
 
@@ -121,14 +122,14 @@ def test_a_segment_run_through_onnx_runtime_loads_no_torch(tmp_path):
 
 
 def test_auto_without_a_visible_gpu_driver_runs_onnx_runtime_and_never_imports_torch(tmp_path):
-    no_driver = ("import gastric_propagate.inference.pipeline as pipeline\n"
-                 "pipeline.nvidia_driver_visible = lambda: False\n")
+    no_driver = ("import gastric_propagate.inference.backends as backends\n"
+                 "backends.nvidia_driver_visible = lambda: False\n")
     assert _segment_in_a_child(tmp_path, [], before=no_driver) == "0 False True"  # --backend auto --device auto
 
 
 def test_auto_with_a_visible_gpu_driver_chooses_pytorch(tiny_pair, monkeypatch):
     proposer, refiner = tiny_pair["proposer"], tiny_pair["refiner"]
-    monkeypatch.setattr(pipeline, "nvidia_driver_visible", lambda: True)
+    monkeypatch.setattr(backends, "nvidia_driver_visible", lambda: True)
     assert choose_backend("auto", "auto", proposer, refiner) == "torch"  # then CUDA when torch can use it
     assert choose_backend("auto", "cpu", proposer, refiner) == "onnx"  # the CPU asked for: ONNX Runtime still
     assert choose_backend("onnx", "auto", proposer, refiner) == "onnx"
@@ -145,15 +146,15 @@ def test_auto_with_a_visible_gpu_driver_chooses_pytorch(tiny_pair, monkeypatch):
 def test_the_gpu_driver_check_looks_where_each_system_keeps_it(monkeypatch, platform, found, expected):
     import ctypes.util
 
-    monkeypatch.setattr(pipeline.sys, "platform", platform)
-    monkeypatch.setattr(pipeline.os.path, "exists", lambda path: path in found)
+    monkeypatch.setattr(backends.sys, "platform", platform)
+    monkeypatch.setattr(backends.os.path, "exists", lambda path: path in found)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: name if name in found else None)
-    assert pipeline.nvidia_driver_visible() is expected
+    assert backends.nvidia_driver_visible() is expected
 
 
 def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, monkeypatch):
     proposer, refiner = tiny_pair["proposer"], tiny_pair["refiner"]
-    monkeypatch.setattr(pipeline, "nvidia_driver_visible", lambda: False)  # as on a machine without a GPU
+    monkeypatch.setattr(backends, "nvidia_driver_visible", lambda: False)  # as on a machine without a GPU
     assert choose_backend("auto", "auto", proposer, refiner) == "onnx"
     assert choose_backend("auto", "cpu", proposer, refiner) == "onnx"
     assert choose_backend("torch", "cpu", proposer, refiner) == "torch"

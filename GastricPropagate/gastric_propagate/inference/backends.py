@@ -1,0 +1,77 @@
+"""Which runtime runs the networks, ONNX Runtime or PyTorch, decided before either is imported.
+
+``choose_backend`` takes ONNX Runtime on the CPU where it can run (onnxruntime installed, the ``.onnx`` files beside
+the checkpoints): a run then starts without torch's import, about a second. It takes PyTorch where an NVIDIA driver is
+visible (``nvidia_driver_visible``, read from the system without torch), so the GPU runs the networks when there is
+one. ``pipeline.Segmenter`` loads what it chose. Nothing here imports torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from gastric_propagate.errors import InputError, WeightsError
+from gastric_propagate.inference.checkpoints import bundled_weights
+from gastric_propagate.inference.onnx_networks import EXPORT_HINT, onnx_path
+from gastric_propagate.inference.options import backend as check_backend
+from gastric_propagate.inference.options import device as check_device
+
+
+def checkpoint_paths(proposer_path, refiner_path) -> dict:
+    """stage -> its checkpoint: the one given, else the bundled one."""
+    return {"proposer": proposer_path or bundled_weights("proposer"),
+            "refiner": refiner_path or bundled_weights("refiner")}
+
+
+def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
+    """How ``pipeline.Segmenter`` runs the networks, "onnx" or "torch", for a ``backend`` of auto, torch or onnx.
+
+    auto is PyTorch when ``device`` is auto, torch is installed and an NVIDIA driver is visible
+    (``nvidia_driver_visible``: the GPU when there is one); else ONNX Runtime when onnxruntime is installed, the
+    ``.onnx`` files lie beside the checkpoints (the bundled ones when a path is None) and no CUDA device is asked for
+    (``device`` auto or cpu); else PyTorch. onnx is refused (InputError, WeightsError) when ONNX Runtime cannot run.
+    Nothing is imported or loaded here."""
+    for check, name, value in ((check_backend, "Backend", backend), (check_device, "Device", device)):
+        try:
+            check(value)
+        except InputError as error:
+            raise InputError(f"{name}: {error}.") from None
+    if backend == "torch":
+        return "torch"
+    if (backend == "auto" and device == "auto" and importlib.util.find_spec("torch") is not None
+            and nvidia_driver_visible()):
+        return "torch"
+    weights = checkpoint_paths(proposer_path, refiner_path).values()
+    missing = [str(onnx_path(path)) for path in weights if not onnx_path(path).is_file()]
+    problem = None
+    if device not in ("auto", "cpu"):
+        problem = InputError(f"Device {device!r} was asked for, but ONNX Runtime runs the networks on the CPU here. "
+                             "Use --device cpu, or --backend torch for CUDA.")
+    elif importlib.util.find_spec("onnxruntime") is None:
+        problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
+                             "pip install onnxruntime, or use --backend torch.")
+    elif missing:
+        problem = WeightsError(f"No ONNX file beside the weights ({', '.join(missing)}). {EXPORT_HINT}")
+    if problem is None:
+        return "onnx"
+    if backend == "onnx":
+        raise problem
+    return "torch"
+
+
+def nvidia_driver_visible() -> bool:
+    """Whether this machine has an NVIDIA GPU driver, found without importing torch.
+
+    ``choose_backend`` asks it for ``--backend auto --device auto``: PyTorch (on CUDA) when true, ONNX Runtime on the
+    CPU otherwise. ``torch.cuda.is_available()`` would answer better but costs torch's import (about a second), the
+    very cost ONNX Runtime saves on a machine without a GPU. A driver that torch cannot use still runs, on the CPU
+    under PyTorch (``pipeline.resolve_device``). Tests replace this function (``monkeypatch``)."""
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/proc/driver/nvidia/version")
+    if sys.platform == "win32":
+        import ctypes.util
+
+        return ctypes.util.find_library("nvcuda") is not None
+    return False  # macOS: no CUDA
