@@ -23,8 +23,8 @@ from gastric_propagate.evaluation.annotations import make_annotation
 from gastric_propagate.evaluation.baselines import registration_propagation
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.confidence import slice_confidence
-from gastric_propagate.inference.pipeline import (CUT_BACK_CONFIDENCE_FACTOR, REVIEW_CONFIDENCE, PropagationOptions,
-                                                  Segmenter)
+from gastric_propagate.inference.pipeline import CUT_BACK_CONFIDENCE_FACTOR, PropagationOptions, Segmenter
+from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import DEV_SEED_START, GENERATORS, generated_cases, load_all
 

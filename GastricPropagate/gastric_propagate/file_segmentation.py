@@ -15,7 +15,8 @@ from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.data.volumes import geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
-from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, SegmentationResult
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
+from gastric_propagate.inference.result import SegmentationResult
 from gastric_propagate.protocol import STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE, Report
 
 

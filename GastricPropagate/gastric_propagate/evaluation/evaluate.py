@@ -78,7 +78,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
             + f" --cases {n_cases}" + f" --methods {' '.join(methods)}" + f" --variants {' '.join(variants)}" \
             + (f" --device {device}" if device != "auto" else "")
     if any(method in ENGINE_METHODS for method in methods):
-        from gastric_propagate.inference.pipeline import resolve_device
+        from gastric_propagate.inference.backends import resolve_device
 
         device = str(resolve_device(device))
     meta = {"data": description, "command": command, "seconds": time.perf_counter() - started,

@@ -162,7 +162,7 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
             lines += ["", f"The engine's result came with advice to the reader (today only that the painted slice "
                           f"may not be the largest cross-section) in {sum(advice)} of {len(advice)} runs."]
     if meta.get("confidence"):
-        from gastric_propagate.inference.pipeline import REVIEW_CONFIDENCE
+        from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
         lines += confidence_markdown(meta["confidence"], REVIEW_CONFIDENCE)
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
 ``choose_backend`` takes ONNX Runtime on the CPU where it can run (onnxruntime installed, the ``.onnx`` files beside
 the checkpoints): a run then starts without torch's import, about a second. It takes PyTorch where an NVIDIA driver is
 visible (``nvidia_driver_visible``, read from the system without torch), so the GPU runs the networks when there is
-one. ``pipeline.Segmenter`` loads what it chose. Nothing here imports torch or onnxruntime.
+one. ``pipeline.Segmenter`` loads what it chose. ``resolve_device`` turns a device string into PyTorch's device for a
+PyTorch run. Nothing here imports torch or onnxruntime at import time (``resolve_device`` imports torch when called).
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.checkpoints import bundled_weights
 from gastric_propagate.inference.onnx_networks import EXPORT_HINT, onnx_path
 from gastric_propagate.inference.options import backend as check_backend
 from gastric_propagate.inference.options import device as check_device
+
+if TYPE_CHECKING:
+    import torch
 
 
 def checkpoint_paths(proposer_path, refiner_path) -> dict:
@@ -67,7 +72,7 @@ def nvidia_driver_visible() -> bool:
     ``choose_backend`` asks it for ``--backend auto --device auto``: PyTorch (on CUDA) when true, ONNX Runtime on the
     CPU otherwise. ``torch.cuda.is_available()`` would answer better but costs torch's import (about a second), the
     very cost ONNX Runtime saves on a machine without a GPU. A driver that torch cannot use still runs, on the CPU
-    under PyTorch (``pipeline.resolve_device``). Tests replace this function (``monkeypatch``)."""
+    under PyTorch (``resolve_device``). Tests replace this function (``monkeypatch``)."""
     if sys.platform.startswith("linux"):
         return os.path.exists("/proc/driver/nvidia/version")
     if sys.platform == "win32":
@@ -75,3 +80,26 @@ def nvidia_driver_visible() -> bool:
 
         return ctypes.util.find_library("nvcuda") is not None
     return False  # macOS: no CUDA
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA request without CUDA, or a device
+    that is not one of auto, cpu, cuda, cuda:N, is refused (InputError)."""
+    try:
+        check_device(device)
+    except InputError as error:
+        raise InputError(f"Device: {error}.") from None
+    try:
+        import torch
+    except ImportError as error:
+        raise InputError(f"PyTorch cannot be loaded ({error}). Install torch, or run the networks with ONNX Runtime: "
+                         "install onnxruntime, with the .onnx files beside the weights "
+                         "('gastric-propagate export-onnx').") from None
+
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} was asked for, but this PyTorch has no CUDA device. Use --device cpu "
+                         "or auto.")
+    return resolved

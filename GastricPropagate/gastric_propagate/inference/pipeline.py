@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
-from gastric_propagate.inference.backends import checkpoint_paths, choose_backend
+from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
-from gastric_propagate.inference.options import device as check_device
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
@@ -41,11 +40,10 @@ from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.propagation import PropagationOutput, StopRule, propagate
 from gastric_propagate.inference.refinement import refine
+from gastric_propagate.inference.result import SegmentationResult
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
 
 if TYPE_CHECKING:
-    import torch
-
     from gastric_propagate.inference.networks import UNet2D
 
 logger = logging.getLogger(__name__)
@@ -54,63 +52,8 @@ logger = logging.getLogger(__name__)
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
-# Slices whose confidence is below this are flagged for review: the threshold that best finds the slices a
-# radiologist would redraw (Dice < 0.7) without listing half the result (how it was chosen: docs/decisions.md).
-REVIEW_CONFIDENCE = 0.3
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
-
-
-@dataclass
-class SegmentationResult:
-    """What one run produced, on the input image's voxel grid.
-
-    Attributes:
-        mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
-        proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement (cut, like ``mask``, to
-            what connects to the painted voxels).
-        network_mask: uint8 (z, y, x), the networks' mask (proposer, then refiner when used) before the consensus;
-            equal to ``mask`` when no consensus was taken.
-        consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
-        cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
-        advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
-            not the largest cross-section, or that it is the volume's first or last slice), one ``Advice`` each;
-            empty when there is nothing to say.
-        slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
-        anchor_slices: the painted slices, kept as drawn.
-        stop_reasons: "up" / "down" -> why the propagation ended in that direction.
-        seconds: wall time of the whole run (validation, both networks, paste-back).
-        device: the device the networks ran on ("cpu", "cuda:0"; "cpu" under ONNX Runtime).
-    """
-
-    mask: np.ndarray
-    proposer_mask: np.ndarray
-    slice_confidence: dict[int, float]
-    anchor_slices: list[int]
-    stop_reasons: dict[str, str]
-    seconds: float
-    device: str
-    timings: dict[str, float] = field(default_factory=dict)
-    network_mask: np.ndarray | None = None
-    consensus: bool = False
-    cut_back: list[int] = field(default_factory=list)
-    advice: list[Advice] = field(default_factory=list)
-
-    def slice_range(self) -> tuple[int, int] | None:
-        """First and last axial index of the tumour in the result, or None when it is empty."""
-        ks = painted_slices(self.mask)
-        return (ks[0], ks[-1]) if ks else None
-
-    def slices_to_review(self) -> list[int]:
-        """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, and every slice cut back after a
-        leak, in slice order."""
-        return sorted({k for k, c in self.slice_confidence.items()
-                       if c < REVIEW_CONFIDENCE and k not in self.anchor_slices} | set(self.cut_back))
-
-    def least_confident_slices(self, count: int) -> list[int]:
-        """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""
-        candidates = [(c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices]
-        return [k for _, k in sorted(candidates)[:count]]
 
 
 class Segmenter:
@@ -385,29 +328,6 @@ def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
     """One call from arrays to a 3D mask; loads the bundled weights unless a ``segmenter`` is given."""
     segmenter = segmenter or Segmenter(device=device, backend=backend)
     return segmenter.segment(image, spacing_xyz, annotation, options, progress=progress, should_stop=should_stop)
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> the first CUDA device when there is one, else the CPU; a CUDA request without CUDA, or a device
-    that is not one of auto, cpu, cuda, cuda:N, is refused (InputError)."""
-    try:
-        check_device(device)
-    except InputError as error:
-        raise InputError(f"Device: {error}.") from None
-    try:
-        import torch
-    except ImportError as error:
-        raise InputError(f"PyTorch cannot be loaded ({error}). Install torch, or run the networks with ONNX Runtime: "
-                         "install onnxruntime, with the .onnx files beside the weights "
-                         "('gastric-propagate export-onnx').") from None
-
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Device {device!r} was asked for, but this PyTorch has no CUDA device. Use --device cpu "
-                         "or auto.")
-    return resolved
 
 
 def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, slice_mm: float) -> tuple[int, int]:

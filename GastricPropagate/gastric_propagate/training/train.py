@@ -25,10 +25,11 @@ from gastric_propagate import __version__
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.inference.backends import resolve_device
 from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.masks import equivalent_diameter_mm
 from gastric_propagate.inference.networks import TorchRunner, UNet2D
-from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter, resolve_device
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
                                                        with_working_slices)
 from gastric_propagate.inference.propagation import propagate

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from conftest import CopyCoarseRefiner, OracleProposer
 from gastric_propagate.file_segmentation import build_report
-from gastric_propagate.inference.pipeline import PropagationOptions, SegmentationResult, Segmenter
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.preprocessing import Preprocessing
+from gastric_propagate.inference.result import SegmentationResult
 
 ENDS_ON = re.compile(r"(?:after|at|ends on) slice (\d+)|slice limit \((\d+)\)")  # the result's last slice
 BEYOND = re.compile(r"(?:on|before) slice (\d+)")  # a slice past the result's end

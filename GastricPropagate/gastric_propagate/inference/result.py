@@ -1,0 +1,66 @@
+"""What one segmentation run produced (``SegmentationResult``) and which of its slices are worth a review."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gastric_propagate.data.annotation import painted_slices
+from gastric_propagate.inference.advice import Advice
+
+# Slices whose confidence is below this are flagged for review: the threshold that best finds the slices a
+# radiologist would redraw (Dice < 0.7) without listing half the result (how it was chosen: docs/decisions.md).
+REVIEW_CONFIDENCE = 0.3
+
+
+@dataclass
+class SegmentationResult:
+    """What one run produced, on the input image's voxel grid.
+
+    Attributes:
+        mask: uint8 (z, y, x), 1 = tumour; the anchor slices equal the annotation exactly.
+        proposer_mask: uint8 (z, y, x), the proposer's coarse mask before refinement (cut, like ``mask``, to
+            what connects to the painted voxels).
+        network_mask: uint8 (z, y, x), the networks' mask (proposer, then refiner when used) before the consensus;
+            equal to ``mask`` when no consensus was taken.
+        consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
+        cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
+        advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
+            not the largest cross-section, or that it is the volume's first or last slice), one ``Advice`` each;
+            empty when there is nothing to say.
+        slice_confidence: axial index -> confidence in [0, 1] for every slice the propagation visited.
+        anchor_slices: the painted slices, kept as drawn.
+        stop_reasons: "up" / "down" -> why the propagation ended in that direction.
+        seconds: wall time of the whole run (validation, both networks, paste-back).
+        device: the device the networks ran on ("cpu", "cuda:0"; "cpu" under ONNX Runtime).
+    """
+
+    mask: np.ndarray
+    proposer_mask: np.ndarray
+    slice_confidence: dict[int, float]
+    anchor_slices: list[int]
+    stop_reasons: dict[str, str]
+    seconds: float
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+    network_mask: np.ndarray | None = None
+    consensus: bool = False
+    cut_back: list[int] = field(default_factory=list)
+    advice: list[Advice] = field(default_factory=list)
+
+    def slice_range(self) -> tuple[int, int] | None:
+        """First and last axial index of the tumour in the result, or None when it is empty."""
+        ks = painted_slices(self.mask)
+        return (ks[0], ks[-1]) if ks else None
+
+    def slices_to_review(self) -> list[int]:
+        """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, and every slice cut back after a
+        leak, in slice order."""
+        return sorted({k for k, c in self.slice_confidence.items()
+                       if c < REVIEW_CONFIDENCE and k not in self.anchor_slices} | set(self.cut_back))
+
+    def least_confident_slices(self, count: int) -> list[int]:
+        """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""
+        candidates = [(c, k) for k, c in self.slice_confidence.items() if k not in self.anchor_slices]
+        return [k for _, k in sorted(candidates)[:count]]
