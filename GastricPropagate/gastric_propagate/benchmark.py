@@ -139,7 +139,6 @@ def _whole_runs(phantom, annotation, repeats: int, backend: str, proposer: str |
             warm = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
             served = worker.served
     figures["first_run_seconds"], figures["warm_run_seconds"] = statistics.median(fresh), statistics.median(warm)
-    figures["process_seconds"] = figures["first_run_seconds"]
     print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
           "process, the mask read back):")
     print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
@@ -177,7 +176,7 @@ def _gb(peak: Peak | None) -> str:
     return f"{peak.gb:.2f} GB" + ("" if peak.own else " (ru_maxrss: with the benchmark's own memory in it)")
 
 
-def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, run) -> tuple[float, float | None]:
+def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, run) -> tuple[float, Peak | None]:
     """Seconds from the inputs' arrays to the result's array, through files and ``run(paths)``; and what ``run``
     returned (a peak memory, or None)."""
     paths = {name: folder / f"{name}.nrrd" for name in ("image", "annotation", "output")}

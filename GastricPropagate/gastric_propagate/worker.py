@@ -28,7 +28,6 @@ segment command writes them (``data.outputs.OutputBatch``): whole or not at all,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import queue
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError, WeightsError
-from gastric_propagate.inference.options import PropagationOptions
+from gastric_propagate.inference.options import PropagationOptions, declared_options
 from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS, READY_PREFIX,
                                         RESULT_PREFIX, STAGE_LOAD, progress_line)
 
@@ -48,8 +47,8 @@ if TYPE_CHECKING:
 
 #: How long the worker waits for a request before it ends itself (seconds).
 DEFAULT_IDLE_SECONDS = 600.0
-_FIELDS = {field.name: field for field in dataclasses.fields(PropagationOptions)}
-_SWITCHES = {name for name, field in _FIELDS.items() if isinstance(field.default, bool)}
+_FIELDS = [option.name for option in declared_options()]
+_SWITCHES = {option.name for option in declared_options() if option.kind == "switch"}
 _REQUEST_KEYS = {"id", "image", "annotation", "output", "report", "overwrite", "options"}
 
 
