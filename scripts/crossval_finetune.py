@@ -8,6 +8,9 @@ scored on. Prints one table (mean Dice per group of the vote and of the networks
 fine-tuned) and writes the runs under --out.
 
     .venv/bin/python scripts/crossval_finetune.py --data ../shared/real-ct --out runs/crossval --folds 3
+
+Arguments after ``--`` join each fold's `train` command (a recipe: more --data folders, --mix, --learning-rate, ...).
+Each fold's training cases are linked into a folder named like --data's own, so that a --mix share for it applies.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ def main() -> int:
     parser.add_argument("--reuse-weights", action="store_true",
                         help="score the fine-tuned weights an earlier run left under --out (same folds and seed) "
                              "instead of training them again: for an engine change that leaves the networks alone")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    recipe = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(recipe) - (1 if recipe else 0)])
 
     cli = [sys.executable, "-m", "gastric_propagate.cli"]
     pairs = find_pairs(args.data)
@@ -79,13 +84,14 @@ def main() -> int:
         held_out = folds[fold]
         training = [pair for other in range(args.folds) if other != fold for pair in folds[other]]
         fold_dir = out / f"fold{fold}"
-        _link_fold(training, fold_dir / "train")
+        _link_fold(training, fold_dir / "train" / Path(args.data).resolve().name)
         _link_fold(held_out, fold_dir / "test")
         if not args.reuse_weights:
-            subprocess.run(cli + ["train", "--data", str(fold_dir / "train"), "--init", "bundled", "--out",
-                                  str(fold_dir / "weights"), "--proposer-steps", str(args.proposer_steps),
+            subprocess.run(cli + ["train", "--data", str(fold_dir / "train" / Path(args.data).resolve().name),
+                                  "--init", "bundled", "--out", str(fold_dir / "weights"),
+                                  "--proposer-steps", str(args.proposer_steps),
                                   "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
-                                  "--seed", str(args.seed), "--overwrite"], check=True)
+                                  "--seed", str(args.seed), "--overwrite", *recipe], check=True)
         elif not (fold_dir / "weights" / "proposer.pt").exists():
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
@@ -100,7 +106,8 @@ def main() -> int:
 
     groups = sorted({case_group(name) for name in bundled["engine"]})
     print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled['engine'])} cases of {args.data} "
-          f"({args.proposer_steps}/{args.refiner_steps} steps); mean Dice on the held-out folds")
+          f"({args.proposer_steps}/{args.refiner_steps} steps" + (f"; recipe: {' '.join(recipe)}" if recipe else "")
+          + "); mean Dice on the held-out folds")
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
     for method, what in METHODS.items():
