@@ -146,7 +146,7 @@ def _child(out: str, arguments: list[str]) -> int:
     moments["engine"] = time.time()
     given = cli.build_parser().parse_args(arguments)
     backend = choose_backend(given.backend, given.device, given.proposer, given.refiner)
-    importlib.import_module("onnxruntime" if backend == "onnx" else "torch")
+    importlib.import_module("torch" if backend == "torch" else "onnxruntime")
     moments["runtime"] = time.time()
     spent = {"weights": 0.0, "read": 0.0, "registration": 0.0, "report": 0.0, "write": 0.0}
     seen = {}

@@ -31,7 +31,8 @@ def checkpoint_paths(proposer_path, refiner_path) -> dict:
 
 
 def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
-    """How ``pipeline.Segmenter`` runs the networks, "onnx" or "torch", for a ``backend`` of auto, torch or onnx.
+    """How ``pipeline.Segmenter`` runs the networks, "onnx", "onnx-int8" or "torch", for a ``backend`` of auto, torch,
+    onnx or onnx-int8 (the int8 copies under ONNX Runtime: only when asked for by name).
 
     auto is PyTorch when ``device`` is auto, torch is installed and an NVIDIA driver is visible
     (``nvidia_driver_visible``: the GPU when there is one); else ONNX Runtime when onnxruntime is installed, the
@@ -49,7 +50,8 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
             and nvidia_driver_visible()):
         return "torch"
     weights = checkpoint_paths(proposer_path, refiner_path).values()
-    missing = [str(onnx_path(path)) for path in weights if not onnx_path(path).is_file()]
+    precision = "int8" if backend == "onnx-int8" else "float32"
+    missing = [str(onnx_path(path, precision)) for path in weights if not onnx_path(path, precision).is_file()]
     problem = None
     if device not in ("auto", "cpu"):
         problem = InputError(f"Device {device!r} was asked for, but ONNX Runtime runs the networks on the CPU here. "
@@ -58,10 +60,12 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
         problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
                              "pip install onnxruntime, or use --backend torch.")
     elif missing:
-        problem = WeightsError(f"No ONNX file beside the weights ({', '.join(missing)}). {EXPORT_HINT}")
+        hint = EXPORT_HINT.replace("export-onnx", "export-onnx --int8") if precision == "int8" else EXPORT_HINT
+        problem = WeightsError(f"No {'int8 ' if precision == 'int8' else ''}ONNX file beside the weights "
+                               f"({', '.join(missing)}). {hint}")
     if problem is None:
-        return "onnx"
-    if backend == "onnx":
+        return "onnx-int8" if precision == "int8" else "onnx"
+    if backend in ("onnx", "onnx-int8"):
         raise problem
     return "torch"
 

@@ -23,8 +23,8 @@ from gastric_propagate import __version__
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.errors import WeightsError
-from gastric_propagate.inference.checkpoints import (INPUT_CHANNELS, MAX_FILE_BYTES, NETWORK_STAGES,
-                                                     checked_preprocessing, load_checkpoint)
+from gastric_propagate.inference.checkpoints import (INPUT_CHANNELS, MAX_FILE_BYTES, checked_preprocessing,
+                                                     load_checkpoint)
 from gastric_propagate.inference.preprocessing import Preprocessing
 
 FORMAT = "gastric-propagate-onnx"
@@ -39,9 +39,20 @@ TOLERANCE = 1e-4
 EXPORT_HINT = "Make the ONNX files from the weights with 'gastric-propagate export-onnx --weights DIR'."
 
 
-def onnx_path(weights: str | Path) -> Path:
-    """Where the ONNX file of the checkpoint ``weights`` lies: beside it, ``<name>.onnx``."""
-    return Path(weights).with_suffix(".onnx")
+#: The precisions an ONNX pair comes in: float32 (``export_onnx``) and its int8 copy (``training.quantization``).
+PRECISIONS = ("float32", "int8")
+
+
+def onnx_path(weights: str | Path, precision: str = "float32") -> Path:
+    """Where the ONNX file of the checkpoint ``weights`` lies: beside it, ``<name>.onnx`` (float32) or
+    ``<name>.int8.onnx``."""
+    return Path(weights).with_suffix(".onnx" if precision == "float32" else f".{precision}.onnx")
+
+
+def weights_path(onnx_file: str | Path) -> Path:
+    """The checkpoint an ONNX file of either precision was made from: ``<name>.pt`` beside it."""
+    onnx_file = Path(onnx_file)
+    return onnx_file.with_name(onnx_file.name.split(".")[0] + ".pt")
 
 
 @dataclass
@@ -59,11 +70,14 @@ class OnnxNetwork:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def load_onnx(path: str | Path, *, stage: str, threads: int | None = None) -> OnnxNetwork:
-    """Loads and checks an ONNX file written by ``export_onnx``; raises WeightsError saying what to do when it cannot
-    be used, also when the checkpoint beside it is not the one it was exported from.
+def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
+              precision: str = "float32") -> OnnxNetwork:
+    """Loads and checks an ONNX file written by ``export_onnx`` (or its int8 copy, ``quantization``); raises
+    WeightsError saying what to do when it cannot be used, also when the checkpoint beside it is not the one it was
+    exported from.
 
     Args:
+        precision: the precision the file must hold, float32 or int8.
         threads: ONNX Runtime's intra-op threads; None: ``OMP_NUM_THREADS`` when it is set (as PyTorch reads it),
             else ONNX Runtime's choice (one per physical core).
     """
@@ -86,13 +100,16 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None) -> On
     if not isinstance(description, dict) or description.get("format") != FORMAT \
             or description.get("format_version") != FORMAT_VERSION:
         raise WeightsError(f"{path} is not a GastricPropagate ONNX network of format {FORMAT_VERSION}. {again}")
+    if description.get("precision", "float32") != precision:
+        raise WeightsError(f"{path} holds a {description.get('precision', 'float32')} network, but a {precision} one "
+                           f"was expected. {again}")
     if description.get("stage") != stage:
         raise WeightsError(f"{path} holds the {description.get('stage')!r} network, but the {stage!r} one was "
                            "expected: check that the proposer and refiner files are not swapped.")
     inputs = session.get_inputs()
     if [i.name for i in inputs] != [INPUT] or inputs[0].shape[1] != INPUT_CHANNELS[stage]:
         raise WeightsError(f"{path} does not read the {INPUT_CHANNELS[stage]} channels the {stage} is given. {again}")
-    weights = path.with_suffix(".pt")
+    weights = weights_path(path)
     if weights.is_file() and _sha256(weights) != description.get("weights_sha256"):
         raise WeightsError(f"{path} was not exported from the {stage} weights beside it ({weights.name}, changed "
                            f"since). {again}")
@@ -141,14 +158,6 @@ def export_pair(weights: dict[str, str | Path], *, overwrite: bool) -> list[Path
                   overwrite=overwrite)
     with OutputBatch(overwrite=overwrite) as outputs:
         return [export_onnx(path, stage=stage, outputs=outputs) for stage, path in weights.items()]
-
-
-def export_main(*, weights: str, overwrite: bool) -> int:
-    """``gastric-propagate export-onnx``: proposer.onnx and refiner.onnx beside the checkpoints in the folder
-    ``weights``; prints the files it wrote and returns 0."""
-    written = export_pair({stage: Path(weights) / f"{stage}.pt" for stage in NETWORK_STAGES}, overwrite=overwrite)
-    print("wrote " + ", ".join(str(path) for path in written))
-    return 0
 
 
 def _session_options(onnxruntime, threads: int | None):

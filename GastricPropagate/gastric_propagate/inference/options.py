@@ -25,8 +25,8 @@ VOTE_REACH = 0.75
 NOT_LARGEST_REGISTRATION_REACH = 3.0
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 # How the networks run: auto (ONNX Runtime where it and the ONNX files are there and no CUDA device is asked for, else
-# PyTorch), torch, or onnx (ONNX Runtime, on the CPU).
-BACKENDS = ("auto", "torch", "onnx")
+# PyTorch), torch, onnx (ONNX Runtime, on the CPU) or onnx-int8 (ONNX Runtime with the networks' int8 copies).
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 # The checks of the option values, shared by ``PropagationOptions``, the engine and the command line's parser. Each
@@ -67,7 +67,7 @@ def device(value) -> str:
 
 
 def backend(value) -> str:
-    """How the networks run: auto, torch or onnx (``BACKENDS``)."""
+    """How the networks run: auto, torch, onnx or onnx-int8 (``BACKENDS``)."""
     if not isinstance(value, str) or value not in BACKENDS:
         raise InputError(f"{value!r} is not a backend: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     return value

@@ -64,20 +64,22 @@ class Segmenter:
         refiner_path: refiner checkpoint; the bundled one when None.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         backend: how the networks run (``backends.choose_backend``): "auto" (PyTorch where an NVIDIA driver is
-            visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``) or "onnx" (ONNX Runtime on
-            the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported).
+            visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``), "onnx" (ONNX Runtime on
+            the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported) or "onnx-int8" (the
+            same with their int8 copies, ``.int8.onnx``).
     """
 
     def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
         paths = checkpoint_paths(proposer_path, refiner_path)
         self.backend = choose_backend(backend, device, proposer_path, refiner_path)
         loaded = None
-        if self.backend == "onnx":
-            self.device = "cpu"
+        if self.backend in ("onnx", "onnx-int8"):
+            self.device, precision = "cpu", "int8" if self.backend == "onnx-int8" else "float32"
             try:
-                loaded = {stage: load_onnx(onnx_path(path), stage=stage) for stage, path in paths.items()}
+                loaded = {stage: load_onnx(onnx_path(path, precision), stage=stage, precision=precision)
+                          for stage, path in paths.items()}
             except (WeightsError, ImportError) as error:  # ImportError: an onnxruntime that does not load
-                if backend == "onnx":
+                if backend in ("onnx", "onnx-int8"):
                     raise
                 logger.warning("%s Running the networks with PyTorch instead.", error)
                 self.backend = "torch"
@@ -94,7 +96,7 @@ class Segmenter:
     def _prepare_networks(self) -> None:
         """The networks as they run (``propagation.NetworkRunner``): an ONNX stage runs itself; a PyTorch one with
         its batch norms folded, channels-last (``networks.inference_copy``)."""
-        if self.backend == "onnx":
+        if self.backend != "torch":
             self._proposer, self._refiner = self.proposer, self.refiner
             return
         from gastric_propagate.inference.networks import TorchRunner, inference_copy

@@ -1,6 +1,8 @@
 """``gastric-propagate train``: checks the command's values and outputs before any work, gathers the training data
 (folders of image/label pairs and synthetic generators), the sampling mix and the weights to fine-tune, then trains
 (``train.py``) and exports the trained networks to ONNX beside their checkpoints (``inference.onnx_networks``).
+``gastric-propagate export-onnx``: that export alone, for weights trained before, and their int8 copies
+(``quantization.py``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                   data_description="; ".join(parts), validation_cases=validation_data,
                   command=command, init=networks, sources=sources)
     written = list(paths.values()) + export_pair(paths, overwrite=overwrite)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def export_main(*, weights: str, overwrite: bool, int8: bool = False) -> int:
+    """``gastric-propagate export-onnx``: proposer.onnx and refiner.onnx beside the checkpoints in the folder
+    ``weights`` (and their int8 copies with ``int8``); prints the files it wrote and returns 0."""
+    from pathlib import Path
+
+    from gastric_propagate.inference.checkpoints import NETWORK_STAGES
+    from gastric_propagate.inference.onnx_networks import export_pair
+    from gastric_propagate.training.quantization import export_with_int8
+
+    paths = {stage: Path(weights) / f"{stage}.pt" for stage in NETWORK_STAGES}
+    written = export_with_int8(paths, overwrite=overwrite) if int8 else export_pair(paths, overwrite=overwrite)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

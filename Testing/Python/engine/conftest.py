@@ -44,6 +44,20 @@ def make_volume(depth: int = 40, size: int = 128, centre_z: int = 20, radius_mm:
     return image.astype(np.int16), label
 
 
+def segment_demo_phantom(*backends: str):
+    """The demo phantom's label and its results with the bundled networks under each backend: (label, {backend:
+    SegmentationResult})."""
+    from gastric_propagate.data.annotation import annotation_from_label
+    from gastric_propagate.demo import DEMO_SEED
+    from gastric_propagate.synthetic.phantom import make_phantom
+
+    phantom = make_phantom(DEMO_SEED)
+    image, label = phantom.arrays()
+    annotation = annotation_from_label(label)
+    return label, {backend: Segmenter(device="cpu", backend=backend).segment(image, phantom.spacing, annotation)
+                   for backend in backends}
+
+
 def write_cases_folder(folder, count: int):
     """``count`` small labelled cases (``make_volume``) in the <case>_image / <case>_label NRRD layout."""
     import SimpleITK as sitk

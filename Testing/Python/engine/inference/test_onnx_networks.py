@@ -15,9 +15,8 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from conftest import SPACING, make_volume
+from conftest import SPACING, make_volume, segment_demo_phantom
 from gastric_propagate.cli import main
-from gastric_propagate.demo import DEMO_SEED
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
@@ -28,7 +27,6 @@ from gastric_propagate.inference import backends
 from gastric_propagate.inference.backends import choose_backend
 from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.preprocessing import Preprocessing
-from gastric_propagate.synthetic.phantom import make_phantom
 
 STAGES = {"proposer": 4, "refiner": 6}
 
@@ -87,11 +85,7 @@ def test_the_bundled_onnx_files_were_exported_from_the_bundled_weights():
 
 def test_the_onnx_path_segments_a_phantom_as_the_pytorch_path_does():
     """The bundled networks under ONNX Runtime and under PyTorch: the same masks, confidence and stop reasons."""
-    phantom = make_phantom(DEMO_SEED)
-    image, label = phantom.arrays()
-    annotation = annotation_from_label(label)
-    results = {backend: Segmenter(device="cpu", backend=backend).segment(image, phantom.spacing, annotation)
-               for backend in ("onnx", "torch")}
+    _, results = segment_demo_phantom("onnx", "torch")
     onnx, pytorch = results["onnx"], results["torch"]
     assert onnx.mask.any()
     for name in ("mask", "proposer_mask", "network_mask"):
@@ -165,7 +159,7 @@ def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, mo
     assert choose_backend("auto", "cpu", without["proposer"], without["refiner"]) == "torch"
     with pytest.raises(WeightsError, match=r"No ONNX file beside the weights .*proposer\.onnx.*export-onnx"):
         choose_backend("onnx", "cpu", without["proposer"], without["refiner"])
-    with pytest.raises(InputError, match="'tensorrt' is not a backend: use auto, torch or onnx"):
+    with pytest.raises(InputError, match="'tensorrt' is not a backend: use auto, torch, onnx or onnx-int8"):
         choose_backend("tensorrt", "cpu")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
     assert choose_backend("auto", "cpu", proposer, refiner) == "torch"
