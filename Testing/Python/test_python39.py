@@ -112,3 +112,39 @@ def test_the_checks_catch_what_python_3_9_refuses():
     assert _hasFutureAnnotations(ast.parse("from __future__ import annotations\n"))
     with pytest.raises(SyntaxError):
         ast.parse("match x:\n    case 1:\n        pass\n", feature_version=OLDEST_PYTHON)
+
+
+PYTHON39 = REPO / ".venv-py39" / "bin" / "python"
+
+
+@pytest.mark.skipif(not PYTHON39.exists(), reason="no .venv-py39/ (scripts/setup_python39.sh makes it where Python "
+                                                  "3.9 is found; scripts/test.sh runs it)")
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_the_engine_segments_under_python_3_9_without_torch(backend, tmp_path):
+    """The child process as Slicer 5.8 runs it: Python 3.9, the oldest onnxruntime pip gives it, no torch. The mask
+    must be the one the main environment's Python writes."""
+    import SimpleITK as sitk
+
+    from gastric_propagate.data.annotation import annotation_from_label
+    from gastric_propagate.demo import DEMO_SEED
+    from gastric_propagate.synthetic.phantom import make_phantom
+
+    phantom = make_phantom(DEMO_SEED)
+    image, label = phantom.arrays()
+    for name, array in (("ct.nrrd", image), ("painted.nrrd", annotation_from_label(label))):
+        written = sitk.GetImageFromArray(array)
+        written.SetSpacing(phantom.spacing)
+        sitk.WriteImage(written, str(tmp_path / name))
+    masks = {}
+    for python in (PYTHON39, Path(sys.executable)):
+        output = tmp_path / f"{python.parent.parent.name}.nrrd"
+        run = subprocess.run([str(python), "-m", "gastric_propagate.cli", "segment", "--image", str(tmp_path / "ct.nrrd"),
+                              "--annotation", str(tmp_path / "painted.nrrd"), "--output", str(output),
+                              "--backend", backend], capture_output=True, text=True, timeout=300,
+                             env={"PYTHONPATH": str(MODULE), "PATH": "/usr/bin:/bin"})
+        assert run.returncode == 0, run.stdout + run.stderr
+        masks[python] = sitk.GetArrayFromImage(sitk.ReadImage(str(output)))
+    assert masks[PYTHON39].any()
+    assert (masks[PYTHON39] == masks[Path(sys.executable)]).all()
+    no_torch = subprocess.run([str(PYTHON39), "-c", "import torch"], capture_output=True, timeout=60)
+    assert no_torch.returncode != 0  # the run above loaded no torch: there is none
