@@ -1,0 +1,71 @@
+"""One report of the shipped recipe on a folder its weights learned from, by cross-validation only.
+
+The shipped weights learned ../shared/real-ct, so what the networks give there may only be reported from
+`scripts/crossval_finetune.py`'s folds: each case scored with the weights of the fold that never saw it. This script
+gathers those per-case rows (every `eval-*/results.csv` under each fold of --folds, the methods that use the networks)
+and, for the methods that do not (copy-slice, registration, region growing, Grow from seeds, ...), the rows of full
+evaluations of the same cases (--baselines), and writes results.csv, summary.md (the evaluation's own report) and
+confidence.csv to --out.
+
+    .venv/bin/python scripts/crossval_report.py --folds runs/cv --out docs/evaluation/real-ct-crossval \
+        --baselines docs/evaluation/real-ct/results.csv docs/evaluation/real-ct-variants/results.csv ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from gastric_propagate.evaluation.reporting import read_csv, summary_markdown, write_csv
+
+#: The methods whose result depends on the weights: taken from the folds only.
+NETWORK_METHODS = {"engine", "networks", "proposer"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", required=True, help="crossval_finetune.py's --out (fold0/, fold1/, ...)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--baselines", nargs="+", default=[], help="results.csv files of full evaluations")
+    parser.add_argument("--runs", nargs="+", default=["eval-tuned", "eval-proposer", "eval-variants"],
+                        help="each fold's evaluation folders to gather (default: %(default)s)")
+    args = parser.parse_args()
+
+    folds = sorted(Path(args.folds).glob("fold*"))
+    rows, confidence, seen = [], [], set()
+    for fold in folds:
+        for run in args.runs:
+            if not (fold / run / "results.csv").is_file():
+                parser.error(f"{fold / run / 'results.csv'} is missing")
+            for row in read_csv(fold / run / "results.csv"):
+                if row["method"] in NETWORK_METHODS and (row["case"], row["variant"], row["method"]) not in seen:
+                    seen.add((row["case"], row["variant"], row["method"]))
+                    rows.append(row)
+            if (fold / run / "confidence.csv").is_file():
+                with open(fold / run / "confidence.csv", newline="", encoding="utf-8") as handle:
+                    confidence += [{**row, "confidence": float(row["confidence"]), "dice": float(row["dice"]),
+                                    "flagged": row["flagged"] in ("True", "1")} for row in csv.DictReader(handle)]
+    cases = {row["case"] for row in rows}
+    for path in args.baselines:
+        rows += [row for row in read_csv(path) if row["method"] not in NETWORK_METHODS and row["case"] in cases]
+    order = {"proposer": 0, "networks": 1, "engine": 2}
+    rows.sort(key=lambda row: (row["variant"] != "largest", row["variant"], order.get(row["method"], 3)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "results.csv")
+    meta = {"data": f"{len(cases)} cases, by {len(folds)}-fold cross-validation: the GastricPropagate rows come from "
+                    f"each case's fold ({args.folds}), whose networks never saw it; the other methods from "
+                    f"{', '.join(args.baselines) or 'none'}",
+            "command": "python scripts/crossval_report.py " + " ".join(sys.argv[1:]), "device": "cpu"}
+    if confidence:
+        meta["confidence"] = confidence
+        write_csv(confidence, out / "confidence.csv", ("case", "variant", "slice", "confidence", "flagged", "dice"))
+    (out / "summary.md").write_text(summary_markdown(rows, meta), encoding="utf-8")
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}" + (", confidence.csv" if confidence else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
