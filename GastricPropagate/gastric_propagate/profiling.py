@@ -5,7 +5,8 @@ its painted slice to NRRD files, then runs the segment command on them in fresh 
 Each profiled process is this module's ``child``: it notes the time before and after importing the engine and the
 networks' runtime (onnxruntime or torch, as the command's ``--backend`` chooses), wraps a few engine functions with
 timers (weights, file read, registration, report, file write; the engine's own ``timings`` give preprocessing,
-proposer, refiner, paste-back, vote and confidence), and then runs the real command line
+proposer, refiner, paste-back, vote and confidence; the registration runs beside the networks, so its row overlaps
+theirs), and then runs the real command line
 (``cli.main(["segment", ...])``). The parent notes when it started the process and when the process had ended, so
 process start-up (before the first line of Python here) and tear-down (after the last) are counted too. The plain
 segment command is timed beside it, without the timers, as a check that they cost nothing worth counting.
@@ -39,8 +40,8 @@ ROWS = (
     ("proposer", "proposer (slice-by-slice chains)"),
     ("refiner", "refiner"),
     ("paste_back", "paste-back onto the CT grid"),
-    ("registration", "registration (Demons, the vote's opinion)"),
-    ("vote", "vote (copy, majority, outline snap)"),
+    ("registration", "registration (Demons, the vote's opinion; in a thread beside the networks, not summed)"),
+    ("vote", "vote (the wait for the registration, copy, majority, outline snap)"),
     ("confidence", "confidence"),
     ("report", "report (build_report)"),
     ("write", "file write (mask + report, OutputBatch)"),
@@ -92,8 +93,8 @@ def run_profile(*, repeats: int = 3, n_slices: int = 100, device: str = "cpu", b
     print(f"    {'whole run, the plain segment command (no timers)':<82} {statistics.median(plain):6.3f} "
           f"({min(plain):.3f})")
     start_up = [run["process_start"] + run["import_engine"] + run["import_runtime"] + run["weights"] for run in runs]
-    engine = [sum(run[key] for key in ("preprocessing", "proposer", "refiner", "paste_back", "registration", "vote",
-                                       "confidence")) for run in runs]
+    engine = [sum(run[key] for key in ("preprocessing", "proposer", "refiner", "paste_back", "vote", "confidence"))
+              for run in runs]
     print(f"  start-up (process, imports, weights) {statistics.median(start_up):.3f} s, the engine "
           f"{statistics.median(engine):.3f} s, of {median_total:.3f} s")
     if load:
@@ -195,9 +196,11 @@ def _child(out: str, arguments: list[str]) -> int:
     run = {"import_engine": moments["engine"] - moments["started"],
            "import_runtime": moments["runtime"] - moments["engine"], "preprocessing": timings["prepare"],
            "proposer": timings["proposer"], "refiner": timings["refiner"], "paste_back": timings["paste_back"],
-           "vote": timings["consensus"] - spent["registration"], "confidence": timings["confidence"], **spent}
-    inside = ("weights", "read", "preprocessing", "proposer", "refiner", "paste_back", "registration", "vote",
-              "confidence", "report", "write")
+           "vote": timings["consensus"], "confidence": timings["confidence"], **spent}
+    # The registration runs in a thread while the networks do (pipeline.Segmenter.segment): its time is inside the
+    # proposer's, refiner's and vote's rows, so it is shown but not summed.
+    inside = ("weights", "read", "preprocessing", "proposer", "refiner", "paste_back", "vote", "confidence", "report",
+              "write")
     run["other"] = command_seconds - sum(run[key] for key in inside)
     torch_ran = seen["backend"] == "torch"
     used = importlib.import_module("torch" if torch_ran else "onnxruntime")

@@ -138,9 +138,9 @@ def test_the_engine_segments_under_python_3_9_without_torch(backend, tmp_path):
     masks = {}
     for python in (PYTHON39, Path(sys.executable)):
         output = tmp_path / f"{python.parent.parent.name}.nrrd"
-        run = subprocess.run([str(python), "-m", "gastric_propagate.cli", "segment", "--image", str(tmp_path / "ct.nrrd"),
-                              "--annotation", str(tmp_path / "painted.nrrd"), "--output", str(output),
-                              "--backend", backend], capture_output=True, text=True, timeout=300,
+        command = [str(python), "-m", "gastric_propagate.cli", "segment", "--image", str(tmp_path / "ct.nrrd"),
+                   "--annotation", str(tmp_path / "painted.nrrd"), "--output", str(output), "--backend", backend]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300,
                              env={"PYTHONPATH": str(MODULE), "PATH": "/usr/bin:/bin"})
         assert run.returncode == 0, run.stdout + run.stderr
         masks[python] = sitk.GetArrayFromImage(sitk.ReadImage(str(output)))

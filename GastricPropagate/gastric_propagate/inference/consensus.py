@@ -40,10 +40,32 @@ LARGER_NEIGHBOUR_RATIO = 1.2
 REGISTRATION = {"transform": "demons", "iterations": 10}
 
 
+def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float], anchors: dict[int, np.ndarray], *,
+                     extent_factor: float = REACH_FACTOR,
+                     registration_reach: float | None = None) -> dict[int, np.ndarray]:
+    """Each anchor's registration (``propagate_by_registration``), up and down as far as its part of the vote needs:
+    anchor -> its (z, y, x) mask. It needs only the CT and the anchors, so the pipeline starts it before the
+    networks run; ``take_vote`` computes it itself when it is not given."""
+    slices = sorted(anchors)
+    window_factor = max(extent_factor, registration_reach or 0.0)
+    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor)
+    first, last = max(0, first), min(image.shape[0] - 1, last)
+    chains = {}
+    for i, k in enumerate(slices):
+        below = k - (first if i == 0 else slices[i - 1])
+        above = (last if i == len(slices) - 1 else slices[i + 1]) - k
+        span = max(below, above, 0)
+        factor = window_factor if slices_within(anchors[k], spacing_xyz, window_factor) >= span else (
+            (span + 0.25) * spacing_xyz[2] / equivalent_diameter_mm(anchors[k], spacing_xyz))
+        chains[k] = propagate_by_registration(image, spacing_xyz, k, anchors[k], extent_factor=factor,
+                                              **REGISTRATION)
+    return chains
+
+
 def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[float, float, float],
               anchors: dict[int, np.ndarray], limits: tuple[int, int], *, extent_factor: float = REACH_FACTOR,
-              registration_reach: float | None = None, taper: bool = True,
-              snap: bool = True) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+              registration_reach: float | None = None, taper: bool = True, snap: bool = True,
+              chains: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The result of the vote on the CT grid, and its three opinions (networks, registration, copy).
 
     The anchors are the painted slice and, after a review, the corrected ones; each is kept exactly. Beyond the
@@ -67,6 +89,7 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
         taper, snap: shrink the copy towards its ends (``tapered_copy``) and snap the result's outline to the largest
             anchor's edge HU level (``outline_snap``); switched off only to measure what they add
             (scripts/choose_vote.py).
+        chains: ``register_anchors``'s result for the same arguments, when it was computed beforehand.
     """
     slices = sorted(anchors)
     window_factor = max(extent_factor, registration_reach or 0.0)
@@ -74,15 +97,9 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     first, last = max(0, first), min(image.shape[0] - 1, last)
     copy = tapered_copy if taper else copy_along_z
     registered, copied = np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8)
-    chains = {}  # anchor -> its registration, up and down as far as its part of the vote needs
-    for i, k in enumerate(slices):
-        below = k - (first if i == 0 else slices[i - 1])
-        above = (last if i == len(slices) - 1 else slices[i + 1]) - k
-        span = max(below, above, 0)
-        factor = window_factor if slices_within(anchors[k], spacing_xyz, window_factor) >= span else (
-            (span + 0.25) * spacing_xyz[2] / equivalent_diameter_mm(anchors[k], spacing_xyz))
-        chains[k] = propagate_by_registration(image, spacing_xyz, k, anchors[k], extent_factor=factor,
-                                              **REGISTRATION)
+    if chains is None:
+        chains = register_anchors(image, spacing_xyz, anchors, extent_factor=extent_factor,
+                                  registration_reach=registration_reach)
     low, high = slices[0], slices[-1]  # beyond the outermost anchors: their registration and tapered copy
     registered[first:low], registered[high + 1:last + 1] = chains[low][first:low], chains[high][high + 1:last + 1]
     copied[first:low] = copy(image.shape, low, anchors[low], spacing_xyz, extent_factor=extent_factor)[first:low]

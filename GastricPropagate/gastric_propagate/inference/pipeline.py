@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -123,14 +124,21 @@ class Segmenter:
         laps = _Laps()
         run = self._prepare(image, spacing_xyz, annotation, options)
         laps("prepare")
-        coarse = self._propose(run, progress, should_stop)
-        laps("proposer")
-        final = self._refine(run, coarse, should_stop)
-        laps("refiner")
-        network_mask, proposer_mask = _paste_back(run, coarse, final)
-        laps("paste_back")
-        mask, opinions, advice = _vote(run, network_mask, should_stop)
-        laps("consensus")
+        # The vote's registration needs only the CT and the painted slices: it runs in a thread while the networks
+        # run (SimpleITK and ONNX Runtime release the GIL), and the vote waits for it.
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            chains = pool.submit(_register, run) if options.use_consensus else None
+            coarse = self._propose(run, progress, should_stop)
+            laps("proposer")
+            final = self._refine(run, coarse, should_stop)
+            laps("refiner")
+            network_mask, proposer_mask = _paste_back(run, coarse, final)
+            laps("paste_back")
+            mask, opinions, advice = _vote(run, network_mask, should_stop, chains)
+            laps("consensus")
+        finally:  # cancelled or failed: return at once, the registration's thread ends on its own
+            pool.shutdown(wait=False, cancel_futures=True)
         confidence, cut_back = _confidence(run, coarse, mask, opinions)
         laps("confidence")
         return SegmentationResult(
@@ -269,17 +277,23 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     return mask, proposer_mask
 
 
-def _vote(run: _Run, network_mask: np.ndarray,
-          should_stop) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[Advice]]:
-    """The vote of the networks, registration and the copied outline (the networks' mask when the vote is off),
-    its opinions (None when off), and the advice on the painted slices."""
+def _register(run: _Run) -> dict[int, np.ndarray]:
+    """The vote's registration from each anchor (``consensus.register_anchors``)."""
+    return vote.register_anchors(run.image, run.spacing_xyz, run.anchor_masks, extent_factor=run.reach_factor,
+                                 registration_reach=run.window_factor)
+
+
+def _vote(run: _Run, network_mask: np.ndarray, should_stop,
+          chains: Future | None) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[Advice]]:
+    """The vote of the networks, registration (``chains``, started beside the networks) and the copied outline (the
+    networks' mask when the vote is off), its opinions (None when off), and the advice on the painted slices."""
     options, depth = run.options, run.image.shape[0]
     mask, opinions, advice = network_mask, None, []
     if options.use_consensus:
         _stop_if_asked(should_stop)
         mask, opinions = vote.take_vote(network_mask, run.image, run.spacing_xyz, run.anchor_masks, run.limits,
                                         extent_factor=run.reach_factor, registration_reach=run.window_factor,
-                                        taper=options.painted_is_largest)
+                                        taper=options.painted_is_largest, chains=chains.result())
         if options.painted_is_largest:
             advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
     advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]

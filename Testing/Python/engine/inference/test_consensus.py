@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from gastric_propagate.data.annotation import annotation_from_label
-from gastric_propagate.inference.consensus import (copy_along_z, keep_connected, larger_neighbour, majority, take_vote,
+from gastric_propagate.inference.consensus import (copy_along_z, keep_connected, larger_neighbour, majority,
+                                                   register_anchors, take_vote,
                                                    tapered_copy)
 from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
 from gastric_propagate.metrics import dice
@@ -75,6 +76,22 @@ def test_the_vote_between_two_anchors_leaves_no_gap_and_keeps_both():
     assert all(mask[k].sum() > 0.8 * truth[k].sum() for k in range(13, 28))
     assert all((copied[k] == anchors[12]).all() for k in range(13, 28))  # the larger outline between them
     assert not mask[:4].any() and not mask[37:].any()  # beyond each outer anchor: its own reach (8 slices)
+
+
+def test_a_registration_computed_beforehand_gives_the_same_vote():
+    """The pipeline starts the registration beside the networks and hands it to the vote: nothing may change."""
+    z, y, x = np.mgrid[:40, :48, :48]
+    truth = ((x - 24) ** 2 + (y - 24) ** 2 <= (12 - 0.3 * abs(z - 20)) ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(1).normal(0, 8, truth.shape)).astype(np.float32)
+    anchors = {14: truth[14] > 0, 26: truth[26] > 0}
+    networks = ndimage.binary_erosion(truth, iterations=1).astype(np.uint8)
+    chains = register_anchors(image, SPACING, anchors, registration_reach=3.0)
+    assert sorted(chains) == [14, 26] and chains[14][20].any()
+    given_chains = take_vote(networks, image, SPACING, anchors, (0, 39), registration_reach=3.0, chains=chains)
+    computed = take_vote(networks, image, SPACING, anchors, (0, 39), registration_reach=3.0)
+    np.testing.assert_array_equal(given_chains[0], computed[0])
+    for given_opinion, computed_opinion in zip(given_chains[1], computed[1]):
+        np.testing.assert_array_equal(given_opinion, computed_opinion)
 
 
 def test_a_vote_from_a_slice_that_is_not_the_largest_follows_the_tumour_beyond_the_copys_reach():
