@@ -31,6 +31,7 @@ import torch
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
 from gastric_propagate.data.outputs import write_mask
+from gastric_propagate.data.validation import MIN_ANNOTATION_AREA_MM2
 from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases
@@ -330,7 +331,7 @@ def _corrections(segmenter: Segmenter, n_cases: int, max_corrections: int = 3) -
                   f"{statistics.mean(figures[generator]['networks_after'][n]):.3f}")
         rate, refused = figures[generator]["end_within_one_slice"], figures[generator]["refused"]
         print(f"    automatic stop within one slice of the true tumour end: {100 * rate:.0f}% of the ends"
-              + (f"; refused by the CT check: {refused}" if refused else ""))
+              + (f"; refused by the input checks: {refused}" if refused else ""))
     return figures
 
 
@@ -346,7 +347,7 @@ def _corrections_on(segmenter: Segmenter, cases, max_corrections: int) -> dict:
             options = PropagationOptions(keyframes=corrections > 0)
             try:
                 result = segmenter.segment(data.image, data.spacing_xyz, annotation, options)
-            except InputError:  # a generated volume the CT check refuses, as evaluate counts it
+            except InputError:  # a generated volume the input checks refuse, as evaluate counts it
                 refused += 1
                 break
             alone = segmenter.segment(data.image, data.spacing_xyz, annotation,
@@ -355,8 +356,12 @@ def _corrections_on(segmenter: Segmenter, cases, max_corrections: int) -> dict:
             networks_after[corrections].append(dice(alone.mask, data.label))
             if corrections == 0:
                 end_within_one.extend(_ends_within_one(result.slice_range(), min(tumour), max(tumour)))
+            # The least confident tumour slice a radiologist could paint: a tip smaller than the input check's
+            # minimum is not one (the check would refuse it).
+            paintable = MIN_ANNOTATION_AREA_MM2 / (data.spacing_xyz[0] * data.spacing_xyz[1])
             candidates = [k for k in sorted(result.slice_confidence, key=result.slice_confidence.get)
-                          if k in tumour and k not in result.anchor_slices]
+                          if k in tumour and k not in result.anchor_slices
+                          and np.count_nonzero(data.label[k]) >= max(2, paintable)]
             if not candidates:
                 for later in range(corrections + 1, max_corrections + 1):
                     dice_after[later].append(dice_after[corrections][-1])
