@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.checkpoints import bundled_weights
 from gastric_propagate.inference.onnx_networks import EXPORT_HINT, onnx_path
+from gastric_propagate.inference.options import ONNX_BACKENDS
 from gastric_propagate.inference.options import backend as check_backend
 from gastric_propagate.inference.options import device as check_device
 
@@ -65,7 +66,7 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
                                f"({', '.join(missing)}). {hint}")
     if problem is None:
         return "onnx-int8" if precision == "int8" else "onnx"
-    if backend in ("onnx", "onnx-int8"):
+    if backend in ONNX_BACKENDS:
         raise problem
     return "torch"
 

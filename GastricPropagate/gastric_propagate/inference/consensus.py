@@ -47,9 +47,8 @@ def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float],
     anchor -> its (z, y, x) mask. It needs only the CT and the anchors, so the pipeline starts it before the
     networks run; ``take_vote`` computes it itself when it is not given."""
     slices = sorted(anchors)
-    window_factor = max(extent_factor, registration_reach or 0.0)
-    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor)
-    first, last = max(0, first), min(image.shape[0] - 1, last)
+    window_factor, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor,
+                                                 registration_reach)
     chains = {}
     for i, k in enumerate(slices):
         below = k - (first if i == 0 else slices[i - 1])
@@ -92,9 +91,7 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
         chains: ``register_anchors``'s result for the same arguments, when it was computed beforehand.
     """
     slices = sorted(anchors)
-    window_factor = max(extent_factor, registration_reach or 0.0)
-    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor)
-    first, last = max(0, first), min(image.shape[0] - 1, last)
+    _, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor, registration_reach)
     copy = tapered_copy if taper else copy_along_z
     registered, copied = np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8)
     if chains is None:
@@ -132,6 +129,15 @@ def larger_neighbour(registered: np.ndarray, k: int, painted: np.ndarray,
     areas = slice_areas(registered[first:k + steps + 1])
     largest = int(np.argmax(areas))
     return first + largest, float(areas[largest]) / max(1, int(np.count_nonzero(painted)))
+
+
+def _clipped_window(anchors: dict[int, np.ndarray], spacing_xyz: tuple[float, float, float], depth: int,
+                    extent_factor: float, registration_reach: float | None) -> tuple[float, int, int]:
+    """How far the vote's window reaches (in painted diameters: the registration's reach when it is further), and its
+    first and last slice inside the volume."""
+    window_factor = max(extent_factor, registration_reach or 0.0)
+    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor)
+    return window_factor, max(0, first), min(depth - 1, last)
 
 
 def vote_window(anchors: dict[int, np.ndarray], spacing_xyz: tuple[float, float, float], *,

@@ -33,7 +33,7 @@ from gastric_propagate.inference.backends import checkpoint_paths, choose_backen
 from gastric_propagate.inference.checkpoints import Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
@@ -74,13 +74,13 @@ class Segmenter:
         paths = checkpoint_paths(proposer_path, refiner_path)
         self.backend = choose_backend(backend, device, proposer_path, refiner_path)
         loaded = None
-        if self.backend in ("onnx", "onnx-int8"):
+        if self.backend in ONNX_BACKENDS:
             self.device, precision = "cpu", "int8" if self.backend == "onnx-int8" else "float32"
             try:
                 loaded = {stage: load_onnx(onnx_path(path, precision), stage=stage, precision=precision)
                           for stage, path in paths.items()}
             except (WeightsError, ImportError) as error:  # ImportError: an onnxruntime that does not load
-                if backend in ("onnx", "onnx-int8"):
+                if backend in ONNX_BACKENDS:
                     raise
                 logger.warning("%s Running the networks with PyTorch instead.", error)
                 self.backend = "torch"
