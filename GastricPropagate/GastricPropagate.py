@@ -57,7 +57,8 @@ class GastricPropagateParameterNode:
 
     inputVolume: the CT. segmentationNode / paintedSegmentId: the segment holding the painted slice.
     keyframes: several painted slices are fixed anchors. minSlice / maxSlice: K limits (-1 = none).
-    maxDistanceMm: furthest distance from the painted slice (0 = none). device: torch device.
+    maxDistanceMm: furthest distance from the painted slice (0 = none). device: where the networks run (cpu-int8:
+    the CPU with their int8 copies, faster).
     useRefiner: run the refiner stage. useConsensus: vote with registration and the copied outline.
     useEditorMasking: honour the Segment Editor's masking settings.
     paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).
@@ -72,7 +73,7 @@ class GastricPropagateParameterNode:
     minSlice: Annotated[int, WithinRange(-1, 100000)] = -1
     maxSlice: Annotated[int, WithinRange(-1, 100000)] = -1
     maxDistanceMm: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    device: Annotated[str, Choice(["auto", "cpu", "cpu-int8", "cuda"])] = "auto"
     useRefiner: bool = True
     useConsensus: bool = True
     useEditorMasking: bool = True

@@ -60,7 +60,8 @@ class GastricPropagateLogic:
     Args:
         device: device for the engine's networks ("auto", "cpu", "cuda", "cuda:1", ...); auto runs them with PyTorch
             on the GPU when an NVIDIA driver is visible; otherwise, on auto or cpu, they run under ONNX Runtime when
-            onnxruntime is installed (the engine's ``--backend auto``), else with PyTorch.
+            onnxruntime is installed (the engine's ``--backend auto``), else with PyTorch. "cpu-int8": the CPU with
+            the networks' int8 copies (``--backend onnx-int8``: faster, masks slightly different).
         proposerPath, refinerPath: weights files; None = the weights bundled with the engine.
         launcher: starts the child process: ``launchers.PopenLauncher()`` (the default, batch and tests) or
             ``launchers.QProcessLauncher()`` (the Slicer application).

@@ -57,10 +57,16 @@ def missingInput(parameters) -> str | None:
     return None
 
 
+#: Panel devices that also choose how the networks run: device -> (the engine's --device, its --backend).
+DEVICE_BACKENDS = {"cpu-int8": ("cpu", "onnx-int8")}
+
+
 def commandLineArguments(options: PropagationOptions, *, device: str = "auto", proposerPath=None,
                          refinerPath=None) -> list[str]:
-    """The ``gastric_propagate.cli segment`` flags for ``options``, the device and the weights."""
-    arguments = ["--device", str(device)]
+    """The ``gastric_propagate.cli segment`` flags for ``options``, the device (``DEVICE_BACKENDS``: the panel's
+    cpu-int8 runs the int8 networks on the CPU) and the weights."""
+    engineDevice, backend = DEVICE_BACKENDS.get(str(device), (str(device), None))
+    arguments = ["--device", engineDevice] + (["--backend", backend] if backend else [])
     if proposerPath is not None:
         arguments += ["--proposer", os.fspath(proposerPath)]
     if refinerPath is not None:

@@ -63,6 +63,13 @@ def test_cli_flags_parse_back_to_the_same_options(options):
     assert (namespace.device, namespace.proposer, namespace.refiner) == ("cuda:1", "p.pt", "r.pt")
 
 
+def test_the_panels_cpu_int8_device_runs_the_int8_networks_on_the_cpu():
+    _, namespace = _parsedBack(commandLineArguments(PropagationOptions(), device="cpu-int8"))
+    assert (namespace.device, namespace.backend) == ("cpu", "onnx-int8")
+    _, namespace = _parsedBack(commandLineArguments(PropagationOptions(), device="cpu"))
+    assert (namespace.device, namespace.backend) == ("cpu", "auto")
+
+
 def test_default_weights_pass_no_weights_flags():
     _, namespace = _parsedBack(commandLineArguments(PropagationOptions()))
     assert namespace.proposer is None and namespace.refiner is None and namespace.device == "auto"
