@@ -65,6 +65,13 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
         cases = folder_cases(data, n_cases)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
+    notes = []
+    if any(method in ENGINE_METHODS for method in methods):
+        if segmenter is None:  # loaded here (and handed on) to read what the weights were trained on
+            from gastric_propagate.inference.pipeline import Segmenter
+
+            segmenter = Segmenter(device=device)
+        notes = _seen_in_training([case.name for case in cases], segmenter)
     evaluation = run_evaluation(cases, methods=methods, variants=variants, device=device, progress=progress,
                                 segmenter=segmenter)
     if data is None:
@@ -82,10 +89,27 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
 
         device = str(resolve_device(device))
     meta = {"data": description, "command": command, "seconds": time.perf_counter() - started,
-            "device": device}
+            "device": device, "notes": notes}
     paths = write_reports(evaluation, out, meta)
     logger.info("evaluation written to %s", paths["summary"].parent)
     return Path(out)
+
+
+def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
+    """A warning (printed, and a note for the report) when the weights were trained on some of these cases: their
+    GastricPropagate rows then say nothing about unseen CT, and such cases are reported by cross-validation."""
+    trained = set()
+    for stage in (segmenter.proposer, segmenter.refiner):
+        trained.update((stage.training or {}).get("case_names") or ())
+    seen = [name for name in names if name in trained]
+    if not seen:
+        return []
+    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by name, e.g. {seen[0]}; "
+            "weights trained before this check list at most 50 names, so there may be more): the GastricPropagate "
+            "rows are not a test on unseen CT. Report such cases by cross-validation (scripts/crossval_finetune.py, "
+            "scripts/crossval_report.py).")
+    print("warning: " + note.replace("**", ""))
+    return [note]
 
 
 def evaluate_main(*, out: str, data: str | None, cases: int | None, methods: Sequence[str] | None,

@@ -360,7 +360,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     metadata = {
         "data": data_description, "cases": len(cases),
         "cases_per_source": {name: sources.count(name) for name in dict.fromkeys(sources)},
-        "case_names": [c.name for c in cases][:50],
+        "case_names": [c.name for c in cases],  # all of them: evaluate says when it scores a case the weights saw
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -174,3 +174,23 @@ def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
     summary = (tmp_path / "summary.md").read_text()
     assert "gastric-propagate evaluate" in summary and "phantom" in summary
     assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(oracle_segmenter, tmp_path, capsys,
+                                                                               monkeypatch):
+    """Cases the weights learned are no test on unseen CT: the report and the console say so, with the count."""
+    from conftest import write_cases_folder
+
+    folder = write_cases_folder(tmp_path / "cases", 3)
+    monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["case1", "phantom_0"]})
+    monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"]})
+    out = evaluate.evaluate_command(str(folder), str(tmp_path / "seen"), methods=["engine"], variants=["largest"],
+                                    segmenter=oracle_segmenter, progress=False)
+    summary = (out / "summary.md").read_text()
+    assert "**The weights were trained on 2 of these 3 cases** (by name, e.g. case1;" in summary
+    assert "warning: The weights were trained on 2 of these 3 cases" in capsys.readouterr().out
+    monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"]})
+    monkeypatch.setattr(oracle_segmenter.refiner, "training", {})
+    out = evaluate.evaluate_command(str(folder), str(tmp_path / "unseen"), methods=["engine"], variants=["largest"],
+                                    segmenter=oracle_segmenter, progress=False)
+    assert "trained on" not in (out / "summary.md").read_text()
