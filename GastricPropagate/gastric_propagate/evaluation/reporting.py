@@ -150,6 +150,8 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for method in methods:
             selected = [row for row in rows if row["variant"] == variant and row["method"] == method]
+            if not selected:  # a method run on other variants only (a merged report)
+                continue
             scored = [row for row in selected if not row["error"]]
             cells = [_cell([row[key] for row in scored], digits)
                      for key, digits in (("dice", 3), ("hd95_mm", 2), ("volume_error_percent", 1), ("seconds", 3))]
