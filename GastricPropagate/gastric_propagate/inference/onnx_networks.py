@@ -50,9 +50,14 @@ def onnx_path(weights: str | Path, precision: str = "float32") -> Path:
 
 
 def weights_path(onnx_file: str | Path) -> Path:
-    """The checkpoint an ONNX file of either precision was made from: ``<name>.pt`` beside it."""
+    """The checkpoint an ONNX file of either precision was made from: ``<name>.pt`` beside it (``onnx_path``'s
+    inverse; ``<name>`` may hold dots of its own)."""
     onnx_file = Path(onnx_file)
-    return onnx_file.with_name(onnx_file.name.split(".")[0] + ".pt")
+    name = onnx_file.name[:-len(".onnx")] if onnx_file.name.endswith(".onnx") else onnx_file.stem
+    for precision in PRECISIONS[1:]:
+        if name.endswith(f".{precision}"):
+            name = name[:-len(precision) - 1]
+    return onnx_file.with_name(name + ".pt")
 
 
 @dataclass

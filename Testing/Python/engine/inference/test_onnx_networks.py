@@ -22,7 +22,7 @@ from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
 from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
 from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, export_onnx, export_pair, load_onnx,
-                                                       onnx_path)
+                                                       onnx_path, weights_path)
 from gastric_propagate.inference import backends
 from gastric_propagate.inference.backends import choose_backend
 from gastric_propagate.inference.pipeline import Segmenter
@@ -71,6 +71,16 @@ def test_onnx_runtime_gives_pytorchs_probabilities(tiny_pair, stage):
     assert loaded.preprocessing == Preprocessing() and loaded.training == {"data": "unit test"}
     description = json.loads(loaded.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
     assert description["stage"] == stage and description["max_difference"] <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["proposer.pt", "my.tuned.proposer.pt"])
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_an_onnx_file_names_the_checkpoint_it_came_from(tmp_path, name, precision):
+    """The staleness check reads the checkpoint beside an ONNX file: its name must come back, dots and all."""
+    checkpoint = tmp_path / name
+    expected = name[:-len(".pt")] + (".int8.onnx" if precision == "int8" else ".onnx")
+    assert onnx_path(checkpoint, precision).name == expected
+    assert weights_path(onnx_path(checkpoint, precision)) == checkpoint
 
 
 def test_the_bundled_onnx_files_were_exported_from_the_bundled_weights():
