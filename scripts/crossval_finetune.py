@@ -84,10 +84,11 @@ def main() -> int:
         held_out = folds[fold]
         training = [pair for other in range(args.folds) if other != fold for pair in folds[other]]
         fold_dir = out / f"fold{fold}"
-        _link_fold(training, fold_dir / "train" / Path(args.data).resolve().name)
+        training_dir = fold_dir / "train" / Path(args.data).resolve().name  # named as --data, for --mix
+        _link_fold(training, training_dir)
         _link_fold(held_out, fold_dir / "test")
         if not args.reuse_weights:
-            subprocess.run(cli + ["train", "--data", str(fold_dir / "train" / Path(args.data).resolve().name),
+            subprocess.run(cli + ["train", "--data", str(training_dir),
                                   "--init", "bundled", "--out", str(fold_dir / "weights"),
                                   "--proposer-steps", str(args.proposer_steps),
                                   "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",

@@ -31,7 +31,7 @@ import torch
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
 from gastric_propagate.data.outputs import write_mask
-from gastric_propagate.data.validation import MIN_ANNOTATION_AREA_MM2
+from gastric_propagate.data.validation import large_enough_to_paint
 from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, phantom_cases
@@ -358,10 +358,9 @@ def _corrections_on(segmenter: Segmenter, cases, max_corrections: int) -> dict:
                 end_within_one.extend(_ends_within_one(result.slice_range(), min(tumour), max(tumour)))
             # The least confident tumour slice a radiologist could paint: a tip smaller than the input check's
             # minimum is not one (the check would refuse it).
-            paintable = MIN_ANNOTATION_AREA_MM2 / (data.spacing_xyz[0] * data.spacing_xyz[1])
             candidates = [k for k in sorted(result.slice_confidence, key=result.slice_confidence.get)
                           if k in tumour and k not in result.anchor_slices
-                          and np.count_nonzero(data.label[k]) >= max(2, paintable)]
+                          and large_enough_to_paint(np.count_nonzero(data.label[k]), data.spacing_xyz)]
             if not candidates:
                 for later in range(corrections + 1, max_corrections + 1):
                     dice_after[later].append(dice_after[corrections][-1])

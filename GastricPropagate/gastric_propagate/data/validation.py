@@ -92,7 +92,7 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
                 "a volume that covers the whole tumour.")
         ys, xs = np.nonzero(painted)
         area = ys.size * spacing_xyz[0] * spacing_xyz[1]
-        if ys.size < 2 or area < MIN_ANNOTATION_AREA_MM2:
+        if not large_enough_to_paint(ys.size, spacing_xyz):
             raise InputError(
                 f"The painted region on slice {k} is {ys.size} voxel(s) ({area:.1f} mm²), too small to be a tumour's "
                 f"cross-section (at least 2 voxels and {MIN_ANNOTATION_AREA_MM2:.0f} mm²). Paint the whole "
@@ -103,6 +103,12 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
                 f"The painted region on slice {k} is {extent:.0f} mm across, wider than one gastric tumour "
                 f"({MAX_ANNOTATION_EXTENT_MM:.0f} mm at most). Paint only the tumour's cross-section.")
     return slices
+
+
+def large_enough_to_paint(voxels: int, spacing_xyz) -> bool:
+    """Whether a painted region of ``voxels`` voxels on one axial slice is large enough to be a tumour's
+    cross-section (``check_annotation`` refuses it otherwise): 2 voxels and ``MIN_ANNOTATION_AREA_MM2``."""
+    return voxels >= 2 and voxels * spacing_xyz[0] * spacing_xyz[1] >= MIN_ANNOTATION_AREA_MM2
 
 
 def check_label_values(label: np.ndarray, what: str = "annotation") -> None:

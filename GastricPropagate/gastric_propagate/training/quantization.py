@@ -42,19 +42,22 @@ def export_with_int8(weights: dict[str, Path], *, overwrite: bool) -> list[Path]
         return written + quantize_pair(weights, outputs=outputs)
 
 
-def calibration_batches(weights: dict[str, Path]) -> dict[str, list[np.ndarray]]:
-    """stage -> the input batches it gets while the float pair beside ``weights`` segments the calibration cases."""
+def calibration_batches(weights: dict[str, Path]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """stage -> (input batch, the float network's output on it) for each call while the float pair beside
+    ``weights`` segments the calibration cases."""
     from gastric_propagate.inference.pipeline import Segmenter
     from gastric_propagate.synthetic.generators import generated_cases, load_all
 
     segmenter = Segmenter(weights["proposer"], weights["refiner"], device="cpu", backend="onnx")
-    batches: dict[str, list[np.ndarray]] = {"proposer": [], "refiner": []}
+    batches: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"proposer": [], "refiner": []}
     for stage in batches:
         network = getattr(segmenter, f"_{stage}")
 
         def recording(batch: np.ndarray, network=network, stage=stage) -> np.ndarray:
-            batches[stage].append(np.array(batch, dtype=np.float32))
-            return network(batch)
+            batch = np.array(batch, dtype=np.float32)
+            output = network(batch)
+            batches[stage].append((batch, output))
+            return output
 
         setattr(segmenter, f"_{stage}", recording)
     cases = [case for generator, seeds in CALIBRATION.items()
@@ -87,28 +90,29 @@ def quantize_pair(weights: dict[str, Path], *, outputs: OutputBatch) -> list[Pat
             # ONNX Runtime's recommended preparation (shapes, graph optimisation); the free batch and crop sizes
             # leave symbolic shapes unknown, which quantization does not need.
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(quantized), Reader(batches[stage]), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-            agreement = _pixel_agreement(source, quantized, batches[stage])
+            quantize_static(str(prepared), str(quantized), Reader([batch for batch, _ in batches[stage]]),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)
+            agreement = _pixel_agreement(quantized, batches[stage])
             if agreement < MIN_PIXEL_AGREEMENT:
                 raise WeightsError(f"The int8 copy of the {stage} network agrees with it on {100 * agreement:.2f} % "
                                    f"of the calibration pixels (at least {100 * MIN_PIXEL_AGREEMENT:g} % needed): "
                                    "nothing was written. Use --backend onnx.")
-            payload = _described(source, quantized, agreement, sum(len(b) for b in batches[stage]))
+            payload = _described(source, quantized, agreement, sum(len(batch) for batch, _ in batches[stage]))
             written.append(outputs.file(onnx_path(weights[stage], precision="int8"),
                                         lambda temporary, payload=payload: temporary.write_bytes(payload)))
     return written
 
 
-def _pixel_agreement(source: Path, quantized: Path, inputs: list[np.ndarray]) -> float:
+def _pixel_agreement(quantized: Path, recorded: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The fraction of pixels the int8 copy puts on the same side of 0.5 as the float network's recorded outputs."""
     import onnxruntime
 
-    sessions = [onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                for path in (source, quantized)]
+    session = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
     same = total = 0
-    for batch in inputs:
-        reference, found = (session.run([OUTPUT], {INPUT: batch})[0] > 0.5 for session in sessions)
-        same, total = same + int(np.count_nonzero(reference == found)), total + reference.size
+    for batch, reference in recorded:
+        found = session.run([OUTPUT], {INPUT: batch})[0] > 0.5
+        same, total = same + int(np.count_nonzero((reference > 0.5) == found)), total + found.size
     return same / max(1, total)
 
 
