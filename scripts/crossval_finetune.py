@@ -51,6 +51,21 @@ def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
+def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
+    """The folds' networks start from --init: weights that learned a case of --data would have seen every fold's
+    held-out cases (the shipped weights learned ../shared/real-ct), so the scores would not be cross-validated."""
+    from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint
+
+    for stage in ("proposer", "refiner"):
+        path = bundled_weights(stage) if init == "bundled" else Path(init) / f"{stage}.pt"
+        seen = set(load_checkpoint(path, stage=stage).training.get("case_names", []))
+        overlap = sorted(seen & {name for name, _, _ in pairs})
+        if overlap:
+            parser.error(f"--init {init}: its {stage} was trained on {len(overlap)} case(s) of the data "
+                         f"({', '.join(overlap[:3])}, ...); start from weights that never saw them, e.g. "
+                         "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -59,6 +74,9 @@ def main() -> int:
     parser.add_argument("--proposer-steps", type=int, default=400)
     parser.add_argument("--refiner-steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="bundled",
+                        help="the weights each fold fine-tunes and is compared with: 'bundled' or a folder holding "
+                             "proposer.pt and refiner.pt; refused if they were trained on any case of --data")
     parser.add_argument("--reuse-weights", action="store_true",
                         help="score the fine-tuned weights an earlier run left under --out (same folds and seed) "
                              "instead of training them again: for an engine change that leaves the networks alone")
@@ -77,6 +95,9 @@ def main() -> int:
         for i, index in enumerate(rng.permutation(len(members))):
             folds[i % args.folds].append(members[index])
 
+    _refuse_weights_that_saw(args.init, pairs, parser)
+    init_weights = [] if args.init == "bundled" else [
+        "--proposer", str(Path(args.init) / "proposer.pt"), "--refiner", str(Path(args.init) / "refiner.pt")]
     out = Path(args.out)
     bundled: dict[str, dict[str, float]] = {method: {} for method in METHODS}
     tuned: dict[str, dict[str, float]] = {method: {} for method in METHODS}
@@ -89,7 +110,7 @@ def main() -> int:
         _link_fold(held_out, fold_dir / "test")
         if not args.reuse_weights:
             subprocess.run(cli + ["train", "--data", str(training_dir),
-                                  "--init", "bundled", "--out", str(fold_dir / "weights"),
+                                  "--init", args.init, "--out", str(fold_dir / "weights"),
                                   "--proposer-steps", str(args.proposer_steps),
                                   "--refiner-steps", str(args.refiner_steps), "--validation-phantoms", "0",
                                   "--seed", str(args.seed), "--overwrite", *recipe], check=True)
@@ -97,7 +118,7 @@ def main() -> int:
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
                           "--methods", *METHODS]
-        subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled")], check=True)
+        subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled"), *init_weights], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",
                                    str(fold_dir / "weights" / "refiner.pt")], check=True)
@@ -112,7 +133,7 @@ def main() -> int:
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
     for method, what in METHODS.items():
-        for title, scores in (("shipped", bundled[method]), ("fine-tuned on the other folds", tuned[method])):
+        for title, scores in ((f"starting weights ({args.init})", bundled[method]), ("fine-tuned on the other folds", tuned[method])):
             cells = [f"{statistics.fmean(v for k, v in scores.items() if case_group(k) == g):.3f}" for g in groups]
             print(f"| {title}, {what} | " + " | ".join(cells) + f" | {statistics.fmean(scores.values()):.3f} |")
     return 0

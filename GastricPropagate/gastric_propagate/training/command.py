@@ -13,6 +13,7 @@ from typing import Sequence
 
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
+               self_fed: float = 0.0,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -55,9 +56,13 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     low, high = zoom
     if not (0 < low <= high < 10):
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
+    if not 0 <= self_fed <= 1:
+        raise InputError(f"--self-fed {self_fed}: give a share from 0 to 1 (0 for none).")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
                      + ", size bins balanced within each")
+    if self_fed:
+        parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
     networks, rate, preprocessing = None, learning_rate or 2e-3, None
     if init:
         networks, preprocessing, init_description = _initial_networks(init)
@@ -69,7 +74,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     config = TrainingConfig(proposer_steps=proposer_steps, refiner_steps=refiner_steps,
                             batch_size=batch_size, seed=seed, threads=threads,
                             learning_rate=rate, init=init or "",
-                            mix=tuple(shares.items()), zoom_range=(low, high),
+                            mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -66,6 +66,9 @@ class TrainingConfig:
     mix: tuple[tuple[str, float], ...] = ()
     # In-plane zoom drawn per crop (the crop's pixel spacing divided by it): lesions of other sizes than the data's.
     zoom_range: tuple[float, float] = (1.0, 1.0)
+    # Share of the proposer's samples whose previous mask is the proposer's own propagation on the crop (its
+    # rollout) instead of the perturbed truth (``_self_fed_sample``); 0: none.
+    self_fed: float = 0.0
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -231,6 +234,38 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
     return stack, target, np.ones_like(target)
 
 
+def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
+    """As ``_proposer_sample``, but the previous mask is the proposer's own mask on slice k-d, from its propagation
+    over the crop from the largest cross-section (``rollout``, as at inference); the target is still the truth of k.
+
+    At inference the proposer reads its own output: a chain that leaks into same-density tissue carries the leak to
+    the next slice, and a proposer that only ever saw true masks copies it on (sarcomas: the area stays while the
+    tumour shrinks). Fed its own masks, it learns to come back to the tumour (the remedy for the drift of a model fed
+    its own outputs: DAgger, scheduled sampling). Falls back to ``_proposer_sample`` where the rollout is empty.
+    """
+    depth = crop.image.shape[0]
+    start = int(np.argmax(crop.label.reshape(depth, -1).sum(axis=1)))  # where ``_coarse_masks`` starts
+    marked = rollout.reshape(depth, -1).any(axis=1)
+    first_direction = 1 if rng.random() < 0.5 else -1
+    for direction in (first_direction, -first_direction):
+        # Targets two or more slices from the start: one slice away, the previous mask is the true anchor.
+        targets = [k for k in range(start + 2 * direction, -1 if direction < 0 else depth, direction)
+                   if marked[k - direction]]
+        if targets:
+            break
+    else:
+        return _proposer_sample(crop, config, rng)
+    k = int(targets[rng.integers(len(targets))])
+    images = crop.image[[k - direction, k, int(np.clip(k + direction, 0, depth - 1))]]
+    previous = rollout[k - direction]
+    stack = np.concatenate([images, previous[None].astype(np.float32)])
+    stack, target = _window([stack, crop.label[k][None].astype(np.float32)], _centre(previous),
+                            config.window, [-1.0, 0.0], rng)
+    stack[3][stack[3] == -1.0] = 0.0
+    stack, target = _augment([stack, target], rng, image_channels=3)
+    return stack, target, np.ones_like(target)
+
+
 def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
     """Input (6, W, W): image and coarse mask on k-1, k, k+1; target: truth on k; weights favour hard pixels."""
     k = int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, crop.image.shape[0] - 1))
@@ -290,6 +325,30 @@ def _final_loss(losses: list[float]) -> float | None:
     return float(np.mean(losses[-50:])) if losses else None
 
 
+def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: TrainingConfig, device: torch.device,
+                  rng: np.random.Generator, fine_tuning: bool) -> list[float]:
+    """The proposer's training; with ``config.self_fed``, that share of its samples reads its own rollouts: those of
+    the network it starts from when fine-tuning, else of itself after the first half of the steps (a fresh network's
+    rollouts mean nothing)."""
+    def plain(r):
+        return _proposer_sample(crops[draw(r)], config, r)
+
+    if config.self_fed <= 0 or config.proposer_steps <= 0:
+        return _fit(proposer, plain, config.proposer_steps, config, device, "proposer", rng)
+    losses = [] if fine_tuning else _fit(proposer, plain, config.proposer_steps // 2, config, device, "proposer",
+                                         rng)
+    rollouts = [masks > 0.5 for masks in _coarse_masks(proposer.to(device).eval(), crops, config, device)]
+
+    def mixed(r):
+        i = draw(r)
+        if r.random() < config.self_fed:
+            return _self_fed_sample(crops[i], rollouts[i], config, r)
+        return _proposer_sample(crops[i], config, r)
+
+    return losses + _fit(proposer, mixed, config.proposer_steps - len(losses), config, device,
+                         "proposer (self-fed)", rng)
+
+
 def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
                   device: torch.device) -> list[np.ndarray]:
     """The proposer's own propagation on each training crop, from its largest cross-section."""
@@ -347,8 +406,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
                                     depth=config.depth) for stage in ("proposer", "refiner"))
     else:
         proposer, refiner = init
-    proposer_losses = _fit(proposer, lambda r: _proposer_sample(crops[draw(r)], config, r),
-                           config.proposer_steps, config, target_device, "proposer", rng)
+    proposer_losses = _fit_proposer(proposer, crops, draw, config, target_device, rng, fine_tuning=init is not None)
     coarse = _coarse_masks(proposer, crops, config, target_device)
 
     def refiner_sample(r):

@@ -92,3 +92,45 @@ def test_zoom_changes_the_lesion_scale_the_networks_see():
     area = lambda crop: crop.label.sum(axis=(1, 2)).max()  # noqa: E731
     assert 3.0 < area(zoomed[0]) / area(plain[0]) < 5.0  # twice the scale in-plane: four times the area
     assert zoomed[0].free_ends == (True, True) and zoomed[0].diameter_mm == plain[0].diameter_mm
+
+
+def test_self_fed_samples_carry_the_proposers_own_leak_and_ask_for_the_true_outline():
+    """The proposer's rollout leaked (the whole slice beyond the tumour): a self-fed sample's previous mask is that
+    leak, and its target the truth of the next slice, never the leak copied on."""
+    import numpy as np
+    from gastric_propagate.training.train import _self_fed_sample
+
+    crop = _crop("real", 20.0)  # truth: slices 1-4, a 4x4 square; largest (argmax) slice 1
+    rollout = np.zeros(crop.label.shape, dtype=bool)
+    rollout[1:] = True  # a leak over every slice above the start
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(100):
+        stack, target, _ = _self_fed_sample(crop, rollout, TrainingConfig(window=16), rng)
+        assert stack[3].sum() >= 12 * 12  # the leaked previous mask (the window's jitter cuts at most 4 rows)
+        assert target.sum() in (16, 0)  # the truth: the square inside the tumour, nothing beyond its end
+        seen.add(int(target.sum()))
+    assert seen == {0, 16}
+
+
+def test_self_fed_sample_falls_back_to_the_true_previous_mask_where_the_rollout_is_empty():
+    import numpy as np
+    from gastric_propagate.training.train import _self_fed_sample
+
+    crop = _crop("real", 20.0)
+    stack, target, _ = _self_fed_sample(crop, np.zeros(crop.label.shape, dtype=bool), TrainingConfig(window=16),
+                                        np.random.default_rng(0))
+    assert stack[3].sum() > 0 and stack[3].sum() < 16 * 16  # a (perturbed) true mask, not the empty rollout
+
+
+def test_self_fed_training_from_scratch_and_fine_tuning_both_run_and_record_the_share(tmp_path):
+    cases = small_cases()
+    config = TrainingConfig(**{**CONFIG.__dict__, "proposer_steps": 4, "self_fed": 0.5})
+    fresh = train(cases, tmp_path / "fresh", config=config, device="cpu")
+    tuned = train(cases, tmp_path / "tuned", config=config, device="cpu",
+                  init=tuple(load_checkpoint(fresh[s], stage=s).network for s in ("proposer", "refiner")))
+    meta = load_checkpoint(tuned["proposer"], stage="proposer").training
+    assert meta["config"]["self_fed"] == 0.5
+    a = torch.load(fresh["proposer"], weights_only=True)["state_dict"]
+    b = torch.load(tuned["proposer"], weights_only=True)["state_dict"]
+    assert any(not torch.equal(a[name], b[name]) for name in a)
