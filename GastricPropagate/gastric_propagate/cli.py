@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share (0-1) of the proposer's samples whose previous mask is its own propagation on "
                             "the training crop instead of the true one, so that it learns to come back from its "
                             "own leaks (default 0: none)")
+    train.add_argument("--augment", choices=("basic", "torchio"), default="basic",
+                       help="augmentation of the training samples: basic (flips, turns, intensity jitter) or "
+                            "torchio (those, plus TorchIO's elastic deformation, coarser in-plane resolution, blur "
+                            "and noise; default: %(default)s)")
     train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
                                       "proposer.pt and refiner.pt")
     train.add_argument("--learning-rate", type=_learning_rate,
@@ -334,8 +338,8 @@ def _train(args) -> int:
     from gastric_propagate.training.command import train_main
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
-                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, init=args.init,
-                      learning_rate=args.learning_rate,
+                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment,
+                      init=args.init, learning_rate=args.learning_rate,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
                       proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, device=args.device,

@@ -13,7 +13,7 @@ from typing import Sequence
 
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
-               self_fed: float = 0.0,
+               self_fed: float = 0.0, augment: str = "basic",
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -63,6 +63,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                      + ", size bins balanced within each")
     if self_fed:
         parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
+    if augment == "torchio":
+        parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
     networks, rate, preprocessing = None, learning_rate or 2e-3, None
     if init:
         networks, preprocessing, init_description = _initial_networks(init)
@@ -75,6 +77,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             batch_size=batch_size, seed=seed, threads=threads,
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
+                            augment=augment,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -69,6 +69,9 @@ class TrainingConfig:
     # Share of the proposer's samples whose previous mask is the proposer's own propagation on the crop (its
     # rollout) instead of the perturbed truth (``_self_fed_sample``); 0: none.
     self_fed: float = 0.0
+    # "basic": flips, turns and intensity jitter (``_augment``); "torchio": those, then TorchIO's elastic
+    # deformation, coarser in-plane resolution, blur and noise (``_torchio_augment``).
+    augment: str = "basic"
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -192,6 +195,44 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels:
     return out
 
 
+def _torchio_transform():
+    """TorchIO's transforms for one 2D sample (a (C, W, W, 1) volume): an elastic deformation of image and masks
+    together, and on the image alone a coarser in-plane resolution, blur and noise (other scanners and kernels)."""
+    import torchio as tio  # training-only dependency (the "train" extra)
+
+    image_only = {"include": ["image"]}
+    return tio.Compose([
+        tio.RandomElasticDeformation(num_control_points=(7, 7, 5), max_displacement=(4, 4, 0), locked_borders=2,
+                                     p=0.3),
+        tio.RandomAnisotropy(axes=(0, 1), downsampling=(1.2, 2.5), p=0.25, **image_only),
+        tio.RandomBlur(std=(0, 1.0), p=0.25, **image_only),
+        tio.RandomNoise(std=(0, 0.04), p=0.3, **image_only),
+    ])
+
+
+_TORCHIO = None
+
+
+def _torchio_augment(arrays: list[np.ndarray], image_channels: int) -> list[np.ndarray]:
+    """``arrays[0]``'s first ``image_channels`` are the image; its other channels and the other arrays (target,
+    pixel weights) are maps that move with it, resampled by nearest neighbour. Draws from torch's generator."""
+    import torch
+    import torchio as tio
+
+    global _TORCHIO
+    if _TORCHIO is None:
+        _TORCHIO = _torchio_transform()
+    stack = arrays[0]
+    maps = [stack[image_channels:]] + list(arrays[1:])
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(stack[:image_channels, ..., None].copy())),
+                          **{f"map{i}": tio.LabelMap(tensor=torch.from_numpy(m[..., None].copy()))
+                             for i, m in enumerate(maps)})
+    out = _TORCHIO(subject)
+    moved = [out[f"map{i}"].data[..., 0].numpy() for i in range(len(maps))]
+    return [np.concatenate([out["image"].data[..., 0].numpy(), moved[0]]).astype(np.float32)] + [
+        m.astype(np.float32) for m in moved[1:]]
+
+
 def _centre(mask: np.ndarray) -> tuple[int, int]:
     ys, xs = np.nonzero(mask)
     return (int(ys.mean()), int(xs.mean())) if ys.size else (mask.shape[0] // 2, mask.shape[1] // 2)
@@ -224,13 +265,21 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
             previous = crop.label[end]
     source = int(np.clip(k - direction, 0, depth - 1))
     following = int(np.clip(k + direction, 0, depth - 1))
-    images = crop.image[[source, k, following]]
-    previous = _perturb_mask(previous, rng)
+    return _proposer_window(crop.image[[source, k, following]], _perturb_mask(previous, rng), crop.label[k],
+                            config, rng)
+
+
+def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray, config: TrainingConfig,
+                     rng: np.random.Generator):
+    """The proposer's sample from three slices, the previous mask and the truth: windowed around the previous
+    mask, augmented; (input (4, W, W), target (1, W, W), pixel weights of 1)."""
     stack = np.concatenate([images, previous[None].astype(np.float32)])
-    stack, target = _window([stack, crop.label[k][None].astype(np.float32)], _centre(previous),
-                            config.window, [-1.0, 0.0], rng)
+    stack, target = _window([stack, truth[None].astype(np.float32)], _centre(previous), config.window, [-1.0, 0.0],
+                            rng)
     stack[3][stack[3] == -1.0] = 0.0  # the mask channel pads with 0, not the image's -1
     stack, target = _augment([stack, target], rng, image_channels=3)
+    if config.augment == "torchio":
+        stack, target = _torchio_augment([stack, target], image_channels=3)
     return stack, target, np.ones_like(target)
 
 
@@ -257,13 +306,7 @@ def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingCon
         return _proposer_sample(crop, config, rng)
     k = int(targets[rng.integers(len(targets))])
     images = crop.image[[k - direction, k, int(np.clip(k + direction, 0, depth - 1))]]
-    previous = rollout[k - direction]
-    stack = np.concatenate([images, previous[None].astype(np.float32)])
-    stack, target = _window([stack, crop.label[k][None].astype(np.float32)], _centre(previous),
-                            config.window, [-1.0, 0.0], rng)
-    stack[3][stack[3] == -1.0] = 0.0
-    stack, target = _augment([stack, target], rng, image_channels=3)
-    return stack, target, np.ones_like(target)
+    return _proposer_window(images, rollout[k - direction], crop.label[k], config, rng)
 
 
 def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
@@ -281,6 +324,8 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
                                     centre, config.window, [-1.0, 0.0, 1.0], rng)
     stack[3:][stack[3:] == -1.0] = 0.0
     stack, target, weight = _augment([stack, target, weight], rng, image_channels=3)
+    if config.augment == "torchio":
+        stack, target, weight = _torchio_augment([stack, target, weight], image_channels=3)
     return stack, target, weight
 
 

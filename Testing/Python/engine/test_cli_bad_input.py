@@ -280,6 +280,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=-1"), "a share of 0 or more"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=0"), "no source a share above 0"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--zoom", "2", "1"), "give 0 < LOW <= HIGH"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "1.5"), "a share from 0 to 1"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "nan"), "a share from 0 to 1"),
     (("evaluate", "--out", "{tmp}/e", "--seed-start", "-5"), "too small"),
 ])
 def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):

@@ -134,3 +134,23 @@ def test_self_fed_training_from_scratch_and_fine_tuning_both_run_and_record_the_
     a = torch.load(fresh["proposer"], weights_only=True)["state_dict"]
     b = torch.load(tuned["proposer"], weights_only=True)["state_dict"]
     assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def test_torchio_augmentation_moves_the_masks_with_the_image_and_keeps_them_binary():
+    """The previous mask and the target are the same square: whatever TorchIO's elastic deformation does, it does
+    to both (they stay equal and binary), while the image alone gets blur, resolution loss and noise."""
+    import numpy as np
+    from gastric_propagate.training.train import _torchio_augment
+
+    torch.manual_seed(0)
+    square = np.zeros((1, 48, 48), dtype=np.float32)
+    square[0, 14:34, 16:30] = 1.0
+    image = np.random.default_rng(0).random((3, 48, 48)).astype(np.float32)
+    changed_image = changed_mask = 0
+    for _ in range(40):
+        stack, target = _torchio_augment([np.concatenate([image, square]), square.copy()], image_channels=3)
+        assert stack.shape == (4, 48, 48) and target.shape == (1, 48, 48)
+        assert np.array_equal(stack[3:], target) and set(np.unique(target)) <= {0.0, 1.0}
+        changed_image += not np.allclose(stack[:3], image)
+        changed_mask += not np.array_equal(target, square)
+    assert changed_image >= 10 and changed_mask >= 3
