@@ -66,6 +66,15 @@ def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
                          "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
 
 
+def _steps(args, recipe: list[str]) -> str:
+    """'proposer/refiner' steps as the folds trained them: a recipe's own step counts override the script's."""
+    steps = {"--proposer-steps": str(args.proposer_steps), "--refiner-steps": str(args.refiner_steps)}
+    for flag, value in zip(recipe, recipe[1:]):
+        if flag in steps:
+            steps[flag] = value
+    return "/".join(steps.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -128,7 +137,7 @@ def main() -> int:
 
     groups = sorted({case_group(name) for name in bundled["engine"]})
     print(f"\n{args.folds}-fold cross-validated fine-tuning on {len(bundled['engine'])} cases of {args.data} "
-          f"({args.proposer_steps}/{args.refiner_steps} steps" + (f"; recipe: {' '.join(recipe)}" if recipe else "")
+          f"({_steps(args, recipe)} steps" + (f"; recipe: {' '.join(recipe)}" if recipe else "")
           + "); mean Dice on the held-out folds")
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
