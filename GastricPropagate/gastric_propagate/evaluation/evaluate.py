@@ -98,16 +98,19 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
 def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     """A warning (printed, and a note for the report) when the weights were trained on some of these cases: their
     GastricPropagate rows then say nothing about unseen CT, and such cases are reported by cross-validation."""
-    trained = set()
+    trained, partial = set(), False
     for stage in (segmenter.proposer, segmenter.refiner):
-        trained.update((stage.training or {}).get("case_names") or ())
+        training = stage.training or {}
+        listed = training.get("case_names") or ()
+        trained.update(listed)
+        partial |= len(listed) < training.get("cases", 0)  # weights trained before the list held every name
     seen = [name for name in names if name in trained]
     if not seen:
         return []
-    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by name, e.g. {seen[0]}; "
-            "weights trained before this check list at most 50 names, so there may be more): the GastricPropagate "
-            "rows are not a test on unseen CT. Report such cases by cross-validation (scripts/crossval_finetune.py, "
-            "scripts/crossval_report.py).")
+    more = "; these weights list only some of their training cases, so there may be more" if partial else ""
+    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by name, e.g. {seen[0]}"
+            f"{more}): the GastricPropagate rows are not a test on unseen CT. Report such cases by cross-validation "
+            "(scripts/crossval_finetune.py, scripts/crossval_report.py).")
     print("warning: " + note.replace("**", ""))
     return [note]
 

@@ -182,13 +182,19 @@ def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(or
     from conftest import write_cases_folder
 
     folder = write_cases_folder(tmp_path / "cases", 3)
-    monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["case1", "phantom_0"]})
-    monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"]})
+    monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["case1", "phantom_0"], "cases": 2})
+    monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"], "cases": 1})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "seen"), methods=["engine"], variants=["largest"],
                                     segmenter=oracle_segmenter, progress=False)
     summary = (out / "summary.md").read_text()
-    assert "**The weights were trained on 2 of these 3 cases** (by name, e.g. case1;" in summary
+    assert "**The weights were trained on 2 of these 3 cases** (by name, e.g. case1):" in summary
     assert "warning: The weights were trained on 2 of these 3 cases" in capsys.readouterr().out
+    # Older weights list only their first 50 names: then the count may be short, and the note says so.
+    monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"], "cases": 900})
+    out = evaluate.evaluate_command(str(folder), str(tmp_path / "partial"), methods=["engine"],
+                                    variants=["largest"], segmenter=oracle_segmenter, progress=False)
+    assert "e.g. case1; these weights list only some of their training cases, so there may be more)" in (
+        out / "summary.md").read_text()
     monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"]})
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "unseen"), methods=["engine"], variants=["largest"],
