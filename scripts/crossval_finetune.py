@@ -1,13 +1,14 @@
 """Cross-validated fine-tuning: does `train --data DIR --init bundled` help on a radiologist's own cases?
 
 The cases of a folder are split into K folds (stratified by case group, fixed seed). For each fold, the
-bundled weights are fine-tuned on the other K-1 folds with the project's own command
-(`gastric-propagate train --data ... --init bundled`), and both the bundled and the fine-tuned weights are
+starting weights (--init: the bundled ones, or a folder) are fine-tuned on the other K-1 folds with the project's
+own command (`gastric-propagate train --data ... --init ...`), and both the starting and the fine-tuned weights are
 evaluated on the held-out fold with `gastric-propagate evaluate`. Nothing is trained on a case it is then
-scored on. Prints one table (mean Dice per group of the vote and of the networks alone, shipped vs
+scored on: starting weights that learned any case of the folder are refused (the bundled ones learned
+../shared/real-ct). Prints one table (mean Dice per group of the vote and of the networks alone, starting vs
 fine-tuned) and writes the runs under --out.
 
-    .venv/bin/python scripts/crossval_finetune.py --data ../shared/real-ct --out runs/crossval --folds 3
+    .venv/bin/python scripts/crossval_finetune.py --data my-cases --out runs/crossval --folds 3
 
 Arguments after ``--`` join each fold's `train` command (a recipe: more --data folders, --mix, --learning-rate, ...).
 Each fold's training cases are linked into a folder named like --data's own, so that a --mix share for it applies.
@@ -142,7 +143,8 @@ def main() -> int:
     print("| weights | " + " | ".join(groups) + " | all |")
     print("|---" * (len(groups) + 2) + "|")
     for method, what in METHODS.items():
-        for title, scores in ((f"starting weights ({args.init})", bundled[method]), ("fine-tuned on the other folds", tuned[method])):
+        for title, scores in ((f"starting weights ({args.init})", bundled[method]),
+                              ("fine-tuned on the other folds", tuned[method])):
             cells = [f"{statistics.fmean(v for k, v in scores.items() if case_group(k) == g):.3f}" for g in groups]
             print(f"| {title}, {what} | " + " | ".join(cells) + f" | {statistics.fmean(scores.values()):.3f} |")
     return 0
