@@ -27,6 +27,7 @@ import numpy as np
 
 from gastric_propagate.data.cases import find_pairs
 from gastric_propagate.evaluation.breakdown import case_group
+from gastric_propagate.training.command import initial_paths
 
 #: The engine's result (the vote) and the networks alone (proposer + refiner), each scored on the held-out fold.
 METHODS = {"engine": "the vote", "networks": "the networks alone"}
@@ -55,10 +56,9 @@ def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
 def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
     """The folds' networks start from --init: weights that learned a case of --data would have seen every fold's
     held-out cases (the shipped weights learned ../shared/real-ct), so the scores would not be cross-validated."""
-    from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint
+    from gastric_propagate.inference.checkpoints import load_checkpoint
 
-    for stage in ("proposer", "refiner"):
-        path = bundled_weights(stage) if init == "bundled" else Path(init) / f"{stage}.pt"
+    for stage, path in initial_paths(init).items():
         seen = set(load_checkpoint(path, stage=stage).training.get("case_names", []))
         overlap = sorted(seen & {name for name, _, _ in pairs})
         if overlap:
@@ -106,8 +106,7 @@ def main() -> int:
             folds[i % args.folds].append(members[index])
 
     _refuse_weights_that_saw(args.init, pairs, parser)
-    init_weights = [] if args.init == "bundled" else [
-        "--proposer", str(Path(args.init) / "proposer.pt"), "--refiner", str(Path(args.init) / "refiner.pt")]
+    init_weights = [f"--{stage}={path}" for stage, path in initial_paths(args.init).items()]
     out = Path(args.out)
     bundled: dict[str, dict[str, float]] = {method: {} for method in METHODS}
     tuned: dict[str, dict[str, float]] = {method: {} for method in METHODS}

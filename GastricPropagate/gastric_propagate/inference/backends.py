@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.checkpoints import bundled_weights
-from gastric_propagate.inference.onnx_networks import EXPORT_HINT, onnx_path
+from gastric_propagate.inference.onnx_networks import export_hint, onnx_path
 from gastric_propagate.inference.options import ONNX_BACKENDS
 from gastric_propagate.inference.options import backend as check_backend
 from gastric_propagate.inference.options import device as check_device
@@ -51,7 +51,7 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
             and nvidia_driver_visible()):
         return "torch"
     weights = checkpoint_paths(proposer_path, refiner_path).values()
-    precision = "int8" if backend == "onnx-int8" else "float32"
+    precision = ONNX_BACKENDS.get(backend, "float32")  # auto: the float files
     missing = [str(onnx_path(path, precision)) for path in weights if not onnx_path(path, precision).is_file()]
     problem = None
     if device not in ("auto", "cpu"):
@@ -61,11 +61,10 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
         problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
                              "pip install onnxruntime, or use --backend torch.")
     elif missing:
-        hint = EXPORT_HINT.replace("export-onnx", "export-onnx --int8") if precision == "int8" else EXPORT_HINT
         problem = WeightsError(f"No {'int8 ' if precision == 'int8' else ''}ONNX file beside the weights "
-                               f"({', '.join(missing)}). {hint}")
+                               f"({', '.join(missing)}). {export_hint(precision)}")
     if problem is None:
-        return "onnx-int8" if precision == "int8" else "onnx"
+        return "onnx" if backend == "auto" else backend
     if backend in ONNX_BACKENDS:
         raise problem
     return "torch"

@@ -36,7 +36,10 @@ INPUT, OUTPUT = "image", "probability"
 OPSET = 18
 #: The largest difference allowed between ONNX Runtime's and PyTorch's probabilities when a network is exported.
 TOLERANCE = 1e-4
-EXPORT_HINT = "Make the ONNX files from the weights with 'gastric-propagate export-onnx --weights DIR'."
+def export_hint(precision: str = "float32") -> str:
+    """What to run to make the ONNX files of ``precision`` from the weights."""
+    flag = "" if precision == "float32" else f" --{precision}"
+    return f"Make the ONNX files from the weights with 'gastric-propagate export-onnx{flag} --weights DIR'."
 
 
 #: The precisions an ONNX pair comes in: float32 (``export_onnx``) and its int8 copy (``training.quantization``).
@@ -89,7 +92,7 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
     import onnxruntime
 
     path = Path(path)
-    again = f"{EXPORT_HINT} (or run with --backend torch)"
+    again = f"{export_hint(precision)} (or run with --backend torch)"
     if not path.is_file():
         raise WeightsError(f"The {stage} ONNX file {path} does not exist. {again}")
     if path.stat().st_size > MAX_FILE_BYTES:

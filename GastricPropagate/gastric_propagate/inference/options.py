@@ -27,8 +27,8 @@ DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 # How the networks run: auto (ONNX Runtime where it and the ONNX files are there and no CUDA device is asked for, else
 # PyTorch), torch, onnx (ONNX Runtime, on the CPU) or onnx-int8 (ONNX Runtime with the networks' int8 copies).
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-#: The backends that run the networks under ONNX Runtime.
-ONNX_BACKENDS = ("onnx", "onnx-int8")
+#: The backends that run the networks under ONNX Runtime -> the precision of the ONNX files each reads.
+ONNX_BACKENDS = {"onnx": "float32", "onnx-int8": "int8"}
 
 
 # The checks of the option values, shared by ``PropagationOptions``, the engine and the command line's parser. Each

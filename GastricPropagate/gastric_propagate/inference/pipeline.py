@@ -75,7 +75,7 @@ class Segmenter:
         self.backend = choose_backend(backend, device, proposer_path, refiner_path)
         loaded = None
         if self.backend in ONNX_BACKENDS:
-            self.device, precision = "cpu", "int8" if self.backend == "onnx-int8" else "float32"
+            self.device, precision = "cpu", ONNX_BACKENDS[self.backend]
             try:
                 loaded = {stage: load_onnx(onnx_path(path, precision), stage=stage, precision=precision)
                           for stage, path in paths.items()}

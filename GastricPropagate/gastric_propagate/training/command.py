@@ -132,11 +132,11 @@ def _check_weights_outputs(out: str, init: str | None, overwrite: bool) -> None:
 
     outputs = {f"{stage} {what}": Path(out) / f"{stage}.{suffix}" for stage in ("proposer", "refiner")
                for what, suffix in (("weights", "pt"), ("ONNX file", "onnx"))}
-    inputs = _initial_paths(init).values() if init else ()
+    inputs = initial_paths(init).values() if init else ()
     check_outputs(outputs, inputs=inputs, overwrite=overwrite)
 
 
-def _initial_paths(source: str) -> dict:
+def initial_paths(source: str) -> dict:
     """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
     from pathlib import Path
 
@@ -151,7 +151,7 @@ def _initial_networks(source: str):
     """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
-    paths = _initial_paths(source)
+    paths = initial_paths(source)
     loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
             f"{source} weights ({paths['proposer']})")

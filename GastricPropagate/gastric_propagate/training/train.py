@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import logging
 import platform
 from dataclasses import asdict, dataclass, field
@@ -195,6 +196,7 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels:
     return out
 
 
+@functools.cache  # built once, on first use: TorchIO is imported only when asked for
 def _torchio_transform():
     """TorchIO's transforms for one 2D sample (a (C, W, W, 1) volume): an elastic deformation of image and masks
     together, and on the image alone a coarser in-plane resolution, blur and noise (other scanners and kernels)."""
@@ -210,24 +212,18 @@ def _torchio_transform():
     ])
 
 
-_TORCHIO = None
-
-
 def _torchio_augment(arrays: list[np.ndarray], image_channels: int) -> list[np.ndarray]:
     """``arrays[0]``'s first ``image_channels`` are the image; its other channels and the other arrays (target,
     pixel weights) are maps that move with it, resampled by nearest neighbour. Draws from torch's generator."""
     import torch
     import torchio as tio
 
-    global _TORCHIO
-    if _TORCHIO is None:
-        _TORCHIO = _torchio_transform()
     stack = arrays[0]
     maps = [stack[image_channels:]] + list(arrays[1:])
     subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(stack[:image_channels, ..., None].copy())),
                           **{f"map{i}": tio.LabelMap(tensor=torch.from_numpy(m[..., None].copy()))
                              for i, m in enumerate(maps)})
-    out = _TORCHIO(subject)
+    out = _torchio_transform()(subject)
     moved = [out[f"map{i}"].data[..., 0].numpy() for i in range(len(maps))]
     return [np.concatenate([out["image"].data[..., 0].numpy(), moved[0]]).astype(np.float32)] + [
         m.astype(np.float32) for m in moved[1:]]
@@ -293,7 +289,7 @@ def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingCon
     its own outputs: DAgger, scheduled sampling). Falls back to ``_proposer_sample`` where the rollout is empty.
     """
     depth = crop.image.shape[0]
-    start = int(np.argmax(crop.label.reshape(depth, -1).sum(axis=1)))  # where ``_coarse_masks`` starts
+    start = _largest_slice(crop)  # where ``_coarse_masks`` starts
     marked = rollout.reshape(depth, -1).any(axis=1)
     first_direction = 1 if rng.random() < 0.5 else -1
     for direction in (first_direction, -first_direction):
@@ -394,13 +390,18 @@ def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: Trai
                          "proposer (self-fed)", rng)
 
 
+def _largest_slice(crop: _CropVolume) -> int:
+    """The crop's working slice with the largest true cross-section: where its propagation starts."""
+    return int(np.argmax(crop.label.reshape(crop.label.shape[0], -1).sum(axis=1)))
+
+
 def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
                   device: torch.device) -> list[np.ndarray]:
     """The proposer's own propagation on each training crop, from its largest cross-section."""
     pixel = config.preprocessing.pixel_spacing_mm
     results = []
     for crop in crops:
-        k = int(np.argmax(crop.label.reshape(crop.label.shape[0], -1).sum(axis=1)))
+        k = _largest_slice(crop)
         output = propagate(TorchRunner(proposer, device), crop.image, {k: crop.label[k]},
                            limits=(0, crop.image.shape[0] - 1),
                            pixel_area_mm2=pixel ** 2, pixel_mm=pixel)
