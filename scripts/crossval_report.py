@@ -14,11 +14,11 @@ confidence.csv to --out.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
-from gastric_propagate.evaluation.reporting import read_csv, summary_markdown, write_csv
+from gastric_propagate.evaluation.reporting import (CONFIDENCE_FILE, read_confidence, read_csv, summary_markdown,
+                                                    write_confidence, write_csv)
 
 #: The methods whose result depends on the weights: taken from the folds only.
 NETWORK_METHODS = {"engine", "networks", "proposer"}
@@ -43,10 +43,8 @@ def main() -> int:
                 if row["method"] in NETWORK_METHODS and (row["case"], row["variant"], row["method"]) not in seen:
                     seen.add((row["case"], row["variant"], row["method"]))
                     rows.append(row)
-            if (fold / run / "confidence.csv").is_file():
-                with open(fold / run / "confidence.csv", newline="", encoding="utf-8") as handle:
-                    confidence += [{**row, "confidence": float(row["confidence"]), "dice": float(row["dice"]),
-                                    "flagged": row["flagged"] in ("True", "1")} for row in csv.DictReader(handle)]
+            if (fold / run / CONFIDENCE_FILE).is_file():
+                confidence += read_confidence(fold / run / CONFIDENCE_FILE)
     cases = {row["case"] for row in rows}
     for path in args.baselines:
         rows += [row for row in read_csv(path) if row["method"] not in NETWORK_METHODS and row["case"] in cases]
@@ -61,7 +59,7 @@ def main() -> int:
             "command": "python scripts/crossval_report.py " + " ".join(sys.argv[1:]), "device": "cpu"}
     if confidence:
         meta["confidence"] = confidence
-        write_csv(confidence, out / "confidence.csv", ("case", "variant", "slice", "confidence", "flagged", "dice"))
+        write_confidence(confidence, out / CONFIDENCE_FILE)
     (out / "summary.md").write_text(summary_markdown(rows, meta), encoding="utf-8")
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}" + (", confidence.csv" if confidence else ""))
     return 0

@@ -78,7 +78,7 @@ def write_reports(evaluation: Evaluation, out_dir: str | Path, meta: dict) -> di
         if "example" in paths:
             outputs.file(paths["example"], lambda temporary: np.savez_compressed(temporary, **evaluation.example))
         if "confidence" in paths:
-            outputs.file(paths["confidence"], lambda temporary: _write_confidence(evaluation.confidence, temporary))
+            outputs.file(paths["confidence"], lambda temporary: write_confidence(evaluation.confidence, temporary))
     for kind, name in (("example", EXAMPLE_FILE), ("confidence", CONFIDENCE_FILE)):
         if kind not in paths and (out_dir / name).is_file():
             (out_dir / name).unlink()
@@ -93,8 +93,19 @@ def write_csv(rows: list[dict], path: str | Path, columns: Sequence[str] = CSV_C
         writer.writerows(rows)
 
 
-def _write_confidence(rows: list[dict], path: Path) -> None:
-    write_csv(rows, path, ("case", "variant", "slice", "confidence", "flagged", "dice"))
+CONFIDENCE_COLUMNS = ("case", "variant", "slice", "confidence", "flagged", "dice")
+
+
+def write_confidence(rows: list[dict], path: str | Path) -> None:
+    """Writes the engine's per-slice confidence rows (``confidence.csv``)."""
+    write_csv(rows, path, CONFIDENCE_COLUMNS)
+
+
+def read_confidence(path: str | Path) -> list[dict]:
+    """Reads confidence.csv back into rows (confidence and Dice as floats, the flag as a bool)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{**row, "confidence": float(row["confidence"]), "dice": float(row["dice"]),
+                 "flagged": row["flagged"] in ("True", "1")} for row in csv.DictReader(handle)]
 
 
 def read_csv(path: str | Path) -> list[dict]:
