@@ -100,14 +100,18 @@ class RunController:
         logic: a ``GastricPropagateLogic``.
         view: the panel (see the module docstring).
         ensureDependencies: returns True when PyTorch is there (``dependencies.ensureDependencies`` in Slicer).
+        dependenciesReady: True when the engine's packages are installed, without asking anything
+            (``not dependencies.missingRequirements()`` in Slicer); the worker is started in advance only then.
         segmentEditorNode: returns the Segment Editor's parameter node (its masking settings), or None.
     """
 
     def __init__(self, logic, view, *, ensureDependencies: Callable[[], bool] = lambda: True,
+                 dependenciesReady: Callable[[], bool] = lambda: True,
                  segmentEditorNode: Callable[[], object] = lambda: None) -> None:
         self.logic = logic
         self.view = view
         self.ensureDependencies = ensureDependencies
+        self.dependenciesReady = dependenciesReady
         self.segmentEditorNode = segmentEditorNode
         self.parameters = None  # the panel's parameter node (set by the Widget)
         self.lastRun: LastRun | None = None
@@ -253,6 +257,21 @@ class RunController:
         rows = reviewRows(result, prepared.correctedSlices)
         self.view.showReview(rows, reviewSummary(rows))
         self.view.showResultsTable(self.logic.resultsTableNode(prepared.segmentationNode))
+
+    # ------------------------------------------------------------------ warm-up
+
+    def warmUp(self) -> None:
+        """The module opened: starts the engine's worker process in the background, so that the first Propagate
+        finds the engine imported and the weights loaded (docs/profile.md). Only when the packages it needs are
+        installed (installing them asks the user, which waits for Propagate) and no run is going on; a worker that
+        fails to start is started again by the first run, which reports why."""
+        if self.isRunning or self.parameters is None or not self.dependenciesReady():
+            return
+        self.logic.device = self.parameters.device
+        try:
+            self.logic.warmUp()
+        except Exception as error:  # never in the way of the panel: the first run tries again and says what failed
+            logger.warning("GastricPropagate: the engine's worker was not started in advance: %s", error)
 
     # ------------------------------------------------------------------ cancel
 

@@ -64,6 +64,11 @@ def missingRequirements() -> list[str]:
     return missing
 
 
+def ready() -> bool:
+    """True when everything the engine needs is installed and new enough; asks nothing and installs nothing."""
+    return not missingRequirements() and not torchTooOld(installedTorchVersion())
+
+
 def _pyTorchUtilsLogic():
     """The PyTorch extension's logic, or None when that extension is not installed."""
     try:

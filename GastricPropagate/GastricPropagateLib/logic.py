@@ -5,8 +5,8 @@ The Logic only chains the three rooms of the Slicer layer, in the way the data f
 - ``scene_input.py``: ``prepare`` reads the volume and the painted segment into arrays and checks them
   (``input_checks.py``); ``masking.py`` turns the Segment Editor's masking into arrays;
 - ``runner.py``: ``start`` sends those arrays to the session's warm engine worker, a child process (``serve``)
-  started on the first run and kept for the later ones (poll the run, cancel it); ``compute`` is ``start`` plus a
-  blocking wait;
+  started when the module opens (``warmUp``) or on the first run, and kept for the later ones (poll the run, cancel
+  it); ``compute`` is ``start`` plus a blocking wait;
 - ``scene_output.py``: ``apply`` writes the result as a new segment and fills the results table.
 
 ``run`` chains prepare, compute and apply for batch use. All of it runs on the main thread; only the child
@@ -121,13 +121,23 @@ class GastricPropagateLogic:
 
     def worker(self) -> EngineWorker:
         """The session's warm engine worker (``engine_worker.EngineWorker``), replaced when the device, the weights, the
-        launcher or the interpreter changed. Its child process starts with the first run."""
+        launcher or the interpreter changed. Its child process starts with ``warmUp`` or the first run."""
         settings = dict(device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
                         launcher=self.launcher, python=self.python)
         if self._worker is None or not self._worker.matches(**settings):
             self.close()
             self._worker = EngineWorker(**settings)
         return self._worker
+
+    def warmUp(self) -> bool:
+        """Starts the session's worker process now, without a run, so that the first run finds the engine imported
+        and the weights loaded (the panel calls this when the module opens; docs/profile.md). Returns at once; True
+        when a process was started, False when one already runs or a run holds the worker."""
+        worker = self.worker()
+        if worker.busy or worker.running():
+            return False
+        worker.start()
+        return True
 
     def close(self) -> None:
         """Ends the session's worker process (the module closes; a run in progress is ended with it)."""

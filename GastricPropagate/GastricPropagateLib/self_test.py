@@ -36,7 +36,7 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
             editorNode.SetSourceVolumeIntensityMask(False)
 
     def runTest(self):
-        for test in (self.test_CancelThroughWidget, self.test_PropagateThroughWidget,
+        for test in (self.test_CancelThroughWidget, self.test_EnteringStartsTheWorker, self.test_PropagateThroughWidget,
                      self.test_RepropagateThroughWidget):
             self.setUp()
             test()
@@ -131,6 +131,22 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.logic.resultSegmentId(segmentationNode), resultId)
         self.assertEqual(segmentation.GetNumberOfSegments(), 2)
         self.delayDisplay("Propagation test passed")
+
+    def test_EnteringStartsTheWorker(self):
+        if not dependencies.ready():
+            self.skipTest("the engine's packages are not installed: the worker is started by the first run instead")
+        slicer.util.selectModule("Data")
+        slicer.util.selectModule("GastricPropagate")  # enter(): the worker starts while the reader picks the inputs
+        widget = slicer.modules.gastricpropagate.widgetRepresentation().self()
+        worker = widget.logic.worker()
+        self.assertTrue(worker.running(), "opening the module did not start the engine's worker")
+        started = time.monotonic()
+        while not worker.ready:
+            self.assertTrue(worker.running(), f"the worker ended while loading: {worker.stderrMessage()}")
+            self.assertLess(time.monotonic() - started, self.TIMEOUT_S, "the worker did not load in time")
+            worker.readLines()
+            time.sleep(0.05)
+        self.delayDisplay("Opening the module started the engine's worker; its weights are loaded")
 
     def test_CancelThroughWidget(self):
         volumeNode, segmentationNode, paintedId, painted, _truth = self._loadCase()

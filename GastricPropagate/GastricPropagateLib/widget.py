@@ -59,7 +59,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Inference runs in a child process started as a QProcess: the GUI stays responsive and Cancel ends it.
         self.logic = GastricPropagateLogic(launcher=QProcessLauncher())
         self.controller = RunController(self.logic, self, ensureDependencies=dependencies.ensureDependencies,
-                                        segmentEditorNode=segmentEditorNode)
+                                        dependenciesReady=dependencies.ready, segmentEditorNode=segmentEditorNode)
 
         self.ui.confidenceTable.setColumnCount(2)
         self.ui.confidenceTable.setHorizontalHeaderLabels([_("Slice (K)"), _("Confidence")])
@@ -101,6 +101,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.controller.warmUp()  # the engine loads while the reader picks the inputs
 
     def exit(self) -> None:
         if self._parameterNode:

@@ -140,14 +140,17 @@ def _whole_runs(phantom, annotation, repeats: int, backend: str, proposer: str |
             warm = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
             served = worker.served
     figures["first_run_seconds"], figures["warm_run_seconds"] = statistics.median(fresh), statistics.median(warm)
+    figures["first_run_started_in_advance_seconds"] = first
     print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
           "process, the mask read back):")
     print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
           f"of {repeats}; min {min(fresh):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
           f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
     print(f"    warm run, a request to a 'gastric-propagate serve' worker: {figures['warm_run_seconds']:.2f} s (median "
-          f"of {repeats}; min {min(warm):.2f}; its first request {first:.2f} s; {served} served by one process) -> "
+          f"of {repeats}; min {min(warm):.2f}; {served} served by one process) -> "
           f"target < {TARGET_WARM_RUN_SECONDS} s: {_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}")
+    print(f"    first run after the module opened (its worker started then, weights loaded): {first:.2f} s (the "
+          f"worker's first request) -> target < {TARGET_FIRST_RUN_SECONDS} s: {_met(first < TARGET_FIRST_RUN_SECONDS)}")
     figures["peak_memory"] = max(peaks) if None not in peaks else None
     print(f"    peak resident memory of a segment process, this CT: {_gb(figures['peak_memory'])}")
     tall = speed_phantom(TALL_SLICES)

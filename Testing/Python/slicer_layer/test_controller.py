@@ -145,6 +145,10 @@ class FakeSegmentationNode:
         return SimpleNamespace(SetSegmentVisibility=lambda segmentId, shown: self.visible.__setitem__(segmentId, shown))
 
 
+class WarmUpFailure(OSError):
+    """The worker process could not be started (e.g. the interpreter is missing)."""
+
+
 class FakeLogic:
     def __init__(self, outcome, *, existingResultId=None, prepareError=None) -> None:
         self.outcome = outcome
@@ -176,6 +180,12 @@ class FakeLogic:
 
     def prepareCorrections(self, volumeNode, segmentationNode, segmentId, options=None, *, masking=None):
         return self._prepare("prepareCorrections", volumeNode, segmentationNode, segmentId, options, masking)
+
+    def warmUp(self):
+        self.calls.append(("warmUp", self.device))
+        if isinstance(self.outcome, WarmUpFailure):
+            raise self.outcome
+        return True
 
     def start(self, prepared):
         self.job = FakeJob(self.outcome)
@@ -353,6 +363,34 @@ def test_missing_pytorch_starts_nothing():
     controller.run()
     assert not controller.isRunning and not logic.calls
     assert controller.view.status[-1] == "PyTorch is needed; nothing was run."
+
+
+def test_opening_the_module_starts_the_worker_in_advance_on_the_chosen_device():
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic)
+    controller.parameters = parameters(device="cpu-int8")
+    controller.warmUp()
+    assert logic.calls == [("warmUp", "cpu-int8")]
+
+
+def test_no_warm_up_without_the_packages_without_parameters_or_during_a_run():
+    logic = FakeLogic(runResult())
+    controllerWith(logic, dependenciesReady=lambda: False).warmUp()  # installing asks the user: wait for Propagate
+    controller = controllerWith(logic)
+    controller.parameters = None
+    controller.warmUp()
+    assert logic.calls == []
+    logic, controller = started()
+    controller.warmUp()
+    assert ("warmUp", "cpu") not in logic.calls
+
+
+def test_a_failed_warm_up_stays_out_of_the_way_and_the_run_still_starts():
+    logic = FakeLogic(WarmUpFailure("no such interpreter"))
+    controller = controllerWith(logic)
+    controller.warmUp()
+    assert controller.view.errors == [] and controller.lastError is None and not controller.isRunning
+    assert controller.buttonState().apply
 
 
 def test_a_failed_or_cancelled_job_writes_nothing():

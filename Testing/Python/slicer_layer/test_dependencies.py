@@ -86,6 +86,18 @@ def test_without_the_pytorch_extension_the_error_says_to_install_it(monkeypatch)
     assert machine.dialogs == [] and machine.calls == []
 
 
+@pytest.mark.parametrize("installed, torchVersion, expected", [
+    (("torch", "scipy", "onnxruntime"), "2.5.1", True),
+    (("torch", "scipy"), "2.5.1", False),
+    (("scipy", "onnxruntime"), None, False),
+    (("torch", "scipy", "onnxruntime"), "1.13.1", False),
+])
+def test_ready_says_whether_everything_is_there_without_asking(monkeypatch, installed, torchVersion, expected):
+    machine = Machine(monkeypatch, installed=installed, torchVersion=torchVersion)
+    assert dependencies.ready() is expected
+    assert machine.dialogs == [] and machine.calls == []
+
+
 def test_a_too_old_torch_is_reported_not_replaced(monkeypatch):
     machine = Machine(monkeypatch, torchVersion="1.13.1+cu117")
     with pytest.raises(RuntimeError, match="2.0 or newer, but PyTorch 1.13.1"):

@@ -3,6 +3,8 @@ Qt binding is present): progress lines, the result read back, cancel at any stag
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -211,6 +213,27 @@ def test_two_runs_are_served_by_one_warm_worker_that_loads_the_weights_once(case
     assert process.running(), "the worker stays warm between runs"
     logic.close()
     assert not process.running()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_a_worker_started_when_the_module_opens_serves_the_first_run_warm(case, logic):
+    before = case.snapshot()
+    assert logic.warmUp(), "no worker ran: one is started"
+    worker = logic.worker()
+    assert worker.running() and not logic.warmUp(), "a running worker is not started twice"
+    deadline = time.monotonic() + 300
+    while not worker.ready:  # the engine imported and the weights loaded, with no run asked for
+        assert worker.running() and time.monotonic() < deadline, worker.stderrMessage()
+        worker.readLines()
+        time.sleep(0.05)
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    seen = []
+    job = logic.start(prepared, onProgress=seen.append)
+    assert job.wait(timeout=300)
+    result = job.result()
+    assert "load" not in [p.stage for p in seen], "the first run found the weights loaded"
+    assert job.served == 1 and worker.starts == 1 and job.notice == ""
+    _assertPaintedSliceKept(result, case)
     assertSnapshotsEqual(before, case.snapshot())
 
 
