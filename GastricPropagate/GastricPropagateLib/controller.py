@@ -291,6 +291,7 @@ class RunController:
             self.lastError = Cancelled(_("Cancelled: nothing was written."))
             self.view.setStatus(_("Cancelled: nothing was written."))
             self.refreshButtons()
+            self.warmUp()  # cancel ended the worker: its successor loads now, so the next Propagate is warm too
 
     def sceneClosing(self) -> None:
         """The scene is about to close: a running process is ended (its result would have nowhere to go) and the

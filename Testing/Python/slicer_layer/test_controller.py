@@ -337,8 +337,10 @@ def test_cancel_ends_the_job_and_writes_nothing():
     assert controller.view.buttons.apply and not controller.view.buttons.cancel
     controller.poll()  # a timer tick already queued does nothing
     assert ("apply", False) not in logic.calls and controller.lastRun is None
+    assert logic.calls.count(("warmUp", "cpu")) == 1, "the ended worker's successor is started in advance"
     controller.cancel()  # nothing running: nothing happens
     assert controller.view.status[-1] == "Cancelled: nothing was written."
+    assert logic.calls.count(("warmUp", "cpu")) == 1
 
 
 def test_a_second_press_while_running_starts_nothing():
