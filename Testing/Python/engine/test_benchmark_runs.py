@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
-from gastric_propagate.benchmark import _click_to_segment, _segment_process, _Worker, run_with_peak
+from gastric_propagate.benchmark import (CORRECTION_OPTIONS, _click_to_segment, _correct_least_confident,
+                                         _segment_process, _Worker, run_with_peak)
 
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
@@ -30,6 +31,25 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     assert fresh_seconds > 0 and warm_seconds > 0
     assert 0.05 < peak.gb < 16  # GB: a whole segment process
     assert peak.own == sys.platform.startswith("linux")  # VmHWM, for that child alone
+
+
+def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tmp_path, bundled_segmenter):
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    annotation = np.zeros_like(label)
+    annotation[8] = label[8]
+    first = bundled_segmenter.segment(image, SPACING, annotation)
+    corrected = _correct_least_confident(first, label, annotation, SPACING)
+    k = next(k for k in range(len(label)) if corrected[k].any() and k != 8)
+    assert label[k].any() and k not in first.anchor_slices
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    with _Worker([]) as worker:
+        _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_OPTIONS))
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    for anchor in (8, k):  # without keyframes two painted slices are refused; with them both are kept as painted
+        np.testing.assert_array_equal(result[anchor] > 0, corrected[anchor] > 0)
+    engine = bundled_segmenter.segment(image, SPACING, corrected, CORRECTION_OPTIONS)
+    np.testing.assert_array_equal(result, engine.mask)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is read from /proc")
