@@ -101,7 +101,7 @@ class RunController:
         view: the panel (see the module docstring).
         ensureDependencies: returns True when PyTorch is there (``dependencies.ensureDependencies`` in Slicer).
         dependenciesReady: True when the engine's packages are installed, without asking anything
-            (``not dependencies.missingRequirements()`` in Slicer); the worker is started in advance only then.
+            (``dependencies.ready`` in Slicer); the worker is started in advance only then.
         segmentEditorNode: returns the Segment Editor's parameter node (its masking settings), or None.
     """
 

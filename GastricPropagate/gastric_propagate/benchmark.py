@@ -40,6 +40,7 @@ from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phanto
 from gastric_propagate.inference.backends import choose_backend
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.protocol import EXIT_OK, READY_PREFIX, RESULT_PREFIX
+from gastric_propagate.worker import options_from_request
 
 SPEED_SEED = HELD_OUT_SEED_START + 900
 # A large tumour, so that the timing covers many propagation steps, not a best case.
@@ -51,8 +52,10 @@ TARGET_PEAK_GB = 2.0
 TARGET_FIRST_RUN_SECONDS = 1.5
 TARGET_WARM_RUN_SECONDS = 0.5
 TARGET_ENGINE_SECONDS = 0.3
-# A re-propagation after a correction: the corrected slice is kept as a second anchor (the module's keyframes).
-CORRECTION_OPTIONS = PropagationOptions(keyframes=True)
+# A re-propagation after a correction: the corrected slice is kept as a second anchor (the module's keyframes), as
+# the warm worker's request says it and as the engine takes it.
+CORRECTION_REQUEST = {"keyframes": True}
+CORRECTION_OPTIONS = options_from_request(CORRECTION_REQUEST)
 # The peak memory is also measured on a CT this many slices deep (512x512x300).
 TALL_SLICES = 300
 TARGET_DICE = 0.90
@@ -155,7 +158,7 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
             first = _click_to_segment(phantom.image, annotation, folder, worker.segment)[0]
             warm = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
             again = [_click_to_segment(phantom.image, corrected, folder,
-                                       lambda paths: worker.segment(paths, CORRECTION_OPTIONS))[0]
+                                       lambda paths: worker.segment(paths, CORRECTION_REQUEST))[0]
                      for _ in range(repeats)]
             served = worker.served
     figures["first_run_seconds"], figures["warm_run_seconds"] = statistics.median(fresh), statistics.median(warm)
@@ -294,12 +297,10 @@ class _Worker:
                 return line[len(prefix):]
         raise RuntimeError(f"the worker ended (exit {self.process.wait()}) before {prefix.strip()}")
 
-    def segment(self, paths: dict, options: PropagationOptions | None = None) -> None:
+    def segment(self, paths: dict, options: dict | None = None) -> None:
+        """One request; ``options``: its "options" object (PropagationOptions fields)."""
         request = {"image": str(paths["image"]), "annotation": str(paths["annotation"]),
-                   "output": str(paths["output"])}
-        if options is not None:
-            request["options"] = {field.name: getattr(options, field.name) for field in dataclasses.fields(options)
-                                  if getattr(options, field.name) != field.default}
+                   "output": str(paths["output"]), "options": options or {}}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         result = json.loads(self._line(RESULT_PREFIX))

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
-from gastric_propagate.benchmark import (CORRECTION_OPTIONS, _click_to_segment, _correct_least_confident,
-                                         _segment_process, _Worker, run_with_peak)
+from gastric_propagate.benchmark import (CORRECTION_OPTIONS, CORRECTION_REQUEST, _click_to_segment,
+                                         _correct_least_confident, _segment_process, _Worker, run_with_peak)
 
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
@@ -44,7 +44,7 @@ def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tm
     ct = sitk.GetImageFromArray(image)
     ct.SetSpacing(SPACING)
     with _Worker([]) as worker:
-        _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_OPTIONS))
+        _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_REQUEST))
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     for anchor in (8, k):  # without keyframes two painted slices are refused; with them both are kept as painted
         np.testing.assert_array_equal(result[anchor] > 0, corrected[anchor] > 0)
