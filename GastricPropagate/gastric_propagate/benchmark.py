@@ -142,10 +142,52 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
     """Click to segment written, as the Slicer module runs it on CPU: the inputs written to NRRD files, the engine
     run on them in a child process (a fresh ``segment`` process, or a request to a warm ``serve`` worker), the mask
     read back; a re-propagation with ``corrected`` (keyframes) through the warm worker; and the peak resident memory
-    of a whole segment process on this CT and on a 300-slice one."""
-    model = ["--backend", backend] + (["--proposer", proposer] if proposer else []) + (
-        ["--refiner", refiner] if refiner else [])
-    figures = {}
+    of a whole segment process on this CT and on a 300-slice one. With CUDA, the same runs on the GPU."""
+    weights = (["--proposer", proposer] if proposer else []) + (["--refiner", refiner] if refiner else [])
+    model = ["--device", "cpu", "--backend", backend, *weights]
+    runs = _click_timings(phantom, annotation, corrected, repeats, model)
+    figures = {"first_run_seconds": statistics.median(runs["fresh"]),
+               "warm_run_seconds": statistics.median(runs["warm"]),
+               "first_run_started_in_advance_seconds": runs["first"],
+               "correction_warm_seconds": statistics.median(runs["again"])}
+    print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
+          "process, the mask read back):")
+    print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
+          f"of {repeats}; min {min(runs['fresh']):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
+          f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
+    print(f"    warm run, a request to a 'gastric-propagate serve' worker: {figures['warm_run_seconds']:.2f} s (median "
+          f"of {repeats}; min {min(runs['warm']):.2f}; {runs['served']} served by one process) -> "
+          f"target < {TARGET_WARM_RUN_SECONDS} s: {_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}")
+    print(f"    first run after the module opened (its worker started then, weights loaded): {runs['first']:.2f} s "
+          f"(the worker's first request) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
+          f"{_met(runs['first'] < TARGET_FIRST_RUN_SECONDS)}")
+    print(f"    a correction re-propagation through the warm worker: {figures['correction_warm_seconds']:.2f} s "
+          f"(median of {repeats}; min {min(runs['again']):.2f}) -> target < {TARGET_WARM_RUN_SECONDS} s: "
+          f"{_met(figures['correction_warm_seconds'] < TARGET_WARM_RUN_SECONDS)}")
+    peaks = runs["peaks"]
+    figures["peak_memory"] = max(peaks) if None not in peaks else None
+    print(f"    peak resident memory of a segment process, this CT: {_gb(figures['peak_memory'])}")
+    tall = speed_phantom(TALL_SLICES)
+    with tempfile.TemporaryDirectory() as folder:
+        _, peak = _click_to_segment(tall.image, annotation_from_label(tall.arrays()[1]), Path(folder),
+                                    lambda paths: _segment_process(paths, model))
+    figures["peak_memory_300_slices"] = peak
+    print(f"    peak resident memory of a segment process, a {'x'.join(map(str, tall.image.GetSize()))} CT: "
+          f"{_gb(peak)} -> target < {TARGET_PEAK_GB} GB: {_met(peak is not None and peak.gb < TARGET_PEAK_GB)}")
+    if torch.cuda.is_available():
+        gpu = _click_timings(phantom, annotation, corrected, repeats, ["--device", "cuda", *weights])
+        figures["cuda_whole_runs"] = {name: gpu[name] for name in ("fresh", "first", "warm", "again")}
+        print("  click to segment written, CUDA (the same, the networks on the GPU with PyTorch), median of "
+              f"{repeats}: first run, a fresh process {statistics.median(gpu['fresh']):.2f} s; first run after the "
+              f"module opened {gpu['first']:.2f} s; warm run {statistics.median(gpu['warm']):.2f} s; a correction "
+              f"re-propagation {statistics.median(gpu['again']):.2f} s")
+    return figures
+
+
+def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str]) -> dict:
+    """Seconds of ``repeats`` fresh segment processes (and their peaks), of a new worker's first request, of
+    ``repeats`` warm requests and of ``repeats`` re-propagations with ``corrected``; ``model``: the device, backend
+    and weights arguments."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         fresh, peaks = [], []
@@ -160,33 +202,7 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
             again = [_click_to_segment(phantom.image, corrected, folder,
                                        lambda paths: worker.segment(paths, CORRECTION_REQUEST))[0]
                      for _ in range(repeats)]
-            served = worker.served
-    figures["first_run_seconds"], figures["warm_run_seconds"] = statistics.median(fresh), statistics.median(warm)
-    figures["first_run_started_in_advance_seconds"] = first
-    figures["correction_warm_seconds"] = statistics.median(again)
-    print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
-          "process, the mask read back):")
-    print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
-          f"of {repeats}; min {min(fresh):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
-          f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
-    print(f"    warm run, a request to a 'gastric-propagate serve' worker: {figures['warm_run_seconds']:.2f} s (median "
-          f"of {repeats}; min {min(warm):.2f}; {served} served by one process) -> "
-          f"target < {TARGET_WARM_RUN_SECONDS} s: {_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}")
-    print(f"    first run after the module opened (its worker started then, weights loaded): {first:.2f} s (the "
-          f"worker's first request) -> target < {TARGET_FIRST_RUN_SECONDS} s: {_met(first < TARGET_FIRST_RUN_SECONDS)}")
-    print(f"    a correction re-propagation through the warm worker: {figures['correction_warm_seconds']:.2f} s "
-          f"(median of {repeats}; min {min(again):.2f}) -> target < {TARGET_WARM_RUN_SECONDS} s: "
-          f"{_met(figures['correction_warm_seconds'] < TARGET_WARM_RUN_SECONDS)}")
-    figures["peak_memory"] = max(peaks) if None not in peaks else None
-    print(f"    peak resident memory of a segment process, this CT: {_gb(figures['peak_memory'])}")
-    tall = speed_phantom(TALL_SLICES)
-    with tempfile.TemporaryDirectory() as folder:
-        _, peak = _click_to_segment(tall.image, annotation_from_label(tall.arrays()[1]), Path(folder),
-                                    lambda paths: _segment_process(paths, model))
-    figures["peak_memory_300_slices"] = peak
-    print(f"    peak resident memory of a segment process, a {'x'.join(map(str, tall.image.GetSize()))} CT: "
-          f"{_gb(peak)} -> target < {TARGET_PEAK_GB} GB: {_met(peak is not None and peak.gb < TARGET_PEAK_GB)}")
-    return figures
+    return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "again": again, "served": worker.served}
 
 
 def _met(met: bool) -> str:
@@ -224,9 +240,10 @@ def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, r
 
 
 def _segment_process(paths: dict, model: list[str]) -> Peak | None:
-    """Runs a whole segment process on CPU; returns its peak resident memory (``run_with_peak``)."""
+    """Runs a whole segment process (``model``: its device, backend and weights arguments; the engine's defaults
+    where absent); returns its peak resident memory (``run_with_peak``)."""
     arguments = ["segment", "--image", str(paths["image"]), "--annotation", str(paths["annotation"]), "--output",
-                 str(paths["output"]), "--device", "cpu", *model]
+                 str(paths["output"]), *model]
     code, stderr, peak = run_with_peak("gastric_propagate.cli", arguments)
     if code != 0:
         raise RuntimeError(f"segment failed (exit {code}): {stderr}")
@@ -282,11 +299,12 @@ def _engine_environment() -> dict:
 
 
 class _Worker:
-    """A ``gastric-propagate serve`` process on CPU, for the warm runs."""
+    """A ``gastric-propagate serve`` process for the warm runs (``model``: its device, backend and weights
+    arguments)."""
 
     def __init__(self, model: list[str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "gastric_propagate.cli", "serve", "--device", "cpu",
-                                         *model], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        self.process = subprocess.Popen([sys.executable, "-m", "gastric_propagate.cli", "serve", *model],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=_engine_environment())
         self.served = 0
         self._line(READY_PREFIX)

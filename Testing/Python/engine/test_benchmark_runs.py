@@ -13,6 +13,8 @@ from conftest import SPACING, make_volume
 from gastric_propagate.benchmark import (CORRECTION_OPTIONS, CORRECTION_REQUEST, _click_to_segment,
                                          _correct_least_confident, _segment_process, _Worker, run_with_peak)
 
+CPU = ["--device", "cpu"]
+
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
     image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
@@ -20,9 +22,9 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     annotation[8] = label[8]
     ct = sitk.GetImageFromArray(image)
     ct.SetSpacing(SPACING)
-    fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, []))
+    fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, CPU))
     fresh = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
-    with _Worker([]) as worker:
+    with _Worker(CPU) as worker:
         for _ in range(2):
             warm_seconds, returned = _click_to_segment(ct, annotation, tmp_path, worker.segment)
         assert worker.served == 2 and returned is None
@@ -43,7 +45,7 @@ def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tm
     assert label[k].any() and k not in first.anchor_slices
     ct = sitk.GetImageFromArray(image)
     ct.SetSpacing(SPACING)
-    with _Worker([]) as worker:
+    with _Worker(CPU) as worker:
         _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_REQUEST))
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     for anchor in (8, k):  # without keyframes two painted slices are refused; with them both are kept as painted
