@@ -35,6 +35,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     gzipped = _is_gzip(path)
+    compressed_mha = _compressed_metaimage(path)
     if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
         raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
     try:
@@ -48,12 +49,14 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                              "accepts. Crop it to the abdomen first (e.g. Slicer's Crop Volume module), or save it "
                              "as 16-bit integers rather than 64-bit floats, then run again.")
         _check_geometry(path, reader, what)
-        if not gzipped:
+        if not gzipped and compressed_mha is None:
             _check_complete(path, nbytes, what)  # ITK reads a short NIfTI as zeros
         image = reader.Execute()
     except RuntimeError as error:
         if gzipped:  # ITK cannot tell a corrupt stream from a foreign file
             _gunzipped_size(path, what)
+        if compressed_mha is not None:
+            _check_complete(path, nbytes, what)
         short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
         if short:  # a NRRD's data ends early
             raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
@@ -61,6 +64,8 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                          "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error
     if gzipped:
         _check_gzip_complete(path, image, what)
+    if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
+        _check_complete(path, nbytes, what)  # the stream inflated whole, to say what is wrong with it
     if image.GetDimension() != 3:
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
                          "needed. Load the whole CT series, not a single slice.")
@@ -216,21 +221,53 @@ def _nifti_data(path: Path, opener) -> tuple[int, int] | None:
     return None
 
 
-def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int | None]:
-    """(bytes of voxel data, 0) for a .mha holding its data (a compressed one inflated whole: zlib checks its
-    checksum); (None, None) for other files."""
+def _metaimage_layout(path: Path) -> tuple[int, bool, int | None] | None:
+    """(where the voxel data start, whether they are compressed, the header's CompressedDataSize or None) for a
+    .mha holding its data; None for other files."""
     if matching_extension(path, (".mha",)) is None:
-        return None, None
+        return None
     with open(path, "rb") as handle:
         head = handle.read(65536)
     found = re.search(rb"^ElementDataFile\s*=\s*LOCAL[ \t]*\r?\n", head, re.MULTILINE)
     if found is None:
+        return None
+    header = head[:found.start()]
+    compressed = re.search(rb"^CompressedData\s*=\s*True", header, re.MULTILINE | re.IGNORECASE) is not None
+    size = re.search(rb"^CompressedDataSize\s*=\s*(\d+)", header, re.MULTILINE)
+    return found.end(), compressed, int(size.group(1)) if size else None
+
+
+def _compressed_metaimage(path: Path) -> tuple[int, int | None] | None:
+    """(where the zlib stream starts, its declared size or None) for a compressed .mha; else None."""
+    layout = _metaimage_layout(path)
+    return layout[::2] if layout is not None and layout[1] else None
+
+
+def _adler_matches(path: Path, stream: tuple[int, int | None], image: sitk.Image) -> bool:
+    """Whether a compressed .mha's zlib trailer (the Adler-32 of its content) is that of the voxels ITK read: then
+    the stream is whole, and it need not be inflated a second time to check it."""
+    start, size = stream
+    end = path.stat().st_size if size is None else start + size
+    if end - start < 6:  # a zlib stream: 2 bytes of header, the data, 4 bytes of trailer
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(end - 4)
+        trailer = handle.read(4)
+    return len(trailer) == 4 and zlib.adler32(sitk.GetArrayViewFromImage(image)) == struct.unpack(">I", trailer)[0]
+
+
+def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int | None]:
+    """(bytes of voxel data, 0) for a .mha holding its data (a compressed one inflated whole: zlib checks its
+    checksum); (None, None) for other files."""
+    layout = _metaimage_layout(path)
+    if layout is None:
         return None, None
-    if re.search(rb"^CompressedData\s*=\s*True", head[:found.start()], re.MULTILINE | re.IGNORECASE) is None:
-        return path.stat().st_size - found.end(), 0
+    start, compressed, _size = layout
+    if not compressed:
+        return path.stat().st_size - start, 0
     inflate, size = zlib.decompressobj(), 0
     with open(path, "rb") as handle:
-        handle.seek(found.end())
+        handle.seek(start)
         try:
             for chunk in iter(lambda: handle.read(1 << 24), b""):
                 size += len(inflate.decompress(chunk))

@@ -2,6 +2,7 @@
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,43 @@ def test_a_whole_gzip_file_is_inflated_once(tmp_path, monkeypatch):
     sitk.WriteImage(ct_like(), str(path), useCompression=True)
     monkeypatch.setattr(volumes, "_gunzipped_size", lambda *args: pytest.fail("the stream was inflated a second time"))
     assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), sitk.GetArrayFromImage(ct_like()))
+
+
+def test_a_whole_compressed_metaimage_is_inflated_once(tmp_path, monkeypatch):
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(ct_like(), str(path), useCompression=True)
+    monkeypatch.setattr(volumes, "_metaimage_data", lambda *args: pytest.fail("the stream was inflated a second time"))
+    assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), sitk.GetArrayFromImage(ct_like()))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_a_compressed_metaimage_with_corrupted_bytes_is_refused(tmp_path, where):
+    path = tmp_path / "ct.mha"
+    large = sitk.GetImageFromArray(np.random.default_rng(1).normal(0, 300, (16, 128, 128)).astype(np.int16))
+    sitk.WriteImage(large, str(path), useCompression=True)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    data[start + int((len(data) - start) * where)] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is (corrupt|truncated)"):
+        volumes.read_volume(path)
+
+
+def test_a_big_endian_compressed_metaimage_whose_voxels_itk_swaps_is_read(tmp_path, monkeypatch):
+    """Its trailer is that of the big-endian bytes, not of the voxels ITK returns: the stream is checked whole."""
+    voxels = sitk.GetArrayFromImage(ct_like())
+    stream = zlib.compress(voxels.astype(">i2").tobytes())
+    header = (b"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = True\n"
+              b"CompressedData = True\nCompressedDataSize = %d\nElementSpacing = 0.8 0.8 2.5\nDimSize = 32 32 16\n"
+              b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" % len(stream))
+    path = tmp_path / "ct.mha"
+    path.write_bytes(header + stream)
+    assert zlib.adler32(voxels.astype("<i2").tobytes()) != zlib.adler32(voxels.astype(">i2").tobytes())
+    inflated = []
+    whole = volumes._metaimage_data
+    monkeypatch.setattr(volumes, "_metaimage_data", lambda *args: inflated.append(args) or whole(*args))
+    assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), voxels)
+    assert len(inflated) == 1, "the trailer did not match the swapped voxels: the stream is checked whole, once"
 
 
 @pytest.mark.parametrize("where", [0.3, 0.9])
