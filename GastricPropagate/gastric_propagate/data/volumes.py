@@ -65,7 +65,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     if gzipped:
         _check_gzip_complete(path, image, what)
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
-        _check_complete(path, nbytes, what)  # the stream inflated whole, to say what is wrong with it
+        _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
     if image.GetDimension() != 3:
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
                          "needed. Load the whole CT series, not a single slice.")
@@ -265,16 +265,39 @@ def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int
     start, compressed, _size = layout
     if not compressed:
         return path.stat().st_size - start, 0
-    inflate, size = zlib.decompressobj(), 0
+    return _inflated(path, start, nbytes, what)[0], 0
+
+
+def _inflated(path: Path, start: int, nbytes: int, what: str) -> tuple[int, int]:
+    """(bytes, Adler-32) of a compressed .mha's content from ``start``, inflated whole (zlib checks its checksum);
+    a stream that ends early counts fewer than ``nbytes``; InputError when it is corrupt."""
+    inflate, size, adler = zlib.decompressobj(), 0, zlib.adler32(b"")
     with open(path, "rb") as handle:
         handle.seek(start)
         try:
             for chunk in iter(lambda: handle.read(1 << 24), b""):
-                size += len(inflate.decompress(chunk))
+                content = inflate.decompress(chunk)
+                size, adler = size + len(content), zlib.adler32(content, adler)
         except zlib.error as error:
             raise InputError(f"The {what} file {path} is corrupt: its compressed data fail the zlib checks "
                              f"({error}). Copy or export it again, then run again.") from error
-    return (size if inflate.eof else min(size, nbytes - 1)), 0
+    return (size if inflate.eof else min(size, nbytes - 1)), adler
+
+
+def _check_metaimage_voxels(path: Path, start: int, image: sitk.Image, nbytes: int, what: str) -> None:
+    """A compressed .mha whose trailer did not match the voxels ITK read, inflated whole: InputError when it is
+    short or corrupt, or when its content is not those voxels in either byte order (ITK's MetaImage reader returns,
+    without an error, a buffer it never filled when it fails to inflate a stream, e.g. one whose header lacks
+    CompressedDataSize)."""
+    size, adler = _inflated(path, start, nbytes, what)
+    if size < nbytes:
+        raise _truncated(path, what, size, nbytes)
+    voxels = sitk.GetArrayViewFromImage(image)
+    if adler not in (zlib.adler32(voxels), zlib.adler32(voxels.byteswap())):
+        raise InputError(f"The {what} file {path} could not be read: the voxels ITK returned are not those its "
+                         "compressed data hold (its MetaImage header is one ITK does not follow, e.g. without "
+                         "CompressedDataSize). Save it again from Slicer or SimpleITK, or as NRRD or NIfTI, then run "
+                         "again.")
 
 
 def geometry_difference(a, b) -> str | None:

@@ -87,7 +87,7 @@ def test_a_whole_gzip_file_is_inflated_once(tmp_path, monkeypatch):
 def test_a_whole_compressed_metaimage_is_inflated_once(tmp_path, monkeypatch):
     path = tmp_path / "ct.mha"
     sitk.WriteImage(ct_like(), str(path), useCompression=True)
-    monkeypatch.setattr(volumes, "_metaimage_data", lambda *args: pytest.fail("the stream was inflated a second time"))
+    monkeypatch.setattr(volumes, "_inflated", lambda *args: pytest.fail("the stream was inflated a second time"))
     assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), sitk.GetArrayFromImage(ct_like()))
 
 
@@ -115,10 +115,24 @@ def test_a_big_endian_compressed_metaimage_whose_voxels_itk_swaps_is_read(tmp_pa
     path.write_bytes(header + stream)
     assert zlib.adler32(voxels.astype("<i2").tobytes()) != zlib.adler32(voxels.astype(">i2").tobytes())
     inflated = []
-    whole = volumes._metaimage_data
-    monkeypatch.setattr(volumes, "_metaimage_data", lambda *args: inflated.append(args) or whole(*args))
+    whole = volumes._inflated
+    monkeypatch.setattr(volumes, "_inflated", lambda *args: inflated.append(args) or whole(*args))
     assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(path)), voxels)
     assert len(inflated) == 1, "the trailer did not match the swapped voxels: the stream is checked whole, once"
+
+
+def test_a_compressed_metaimage_that_itk_fails_to_inflate_is_refused(tmp_path):
+    """Without CompressedDataSize ITK's MetaImage reader fails to inflate the stream and returns, without an error,
+    a buffer it never filled: zeros, or what an earlier read left there (voxels no other test writes, so that even
+    a recycled buffer cannot hold them)."""
+    voxels = np.random.default_rng(7).normal(0, 300, (16, 32, 32)).astype(np.int16)
+    header = (b"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+              b"CompressedData = True\nElementSpacing = 0.8 0.8 2.5\nDimSize = 32 32 16\nElementType = MET_SHORT\n"
+              b"ElementDataFile = LOCAL\n")
+    path = tmp_path / "ct.mha"
+    path.write_bytes(header + zlib.compress(voxels.astype("<i2").tobytes()))
+    with pytest.raises(InputError, match="could not be read: the voxels ITK returned are not those"):
+        volumes.read_volume(path)
 
 
 @pytest.mark.parametrize("where", [0.3, 0.9])
