@@ -3,9 +3,10 @@
 Each run folder holds one `evaluate` folder per judge (default: validation, dev-phantom, dev-thorax, as
 scripts/real_ct_training.sh and rules.md lay them out), each evaluated with `--methods engine networks`. For each
 seed this prints the networks' and the vote's mean Dice per judge and the networks' mean over the judges; then,
-over the seeds, each recipe's mean and whether every seed of the second recipe lies above every seed of the first
-(the separation rules.md's stop-32 rule asked for; with 3 seeds each it has a chance of 1 in 20 when the recipes are
-equal).
+over the seeds, each recipe's mean, whether every seed of the second recipe lies above every seed of the first
+(the separation rules.md's first stop-32 rule asked for; with 3 seeds each it has a chance of 1 in 20 when the
+recipes are equal), and Welch's one-sided t-test of the second recipe's networks' mean against the first's (its
+second design's rule).
 
     .venv/bin/python scripts/compare_seeds.py --first H runs/s30/H runs/s31/Hseed1 runs/s32/Hseed2 \
         --second I runs/s31/I runs/s32/Iseed1 runs/s32/Iseed2
@@ -17,6 +18,8 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+
+from scipy import stats
 
 from gastric_propagate.evaluation.reporting import read_csv
 
@@ -64,6 +67,11 @@ def main() -> int:
     lowest, highest = min(s[0] for s in candidate), max(s[0] for s in standing)
     print(f"every seed of {second} above every seed of {first}: {'yes' if lowest > highest else 'no'} "
           f"(lowest of {second} {lowest:.4f}, highest of {first} {highest:.4f})")
+    if len(standing) > 1 and len(candidate) > 1:
+        test = stats.ttest_ind([s[0] for s in candidate], [s[0] for s in standing], equal_var=False,
+                               alternative="greater")
+        print(f"Welch's one-sided t-test, {second} greater than {first} on the networks' mean: t = "
+              f"{test.statistic:.2f}, p = {test.pvalue:.4f} ({len(candidate)} and {len(standing)} seeds)")
     return 0
 
 

@@ -43,3 +43,6 @@ def test_the_seeds_separate_only_when_every_candidate_seed_is_above_every_standi
     assert f"{tmp_path / 'a0'}: networks 0.8000 / 0.8000 / 0.8000 (mean 0.8000); vote 0.9000" in out
     assert "A: networks' mean over judges and seeds 0.8100 (seeds 0.8000, 0.8200); vote per judge 0.9050" in out
     assert f"every seed of B above every seed of A: {separated}" in out
+    welch = out.split("Welch's one-sided t-test, B greater than A on the networks' mean: t = ")[1]
+X
+    assert welch.startswith(expected + " (2 and 2 seeds)")
