@@ -240,7 +240,10 @@ def _metaimage_layout(path: Path) -> tuple[int, bool, int | None] | None:
 def _compressed_metaimage(path: Path) -> tuple[int, int | None] | None:
     """(where the zlib stream starts, its declared size or None) for a compressed .mha; else None."""
     layout = _metaimage_layout(path)
-    return layout[::2] if layout is not None and layout[1] else None
+    if layout is None:
+        return None
+    start, compressed, size = layout
+    return (start, size) if compressed else None
 
 
 def _adler_matches(path: Path, stream: tuple[int, int | None], image: sitk.Image) -> bool:
