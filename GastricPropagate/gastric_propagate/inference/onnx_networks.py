@@ -36,14 +36,14 @@ INPUT, OUTPUT = "image", "probability"
 OPSET = 18
 #: The largest difference allowed between ONNX Runtime's and PyTorch's probabilities when a network is exported.
 TOLERANCE = 1e-4
+#: The precisions an ONNX pair comes in: float32 (``export_onnx``) and its int8 copy (``training.quantization``).
+PRECISIONS = ("float32", "int8")
+
+
 def export_hint(precision: str = "float32") -> str:
     """What to run to make the ONNX files of ``precision`` from the weights."""
     flag = "" if precision == "float32" else f" --{precision}"
     return f"Make the ONNX files from the weights with 'gastric-propagate export-onnx{flag} --weights DIR'."
-
-
-#: The precisions an ONNX pair comes in: float32 (``export_onnx``) and its int8 copy (``training.quantization``).
-PRECISIONS = ("float32", "int8")
 
 
 def onnx_path(weights: str | Path, precision: str = "float32") -> Path:
