@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="augmentation of the training samples: basic (flips, turns, intensity jitter) or "
                             "torchio (those, plus TorchIO's elastic deformation, coarser in-plane resolution, blur "
                             "and noise; default: %(default)s)")
+    train.add_argument("--depth", type=int, metavar="LEVELS",
+                       help="a new network's downsampling levels, 1-4 (default 3; each one doubles what a pixel "
+                            "sees around it); not with --init, whose networks keep their size")
+    train.add_argument("--base-channels", type=int, metavar="N",
+                       help="a new network's channels on its first level, 4-64, doubled on each level below "
+                            "(default 16); not with --init")
     train.add_argument("--init", help="start from these weights and fine-tune: 'bundled', or a folder holding "
                                       "proposer.pt and refiner.pt")
     train.add_argument("--learning-rate", type=_learning_rate,
@@ -339,7 +345,8 @@ def _train(args) -> int:
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment,
-                      init=args.init, learning_rate=args.learning_rate,
+                      init=args.init, learning_rate=args.learning_rate, depth=args.depth,
+                      base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
                       proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, device=args.device,

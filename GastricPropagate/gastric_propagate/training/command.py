@@ -11,9 +11,17 @@ import math
 from typing import Sequence
 
 
+# The sizes a new network may have: its levels (crops are multiples of 16 pixels, ``Preprocessing.size_multiple``, so
+# at most four halvings) and its first level's channels (the shipped ones: depth 3, 16 channels, 0.5 million
+# parameters, 2 MB; depth 4 and 64 channels: 31 million, 124 MB).
+NEW_NETWORK_DEPTHS = (1, 4)
+NEW_NETWORK_CHANNELS = (4, 64)
+
+
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
-               self_fed: float = 0.0, augment: str = "basic",
+               self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
+               base_channels: int | None = None,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -36,6 +44,13 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     for option, value, minimum in minimums:
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
+    for option, value, (low, high) in (("--depth", depth, NEW_NETWORK_DEPTHS),
+                                       ("--base-channels", base_channels, NEW_NETWORK_CHANNELS)):
+        if value is not None and not low <= value <= high:
+            raise InputError(f"{option} {value}: give {low} to {high}.")
+        if value is not None and init:
+            raise InputError(f"{option} sets the size of new networks; with --init the networks keep the size of "
+                             "the weights they start from: leave it out, or train from scratch (no --init).")
     if not (data or phantoms or shapes or thorax):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
                          "--shapes N and/or --thorax N with N of 1 or more.")
@@ -77,7 +92,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             batch_size=batch_size, seed=seed, threads=threads,
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
-                            augment=augment,
+                            augment=augment, depth=depth or 3, base_channels=base_channels or 16,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -273,6 +273,14 @@ def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_f
         assert written.training["final_loss"] == {"proposer": None, "refiner": None}
 
 
+def test_train_from_scratch_builds_networks_of_the_size_asked_for(tmp_path, cases_folder):
+    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--depth", "4", "--base-channels", "4")) == 0
+    for stage in ("proposer", "refiner"):
+        written = load_checkpoint(tmp_path / "weights" / f"{stage}.pt", stage=stage)
+        assert written.network.config["depth"] == 4 and written.network.config["base_channels"] == 4
+        assert written.training["config"]["depth"] == 4
+
+
 def test_checkpoint_written_alone_is_whole_or_absent(tmp_path, monkeypatch):
     from gastric_propagate.errors import InputError
     from gastric_propagate.inference.checkpoints import save_checkpoint
