@@ -77,6 +77,7 @@ class EngineWorker:
         self._offset = 0
         self._killed = False
         self._stdout, self._stderr = self.folder / "stdout.txt", self.folder / "stderr.txt"
+        self._image: tuple[object, Path] | None = None  # (key, file) of the CT written last (``imageFile``)
         weakref.finalize(self, shutil.rmtree, str(self.folder), True)  # a worker dropped without close()
 
     def matches(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
@@ -113,6 +114,22 @@ class EngineWorker:
         logger.info("GastricPropagate: starting the worker %s %s", program, " ".join(arguments))
         self.process = (self.launcher or PopenLauncher()).start(program, arguments, environment, self._stdout,
                                                                 self._stderr, searchPath)
+
+    def imageFile(self, image: np.ndarray, spacingXYZ, key, write: Callable[[np.ndarray, object, Path], None]) -> Path:
+        """The CT's file for a request: written (``write(image, spacingXYZ, path)``) when ``key`` differs from the
+        last CT's, else the file written then. The worker keeps the CT of its last request in memory while that file
+        is unchanged, so a run on the same CT (a correction loop) neither writes nor reads it again. ``key`` must
+        change whenever the voxels or the spacing do (the Logic: the volume node's ID and its image data's
+        modification time); None writes a new file each time."""
+        if key is not None and self._image is not None and self._image[0] == key and self._image[1].is_file():
+            return self._image[1]
+        if self._image is not None:
+            self._image[1].unlink(missing_ok=True)
+            self._image = None
+        path = self.folder / f"image-{uuid.uuid4().hex}.nrrd"
+        write(image, spacingXYZ, path)
+        self._image = (key, path) if key is not None else None
+        return path
 
     def send(self, request: dict) -> bool:
         """Writes one request line; False when the child no longer reads (the caller sees it end)."""

@@ -117,7 +117,7 @@ class GastricPropagateLogic:
         ``job.result()`` to ``apply``. Nothing in the scene changes until ``apply``.
         """
         return startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options,
-                              onProgress=onProgress, worker=self.worker())
+                              onProgress=onProgress, worker=self.worker(), imageKey=prepared.imageKey)
 
     def worker(self) -> EngineWorker:
         """The session's warm engine worker (``engine_worker.EngineWorker``), replaced when the device, the weights, the

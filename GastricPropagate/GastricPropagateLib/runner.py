@@ -4,8 +4,10 @@ Data goes one way. ``startInference`` writes the arrays the Logic read from the 
 NRRD files in a temporary folder and sends them as one request to the session's ``EngineWorker`` (``python -m
 gastric_propagate.cli serve``, started on the first run, weights loaded once; docs/cli.md) or, without a worker,
 starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The child writes its mask and a JSON
-report into the same folder; ``InferenceJob.result()`` reads them back. A worker that dies during a run is restarted
-and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a new one.
+report into the same folder; ``InferenceJob.result()`` reads them back. A worker's CT goes into the worker's own
+folder instead, once per version of the volume (``EngineWorker.imageFile``). A worker that dies during a run is
+restarted and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a
+new one.
 The worker's client (``EngineWorker``, ``WorkerJob``, ``requestOptions``) lives in ``engine_worker.py``.
 
 The process is started by an injected launcher (``launchers.py``) that sends the child's stdout and stderr to files
@@ -52,10 +54,14 @@ def _writeArray(array: np.ndarray, spacingXYZ, path: Path, compress: bool) -> No
     sitk.WriteImage(image, str(path), compress)
 
 
+def _writeImage(image: np.ndarray, spacingXYZ, path: Path) -> None:
+    _writeArray(image, spacingXYZ, path, compress=False)  # read by the child at once: speed over size
+
+
 def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, options, *, device: str = "auto",
                    proposerPath=None, refinerPath=None, launcher=None, python: str | None = None,
                    onProgress: Callable[[Progress], None] | None = None,
-                   worker: EngineWorker | None = None) -> InferenceJob:
+                   worker: EngineWorker | None = None, imageKey=None) -> InferenceJob:
     """Writes the inputs to a temporary folder and starts the engine on them; returns the running job.
 
     Args:
@@ -68,18 +74,25 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         onProgress: called with each new Progress as ``poll()`` reads it.
         worker: a warm ``EngineWorker``: the run is sent to it as a request (its device, weights, launcher and
             interpreter are used; the arguments above are not). None: a ``segment`` child process of its own.
+        imageKey: names this version of the CT (it must change when the voxels or the spacing do): a worker that
+            was sent the same key before gets the file written then, and serves the run from the CT it kept in
+            memory (``EngineWorker.imageFile``). None: the CT is written for this run alone.
     """
     folder = Path(tempfile.mkdtemp(prefix="GastricPropagate-"))
     try:
         paths = {name: folder / name for name in ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json",
                                                   "stdout.txt", "stderr.txt")}
-        _writeArray(image, spacingXYZ, paths["image.nrrd"], compress=False)
+        if worker is not None and not worker.busy:  # a busy worker's run goes to a sibling: a file of its own
+            imagePath = worker.imageFile(image, spacingXYZ, imageKey, _writeImage)
+        else:
+            imagePath = paths["image.nrrd"]
+            _writeImage(image, spacingXYZ, imagePath)
         _writeArray((np.asarray(annotation) > 0).astype(np.uint8), spacingXYZ, paths["annotation.nrrd"],
                     compress=True)
         if worker is not None:
             from .engine_worker import WorkerJob, requestOptions
 
-            request = {"image": str(paths["image.nrrd"]), "annotation": str(paths["annotation.nrrd"]),
+            request = {"image": str(imagePath), "annotation": str(paths["annotation.nrrd"]),
                        "output": str(paths["output.nrrd"]), "report": str(paths["report.json"]),
                        "options": requestOptions(options)}
             return WorkerJob(worker, folder, paths, request, onProgress=onProgress)

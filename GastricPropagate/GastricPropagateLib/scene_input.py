@@ -31,7 +31,7 @@ from .segment_arrays import ijkToRasArray, paintedVoxelsOutsideVolume, segmentAr
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
     from gastric_propagate.inference.options import PropagationOptions
 
-__all__ = ["PreparedInput", "prepareCorrections", "prepareInput", "sliceCenterRAS"]
+__all__ = ["PreparedInput", "prepareCorrections", "prepareInput", "sliceCenterRAS", "volumeVersion"]
 
 
 @dataclass
@@ -48,6 +48,8 @@ class PreparedInput:
         masking: where the result may be written.
         correctedSlices: K slices taken from the reader's corrections of the result segment (a re-propagation,
             ``prepareCorrections``); anchors like the painted slices.
+        imageKey: names this version of the volume's voxels and spacing (``volumeVersion``), so that the engine's
+            worker is not sent the same CT twice.
     """
 
     volumeNode: object
@@ -60,6 +62,7 @@ class PreparedInput:
     options: "PropagationOptions"
     masking: Masking = field(default_factory=Masking)
     correctedSlices: list[int] = field(default_factory=list)
+    imageKey: tuple | None = None
 
 
 def _axisName(direction: np.ndarray) -> str:
@@ -89,6 +92,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     checkRepresentation(segmentationNode)
     checkSegmentGrid(volumeNode, segmentationNode, segmentId)
 
+    imageKey = volumeVersion(volumeNode)
     image = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
     annotation = (segmentArray(volumeNode, segmentationNode, segmentId) > 0).astype(np.uint8)
     segmentName = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
@@ -126,7 +130,16 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
-        options=options, masking=masking)
+        options=options, masking=masking, imageKey=imageKey)
+
+
+def volumeVersion(volumeNode) -> tuple:
+    """What names one version of a volume's voxels and spacing: its node ID, its image data's modification time
+    (VTK's global counter: it grows whenever the voxels are marked modified, as ``arrayFromVolumeModified`` and
+    every Slicer module that changes them do), its spacing, shape and scalar type."""
+    imageData = volumeNode.GetImageData()
+    return (volumeNode.GetID(), int(imageData.GetMTime()), tuple(float(s) for s in volumeNode.GetSpacing()),
+            tuple(imageData.GetDimensions()), imageData.GetScalarTypeAsString())
 
 
 def prepareCorrections(volumeNode, segmentationNode, segmentId: str,

@@ -23,7 +23,8 @@ from gastric_propagate.protocol import STAGE_PROPOSER, STAGE_READ, STAGE_REFINER
 def segment_files(image_path: str | Path, annotation_path: str | Path, output_path: str | Path, *,
                   report_path: str | Path | None = None, options: PropagationOptions = PropagationOptions(),
                   segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
-                  progress=None, stages: Callable[[str, int, int], None] | None = None) -> dict:
+                  progress=None, stages: Callable[[str, int, int], None] | None = None,
+                  read_image: Callable[[str | Path], sitk.Image] | None = None) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
@@ -31,13 +32,14 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     are refused unless ``overwrite``, also one that appeared while the run was working (a concurrent run to the
     same path); an input file is never overwritten.
     ``stages``, when given, is called with (stage, done, total) as the run goes (``protocol.STAGES``): "read",
-    "proposer" (once per propagated slice), "refiner", "write".
+    "proposer" (once per propagated slice), "refiner", "write". ``read_image`` reads the CT instead of
+    ``read_volume`` (the worker's, which keeps the last one).
     """
     stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
                   overwrite=overwrite, mask_outputs=("output",))
     stage(STAGE_READ, 0, 1)
-    image = read_volume(image_path, "image")
+    image = read_image(image_path) if read_image is not None else read_volume(image_path, "image")
     annotation = read_volume(annotation_path, "annotation")
     difference = geometry_difference(image, annotation)
     if difference:

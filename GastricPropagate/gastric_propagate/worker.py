@@ -16,6 +16,9 @@ The protocol, one line each way, UTF-8:
                        (PROGRESS stage=<read|proposer|refiner|write> done=<n> total=<n>), then one line
                        RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
 
+A request's CT is kept in memory after the run (``LastImage``): a later request naming the same file, unchanged
+since (the Slicer module sends one file per version of a volume), is served without reading it again.
+
 ``code`` has the segment command's exit-code meanings (``protocol.py``): 0 success (the message is the line segment
 prints, and any 'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option
 included), 3 unusable weights, 1 any other failure; the message says what went wrong. None of them ends the worker.
@@ -34,6 +37,7 @@ import queue
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from gastric_propagate import __version__
@@ -64,6 +68,34 @@ def options_from_request(options: dict | None) -> PropagationOptions:
         if not isinstance(options[name], bool):
             raise InputError(f"Option {name}: {options[name]!r} is not true or false.")
     return PropagationOptions(**options)
+
+
+class LastImage:
+    """The CT of the last request, kept while its file is unchanged: a correction loop sends the same CT again and
+    again, and reading it is a tenth of a warm run. The file is known by its path and its identity on disk (device,
+    inode, size, modification time): a file written again, or another file at that path, is read again."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._image = None
+
+    def read(self, path: str | Path):
+        from gastric_propagate.data.volumes import read_volume
+
+        key = _file_identity(path)
+        if key is None or key != self._key:
+            self._key, self._image = None, None  # the old CT's memory goes before the new one is read
+            image = read_volume(path, "image")
+            self._key, self._image = key, image
+        return self._image
+
+
+def _file_identity(path: str | Path) -> tuple | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # read_volume says what is wrong with it
+    return (os.path.abspath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _request(line: str) -> dict:
@@ -157,7 +189,7 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
         send(progress_line(stage, done, total))
 
     send(READY_PREFIX + json.dumps({"version": __version__, "device": str(segmenter.device), "pid": os.getpid()}))
-    lines, served = _lines(requests), 0
+    lines, served, last_image = _lines(requests), 0, LastImage()
     while True:
         try:
             line = lines.get(timeout=idle_seconds)
@@ -175,7 +207,8 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
             report = segment_files(request["image"], request["annotation"], request["output"],
                                    report_path=request.get("report"),
                                    options=options_from_request(request.get("options")), segmenter=segmenter,
-                                   overwrite=request.get("overwrite", False), stages=progress)
+                                   overwrite=request.get("overwrite", False), stages=progress,
+                                   read_image=last_image.read)
             code, message = EXIT_OK, _summary(report, request["output"])
         except InputError as error:
             code, message = EXIT_BAD_INPUT, str(error)

@@ -25,9 +25,12 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, CPU))
     fresh = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     with _Worker(CPU) as worker:
-        for _ in range(2):
-            warm_seconds, returned = _click_to_segment(ct, annotation, tmp_path, worker.segment)
-        assert worker.served == 2 and returned is None
+        written = []
+        for write_image in (True, False):  # the second request on the CT file the first one read, as the module
+            warm_seconds, returned = _click_to_segment(ct, annotation, tmp_path, worker.segment,
+                                                       write_image=write_image)
+            written.append((tmp_path / "image.nrrd").stat().st_mtime_ns)
+        assert worker.served == 2 and returned is None and written[0] == written[1]
     warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
     assert fresh.any() and np.array_equal(fresh, warm)
     assert fresh_seconds > 0 and warm_seconds > 0

@@ -203,3 +203,36 @@ def test_a_device_the_worker_cannot_use_ends_it_with_the_bad_input_code():
                                capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                env=dict(os.environ, PYTHONPATH=ENGINE))
     assert completed.returncode == 2 and "tpu" in completed.stderr
+
+
+def test_a_second_request_on_the_same_unchanged_ct_is_served_without_reading_it_again(case, tmp_path,
+                                                                                       oracle_segmenter, monkeypatch):
+    from gastric_propagate.data import volumes
+
+    reads = []
+    real_read = volumes.read_volume
+    monkeypatch.setattr(volumes, "read_volume", lambda path, what="image": reads.append(path) or real_read(path, what))
+    lines = "".join(request(case, tmp_path / f"out{i}.nrrd", id=i) + "\n" for i in range(3))
+    out = io.StringIO()
+    assert serve(oracle_segmenter, io.StringIO(lines), out) == 0
+    assert [result["code"] for result in replies(out.getvalue())[1]] == [0, 0, 0]
+    assert reads == [str(case["ct"])]  # the CT once, for three requests
+    masks = [sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"out{i}.nrrd"))) for i in range(3)]
+    assert masks[0].any() and all(np.array_equal(masks[0], mask) for mask in masks[1:])
+
+
+def test_the_kept_ct_is_read_again_when_its_file_was_written_again_or_another_file_is_named(case, tmp_path):
+    from gastric_propagate.worker import LastImage
+
+    last = LastImage()
+    first = last.read(case["ct"])
+    assert last.read(case["ct"]) is first
+    changed = sitk.GetArrayFromImage(first)
+    changed[:] = 7  # same size, same path: only the file's identity on disk tells it apart
+    written = sitk.GetImageFromArray(changed)
+    written.CopyInformation(first)
+    sitk.WriteImage(written, str(case["ct"]))
+    assert (sitk.GetArrayViewFromImage(last.read(case["ct"])) == 7).all()
+    other = tmp_path / "other.nrrd"
+    sitk.WriteImage(first, str(other))
+    assert np.array_equal(sitk.GetArrayViewFromImage(last.read(other)), sitk.GetArrayViewFromImage(first))

@@ -452,3 +452,19 @@ def test_exports_write_files_and_leave_the_scene_unchanged(case, logic, tmp_path
     assert [row["Role"] for row in rows] == ["painted", "propagated"]
     with pytest.raises(ValueError, match="should end with"):
         exportResultsCsv(logic.resultsTableNode(case.segmentation), tmp_path / "results.txt")
+
+
+def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_then(case):
+    import slicer
+
+    from GastricPropagateLib.scene_input import volumeVersion
+
+    first = volumeVersion(case.volume)
+    slicer.util.arrayFromVolume(case.volume)  # read, not changed
+    assert volumeVersion(case.volume) == first
+    slicer.util.arrayFromVolume(case.volume)[0, 0, 0] += 1
+    slicer.util.arrayFromVolumeModified(case.volume)
+    second = volumeVersion(case.volume)
+    assert second != first
+    case.volume.SetSpacing(*[s * 2 for s in case.volume.GetSpacing()])
+    assert volumeVersion(case.volume) not in (first, second)

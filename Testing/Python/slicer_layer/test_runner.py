@@ -16,6 +16,7 @@ from scene_helpers import (  # noqa: F401  (fixtures are used by name)
     runExpecting,
     slowRefinerWeights,
     tinyWeights,
+    trainedLogic,
 )
 from GastricPropagateLib.run_output import Progress
 from gastric_propagate.errors import Cancelled, InputError
@@ -322,3 +323,41 @@ def test_a_run_started_while_the_worker_is_busy_gets_a_worker_of_its_own(case, l
         _assertPaintedSliceKept(job.result(), case)
     assert not second.worker.running(), "the extra worker ends with its run"
     assert logic.worker().running() and logic.worker() is first.worker
+
+
+def test_the_worker_is_sent_each_version_of_the_ct_once_and_never_an_outdated_one(case, trainedLogic):
+    import sys
+    from pathlib import Path
+
+    import slicer
+
+    from GastricPropagateLib.launchers import PopenLauncher
+    from GastricPropagateLib.runner import startInference
+
+    def run(prepared):
+        job = trainedLogic.start(prepared)
+        assert job.wait(timeout=300)
+        return job, job.result()
+
+    (first, before), (second, again) = (run(trainedLogic.prepare(case.volume, case.segmentation, case.paintedId))
+                                        for _ in range(2))
+    worker = trainedLogic.worker()
+    assert first._request["image"] == second._request["image"], "the same CT is not written twice"
+    assert sorted(worker.folder.glob("image-*.nrrd")) == [Path(first._request["image"])]
+    assert second.served == 2 and np.array_equal(before.mask, again.mask)
+    reach = np.nonzero(before.mask.reshape(len(before.mask), -1).any(axis=1))[0]
+    assert reach.min() < case.paintedSlice - 2 or reach.max() > case.paintedSlice + 2
+
+    voxels = slicer.util.arrayFromVolume(case.volume)  # the reader changes the CT (as a filter module would)
+    far = np.abs(np.arange(len(voxels)) - case.paintedSlice) > 1
+    voxels[far] = -1000
+    slicer.util.arrayFromVolumeModified(case.volume)
+    prepared = trainedLogic.prepare(case.volume, case.segmentation, case.paintedId)
+    third, changed = run(prepared)
+    assert third._request["image"] != first._request["image"] and third.served == 3
+    assert sorted(worker.folder.glob("image-*.nrrd")) == [Path(third._request["image"])], "the old CT is removed"
+    assert not changed.mask[far].any(), "the run saw the changed CT, air beyond the painted slice's neighbours"
+    alone = startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options, device="cpu",
+                           launcher=PopenLauncher(), python=sys.executable)  # a segment process of its own
+    assert alone.wait(timeout=300)
+    np.testing.assert_array_equal(changed.mask, alone.result().mask)
