@@ -45,7 +45,8 @@ def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float],
                      registration_reach: float | None = None) -> dict[int, np.ndarray]:
     """Each anchor's registration (``propagate_by_registration``), up and down as far as its part of the vote needs:
     anchor -> its (z, y, x) mask. It needs only the CT and the anchors, so the pipeline starts it before the
-    networks run; ``take_vote`` computes it itself when it is not given."""
+    networks run; ``take_vote`` computes it itself when it is not given. Each anchor's walks stop where its part of
+    the vote ends (at the next anchor, or the vote's window): what lies beyond is another anchor's part."""
     slices = sorted(anchors)
     window_factor, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor,
                                                  registration_reach)
@@ -56,8 +57,9 @@ def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float],
         span = max(below, above, 0)
         factor = window_factor if slices_within(anchors[k], spacing_xyz, window_factor) >= span else (
             (span + 0.25) * spacing_xyz[2] / equivalent_diameter_mm(anchors[k], spacing_xyz))
+        needed = (first if i == 0 else slices[i - 1] + 1, last if i == len(slices) - 1 else slices[i + 1] - 1)
         chains[k] = propagate_by_registration(image, spacing_xyz, k, anchors[k], extent_factor=factor,
-                                              **REGISTRATION)
+                                              limits=needed, **REGISTRATION)
     return chains
 
 

@@ -35,7 +35,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
                               painted: np.ndarray, *, transform: str = "affine", iterations: int = 25,
                               margin_mm: float = 12.0, multiplier: float = 1.5, extent_factor: float = 0.5,
                               min_area_fraction: float = 0.05, min_inside_window: float = 0.5,
-                              restored_rim_px: int = RESTORED_RIM_PX) -> np.ndarray:
+                              restored_rim_px: int = RESTORED_RIM_PX,
+                              limits: tuple[int, int] | None = None) -> np.ndarray:
     """The mask of slice k warped onto slice k±1, up and down, one slice at a time.
 
     Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1 (fixed) to
@@ -60,6 +61,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
         min_area_fraction: a propagated mask smaller than this fraction of the painted area ends it.
         min_inside_window: the fraction of a warped mask that must lie in the intensity window.
         restored_rim_px: how many pixels of the warped outline to give back around what the window kept.
+        limits: the lowest and highest slice (inclusive) the caller needs: the walks go no further (each step
+            depends only on the one before, so the slices they reach are the same as without limits).
 
     Returns:
         uint8 (z, y, x) mask; slice ``k`` equals ``painted``.
@@ -76,9 +79,12 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
     mask = np.zeros(image.shape, dtype=np.uint8)
     mask[k] = painted
 
+    lowest, highest = (0, image.shape[0] - 1) if limits is None else (max(0, limits[0]),
+                                                                     min(image.shape[0] - 1, limits[1]))
+
     def walk(direction: int) -> None:
         current, j = painted, k
-        while abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]:
+        while abs(j + direction - k) <= max_steps and lowest <= j + direction <= highest:
             target = j + direction
             (y0, y1), (x0, x1) = bounds(current, margin)
             window = (slice(y0, y1 + 1), slice(x0, x1 + 1))

@@ -94,6 +94,33 @@ def test_a_registration_computed_beforehand_gives_the_same_vote():
         np.testing.assert_array_equal(given_opinion, computed_opinion)
 
 
+def test_each_anchors_registration_stops_where_its_part_of_the_vote_ends_and_the_vote_is_unchanged(monkeypatch):
+    """Between two anchors each registration needs to reach only the other: going further was work thrown away."""
+    from gastric_propagate.inference import consensus
+
+    z, y, x = np.mgrid[:40, :48, :48]
+    truth = ((x - 24) ** 2 + (y - 24) ** 2 <= (12 - 0.3 * abs(z - 20)) ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(1).normal(0, 8, truth.shape)).astype(np.float32)
+    anchors = {17: truth[17] > 0, 22: truth[22] > 0}
+    networks = ndimage.binary_erosion(truth, iterations=1).astype(np.uint8)
+    limited = register_anchors(image, SPACING, anchors)
+    assert not limited[17][22:].any() and not limited[22][:18].any() and limited[17][21].any()
+
+    def without_limits(*args, limits=None, **kwargs):
+        return propagate_by_registration(*args, **kwargs)
+
+    monkeypatch.setattr(consensus, "propagate_by_registration", without_limits)
+    whole = register_anchors(image, SPACING, anchors)
+    assert whole[17][23:].any() and whole[22][:17].any(), "unlimited, the walks run past the other anchor"
+    for k in anchors:
+        needed = slice(0, 22) if k == 17 else slice(18, 40)
+        np.testing.assert_array_equal(limited[k][needed], whole[k][needed])
+    votes = [take_vote(networks, image, SPACING, anchors, (0, 39), chains=chains) for chains in (limited, whole)]
+    np.testing.assert_array_equal(votes[0][0], votes[1][0])
+    for one, other in zip(votes[0][1], votes[1][1]):
+        np.testing.assert_array_equal(one, other)
+
+
 def test_a_vote_from_a_slice_that_is_not_the_largest_follows_the_tumour_beyond_the_copys_reach():
     """A cone widening along z, painted on a narrow slice; the networks are perfect here. The protocol's vote ends at
     the copy's reach (0.75 x 20 mm: 8 slices); from a slice that is not the largest, the registration reaches 3
