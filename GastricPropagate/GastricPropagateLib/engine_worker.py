@@ -128,7 +128,7 @@ class EngineWorker:
             self._image = None
         path = self.folder / f"image-{uuid.uuid4().hex}.nrrd"
         write(image, spacingXYZ, path)
-        self._image = (key, path) if key is not None else None
+        self._image = (key, path)  # with key None: removed by the next call, never served again
         return path
 
     def send(self, request: dict) -> bool:

@@ -361,3 +361,30 @@ def test_the_worker_is_sent_each_version_of_the_ct_once_and_never_an_outdated_on
                            launcher=PopenLauncher(), python=sys.executable)  # a segment process of its own
     assert alone.wait(timeout=300)
     np.testing.assert_array_equal(changed.mask, alone.result().mask)
+
+
+def test_the_worker_s_ct_file_is_written_once_per_key_and_only_the_latest_is_kept():
+    from GastricPropagateLib.engine_worker import EngineWorker
+
+    worker, writes = EngineWorker(), []
+
+    def write(image, spacing, path):
+        writes.append(path)
+        path.write_bytes(b"ct")
+
+    def files():
+        return sorted(worker.folder.glob("image-*"))
+
+    try:
+        image = np.zeros((2, 3, 4), np.int16)
+        first = worker.imageFile(image, (1, 1, 1), ("CT", 1), write)
+        assert worker.imageFile(image, (1, 1, 1), ("CT", 1), write) == first and len(writes) == 1
+        changed = worker.imageFile(image, (1, 1, 1), ("CT", 2), write)
+        assert changed != first and files() == [changed]
+        changed.unlink()  # removed behind the worker's back: written again
+        assert worker.imageFile(image, (1, 1, 1), ("CT", 2), write).is_file() and len(writes) == 3
+        unnamed = [worker.imageFile(image, (1, 1, 1), None, write) for _ in range(2)]
+        assert unnamed[0] != unnamed[1] and files() == [unnamed[1]] and len(writes) == 5
+    finally:
+        worker.close()
+    assert not worker.folder.exists()
