@@ -24,7 +24,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                   report_path: str | Path | None = None, options: PropagationOptions = PropagationOptions(),
                   segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
                   progress=None, stages: Callable[[str, int, int], None] | None = None,
-                  read_image: Callable[[str | Path], sitk.Image] | None = None) -> dict:
+                  read_image: Callable[[str | Path], tuple[sitk.Image, object]] | None = None) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
@@ -33,13 +33,14 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     same path); an input file is never overwritten.
     ``stages``, when given, is called with (stage, done, total) as the run goes (``protocol.STAGES``): "read",
     "proposer" (once per propagated slice), "refiner", "write". ``read_image`` reads the CT instead of
-    ``read_volume`` (the worker's, which keeps the last one).
+    ``read_volume`` and names its voxels (the worker's ``LastImage.read``: it keeps the last CT, and its name is the
+    file's identity on disk), so that the pipeline can serve registration walks of earlier runs again.
     """
     stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
                   overwrite=overwrite, mask_outputs=("output",))
     stage(STAGE_READ, 0, 1)
-    image = read_image(image_path) if read_image is not None else read_volume(image_path, "image")
+    image, image_key = read_image(image_path) if read_image is not None else (read_volume(image_path, "image"), None)
     annotation = read_volume(annotation_path, "annotation")
     difference = geometry_difference(image, annotation)
     if difference:
@@ -57,7 +58,8 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
             stage(STAGE_REFINER, 0, 1)
 
     result = segmenter.segment(sitk.GetArrayViewFromImage(image), image.GetSpacing(),
-                               sitk.GetArrayViewFromImage(annotation), options, progress=on_slice)
+                               sitk.GetArrayViewFromImage(annotation), options, progress=on_slice,
+                               image_key=image_key)
     if options.use_refiner:
         stage(STAGE_REFINER, 1, 1)
     stage(STAGE_WRITE, 0, 1)

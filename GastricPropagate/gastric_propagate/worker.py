@@ -17,7 +17,9 @@ The protocol, one line each way, UTF-8:
                        RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
 
 A request's CT is kept in memory after the run (``LastImage``): a later request naming the same file, unchanged
-since (the Slicer module sends one file per version of a volume), is served without reading it again.
+since (the Slicer module sends one file per version of a volume), is served without reading it again, and the vote's
+registration walks that the earlier runs made on it are served again where nothing they depended on changed (a
+re-propagation after a correction walks only from the corrected slices).
 
 ``code`` has the segment command's exit-code meanings (``protocol.py``): 0 success (the message is the line segment
 prints, and any 'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option
@@ -80,6 +82,7 @@ class LastImage:
         self._image = None
 
     def read(self, path: str | Path):
+        """The CT (a SimpleITK image) and its name: the file's identity on disk, which changes with its voxels."""
         from gastric_propagate.data.volumes import read_volume
 
         key = _file_identity(path)
@@ -87,7 +90,7 @@ class LastImage:
             self._key, self._image = None, None  # the old CT's memory goes before the new one is read
             image = read_volume(path, "image")
             self._key, self._image = key, image
-        return self._image
+        return self._image, self._key
 
 
 def _file_identity(path: str | Path) -> tuple | None:

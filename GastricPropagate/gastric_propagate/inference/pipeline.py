@@ -39,6 +39,7 @@ from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, 
                                                        normalise, prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference import consensus as vote
+from gastric_propagate.inference.registration import WalkMemo
 from gastric_propagate.inference.propagation import PropagationOutput, StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.inference.result import SegmentationResult
@@ -88,6 +89,7 @@ class Segmenter:
             self.device = resolve_device(device)
             loaded = {stage: load_checkpoint(path, stage=stage, device=self.device) for stage, path in paths.items()}
         self.proposer, self.refiner = loaded["proposer"], loaded["refiner"]
+        self._walks = WalkMemo()
         if self.refiner.preprocessing != self.proposer.preprocessing:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
@@ -113,14 +115,18 @@ class Segmenter:
         segmenter.device, segmenter.backend = resolve_device(device), "torch"
         segmenter.proposer = Checkpoint("proposer", proposer.to(segmenter.device).eval(), preprocessing, {})
         segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
+        segmenter._walks = WalkMemo()
         segmenter._prepare_networks()
         return segmenter
 
     def segment(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray,
                 options: PropagationOptions = PropagationOptions(), *,
                 progress: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> SegmentationResult:
-        """Segments one volume; see the module docstring for the contract."""
+                should_stop: Callable[[], bool] | None = None, image_key=None) -> SegmentationResult:
+        """Segments one volume; see the module docstring for the contract. ``image_key``: a name for the image's
+        voxels and spacing that the caller guarantees to change whenever they do (the worker: its CT file's identity
+        on disk); the vote's registration walks of earlier runs with the same name are then served again where
+        nothing they depended on changed (``registration.WalkMemo``). None: every walk is walked."""
         laps = _Laps()
         run = self._prepare(image, spacing_xyz, annotation, options)
         laps("prepare")
@@ -128,7 +134,8 @@ class Segmenter:
         # run (SimpleITK and ONNX Runtime release the GIL), and the vote waits for it.
         pool = ThreadPoolExecutor(max_workers=1)
         try:
-            chains = pool.submit(_register, run) if options.use_consensus else None
+            memo = None if image_key is None else (self._walks, image_key)
+            chains = pool.submit(_register, run, memo) if options.use_consensus else None
             coarse = self._propose(run, progress, should_stop)
             laps("proposer")
             final = self._refine(run, coarse, should_stop)
@@ -277,10 +284,10 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     return mask, proposer_mask
 
 
-def _register(run: _Run) -> dict[int, np.ndarray]:
+def _register(run: _Run, memo) -> dict[int, np.ndarray]:
     """The vote's registration from each anchor (``consensus.register_anchors``)."""
     return vote.register_anchors(run.image, run.spacing_xyz, run.anchor_masks, extent_factor=run.reach_factor,
-                                 registration_reach=run.window_factor)
+                                 registration_reach=run.window_factor, memo=memo)
 
 
 def _vote(run: _Run, network_mask: np.ndarray, should_stop,

@@ -7,9 +7,13 @@ also scores it alone, as a baseline.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import Hashable
 
 import numpy as np
 import SimpleITK as sitk
@@ -36,7 +40,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
                               margin_mm: float = 12.0, multiplier: float = 1.5, extent_factor: float = 0.5,
                               min_area_fraction: float = 0.05, min_inside_window: float = 0.5,
                               restored_rim_px: int = RESTORED_RIM_PX,
-                              limits: tuple[int, int] | None = None) -> np.ndarray:
+                              limits: tuple[int, int] | None = None,
+                              memo: tuple[WalkMemo, Hashable] | None = None) -> np.ndarray:
     """The mask of slice k warped onto slice k±1, up and down, one slice at a time.
 
     Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1 (fixed) to
@@ -63,6 +68,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
         restored_rim_px: how many pixels of the warped outline to give back around what the window kept.
         limits: the lowest and highest slice (inclusive) the caller needs: the walks go no further (each step
             depends only on the one before, so the slices they reach are the same as without limits).
+        memo: a ``WalkMemo`` and the name of this CT's voxels (which the caller guarantees to change whenever they
+            do): a walk it holds from an earlier run is served from it instead of being walked again.
 
     Returns:
         uint8 (z, y, x) mask; slice ``k`` equals ``painted``.
@@ -82,9 +89,26 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
     lowest, highest = (0, image.shape[0] - 1) if limits is None else (max(0, limits[0]),
                                                                      min(image.shape[0] - 1, limits[1]))
 
+    settings = (k, hashlib.blake2b(np.packbits(painted).tobytes() + repr(painted.shape).encode()).hexdigest(),
+                tuple(spacing_xyz), transform, iterations, margin, multiplier, max_steps, min_area, min_inside_window,
+                restored_rim_px, image.shape)
+
     def walk(direction: int) -> None:
-        current, j = painted, k
-        while abs(j + direction - k) <= max_steps and lowest <= j + direction <= highest:
+        limit = highest if direction > 0 else lowest
+        key = None if memo is None else (memo[1], direction, *settings)
+        if key is not None:
+            walked = memo[0].recall(key, limit, direction)
+            if walked is not None:
+                for target, cross_section in walked.items():
+                    mask[target] = cross_section
+                return
+        current, j, ended_itself = painted, k, True
+        while True:
+            if not (abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]):
+                break
+            if not lowest <= j + direction <= highest:
+                ended_itself = False  # stopped by the limit: a later run that needs more must walk again
+                break
             target = j + direction
             (y0, y1), (x0, x1) = bounds(current, margin)
             window = (slice(y0, y1 + 1), slice(x0, x1 + 1))
@@ -105,12 +129,55 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
             current[window] = kept
             mask[target] = current
             j = target
+        if key is not None:
+            memo[0].remember(key, limit, ended_itself, {t: mask[t] for t in range(k + direction, j + direction,
+                                                                                  direction)})
 
     # Up and down are independent walks over different slices: one thread each. SimpleITK's registration releases
     # the GIL, so on two cores the walks run side by side; the mask does not depend on it.
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(walk, (1, -1)))
     return mask
+
+
+class WalkMemo:
+    """Registration walks of earlier runs on the same CT, to serve again: a re-propagation after a correction walks
+    from the painted slice exactly as the run before it did, and only the corrected slice's walks are new.
+
+    A walk is known by everything it depends on: the name the caller gives the CT's voxels, its direction, its
+    anchor's slice and outline, and every setting of ``propagate_by_registration``. It is served again for a limit no
+    further than the one it was walked to, or for any limit when it ended by itself (the tumour ended, or its reach
+    or the volume did), truncated at the new limit: each step depends only on the one before, so that is the walk a
+    new run would make. The last ``capacity`` walks are kept (their masks packed to bits).
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._walks: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # the up and down walks run in two threads
+
+    def recall(self, key: Hashable, limit: int, direction: int) -> dict[int, np.ndarray] | None:
+        """The walk's cross-sections (slice -> (y, x) bool) up to ``limit``, or None when it must be walked."""
+        with self._lock:
+            entry = self._walks.get(key)
+            if entry is not None:
+                self._walks.move_to_end(key)
+        if entry is None:
+            return None
+        walked_to, ended_itself, shape, packed = entry
+        if not ended_itself and direction * (limit - walked_to) > 0:
+            return None  # it stopped at its limit, and this run needs more
+        return {target: np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+                for target, bits in packed.items() if direction * (limit - target) >= 0}
+
+    def remember(self, key: Hashable, limit: int, ended_itself: bool, walked: dict[int, np.ndarray]) -> None:
+        shape = next(iter(walked.values())).shape if walked else (0, 0)
+        packed = {target: np.packbits(cross_section.astype(bool)) for target, cross_section in walked.items()}
+        with self._lock:
+            self._walks[key] = (limit, ended_itself, shape, packed)
+            self._walks.move_to_end(key)
+            while len(self._walks) > self.capacity:
+                self._walks.popitem(last=False)
 
 
 def warp_mask(moving: np.ndarray, fixed: np.ndarray, moving_mask: np.ndarray, spacing_xy: tuple[float, float], *,

@@ -202,3 +202,73 @@ def test_registration_refuses_an_unknown_transform():
     image, truth = _shifting_disc()
     with pytest.raises(ValueError, match="affine"):
         propagate_by_registration(image, SPACING, 10, truth[10] > 0, transform="bspline")
+
+
+def _counting_warps(monkeypatch):
+    from gastric_propagate.inference import registration
+
+    calls = []
+    real = registration.warp_mask
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registration, "warp_mask", counting)
+    return calls
+
+
+def test_walks_of_an_earlier_run_on_the_same_ct_are_served_again_exactly(monkeypatch):
+    """A correction's re-propagation: the painted slice's walks are the first run's; only the corrected slice walks."""
+    from gastric_propagate.inference.registration import WalkMemo
+
+    z, y, x = np.mgrid[:40, :48, :48]
+    truth = ((x - 24) ** 2 + (y - 24) ** 2 <= (12 - 0.3 * abs(z - 20)) ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(1).normal(0, 8, truth.shape)).astype(np.float32)
+    first_run, correction = {20: truth[20] > 0}, {20: truth[20] > 0, 25: truth[25] > 0}
+    from gastric_propagate.inference import consensus
+
+    calls, memo, per_anchor = _counting_warps(monkeypatch), WalkMemo(), {}
+
+    def counted(image, spacing, k, *args, **kwargs):  # the registration steps each anchor's walks take
+        before = len(calls)
+        chain = propagate_by_registration(image, spacing, k, *args, **kwargs)
+        per_anchor[k] = len(calls) - before
+        return chain
+
+    monkeypatch.setattr(consensus, "propagate_by_registration", counted)
+
+    def steps(run):
+        per_anchor.clear()
+        return run(), dict(per_anchor)
+
+    plain = [steps(lambda: register_anchors(image, SPACING, anchors)) for anchors in (first_run, correction)]
+    served = [steps(lambda: register_anchors(image, SPACING, anchors, memo=(memo, "ct 1")))
+              for anchors in (first_run, correction)]
+    assert served[0][1] == plain[0][1] and plain[1][1][20] > 0
+    assert served[1][1] == {20: 0, 25: plain[1][1][25]}, "the correction walks from slice 25 only"
+    for (expected, _), (got, _) in zip(plain, served):
+        assert sorted(expected) == sorted(got)
+        for k in expected:
+            np.testing.assert_array_equal(expected[k], got[k])
+    before = len(calls)
+    register_anchors(image, SPACING, first_run, memo=(memo, "ct 2"))  # another CT's name: walked again
+    assert len(calls) > before
+
+
+def test_a_walk_stopped_by_its_limit_is_walked_again_when_a_run_needs_it_to_go_further(monkeypatch):
+    from gastric_propagate.inference.registration import WalkMemo
+
+    image, truth = _shifting_disc(shift_per_slice=1.0)
+    painted = truth[10] > 0
+    calls, memo = _counting_warps(monkeypatch), WalkMemo()
+    short = propagate_by_registration(image, SPACING, 10, painted, limits=(8, 12), memo=(memo, "ct"))
+    assert not short[:8].any() and not short[13:].any() and short[12].any()
+    after_short = len(calls)
+    np.testing.assert_array_equal(propagate_by_registration(image, SPACING, 10, painted, limits=(9, 11),
+                                                            memo=(memo, "ct")),
+                                  propagate_by_registration(image, SPACING, 10, painted, limits=(9, 11)))
+    assert len(calls) == after_short + 2, "the narrower run was served (only the plain run's two steps walked)"
+    longer = propagate_by_registration(image, SPACING, 10, painted, memo=(memo, "ct"))
+    np.testing.assert_array_equal(longer, propagate_by_registration(image, SPACING, 10, painted))
+    assert longer[:8].any() or longer[13:].any()
