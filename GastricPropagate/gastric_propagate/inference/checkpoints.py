@@ -61,7 +61,8 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocessing: Preprocessing,
                     training: dict, outputs: OutputBatch | None = None) -> Path:
-    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small.
+    """Writes a checkpoint; weights are stored as float16 to keep the bundled files small, each tensor that float16
+    cannot hold (a value beyond its largest, 65504: a deep layer's batch-norm variance) as float32.
 
     The file appears whole or not at all: staged in ``outputs`` (renamed into place together with the batch's
     other outputs, e.g. the proposer and the refiner of one training) or, without a batch, on its own.
@@ -70,7 +71,7 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
 
     if stage not in NETWORK_STAGES:
         raise ValueError(f"stage must be one of {NETWORK_STAGES}, not {stage!r}")
-    state = {name: (t.half() if t.is_floating_point() else t).cpu() for name, t in network.state_dict().items()}
+    state = {name: _compact(tensor).cpu() for name, tensor in network.state_dict().items()}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -85,6 +86,16 @@ def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocess
         return outputs.file(path, lambda temporary: torch.save(payload, temporary))
     with OutputBatch() as alone:
         return alone.file(path, lambda temporary: torch.save(payload, temporary))
+
+
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 where every value fits (a float32 value beyond float16's range would be stored as infinity)."""
+    import torch
+
+    if not tensor.is_floating_point():
+        return tensor
+    fits = tensor.numel() == 0 or float(tensor.detach().abs().max()) <= float(torch.finfo(torch.float16).max)
+    return tensor.half() if fits else tensor.float()
 
 
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:

@@ -27,6 +27,24 @@ def test_round_trip_keeps_architecture_preprocessing_metadata_and_outputs(tmp_pa
         assert torch.allclose(loaded.network(x), network(x), atol=2e-2)
 
 
+def test_a_value_beyond_half_precision_is_stored_whole_and_the_rest_stays_half(tmp_path):
+    """A deep network's batch-norm variance passed 65504, float16's largest value, and was stored as infinity: the
+    trained weights were refused as 'NaN or Inf' by the export that followed its training (stop 33, depth 4)."""
+    network = tiny()
+    with torch.no_grad():
+        network.decoders[0][1].running_var.fill_(1.0e6)
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=network, preprocessing=Preprocessing(),
+                           training={})
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert stored["decoders.0.1.running_var"].dtype == torch.float32
+    assert stored["encoders.0.0.weight"].dtype == torch.float16
+    loaded = load_checkpoint(path, stage="proposer")
+    assert torch.equal(loaded.network.decoders[0][1].running_var, network.decoders[0][1].running_var)
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(x), network(x), atol=2e-2)
+
+
 def test_missing_corrupt_swapped_and_foreign_files(tmp_path):
     with pytest.raises(WeightsError, match="does not exist.*gastric-propagate train"):
         load_checkpoint(tmp_path / "nope.pt", stage="proposer")
