@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 import torch
 
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
@@ -211,11 +212,12 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
         with _Worker(model) as worker:
             first = _click_to_segment(phantom.image, annotation, folder, worker.segment)[0]
             # The module writes a volume's CT once per version of its voxels, and the worker keeps the last one it
-            # read: later runs on the same CT send only the painted slices (here painted again, a pixel to the side,
-            # so that no run is served the registration walks of an identical earlier one). "new_ct": a CT written
-            # again each time. A re-propagation follows a first run on a new version of the CT (not timed).
-            warm = [_click_to_segment(phantom.image, np.roll(annotation, shift, axis=2), folder, worker.segment,
-                                      write_image=False)[0] for shift in range(1, repeats + 1)]
+            # read: later runs on the same CT send only the painted slices (here painted again, one rim pixel
+            # left out, a different one each time, so that no run is served the registration walks of an identical
+            # earlier one). "new_ct": a CT written again each time. A re-propagation follows a first run on a new
+            # version of the CT (not timed).
+            warm = [_click_to_segment(phantom.image, _repainted(annotation, i), folder, worker.segment,
+                                      write_image=False)[0] for i in range(repeats)]
             new_ct = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
             again = []
             for _ in range(repeats):
@@ -224,6 +226,17 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
                     paths, CORRECTION_REQUEST), write_image=False)[0])
     return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "new_ct": new_ct, "again": again,
             "served": worker.served}
+
+
+def _repainted(annotation: np.ndarray, index: int) -> np.ndarray:
+    """The painted outline again with one of its rim pixels left out (``index`` picks which): the same run in all but
+    name (Dice against the outline's own result above 0.999 on the benchmark CT)."""
+    painted = annotation.copy()
+    k = int(np.argmax(painted.reshape(len(painted), -1).sum(axis=1)))
+    rim = np.argwhere((painted[k] > 0) & ~ndimage.binary_erosion(painted[k] > 0))
+    y, x = rim[(7 * index) % len(rim)]
+    painted[k, y, x] = 0
+    return painted
 
 
 def _met(met: bool) -> str:

@@ -63,3 +63,16 @@ def test_the_peak_of_a_child_leaves_out_the_memory_of_its_parent():
     code, stderr, peak = run_with_peak("platform", [])
     assert code == 0, stderr
     assert peak.own and peak.gb < 0.2 < held.nbytes / 1024 ** 3  # a bare interpreter: about 0.01 GB
+
+
+def test_a_warm_run_is_painted_again_one_rim_pixel_short_and_each_time_another():
+    from gastric_propagate.benchmark import _repainted
+
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    annotation = np.zeros_like(label)
+    annotation[8] = label[8]
+    again = [_repainted(annotation, i) for i in range(3)]
+    for painted in again:
+        left_out = np.argwhere(painted != annotation)
+        assert len(left_out) == 1 and left_out[0][0] == 8 and annotation[tuple(left_out[0])]
+    assert not np.array_equal(again[0], again[1]) and not np.array_equal(again[1], again[2])
