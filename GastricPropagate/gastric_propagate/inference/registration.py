@@ -89,13 +89,14 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
     lowest, highest = (0, image.shape[0] - 1) if limits is None else (max(0, limits[0]),
                                                                      min(image.shape[0] - 1, limits[1]))
 
-    settings = (k, hashlib.blake2b(np.packbits(painted).tobytes() + repr(painted.shape).encode()).hexdigest(),
-                tuple(spacing_xyz), transform, iterations, margin, multiplier, max_steps, min_area, min_inside_window,
-                restored_rim_px, image.shape)
+    settings = None if memo is None else (
+        memo[1], k, hashlib.blake2b(np.packbits(painted).tobytes() + repr(painted.shape).encode()).hexdigest(),
+        tuple(spacing_xyz), transform, iterations, margin, multiplier, max_steps, min_area, min_inside_window,
+        restored_rim_px, image.shape)
 
     def walk(direction: int) -> None:
         limit = highest if direction > 0 else lowest
-        key = None if memo is None else (memo[1], direction, *settings)
+        key = None if settings is None else (direction, *settings)
         if key is not None:
             walked = memo[0].recall(key, limit, direction)
             if walked is not None:
