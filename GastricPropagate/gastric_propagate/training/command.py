@@ -13,7 +13,7 @@ from typing import Sequence
 
 # The sizes a new network may have: its levels (crops are multiples of 16 pixels, ``Preprocessing.size_multiple``, so
 # at most four halvings) and its first level's channels (the shipped ones: depth 3, 16 channels, 0.5 million
-# parameters, 2 MB; depth 4 and 64 channels: 31 million, 124 MB).
+# parameters, 1 MB as float16; depth 4 and 64 channels: 31 million, 62 MB).
 NEW_NETWORK_DEPTHS = (1, 4)
 NEW_NETWORK_CHANNELS = (4, 64)
 
@@ -92,7 +92,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             batch_size=batch_size, seed=seed, threads=threads,
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
-                            augment=augment, depth=depth or 3, base_channels=base_channels or 16,
+                            augment=augment, depth=depth or TrainingConfig.depth,
+                            base_channels=base_channels or TrainingConfig.base_channels,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,
