@@ -54,9 +54,6 @@ logger = logging.getLogger(__name__)
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
-# The networks' grid is coarsened so that the painted outline spans at most this many pixels: they learned lesions of
-# a few to some tens of pixels, not 150 (docs/decisions.md). None: the checkpoint's pixel spacing for every lesion.
-MAX_PAINTED_PX: int | None = None
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
 
@@ -182,13 +179,13 @@ class Segmenter:
         """The crop grid, the normalised crop, the anchors on it (working slice -> cross-section) and the slice limits
         on its working slices."""
         prep = self.proposer.preprocessing
-        grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep, max_painted_px=MAX_PAINTED_PX,
+        grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
         centre = prompt_centre(image, painted)
         crop = normalise(to_crop(image, grid), prep, centre).astype(np.float32, copy=False)
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
-        _check_anchors_survive(anchor_crop, anchor_slices, grid.pixel_mm)
+        _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
         anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
         # The slice limits on the working slices: those whose CT position lies within them.
         low, high = limits
@@ -198,7 +195,7 @@ class Segmenter:
 
     def _propose(self, run: _Run, progress, should_stop) -> PropagationOutput:
         """The proposer's chains from the anchors, slice by slice, up and down."""
-        grid, pixel_mm = run.grid, run.grid.pixel_mm
+        grid, pixel_mm = run.grid, self.proposer.preprocessing.pixel_spacing_mm
         rule = StopRule() if run.options.painted_is_largest else ANY_PAINTED_SLICE_RULE
         coarse = propagate(self._proposer, run.crop, run.anchors, limits=run.working_limits,
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,

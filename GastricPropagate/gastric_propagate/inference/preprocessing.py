@@ -85,7 +85,6 @@ class CropGrid:
         origin_z: CT slice index (continuous) of the first working slice.
         step_z: distance between working slices, in CT slices (1: the CT's own slices).
         depth: number of working slices; None: one per CT slice.
-        pixel_mm: side of one crop pixel in millimetres.
     """
 
     origin_xy: tuple[float, float]
@@ -94,7 +93,6 @@ class CropGrid:
     origin_z: float = 0.0
     step_z: float = 1.0
     depth: int | None = None
-    pixel_mm: float = 1.0
 
     def in_plane(self) -> "CropGrid":
         """The same crop on the CT's own slices."""
@@ -146,12 +144,10 @@ def normalise_hu(image: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> 
 
 def crop_grid_for(anchor_mask: np.ndarray, spacing_xyz: tuple[float, float, float],
                   prep: Preprocessing, *, centre_shift_mm: tuple[float, float] = (0.0, 0.0),
-                  extra_margin_mm: float = 0.0, max_painted_px: int | None = None) -> CropGrid:
+                  extra_margin_mm: float = 0.0) -> CropGrid:
     """A square crop around the painted voxels of every anchor slice (``anchor_mask`` is (z, y, x)).
 
-    ``centre_shift_mm`` and ``extra_margin_mm`` jitter the crop during training only. ``max_painted_px``: the
-    pixels are made larger than ``prep.pixel_spacing_mm`` where needed for the painted extent to span at most this
-    many (None: never).
+    ``centre_shift_mm`` and ``extra_margin_mm`` jitter the crop during training only.
     """
     in_plane = anchor_mask.reshape(-1, *anchor_mask.shape[-2:]).any(axis=0)
     ys, xs = np.nonzero(in_plane)
@@ -159,15 +155,12 @@ def crop_grid_for(anchor_mask: np.ndarray, spacing_xyz: tuple[float, float, floa
     extent_mm = max((xs.max() - xs.min() + 1) * sx, (ys.max() - ys.min() + 1) * sy)
     margin_mm = max(prep.min_margin_mm, prep.margin_fraction * extent_mm) + extra_margin_mm
     side_mm = extent_mm + 2.0 * margin_mm
-    pixel_mm = prep.pixel_spacing_mm
-    if max_painted_px is not None:
-        pixel_mm = max(pixel_mm, extent_mm / max_painted_px)
-    size = max(prep.min_size, int(math.ceil(side_mm / pixel_mm / prep.size_multiple)) * prep.size_multiple)
-    step_x, step_y = pixel_mm / sx, pixel_mm / sy
+    size = max(prep.min_size, int(math.ceil(side_mm / prep.pixel_spacing_mm / prep.size_multiple)) * prep.size_multiple)
+    step_x, step_y = prep.pixel_spacing_mm / sx, prep.pixel_spacing_mm / sy
     centre_x = (xs.min() + xs.max()) / 2.0 + centre_shift_mm[0] / sx
     centre_y = (ys.min() + ys.max()) / 2.0 + centre_shift_mm[1] / sy
     origin = (centre_x - step_x * (size - 1) / 2.0, centre_y - step_y * (size - 1) / 2.0)
-    return CropGrid(origin_xy=origin, step_xy=(step_x, step_y), size=size, pixel_mm=pixel_mm)
+    return CropGrid(origin_xy=origin, step_xy=(step_x, step_y), size=size)
 
 
 def _covered_box(grid: CropGrid, shape_yx: tuple[int, int]) -> tuple[int, int, int, int]:

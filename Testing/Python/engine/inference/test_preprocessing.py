@@ -33,24 +33,6 @@ def test_crop_is_at_the_fixed_spacing_with_margin_and_a_multiple_of_16():
     assert 50 <= np.ptp(ys) + 1 <= 58 and 15 <= np.ptp(xs) + 1 <= 21  # 54 mm and 18 mm at 1 mm pixels
 
 
-def test_a_large_painted_outline_is_cropped_on_larger_pixels_and_a_small_one_is_not():
-    label = np.zeros((3, 400, 400), np.uint8)
-    label[1, 50:350, 100:250] = 1  # 300 x 150 pixels: 150 mm x 75 mm at 0.5 mm
-    spacing = (0.5, 0.5, 3.0)
-    prep = Preprocessing(pixel_spacing_mm=1.0)
-    grid = crop_grid_for(label, spacing, prep, max_painted_px=48)
-    assert grid.pixel_mm == 150 / 48 and np.allclose(grid.step_xy, (150 / 48 / 0.5,) * 2)
-    crop = to_crop(label.astype(np.float32), grid, default_value=0.0)[1] > 0.5
-    ys, xs = np.nonzero(crop)
-    assert 46 <= np.ptp(ys) + 1 <= 48 and 22 <= np.ptp(xs) + 1 <= 26  # 150 mm in 48 pixels, 75 mm in 24
-    assert dice(mask_from_crop(to_crop(label.astype(np.float32), grid, default_value=0.0), grid, label.shape),
-                label) > 0.97  # pasted back onto the CT's own voxels
-
-    small = np.zeros_like(label)
-    small[1, 190:230, 190:220] = 1  # 20 mm: within 48 pixels of 1 mm
-    assert crop_grid_for(small, spacing, prep, max_painted_px=48) == crop_grid_for(small, spacing, prep)
-
-
 def test_crop_beyond_the_image_is_filled_with_air():
     image = np.full((3, 64, 64), 40, np.int16)
     annotation = np.zeros_like(image, dtype=np.uint8)
