@@ -3,7 +3,8 @@
 #   1. the phantom-trained networks (the weights shipped before real CT: synthetic phantoms only);
 #   2. those fine-tuned on ../shared/real-ct-train's training patients (split by patient) mixed with synthetic
 #      phantoms and lung-nodule crops;
-#   3. those fine-tuned once more with ../shared/real-ct in the mix (the shipped weights, H);
+#   3. those fine-tuned once more with ../shared/real-ct in the mix, the proposer also fed its own propagated masks
+#      (--self-fed 0.5: the shipped weights, I; docs/training.md);
 #   4. each scored on the validation patients and on synthetic dev cases (the rule: docs/training.md).
 # Training takes about 70 minutes on 2 CPU cores (27 minutes for each of the first two steps, 11 for the third,
 # measured), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
@@ -19,12 +20,13 @@ $GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation
 $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 phantom=0.55 thorax=0.15 \
     --zoom 1 1 --init "$OUT/phantom-only" --learning-rate 5e-4 --proposer-steps 1500 --refiner-steps 600 \
     --validation-phantoms 0 --out "$OUT/tuned" --overwrite
-# 3. H (shipped): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix (docs/training.md, rules.md);
-#    figures on those cases come only from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
+# 3. I (shipped): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the proposer's samples
+#    taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on those cases come only
+#    from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
 REAL_CT=${REAL_CT:-../shared/real-ct}
 $GP train --data "$REAL_CT" --data "$OUT/split/train" --phantoms 100 --thorax 60 \
     --mix train=0.2 real-ct=0.25 phantom=0.45 thorax=0.1 --zoom 1 1 --init "$OUT/tuned" --learning-rate 3e-4 \
-    --proposer-steps 600 --refiner-steps 300 --validation-phantoms 0 --out "$OUT/shipped" --overwrite
+    --proposer-steps 600 --refiner-steps 300 --self-fed 0.5 --validation-phantoms 0 --out "$OUT/shipped" --overwrite
 $GP export-onnx --weights "$OUT/shipped" --overwrite --int8
 for weights in phantom-only tuned shipped; do
     W=(--proposer "$OUT/$weights/proposer.pt" --refiner "$OUT/$weights/refiner.pt")
