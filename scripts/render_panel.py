@@ -209,6 +209,20 @@ def _fill(ui, classes, demoDir: Path) -> None:
         button.setEnabled(True)
 
 
+def _overlappingWidgets(panel) -> list[tuple[str, str]]:
+    """Pairs of visible widgets of one layout whose rectangles intersect (a panel squeezed below its size)."""
+    from PyQt5 import QtWidgets
+
+    pairs = []
+    for layout in panel.findChildren(QtWidgets.QLayout):
+        widgets = [layout.itemAt(i).widget() for i in range(layout.count())]
+        widgets = [w for w in widgets if w is not None and w.isVisible()]
+        for i, first in enumerate(widgets):
+            pairs += [(first.objectName(), second.objectName()) for second in widgets[i + 1:]
+                      if first.geometry().intersects(second.geometry())]
+    return pairs
+
+
 def render(output: Path, demoDir: Path | None) -> Path:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PyQt5 import QtWidgets, uic
@@ -221,9 +235,14 @@ def render(output: Path, demoDir: Path | None) -> Path:
         uiFile.write_text(_uiWithoutConnections(UI_PATH), encoding="utf-8")
         panel = uic.loadUi(str(uiFile))
         _fill(panel, classes, demoDir or _demo(Path(temporary) / "demo"))
-    panel.resize(PANEL_WIDTH, max(PANEL_HEIGHT, panel.minimumSizeHint().height()))
+    # The size hint, not the minimum: the minimum leaves out the wrapped review line's height, which then overlaps
+    # the table above it (Slicer's panel scrolls instead of squeezing).
+    panel.resize(PANEL_WIDTH, max(PANEL_HEIGHT, panel.sizeHint().height()))
     panel.show()
     application.processEvents()
+    overlapping = _overlappingWidgets(panel)
+    if overlapping:
+        raise RuntimeError("widgets drawn over each other: " + ", ".join(f"{a} and {b}" for a, b in overlapping))
     output.parent.mkdir(parents=True, exist_ok=True)
     if not panel.grab().save(str(output)):
         raise RuntimeError(f"could not write {output}")
