@@ -122,7 +122,8 @@ def check_label_values(label: np.ndarray, what: str = "annotation") -> None:
         non_finite = int(np.count_nonzero(~np.isfinite(label)))
         if non_finite:
             problems.append(f"{non_finite:,} NaN or Inf voxel(s)")
-    negative = int(np.count_nonzero(label < 0))
+    # An unsigned label cannot be negative: no pass over the whole volume for it.
+    negative = 0 if np.issubdtype(label.dtype, np.unsignedinteger) else int(np.count_nonzero(label < 0))
     if negative:
         problems.append(f"{negative:,} negative voxel(s) (lowest {np.nanmin(label):g})")
     if problems:

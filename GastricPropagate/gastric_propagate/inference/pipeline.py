@@ -182,7 +182,7 @@ class Segmenter:
         grid = crop_grid_for(painted[anchor_slices], spacing_xyz, prep,
                              extra_margin_mm=0.0 if options.painted_is_largest else NOT_LARGEST_EXTRA_MARGIN_MM)
         grid = with_working_slices(grid, anchor_slices, image.shape[0], spacing_xyz[2], prep)
-        centre = prompt_centre(image, painted)
+        centre = prompt_centre(image[anchor_slices], painted[anchor_slices])  # the painted slices: not the whole CT
         crop = normalise(to_crop(image, grid), prep, centre).astype(np.float32, copy=False)
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
         _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
