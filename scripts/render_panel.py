@@ -134,7 +134,7 @@ def _demo(folder: Path) -> Path:
     return folder
 
 
-def _fill(ui, classes, demoDir: Path) -> None:
+def _fill(ui, classes, demoDir: Path) -> int | None:
     """The panel after one Propagate on the demo phantom, filled as the Widget does it (GastricPropagateLib/widget.py,
     with the status line from its controller)."""
     import SimpleITK as sitk
@@ -143,7 +143,7 @@ def _fill(ui, classes, demoDir: Path) -> None:
     from GastricPropagateLib.controller import resultStatus
     from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
     from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, segmentStatistics
-    from GastricPropagateLib.review import reviewRows, reviewSummary
+    from GastricPropagateLib.review import leastConfidentRow, reviewRows, reviewSummary
     from GastricPropagateLib.result_segment import resultSegmentName
     from GastricPropagateLib.run_output import runResultFromReport
 
@@ -207,6 +207,7 @@ def _fill(ui, classes, demoDir: Path) -> None:
     ui.resultsTableView.resizeColumnsToContents()
     for button in (ui.exportSegNrrdButton, ui.exportNiftiButton, ui.exportCsvButton, ui.exportDicomSegButton):
         button.setEnabled(True)
+    return leastConfidentRow(rows)
 
 
 def _overlappingWidgets(panel) -> list[tuple[str, str]]:
@@ -234,12 +235,16 @@ def render(output: Path, demoDir: Path | None) -> Path:
         uiFile = Path(temporary) / UI_PATH.name
         uiFile.write_text(_uiWithoutConnections(UI_PATH), encoding="utf-8")
         panel = uic.loadUi(str(uiFile))
-        _fill(panel, classes, demoDir or _demo(Path(temporary) / "demo"))
+        least = _fill(panel, classes, demoDir or _demo(Path(temporary) / "demo"))
     # The size hint, not the minimum: the minimum leaves out the wrapped review line's height, which then overlaps
     # the table above it (Slicer's panel scrolls instead of squeezing).
     panel.resize(PANEL_WIDTH, max(PANEL_HEIGHT, panel.sizeHint().height()))
     panel.show()
     application.processEvents()
+    if least is not None:  # as the Widget does after a run; once shown, when the list knows its height
+        table = panel.confidenceTable
+        table.scrollToItem(table.item(least, 0), QtWidgets.QAbstractItemView.PositionAtCenter)
+        application.processEvents()
     overlapping = _overlappingWidgets(panel)
     if overlapping:
         raise RuntimeError("widgets drawn over each other: " + ", ".join(f"{a} and {b}" for a, b in overlapping))

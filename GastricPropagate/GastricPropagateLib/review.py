@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
 from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
+from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
 
-__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "adviceSentences", "reviewRows", "reviewSummary"]
+__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "adviceSentences", "leastConfidentRow", "reviewRows",
+           "reviewSummary"]
 
 #: Background (RGB) of the list rows flagged for review, and of the least confident slice's row.
 REVIEW_COLOUR = (255, 220, 150)
@@ -79,11 +81,18 @@ def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
     return rows
 
 
+def leastConfidentRow(rows: list[ReviewRow]) -> int | None:
+    """The list's row of the least confident slice, which the panel scrolls into view after a run (a long tumour's
+    list holds more rows than the panel shows); None when no slice is marked."""
+    return next((index for index, row in enumerate(rows) if row.leastConfident), None)
+
+
 def reviewSummary(rows: list[ReviewRow]) -> str:
     """One line for the panel: how many slices to review, and which."""
     flagged = [row.k for row in rows if row.toReview]
     if not flagged:
-        return _("No slice flagged for review (all propagated slices have confidence 0.5 or more).")
+        return _("No slice flagged for review (all propagated slices have confidence {threshold:g} or more).").format(
+            threshold=REVIEW_CONFIDENCE)
     return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged), slices=describe_slices(flagged))
 
 

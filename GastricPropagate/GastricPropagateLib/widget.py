@@ -20,6 +20,7 @@ from . import dependencies
 from .controller import RunController, adoptedSegmentId
 from .i18n import _
 from .results_table import formatDuration
+from .review import leastConfidentRow
 from .launchers import QProcessLauncher
 
 #: How often the GUI polls the running segmentation process (ms).
@@ -247,6 +248,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setItem(index, 1, valueItem)
         if rows:
             table.resizeColumnToContents(0)  # "28 (painted)" in full
+        least = leastConfidentRow(rows)
+        if least is not None:
+            table.scrollToItem(table.item(least, 0), qt.QAbstractItemView.PositionAtCenter)
 
     def showResultsTable(self, tableNode) -> None:
         self.ui.resultsTableView.setMRMLTableNode(tableNode)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
-from GastricPropagateLib.review import adviceSentences, reviewRows, reviewSummary
+from GastricPropagateLib.review import adviceSentences, leastConfidentRow, reviewRows, reviewSummary
 from GastricPropagateLib.run_output import RunResult
 from gastric_propagate.protocol import Report
 
@@ -39,9 +39,20 @@ def test_corrected_anchors_are_labelled_and_never_flagged():
     assert rows[2].toReview and rows[2].leastConfident
 
 
+def test_the_panel_scrolls_to_the_least_confident_slices_row():
+    # A long list: the least confident slice (14) is far below the rows the panel shows first.
+    confidence = {k: 0.9 for k in range(2, 16)} | {14: 0.05, 3: 0.3}
+    rows = reviewRows(_result(confidence, anchors=[8], toReview=[3, 14]))
+    assert rows[leastConfidentRow(rows)].k == 14
+    assert leastConfidentRow(reviewRows(_result({4: 1.0}, anchors=[4], toReview=[]))) is None
+
+
 def test_summary_without_flagged_slices():
+    from gastric_propagate.inference.result import REVIEW_CONFIDENCE
+
     rows = reviewRows(_result({4: 0.8, 5: 1.0}, anchors=[5], toReview=[]))
     assert reviewSummary(rows).startswith("No slice flagged for review")
+    assert f"confidence {REVIEW_CONFIDENCE:g} or more" in reviewSummary(rows)  # the engine's threshold, not another
 
 
 def test_row_colours_mark_the_least_confident_and_the_flagged_slices():
