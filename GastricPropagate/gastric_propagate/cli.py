@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="augmentation of the training samples: basic (flips, turns, intensity jitter) or "
                             "torchio (those, plus TorchIO's elastic deformation, coarser in-plane resolution, blur "
                             "and noise; default: %(default)s)")
+    train.add_argument("--window", type=int, metavar="PIXELS",
+                       help="side of the square window each training sample is cut to, in the networks' 1 mm "
+                            "pixels; a multiple of 16 from 64 to 256 (default 96; larger windows show more of a "
+                            "large lesion's outline, at a cost that grows with the area)")
     train.add_argument("--depth", type=int, metavar="LEVELS",
                        help="a new network's downsampling levels, 1-4 (default 3; each one doubles what a pixel "
                             "sees around it); not with --init, whose networks keep their size")
@@ -344,7 +348,7 @@ def _train(args) -> int:
     from gastric_propagate.training.command import train_main
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
-                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment,
+                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
                       init=args.init, learning_rate=args.learning_rate, depth=args.depth,
                       base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

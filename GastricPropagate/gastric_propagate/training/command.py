@@ -16,12 +16,14 @@ from typing import Sequence
 # parameters, 1 MB as float16; depth 4 and 64 channels: 31 million, 62 MB).
 NEW_NETWORK_DEPTHS = (1, 4)
 NEW_NETWORK_CHANNELS = (4, 64)
+# The training window's side (pixels): a multiple of 16 (four halvings at most) in this range.
+TRAINING_WINDOWS = (64, 256)
 
 
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
                self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
-               base_channels: int | None = None,
+               base_channels: int | None = None, window: int | None = None,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -51,6 +53,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         if value is not None and init:
             raise InputError(f"{option} sets the size of new networks; with --init the networks keep the size of "
                              "the weights they start from: leave it out, or train from scratch (no --init).")
+    if window is not None and not (TRAINING_WINDOWS[0] <= window <= TRAINING_WINDOWS[1] and window % 16 == 0):
+        raise InputError(f"--window {window}: give a multiple of 16 from {TRAINING_WINDOWS[0]} to "
+                         f"{TRAINING_WINDOWS[1]} (the networks halve it three or four times).")
     if not (data or phantoms or shapes or thorax):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
                          "--shapes N and/or --thorax N with N of 1 or more.")
@@ -93,6 +98,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
                             augment=augment, depth=depth or TrainingConfig.depth,
+                            window=window or TrainingConfig.window,
                             base_channels=base_channels or TrainingConfig.base_channels,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once

@@ -285,6 +285,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--depth", "5"), "--depth 5: give 1 to 4"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--base-channels", "2"), "--base-channels 2: give 4 to 64"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--depth", "4", "--init", "bundled"), "keep the size"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--window", "100"), "--window 100: give a multiple of 16"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--window", "48"), "--window 48: give a multiple of 16"),
     (("evaluate", "--out", "{tmp}/e", "--seed-start", "-5"), "too small"),
 ])
 def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):

@@ -274,11 +274,12 @@ def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_f
 
 
 def test_train_from_scratch_builds_networks_of_the_size_asked_for(tmp_path, cases_folder):
-    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--depth", "4", "--base-channels", "4")) == 0
+    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--depth", "4", "--base-channels", "4",
+                               "--window", "64")) == 0
     for stage in ("proposer", "refiner"):
         written = load_checkpoint(tmp_path / "weights" / f"{stage}.pt", stage=stage)
         assert written.network.config["depth"] == 4 and written.network.config["base_channels"] == 4
-        assert written.training["config"]["depth"] == 4
+        assert written.training["config"]["depth"] == 4 and written.training["config"]["window"] == 64
 
 
 def test_checkpoint_written_alone_is_whole_or_absent(tmp_path, monkeypatch):
