@@ -27,7 +27,7 @@ from scipy import ndimage
 from gastric_propagate.data.annotation import slice_areas
 from gastric_propagate.inference.masks import bounding_box, equivalent_diameter_mm, keep_connected, slices_within
 from gastric_propagate.inference.options import VOTE_REACH
-from gastric_propagate.inference.outline_snap import snap_outline
+from gastric_propagate.inference.outline_snap import SNAP_MARGIN_PX, snap_outline
 from gastric_propagate.inference.registration import propagate_by_registration
 
 # How far the tapered copy and the registration reach each way along z, in painted equivalent diameters (the
@@ -96,31 +96,56 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     slices = sorted(anchors)
     _, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor, registration_reach)
     copy = tapered_copy if taper else copy_along_z
-    registered, copied = np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8)
     if chains is None:
         chains = register_anchors(image, spacing_xyz, anchors, extent_factor=extent_factor,
                                   registration_reach=registration_reach)
+    # The vote is worked out in the box that holds every opinion inside the window (outside it only the networks can
+    # hold a voxel: no majority), widened by what the outline snap reads around a mask, then pasted onto the CT:
+    # the same result as over the whole CT, without passes over a 512 x 512 x N volume.
+    box = _vote_box(network_mask, chains, anchors, first, last)
+    local = {k - first: painted[box[1:]] for k, painted in anchors.items()}
+    shape = tuple(part.stop - part.start for part in box)
+    registered, copied = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
     low, high = slices[0], slices[-1]  # beyond the outermost anchors: their registration and tapered copy
-    registered[first:low], registered[high + 1:last + 1] = chains[low][first:low], chains[high][high + 1:last + 1]
-    copied[first:low] = copy(image.shape, low, anchors[low], spacing_xyz, extent_factor=extent_factor)[first:low]
-    copied[high + 1:last + 1] = copy(image.shape, high, anchors[high], spacing_xyz,
-                                     extent_factor=extent_factor)[high + 1:last + 1]
+    registered[:low - first] = chains[low][first:low][(slice(None),) + box[1:]]
+    registered[high + 1 - first:] = chains[high][high + 1:last + 1][(slice(None),) + box[1:]]
+    copied[:low - first] = copy(shape, low - first, local[low - first], spacing_xyz,
+                                extent_factor=extent_factor)[:low - first]
+    copied[high + 1 - first:] = copy(shape, high - first, local[high - first], spacing_xyz,
+                                     extent_factor=extent_factor)[high + 1 - first:]
     for a, b in zip(slices[:-1], slices[1:]):  # between two anchors: both registrations, the larger outline
-        registered[a + 1:b] = chains[a][a + 1:b] | chains[b][a + 1:b]
-        copied[a + 1:b] = max(anchors[a], anchors[b], key=np.count_nonzero)
-    for k in slices:
-        registered[k], copied[k] = anchors[k], anchors[k]
-    opinions = (network_mask, registered, copied)
-    mask = np.zeros(image.shape, np.uint8)  # outside the window only the networks can hold a voxel: no majority
-    mask[first:last + 1] = majority(*(opinion[first:last + 1] for opinion in opinions))
-    mask[:limits[0]], mask[limits[1] + 1:] = 0, 0  # the registration and the copy know nothing of the slice limits
-    for k, painted in anchors.items():
-        mask[k] = painted
+        registered[a + 1 - first:b - first] = (chains[a][a + 1:b][(slice(None),) + box[1:]]
+                                               | chains[b][a + 1:b][(slice(None),) + box[1:]])
+        copied[a + 1 - first:b - first] = max(local[a - first], local[b - first], key=np.count_nonzero)
+    for k, painted in local.items():
+        registered[k], copied[k] = painted, painted
+    voted = majority(network_mask[box], registered, copied)
+    voted[:max(0, limits[0] - first)] = 0  # the registration and the copy know nothing of the slice limits
+    voted[max(0, limits[1] + 1 - first):] = 0
+    for k, painted in local.items():
+        voted[k] = painted
     if snap:
-        largest = max(slices, key=lambda k: int(np.count_nonzero(anchors[k])))
-        mask = snap_outline(keep_connected(mask, anchors), image, spacing_xyz, largest, anchors[largest],
-                            fixed=slices)
-    return keep_connected(mask, anchors), opinions
+        largest = max(local, key=lambda k: int(np.count_nonzero(local[k])))
+        voted = snap_outline(keep_connected(voted, local), image[box], spacing_xyz, largest, local[largest],
+                             fixed=list(local))
+    mask = np.zeros(image.shape, np.uint8)
+    mask[box] = keep_connected(voted, local)
+    opinions = (network_mask, np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8))
+    opinions[1][box], opinions[2][box] = registered, copied
+    return mask, opinions
+
+
+def _vote_box(network_mask: np.ndarray, chains: dict[int, np.ndarray], anchors: dict[int, np.ndarray], first: int,
+              last: int) -> tuple[slice, slice, slice]:
+    """The window's slices, and in-plane the box that holds the anchors and, on those slices, every voxel the networks
+    and the registrations hold, widened by ``SNAP_MARGIN_PX``."""
+    window = slice(first, last + 1)
+    held = np.zeros(network_mask.shape[1:], dtype=bool)
+    for opinion in [network_mask] + list(chains.values()):
+        held |= opinion[window].any(axis=0)
+    for painted in anchors.values():
+        held |= painted > 0
+    return (window,) + bounding_box(held, margin=SNAP_MARGIN_PX)
 
 
 def larger_neighbour(registered: np.ndarray, k: int, painted: np.ndarray,

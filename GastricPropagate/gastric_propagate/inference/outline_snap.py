@@ -23,13 +23,15 @@ MIN_FIT = 0.8
 BAND_PX = 1
 # A slice whose snapped outline keeps less than this share of the voted area keeps the voted outline.
 MIN_KEPT_AREA = 0.5
+# How far around a slice's mask (or the painted outline) the snap reads the CT: the band and the median filter's rim.
+SNAP_MARGIN_PX = BAND_PX + 2
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def edge_threshold(image_slice: np.ndarray, painted: np.ndarray, spacing_xyz) -> tuple[float, bool, float] | None:
     """(threshold in HU, tumour brighter than its surroundings, balanced accuracy) on the painted band, or None
     when the painted outline has no band on both sides (it fills the slice, or is a pixel thin)."""
-    window = _window(painted, BAND_PX + 2)
+    window = _window(painted, SNAP_MARGIN_PX)
     smoothed = median_2d(image_slice[window], spacing_xyz)
     inner, outer = _band(painted[window])
     band = outer & ~inner
@@ -60,7 +62,7 @@ def snap_outline(mask: np.ndarray, image: np.ndarray, spacing_xyz, k: int, paint
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
         if z == k or z in fixed:
             continue
-        window = _window(mask[z], BAND_PX + 2)
+        window = _window(mask[z], SNAP_MARGIN_PX)
         inner, outer = _band(mask[z][window] > 0)
         smoothed = median_2d(image[z][window], spacing_xyz)
         edge = smoothed > threshold if brighter else smoothed < threshold

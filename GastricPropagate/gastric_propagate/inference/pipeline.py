@@ -216,7 +216,9 @@ class Segmenter:
         final = coarse.probabilities
         if run.options.use_refiner:
             _stop_if_asked(should_stop)
-            final = refine(self._refiner, run.crop, coarse.probabilities, coarse.visited)
+            # The anchors are written over the refined slices below: the refiner skips them.
+            final = refine(self._refiner, run.crop, coarse.probabilities,
+                           [k for k in coarse.visited if k not in run.anchors])
         for k, anchor in run.anchors.items():
             final[k] = anchor
         return _keep_connected_to_anchors(final, run.anchors)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.errors import Cancelled
+from gastric_propagate.inference.masks import bounding_box
 
 #: A network as the engine runs it: a float32 batch (N, C, S, S) -> float32 probabilities (N, S, S).
 NetworkRunner = Callable[[np.ndarray], np.ndarray]
@@ -254,7 +255,12 @@ def _check_slice(rule: StopRule, mask: np.ndarray, previous: np.ndarray, image_s
     if area > rule.max_growth * previous_area + rule.growth_slack_mm2:
         return GROWTH, (f"stopped before slice {name}: its cross-section grew from {previous_area:.0f} to "
                         f"{area:.0f} mm2, likely a leak")
-    inside = np.logical_and(mask, ndimage.binary_dilation(previous, overlap_structure)).sum()
+    # The dilation reaches no further than the structure's radius: worked out in that box around the previous mask
+    # (the same count as over the whole crop, several times faster on a large crop).
+    inside = 0
+    if previous.any():
+        near = bounding_box(previous, margin=overlap_structure.shape[0] // 2)
+        inside = np.logical_and(mask[near], ndimage.binary_dilation(previous[near], overlap_structure)).sum()
     if inside < rule.min_overlap * mask.sum():
         return ELSEWHERE, f"ended before slice {name}: the mask jumped away from the previous slice"
     edge = rule.edge_pixels

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.consensus import (copy_along_z, keep_connected, larger_neighbour, majority,
                                                    register_anchors, take_vote,
-                                                   tapered_copy)
+                                                   tapered_copy, vote_window)
 from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
 from gastric_propagate.metrics import dice
 
@@ -92,6 +92,40 @@ def test_a_registration_computed_beforehand_gives_the_same_vote():
     np.testing.assert_array_equal(given_chains[0], computed[0])
     for given_opinion, computed_opinion in zip(given_chains[1], computed[1]):
         np.testing.assert_array_equal(given_opinion, computed_opinion)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("networks_grown", [2, -1])
+def test_the_vote_in_its_box_equals_the_vote_over_the_whole_ct(seed, networks_grown):
+    """The vote is worked out in the box around its opinions and pasted back; over the whole CT, by its definition
+    (majority of the three on the window's slices, the slice limits, the anchor kept, the outline snapped, the parts
+    apart from the anchor dropped), it is the same. Here the snap moves the outline (networks two pixels generous, or
+    a pixel tight, around a bright disc in noise that the snap's median filter must read beyond the outline), and
+    the networks hold voxels far from the tumour."""
+    from gastric_propagate.inference.outline_snap import snap_outline
+
+    image, truth = _shifting_disc(shift_per_slice=0.5, depth=31, size=96, seed=seed)
+    image += np.random.default_rng(seed + 10).normal(0, 25, image.shape).astype(np.float32)
+    k = 15
+    painted = truth[k] > 0
+    grow = ndimage.binary_dilation if networks_grown > 0 else ndimage.binary_erosion
+    networks = grow(truth, iterations=abs(networks_grown)).astype(np.uint8)
+    networks[k + 2, 2:6, 80:94] = 1  # a stray blob near the CT's edge, away from the tumour
+    networks[k - 3, 40:60, 70:90] = 1  # a leak touching the tumour on one slice
+    limits = (k - 20, k + 6)
+    mask, (_, registered, copied) = take_vote(networks, image, SPACING, {k: painted}, limits)
+
+    first, last = vote_window({k: painted}, SPACING)
+    assert not (registered[:first].any() or registered[last + 1:].any() or copied[:first].any()
+                or copied[last + 1:].any())
+    whole = np.zeros_like(networks)
+    whole[first:last + 1] = majority(networks, registered, copied)[first:last + 1]
+    whole[limits[1] + 1:] = 0
+    whole[k] = painted
+    voted = keep_connected(whole, {k: painted})
+    snapped = snap_outline(voted, image, SPACING, k, painted, fixed=[k])
+    assert not np.array_equal(snapped, voted)  # the snap moved the outline
+    np.testing.assert_array_equal(mask, keep_connected(snapped, {k: painted}))
 
 
 def test_each_anchors_registration_stops_where_its_part_of_the_vote_ends_and_the_vote_is_unchanged(monkeypatch):
