@@ -105,17 +105,17 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     box = _vote_box(network_mask, chains, anchors, first, last)
     local = {k - first: painted[box[1:]] for k, painted in anchors.items()}
     shape = tuple(part.stop - part.start for part in box)
+    in_plane = (slice(None),) + box[1:]  # a chain's slices, cut to the box
     registered, copied = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
     low, high = slices[0], slices[-1]  # beyond the outermost anchors: their registration and tapered copy
-    registered[:low - first] = chains[low][first:low][(slice(None),) + box[1:]]
-    registered[high + 1 - first:] = chains[high][high + 1:last + 1][(slice(None),) + box[1:]]
+    registered[:low - first] = chains[low][first:low][in_plane]
+    registered[high + 1 - first:] = chains[high][high + 1:last + 1][in_plane]
     copied[:low - first] = copy(shape, low - first, local[low - first], spacing_xyz,
                                 extent_factor=extent_factor)[:low - first]
     copied[high + 1 - first:] = copy(shape, high - first, local[high - first], spacing_xyz,
                                      extent_factor=extent_factor)[high + 1 - first:]
     for a, b in zip(slices[:-1], slices[1:]):  # between two anchors: both registrations, the larger outline
-        registered[a + 1 - first:b - first] = (chains[a][a + 1:b][(slice(None),) + box[1:]]
-                                               | chains[b][a + 1:b][(slice(None),) + box[1:]])
+        registered[a + 1 - first:b - first] = chains[a][a + 1:b][in_plane] | chains[b][a + 1:b][in_plane]
         copied[a + 1 - first:b - first] = max(local[a - first], local[b - first], key=np.count_nonzero)
     for k, painted in local.items():
         registered[k], copied[k] = painted, painted
@@ -128,11 +128,15 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
         largest = max(local, key=lambda k: int(np.count_nonzero(local[k])))
         voted = snap_outline(keep_connected(voted, local), image[box], spacing_xyz, largest, local[largest],
                              fixed=list(local))
-    mask = np.zeros(image.shape, np.uint8)
-    mask[box] = keep_connected(voted, local)
-    opinions = (network_mask, np.zeros(image.shape, np.uint8), np.zeros(image.shape, np.uint8))
-    opinions[1][box], opinions[2][box] = registered, copied
-    return mask, opinions
+    return _on_ct(keep_connected(voted, local), box, image.shape), (
+        network_mask, _on_ct(registered, box, image.shape), _on_ct(copied, box, image.shape))
+
+
+def _on_ct(boxed: np.ndarray, box: tuple[slice, slice, slice], shape: tuple[int, int, int]) -> np.ndarray:
+    """A uint8 array of the CT's shape holding ``boxed`` in ``box`` and 0 elsewhere."""
+    full = np.zeros(shape, np.uint8)
+    full[box] = boxed
+    return full
 
 
 def _vote_box(network_mask: np.ndarray, chains: dict[int, np.ndarray], anchors: dict[int, np.ndarray], first: int,
