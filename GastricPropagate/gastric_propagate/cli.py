@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="side of the square window each training sample is cut to, in the networks' 1 mm "
                             "pixels; a multiple of 16 from 64 to 256 (default 96; larger windows show more of a "
                             "large lesion's outline, at a cost that grows with the area)")
+    train.add_argument("--prompt-channel", action="store_true",
+                       help="the proposer also reads the painted mask at every step, as a fifth input channel "
+                            "(with --init of a proposer without it, that channel starts with weights of 0, so the "
+                            "network starts as it was); a proposer that has it keeps it")
     train.add_argument("--depth", type=int, metavar="LEVELS",
                        help="a new network's downsampling levels, 1-4 (default 3; each one doubles what a pixel "
                             "sees around it); not with --init, whose networks keep their size")
@@ -349,7 +353,7 @@ def _train(args) -> int:
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
-                      init=args.init, learning_rate=args.learning_rate, depth=args.depth,
+                      prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate, depth=args.depth,
                       base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
                       proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,

@@ -28,6 +28,13 @@ NETWORK_STAGES = ("proposer", "refiner")
 # What each stage's network reads: the proposer three image slices and the previous mask; the refiner the image and
 # the coarse mask on three slices (``propagation.propagate``, ``refinement.refiner_input``).
 INPUT_CHANNELS = {"proposer": 4, "refiner": 6}
+# A proposer trained with ``train --prompt-channel`` also reads the painted slice's mask at every step: one more.
+PROMPT_CHANNELS = INPUT_CHANNELS["proposer"] + 1
+
+
+def accepted_channels(stage: str) -> tuple[int, ...]:
+    """The input channels a ``stage`` network may read."""
+    return (INPUT_CHANNELS[stage], PROMPT_CHANNELS) if stage == "proposer" else (INPUT_CHANNELS[stage],)
 BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The largest network a checkpoint may declare (the bundled ones have about 0.5 million parameters; a 2D U-Net of
 # 64 base channels and depth 5 has 124 million): 0.8 GB as float32. Larger ones are refused before they are
@@ -57,6 +64,10 @@ class Checkpoint:
     preprocessing: Preprocessing
     training: dict
     path: Path | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return self.network.config["in_channels"]
 
 
 def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocessing: Preprocessing,
@@ -137,10 +148,10 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise WeightsError(f"{path} declares a {stage} network this version cannot build ({error}). "
                            f"{retrain}") from error
-    if config["in_channels"] != INPUT_CHANNELS[stage]:
+    if config["in_channels"] not in accepted_channels(stage):
         raise WeightsError(f"{path} declares a {stage} network reading {config['in_channels']} channels, but the "
-                           f"{stage} is given {INPUT_CHANNELS[stage]}: it was not made by 'gastric-propagate train'. "
-                           f"{retrain}")
+                           f"{stage} is given {' or '.join(map(str, accepted_channels(stage)))}: it was not made by "
+                           f"'gastric-propagate train'. {retrain}")
     if parameters > MAX_NETWORK_PARAMETERS:
         raise WeightsError(
             f"{path} declares a {stage} network of {parameters / 1e6:,.0f} million parameters ({_describe(config)}): "

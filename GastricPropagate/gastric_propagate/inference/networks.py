@@ -81,6 +81,22 @@ class UNet2D(nn.Module):
         return self.head(x)
 
 
+def with_input_channels(network: UNet2D, in_channels: int) -> UNet2D:
+    """A copy of ``network`` that reads ``in_channels`` (>= its own): the added channels' first-convolution weights
+    are zero, so the copy's output equals the original's whatever those channels hold, until training teaches it to
+    use them (a trained proposer given the painted mask as a new channel, ``train --prompt-channel``)."""
+    added = in_channels - network.config["in_channels"]
+    if added < 0:
+        raise ValueError(f"the network reads {network.config['in_channels']} channels, more than {in_channels}")
+    wider = UNet2D(**{**network.config, "in_channels": in_channels})
+    state = network.state_dict()
+    first = "encoders.0.0.weight"
+    weight = state[first]
+    state[first] = torch.cat([weight, weight.new_zeros((weight.shape[0], added) + weight.shape[2:])], dim=1)
+    wider.load_state_dict(state)
+    return wider.train(network.training)
+
+
 def inference_copy(network: UNet2D) -> UNet2D:
     """A copy of ``network`` for inference alone: each batch norm folded into the convolution before it (with its
     eval-mode statistics) and the weights laid out channels-last, which CPU convolutions read faster (about a third

@@ -23,7 +23,7 @@ from gastric_propagate import __version__
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.errors import WeightsError
-from gastric_propagate.inference.checkpoints import (INPUT_CHANNELS, MAX_FILE_BYTES, checked_preprocessing,
+from gastric_propagate.inference.checkpoints import (MAX_FILE_BYTES, accepted_channels, checked_preprocessing,
                                                      load_checkpoint)
 from gastric_propagate.inference.preprocessing import Preprocessing
 
@@ -74,6 +74,10 @@ class OnnxNetwork:
     training: dict
     path: Path | None = None
 
+    @property
+    def in_channels(self) -> int:
+        return self.session.get_inputs()[0].shape[1]
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
@@ -115,8 +119,9 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
         raise WeightsError(f"{path} holds the {description.get('stage')!r} network, but the {stage!r} one was "
                            "expected: check that the proposer and refiner files are not swapped.")
     inputs = session.get_inputs()
-    if [i.name for i in inputs] != [INPUT] or inputs[0].shape[1] != INPUT_CHANNELS[stage]:
-        raise WeightsError(f"{path} does not read the {INPUT_CHANNELS[stage]} channels the {stage} is given. {again}")
+    if [i.name for i in inputs] != [INPUT] or inputs[0].shape[1] not in accepted_channels(stage):
+        channels = " or ".join(map(str, accepted_channels(stage)))
+        raise WeightsError(f"{path} does not read the {channels} channels the {stage} is given. {again}")
     weights = weights_path(path)
     if weights.is_file() and _sha256(weights) != description.get("weights_sha256"):
         raise WeightsError(f"{path} was not exported from the {stage} weights beside it ({weights.name}, changed "

@@ -30,7 +30,7 @@ import numpy as np
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
-from gastric_propagate.inference.checkpoints import Checkpoint, load_checkpoint
+from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS
@@ -201,7 +201,8 @@ class Segmenter:
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
                            slice_mm=grid.step_z * run.spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
-                           progress=progress, should_stop=should_stop)
+                           progress=progress, should_stop=should_stop,
+                           prompt=self.proposer.in_channels == PROMPT_CHANNELS)
         for direction, limit in run.reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (

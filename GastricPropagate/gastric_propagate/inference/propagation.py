@@ -1,7 +1,8 @@
 """The proposer's slice-by-slice propagation on the crop grid.
 
 From each anchor (a painted slice) a chain walks away one slice at a time: the network segments
-slice k from the images of slices k-d, k, k+d and the mask it found on slice k-d. Chains beyond the
+slice k from the images of slices k-d, k, k+d and the mask it found on slice k-d (a proposer trained with
+``train --prompt-channel`` also reads the painted mask it started from, at every step). Chains beyond the
 outermost anchors stop where the tumour ends; chains between two anchors run to the other anchor and
 are blended with it, so an anchor is never changed and both ends agree. All active chains advance
 together, one batched forward pass per step.
@@ -102,11 +103,12 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
               limits: tuple[int, int], pixel_area_mm2: float, pixel_mm: float, rule: StopRule = StopRule(),
               slice_mm: float | None = None, slice_name: Callable[[int], int] = int,
               progress: Callable[[int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> PropagationOutput:
+              should_stop: Callable[[], bool] | None = None, prompt: bool = False) -> PropagationOutput:
     """Runs the proposer from every anchor.
 
     Args:
-        network: the proposer's runner, input (N, 4, S, S): three image slices and the previous mask.
+        network: the proposer's runner, input (N, 4, S, S): three image slices and the previous mask; with
+            ``prompt``, (N, 5, S, S): those and the mask of the anchor the chain started from.
         image: (Z, S, S) normalised crop, float32.
         anchors: axial index -> binary (S, S) mask of the painted slice on the crop grid.
         limits: lowest and highest axial index (inclusive) the chains may reach.
@@ -149,7 +151,8 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
             raise Cancelled("Propagation was cancelled; nothing was written.")
         targets = [c.position + c.direction for c in active]
         predicted = network(np.stack([
-            np.concatenate([_three_slices(image, k, c.direction), c.mask.astype(np.float32)[None]])
+            np.concatenate([_three_slices(image, k, c.direction), c.mask.astype(np.float32)[None]]
+                           + ([anchors[c.origin].astype(np.float32)[None]] if prompt else []))
             for c, k in zip(active, targets)]))
         still_active = []
         for chain, k, p in zip(active, targets, predicted):

@@ -23,7 +23,7 @@ TRAINING_WINDOWS = (64, 256)
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
                self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
-               base_channels: int | None = None, window: int | None = None,
+               base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -85,6 +85,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
     if augment == "torchio":
         parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
+    if prompt_channel:
+        parts.append("the proposer reading the painted mask at every step")
     networks, rate, preprocessing = None, learning_rate or 2e-3, None
     if init:
         networks, preprocessing, init_description = _initial_networks(init)
@@ -98,7 +100,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
                             augment=augment, depth=depth or TrainingConfig.depth,
-                            window=window or TrainingConfig.window,
+                            window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once

@@ -27,9 +27,9 @@ from gastric_propagate.data.annotation import annotation_from_label, largest_cro
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.inference.backends import resolve_device
-from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
+from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, PROMPT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.masks import equivalent_diameter_mm
-from gastric_propagate.inference.networks import TorchRunner, UNet2D
+from gastric_propagate.inference.networks import TorchRunner, UNet2D, with_input_channels
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
                                                        with_working_slices)
@@ -73,6 +73,9 @@ class TrainingConfig:
     # "basic": flips, turns and intensity jitter (``_augment``); "torchio": those, then TorchIO's elastic
     # deformation, coarser in-plane resolution, blur and noise (``_torchio_augment``).
     augment: str = "basic"
+    # The proposer also reads the painted slice's mask (the crop's largest true cross-section in training) at every
+    # step, not only as the first step's previous mask: a fifth input channel (``checkpoints.PROMPT_CHANNELS``).
+    prompt_channel: bool = False
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -262,17 +265,24 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
     source = int(np.clip(k - direction, 0, depth - 1))
     following = int(np.clip(k + direction, 0, depth - 1))
     return _proposer_window(crop.image[[source, k, following]], _perturb_mask(previous, rng), crop.label[k],
-                            config, rng)
+                            config, rng, _prompt(crop, config))
+
+
+def _prompt(crop: _CropVolume, config: TrainingConfig) -> np.ndarray | None:
+    """What the proposer reads as the painted mask (``config.prompt_channel``): the crop's largest true cross-section,
+    where its inference chain starts; None without the prompt channel."""
+    return crop.label[_largest_slice(crop)] if config.prompt_channel else None
 
 
 def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray, config: TrainingConfig,
-                     rng: np.random.Generator):
-    """The proposer's sample from three slices, the previous mask and the truth: windowed around the previous
-    mask, augmented; (input (4, W, W), target (1, W, W), pixel weights of 1)."""
-    stack = np.concatenate([images, previous[None].astype(np.float32)])
+                     rng: np.random.Generator, prompt: np.ndarray | None = None):
+    """The proposer's sample from three slices, the previous mask (and the painted mask, ``prompt``) and the truth:
+    windowed around the previous mask, augmented; (input (4 or 5, W, W), target (1, W, W), pixel weights of 1)."""
+    masks = [previous] if prompt is None else [previous, prompt]
+    stack = np.concatenate([images] + [mask[None].astype(np.float32) for mask in masks])
     stack, target = _window([stack, truth[None].astype(np.float32)], _centre(previous), config.window, [-1.0, 0.0],
                             rng)
-    stack[3][stack[3] == -1.0] = 0.0  # the mask channel pads with 0, not the image's -1
+    stack[3:][stack[3:] == -1.0] = 0.0  # the mask channels pad with 0, not the image's -1
     stack, target = _augment([stack, target], rng, image_channels=3)
     if config.augment == "torchio":
         stack, target = _torchio_augment([stack, target], image_channels=3)
@@ -302,7 +312,7 @@ def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingCon
         return _proposer_sample(crop, config, rng)
     k = int(targets[rng.integers(len(targets))])
     images = crop.image[[k - direction, k, int(np.clip(k + direction, 0, depth - 1))]]
-    return _proposer_window(images, rollout[k - direction], crop.label[k], config, rng)
+    return _proposer_window(images, rollout[k - direction], crop.label[k], config, rng, _prompt(crop, config))
 
 
 def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
@@ -404,7 +414,7 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
         k = _largest_slice(crop)
         output = propagate(TorchRunner(proposer, device), crop.image, {k: crop.label[k]},
                            limits=(0, crop.image.shape[0] - 1),
-                           pixel_area_mm2=pixel ** 2, pixel_mm=pixel)
+                           pixel_area_mm2=pixel ** 2, pixel_mm=pixel, prompt=config.prompt_channel)
         results.append(output.probabilities)
     return results
 
@@ -447,11 +457,16 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         def draw(r: np.random.Generator) -> int:
             return int(r.integers(len(crops)))
 
+    channels = {**INPUT_CHANNELS, **({"proposer": PROMPT_CHANNELS} if config.prompt_channel else {})}
     if init is None:
-        proposer, refiner = (UNet2D(in_channels=INPUT_CHANNELS[stage], base_channels=config.base_channels,
+        proposer, refiner = (UNet2D(in_channels=channels[stage], base_channels=config.base_channels,
                                     depth=config.depth) for stage in ("proposer", "refiner"))
     else:
         proposer, refiner = init
+        if config.prompt_channel and proposer.config["in_channels"] < PROMPT_CHANNELS:
+            proposer = with_input_channels(proposer, PROMPT_CHANNELS)  # starts as it was: the new channel's weights 0
+        # A proposer that reads the painted mask is trained with it.
+        config = dataclasses.replace(config, prompt_channel=proposer.config["in_channels"] == PROMPT_CHANNELS)
     proposer_losses = _fit_proposer(proposer, crops, draw, config, target_device, rng, fine_tuning=init is not None)
     coarse = _coarse_masks(proposer, crops, config, target_device)
 
