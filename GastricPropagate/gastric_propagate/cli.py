@@ -353,8 +353,8 @@ def _train(args) -> int:
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
-                      prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate, depth=args.depth,
-                      base_channels=args.base_channels,
+                      prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
+                      depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
                       proposer_steps=args.proposer_steps, refiner_steps=args.refiner_steps,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, device=args.device,

@@ -67,7 +67,8 @@ class Checkpoint:
 
     @property
     def in_channels(self) -> int:
-        return self.network.config["in_channels"]
+        """The channels the network reads (a hand-made module without a ``config``, as in tests: the stage's own)."""
+        return getattr(self.network, "config", {}).get("in_channels", INPUT_CHANNELS[self.stage])
 
 
 def save_checkpoint(path: str | Path, *, stage: str, network: UNet2D, preprocessing: Preprocessing,

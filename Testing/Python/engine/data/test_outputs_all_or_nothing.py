@@ -273,6 +273,18 @@ def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_f
         assert written.training["final_loss"] == {"proposer": None, "refiner": None}
 
 
+def test_train_prompt_channel_with_zero_steps_widens_the_proposer_and_keeps_what_it_computes(tmp_path, cases_folder):
+    from gastric_propagate.inference.checkpoints import bundled_weights
+
+    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--init", "bundled", "--prompt-channel")) == 0
+    written = load_checkpoint(tmp_path / "weights" / "proposer.pt", stage="proposer")
+    bundled = load_checkpoint(bundled_weights("proposer"), stage="proposer")
+    assert written.in_channels == 5 and written.training["config"]["prompt_channel"] is True
+    x = torch.rand(2, 5, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(written.network(x), bundled.network(x[:, :4]), rtol=1e-5, atol=1e-5)
+
+
 def test_train_from_scratch_builds_networks_of_the_size_asked_for(tmp_path, cases_folder):
     assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--depth", "4", "--base-channels", "4",
                                "--window", "64")) == 0

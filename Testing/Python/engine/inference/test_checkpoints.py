@@ -150,7 +150,7 @@ def test_bundled_weights_are_small_and_say_what_they_learned():
         assert "train --phantoms" in checkpoint.training["command"]
 
 
-@pytest.mark.parametrize("stage, wrong", [("proposer", 6), ("refiner", 4), ("proposer", 1)])
+@pytest.mark.parametrize("stage, wrong", [("proposer", 6), ("refiner", 4), ("refiner", 5), ("proposer", 1)])
 def test_a_network_reading_the_wrong_number_of_channels_is_refused_at_load(tmp_path, stage, wrong):
     path = save_checkpoint(tmp_path / f"{stage}.pt", stage=stage, network=tiny(wrong), preprocessing=Preprocessing(),
                            training={})

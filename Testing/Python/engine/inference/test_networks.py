@@ -36,3 +36,20 @@ def test_the_original_is_left_as_it_was():
     assert sum(isinstance(module, nn.BatchNorm2d) for module in network.modules()) == 2 * (3 + 2)  # 3 down, 2 up
     for name, tensor in network.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def test_a_network_given_a_new_input_channel_starts_as_it_was_whatever_that_channel_holds():
+    import pytest
+
+    from gastric_propagate.inference.networks import with_input_channels
+
+    network = _trained_looking(UNet2D(in_channels=4, base_channels=4, depth=2))
+    wider = with_input_channels(network, 5)
+    assert wider.config == {**network.config, "in_channels": 5} and not wider.training
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    prompt = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    with torch.inference_mode():
+        torch.testing.assert_close(wider(torch.cat([x, prompt], dim=1)), network(x))
+        torch.testing.assert_close(wider(torch.cat([x, 1 - prompt], dim=1)), network(x))
+    with pytest.raises(ValueError, match="more than 3"):
+        with_input_channels(network, 3)

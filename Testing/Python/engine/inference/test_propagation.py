@@ -178,3 +178,64 @@ def test_a_leaking_slice_is_cut_back_to_the_previous_outline_three_times_at_most
     # A cut-back slice keeps the previous outline, so its own confidence can stay high: it is listed all the same.
     assert sorted(result.cut_back) == [17, 18, 19, 21, 22, 23]
     assert set(result.cut_back) <= set(result.slices_to_review())
+
+
+class Recorder(torch.nn.Module):
+    """A proposer that copies the previous mask and keeps every batch it was given."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.config, self.batches = {"in_channels": in_channels, "base_channels": 1, "depth": 1}, []
+
+    def forward(self, x):
+        self.batches.append(x.clone())
+        return torch.where(x[:, 3:4] > 0.5, 10.0, -10.0)
+
+
+def test_a_proposer_with_the_prompt_channel_reads_the_mask_its_chain_started_from_at_every_step():
+    from gastric_propagate.inference.propagation import propagate
+
+    image = np.zeros((12, 32, 32), dtype=np.float32)
+    low, high = np.zeros((32, 32), dtype=bool), np.zeros((32, 32), dtype=bool)
+    low[10:20, 10:20], high[12:18, 12:18] = True, True
+    anchors = {3: low, 8: high}
+    for prompt, channels in ((False, 4), (True, 5)):
+        recorder = Recorder(channels)
+        from gastric_propagate.inference.networks import TorchRunner
+
+        propagate(TorchRunner(recorder), image, anchors, limits=(0, 11), pixel_area_mm2=1.0, pixel_mm=1.0,
+                  prompt=prompt)
+        assert {batch.shape[1] for batch in recorder.batches} == {channels}
+        if prompt:
+            # Each step's chains in the order propagate keeps them: down from 3, up from 8, then between the two.
+            seen = [tuple(sample[4].bool().numpy().tobytes() for sample in batch) for batch in recorder.batches]
+            first = seen[0]
+            assert first == (low.tobytes(), high.tobytes(), low.tobytes(), high.tobytes())
+            assert all(set(step) <= {low.tobytes(), high.tobytes()} for step in seen)
+
+
+def test_a_segmenter_runs_a_prompt_reading_proposer_and_one_with_a_new_channel_at_zero_gives_the_same_mask(volume):
+    from conftest import CopyCoarseRefiner
+    from gastric_propagate.inference.networks import UNet2D, with_input_channels
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    image, label = volume
+    torch.manual_seed(0)
+    network = UNet2D(in_channels=4, base_channels=4, depth=2).eval()
+    with torch.no_grad():
+        network.head.bias.fill_(3.0)  # an untrained network that says "tumour" around the painted mask
+    masks = {}
+    for channels, proposer in ((4, network), (5, with_input_channels(network, 5))):
+        recorder = Recorder(channels)
+        segmenter = Segmenter.from_networks(proposer, CopyCoarseRefiner(), Preprocessing(), device="cpu")
+        wrapped = segmenter._proposer
+
+        def recording(batch, wrapped=wrapped, recorder=recorder):
+            recorder.batches.append(batch)
+            return wrapped(batch)
+
+        segmenter._proposer = recording
+        masks[channels] = segmenter.segment(image, SPACING, annotation_from_label(label), NETWORKS_ALONE).mask
+        assert {batch.shape[1] for batch in recorder.batches} == {channels}
+    np.testing.assert_array_equal(masks[4], masks[5])

@@ -136,6 +136,43 @@ def test_self_fed_training_from_scratch_and_fine_tuning_both_run_and_record_the_
     assert any(not torch.equal(a[name], b[name]) for name in a)
 
 
+def test_with_the_prompt_channel_every_proposer_sample_also_holds_the_largest_true_cross_section():
+    import numpy as np
+    from gastric_propagate.training.train import _proposer_sample, _self_fed_sample
+
+    crop = _crop("real", 20.0)  # truth: slices 1-4, a 4x4 square (the window's jitter never cuts it)
+    rollout = np.zeros(crop.label.shape, dtype=bool)
+    rollout[1:] = True
+    rng = np.random.default_rng(0)
+    for config in (TrainingConfig(window=16), TrainingConfig(window=16, prompt_channel=True)):
+        for _ in range(20):
+            for stack, target, _ in (_proposer_sample(crop, config, rng), _self_fed_sample(crop, rollout, config, rng)):
+                assert stack.shape == ((5 if config.prompt_channel else 4), 16, 16)
+                if config.prompt_channel:
+                    assert stack[4].sum() == 16 and set(np.unique(stack[4])) == {0.0, 1.0}
+
+
+def test_the_prompt_channel_from_scratch_from_a_four_channel_proposer_and_kept_when_fine_tuned_again(tmp_path):
+    from gastric_propagate.inference.onnx_networks import export_pair
+
+    cases = small_cases()
+    prompted = TrainingConfig(**{**CONFIG.__dict__, "prompt_channel": True, "self_fed": 0.5})
+    fresh = train(cases, tmp_path / "fresh", config=prompted, device="cpu")
+    plain = train(cases, tmp_path / "plain", config=CONFIG, device="cpu")
+
+    def pair(paths):
+        return tuple(load_checkpoint(paths[s], stage=s).network for s in ("proposer", "refiner"))
+
+    widened = train(cases, tmp_path / "widened", config=prompted, device="cpu", init=pair(plain))
+    again = train(cases, tmp_path / "again", config=CONFIG, device="cpu", init=pair(widened))  # no flag: kept
+    export_pair(again, overwrite=False)  # ONNX Runtime reads the fifth channel too
+    for paths in (fresh, widened, again):
+        proposer = load_checkpoint(paths["proposer"], stage="proposer")
+        assert proposer.in_channels == 5 and proposer.training["config"]["prompt_channel"] is True
+        Segmenter(paths["proposer"], paths["refiner"], device="cpu", backend="onnx" if paths is again else "torch")
+    assert load_checkpoint(plain["proposer"], stage="proposer").training["config"]["prompt_channel"] is False
+
+
 def test_torchio_augmentation_moves_the_masks_with_the_image_and_keeps_them_binary():
     """The previous mask and the target are the same square: whatever TorchIO's elastic deformation does, it does
     to both (they stay equal and binary), while the image alone gets blur, resolution loss and noise."""
