@@ -110,7 +110,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", type=_backend,
                         help="how the networks run: auto (PyTorch on the GPU when --device is auto and an NVIDIA "
                              "driver is visible; else ONNX Runtime on the CPU when onnxruntime is installed, the .onnx "
-                             "files lie beside the weights and --device is auto or cpu; else PyTorch), torch, onnx, "
+                             "files lie beside the weights and --device is auto or cpu; else PyTorch), torch, "
+                             "torch-bf16 (PyTorch with the networks in bfloat16: faster on a CPU that computes in "
+                             "it, AMX or AVX-512 BF16, slower on others; masks slightly different), onnx, "
                              "onnx-int8 (ONNX Runtime with the int8 copies of the networks: faster on a CPU, masks "
                              "slightly different; 'export-onnx --int8' writes them) (default: %(default)s)")
     parser.add_argument("--proposer", help="proposer checkpoint (default: the bundled weights)")

@@ -147,7 +147,7 @@ def _child(out: str, arguments: list[str]) -> int:
     moments["engine"] = time.time()
     given = cli.build_parser().parse_args(arguments)
     backend = choose_backend(given.backend, given.device, given.proposer, given.refiner)
-    importlib.import_module("torch" if backend == "torch" else "onnxruntime")
+    importlib.import_module("torch" if backend.startswith("torch") else "onnxruntime")
     moments["runtime"] = time.time()
     spent = {"weights": 0.0, "read": 0.0, "registration": 0.0, "report": 0.0, "write": 0.0}
     seen = {}
@@ -202,7 +202,7 @@ def _child(out: str, arguments: list[str]) -> int:
     inside = ("weights", "read", "preprocessing", "proposer", "refiner", "paste_back", "vote", "confidence", "report",
               "write")
     run["other"] = command_seconds - sum(run[key] for key in inside)
-    torch_ran = seen["backend"] == "torch"
+    torch_ran = seen["backend"].startswith("torch")
     used = importlib.import_module("torch" if torch_ran else "onnxruntime")
     threads = used.get_num_threads() if torch_ran else (intra_op_threads() or "onnxruntime's choice of")
     run.update(started=moments["started"], finished=moments["finished"], device=seen["device"],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.inference.checkpoints import bundled_weights
 from gastric_propagate.inference.onnx_networks import export_hint, onnx_path
-from gastric_propagate.inference.options import ONNX_BACKENDS
+from gastric_propagate.inference.options import ONNX_BACKENDS, TORCH_BACKENDS
 from gastric_propagate.inference.options import backend as check_backend
 from gastric_propagate.inference.options import device as check_device
 
@@ -32,8 +32,8 @@ def checkpoint_paths(proposer_path, refiner_path) -> dict:
 
 
 def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=None) -> str:
-    """How ``pipeline.Segmenter`` runs the networks, "onnx", "onnx-int8" or "torch", for a ``backend`` of auto, torch,
-    onnx or onnx-int8 (the int8 copies under ONNX Runtime: only when asked for by name).
+    """How ``pipeline.Segmenter`` runs the networks, "onnx", "onnx-int8", "torch" or "torch-bf16", for a ``backend``
+    of auto, torch, torch-bf16, onnx or onnx-int8 (the int8 copies and bfloat16: only when asked for by name).
 
     auto is PyTorch when ``device`` is auto, torch is installed and an NVIDIA driver is visible
     (``nvidia_driver_visible``: the GPU when there is one); else ONNX Runtime when onnxruntime is installed, the
@@ -45,8 +45,8 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
             check(value)
         except InputError as error:
             raise InputError(f"{name}: {error}.") from None
-    if backend == "torch":
-        return "torch"
+    if backend in TORCH_BACKENDS:
+        return backend
     if (backend == "auto" and device == "auto" and importlib.util.find_spec("torch") is not None
             and nvidia_driver_visible()):
         return "torch"

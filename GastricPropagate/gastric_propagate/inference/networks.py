@@ -118,12 +118,15 @@ class TorchRunner:
     Args:
         network: in eval mode, on ``device`` (e.g. ``inference_copy(network)``).
         device: where the network's weights lie ("cpu", "cuda:0").
+        precision: "float32", or "bfloat16": the network's weights and inputs cast to it (``--backend torch-bf16``;
+            fast where the CPU computes in bfloat16 itself, AMX or AVX-512 BF16; docs/profile.md).
     """
 
-    def __init__(self, network: nn.Module, device: torch.device | str = "cpu"):
-        self.network, self.device = network, torch.device(device)
+    def __init__(self, network: nn.Module, device: torch.device | str = "cpu", precision: str = "float32"):
+        self.dtype = getattr(torch, precision)
+        self.network, self.device = network.to(self.dtype), torch.device(device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.network(torch.from_numpy(batch).to(self.device))
+            logits = self.network(torch.from_numpy(batch).to(self.device, self.dtype))
             return torch.sigmoid(logits)[:, 0].float().cpu().numpy()

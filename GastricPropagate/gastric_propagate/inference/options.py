@@ -25,10 +25,13 @@ VOTE_REACH = 0.75
 NOT_LARGEST_REGISTRATION_REACH = 3.0
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 # How the networks run: auto (ONNX Runtime where it and the ONNX files are there and no CUDA device is asked for, else
-# PyTorch), torch, onnx (ONNX Runtime, on the CPU) or onnx-int8 (ONNX Runtime with the networks' int8 copies).
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+# PyTorch), torch, torch-bf16 (PyTorch with the networks in bfloat16), onnx (ONNX Runtime, on the CPU) or onnx-int8
+# (ONNX Runtime with the networks' int8 copies).
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 #: The backends that run the networks under ONNX Runtime -> the precision of the ONNX files each reads.
 ONNX_BACKENDS = {"onnx": "float32", "onnx-int8": "int8"}
+#: The backends that run the networks under PyTorch -> the precision of their weights and inputs.
+TORCH_BACKENDS = {"torch": "float32", "torch-bf16": "bfloat16"}
 
 
 # The checks of the option values, shared by ``PropagationOptions``, the engine and the command line's parser. Each
@@ -69,7 +72,7 @@ def device(value) -> str:
 
 
 def backend(value) -> str:
-    """How the networks run: auto, torch, onnx or onnx-int8 (``BACKENDS``)."""
+    """How the networks run: auto, torch, torch-bf16, onnx or onnx-int8 (``BACKENDS``)."""
     if not isinstance(value, str) or value not in BACKENDS:
         raise InputError(f"{value!r} is not a backend: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     return value

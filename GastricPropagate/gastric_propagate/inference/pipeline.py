@@ -33,7 +33,7 @@ from gastric_propagate.inference.backends import checkpoint_paths, choose_backen
 from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS
+from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS, TORCH_BACKENDS
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
@@ -66,7 +66,8 @@ class Segmenter:
         refiner_path: refiner checkpoint; the bundled one when None.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         backend: how the networks run (``backends.choose_backend``): "auto" (PyTorch where an NVIDIA driver is
-            visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``), "onnx" (ONNX Runtime on
+            visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``), "torch-bf16" (the same
+            with the networks in bfloat16), "onnx" (ONNX Runtime on
             the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported) or "onnx-int8" (the
             same with their int8 copies, ``.int8.onnx``).
     """
@@ -99,13 +100,14 @@ class Segmenter:
     def _prepare_networks(self) -> None:
         """The networks as they run (``propagation.NetworkRunner``): an ONNX stage runs itself; a PyTorch one with
         its batch norms folded, channels-last (``networks.inference_copy``)."""
-        if self.backend != "torch":
+        if self.backend not in TORCH_BACKENDS:
             self._proposer, self._refiner = self.proposer, self.refiner
             return
         from gastric_propagate.inference.networks import TorchRunner, inference_copy
 
-        self._proposer = TorchRunner(inference_copy(self.proposer.network), self.device)
-        self._refiner = TorchRunner(inference_copy(self.refiner.network), self.device)
+        precision = TORCH_BACKENDS[self.backend]
+        self._proposer = TorchRunner(inference_copy(self.proposer.network), self.device, precision)
+        self._refiner = TorchRunner(inference_copy(self.refiner.network), self.device, precision)
 
     @classmethod
     def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),

@@ -53,3 +53,23 @@ def test_a_network_given_a_new_input_channel_starts_as_it_was_whatever_that_chan
         torch.testing.assert_close(wider(torch.cat([x, 1 - prompt], dim=1)), network(x))
     with pytest.raises(ValueError, match="more than 3"):
         with_input_channels(network, 3)
+
+
+def test_the_bfloat16_backend_runs_the_bundled_networks_in_bfloat16_close_to_float32():
+    """``--backend torch-bf16``: chosen only by name, the networks' weights in bfloat16, and the demo phantom's masks
+    close to float32's (bfloat16 keeps 8 bits of mantissa: a few boundary voxels may flip)."""
+    from conftest import segment_demo_phantom
+    from gastric_propagate.inference.backends import choose_backend
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.metrics import dice
+
+    assert choose_backend("torch-bf16", "cpu") == "torch-bf16"
+    segmenter = Segmenter(device="cpu", backend="torch-bf16")
+    assert segmenter.backend == "torch-bf16"
+    assert {p.dtype for p in segmenter._proposer.network.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in segmenter.proposer.network.parameters()} == {torch.float32}  # the loaded one untouched
+    label, results = segment_demo_phantom("torch", "torch-bf16")
+    float32, bfloat16 = results["torch"], results["torch-bf16"]
+    assert dice(bfloat16.network_mask, float32.network_mask) > 0.99
+    assert dice(bfloat16.mask, float32.mask) > 0.99
+    assert abs(dice(bfloat16.mask, label) - dice(float32.mask, label)) < 0.01

@@ -169,7 +169,7 @@ def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, mo
     assert choose_backend("auto", "cpu", without["proposer"], without["refiner"]) == "torch"
     with pytest.raises(WeightsError, match=r"No ONNX file beside the weights .*proposer\.onnx.*export-onnx"):
         choose_backend("onnx", "cpu", without["proposer"], without["refiner"])
-    with pytest.raises(InputError, match="'tensorrt' is not a backend: use auto, torch, onnx or onnx-int8"):
+    with pytest.raises(InputError, match="'tensorrt' is not a backend: use auto, torch, torch-bf16, onnx or onnx-int8"):
         choose_backend("tensorrt", "cpu")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
     assert choose_backend("auto", "cpu", proposer, refiner) == "torch"
