@@ -30,11 +30,6 @@ NETWORK_STAGES = ("proposer", "refiner")
 INPUT_CHANNELS = {"proposer": 4, "refiner": 6}
 # A proposer trained with ``train --prompt-channel`` also reads the painted slice's mask at every step: one more.
 PROMPT_CHANNELS = INPUT_CHANNELS["proposer"] + 1
-
-
-def accepted_channels(stage: str) -> tuple[int, ...]:
-    """The input channels a ``stage`` network may read."""
-    return (INPUT_CHANNELS[stage], PROMPT_CHANNELS) if stage == "proposer" else (INPUT_CHANNELS[stage],)
 BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The largest network a checkpoint may declare (the bundled ones have about 0.5 million parameters; a 2D U-Net of
 # 64 base channels and depth 5 has 124 million): 0.8 GB as float32. Larger ones are refused before they are
@@ -48,6 +43,11 @@ PREPROCESSING_RANGES = {"pixel_spacing_mm": (0.25, 5.0), "margin_fraction": (0.0
                         "size_multiple": (1, 64), "min_size": (8, 1024), "prompt_scale_hu": (1.0, 5000.0),
                         "prompt_clip": (0.1, 100.0), "slice_step_mm": (0.1, 20.0)}
 WHOLE_NUMBERS = ("size_multiple", "min_size")
+
+
+def accepted_channels(stage: str) -> tuple[int, ...]:
+    """The input channels a ``stage`` network may read."""
+    return (INPUT_CHANNELS[stage], PROMPT_CHANNELS) if stage == "proposer" else (INPUT_CHANNELS[stage],)
 
 
 def bundled_weights(stage: str) -> Path:

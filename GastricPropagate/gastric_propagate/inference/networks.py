@@ -118,8 +118,8 @@ class TorchRunner:
     Args:
         network: in eval mode, on ``device`` (e.g. ``inference_copy(network)``).
         device: where the network's weights lie ("cpu", "cuda:0").
-        precision: "float32", or "bfloat16": the network's weights and inputs cast to it (``--backend torch-bf16``;
-            fast where the CPU computes in bfloat16 itself, AMX or AVX-512 BF16; docs/profile.md).
+        precision: "float32", or "bfloat16": the network (in place) and its inputs cast to it (``--backend
+            torch-bf16``; fast where the CPU computes in bfloat16 itself, AMX or AVX-512 BF16; docs/profile.md).
     """
 
     def __init__(self, network: nn.Module, device: torch.device | str = "cpu", precision: str = "float32"):

@@ -67,9 +67,8 @@ class Segmenter:
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         backend: how the networks run (``backends.choose_backend``): "auto" (PyTorch where an NVIDIA driver is
             visible, else ONNX Runtime where it can run), "torch" (PyTorch, on ``device``), "torch-bf16" (the same
-            with the networks in bfloat16), "onnx" (ONNX Runtime on
-            the CPU, from the ``.onnx`` files beside the checkpoints; torch is never imported) or "onnx-int8" (the
-            same with their int8 copies, ``.int8.onnx``).
+            with the networks in bfloat16), "onnx" (ONNX Runtime on the CPU, from the ``.onnx`` files beside the
+            checkpoints; torch is never imported) or "onnx-int8" (the same with their int8 copies, ``.int8.onnx``).
     """
 
     def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
