@@ -193,6 +193,7 @@ class Recorder(torch.nn.Module):
 
 
 def test_a_proposer_with_the_prompt_channel_reads_the_mask_its_chain_started_from_at_every_step():
+    from gastric_propagate.inference.networks import TorchRunner
     from gastric_propagate.inference.propagation import propagate
 
     image = np.zeros((12, 32, 32), dtype=np.float32)
@@ -201,8 +202,6 @@ def test_a_proposer_with_the_prompt_channel_reads_the_mask_its_chain_started_fro
     anchors = {3: low, 8: high}
     for prompt, channels in ((False, 4), (True, 5)):
         recorder = Recorder(channels)
-        from gastric_propagate.inference.networks import TorchRunner
-
         propagate(TorchRunner(recorder), image, anchors, limits=(0, 11), pixel_area_mm2=1.0, pixel_mm=1.0,
                   prompt=prompt)
         assert {batch.shape[1] for batch in recorder.batches} == {channels}
@@ -224,18 +223,18 @@ def test_a_segmenter_runs_a_prompt_reading_proposer_and_one_with_a_new_channel_a
     torch.manual_seed(0)
     network = UNet2D(in_channels=4, base_channels=4, depth=2).eval()
     with torch.no_grad():
-        network.head.bias.fill_(3.0)  # an untrained network that says "tumour" around the painted mask
+        network.head.bias.fill_(3.0)  # an untrained network that says "tumour" almost everywhere
     masks = {}
     for channels, proposer in ((4, network), (5, with_input_channels(network, 5))):
-        recorder = Recorder(channels)
+        batches = []
         segmenter = Segmenter.from_networks(proposer, CopyCoarseRefiner(), Preprocessing(), device="cpu")
         wrapped = segmenter._proposer
 
-        def recording(batch, wrapped=wrapped, recorder=recorder):
-            recorder.batches.append(batch)
+        def recording(batch, wrapped=wrapped, batches=batches):
+            batches.append(batch)
             return wrapped(batch)
 
         segmenter._proposer = recording
         masks[channels] = segmenter.segment(image, SPACING, annotation_from_label(label), NETWORKS_ALONE).mask
-        assert {batch.shape[1] for batch in recorder.batches} == {channels}
+        assert {batch.shape[1] for batch in batches} == {channels}
     np.testing.assert_array_equal(masks[4], masks[5])
