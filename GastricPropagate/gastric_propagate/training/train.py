@@ -352,8 +352,9 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
         network.eval()
         return []
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    # A tenth of the steps warm up; OneCycleLR divides by zero when that is exactly one step (10 steps).
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps,
-                                                   pct_start=0.1)
+                                                   pct_start=0.1 if steps != 10 else 0.2)
     network.to(device).train()
     losses = []
     with tqdm(range(steps), desc=description, unit="step", dynamic_ncols=True) as bar:

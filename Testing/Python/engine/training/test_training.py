@@ -1,5 +1,6 @@
 """A tiny training run: both checkpoints written, loadable, self-describing and reproducible."""
 
+import pytest
 import torch
 
 from gastric_propagate.inference.checkpoints import load_checkpoint
@@ -27,6 +28,15 @@ def test_training_writes_two_usable_self_describing_checkpoints(tmp_path):
     assert meta["data"] == "2 test phantoms" and meta["cases"] == 2 and meta["config"]["seed"] == 7
     assert set(meta["validation"]) == {"proposer", "proposer+refiner", "cases"}
     Segmenter(paths["proposer"], paths["refiner"], device="cpu")  # the pair loads together
+
+
+@pytest.mark.parametrize("steps", [1, 10, 11])
+def test_any_number_of_steps_trains(tmp_path, steps):
+    """The learning-rate schedule warms up over a tenth of the steps; at 10 steps that is one step, which
+    torch's OneCycleLR cannot divide by."""
+    config = TrainingConfig(**{**CONFIG.__dict__, "proposer_steps": steps, "refiner_steps": steps})
+    paths = train(small_cases()[:1], tmp_path, config=config, device="cpu")
+    assert load_checkpoint(paths["proposer"], stage="proposer").training["final_loss"]["proposer"] > 0
 
 
 def test_same_seed_same_weights(tmp_path):
