@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0,
                        help="random seed of the crops, augmentations and initial weights, for a repeatable run "
                             "(default: %(default)s)")
-    train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    train.add_argument("--threads", type=int,
+                       help="CPU threads for PyTorch (default: PyTorch's choice); the weights are the same bit for "
+                            "bit only at the same thread count")
     train.add_argument("--device", default="auto", type=_device,
                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: %(default)s)")
 

@@ -434,7 +434,8 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
             fresh networks when None.
         sources: the source name of each case (``config.mix`` gives each source its share of the samples).
 
-    Returns the written paths. Reproducible for a given config.seed, data and device.
+    Returns the written paths. Reproducible bit for bit for a given config.seed, data, device and CPU thread count
+    (another thread count sums in another order: other weights, as a new seed would give).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -483,6 +484,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         "case_names": [c.name for c in cases],  # all of them: evaluate says when it scores a case the weights saw
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
+        "threads": torch.get_num_threads(),  # the weights depend on it bit for bit (the order of torch's sums)
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "final_loss": {"proposer": _final_loss(proposer_losses), "refiner": _final_loss(refiner_losses)},
     }

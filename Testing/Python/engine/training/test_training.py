@@ -26,6 +26,7 @@ def test_training_writes_two_usable_self_describing_checkpoints(tmp_path):
     assert refiner.network.config["in_channels"] == 6
     meta = proposer.training
     assert meta["data"] == "2 test phantoms" and meta["cases"] == 2 and meta["config"]["seed"] == 7
+    assert meta["threads"] == torch.get_num_threads()  # what reproducing these weights bit for bit needs
     assert set(meta["validation"]) == {"proposer", "proposer+refiner", "cases"}
     Segmenter(paths["proposer"], paths["refiner"], device="cpu")  # the pair loads together
 
