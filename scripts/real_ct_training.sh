@@ -9,17 +9,19 @@
 # Training takes about 70 minutes on 2 CPU cores (27 minutes for each of the first two steps, 11 for the third,
 # measured), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
 # shipped/*.onnx into GastricPropagate/gastric_propagate/inference/weights/.
+# The thread counts are fixed because the weights depend on them bit for bit (PyTorch sums in another order on
+# another count): steps 1 and 2 write the shipped chain's P and G exactly (stop 38, docs/training.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/real-ct-train}
 OUT=runs/real-ct-training
 GP=.venv/bin/gastric-propagate
 .venv/bin/python scripts/split_by_patient.py --data "$DATA" --out "$OUT/split" --validation 0.15 --seed 0
-$GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation-phantoms 0 \
+$GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation-phantoms 0 --threads 2 \
     --out "$OUT/phantom-only" --overwrite
 $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 phantom=0.55 thorax=0.15 \
     --zoom 1 1 --init "$OUT/phantom-only" --learning-rate 5e-4 --proposer-steps 1500 --refiner-steps 600 \
-    --validation-phantoms 0 --out "$OUT/tuned" --overwrite
+    --validation-phantoms 0 --threads 2 --out "$OUT/tuned" --overwrite
 # 3. I (shipped): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the proposer's samples
 #    taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on those cases come only
 #    from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
