@@ -10,7 +10,9 @@
 # measured), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
 # shipped/*.onnx into GastricPropagate/gastric_propagate/inference/weights/.
 # The thread counts are fixed because the weights depend on them bit for bit (PyTorch sums in another order on
-# another count): steps 1 and 2 write the shipped chain's P and G exactly (stop 38, docs/training.md).
+# another count): steps 1 and 2 write the shipped chain's P and G exactly; step 3 writes a pair within 0.01 of the
+# bundled I on every V and D figure, not I itself, which stop 34 made in a run that could not be repeated bit for bit
+# (stop 38, docs/training.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/real-ct-train}
@@ -28,7 +30,8 @@ $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 p
 REAL_CT=${REAL_CT:-../shared/real-ct}
 $GP train --data "$REAL_CT" --data "$OUT/split/train" --phantoms 100 --thorax 60 \
     --mix train=0.2 real-ct=0.25 phantom=0.45 thorax=0.1 --zoom 1 1 --init "$OUT/tuned" --learning-rate 3e-4 \
-    --proposer-steps 600 --refiner-steps 300 --self-fed 0.5 --validation-phantoms 0 --out "$OUT/shipped" --overwrite
+    --proposer-steps 600 --refiner-steps 300 --self-fed 0.5 --validation-phantoms 0 --threads 2 --out "$OUT/shipped" \
+    --overwrite
 $GP export-onnx --weights "$OUT/shipped" --overwrite --int8
 for weights in phantom-only tuned shipped; do
     W=(--proposer "$OUT/$weights/proposer.pt" --refiner "$OUT/$weights/refiner.pt")
