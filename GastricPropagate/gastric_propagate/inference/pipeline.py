@@ -38,6 +38,7 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
+from gastric_propagate.inference.masks import bounding_box
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.registration import WalkMemo
 from gastric_propagate.inference.propagation import PropagationOutput, StopRule, propagate
@@ -322,8 +323,16 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
         tumour = painted_slices(mask)
         first, last = min(first, tumour[0]), max(last, tumour[-1])
     slices = range(max(0, first), min(run.image.shape[0] - 1, last) + 1)
-    confidence = slice_confidence(mask, list(run.anchor_slices), slices, run.spacing_xyz,
-                                  agreement=vote.agreement(opinions, slices) if consensus else None)
+    # Both read each slice in the box that holds the anchors, and the result and every opinion on these slices, not
+    # the whole 512 x 512 slice: nothing outside it counts.
+    window = slice(slices.start, slices.stop)
+    held = run.painted[run.anchor_slices].any(axis=0) | mask[window].any(axis=0)
+    for opinion in opinions or ():
+        held |= opinion[window].any(axis=0)
+    box = (slice(None),) + bounding_box(held)
+    confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz,
+                                  agreement=vote.agreement(tuple(o[box] for o in opinions), slices) if consensus
+                                  else None)
     cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
     for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
         confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)

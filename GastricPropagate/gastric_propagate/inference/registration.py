@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from gastric_propagate.inference.masks import bounds, largest_component, slices_within
+from gastric_propagate.inference.masks import bounding_box, bounds, largest_component, slices_within
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
     if transform not in ("affine", "demons"):
         raise ValueError(f"transform must be 'affine' or 'demons', not {transform!r}")
     sx, sy, _sz = spacing_xyz
-    lower, upper = hu_window(median_2d(image[k], spacing_xyz)[painted], multiplier)
+    around = bounding_box(painted, margin=1)  # a painted pixel's 3x3 median reads only its neighbours: no whole slice
+    lower, upper = hu_window(median_2d(image[k][around], spacing_xyz)[painted[around]], multiplier)
     max_steps = slices_within(painted, spacing_xyz, extent_factor)
     min_area = max(4, int(min_area_fraction * painted.sum()))
     margin = (max(2, math.ceil(margin_mm / sy)), max(2, math.ceil(margin_mm / sx)))

@@ -11,6 +11,7 @@ from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.consensus import (copy_along_z, keep_connected, larger_neighbour, majority,
                                                    register_anchors, take_vote,
                                                    tapered_copy, vote_window)
+from gastric_propagate.inference import registration
 from gastric_propagate.inference.registration import propagate_by_registration, warp_mask
 from gastric_propagate.metrics import dice
 
@@ -230,6 +231,28 @@ def test_registration_keeps_a_tumours_partial_volume_rim(transform):
     assert len(propagated) >= 8
     assert all(abs(areas[1][j] - painted.sum()) <= 0.02 * painted.sum() for j in propagated)
     assert all(areas[0][j] < 0.95 * painted.sum() for j in propagated)  # what the rim restores
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_the_painted_slices_hu_window_read_around_the_outline_gives_the_walk_of_the_whole_slice(monkeypatch, edge):
+    """The registration reads the painted pixels' HU window from a 3x3 median over the outline's box and a pixel
+    around it, not over the whole slice: the same window, so the same walk; also where the outline touches the
+    slice's edge (where the median's boundary rule applies either way)."""
+    image, truth = _shifting_disc(shift_per_slice=1.0)
+    if edge:  # the tumour cut by the slice's edge
+        image, truth = image[:, :, 22:], truth[:, :, 22:]
+    image[10] += np.random.default_rng(1).normal(0, 40, image[10].shape).astype(np.float32)  # a noisy painted slice
+    painted = truth[10] > 0
+    assert painted[:, 0].any() == edge
+    windows = []
+    hu_window = registration.hu_window
+    monkeypatch.setattr(registration, "hu_window", lambda *args: windows.append(hu_window(*args)) or windows[-1])
+    boxed = propagate_by_registration(image, SPACING, 10, painted, transform="demons", iterations=10)
+    monkeypatch.setattr(registration, "bounding_box", lambda mask, margin=0: (slice(None),) * mask.ndim)
+    whole = propagate_by_registration(image, SPACING, 10, painted, transform="demons", iterations=10)
+    assert windows[0] == windows[1]
+    assert boxed[9].any() and boxed[11].any()
+    np.testing.assert_array_equal(boxed, whole)
 
 
 def test_registration_refuses_an_unknown_transform():

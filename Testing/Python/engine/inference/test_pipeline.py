@@ -83,6 +83,21 @@ def test_the_result_is_the_snapped_vote_of_networks_registration_and_tapered_cop
     assert set(result.slice_confidence) >= set(painted_slices(result.mask))
 
 
+def test_the_confidence_read_in_the_box_of_the_result_and_its_opinions_is_that_of_whole_slices(
+        bundled_segmenter, held_out, monkeypatch):
+    """Each slice's confidence (the result's continuity, the opinions' agreement) is read in the box that holds the
+    result and every opinion, not on whole slices: the same figures."""
+    from gastric_propagate.inference import pipeline
+
+    def confidences():
+        return [bundled_segmenter.segment(case.image, case.spacing_xyz, annotation_from_label(case.label))
+                .slice_confidence for case in held_out]
+
+    boxed = confidences()
+    monkeypatch.setattr(pipeline, "bounding_box", lambda mask, margin=0: (slice(None),) * mask.ndim)
+    assert boxed == confidences()
+
+
 def test_the_vote_keeps_to_the_slice_limits(bundled_segmenter, held_out):
     case = held_out[1]
     annotation = annotation_from_label(case.label)
