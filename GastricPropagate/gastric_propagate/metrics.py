@@ -10,23 +10,23 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Dice coefficient 2|A∩B|/(|A|+|B|); 1.0 when both masks are empty."""
     a = prediction > 0
     b = truth > 0
-    total = int(a.sum()) + int(b.sum())
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))  # counted, not summed: no integer copy of a CT
     if total == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
+    return 2.0 * int(np.count_nonzero(a & b)) / total
 
 
 def volume_ml(mask: np.ndarray, spacing_xyz: tuple[float, float, float]) -> float:
     """Volume of a (z, y, x) mask in millilitres, given the voxel spacing in mm (x, y, z)."""
-    return float((mask > 0).sum()) * float(np.prod(spacing_xyz)) / 1000.0
+    return float(np.count_nonzero(mask > 0)) * float(np.prod(spacing_xyz)) / 1000.0
 
 
 def volume_error_percent(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Signed volume error of the prediction relative to the truth, in percent."""
-    truth_voxels = int((truth > 0).sum())
+    truth_voxels = int(np.count_nonzero(truth > 0))
     if truth_voxels == 0:
         raise ValueError("the reference mask is empty: a relative volume error is undefined")
-    return 100.0 * (int((prediction > 0).sum()) - truth_voxels) / truth_voxels
+    return 100.0 * (int(np.count_nonzero(prediction > 0)) - truth_voxels) / truth_voxels
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
