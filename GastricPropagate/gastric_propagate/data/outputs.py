@@ -55,7 +55,8 @@ class OutputBatch:
 
     def mask(self, mask: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
         """A uint8 (z, y, x) mask on exactly the reference's grid."""
-        image = sitk.GetImageFromArray(np.asarray(mask).astype(np.uint8))
+        # GetImageFromArray copies the voxels into the image: a uint8 mask needs no copy of its own before that.
+        image = sitk.GetImageFromArray(np.asarray(mask).astype(np.uint8, copy=False))
         image.CopyInformation(reference)
         return self.image(image, path)
 
