@@ -87,7 +87,7 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         else:
             imagePath = paths["image.nrrd"]
             _writeImage(image, spacingXYZ, imagePath)
-        _writeArray((np.asarray(annotation) > 0).astype(np.uint8), spacingXYZ, paths["annotation.nrrd"],
+        _writeArray((np.asarray(annotation) > 0).view(np.uint8), spacingXYZ, paths["annotation.nrrd"],  # 0 / 1, no copy
                     compress=True)
         if worker is not None:
             from .engine_worker import WorkerJob, requestOptions
