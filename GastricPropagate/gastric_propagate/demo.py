@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.data.output_checks import check_outputs, check_writable_folder
 from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.digests import file_sha256
 from gastric_propagate.errors import InputError
 from gastric_propagate.file_segmentation import build_report
 from gastric_propagate.metrics import dice, volume_ml
@@ -53,7 +54,7 @@ def earlier_demo_files(out_dir: str | Path) -> set[Path]:
     ours = {paths["manifest"]}
     for path in paths.values():
         listed = manifest["sha256"].get(path.name)
-        if listed and path.is_file() and not path.is_symlink() and _sha256(path) == listed:
+        if listed and path.is_file() and not path.is_symlink() and file_sha256(path) == listed:
             ours.add(path)
     return ours
 
@@ -107,7 +108,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
     def image_file(name: str, written: sitk.Image) -> None:
         def write(temporary: Path) -> None:
             sitk.WriteImage(written, str(temporary), useCompression=True)
-            digests[paths[name].name] = _sha256(temporary)
+            digests[paths[name].name] = file_sha256(temporary)
 
         outputs.file(paths[name], write)
 
@@ -142,11 +143,3 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
           "for a full manual 3D outline")
     print(f"Files:   {out_dir}/ (ct, truth, annotation, result .nrrd; report.json): open them in 3D Slicer")
     return report
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,7 +11,6 @@ checkpoint does; ONNX Runtime's probabilities are checked against PyTorch's befo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from gastric_propagate import __version__
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.digests import file_sha256
 from gastric_propagate.errors import WeightsError
 from gastric_propagate.inference.checkpoints import (MAX_FILE_BYTES, accepted_channels, checked_preprocessing,
                                                      load_checkpoint)
@@ -123,7 +123,7 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
         channels = " or ".join(map(str, accepted_channels(stage)))
         raise WeightsError(f"{path} does not read the {channels} channels the {stage} is given. {again}")
     weights = weights_path(path)
-    if weights.is_file() and _sha256(weights) != description.get("weights_sha256"):
+    if weights.is_file() and file_sha256(weights) != description.get("weights_sha256"):
         raise WeightsError(f"{path} was not exported from the {stage} weights beside it ({weights.name}, changed "
                            f"since). {again}")
     preprocessing = checked_preprocessing(description, path, stage, again)
@@ -147,7 +147,7 @@ def export_onnx(weights: str | Path, *, stage: str, outputs: OutputBatch | None 
     description = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
                    "stage": stage, "architecture": {"name": "UNet2D", "config": dict(checkpoint.network.config)},
                    "preprocessing": checkpoint.preprocessing.to_dict(), "training": checkpoint.training,
-                   "weights_sha256": _sha256(weights), "opset": OPSET}
+                   "weights_sha256": file_sha256(weights), "opset": OPSET}
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     description["max_difference"] = difference = _largest_difference(checkpoint.network, session)
     if not difference <= TOLERANCE:
@@ -186,10 +186,6 @@ def intra_op_threads() -> int:
     """``OMP_NUM_THREADS`` when it is a whole number of 1 or more, else 0 (ONNX Runtime's choice)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else 0
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _exported_model(network):

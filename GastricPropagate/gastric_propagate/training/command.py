@@ -172,10 +172,13 @@ def initial_paths(source: str) -> dict:
 
 
 def _initial_networks(source: str):
-    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder."""
+    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder. The
+    description names the two files by their SHA-256 too: a folder's path says nothing of what it held then."""
+    from gastric_propagate.digests import file_sha256
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
     paths = initial_paths(source)
     loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
+    digests = ", ".join(f"{stage} sha256 {file_sha256(path)}" for stage, path in paths.items())
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
-            f"{source} weights ({paths['proposer']})")
+            f"{source} weights ({paths['proposer']}; {digests})")

@@ -6,6 +6,7 @@ tests run the real command in a child process, stop it in the middle (outputs st
 look at what is left. No network is trained here: ``train`` runs with 0 steps.
 """
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -271,6 +272,9 @@ def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_f
         state = bundled.network.state_dict()
         assert all(torch.equal(tensor, state[name]) for name, tensor in written.network.state_dict().items())
         assert written.training["final_loss"] == {"proposer": None, "refiner": None}
+        for started_from in ("proposer", "refiner"):  # the weights it started from, named by their bytes
+            digest = hashlib.sha256(Path(bundled_weights(started_from)).read_bytes()).hexdigest()
+            assert f"{started_from} sha256 {digest}" in written.training["data"]
 
 
 def test_train_prompt_channel_with_zero_steps_widens_the_proposer_and_keeps_what_it_computes(tmp_path, cases_folder):
