@@ -25,8 +25,8 @@ OLDEST_PYTHON = (3, 9)
 SLICER_FILES = sorted(
     [MODULE / "GastricPropagate.py", *(MODULE / "GastricPropagateLib").glob("*.py"),
      *(ENGINE / "inference").glob("*.py"), *(ENGINE / "data").glob("*.py"),
-     *(ENGINE / name for name in ("__init__.py", "errors.py", "cli.py", "file_segmentation.py", "metrics.py",
-                                                  "worker.py"))])
+     *(ENGINE / name for name in ("__init__.py", "digests.py", "errors.py", "cli.py", "file_segmentation.py",
+                                  "metrics.py", "protocol.py", "worker.py"))])
 
 
 def _id(path: Path) -> str:
