@@ -25,7 +25,8 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.annotation import slice_areas
-from gastric_propagate.inference.masks import bounding_box, equivalent_diameter_mm, keep_connected, slices_within
+from gastric_propagate.inference.masks import (bounding_box, equivalent_diameter_mm, in_plane_box, keep_connected,
+                                              slices_within)
 from gastric_propagate.inference.options import VOTE_REACH
 from gastric_propagate.inference.outline_snap import SNAP_MARGIN_PX, snap_outline
 from gastric_propagate.inference.registration import propagate_by_registration
@@ -144,12 +145,7 @@ def _vote_box(network_mask: np.ndarray, chains: dict[int, np.ndarray], anchors: 
     """The window's slices, and in-plane the box that holds the anchors and, on those slices, every voxel the networks
     and the registrations hold, widened by ``SNAP_MARGIN_PX``."""
     window = slice(first, last + 1)
-    held = np.zeros(network_mask.shape[1:], dtype=bool)
-    for opinion in [network_mask] + list(chains.values()):
-        held |= opinion[window].any(axis=0)
-    for painted in anchors.values():
-        held |= painted > 0
-    return (window,) + bounding_box(held, margin=SNAP_MARGIN_PX)
+    return (window,) + in_plane_box([network_mask, *chains.values()], window, anchors.values(), margin=SNAP_MARGIN_PX)
 
 
 def larger_neighbour(registered: np.ndarray, k: int, painted: np.ndarray,

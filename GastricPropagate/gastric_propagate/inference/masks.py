@@ -27,6 +27,17 @@ def bounding_box(mask: np.ndarray, margin: int | tuple[int, ...] = 0) -> tuple[s
     return tuple(box)
 
 
+
+def in_plane_box(volumes, window: slice, outlines=(), *, margin: int = 0) -> tuple[slice, slice]:
+    """The (y, x) box that holds every voxel the (z, y, x) ``volumes`` hold on the slices of ``window`` and every pixel
+    of the (y, x) ``outlines``, widened by ``margin``: where work on those slices need look, and nowhere else."""
+    held = np.zeros(volumes[0].shape[1:], dtype=bool)
+    for volume in volumes:
+        held |= volume[window].any(axis=0)
+    for outline in outlines:
+        held |= outline > 0
+    return bounding_box(held, margin=margin)
+
 def bounds(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], tuple[int, int]]:
     """((y0, y1), (x0, x1)), inclusive: a 2D mask's bounding box widened by ``margin``, clipped to the slice."""
     (y0, y1), (x0, x1) = ((box.start, box.stop - 1) for box in bounding_box(mask, margin))

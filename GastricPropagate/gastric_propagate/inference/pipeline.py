@@ -38,7 +38,7 @@ from gastric_propagate.inference.options import PropagationOptions  # noqa: F401
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
 from gastric_propagate.inference.confidence import slice_confidence
-from gastric_propagate.inference.masks import bounding_box
+from gastric_propagate.inference.masks import in_plane_box
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.registration import WalkMemo
 from gastric_propagate.inference.propagation import PropagationOutput, StopRule, propagate
@@ -325,11 +325,8 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
     slices = range(max(0, first), min(run.image.shape[0] - 1, last) + 1)
     # Both read each slice in the box that holds the anchors, and the result and every opinion on these slices, not
     # the whole 512 x 512 slice: nothing outside it counts.
-    window = slice(slices.start, slices.stop)
-    held = run.painted[run.anchor_slices].any(axis=0) | mask[window].any(axis=0)
-    for opinion in opinions or ():
-        held |= opinion[window].any(axis=0)
-    box = (slice(None),) + bounding_box(held)
+    box = (slice(None),) + in_plane_box([mask, *(opinions or ())], slice(slices.start, slices.stop),
+                                        run.anchor_masks.values())
     confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz,
                                   agreement=vote.agreement(tuple(o[box] for o in opinions), slices) if consensus
                                   else None)
