@@ -14,7 +14,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
+from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS, POLL_INTERVAL_MS
 
 from . import dependencies
 from .controller import RunController, adoptedSegmentId
@@ -23,8 +23,6 @@ from .results_table import formatDuration
 from .review import leastConfidentRow
 from .launchers import QProcessLauncher
 
-#: How often the GUI polls the running segmentation process (ms).
-POLL_INTERVAL_MS = 100
 
 
 def segmentEditorNode():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ from gastric_propagate.synthetic.generators import GENERATORS, generated_cases, 
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
 from gastric_propagate.inference.backends import choose_backend
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
-from gastric_propagate.protocol import EXIT_OK, READY_PREFIX, RESULT_PREFIX
+from gastric_propagate.protocol import EXIT_OK, POLL_INTERVAL_MS, READY_PREFIX, RESULT_PREFIX
 from gastric_propagate.worker import options_from_request
 
 SPEED_SEED = HELD_OUT_SEED_START + 900
@@ -100,20 +101,29 @@ def _speed(repeats: int, backend: str, proposer: str | None, refiner: str | None
         segmenter = Segmenter(proposer, refiner, device=name, backend=backend if name == "cpu" else "torch")
         load_seconds = time.perf_counter() - started
         segmenter.segment(image, phantom.spacing, annotation)  # warm-up: first-call allocations, CUDA context
-        runs = []
+        runs, cpu_runs = [], []
         for _ in range(repeats):
+            cpu_started = time.process_time()
             result = segmenter.segment(image, phantom.spacing, annotation)
             if name == "cuda":
                 torch.cuda.synchronize()
             runs.append(result.seconds)
+            cpu_runs.append(time.process_time() - cpu_started)
         median = statistics.median(runs)
         target = TARGET_CPU_SECONDS if name == "cpu" else TARGET_GPU_SECONDS
         figures[name] = {"median_seconds": median, "min_seconds": min(runs), "load_seconds": load_seconds,
-                         "timings": result.timings}
+                         "timings": result.timings, "cpu_seconds": statistics.median(cpu_runs)}
         print(f"  {name} ({segmenter.backend}): {median:.3f} s per volume (median of {repeats}; min {min(runs):.3f}; "
               f"weights load {load_seconds:.2f} s once) -> target < {target} s: "
               f"{'met' if median < target else 'NOT met'}")
         print("    stages: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
+        if name == "cpu":
+            # CPU time of every thread (the networks', the registration's): over the cores, the least wall time
+            # this work could take if it kept them all busy from start to end.
+            cpu_seconds, cores = figures["cpu"]["cpu_seconds"], os.cpu_count() or 1
+            print(f"    CPU time {cpu_seconds:.3f} s per volume, all threads (median of {repeats}): "
+                  f"{cpu_seconds / median:.1f} of {cores} cores busy on average; the same work with every core busy "
+                  f"throughout: {cpu_seconds / cores:.3f} s")
         if name == "cpu":
             corrected = _correct_least_confident(result, truth, annotation, phantom.spacing)
             if corrected is None:
@@ -160,7 +170,7 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
                "first_run_started_in_advance_seconds": runs["first"],
                "correction_warm_seconds": statistics.median(runs["again"])}
     print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
-          "process, the mask read back):")
+          f"process, the result seen at the module's next reading, every {POLL_INTERVAL_MS} ms, the mask read back):")
     print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
           f"of {repeats}; min {min(runs['fresh']):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
           f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
@@ -260,7 +270,8 @@ def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, r
                       write_image: bool = True) -> tuple[float, Peak | None]:
     """Seconds from the inputs' arrays to the result's array, through files and ``run(paths)``; and what ``run``
     returned (a peak memory, or None). ``write_image`` False: the CT's file is the one the last call wrote, as the
-    module sends a worker the same version of a volume."""
+    module sends a worker the same version of a volume. The module's timer, started when the run is, reads the
+    child's lines every ``POLL_INTERVAL_MS``: the run's time is counted up to the first reading after it ended."""
     paths = {name: folder / f"{name}.nrrd" for name in ("image", "annotation", "output")}
     paths["output"].unlink(missing_ok=True)
     started = time.perf_counter()
@@ -269,11 +280,19 @@ def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, r
         array.CopyInformation(image)
         sitk.WriteImage(array, str(paths["image"]), False)
     write_mask(annotation, image, paths["annotation"])
+    run_started = time.perf_counter()
     returned = run(paths)
+    ran = time.perf_counter() - run_started
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["output"])))
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + until_polled(ran)
     assert mask.any(), "the benchmark's run found no tumour"
     return seconds, returned
+
+
+def until_polled(seconds: float, interval_ms: float = POLL_INTERVAL_MS) -> float:
+    """How long a result that came ``seconds`` after the module's timer started waits for the timer's next reading."""
+    interval = interval_ms / 1000
+    return math.ceil(seconds / interval - 1e-9) * interval - seconds
 
 
 def _segment_process(paths: dict, model: list[str]) -> Peak | None:

@@ -51,6 +51,10 @@ def parse_progress_line(line: str) -> tuple[str, int, int] | None:
 #: Prefixes of the worker's lines: READY once the weights are loaded, RESULT after each request (JSON follows).
 READY_PREFIX, RESULT_PREFIX = "READY ", "RESULT "
 
+#: How often the module's timer reads a running child's lines (ms): a result reaches the scene up to this long after
+#: the child wrote it (the benchmark's click-to-segment times include that wait). Each read only looks at new lines.
+POLL_INTERVAL_MS = 20
+
 # ---------------------------------------------------------------------------------------------- manual time
 
 #: Manual effort the panel shows beside each run and the report states, as the source study measured it

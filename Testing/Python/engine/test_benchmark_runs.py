@@ -76,3 +76,13 @@ def test_a_warm_run_is_painted_again_one_rim_pixel_short_and_each_time_another()
         left_out = np.argwhere(painted != annotation)
         assert len(left_out) == 1 and left_out[0][0] == 8 and annotation[tuple(left_out[0])]
     assert not np.array_equal(again[0], again[1]) and not np.array_equal(again[1], again[2])
+
+
+def test_a_result_waits_for_the_module_timers_next_reading():
+    from gastric_propagate.benchmark import until_polled
+
+    assert until_polled(0.0, 20) == 0.0  # (no run ends at once; the arithmetic's edge)
+    assert until_polled(0.001, 20) == pytest.approx(0.019)
+    assert until_polled(0.020, 20) == pytest.approx(0.0, abs=1e-12)  # read at that very tick
+    assert until_polled(0.4712, 20) == pytest.approx(0.0088)
+    assert until_polled(0.4712, 100) == pytest.approx(0.0288)
