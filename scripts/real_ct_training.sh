@@ -4,15 +4,14 @@
 #   2. those fine-tuned on ../shared/real-ct-train's training patients (split by patient) mixed with synthetic
 #      phantoms and lung-nodule crops;
 #   3. those fine-tuned once more with ../shared/real-ct in the mix, the proposer also fed its own propagated masks
-#      (--self-fed 0.5: the shipped weights, I; docs/training.md);
+#      (--self-fed 0.5: I's recipe, whose pair R is the shipped weights; docs/training.md);
 #   4. each scored on the validation patients and on synthetic dev cases (the rule: docs/training.md).
 # Training takes about 70 minutes on 2 CPU cores (27 minutes for each of the first two steps, 11 for the third,
 # measured), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
 # shipped/*.onnx into GastricPropagate/gastric_propagate/inference/weights/.
 # The thread counts are fixed because the weights depend on them bit for bit (PyTorch sums in another order on
-# another count): steps 1 and 2 write the shipped chain's P and G exactly; step 3 writes a pair within 0.01 of the
-# bundled I on every V and D figure, not I itself, which stop 34 made in a run that could not be repeated bit for bit
-# (stop 38, docs/training.md).
+# another count): the three steps write the shipped chain's P, G and R (the bundled weights since stop 41) exactly.
+# I, which shipped before R, was made by stop 34 in a run that could not be repeated (docs/training.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/real-ct-train}
@@ -24,7 +23,7 @@ $GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation
 $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 phantom=0.55 thorax=0.15 \
     --zoom 1 1 --init "$OUT/phantom-only" --learning-rate 5e-4 --proposer-steps 1500 --refiner-steps 600 \
     --validation-phantoms 0 --threads 2 --out "$OUT/tuned" --overwrite
-# 3. I (shipped): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the proposer's samples
+# 3. R (shipped, I's recipe): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the proposer's samples
 #    taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on those cases come only
 #    from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
 REAL_CT=${REAL_CT:-../shared/real-ct}
