@@ -24,7 +24,6 @@ from .review import leastConfidentRow
 from .launchers import QProcessLauncher
 
 
-
 def segmentEditorNode():
     """The Segment Editor's parameter node (its masking settings), or None if the editor was never used.
 

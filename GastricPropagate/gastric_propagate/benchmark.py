@@ -124,7 +124,6 @@ def _speed(repeats: int, backend: str, proposer: str | None, refiner: str | None
             print(f"    CPU time {cpu_seconds:.3f} s per volume, all threads (median of {repeats}): "
                   f"{cpu_seconds / median:.1f} of {cores} cores busy on average; the same work with every core busy "
                   f"throughout: {cpu_seconds / cores:.3f} s")
-        if name == "cpu":
             corrected = _correct_least_confident(result, truth, annotation, phantom.spacing)
             if corrected is None:
                 raise RuntimeError("the benchmark's run left no tumour slice to correct")
