@@ -23,9 +23,9 @@ $GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation
 $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 phantom=0.55 thorax=0.15 \
     --zoom 1 1 --init "$OUT/phantom-only" --learning-rate 5e-4 --proposer-steps 1500 --refiner-steps 600 \
     --validation-phantoms 0 --threads 2 --out "$OUT/tuned" --overwrite
-# 3. R (shipped, I's recipe): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the proposer's samples
-#    taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on those cases come only
-#    from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
+# 3. R (shipped, I's recipe): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the
+#    proposer's samples taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on
+#    those cases come only from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
 REAL_CT=${REAL_CT:-../shared/real-ct}
 $GP train --data "$REAL_CT" --data "$OUT/split/train" --phantoms 100 --thorax 60 \
     --mix train=0.2 real-ct=0.25 phantom=0.45 thorax=0.1 --zoom 1 1 --init "$OUT/tuned" --learning-rate 3e-4 \
