@@ -16,7 +16,7 @@ import tempfile
 import uuid
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .parameters import commandLineArguments
 from .launchers import PopenLauncher, childEnvironment, pythonExecutable
 from .run_output import Progress, newLines, stderrMessage
 from .runner import InferenceJob
+
+if TYPE_CHECKING:
+    from gastric_propagate.data.mask_boxes import Grid
 
 __all__ = ["EngineWorker", "WorkerJob", "requestOptions"]
 
@@ -191,7 +194,7 @@ class WorkerJob(InferenceJob):
         notice: a line for the reader when the worker had to be restarted, else "".
     """
 
-    def __init__(self, worker: EngineWorker, folder: Path, paths: dict[str, Path], request: dict, *,
+    def __init__(self, worker: EngineWorker, folder: Path, paths: dict[str, Path], grid: Grid, request: dict, *,
                  onProgress: Callable[[Progress], None] | None = None) -> None:
         self._ownsWorker = worker.busy  # another run holds the session's worker: this one gets its own
         worker = worker.sibling() if worker.busy else worker
@@ -209,7 +212,7 @@ class WorkerJob(InferenceJob):
                              .format(code=_codeText(worker.exitCode())))
             if not worker.running():
                 worker.start()
-            super().__init__(worker.process, folder, paths, onProgress=onProgress)
+            super().__init__(worker.process, folder, paths, grid, onProgress=onProgress)
             worker.send(self._request)  # a worker that no longer reads is seen to end by poll()
         except BaseException:
             self._releaseWorker()

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gastric_propagate.protocol import Report, parse_progress_line
+
+if TYPE_CHECKING:
+    from gastric_propagate.data.mask_boxes import Grid  # SimpleITK: imported when a result is read, not with Slicer
 
 __all__ = [
     "Progress",
@@ -111,10 +115,16 @@ def runResultFromReport(report: dict, mask: np.ndarray) -> RunResult:
     return RunResult(mask=(np.asarray(mask) > 0).astype(np.uint8), report=Report.from_json(report))
 
 
-def readRunResult(reportPath: Path, maskPath: Path) -> RunResult:
-    """The RunResult of a finished run from its JSON report and its mask file."""
+def readRunResult(reportPath: Path, maskPath: Path, grid: Grid) -> RunResult:
+    """The RunResult of a finished run from its JSON report and its mask file (the whole ``grid``, or a box of it)."""
     import SimpleITK as sitk
 
+    from gastric_propagate.data.mask_boxes import on_grid
+
     report = json.loads(reportPath.read_text(encoding="utf-8"))
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(maskPath)))
+    written = sitk.ReadImage(str(maskPath))
+    try:
+        mask = on_grid(written, grid)
+    except ValueError as error:
+        raise RuntimeError(f"The engine's mask {maskPath} is not on the volume's grid ({error}).") from None
     return runResultFromReport(report, mask)

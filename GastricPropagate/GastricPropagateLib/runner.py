@@ -4,7 +4,9 @@ Data goes one way. ``startInference`` writes the arrays the Logic read from the 
 NRRD files in a temporary folder and sends them as one request to the session's ``EngineWorker`` (``python -m
 gastric_propagate.cli serve``, started on the first run, weights loaded once; docs/cli.md) or, without a worker,
 starts ``python -m gastric_propagate.cli segment ... --progress`` on them. The child writes its mask and a JSON
-report into the same folder; ``InferenceJob.result()`` reads them back. A worker's CT goes into the worker's own
+report into the same folder; ``InferenceJob.result()`` reads them back. The painted segment and the mask travel as
+the boxes that hold their voxels, on the CT's grid (``gastric_propagate.data.mask_boxes``): a few kB each, where
+the whole grid took tens of milliseconds to write and read. A worker's CT goes into the worker's own
 folder instead, once per version of the volume (``EngineWorker.imageFile``). A worker that dies during a run is
 restarted and the run retried once (``WorkerJob.notice`` says so); cancel ends the worker, and the next run starts a
 new one.
@@ -39,6 +41,8 @@ from .parameters import commandLineArguments
 from .run_output import Progress, RunResult, newLines, parseProgressLine, readRunResult, stderrMessage
 
 if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is needed here
+    from gastric_propagate.data.mask_boxes import Grid  # imports SimpleITK: done when a run starts, not with Slicer
+
     from .engine_worker import EngineWorker
 
 __all__ = ["InferenceJob", "startInference"]
@@ -46,16 +50,12 @@ __all__ = ["InferenceJob", "startInference"]
 logger = logging.getLogger(__name__)
 
 
-def _writeArray(array: np.ndarray, spacingXYZ, path: Path, compress: bool) -> None:
+def _writeImage(image: np.ndarray, spacingXYZ, path: Path) -> None:
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing([float(s) for s in spacingXYZ])
-    sitk.WriteImage(image, str(path), compress)
-
-
-def _writeImage(image: np.ndarray, spacingXYZ, path: Path) -> None:
-    _writeArray(image, spacingXYZ, path, compress=False)  # read by the child at once: speed over size
+    written = sitk.GetImageFromArray(np.ascontiguousarray(image))
+    written.SetSpacing([float(s) for s in spacingXYZ])
+    sitk.WriteImage(written, str(path), False)  # read by the child at once: speed over size
 
 
 def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, options, *, device: str = "auto",
@@ -78,6 +78,8 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
             was sent the same key before gets the file written then, and serves the run from the CT it kept in
             memory (``EngineWorker.imageFile``). None: the CT is written for this run alone.
     """
+    from gastric_propagate.data.mask_boxes import Grid, write_box
+
     folder = Path(tempfile.mkdtemp(prefix="GastricPropagate-"))
     try:
         paths = {name: folder / name for name in ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json",
@@ -87,18 +89,19 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         else:
             imagePath = paths["image.nrrd"]
             _writeImage(image, spacingXYZ, imagePath)
-        _writeArray((np.asarray(annotation) > 0).view(np.uint8), spacingXYZ, paths["annotation.nrrd"],  # 0 / 1, no copy
-                    compress=True)
+        # The files' grid: the volume's voxels with identity direction and origin 0, as _writeImage writes them.
+        grid = Grid(size=tuple(int(n) for n in np.shape(image)[::-1]), spacing=tuple(float(s) for s in spacingXYZ))
+        write_box(annotation, grid, paths["annotation.nrrd"])  # the painted voxels' box, 0 / 1
         if worker is not None:
             from .engine_worker import WorkerJob, requestOptions
 
             request = {"image": str(imagePath), "annotation": str(paths["annotation.nrrd"]),
                        "output": str(paths["output.nrrd"]), "report": str(paths["report.json"]),
-                       "options": requestOptions(options)}
-            return WorkerJob(worker, folder, paths, request, onProgress=onProgress)
+                       "crop_output": True, "options": requestOptions(options)}
+            return WorkerJob(worker, folder, paths, grid, request, onProgress=onProgress)
         arguments = ["-m", "gastric_propagate.cli", "segment", "--image", str(paths["image.nrrd"]),
                      "--annotation", str(paths["annotation.nrrd"]), "--output", str(paths["output.nrrd"]),
-                     "--report", str(paths["report.json"]), "--progress",
+                     "--report", str(paths["report.json"]), "--progress", "--crop-output",
                      *commandLineArguments(options, device=device, proposerPath=proposerPath,
                                           refinerPath=refinerPath)]
         environment, searchPath = childEnvironment()
@@ -112,7 +115,7 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return InferenceJob(process, folder, paths, onProgress=onProgress)
+    return InferenceJob(process, folder, paths, grid, onProgress=onProgress)
 
 
 class InferenceJob:
@@ -123,11 +126,12 @@ class InferenceJob:
         startTime: ``time.monotonic()`` at start.
     """
 
-    def __init__(self, process, folder: Path, paths: dict[str, Path], *,
+    def __init__(self, process, folder: Path, paths: dict[str, Path], grid: Grid, *,
                  onProgress: Callable[[Progress], None] | None = None) -> None:
         self._process = process
         self.folder = folder
         self._paths = paths
+        self._grid = grid  # the inputs' grid: the mask is read back onto it
         self._onProgress = onProgress
         self._stdoutOffset = 0
         self._finished = False
@@ -217,7 +221,7 @@ class InferenceJob:
                 raise Cancelled(_("Cancelled: the segmentation process was stopped; nothing was written."))
             code, message = self._exitStatus()
             if code == EXIT_OK:
-                return readRunResult(self._paths["report.json"], self._paths["output.nrrd"])
+                return readRunResult(self._paths["report.json"], self._paths["output.nrrd"], self._grid)
             if code == EXIT_BAD_INPUT:
                 raise InputError(message)
             if code == EXIT_WEIGHTS:

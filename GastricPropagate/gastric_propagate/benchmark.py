@@ -33,7 +33,7 @@ import torch
 
 from gastric_propagate.data.annotation import annotation_from_label, painted_slices
 from .evaluation.baselines import copy_slice
-from gastric_propagate.data.outputs import write_mask
+from gastric_propagate.data.mask_boxes import Grid, on_grid, write_box
 from gastric_propagate.data.validation import large_enough_to_paint
 from gastric_propagate.errors import InputError
 from gastric_propagate.metrics import dice
@@ -156,10 +156,11 @@ def _re_propagation_seconds(segmenter: Segmenter, image, spacing, annotation, co
 
 def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, proposer: str | None,
                 refiner: str | None) -> dict:
-    """Click to segment written, as the Slicer module runs it on CPU: the inputs written to NRRD files, the engine
-    run on them in a child process (a fresh ``segment`` process, or a request to a warm ``serve`` worker), the mask
-    read back; a re-propagation with ``corrected`` (keyframes) through the warm worker; and the peak resident memory
-    of a whole segment process on this CT and on a 300-slice one. With CUDA, the same runs on the GPU."""
+    """Click to segment written, as the Slicer module runs it on CPU: the inputs written to NRRD files (the painted
+    slice as the box that holds it), the engine run on them in a child process (a fresh ``segment`` process, or a
+    request to a warm ``serve`` worker), the mask read back (the tumour's box, placed on the CT's grid); a
+    re-propagation with ``corrected`` (keyframes) through the warm worker; and the peak resident memory of a whole
+    segment process on this CT and on a 300-slice one. With CUDA, the same runs on the GPU."""
     weights = (["--proposer", proposer] if proposer else []) + (["--refiner", refiner] if refiner else [])
     model = ["--device", "cpu", "--backend", backend, *weights]
     runs = _click_timings(phantom, annotation, corrected, repeats, model)
@@ -168,8 +169,9 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
                "warm_new_ct_seconds": statistics.median(runs["new_ct"]),
                "first_run_started_in_advance_seconds": runs["first"],
                "correction_warm_seconds": statistics.median(runs["again"])}
-    print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the engine in a child "
-          f"process, the result seen at the module's next reading, every {POLL_INTERVAL_MS} ms, the mask read back):")
+    print("  click to segment written, CPU (inputs written to NRRD as the module writes them, the painted slice and "
+          "the mask as the boxes that hold them, the engine in a child process, the result seen at the module's next "
+          f"reading, every {POLL_INTERVAL_MS} ms, the mask read back):")
     print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
           f"of {repeats}; min {min(runs['fresh']):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
           f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
@@ -273,16 +275,17 @@ def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, r
     child's lines every ``POLL_INTERVAL_MS``: the run's time is counted up to the first reading after it ended."""
     paths = {name: folder / f"{name}.nrrd" for name in ("image", "annotation", "output")}
     paths["output"].unlink(missing_ok=True)
+    grid = Grid.of(image)
     started = time.perf_counter()
     if write_image or not paths["image"].is_file():
         array = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image))  # as the module does: arrays -> files
         array.CopyInformation(image)
         sitk.WriteImage(array, str(paths["image"]), False)
-    write_mask(annotation, image, paths["annotation"])
+    write_box(annotation, grid, paths["annotation"])  # the module sends the painted voxels' box
     run_started = time.perf_counter()
     returned = run(paths)
     ran = time.perf_counter() - run_started
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["output"])))
+    mask = on_grid(sitk.ReadImage(str(paths["output"])), grid)  # the tumour's box, placed on the CT's grid
     seconds = time.perf_counter() - started + until_polled(ran)
     assert mask.any(), "the benchmark's run found no tumour"
     return seconds, returned
@@ -298,7 +301,7 @@ def _segment_process(paths: dict, model: list[str]) -> Peak | None:
     """Runs a whole segment process (``model``: its device, backend and weights arguments; the engine's defaults
     where absent); returns its peak resident memory (``run_with_peak``)."""
     arguments = ["segment", "--image", str(paths["image"]), "--annotation", str(paths["annotation"]), "--output",
-                 str(paths["output"]), *model]
+                 str(paths["output"]), "--crop-output", *model]
     code, stderr, peak = run_with_peak("gastric_propagate.cli", arguments)
     if code != 0:
         raise RuntimeError(f"segment failed (exit {code}): {stderr}")
@@ -373,7 +376,7 @@ class _Worker:
     def segment(self, paths: dict, options: dict | None = None) -> None:
         """One request; ``options``: its "options" object (PropagationOptions fields)."""
         request = {"image": str(paths["image"]), "annotation": str(paths["annotation"]),
-                   "output": str(paths["output"]), "options": options or {}}
+                   "output": str(paths["output"]), "crop_output": True, "options": options or {}}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         result = json.loads(self._line(RESULT_PREFIX))

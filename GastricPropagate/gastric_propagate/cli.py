@@ -127,12 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="one painted axial slice -> 3D tumour label")
     segment.add_argument("--image", required=True, help="CT volume (any format SimpleITK reads)")
-    segment.add_argument("--annotation", required=True, help="label on the CT's grid, painted on one axial slice")
+    segment.add_argument("--annotation", required=True,
+                         help="label on the CT's grid (the whole grid, or a box of its voxels), painted on one axial "
+                              "slice")
     segment.add_argument("--output", required=True,
                          help="output label (uint8, tumour = 1) on the CT's grid: .nrrd, .nii.gz, .nii, .mha, "
                               "or .nhdr, .mhd, .hdr (header + data)")
     segment.add_argument("--report", help="write a JSON report (volume, slices, seconds, device, confidence)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
+    segment.add_argument("--crop-output", action="store_true",
+                         help="write the output as the box that holds the tumour, on the CT's grid (its origin where "
+                              "the box starts), not as the whole grid: a small file, placed right by Slicer and ITK")
     segment.add_argument("--progress", action="store_true",
                          help="print machine-readable progress lines on stdout, flushed as they come: "
                               f"'PROGRESS stage=<{'|'.join(STAGES)}> done=<n> total=<n>'")
@@ -343,7 +348,7 @@ def _segment(args) -> int:
 
     return segment_main(image=args.image, annotation=args.annotation, output=args.output, report=args.report,
                         overwrite=args.overwrite, progress=args.progress, options=options_from_arguments(args),
-                        load_segmenter=lambda: _segmenter(args), started=args.started)
+                        load_segmenter=lambda: _segmenter(args), started=args.started, crop_output=args.crop_output)
 
 
 def _serve(args) -> int:

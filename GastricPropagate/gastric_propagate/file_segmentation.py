@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
+from gastric_propagate.data.mask_boxes import Grid, box_image, occupied_box, on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.data.volumes import geometry_difference, read_volume
@@ -24,7 +25,8 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                   report_path: str | Path | None = None, options: PropagationOptions = PropagationOptions(),
                   segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
                   progress=None, stages: Callable[[str, int, int], None] | None = None,
-                  read_image: Callable[[str | Path], tuple[sitk.Image, object]] | None = None) -> dict:
+                  read_image: Callable[[str | Path], tuple[sitk.Image, object]] | None = None,
+                  crop_output: bool = False) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
@@ -35,6 +37,9 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     "proposer" (once per propagated slice), "refiner", "write". ``read_image`` reads the CT instead of
     ``read_volume`` and names its voxels (the worker's ``LastImage.read``: it keeps the last CT, and its name is the
     file's identity on disk), so that the pipeline can serve registration walks of earlier runs again.
+
+    The annotation may cover part of the CT's grid (a box of its voxels, e.g. the painted slice alone); ``crop_output``
+    writes the mask as the box that holds the tumour, on the CT's grid (``data.mask_boxes``), not as the whole grid.
     """
     stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
@@ -42,11 +47,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     stage(STAGE_READ, 0, 1)
     image, image_key = read_image(image_path) if read_image is not None else (read_volume(image_path, "image"), None)
     annotation = read_volume(annotation_path, "annotation")
-    difference = geometry_difference(image, annotation)
-    if difference:
-        raise InputError(f"The annotation {annotation_path} is not on the image's voxel grid ({difference}). Save "
-                         "the label map with the CT as its reference geometry (in Slicer: export the segment with "
-                         "the CT as reference volume), or resample it onto the CT, then run again.")
+    painted = _painted_on_grid(annotation, image, annotation_path)
     segmenter = segmenter or Segmenter(device=device)
     stage(STAGE_READ, 1, 1)
 
@@ -58,7 +59,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
             stage(STAGE_REFINER, 0, 1)
 
     result = segmenter.segment(sitk.GetArrayViewFromImage(image), image.GetSpacing(),
-                               sitk.GetArrayViewFromImage(annotation), options, progress=on_slice,
+                               painted, options, progress=on_slice,
                                image_key=image_key)
     if options.use_refiner:
         stage(STAGE_REFINER, 1, 1)
@@ -67,11 +68,29 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
     # Without overwrite, a file that appeared at an output path during the run (another run's) is not replaced.
     with OutputBatch(overwrite=overwrite) as outputs:
-        outputs.mask(result.mask, image, output_path)
+        if crop_output:
+            outputs.image(box_image(result.mask, occupied_box(result.mask), Grid.of(image)), output_path)
+        else:
+            outputs.mask(result.mask, image, output_path)
         if report_path is not None:
             outputs.json(report, report_path)
     stage(STAGE_WRITE, 1, 1)
     return report
+
+
+def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndarray:
+    """The annotation's voxels on the CT's grid: the whole grid, or a box of its voxels placed where it lies."""
+    difference = geometry_difference(image, annotation)
+    if difference and annotation.GetSize() != image.GetSize():
+        try:
+            return on_grid(annotation, Grid.of(image))
+        except ValueError as error:
+            difference = str(error)
+    if difference:
+        raise InputError(f"The annotation {path} is not on the image's voxel grid ({difference}). Save "
+                         "the label map with the CT as its reference geometry (in Slicer: export the segment with "
+                         "the CT as reference volume), or resample it onto the CT, then run again.")
+    return sitk.GetArrayViewFromImage(annotation)
 
 
 def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:

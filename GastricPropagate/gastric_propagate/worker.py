@@ -11,7 +11,8 @@ The protocol, one line each way, UTF-8:
                        READY {"version": ..., "device": ..., "pid": ...}
     parent -> worker   one JSON object per line, a request:
                        {"id": any JSON value (echoed back), "image": path, "annotation": path, "output": path,
-                        "report": path or null, "overwrite": false, "options": {PropagationOptions field: value}}
+                        "report": path or null, "overwrite": false, "crop_output": false,
+                        "options": {PropagationOptions field: value}}
     worker -> parent   the request's progress, as the segment command's --progress prints it
                        (PROGRESS stage=<read|proposer|refiner|write> done=<n> total=<n>), then one line
                        RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 DEFAULT_IDLE_SECONDS = 600.0
 _FIELDS = [option.name for option in declared_options()]
 _SWITCHES = {option.name for option in declared_options() if option.kind == "switch"}
-_REQUEST_KEYS = {"id", "image", "annotation", "output", "report", "overwrite", "options"}
+_REQUEST_KEYS = {"id", "image", "annotation", "output", "report", "overwrite", "crop_output", "options"}
 
 
 def options_from_request(options: dict | None) -> PropagationOptions:
@@ -113,11 +114,12 @@ def _request(line: str) -> dict:
     if unknown or missing:
         problem = f"unknown field(s) {', '.join(unknown)}" if unknown else f"no {', '.join(missing)} path"
         raise InputError(f"The request has {problem}: give image, annotation and output paths (and report, "
-                         "overwrite, options).")
+                         "overwrite, crop_output, options).")
     if request.get("report") is not None and not isinstance(request["report"], str):
         raise InputError("The request's report must be a path or null.")
-    if not isinstance(request.get("overwrite", False), bool):
-        raise InputError("The request's overwrite must be true or false.")
+    for switch in ("overwrite", "crop_output"):
+        if not isinstance(request.get(switch, False), bool):
+            raise InputError(f"The request's {switch} must be true or false.")
     return request
 
 
@@ -137,7 +139,8 @@ def _lines(stream: TextIO) -> queue.Queue:
 
 
 def segment_main(*, image: str, annotation: str, output: str, report: str | None, overwrite: bool, progress: bool,
-                 options: PropagationOptions, load_segmenter: Callable[[], Segmenter], started: float) -> int:
+                 options: PropagationOptions, load_segmenter: Callable[[], Segmenter], started: float,
+                 crop_output: bool = False) -> int:
     """``gastric-propagate segment``: loads the weights (``load_segmenter``), segments the files once and prints the
     summary, with the whole run's seconds since ``started`` (``time.perf_counter()``); returns 0. ``progress``
     prints the progress lines, the load stage's included."""
@@ -146,7 +149,7 @@ def segment_main(*, image: str, annotation: str, output: str, report: str | None
     stages = _print_progress if progress else None
     segmenter = _load(load_segmenter, stages)
     result = segment_files(image, annotation, output, report_path=report, options=options, segmenter=segmenter,
-                           overwrite=overwrite, stages=stages)
+                           overwrite=overwrite, stages=stages, crop_output=crop_output)
     print(_summary(result, output, whole_seconds=time.perf_counter() - started))
     return 0
 
@@ -211,7 +214,7 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
                                    report_path=request.get("report"),
                                    options=options_from_request(request.get("options")), segmenter=segmenter,
                                    overwrite=request.get("overwrite", False), stages=progress,
-                                   read_image=last_image.read)
+                                   read_image=last_image.read, crop_output=request.get("crop_output", False))
             code, message = EXIT_OK, _summary(report, request["output"])
         except InputError as error:
             code, message = EXIT_BAD_INPUT, str(error)

@@ -10,10 +10,16 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
+from gastric_propagate.data.mask_boxes import Grid, on_grid
 from gastric_propagate.benchmark import (CORRECTION_OPTIONS, CORRECTION_REQUEST, _click_to_segment,
                                          _correct_least_confident, _segment_process, _Worker, run_with_peak)
 
 CPU = ["--device", "cpu"]
+
+
+def written_mask(folder, ct):
+    """The run's mask on the CT's grid: the benchmark asks for the tumour's box, as the module does."""
+    return on_grid(sitk.ReadImage(str(folder / "output.nrrd")), Grid.of(ct))
 
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
@@ -23,7 +29,7 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     ct = sitk.GetImageFromArray(image)
     ct.SetSpacing(SPACING)
     fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, CPU))
-    fresh = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    fresh = written_mask(tmp_path, ct)
     with _Worker(CPU) as worker:
         written = []
         for write_image in (True, False):  # the second request on the CT file the first one read, as the module
@@ -31,7 +37,7 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
                                                        write_image=write_image)
             written.append((tmp_path / "image.nrrd").stat().st_mtime_ns)
         assert worker.served == 2 and returned is None and written[0] == written[1]
-    warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    warm = written_mask(tmp_path, ct)
     assert fresh.any() and np.array_equal(fresh, warm)
     assert fresh_seconds > 0 and warm_seconds > 0
     assert 0.05 < peak.gb < 16  # GB: a whole segment process
@@ -50,7 +56,7 @@ def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tm
     ct.SetSpacing(SPACING)
     with _Worker(CPU) as worker:
         _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_REQUEST))
-    result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "output.nrrd")))
+    result = written_mask(tmp_path, ct)
     for anchor in (8, k):  # without keyframes two painted slices are refused; with them both are kept as painted
         np.testing.assert_array_equal(result[anchor] > 0, corrected[anchor] > 0)
     engine = bundled_segmenter.segment(image, SPACING, corrected, CORRECTION_OPTIONS)

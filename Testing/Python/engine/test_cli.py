@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.data.mask_boxes import Grid, on_grid, write_box
 from gastric_propagate.cli import main
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
@@ -56,6 +57,23 @@ def test_segment_writes_a_label_on_the_ct_grid_and_a_report(case, tmp_path, bund
     assert data["device"] == "cpu" and data["volume_ml"] > 0
     assert data["manual_estimate_seconds"] == {"full_outline": 420, "one_slice": 40}
     assert len(data["slice_confidence"]) >= data["slices"]["count"]
+
+
+def test_a_painted_box_and_crop_output_give_the_whole_grids_tumour_on_an_oblique_ct(case, tmp_path,
+                                                                                     bundled_segmenter):
+    """The annotation may cover part of the CT's grid and the output may be the tumour's box (how the module sends
+    them): the same voxels in physical space, on a CT whose axes are not the scanner's."""
+    ct = sitk.ReadImage(str(case["ct"]))
+    box = tmp_path / "painted-box.nii.gz"
+    write_box(sitk.GetArrayFromImage(sitk.ReadImage(str(case["annotation"]))), Grid.of(ct), box)
+    assert segment(dict(case, annotation=box), tmp_path / "box.nrrd", "--crop-output") == 0
+    assert segment(case, tmp_path / "whole.nrrd") == 0
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "whole.nrrd")))
+    cropped = sitk.ReadImage(str(tmp_path / "box.nrrd"))
+    assert all(np.less(cropped.GetSize(), ct.GetSize())) and whole.any()
+    assert np.array_equal(on_grid(cropped, Grid.of(ct)), whole)
+    resampled = sitk.Resample(cropped, ct, sitk.Transform(), sitk.sitkNearestNeighbor)  # ITK places it the same
+    assert np.array_equal(sitk.GetArrayFromImage(resampled), whole)
 
 
 def test_progress_lines_cover_every_stage_in_order(case, tmp_path, capsys, bundled_segmenter):

@@ -93,6 +93,17 @@ def test_annotation_one_slice_off_at_a_large_origin(files, tmp_path, capsys):  #
     refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "shifted.nrrd", message="origin")
 
 
+@pytest.mark.parametrize("shift, words", [(0.5, "between the voxels"), (15.0, "reaches outside")])
+def test_annotation_box_off_the_cts_voxels(files, tmp_path, capsys, shift, words):
+    """A label map that covers part of the CT is taken where it lies on the CT's voxels (test_worker.py), refused
+    where it lies between them or reaches outside the CT."""
+    painted = sitk.ReadImage(str(files["annotation"]))
+    box = sitk.RegionOfInterest(painted, (40, 40, 1), (10, 10, 8))  # the middle of the painted slice
+    box.SetOrigin(tuple(np.add(box.GetOrigin(), (0.0, 0.0, shift * SPACING[2]))))
+    sitk.WriteImage(box, str(tmp_path / "in" / "box.nrrd"))
+    refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "box.nrrd", message=words)
+
+
 @pytest.mark.parametrize("name", ["result.png", "result.tif", "result.vtk", "result.gipl", "result.nrrdnr",
                                   "result"])
 def test_output_formats_that_cannot_hold_the_label(files, tmp_path, capsys, fast_networks, monkeypatch, name):  # 3 8 9

@@ -118,6 +118,7 @@ def test_the_install_list_holds_the_module_the_engine_slicer_runs_and_the_weight
                    "gastric_propagate/inference/pipeline.py", "gastric_propagate/inference/backends.py",
                    "gastric_propagate/inference/result.py",
                    "gastric_propagate/data/volumes.py", "gastric_propagate/data/output_checks.py",
+                   "gastric_propagate/data/mask_boxes.py",
                    "gastric_propagate/data/outputs.py", "gastric_propagate/inference/weights/proposer.pt",
                    "gastric_propagate/inference/onnx_networks.py", "gastric_propagate/inference/weights/proposer.onnx",
                    "gastric_propagate/inference/weights/refiner.onnx"):

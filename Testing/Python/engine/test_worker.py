@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
+from gastric_propagate.data.mask_boxes import Grid, on_grid, write_box
 from gastric_propagate.file_segmentation import segment_files
 from gastric_propagate.inference.options import PropagationOptions
 from gastric_propagate.worker import options_from_request, serve
@@ -67,6 +68,22 @@ def test_a_request_writes_the_mask_and_report_and_answers_with_progress_and_one_
     assert report["voxels"] == expected["voxels"]
 
 
+def test_a_painted_box_and_a_cropped_output_give_the_same_tumour_as_the_whole_grid(case, tmp_path, oracle_segmenter):
+    """How the module sends its painted slice and asks for the mask: boxes on the CT's grid (data.mask_boxes)."""
+    grid = Grid.of(sitk.ReadImage(str(case["ct"])))
+    write_box(sitk.GetArrayFromImage(sitk.ReadImage(str(case["painted"]))), grid, tmp_path / "box.nrrd")
+    assert sitk.ReadImage(str(tmp_path / "box.nrrd")).GetSize()[2] == 1, "the painted slice alone"
+    out = io.StringIO()
+    line = request(dict(case, painted=tmp_path / "box.nrrd"), tmp_path / "out.nrrd", crop_output=True)
+    assert serve(oracle_segmenter, io.StringIO(line + "\n"), out) == 0
+    assert [result["code"] for result in replies(out.getvalue())[1]] == [0]
+    segment_files(case["ct"], case["painted"], tmp_path / "whole.nrrd", segmenter=oracle_segmenter)
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "whole.nrrd")))
+    written = sitk.ReadImage(str(tmp_path / "out.nrrd"))
+    assert np.prod(written.GetSize()) < whole.size / 4 and whole.any()
+    assert np.array_equal(on_grid(written, grid), whole)
+
+
 BAD_REQUESTS = {  # name -> (the request line, from the case and an output path; words of the answer)
     "not JSON": (lambda case, output: "not json", "not one JSON object"),
     "not an object": (lambda case, output: "[1, 2]", "not a JSON object"),
@@ -78,6 +95,8 @@ BAD_REQUESTS = {  # name -> (the request line, from the case and an output path;
     "image missing": (lambda case, output: request(dict(case, ct=output.parent / "missing.nrrd"), output),
                       "missing.nrrd"),
     "output exists": (lambda case, output: request(case, output), "--overwrite"),
+    "crop_output not a bool": (lambda case, output: request(case, output, crop_output="yes"),
+                               "crop_output must be true or false"),
 }
 
 

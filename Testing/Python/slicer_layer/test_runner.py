@@ -137,26 +137,33 @@ class _EndedProcess:
         return True
 
 
-def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path):
+@pytest.mark.parametrize("written", ["whole grid", "tumour's box"])
+def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path, written):
     import json
 
     import SimpleITK as sitk
 
+    from gastric_propagate.data.mask_boxes import Grid, box_image, occupied_box
     from GastricPropagateLib.runner import InferenceJob
 
     names = ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json", "stdout.txt", "stderr.txt")
     paths = {name: tmp_path / name for name in names}
     mask = np.zeros((6, 5, 5), np.uint8)
-    mask[1:5, 1:4, 1:4] = 1
-    sitk.WriteImage(sitk.GetImageFromArray(mask), str(paths["output.nrrd"]))
+    mask[1:5, 1:4, 2:4] = 1
+    grid = Grid(size=(5, 5, 6), spacing=(0.8, 0.8, 2.5))
+    image = sitk.GetImageFromArray(mask) if written == "whole grid" else box_image(mask, occupied_box(mask), grid)
+    image.SetSpacing(grid.spacing)
+    assert image.GetSize() == ((5, 5, 6) if written == "whole grid" else (2, 3, 4))
+    sitk.WriteImage(image, str(paths["output.nrrd"]))
     paths["report.json"].write_text(json.dumps({
         "slice_confidence": {"1": 0.3, "2": 1.0, "3": 0.55, "4": 0.8}, "painted_slices": [2],
         "slices_to_review": [3, 1], "stop_reasons": {}, "seconds": 1.5, "device": "cpu",
         "advice": [{"kind": "larger_neighbour", "sentence": "Slice 4 looks 1.5 times as large as the painted slice 2.",
                     "painted_slice": 2, "slice": 4, "ratio": 1.5}]}))
-    job = InferenceJob(_EndedProcess(), tmp_path, paths)
+    job = InferenceJob(_EndedProcess(), tmp_path, paths, grid)
     assert job.poll()
     result = job.result()
+    np.testing.assert_array_equal(result.mask, mask)  # the box placed where it lies on the volume's grid
     assert result.slices_to_review == [1, 3]  # slice 3 (0.55) was cut back after a leak: the engine flags it
     assert result.least_confident_slices(1) == [1]
     assert result.advice == [{"kind": "larger_neighbour", "sentence": "Slice 4 looks 1.5 times as large as the painted "
