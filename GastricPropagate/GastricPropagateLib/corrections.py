@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gastric_propagate.data.annotation import painted_slices
+
 __all__ = [
     "CORRECTED_SLICES_TAG",
     "CorrectionPlan",
@@ -43,8 +45,8 @@ def _digest(sliceMask: np.ndarray) -> str:
 
 def sliceDigests(mask: np.ndarray) -> str:
     """``"K,J,I;k:digest,k:digest,..."`` for the non-empty K slices of a (k, j, i) mask."""
-    mask = np.asarray(mask) > 0
-    parts = [f"{k}:{_digest(mask[k])}" for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))]
+    mask = np.asarray(mask)
+    parts = [f"{k}:{_digest(mask[k] > 0)}" for k in painted_slices(mask) if (mask[k] > 0).any()]
     return ",".join(str(n) for n in mask.shape) + ";" + ",".join(parts)
 
 

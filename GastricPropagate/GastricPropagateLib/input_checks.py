@@ -3,22 +3,15 @@ segmentation's representation, and the segment's image grid. Each refusal is an 
 
 from __future__ import annotations
 
-import numpy as np
-import vtk
-
 import slicer
 from gastric_propagate.errors import InputError
 
 from .i18n import _
 from .result_segment import isResultSegment
-from .segment_arrays import (binaryLabelmapName, ijkToRasArray, isLabelmapSource, setSourceRepresentationName,
+from .segment_arrays import (binaryLabelmapName, isLabelmapSource, latticeDifference, setSourceRepresentationName,
                              sourceRepresentationName)
 
 __all__ = ["checkRepresentation", "checkSegmentGrid", "checkSegmentation", "checkVolume"]
-
-# Spacing / direction agreement between the painted segment's grid and the volume's (relative, and in voxels).
-_GRID_RTOL = 1e-3
-_ORIGIN_VOXEL_TOL = 0.01
 
 
 def checkVolume(volumeNode) -> None:
@@ -116,28 +109,11 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
     labelmap = segmentation.GetSegment(segmentId).GetRepresentation(binaryLabelmapName())
     if labelmap is None or labelmap.IsEmpty():
         return  # the empty-segment check reports this case
-    matrix = vtk.vtkMatrix4x4()
-    labelmap.GetImageToWorldMatrix(matrix)
-    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
-    volumeGrid = ijkToRasArray(volumeNode)
-    segmentSpacing = np.linalg.norm(segmentGrid[:3, :3], axis=0)
-    volumeSpacing = np.linalg.norm(volumeGrid[:3, :3], axis=0)
-    problems = []
-    if not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0):
-        problems.append(_("its voxels are {seg} mm, the volume's are {vol} mm").format(
-            seg=" x ".join(f"{s:.3g}" for s in segmentSpacing),
-            vol=" x ".join(f"{s:.3g}" for s in volumeSpacing)))
-    elif not np.allclose(segmentGrid[:3, :3] / segmentSpacing, volumeGrid[:3, :3] / volumeSpacing,
-                         atol=_GRID_RTOL):
-        problems.append(_("its axes are oriented differently from the volume's"))
-    else:
-        offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
-        if np.max(np.abs(offset - np.round(offset))) > _ORIGIN_VOXEL_TOL:
-            problems.append(_("its voxels are shifted by a fraction of a voxel from the volume's"))
-    if problems:
+    problem, _offset = latticeDifference(labelmap, volumeNode)
+    if problem:
         segmentName = segmentation.GetSegment(segmentId).GetName()
         raise InputError(_(
             "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "
             "{problem}. Select the volume the segment was painted on (the Segment Editor's source volume), or "
             "repaint the segment on '{volume}'.").format(
-                segment=segmentName, volume=volumeNode.GetName(), problem="; ".join(problems)))
+                segment=segmentName, volume=volumeNode.GetName(), problem=problem))

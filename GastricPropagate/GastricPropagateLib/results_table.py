@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import vtk
 
-from gastric_propagate.data.annotation import painted_slices
+from gastric_propagate.data.annotation import occupied_box, painted_slices
 from gastric_propagate.metrics import volume_ml
 
 from .i18n import _
@@ -48,11 +48,14 @@ class SegmentStatistics:
 
 
 def segmentStatistics(array: np.ndarray, spacingXYZ: tuple[float, float, float]) -> SegmentStatistics:
-    """Statistics of a (k, j, i) mask with voxel spacing ``spacingXYZ`` in mm."""
-    mask = np.asarray(array) > 0
-    slices = painted_slices(mask)
+    """Statistics of a (k, j, i) mask with voxel spacing ``spacingXYZ`` in mm (its voxels above 0), read in the box
+    that holds its voxels: a whole CT's grid is read once, not once per figure."""
+    array = np.asarray(array)
+    box = occupied_box(array)
+    mask = array[box] > 0
+    slices = [box[0].start + k for k in painted_slices(mask)]
     first, last = (slices[0], slices[-1]) if slices else (-1, -1)
-    return SegmentStatistics(voxels=int(mask.sum()), volumeMl=volume_ml(mask, spacingXYZ),
+    return SegmentStatistics(voxels=int(np.count_nonzero(mask)), volumeMl=volume_ml(mask, spacingXYZ),
                              firstSlice=first, lastSlice=last)
 
 

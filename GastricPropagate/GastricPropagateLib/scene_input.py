@@ -103,7 +103,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "The segment '{segment}' has no painted voxels inside the volume '{volume}'. Paint the tumour's "
             "largest cross-section on one axial slice of this volume (Segment Editor, Paint or Draw), then "
             "run again.").format(segment=segmentName, volume=volumeNode.GetName()))
-    outside = paintedVoxelsOutsideVolume(volumeNode, segmentationNode, segmentId, int(annotation.sum()))
+    outside = paintedVoxelsOutsideVolume(volumeNode, segmentationNode, segmentId, int(np.count_nonzero(annotation)))
     if outside > 0:
         raise InputError(_(
             "{count} painted voxels of the segment '{segment}' lie outside the volume '{volume}'. Paint inside "

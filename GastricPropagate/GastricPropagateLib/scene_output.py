@@ -76,10 +76,10 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
         raise InputError(_("The result's grid {got} differs from the volume's {want}.").format(
             got=mask.shape, want=prepared.image.shape))
     # The painted slices are the user's own drawing: they are kept exactly, whatever the masking says.
-    painted = np.zeros(mask.shape, dtype=bool)
-    painted[prepared.paintedSlices] = True
     allowed = prepared.masking.allowed(prepared.image)
     if allowed is not None:
+        painted = np.zeros(mask.shape, dtype=bool)
+        painted[prepared.paintedSlices] = True
         propagated = mask & ~painted
         mask = np.where(painted, prepared.annotation > 0, mask & allowed)
         if propagated.any() and not (mask & ~painted).any():
@@ -88,7 +88,8 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
                 "the Segment Editor's masking settings (or untick 'Use Segment Editor masking'), then run "
                 "again."))
     else:
-        mask[painted] = prepared.annotation[painted] > 0
+        for k in prepared.paintedSlices:
+            mask[k] = prepared.annotation[k] > 0
     if not mask.any():
         raise InputError(_("The result is empty. Check the painted slice."))
 

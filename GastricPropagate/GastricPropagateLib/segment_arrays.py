@@ -56,6 +56,34 @@ def temporaryNodes(scene):
                 scene.RemoveNode(node)
 
 
+# Spacing / direction agreement between a segment's labelmap grid and the volume's (relative, and in voxels).
+_GRID_RTOL = 1e-3
+_ORIGIN_VOXEL_TOL = 0.01
+
+
+def latticeDifference(labelmap, volumeNode) -> tuple[str | None, np.ndarray | None]:
+    """(what differs between a segment's labelmap grid and the volume's voxel grid, for a message, or None; the
+    volume's (i, j, k) index of the labelmap's index (0, 0, 0) when nothing does). "Same grid": the volume's voxel
+    spacing and axis directions, and an origin a whole number of voxels from the volume's; the extents may differ
+    (labelmaps are often cropped). Both in their own node's frame: parent transforms are not looked at."""
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
+    volumeGrid = ijkToRasArray(volumeNode)
+    segmentSpacing = np.linalg.norm(segmentGrid[:3, :3], axis=0)
+    volumeSpacing = np.linalg.norm(volumeGrid[:3, :3], axis=0)
+    if not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0):
+        return _("its voxels are {seg} mm, the volume's are {vol} mm").format(
+            seg=" x ".join(f"{s:.3g}" for s in segmentSpacing),
+            vol=" x ".join(f"{s:.3g}" for s in volumeSpacing)), None
+    if not np.allclose(segmentGrid[:3, :3] / segmentSpacing, volumeGrid[:3, :3] / volumeSpacing, atol=_GRID_RTOL):
+        return _("its axes are oriented differently from the volume's"), None
+    offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
+    if np.max(np.abs(offset - np.round(offset))) > _ORIGIN_VOXEL_TOL:
+        return _("its voxels are shifted by a fraction of a voxel from the volume's"), None
+    return None, np.round(offset).astype(int)
+
+
 def binaryLabelmapName() -> str:
     return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
@@ -143,6 +171,9 @@ def temporarySegmentationNode(volumeNode, sourceName: str):
 def segmentArray(volumeNode, segmentationNode, segmentId: str) -> np.ndarray:
     """The segment as a (k, j, i) array on the volume's grid (non-zero inside), whatever the segmentation's
     source representation (see ``_labelmapOf``). The scene is left unchanged."""
+    onLattice = _labelmapOnVolumeLattice(volumeNode, segmentationNode, segmentId)
+    if onLattice is not None:
+        return onLattice
     scene = volumeNode.GetScene()
     with _labelmapOf(volumeNode, segmentationNode, segmentId) as (node, labelmapSegmentId), temporaryNodes(scene):
         segmentIds = vtk.vtkStringArray()
@@ -159,3 +190,39 @@ def segmentArray(volumeNode, segmentationNode, segmentId: str) -> np.ndarray:
             got=array.shape, want=tuple(reversed(volumeNode.GetImageData().GetDimensions()))))
     return array
 
+
+
+def _labelmapOnVolumeLattice(volumeNode, segmentationNode, segmentId: str) -> np.ndarray | None:
+    """The segment's own binary labelmap placed on the volume's grid (0 / 1), when it lies on the volume's voxels:
+    a labelmap segmentation in the volume's frame (the same parent transform, or none) whose labelmap has the volume's
+    spacing and axes, a whole number of voxels from it (``latticeDifference``), as a segment painted in the Segment
+    Editor on this volume has. Its voxels are then the volume's own, and placing them is all Slicer's export
+    (``ExportSegmentsToLabelmapNode``) would do, which costs about 90 ms on a 512 x 512 x 100 CT in a merged labelmap
+    and temporary nodes. None for any other segment: the caller exports it, and Slicer resamples or rasterises."""
+    segmentation = segmentationNode.GetSegmentation()
+    if not isLabelmapSource(segmentation) or segmentationNode.GetTransformNodeID() != volumeNode.GetTransformNodeID():
+        return None
+    segment = segmentation.GetSegment(segmentId)
+    labelmap = segment.GetRepresentation(binaryLabelmapName())  # a layer it may share: its voxels hold its label
+    if labelmap is None:
+        return None
+    shape = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+    placed = np.zeros(shape, dtype=np.uint8)
+    if labelmap.IsEmpty() or labelmap.GetPointData().GetScalars() is None:
+        return placed
+    problem, offset = latticeDifference(labelmap, volumeNode)
+    if problem:
+        return None
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(tuple(reversed(labelmap.GetDimensions())))
+    start = offset + np.array(labelmap.GetExtent()[::2])  # the volume's (i, j, k) of the labelmap's first voxel
+    source, target = [], []
+    for axis in (2, 1, 0):  # (k, j, i): the part of the labelmap inside the volume, and where it goes
+        low, high = max(0, start[axis]), min(shape[2 - axis], start[axis] + voxels.shape[2 - axis])
+        if low >= high:
+            return placed
+        source.append(slice(low - start[axis], high - start[axis]))
+        target.append(slice(low, high))
+    placed[tuple(target)] = voxels[tuple(source)] == segment.GetLabelValue()
+    return placed

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.mask_boxes import Grid, box_image, occupied_box, on_grid
+from gastric_propagate.data.annotation import occupied_box
+from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.data.volumes import geometry_difference, read_volume

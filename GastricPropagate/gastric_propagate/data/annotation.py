@@ -1,4 +1,5 @@
-"""What a radiologist paints, derived from a 3D label: the largest axial cross-section, and back."""
+"""What a radiologist paints, derived from a 3D label: the largest axial cross-section, and back; the slices and the
+box that hold a mask's voxels."""
 
 from __future__ import annotations
 
@@ -8,6 +9,21 @@ import numpy as np
 def painted_slices(annotation: np.ndarray) -> list[int]:
     """Axial (K) indices of the slices that hold painted voxels, for a (z, y, x) array."""
     return [int(k) for k in np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]
+
+
+def occupied_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """The (z, y, x) box holding the non-zero voxels of ``mask``; for an empty mask its first voxel (a file holds one).
+
+    The slices first, then rows and columns on those slices only: a whole CT's mask is read once (voxels below 0 are
+    held too, so no thresholded copy of the whole grid is made first).
+    """
+    occupied = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if occupied.size == 0:
+        return slice(0, 1), slice(0, 1), slice(0, 1)
+    z = slice(int(occupied[0]), int(occupied[-1]) + 1)
+    in_plane = mask[z].any(axis=0)
+    ys, xs = np.flatnonzero(in_plane.any(axis=1)), np.flatnonzero(in_plane.any(axis=0))
+    return z, slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
 def describe_slices(slices: list[int], limit: int = 8) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from gastric_propagate.data.annotation import occupied_box
 from gastric_propagate.data.volumes import DIRECTION_TOLERANCE, ORIGIN_TOLERANCE_VOXELS, SPACING_TOLERANCE
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -42,21 +43,6 @@ class Grid:
     def index_to_physical(self) -> np.ndarray:
         """The 3 x 3 matrix taking a voxel index (i, j, k) to its offset from the origin in mm."""
         return np.asarray(self.direction, dtype=float).reshape(3, 3) * np.asarray(self.spacing, dtype=float)
-
-
-def occupied_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    """The (z, y, x) box holding the non-zero voxels of ``mask``; for an empty mask its first voxel (a file holds one).
-
-    The slices first, then rows and columns on those slices only: a whole CT's mask is read once (voxels below 0 are
-    held too, so no thresholded copy of the whole grid is made first).
-    """
-    occupied = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-    if occupied.size == 0:
-        return slice(0, 1), slice(0, 1), slice(0, 1)
-    z = slice(int(occupied[0]), int(occupied[-1]) + 1)
-    in_plane = mask[z].any(axis=0)
-    ys, xs = np.flatnonzero(in_plane.any(axis=1)), np.flatnonzero(in_plane.any(axis=0))
-    return z, slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
 def box_image(mask: np.ndarray, box: tuple[slice, slice, slice], grid: Grid) -> sitk.Image:

@@ -143,7 +143,8 @@ def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path, writte
 
     import SimpleITK as sitk
 
-    from gastric_propagate.data.mask_boxes import Grid, box_image, occupied_box
+    from gastric_propagate.data.annotation import occupied_box
+    from gastric_propagate.data.mask_boxes import Grid, box_image
     from GastricPropagateLib.runner import InferenceJob
 
     names = ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json", "stdout.txt", "stderr.txt")

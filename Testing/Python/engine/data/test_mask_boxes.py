@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.transform import Rotation
 
-from gastric_propagate.data.mask_boxes import Grid, box_image, box_on_grid, occupied_box, on_grid, write_box
+from gastric_propagate.data.annotation import occupied_box
+from gastric_propagate.data.mask_boxes import Grid, box_image, box_on_grid, on_grid, write_box
 
 FORMATS = (".nrrd", ".nii.gz", ".mha")
 
