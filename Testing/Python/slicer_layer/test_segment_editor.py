@@ -42,7 +42,7 @@ except ImportError as error:  # trame-slicer absent, or without slicer-layer-dm 
                 "(slicer-core 5.11 + trame-slicer[standalone], made by scripts/setup_editor.sh)",
                 allow_module_level=True)
 
-from GastricPropagateLib import GastricPropagateLogic  # noqa: E402
+from GastricPropagateLib import GastricPropagateLogic, segment_arrays  # noqa: E402
 from GastricPropagateLib.launchers import PopenLauncher  # noqa: E402
 from GastricPropagateLib.testdata import TEST_CT_SPACING, addTestVolume, makeTestCT  # noqa: E402
 
@@ -186,6 +186,11 @@ def test_paint_propagate_erase_repropagate(editorScene, engineLogic):
     # The strokes painted the cross-section on its slice alone.
     assert slicesWithVoxels(painted) == [k]
     assert dice(painted[k], s.truth[k]) >= 0.98
+    # A segment the Paint effect drew on this volume lies on its voxels: the Logic reads it from its own labelmap,
+    # the same voxels as Slicer's export, without the export (about 90 ms on a 512 x 512 x 100 CT; profile.md).
+    direct = segment_arrays._labelmapOnVolumeLattice(s.volume, s.segmentation, paintedId)
+    assert direct is not None, "the painted segment was not on the volume's lattice: the Logic exported it"
+    np.testing.assert_array_equal(direct > 0, painted)
 
     resultId, _ = engineLogic.run(s.volume, s.segmentation, paintedId)
     result = s.segment(resultId)
