@@ -1,10 +1,11 @@
 """A mask written as the box that holds its voxels, on its CT's grid, and placed back on that grid.
 
 A painted slice or a tumour is a few thousand voxels of a 512 x 512 x N grid: the module and its worker exchange them
-as boxes (``segment --crop-output``, docs/cli.md), which take a millisecond to write and read where the whole grid
-took about 40 ms of every warm run (docs/profile.md). A box is a label map like any other: its origin says where its
-first voxel lies, so SimpleITK and Slicer place it on the CT. Where a file does not lie on the grid's own voxels (other
-spacing or direction, an origin between voxels, a box reaching outside the grid), ``on_grid`` says what differs.
+as boxes (``segment --crop-output``, docs/cli.md): writing and reading both took 14-15 ms of a warm run on the
+benchmark's CT, the whole grid 64-83 ms (docs/profile.md). A box is a label map like any other: its origin says
+where its first voxel lies, so SimpleITK and Slicer place it on the CT. Where a file does not lie on the grid's own
+voxels (other spacing or direction, an origin between voxels, a box reaching outside the grid), ``on_grid`` says
+what differs.
 """
 
 from __future__ import annotations
