@@ -60,6 +60,12 @@ def _parseDigests(text: str) -> tuple[tuple[int, ...], dict[int, str]]:
     return shape, digests
 
 
+def _asMask(array) -> np.ndarray:
+    """``array > 0``; a boolean array as it is (a whole CT's grid is not copied again)."""
+    array = np.asarray(array)
+    return array if array.dtype == bool else array > 0
+
+
 def changedSlices(written: str, current: np.ndarray) -> tuple[list[int], list[int]]:
     """(slices now holding other voxels than written, slices written non-empty and now empty), in slice order.
 
@@ -67,7 +73,7 @@ def changedSlices(written: str, current: np.ndarray) -> tuple[list[int], list[in
         ValueError: ``current`` is not on the grid the record was written for.
     """
     shape, digests = _parseDigests(written)
-    current = np.asarray(current) > 0
+    current = _asMask(current)
     if current.shape != shape:
         raise ValueError(f"the segment is on a {current.shape} grid, the record on {shape}")
     nonEmpty = set(int(k) for k in np.flatnonzero(current.reshape(len(current), -1).any(axis=1)))
@@ -114,7 +120,7 @@ def planCorrections(paintedSlices, current: np.ndarray, written: str, previously
         written: the ``WRITTEN_SLICES_TAG`` value the module stored when it wrote the segment.
         previouslyCorrected: the ``CORRECTED_SLICES_TAG`` slices (still anchors while they hold voxels).
     """
-    current = np.asarray(current) > 0
+    current = _asMask(current)
     edited, erased = changedSlices(written, current)
     nonEmpty = set(int(k) for k in np.flatnonzero(current.reshape(len(current), -1).any(axis=1)))
     anchors = sorted((set(edited) | {int(k) for k in previouslyCorrected}) & nonEmpty)
