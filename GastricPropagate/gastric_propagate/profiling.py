@@ -8,8 +8,9 @@ timers (weights, file read, registration, report, file write; the engine's own `
 proposer, refiner, paste-back, vote and confidence; the registration runs beside the networks, so its row overlaps
 theirs), and then runs the real command line
 (``cli.main(["segment", ...])``). The parent notes when it started the process and when the process had ended, so
-process start-up (before the first line of Python here) and tear-down (after the last) are counted too. The plain
-segment command is timed beside it, without the timers, as a check that they cost nothing worth counting.
+process start-up (before the first line of Python here) and its end (after the last, ended as ``cli.run`` ends the
+command) are counted too. The plain segment command is timed beside it, without the timers, as a check that they
+cost nothing worth counting.
 
 This module imports nothing heavy at its top: the child's first timestamp is taken before numpy or torch load.
 """
@@ -46,7 +47,7 @@ ROWS = (
     ("report", "report (build_report)"),
     ("write", "file write (mask + report, OutputBatch)"),
     ("other", "other in the command (arguments, output checks, geometry check)"),
-    ("process_exit", "process exit (interpreter tear-down)"),
+    ("process_exit", "process exit (after the command returned: streams flushed, exit handlers; cli.run)"),
 )
 
 
@@ -212,4 +213,7 @@ def _child(out: str, arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2:]))
+    code = _child(sys.argv[1], sys.argv[2:])
+    from gastric_propagate.cli import exit_now
+
+    exit_now(code)  # as the segment command ends (``cli.run``), so that the process-exit row is the command's

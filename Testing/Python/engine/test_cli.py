@@ -1,6 +1,7 @@
 """The ``gastric-propagate segment`` contract on files, run as a user would run it."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -172,6 +173,25 @@ def test_console_script_is_installed():
     completed = subprocess.run([sys.executable, "-m", "gastric_propagate.cli", "--version"], capture_output=True,
                                text=True, check=True)
     assert completed.stdout.startswith("gastric-propagate ")
+
+
+def test_the_command_ends_at_once_with_everything_written_flushed_and_its_code(case, tmp_path):
+    """``run`` skips the interpreter's tear-down: what the child wrote, printed and exits with must all be there."""
+    command = [sys.executable, "-m", "gastric_propagate.cli", "segment", "--image", str(case["ct"]), "--annotation",
+               str(case["annotation"]), "--device", "cpu", "--progress"]
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as a pipe is
+    done = subprocess.run([*command, "--output", str(tmp_path / "out.nrrd"), "--report", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300, env=buffered)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("tumour: ") and "whole run" in lines[-1], "the summary line was flushed"
+    assert lines[-2] == "PROGRESS stage=write done=1 total=1"
+    report = json.loads((tmp_path / "r.json").read_text())
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd")))
+    assert report["voxels"] == int(np.count_nonzero(written)) > 0
+    refused = subprocess.run([*command, "--output", str(tmp_path / "out.png")], capture_output=True, text=True,
+                             timeout=300, env=buffered)
+    assert refused.returncode == 2 and "error: " in refused.stderr, refused.stderr
 
 
 def test_huge_volume_is_refused_from_its_header(case, tmp_path, capsys, monkeypatch):
