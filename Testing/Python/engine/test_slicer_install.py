@@ -173,18 +173,17 @@ def _write_case(folder: Path) -> None:
 def _run_installed(installed: Path, loaded: Path, folder: Path, arguments: list[str],
                    stdin: str | None = None) -> subprocess.CompletedProcess:
     """``python -m gastric_propagate.cli <arguments>`` with only the installed folder on sys.path for the engine;
-    the modules it loaded are written to ``loaded`` (JSON: name -> file)."""
+    the modules it loaded are written to ``loaded`` (JSON: name -> file) by an exit handler (the command ends the
+    process once its exit handlers have run: ``cli.exit_now``)."""
     boot = (
-        "import json, runpy, sys\n"
+        "import atexit, json, runpy, sys\n"
         "from pathlib import Path\n"
         f"source = Path({str(MODULE_DIR)!r}).resolve()\n"
         "sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p and Path(p).resolve() != source]\n"
         "out, sys.argv = sys.argv[2], ['gastric_propagate.cli', *sys.argv[3:]]\n"
-        "try:\n"
-        "    runpy.run_module('gastric_propagate.cli', run_name='__main__', alter_sys=True)\n"
-        "finally:\n"
-        "    Path(out).write_text(json.dumps({name: getattr(module, '__file__', None)\n"
-        "                                    for name, module in list(sys.modules.items())}))\n")
+        "atexit.register(lambda: Path(out).write_text(json.dumps({name: getattr(module, '__file__', None)\n"
+        "                                                         for name, module in list(sys.modules.items())})))\n"
+        "runpy.run_module('gastric_propagate.cli', run_name='__main__', alter_sys=True)\n")
     return subprocess.run([sys.executable, "-I", "-c", boot, str(installed), str(loaded), *arguments], cwd=folder,
                           capture_output=True, text=True, timeout=300, input=stdin)
 
