@@ -175,10 +175,13 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
     print(f"    first run, a fresh 'gastric-propagate segment' process: {figures['first_run_seconds']:.2f} s (median "
           f"of {repeats}; min {min(runs['fresh']):.2f}) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
           f"{_met(figures['first_run_seconds'] < TARGET_FIRST_RUN_SECONDS)}")
+    inside = {name: statistics.median(values) for name, values in runs["warm_inside"].items()}
+    figures["warm_run_inside_seconds"] = inside
     print(f"    warm run, a request to a 'gastric-propagate serve' worker on the CT it has: "
           f"{figures['warm_run_seconds']:.2f} s (median of {repeats}; min {min(runs['warm']):.2f}; {runs['served']} "
           f"served by one process) -> target < {TARGET_WARM_RUN_SECONDS} s: "
-          f"{_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}")
+          f"{_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}; of it the worker's request (read, engine, "
+          f"write) {inside['request']:.3f} s, the engine {inside['engine']:.3f} s")
     print(f"    warm run on a CT the worker has not read (another volume, or its voxels changed): "
           f"{figures['warm_new_ct_seconds']:.2f} s (median of {repeats}; min {min(runs['new_ct']):.2f})")
     print(f"    first run after the module opened (its worker started then, weights loaded): {runs['first']:.2f} s "
@@ -227,8 +230,10 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
             # left out, a different one each time, so that no run is served the registration walks of an identical
             # earlier one). "new_ct": a CT written again each time. A re-propagation follows a first run on a new
             # version of the CT (not timed).
-            warm = [_click_to_segment(phantom.image, _repainted(annotation, i), folder, worker.segment,
-                                      write_image=False)[0] for i in range(repeats)]
+            warm_runs = [_click_to_segment(phantom.image, _repainted(annotation, i), folder, worker.segment,
+                                           write_image=False) for i in range(repeats)]
+            warm = [seconds for seconds, _ in warm_runs]
+            inside = {name: [parts[name] for _, parts in warm_runs] for name in ("request", "engine")}
             new_ct = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
             again = []
             for _ in range(repeats):
@@ -236,7 +241,7 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
                 again.append(_click_to_segment(phantom.image, corrected, folder, lambda paths: worker.segment(
                     paths, CORRECTION_REQUEST), write_image=False)[0])
     return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "new_ct": new_ct, "again": again,
-            "served": worker.served}
+            "served": worker.served, "warm_inside": inside}
 
 
 def _repainted(annotation: np.ndarray, index: int) -> np.ndarray:
@@ -268,13 +273,16 @@ def _gb(peak: Peak | None) -> str:
 
 
 def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, run, *,
-                      write_image: bool = True) -> tuple[float, Peak | None]:
+                      write_image: bool = True) -> tuple[float, Peak | dict | None]:
     """Seconds from the inputs' arrays to the result's array, through files and ``run(paths)``; and what ``run``
-    returned (a peak memory, or None). ``write_image`` False: the CT's file is the one the last call wrote, as the
-    module sends a worker the same version of a volume. The module's timer, started when the run is, reads the
-    child's lines every ``POLL_INTERVAL_MS``: the run's time is counted up to the first reading after it ended."""
+    returned (a segment process's peak memory, or a worker request's seconds and its engine's). ``write_image``
+    False: the CT's file is the one the last call wrote, as the module sends a worker the same version of a volume.
+    The module's timer, started when the run is, reads the child's lines every ``POLL_INTERVAL_MS``: the run's time is
+    counted up to the first reading after it ended."""
     paths = {name: folder / f"{name}.nrrd" for name in ("image", "annotation", "output")}
-    paths["output"].unlink(missing_ok=True)
+    paths["report"] = folder / "report.json"  # the module asks for the report too
+    for output in ("output", "report"):
+        paths[output].unlink(missing_ok=True)
     grid = Grid.of(image)
     started = time.perf_counter()
     if write_image or not paths["image"].is_file():
@@ -301,7 +309,7 @@ def _segment_process(paths: dict, model: list[str]) -> Peak | None:
     """Runs a whole segment process (``model``: its device, backend and weights arguments; the engine's defaults
     where absent); returns its peak resident memory (``run_with_peak``)."""
     arguments = ["segment", "--image", str(paths["image"]), "--annotation", str(paths["annotation"]), "--output",
-                 str(paths["output"]), "--crop-output", *model]
+                 str(paths["output"]), "--report", str(paths["report"]), "--crop-output", *model]
     code, stderr, peak = run_with_peak("gastric_propagate.cli", arguments)
     if code != 0:
         raise RuntimeError(f"segment failed (exit {code}): {stderr}")
@@ -373,16 +381,20 @@ class _Worker:
                 return line[len(prefix):]
         raise RuntimeError(f"the worker ended (exit {self.process.wait()}) before {prefix.strip()}")
 
-    def segment(self, paths: dict, options: dict | None = None) -> None:
-        """One request; ``options``: its "options" object (PropagationOptions fields)."""
+    def segment(self, paths: dict, options: dict | None = None) -> dict[str, float]:
+        """One request, as the module sends it; ``options``: its "options" object (PropagationOptions fields).
+        Returns the seconds of the request in the worker and of the engine in it (from the run's report)."""
         request = {"image": str(paths["image"]), "annotation": str(paths["annotation"]),
-                   "output": str(paths["output"]), "crop_output": True, "options": options or {}}
+                   "output": str(paths["output"]), "report": str(paths["report"]), "crop_output": True,
+                   "options": options or {}}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         result = json.loads(self._line(RESULT_PREFIX))
         if result["code"] != EXIT_OK:
             raise RuntimeError(f"the worker's run failed (code {result['code']}): {result['message']}")
         self.served = result["served"]
+        return {"request": float(result["seconds"]),
+                "engine": float(json.loads(Path(paths["report"]).read_text(encoding="utf-8"))["seconds"])}
 
     def __enter__(self) -> "_Worker":
         return self
