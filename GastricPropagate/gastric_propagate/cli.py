@@ -294,9 +294,9 @@ def run() -> None:
 
     By then everything a command writes is in place (outputs are renamed into place before it returns); the standard
     streams are flushed and the exit handlers run, as at a normal exit. What is skipped is the interpreter's own
-    tear-down (freeing every module, the CT's arrays, the networks' runtime and its threads), which took 0.1-0.2 s of
-    every segment process, time the Slicer module waits for before it reads the result (docs/profile.md). Tools such
-    as mypy end the same way. ``main`` itself returns, for callers in the same process (tests, scripts).
+    tear-down (freeing every module, the CT's arrays, the networks' runtime and its threads), which took about 0.1 s
+    of every segment process, time the Slicer module waits for before it reads the result (docs/profile.md). Tools
+    such as mypy end the same way. ``main`` itself returns, for callers in the same process (tests, scripts).
     """
     exit_now(main())
 
