@@ -207,12 +207,12 @@ def _labelmapOnVolumeLattice(volumeNode, segmentationNode, segmentId: str) -> np
     if labelmap is None:
         return None
     shape = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
-    placed = np.zeros(shape, dtype=np.uint8)
     if labelmap.IsEmpty() or labelmap.GetPointData().GetScalars() is None:
-        return placed
+        return np.zeros(shape, dtype=np.uint8)
     problem, offset = latticeDifference(labelmap, volumeNode)
     if problem:
         return None
+    placed = np.zeros(shape, dtype=np.uint8)
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
     voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(tuple(reversed(labelmap.GetDimensions())))

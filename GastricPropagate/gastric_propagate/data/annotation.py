@@ -17,10 +17,10 @@ def occupied_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
     The slices first, then rows and columns on those slices only: a whole CT's mask is read once (voxels below 0 are
     held too, so no thresholded copy of the whole grid is made first).
     """
-    occupied = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-    if occupied.size == 0:
+    occupied = painted_slices(mask)
+    if not occupied:
         return slice(0, 1), slice(0, 1), slice(0, 1)
-    z = slice(int(occupied[0]), int(occupied[-1]) + 1)
+    z = slice(occupied[0], occupied[-1] + 1)
     in_plane = mask[z].any(axis=0)
     ys, xs = np.flatnonzero(in_plane.any(axis=1)), np.flatnonzero(in_plane.any(axis=0))
     return z, slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from gastric_propagate.data.annotation import occupied_box
+
 
 def bounding_box(mask: np.ndarray, margin: int | tuple[int, ...] = 0) -> tuple[slice, ...]:
     """The slices of ``mask``'s bounding box (it must hold something), widened by ``margin`` (one for every axis, or
@@ -66,9 +68,7 @@ def keep_connected(mask: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarr
     """The parts of ``mask`` that connect (in 3D) to a painted voxel of an anchor slice; the rest are strays."""
     if not mask.any():
         return mask
-    occupied = np.flatnonzero(mask.any(axis=(1, 2)))  # z first: y and x are then scanned on the mask's slices only
-    z = slice(occupied[0], occupied[-1] + 1)
-    box = (z,) + bounding_box(mask[z])[1:]
+    box = occupied_box(mask)  # z first: y and x are then scanned on the mask's slices only
     labels, count = ndimage.label(mask[box])  # within the mask's bounding box: a whole CT takes far longer
     if count <= 1:
         return mask
