@@ -143,7 +143,7 @@ def _child(out: str, arguments: list[str]) -> int:
     import gastric_propagate.inference.consensus as consensus
     from gastric_propagate.inference import pipeline
     from gastric_propagate.inference.backends import choose_backend
-    from gastric_propagate.inference.onnx_networks import intra_op_threads
+    from gastric_propagate.inference.onnx_networks import available_threads
 
     moments["engine"] = time.time()
     given = cli.build_parser().parse_args(arguments)
@@ -205,7 +205,7 @@ def _child(out: str, arguments: list[str]) -> int:
     run["other"] = command_seconds - sum(run[key] for key in inside)
     torch_ran = seen["backend"].startswith("torch")
     used = importlib.import_module("torch" if torch_ran else "onnxruntime")
-    threads = used.get_num_threads() if torch_ran else (intra_op_threads() or "onnxruntime's choice of")
+    threads = used.get_num_threads() if torch_ran else available_threads()
     run.update(started=moments["started"], finished=moments["finished"], device=seen["device"],
                runtime=used.__name__, runtime_version=used.__version__, threads=threads)
     Path(out).write_text(json.dumps(run))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +67,39 @@ def weights_path(onnx_file: str | Path) -> Path:
 @dataclass
 class OnnxNetwork:
     """A loaded ONNX stage, run like a ``propagation.NetworkRunner``: a float32 batch (N, C, S, S) in,
-    probabilities (N, S, S) out."""
+    probabilities (N, S, S) out.
+
+    With ``halves`` a batch of two or more is cut in two, each half run on its own share of the threads beside the
+    other (in ``halves``, a thread of its own), instead of one run over every thread: the proposer's batch is its two
+    chains, whose small convolutions would otherwise wait at a barrier of ONNX Runtime's threads after every operator,
+    a wait that grows when the registration's threads, or other programs, hold the cores. Each sample's
+    probabilities are those of a run over the whole batch.
+    """
 
     stage: str
     session: object  # onnxruntime.InferenceSession
     preprocessing: Preprocessing
     training: dict
     path: Path | None = None
+    halves: ThreadPoolExecutor | None = None  # runs the first half of a batch while the caller runs the second
+    second_session: object | None = None  # the second half's own session when each half has several threads
 
     @property
     def in_channels(self) -> int:
         return self.session.get_inputs()[0].shape[1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.halves is None or len(batch) < 2:
+            return self._run(self.session, batch)
+        middle = (len(batch) + 1) // 2
+        first = self.halves.submit(self._run, self.session, batch[:middle])
+        second = self._run(self.second_session or self.session, batch[middle:])
+        return np.concatenate([first.result(), second])
+
+    @staticmethod
+    def _run(session, batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT], {INPUT: batch})[0]
 
 
 def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
@@ -90,8 +110,9 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
 
     Args:
         precision: the precision the file must hold, float32 or int8.
-        threads: ONNX Runtime's intra-op threads; None: ``OMP_NUM_THREADS`` when it is set (as PyTorch reads it),
-            else ONNX Runtime's choice (one per physical core).
+        threads: the threads the network may use; None: ``OMP_NUM_THREADS`` when it is set (as PyTorch reads it),
+            else one per CPU this process may run on. Two or more: a batch runs in two halves, each on half of them
+            (``OnnxNetwork``).
     """
     import onnxruntime
 
@@ -102,8 +123,10 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
     if path.stat().st_size > MAX_FILE_BYTES:
         raise WeightsError(f"The {stage} ONNX file {path} is {path.stat().st_size / 1e9:.1f} GB, larger than any "
                            f"network this tool builds: it is not a GastricPropagate network. {again}")
+    threads = available_threads() if threads is None else threads
+    per_half = max(1, threads // 2)
     try:
-        session = onnxruntime.InferenceSession(str(path), _session_options(onnxruntime, threads),
+        session = onnxruntime.InferenceSession(str(path), _session_options(onnxruntime, per_half),
                                                providers=["CPUExecutionProvider"])
         description = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
     except Exception as error:  # onnxruntime raises its own types for truncated or foreign files
@@ -127,8 +150,17 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
         raise WeightsError(f"{path} was not exported from the {stage} weights beside it ({weights.name}, changed "
                            f"since). {again}")
     preprocessing = checked_preprocessing(description, path, stage, again)
+    halves = second_session = None
+    if threads >= 2:
+        # One thread per half runs in the calling thread, and one session serves both; more need a session each,
+        # since a session's threads are shared by the runs made on it.
+        halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-half")
+        if per_half > 1:
+            second_session = onnxruntime.InferenceSession(str(path), _session_options(onnxruntime, per_half),
+                                                          providers=["CPUExecutionProvider"])
     return OnnxNetwork(stage=stage, session=session, preprocessing=preprocessing,
-                       training=dict(description.get("training") or {}), path=path)
+                       training=dict(description.get("training") or {}), path=path, halves=halves,
+                       second_session=second_session)
 
 
 def export_onnx(weights: str | Path, *, stage: str, outputs: OutputBatch | None = None) -> Path:
@@ -173,19 +205,22 @@ def export_pair(weights: dict[str, str | Path], *, overwrite: bool) -> list[Path
         return [export_onnx(path, stage=stage, outputs=outputs) for stage, path in weights.items()]
 
 
-def _session_options(onnxruntime, threads: int | None):
+def _session_options(onnxruntime, threads: int):
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads() if threads is None else threads
+    options.intra_op_num_threads = threads
     # Threads that wait for work sleep instead of spinning: on a busy machine (Slicer renders, other jobs run) a
     # spinning thread takes the core its partner needs (docs/profile.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def intra_op_threads() -> int:
-    """``OMP_NUM_THREADS`` when it is a whole number of 1 or more, else 0 (ONNX Runtime's choice)."""
+def available_threads() -> int:
+    """``OMP_NUM_THREADS`` when it is a whole number of 1 or more, else the CPUs this process may run on."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else 0
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None  # Linux: the CPUs it is given
+    return len(cpus) if cpus else (os.cpu_count() or 1)
 
 
 def _exported_model(network):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -21,8 +22,8 @@ from gastric_propagate.errors import InputError, WeightsError
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.inference.checkpoints import bundled_weights, load_checkpoint, save_checkpoint
 from gastric_propagate.inference.networks import TorchRunner, UNet2D, inference_copy
-from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, export_onnx, export_pair, load_onnx,
-                                                       onnx_path, weights_path)
+from gastric_propagate.inference.onnx_networks import (METADATA_KEY, TOLERANCE, available_threads, export_onnx,
+                                                       export_pair, load_onnx, onnx_path, weights_path)
 from gastric_propagate.inference import backends
 from gastric_propagate.inference.backends import choose_backend
 from gastric_propagate.inference.pipeline import Segmenter
@@ -72,6 +73,35 @@ def test_onnx_runtime_gives_pytorchs_probabilities(tiny_pair, stage):
     description = json.loads(loaded.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
     assert description["stage"] == stage and description["max_difference"] <= TOLERANCE
 
+
+
+@pytest.mark.parametrize("threads, halves, second_session", [(1, False, False), (2, True, False), (3, True, False),
+                                                             (4, True, True)])
+def test_a_batch_run_in_halves_gives_each_sample_what_one_run_gives(tiny_pair, threads, halves, second_session):
+    """Two or more threads cut a batch in two, run side by side (one session for one thread per half, a session
+    each for more); every sample's probabilities are those of one single-threaded run over the whole batch."""
+    path = onnx_path(tiny_pair["refiner"])
+    whole = load_onnx(path, stage="refiner", threads=1)
+    split = load_onnx(path, stage="refiner", threads=threads)
+    assert (split.halves is not None, split.second_session is not None) == (halves, second_session)
+    if second_session:
+        assert split.second_session is not split.session
+    rng = np.random.default_rng(2)
+    for size in (1, 2, 3, 6):
+        batch = rng.normal(size=(size, STAGES["refiner"], 24, 16)).astype(np.float32)
+        found = split(batch)
+        assert found.shape == (size, 24, 16)
+        np.testing.assert_array_equal(found, whole(batch))
+        np.testing.assert_array_equal(found[-1], whole(batch[-1:])[0])  # the last sample, run alone
+
+
+def test_the_threads_follow_omp_num_threads_else_the_cpus_given(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert available_threads() == 3
+    for unset in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert available_threads() == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                       else os.cpu_count())
 
 @pytest.mark.parametrize("name", ["proposer.pt", "my.tuned.proposer.pt"])
 @pytest.mark.parametrize("precision", ["float32", "int8"])
