@@ -4,7 +4,8 @@
 process, the module's timer); this times what the module does around it on the main thread, on the same CT
 (512 x 512 x 100, its largest cross-section painted into a segment): ``prepare`` (the volume and the painted segment
 read into arrays and checked), ``apply`` (the result written as a segment beside the painted one, the results
-table filled) and, after one slice of the result is redrawn, ``prepareCorrections`` (the re-propagation's inputs).
+table filled), after one slice of the result is redrawn, ``prepareCorrections`` (the re-propagation's inputs), and
+``sendAhead`` (the CT written for the worker when the module opens or the volume is chosen, before any click).
 The engine's result is stood in for by the phantom's truth. Prints the median and minimum of ``--repeats`` each.
 Then Cancel, as the panel's button calls it: a run started on the real engine (a new worker each time, the bundled
 weights) and cancelled once it reports each of the stages that last (loading the networks, the proposer, the
@@ -91,6 +92,13 @@ def main() -> None:
     corrected[slices[1]] = 0  # the reader erases one slice of the result
     paint(scene, volume, segmentation, resultId, corrected)
     figures["prepareCorrections"] = timed(lambda: logic.prepareCorrections(volume, segmentation, painted), repeats)
+    logic.warmUp()  # the volume is sent ahead to a running worker
+
+    def sendAhead() -> None:
+        volume.GetImageData().Modified()  # a new version of the voxels each time, as a newly chosen volume is
+        assert logic.sendAhead(volume)
+
+    figures["sendAhead"] = timed(sendAhead, repeats)
     cancels = cancelTimes(GastricPropagateLogic(device="cpu", launcher=PopenLauncher(), python=sys.executable),
                           prepared)
     logic.close()

@@ -272,6 +272,24 @@ class RunController:
             self.logic.warmUp()
         except Exception as error:  # never in the way of the panel: the first run tries again and says what failed
             logger.warning("GastricPropagate: the engine's worker was not started in advance: %s", error)
+            return
+        self.sendVolumeAhead()
+
+    def sendVolumeAhead(self) -> None:
+        """Gives the running worker the input volume's CT to read while the reader paints, so that the first
+        Propagate on it sends only the painted slices (``Logic.sendAhead``; nothing when it has this version already).
+        Never in the way of the panel: a failure here is the first run's to report."""
+        if self.isRunning or self.parameters is None or not self.parameters.inputVolume:
+            return
+        try:
+            self.logic.sendAhead(self.parameters.inputVolume)
+        except Exception as error:  # noqa: BLE001 - the run sends the CT itself
+            logger.warning("GastricPropagate: the CT was not sent to the engine in advance: %s", error)
+
+    def inputsChanged(self) -> None:
+        """The panel's parameters changed: the buttons follow, and a newly chosen volume goes to the worker."""
+        self.refreshButtons()
+        self.sendVolumeAhead()
 
     # ------------------------------------------------------------------ cancel
 

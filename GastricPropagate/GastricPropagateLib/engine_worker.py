@@ -81,6 +81,7 @@ class EngineWorker:
         self._killed = False
         self._stdout, self._stderr = self.folder / "stdout.txt", self.folder / "stderr.txt"
         self._image: tuple[object, Path] | None = None  # (key, file) of the CT written last (``imageFile``)
+        self._ahead: tuple[int, object] | None = None  # (child, key) of the CT sent ahead last (``sendAhead``)
         weakref.finalize(self, shutil.rmtree, str(self.folder), True)  # a worker dropped without close()
 
     def matches(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
@@ -133,6 +134,17 @@ class EngineWorker:
         write(image, spacingXYZ, path)
         self._image = (key, path)  # with key None: removed by the next call, never served again
         return path
+
+    def sendAhead(self, image: np.ndarray, spacingXYZ, key, write: Callable[[np.ndarray, object, Path], None]) -> bool:
+        """Writes the CT's file (``imageFile``) and asks the child to read it now, with a preload request, while the
+        reader paints: the first run on this version of the CT then finds it in the child's memory and sends only
+        the painted slices. Nothing is sent to a child that was sent this version already, that a run holds, or that
+        is not running; True when sent. The child's answer is not waited for (a run's job reads past it)."""
+        if key is None or self.busy or not self.running() or self._ahead == (self.starts, key):
+            return False
+        path = self.imageFile(image, spacingXYZ, key, write)
+        self._ahead = (self.starts, key)
+        return self.send({"id": f"ahead-{uuid.uuid4().hex}", "preload": str(path)})
 
     def send(self, request: dict) -> bool:
         """Writes one request line; False when the child no longer reads (the caller sees it end)."""

@@ -6,7 +6,7 @@ The Logic only chains the three rooms of the Slicer layer, in the way the data f
   (``input_checks.py``); ``masking.py`` turns the Segment Editor's masking into arrays;
 - ``runner.py``: ``start`` sends those arrays to the session's warm engine worker, a child process (``serve``)
   started when the module opens (``warmUp``) or on the first run, and kept for the later ones (poll the run, cancel
-  it); ``compute`` is ``start`` plus a blocking wait;
+  it); ``sendAhead`` gives it the selected volume's CT before the run; ``compute`` is ``start`` plus a blocking wait;
 - ``scene_output.py``: ``apply`` writes the result as a new segment and fills the results table.
 
 ``run`` chains prepare, compute and apply for batch use. All of it runs on the main thread; only the child
@@ -23,10 +23,11 @@ from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from . import result_segment, scene_input, scene_output, segment_arrays
 from .engine_worker import EngineWorker
 from .i18n import _
+from .input_checks import checkVolume
 from .masking import Masking, maskingFromSegmentEditorNode
 from .results_table import RESULTS_TABLE_NAME
 from .run_output import Progress, RunResult
-from .runner import InferenceJob, startInference
+from .runner import InferenceJob, startInference, writeImage
 from .scene_input import PreparedInput
 from .scene_output import ResultSegmentExistsError
 
@@ -138,6 +139,22 @@ class GastricPropagateLogic:
             return False
         worker.start()
         return True
+
+    def sendAhead(self, volumeNode) -> bool:
+        """Sends the volume's CT to the session's running worker now, to read while the reader paints, so that the
+        first run on this version of the volume sends only the painted slices (``EngineWorker.sendAhead``; the panel
+        calls this when the module opens and when the input volume changes). Not to a worker that has it already,
+        that a run holds or that is not running, and not a volume the engine cannot take (the run says why).
+        Returns True when sent."""
+        worker = self.worker()
+        if volumeNode is None or worker.busy or not worker.running():
+            return False
+        try:
+            checkVolume(volumeNode)
+        except InputError:
+            return False
+        voxels, spacing, key = scene_input.volumeVoxels(volumeNode)
+        return worker.sendAhead(voxels, spacing, key, writeImage)
 
     def close(self) -> None:
         """Ends the session's worker process (the module closes; a run in progress is ended with it)."""

@@ -45,12 +45,13 @@ if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is n
 
     from .engine_worker import EngineWorker
 
-__all__ = ["InferenceJob", "startInference"]
+__all__ = ["InferenceJob", "startInference", "writeImage"]
 
 logger = logging.getLogger(__name__)
 
 
-def _writeImage(image: np.ndarray, spacingXYZ, path: Path) -> None:
+def writeImage(image: np.ndarray, spacingXYZ, path: Path) -> None:
+    """The CT's voxels (k, j, i) as the file the engine reads: this spacing, identity direction, origin 0."""
     import SimpleITK as sitk
 
     written = sitk.GetImageFromArray(np.ascontiguousarray(image))
@@ -85,11 +86,11 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
         paths = {name: folder / name for name in ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json",
                                                   "stdout.txt", "stderr.txt")}
         if worker is not None and not worker.busy:  # a busy worker's run goes to a sibling: a file of its own
-            imagePath = worker.imageFile(image, spacingXYZ, imageKey, _writeImage)
+            imagePath = worker.imageFile(image, spacingXYZ, imageKey, writeImage)
         else:
             imagePath = paths["image.nrrd"]
-            _writeImage(image, spacingXYZ, imagePath)
-        # The files' grid: the volume's voxels with identity direction and origin 0, as _writeImage writes them.
+            writeImage(image, spacingXYZ, imagePath)
+        # The files' grid: the volume's voxels with identity direction and origin 0, as writeImage writes them.
         grid = Grid(size=tuple(int(n) for n in np.shape(image)[::-1]), spacing=tuple(float(s) for s in spacingXYZ))
         write_box(annotation, grid, paths["annotation.nrrd"])  # the painted voxels' box, 0 / 1
         if worker is not None:

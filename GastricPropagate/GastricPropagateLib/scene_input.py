@@ -31,7 +31,8 @@ from .segment_arrays import ijkToRasArray, paintedVoxelsOutsideVolume, segmentAr
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
     from gastric_propagate.inference.options import PropagationOptions
 
-__all__ = ["PreparedInput", "prepareCorrections", "prepareInput", "sliceCenterRAS", "volumeVersion"]
+__all__ = ["PreparedInput", "prepareCorrections", "prepareInput", "sliceCenterRAS", "volumeVersion",
+           "volumeVoxels"]
 
 
 @dataclass
@@ -92,8 +93,8 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     checkRepresentation(segmentationNode)
     checkSegmentGrid(volumeNode, segmentationNode, segmentId)
 
-    imageKey = volumeVersion(volumeNode)
-    image = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    voxels, spacing, imageKey = volumeVoxels(volumeNode)
+    image = np.array(voxels, copy=True)  # the CT as it was at the click, whatever changes it during the run
     annotation = (segmentArray(volumeNode, segmentationNode, segmentId) > 0).astype(np.uint8)
     segmentName = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
 
@@ -126,11 +127,17 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "The editable-area mask has shape {mask} but the volume has shape {image} (K, J, I). Build the "
             "mask on the volume's grid.").format(mask=masking.editable.shape, image=image.shape))
 
-    spacing = tuple(float(s) for s in volumeNode.GetSpacing())
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey)
+
+
+def volumeVoxels(volumeNode) -> tuple[np.ndarray, tuple[float, float, float], tuple]:
+    """The volume's voxels as the engine takes them, (k, j, i) (a view of the node's memory, not a copy), its spacing
+    (i, j, k) in mm and the name of this version of them (``volumeVersion``)."""
+    spacing = tuple(float(s) for s in volumeNode.GetSpacing())
+    return slicer.util.arrayFromVolume(volumeNode), spacing, volumeVersion(volumeNode)
 
 
 def volumeVersion(volumeNode) -> tuple:

@@ -150,7 +150,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if adopted is not None:
                 parameters.paintedSegmentId = adopted  # modifies the node again; the next pass changes nothing
                 return
-        self.controller.refreshButtons()
+        self.controller.inputsChanged()
 
     def onSegmentationSelected(self, node) -> None:
         if self._parameterNode is not None:

@@ -182,10 +182,13 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
           f"served by one process) -> target < {TARGET_WARM_RUN_SECONDS} s: "
           f"{_met(figures['warm_run_seconds'] < TARGET_WARM_RUN_SECONDS)}; of it the worker's request (read, engine, "
           f"write) {inside['request']:.3f} s, the engine {inside['engine']:.3f} s")
-    print(f"    warm run on a CT the worker has not read (another volume, or its voxels changed): "
-          f"{figures['warm_new_ct_seconds']:.2f} s (median of {repeats}; min {min(runs['new_ct']):.2f})")
-    print(f"    first run after the module opened (its worker started then, weights loaded): {runs['first']:.2f} s "
-          f"(the worker's first request) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
+    figures["warm_ahead_seconds"] = statistics.median(runs["ahead"])
+    print(f"    warm run on another CT, sent to the worker ahead (as the module sends a volume when it is chosen): "
+          f"{figures['warm_ahead_seconds']:.2f} s (median of {repeats}; min {min(runs['ahead']):.2f})")
+    print(f"    warm run on a CT the worker has not read (its voxels changed after it was chosen: written at the "
+          f"click): {figures['warm_new_ct_seconds']:.2f} s (median of {repeats}; min {min(runs['new_ct']):.2f})")
+    print(f"    first run after the module opened (its worker started then, weights loaded, the CT sent ahead): "
+          f"{runs['first']:.2f} s (the worker's first run) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
           f"{_met(runs['first'] < TARGET_FIRST_RUN_SECONDS)}")
     print(f"    a correction re-propagation through the warm worker: {figures['correction_warm_seconds']:.2f} s "
           f"(median of {repeats}; min {min(runs['again']):.2f}) -> target < {TARGET_WARM_RUN_SECONDS} s: "
@@ -202,11 +205,13 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
           f"{_gb(peak)} -> target < {TARGET_PEAK_GB} GB: {_met(peak is not None and peak.gb < TARGET_PEAK_GB)}")
     if torch.cuda.is_available():
         gpu = _click_timings(phantom, annotation, corrected, repeats, ["--device", "cuda", *weights])
-        figures["cuda_whole_runs"] = {name: gpu[name] for name in ("fresh", "first", "warm", "new_ct", "again")}
+        figures["cuda_whole_runs"] = {name: gpu[name] for name in ("fresh", "first", "warm", "ahead", "new_ct",
+                                                                   "again")}
         print("  click to segment written, CUDA (the same, the networks on the GPU with PyTorch), median of "
               f"{repeats}: first run, a fresh process {statistics.median(gpu['fresh']):.2f} s; first run after the "
-              f"module opened {gpu['first']:.2f} s; warm run {statistics.median(gpu['warm']):.2f} s (a CT it has not "
-              f"read {statistics.median(gpu['new_ct']):.2f} s); a correction "
+              f"module opened {gpu['first']:.2f} s; warm run {statistics.median(gpu['warm']):.2f} s (another CT sent "
+              f"ahead {statistics.median(gpu['ahead']):.2f} s, one written at the click "
+              f"{statistics.median(gpu['new_ct']):.2f} s); a correction "
               f"re-propagation {statistics.median(gpu['again']):.2f} s")
     return figures
 
@@ -224,7 +229,10 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
             fresh.append(seconds)
             peaks.append(peak)
         with _Worker(model) as worker:
-            first = _click_to_segment(phantom.image, annotation, folder, worker.segment)[0]
+            # The module sends the chosen volume's CT ahead when it opens (and when another volume is chosen), so
+            # its first run finds the CT read: "first", and "ahead" on another CT later in the session.
+            worker.preload(_write_ct(phantom.image, folder / "image.nrrd"))
+            first = _click_to_segment(phantom.image, annotation, folder, worker.segment, write_image=False)[0]
             # The module writes a volume's CT once per version of its voxels, and the worker keeps the last one it
             # read: later runs on the same CT send only the painted slices (here painted again, one rim pixel
             # left out, a different one each time, so that no run is served the registration walks of an identical
@@ -235,13 +243,18 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
             warm = [seconds for seconds, _ in warm_runs]
             inside = {name: [parts[name] for _, parts in warm_runs] for name in ("request", "engine")}
             new_ct = [_click_to_segment(phantom.image, annotation, folder, worker.segment)[0] for _ in range(repeats)]
+            ahead = []
+            for _ in range(repeats):
+                worker.preload(_write_ct(phantom.image, folder / "image.nrrd"))
+                ahead.append(_click_to_segment(phantom.image, annotation, folder, worker.segment,
+                                               write_image=False)[0])
             again = []
             for _ in range(repeats):
                 _click_to_segment(phantom.image, annotation, folder, worker.segment)
                 again.append(_click_to_segment(phantom.image, corrected, folder, lambda paths: worker.segment(
                     paths, CORRECTION_REQUEST), write_image=False)[0])
-    return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "new_ct": new_ct, "again": again,
-            "served": worker.served, "warm_inside": inside}
+    return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "new_ct": new_ct, "ahead": ahead,
+            "again": again, "served": worker.served, "warm_inside": inside}
 
 
 def _repainted(annotation: np.ndarray, index: int) -> np.ndarray:
@@ -272,6 +285,14 @@ def _gb(peak: Peak | None) -> str:
     return f"{peak.gb:.2f} GB" + ("" if peak.own else " (ru_maxrss: with the benchmark's own memory in it)")
 
 
+def _write_ct(image: sitk.Image, path: Path) -> Path:
+    """The CT's file as the module writes it (arrays -> an uncompressed NRRD)."""
+    array = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image))
+    array.CopyInformation(image)
+    sitk.WriteImage(array, str(path), False)
+    return path
+
+
 def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, run, *,
                       write_image: bool = True) -> tuple[float, Peak | dict | None]:
     """Seconds from the inputs' arrays to the result's array, through files and ``run(paths)``; and what ``run``
@@ -286,9 +307,7 @@ def _click_to_segment(image: sitk.Image, annotation: np.ndarray, folder: Path, r
     grid = Grid.of(image)
     started = time.perf_counter()
     if write_image or not paths["image"].is_file():
-        array = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image))  # as the module does: arrays -> files
-        array.CopyInformation(image)
-        sitk.WriteImage(array, str(paths["image"]), False)
+        _write_ct(image, paths["image"])
     write_box(annotation, grid, paths["annotation"])  # the module sends the painted voxels' box
     run_started = time.perf_counter()
     returned = run(paths)
@@ -380,6 +399,14 @@ class _Worker:
             if line.startswith(prefix):
                 return line[len(prefix):]
         raise RuntimeError(f"the worker ended (exit {self.process.wait()}) before {prefix.strip()}")
+
+    def preload(self, image: Path) -> None:
+        """A preload request, as the module sends the chosen volume's CT ahead; returns once the worker has read it."""
+        self.process.stdin.write(json.dumps({"preload": str(image)}) + "\n")
+        self.process.stdin.flush()
+        result = json.loads(self._line(RESULT_PREFIX))
+        if result["code"] != EXIT_OK:
+            raise RuntimeError(f"the worker could not read the CT ahead (code {result['code']}): {result['message']}")
 
     def segment(self, paths: dict, options: dict | None = None) -> dict[str, float]:
         """One request, as the module sends it; ``options``: its "options" object (PropagationOptions fields).

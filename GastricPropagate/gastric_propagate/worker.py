@@ -16,11 +16,15 @@ The protocol, one line each way, UTF-8:
     worker -> parent   the request's progress, as the segment command's --progress prints it
                        (PROGRESS stage=<read|proposer|refiner|write> done=<n> total=<n>), then one line
                        RESULT {"id": ..., "code": ..., "message": ..., "served": ..., "seconds": ..., "pid": ...}
+    parent -> worker   or {"id": any JSON value, "preload": path}: read that CT now, before any run needs it
+    worker -> parent   RESULT as above (no progress lines), the message "read <path>"
 
 A request's CT is kept in memory after the run (``LastImage``): a later request naming the same file, unchanged
 since (the Slicer module sends one file per version of a volume), is served without reading it again, and the vote's
 registration walks that the earlier runs made on it are served again where nothing they depended on changed (a
-re-propagation after a correction walks only from the corrected slices).
+re-propagation after a correction walks only from the corrected slices). A preload request puts a CT there ahead
+of its first run: the Slicer module sends the selected volume when the panel opens or the volume is chosen, while
+the reader paints, so that the first Propagate on it sends only the painted slices.
 
 ``code`` has the segment command's exit-code meanings (``protocol.py``): 0 success (the message is the line segment
 prints, and any 'note:' lines), 2 bad input (a request that is not JSON, misses a field or names an unknown option
@@ -109,6 +113,10 @@ def _request(line: str) -> dict:
         raise InputError(f"The request is not one JSON object on one line ({error}).") from None
     if not isinstance(request, dict):
         raise InputError("The request is not a JSON object.")
+    if "preload" in request:
+        if set(request) - {"id", "preload"} or not isinstance(request["preload"], str):
+            raise InputError("A preload request holds a CT's path (preload) and an id, nothing else.")
+        return request
     unknown = sorted(set(request) - _REQUEST_KEYS)
     missing = [key for key in ("image", "annotation", "output") if not isinstance(request.get(key), str)]
     if unknown or missing:
@@ -210,12 +218,16 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
         try:
             request = _request(line)
             request_id = request.get("id")
-            report = segment_files(request["image"], request["annotation"], request["output"],
-                                   report_path=request.get("report"),
-                                   options=options_from_request(request.get("options")), segmenter=segmenter,
-                                   overwrite=request.get("overwrite", False), stages=progress,
-                                   read_image=last_image.read, crop_output=request.get("crop_output", False))
-            code, message = EXIT_OK, _summary(report, request["output"])
+            if "preload" in request:
+                last_image.read(request["preload"])
+                code, message = EXIT_OK, f"read {request['preload']}"
+            else:
+                report = segment_files(request["image"], request["annotation"], request["output"],
+                                       report_path=request.get("report"),
+                                       options=options_from_request(request.get("options")), segmenter=segmenter,
+                                       overwrite=request.get("overwrite", False), stages=progress,
+                                       read_image=last_image.read, crop_output=request.get("crop_output", False))
+                code, message = EXIT_OK, _summary(report, request["output"])
         except InputError as error:
             code, message = EXIT_BAD_INPUT, str(error)
         except WeightsError as error:

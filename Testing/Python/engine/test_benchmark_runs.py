@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from conftest import SPACING, make_volume
 from gastric_propagate.data.mask_boxes import Grid, on_grid
 from gastric_propagate.benchmark import (CORRECTION_OPTIONS, CORRECTION_REQUEST, _click_to_segment,
-                                         _correct_least_confident, _segment_process, _Worker, run_with_peak)
+                                         _correct_least_confident, _segment_process, _Worker, _write_ct,
+                                         run_with_peak)
 
 CPU = ["--device", "cpu"]
 
@@ -43,6 +44,24 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
     assert fresh_seconds > 0 and warm_seconds > 0
     assert 0.05 < peak.gb < 16  # GB: a whole segment process
     assert peak.own == sys.platform.startswith("linux")  # VmHWM, for that child alone
+
+
+def test_a_ct_sent_ahead_is_read_before_the_run_that_then_names_the_same_unchanged_file(tmp_path):
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    annotation = np.zeros_like(label)
+    annotation[8] = label[8]
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    with _Worker(CPU) as worker:
+        worker.preload(_write_ct(ct, tmp_path / "image.nrrd"))  # returns once the worker answered
+        written = (tmp_path / "image.nrrd").stat().st_mtime_ns
+        _click_to_segment(ct, annotation, tmp_path, worker.segment, write_image=False)
+        assert worker.served == 2 and (tmp_path / "image.nrrd").stat().st_mtime_ns == written
+        with pytest.raises(RuntimeError, match="could not read the CT ahead"):
+            worker.preload(tmp_path / "missing.nrrd")
+    ahead = written_mask(tmp_path, ct)
+    _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, CPU))
+    assert ahead.any() and np.array_equal(ahead, written_mask(tmp_path, ct))
 
 
 def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tmp_path, bundled_segmenter):

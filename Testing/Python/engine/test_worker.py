@@ -97,6 +97,11 @@ BAD_REQUESTS = {  # name -> (the request line, from the case and an output path;
     "output exists": (lambda case, output: request(case, output), "--overwrite"),
     "crop_output not a bool": (lambda case, output: request(case, output, crop_output="yes"),
                                "crop_output must be true or false"),
+    "preload with more": (lambda case, output: json.dumps({"preload": str(case["ct"]), "output": str(output)}),
+                          "holds a CT's path (preload) and an id, nothing else"),
+    "preload not a path": (lambda case, output: json.dumps({"preload": 3}), "holds a CT's path"),
+    "preload missing file": (lambda case, output: json.dumps({"preload": str(output.parent / "missing.nrrd")}),
+                             "missing.nrrd"),
 }
 
 
@@ -258,3 +263,26 @@ def test_the_kept_ct_is_read_again_when_its_file_was_written_again_or_another_fi
     other = tmp_path / "other.nrrd"
     sitk.WriteImage(first, str(other))
     assert np.array_equal(sitk.GetArrayViewFromImage(last.read(other)[0]), sitk.GetArrayViewFromImage(first))
+
+
+def test_a_preloaded_ct_is_read_once_ahead_and_the_run_on_it_reads_it_no_more(case, tmp_path, oracle_segmenter,
+                                                                              monkeypatch):
+    """A preload request reads the CT before any run (the module sends the selected volume while the reader paints);
+    the run that follows on the same unchanged file reads it no more and writes what a worker without it writes."""
+    from gastric_propagate.data import volumes
+
+    reads = []
+    real_read = volumes.read_volume
+    monkeypatch.setattr(volumes, "read_volume", lambda path, what="image": reads.append(path) or real_read(path, what))
+    preload = json.dumps({"id": "ahead", "preload": str(case["ct"])})
+    out = io.StringIO()
+    assert serve(oracle_segmenter, io.StringIO(f"{preload}\n{request(case, tmp_path / 'out.nrrd', id='run')}\n"),
+                 out) == 0
+    lines, results = replies(out.getvalue())
+    assert [(result["id"], result["code"], result["served"]) for result in results] == [("ahead", 0, 1), ("run", 0, 2)]
+    assert results[0]["message"] == f"read {case['ct']}"
+    assert lines[1].startswith("RESULT ")  # the preload has no progress lines: its RESULT follows READY
+    assert reads == [str(case["ct"])]  # by the preload; the run's read served from memory
+    segment_files(case["ct"], case["painted"], tmp_path / "direct.nrrd", segmenter=oracle_segmenter)
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd"))),
+                          sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))))

@@ -1,4 +1,4 @@
-"""``scripts/benchmark_slicer_side.py`` runs against real MRML and prints a figure for each of the three steps and for
+"""``scripts/benchmark_slicer_side.py`` runs against real MRML and prints a figure for each of the four steps and for
 Cancel at each stage that lasts."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def test_the_slicer_side_benchmark_prints_its_figures():
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     figures = dict(re.findall(r"^  (\w+)\s+([\d.]+) ms", completed.stdout, flags=re.MULTILINE))
-    assert set(figures) == {"prepare", "apply", "prepareCorrections"}, completed.stdout
+    assert set(figures) == {"prepare", "apply", "prepareCorrections", "sendAhead"}, completed.stdout
     assert all(float(value) > 0 for value in figures.values())
     cancels = dict(re.findall(r"^  during (\w+)\s+(.+)$", completed.stdout, flags=re.MULTILINE))
     assert set(cancels) == {"load", "proposer", "refiner"}, completed.stdout

@@ -149,6 +149,10 @@ class WarmUpFailure(OSError):
     """The worker process could not be started (e.g. the interpreter is missing)."""
 
 
+class SendAheadFailure(OSError):
+    """The CT could not be written for the worker (e.g. the disk is full)."""
+
+
 class FakeLogic:
     def __init__(self, outcome, *, existingResultId=None, prepareError=None) -> None:
         self.outcome = outcome
@@ -184,6 +188,12 @@ class FakeLogic:
     def warmUp(self):
         self.calls.append(("warmUp", self.device))
         if isinstance(self.outcome, WarmUpFailure):
+            raise self.outcome
+        return True
+
+    def sendAhead(self, volumeNode):
+        self.calls.append(("sendAhead", volumeNode))
+        if isinstance(self.outcome, SendAheadFailure):
             raise self.outcome
         return True
 
@@ -372,7 +382,29 @@ def test_opening_the_module_starts_the_worker_in_advance_on_the_chosen_device():
     controller = controllerWith(logic)
     controller.parameters = parameters(device="cpu-int8")
     controller.warmUp()
-    assert logic.calls == [("warmUp", "cpu-int8")]
+    assert logic.calls == [("warmUp", "cpu-int8"), ("sendAhead", "CT")], "and the chosen CT is sent to it"
+
+
+def test_a_changed_input_refreshes_the_buttons_and_sends_the_volume_ahead_but_not_during_a_run():
+    logic = FakeLogic(runResult())
+    controller = controllerWith(logic)
+    controller.inputsChanged()
+    assert logic.calls == [("sendAhead", "CT")] and controller.view.buttons
+    controller.parameters = parameters(inputVolume=None)
+    controller.inputsChanged()
+    assert logic.calls == [("sendAhead", "CT")], "no volume chosen: nothing to send"
+    logic, controller = started()
+    controller.inputsChanged()
+    assert ("sendAhead", "CT") not in logic.calls, "a run holds the worker"
+
+
+def test_a_failure_to_send_the_volume_ahead_stays_out_of_the_way():
+    logic = FakeLogic(SendAheadFailure("disk full"))
+    controller = controllerWith(logic)
+    controller.inputsChanged()
+    controller.warmUp()
+    assert logic.calls == [("sendAhead", "CT"), ("warmUp", "cpu"), ("sendAhead", "CT")]
+    assert controller.view.errors == [] and controller.lastError is None and not controller.isRunning
 
 
 def test_no_warm_up_without_the_packages_without_parameters_or_during_a_run():

@@ -396,3 +396,48 @@ def test_the_worker_s_ct_file_is_written_once_per_key_and_only_the_latest_is_kep
     finally:
         worker.close()
     assert not worker.folder.exists()
+
+
+def test_a_volume_sent_ahead_is_read_by_the_worker_before_the_run_which_then_sends_only_the_painted_slices(
+        case, logic):
+    import json
+    import os
+    from pathlib import Path
+
+    import slicer
+
+    before = case.snapshot()
+    assert not logic.sendAhead(case.volume), "no worker runs yet: nothing to send to"
+    logic.warmUp()
+    worker = logic.worker()
+    assert logic.sendAhead(case.volume) and not logic.sendAhead(case.volume), "each version once"
+    (ahead,) = worker.folder.glob("image-*.nrrd")
+    answers = []
+    deadline = time.monotonic() + 300
+    while not answers:  # the worker loads its weights, then reads the CT, with no run asked for
+        assert worker.running() and time.monotonic() < deadline, worker.stderrMessage()
+        answers = [json.loads(line[len("RESULT "):]) for line in worker.readLines() if line.startswith("RESULT ")]
+        time.sleep(0.05)
+    assert answers[0]["code"] == 0 and answers[0]["message"] == f"read {ahead}" and answers[0]["served"] == 1
+    written = os.stat(ahead).st_mtime_ns
+
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    assert job.wait(timeout=300)
+    result = job.result()
+    assert Path(job._request["image"]) == ahead and os.stat(ahead).st_mtime_ns == written, \
+        "the run named the file the worker read ahead, unchanged: it is served from the worker's memory"
+    assert job.served == 2 and worker.starts == 1
+    _assertPaintedSliceKept(result, case)
+    assertSnapshotsEqual(before, case.snapshot())
+
+    voxels = slicer.util.arrayFromVolume(case.volume)
+    voxels[0] = -1000  # a new version of the CT (as a filter module would make it) is sent again, to a new file
+    slicer.util.arrayFromVolumeModified(case.volume)
+    assert logic.sendAhead(case.volume)
+    assert sorted(worker.folder.glob("image-*.nrrd")) != [ahead] and not ahead.exists()
+    worker.kill()  # a new process has not read it: the same file is sent to it again, not written again
+    logic.warmUp()
+    (again,) = worker.folder.glob("image-*.nrrd")
+    assert logic.sendAhead(case.volume) and list(worker.folder.glob("image-*.nrrd")) == [again]
+    case.volume.SetAndObserveImageData(None)  # no voxels: not a volume the engine can take, nothing is sent
+    assert not logic.sendAhead(case.volume)
