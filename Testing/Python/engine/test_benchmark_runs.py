@@ -18,17 +18,23 @@ from gastric_propagate.benchmark import (CORRECTION_OPTIONS, CORRECTION_REQUEST,
 CPU = ["--device", "cpu"]
 
 
+def small_case():
+    """A 64 x 64 x 16 CT with its tumour's slice 8 painted: the image and label arrays, the painted slice, the CT."""
+    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
+    annotation = np.zeros_like(label)
+    annotation[8] = label[8]
+    ct = sitk.GetImageFromArray(image)
+    ct.SetSpacing(SPACING)
+    return image, label, annotation, ct
+
+
 def written_mask(folder, ct):
     """The run's mask on the CT's grid: the benchmark asks for the tumour's box, as the module does."""
     return on_grid(sitk.ReadImage(str(folder / "output.nrrd")), Grid.of(ct))
 
 
 def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same_arrays(tmp_path):
-    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
-    annotation = np.zeros_like(label)
-    annotation[8] = label[8]
-    ct = sitk.GetImageFromArray(image)
-    ct.SetSpacing(SPACING)
+    _, _, annotation, ct = small_case()
     fresh_seconds, peak = _click_to_segment(ct, annotation, tmp_path, lambda paths: _segment_process(paths, CPU))
     fresh = written_mask(tmp_path, ct)
     with _Worker(CPU) as worker:
@@ -47,11 +53,7 @@ def test_a_fresh_process_and_the_warm_worker_write_the_same_result_from_the_same
 
 
 def test_a_ct_sent_ahead_is_read_before_the_run_that_then_names_the_same_unchanged_file(tmp_path):
-    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
-    annotation = np.zeros_like(label)
-    annotation[8] = label[8]
-    ct = sitk.GetImageFromArray(image)
-    ct.SetSpacing(SPACING)
+    _, _, annotation, ct = small_case()
     with _Worker(CPU) as worker:
         worker.preload(_write_ct(ct, tmp_path / "image.nrrd"))  # returns once the worker answered
         written = (tmp_path / "image.nrrd").stat().st_mtime_ns
@@ -65,15 +67,11 @@ def test_a_ct_sent_ahead_is_read_before_the_run_that_then_names_the_same_unchang
 
 
 def test_the_warm_re_propagation_keeps_the_corrected_slice_as_a_second_anchor(tmp_path, bundled_segmenter):
-    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
-    annotation = np.zeros_like(label)
-    annotation[8] = label[8]
+    image, label, annotation, ct = small_case()
     first = bundled_segmenter.segment(image, SPACING, annotation)
     corrected = _correct_least_confident(first, label, annotation, SPACING)
     k = next(k for k in range(len(label)) if corrected[k].any() and k != 8)
     assert label[k].any() and k not in first.anchor_slices
-    ct = sitk.GetImageFromArray(image)
-    ct.SetSpacing(SPACING)
     with _Worker(CPU) as worker:
         _click_to_segment(ct, corrected, tmp_path, lambda paths: worker.segment(paths, CORRECTION_REQUEST))
     result = written_mask(tmp_path, ct)
@@ -94,9 +92,7 @@ def test_the_peak_of_a_child_leaves_out_the_memory_of_its_parent():
 def test_a_warm_run_is_painted_again_one_rim_pixel_short_and_each_time_another():
     from gastric_propagate.benchmark import _repainted
 
-    image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)
-    annotation = np.zeros_like(label)
-    annotation[8] = label[8]
+    _, _, annotation, _ = small_case()
     again = [_repainted(annotation, i) for i in range(3)]
     for painted in again:
         left_out = np.argwhere(painted != annotation)
