@@ -146,15 +146,14 @@ class GastricPropagateLogic:
         calls this when the module opens and when the input volume changes). Not to a worker that has it already,
         that a run holds or that is not running, and not a volume the engine cannot take (the run says why).
         Returns True when sent."""
-        worker = self.worker()
-        if volumeNode is None or worker.busy or not worker.running():
+        if self._worker is None:  # none started yet (``warmUp``, or a run, starts one)
             return False
         try:
             checkVolume(volumeNode)
         except InputError:
             return False
         voxels, spacing, key = scene_input.volumeVoxels(volumeNode)
-        return worker.sendAhead(voxels, spacing, key, writeImage)
+        return self._worker.sendAhead(voxels, spacing, key, writeImage)
 
     def close(self) -> None:
         """Ends the session's worker process (the module closes; a run in progress is ended with it)."""

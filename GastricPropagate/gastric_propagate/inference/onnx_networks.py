@@ -70,10 +70,10 @@ class OnnxNetwork:
     probabilities (N, S, S) out.
 
     With ``halves`` a batch of two or more is cut in two, each half run on its own share of the threads beside the
-    other (in ``halves``, a thread of its own), instead of one run over every thread: the proposer's batch is its two
-    chains, whose small convolutions would otherwise wait at a barrier of ONNX Runtime's threads after every operator,
-    a wait that grows when the registration's threads, or other programs, hold the cores. Each sample's
-    probabilities are those of a run over the whole batch.
+    other (the first in ``halves``' thread, the second in the caller's), instead of one run over every thread: the
+    proposer's batch is its two chains, whose small convolutions would otherwise wait at a barrier of ONNX Runtime's
+    threads after every operator, a wait that grows when the registration's threads, or other programs, hold the
+    cores. Each sample's probabilities are those of a run over the whole batch.
     """
 
     stage: str
