@@ -229,6 +229,7 @@ class RunController:
             self._finish(job, prepared)
         finally:
             self.refreshButtons()
+            self.sendVolumeAhead()  # a volume chosen during the run goes to the worker now
 
     def _finish(self, job, prepared) -> None:
         """After the process has ended: report its error, or write its result into the scene."""

@@ -331,7 +331,7 @@ def test_repropagation_reads_the_corrections_and_replaces_without_asking():
     controller = controllerWith(logic)
     controller.run(fromCorrections=True)
     runToEnd(controller)
-    assert [call[0] for call in logic.calls] == ["masking", "prepareCorrections", "apply"]
+    assert [call[0] for call in logic.calls] == ["masking", "prepareCorrections", "apply", "sendAhead"]
     assert ("apply", True) in logic.calls and not controller.view.confirmations
     assert "Corrected slices kept as anchors: K = 6." in controller.view.status[-1]
     assert [row.label() for row in controller.view.review[0]][3] == "6 (corrected)"
@@ -394,8 +394,11 @@ def test_a_changed_input_refreshes_the_buttons_and_sends_the_volume_ahead_but_no
     controller.inputsChanged()
     assert logic.calls == [("sendAhead", "CT")], "no volume chosen: nothing to send"
     logic, controller = started()
+    controller.parameters = parameters(inputVolume="another CT")  # chosen during the run
     controller.inputsChanged()
-    assert ("sendAhead", "CT") not in logic.calls, "a run holds the worker"
+    assert ("sendAhead", "another CT") not in logic.calls, "a run holds the worker"
+    runToEnd(controller)
+    assert logic.calls[-2:] == [("apply", False), ("sendAhead", "another CT")], "sent once the run has ended"
 
 
 def test_a_failure_to_send_the_volume_ahead_stays_out_of_the_way():
