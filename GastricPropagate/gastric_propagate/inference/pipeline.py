@@ -91,6 +91,7 @@ class Segmenter:
             loaded = {stage: load_checkpoint(path, stage=stage, device=self.device) for stage, path in paths.items()}
         self.proposer, self.refiner = loaded["proposer"], loaded["refiner"]
         self._walks = WalkMemo()
+        self._checked_image = None  # the name (``image_key``) of the CT the last run checked
         if self.refiner.preprocessing != self.proposer.preprocessing:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
@@ -118,6 +119,7 @@ class Segmenter:
         segmenter.proposer = Checkpoint("proposer", proposer.to(segmenter.device).eval(), preprocessing, {})
         segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
         segmenter._walks = WalkMemo()
+        segmenter._checked_image = None
         segmenter._prepare_networks()
         return segmenter
 
@@ -130,7 +132,10 @@ class Segmenter:
         on disk); the vote's registration walks of earlier runs with the same name are then served again where
         nothing they depended on changed (``registration.WalkMemo``). None: every walk is walked."""
         laps = _Laps()
-        run = self._prepare(image, spacing_xyz, annotation, options)
+        # A CT served again under its name (the worker's kept CT) was checked when it was first seen.
+        run = self._prepare(image, spacing_xyz, annotation, options,
+                            image_checked=image_key is not None and image_key == self._checked_image)
+        self._checked_image = image_key
         laps("prepare")
         # The vote's registration needs only the CT and the painted slices: it runs in a thread while the networks
         # run (SimpleITK and ONNX Runtime release the GIL), and the vote waits for it.
@@ -156,11 +161,14 @@ class Segmenter:
             stop_reasons=coarse.stop_reasons, seconds=laps.total(), device=str(self.device), timings=laps.seconds,
             network_mask=network_mask, consensus=options.use_consensus, cut_back=cut_back, advice=advice)
 
-    def _prepare(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, options: PropagationOptions) -> _Run:
-        """Checks the inputs, works out the slice limits and crops the volume to what the networks see."""
+    def _prepare(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, options: PropagationOptions, *,
+                 image_checked: bool = False) -> _Run:
+        """Checks the inputs (the CT unless ``image_checked``), works out the slice limits and crops the volume to what
+        the networks see."""
         spacing_xyz = tuple(float(s) for s in spacing_xyz)
         check_spacing(spacing_xyz)
-        check_image(image)
+        if not image_checked:
+            check_image(image)
         anchor_slices = check_annotation(annotation, image.shape, spacing_xyz, keyframes=options.keyframes)
         limits = _slice_limits(options, anchor_slices, image.shape[0], spacing_xyz[2])
         painted = annotation > 0

@@ -192,3 +192,26 @@ def test_probabilities_of_a_blob_apart_from_the_painted_voxels_are_dropped():
     np.testing.assert_array_equal(kept[1:4, 4:9, 4:9], np.float32(0.9))
     assert not kept[1:4, 14:18, 14:18].any()
     np.testing.assert_array_equal(kept[4], probabilities[4])
+
+
+def test_a_ct_served_again_under_its_name_is_checked_once_and_a_refused_one_every_time(oracle_segmenter, monkeypatch):
+    """The worker names the CT it keeps (``image_key``): the CT check reads it once, not on every run; an unnamed CT
+    or another name is checked again, and a CT the check refuses is never taken as checked."""
+    from conftest import SPACING, make_volume
+    from gastric_propagate.errors import InputError
+    from gastric_propagate.inference import pipeline
+
+    checked = []
+    real_check = pipeline.check_image
+    monkeypatch.setattr(pipeline, "check_image", lambda image: checked.append(image.shape) or real_check(image))
+    image, label = make_volume()
+    annotation = np.zeros_like(label)
+    annotation[20] = label[20]
+    masks = [oracle_segmenter.segment(image, SPACING, annotation, image_key=key).mask
+             for key in ("CT 1", "CT 1", "CT 2", None, None, "CT 2")]
+    assert len(checked) == 5, "CT 1 once for two runs; CT 2, each unnamed run, and CT 2 again after them"
+    assert all(np.array_equal(masks[0], mask) for mask in masks[1:])
+    not_hu = (image - image.min()) / (image.max() - image.min())  # normalised 0-1: not a CT in HU
+    for _ in range(2):
+        with pytest.raises(InputError, match="Hounsfield"):
+            oracle_segmenter.segment(not_hu, SPACING, annotation, image_key="MR")
