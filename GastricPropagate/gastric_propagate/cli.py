@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share (0-1) of the proposer's samples whose previous mask is its own propagation on "
                             "the training crop instead of the true one, so that it learns to come back from its "
                             "own leaks (default 0: none)")
+    train.add_argument("--hard-pixel-weight", type=float, metavar="W",
+                       help="the refiner's loss weighs a pixel its coarse mask gets wrong W more than the others "
+                            "(default 4: 1 + 4)")
+    train.add_argument("--boundary-weight", type=float, metavar="W",
+                       help="the refiner's loss weighs a pixel on the true outline (one pixel either side) W more "
+                            "(default 2)")
     train.add_argument("--augment", choices=("basic", "torchio"), default="basic",
                        help="augmentation of the training samples: basic (flips, turns, intensity jitter) or "
                             "torchio (those, plus TorchIO's elastic deformation, coarser in-plane resolution, blur "
@@ -386,6 +392,7 @@ def _train(args) -> int:
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
+                      hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

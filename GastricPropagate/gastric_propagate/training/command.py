@@ -24,6 +24,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
                self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
+               hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -56,6 +57,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     if window is not None and not (TRAINING_WINDOWS[0] <= window <= TRAINING_WINDOWS[1] and window % 16 == 0):
         raise InputError(f"--window {window}: give a multiple of 16 from {TRAINING_WINDOWS[0]} to "
                          f"{TRAINING_WINDOWS[1]} (the networks halve it three or four times).")
+    for option, value in (("--hard-pixel-weight", hard_pixel_weight), ("--boundary-weight", boundary_weight)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{option} {value}: give a weight of 0 or more (0: no extra weight).")
     if not (data or phantoms or shapes or thorax):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
                          "--shapes N and/or --thorax N with N of 1 or more.")
@@ -102,6 +106,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             augment=augment, depth=depth or TrainingConfig.depth,
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
+                            hard_pixel_weight=TrainingConfig.hard_pixel_weight if hard_pixel_weight is None
+                            else hard_pixel_weight,
+                            boundary_weight=TrainingConfig.boundary_weight if boundary_weight is None
+                            else boundary_weight,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -105,6 +105,24 @@ def test_zoom_changes_the_lesion_scale_the_networks_see():
     assert zoomed[0].free_ends == (True, True) and zoomed[0].diameter_mm == plain[0].diameter_mm
 
 
+def test_the_refiners_pixel_weights_are_one_plus_the_hard_and_boundary_weights_the_config_gives():
+    """A pixel the coarse mask gets wrong weighs 1 + hard, one on the true outline 1 + boundary, both 1 + the sum."""
+    import numpy as np
+    from gastric_propagate.training.train import _refiner_sample
+
+    crop = _crop("real", 20.0)
+    coarse = crop.label.astype(np.float32)
+    coarse[:, 6:10, 9] = 0  # the coarse mask misses the square's last column on every slice
+    for hard, boundary in ((4.0, 2.0), (8.0, 4.0), (0.0, 0.0)):
+        config = TrainingConfig(window=16, hard_pixel_weight=hard, boundary_weight=boundary)
+        seen = set()
+        for seed in range(20):
+            _, _, weight = _refiner_sample(crop, coarse, config, np.random.default_rng(seed))
+            seen |= set(np.unique(weight).round(3).tolist())
+        assert seen <= {1.0, 1.0 + hard, 1.0 + boundary, 1.0 + hard + boundary}
+        assert max(seen) == 1.0 + hard + boundary  # the missed column lies on the outline
+
+
 def test_self_fed_samples_carry_the_proposers_own_leak_and_ask_for_the_true_outline():
     """The proposer's rollout leaked (the whole slice beyond the tumour): a self-fed sample's previous mask is that
     leak, and its target the truth of the next slice, never the leak copied on."""
