@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share (0-1) of the proposer's samples whose previous mask is its own propagation on "
                             "the training crop instead of the true one, so that it learns to come back from its "
                             "own leaks (default 0: none)")
+    train.add_argument("--refiner-leaks", type=float, default=0.0, metavar="SHARE",
+                       help="share (0-1) of the refiner's samples whose coarse mask is the truth run into the tissue "
+                            "of the tumour's density beside it, so that it learns to cut such leaks back (default 0: "
+                            "none)")
     train.add_argument("--hard-pixel-weight", type=float, metavar="W",
                        help="the refiner's loss weighs a pixel its coarse mask gets wrong W more than the others "
                             "(default 4: 1 + 4)")
@@ -393,6 +397,7 @@ def _train(args) -> int:
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
+                      refiner_leaks=args.refiner_leaks,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

@@ -25,6 +25,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
+               refiner_leaks: float = 0.0,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -82,11 +83,15 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
     if not 0 <= self_fed <= 1:
         raise InputError(f"--self-fed {self_fed}: give a share from 0 to 1 (0 for none).")
+    if not 0 <= refiner_leaks <= 1:
+        raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
                      + ", size bins balanced within each")
     if self_fed:
         parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
+    if refiner_leaks:
+        parts.append(f"{refiner_leaks:.0%} of the refiner's samples a simulated leak to cut back")
     if augment == "torchio":
         parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
     if prompt_channel:
@@ -109,7 +114,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             hard_pixel_weight=TrainingConfig.hard_pixel_weight if hard_pixel_weight is None
                             else hard_pixel_weight,
                             boundary_weight=TrainingConfig.boundary_weight if boundary_weight is None
-                            else boundary_weight,
+                            else boundary_weight, refiner_leaks=refiner_leaks,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

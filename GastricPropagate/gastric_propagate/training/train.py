@@ -43,6 +43,10 @@ END_MARGIN = 4
 # Spread (HU) of the shift applied to the prompt's median in training: painted outlines vary (tight, generous),
 # and so does the median of what they hold.
 PROMPT_JITTER_HU = 10.0
+# A simulated leak (``_leaked``): how far beyond the true outline it may run (crop pixels, about 1 mm each), and how
+# close to the painted tumour's median the tissue it runs into is (the crop's units: the median is 0, 100 HU is 1).
+LEAK_REACH_PX = (3, 12)
+LEAK_SIMILARITY = 0.3
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ class TrainingConfig:
     # The proposer also reads the painted slice's mask (the crop's largest true cross-section in training) at every
     # step, not only as the first step's previous mask: a fifth input channel (``checkpoints.PROMPT_CHANNELS``).
     prompt_channel: bool = False
+    # Share of the refiner's samples whose coarse mask is the truth run into the same-density tissue beside it
+    # (``_leaked``), the proposer's error on unseen lesions that its own training crops rarely show; 0: none.
+    refiner_leaks: float = 0.0
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -183,6 +190,29 @@ def _perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.4:
         mask = np.roll(mask, tuple(rng.integers(-2, 3, size=2)), axis=(0, 1))
     return mask
+
+
+def _leaked(crop: _CropVolume, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The crop's true masks, on slices k-1, k and k+1 (all the refiner reads) run into the tissue beside them that is
+    close to the tumour's intensity: towards one side (drawn once), up to a reach (drawn once), the pixels within
+    ``LEAK_SIMILARITY`` of the tumour's median that connect to the truth. A slice without tumour stays empty, and
+    so does one where nothing beside it is of the tumour's density (a nodule in air)."""
+    reach = float(rng.integers(LEAK_REACH_PX[0], LEAK_REACH_PX[1] + 1))
+    towards = rng.uniform(-np.pi, np.pi)
+    half_width = rng.uniform(np.pi / 4, np.pi)  # a narrow tongue up to all round
+    coarse = crop.label.astype(np.float32)
+    for m in sorted({int(np.clip(k + offset, 0, crop.image.shape[0] - 1)) for offset in (-1, 0, 1)}):
+        truth = crop.label[m]
+        if not truth.any():
+            continue
+        cy, cx = _centre(truth)
+        ys, xs = np.mgrid[:truth.shape[0], :truth.shape[1]]
+        off_side = np.angle(np.exp(1j * (np.arctan2(ys - cy, xs - cx) - towards)))  # wrapped to [-pi, pi]
+        grown = truth | ((ndimage.distance_transform_edt(~truth) <= reach) & (np.abs(off_side) <= half_width)
+                         & (np.abs(crop.image[m]) <= LEAK_SIMILARITY))
+        regions, _ = ndimage.label(grown)
+        coarse[m] = np.isin(regions, np.unique(regions[truth]))
+    return coarse
 
 
 def _augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels: int) -> list[np.ndarray]:
@@ -318,7 +348,9 @@ def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingCon
 def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
     """Input (6, W, W): image and coarse mask on k-1, k, k+1; target: truth on k; weights favour hard pixels."""
     k = int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, crop.image.shape[0] - 1))
-    if rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
+    if config.refiner_leaks and rng.random() < config.refiner_leaks:  # no draw without them: the same weights
+        coarse = _leaked(crop, k, rng)
+    elif rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
         coarse = np.stack([_perturb_mask(m, rng) if m.any() else m for m in crop.label]).astype(np.float32)
     stack = refiner_input(crop.image, coarse.astype(np.float32), [k])[0]
     truth = crop.label[k]

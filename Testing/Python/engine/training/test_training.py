@@ -123,6 +123,51 @@ def test_the_refiners_pixel_weights_are_one_plus_the_hard_and_boundary_weights_t
         assert max(seen) == 1.0 + hard + boundary  # the missed column lies on the outline
 
 
+def test_a_simulated_leak_runs_only_into_connected_tissue_of_the_tumours_density_on_the_slices_the_refiner_reads():
+    """Beside the tumour (0: its median) a band of the same density (0.1) on its right, bone-like tissue (2.0) on its
+    left and below, and on the right beyond the band a patch of the same density that does not touch it."""
+    import numpy as np
+    from gastric_propagate.training.train import LEAK_REACH_PX, _leaked
+
+    crop = _crop("real", 20.0)  # truth: slices 1-4, rows and columns 6-9
+    crop.image[:] = 2.0
+    crop.image[:, 6:10, 6:10] = 0.0
+    crop.image[:, 4:12, 10:13] = 0.1   # same density, touching the tumour on its right
+    crop.image[:, 0:3, 14:16] = 0.0    # same density, apart from it
+    rng = np.random.default_rng(0)
+    grew = 0
+    for _ in range(200):
+        k = int(rng.integers(0, 6))
+        coarse = _leaked(crop, k, rng)
+        read = {min(max(k + offset, 0), 5) for offset in (-1, 0, 1)}
+        for m in range(6):
+            leaked = coarse[m] > 0.5
+            assert np.array_equal(leaked, crop.label[m]) or m in read  # only the slices the refiner reads change
+            assert (leaked | ~crop.label[m]).all()  # the truth is always kept
+            beyond = leaked & ~crop.label[m]
+            assert not beyond[:, :10].any() and not beyond[:, 13:].any()  # only into the touching band
+            assert not beyond.any() or crop.label[m].any()  # nothing on a slice without tumour
+            grew += bool(beyond.any())
+    assert grew > 50  # it does leak, into the band, often
+    assert LEAK_REACH_PX[0] >= 1
+
+
+def test_refiner_leaks_share_trains_and_is_recorded_and_zero_draws_nothing_more(tmp_path):
+    import numpy as np
+    from gastric_propagate.training.train import _refiner_sample
+
+    crop = _crop("real", 20.0)
+    coarse = crop.label.astype(np.float32)
+    plain = [_refiner_sample(crop, coarse, TrainingConfig(window=16), np.random.default_rng(s)) for s in range(5)]
+    same = [_refiner_sample(crop, coarse, TrainingConfig(window=16, refiner_leaks=0.0), np.random.default_rng(s))
+            for s in range(5)]
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(plain, same))
+    cases = small_cases()
+    config = TrainingConfig(**{**CONFIG.__dict__, "refiner_leaks": 0.5})
+    paths = train(cases, tmp_path, config=config, device="cpu")
+    assert load_checkpoint(paths["refiner"], stage="refiner").training["config"]["refiner_leaks"] == 0.5
+
+
 def test_self_fed_samples_carry_the_proposers_own_leak_and_ask_for_the_true_outline():
     """The proposer's rollout leaked (the whole slice beyond the tumour): a self-fed sample's previous mask is that
     leak, and its target the truth of the next slice, never the leak copied on."""
