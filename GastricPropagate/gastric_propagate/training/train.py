@@ -195,8 +195,8 @@ def _perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _leaked(crop: _CropVolume, k: int, rng: np.random.Generator) -> np.ndarray:
     """The crop's true masks, on slices k-1, k and k+1 (all the refiner reads) run into the tissue beside them that is
     close to the tumour's intensity: towards one side (drawn once), up to a reach (drawn once), the pixels within
-    ``LEAK_SIMILARITY`` of the tumour's median that connect to the truth. A slice without tumour stays empty, and
-    so does one where nothing beside it is of the tumour's density (a nodule in air)."""
+    ``LEAK_SIMILARITY`` of the tumour's median that connect to the truth. A slice without tumour stays empty; one
+    with nothing of the tumour's density beside it (a nodule in air) keeps the truth."""
     reach = float(rng.integers(LEAK_REACH_PX[0], LEAK_REACH_PX[1] + 1))
     towards = rng.uniform(-np.pi, np.pi)
     half_width = rng.uniform(np.pi / 4, np.pi)  # a narrow tongue up to all round
