@@ -2,7 +2,8 @@
 # The project's test command: sets up .venv/ (and, for the whole run, .venv-editor/) if needed, then runs the whole pytest suite
 # (engine, CLI, and the Slicer Logic against real MRML from slicer-core 5.13) in .venv/, and after it the Segment
 # Editor end-to-end test in .venv-editor/ (trame-slicer's editor, slicer-core 5.11; see docs/developers.md). The
-# main suite also runs a segmentation under Python 3.9 without torch, in .venv-py39/, where a Python 3.9 is found.
+# main suite also runs a segmentation under Python 3.9 and 3.12 (Slicer 5.8 and 5.10) without torch, in .venv-py39/
+# and .venv-py312/, where those Pythons are found.
 # Arguments go to the main suite's pytest; the Segment Editor test runs second only when none are given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
 bash scripts/setup_editor.sh
-bash scripts/setup_python39.sh  # .venv-py39/: the engine under Slicer 5.8's Python (skipped where there is none)
+bash scripts/setup_slicer_pythons.sh  # .venv-py39/, .venv-py312/: the engine under Slicer 5.8 and 5.10 Pythons
 status=0
 .venv/bin/python -m pytest || status=$?
 echo "== Segment Editor end-to-end test (.venv-editor/: trame-slicer, slicer-core 5.11) =="

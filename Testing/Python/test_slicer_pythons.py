@@ -1,4 +1,4 @@
-"""What Slicer runs must work on the oldest supported Slicer's Python: 5.8, Python 3.9.
+"""What Slicer runs must work on the oldest supported Slicer's Python (5.8, Python 3.9) and on 5.10's (3.12).
 
 Slicer loads the module files and the engine's ``inference/`` and ``data/`` packages, and runs the engine's CLI
 (``cli.py`` -> ``file_segmentation.py``) in PythonSlicer. ``vermin`` checks the syntax, library calls and
@@ -114,21 +114,26 @@ def test_the_checks_catch_what_python_3_9_refuses():
         ast.parse("match x:\n    case 1:\n        pass\n", feature_version=OLDEST_PYTHON)
 
 
-PYTHON39 = REPO / ".venv-py39" / "bin" / "python"
+#: Slicer's Pythons the engine's child process is run under: 5.8's (the oldest supported) and 5.10's, each in the
+#: virtual environment scripts/setup_slicer_pythons.sh makes where that Python is found.
+SLICER_PYTHONS = {"3.9": REPO / ".venv-py39" / "bin" / "python", "3.12": REPO / ".venv-py312" / "bin" / "python"}
 
 
-@pytest.mark.skipif(not PYTHON39.exists(), reason="no .venv-py39/ (scripts/setup_python39.sh makes it where Python "
-                                                  "3.9 is found; scripts/test.sh runs it)")
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
-def test_the_engine_segments_under_python_3_9_without_torch(backend, tmp_path):
-    """The child process as Slicer 5.8 runs it: Python 3.9, the oldest onnxruntime pip gives it, no torch. The mask
-    must be the one the main environment's Python writes."""
+@pytest.mark.parametrize("version", sorted(SLICER_PYTHONS))
+def test_the_engine_segments_under_slicers_pythons_without_torch(version, backend, tmp_path):
+    """The child process as Slicer 5.8 (Python 3.9, the oldest onnxruntime pip gives it) and 5.10 (Python 3.12) run
+    it, without torch. The mask must be the one the main environment's Python writes."""
     import SimpleITK as sitk
 
     from gastric_propagate.data.annotation import annotation_from_label
     from gastric_propagate.demo import DEMO_SEED
     from gastric_propagate.synthetic.phantom import make_phantom
 
+    slicer_python = SLICER_PYTHONS[version]
+    if not slicer_python.exists():
+        pytest.skip(f"no {slicer_python.parent.parent.name}/ (scripts/setup_slicer_pythons.sh makes it where Python "
+                    f"{version} is found; scripts/test.sh runs it)")
     phantom = make_phantom(DEMO_SEED)
     image, label = phantom.arrays()
     for name, array in (("ct.nrrd", image), ("painted.nrrd", annotation_from_label(label))):
@@ -136,7 +141,7 @@ def test_the_engine_segments_under_python_3_9_without_torch(backend, tmp_path):
         written.SetSpacing(phantom.spacing)
         sitk.WriteImage(written, str(tmp_path / name))
     masks = {}
-    for python in (PYTHON39, Path(sys.executable)):
+    for python in (slicer_python, Path(sys.executable)):
         output = tmp_path / f"{python.parent.parent.name}.nrrd"
         command = [str(python), "-m", "gastric_propagate.cli", "segment", "--image", str(tmp_path / "ct.nrrd"),
                    "--annotation", str(tmp_path / "painted.nrrd"), "--output", str(output), "--backend", backend]
@@ -144,7 +149,7 @@ def test_the_engine_segments_under_python_3_9_without_torch(backend, tmp_path):
                              env={"PYTHONPATH": str(MODULE), "PATH": "/usr/bin:/bin"})
         assert run.returncode == 0, run.stdout + run.stderr
         masks[python] = sitk.GetArrayFromImage(sitk.ReadImage(str(output)))
-    assert masks[PYTHON39].any()
-    assert (masks[PYTHON39] == masks[Path(sys.executable)]).all()
-    no_torch = subprocess.run([str(PYTHON39), "-c", "import torch"], capture_output=True, timeout=60)
+    assert masks[slicer_python].any()
+    assert (masks[slicer_python] == masks[Path(sys.executable)]).all()
+    no_torch = subprocess.run([str(slicer_python), "-c", "import torch"], capture_output=True, timeout=60)
     assert no_torch.returncode != 0  # the run above loaded no torch: there is none
