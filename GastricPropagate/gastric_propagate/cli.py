@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hard-pixel-weight", type=float, metavar="W",
                        help="the refiner's loss weighs a pixel its coarse mask gets wrong W more than the others "
                             "(default 4: 1 + 4)")
+    train.add_argument("--proposer-boundary-weight", type=float, metavar="W",
+                       help="the proposer's loss weighs a pixel on the true outline (one pixel either side) W more "
+                            "(default 0: every pixel the same)")
     train.add_argument("--boundary-weight", type=float, metavar="W",
                        help="the refiner's loss weighs a pixel on the true outline (one pixel either side) W more "
                             "(default 2)")
@@ -397,7 +400,7 @@ def _train(args) -> int:
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
-                      refiner_leaks=args.refiner_leaks,
+                      refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

@@ -25,7 +25,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
-               refiner_leaks: float = 0.0,
+               refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -58,7 +58,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     if window is not None and not (TRAINING_WINDOWS[0] <= window <= TRAINING_WINDOWS[1] and window % 16 == 0):
         raise InputError(f"--window {window}: give a multiple of 16 from {TRAINING_WINDOWS[0]} to "
                          f"{TRAINING_WINDOWS[1]} (the networks halve it three or four times).")
-    for option, value in (("--hard-pixel-weight", hard_pixel_weight), ("--boundary-weight", boundary_weight)):
+    for option, value in (("--hard-pixel-weight", hard_pixel_weight), ("--boundary-weight", boundary_weight),
+                          ("--proposer-boundary-weight", proposer_boundary_weight)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"{option} {value}: give a weight of 0 or more (0: no extra weight).")
     if not (data or phantoms or shapes or thorax):
@@ -90,6 +91,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                      + ", size bins balanced within each")
     if self_fed:
         parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
+    if proposer_boundary_weight:
+        parts.append(f"the proposer's loss weighing the true outline 1 + {proposer_boundary_weight:g}")
     if refiner_leaks:
         parts.append(f"{refiner_leaks:.0%} of the refiner's samples a simulated leak to cut back")
     if augment == "torchio":
@@ -115,6 +118,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             else hard_pixel_weight,
                             boundary_weight=TrainingConfig.boundary_weight if boundary_weight is None
                             else boundary_weight, refiner_leaks=refiner_leaks,
+                            proposer_boundary_weight=proposer_boundary_weight or 0.0,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -83,6 +83,8 @@ class TrainingConfig:
     # Share of the refiner's samples whose coarse mask is the truth run into the same-density tissue beside it
     # (``_leaked``), the proposer's error on unseen lesions that its own training crops rarely show; 0: none.
     refiner_leaks: float = 0.0
+    # Extra weight of the proposer's loss on the true outline (one pixel either side); 0: every pixel counts 1.
+    proposer_boundary_weight: float = 0.0
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -307,7 +309,8 @@ def _prompt(crop: _CropVolume, config: TrainingConfig) -> np.ndarray | None:
 def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray, config: TrainingConfig,
                      rng: np.random.Generator, prompt: np.ndarray | None = None):
     """The proposer's sample from three slices, the previous mask (and the painted mask, ``prompt``) and the truth:
-    windowed around the previous mask, augmented; (input (4 or 5, W, W), target (1, W, W), pixel weights of 1)."""
+    windowed around the previous mask, augmented; (input (4 or 5, W, W), target (1, W, W), pixel weights: 1, and
+    1 + ``config.proposer_boundary_weight`` on the true outline)."""
     masks = [previous] if prompt is None else [previous, prompt]
     stack = np.concatenate([images] + [mask[None].astype(np.float32) for mask in masks])
     stack, target = _window([stack, truth[None].astype(np.float32)], _centre(previous), config.window, [-1.0, 0.0],
@@ -316,7 +319,12 @@ def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray
     stack, target = _augment([stack, target], rng, image_channels=3)
     if config.augment == "torchio":
         stack, target = _torchio_augment([stack, target], image_channels=3)
-    return stack, target, np.ones_like(target)
+    weight = np.ones_like(target)
+    if config.proposer_boundary_weight:
+        inside = target[0] > 0.5
+        weight[0] += config.proposer_boundary_weight * (ndimage.binary_dilation(inside)
+                                                        & ~ndimage.binary_erosion(inside))
+    return stack, target, weight
 
 
 def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingConfig, rng: np.random.Generator):

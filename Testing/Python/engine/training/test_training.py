@@ -123,6 +123,22 @@ def test_the_refiners_pixel_weights_are_one_plus_the_hard_and_boundary_weights_t
         assert max(seen) == 1.0 + hard + boundary  # the missed column lies on the outline
 
 
+def test_the_proposers_pixel_weights_are_one_and_one_plus_the_boundary_weight_on_the_true_outline():
+    import numpy as np
+    from scipy import ndimage
+    from gastric_propagate.training.train import _proposer_sample
+
+    crop = _crop("real", 20.0)
+    for boundary in (0.0, 3.0):
+        config = TrainingConfig(window=16, proposer_boundary_weight=boundary)
+        for seed in range(10):
+            _, target, weight = _proposer_sample(crop, config, np.random.default_rng(seed))
+            inside = target[0] > 0.5
+            outline = ndimage.binary_dilation(inside) & ~ndimage.binary_erosion(inside)
+            np.testing.assert_array_equal(weight[0], 1.0 + boundary * outline)
+            assert outline.any() or not inside.any()
+
+
 def test_a_simulated_leak_runs_only_into_connected_tissue_of_the_tumours_density_on_the_slices_the_refiner_reads():
     """Beside the tumour (0: its median) a band of the same density (0.1) on its right, bone-like tissue (2.0) on its
     left and below, and on the right beyond the band a patch of the same density that does not touch it."""
