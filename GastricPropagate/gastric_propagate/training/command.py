@@ -58,9 +58,14 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     if window is not None and not (TRAINING_WINDOWS[0] <= window <= TRAINING_WINDOWS[1] and window % 16 == 0):
         raise InputError(f"--window {window}: give a multiple of 16 from {TRAINING_WINDOWS[0]} to "
                          f"{TRAINING_WINDOWS[1]} (the networks halve it three or four times).")
-    for option, value in (("--hard-pixel-weight", hard_pixel_weight), ("--boundary-weight", boundary_weight),
-                          ("--proposer-boundary-weight", proposer_boundary_weight)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
+    # The loss weights given (the others keep TrainingConfig's defaults), by their option's name.
+    loss_weights = {name: value for name, value in (("hard_pixel_weight", hard_pixel_weight),
+                                                    ("boundary_weight", boundary_weight),
+                                                    ("proposer_boundary_weight", proposer_boundary_weight))
+                    if value is not None}
+    for name, value in loss_weights.items():
+        if not (math.isfinite(value) and value >= 0):
+            option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: give a weight of 0 or more (0: no extra weight).")
     if not (data or phantoms or shapes or thorax):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
@@ -114,11 +119,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             augment=augment, depth=depth or TrainingConfig.depth,
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
-                            hard_pixel_weight=TrainingConfig.hard_pixel_weight if hard_pixel_weight is None
-                            else hard_pixel_weight,
-                            boundary_weight=TrainingConfig.boundary_weight if boundary_weight is None
-                            else boundary_weight, refiner_leaks=refiner_leaks,
-                            proposer_boundary_weight=proposer_boundary_weight or 0.0,
+                            refiner_leaks=refiner_leaks, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -194,6 +194,11 @@ def _perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels within one of a mask's outline, either side: where both networks' losses weigh more."""
+    return ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
+
+
 def _leaked(crop: _CropVolume, k: int, rng: np.random.Generator) -> np.ndarray:
     """The crop's true masks, on slices k-1, k and k+1 (all the refiner reads) run into the tissue beside them that is
     close to the tumour's intensity: towards one side (drawn once), up to a reach (drawn once), the pixels within
@@ -321,9 +326,7 @@ def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray
         stack, target = _torchio_augment([stack, target], image_channels=3)
     weight = np.ones_like(target)
     if config.proposer_boundary_weight:
-        inside = target[0] > 0.5
-        weight[0] += config.proposer_boundary_weight * (ndimage.binary_dilation(inside)
-                                                        & ~ndimage.binary_erosion(inside))
+        weight[0] += config.proposer_boundary_weight * _outline(target[0] > 0.5)
     return stack, target, weight
 
 
@@ -363,8 +366,7 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     stack = refiner_input(crop.image, coarse.astype(np.float32), [k])[0]
     truth = crop.label[k]
     hard = (coarse[k] > 0.5) != truth
-    boundary = ndimage.binary_dilation(truth, iterations=1) & ~ndimage.binary_erosion(truth, iterations=1)
-    weight = 1.0 + config.hard_pixel_weight * hard + config.boundary_weight * boundary
+    weight = 1.0 + config.hard_pixel_weight * hard + config.boundary_weight * _outline(truth)
     centre = _centre(truth if truth.any() else coarse[k] > 0.5)
     stack, target, weight = _window([stack, truth[None].astype(np.float32), weight[None].astype(np.float32)],
                                     centre, config.window, [-1.0, 0.0, 1.0], rng)
