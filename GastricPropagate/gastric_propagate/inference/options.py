@@ -133,9 +133,6 @@ class PropagationOptions:
             size-based leak rules are off (neighbouring slices may well be larger) and the crop gets
             ``NOT_LARGEST_EXTRA_MARGIN_MM`` more margin, since the tumour reaches beyond the painted outline; the vote's
             registration reaches ``NOT_LARGEST_REGISTRATION_REACH`` diameters and its copy does not taper.
-        adapt_refiner: fine-tune a copy of the refiner on the painted slice(s) of this case before it runs
-            (``training/adaptation.py``); costs seconds, and PyTorch even where the networks run under ONNX Runtime.
-            For experiments: judged in stop 45 and not adopted (docs/training.md).
         vote_reach: how far the vote's registration and copied outline reach each way along z, in painted
             equivalent diameters; None keeps ``consensus.REACH_FACTOR`` (for experiments: scripts/choose_vote.py).
             When the painted slice is not the largest, the registration reaches at least
@@ -164,10 +161,6 @@ class PropagationOptions:
                                        help="the painted slice is not the tumour's largest cross-section: relax the "
                                             "size-based leak rules, widen the crop, and let the vote's registration "
                                             "reach further")
-    # Not on the panel: for experiments (stop 45's TTR, not adopted: docs/training.md).
-    adapt_refiner: bool = _option(False, "--adapt",
-                                  help="fine-tune a copy of the refiner on the painted slice before it runs (seconds "
-                                       "more; needs PyTorch; for experiments: it did not pass its rule)")
     # Not on the panel: for experiments (scripts/choose_vote.py). Its check is the module's vote_reach(): the class
     # body has not bound the field's name yet.
     vote_reach: float | None = _option(

@@ -32,7 +32,7 @@ from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, 
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
-from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path, weights_path
+from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS, TORCH_BACKENDS
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
@@ -92,7 +92,6 @@ class Segmenter:
         self.proposer, self.refiner = loaded["proposer"], loaded["refiner"]
         self._walks = WalkMemo()
         self._checked_image = None  # the name (``image_key``) of the CT the last run checked
-        self._trainable_refiner = None  # the refiner with its batch norms, for --adapt (loaded on first use)
         if self.refiner.preprocessing != self.proposer.preprocessing:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
@@ -121,7 +120,6 @@ class Segmenter:
         segmenter.refiner = Checkpoint("refiner", refiner.to(segmenter.device).eval(), preprocessing, {})
         segmenter._walks = WalkMemo()
         segmenter._checked_image = None
-        segmenter._trainable_refiner = None
         segmenter._prepare_networks()
         return segmenter
 
@@ -230,32 +228,11 @@ class Segmenter:
         if run.options.use_refiner:
             _stop_if_asked(should_stop)
             # The anchors are written over the refined slices below: the refiner skips them.
-            slices = [k for k in coarse.visited if k not in run.anchors]
-            final = refine(self._refiner, run.crop, coarse.probabilities, slices)
-            if run.options.adapt_refiner:
-                adapted = self._adapted_refiner(run, coarse, {k: final[k] for k in slices}, should_stop)
-                final = refine(adapted, run.crop, coarse.probabilities, slices)
+            final = refine(self._refiner, run.crop, coarse.probabilities,
+                           [k for k in coarse.visited if k not in run.anchors])
         for k, anchor in run.anchors.items():
             final[k] = anchor
         return _keep_connected_to_anchors(final, run.anchors)
-
-    def _adapted_refiner(self, run: _Run, coarse: PropagationOutput, unadapted: dict[int, np.ndarray],
-                         should_stop):
-        """The refiner fine-tuned on this case's painted slices (``training/adaptation.py``), as a runner. Under ONNX
-        Runtime its PyTorch checkpoint, the ``.pt`` beside the ``.onnx``, is loaded once and kept."""
-        try:
-            from gastric_propagate.inference.networks import TorchRunner, inference_copy
-            from gastric_propagate.training.adaptation import adapt_refiner
-        except ImportError as error:
-            raise WeightsError("Adapting the refiner to this CT needs PyTorch, which could not be imported "
-                               f"({error}). Install it, or run without --adapt.") from None
-        if self._trainable_refiner is None:
-            self._trainable_refiner = (self.refiner if self.backend in TORCH_BACKENDS else load_checkpoint(
-                weights_path(self.refiner.path), stage="refiner")).network
-        network = adapt_refiner(self._trainable_refiner, run.crop, coarse.probabilities, run.anchors, unadapted,
-                                should_stop=should_stop)
-        precision = TORCH_BACKENDS.get(self.backend, "float32")
-        return TorchRunner(inference_copy(network), next(network.parameters()).device, precision)
 
 
 @dataclass

@@ -74,7 +74,7 @@ class TrainingConfig:
     # Share of the proposer's samples whose previous mask is the proposer's own propagation on the crop (its
     # rollout) instead of the perturbed truth (``_self_fed_sample``); 0: none.
     self_fed: float = 0.0
-    # "basic": flips, turns and intensity jitter (``augment``); "torchio": those, then TorchIO's elastic
+    # "basic": flips, turns and intensity jitter (``_augment``); "torchio": those, then TorchIO's elastic
     # deformation, coarser in-plane resolution, blur and noise (``_torchio_augment``).
     augment: str = "basic"
     # The proposer also reads the painted slice's mask (the crop's largest true cross-section in training) at every
@@ -180,7 +180,7 @@ def _window(arrays: list[np.ndarray], centre: tuple[int, int], size: int, pads: 
     return out
 
 
-def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Simulates the errors a propagated mask carries: grown, shrunk, shifted, or left as it is."""
     choice = rng.random()
     iterations = int(rng.integers(1, 3))
@@ -222,7 +222,7 @@ def _leaked(crop: _CropVolume, k: int, rng: np.random.Generator) -> np.ndarray:
     return coarse
 
 
-def augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels: int) -> list[np.ndarray]:
+def _augment(arrays: list[np.ndarray], rng: np.random.Generator, image_channels: int) -> list[np.ndarray]:
     """Flips, 90-degree turns (scans come in every orientation) and intensity jitter on the image channels."""
     turns = int(rng.integers(0, 4))
     flip = rng.random() < 0.5
@@ -301,7 +301,7 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
             previous = crop.label[end]
     source = int(np.clip(k - direction, 0, depth - 1))
     following = int(np.clip(k + direction, 0, depth - 1))
-    return _proposer_window(crop.image[[source, k, following]], perturb_mask(previous, rng), crop.label[k],
+    return _proposer_window(crop.image[[source, k, following]], _perturb_mask(previous, rng), crop.label[k],
                             config, rng, _prompt(crop, config))
 
 
@@ -321,7 +321,7 @@ def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray
     stack, target = _window([stack, truth[None].astype(np.float32)], _centre(previous), config.window, [-1.0, 0.0],
                             rng)
     stack[3:][stack[3:] == -1.0] = 0.0  # the mask channels pad with 0, not the image's -1
-    stack, target = augment([stack, target], rng, image_channels=3)
+    stack, target = _augment([stack, target], rng, image_channels=3)
     if config.augment == "torchio":
         stack, target = _torchio_augment([stack, target], image_channels=3)
     weight = np.ones_like(target)
@@ -362,7 +362,7 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     if config.refiner_leaks and rng.random() < config.refiner_leaks:  # no draw without them: the same weights
         coarse = _leaked(crop, k, rng)
     elif rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
-        coarse = np.stack([perturb_mask(m, rng) if m.any() else m for m in crop.label]).astype(np.float32)
+        coarse = np.stack([_perturb_mask(m, rng) if m.any() else m for m in crop.label]).astype(np.float32)
     stack = refiner_input(crop.image, coarse.astype(np.float32), [k])[0]
     truth = crop.label[k]
     hard = (coarse[k] > 0.5) != truth
@@ -371,13 +371,13 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     stack, target, weight = _window([stack, truth[None].astype(np.float32), weight[None].astype(np.float32)],
                                     centre, config.window, [-1.0, 0.0, 1.0], rng)
     stack[3:][stack[3:] == -1.0] = 0.0
-    stack, target, weight = augment([stack, target, weight], rng, image_channels=3)
+    stack, target, weight = _augment([stack, target, weight], rng, image_channels=3)
     if config.augment == "torchio":
         stack, target, weight = _torchio_augment([stack, target, weight], image_channels=3)
     return stack, target, weight
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Pixel-weighted binary cross-entropy plus soft Dice (Dice keeps small tumours from being ignored)."""
     bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
     probability = torch.sigmoid(logits)
@@ -403,7 +403,7 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
         for _ in bar:
             inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
             batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
-            loss = segmentation_loss(network(batch[0]), batch[1], batch[2])
+            loss = _loss(network(batch[0]), batch[1], batch[2])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

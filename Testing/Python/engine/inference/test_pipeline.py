@@ -215,35 +215,3 @@ def test_a_ct_served_again_under_its_name_is_checked_once_and_a_refused_one_ever
     for _ in range(2):
         with pytest.raises(InputError, match="Hounsfield"):
             oracle_segmenter.segment(not_hu, SPACING, annotation, image_key="MR")
-
-
-def test_adapt_refines_with_a_refiner_fine_tuned_on_the_case_and_leaves_the_shipped_one_alone(bundled_segmenter,
-                                                                                                held_out):
-    """``--adapt`` (for experiments): under ONNX Runtime the refiner's checkpoint is loaded once and a copy fine-tuned
-    per run; the networks' mask changes, the painted slice stays as painted, and a run without it afterwards is the
-    run before it."""
-    case = held_out[0]
-    annotation = annotation_from_label(case.label)
-    plain = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation)
-    adapted = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation,
-                                        PropagationOptions(adapt_refiner=True, use_consensus=False))
-    loaded = bundled_segmenter._trainable_refiner
-    after = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation)
-    assert bundled_segmenter.backend == "onnx" and loaded is not None
-    k = painted_slices(annotation)[0]
-    np.testing.assert_array_equal(adapted.mask[k], annotation[k])
-    assert not np.array_equal(adapted.network_mask, plain.network_mask)
-    assert dice(adapted.network_mask, case.label) > 0.8
-    np.testing.assert_array_equal(after.mask, plain.mask)
-
-
-def test_adapt_without_pytorch_says_what_to_do(oracle_segmenter, volume, monkeypatch):
-    import sys
-
-    from gastric_propagate.errors import WeightsError
-
-    monkeypatch.setitem(sys.modules, "gastric_propagate.training.adaptation", None)  # as if torch could not load
-    image, label = volume
-    with pytest.raises(WeightsError, match="needs PyTorch.*without --adapt"):
-        oracle_segmenter.segment(image, (0.8, 0.8, 2.5), annotation_from_label(label),
-                                 PropagationOptions(adapt_refiner=True))
