@@ -12,11 +12,18 @@ are the scores.
 
     .venv/bin/python scripts/opinions_breakdown.py --data ../shared/real-ct      # about 2 minutes on 2 CPU cores
     .venv/bin/python scripts/opinions_breakdown.py --generator shapes --cases 20  # the dev cases of choose_vote.py
+
+The shipped weights learned ../shared/real-ct, so there the figures come from the cross-validation's folds:
+``--folds DIR`` (``crossval_finetune.py``'s --out) scores each fold's test cases with that fold's weights and pools
+the cases of all folds.
+
+    .venv/bin/python scripts/opinions_breakdown.py --folds runs/cv  # each fold: DIR/foldN/test, DIR/foldN/weights
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -37,15 +44,19 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="folder of image/label pairs")
     source.add_argument("--generator", choices=GENERATORS, help="held-out synthetic dev cases")
+    source.add_argument("--folds", help="cross-validation folds: each DIR/foldN/test scored with DIR/foldN/weights")
     parser.add_argument("--cases", type=int, default=None, help="at most this many cases (20 for a generator)")
     args = parser.parse_args()
-    cases = folder_cases(args.data, args.cases) if args.data else \
-        generated_cases(args.generator, args.cases or 20, DEV_SEED_START)
-    segmenter = Segmenter(device="cpu")
+    if args.folds:
+        runs = [(Segmenter(fold / "weights" / "proposer.pt", fold / "weights" / "refiner.pt", device="cpu"),
+                 folder_cases(fold / "test", args.cases)) for fold in sorted(Path(args.folds).glob("fold*"))]
+    else:
+        runs = [(Segmenter(device="cpu"), folder_cases(args.data, args.cases) if args.data else
+                 generated_cases(args.generator, args.cases or 20, DEV_SEED_START))]
     table: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     shapes: dict[str, list[tuple[float, float]]] = {}
     ceilings: dict[str, list[tuple[float, float, float]]] = {}
-    for case in cases:
+    for segmenter, case in ((segmenter, case) for segmenter, cases in runs for case in cases):
         data = case.load()
         annotation = make_annotation(data.label, data.spacing_xyz, "largest", seed=case.seed)
         try:
