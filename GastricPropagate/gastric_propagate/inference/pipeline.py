@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
+# The networks alone (no vote), from a painted largest cross-section, stop where the vote's reach would stop them:
+# let run 2 painted diameters, their chains went on along z into same-density tissue (stop 45's NA, judged on real
+# and synthetic dev cases: docs/evaluation/real-ct-training/rules.md).
+NETWORKS_ALONE_RULE = StopRule(max_extent_diameters=vote.REACH_FACTOR)
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
 
@@ -206,7 +210,10 @@ class Segmenter:
     def _propose(self, run: _Run, progress, should_stop) -> PropagationOutput:
         """The proposer's chains from the anchors, slice by slice, up and down."""
         grid, pixel_mm = run.grid, self.proposer.preprocessing.pixel_spacing_mm
-        rule = StopRule() if run.options.painted_is_largest else ANY_PAINTED_SLICE_RULE
+        if not run.options.painted_is_largest:
+            rule = ANY_PAINTED_SLICE_RULE
+        else:
+            rule = StopRule() if run.options.use_consensus else NETWORKS_ALONE_RULE
         coarse = propagate(self._proposer, run.crop, run.anchors, limits=run.working_limits,
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
                            slice_mm=grid.step_z * run.spacing_xyz[2],

@@ -66,13 +66,12 @@ def test_the_result_is_the_snapped_vote_of_networks_registration_and_tapered_cop
     alone = bundled_segmenter.segment(case.image, case.spacing_xyz, annotation, PropagationOptions(use_consensus=False))
     assert result.consensus and not alone.consensus
     painted = annotation[k] > 0
-    # The networks' opinion is their result cut at the vote's reach (this tumour runs on beyond it): the chains stop
-    # there, so the 2.5D refiner sees other neighbours near the edge, but the same networks made it.
+    # The networks' opinion is their result within the vote's reach: the chains stop there. Without the vote they stop
+    # at the same reach (stop 45; they ran 2 painted diameters before), so the networks alone are that opinion.
     reach = vote.reach_slices(painted, case.spacing_xyz)
-    within = slice(k - reach, k + reach + 1)
-    assert k - reach <= painted_slices(result.network_mask)[0] and painted_slices(result.network_mask)[-1] <= k + reach
-    assert painted_slices(alone.mask)[0] < k - reach
-    assert dice(alone.mask[within], result.network_mask[within]) > 0.85  # 0.89 measured (phantom-only weights: 0.94)
+    for networks in (result.network_mask, alone.mask):
+        assert k - reach <= painted_slices(networks)[0] and painted_slices(networks)[-1] <= k + reach
+    assert dice(alone.mask, result.network_mask) > 0.95  # 1.0 measured
     registered = propagate_by_registration(case.image, case.spacing_xyz, k, painted, extent_factor=vote.REACH_FACTOR,
                                            **REGISTRATION)
     voted = majority(result.network_mask, registered, tapered_copy(case.image.shape, k, painted, case.spacing_xyz))
