@@ -1,4 +1,4 @@
-"""The report's breakdowns: by case group, by slice thickness, against copy-slice, and confidence vs Dice.
+"""The report's breakdowns: by case group, slice thickness and lesion size, against copy-slice, and confidence vs Dice.
 
 A case's group is its name without the trailing number (``ibsi_sts_004`` -> ``ibsi_sts``, ``lidc_0001_n1``
 -> ``lidc``, ``shapes_12`` -> ``shapes``), so one folder of mixed sources is reported per source.
@@ -14,6 +14,9 @@ import numpy as np
 
 # Slice-thickness bins of the report: (title, lowest mm exclusive, highest mm inclusive).
 THICKNESS_BINS = (("thin (<= 1 mm)", 0.0, 1.0), ("1-3 mm", 1.0, 3.0), ("thick (> 3 mm)", 3.0, math.inf))
+# Lesion-size bins of the report, by the true volume: (title, lowest mL inclusive, highest mL exclusive). A decade each:
+# small nodules, the large nodules, small and large sarcomas and gastric tumours.
+SIZE_BINS = (("< 0.5 mL", 0.0, 0.5), ("0.5-5 mL", 0.5, 5.0), ("5-50 mL", 5.0, 50.0), (">= 50 mL", 50.0, math.inf))
 # A case counts as "below copy-slice" when its Dice is this much under copy-slice's on the same annotation.
 BELOW_COPY_MARGIN = 0.05
 
@@ -31,6 +34,14 @@ def thickness_bin(slice_mm: float) -> str:
     return "unknown"
 
 
+def size_bin(truth_ml: float) -> str:
+    """The bin of a lesion of ``truth_ml`` (its true volume)."""
+    for title, low, high in SIZE_BINS:
+        if low <= truth_ml < high:
+            return title
+    return "unknown"
+
+
 def _mean_median(values: list[float]) -> str:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
@@ -38,8 +49,11 @@ def _mean_median(values: list[float]) -> str:
     return f"{statistics.fmean(finite):.3f} ({statistics.median(finite):.3f}), n={len(finite)}"
 
 
-def _table(rows: list[dict], methods: list[str], titles: dict[str, str], key, heading: str) -> list[str]:
-    columns = sorted({key(row) for row in rows})
+def _table(rows: list[dict], methods: list[str], titles: dict[str, str], key, heading: str,
+           order: tuple[str, ...] = ()) -> list[str]:
+    """One row per method, one column per value of ``key`` (in ``order``, then the others sorted)."""
+    present = {key(row) for row in rows}
+    columns = [column for column in order if column in present] + sorted(present.difference(order))
     lines = ["", heading, "", "| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for method in methods:
         cells = [_mean_median([row["dice"] for row in rows if row["method"] == method and key(row) == column])
@@ -49,13 +63,17 @@ def _table(rows: list[dict], methods: list[str], titles: dict[str, str], key, he
 
 
 def breakdown_markdown(rows: list[dict], variant: str, titles: dict[str, str]) -> list[str]:
-    """Markdown lines: Dice by group and by slice thickness, and each method against copy-slice."""
+    """Markdown lines: Dice by group, by slice thickness and by lesion size, and each method against copy-slice."""
     rows = [row for row in rows if row["variant"] == variant]
     methods = list(dict.fromkeys(row["method"] for row in rows))
     lines = _table(rows, methods, titles, lambda row: case_group(row["case"]),
                    f"### Dice by case group, annotation '{variant}' (mean (median), n)")
     lines += _table(rows, methods, titles, lambda row: thickness_bin(float(row.get("slice_mm", "nan"))),
-                    f"### Dice by slice thickness, annotation '{variant}' (mean (median), n)")
+                    f"### Dice by slice thickness, annotation '{variant}' (mean (median), n)",
+                    order=tuple(title for title, _, _ in THICKNESS_BINS))
+    lines += _table(rows, methods, titles, lambda row: size_bin(float(row.get("truth_ml", "nan"))),
+                    f"### Dice by lesion size (true volume), annotation '{variant}' (mean (median), n)",
+                    order=tuple(title for title, _, _ in SIZE_BINS))
     copy = {row["case"]: row["dice"] for row in rows if row["method"] == "copy_slice"}
     if copy:
         lines += ["", f"### Against copy-slice, annotation '{variant}'", "",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from gastric_propagate.evaluation.breakdown import (breakdown_markdown, case_group, confidence_markdown,
-                                                    per_slice_dice, thickness_bin)
+                                                    per_slice_dice, size_bin, thickness_bin)
 
 
 def test_groups_are_the_names_without_their_numbers():
@@ -21,9 +21,25 @@ def test_thickness_bins():
     assert thickness_bin(math.nan) == "unknown"
 
 
-def _row(case, method, dice, volume_error=10.0, slice_mm=2.0):
+def test_size_bins_by_the_true_volume():
+    assert [size_bin(ml) for ml in (0.04, 0.5, 4.99, 5.0, 49.9, 50.0, 900.0)] == [
+        "< 0.5 mL", "0.5-5 mL", "0.5-5 mL", "5-50 mL", "5-50 mL", ">= 50 mL", ">= 50 mL"]
+    assert size_bin(math.nan) == "unknown"
+
+
+def _row(case, method, dice, volume_error=10.0, slice_mm=2.0, truth_ml=3.0):
     return {"case": case, "variant": "largest", "method": method, "dice": dice,
-            "volume_error_percent": volume_error, "slice_mm": slice_mm}
+            "volume_error_percent": volume_error, "slice_mm": slice_mm, "truth_ml": truth_ml}
+
+
+def test_the_thickness_and_size_tables_keep_their_bins_in_order_and_leave_empty_bins_out():
+    rows = [_row("a_1", "engine", 0.9, slice_mm=5.0, truth_ml=120.0), _row("b_1", "engine", 0.7, slice_mm=0.7),
+            _row("b_2", "engine", 0.8, slice_mm=0.7, truth_ml=0.2)]
+    text = "\n".join(breakdown_markdown(rows, "largest", {"engine": "Engine"}))
+    assert "| Method | thin (<= 1 mm) | thick (> 3 mm) |" in text  # smallest first, not alphabetical; no 1-3 mm
+    size = text[text.index("### Dice by lesion size"):]
+    assert "| Method | < 0.5 mL | 0.5-5 mL | >= 50 mL |" in size
+    assert "| Engine | 0.800 (0.800), n=1 | 0.700 (0.700), n=1 | 0.900 (0.900), n=1 |" in size
 
 
 def test_cases_below_copy_slice_are_counted_per_method():
