@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gastric_propagate.protocol import EXIT_WITH_PARENT_ENV
+
 from .i18n import _
 
 __all__ = ["PopenLauncher", "QProcessLauncher", "childEnvironment", "pythonExecutable"]
@@ -159,8 +161,11 @@ def _engineSearchPath() -> str:
 
 
 def childEnvironment() -> tuple[dict[str, str], str]:
-    """The child's environment (the engine on PYTHONPATH, unbuffered output) and the folder to start it in."""
+    """The child's environment (the engine on PYTHONPATH, unbuffered output, and its end with the process started:
+    Cancel kills that process, which inside Slicer is PythonSlicer's launcher, not the interpreter it started) and the
+    folder to start it in."""
     environment = dict(os.environ)
+    environment[EXIT_WITH_PARENT_ENV] = "1"
     searchPath = _engineSearchPath()
     environment["PYTHONPATH"] = os.pathsep.join(
         [searchPath] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])

@@ -21,7 +21,8 @@ import time
 from gastric_propagate import __version__
 from gastric_propagate.inference import options as checks
 from gastric_propagate.inference.options import PropagationOptions, declared_options
-from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS, STAGES
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_TERMINATED, EXIT_WEIGHTS,
+                                       EXIT_WITH_PARENT_ENV, STAGES)
 
 
 class _Terminated(BaseException):
@@ -335,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from gastric_propagate.errors import Cancelled, InputError, WeightsError
 
+    if args.command in ("segment", "serve") and os.environ.get(EXIT_WITH_PARENT_ENV) == "1":
+        from gastric_propagate.parent_watch import exit_with_parent
+
+        exit_with_parent(EXIT_CANCELLED)
     previous = _on_sigterm_unwind()
     try:
         return _COMMANDS[args.command](args)

@@ -22,6 +22,10 @@ EXIT_WEIGHTS = 3  # the network weights cannot be used
 EXIT_CANCELLED = 130  # Ctrl-C, or the parent cancelled
 EXIT_TERMINATED = 143  # SIGTERM
 
+#: Set to "1" by a parent whose Cancel kills the process it started: ``segment`` and ``serve`` then end themselves when
+#: that process has ended (``parent_watch``), also where it was a launcher that started them as its own child.
+EXIT_WITH_PARENT_ENV = "GASTRIC_PROPAGATE_EXIT_WITH_PARENT"
+
 # ---------------------------------------------------------------------------------------------- progress
 
 #: The progress stages, in the order a run reports them: loading the networks, reading the files, propagating

@@ -20,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SPACING, make_volume
+from gastric_propagate.protocol import EXIT_WITH_PARENT_ENV
 
 MODULE_DIR = Path(__file__).resolve().parents[3] / "GastricPropagate"
 NOT_FOR_SLICER = ("gastric_propagate/synthetic/", "gastric_propagate/training/", "gastric_propagate/evaluation/",
@@ -184,8 +185,10 @@ def _run_installed(installed: Path, loaded: Path, folder: Path, arguments: list[
         "atexit.register(lambda: Path(out).write_text(json.dumps({name: getattr(module, '__file__', None)\n"
         "                                                         for name, module in list(sys.modules.items())})))\n"
         "runpy.run_module('gastric_propagate.cli', run_name='__main__', alter_sys=True)\n")
+    # As the module starts it: asked to end with its parent (launchers.childEnvironment), which loads parent_watch.
+    environment = {**os.environ, EXIT_WITH_PARENT_ENV: "1"}
     return subprocess.run([sys.executable, "-I", "-c", boot, str(installed), str(loaded), *arguments], cwd=folder,
-                          capture_output=True, text=True, timeout=300, input=stdin)
+                          capture_output=True, text=True, timeout=300, input=stdin, env=environment)
 
 
 def test_the_warm_worker_runs_from_the_installed_files_alone(installed, tmp_path):

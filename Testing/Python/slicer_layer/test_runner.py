@@ -3,7 +3,9 @@ Qt binding is present): progress lines, the result read back, cancel at any stag
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +93,45 @@ def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowR
     assert process.running()
     job.cancel()
     assert not process.running() and not job.folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_ends_the_engine_when_a_launcher_started_it_as_its_own_child(case, logic, slowRefinerWeights, tmp_path):
+    """PythonSlicer is a launcher that starts the real interpreter as its own child and waits for it: Cancel kills the
+    launcher, and the engine under it must end too, within 0.5 s (it watches its parent: parent_watch.py)."""
+    import time
+
+    from GastricPropagateLib.launchers import PopenLauncher
+
+    pidFile = tmp_path / "engine.pid"
+
+    class LauncherLikePythonSlicer(PopenLauncher):
+        def start(self, program, arguments, environment, *rest):
+            code = ("import subprocess, sys; child = subprocess.Popen(sys.argv[2:]); "
+                    "open(sys.argv[1], 'w').write(str(child.pid)); sys.exit(child.wait())")
+            return super().start(sys.executable, ["-c", code, str(pidFile), program, *arguments], environment, *rest)
+
+    def engineRunning(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    logic.launcher = LauncherLikePythonSlicer()
+    logic.refinerPath = slowRefinerWeights["refiner"]
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    while not job.poll() and job.progress.stage != "refiner":
+        time.sleep(0.002)
+    engine = int(pidFile.read_text())
+    assert engineRunning(engine) and not job.isFinished()
+    job.cancel()
+    cancelled = time.monotonic()
+    while engineRunning(engine) and time.monotonic() - cancelled < 3.0:
+        time.sleep(0.01)
+    assert not engineRunning(engine), "the engine runs on after Cancel killed its launcher"
+    assert time.monotonic() - cancelled < 0.5
     with pytest.raises(Cancelled):
         job.result()
 

@@ -1,0 +1,68 @@
+"""Ends the engine's process when the process that started it has ended: the Slicer module's Cancel.
+
+Inside Slicer the engine runs under PythonSlicer, a launcher that starts the real interpreter as its own child and does
+not pass its own end on: Cancel kills the launcher, and the interpreter would otherwise finish its run as an orphan,
+beside the run that follows. The parent asks for the watch through ``protocol.EXIT_WITH_PARENT_ENV``; a command started
+from a shell is left alone (a batch job may outlive its terminal on purpose). Standard library only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+#: How often the parent is looked at: Cancel must end the work within 0.5 s.
+POLL_SECONDS = 0.1
+
+
+def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS) -> bool:
+    """Starts a daemon thread that ends this process at once (``os._exit(code)``, as a kill would) when its parent
+    process has ended; returns False when the parent cannot be watched here (the process then runs as before)."""
+    parent = os.getppid()
+    ended = _windows_parent_ended(parent) if sys.platform == "win32" else _posix_parent_ended(parent)
+    if ended is None:
+        return False
+
+    def watch() -> None:
+        while not ended(poll_seconds):
+            pass
+        os._exit(code)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    return True
+
+
+def _posix_parent_ended(parent: int):
+    """An orphan is handed to another process (init, or a subreaper): its parent id changes."""
+    def ended(wait_seconds: float) -> bool:
+        if os.getppid() != parent or parent == 1:  # 1: the parent had already ended when the watch started
+            return True
+        time.sleep(wait_seconds)
+        return False
+
+    return ended
+
+
+def _windows_parent_ended(parent: int):
+    """Windows keeps the parent's id: wait on a handle to the parent process itself (opened now, so that the id cannot
+    be reused by another process meanwhile)."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.WaitForSingleObject.argtypes = (wintypes.HANDLE, wintypes.DWORD)
+    kernel32.WaitForSingleObject.restype = wintypes.DWORD
+    synchronize, wait_object_0 = 0x00100000, 0
+    handle = kernel32.OpenProcess(synchronize, False, parent)
+    if not handle:
+        logger.warning("cannot watch the parent process %d (error %d): Cancel may leave this run to finish", parent,
+                       ctypes.get_last_error())
+        return None
+    return lambda wait_seconds: kernel32.WaitForSingleObject(handle, int(wait_seconds * 1000)) == wait_object_0

@@ -1,0 +1,88 @@
+"""The engine's process ends with the process that started it, when that parent asks (the Slicer module's Cancel kills
+PythonSlicer's launcher, which does not pass its end on to the interpreter it started)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gastric_propagate import cli, parent_watch
+from gastric_propagate.protocol import EXIT_CANCELLED, EXIT_WITH_PARENT_ENV
+
+ENGINE = str(Path(parent_watch.__file__).resolve().parents[1])
+
+# A launcher as PythonSlicer is one: it starts the real program as its own child, says its id, and waits for it.
+LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+child.wait()
+"""
+# The engine's stand-in: a long run, with or without the watch.
+RUN = "import time; from gastric_propagate.parent_watch import exit_with_parent; {watch}; time.sleep(60)"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (an orphan that ended may wait as a zombie where nothing reaps it: that counts as
+    ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _orphan_after_launcher_killed(watch: str) -> tuple[int, float | None]:
+    """Starts RUN under LAUNCHER, kills the launcher as Cancel does, and returns the run's id and how long it took to
+    end (None: still running after 3 s)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")])}
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, RUN.format(watch=watch)], stdout=subprocess.PIPE,
+                                env=environment, text=True)
+    pid = int(launcher.stdout.readline())
+    time.sleep(0.5)  # the run has started its watch
+    assert _running(pid)
+    launcher.kill()
+    launcher.wait()
+    killed = time.monotonic()
+    while time.monotonic() - killed < 3.0:
+        if not _running(pid):
+            return pid, time.monotonic() - killed
+        time.sleep(0.02)
+    return pid, None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_run_whose_launcher_was_killed_ends_within_half_a_second_with_the_watch_and_not_without():
+    pid, ended_after = _orphan_after_launcher_killed("exit_with_parent(130)")
+    assert ended_after is not None and ended_after < 0.5, ended_after
+
+    pid, ended_after = _orphan_after_launcher_killed("pass")
+    try:
+        assert ended_after is None, "without the watch the orphan runs on (what Cancel left behind before)"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command, asked, watched", [
+    ("segment", "1", True), ("serve", "1", True), ("segment", None, False), ("evaluate", "1", False)])
+def test_only_segment_and_serve_watch_their_parent_and_only_when_it_asks(monkeypatch, tmp_path, command, asked,
+                                                                         watched):
+    calls = []
+    monkeypatch.setattr(parent_watch, "exit_with_parent", lambda code: calls.append(code))
+    if asked is None:
+        monkeypatch.delenv(EXIT_WITH_PARENT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(EXIT_WITH_PARENT_ENV, asked)
+    monkeypatch.setitem(cli._COMMANDS, command, lambda args: 0)  # the command itself is not what is tested here
+
+    arguments = {"segment": ["--image", str(tmp_path / "ct.nrrd"), "--annotation", str(tmp_path / "a.nrrd"),
+                             "--output", str(tmp_path / "out.nrrd")],
+                 "serve": [], "evaluate": ["--out", str(tmp_path / "report")]}[command]
+    assert cli.main([command, *arguments]) == 0
+    assert calls == ([EXIT_CANCELLED] if watched else [])
