@@ -21,6 +21,8 @@ How each of these was chosen, with its figures: docs/decisions.md.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -43,12 +45,14 @@ REGISTRATION = {"transform": "demons", "iterations": 10}
 
 def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float], anchors: dict[int, np.ndarray], *,
                      extent_factor: float = REACH_FACTOR,
-                     registration_reach: float | None = None, memo=None) -> dict[int, np.ndarray]:
+                     registration_reach: float | None = None, memo=None,
+                     should_stop: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
     """Each anchor's registration (``propagate_by_registration``), up and down as far as its part of the vote needs:
     anchor -> its (z, y, x) mask. It needs only the CT and the anchors, so the pipeline starts it before the
     networks run; ``take_vote`` computes it itself when it is not given. Each anchor's walks stop where its part of
-    the vote ends (at the next anchor, or the vote's window): what lies beyond is another anchor's part. ``memo``:
-    ``propagate_by_registration``'s (walks of earlier runs on the same CT, served again)."""
+    the vote ends (at the next anchor, or the vote's window): what lies beyond is another anchor's part. ``memo``
+    and ``should_stop``: ``propagate_by_registration``'s (walks of earlier runs on the same CT, served again; the
+    walks ended early)."""
     slices = sorted(anchors)
     window_factor, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor,
                                                  registration_reach)
@@ -61,7 +65,7 @@ def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float],
             (span + 0.25) * spacing_xyz[2] / equivalent_diameter_mm(anchors[k], spacing_xyz))
         needed = (first if i == 0 else slices[i - 1] + 1, last if i == len(slices) - 1 else slices[i + 1] - 1)
         chains[k] = propagate_by_registration(image, spacing_xyz, k, anchors[k], extent_factor=factor,
-                                              limits=needed, memo=memo, **REGISTRATION)
+                                              limits=needed, memo=memo, should_stop=should_stop, **REGISTRATION)
     return chains
 
 

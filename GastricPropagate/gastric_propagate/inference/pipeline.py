@@ -20,6 +20,7 @@ imports neither until a ``Segmenter`` loads them, so an ONNX Runtime run never l
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -143,10 +144,10 @@ class Segmenter:
         laps("prepare")
         # The vote's registration needs only the CT and the painted slices: it runs in a thread while the networks
         # run (SimpleITK and ONNX Runtime release the GIL), and the vote waits for it.
-        pool = ThreadPoolExecutor(max_workers=1)
+        pool, failed = ThreadPoolExecutor(max_workers=1), threading.Event()
         try:
             memo = None if image_key is None else (self._walks, image_key)
-            chains = pool.submit(_register, run, memo) if options.use_consensus else None
+            chains = pool.submit(_register, run, memo, failed.is_set) if options.use_consensus else None
             coarse = self._propose(run, progress, should_stop)
             laps("proposer")
             final = self._refine(run, coarse, should_stop)
@@ -155,8 +156,13 @@ class Segmenter:
             laps("paste_back")
             mask, opinions, advice = _vote(run, network_mask, should_stop, chains)
             laps("consensus")
-        finally:  # cancelled or failed: return at once, the registration's thread ends on its own
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:
+            # Cancelled or failed: the registration ends its walks at their next step, and is waited for; the CT it
+            # reads may be freed once this returns (a view of a SimpleITK image the caller drops).
+            failed.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         confidence, cut_back = _confidence(run, coarse, mask, opinions)
         laps("confidence")
         return SegmentationResult(
@@ -304,10 +310,10 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     return mask, proposer_mask
 
 
-def _register(run: _Run, memo) -> dict[int, np.ndarray]:
+def _register(run: _Run, memo, should_stop: Callable[[], bool]) -> dict[int, np.ndarray]:
     """The vote's registration from each anchor (``consensus.register_anchors``)."""
     return vote.register_anchors(run.image, run.spacing_xyz, run.anchor_masks, extent_factor=run.reach_factor,
-                                 registration_reach=run.window_factor, memo=memo)
+                                 registration_reach=run.window_factor, memo=memo, should_stop=should_stop)
 
 
 def _vote(run: _Run, network_mask: np.ndarray, should_stop,

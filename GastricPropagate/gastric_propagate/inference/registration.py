@@ -13,7 +13,7 @@ import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Hashable
+from typing import Callable, Hashable
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,7 +41,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
                               min_area_fraction: float = 0.05, min_inside_window: float = 0.5,
                               restored_rim_px: int = RESTORED_RIM_PX,
                               limits: tuple[int, int] | None = None,
-                              memo: tuple[WalkMemo, Hashable] | None = None) -> np.ndarray:
+                              memo: tuple[WalkMemo, Hashable] | None = None,
+                              should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """The mask of slice k warped onto slice k±1, up and down, one slice at a time.
 
     Each step registers a crop around the current mask (``margin_mm`` around it) of slice k±1 (fixed) to
@@ -70,6 +71,9 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
             depends only on the one before, so the slices they reach are the same as without limits).
         memo: a ``WalkMemo`` and the name of this CT's voxels (which the caller guarantees to change whenever they
             do): a walk it holds from an earlier run is served from it instead of being walked again.
+        should_stop: polled before each step; once it returns True the walks end where they are (nothing is
+            remembered) and the mask is incomplete: a caller whose run failed or was cancelled stops them so, and
+            waits, before the CT they read may be freed.
 
     Returns:
         uint8 (z, y, x) mask; slice ``k`` equals ``painted``.
@@ -106,6 +110,8 @@ def propagate_by_registration(image: np.ndarray, spacing_xyz: tuple[float, float
                 return
         current, j, ended_itself = painted, k, True
         while True:
+            if should_stop is not None and should_stop():
+                return  # an incomplete walk: never remembered
             if not (abs(j + direction - k) <= max_steps and 0 <= j + direction < image.shape[0]):
                 break
             if not lowest <= j + direction <= highest:

@@ -214,3 +214,43 @@ def test_a_ct_served_again_under_its_name_is_checked_once_and_a_refused_one_ever
     for _ in range(2):
         with pytest.raises(InputError, match="Hounsfield"):
             oracle_segmenter.segment(not_hu, SPACING, annotation, image_key="MR")
+
+
+def test_a_failed_run_stops_the_registration_beside_it_before_it_returns(volume, monkeypatch):
+    """The registration walks in a thread beside the networks and reads the CT; when the networks fail, the walks must
+    end before ``segment`` raises: the caller may free the CT then (the worker's CT is a view of a SimpleITK image,
+    dropped for the next request; reading it afterwards crashed the worker)."""
+    import threading
+    import time
+
+    import torch
+
+    from gastric_propagate.inference import registration
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    from conftest import CopyCoarseRefiner
+
+    network_called, steps = threading.Event(), []
+
+    class FailingProposer(torch.nn.Module):
+        def forward(self, x):
+            network_called.set()
+            time.sleep(0.2)  # the registration is walking meanwhile
+            raise RuntimeError("the network failed")
+
+    def slow_warp(*args, **kwargs):
+        steps.append(time.monotonic())
+        time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    original = registration.warp_mask
+    monkeypatch.setattr(registration, "warp_mask", slow_warp)
+    image, label = volume
+    segmenter = Segmenter.from_networks(FailingProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    with pytest.raises(RuntimeError, match="the network failed"):
+        segmenter.segment(image, (0.8, 0.8, 2.5), annotation_from_label(label))
+    returned, walked = time.monotonic(), len(steps)
+    assert network_called.is_set() and walked >= 1, "the registration had started beside the networks"
+    time.sleep(0.3)
+    assert len(steps) == walked and all(step < returned for step in steps), "a walk went on after segment raised"
