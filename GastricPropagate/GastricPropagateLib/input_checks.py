@@ -7,7 +7,7 @@ import slicer
 from gastric_propagate.errors import InputError
 
 from .i18n import _
-from .result_segment import isResultSegment
+from .result_segment import isResultSegment, resultSegmentId
 from .segment_arrays import (binaryLabelmapName, isLabelmapSource, latticeDifference, setSourceRepresentationName,
                              sourceRepresentationName)
 
@@ -57,6 +57,11 @@ def checkSegmentation(volumeNode, segmentationNode, segmentId: str) -> None:
         raise InputError(_(
             "The segment '{name}' is this module's own result. Select the segment you painted instead.").format(
                 name=segment.GetName()))
+    if resultSegmentId(segmentationNode) == segmentId:  # untagged (an older version's result, or named by hand)
+        raise InputError(_(
+            "The segment '{name}' has the name this module gives its result, so a run would replace it. Select "
+            "the segment you painted, or rename this one (Segment Editor: double-click its name), then run "
+            "again.").format(name=segment.GetName()))
     volumeTransform = volumeNode.GetTransformNodeID()
     segmentationTransform = segmentationNode.GetTransformNodeID()
     if volumeTransform != segmentationTransform:

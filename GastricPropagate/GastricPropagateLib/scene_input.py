@@ -22,6 +22,7 @@ import slicer
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.errors import InputError
 
+from .corrections import sliceDigests
 from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
@@ -51,6 +52,11 @@ class PreparedInput:
             ``prepareCorrections``); anchors like the painted slices.
         imageKey: names this version of the volume's voxels and spacing (``volumeVersion``), so that the engine's
             worker is not sent the same CT twice.
+        resultDigests: the module's earlier result segment as it was read (``corrections.sliceDigests``), None when
+            there was none: ``apply`` replaces it only if it is still so, never the reader's edits made during the
+            run.
+        paintedAnnotation: the painted segment alone, where ``annotation`` also holds the corrected slices (a
+            re-propagation); None when the two are the same.
     """
 
     volumeNode: object
@@ -64,6 +70,8 @@ class PreparedInput:
     masking: Masking = field(default_factory=Masking)
     correctedSlices: list[int] = field(default_factory=list)
     imageKey: tuple | None = None
+    resultDigests: str | None = None
+    paintedAnnotation: np.ndarray | None = None
 
 
 def _axisName(direction: np.ndarray) -> str:
@@ -130,7 +138,17 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
-        options=options, masking=masking, imageKey=imageKey)
+        options=options, masking=masking, imageKey=imageKey,
+        resultDigests=resultDigests(volumeNode, segmentationNode))
+
+
+def resultDigests(volumeNode, segmentationNode) -> str | None:
+    """The module's result segment in ``segmentationNode`` as it is now (``corrections.sliceDigests`` of it on the
+    volume's grid), or None when there is none."""
+    resultId = resultSegmentId(segmentationNode)
+    if resultId is None:
+        return None
+    return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
 
 
 def volumeVoxels(volumeNode) -> tuple[np.ndarray, tuple[float, float, float], tuple]:
@@ -215,7 +233,8 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
             "anchor limits the propagation, so they may be filled again", describe_slices(plan.ignoredErased))
     return dataclasses.replace(
         prepared, annotation=annotation, paintedSlices=painted_slices(annotation),
-        options=dataclasses.replace(prepared.options, **limits), correctedSlices=list(plan.anchors))
+        options=dataclasses.replace(prepared.options, **limits), correctedSlices=list(plan.anchors),
+        paintedAnnotation=prepared.annotation)
 
 
 def sliceCenterRAS(volumeNode, k: int) -> tuple[float, float, float]:

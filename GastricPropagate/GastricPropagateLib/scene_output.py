@@ -23,7 +23,7 @@ from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
 from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, resultSegmentId, resultSegmentName
 from .run_output import RunResult
-from .scene_input import PreparedInput
+from .scene_input import PreparedInput, resultDigests
 from .segment_arrays import (
     isLabelmapSource,
     segmentArray,
@@ -62,7 +62,8 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
 
     Raises:
         ResultSegmentExistsError: the result segment exists and ``replaceExisting`` is False.
-        InputError: the inputs left the scene, or the masking leaves nothing of the result.
+        InputError: the inputs left the scene, the masking leaves nothing of the result, or the result segment read
+            by ``prepare`` was edited since (the reader's edits are never overwritten).
     """
     volumeNode, segmentationNode = prepared.volumeNode, prepared.segmentationNode
     scene = volumeNode.GetScene()
@@ -99,6 +100,13 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
             "The segmentation '{seg}' already has a segment '{name}'. Confirm replacing it (or rename that "
             "segment to keep it) and run again.").format(
                 seg=segmentationNode.GetName(), name=segmentation.GetSegment(existingId).GetName()))
+    if (existingId is not None and prepared.resultDigests is not None
+            and resultDigests(volumeNode, segmentationNode) != prepared.resultDigests):
+        # Replacing was confirmed for the segment as it was at the click; the reader has edited it since.
+        raise InputError(_(
+            "The segment '{name}' was edited while the propagation ran. Nothing was written, so that those edits "
+            "are kept: re-propagate (or propagate) again to use them.").format(
+                name=segmentation.GetSegment(existingId).GetName()))
 
     # Everything the table needs is computed before the first write, so a failure here changes nothing.
     spacing = prepared.spacingXYZ
@@ -107,8 +115,10 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
         segmentId = segmentation.GetNthSegmentID(index)
         if segmentId == existingId:
             continue
-        array = (prepared.annotation if segmentId == prepared.paintedSegmentId
-                 else segmentArray(volumeNode, segmentationNode, segmentId))
+        if segmentId == prepared.paintedSegmentId:  # as read at the click, without the corrected slices
+            array = prepared.annotation if prepared.paintedAnnotation is None else prepared.paintedAnnotation
+        else:
+            array = segmentArray(volumeNode, segmentationNode, segmentId)
         statistics[segmentId] = segmentStatistics(array, spacing)
     converted = None if isLabelmapSource(segmentation) else _convertToSource(prepared, mask)
     written = mask if converted is None else converted[1]

@@ -178,6 +178,18 @@ def test_segment_painted_on_two_slices_is_refused_naming_them(case, logic):
                   segmentId)
 
 
+def test_the_result_segment_is_refused_as_the_painted_one_even_untagged(case, logic):
+    """A run replaces the module's result: selected as the painted segment, it would overwrite the input itself."""
+    resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
+    runExpecting(InputError, "is this module's own result", logic, case, case.volume, case.segmentation, resultId)
+    # An untagged segment of the result's name (an older version's result, or named so by hand) is found by its name.
+    case.segmentation.GetSegmentation().RemoveSegment(resultId)
+    untagged = addSegmentFromArray(case.segmentation, case.volume, case.annotation, resultSegmentName())
+    assert logic.resultSegmentId(case.segmentation) == untagged
+    runExpecting(InputError, "has the name this module gives its result", logic, case, case.volume,
+                 case.segmentation, untagged)
+
+
 def test_missing_volume_segmentation_or_segment_is_refused(case, logic):
     runExpecting(InputError, "No CT volume is selected", logic, case, None, case.segmentation, case.paintedId)
     runExpecting(InputError, "No segmentation is selected", logic, case, case.volume, None, case.paintedId)
@@ -301,9 +313,39 @@ def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_seg
     tag = vtk.reference("")
     assert case.segmentation.GetSegmentation().GetSegment(resultId).GetTag(CORRECTED_SLICES_TAG, tag)
     assert str(tag) == str(corrected)
+    # The table's painted row is the painted segment, not the painted slice plus the corrected one.
+    painted = next(row for row in tableRows(logic.resultsTableNode(case.segmentation)) if row["Role"] == "painted")
+    assert int(painted["Voxels"]) == int(case.annotation.sum())
 
     # Nothing corrected since: refused, saying what to do, and the scene stays as it is.
     runRepropagateExpecting(InputError, "No slice of .* was corrected since", logic, case)
+
+
+@pytest.mark.parametrize("how", ["re-propagation", "propagation replacing the result"])
+def test_a_result_edited_while_the_run_went_on_is_never_overwritten(case, logic, how):
+    """The reader may go on editing the result segment in the Segment Editor while a run computes: its result is then
+    not written (the replace was confirmed for the segment as it was at the click), and the edits stay."""
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    k = case.paintedSlice
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 2] = case.truth[k + 2] > 0
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    prepare = logic.prepareCorrections if how == "re-propagation" else logic.prepare
+    prepared = prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared)
+
+    duringTheRun = edited.copy()
+    duringTheRun[k - 2] = False  # the reader erases another slice of the result while the run computes
+    setSegmentArray(case.segmentation, case.volume, resultId, duringTheRun)
+    before = case.snapshot()
+    with pytest.raises(InputError, match="was edited while the propagation ran. Nothing was written"):
+        logic.apply(prepared, result, replaceExisting=True)
+    assertSnapshotsEqual(before, case.snapshot())
+    np.testing.assert_array_equal(exportSegment(case.segmentation, resultId, case.volume)[0] > 0, duringTheRun)
+
+    # Unchanged since the click, it is replaced as confirmed.
+    again = prepare(case.volume, case.segmentation, case.paintedId)
+    assert logic.apply(again, logic.compute(again), replaceExisting=True) == resultId
 
 
 def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
