@@ -281,9 +281,15 @@ class WorkerJob(InferenceJob):
                 code=_codeText(code), message=message))
             return
         self.restarts += 1
+        try:
+            self.worker.start()
+        except Exception as error:  # e.g. the program cannot be started any more: the run fails, saying why
+            self._outcome = (EXIT_FAILED, _("The engine's worker process ended during the run (exit code {code}) and "
+                                            "could not be started again: {error}. Nothing was written.\n{message}"
+                                            ).format(code=_codeText(code), error=error, message=message))
+            return
         self._notify(_("The engine's worker process ended during the run (exit code {code}); it was restarted and "
                        "the run is being retried.").format(code=_codeText(code)))
-        self.worker.start()
         self._process = self.worker.process
         self.workerPid = self._process.pid()
         self.worker.send(self._request)

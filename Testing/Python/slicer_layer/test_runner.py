@@ -327,6 +327,26 @@ def test_a_worker_that_dies_again_during_the_retry_fails_the_run_and_leaves_the_
     assertSnapshotsEqual(before, case.snapshot())
 
 
+def test_a_worker_that_cannot_be_started_again_fails_the_run_saying_why(case, logic, slowRefinerWeights):
+    """The retry's start raises (the program is gone, say): the run fails with that reason, from ``poll`` (the
+    panel's timer slot), and the scene stays as it was."""
+    import os
+    import signal
+
+    _, before, seen, job = _slowRunAtRefiner(case, logic, slowRefinerWeights)
+
+    def cannotStart():
+        raise RuntimeError("Could not start 'PythonSlicer': No such file or directory")
+
+    logic.worker().start = cannotStart
+    os.kill(job.workerPid, signal.SIGKILL)
+    assert job.wait(timeout=300) and job.restarts == 1
+    with pytest.raises(RuntimeError, match="could not be started again: Could not start 'PythonSlicer'"):
+        job.result()
+    assert not job.folder.exists()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
 def test_a_worker_killed_between_runs_is_replaced_visibly_by_the_next_run(case, logic):
     import os
     import signal
