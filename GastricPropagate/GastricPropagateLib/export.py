@@ -14,7 +14,7 @@ import slicer
 
 from .i18n import _
 from .results_table import writeTableCsv
-from .segment_arrays import temporaryNodes
+from .segment_arrays import isLabelmapSource, sourceRepresentationName, temporaryNodes
 
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
@@ -31,8 +31,19 @@ def _checkedPath(path, suffixes: tuple[str, ...]) -> str:
 
 
 def exportSegmentation(segmentationNode, path) -> str:
-    """Writes all segments of ``segmentationNode`` to a .seg.nrrd file. Returns the path."""
+    """Writes all segments of ``segmentationNode`` to a .seg.nrrd file. Returns the path.
+
+    Raises:
+        ValueError: the segmentation stores another representation than binary labelmaps (closed surfaces, say):
+            Slicer writes those as a .seg.vtm multiblock, never as a .seg.nrrd.
+    """
     path = _checkedPath(path, (".seg.nrrd", ".nrrd"))
+    segmentation = segmentationNode.GetSegmentation()
+    if not isLabelmapSource(segmentation):
+        raise ValueError(_(
+            "The segmentation '{seg}' stores its segments as '{representation}', which a .seg.nrrd file cannot "
+            "hold. Save it with File > Save (as .seg.vtm), or export the tumour with 'Export NIfTI'.").format(
+                seg=segmentationNode.GetName(), representation=sourceRepresentationName(segmentation)))
     storageNode = slicer.vtkMRMLSegmentationStorageNode()
     storageNode.SetFileName(path)
     if not storageNode.WriteData(segmentationNode):

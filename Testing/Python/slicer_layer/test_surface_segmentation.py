@@ -104,6 +104,16 @@ def test_closed_surface_segmentation_is_read_on_the_volume_grid_and_gets_a_surfa
     assert sorted(_nodesAndSegments(case.scene)["nodes"]) == sorted(after["nodes"])
 
 
+def test_a_surface_segmentation_is_not_exported_as_seg_nrrd(stlCase, tmp_path):
+    """Slicer's storage node would write a closed-surface segmentation as a VTK multiblock under the .seg.nrrd name."""
+    from GastricPropagateLib.export import exportSegmentation
+
+    target = tmp_path / "tumour.seg.nrrd"
+    with pytest.raises(ValueError, match="stores its segments as 'Closed surface'.*cannot hold.*Export NIfTI"):
+        exportSegmentation(stlCase.stlSegmentation, target)
+    assert not target.exists()
+
+
 def test_surface_reaching_outside_the_volume_is_refused(case, logic, tmp_path):
     import SimpleITK as sitk
 
