@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.volumes import matching_extension
+from gastric_propagate.data.volumes import companion_files, matching_extension
 
 # Output formats that keep a 3D label's whole geometry (size, spacing, origin and direction).
 SINGLE_FILE_OUTPUTS = (".nrrd", ".nii.gz", ".nii", ".mha")
@@ -55,6 +55,12 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
             if _same_file(path, source):
                 raise InputError(f"The {what} {path} is the input file {source}: writing it would destroy your "
                                  "input. Choose another output path.")
+            # A header + data format writes (or reads) two files: .hdr + .img, .mhd + .raw, .nhdr + .raw.
+            shared = next((written for written in (path, *companion_files(path))
+                           for read in (source, *companion_files(source)) if _same_file(written, read)), None)
+            if shared is not None:
+                raise InputError(f"The {what} {path} would write {shared}, a file of the input {source}: writing it "
+                                 "would destroy your input. Choose another output name.")
         for other_what, other in given.items():
             if other_what != what and _same_file(path, other):
                 raise InputError(f"The {what} and the {other_what} are the same file ({path}): one would overwrite "

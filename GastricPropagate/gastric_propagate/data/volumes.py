@@ -38,6 +38,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     compressed_mha = _compressed_metaimage(path)
     if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
         raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
+    _data_file(path, what)  # a header whose data file is missing: said so before ITK's own words
     try:
         reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
         size = reader.GetSize()
@@ -125,8 +126,15 @@ def _nrrd_non_finite(path: Path) -> bool:
 
 
 def _check_complete(path: Path, nbytes: int, what: str) -> None:
-    """InputError when an uncompressed file holds fewer bytes of image data than its header declares (NIfTI,
-    MetaImage with its data inside); ITK refuses a short NRRD itself."""
+    """InputError when an uncompressed file, or the data file of a header, holds fewer bytes of image data than its
+    header declares (NIfTI, MetaImage with its data inside, Analyze/NIfTI .hdr + .img, MetaImage .mhd + .raw/.zraw,
+    NRRD .nhdr + raw data: ITK reads a short .nii or .img as zeros, and calls a short .raw a missing file)."""
+    detached = _detached_data(path, nbytes, what)
+    if detached is not None:
+        data, held, declared = detached
+        if held < declared:
+            raise _truncated(data, what, held, declared)
+        return
     nifti = _nifti_data(path, open)
     if nifti is not None:
         available, (offset, nbytes) = path.stat().st_size, nifti
@@ -134,6 +142,84 @@ def _check_complete(path: Path, nbytes: int, what: str) -> None:
         available, offset = _metaimage_data(path, nbytes, what)
     if offset is not None and available < offset + nbytes:
         raise _truncated(path, what, max(available - offset, 0), nbytes)
+
+
+# The data files ITK writes beside a header, by the header's extension (the first when uncompressed).
+DATA_FILES = {".hdr": (".img", ".img.gz"), ".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
+
+
+def companion_files(path: str | Path) -> list[Path]:
+    """The other files of a volume held as header + data: a header's data files (as ITK names them when it writes
+    the header, and as the header names them), or a .img's header; [] for a volume in one file."""
+    path = Path(path)
+    extension = matching_extension(path, tuple(DATA_FILES) + (".img", ".img.gz"))
+    if extension is None:
+        return []
+    stem = path.name[:-len(extension)]
+    if extension in (".img", ".img.gz"):
+        return [path.with_name(stem + ".hdr")]
+    files = [path.with_name(stem + suffix) for suffix in DATA_FILES[extension]]
+    named = _named_data_file(path) if extension != ".hdr" and path.is_file() else None
+    return files + ([named[0]] if named is not None and named[0] not in files else [])
+
+
+def _named_data_file(path: Path) -> tuple[Path, str, int] | None:
+    """(the data file, its compression: "" / "gzip" / "zlib", where its voxels start) that a .mhd or .nhdr header
+    names; None for a layout not followed here (data inside the header, a list or pattern of files, skipped lines)."""
+    text = path.read_bytes()[:65536].decode("latin-1")
+    if matching_extension(path, (".mhd",)) is not None:
+        name = re.search(r"^ElementDataFile\s*=\s*(.+?)\s*$", text, re.MULTILINE)
+        skip = re.search(r"^HeaderSize\s*=\s*(-?\d+)", text, re.MULTILINE)
+        compressed = re.search(r"^CompressedData\s*=\s*True", text, re.MULTILINE | re.IGNORECASE) is not None
+        compression, start = ("zlib" if compressed else ""), int(skip.group(1)) if skip else 0
+    else:
+        name = re.search(r"^data ?file\s*:\s*(.+?)\s*$", text, re.MULTILINE | re.IGNORECASE)
+        encoding = re.search(r"^encoding\s*:\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
+        compression = {"raw": "", "gzip": "gzip", "gz": "gzip"}.get(encoding.group(1).lower() if encoding else "")
+        start = -1 if re.search(r"^(byte|line) ?skip\s*:", text, re.MULTILINE | re.IGNORECASE) else 0
+    if (name is None or compression is None or start < 0 or name.group(1).upper() in ("LOCAL", "LIST")
+            or "%" in name.group(1)):
+        return None
+    return path.parent / name.group(1), compression, start
+
+
+def _data_file(path: Path, what: str) -> tuple[Path, str, int] | None:
+    """``_named_data_file`` for a .mhd or .nhdr, and the .img (or .img.gz) of a .hdr; InputError when that file does
+    not exist; None for a volume in one file."""
+    if matching_extension(path, (".hdr",)) is not None:
+        candidates = companion_files(path)[:2]
+        data = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
+        found = (data, "gzip" if data.is_file() and _is_gzip(data) else "", 0)
+    elif matching_extension(path, (".mhd", ".nhdr")) is not None:
+        found = _named_data_file(path)
+    else:
+        return None
+    if found is not None and not found[0].is_file():
+        raise InputError(f"The {what} file {path} keeps its voxels in {found[0]}, which does not exist. Copy the "
+                         "data file beside its header (or save the volume as one file: .nrrd, .nii.gz), then run "
+                         "again.")
+    return found
+
+
+def _detached_data(path: Path, nbytes: int, what: str) -> tuple[Path, int, int] | None:
+    """(the data file, bytes of voxel data it holds, bytes its header declares) for a header whose voxels lie in
+    another file; None for other files."""
+    found = _data_file(path, what)
+    if found is None:
+        return None
+    data, compression, start = found
+    if matching_extension(path, (".hdr",)) is not None:
+        layout = _nifti_header(path, open)  # what the header declares (ITK may return rescaled, larger voxels)
+        if layout is None:
+            return None
+        start, nbytes = layout
+    if compression == "gzip":
+        content = _gunzipped_size(data, what)
+    elif compression == "zlib":
+        content = _inflated(data, 0, start + nbytes, what)[0]
+    else:
+        content = data.stat().st_size
+    return data, max(content - start, 0), nbytes
 
 
 def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> None:
@@ -204,6 +290,12 @@ def _nifti_data(path: Path, opener) -> tuple[int, int] | None:
     returns rescaled voxels (``scl_slope``, ``scl_inter``) as floats, larger than the file's. None for other formats."""
     if matching_extension(path, (".nii", ".nii.gz")) is None:
         return None
+    return _nifti_header(path, opener)
+
+
+def _nifti_header(path: Path, opener) -> tuple[int, int] | None:
+    """``_nifti_data`` of any file holding a NIfTI-1/2 or Analyze header (a .hdr's voxels start at the offset in its
+    .img); None when it holds none."""
     with opener(path, "rb") as handle:
         header = handle.read(544)
     for order in "<>":

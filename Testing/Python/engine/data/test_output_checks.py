@@ -48,3 +48,22 @@ def test_an_output_that_is_a_device_or_a_link_is_refused_even_with_overwrite(tmp
         with pytest.raises(InputError, match="not a regular file"):
             output_checks.check_outputs({"report": path}, overwrite=True)
     assert (tmp_path / "null").is_symlink()
+
+
+@pytest.mark.parametrize("input_name, output_name, shared", [
+    ("ct.img", "ct.hdr", "ct.hdr"),  # ITK reads ct.img through ct.hdr (and writing ct.hdr writes ct.img)
+    ("ct.mhd", "ct.nhdr", "ct.raw"),  # both headers keep their voxels in ct.raw
+    ("ct.nhdr", "ct.mhd", "ct.raw")])
+def test_an_output_whose_data_file_is_a_file_of_the_input_is_refused_even_with_overwrite(tmp_path, input_name,
+                                                                                         output_name, shared):
+    import numpy as np
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)),
+                    str(tmp_path / input_name.replace(".img", ".hdr")))
+    assert (tmp_path / shared).is_file() and (tmp_path / input_name).is_file() and shared != input_name
+    with pytest.raises(InputError, match=rf"would write {tmp_path / shared}, a file of the input .*destroy your input"):
+        output_checks.check_outputs({"output": tmp_path / output_name}, inputs=[tmp_path / input_name],
+                                    overwrite=True, mask_outputs=("output",))
+    output_checks.check_outputs({"output": tmp_path / ("other" + Path(output_name).suffix)},
+                                inputs=[tmp_path / input_name], overwrite=True, mask_outputs=("output",))

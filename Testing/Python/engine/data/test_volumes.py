@@ -57,6 +57,23 @@ def test_a_truncated_file_is_refused_not_read_as_zeros(tmp_path, name, compress,
         volumes.read_volume(path)
 
 
+@pytest.mark.parametrize("header, data, compress", [("ct.hdr", "ct.img", False), ("ct.mhd", "ct.raw", False),
+                                                     ("ct.mhd", "ct.zraw", True), ("ct.nhdr", "ct.raw", False),
+                                                     ("ct.nhdr", "ct.raw.gz", True)])
+def test_a_header_whose_data_file_is_truncated_or_missing_is_refused(tmp_path, header, data, compress):
+    """ITK read a short .img as zeros, and called a short .raw a missing file."""
+    path = tmp_path / header
+    sitk.WriteImage(ct_like(), str(path), useCompression=compress)
+    assert volumes.read_volume(path).GetSize() == (32, 32, 16)
+    content = (tmp_path / data).read_bytes()
+    (tmp_path / data).write_bytes(content[:len(content) // 2])
+    with pytest.raises(InputError, match=rf"The image file {tmp_path / data} is truncated"):
+        volumes.read_volume(path)
+    (tmp_path / data).unlink()
+    with pytest.raises(InputError, match=rf"keeps its voxels in {tmp_path / data}, which does not exist"):
+        volumes.read_volume(path)
+
+
 @pytest.mark.parametrize("where", [0.3, 0.5, 0.9])
 def test_a_gzip_file_with_corrupted_bytes_is_refused(tmp_path, where):
     path = tmp_path / "ct.nii.gz"
