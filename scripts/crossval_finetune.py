@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gastric_propagate.data.cases import find_pairs
+from gastric_propagate.data.cases import find_pairs, learned_case_names, link_cases, patient_of
+from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.breakdown import case_group
 from gastric_propagate.training.command import initial_paths
 
@@ -33,14 +34,19 @@ from gastric_propagate.training.command import initial_paths
 METHODS = {"engine": "the vote", "networks": "the networks alone"}
 
 
-def _link_fold(pairs, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, image, label in pairs:
-        for source, kind in ((image, "image"), (label, "label")):
-            suffix = "".join(Path(source).suffixes)
-            target = folder / f"{name}_{kind}{suffix}"
-            if not target.exists():
-                target.symlink_to(Path(source).resolve())
+def folds_by_patient(pairs: list, count: int, seed: int) -> list[list]:
+    """``count`` folds of ``find_pairs`` pairs: within each group, whole patients dealt round in a random order (a
+    patient's cases never on both sides; with one case per patient, the order of the cases)."""
+    rng = np.random.default_rng(seed)
+    folds: list[list] = [[] for _ in range(count)]
+    by_group: dict[str, dict[str, list]] = {}
+    for pair in pairs:
+        by_group.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
+    for patients in by_group.values():
+        members = list(patients.values())
+        for i, index in enumerate(rng.permutation(len(members))):
+            folds[i % count].extend(members[index])
+    return folds
 
 
 def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
@@ -59,10 +65,11 @@ def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
     for stage, path in initial_paths(init).items():
-        seen = set(load_checkpoint(path, stage=stage).training.get("case_names", []))
-        overlap = sorted(seen & {name for name, _, _ in pairs})
+        seen = {patient_of(name) for name in learned_case_names(load_checkpoint(path, stage=stage).training)}
+        overlap = sorted(name for name, _, _ in pairs if patient_of(name) in seen)
         if overlap:
-            parser.error(f"--init {init}: its {stage} was trained on {len(overlap)} case(s) of the data "
+            parser.error(f"--init {init}: its {stage} (or the weights it was fine-tuned from) learned "
+                         f"{len(overlap)} case(s) of the data, or other cases of their patients "
                          f"({', '.join(overlap[:3])}, ...); start from weights that never saw them, e.g. "
                          "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
 
@@ -96,14 +103,7 @@ def main() -> int:
 
     cli = [sys.executable, "-m", "gastric_propagate.cli"]
     pairs = find_pairs(args.data)
-    rng = np.random.default_rng(args.seed)
-    folds: list[list] = [[] for _ in range(args.folds)]
-    by_group: dict[str, list] = {}
-    for pair in pairs:
-        by_group.setdefault(case_group(pair[0]), []).append(pair)
-    for members in by_group.values():
-        for i, index in enumerate(rng.permutation(len(members))):
-            folds[i % args.folds].append(members[index])
+    folds = folds_by_patient(pairs, args.folds, args.seed)
 
     _refuse_weights_that_saw(args.init, pairs, parser)
     init_weights = [f"--{stage}={path}" for stage, path in initial_paths(args.init).items()]
@@ -115,8 +115,11 @@ def main() -> int:
         training = [pair for other in range(args.folds) if other != fold for pair in folds[other]]
         fold_dir = out / f"fold{fold}"
         training_dir = fold_dir / "train" / Path(args.data).resolve().name  # named as --data, for --mix
-        _link_fold(training, training_dir)
-        _link_fold(held_out, fold_dir / "test")
+        try:
+            link_cases(training, training_dir)
+            link_cases(held_out, fold_dir / "test")
+        except InputError as error:
+            parser.error(str(error))
         if not args.reuse_weights:
             subprocess.run(cli + ["train", "--data", str(training_dir),
                                   "--init", args.init, "--out", str(fold_dir / "weights"),

@@ -10,18 +10,13 @@ and fixed by --seed, so a recipe chosen on the validation side was never trained
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
 
-from gastric_propagate.data.cases import find_pairs
+from gastric_propagate.data.cases import find_pairs, link_cases, patient_of
+from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.breakdown import case_group
-
-
-def patient_of(name: str) -> str:
-    """The patient a case belongs to: its name without a trailing lesion number ``_n<N>``."""
-    return re.sub(r"_n\d+$", "", name)
 
 
 def main() -> int:
@@ -37,22 +32,19 @@ def main() -> int:
     for pair in pairs:
         patients.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
     rng = np.random.default_rng(args.seed)
-    counts = {"train": 0, "validation": 0}
+    sides: dict[str, list] = {"train": [], "validation": []}
     for group, members in sorted(patients.items()):
         names = sorted(members)
         held = set(rng.choice(names, size=max(1, round(args.validation * len(names))), replace=False))
         for patient in names:
-            side = "validation" if patient in held else "train"
-            folder = Path(args.out) / side
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, image, label in members[patient]:
-                for source, kind in ((image, "image"), (label, "label")):
-                    target = folder / f"{name}_{kind}{''.join(Path(source).suffixes)}"
-                    if not target.exists():
-                        target.symlink_to(Path(source).resolve())
-                counts[side] += 1
+            sides["validation" if patient in held else "train"] += members[patient]
         print(f"{group}: {len(names) - len(held)} patients to train, {len(held)} to validation")
-    print(f"cases: {counts['train']} train, {counts['validation']} validation")
+    try:
+        for side, side_pairs in sides.items():
+            link_cases(side_pairs, Path(args.out) / side)
+    except InputError as error:
+        parser.error(str(error))
+    print(f"cases: {len(sides['train'])} train, {len(sides['validation'])} validation")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,37 @@ def case_from_arrays(name: str, image: np.ndarray, label: np.ndarray, spacing_xy
     data = CaseData(name, image, (np.asarray(label) > 0).astype(np.uint8),
                     tuple(float(s) for s in spacing_xyz))
     return Case(name=name, source="arrays", seed=seed, loader=lambda: data)
+
+
+def patient_of(name: str) -> str:
+    """The patient a case belongs to: its name without a trailing lesion number ``_n<N>`` (``lidc_0415_n3`` is patient
+    ``lidc_0415``, as is ``lidc_0415_n1``); any other case is a patient of its own. Splits go by patient."""
+    return re.sub(r"_n\d+$", "", name)
+
+
+def learned_case_names(training: dict) -> set[str]:
+    """Every case a checkpoint's networks learned from, by its ``training`` metadata: its own training's cases and
+    those of the weights it was fine-tuned from, and theirs (``earlier_case_names``)."""
+    return set(training.get("case_names") or ()) | set(training.get("earlier_case_names") or ())
+
+
+def link_cases(pairs: list[tuple[str, Path, Path]], folder: str | Path) -> None:
+    """Links each ``find_pairs`` pair into ``folder`` as ``<name>_image`` / ``<name>_label`` (a split's side, a fold).
+
+    Raises:
+        InputError: ``folder`` already holds other files (an earlier split's links would put a case on both sides).
+    """
+    folder = Path(folder)
+    targets = {folder / f"{name}_{kind}{''.join(Path(source).suffixes)}": Path(source).resolve()
+               for name, image, label in pairs for source, kind in ((image, "image"), (label, "label"))}
+    others = sorted(path.name for path in folder.iterdir() if path not in targets) if folder.is_dir() else []
+    if others:
+        raise InputError(f"{folder} already holds {len(others)} other file(s) ({', '.join(others[:3])}, ...): an "
+                         "earlier split's cases would stay beside this one's. Give a new output folder, or empty it.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, source in targets.items():
+        if not target.exists():
+            target.symlink_to(source)
 
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:

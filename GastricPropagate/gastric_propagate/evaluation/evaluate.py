@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gastric_propagate.data.cases import find_pairs, folder_cases
+from gastric_propagate.data.cases import find_pairs, folder_cases, learned_case_names, patient_of
 from gastric_propagate.data.output_checks import check_outputs, check_writable_folder
 from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.annotations import VARIANTS
@@ -101,14 +101,14 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     trained, partial = set(), False
     for stage in (segmenter.proposer, segmenter.refiner):
         training = stage.training or {}
-        listed = training.get("case_names") or ()
-        trained.update(listed)
-        partial |= len(listed) < training.get("cases", 0)  # weights trained before the list held every name
-    seen = [name for name in names if name in trained]
+        trained |= learned_case_names(training)  # the weights it was fine-tuned from count too
+        partial |= len(training.get("case_names") or ()) < training.get("cases", 0)  # weights from before the list
+    patients = {patient_of(name) for name in trained}
+    seen = [name for name in names if patient_of(name) in patients]
     if not seen:
         return []
     more = "; these weights list only some of their training cases, so there may be more" if partial else ""
-    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by name, e.g. {seen[0]}"
+    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by patient, e.g. {seen[0]}"
             f"{more}): the GastricPropagate rows are not a test on unseen CT. Report such cases by cross-validation "
             "(scripts/crossval_finetune.py, scripts/crossval_report.py).")
     print("warning: " + note.replace("**", ""))

@@ -104,9 +104,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
     if prompt_channel:
         parts.append("the proposer reading the painted mask at every step")
-    networks, rate, preprocessing = None, learning_rate or 2e-3, None
+    networks, rate, preprocessing, earlier = None, learning_rate or 2e-3, None, set()
     if init:
-        networks, preprocessing, init_description = _initial_networks(init)
+        networks, preprocessing, init_description, earlier = _initial_networks(init)
         rate = learning_rate or 5e-4
         parts.append(f"fine-tuned from {init_description}")
     # Validation phantoms come from the far end of the held-out range, away from the evaluation's seeds.
@@ -124,7 +124,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,
                   data_description="; ".join(parts), validation_cases=validation_data,
-                  command=command, init=networks, sources=sources)
+                  command=command, init=networks, sources=sources, earlier_case_names=earlier)
     written = list(paths.values()) + export_pair(paths, overwrite=overwrite)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
@@ -190,13 +190,16 @@ def initial_paths(source: str) -> dict:
 
 
 def _initial_networks(source: str):
-    """(proposer, refiner) networks, their preprocessing and a description, from 'bundled' or a folder. The
-    description names the two files by their SHA-256 too: a folder's path says nothing of what it held then."""
+    """(proposer, refiner) networks, their preprocessing, a description and every case they learned from, from
+    'bundled' or a folder. The description names the two files by their SHA-256 too: a folder's path says nothing of
+    what it held then."""
     from gastric_propagate.digests import file_sha256
+    from gastric_propagate.data.cases import learned_case_names
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
     paths = initial_paths(source)
     loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
     digests = ", ".join(f"{stage} sha256 {file_sha256(path)}" for stage, path in paths.items())
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
-            f"{source} weights ({paths['proposer']}; {digests})")
+            f"{source} weights ({paths['proposer']}; {digests})",
+            learned_case_names(loaded["proposer"].training) | learned_case_names(loaded["refiner"].training))

@@ -465,7 +465,7 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
 def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
           device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseData] = (),
           command: str = "", init: tuple[UNet2D, UNet2D] | None = None,
-          sources: Iterable[str] | None = None) -> dict[str, Path]:
+          sources: Iterable[str] | None = None, earlier_case_names: Iterable[str] = ()) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
     Both files are renamed into place together once both are written (``data.outputs.OutputBatch``): a crash or
@@ -475,6 +475,8 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         init: (proposer, refiner) to start from (fine-tuning; ``config.preprocessing`` must be theirs);
             fresh networks when None.
         sources: the source name of each case (``config.mix`` gives each source its share of the samples).
+        earlier_case_names: the cases ``init``'s networks learned from (``checkpoints.learned_case_names``), kept in
+            the metadata: what the new weights have seen is those too.
 
     Returns the written paths. Reproducible bit for bit for a given config.seed, data, device and CPU thread count
     (another thread count sums in another order: other weights, as a new seed would give).
@@ -509,8 +511,9 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         proposer, refiner = init
         if config.prompt_channel and proposer.config["in_channels"] < PROMPT_CHANNELS:
             proposer = with_input_channels(proposer, PROMPT_CHANNELS)  # starts as it was: the new channel's weights 0
-        # A proposer that reads the painted mask is trained with it.
-        config = dataclasses.replace(config, prompt_channel=proposer.config["in_channels"] == PROMPT_CHANNELS)
+        # A proposer that reads the painted mask is trained with it; the recorded size is the networks' own.
+        config = dataclasses.replace(config, prompt_channel=proposer.config["in_channels"] == PROMPT_CHANNELS,
+                                     depth=proposer.config["depth"], base_channels=proposer.config["base_channels"])
     proposer_losses = _fit_proposer(proposer, crops, draw, config, target_device, rng, fine_tuning=init is not None)
     coarse = _coarse_masks(proposer, crops, config, target_device)
 
@@ -524,6 +527,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         "data": data_description, "cases": len(cases),
         "cases_per_source": {name: sources.count(name) for name in dict.fromkeys(sources)},
         "case_names": [c.name for c in cases],  # all of them: evaluate says when it scores a case the weights saw
+        **({"earlier_case_names": sorted(set(earlier_case_names))} if earlier_case_names else {}),
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,
         "threads": torch.get_num_threads(),  # the weights depend on it bit for bit (the order of torch's sums)

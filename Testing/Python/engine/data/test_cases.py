@@ -98,3 +98,26 @@ def test_folder_and_phantom_cases_load_in_other_processes(tmp_path):
     loaded = load_all(cases, workers=2)
     assert [data.name for data in loaded] == ["a", "b", "phantom_0"]
     np.testing.assert_array_equal(loaded[0].image, cases[0].load().image)
+
+
+def test_a_case_s_patient_is_its_name_without_the_lesion_number():
+    from gastric_propagate.data.cases import patient_of
+
+    assert patient_of("lidc_0415_n3") == patient_of("lidc_0415_n1") == "lidc_0415"
+    assert patient_of("ibsi_sts_004") == "ibsi_sts_004" and patient_of("phantom_12") == "phantom_12"
+
+
+def test_linking_a_split_refuses_a_folder_that_holds_another_split_s_cases(tmp_path):
+    from gastric_propagate.data.cases import link_cases
+
+    for name in ("a_1", "b_1"):
+        for kind in ("image", "label"):
+            (tmp_path / f"{name}_{kind}.nrrd").write_bytes(b"x")
+    pair = {name: (name, tmp_path / f"{name}_image.nrrd", tmp_path / f"{name}_label.nrrd") for name in ("a_1", "b_1")}
+    side = tmp_path / "split" / "train"
+    link_cases([pair["a_1"]], side)
+    link_cases([pair["a_1"]], side)  # the same split again: nothing to add
+    assert sorted(path.name for path in side.iterdir()) == ["a_1_image.nrrd", "a_1_label.nrrd"]
+    with pytest.raises(InputError, match="already holds 2 other file"):
+        link_cases([pair["b_1"]], side)
+    assert sorted(path.name for path in side.iterdir()) == ["a_1_image.nrrd", "a_1_label.nrrd"]

@@ -275,6 +275,9 @@ def test_train_with_zero_steps_keeps_the_networks_as_they_were(tmp_path, cases_f
         for started_from in ("proposer", "refiner"):  # the weights it started from, named by their bytes
             digest = hashlib.sha256(Path(bundled_weights(started_from)).read_bytes()).hexdigest()
             assert f"{started_from} sha256 {digest}" in written.training["data"]
+        # What the weights it started from learned is what these have seen too (evaluate and the CV script read it).
+        learned = set(bundled.training["case_names"])
+        assert learned and learned <= set(written.training["earlier_case_names"])
 
 
 def test_train_prompt_channel_with_zero_steps_widens_the_proposer_and_keeps_what_it_computes(tmp_path, cases_folder):
@@ -316,3 +319,21 @@ def test_checkpoint_written_alone_is_whole_or_absent(tmp_path, monkeypatch):
         save_checkpoint(path, stage="proposer", network=UNet2D(in_channels=4, base_channels=2, depth=1),
                         preprocessing=Preprocessing(), training={})
     assert snapshot(tmp_path) == {Path("proposer.pt"): b"earlier weights"}
+
+
+def test_a_fine_tuning_records_the_size_of_the_networks_it_started_from(tmp_path, cases_folder):
+    from gastric_propagate.inference.checkpoints import save_checkpoint
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    start = tmp_path / "start"
+    for stage, channels in (("proposer", 4), ("refiner", 6)):
+        save_checkpoint(start / f"{stage}.pt", stage=stage, network=UNet2D(in_channels=channels, base_channels=4,
+                                                                           depth=2),
+                        preprocessing=Preprocessing(), training={"case_names": ["lidc_0001_n1"]})
+    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--init", str(start))) == 0
+    for stage in ("proposer", "refiner"):
+        written = load_checkpoint(tmp_path / "weights" / f"{stage}.pt", stage=stage)
+        assert written.network.config["depth"] == 2
+        assert (written.training["config"]["depth"], written.training["config"]["base_channels"]) == (2, 4)
+        assert written.training["earlier_case_names"] == ["lidc_0001_n1"]

@@ -134,6 +134,20 @@ def test_engine_rows_from_two_runs_per_case(oracle_segmenter, monkeypatch):
     assert 0 < proposer["seconds"] <= networks["seconds"]
 
 
+def test_engine_methods_called_without_a_case_key_run_the_engine_each_time(oracle_segmenter):
+    """The methods are public (``method_registry``): without the key that names a case, a call never reuses the
+    result of another volume."""
+    from conftest import make_volume
+
+    from gastric_propagate.data.annotation import annotation_from_label
+
+    engine = evaluate.method_registry(segmenter=oracle_segmenter)["engine"]
+    small, large = make_volume(depth=20, size=64, centre_z=10, radius_mm=8.0), make_volume()
+    results = [engine.run(image, (0.8, 0.8, 2.5), annotation_from_label(label)) for image, label in (small, large)]
+    masks = [result[0] if isinstance(result, tuple) else result for result in results]
+    assert [mask.shape for mask in masks] == [small[0].shape, large[0].shape]
+
+
 def test_bundled_weights_beat_copy_slice_on_a_small_held_out_phantom(bundled_segmenter):
     from gastric_propagate.synthetic.generators import load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
@@ -187,7 +201,7 @@ def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(or
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "seen"), methods=["engine"], variants=["largest"],
                                     segmenter=oracle_segmenter, progress=False)
     summary = (out / "summary.md").read_text()
-    assert "**The weights were trained on 2 of these 3 cases** (by name, e.g. case1):" in summary
+    assert "**The weights were trained on 2 of these 3 cases** (by patient, e.g. case1):" in summary
     assert "warning: The weights were trained on 2 of these 3 cases" in capsys.readouterr().out
     # Older weights list only their first 50 names: then the count may be short, and the note says so.
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"], "cases": 900})
@@ -195,6 +209,13 @@ def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(or
                                     variants=["largest"], segmenter=oracle_segmenter, progress=False)
     assert "e.g. case1; these weights list only some of their training cases, so there may be more)" in (
         out / "summary.md").read_text()
+    # What the weights they were fine-tuned from learned counts too, and so does another lesion of the same patient.
+    monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"],
+                                                                "earlier_case_names": ["case0"]})
+    monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case1_n2"]})
+    out = evaluate.evaluate_command(str(folder), str(tmp_path / "ancestry"), methods=["engine"],
+                                    variants=["largest"], segmenter=oracle_segmenter, progress=False)
+    assert "trained on 2 of these 3 cases** (by patient, e.g. case0)" in (out / "summary.md").read_text()
     monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"]})
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "unseen"), methods=["engine"], variants=["largest"],

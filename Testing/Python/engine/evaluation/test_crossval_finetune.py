@@ -1,0 +1,44 @@
+"""scripts/crossval_finetune.py: its folds keep each patient's cases on one side."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "crossval_finetune.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("crossval_finetune", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pairs(names):
+    return [(name, Path(f"{name}_image.nrrd"), Path(f"{name}_label.nrrd")) for name in names]
+
+
+def test_a_patient_s_nodules_all_fall_in_one_fold_and_every_case_in_exactly_one():
+    names = [f"lidc_{patient:04d}_n{lesion}" for patient in range(9) for lesion in range(1, 1 + patient % 3 + 1)]
+    names += [f"ibsi_sts_{i:03d}" for i in range(5)]
+    for seed in range(5):
+        folds = _script().folds_by_patient(_pairs(names), 3, seed)
+        held = [sorted(name for name, _, _ in fold) for fold in folds]
+        assert sorted(name for fold in held for name in fold) == sorted(names), "each case in exactly one fold"
+        for fold, others in ((k, [n for j in range(3) if j != k for n in held[j]]) for k in range(3)):
+            patients = {name.rsplit("_n", 1)[0] for name in held[fold] if name.startswith("lidc")}
+            assert not any(name.rsplit("_n", 1)[0] in patients for name in others if name.startswith("lidc"))
+        assert all(any(name.startswith("ibsi") for name in fold) for fold in held), "each group dealt over the folds"
+
+
+def test_with_one_case_per_patient_the_folds_are_those_of_the_cases_order():
+    """The folds of runs made before the split went by patient (one case per patient) stay the same."""
+    import numpy as np
+
+    names = [f"lidc_{i:04d}_n1" for i in range(10)]
+    folds = _script().folds_by_patient(_pairs(names), 3, 0)
+    expected: list[list[str]] = [[], [], []]
+    for i, index in enumerate(np.random.default_rng(0).permutation(10)):
+        expected[i % 3].append(names[index])
+    assert [[name for name, _, _ in fold] for fold in folds] == expected
