@@ -11,6 +11,7 @@
 # shipped/*.onnx into GastricPropagate/gastric_propagate/inference/weights/.
 # The thread counts are fixed because the weights depend on them bit for bit (PyTorch sums in another order on
 # another count): the three steps write the shipped chain's P, G and R (the bundled weights since stop 41) exactly.
+# On the CPU (--device cpu): a GPU sums in yet another order.
 # I, which shipped before R, was made by stop 34 in a run that could not be repeated (docs/training.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,19 +19,19 @@ DATA=${DATA:-../shared/real-ct-train}
 OUT=runs/real-ct-training
 GP=.venv/bin/gastric-propagate
 .venv/bin/python scripts/split_by_patient.py --data "$DATA" --out "$OUT/split" --validation 0.15 --seed 0
-$GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation-phantoms 0 --threads 2 \
+$GP train --phantoms 150 --proposer-steps 3000 --refiner-steps 1000 --validation-phantoms 0 --threads 2 --device cpu \
     --out "$OUT/phantom-only" --overwrite
 $GP train --data "$OUT/split/train" --phantoms 100 --thorax 60 --mix train=0.3 phantom=0.55 thorax=0.15 \
     --zoom 1 1 --init "$OUT/phantom-only" --learning-rate 5e-4 --proposer-steps 1500 --refiner-steps 600 \
-    --validation-phantoms 0 --threads 2 --out "$OUT/tuned" --overwrite
+    --validation-phantoms 0 --threads 2 --device cpu --out "$OUT/tuned" --overwrite
 # 3. R (shipped, I's recipe): G fine-tuned again with ../shared/real-ct's 81 large lesions in the mix, half the
 #    proposer's samples taking G's own propagated mask as the previous one (docs/training.md, rules.md); figures on
 #    those cases come only from scripts/crossval_finetune.py with this recipe (3 folds, seed 0).
 REAL_CT=${REAL_CT:-../shared/real-ct}
 $GP train --data "$REAL_CT" --data "$OUT/split/train" --phantoms 100 --thorax 60 \
     --mix train=0.2 real-ct=0.25 phantom=0.45 thorax=0.1 --zoom 1 1 --init "$OUT/tuned" --learning-rate 3e-4 \
-    --proposer-steps 600 --refiner-steps 300 --self-fed 0.5 --validation-phantoms 0 --threads 2 --out "$OUT/shipped" \
-    --overwrite
+    --proposer-steps 600 --refiner-steps 300 --self-fed 0.5 --validation-phantoms 0 --threads 2 --device cpu \
+    --out "$OUT/shipped" --overwrite
 $GP export-onnx --weights "$OUT/shipped" --overwrite --int8
 for weights in phantom-only tuned shipped; do
     W=(--proposer "$OUT/$weights/proposer.pt" --refiner "$OUT/$weights/refiner.pt")

@@ -40,8 +40,9 @@ def thick_series(image: sitk.Image, label: sitk.Image, thickness_mm: float) -> t
     fine.SetSize([size[0], size[1], slabs * per_slab])
     fine.SetOutputSpacing([spacing[0], spacing[1], fine_mm])
     fine.SetInterpolator(sitk.sitkLinear)
+    lesion = label > 0  # the share of each slab the lesion covers, whatever value the label stores it as
     averaged = [sitk.BinShrink(fine.Execute(sitk.Cast(volume, sitk.sitkFloat32)), [1, 1, per_slab])
-                for volume in (image, label)]
+                for volume in (image, lesion)]
     thick_image = sitk.Cast(sitk.Round(averaged[0]), sitk.sitkInt16)
     thick_label = sitk.Cast(averaged[1] > LABEL_COVERAGE, sitk.sitkUInt8)
     return thick_image, thick_label

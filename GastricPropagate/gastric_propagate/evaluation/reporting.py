@@ -198,7 +198,9 @@ def write_figure(rows: list[dict], path: str | Path, example: dict | None = None
     axes.set_xticks(range(1, len(methods) + 1), methods)
     axes.set_ylabel("Dice")
     axes.set_ylim(0, 1)
-    axes.set_title(f"Dice per method, annotation '{variant}' ({len({row['case'] for row in rows})} cases)")
+    plotted = {row["case"] for row in rows if row["variant"] == variant and row["method"] in methods
+               and math.isfinite(row["dice"])}
+    axes.set_title(f"Dice per method, annotation '{variant}' ({len(plotted)} cases)")
     axes.grid(axis="y", alpha=0.3)
     if example is not None:
         _draw_example(bottom, example)

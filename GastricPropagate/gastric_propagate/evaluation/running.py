@@ -106,7 +106,7 @@ class _EngineMethods:
         if self._segmenter is None:
             self._segmenter = Segmenter(device=self._device)
         key, result = self._results.get(consensus, (None, None))
-        if key != case_key or result is None:
+        if case_key is None or key != case_key or result is None:  # no key: nothing says it is the same case
             # Whoever paints a slice other than the largest says so, as a user of the CLI or module would.
             variant = case_key[1] if isinstance(case_key, tuple) else None
             options = PropagationOptions(use_consensus=consensus,

@@ -273,5 +273,6 @@ def _largest_difference(network, session) -> float:
         batch[:, 3:] = batch[:, 3:] > 0  # the mask channels hold 0 or 1
         expected = torch_runner(batch)
         found = session.run([OUTPUT], {INPUT: batch})[0]
-        largest = max(largest, float(np.abs(found - expected).max()))
+        difference = float(np.abs(found - expected).max())
+        largest = max(largest, difference if np.isfinite(difference) else float("inf"))  # NaN: no match at all
     return largest

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "thick_slices.py"
@@ -20,13 +21,14 @@ def _write_case(folder: Path, name: str, image: np.ndarray, label: np.ndarray, s
         sitk.WriteImage(volume, str(folder / f"{name}_{suffix}.nii.gz"))
 
 
-def test_thick_slices_average_the_thin_ones_and_label_where_the_lesion_covers_more_than_a_quarter(tmp_path):
+@pytest.mark.parametrize("value", [1, 2])  # a label stored as 2 is the same lesion
+def test_thick_slices_average_the_thin_ones_and_label_where_the_lesion_covers_more_than_a_quarter(tmp_path, value):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     # 21 slices of 1 mm: HU rises 10 per slice; the lesion on thin slices 5-11 (7 mm, centred on 8 mm)
     image = np.repeat(np.arange(21, dtype=np.int16)[:, None, None] * 10, 6, axis=1).repeat(6, axis=2)
     label = np.zeros_like(image, dtype=np.uint8)
-    label[5:12, 2:4, 2:4] = 1
+    label[5:12, 2:4, 2:4] = value
     _write_case(data, "thin", image, label, 1.0)
     _write_case(data, "thick", image[::5], label[::5], 5.0)  # already 5 mm: left out
     done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(data), "--out", str(out), "--thickness", "5"],

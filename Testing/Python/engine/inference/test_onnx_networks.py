@@ -246,3 +246,17 @@ def test_the_export_command_writes_both_files_and_keeps_existing_ones_unless_ove
     assert "already exists" in capsys.readouterr().err
     assert {stage: onnx_path(path).read_bytes() for stage, path in weights.items()} == written
     assert all(load_onnx(onnx_path(path), stage=stage) for stage, path in weights.items())
+
+
+def test_an_onnx_output_holding_nan_never_passes_the_export_check():
+    """max(0.0, nan) is 0.0 in Python: a NaN difference must count as no match, not as none."""
+    from gastric_propagate.inference import onnx_networks
+
+    network = _tiny(4)
+
+    class NanSession:
+        def run(self, outputs, feeds):
+            batch = next(iter(feeds.values()))
+            return [np.full((batch.shape[0], *batch.shape[2:]), np.nan, dtype=np.float32)]
+
+    assert not onnx_networks._largest_difference(network, NanSession()) <= TOLERANCE
