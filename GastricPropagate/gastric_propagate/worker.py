@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TYPE_CHECKING, BinaryIO, Callable, TextIO
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError, WeightsError
@@ -103,13 +103,26 @@ def _file_identity(path: str | Path) -> tuple | None:
         status = os.stat(path)
     except OSError:
         return None  # read_volume says what is wrong with it
-    return (os.path.abspath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    # The change time too: a file rewritten in place at the same size within the file system's time resolution, or
+    # given its old modification time back (cp -p), keeps the other fields.
+    return (os.path.abspath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+            status.st_ctime_ns)
+
+
+def _request_id(line: str) -> object:
+    """The ``id`` of a line that is a JSON object, before anything else of it is checked (its RESULT carries it even
+    when the request is refused); None otherwise."""
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return request.get("id") if isinstance(request, dict) else None
 
 
 def _request(line: str) -> dict:
     try:
         request = json.loads(line)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python's parser goes
         raise InputError(f"The request is not one JSON object on one line ({error}).") from None
     if not isinstance(request, dict):
         raise InputError("The request is not a JSON object.")
@@ -131,13 +144,20 @@ def _request(line: str) -> dict:
     return request
 
 
-def _lines(stream: TextIO) -> queue.Queue:
-    """The stream's lines, read by a daemon thread into a queue; None once it is closed."""
+def _lines(stream) -> queue.Queue:
+    """The stream's lines, read by a daemon thread into a queue; None once it is closed. A binary stream's lines are
+    decoded as UTF-8 here, one by one: a line that is not UTF-8 is queued as the InputError it is, and the lines after
+    it are still read (a text stream would end at the first bad byte)."""
     lines: queue.Queue = queue.Queue()
 
     def read() -> None:
         try:
             for line in stream:
+                if isinstance(line, bytes):
+                    try:
+                        line = line.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        line = InputError(f"The request is not UTF-8 text ({error}).")
                 lines.put(line)
         finally:
             lines.put(None)
@@ -181,7 +201,7 @@ def _print_progress(stage: str, done: int, total: int) -> None:
     print(progress_line(stage, done, total), flush=True)
 
 
-def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = None, *,
+def serve(segmenter, requests: TextIO | BinaryIO | None = None, replies: TextIO | None = None, *,
           idle_seconds: float = DEFAULT_IDLE_SECONDS, log: Callable[[str], None] | None = None) -> int:
     """Answers the requests read from ``requests`` (stdin) on ``replies`` (stdout) with ``segmenter`` (loaded
     once, by the caller) until ``requests`` closes or none came for ``idle_seconds``; returns 0 then.
@@ -191,7 +211,7 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
     """
     from gastric_propagate.file_segmentation import segment_files
 
-    requests = sys.stdin if requests is None else requests
+    requests = sys.stdin.buffer if requests is None else requests  # bytes: decoded line by line (_lines)
     replies = sys.stdout if replies is None else replies
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
@@ -206,18 +226,19 @@ def serve(segmenter, requests: TextIO | None = None, replies: TextIO | None = No
     lines, served, last_image = _lines(requests), 0, LastImage()
     while True:
         try:
-            line = lines.get(timeout=idle_seconds)
+            line = lines.get(timeout=min(idle_seconds, threading.TIMEOUT_MAX))  # a larger one overflows the wait
         except queue.Empty:
             log(f"gastric-propagate serve: no request for {idle_seconds:g} s; ending")
             return 0
         if line is None:
             return 0
-        if not line.strip():
+        if isinstance(line, str) and not line.strip():
             continue
-        started, request_id = time.perf_counter(), None
+        started, request_id = time.perf_counter(), None if isinstance(line, InputError) else _request_id(line)
         try:
+            if isinstance(line, InputError):
+                raise line
             request = _request(line)
-            request_id = request.get("id")
             if "preload" in request:
                 last_image.read(request["preload"])
                 code, message = EXIT_OK, f"read {request['preload']}"

@@ -286,3 +286,56 @@ def test_a_preloaded_ct_is_read_once_ahead_and_the_run_on_it_reads_it_no_more(ca
     segment_files(case["ct"], case["painted"], tmp_path / "direct.nrrd", segmenter=oracle_segmenter)
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd"))),
                           sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct.nrrd"))))
+
+
+def test_a_request_that_is_not_utf8_is_answered_as_bad_input_and_the_requests_after_it_are_served(case, tmp_path,
+                                                                                                 oracle_segmenter):
+    """stdin is read as bytes and decoded line by line: a text stream ended the worker at the first bad byte."""
+    good = request(case, tmp_path / "good.nrrd", id="good")
+    stream = io.BytesIO(b'{"id": 1, "preload": "ct\xff.nrrd"}\n' + good.encode() + b"\n")
+    out = io.StringIO()
+    assert serve(oracle_segmenter, stream, out) == 0
+    _, results = replies(out.getvalue())
+    assert [(result["id"], result["code"]) for result in results] == [(None, 2), ("good", 0)]
+    assert "not UTF-8 text" in results[0]["message"] and (tmp_path / "good.nrrd").is_file()
+
+
+def test_a_refused_request_s_result_carries_its_id(oracle_segmenter):
+    nested = "[" * 100_000 + "]" * 100_000  # deeper than Python's parser goes: not a request, not a crash
+    out = io.StringIO()
+    assert serve(oracle_segmenter, io.StringIO(f'{{"id": 7, "image": "a"}}\n{nested}\n'), out) == 0
+    _, results = replies(out.getvalue())
+    assert [(result["id"], result["code"]) for result in results] == [(7, 2), (None, 2)]
+    assert "no annotation, output path" in results[0]["message"]
+
+
+def test_an_idle_timeout_beyond_what_a_wait_can_take_is_a_long_wait(oracle_segmenter):
+    import threading
+
+    read, write = os.pipe()  # the worker waits on an open input until it closes, 0.3 s later
+    threading.Timer(0.3, os.close, (write,)).start()
+    with os.fdopen(read, "rb") as requests:
+        assert serve(oracle_segmenter, requests, io.StringIO(), idle_seconds=1e12) == 0
+
+
+def test_the_kept_ct_is_read_again_when_its_file_was_rewritten_with_its_old_modification_time(case, tmp_path):
+    """cp -p, or a rewrite at the same size within the file system's clock resolution: only the change time tells."""
+    import time
+
+    from gastric_propagate.worker import LastImage
+
+    path = tmp_path / "ct.nrrd"
+    first = sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(case["ct"]))))  # no header extras
+    sitk.WriteImage(first, str(path), useCompression=False)  # raw voxels: the same size whatever they hold
+    last = LastImage()
+    last.read(path)
+    status = os.stat(path)
+    changed = sitk.GetArrayFromImage(first)
+    changed[:] = 7
+    written = sitk.GetImageFromArray(changed)
+    written.CopyInformation(first)
+    time.sleep(0.01)
+    sitk.WriteImage(written, str(path), useCompression=False)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))  # the old modification time back
+    assert os.stat(path).st_size == status.st_size and os.stat(path).st_mtime_ns == status.st_mtime_ns
+    assert (sitk.GetArrayViewFromImage(last.read(path)[0]) == 7).all()
