@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.volumes import companion_files, matching_extension
+from gastric_propagate.data.volumes import companion_files, matching_extension, written_data_files
 
 # Output formats that keep a 3D label's whole geometry (size, spacing, origin and direction).
 SINGLE_FILE_OUTPUTS = (".nrrd", ".nii.gz", ".nii", ".mha")
@@ -65,7 +65,12 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
             if other_what != what and _same_file(path, other):
                 raise InputError(f"The {what} and the {other_what} are the same file ({path}): one would overwrite "
                                  "the other. Give them different paths.")
+            if other_what != what and any(_same_file(data, other) for data in written_data_files(path)):
+                raise InputError(f"The {other_what} {other} is where the {what} {path} writes its voxels: one "
+                                 "would overwrite the other. Give them different names.")
         refuse_existing(path, overwrite)
+        for data in written_data_files(path):  # a header's data file left from an earlier run is an output too
+            refuse_existing(data, overwrite)
         check_writable_folder(path.parent, f"the {what} {path}")
 
 

@@ -148,18 +148,25 @@ def _check_complete(path: Path, nbytes: int, what: str) -> None:
 DATA_FILES = {".hdr": (".img", ".img.gz"), ".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
 
 
+def written_data_files(path: str | Path) -> list[Path]:
+    """The data files ITK writes beside a header (``ct.nhdr`` -> ``ct.raw``, or ``ct.raw.gz`` compressed); []."""
+    path = Path(path)
+    extension = matching_extension(path, tuple(DATA_FILES))
+    if extension is None:
+        return []
+    return [path.with_name(path.name[:-len(extension)] + suffix) for suffix in DATA_FILES[extension]]
+
+
 def companion_files(path: str | Path) -> list[Path]:
     """The other files of a volume held as header + data: a header's data files (as ITK names them when it writes
     the header, and as the header names them), or a .img's header; [] for a volume in one file."""
     path = Path(path)
-    extension = matching_extension(path, tuple(DATA_FILES) + (".img", ".img.gz"))
-    if extension is None:
-        return []
-    stem = path.name[:-len(extension)]
-    if extension in (".img", ".img.gz"):
-        return [path.with_name(stem + ".hdr")]
-    files = [path.with_name(stem + suffix) for suffix in DATA_FILES[extension]]
-    named = _named_data_file(path) if extension != ".hdr" and path.is_file() else None
+    extension = matching_extension(path, (".img", ".img.gz"))
+    if extension is not None:
+        return [path.with_name(path.name[:-len(extension)] + ".hdr")]
+    files = written_data_files(path)
+    named = _named_data_file(path) if files and matching_extension(path, (".hdr",)) is None and path.is_file() \
+        else None
     return files + ([named[0]] if named is not None and named[0] not in files else [])
 
 

@@ -67,3 +67,16 @@ def test_an_output_whose_data_file_is_a_file_of_the_input_is_refused_even_with_o
                                     overwrite=True, mask_outputs=("output",))
     output_checks.check_outputs({"output": tmp_path / ("other" + Path(output_name).suffix)},
                                 inputs=[tmp_path / input_name], overwrite=True, mask_outputs=("output",))
+
+
+def test_a_header_output_s_data_file_counts_as_an_output_too(tmp_path):
+    """ITK writes out.nhdr's voxels to out.raw.gz: a report there, or one left from an earlier run, is refused before
+    the run (it would overwrite the mask's voxels, or fail the run only at its end)."""
+    check = output_checks.check_outputs
+    with pytest.raises(InputError, match=r"report .*out\.raw\.gz is where the output .*out\.nhdr writes its voxels"):
+        check({"output": tmp_path / "out.nhdr", "report": tmp_path / "out.raw.gz"}, overwrite=True,
+              mask_outputs=("output",))
+    (tmp_path / "out.raw.gz").write_bytes(b"an earlier run's voxels")
+    with pytest.raises(InputError, match=r"out\.raw\.gz already exists.*--overwrite"):
+        check({"output": tmp_path / "out.nhdr"}, mask_outputs=("output",))
+    check({"output": tmp_path / "out.nhdr"}, overwrite=True, mask_outputs=("output",))
