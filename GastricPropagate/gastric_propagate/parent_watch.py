@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 
 logger = logging.getLogger(__name__)
 
-#: How often the parent is looked at: Cancel must end the work within 0.5 s.
+#: How often the parent is looked at, and how long the process then has to end as SIGTERM ends it (temporary outputs
+#: removed, renames finished) before it is ended at once: Cancel must end the work within 0.5 s.
 POLL_SECONDS = 0.1
+GRACE_SECONDS = 0.2
 
 
-def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS) -> bool:
-    """Starts a daemon thread that ends this process at once (``os._exit(code)``, as a kill would) when its parent
-    process has ended; returns False when the parent cannot be watched here (the process then runs as before)."""
+def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS, grace_seconds: float = GRACE_SECONDS) -> bool:
+    """Starts a daemon thread that, once this process's parent has ended, sends this process SIGTERM (the command
+    line unwinds on it: exit 143, nothing half-written) and, if it still runs ``grace_seconds`` later (the main thread
+    inside a network, say), ends it at once with ``os._exit(code)``, as a kill would. Returns False when the parent
+    cannot be watched here (the process then runs as before)."""
     parent = os.getppid()
     ended = _windows_parent_ended(parent) if sys.platform == "win32" else _posix_parent_ended(parent)
     if ended is None:
@@ -31,6 +36,9 @@ def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS) -> bool:
     def watch() -> None:
         while not ended(poll_seconds):
             pass
+        if sys.platform != "win32":  # on Windows SIGTERM would end it at once too, without the unwinding
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(grace_seconds)
         os._exit(code)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

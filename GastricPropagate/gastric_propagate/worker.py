@@ -33,7 +33,8 @@ included), 3 unusable weights, 1 any other failure; the message says what went w
 process has answered, this one included. The worker's own exit codes are the command line's: 0 when its input closed
 or it was idle for ``--idle-timeout`` seconds, 2 or 3 when the device or the weights cannot be used (before READY),
 130 / 143 when interrupted or terminated (a run in progress then writes nothing). Its outputs are written as the
-segment command writes them (``data.outputs.OutputBatch``): whole or not at all, whatever happens to the worker.
+segment command writes them (``data.outputs.OutputBatch``): whole or not at all, whatever happens to the worker
+(killed outright, it may leave a ``.partial`` folder beside them).
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Every output is first written under a temporary folder beside its destination (`
 renamed into place. A header + data format (``.nhdr``, ``.mhd``, ``.hdr``) is written there with its final names,
 so the header names the right data file; the data file is renamed first, the header last. Several outputs of one
 run (a mask and its report) are renamed together, after all of them were written, and SIGTERM/SIGINT received
-during the renames are held until the renames are done. A crash or SIGTERM therefore leaves the old files or the
-whole new ones, and no ``.partial`` folder. Without ``overwrite`` an output is put in place by a hard link, not a
-rename, so that a file that appeared there during the run (another run's) is never replaced.
+during the renames are held until the renames are done. An exception or SIGTERM therefore leaves the old files or
+the whole new ones, and no ``.partial`` folder; a process killed outright (SIGKILL, the system out of memory, a
+crash of the interpreter) may leave a ``.partial`` folder beside the outputs, never a half-written output. Without
+``overwrite`` an output is put in place by a hard link, not a rename, so that a file that appeared there during the
+run (another run's) is never replaced.
 """
 
 from __future__ import annotations

@@ -69,6 +69,17 @@ def test_a_run_whose_launcher_was_killed_ends_within_half_a_second_with_the_watc
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_orphan_is_sent_sigterm_first_so_that_it_can_unwind(tmp_path):
+    """The command line unwinds on SIGTERM (temporary outputs removed): the watch sends it before ending the process
+    outright."""
+    marker = tmp_path / "unwound"
+    handler = (f"import signal, sys; signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').close(), "
+               "sys.exit(143))); exit_with_parent(130)")
+    _pid, ended_after = _orphan_after_launcher_killed(handler)
+    assert ended_after is not None and ended_after < 0.5 and marker.is_file()
+
+
 @pytest.mark.parametrize("command, asked, watched", [
     ("segment", "1", True), ("serve", "1", True), ("segment", None, False), ("evaluate", "1", False)])
 def test_only_segment_and_serve_watch_their_parent_and_only_when_it_asks(monkeypatch, tmp_path, command, asked,
