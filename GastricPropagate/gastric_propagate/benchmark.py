@@ -371,10 +371,10 @@ def run_with_peak(module: str, arguments: list[str]) -> tuple[int, str, Peak | N
             process.returncode = os.waitstatus_to_exitcode(status)
         code = process.wait()
         if report.is_file():
-            return code, stderr, Peak(int(report.read_text()) / 1024 ** 2, own=True)  # kB
+            return code, stderr, Peak(int(report.read_text()) * 1024 / 1e9, own=True)  # kB (of 1024 bytes) -> GB
     if usage is None:
         return code, stderr, None
-    per_gb = 1024 ** 3 if sys.platform == "darwin" else 1024 ** 2  # bytes on macOS, kB elsewhere
+    per_gb = 1e9 if sys.platform == "darwin" else 1e9 / 1024  # bytes on macOS, kB elsewhere
     return code, stderr, Peak(usage.ru_maxrss / per_gb, own=False)
 
 

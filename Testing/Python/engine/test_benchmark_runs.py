@@ -86,7 +86,7 @@ def test_the_peak_of_a_child_leaves_out_the_memory_of_its_parent():
     held = np.ones(100_000_000)  # 800 MB in this process, every page touched
     code, stderr, peak = run_with_peak("platform", [])
     assert code == 0, stderr
-    assert peak.own and peak.gb < 0.2 < held.nbytes / 1024 ** 3  # a bare interpreter: about 0.01 GB
+    assert peak.own and peak.gb < 0.2 < held.nbytes / 1e9  # a bare interpreter: about 0.01 GB
 
 
 def test_a_warm_run_is_painted_again_one_rim_pixel_short_and_each_time_another():
