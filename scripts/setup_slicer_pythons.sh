@@ -22,8 +22,11 @@ for version in 3.9 3.12; do
         continue
     fi
     [ -x "$venv/bin/python" ] || "$found" -m venv "$venv"
-    # The engine's run-time packages as pyproject.toml gives them, torch left out.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "onnxruntime>=1.16" "numpy>=1.24" \
+    # The engine's run-time packages as pyproject.toml gives them, torch left out; onnxruntime pinned as there (1.32
+    # needs Python 3.11: Python 3.9 takes 1.19.2, the last release for it).
+    runtime="onnxruntime==1.32.0"
+    [ "$version" = 3.9 ] && runtime="onnxruntime==1.19.2"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$runtime" "numpy>=1.24" \
         "SimpleITK>=2.3" "scipy>=1.10" "tqdm>=4.60"
     echo "Python $version for the Slicer test ($venv/): $("$venv/bin/python" -m pip show onnxruntime numpy \
         | awk '/^Name|^Version/ {printf "%s ", $2}')"
