@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,15 @@ from gastric_propagate.inference.pipeline import Segmenter
 from gastric_propagate.inference.preprocessing import Preprocessing
 
 SPACING = (0.8, 0.8, 2.5)
+SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts are not a package), to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class OracleProposer(nn.Module):

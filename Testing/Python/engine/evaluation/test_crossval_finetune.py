@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "crossval_finetune.py"
+from conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("crossval_finetune", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("crossval_finetune")
 
 
 def _pairs(names):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from conftest import load_script
 from gastric_propagate.inference.checkpoints import bundled_weights
 from gastric_propagate.metrics import dice
 from gastric_propagate.synthetic.generators import generated_cases
@@ -19,10 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "opinions_breakdown.p
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("opinions_breakdown", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("opinions_breakdown")
 
 
 def _disc(shape, centre, radius):
