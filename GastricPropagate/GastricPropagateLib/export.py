@@ -14,7 +14,7 @@ import slicer
 
 from .i18n import _
 from .results_table import writeTableCsv
-from .segment_arrays import isLabelmapSource, sourceRepresentationName, temporaryNodes
+from .segment_arrays import sourceRepresentationName, temporaryNodes
 
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
@@ -34,12 +34,14 @@ def exportSegmentation(segmentationNode, path) -> str:
     """Writes all segments of ``segmentationNode`` to a .seg.nrrd file. Returns the path.
 
     Raises:
-        ValueError: the segmentation stores another representation than binary labelmaps (closed surfaces, say):
-            Slicer writes those as a .seg.vtm multiblock, never as a .seg.nrrd.
+        ValueError: the segmentation stores its segments as polydata (closed surfaces, planar contours): Slicer's
+            storage node writes those as a VTK multiblock (.seg.vtm) under whatever name it is given.
     """
     path = _checkedPath(path, (".seg.nrrd", ".nrrd"))
     segmentation = segmentationNode.GetSegmentation()
-    if not isLabelmapSource(segmentation):
+    storesPolyData = (getattr(segmentation, "IsSourceRepresentationPolyData", None)
+                      or segmentation.IsMasterRepresentationPolyData)  # the older name (Slicer before 5.4)
+    if storesPolyData():
         raise ValueError(_(
             "The segmentation '{seg}' stores its segments as '{representation}', which a .seg.nrrd file cannot "
             "hold. Save it with File > Save (as .seg.vtm), or export the tumour with 'Export NIfTI'.").format(

@@ -56,7 +56,7 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
                 raise InputError(f"The {what} {path} is the input file {source}: writing it would destroy your "
                                  "input. Choose another output path.")
             # A header + data format writes (or reads) two files: .hdr + .img, .mhd + .raw, .nhdr + .raw.
-            shared = next((written for written in (path, *companion_files(path))
+            shared = next((written for written in (path, *written_data_files(path))
                            for read in (source, *companion_files(source)) if _same_file(written, read)), None)
             if shared is not None:
                 raise InputError(f"The {what} {path} would write {shared}, a file of the input {source}: writing it "

@@ -144,29 +144,42 @@ def _check_complete(path: Path, nbytes: int, what: str) -> None:
         raise _truncated(path, what, max(available - offset, 0), nbytes)
 
 
-# The data files ITK writes beside a header, by the header's extension (the first when uncompressed).
+# The data files ITK puts beside a header, by the header's extension: uncompressed, then compressed (ITK's NIfTI
+# writer leaves a .hdr's .img uncompressed either way); the same case as the header's extension (CT.HDR: CT.IMG).
 DATA_FILES = {".hdr": (".img", ".img.gz"), ".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
+# The one this tool's outputs get: they are written compressed (``outputs.OutputBatch``).
+WRITTEN_DATA_FILE = {".hdr": ".img", ".mhd": ".zraw", ".nhdr": ".raw.gz"}
+
+
+def _in_case_of(extension: str, written: str) -> str:
+    return extension.upper() if written.isupper() else extension
 
 
 def written_data_files(path: str | Path) -> list[Path]:
-    """The data files ITK writes beside a header (``ct.nhdr`` -> ``ct.raw``, or ``ct.raw.gz`` compressed); []."""
+    """The data file this tool writes beside a header output (``mask.nhdr`` -> ``mask.raw.gz``); [] for one file."""
     path = Path(path)
     extension = matching_extension(path, tuple(DATA_FILES))
     if extension is None:
         return []
-    return [path.with_name(path.name[:-len(extension)] + suffix) for suffix in DATA_FILES[extension]]
+    stem, written = path.name[:-len(extension)], path.name[-len(extension):]
+    return [path.with_name(stem + _in_case_of(WRITTEN_DATA_FILE[extension], written))]
 
 
 def companion_files(path: str | Path) -> list[Path]:
-    """The other files of a volume held as header + data: a header's data files (as ITK names them when it writes
-    the header, and as the header names them), or a .img's header; [] for a volume in one file."""
+    """The other files of an existing volume held as header + data: a header's data files (those of ITK's names that
+    exist, and the one the header names), or a .img's header; [] for a volume in one file."""
     path = Path(path)
     extension = matching_extension(path, (".img", ".img.gz"))
     if extension is not None:
-        return [path.with_name(path.name[:-len(extension)] + ".hdr")]
-    files = written_data_files(path)
-    named = _named_data_file(path) if files and matching_extension(path, (".hdr",)) is None and path.is_file() \
-        else None
+        stem, written = path.name[:-len(extension)], path.name[-len(extension):]
+        return [path.with_name(stem + _in_case_of(".hdr", written))]
+    extension = matching_extension(path, tuple(DATA_FILES))
+    if extension is None:
+        return []
+    stem, written = path.name[:-len(extension)], path.name[-len(extension):]
+    files = [path.with_name(stem + _in_case_of(suffix, written)) for suffix in DATA_FILES[extension]]
+    files = [file for file in files if file.exists()]
+    named = _named_data_file(path) if extension != ".hdr" and path.is_file() else None
     return files + ([named[0]] if named is not None and named[0] not in files else [])
 
 
@@ -184,18 +197,19 @@ def _named_data_file(path: Path) -> tuple[Path, str, int] | None:
         encoding = re.search(r"^encoding\s*:\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
         compression = {"raw": "", "gzip": "gzip", "gz": "gzip"}.get(encoding.group(1).lower() if encoding else "")
         start = -1 if re.search(r"^(byte|line) ?skip\s*:", text, re.MULTILINE | re.IGNORECASE) else 0
-    if (name is None or compression is None or start < 0 or name.group(1).upper() in ("LOCAL", "LIST")
-            or "%" in name.group(1)):
+    if (name is None or compression is None or start < 0 or name.group(1).split()[0].upper() in ("LOCAL", "LIST")
+            or "%" in name.group(1)
+            or re.search(r"^BinaryData\s*=\s*False", text, re.MULTILINE | re.IGNORECASE)):  # text voxels
         return None
     return path.parent / name.group(1), compression, start
 
 
 def _data_file(path: Path, what: str) -> tuple[Path, str, int] | None:
-    """``_named_data_file`` for a .mhd or .nhdr, and the .img (or .img.gz) of a .hdr; InputError when that file does
-    not exist; None for a volume in one file."""
+    """``_named_data_file`` for a .mhd or .nhdr, and the .img (or .img.gz, in the header's case) of a .hdr;
+    InputError when that file does not exist; None for a volume in one file."""
     if matching_extension(path, (".hdr",)) is not None:
-        candidates = companion_files(path)[:2]
-        data = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
+        stem, written = path.name[:-len(".hdr")], path.name[-len(".hdr"):]
+        data = next(iter(companion_files(path)), path.with_name(stem + _in_case_of(".img", written)))
         found = (data, "gzip" if data.is_file() and _is_gzip(data) else "", 0)
     elif matching_extension(path, (".mhd", ".nhdr")) is not None:
         found = _named_data_file(path)

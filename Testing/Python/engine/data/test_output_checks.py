@@ -50,23 +50,31 @@ def test_an_output_that_is_a_device_or_a_link_is_refused_even_with_overwrite(tmp
     assert (tmp_path / "null").is_symlink()
 
 
-@pytest.mark.parametrize("input_name, output_name, shared", [
-    ("ct.img", "ct.hdr", "ct.hdr"),  # ITK reads ct.img through ct.hdr (and writing ct.hdr writes ct.img)
-    ("ct.mhd", "ct.nhdr", "ct.raw"),  # both headers keep their voxels in ct.raw
-    ("ct.nhdr", "ct.mhd", "ct.raw")])
-def test_an_output_whose_data_file_is_a_file_of_the_input_is_refused_even_with_overwrite(tmp_path, input_name,
-                                                                                         output_name, shared):
+def test_an_output_that_writes_a_file_of_the_input_is_refused_even_with_overwrite(tmp_path):
     import numpy as np
     import SimpleITK as sitk
 
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)),
-                    str(tmp_path / input_name.replace(".img", ".hdr")))
-    assert (tmp_path / shared).is_file() and (tmp_path / input_name).is_file() and shared != input_name
-    with pytest.raises(InputError, match=rf"would write {tmp_path / shared}, a file of the input .*destroy your input"):
-        output_checks.check_outputs({"output": tmp_path / output_name}, inputs=[tmp_path / input_name],
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(tmp_path / "ct.hdr"))
+    with pytest.raises(InputError, match=rf"would write {tmp_path / 'ct.hdr'}, a file of the input .*destroy"):
+        output_checks.check_outputs({"output": tmp_path / "ct.hdr"}, inputs=[tmp_path / "ct.img"],  # read via .hdr
                                     overwrite=True, mask_outputs=("output",))
-    output_checks.check_outputs({"output": tmp_path / ("other" + Path(output_name).suffix)},
-                                inputs=[tmp_path / input_name], overwrite=True, mask_outputs=("output",))
+    output_checks.check_outputs({"output": tmp_path / "other.hdr"}, inputs=[tmp_path / "ct.img"], overwrite=True,
+                                mask_outputs=("output",))
+
+
+@pytest.mark.parametrize("input_name, compressed, output_name", [("ct.mhd", False, "ct.nhdr"),
+                                                                 ("ct.nhdr", True, "ct.mhd")])
+def test_an_output_of_the_same_stem_that_writes_another_data_file_is_accepted(tmp_path, input_name, compressed,
+                                                                              output_name):
+    """The outputs are written compressed: ct.nhdr's voxels go to ct.raw.gz, ct.mhd's to ct.zraw, never over an
+    input's ct.raw (nor over a ct.raw.gz the input's header does not name)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(tmp_path / input_name),
+                    useCompression=compressed)
+    output_checks.check_outputs({"output": tmp_path / output_name}, inputs=[tmp_path / input_name], overwrite=True,
+                                mask_outputs=("output",))
 
 
 def test_a_header_output_s_data_file_counts_as_an_output_too(tmp_path):
@@ -80,3 +88,5 @@ def test_a_header_output_s_data_file_counts_as_an_output_too(tmp_path):
     with pytest.raises(InputError, match=r"out\.raw\.gz already exists.*--overwrite"):
         check({"output": tmp_path / "out.nhdr"}, mask_outputs=("output",))
     check({"output": tmp_path / "out.nhdr"}, overwrite=True, mask_outputs=("output",))
+    (tmp_path / "other.raw").write_bytes(b"not what other.nhdr writes (other.raw.gz)")
+    check({"output": tmp_path / "other.nhdr"}, mask_outputs=("output",))

@@ -199,3 +199,31 @@ def test_paths_that_are_not_a_file_say_what_they_are(tmp_path):
                           (tmp_path / "missing.nrrd", "does not exist")):
         with pytest.raises(InputError, match=message):
             volumes.read_volume(path)
+
+
+def test_header_and_data_layouts_itk_reads_are_read(tmp_path):
+    """What the data-file checks must not refuse: an upper-case Analyze pair (CT.HDR + CT.IMG, as old exports name
+    them), slices listed one file each (NRRD 'LIST 2', MetaImage 'LIST 2D'), a MetaImage of text voxels."""
+    voxels = np.arange(120, dtype=np.int16).reshape(4, 5, 6)
+    image = sitk.GetImageFromArray(voxels)
+    sitk.WriteImage(image, str(tmp_path / "ct.hdr"))
+    (tmp_path / "ct.hdr").rename(tmp_path / "CT.HDR")
+    (tmp_path / "ct.img").rename(tmp_path / "CT.IMG")
+    slices = [tmp_path / f"slice{k}.raw" for k in range(4)]
+    for k, path in enumerate(slices):
+        path.write_bytes(voxels[k].tobytes())
+    (tmp_path / "list.nhdr").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 4\nendian: little\nencoding: raw\ndata file: LIST 2\n"
+        + "".join(f"{path.name}\n" for path in slices))
+    (tmp_path / "list.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 6 5 4\nElementType = MET_SHORT\nBinaryDataByteOrderMSB = False\n"
+        "ElementDataFile = LIST 2D\n" + "".join(f"{path.name}\n" for path in slices))
+    (tmp_path / "text.txt").write_text(" ".join(str(value) for value in voxels.ravel()) + " \n")
+    (tmp_path / "text.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 6 5 4\nElementType = MET_SHORT\n"
+                                       "BinaryData = False\nElementDataFile = text.txt\n")
+    for name in ("CT.HDR", "list.nhdr", "list.mhd", "text.mhd"):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(volumes.read_volume(tmp_path / name)), voxels, name)
+    content = (tmp_path / "CT.IMG").read_bytes()
+    (tmp_path / "CT.IMG").write_bytes(content[:len(content) // 2])
+    with pytest.raises(InputError, match=r"CT\.IMG is truncated"):
+        volumes.read_volume(tmp_path / "CT.HDR")
