@@ -39,11 +39,12 @@ class GastricPropagate(ScriptedLoadableModule):
             "2. Select the CT and that segment here and click <b>Propagate</b>.<br>"
             "The result is a new segment, <i>Tumour (propagated)</i>, beside the painted one, which is never "
             "changed. Check the least confident slice first, then correct with the Segment Editor.<br>"
-            "The networks run on the GPU when PyTorch has one, otherwise on the CPU. Research use only; not for "
-            "clinical decisions.")
+            "The networks run on the GPU when there is an NVIDIA one, otherwise on the CPU. Research use only; not "
+            "for clinical decisions.")
         self.parent.acknowledgementText = _(
-            "GastricPropagate uses 3D Slicer's Segmentations infrastructure and PyTorch. The networks were trained on "
-            "synthetic phantoms shipped with the extension.")
+            "GastricPropagate uses 3D Slicer's Segmentations infrastructure, PyTorch and ONNX Runtime. The networks "
+            "were trained on synthetic abdominal phantoms and on real lung nodules (LIDC-IDRI) and limb sarcomas "
+            "(TCIA Soft-tissue Sarcoma, via IBSI), CC BY 3.0; never on a real stomach.")
 
 
 #

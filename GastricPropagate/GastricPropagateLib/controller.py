@@ -171,7 +171,7 @@ class RunController:
     def _start(self, fromCorrections: bool) -> None:
         # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
         if not self.ensureDependencies():
-            self.view.setStatus(_("PyTorch is needed; nothing was run."))
+            self.view.setStatus(_("The packages the engine needs are not installed; nothing was run."))
             return
         parameters = self.parameters
         self.logic.device = parameters.device

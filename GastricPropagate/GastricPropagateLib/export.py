@@ -44,7 +44,8 @@ def exportSegmentation(segmentationNode, path) -> str:
     if storesPolyData():
         raise ValueError(_(
             "The segmentation '{seg}' stores its segments as '{representation}', which a .seg.nrrd file cannot "
-            "hold. Save it with File > Save (as .seg.vtm), or export the tumour with 'Export NIfTI'.").format(
+            "hold. Save it with File > Save (as .seg.vtm), or export the tumour with 'Labelmap (.nii.gz)...' (Export "
+            "section).").format(
                 seg=segmentationNode.GetName(), representation=sourceRepresentationName(segmentation)))
     storageNode = slicer.vtkMRMLSegmentationStorageNode()
     storageNode.SetFileName(path)

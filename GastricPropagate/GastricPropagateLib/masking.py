@@ -96,8 +96,8 @@ def maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paint
                 raise InputError(_(
                     "The Segment Editor's masking allows edits only inside one segment, but that segment "
                     "({id}) no longer exists in '{seg}'. In the Segment Editor's Masking section choose an "
-                    "existing segment for 'Editable area' (or 'Everywhere'), or untick 'Use Segment Editor "
-                    "masking' here, then run again.").format(
+                    "existing segment for 'Editable area' (or 'Everywhere'), or untick 'Masking' (respect Segment "
+                    "Editor masking) in this module's Options, then run again.").format(
                         id=maskSegmentId or _("none selected"), seg=segmentationNode.GetName()))
             editable = union([maskSegmentId])
             parts = [_("inside segment '{name}'").format(name=segmentation.GetSegment(maskSegmentId).GetName())]

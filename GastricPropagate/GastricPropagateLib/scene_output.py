@@ -86,7 +86,7 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
         if propagated.any() and not (mask & ~painted).any():
             raise InputError(_(
                 "The result is empty inside the editable area: beyond the painted slice nothing is left. Check "
-                "the Segment Editor's masking settings (or untick 'Use Segment Editor masking'), then run "
+                "the Segment Editor's masking settings (or untick 'Masking' in this module's Options), then run "
                 "again."))
     else:
         for k in prepared.paintedSlices:

@@ -374,7 +374,7 @@ def test_missing_pytorch_starts_nothing():
     controller = controllerWith(logic, ensureDependencies=lambda: False)
     controller.run()
     assert not controller.isRunning and not logic.calls
-    assert controller.view.status[-1] == "PyTorch is needed; nothing was run."
+    assert controller.view.status[-1] == "The packages the engine needs are not installed; nothing was run."
 
 
 def test_opening_the_module_starts_the_worker_in_advance_on_the_chosen_device():

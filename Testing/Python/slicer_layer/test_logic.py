@@ -462,7 +462,7 @@ def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(cas
     editor, insideId = _editorMaskedInsideTheTruth(case)
     case.segmentation.GetSegmentation().RemoveSegment(insideId)
     editor.SetMaskSegmentID(insideId)  # the editor may have dropped it; a saved scene can still name it
-    with pytest.raises(InputError, match="no longer exists.*Masking section.*untick 'Use Segment Editor masking'"):
+    with pytest.raises(InputError, match=r"no longer exists.*Masking section.*untick 'Masking' \(respect Segment"):
         logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
     editor.SetMaskSegmentID("")
     with pytest.raises(InputError, match="none selected"):

@@ -109,7 +109,7 @@ def test_a_surface_segmentation_is_not_exported_as_seg_nrrd(stlCase, tmp_path):
     from GastricPropagateLib.export import exportSegmentation
 
     target = tmp_path / "tumour.seg.nrrd"
-    with pytest.raises(ValueError, match="stores its segments as 'Closed surface'.*cannot hold.*Export NIfTI"):
+    with pytest.raises(ValueError, match=r"as 'Closed surface'.*cannot hold.*Labelmap \(\.nii\.gz\)"):
         exportSegmentation(stlCase.stlSegmentation, target)
     assert not target.exists()
 
