@@ -58,8 +58,8 @@ class GastricPropagateParameterNode:
 
     inputVolume: the CT. segmentationNode / paintedSegmentId: the segment holding the painted slice.
     keyframes: several painted slices are fixed anchors. minSlice / maxSlice: K limits (-1 = none).
-    maxDistanceMm: furthest distance from the painted slice (0 = none). device: where the networks run (cpu-int8:
-    the CPU with their int8 copies, faster).
+    maxDistanceMm: furthest distance beyond the outermost painted slice (0 = none). device: where the networks run
+    (cpu-int8: the CPU with their int8 copies, faster).
     useRefiner: run the refiner stage. useConsensus: vote with registration and the copied outline.
     useEditorMasking: honour the Segment Editor's masking settings.
     paintedIsLargest: the painted slice is the tumour's largest cross-section (the protocol).

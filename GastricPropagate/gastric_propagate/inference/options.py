@@ -123,7 +123,8 @@ class PropagationOptions:
             Without it, an annotation on more than one slice is refused (the single-slice contract).
         min_slice: lowest axial index the result may reach (inclusive), or None.
         max_slice: highest axial index the result may reach (inclusive), or None.
-        max_distance_mm: furthest distance from the nearest anchor slice, along the slice axis, or None.
+        max_distance_mm: furthest distance, along the slice axis, beyond the outermost anchor slices (between two
+            anchors every slice may be reached), or None.
         use_refiner: run the refiner after the proposer (switch off to measure the proposer alone).
         use_consensus: keep the voxels that at least two of three opinions hold: the networks, slice-to-slice
             registration and the painted outline copied along z (see ``inference/consensus.py``), with or without
@@ -152,7 +153,7 @@ class PropagationOptions:
                                     panel_none=-1, help="highest axial index (K) the result may reach")
     max_distance_mm: float | None = _option(
         None, "--max-distance-mm", kind="float", check=distance_mm, parameter="maxDistanceMm", panel_none=0.0,
-        help="furthest distance from the painted slice(s) along the slice axis, in mm")
+        help="furthest distance beyond the outermost painted slice(s) along the slice axis, in mm")
     use_refiner: bool = _option(True, "--no-refiner", parameter="useRefiner", help="proposer only (for comparison)")
     use_consensus: bool = _option(True, "--no-consensus", parameter="useConsensus",
                                   help="the networks' mask alone, without the vote with registration and the copied "
