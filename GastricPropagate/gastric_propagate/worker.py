@@ -110,21 +110,16 @@ def _file_identity(path: str | Path) -> tuple | None:
             status.st_ctime_ns)
 
 
-def _request_id(line: str) -> object:
-    """The ``id`` of a line that is a JSON object, before anything else of it is checked (its RESULT carries it even
-    when the request is refused); None otherwise."""
+def _decoded(line: str) -> object:
+    """The line's JSON value; InputError when it is none."""
     try:
-        request = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return request.get("id") if isinstance(request, dict) else None
-
-
-def _request(line: str) -> dict:
-    try:
-        request = json.loads(line)
+        return json.loads(line)
     except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python's parser goes
         raise InputError(f"The request is not one JSON object on one line ({error}).") from None
+
+
+def _request(request: object) -> dict:
+    """The decoded line as a request, checked; InputError saying what is wrong."""
     if not isinstance(request, dict):
         raise InputError("The request is not a JSON object.")
     if "preload" in request:
@@ -235,11 +230,14 @@ def serve(segmenter, requests: TextIO | BinaryIO | None = None, replies: TextIO 
             return 0
         if isinstance(line, str) and not line.strip():
             continue
-        started, request_id = time.perf_counter(), None if isinstance(line, InputError) else _request_id(line)
+        started, request_id = time.perf_counter(), None
         try:
             if isinstance(line, InputError):
                 raise line
-            request = _request(line)
+            decoded = _decoded(line)
+            # Taken before the checks: a refused request's RESULT carries its id too.
+            request_id = decoded.get("id") if isinstance(decoded, dict) else None
+            request = _request(decoded)
             if "preload" in request:
                 last_image.read(request["preload"])
                 code, message = EXIT_OK, f"read {request['preload']}"

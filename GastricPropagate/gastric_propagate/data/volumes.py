@@ -38,7 +38,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     compressed_mha = _compressed_metaimage(path)
     if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
         raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
-    _data_file(path, what)  # a header whose data file is missing: said so before ITK's own words
+    data_file = _data_file(path, what)  # a header whose data file is missing: said so before ITK's own words
     try:
         reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
         size = reader.GetSize()
@@ -51,13 +51,13 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                              "as 16-bit integers rather than 64-bit floats, then run again.")
         _check_geometry(path, reader, what)
         if not gzipped and compressed_mha is None:
-            _check_complete(path, nbytes, what)  # ITK reads a short NIfTI as zeros
+            _check_complete(path, nbytes, what, data_file)  # ITK reads a short NIfTI as zeros
         image = reader.Execute()
     except RuntimeError as error:
         if gzipped:  # ITK cannot tell a corrupt stream from a foreign file
             _gunzipped_size(path, what)
         if compressed_mha is not None:
-            _check_complete(path, nbytes, what)
+            _check_complete(path, nbytes, what, data_file)
         short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
         if short:  # a NRRD's data ends early
             raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
@@ -125,11 +125,12 @@ def _nrrd_non_finite(path: Path) -> bool:
     return any(re.search(r"nan|inf", value, re.IGNORECASE) for value in fields)
 
 
-def _check_complete(path: Path, nbytes: int, what: str) -> None:
+def _check_complete(path: Path, nbytes: int, what: str, data_file: tuple[Path, str, int] | None) -> None:
     """InputError when an uncompressed file, or the data file of a header, holds fewer bytes of image data than its
     header declares (NIfTI, MetaImage with its data inside, Analyze/NIfTI .hdr + .img, MetaImage .mhd + .raw/.zraw,
-    NRRD .nhdr + raw data: ITK reads a short .nii or .img as zeros, and calls a short .raw a missing file)."""
-    detached = _detached_data(path, nbytes, what)
+    NRRD .nhdr + raw data: ITK reads a short .nii or .img as zeros, and calls a short .raw a missing file).
+    ``data_file``: ``_data_file``'s answer for ``path``."""
+    detached = None if data_file is None else _detached_data(path, data_file, nbytes, what)
     if detached is not None:
         data, held, declared = detached
         if held < declared:
@@ -222,12 +223,10 @@ def _data_file(path: Path, what: str) -> tuple[Path, str, int] | None:
     return found
 
 
-def _detached_data(path: Path, nbytes: int, what: str) -> tuple[Path, int, int] | None:
+def _detached_data(path: Path, found: tuple[Path, str, int], nbytes: int,
+                   what: str) -> tuple[Path, int, int] | None:
     """(the data file, bytes of voxel data it holds, bytes its header declares) for a header whose voxels lie in
-    another file; None for other files."""
-    found = _data_file(path, what)
-    if found is None:
-        return None
+    ``found`` (``_data_file``'s answer); None for a .hdr without a NIfTI or Analyze header."""
     data, compression, start = found
     if matching_extension(path, (".hdr",)) is not None:
         layout = _nifti_header(path, open)  # what the header declares (ITK may return rescaled, larger voxels)
