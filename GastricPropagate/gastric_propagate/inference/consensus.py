@@ -228,14 +228,21 @@ def majority(*opinions: np.ndarray) -> np.ndarray:
     return (2 * votes > len(opinions)).astype(np.uint8)
 
 
-def agreement(opinions: tuple[np.ndarray, ...], slices) -> dict[int, float]:
+def agreement(opinions: tuple[np.ndarray, ...], slices, reaches=None) -> dict[int, float]:
     """Per slice, the share of the voxels any opinion marks that every opinion marks (1: unanimous; 0: none in common,
-    or nothing marked). Where the opinions part, the vote decided a close call: a slice worth a look."""
+    or nothing marked). Where the opinions part, the vote decided a close call: a slice worth a look.
+
+    ``reaches``: per opinion, the (first, last) slice it can mark by design, or None for anywhere (default: all
+    anywhere). Beyond its reach an opinion is not asked: its empty slice there is no disagreement (the copy, from a
+    painted slice that is not the largest, stops at ``REACH_FACTOR`` while the registration and the networks go on)."""
+    reaches = reaches or (None,) * len(opinions)
     shares = {}
     for k in slices:
+        asked = [opinion for opinion, reach in zip(opinions, reaches)
+                 if reach is None or reach[0] <= k <= reach[1]]
         union = np.zeros(opinions[0].shape[1:], dtype=bool)
         common = np.ones(opinions[0].shape[1:], dtype=bool)
-        for opinion in opinions:
+        for opinion in asked:
             union |= opinion[k] > 0
             common &= opinion[k] > 0
         total = int(union.sum())

@@ -207,10 +207,11 @@ class Segmenter:
         anchor_crop = to_crop(painted[anchor_slices].astype(np.float32), grid.in_plane(), default_value=0.0) > 0.5
         _check_anchors_survive(anchor_crop, anchor_slices, prep.pixel_spacing_mm)
         anchors = {grid.working_index(k): anchor_crop[i] for i, k in enumerate(anchor_slices)}
-        # The slice limits on the working slices: those whose CT position lies within them.
+        # The slice limits on the working slices: the working slices that enclose them, so that on thin slices (working
+        # slices 2 mm apart) a limit between two of them is reached; the pasted-back mask is cut to the limits.
         low, high = limits
-        working_limits = (max(0, int(np.ceil((low - grid.origin_z) / grid.step_z - 1e-6))),
-                          min(crop.shape[0] - 1, int(np.floor((high - grid.origin_z) / grid.step_z + 1e-6))))
+        working_limits = (max(0, int(np.floor((low - grid.origin_z) / grid.step_z + 1e-6))),
+                          min(crop.shape[0] - 1, int(np.ceil((high - grid.origin_z) / grid.step_z - 1e-6))))
         return grid, crop, anchors, working_limits
 
     def _propose(self, run: _Run, progress, should_stop) -> PropagationOutput:
@@ -305,7 +306,9 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     mask = mask_from_crop(final[window], run.grid, run.image.shape, window)
     coarse_kept = _keep_connected_to_anchors(coarse.probabilities, run.anchors)
     proposer_mask = mask_from_crop(coarse_kept[window], run.grid, run.image.shape, window)
+    low, high = run.limits
     for target in (mask, proposer_mask):
+        target[:low], target[high + 1:] = 0, 0  # a working slice just past a limit may lie beyond it
         target[run.anchor_slices] = run.painted[run.anchor_slices]
     return mask, proposer_mask
 
@@ -343,14 +346,16 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
     if consensus:  # the vote may reach slices the networks did not
         tumour = painted_slices(mask)
         first, last = min(first, tumour[0]), max(last, tumour[-1])
-    slices = range(max(0, first), min(run.image.shape[0] - 1, last) + 1)
+    slices = range(max(run.limits[0], first), min(run.limits[1], last) + 1)
     # Both read each slice in the box that holds the anchors, and the result and every opinion on these slices, not
     # the whole 512 x 512 slice: nothing outside it counts.
     box = (slice(None),) + in_plane_box([mask, *(opinions or ())], slice(slices.start, slices.stop),
                                         run.anchor_masks.values())
-    confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz,
-                                  agreement=vote.agreement(tuple(o[box] for o in opinions), slices) if consensus
-                                  else None)
+    shares = None
+    if consensus:  # the copy reaches less far than the others when the painted slice is not the largest
+        copy_reach = vote.vote_window(run.anchor_masks, run.spacing_xyz, extent_factor=run.reach_factor)
+        shares = vote.agreement(tuple(o[box] for o in opinions), slices, reaches=(None, None, copy_reach))
+    confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz, agreement=shares)
     cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
     for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
         confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)

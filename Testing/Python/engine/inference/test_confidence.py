@@ -45,3 +45,19 @@ def test_where_the_votes_opinions_part_the_confidence_falls():
     assert voted[1] == round(np.sqrt(alone[1]), 4)  # unanimous: the geometric mean with 1
     assert voted[3] < voted[1] and voted[3] < np.sqrt(alone[3])
     assert agreement((mask * 0, mask * 0), [0]) == {0: 0.0}  # nothing marked: no agreement to speak of
+
+
+def test_an_opinion_beyond_its_reach_is_not_counted_as_disagreeing():
+    from gastric_propagate.inference.consensus import agreement
+
+    mask = np.zeros((5, 32, 32), np.uint8)
+    for k in range(5):
+        mask[k] = _disc(32, 8)
+    short = mask.copy()
+    short[4] = 0  # the third opinion stops at slice 3 by design
+    assert agreement((mask, mask, short), range(5))[4] == 0.0
+    shares = agreement((mask, mask, short), range(5), reaches=(None, None, (0, 3)))
+    assert shares[4] == 1.0 and shares[3] == 1.0
+    other = mask.copy()
+    other[4] = _disc(32, 8, centre=(16, 22))  # the two opinions that reach slice 4 part there: still counted
+    assert 0.0 < agreement((mask, other, short), range(5), reaches=(None, None, (0, 3)))[4] < 0.6

@@ -117,6 +117,12 @@ def test_a_painted_slice_that_is_not_the_largest_takes_the_vote_with_a_longer_re
     assert result.slice_range() == (50 - reach, 50 + reach)
     for reason in result.stop_reasons.values():
         assert f"{NOT_LARGEST_REGISTRATION_REACH:g} painted diameters" in reason, result.stop_reasons
+    # Past the copy's reach (0.75 diameters: 9 slices) the cylinder is found as well as before it; the copy, which
+    # cannot go there, is not counted as an opinion that disagrees (its confidence was 0 there).
+    copy_reach = vote.reach_slices(annotation[50] > 0, spacing)
+    for k in (50 - copy_reach - 2, 50 + copy_reach + 2):
+        assert dice(result.mask[k], annotation[50]) > 0.9
+        assert result.slice_confidence[k] > 0.5 * result.slice_confidence[50 + copy_reach], result.slice_confidence
     alone = bundled_segmenter.segment(image, spacing, annotation,
                                       PropagationOptions(painted_is_largest=False, use_consensus=False))
     assert not alone.consensus
@@ -142,6 +148,25 @@ def test_a_painted_slice_with_a_larger_neighbour_comes_with_advice(bundled_segme
     assert unticked.advice == []
     cylinder = bundled_segmenter.segment(*_cylinder())
     assert cylinder.advice == []
+
+
+@pytest.mark.parametrize("use_consensus", [False, True])
+def test_on_thin_slices_the_networks_reach_a_slice_limit_between_their_working_slices(bundled_segmenter,
+                                                                                    use_consensus):
+    # 1 mm slices: the networks work on every second one (2 mm), through the painted slice 30. Limits on odd slices,
+    # 27 and 33, lie between two working slices; the result fills them, and stops there.
+    z, y, x = np.mgrid[:60, :80, :80]
+    truth = ((x - 40) ** 2 + (y - 40) ** 2 <= 12 ** 2).astype(np.uint8)
+    image, annotation = _soft_tissue_in_fat(truth), annotation_from_label(truth, 30)
+    result = bundled_segmenter.segment(image, (1.0, 1.0, 1.0), annotation,
+                                       PropagationOptions(min_slice=27, max_slice=33, use_consensus=use_consensus))
+    assert result.slice_range() == (27, 33)
+    for k in (27, 33):
+        assert dice(result.network_mask[k], truth[k]) > 0.9
+        assert result.slice_confidence[k] > 0.3, result.slice_confidence
+    assert not result.network_mask[:27].any() and not result.network_mask[34:].any()
+    assert not result.proposer_mask[:27].any() and not result.proposer_mask[34:].any()
+    assert sorted(result.slice_confidence) == list(range(27, 34))
 
 
 def _cylinder(depth: int = 40, painted: int = 20):
