@@ -74,6 +74,20 @@ def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
                          "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
 
 
+def _refuse_recipe_data_that_holds(recipe: list[str], pairs, parser) -> None:
+    """A recipe's own --data folders (after --) train every fold: a case of --data there, or another case of its
+    patient, would be learned by the fold that holds it out."""
+    folders = [value for flag, value in zip(recipe, recipe[1:]) if flag == "--data"]
+    folders += [item.split("=", 1)[1] for item in recipe if item.startswith("--data=")]
+    patients = {patient_of(name) for name, _, _ in pairs}
+    for folder in folders:
+        overlap = sorted(name for name, _, _ in find_pairs(folder) if patient_of(name) in patients)
+        if overlap:
+            parser.error(f"the recipe's --data {folder} holds {len(overlap)} case(s) of the cross-validated data's "
+                         f"patients ({', '.join(overlap[:3])}, ...): every fold would learn its held-out patients. "
+                         "Give a folder without them (split by patient: scripts/split_by_patient.py).")
+
+
 def _steps(args, recipe: list[str]) -> str:
     """'proposer/refiner' steps as the folds trained them: a recipe's own step counts override the script's."""
     steps = {"--proposer-steps": str(args.proposer_steps), "--refiner-steps": str(args.refiner_steps)}
@@ -106,6 +120,7 @@ def main() -> int:
     folds = folds_by_patient(pairs, args.folds, args.seed)
 
     _refuse_weights_that_saw(args.init, pairs, parser)
+    _refuse_recipe_data_that_holds(recipe, pairs, parser)
     init_weights = [f"--{stage}={path}" for stage, path in initial_paths(args.init).items()]
     out = Path(args.out)
     bundled: dict[str, dict[str, float]] = {method: {} for method in METHODS}

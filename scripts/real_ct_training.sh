@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# How the shipped weights are made (docs/training.md, candidate G), from nothing but the data:
+# How the shipped weights (R, docs/training.md) are made, from nothing but the data:
 #   1. the phantom-trained networks (the weights shipped before real CT: synthetic phantoms only);
 #   2. those fine-tuned on ../shared/real-ct-train's training patients (split by patient) mixed with synthetic
 #      phantoms and lung-nodule crops;
 #   3. those fine-tuned once more with ../shared/real-ct in the mix, the proposer also fed its own propagated masks
 #      (--self-fed 0.5: I's recipe, whose pair R is the shipped weights; docs/training.md);
 #   4. each scored on the validation patients and on synthetic dev cases (the rule: docs/training.md).
-# Training takes about 70 minutes on 2 CPU cores (27 minutes for each of the first two steps, 11 for the third,
-# measured), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
+# Training takes about 70 minutes on 2 CPU cores (27 minutes for each of the first two steps measured alone; the
+# third 11 minutes alone, 23 beside a cross-validation), the evaluations 5 minutes. Writes runs/real-ct-training/. To ship the result, copy shipped/*.pt and
 # shipped/*.onnx into GastricPropagate/gastric_propagate/inference/weights/.
 # The thread counts are fixed because the weights depend on them bit for bit (PyTorch sums in another order on
 # another count): the three steps write the shipped chain's P, G and R (the bundled weights since stop 41) exactly.

@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the proposer and the refiner (or fine-tune them: --init)")
     source = train.add_argument_group("training data (one or more)")
     source.add_argument("--data", action="append", metavar="DIR",
-                        help="folder of image/label pairs (NRRD or NIfTI), e.g. your corrected results; "
-                             "repeat it for several folders")
+                        help="folder of image/label pairs (NRRD, NIfTI, MetaImage, or an nnU-Net imagesTr/labelsTr "
+                             "layout), e.g. your corrected results; repeat it for several folders")
     source.add_argument("--phantoms", type=int, default=0,
                         help="this many synthetic abdominal phantoms (generator 'phantom', seeds 0..N-1)")
     source.add_argument("--shapes", type=int, default=0,

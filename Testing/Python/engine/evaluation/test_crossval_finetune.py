@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+import pytest
 from conftest import load_script
 
 
@@ -38,3 +40,20 @@ def test_with_one_case_per_patient_the_folds_are_those_of_the_cases_order():
     for i, index in enumerate(np.random.default_rng(0).permutation(10)):
         expected[i % 3].append(names[index])
     assert [[name for name, _, _ in fold] for fold in folds] == expected
+
+
+def test_a_recipe_folder_holding_a_patient_of_the_data_is_refused(tmp_path):
+    """The recipe's own --data (after --) trains every fold: another nodule of a cross-validated patient there is a
+    leak; a folder of other patients is not."""
+    script = _script()
+    data = _pairs(["lidc_0001_n1", "lidc_0002_n1", "ibsi_sts_001"])
+    for folder, names in (("leaky", ["lidc_0001_n2", "lidc_0009_n1"]), ("clean", ["lidc_0009_n1", "ibsi_sts_002"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            for part in ("image", "label"):
+                (tmp_path / folder / f"{name}_{part}.nrrd").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    script._refuse_recipe_data_that_holds(["--data", str(tmp_path / "clean"), "--phantoms", "5"], data, parser)
+    for recipe in (["--data", str(tmp_path / "leaky")], [f"--data={tmp_path / 'leaky'}"]):
+        with pytest.raises(SystemExit):
+            script._refuse_recipe_data_that_holds(recipe, data, parser)
