@@ -11,6 +11,10 @@ LARGER_NEIGHBOUR = "larger_neighbour"
 # ("first" or "last"), slices (the volume's number of axial slices).
 PAINTED_AT_VOLUME_EDGE = "painted_at_volume_edge"
 
+# A painted slice holds several separate regions (a stray stroke, or a tumour cut in two pieces). Values:
+# painted_slice, regions, largest_mm2, others_mm2.
+SEPARATE_REGIONS = "separate_regions"
+
 
 @dataclass(frozen=True)
 class Advice:
@@ -50,3 +54,13 @@ def painted_at_volume_edge_advice(painted_slice: int, slices: int) -> Advice:
                 "the CT covers the whole tumour.")
     return Advice(PAINTED_AT_VOLUME_EDGE, sentence, {"painted_slice": int(painted_slice), "edge": edge,
                                                      "slices": int(slices)})
+
+
+def separate_regions_advice(painted_slice: int, areas_mm2: list[float]) -> Advice:
+    """The painted slice ``painted_slice`` holds separate regions of these areas (largest first)."""
+    largest, others = round(float(areas_mm2[0]), 1), round(float(sum(areas_mm2[1:])), 1)
+    sentence = (f"The painted slice {painted_slice} holds {len(areas_mm2)} separate regions (the largest {largest:g} "
+                f"mm², the others {others:g} mm² together): each one was propagated as tumour. If one is a stray "
+                "stroke, erase it and run again.")
+    return Advice(SEPARATE_REGIONS, sentence, {"painted_slice": int(painted_slice), "regions": len(areas_mm2),
+                                               "largest_mm2": largest, "others_mm2": others})

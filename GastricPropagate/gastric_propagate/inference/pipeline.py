@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from scipy import ndimage
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
-from gastric_propagate.inference.advice import Advice, larger_neighbour_advice, painted_at_volume_edge_advice
+from gastric_propagate.inference.advice import (Advice, larger_neighbour_advice, painted_at_volume_edge_advice,
+                                               separate_regions_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -56,10 +58,6 @@ logger = logging.getLogger(__name__)
 # and a slice larger than the painted one is no sign of a leak.
 NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
-# The networks alone (no vote), from a painted largest cross-section, stop where the vote's reach would stop them:
-# let run 2 painted diameters, their chains went on along z into same-density tissue (stop 45's NA, judged on real
-# and synthetic dev cases: docs/evaluation/real-ct-training/rules.md).
-NETWORKS_ALONE_RULE = StopRule(max_extent_diameters=vote.REACH_FACTOR)
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
 
@@ -217,10 +215,7 @@ class Segmenter:
     def _propose(self, run: _Run, progress, should_stop) -> PropagationOutput:
         """The proposer's chains from the anchors, slice by slice, up and down."""
         grid, pixel_mm = run.grid, self.proposer.preprocessing.pixel_spacing_mm
-        if not run.options.painted_is_largest:
-            rule = ANY_PAINTED_SLICE_RULE
-        else:
-            rule = StopRule() if run.options.use_consensus else NETWORKS_ALONE_RULE
+        rule = StopRule() if run.options.painted_is_largest else ANY_PAINTED_SLICE_RULE
         coarse = propagate(self._proposer, run.crop, run.anchors, limits=run.working_limits,
                            pixel_area_mm2=pixel_mm ** 2, pixel_mm=pixel_mm, rule=rule,
                            slice_mm=grid.step_z * run.spacing_xyz[2],
@@ -231,7 +226,8 @@ class Segmenter:
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (
                     f"stopped at slice {limit}: {run.window_factor:g} painted diameters from the outermost painted "
-                    "slice, as far as the vote with registration and the copy reaches")
+                    "slice, as far as the vote with registration and the copy reaches" + (
+                        "" if run.options.use_consensus else " (the networks alone stop there too)"))
         return coarse
 
     def _refine(self, run: _Run, coarse: PropagationOutput, should_stop) -> np.ndarray:
@@ -287,10 +283,12 @@ class _Laps:
 def _vote_limits(options: PropagationOptions, anchor_masks: dict[int, np.ndarray], spacing_xyz,
                  limits: tuple[int, int], window_factor: float) -> tuple[tuple[int, int], dict[str, int]]:
     """The slice limits narrowed to the vote's window (the networks need not go where no voxel can win the vote),
-    and direction -> the slice where that window, not a user's limit, stops them."""
+    and direction -> the slice where that window, not a user's limit, stops them. The networks alone from a painted
+    largest cross-section stop there too: let run on, their chains went on along z into same-density tissue (stop
+    45's NA and stop 47's NA2, judged on real and synthetic dev cases: docs/evaluation/real-ct-training/rules.md)."""
     low, high = limits
     reach_limited = {}
-    if options.use_consensus:
+    if options.use_consensus or options.painted_is_largest:
         first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)
         if first > low:
             low = reach_limited["down"] = first
@@ -333,6 +331,12 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
         if options.painted_is_largest:
             advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
     advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]
+    pixel_mm2 = run.spacing_xyz[0] * run.spacing_xyz[1]
+    for k in run.anchor_slices:
+        regions, count = ndimage.label(run.painted[k], structure=np.ones((3, 3)))
+        if count > 1:
+            areas = sorted((np.bincount(regions.ravel())[1:] * pixel_mm2).tolist(), reverse=True)
+            advice.append(separate_regions_advice(k, areas))
     return mask, opinions, advice
 
 
