@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--output", required=True,
                          help="output label (uint8, tumour = 1) on the CT's grid: .nrrd, .nii.gz, .nii, .mha, "
                               "or .nhdr, .mhd, .hdr (header + data)")
+    segment.add_argument("--label", type=_count(1), metavar="N",
+                         help="propagate label N of the annotation alone (an annotation holding several label values "
+                              "is refused without it)")
     segment.add_argument("--report", help="write a JSON report (volume, slices, seconds, device, confidence)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output/report files")
     segment.add_argument("--crop-output", action="store_true",
@@ -355,10 +358,10 @@ def main(argv: list[str] | None = None) -> int:
               "writable and that the disk has free space, then run again.", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):
-        print("cancelled: no output was half-written", file=sys.stderr)
+        print(f"cancelled: {_what_was_written(args.command)}", file=sys.stderr)
         return EXIT_CANCELLED
     except _Terminated:
-        print("terminated (SIGTERM): no output was half-written", file=sys.stderr)
+        print(f"terminated (SIGTERM): {_what_was_written(args.command)}", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
         if previous is not None:
@@ -379,6 +382,17 @@ def _on_sigterm_unwind():
 # Each command's body lives with the engine's job; these only hand it the parsed values. The weights load through
 # _segmenter, late (after the command's checks), and tests replace it with small networks.
 
+def _what_was_written(command: str) -> str:
+    """After a cancel: that no output was half-written, and, when a segment run's outputs were already in place (the
+    signal came as they were renamed, or after), that they are complete."""
+    from gastric_propagate.data.outputs import COMMITTED
+
+    if command == "segment" and COMMITTED:
+        return (f"the run had finished: {', '.join(COMMITTED)} {'is' if len(COMMITTED) == 1 else 'are'} complete "
+                "(written before the signal came)")
+    return "no output was half-written"
+
+
 def _segmenter(args):
     from gastric_propagate.inference.pipeline import Segmenter
 
@@ -390,7 +404,8 @@ def _segment(args) -> int:
 
     return segment_main(image=args.image, annotation=args.annotation, output=args.output, report=args.report,
                         overwrite=args.overwrite, progress=args.progress, options=options_from_arguments(args),
-                        load_segmenter=lambda: _segmenter(args), started=args.started, crop_output=args.crop_output)
+                        load_segmenter=lambda: _segmenter(args), started=args.started, crop_output=args.crop_output,
+                        label=args.label)
 
 
 def _serve(args) -> int:

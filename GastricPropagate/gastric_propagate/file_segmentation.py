@@ -11,11 +11,12 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.annotation import occupied_box
+from gastric_propagate.data.annotation import describe_slices, occupied_box, painted_slices
 from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
-from gastric_propagate.data.volumes import geometry_difference, read_volume
+from gastric_propagate.data.validation import check_image_shape
+from gastric_propagate.data.volumes import check_axial, geometry_difference, read_volume
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.result import SegmentationResult
@@ -27,7 +28,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
                   segmenter: Segmenter | None = None, device: str = "auto", overwrite: bool = False,
                   progress=None, stages: Callable[[str, int, int], None] | None = None,
                   read_image: Callable[[str | Path], tuple[sitk.Image, object]] | None = None,
-                  crop_output: bool = False) -> dict:
+                  crop_output: bool = False, label: int | None = None) -> dict:
     """Runs the pipeline on files and writes the mask (and the report); returns the report.
 
     The output paths are checked before anything is read (format, folder, existing files, not an input, not each
@@ -41,14 +42,18 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
 
     The annotation may cover part of the CT's grid (a box of its voxels, e.g. the painted slice alone); ``crop_output``
     writes the mask as the box that holds the tumour, on the CT's grid (``data.mask_boxes``), not as the whole grid.
+    ``label``: propagate this label value of the annotation alone; without it, an annotation holding several label
+    values is refused (a label map of several structures, not one painted tumour).
     """
     stage = stages or (lambda name, done, total: None)
     check_outputs({"output": output_path, "report": report_path}, inputs=(image_path, annotation_path),
                   overwrite=overwrite, mask_outputs=("output",))
     stage(STAGE_READ, 0, 1)
     image, image_key = read_image(image_path) if read_image is not None else (read_volume(image_path, "image"), None)
+    check_image_shape(image.GetSize()[::-1])  # a single DICOM image: said so, not that the annotation does not fit
+    check_axial(image, image_path)
     annotation = read_volume(annotation_path, "annotation")
-    painted = _painted_on_grid(annotation, image, annotation_path)
+    painted = _one_label(_painted_on_grid(annotation, image, annotation_path), label, annotation_path)
     segmenter = segmenter or Segmenter(device=device)
     stage(STAGE_READ, 1, 1)
 
@@ -92,6 +97,26 @@ def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndar
                          "the label map with the CT as its reference geometry (in Slicer: export the segment with "
                          "the CT as reference volume), or resample it onto the CT, then run again.")
     return sitk.GetArrayViewFromImage(annotation)
+
+
+def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
+    """The painted voxels: those of ``label``, or of the annotation's one label value; InputError, naming the values,
+    slices and what to do, when it holds several and none was chosen."""
+    if label is not None:
+        chosen = annotation == label
+        if not chosen.any():
+            found = np.unique(annotation[annotation > 0])
+            raise InputError(f"The annotation {path} holds no voxel of label {label:g} (its labels: "
+                             f"{', '.join(f'{v:g}' for v in found[:8]) or 'none'}). Give one of them to --label.")
+        return chosen
+    values = np.unique(annotation[annotation > 0])
+    if values.size <= 1:
+        return annotation
+    described = "; ".join(f"{v:g} on slice(s) {describe_slices(painted_slices(annotation == v), limit=4)}"
+                          for v in values[:6])
+    raise InputError(f"The annotation {path} holds {values.size} label values ({described}): a label map of several "
+                     "structures, not one painted tumour. Give --label N to propagate label N alone, or save the "
+                     "painted tumour's cross-section alone as the annotation, then run again.")
 
 
 def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:

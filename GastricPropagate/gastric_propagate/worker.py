@@ -164,7 +164,7 @@ def _lines(stream) -> queue.Queue:
 
 def segment_main(*, image: str, annotation: str, output: str, report: str | None, overwrite: bool, progress: bool,
                  options: PropagationOptions, load_segmenter: Callable[[], Segmenter], started: float,
-                 crop_output: bool = False) -> int:
+                 crop_output: bool = False, label: int | None = None) -> int:
     """``gastric-propagate segment``: loads the weights (``load_segmenter``), segments the files once and prints the
     summary, with the whole run's seconds since ``started`` (``time.perf_counter()``); returns 0. ``progress``
     prints the progress lines, the load stage's included."""
@@ -173,7 +173,7 @@ def segment_main(*, image: str, annotation: str, output: str, report: str | None
     stages = _print_progress if progress else None
     segmenter = _load(load_segmenter, stages)
     result = segment_files(image, annotation, output, report_path=report, options=options, segmenter=segmenter,
-                           overwrite=overwrite, stages=stages, crop_output=crop_output)
+                           overwrite=overwrite, stages=stages, crop_output=crop_output, label=label)
     print(_summary(result, output, whole_seconds=time.perf_counter() - started))
     return 0
 

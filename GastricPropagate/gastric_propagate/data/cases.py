@@ -232,7 +232,7 @@ def _load_pair(name: str, image_path: Path, label_path: Path) -> CaseData:
     label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
     check_label_values(label, f"label {label_path}")
     if not label.any():
-        raise InputError(f"The label {label_path} is empty: there is no tumour to evaluate on. "
+        raise InputError(f"The label {label_path} is empty: there is no tumour in it to learn from or evaluate on. "
                          "Remove the case or fix its label.")
     direction = np.reshape(image.GetDirection(), (3, 3))
     if abs(direction[2, 2]) < 0.9:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.volumes import companion_files, matching_extension, written_data_files
+from gastric_propagate.data.volumes import check_path_text, companion_files, matching_extension, written_data_files
 
 # Output formats that keep a 3D label's whole geometry (size, spacing, origin and direction).
 SINGLE_FILE_OUTPUTS = (".nrrd", ".nii.gz", ".nii", ".mha")
@@ -43,6 +43,8 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
     given = {what: Path(path) for what, path in outputs.items() if path is not None}
     input_paths = [Path(path) for path in inputs]
     for what, path in given.items():
+        check_path_text(path, what)
+        _check_parent_steps(path, what)
         if path.is_dir() or str(outputs[what]).endswith(("/", os.sep)):
             raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {path / 'tumour.nrrd'}).")
         if path.is_symlink() or _special_file(path):
@@ -103,6 +105,16 @@ def check_writable_folder(folder: str | Path, what: str | None = None) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"Cannot write {what}: the folder {existing} is not writable. Choose a folder you can "
                          "write to.")
+
+
+def _check_parent_steps(path: Path, what: str) -> None:
+    """InputError when the path steps back ('..') out of a folder that does not exist: the system cannot follow it,
+    and the folder would be made before the write fails."""
+    parts = path.parts
+    for index, part in enumerate(parts):
+        if part == ".." and index and not Path(*parts[:index]).is_dir():
+            raise InputError(f"The {what} path {path} goes back ('..') out of {Path(*parts[:index])}, which is not "
+                             "an existing folder. Give the path without it.")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -23,13 +23,7 @@ MIN_ANNOTATION_AREA_MM2 = 3.0
 
 def check_image(image: np.ndarray) -> None:
     """Refuses arrays that are not a 3D CT in Hounsfield units."""
-    if image.ndim != 3:
-        raise InputError(
-            f"The image has {image.ndim} dimension(s) (shape {image.shape}); GastricPropagate needs a 3D CT "
-            "volume. Load the whole series, not a single slice or a 4D/RGB image.")
-    if image.shape[0] < 2:
-        raise InputError(
-            f"The image has {image.shape[0]} axial slice(s); propagation needs a volume with several slices.")
+    check_image_shape(image.shape)
     if image.size > MAX_VOXELS or image.nbytes > MAX_BYTES:
         raise InputError(
             f"The image has {image.size:,} voxels (shape {image.shape}, {image.nbytes / 1e9:.1f} GB as "
@@ -61,9 +55,21 @@ def check_image(image: np.ndarray) -> None:
                 "an MR image."
                 if low >= 0 and high > 500 else "")
         raise InputError(
-            f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.0f} "
-            f"and {high:.0f}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{hint} Load a CT "
+            f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.4g} "
+            f"and {high:.4g}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{hint} Load a CT "
             "volume: MR and normalised (0-1) images are not supported.")
+
+
+def check_image_shape(shape: tuple[int, ...]) -> None:
+    """Refuses shapes that are not a 3D volume of several axial slices (z, y, x)."""
+    if len(shape) != 3:
+        raise InputError(
+            f"The image has {len(shape)} dimension(s) (shape {shape}); GastricPropagate needs a 3D CT "
+            "volume. Load the whole series, not a single slice or a 4D/RGB image.")
+    if shape[0] < 2:
+        raise InputError(
+            f"The image has {shape[0]} axial slice(s); propagation needs a volume with several slices. Load the "
+            "whole CT series (in Slicer, from the DICOM browser), not a single image file of it.")
 
 
 def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],

@@ -31,6 +31,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     """Reads a 3D scalar volume; InputError with what to do when the file is missing, unreadable, truncated,
     corrupt, of non-finite geometry or not 3D."""
     path = Path(path)
+    check_path_text(path, what)
     _check_readable_file(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -68,12 +69,44 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
         _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
     if image.GetDimension() != 3:
+        advice = ("Load the whole CT series, not a single slice." if image.GetDimension() < 3 else
+                  "It holds several volumes (phases or time points): save the one you painted on as its own file.")
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
-                         "needed. Load the whole CT series, not a single slice.")
+                         f"needed. {advice}")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"The {what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
-                         "(colour or vector image); a scalar CT volume is needed.")
+        components = image.GetNumberOfComponentsPerPixel()
+        if what == "image":
+            raise InputError(f"The {what} {path} has {components} components per voxel (colour or vector image); a "
+                             "scalar CT volume is needed.")
+        raise InputError(f"The {what} {path} has {components} components per voxel (a segmentation whose segments "
+                         "overlap is stored in layers); a label map is needed. Export the painted segment alone as a "
+                         "label map on the CT's grid (in Slicer: Segmentations > Export to labelmap), then run again.")
     return image
+
+
+def check_path_text(path: str | Path, what: str) -> None:
+    """InputError for a path that is not valid text (a file name in another encoding than the system's): ITK would
+    abort the whole process on it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"The {what} path {str(path)!r} holds characters that are not valid text in this system's "
+                         "encoding (a name from another system). Use a name in plain text (rename the file or its "
+                         "folder), then run again.") from None
+
+
+def check_axial(image: sitk.Image, path: str | Path, what: str = "image") -> None:
+    """InputError when the volume's slices are not axial: its third axis runs left-right or front-back, not along
+    the body, so that propagating slice by slice would go across the body (a sagittal or coronal series)."""
+    direction = np.reshape(image.GetDirection(), (3, 3))
+    slice_axis = np.abs(direction[:, 2])  # the direction of the third voxel index in patient space (x, y, z)
+    if slice_axis[2] < slice_axis.max():
+        along = ("left-right (sagittal slices)" if int(np.argmax(slice_axis)) == 0
+                 else "front-back (coronal slices)")
+        raise InputError(f"The {what} {path} is stored with its slices {along}, not axial: GastricPropagate "
+                         "propagates from one axial slice along the body. Reorient it to axial slices (in Slicer: "
+                         "the Orient Scalar Volume module, orientation Axial) and paint on that volume, then run "
+                         "again.")
 
 
 def _check_readable_file(path: Path, what: str) -> None:
@@ -139,6 +172,8 @@ def _check_complete(path: Path, nbytes: int, what: str, data_file: tuple[Path, s
     nifti = _nifti_data(path, open)
     if nifti is not None:
         available, (offset, nbytes) = path.stat().st_size, nifti
+    elif _nrrd_raw_start(path) is not None:
+        available, offset = path.stat().st_size - _nrrd_raw_start(path), 0
     else:
         available, offset = _metaimage_data(path, nbytes, what)
     if offset is not None and available < offset + nbytes:
@@ -369,6 +404,24 @@ def _adler_matches(path: Path, stream: tuple[int, int | None], image: sitk.Image
         handle.seek(end - 4)
         trailer = handle.read(4)
     return len(trailer) == 4 and zlib.adler32(sitk.GetArrayViewFromImage(image)) == struct.unpack(">I", trailer)[0]
+
+
+def _nrrd_raw_start(path: Path) -> int | None:
+    """Where the voxels of a .nrrd holding them uncompressed (encoding raw, no detached data file) start: after the
+    header's blank line; None for any other file."""
+    if matching_extension(path, (".nrrd",)) is None:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    if not head.startswith(b"NRRD") or b"\n\n" not in head:
+        return None
+    header = head.split(b"\n\n", 1)[0].decode("latin-1")
+    fields = dict((key.strip().lower(), value.strip().lower()) for key, _, value in
+                  (line.partition(":") for line in header.splitlines()[1:] if ":" in line and not line.startswith("#")))
+    if fields.get("encoding") != "raw" or any(key in fields for key in ("data file", "datafile", "line skip",
+                                                                          "lineskip", "byte skip", "byteskip")):
+        return None
+    return len(header.encode("latin-1")) + 2
 
 
 def _metaimage_data(path: Path, nbytes: int, what: str) -> tuple[int | None, int | None]:

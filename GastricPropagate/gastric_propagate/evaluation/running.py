@@ -189,7 +189,13 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
     rows: list[dict] = []
     example_arrays = None
     for case_index, case in enumerate(cases):
-        data = case.load()
+        try:
+            data = case.load()
+        except InputError as error:  # the case's own file (an empty label, a volume that is not CT): the others go on
+            logger.error("%s cannot be evaluated: %s", case.name, error)
+            rows += [_unreadable_row(case, variant, name, error) for variant in variants for name in methods]
+            bar.update(len(variants) * len(methods))
+            continue
         for variant in variants:
             annotation = make_annotation(data.label, data.spacing_xyz, variant, seed=case.seed)
             painted = painted_slices(annotation)[0]
@@ -206,6 +212,14 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
     bar.close()
     return Evaluation(rows=rows, example=example_arrays, confidence=list(engine.confidence_rows),
                       advice=list(engine.advice_rows))
+
+
+def _unreadable_row(case: Case, variant: str, method: str, error: InputError) -> dict:
+    """The row of a case whose files could not be read as a case: failed, with the reason."""
+    nan = float("nan")
+    return {"case": case.name, "variant": variant, "method": method, "painted_slice": -1, "slice_mm": nan,
+            "source": case.source, "truth_ml": nan, "error": f"{type(error).__name__}: {error}".replace("\n", " "),
+            "dice": nan, "hd95_mm": nan, "volume_error_percent": nan, "predicted_ml": nan, "seconds": 0.0}
 
 
 def _score_one(method: Method, data, annotation: np.ndarray, variant: str, source: str,

@@ -110,6 +110,19 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.half() if fits else tensor.float()
 
 
+def weights_advice(path: Path, stage: str) -> str:
+    """What to do about unusable weights: restore the bundled ones, or give the user's own again."""
+    try:
+        bundled = path.resolve() == bundled_weights(stage).resolve()
+    except OSError:
+        bundled = False
+    if bundled:
+        return ("Reinstall GastricPropagate to restore the bundled weights, or train your own with "
+                "'gastric-propagate train'.")
+    return (f"Give the {stage}.pt that 'gastric-propagate train' wrote (in its --out folder), or leave the option out "
+            "for the bundled weights.")
+
+
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:
     """Loads and checks a checkpoint; raises WeightsError saying what to do when it cannot be used."""
     import torch
@@ -117,8 +130,10 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
     from gastric_propagate.inference.networks import UNet2D
 
     path = Path(path)
-    retrain = ("Reinstall GastricPropagate to restore the bundled weights, or train your own with "
-               "'gastric-propagate train' and pass them with --proposer/--refiner.")
+    retrain = weights_advice(path, stage)
+    if path.is_dir():
+        raise WeightsError(f"The {stage} weights path {path} is a folder; give the file in it, "
+                           f"{path / (stage + '.pt')} ('gastric-propagate train' writes both networks' files there).")
     if not path.is_file():
         raise WeightsError(f"The {stage} weights file {path} does not exist. {retrain}")
     if path.stat().st_size > MAX_FILE_BYTES:

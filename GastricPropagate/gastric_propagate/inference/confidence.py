@@ -10,7 +10,8 @@ read off the result:
 confidence = Dice(slice, its neighbour toward the painted slice) x exp(-distance / painted diameter).
 With the vote (``consensus.py``), a third thing: whether its three opinions agree on the slice. The confidence is
 then the geometric mean of the above and the opinions' agreement (the share of the voxels any of them marks that all
-of them mark, among the opinions that can reach the slice: ``consensus.agreement``). It helps find the slices a radiologist would redraw (how it was chosen: docs/decisions.md).
+of them mark, among the opinions that can reach the slice: ``consensus.agreement``). It helps find the slices a
+radiologist would redraw (how it was chosen: docs/decisions.md).
 Painted slices are 1.
 """
 

@@ -259,3 +259,99 @@ def test_evaluate_names_the_files_it_wrote(tmp_path, capsys):  # issue 26: "says
     assert line.startswith("wrote ") and line.endswith(f" to {out}"), line
     assert set(line[len("wrote "):-len(f" to {out}")].split(", ")) == written
     assert {"results.csv", "summary.md", "figure.png"} <= written
+
+
+def test_an_annotation_of_several_labels_is_refused_unless_one_is_chosen(case, tmp_path, capsys, bundled_segmenter):
+    ct = sitk.ReadImage(str(case["ct"]))
+    annotation = annotation_from_label(case["truth"]).astype(np.uint8)
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    annotation[k - 3:k + 4, 5:15, 5:15] = 2  # a second structure over several slices, beside the painted tumour
+    path = write_like(annotation, ct, tmp_path / "labels.nrrd")
+    code, err = bad(case, tmp_path, capsys, annotation=path)
+    assert code == 2 and "2 label values" in err and f"1 on slice(s) {k};" in err and "--label N" in err
+    code, err = bad(case, tmp_path, capsys, annotation=path, extra=("--label", "3"))
+    assert code == 2 and "no voxel of label 3" in err and "1, 2" in err
+    output = tmp_path / "chosen.nrrd"
+    assert segment({**case, "annotation": path}, output, "--label", "1") == 0
+    alone = tmp_path / "alone.nrrd"
+    assert segment(case, alone) == 0  # label 1 alone gives the result of the tumour's annotation alone
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(output))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(alone))))
+
+
+def test_a_ct_of_sagittal_or_coronal_slices_is_refused(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    for columns, said in (((2, 1, 0), "left-right (sagittal slices)"), ((0, 2, 1), "front-back (coronal slices)")):
+        turned = sitk.Image(ct)
+        turned.SetDirection(tuple(np.eye(3)[:, columns].flatten()))
+        sitk.WriteImage(turned, str(tmp_path / "turned.nrrd"))
+        annotation = write_like(annotation_from_label(case["truth"]), turned, tmp_path / "turned_annotation.nrrd")
+        code, err = bad(case, tmp_path, capsys, image=tmp_path / "turned.nrrd", annotation=annotation)
+        assert code == 2 and said in err and "Orient Scalar Volume" in err
+
+
+def test_a_single_image_of_a_series_is_said_to_be_one_slice(case, tmp_path, capsys):
+    ct = sitk.ReadImage(str(case["ct"]))
+    single = sitk.JoinSeries(ct[:, :, 10])  # one DICOM image read as a volume: 3D, one slice
+    single.SetSpacing(ct.GetSpacing())
+    sitk.WriteImage(single, str(tmp_path / "one.nrrd"))
+    code, err = bad(case, tmp_path, capsys, image=tmp_path / "one.nrrd")
+    assert code == 2 and "1 axial slice(s)" in err and "whole CT series" in err and "grid" not in err
+
+
+def test_paths_that_are_not_text_are_refused_before_itk_sees_them(case, tmp_path, capsys):
+    name = os.fsdecode(b"ct_\xe9.nrrd")  # a Latin-1 name on a UTF-8 system: ITK aborts the process on it
+    code, err = bad(case, tmp_path, capsys, image=tmp_path / name)
+    assert code == 2 and "not valid text" in err
+    output = tmp_path / os.fsdecode(b"out_\xe9.nrrd")
+    assert segment(case, output) == 2 and "not valid text" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_output_path_back_out_of_a_missing_folder_is_refused_before_the_run(case, tmp_path, capsys):
+    assert segment(case, tmp_path / "missing" / ".." / "out.nrrd") == 2
+    assert "'..'" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_second_region_on_the_painted_slice_is_reported(case, tmp_path, capsys, bundled_segmenter):
+    ct = sitk.ReadImage(str(case["ct"]))
+    annotation = annotation_from_label(case["truth"]).astype(np.uint8)
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    annotation[k, 10:14, 10:14] = 1  # a stray stroke far from the tumour
+    report = tmp_path / "report.json"
+    assert segment({**case, "annotation": write_like(annotation, ct, tmp_path / "two.nrrd")}, tmp_path / "o.nrrd",
+                   "--report", str(report)) == 0
+    advice = [item for item in json.loads(report.read_text())["advice"] if item["kind"] == "separate_regions"]
+    assert len(advice) == 1 and advice[0]["painted_slice"] == k and advice[0]["regions"] == 2
+    assert "separate regions" in capsys.readouterr().out
+
+
+def test_a_signal_as_the_outputs_are_put_in_place_says_they_are_complete(case, tmp_path, capsys, monkeypatch,
+                                                                         bundled_segmenter):
+    import signal
+
+    from gastric_propagate.data import outputs
+
+    replace, link = outputs.os.replace, outputs.os.link
+
+    def then_interrupt(put):
+        def put_then_signal(source, destination):
+            put(source, destination)
+            signal.raise_signal(signal.SIGINT)  # held during the renames, delivered after them
+        return put_then_signal
+
+    monkeypatch.setattr(outputs.os, "replace", then_interrupt(replace))
+    monkeypatch.setattr(outputs.os, "link", then_interrupt(link))
+    monkeypatch.setattr(outputs, "COMMITTED", [])
+    output = tmp_path / "out.nrrd"
+    assert segment(case, output) == 130
+    err = capsys.readouterr().err
+    assert output.is_file() and f"{output} is complete" in err and "the run had finished" in err
+
+
+def test_a_weights_folder_is_named_as_one_and_own_weights_are_not_told_to_reinstall(case, tmp_path, capsys):
+    (tmp_path / "my-weights").mkdir()
+    code, err = bad(case, tmp_path, capsys, extra=("--proposer", str(tmp_path / "my-weights"), "--backend", "torch"))
+    assert code == 3 and "is a folder" in err and str(tmp_path / "my-weights" / "proposer.pt") in err
+    code, err = bad(case, tmp_path, capsys, extra=("--refiner", str(tmp_path / "none.pt"), "--backend", "torch"))
+    assert code == 3 and "does not exist" in err and "Reinstall" not in err and "refiner.pt" in err

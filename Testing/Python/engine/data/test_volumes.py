@@ -45,7 +45,7 @@ def ct_like():
 
 
 @pytest.mark.parametrize("name, compress", [("ct.nii.gz", True), ("ct.nii", False), ("ct.mha", True),
-                                            ("ct.mha", False), ("ct.nrrd", True)])
+                                            ("ct.mha", False), ("ct.nrrd", True), ("ct.nrrd", False)])
 @pytest.mark.parametrize("kept", [0.5, 0.67, 0.99])
 def test_a_truncated_file_is_refused_not_read_as_zeros(tmp_path, name, compress, kept):
     path = tmp_path / name
