@@ -339,3 +339,35 @@ def test_the_kept_ct_is_read_again_when_its_file_was_rewritten_with_its_old_modi
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))  # the old modification time back
     assert os.stat(path).st_size == status.st_size and os.stat(path).st_mtime_ns == status.st_mtime_ns
     assert (sitk.GetArrayViewFromImage(last.read(path)[0]) == 7).all()
+
+
+class FailsOnce:
+    """A segmenter whose first run fails with an error no check foresaw; the runs after it are the oracle's."""
+
+    def __init__(self, segmenter):
+        self.segmenter, self.calls = segmenter, 0
+
+    def __getattr__(self, name):  # the device, the networks the report names
+        return getattr(self.segmenter, name)
+
+    def segment(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("boom")
+        return self.segmenter.segment(*args, **kwargs)
+
+
+def test_an_unexpected_error_is_answered_with_the_failure_code_and_the_worker_goes_on(case, tmp_path,
+                                                                                      oracle_segmenter):
+    failing = FailsOnce(oracle_segmenter)
+    lines = (request(case, tmp_path / "failed.nrrd", id="failed", report=str(tmp_path / "failed.json")) + "\n"
+             + request(case, tmp_path / "next.nrrd", id="next") + "\n")
+    out = io.StringIO()
+    assert serve(failing, io.StringIO(lines), out) == 0  # the error did not end the worker: its input closing did
+    _, results = replies(out.getvalue())
+    assert [(result["id"], result["code"], result["served"]) for result in results] == [("failed", 1, 1),
+                                                                                         ("next", 0, 2)]
+    assert results[0]["message"] == "RuntimeError: boom"  # the error's type and words, no traceback
+    assert failing.calls == 2
+    assert not (tmp_path / "failed.nrrd").exists() and not (tmp_path / "failed.json").exists()  # nothing written
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "next.nrrd")))[20].any()

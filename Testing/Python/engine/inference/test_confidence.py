@@ -61,3 +61,36 @@ def test_an_opinion_beyond_its_reach_is_not_counted_as_disagreeing():
     other = mask.copy()
     other[4] = _disc(32, 8, centre=(16, 22))  # the two opinions that reach slice 4 part there: still counted
     assert 0.0 < agreement((mask, other, short), range(5), reaches=(None, None, (0, 3)))[4] < 0.6
+
+
+def test_confidence_in_millimetres_on_anisotropic_voxels_from_the_largest_painted_slice():
+    """Worked by hand. Voxels 0.5 x 0.5 mm in plane, 3 mm apart; painted slices 0 (10 x 10 voxels = 25 mm2) and
+    5 (4 x 4 voxels = 4 mm2). The diameter is the largest painted slice's: 2 sqrt(25 / pi) = 10 / sqrt(pi) mm, so a
+    slice 3 mm away is 0.3 sqrt(pi) diameters away, one 6 mm away 0.6 sqrt(pi)."""
+    mask = np.zeros((6, 20, 20), np.uint8)
+    mask[0, :10, :10] = 1  # painted: 100 voxels
+    mask[1, :10, :8] = 1   # 80 voxels inside slice 0's: Dice 2 x 80 / 180 = 8/9, 3 mm from slice 0
+    mask[2, :10, :6] = 1   # 60 inside slice 1's: Dice 120 / 140 = 6/7, 6 mm from slice 0 (nearer than slice 5)
+    mask[3, :4, :2] = 1    # 8 inside slice 4's: Dice 16 / 20 = 4/5, 6 mm from slice 5 (nearer than slice 0)
+    mask[4, :4, :3] = 1    # 12 inside slice 5's: Dice 24 / 28 = 6/7, 3 mm from slice 5
+    mask[5, :4, :4] = 1    # painted: 16 voxels
+    confidence = slice_confidence(mask, [0, 5], range(6), (0.5, 0.5, 3.0))
+    # 8/9 e^(-0.3 sqrt(pi)) = 0.52230, 6/7 e^(-0.6 sqrt(pi)) = 0.29593, 4/5 e^(-0.6 sqrt(pi)) = 0.27620,
+    # 6/7 e^(-0.3 sqrt(pi)) = 0.50364
+    assert confidence == {0: 1.0, 1: 0.5223, 2: 0.2959, 3: 0.2762, 4: 0.5036, 5: 1.0}
+
+
+def test_with_several_painted_slices_each_slice_is_measured_from_the_nearest():
+    """Painted slices 2 and 8 of 11, the mask symmetric about slice 5: slice 7 (next to painted 8) reads as slice 3
+    (next to painted 2), slice 9 as slice 1, slice 10 as slice 0; 1 on both painted slices."""
+    widths = [4, 6, 10, 8, 6, 6, 6, 8, 10, 6, 4]  # symmetric: widths[k] == widths[10 - k]
+    mask = np.zeros((11, 10, 12), np.uint8)
+    for k, width in enumerate(widths):
+        mask[k, :, :width] = 1  # 10 rows: nested rectangles, so the overlap is the smaller one
+    confidence = slice_confidence(mask, [2, 8], range(11), (1.0, 1.0, 2.0))
+    assert confidence[2] == confidence[8] == 1.0
+    assert confidence[7] == confidence[3] and confidence[9] == confidence[1] and confidence[10] == confidence[0]
+    assert confidence[6] == confidence[4]
+    # Slice 7: 80 voxels inside painted slice 8's 100: Dice 160 / 180 = 8/9; 2 mm away, the diameter
+    # 2 sqrt(100 / pi) = 20 / sqrt(pi) mm: 8/9 e^(-0.1 sqrt(pi)) = 0.74451.
+    assert confidence[7] == 0.7445

@@ -9,6 +9,7 @@ from gastric_propagate.data.annotation import annotation_from_label, painted_sli
 from gastric_propagate.errors import Cancelled, InputError
 from gastric_propagate.metrics import dice
 from gastric_propagate.inference.pipeline import PropagationOptions
+from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 # These tests are about the networks' chains and their stop rules, so they run without the vote (which would
 # also stop the chains at its reach: see test_pipeline).
@@ -81,6 +82,9 @@ def test_a_leak_into_a_large_bright_neighbour_is_stopped(oracle_segmenter):
     assert all(result.mask[k].sum() <= result.mask[top].sum() for k in range(top + 1, top + 4))
     assert "leak" in result.stop_reasons["up"] and "cut back" in result.stop_reasons["up"]
     assert all(k in result.slices_to_review() for k in range(top + 1, result.slice_range()[1] + 1))
+    # The cut-back slices are those above the tumour's end; their confidence, lowered, says "review" on its own.
+    assert result.cut_back == list(range(top + 1, result.slice_range()[1] + 1))
+    assert all(result.slice_confidence[k] < REVIEW_CONFIDENCE for k in result.cut_back)
 
 
 def test_progress_reaches_the_total_and_cancel_stops(oracle_segmenter, volume):
@@ -181,6 +185,28 @@ def test_a_leaking_slice_is_cut_back_to_the_previous_outline_three_times_at_most
     # A cut-back slice keeps the previous outline, so its own confidence can stay high: it is listed all the same.
     assert sorted(result.cut_back) == [17, 18, 19, 21, 22, 23]
     assert set(result.cut_back) <= set(result.slices_to_review())
+
+
+def test_a_cut_back_slice_s_confidence_is_four_tenths_of_what_its_outline_earns(monkeypatch):
+    """The same run with the factor at 1 gives the unlowered confidences: the mask and the cut-back slices are the
+    same, each cut-back slice's confidence is 0.4 times (to 4 decimals) what it is there, the others unchanged."""
+    from gastric_propagate.inference import pipeline
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, label, annotation = _column(depth=40, painted=20)
+    segmenter = pipeline.Segmenter.from_networks(Grower(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    lowered = segmenter.segment(image, (1.0, 1.0, 2.0), annotation, NETWORKS_ALONE)
+    monkeypatch.setattr(pipeline, "CUT_BACK_CONFIDENCE_FACTOR", 1.0)
+    unlowered = segmenter.segment(image, (1.0, 1.0, 2.0), annotation, NETWORKS_ALONE)
+    assert np.array_equal(lowered.mask, unlowered.mask)
+    assert lowered.cut_back == unlowered.cut_back == [17, 18, 19, 21, 22, 23]
+    assert set(lowered.slice_confidence) == set(unlowered.slice_confidence) == set(range(17, 24))
+    # A cut-back slice keeps the painted outline: on its own it would be trusted (0.7 and more).
+    assert all(unlowered.slice_confidence[k] > 0.7 for k in unlowered.cut_back)
+    for k, value in unlowered.slice_confidence.items():
+        assert lowered.slice_confidence[k] == (round(value * 0.4, 4) if k in lowered.cut_back else value), k
+    assert lowered.slice_confidence[20] == 1.0
 
 
 class Recorder(torch.nn.Module):
