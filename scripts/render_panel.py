@@ -11,10 +11,9 @@ weights) is run into a temporary folder, unless ``--demo-dir`` names the output 
 annotation fill the panel the way the Widget does (the per-slice list from ``GastricPropagateLib.review``, the
 results table from ``GastricPropagateLib.results_table``). Every section is shown expanded.
 
-Usage (PyQt5 in a throwaway folder, never in the project's environment)::
+Usage (PyQt5 from the ``qt`` extra, which ``scripts/setup.sh`` installs)::
 
-    python -m pip install --target /tmp/pyqt5 PyQt5
-    PYTHONPATH=/tmp/pyqt5:GastricPropagate QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/render_panel.py
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/render_panel.py
 
 It needs the ``slicer-core`` wheel as the tests do (``GastricPropagateLib`` imports MRML classes).
 """

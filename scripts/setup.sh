@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv/ in the project root and installs the project into it (CPU torch, SimpleITK,
-# the test tools, slicer-core for the headless MRML tests, and TorchIO for training). Safe to run again.
+# the test tools, PyQt5 for the Qt launcher test, slicer-core for the headless MRML tests, and TorchIO for training). Safe to run again.
 # (The Segment Editor test's own .venv-editor/ is made by scripts/setup_editor.sh, which scripts/test.sh runs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 .venv/bin/python "${PIP[@]}" "torch==2.13.0"
-.venv/bin/python "${PIP[@]}" -e ".[test,slicer,train]"
+.venv/bin/python "${PIP[@]}" -e ".[test,qt,slicer,train]"
 echo "Installed: $(.venv/bin/gastric-propagate --version)"
 

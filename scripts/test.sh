@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# PyQt5 (the qt extra) is installed: the tests of the QProcess launcher and the panel's render fail rather than skip
+# without it (Testing/Python/slicer_layer/scene_helpers.py), and Qt draws offscreen (no display here).
+export GASTRIC_PROPAGATE_QT_TEST=required
+export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen}
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi

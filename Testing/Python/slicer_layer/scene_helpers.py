@@ -11,6 +11,8 @@ Test modules import the fixtures they use from here (a second ``conftest.py`` wo
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -294,6 +296,23 @@ def slowRefinerWeights(tinyWeights, tmp_path_factory):
     return {"proposer": tinyWeights["proposer"], "refiner": refiner}
 
 
+#: scripts/test.sh sets it: there a missing PyQt5 fails the tests that need Qt (the QProcess launcher the Slicer
+#: application uses, the panel's render) rather than skips them.
+QT_REQUIRED = os.environ.get("GASTRIC_PROPAGATE_QT_TEST") == "required"
+
+
+def pyQt5OrSkip(name: str, why: str):
+    """Imports ``name`` (a PyQt5 module; the ``qt`` extra pins PyQt5): skips without it, or fails where
+    ``GASTRIC_PROPAGATE_QT_TEST=required``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        message = f"{why}: {error} (PyQt5 is in the qt extra: pip install -e '.[qt]')"
+        if QT_REQUIRED:
+            pytest.fail(f"GASTRIC_PROPAGATE_QT_TEST=required and {message}")
+        pytest.skip(message)
+
+
 @pytest.fixture
 def qtModule(monkeypatch):
     """Slicer's ``qt`` (PythonQt) when present, else PyQt5's QtCore standing in for it; skips without either."""
@@ -304,7 +323,7 @@ def qtModule(monkeypatch):
     else:
         yield qt
         return
-    QtCore = pytest.importorskip("PyQt5.QtCore", reason="needs Slicer's qt or PyQt5 to start a QProcess")
+    QtCore = pyQt5OrSkip("PyQt5.QtCore", "needs Slicer's qt or PyQt5 to start a QProcess")
     application = QtCore.QCoreApplication.instance() or QtCore.QCoreApplication([])
     monkeypatch.setitem(sys.modules, "qt", QtCore)
     yield QtCore

@@ -1,9 +1,8 @@
-"""scripts/render_panel.py renders the real .ui offscreen (skipped without PyQt5, which is never a dependency:
-``pip install --target /tmp/pyqt5 PyQt5`` and put that folder on PYTHONPATH to run it)."""
+"""scripts/render_panel.py renders the real .ui offscreen (PyQt5, pinned in the ``test`` extra; skipped without it,
+except under scripts/test.sh, which sets GASTRIC_PROPAGATE_QT_TEST=required)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,14 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from scene_helpers import REPO, bundledWeightsOrSkip
+from scene_helpers import REPO, bundledWeightsOrSkip, pyQt5OrSkip
 
 pytestmark = pytest.mark.slicer
 
 
 def test_the_panel_renders_with_the_flagged_slices_highlighted(tmp_path):
-    if importlib.util.find_spec("PyQt5") is None:
-        pytest.skip("needs PyQt5 (install it into a throwaway folder, see scripts/render_panel.py)")
+    pyQt5OrSkip("PyQt5.QtWidgets", "needs PyQt5 to render the panel")
     bundledWeightsOrSkip()
     import SimpleITK as sitk
 

@@ -73,17 +73,26 @@ def test_cancel_ends_the_process_at_any_stage_and_leaves_the_scene_as_it_was(cas
     assertSnapshotsEqual(before, case.snapshot())
 
 
-def test_qprocess_launcher_runs_reports_and_cancels(case, logic, qtModule, slowRefinerWeights):
+def test_qprocess_launcher_runs_reports_and_cancels(qtModule, case, logic, slowRefinerWeights):
+    """The launcher the Slicer application uses (``_QtProcess``: write, closeInput, running, exitCode, kill). qtModule
+    comes first: the ``logic`` fixture's teardown closes the worker, and ``qt`` must still be importable then."""
     import time
 
     from GastricPropagateLib.launchers import QProcessLauncher
+    from gastric_propagate.protocol import EXIT_OK
 
     logic.launcher = QProcessLauncher()
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    job = logic.start(prepared)
-    assert job.wait(timeout=300)
-    assert job.progress == Progress("write", 1, 1)
-    _assertPaintedSliceKept(job.result(), case)
+    for _ in range(2):  # two requests written to the same warm worker (a correction loop)
+        job = logic.start(prepared)
+        assert job.wait(timeout=300)
+        assert job.progress == Progress("write", 1, 1)
+        _assertPaintedSliceKept(job.result(), case)
+    worker = logic.worker()
+    assert worker.starts == 1 and worker.process.running(), "the warm worker waits for the next request"
+    process = worker.process
+    logic.close()  # closes the worker's input: it ends by itself (exit code 0), it is not killed
+    assert not process.running() and process.exitCode() == EXIT_OK
 
     logic.refinerPath = slowRefinerWeights["refiner"]
     job = logic.start(prepared)
