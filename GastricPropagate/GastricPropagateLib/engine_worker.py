@@ -225,7 +225,7 @@ class WorkerJob(InferenceJob):
             if not worker.running():
                 worker.start()
             super().__init__(worker.process, folder, paths, grid, onProgress=onProgress)
-            worker.send(self._request)  # a worker that no longer reads is seen to end by poll()
+            self._send()
         except BaseException:
             self._releaseWorker()
             raise
@@ -292,7 +292,14 @@ class WorkerJob(InferenceJob):
                        "the run is being retried.").format(code=_codeText(code)))
         self._process = self.worker.process
         self.workerPid = self._process.pid()
-        self.worker.send(self._request)
+        self._send()
+
+    def _send(self) -> None:
+        """Sends this run's request. A worker that no longer reads it is seen to end by ``poll()``; one that still
+        runs but did not take the whole line (a failed write) is ended, so that ``poll()`` restarts it and retries
+        the run once, rather than wait for an answer that cannot come."""
+        if not self.worker.send(self._request) and self.worker.running():
+            self.worker.kill()
 
     def cancel(self) -> None:
         """Ends the worker at once, whatever it is doing, and removes the run's files; ``result()`` then raises

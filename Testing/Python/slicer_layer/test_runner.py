@@ -317,6 +317,29 @@ def test_a_worker_killed_during_a_run_is_restarted_and_the_run_retried_once(case
     assert "load" not in [p.stage for p in seen] and job.served == 2 and job.restarts == 0
 
 
+def test_a_request_the_running_worker_did_not_take_is_retried_on_a_new_worker_not_waited_for(case, logic):
+    before = case.snapshot()
+    assert logic.warmUp()
+    worker = logic.worker()
+    process = worker.process
+    write = process.write
+    failures = []
+
+    def failsOnce(data):
+        if not failures:
+            failures.append(data)
+            return False  # the line did not go through, though the worker still runs
+        return write(data)
+
+    process.write = failsOnce
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    job = logic.start(prepared)
+    assert job.wait(timeout=300), "the run was retried, not left waiting for an answer"
+    assert failures and job.restarts == 1 and "retried" in job.notice and worker.starts == 2
+    _assertPaintedSliceKept(job.result(), case)
+    assertSnapshotsEqual(before, case.snapshot())
+
+
 def test_a_worker_that_dies_again_during_the_retry_fails_the_run_and_leaves_the_scene_as_it_was(
         case, logic, slowRefinerWeights):
     import os
