@@ -34,17 +34,19 @@ def main() -> int:
     args = parser.parse_args()
 
     folds = sorted(Path(args.folds).glob("fold*"))
-    rows, confidence, seen = [], [], set()
+    rows, confidence, seen, confidence_seen = [], [], set(), set()
     for fold in folds:
-        for run in args.runs:
+        for run in args.runs:  # the first run listed that holds a case's variant and method is the one reported
             if not (fold / run / "results.csv").is_file():
                 parser.error(f"{fold / run / 'results.csv'} is missing")
             for row in read_csv(fold / run / "results.csv"):
                 if row["method"] in NETWORK_METHODS and (row["case"], row["variant"], row["method"]) not in seen:
                     seen.add((row["case"], row["variant"], row["method"]))
                     rows.append(row)
-            if (fold / run / CONFIDENCE_FILE).is_file():
-                confidence += read_confidence(fold / run / CONFIDENCE_FILE)
+            if (fold / run / CONFIDENCE_FILE).is_file():  # the vote's per-slice confidence: the same precedence
+                found = read_confidence(fold / run / CONFIDENCE_FILE)
+                confidence += [row for row in found if (row["case"], row["variant"]) not in confidence_seen]
+                confidence_seen |= {(row["case"], row["variant"]) for row in found}
     cases = {row["case"] for row in rows}
     for path in args.baselines:
         rows += [row for row in read_csv(path) if row["method"] not in NETWORK_METHODS and row["case"] in cases]
@@ -54,7 +56,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "results.csv")
     meta = {"data": f"{len(cases)} cases, by {len(folds)}-fold cross-validation: the GastricPropagate rows come from "
-                    f"each case's fold ({args.folds}), whose networks never saw it; the other methods from "
+                    f"each case's fold ({args.folds}; for each case, variant and method the first of the runs "
+                    f"{', '.join(args.runs)} that holds it), whose networks never saw it; the other methods from "
                     f"{', '.join(args.baselines) or 'none'}",
             "command": "python scripts/crossval_report.py " + " ".join(sys.argv[1:]), "device": "cpu"}
     if confidence:
