@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share (0-1) of the proposer's samples whose previous mask is its own propagation on "
                             "the training crop instead of the true one, so that it learns to come back from its "
                             "own leaks (default 0: none)")
+    train.add_argument("--outward-share", type=float, default=0.0, metavar="SHARE",
+                       help="share (0-1) of the proposer's samples inside the tumour drawn on the outward side of its "
+                            "largest cross-section, as the chains walk from the painted slice (default 0: anywhere)")
+    train.add_argument("--refiner-overshoot", action="store_true",
+                       help="also train the refiner on the slices where the coarse mask runs past the tumour's ends")
     train.add_argument("--refiner-leaks", type=float, default=0.0, metavar="SHARE",
                        help="share (0-1) of the refiner's samples whose coarse mask is the truth run into the tissue "
                             "of the tumour's density beside it, so that it learns to cut such leaks back (default 0: "
@@ -421,6 +426,7 @@ def _train(args) -> int:
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
+                      outward_share=args.outward_share, refiner_overshoot=args.refiner_overshoot,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

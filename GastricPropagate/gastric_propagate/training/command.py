@@ -26,6 +26,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
+               outward_share: float = 0.0, refiner_overshoot: bool = False,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -91,6 +92,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--self-fed {self_fed}: give a share from 0 to 1 (0 for none).")
     if not 0 <= refiner_leaks <= 1:
         raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
+    if not 0 <= outward_share <= 1:
+        raise InputError(f"--outward-share {outward_share}: give a share from 0 to 1 (0 for none).")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
                      + ", size bins balanced within each")
@@ -100,6 +103,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         parts.append(f"the proposer's loss weighing the true outline 1 + {proposer_boundary_weight:g}")
     if refiner_leaks:
         parts.append(f"{refiner_leaks:.0%} of the refiner's samples a simulated leak to cut back")
+    if outward_share:
+        parts.append(f"{outward_share:.0%} of the proposer's samples in the tumour drawn outward of its largest slice")
+    if refiner_overshoot:
+        parts.append("the refiner also trained where the coarse mask runs past the tumour's ends")
     if augment == "torchio":
         parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
     if prompt_channel:
@@ -119,7 +126,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             augment=augment, depth=depth or TrainingConfig.depth,
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
-                            refiner_leaks=refiner_leaks, **loss_weights,
+                            refiner_leaks=refiner_leaks, outward_share=outward_share,
+                            refiner_overshoot=refiner_overshoot, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     paths = train(load_all(cases, workers), out, config=config, device=device,

@@ -85,6 +85,13 @@ class TrainingConfig:
     refiner_leaks: float = 0.0
     # Extra weight of the proposer's loss on the true outline (one pixel either side); 0: every pixel counts 1.
     proposer_boundary_weight: float = 0.0
+    # Share of the proposer's samples inside the tumour drawn on the outward side of its largest cross-section, the
+    # way the inference chains walk (from the painted largest slice towards the ends, where the outline shrinks); the
+    # others anywhere from end to end, half of them towards the largest slice (the outline grows); 0: none.
+    outward_share: float = 0.0
+    # The refiner's slices are drawn also where the coarse mask runs past the tumour's ends (a chain's overshoot, up to
+    # ``END_MARGIN`` slices), not only within one slice of them, so that it learns to clear an overshoot.
+    refiner_overshoot: bool = False
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -292,6 +299,10 @@ def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.G
     if beyond:
         k = int(np.clip(end + direction * rng.integers(1, END_MARGIN + 1), 0, depth - 1))
         previous = crop.label[end]
+    elif config.outward_share and rng.random() < config.outward_share:  # no draw without it: the same weights
+        largest = _largest_slice(crop)  # from the slice after the largest to the first beyond the end
+        k = int(np.clip(largest + direction * rng.integers(1, (end - largest) * direction + 2), 0, depth - 1))
+        previous = crop.label[int(np.clip(k - direction, 0, depth - 1))]
     else:
         start = crop.first if direction == 1 else crop.last
         k = int(start + direction * rng.integers(1, crop.last - crop.first + 2))
@@ -358,7 +369,7 @@ def _self_fed_sample(crop: _CropVolume, rollout: np.ndarray, config: TrainingCon
 
 def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator):
     """Input (6, W, W): image and coarse mask on k-1, k, k+1; target: truth on k; weights favour hard pixels."""
-    k = int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, crop.image.shape[0] - 1))
+    k = _refiner_slice(crop, coarse, config, rng)
     if config.refiner_leaks and rng.random() < config.refiner_leaks:  # no draw without them: the same weights
         coarse = _leaked(crop, k, rng)
     elif rng.random() < 0.3:  # also learn from plausible coarse masks the proposer did not happen to make
@@ -375,6 +386,17 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     if config.augment == "torchio":
         stack, target, weight = _torchio_augment([stack, target, weight], image_channels=3)
     return stack, target, weight
+
+
+def _refiner_slice(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig, rng: np.random.Generator) -> int:
+    """The slice a refiner sample is drawn on: the tumour's and one either side; with ``config.refiner_overshoot``
+    also every slice the coarse mask marks (past the ends too)."""
+    depth = crop.image.shape[0]
+    if not config.refiner_overshoot:
+        return int(np.clip(rng.integers(crop.first - 1, crop.last + 2), 0, depth - 1))
+    marked = np.flatnonzero(coarse.reshape(depth, -1).max(axis=1) > 0.5)
+    slices = sorted(set(range(max(0, crop.first - 1), min(depth - 1, crop.last + 1) + 1)) | set(marked.tolist()))
+    return int(slices[rng.integers(len(slices))])
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -281,3 +281,39 @@ def test_torchio_augmentation_moves_the_masks_with_the_image_and_keeps_them_bina
         changed_image += not np.allclose(stack[:3], image)
         changed_mask += not np.array_equal(target, square)
     assert changed_image >= 10 and changed_mask >= 3
+
+
+def test_outward_samples_walk_from_the_largest_cross_section_towards_the_ends_and_zero_draws_nothing_more():
+    """With --outward-share 1 no sample asks for the largest slice from a smaller one before it (the inference chains
+    walk from the painted largest slice outward, where the outline shrinks); 0 gives today's samples exactly."""
+    import numpy as np
+    from gastric_propagate.training.train import _largest_slice, _proposer_sample
+
+    crop = _crop("real", 20.0)
+    crop.label[2, 5:11, 5:11] = True  # slice 2 is the largest (36 pixels): 16 on slices 1, 3 and 4
+    assert _largest_slice(crop) == 2
+    plain = [_proposer_sample(crop, TrainingConfig(window=16), np.random.default_rng(s)) for s in range(60)]
+    zero = [_proposer_sample(crop, TrainingConfig(window=16, outward_share=0.0), np.random.default_rng(s))
+            for s in range(60)]
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(plain, zero))
+    asks_for_the_largest = lambda sample: int(sample[1].sum()) == 36  # noqa: E731
+    assert sum(map(asks_for_the_largest, plain)) > 5, "today's samples walk towards the largest slice too"
+    outward = [_proposer_sample(crop, TrainingConfig(window=16, outward_share=1.0), np.random.default_rng(s))
+               for s in range(200)]
+    assert not any(map(asks_for_the_largest, outward))
+    assert sum(not sample[1].any() for sample in outward) > 40, "the stops beyond the ends are still drawn"
+
+
+def test_refiner_overshoot_draws_the_slices_a_coarse_mask_marks_past_the_tumour():
+    import numpy as np
+    from gastric_propagate.training.train import _CropVolume, _refiner_slice
+
+    label = np.zeros((9, 16, 16), dtype=bool)
+    label[2:5, 6:10, 6:10] = True  # the tumour on slices 2-4
+    crop = _CropVolume(np.zeros(label.shape, np.float32), label, 2, 4, (True, True), "real", 20.0)
+    coarse = label.astype(np.float32)
+    coarse[5:8] = coarse[4]  # the chain ran on three slices past the end
+    usual = {_refiner_slice(crop, coarse, TrainingConfig(), np.random.default_rng(s)) for s in range(100)}
+    overshoot = {_refiner_slice(crop, coarse, TrainingConfig(refiner_overshoot=True), np.random.default_rng(s))
+                 for s in range(100)}
+    assert usual == {1, 2, 3, 4, 5} and overshoot == {1, 2, 3, 4, 5, 6, 7}
