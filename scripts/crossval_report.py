@@ -34,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
 
     folds = sorted(Path(args.folds).glob("fold*"))
-    rows, confidence, seen, confidence_seen = [], [], set(), set()
+    rows, confidence, seen, engine_run = [], [], set(), {}
     for fold in folds:
         for run in args.runs:  # the first run listed that holds a case's variant and method is the one reported
             if not (fold / run / "results.csv").is_file():
@@ -43,10 +43,11 @@ def main() -> int:
                 if row["method"] in NETWORK_METHODS and (row["case"], row["variant"], row["method"]) not in seen:
                     seen.add((row["case"], row["variant"], row["method"]))
                     rows.append(row)
-            if (fold / run / CONFIDENCE_FILE).is_file():  # the vote's per-slice confidence: the same precedence
-                found = read_confidence(fold / run / CONFIDENCE_FILE)
-                confidence += [row for row in found if (row["case"], row["variant"]) not in confidence_seen]
-                confidence_seen |= {(row["case"], row["variant"]) for row in found}
+                    if row["method"] == "engine":
+                        engine_run[row["case"], row["variant"]] = (fold, run)
+            if (fold / run / CONFIDENCE_FILE).is_file():  # the vote's per-slice confidence: from its Dice's run
+                confidence += [row for row in read_confidence(fold / run / CONFIDENCE_FILE)
+                               if engine_run.get((row["case"], row["variant"])) == (fold, run)]
     cases = {row["case"] for row in rows}
     for path in args.baselines:
         rows += [row for row in read_csv(path) if row["method"] not in NETWORK_METHODS and row["case"] in cases]

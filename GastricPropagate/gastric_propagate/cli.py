@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         from gastric_propagate.parent_watch import exit_with_parent
 
         exit_with_parent(EXIT_CANCELLED)
+    written = sys.modules.get("gastric_propagate.data.outputs")  # not imported for it: --help stays quick
+    if written is not None:
+        written.COMMITTED.clear()  # what an earlier command in this process wrote is not this one's
     previous = _on_sigterm_unwind()
     try:
         return _COMMANDS[args.command](args)

@@ -110,7 +110,7 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
                              f"{', '.join(f'{v:g}' for v in found[:8]) or 'none'}). Give one of them to --label.")
         return chosen
     values = np.unique(annotation[annotation > 0])
-    if values.size <= 1:
+    if values.size <= 1 or not np.all(values == np.round(values)):  # a soft (resampled) mask: its positive voxels
         return annotation
     described = "; ".join(f"{v:g} on slice(s) {describe_slices(painted_slices(annotation == v), limit=4)}"
                           for v in values[:6])

@@ -32,8 +32,8 @@ from gastric_propagate.errors import InputError, last_line
 PARTIAL_PREFIX = ".partial-"
 
 
-# Every output this process put in place, in order: a signal held during the renames is delivered after them, and the
-# command line then says that these are complete rather than that the run was cancelled with nothing written.
+# The outputs the last batch of this process put in place: a signal held during the renames is delivered after them,
+# and the command line then says that these are complete rather than that the run was cancelled with nothing written.
 COMMITTED: list[str] = []
 
 
@@ -108,7 +108,7 @@ class OutputBatch:
                                      f"written ({kept}). Check that it is not read-only or locked and that the folder "
                                      "is writable, then run again.") from error
                 self.discard()  # the emptied temporary folders, before any held signal is delivered
-                COMMITTED.extend(str(staged.path) for staged in done)
+                COMMITTED[:] = [str(staged.path) for staged in done]
         finally:
             self.discard()
 

@@ -187,7 +187,7 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
     example_variant = DEFAULT_VARIANT if DEFAULT_VARIANT in variants else variants[0]
     bar = _progress_bar(len(cases) * len(variants) * len(methods), progress)
     rows: list[dict] = []
-    example_arrays = None
+    example_arrays, example_case = None, None
     for case_index, case in enumerate(cases):
         try:
             data = case.load()
@@ -199,7 +199,8 @@ def run_evaluation(cases: Iterable[Case], *, methods: Sequence[str] | None = Non
         for variant in variants:
             annotation = make_annotation(data.label, data.spacing_xyz, variant, seed=case.seed)
             painted = painted_slices(annotation)[0]
-            example = {} if case_index == 0 and variant == example_variant else None
+            example_case = case.name if example_case is None else example_case  # the first case that loads
+            example = {} if case.name == example_case and variant == example_variant else None
             for name in methods:
                 row, mask = _score_one(registry[name], data, annotation, variant, case.source, painted)
                 rows.append(row)

@@ -222,6 +222,9 @@ class Segmenter:
                            slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop,
                            prompt=self.proposer.in_channels == PROMPT_CHANNELS)
+        for direction, limit in zip(("down", "up"), run.limits):  # the CT's limit, not the working slice past it
+            if coarse.stop_reasons[direction].startswith("reached the slice limit"):
+                coarse.stop_reasons[direction] = f"reached the slice limit ({limit})"
         for direction, limit in run.reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = (

@@ -355,3 +355,21 @@ def test_a_weights_folder_is_named_as_one_and_own_weights_are_not_told_to_reinst
     assert code == 3 and "is a folder" in err and str(tmp_path / "my-weights" / "proposer.pt") in err
     code, err = bad(case, tmp_path, capsys, extra=("--refiner", str(tmp_path / "none.pt"), "--backend", "torch"))
     assert code == 3 and "does not exist" in err and "Reinstall" not in err and "refiner.pt" in err
+
+
+def test_a_cancel_never_names_what_an_earlier_command_of_the_same_process_wrote(case, tmp_path, capsys, monkeypatch,
+                                                                                 bundled_segmenter):
+    from gastric_propagate.errors import Cancelled
+    from gastric_propagate.inference.pipeline import Segmenter
+
+    assert segment(case, tmp_path / "first.nrrd") == 0
+
+    def cancelled(*args, **kwargs):
+        raise Cancelled("Propagation was cancelled; nothing was written.")
+
+    monkeypatch.setattr(Segmenter, "segment", cancelled)
+    capsys.readouterr()
+    assert segment(case, tmp_path / "second.nrrd") == 130
+    err = capsys.readouterr().err
+    assert "no output was half-written" in err and "first.nrrd" not in err
+    assert not (tmp_path / "second.nrrd").exists()

@@ -1,4 +1,4 @@
-"""scripts/render_panel.py renders the real .ui offscreen (PyQt5, pinned in the ``test`` extra; skipped without it,
+"""scripts/render_panel.py renders the real .ui offscreen (PyQt5, pinned in the ``qt`` extra; skipped without it,
 except under scripts/test.sh, which sets GASTRIC_PROPAGATE_QT_TEST=required)."""
 
 from __future__ import annotations

@@ -48,3 +48,16 @@ def test_the_first_run_listed_gives_each_row_and_each_case_s_confidence_once(tmp
         confidence = [(int(row["slice"]), float(row["confidence"])) for row in csv.DictReader(handle)]
     assert confidence == [(5, 0.9), (6, 0.9)], "the old run's confidence of the same case is not added"
     assert "the first of the runs eval-new, eval-old that holds it" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_a_case_s_confidence_comes_only_from_the_run_that_gives_its_dice(tmp_path):
+    fold = tmp_path / "cv" / "fold0"
+    # The newer run scored the vote but its confidence holds no slice of the case: the older run's slices are not
+    # paired with the newer run's Dice.
+    _run_folder(fold / "eval-new", [_row("lidc_0001_n1", "engine", 0.90)], _confidence("lidc_0002_n1", [3], 0.5))
+    _run_folder(fold / "eval-old", [_row("lidc_0001_n1", "engine", 0.70)], _confidence("lidc_0001_n1", [4, 5], 0.1))
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--folds", str(tmp_path / "cv"), "--out", str(out),
+                           "--runs", "eval-new", "eval-old"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "confidence.csv").exists() or "lidc_0001_n1" not in (out / "confidence.csv").read_text()

@@ -102,6 +102,26 @@ def test_a_case_refused_as_bad_input_is_logged_in_one_line(monkeypatch, caplog):
     assert "does not look like a CT" in failures[0].getMessage()
 
 
+def test_a_case_that_cannot_be_read_is_recorded_as_failed_and_the_others_still_give_the_figure(caplog):
+    from gastric_propagate.data.cases import Case
+    from gastric_propagate.errors import InputError
+
+    def empty_label():
+        raise InputError("The label a_label.nrrd is empty: there is no tumour in it to learn from or evaluate on.")
+
+    cases = [Case(name="a_empty", source="a_image.nrrd", seed=0, loader=empty_label), _case("tiny_e", 5, 10.0)]
+    evaluation = evaluate.run_evaluation(cases, methods=["copy_slice", "region_growing"], variants=["largest"],
+                                         progress=False)
+    failed = [row for row in evaluation.rows if row["case"] == "a_empty"]
+    assert len(failed) == 2 and all(row["error"].startswith("InputError: The label") for row in failed)
+    assert all(math.isnan(row["dice"]) for row in failed)
+    assert all(row["error"] == "" for row in evaluation.rows if row["case"] == "tiny_e")
+    assert evaluation.example is not None, "the figure's example is the first case that loads"
+    assert any("a_empty cannot be evaluated" in record.getMessage() for record in caplog.records)
+    text = evaluate.summary_markdown(evaluation.rows, {"data": "x", "command": "y"})
+    assert "| 1 |" in text  # counted as failed, the run finished
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
         evaluate.run_evaluation([], methods=["magic"], progress=False)

@@ -167,6 +167,8 @@ def test_on_thin_slices_the_networks_reach_a_slice_limit_between_their_working_s
     assert not result.network_mask[:27].any() and not result.network_mask[34:].any()
     assert not result.proposer_mask[:27].any() and not result.proposer_mask[34:].any()
     assert sorted(result.slice_confidence) == list(range(27, 34))
+    # The limits, not the working slices past them, are what the reasons name.
+    assert result.stop_reasons == {"down": "reached the slice limit (27)", "up": "reached the slice limit (33)"}
 
 
 def _cylinder(depth: int = 40, painted: int = 20):
