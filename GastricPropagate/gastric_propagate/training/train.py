@@ -114,6 +114,7 @@ class _CropVolume:
     free_ends: tuple[bool, bool] = (True, True)
     source: str = ""
     diameter_mm: float = 0.0  # equivalent diameter of the largest cross-section
+    pixel_mm: float = 0.0  # the crop's pixel size (the preprocessing's divided by its zoom); 0: the preprocessing's
 
 
 # Size bins (equivalent diameter of the largest cross-section, mm) that ``sampling_weights`` balances.
@@ -167,7 +168,7 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         image = normalise(to_crop(case.image, window), prep, centre + rng.normal(0.0, PROMPT_JITTER_HU))
         free_ends = (bool(working[0] > 0), bool(working[-1] < mask.shape[0] - 1))
         crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0, free_ends, source,
-                                 diameter))
+                                 diameter, prep.pixel_spacing_mm))
     return crops
 
 
@@ -473,9 +474,9 @@ def _largest_slice(crop: _CropVolume) -> int:
 def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
                   device: torch.device) -> list[np.ndarray]:
     """The proposer's own propagation on each training crop, from its largest cross-section."""
-    pixel = config.preprocessing.pixel_spacing_mm
     results = []
     for crop in crops:
+        pixel = crop.pixel_mm or config.preprocessing.pixel_spacing_mm  # a zoomed crop's own: the stop rules' areas
         k = _largest_slice(crop)
         output = propagate(TorchRunner(proposer, device), crop.image, {k: crop.label[k]},
                            limits=(0, crop.image.shape[0] - 1),

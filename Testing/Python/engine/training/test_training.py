@@ -103,6 +103,9 @@ def test_zoom_changes_the_lesion_scale_the_networks_see():
     area = lambda crop: crop.label.sum(axis=(1, 2)).max()  # noqa: E731
     assert 3.0 < area(zoomed[0]) / area(plain[0]) < 5.0  # twice the scale in-plane: four times the area
     assert zoomed[0].free_ends == (True, True) and zoomed[0].diameter_mm == plain[0].diameter_mm
+    # The rollouts' stop rules measure areas in the crop's own pixels: half a millimetre when zoomed twice.
+    assert zoomed[0].pixel_mm == CONFIG.preprocessing.pixel_spacing_mm / 2.0
+    assert plain[0].pixel_mm == CONFIG.preprocessing.pixel_spacing_mm
 
 
 def test_the_refiners_pixel_weights_are_one_plus_the_hard_and_boundary_weights_the_config_gives():
@@ -317,3 +320,20 @@ def test_refiner_overshoot_draws_the_slices_a_coarse_mask_marks_past_the_tumour(
     overshoot = {_refiner_slice(crop, coarse, TrainingConfig(refiner_overshoot=True), np.random.default_rng(s))
                  for s in range(100)}
     assert usual == {1, 2, 3, 4, 5} and overshoot == {1, 2, 3, 4, 5, 6, 7}
+
+
+def test_the_rollouts_stop_rules_read_each_crop_s_own_pixel_size(monkeypatch):
+    import numpy as np
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.training import train as training
+
+    seen = []
+
+    def record(runner, image, anchors, **kwargs):
+        seen.append((kwargs["pixel_mm"], kwargs["pixel_area_mm2"]))
+        return type("Output", (), {"probabilities": np.zeros(image.shape, np.float32)})()
+
+    monkeypatch.setattr(training, "propagate", record)
+    crops = [_crop("real", 20.0), training._CropVolume(**{**_crop("real", 20.0).__dict__, "pixel_mm": 0.5})]
+    training._coarse_masks(UNet2D(in_channels=4, base_channels=4, depth=2), crops, TrainingConfig(), "cpu")
+    assert seen == [(1.0, 1.0), (0.5, 0.25)]
