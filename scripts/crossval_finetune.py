@@ -77,8 +77,11 @@ def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
 def _refuse_recipe_data_that_holds(recipe: list[str], pairs, parser) -> None:
     """A recipe's own --data folders (after --) train every fold: a case of --data there, or another case of its
     patient, would be learned by the fold that holds it out."""
-    folders = [value for flag, value in zip(recipe, recipe[1:]) if flag == "--data"]
-    folders += [item.split("=", 1)[1] for item in recipe if item.startswith("--data=")]
+    def is_data(flag: str) -> bool:  # argparse takes "--da" and "--dat" for "--data" too
+        return len(flag) >= 4 and "--data".startswith(flag)
+
+    folders = [value for flag, value in zip(recipe, recipe[1:]) if is_data(flag)]
+    folders += [item.split("=", 1)[1] for item in recipe if "=" in item and is_data(item.split("=", 1)[0])]
     patients = {patient_of(name) for name, _, _ in pairs}
     for folder in folders:
         overlap = sorted(name for name, _, _ in find_pairs(folder) if patient_of(name) in patients)

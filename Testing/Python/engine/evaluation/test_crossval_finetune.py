@@ -54,6 +54,7 @@ def test_a_recipe_folder_holding_a_patient_of_the_data_is_refused(tmp_path):
                 (tmp_path / folder / f"{name}_{part}.nrrd").write_bytes(b"")
     parser = argparse.ArgumentParser()
     script._refuse_recipe_data_that_holds(["--data", str(tmp_path / "clean"), "--phantoms", "5"], data, parser)
-    for recipe in (["--data", str(tmp_path / "leaky")], [f"--data={tmp_path / 'leaky'}"]):
+    leaky = str(tmp_path / "leaky")
+    for recipe in (["--data", leaky], [f"--data={leaky}"], ["--da", leaky], [f"--dat={leaky}"]):
         with pytest.raises(SystemExit):
             script._refuse_recipe_data_that_holds(recipe, data, parser)
