@@ -343,8 +343,14 @@ def test_a_signal_as_the_outputs_are_put_in_place_says_they_are_complete(case, t
     monkeypatch.setattr(outputs.os, "replace", then_interrupt(replace))
     monkeypatch.setattr(outputs.os, "link", then_interrupt(link))
     monkeypatch.setattr(outputs, "COMMITTED", [])
+    # Python's own SIGINT handler, as in a terminal: a shell's background job starts with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     output = tmp_path / "out.nrrd"
-    assert segment(case, output) == 130
+    try:
+        code = segment(case, output)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130
     err = capsys.readouterr().err
     assert output.is_file() and f"{output} is complete" in err and "the run had finished" in err
 
