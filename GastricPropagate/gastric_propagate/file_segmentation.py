@@ -109,7 +109,8 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
             raise InputError(f"The annotation {path} holds no voxel of label {label:g} (its labels: "
                              f"{', '.join(f'{v:g}' for v in found[:8]) or 'none'}). Give one of them to --label.")
         return chosen
-    values = np.unique(annotation[annotation > 0])
+    painted = annotation[np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]  # a few slices
+    values = np.unique(painted[painted > 0])  # not a pass over the whole CT's grid: no second volume in memory
     if values.size <= 1 or not np.all(values == np.round(values)):  # a soft (resampled) mask: its positive voxels
         return annotation
     described = "; ".join(f"{v:g} on slice(s) {describe_slices(painted_slices(annotation == v), limit=4)}"

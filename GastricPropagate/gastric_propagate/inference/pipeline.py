@@ -307,9 +307,14 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     mask = mask_from_crop(final[window], run.grid, run.image.shape, window)
     coarse_kept = _keep_connected_to_anchors(coarse.probabilities, run.anchors)
     proposer_mask = mask_from_crop(coarse_kept[window], run.grid, run.image.shape, window)
+    # A working slice just past a limit may put voxels beyond it: those few slices are cleared (only those: writing
+    # zeros over the whole untouched grid would make the system hold it, about 80 MB at 512 x 512 x 300).
     low, high = run.limits
+    pasted = (int(np.ceil(run.grid.slice_position(visited[0]) - 1e-6)),
+              int(np.floor(run.grid.slice_position(visited[-1]) + 1e-6)))
     for target in (mask, proposer_mask):
-        target[:low], target[high + 1:] = 0, 0  # a working slice just past a limit may lie beyond it
+        target[max(0, pasted[0]):max(0, low)] = 0
+        target[high + 1:max(high + 1, pasted[1] + 1)] = 0
         target[run.anchor_slices] = run.painted[run.anchor_slices]
     return mask, proposer_mask
 
