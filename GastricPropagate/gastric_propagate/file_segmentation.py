@@ -16,7 +16,8 @@ from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.data.validation import check_image_shape
-from gastric_propagate.data.volumes import check_axial, geometry_difference, read_volume
+from gastric_propagate.data.volumes import geometry_difference, read_volume, slice_axis
+from gastric_propagate.inference.advice import not_axial_advice
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.result import SegmentationResult
@@ -51,7 +52,6 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     stage(STAGE_READ, 0, 1)
     image, image_key = read_image(image_path) if read_image is not None else (read_volume(image_path, "image"), None)
     check_image_shape(image.GetSize()[::-1])  # a single DICOM image: said so, not that the annotation does not fit
-    check_axial(image, image_path)
     annotation = read_volume(annotation_path, "annotation")
     painted = _one_label(_painted_on_grid(annotation, image, annotation_path), label, annotation_path)
     segmenter = segmenter or Segmenter(device=device)
@@ -71,6 +71,8 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
         stage(STAGE_REFINER, 1, 1)
     stage(STAGE_WRITE, 0, 1)
     report = build_report(result, image.GetSpacing(), segmenter)
+    if slice_axis(image) != "axial":  # propagated along the volume's own slices, as painted: said, not refused
+        report["advice"].append(not_axial_advice(slice_axis(image)).to_dict())
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
     # Without overwrite, a file that appeared at an output path during the run (another run's) is not replaced.
     with OutputBatch(overwrite=overwrite) as outputs:

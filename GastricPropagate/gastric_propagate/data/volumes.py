@@ -95,18 +95,11 @@ def check_path_text(path: str | Path, what: str) -> None:
                          "folder), then run again.") from None
 
 
-def check_axial(image: sitk.Image, path: str | Path, what: str = "image") -> None:
-    """InputError when the volume's slices are not axial: its third axis runs left-right or front-back, not along
-    the body, so that propagating slice by slice would go across the body (a sagittal or coronal series)."""
-    direction = np.reshape(image.GetDirection(), (3, 3))
-    slice_axis = np.abs(direction[:, 2])  # the direction of the third voxel index in patient space (x, y, z)
-    if slice_axis[2] < slice_axis.max():
-        along = ("left-right (sagittal slices)" if int(np.argmax(slice_axis)) == 0
-                 else "front-back (coronal slices)")
-        raise InputError(f"The {what} {path} is stored with its slices {along}, not axial: GastricPropagate "
-                         "propagates from one axial slice along the body. Reorient it to axial slices (in Slicer: "
-                         "the Orient Scalar Volume module, orientation Axial) and paint on that volume, then run "
-                         "again.")
+def slice_axis(image: sitk.Image) -> str:
+    """Which way the volume's third voxel index (its K slices' normal) runs in the patient: "axial" (head-foot),
+    "sagittal" (left-right) or "coronal" (front-back), by its largest direction component."""
+    direction = np.abs(np.reshape(image.GetDirection(), (3, 3))[:, 2])
+    return ("sagittal", "coronal", "axial")[int(np.argmax(direction))]
 
 
 def _check_readable_file(path: Path, what: str) -> None:

@@ -11,6 +11,9 @@ LARGER_NEIGHBOUR = "larger_neighbour"
 # ("first" or "last"), slices (the volume's number of axial slices).
 PAINTED_AT_VOLUME_EDGE = "painted_at_volume_edge"
 
+# The volume's K slices are not axial (a sagittal or coronal series): the result was propagated across the body.
+# Values: orientation ("sagittal" or "coronal").
+NOT_AXIAL = "not_axial"
 # A painted slice holds several separate regions (a stray stroke, or a tumour cut in two pieces). Values:
 # painted_slice, regions, largest_mm2, others_mm2.
 SEPARATE_REGIONS = "separate_regions"
@@ -64,3 +67,13 @@ def separate_regions_advice(painted_slice: int, areas_mm2: list[float]) -> Advic
                 "stroke, erase it and run again.")
     return Advice(SEPARATE_REGIONS, sentence, {"painted_slice": int(painted_slice), "regions": len(areas_mm2),
                                                "largest_mm2": largest, "others_mm2": others})
+
+
+def not_axial_advice(orientation: str) -> Advice:
+    """The volume's K slices are ``orientation`` ("sagittal" or "coronal"), not axial."""
+    across = "left to right" if orientation == "sagittal" else "front to back"
+    sentence = (f"This volume's slices are {orientation}, not axial: the result was propagated from the painted slice "
+                f"{across} along the volume's own slices, and the networks learned axial slices. Check it closely, "
+                "or reorient the CT to axial slices (in Slicer: Orient Scalar Volume, orientation Axial), paint on "
+                "that volume and run again.")
+    return Advice(NOT_AXIAL, sentence, {"orientation": orientation})

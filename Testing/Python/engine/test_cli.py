@@ -279,15 +279,27 @@ def test_an_annotation_of_several_labels_is_refused_unless_one_is_chosen(case, t
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(alone))))
 
 
-def test_a_ct_of_sagittal_or_coronal_slices_is_refused(case, tmp_path, capsys):
+def test_a_ct_of_sagittal_or_coronal_slices_is_propagated_along_its_own_slices_and_said_so(case, tmp_path, capsys,
+                                                                                          bundled_segmenter):
+    """The Slicer module lets a reader paint in the slice view aligned with the volume's own slices; the result comes
+    with advice naming the orientation and how to reorient, never silently."""
     ct = sitk.ReadImage(str(case["ct"]))
-    for columns, said in (((2, 1, 0), "left-right (sagittal slices)"), ((0, 2, 1), "front-back (coronal slices)")):
+    for columns, said in (((2, 1, 0), "sagittal"), ((0, 2, 1), "coronal"), ((0, 1, 2), None)):
         turned = sitk.Image(ct)
         turned.SetDirection(tuple(np.eye(3)[:, columns].flatten()))
         sitk.WriteImage(turned, str(tmp_path / "turned.nrrd"))
         annotation = write_like(annotation_from_label(case["truth"]), turned, tmp_path / "turned_annotation.nrrd")
-        code, err = bad(case, tmp_path, capsys, image=tmp_path / "turned.nrrd", annotation=annotation)
-        assert code == 2 and said in err and "Orient Scalar Volume" in err
+        report = tmp_path / "report.json"
+        code = segment({**case, "ct": tmp_path / "turned.nrrd", "annotation": annotation}, tmp_path / "out.nrrd",
+                       "--overwrite", "--report", str(report))
+        out = capsys.readouterr().out
+        advice = [item for item in json.loads(report.read_text())["advice"] if item["kind"] == "not_axial"]
+        assert code == 0
+        if said is None:
+            assert advice == [] and "not axial" not in out
+        else:
+            assert [item["orientation"] for item in advice] == [said]
+            assert f"note: This volume's slices are {said}, not axial" in out and "Orient Scalar Volume" in out
 
 
 def test_a_single_image_of_a_series_is_said_to_be_one_slice(case, tmp_path, capsys):
