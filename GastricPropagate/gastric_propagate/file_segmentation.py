@@ -71,8 +71,9 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
         stage(STAGE_REFINER, 1, 1)
     stage(STAGE_WRITE, 0, 1)
     report = build_report(result, image.GetSpacing(), segmenter)
-    if slice_axis(image) != "axial":  # propagated along the volume's own slices, as painted: said, not refused
-        report["advice"].append(not_axial_advice(slice_axis(image)).to_dict())
+    orientation = slice_axis(image)
+    if orientation != "axial":  # propagated along the volume's own slices, as painted: said, not refused
+        report["advice"].append(not_axial_advice(orientation).to_dict())
     report.update({"image": str(image_path), "annotation": str(annotation_path), "output": str(output_path)})
     # Without overwrite, a file that appeared at an output path during the run (another run's) is not replaced.
     with OutputBatch(overwrite=overwrite) as outputs:

@@ -162,11 +162,11 @@ def _check_complete(path: Path, nbytes: int, what: str, data_file: tuple[Path, s
         if held < declared:
             raise _truncated(data, what, held, declared)
         return
-    nifti = _nifti_data(path, open)
+    nifti, raw_start = _nifti_data(path, open), _nrrd_raw_start(path)
     if nifti is not None:
         available, (offset, nbytes) = path.stat().st_size, nifti
-    elif _nrrd_raw_start(path) is not None:
-        available, offset = path.stat().st_size - _nrrd_raw_start(path), 0
+    elif raw_start is not None:
+        available, offset = path.stat().st_size - raw_start, 0
     else:
         available, offset = _metaimage_data(path, nbytes, what)
     if offset is not None and available < offset + nbytes:
