@@ -310,13 +310,18 @@ def _paste_back(run: _Run, coarse: PropagationOutput, final: np.ndarray) -> tupl
     # A working slice just past a limit may put voxels beyond it: those few slices are cleared (only those: writing
     # zeros over the whole untouched grid would make the system hold it, about 80 MB at 512 x 512 x 300).
     low, high = run.limits
-    pasted = (int(np.ceil(run.grid.slice_position(visited[0]) - 1e-6)),
-              int(np.floor(run.grid.slice_position(visited[-1]) + 1e-6)))
+    pasted = _ct_span(run.grid, visited)
     for target in (mask, proposer_mask):
         target[max(0, pasted[0]):max(0, low)] = 0
         target[high + 1:max(high + 1, pasted[1] + 1)] = 0
         target[run.anchor_slices] = run.painted[run.anchor_slices]
     return mask, proposer_mask
+
+
+def _ct_span(grid: CropGrid, visited: list[int]) -> tuple[int, int]:
+    """The first and last CT slice (unclipped) between the first and last working slices the networks visited."""
+    return (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
+            int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
 
 
 def _register(run: _Run, memo, should_stop: Callable[[], bool]) -> dict[int, np.ndarray]:
@@ -353,8 +358,7 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
     """Each slice's confidence, from the networks' first to last slice (or the vote's, when it reaches further),
     and the slices cut back after a leak, whose confidence is lowered."""
     grid, visited, consensus = run.grid, coarse.visited, run.options.use_consensus
-    first, last = (int(np.ceil(grid.slice_position(visited[0]) - 1e-6)),
-                   int(np.floor(grid.slice_position(visited[-1]) + 1e-6)))
+    first, last = _ct_span(grid, visited)
     if consensus:  # the vote may reach slices the networks did not
         tumour = painted_slices(mask)
         first, last = min(first, tumour[0]), max(last, tumour[-1])
