@@ -141,12 +141,24 @@ def _corrupt_geometry(path: Path, what: str, problem: str) -> InputError:
                       "source (e.g. 3D Slicer or the DICOM series), then run again.")
 
 
+def _nrrd_header(path: Path, extensions: tuple[str, ...] = (".nrrd", ".nhdr"), *,
+                 ended: bool = False) -> str | None:
+    """A NRRD file's header: its first 64 kB up to the blank line that ends the header; None for another extension,
+    and, when ``ended``, where no blank line ends it there."""
+    if matching_extension(path, extensions) is None:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    if ended and b"\n\n" not in head:
+        return None
+    return head.split(b"\n\n", 1)[0].decode("latin-1")
+
+
 def _nrrd_non_finite(path: Path) -> bool:
     """Whether a NRRD header's space directions, spacings or origin hold NaN or Inf."""
-    if matching_extension(path, (".nrrd", ".nhdr")) is None:
+    header = _nrrd_header(path)
+    if header is None:
         return False
-    with open(path, "rb") as handle:
-        header = handle.read(65536).split(b"\n\n", 1)[0].decode("latin-1")
     fields = re.findall(r"^(?:space directions|spacings|space origin)\s*:(.*)$", header, re.IGNORECASE | re.MULTILINE)
     return any(re.search(r"nan|inf", value, re.IGNORECASE) for value in fields)
 
@@ -402,17 +414,12 @@ def _adler_matches(path: Path, stream: tuple[int, int | None], image: sitk.Image
 def _nrrd_raw_start(path: Path) -> int | None:
     """Where the voxels of a .nrrd holding them uncompressed (encoding raw, no detached data file) start: after the
     header's blank line; None for any other file."""
-    if matching_extension(path, (".nrrd",)) is None:
+    header = _nrrd_header(path, (".nrrd",), ended=True)
+    if header is None or not header.startswith("NRRD"):
         return None
-    with open(path, "rb") as handle:
-        head = handle.read(65536)
-    if not head.startswith(b"NRRD") or b"\n\n" not in head:
-        return None
-    header = head.split(b"\n\n", 1)[0].decode("latin-1")
-    fields = dict((key.strip().lower(), value.strip().lower()) for key, _, value in
-                  (line.partition(":") for line in header.splitlines()[1:] if ":" in line and not line.startswith("#")))
-    if fields.get("encoding") != "raw" or any(key in fields for key in ("data file", "datafile", "line skip",
-                                                                          "lineskip", "byte skip", "byteskip")):
+    encoding = re.search(r"^encoding\s*:\s*(\S+)", header, re.MULTILINE | re.IGNORECASE)
+    if (encoding is None or encoding.group(1).lower() != "raw"  # the same fields as ``_named_data_file`` reads
+            or re.search(r"^(data ?file|(byte|line) ?skip)\s*:", header, re.MULTILINE | re.IGNORECASE)):
         return None
     return len(header.encode("latin-1")) + 2
 
