@@ -9,6 +9,8 @@ The Widget (``widget.py``) owns the Qt objects and hands them over as a ``view``
 - ``waitCursor()``: a context manager; ``confirm(text, title) -> bool``; ``showError(text)``;
 - ``showReview(rows, summary)`` (the per-slice list), ``showResultsTable(tableNode)``;
 - ``setButtons(state)``: a ``ButtonState``.
+
+The Widget also tells it which segmentation the panel shows (``watchSegments``): the buttons follow its segments.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+import slicer
 from gastric_propagate.errors import Cancelled
 from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE
 
@@ -29,6 +32,10 @@ from .masking import Masking
 __all__ = ["ButtonState", "LastRun", "RunController", "adoptedSegmentId", "resultStatus", "stageText"]
 
 logger = logging.getLogger(__name__)
+
+#: The segment changes that can add or take away the result (deleted, renamed, tagged) and so the buttons' state.
+_SEGMENT_EVENTS = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                  slicer.vtkSegmentation.SegmentModified)
 
 
 def stageText(stage: str) -> str:
@@ -43,8 +50,9 @@ def stageText(stage: str) -> str:
     return texts.get(stage, _("Starting the segmentation process..."))
 
 
-def resultStatus(result, correctedSlices=()) -> str:
-    """The status line after a run: where the result lies, the anchors taken from corrections, the engine's advice."""
+def resultStatus(result, correctedSlices=(), masking: Masking | None = None) -> str:
+    """The status line after a run: where the result lies, the anchors taken from corrections, the Segment Editor's
+    masking applied to it (a result smaller than expected is then no surprise), the engine's advice."""
     from .result_segment import resultSegmentName
 
     sliceRange = result.slice_range()
@@ -53,6 +61,8 @@ def resultStatus(result, correctedSlices=()) -> str:
     if correctedSlices:
         text += " " + _("Corrected slices kept as anchors: K = {slices}.").format(
             slices=", ".join(str(k) for k in correctedSlices))
+    if masking is not None and masking.isActive():
+        text += " " + _("The Segment Editor's masking applied: {masking}.").format(masking=masking.description)
     for sentence in adviceSentences(result.advice):
         text += " " + sentence
     return text
@@ -119,6 +129,8 @@ class RunController:
         self._job = None
         self._prepared = None
         self._replaceExisting = False
+        self._watched = None  # the segmentation node whose segments the buttons follow
+        self._watchTags = []
 
     @property
     def isRunning(self) -> bool:
@@ -147,6 +159,36 @@ class RunController:
 
     def refreshButtons(self) -> None:
         self.view.setButtons(self.buttonState())
+
+    def watchSegments(self, segmentationNode) -> None:
+        """The buttons follow the segments of ``segmentationNode`` (the panel's selection; None: stop): a result
+        deleted or renamed in the Segment Editor turns Re-propagate and Export labelmap off at once."""
+        if segmentationNode is self._watched:
+            return
+        for tag in self._watchTags:
+            self._watched.RemoveObserver(tag)
+        self._watched, self._watchTags = segmentationNode, []
+        if segmentationNode is not None:
+            self._watchTags = [segmentationNode.AddObserver(event, self._onSegmentsChanged)
+                               for event in _SEGMENT_EVENTS]
+
+    def _onSegmentsChanged(self, caller, event) -> None:
+        self.refreshButtons()
+
+    def resultToExport(self) -> str | None:
+        """The result segment Export labelmap writes; None when the selected segmentation holds none (deleted or
+        renamed since the buttons were set), which the panel then says, turning the buttons off."""
+        from .result_segment import resultSegmentName
+
+        segmentationNode = self.parameters.segmentationNode if self.parameters is not None else None
+        resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
+        if resultId is None:
+            message = _("Not exported: the selected segmentation holds no '{name}' segment (it was deleted or "
+                        "renamed). Propagate again to export it.").format(name=resultSegmentName())
+            self.view.setStatus(message)
+            self.view.showError(message)
+            self.refreshButtons()
+        return resultId
 
     # ------------------------------------------------------------------ run
 
@@ -252,7 +294,7 @@ class RunController:
         displayNode = prepared.segmentationNode.GetDisplayNode()
         if displayNode is not None:
             displayNode.SetSegmentVisibility(resultId, True)
-        self.view.setStatus(resultStatus(result, prepared.correctedSlices))
+        self.view.setStatus(resultStatus(result, prepared.correctedSlices, prepared.masking))
         self.view.showRunTime(_("{duration} on {device}").format(duration=formatDuration(result.seconds),
                                                                  device=result.device))
         rows = reviewRows(result, prepared.correctedSlices)
@@ -323,6 +365,7 @@ class RunController:
     def cleanup(self) -> None:
         """The panel is destroyed (the application closes): ends a running process and the engine's worker."""
         self._endJob()
+        self.watchSegments(None)
         close = getattr(self.logic, "close", None)
         if close is not None:
             close()

@@ -26,7 +26,7 @@ from .i18n import _
 from .parameters import commandLineArguments
 from .launchers import PopenLauncher, childEnvironment, pythonExecutable
 from .run_output import Progress, newLines, stderrMessage
-from .runner import InferenceJob
+from .runner import InferenceJob, exitCodeText
 
 if TYPE_CHECKING:
     from gastric_propagate.data.mask_boxes import Grid
@@ -221,7 +221,7 @@ class WorkerJob(InferenceJob):
         try:
             if worker.endedUnexpectedly():
                 self._notify(_("The engine's worker process had ended (exit code {code}); a new one was started.")
-                             .format(code=_codeText(worker.exitCode())))
+                             .format(code=exitCodeText(worker.exitCode())))
             if not worker.running():
                 worker.start()
             super().__init__(worker.process, folder, paths, grid, onProgress=onProgress)
@@ -278,7 +278,7 @@ class WorkerJob(InferenceJob):
         if self.restarts >= 1:
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
                                             "code {code}); nothing was written.\n{message}").format(
-                code=_codeText(code), message=message))
+                code=exitCodeText(code), message=message))
             return
         self.restarts += 1
         try:
@@ -286,10 +286,10 @@ class WorkerJob(InferenceJob):
         except Exception as error:  # e.g. the program cannot be started any more: the run fails, saying why
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended during the run (exit code {code}) and "
                                             "could not be started again: {error}. Nothing was written.\n{message}"
-                                            ).format(code=_codeText(code), error=error, message=message))
+                                            ).format(code=exitCodeText(code), error=error, message=message))
             return
         self._notify(_("The engine's worker process ended during the run (exit code {code}); it was restarted and "
-                       "the run is being retried.").format(code=_codeText(code)))
+                       "the run is being retried.").format(code=exitCodeText(code)))
         self._process = self.worker.process
         self.workerPid = self._process.pid()
         self._send()
@@ -319,7 +319,3 @@ class WorkerJob(InferenceJob):
 
     def _exitStatus(self) -> tuple[int | None, str]:
         return self._outcome if self._outcome is not None else (EXIT_FAILED, "")
-
-
-def _codeText(code: int | None) -> str:
-    return _("none: it was killed") if code is None else str(code)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 
-import vtk
+import numpy as np
 
 import slicer
 
 from .i18n import _
 from .results_table import writeTableCsv
-from .segment_arrays import sourceRepresentationName, temporaryNodes
+from .segment_arrays import segmentArray, sourceRepresentationName, temporaryNodes
 
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
@@ -55,17 +55,23 @@ def exportSegmentation(segmentationNode, path) -> str:
 
 
 def exportLabelmap(volumeNode, segmentationNode, segmentIds, path) -> str:
-    """Writes ``segmentIds`` as one labelmap on the volume's grid (label n = n-th segment) to NIfTI/NRRD."""
+    """Writes ``segmentIds`` as one labelmap on the volume's grid (label n = n-th segment, the later one where they
+    overlap) to NIfTI/NRRD. Returns the path.
+
+    Each segment is read by ``segmentArray``, on temporary nodes: Slicer's export from the user's node would add a
+    derived binary labelmap to a segmentation that stores closed surfaces (STL, OBJ), changing it.
+    """
     path = _checkedPath(path, (".nii.gz", ".nii", ".nrrd"))
+    segmentIds = list(segmentIds)
+    labels = np.zeros(tuple(reversed(volumeNode.GetImageData().GetDimensions())),
+                      dtype=np.uint8 if len(segmentIds) < 256 else np.uint16)
+    for label, segmentId in enumerate(segmentIds, start=1):
+        labels[segmentArray(volumeNode, segmentationNode, segmentId) > 0] = label
     scene = volumeNode.GetScene()
-    ids = vtk.vtkStringArray()
-    for segmentId in segmentIds:
-        ids.InsertNextValue(segmentId)
     with temporaryNodes(scene):
         labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_export__")
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentationNode, ids, labelmapNode, volumeNode):
-            raise RuntimeError(_("Could not convert the segments to a labelmap."))
+        labelmapNode.CopyOrientation(volumeNode)
+        slicer.util.updateVolumeFromArray(labelmapNode, labels)
         storageNode = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storageNode.SetFileName(path)
         storageNode.SetUseCompression(True)

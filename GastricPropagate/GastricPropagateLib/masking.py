@@ -53,54 +53,57 @@ def maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paint
     """Turns the Segment Editor's masking settings into a ``Masking`` on the volume's grid.
 
     Segment-based modes count every segment except the painted one and this module's result (the result
-    continues the painted segment, so neither may block it). They apply only when the editor works on the
-    same segmentation; the intensity range applies in any case.
+    continues the painted segment, so neither may block it). Nothing applies unless the editor works on this
+    volume and this segmentation: its settings, the HU range included, were made for what it edits.
 
     Raises:
         InputError: the masking names a single segment that no longer exists (never silently unmasked).
     """
-    if editorNode is None:
+    if editorNode is None or segmentationNode is None or editorNode.GetSegmentationNode() is not segmentationNode:
+        return Masking()
+    # "Source" is the current name; older Slicers call it "Master" (as for the intensity mask below).
+    sourceVolume = getattr(editorNode, "GetSourceVolumeNode", None) or getattr(editorNode, "GetMasterVolumeNode")
+    if sourceVolume() is not volumeNode:
         return Masking()
     node = slicer.vtkMRMLSegmentationNode
     editable = None
     parts = []
-    if editorNode.GetSegmentationNode() is segmentationNode and segmentationNode is not None:
-        mode = editorNode.GetMaskMode()
-        segmentation = segmentationNode.GetSegmentation()
-        excluded = {paintedSegmentId, resultSegmentId(segmentationNode)}
-        others = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-        others = [s for s in others if s not in excluded]
-        displayNode = segmentationNode.GetDisplayNode()
+    mode = editorNode.GetMaskMode()
+    segmentation = segmentationNode.GetSegmentation()
+    excluded = {paintedSegmentId, resultSegmentId(segmentationNode)}
+    others = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    others = [s for s in others if s not in excluded]
+    displayNode = segmentationNode.GetDisplayNode()
 
-        def visible(segmentId):
-            return displayNode is None or displayNode.GetSegmentVisibility(segmentId)
+    def visible(segmentId):
+        return displayNode is None or displayNode.GetSegmentVisibility(segmentId)
 
-        def union(segmentIds):
-            mask = np.zeros(tuple(reversed(volumeNode.GetImageData().GetDimensions())), dtype=bool)
-            for segmentId in segmentIds:
-                mask |= segmentArray(volumeNode, segmentationNode, segmentId) > 0
-            return mask
+    def union(segmentIds):
+        mask = np.zeros(tuple(reversed(volumeNode.GetImageData().GetDimensions())), dtype=bool)
+        for segmentId in segmentIds:
+            mask |= segmentArray(volumeNode, segmentationNode, segmentId) > 0
+        return mask
 
-        if mode == node.EditAllowedInsideAllSegments:
-            editable, parts = union(others), [_("inside all other segments")]
-        elif mode == node.EditAllowedInsideVisibleSegments:
-            editable, parts = union([s for s in others if visible(s)]), [_("inside visible segments")]
-        elif mode == node.EditAllowedOutsideAllSegments:
-            editable, parts = ~union(others), [_("outside all other segments")]
-        elif mode == node.EditAllowedOutsideVisibleSegments:
-            editable = ~union([s for s in others if visible(s)])
-            parts = [_("outside visible segments")]
-        elif mode == node.EditAllowedInsideSingleSegment:
-            maskSegmentId = editorNode.GetMaskSegmentID()
-            if not maskSegmentId or segmentation.GetSegment(maskSegmentId) is None:
-                raise InputError(_(
-                    "The Segment Editor's masking allows edits only inside one segment, but that segment "
-                    "({id}) no longer exists in '{seg}'. In the Segment Editor's Masking section choose an "
-                    "existing segment for 'Editable area' (or 'Everywhere'), or untick 'Masking' (respect Segment "
-                    "Editor masking) in this module's Options, then run again.").format(
-                        id=maskSegmentId or _("none selected"), seg=segmentationNode.GetName()))
-            editable = union([maskSegmentId])
-            parts = [_("inside segment '{name}'").format(name=segmentation.GetSegment(maskSegmentId).GetName())]
+    if mode == node.EditAllowedInsideAllSegments:
+        editable, parts = union(others), [_("inside all other segments")]
+    elif mode == node.EditAllowedInsideVisibleSegments:
+        editable, parts = union([s for s in others if visible(s)]), [_("inside visible segments")]
+    elif mode == node.EditAllowedOutsideAllSegments:
+        editable, parts = ~union(others), [_("outside all other segments")]
+    elif mode == node.EditAllowedOutsideVisibleSegments:
+        editable = ~union([s for s in others if visible(s)])
+        parts = [_("outside visible segments")]
+    elif mode == node.EditAllowedInsideSingleSegment:
+        maskSegmentId = editorNode.GetMaskSegmentID()
+        if not maskSegmentId or segmentation.GetSegment(maskSegmentId) is None:
+            raise InputError(_(
+                "The Segment Editor's masking allows edits only inside one segment, but that segment "
+                "({id}) no longer exists in '{seg}'. In the Segment Editor's Masking section choose an "
+                "existing segment for 'Editable area' (or 'Everywhere'), or untick 'Masking' (respect Segment "
+                "Editor masking) in this module's Options, then run again.").format(
+                    id=maskSegmentId or _("none selected"), seg=segmentationNode.GetName()))
+        editable = union([maskSegmentId])
+        parts = [_("inside segment '{name}'").format(name=segmentation.GetSegment(maskSegmentId).GetName())]
     intensityRange = None
     useIntensity = getattr(editorNode, "GetSourceVolumeIntensityMask", None) or \
         getattr(editorNode, "GetMasterVolumeIntensityMask")

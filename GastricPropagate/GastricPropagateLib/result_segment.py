@@ -1,4 +1,5 @@
-"""What identifies the segment this module wrote: its tag (and, for older scenes, its translated name)."""
+"""What identifies the segment this module wrote: its tags while it keeps the name it was given (and, for older
+scenes, its translated name)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import vtk
 
 from .i18n import _
 
-__all__ = ["RESULT_TAG", "RESULT_TAG_VALUE", "isResultSegment", "resultSegmentId", "resultSegmentName"]
+__all__ = ["RESULT_TAG", "RESULT_TAG_VALUE", "WRITTEN_NAME_TAG", "isResultSegment", "resultSegmentId",
+           "resultSegmentName"]
 
 #: Segment tag that marks the segment this module wrote (the name alone could be typed by a user).
 RESULT_TAG = "GastricPropagate.Role"
 RESULT_TAG_VALUE = "propagated"
+#: The name the module gave the segment when it wrote it. Renaming the segment is how a user keeps a result (the
+#: panel and the README say so): a tagged segment whose name differs is the user's, never replaced. Comparing with
+#: this tag, not with ``resultSegmentName()``, keeps the result found after Slicer's language is changed.
+WRITTEN_NAME_TAG = "GastricPropagate.WrittenName"
 
 
 def resultSegmentName() -> str:
@@ -18,13 +24,26 @@ def resultSegmentName() -> str:
     return _("Tumour (propagated)")
 
 
-def isResultSegment(segment) -> bool:
+def _tag(segment, name: str) -> str | None:
     value = vtk.reference("")
-    return bool(segment.GetTag(RESULT_TAG, value)) and str(value) == RESULT_TAG_VALUE
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def isResultSegment(segment) -> bool:
+    """Whether ``segment`` is the one this module wrote: tagged, and still named as the module named it (a result
+    of an older version, without the name tag: named ``resultSegmentName()``)."""
+    if _tag(segment, RESULT_TAG) != RESULT_TAG_VALUE:
+        return False
+    written = _tag(segment, WRITTEN_NAME_TAG)
+    if written is not None:
+        return segment.GetName() == written
+    # An older version's result: its name in this language, or the untranslated one it may have been written with.
+    return segment.GetName() in (resultSegmentName(), "Tumour (propagated)")
 
 
 def resultSegmentId(segmentationNode) -> str | None:
-    """ID of the segment this module wrote into ``segmentationNode`` (tagged, or by name), or None."""
+    """ID of the segment this module wrote into ``segmentationNode`` (``isResultSegment``, else the first segment
+    named ``resultSegmentName()``: an older version's untagged result), or None."""
     if segmentationNode is None:
         return None
     segmentation = segmentationNode.GetSegmentation()

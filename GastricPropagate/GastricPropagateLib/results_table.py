@@ -22,19 +22,36 @@ def formatDuration(seconds: float) -> str:
         return _("{minutes:.1f} min").format(minutes=seconds / 60.0)
     return _("{seconds:.1f} s").format(seconds=seconds)
 
-# (column name, vtk array class, unit label, description)
+# (column name, vtk array class, unit label). The names are the table's keys, read by the CSV export and by scripts:
+# never translated; the panel shows each column's translated title (``columnTexts``).
 _COLUMNS = (
-    ("Segment", vtk.vtkStringArray, "", "Segment name"),
-    ("Segment ID", vtk.vtkStringArray, "", "Segment ID in the segmentation"),
-    ("Role", vtk.vtkStringArray, "", "painted (input), propagated (result) or other"),
-    ("Voxels", vtk.vtkIntArray, "", "Number of voxels on the CT volume's grid"),
-    ("Volume [mL]", vtk.vtkDoubleArray, "mL", "Segment volume"),
-    ("First slice (K)", vtk.vtkIntArray, "", "Lowest K index holding the segment (-1 if empty)"),
-    ("Last slice (K)", vtk.vtkIntArray, "", "Highest K index holding the segment (-1 if empty)"),
-    ("Run time [s]", vtk.vtkStringArray, "s", "Wall time of the last propagation (result row only)"),
-    ("Device", vtk.vtkStringArray, "", "Torch device of the last propagation (result row only)"),
+    ("Segment", vtk.vtkStringArray, ""),
+    ("Segment ID", vtk.vtkStringArray, ""),
+    ("Role", vtk.vtkStringArray, ""),
+    ("Voxels", vtk.vtkIntArray, ""),
+    ("Volume [mL]", vtk.vtkDoubleArray, "mL"),
+    ("First slice (K)", vtk.vtkIntArray, ""),
+    ("Last slice (K)", vtk.vtkIntArray, ""),
+    ("Run time [s]", vtk.vtkStringArray, "s"),
+    ("Device", vtk.vtkStringArray, ""),
 )
 COLUMN_NAMES = tuple(column[0] for column in _COLUMNS)
+
+
+def columnTexts() -> dict[str, tuple[str, str]]:
+    """{column name: (title, description)} as the panel shows them, translated: literal strings, so that lupdate
+    extracts them, translated when called, in the language Slicer runs in."""
+    return {
+        "Segment": (_("Segment"), _("Segment name")),
+        "Segment ID": (_("Segment ID"), _("Segment ID in the segmentation")),
+        "Role": (_("Role"), _("painted (input), propagated (result) or other")),
+        "Voxels": (_("Voxels"), _("Number of voxels on the CT volume's grid")),
+        "Volume [mL]": (_("Volume [mL]"), _("Segment volume")),
+        "First slice (K)": (_("First slice (K)"), _("Lowest K index holding the segment (-1 if empty)")),
+        "Last slice (K)": (_("Last slice (K)"), _("Highest K index holding the segment (-1 if empty)")),
+        "Run time [s]": (_("Run time [s]"), _("Wall time of the last propagation (result row only)")),
+        "Device": (_("Device"), _("Torch device of the last propagation (result row only)")),
+    }
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float, device: 
     """Replaces the table's content with ``rows`` = [(name, segmentId, role, SegmentStatistics), ...]."""
     table = vtk.vtkTable()
     arrays = []
-    for name, arrayClass, _unit, _description in _COLUMNS:
+    for name, arrayClass, _unit in _COLUMNS:
         array = arrayClass()
         array.SetName(name)
         arrays.append(array)
@@ -76,10 +93,13 @@ def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float, device: 
             array.InsertNextValue(value)
     wasModifying = tableNode.StartModify()
     tableNode.SetAndObserveTable(table)
-    for name, _arrayClass, unit, description in _COLUMNS:
+    texts = columnTexts()
+    for name, _arrayClass, unit in _COLUMNS:
         if unit:
             tableNode.SetColumnUnitLabel(name, unit)
-        tableNode.SetColumnDescription(name, _(description))
+        title, description = texts[name]
+        tableNode.SetColumnTitle(name, title)
+        tableNode.SetColumnDescription(name, description)
     tableNode.SetUseColumnTitleAsColumnHeader(True)
     if volumeName:
         tableNode.SetAttribute("GastricPropagate.VolumeName", volumeName)

@@ -12,6 +12,8 @@ import numpy as np
 
 from gastric_propagate.protocol import Report, parse_progress_line
 
+from .i18n import _
+
 if TYPE_CHECKING:
     from gastric_propagate.data.mask_boxes import Grid  # SimpleITK: imported when a result is read, not with Slicer
 
@@ -126,5 +128,6 @@ def readRunResult(reportPath: Path, maskPath: Path, grid: Grid) -> RunResult:
     try:
         mask = on_grid(written, grid)
     except ValueError as error:
-        raise RuntimeError(f"The engine's mask {maskPath} is not on the volume's grid ({error}).") from None
+        raise RuntimeError(_("The engine's mask {path} is not on the volume's grid ({error}).").format(
+            path=maskPath, error=error)) from None
     return runResultFromReport(report, mask)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is n
 
     from .engine_worker import EngineWorker
 
-__all__ = ["InferenceJob", "startInference", "writeImage"]
+__all__ = ["InferenceJob", "exitCodeText", "startInference", "writeImage"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class InferenceJob:
             if code == EXIT_CANCELLED:
                 raise Cancelled(message or _("The segmentation process was cancelled; nothing was written."))
             raise RuntimeError(_("The segmentation process failed (exit code {code}):\n{message}").format(
-                code="none: it was killed" if code is None else code, message=message))
+                code=exitCodeText(code), message=message))
         finally:
             self.close()
 
@@ -240,3 +240,7 @@ class InferenceJob:
             self._closed = True
             shutil.rmtree(self.folder, ignore_errors=True)
 
+
+def exitCodeText(code: int | None) -> str:
+    """A child's exit code as the failure message gives it (None: killed)."""
+    return _("none: it was killed") if code is None else str(code)

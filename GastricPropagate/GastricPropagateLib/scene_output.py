@@ -21,7 +21,7 @@ from gastric_propagate.errors import InputError
 from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
-from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, resultSegmentId, resultSegmentName
+from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, WRITTEN_NAME_TAG, resultSegmentId, resultSegmentName
 from .run_output import RunResult
 from .scene_input import PreparedInput, resultDigests
 from .segment_arrays import (
@@ -33,9 +33,13 @@ from .segment_arrays import (
     temporarySegmentationNode,
 )
 
-__all__ = ["ResultSegmentExistsError", "TABLE_SEGMENTATION_ATTRIBUTE", "applyResult", "resultsTableNode"]
+__all__ = ["ResultSegmentExistsError", "TABLE_SEGMENTATION_ATTRIBUTE", "TABLE_SEGMENTATION_REFERENCE",
+           "applyResult", "resultsTableNode"]
 
-#: Table node attribute holding the ID of the segmentation node the results table describes.
+#: Node reference role from the results table to the segmentation node it describes. A reference, not an ID in an
+#: attribute: importing a scene renames colliding node IDs and updates references, never attributes.
+TABLE_SEGMENTATION_REFERENCE = "GastricPropagate.Segmentation"
+#: Table node attribute that held the segmentation node's ID before (read for scenes saved by older versions).
 TABLE_SEGMENTATION_ATTRIBUTE = "GastricPropagate.SegmentationNodeID"
 
 # Candidate colours for the result segment; the one farthest from every existing segment colour is used.
@@ -216,6 +220,7 @@ def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: s
     segment = segmentation.GetSegment(targetId)
     segment.SetName(name)
     segment.SetTag(RESULT_TAG, RESULT_TAG_VALUE)
+    segment.SetTag(WRITTEN_NAME_TAG, name)  # renamed since, it is the user's (result_segment.isResultSegment)
     painted = segmentation.GetSegment(prepared.paintedSegmentId)
     segment.SetTag("GastricPropagate.PaintedSegmentID", prepared.paintedSegmentId)
     segment.SetTag("GastricPropagate.PaintedSegmentName", painted.GetName())
@@ -254,16 +259,25 @@ def _addInSourceRepresentation(segmentation, representation, existingId: str | N
 
 
 def resultsTableNode(segmentationNode, create: bool = False):
-    """The results table of ``segmentationNode`` (found by attribute), created when ``create`` is True."""
+    """The results table of ``segmentationNode`` (found by node reference), created when ``create`` is True."""
     scene = segmentationNode.GetScene()
+    segmentationId = segmentationNode.GetID()
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
         table = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
-        if table.GetAttribute(TABLE_SEGMENTATION_ATTRIBUTE) == segmentationNode.GetID():
+        referenced = table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE)
+        if referenced == segmentationId:
+            return table
+        # A table of an older version (an ID in an attribute): an import that renamed its segmentation's ID can
+        # still mislead this fallback; it is linked by reference as soon as it is written again.
+        if referenced is None and table.GetAttribute(TABLE_SEGMENTATION_ATTRIBUTE) == segmentationId:
+            if create:  # about to be written: linked by reference from now on
+                table.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentationId)
+                table.RemoveAttribute(TABLE_SEGMENTATION_ATTRIBUTE)
             return table
     if not create:
         return None
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", RESULTS_TABLE_NAME)
-    table.SetAttribute(TABLE_SEGMENTATION_ATTRIBUTE, segmentationNode.GetID())
+    table.SetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE, segmentationId)
     return table
 
 

@@ -102,6 +102,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.controller.warmUp()  # the engine loads while the reader picks the inputs
 
     def exit(self) -> None:
+        self.controller.watchSegments(None)  # enter() follows the selection again
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -137,6 +138,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
+        self.controller.watchSegments(parameters.segmentationNode if parameters is not None else None)
         if parameters is not None:
             selector = self.ui.segmentSelector
             wasBlocked = selector.blockSignals(True)
@@ -295,7 +297,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         with slicer.util.tryWithErrorDisplay(_("Export failed.")):
             parameters = self._parameterNode
-            resultId = self.logic.resultSegmentId(parameters.segmentationNode)
+            resultId = self.controller.resultToExport()
+            if resultId is None:
+                return
             path = self._askSavePath(_("Save labelmap"), parameters.inputVolume.GetName() + "_tumour.nii.gz",
                                      _("NIfTI (*.nii.gz *.nii)"))
             if path:

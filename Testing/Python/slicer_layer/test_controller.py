@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (real MRML): pip install -e '.[slicer]'")
 
 REPO = Path(__file__).resolve().parents[3]
 if str(REPO / "GastricPropagate") not in sys.path:
@@ -26,7 +26,14 @@ from GastricPropagateLib.controller import (  # noqa: E402
 )
 from GastricPropagateLib.run_output import Progress, RunResult  # noqa: E402
 from gastric_propagate.protocol import Report  # noqa: E402
-from GastricPropagateLib.masking import Masking  # noqa: E402
+from GastricPropagateLib.masking import Masking, maskingFromSegmentEditorNode  # noqa: E402
+from GastricPropagateLib.result_segment import (  # noqa: E402
+    RESULT_TAG,
+    RESULT_TAG_VALUE,
+    WRITTEN_NAME_TAG,
+    resultSegmentId,
+    resultSegmentName,
+)
 from gastric_propagate.errors import Cancelled, InputError  # noqa: E402
 from gastric_propagate.inference.options import PropagationOptions  # noqa: E402
 
@@ -177,7 +184,7 @@ class FakeLogic:
         if self.prepareError is not None:
             raise self.prepareError
         return SimpleNamespace(volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
-                               correctedSlices=[6] if kind == "prepareCorrections" else [])
+                               correctedSlices=[6] if kind == "prepareCorrections" else [], masking=masking)
 
     def prepare(self, volumeNode, segmentationNode, segmentId, options=None, *, masking=None):
         return self._prepare("prepare", volumeNode, segmentationNode, segmentId, options, masking)
@@ -470,3 +477,115 @@ def test_a_newly_selected_segmentation_adopts_the_segment_shown():
     assert adoptedSegmentId(node, "b", "a") is None  # the stored segment is in the segmentation: it stays
     assert adoptedSegmentId(node, "a", "a") is None
     assert adoptedSegmentId(node, "gone", "") is None and adoptedSegmentId(None, "gone", "a") is None
+
+
+# ------------------------------------------------------------------------- against real MRML (slicer-core)
+
+
+class SceneLogic(FakeLogic):
+    """The fake Logic, but reading the Segment Editor's masking and the result segment from real MRML nodes."""
+
+    def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId):
+        masking = maskingFromSegmentEditorNode(editorNode, volumeNode, segmentationNode, paintedSegmentId)
+        self.calls.append(("masking", masking))
+        return masking
+
+    def resultSegmentId(self, segmentationNode):
+        return resultSegmentId(segmentationNode)
+
+
+def editorScene() -> SimpleNamespace:
+    """A real scene: the run's CT and segmentation, another volume and segmentation, and the Segment Editor's node
+    with an intensity range on (editing nothing yet)."""
+    scene = slicer.vtkMRMLScene()
+    s = SimpleNamespace(scene=scene, segmentationsLogic=slicer.vtkSlicerSegmentationsModuleLogic())
+    s.segmentationsLogic.SetMRMLScene(scene)  # registers the converter rules AddEmptySegment needs
+    for name, className, label in (("volume", "vtkMRMLScalarVolumeNode", "CT"),
+                                   ("otherVolume", "vtkMRMLScalarVolumeNode", "MR"),
+                                   ("segmentation", "vtkMRMLSegmentationNode", "Tumour"),
+                                   ("otherSegmentation", "vtkMRMLSegmentationNode", "Liver")):
+        setattr(s, name, scene.AddNewNodeByClass(className, label))
+    s.paintedId = s.segmentation.GetSegmentation().AddEmptySegment("", "Tumour (painted)")
+    s.editor = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    s.editor.SetSourceVolumeIntensityMask(True)
+    s.editor.SetSourceVolumeIntensityMaskRange(-50.0, 300.0)
+    return s
+
+
+def runWithEditor(s) -> tuple[SceneLogic, RunController]:
+    logic = SceneLogic(runResult())
+    controller = RunController(logic, FakeView(), segmentEditorNode=lambda: s.editor)
+    controller.parameters = parameters(inputVolume=s.volume, segmentationNode=s.segmentation,
+                                       paintedSegmentId=s.paintedId)
+    controller.run()
+    runToEnd(controller)
+    return logic, controller
+
+
+@pytest.mark.parametrize("sourceVolume, segmentation", [("otherVolume", "segmentation"),
+                                                        ("volume", "otherSegmentation"), (None, "segmentation")])
+def test_an_intensity_range_set_in_the_segment_editor_for_other_inputs_is_not_applied(sourceVolume, segmentation):
+    s = editorScene()
+    s.editor.SetAndObserveSourceVolumeNode(getattr(s, sourceVolume) if sourceVolume else None)
+    s.editor.SetAndObserveSegmentationNode(getattr(s, segmentation))
+    logic, controller = runWithEditor(s)
+    masking = next(call[1] for call in logic.calls if call[0] == "masking")
+    assert not masking.isActive()
+    assert controller.view.status[-1] == "Done: 'Tumour (propagated)' on slices K = 3 to 7."
+
+
+def test_an_intensity_range_set_in_the_segment_editor_for_this_volume_is_applied_and_said():
+    s = editorScene()
+    s.editor.SetAndObserveSourceVolumeNode(s.volume)
+    s.editor.SetAndObserveSegmentationNode(s.segmentation)
+    logic, controller = runWithEditor(s)
+    masking = next(call[1] for call in logic.calls if call[0] == "masking")
+    assert masking.intensityRange == (-50.0, 300.0) and masking.editable is None
+    assert controller.lastRun is not None and controller.lastRun.result is logic.outcome
+    assert controller.view.status[-1] == ("Done: 'Tumour (propagated)' on slices K = 3 to 7. The Segment Editor's "
+                                          "masking applied: intensity -50 to 300.")
+
+
+def test_the_buttons_follow_the_segments_of_the_watched_segmentation():
+    s = editorScene()
+    view = FakeView()
+    controller = RunController(SceneLogic(runResult()), view)
+    controller.parameters = parameters(inputVolume=s.volume, segmentationNode=s.segmentation,
+                                       paintedSegmentId=s.paintedId)
+    segmentation = s.segmentation.GetSegmentation()
+    controller.watchSegments(s.segmentation)
+
+    resultId = segmentation.AddEmptySegment("", resultSegmentName())  # as the module writes it: tagged
+    segmentation.GetSegment(resultId).SetTag(RESULT_TAG, RESULT_TAG_VALUE)
+    segmentation.GetSegment(resultId).SetTag(WRITTEN_NAME_TAG, resultSegmentName())
+    assert view.buttons.repropagate and view.buttons.exportNifti
+    segmentation.GetSegment(resultId).SetName("Tumour v1 (kept)")  # renamed: the reader's own, not the result
+    assert not view.buttons.repropagate and not view.buttons.exportNifti
+    segmentation.GetSegment(resultId).SetName(resultSegmentName())
+    assert view.buttons.repropagate
+    segmentation.RemoveSegment(resultId)  # deleted in the Segment Editor
+    assert not view.buttons.repropagate and not view.buttons.exportNifti and view.buttons.apply
+
+    # Another segmentation selected: only its segments count; none after cleanup (the panel destroyed).
+    controller.watchSegments(s.otherSegmentation)
+    view.buttons = None
+    segmentation.AddEmptySegment("", "Tumour v2")
+    assert view.buttons is None
+    s.otherSegmentation.GetSegmentation().AddEmptySegment("", "Liver")
+    assert view.buttons is not None
+    controller.cleanup()
+    view.buttons = None
+    s.otherSegmentation.GetSegmentation().AddEmptySegment("", "Spleen")
+    assert view.buttons is None
+
+
+def test_export_labelmap_without_a_result_segment_says_why_and_turns_the_buttons_off():
+    logic = FakeLogic(runResult(), existingResultId="result")
+    controller = controllerWith(logic)
+    assert controller.resultToExport() == "result" and not controller.view.errors
+    logic.existingResultId = None  # deleted in the Segment Editor since the buttons were last set
+    assert controller.resultToExport() is None
+    message = ("Not exported: the selected segmentation holds no 'Tumour (propagated)' segment (it was deleted or "
+               "renamed). Propagate again to export it.")
+    assert controller.view.status[-1] == message and controller.view.errors == [message]
+    assert not controller.view.buttons.exportNifti and not controller.view.buttons.repropagate

@@ -282,6 +282,76 @@ def test_rerun_needs_replace_and_replaces_only_the_result(case, trainedLogic):
     assert [row["Role"] for row in rows] == ["painted", "other", "propagated"]
 
 
+def test_a_renamed_result_is_the_users_own_never_replaced_nor_repropagated(case, logic):
+    """The panel's question and the README: rename the result to keep it. Renamed, it is an ordinary segment: the next
+    Propagate adds a new result beside it without asking, Re-propagate does not read it, masking counts it."""
+    from GastricPropagateLib.result_segment import isResultSegment
+
+    keptId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    segmentation = case.segmentation.GetSegmentation()
+    segmentation.GetSegment(keptId).SetName("Tumour v1 (kept)")
+    assert logic.resultSegmentId(case.segmentation) is None
+    assert not isResultSegment(segmentation.GetSegment(keptId))
+    runRepropagateExpecting(InputError, "no propagated segment .* Click Propagate first", logic, case)
+
+    pairs = [(case.segmentation, keptId)]
+    before = case.snapshot(pairs)
+    keptVoxels = exportSegment(case.segmentation, keptId, case.volume)[0] > 0
+    newId, _second = logic.run(case.volume, case.segmentation, case.paintedId)  # no replaceExisting needed
+
+    assert newId != keptId and logic.resultSegmentId(case.segmentation) == newId
+    assert [(segmentation.GetNthSegmentID(i), segmentation.GetNthSegment(i).GetName())
+            for i in range(segmentation.GetNumberOfSegments())] == \
+        [(case.paintedId, "painted"), (keptId, "Tumour v1 (kept)"), (newId, resultSegmentName())]
+    after = case.snapshot(pairs)
+    for key in before["voxels"]:
+        np.testing.assert_array_equal(after["voxels"][key], before["voxels"][key], err_msg=key)
+    # The Segment Editor's "outside all segments" leaves out the painted segment and the result, not the kept one.
+    editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(case.segmentation)
+    editor.SetAndObserveSourceVolumeNode(case.volume)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedOutsideAllSegments)
+    masking = logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
+    np.testing.assert_array_equal(masking.editable, ~keptVoxels)
+
+
+def test_the_result_is_known_by_the_name_it_was_written_with_whatever_the_language(case, logic, monkeypatch):
+    """The result's name is translated: a change of Slicer's language must neither lose the result nor make a renamed
+    one the result again. A result of an older version (no record of its name) is the result while it is named so."""
+    from gastric_propagate.protocol import Report
+    from GastricPropagateLib import result_segment, scene_output
+    from GastricPropagateLib.run_output import RunResult
+
+    k = case.paintedSlice
+    mask = np.zeros(case.image.shape, np.uint8)
+    mask[k - 1: k + 2] = case.annotation[k]
+    result = RunResult(mask=mask, report=Report(slice_confidence={}, painted_slices=[k], stop_reasons={},
+                                                seconds=0.0, device="cpu"))
+    resultId = logic.apply(logic.prepare(case.volume, case.segmentation, case.paintedId), result)
+    segment = case.segmentation.GetSegmentation().GetSegment(resultId)
+
+    def german():
+        return "Tumor (propagiert)"
+
+    monkeypatch.setattr(result_segment, "resultSegmentName", german)
+    assert logic.resultSegmentId(case.segmentation) == resultId
+    monkeypatch.setattr(scene_output, "resultSegmentName", german)
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    assert logic.apply(prepared, result, replaceExisting=True) == resultId
+    assert segment.GetName() == german()
+    monkeypatch.undo()
+    assert logic.resultSegmentId(case.segmentation) == resultId
+
+    segment.RemoveTag(result_segment.WRITTEN_NAME_TAG)  # as an older version wrote it
+    segment.SetName(resultSegmentName())
+    assert logic.resultSegmentId(case.segmentation) == resultId
+    monkeypatch.setattr(result_segment, "resultSegmentName", german)  # Slicer's language changed since
+    assert logic.resultSegmentId(case.segmentation) == resultId
+    monkeypatch.undo()
+    segment.SetName("kept")
+    assert logic.resultSegmentId(case.segmentation) is None
+
+
 # ---------------------------------------------------------------------------------------------- re-propagation
 
 
@@ -430,6 +500,7 @@ def _editorMaskedInsideTheTruth(case):
     insideId = addSegmentFromArray(case.segmentation, case.volume, case.truth, "allowed", (0.1, 0.9, 0.1))
     editor = case.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
     editor.SetAndObserveSegmentationNode(case.segmentation)
+    editor.SetAndObserveSourceVolumeNode(case.volume)
     editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editor.SetMaskSegmentID(insideId)
     return editor, insideId
@@ -458,6 +529,20 @@ def test_segment_editor_masking_is_turned_into_arrays(case, logic):
     assert not logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId).isActive()
 
 
+def test_segment_editor_masking_made_for_another_volume_is_not_applied(case, logic):
+    """The editor's settings (its HU range, its editable area) belong to the volume it edits: not to this run's."""
+    editor, insideId = _editorMaskedInsideTheTruth(case)
+    editor.SetSourceVolumeIntensityMask(True)
+    editor.SetSourceVolumeIntensityMaskRange(-50.0, 300.0)
+    other = case.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MR")
+    editor.SetAndObserveSourceVolumeNode(other)
+    assert not logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId).isActive()
+    editor.SetAndObserveSourceVolumeNode(case.volume)
+    masking = logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
+    assert masking.intensityRange == (-50.0, 300.0) and masking.editable is not None
+    assert masking.description == "inside segment 'allowed', intensity -50 to 300"
+
+
 def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(case, logic):
     editor, insideId = _editorMaskedInsideTheTruth(case)
     case.segmentation.GetSegmentation().RemoveSegment(insideId)
@@ -467,6 +552,49 @@ def test_masking_segment_that_no_longer_exists_is_an_error_saying_what_to_do(cas
     editor.SetMaskSegmentID("")
     with pytest.raises(InputError, match="none selected"):
         logic.maskingFromSegmentEditorNode(editor, case.volume, case.segmentation, case.paintedId)
+
+
+# ---------------------------------------------------------------------------------------------- results table
+
+
+def test_the_results_table_stays_with_its_segmentation_when_a_scene_is_imported(case, logic, tmp_path):
+    """Importing a scene renames the node IDs that collide with the open scene's: the table must follow its own
+    segmentation, not take over the open scene's segmentation (whose table the next run would overwrite)."""
+    logic.run(case.volume, case.segmentation, case.paintedId)
+    tableA = logic.resultsTableNode(case.segmentation)
+    case.scene.SetRootDirectory(str(tmp_path))
+    case.scene.SetURL(str(tmp_path / "patient A.mrml"))
+    assert case.scene.Commit()
+
+    scene = slicer.vtkMRMLScene()
+    patientB = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Patient B")
+    tableB = logic.resultsTableNode(patientB, create=True)
+    assert (patientB.GetID(), tableB.GetID()) == (case.segmentation.GetID(), tableA.GetID())  # the IDs collide
+    scene.SetURL(str(tmp_path / "patient A.mrml"))
+    assert scene.Import()
+
+    (importedA,) = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+                    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
+                    if scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetName() == "Segmentation"]
+    assert importedA.GetID() != patientB.GetID()
+    assert logic.resultsTableNode(patientB).GetID() == tableB.GetID()
+    importedTable = logic.resultsTableNode(importedA)
+    assert importedTable is not None and importedTable.GetID() not in (tableB.GetID(), None)
+    assert importedTable.GetName() == tableA.GetName()
+
+
+def test_a_results_table_linked_by_an_older_version_is_found_and_linked_anew_when_written(case):
+    from GastricPropagateLib.scene_output import (TABLE_SEGMENTATION_ATTRIBUTE, TABLE_SEGMENTATION_REFERENCE,
+                                                  resultsTableNode)
+
+    table = case.scene.AddNewNodeByClass("vtkMRMLTableNode", "GastricPropagate results")
+    table.SetAttribute(TABLE_SEGMENTATION_ATTRIBUTE, case.segmentation.GetID())
+    assert resultsTableNode(case.segmentation) is table
+    assert table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) is None  # reading changes nothing
+    assert resultsTableNode(case.segmentation, create=True) is table
+    assert table.GetNodeReferenceID(TABLE_SEGMENTATION_REFERENCE) == case.segmentation.GetID()
+    assert table.GetAttribute(TABLE_SEGMENTATION_ATTRIBUTE) is None
+    assert case.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -494,6 +622,11 @@ def test_exports_write_files_and_leave_the_scene_unchanged(case, logic, tmp_path
     assert [row["Role"] for row in rows] == ["painted", "propagated"]
     with pytest.raises(ValueError, match="should end with"):
         exportResultsCsv(logic.resultsTableNode(case.segmentation), tmp_path / "results.txt")
+    # Label n is the n-th segment given, the later one where they overlap.
+    both = sitk.GetArrayFromImage(sitk.ReadImage(exportLabelmap(case.volume, case.segmentation,
+                                                                 [resultId, case.paintedId], tmp_path / "both.nrrd")))
+    expected = np.where(case.annotation > 0, 2, np.where(result.mask > 0, 1, 0))
+    np.testing.assert_array_equal(both, expected)
 
 
 def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_then(case):

@@ -152,3 +152,37 @@ def test_representation_that_cannot_be_converted_back_is_refused_before_any_work
     assert started == []
     assert _nodesAndSegments(case.scene) == before
     assert segmentation.GetSourceRepresentationName() == "Planar contour"
+
+
+def test_labelmap_export_of_a_surface_segmentation_leaves_it_unchanged(stlCase, tmp_path):
+    """Exporting reads the surface on temporary nodes: the user's segmentation gets no derived binary labelmap, and
+    the file holds the segment on the volume's grid, in the volume's place."""
+    import SimpleITK as sitk
+
+    from GastricPropagateLib.export import exportLabelmap
+    from GastricPropagateLib.segment_arrays import segmentArray
+
+    case = stlCase
+    segmentationNode, paintedId = case.stlSegmentation, case.stlPaintedId
+    segmentation = segmentationNode.GetSegmentation()
+    points = _points(segmentationNode, paintedId)
+    before = _nodesAndSegments(case.scene)
+
+    path = exportLabelmap(case.volume, segmentationNode, [paintedId], tmp_path / "tumour.nii.gz")
+
+    assert not segmentation.ContainsRepresentation(binaryLabelmapName()), "export added a labelmap to the input"
+    representations = []
+    segmentation.GetSegment(paintedId).GetContainedRepresentationNames(representations)
+    assert representations == [closedSurfaceName()]
+    assert segmentation.GetSourceRepresentationName() == closedSurfaceName()
+    np.testing.assert_array_equal(_points(segmentationNode, paintedId), points)
+    assert _nodesAndSegments(case.scene) == before
+    written = sitk.ReadImage(str(path))
+    exported = sitk.GetArrayFromImage(written)
+    np.testing.assert_array_equal(exported, segmentArray(case.volume, segmentationNode, paintedId) > 0)
+    assert np.flatnonzero(exported.reshape(len(exported), -1).any(1)).tolist() == [case.paintedSlice]
+    assert dice(exported, case.annotation) >= 0.85
+    for got, want in ((written.GetOrigin(), case.imageSitk.GetOrigin()),
+                      (written.GetSpacing(), case.imageSitk.GetSpacing())):
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    np.testing.assert_allclose(written.GetDirection(), case.imageSitk.GetDirection(), atol=1e-5)
