@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if written is not None:
         written.COMMITTED.clear()  # what an earlier command in this process wrote is not this one's
     previous = _on_sigterm_unwind()
+    _warn_of_mixed_weights(args)
     try:
         return _COMMANDS[args.command](args)
     except InputError as error:
@@ -376,6 +377,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _warn_of_mixed_weights(args) -> None:
+    """One of --proposer / --refiner alone runs it with the other's bundled network: said, not refused (a new refiner
+    behind the shipped proposer can be meant), since a fine-tuned pair given by half is the likelier slip."""
+    given = [stage for stage in ("proposer", "refiner") if getattr(args, stage, None)]
+    if len(given) == 1:
+        stage, other = given[0], {"proposer": "refiner", "refiner": "proposer"}[given[0]]
+        beside = os.path.join(os.path.dirname(getattr(args, stage)), f"{other}.pt")
+        print(f"warning: --{stage} {getattr(args, stage)} runs with the bundled {other} (no --{other} given): a mix of "
+              f"two trainings. Give --{other} too{f' (e.g. {beside})' if os.path.isfile(beside) else ''} unless this "
+              "mix is what you want.", file=sys.stderr)
+
+
 def _on_sigterm_unwind():
     """Makes SIGTERM raise ``_Terminated`` (so temporary files are removed); returns the handler it replaced."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
@@ -391,11 +404,11 @@ def _on_sigterm_unwind():
 # _segmenter, late (after the command's checks), and tests replace it with small networks.
 
 def _what_was_written(command: str) -> str:
-    """After a cancel: that no output was half-written, and, when a segment run's outputs were already in place (the
-    signal came as they were renamed, or after), that they are complete."""
+    """After a cancel: that no output was half-written, and, when the outputs of a segment run or a training (each
+    one batch) were already in place (the signal came as they were renamed, or after), that they are complete."""
     from gastric_propagate.data.outputs import COMMITTED
 
-    if command == "segment" and COMMITTED:
+    if command in ("segment", "train") and COMMITTED:
         return (f"the run had finished: {', '.join(COMMITTED)} {'is' if len(COMMITTED) == 1 else 'are'} complete "
                 "(written before the signal came)")
     return "no output was half-written"

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.volumes import geometry_difference, read_volume
+from gastric_propagate.data.volumes import geometry_difference, read_volume, unreadable
 from gastric_propagate.data.validation import check_label_values
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         InputError: the folder is missing or holds no pair.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise InputError(f"The data folder {folder} is a file, not a folder of cases. Give the folder that holds the "
+                         f"image/label pairs (e.g. {folder.parent}).")
     if not folder.is_dir():
         raise InputError(f"The data folder {folder} does not exist. Give a folder of image/label pairs.")
     if (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir():
@@ -169,22 +172,18 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
 
 def _suffix_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
     files = _files_by_stem(folder)
-    pairs = []
-    for stem, image_path in files.items():
-        if not stem.endswith("_image"):
-            continue
-        name = stem[: -len("_image")]
-        label_path = files.get(f"{name}_label")
-        if label_path is None:
-            logger.warning("%s has no %s_label file next to it; skipped", image_path.name, name)
-            continue
-        pairs.append((name, image_path, label_path))
-    return pairs
+    images, labels = ({stem[: -len(suffix)]: path for stem, path in files.items() if stem.endswith(suffix)}
+                      for suffix in ("_image", "_label"))
+    _warn_unpaired(folder, "image", [path for name, path in images.items() if name not in labels],
+                   "<case>_label file beside them")
+    _warn_unpaired(folder, "label", [path for name, path in labels.items() if name not in images],
+                   "<case>_image file beside them")
+    return [(name, path, labels[name]) for name, path in images.items() if name in labels]
 
 
 def _nnunet_pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
     label_files = _files_by_stem(labels)
-    pairs = []
+    pairs, unpaired = [], []
     for stem, image_path in _files_by_stem(images).items():
         if stem.endswith("_0000"):
             name = stem[: -len("_0000")]
@@ -194,14 +193,32 @@ def _nnunet_pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
             name = stem
         label_path = label_files.get(name)
         if label_path is None:
-            logger.warning("%s has no label %s.* in %s; skipped", image_path.name, name, labels)
+            unpaired.append(image_path)
             continue
         pairs.append((name, image_path, label_path))
+    _warn_unpaired(images, "image", unpaired, f"<case>.<ext> label in {labels}")
+    paired = {name for name, _, _ in pairs}
+    _warn_unpaired(labels, "label", [path for name, path in label_files.items() if name not in paired],
+                   f"<case>_0000.<ext> image in {images}")
     return pairs
 
 
+# The warnings given, each once: evaluate lists a folder twice (to count its pairs, then to read them).
+_WARNED: set[str] = set()
+
+
+def _warn_unpaired(folder: Path, what: str, files: list[Path], partner: str) -> None:
+    """One warning for the files of one kind that were skipped for want of their partner."""
+    if files:
+        shown = ", ".join(path.name for path in files[:5]) + (", ..." if len(files) > 5 else "")
+        message = f"{len(files)} {what} file(s) in {folder} have no {partner} and were skipped: {shown}"
+        if message not in _WARNED:
+            _WARNED.add(message)
+            logger.warning(message)
+
+
 def _check_geometry(image_path: Path, label_path: Path) -> None:
-    image, label = _header(image_path), _header(label_path)  # headers only: listing stays cheap
+    image, label = _header(image_path, "image"), _header(label_path, "label")  # headers only: listing stays cheap
     if image.GetDimension() != 3:
         raise InputError(f"{image_path} is a {image.GetDimension()}D image; 3D CT volumes are needed.")
     difference = geometry_difference(image, label)
@@ -212,13 +229,13 @@ def _check_geometry(image_path: Path, label_path: Path) -> None:
             f"nearest-neighbour interpolation, or export the segmentation with the image as reference geometry).")
 
 
-def _header(path: Path) -> sitk.ImageFileReader:
+def _header(path: Path, what: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise InputError(f"Cannot read {path}: {str(error).strip().splitlines()[-1]}") from error
+        raise unreadable(path, what, error) from error
     return reader
 
 

@@ -84,6 +84,20 @@ class OutputBatch:
         a figure, a CSV)."""
         return self._stage(Path(path), write)
 
+    def remove(self, path: str | Path) -> Path:
+        """Removes the file at ``path`` with the batch (e.g. the int8 copies of the weights it replaces): it is gone
+        once the others are in place, and kept when they are not."""
+        staged = _Staged(Path(path), removal=True)
+        self._staged.append(staged)
+        staged.write(lambda temporary: None)  # the folder that keeps the file until the batch is committed
+        return Path(path)
+
+    def staged(self, path: str | Path) -> Path | None:
+        """Where the output ``path`` of this batch lies until it is committed (to read it back meanwhile, e.g. a
+        checkpoint exported to ONNX in the same batch); None when the batch holds no such output."""
+        found = [staged for staged in self._staged if staged.path == Path(path) and not staged.removal]
+        return found[-1].folder / found[-1].path.name if found and found[-1].folder is not None else None
+
     def commit(self) -> None:
         """Renames every staged output into place (SIGTERM/SIGINT held meanwhile). When one cannot be renamed (a
         read-only or immutable file), those already renamed are put back: all of them are replaced, or none."""
@@ -108,7 +122,7 @@ class OutputBatch:
                                      f"written ({kept}). Check that it is not read-only or locked and that the folder "
                                      "is writable, then run again.") from error
                 self.discard()  # the emptied temporary folders, before any held signal is delivered
-                COMMITTED[:] = [str(staged.path) for staged in done]
+                COMMITTED[:] = [str(staged.path) for staged in done if not staged.removal]
         finally:
             self.discard()
 
@@ -155,9 +169,10 @@ def write_json(data: dict, path: str | Path) -> Path:
 class _Staged:
     """One output written under ``<folder>/.partial-<name>-XXXX/<name>`` (plus its data file, if any)."""
 
-    def __init__(self, path: Path, overwrite: bool = True) -> None:
+    def __init__(self, path: Path, overwrite: bool = True, removal: bool = False) -> None:
         self.path = path
         self.overwrite = overwrite
+        self.removal = removal  # the file at ``path`` goes (``OutputBatch.remove``): nothing is written
         self.folder: Path | None = None
         self.created: list[Path] = []
         self.names: list[str] = []
@@ -176,7 +191,8 @@ class _Staged:
     def keep_old(self) -> None:
         """Keeps the files this output will replace (a hard link, else a copy) in ``.old`` of its folder."""
         # The header (the file named as asked) last: until it is renamed the old header, if any, stays.
-        self.names = sorted(os.listdir(self.folder), key=lambda name: name == self.path.name)
+        self.names = [self.path.name] if self.removal else sorted(os.listdir(self.folder),
+                                                                  key=lambda name: name == self.path.name)
         old = self.folder / ".old"
         old.mkdir()
         for name in self.names:
@@ -191,6 +207,11 @@ class _Staged:
         for name in self.names:
             destination = self.path.parent / name
             kept = self.folder / ".old" / name
+            if self.removal:
+                if kept.exists():  # kept in .old until the batch is done: ``restore`` puts it back
+                    os.unlink(destination)
+                    self.replaced.append((destination, kept))
+                continue
             if self.overwrite:
                 os.replace(self.folder / name, destination)
             else:

@@ -62,8 +62,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
         if short:  # a NRRD's data ends early
             raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
-        raise InputError(f"The {what} file {path} cannot be read as a medical image ({last_line(error)}). Use "
-                         "NRRD, NIfTI, MetaImage or another format SimpleITK reads.") from error
+        raise unreadable(path, what, error) from error
     if gzipped:
         _check_gzip_complete(path, image, what)
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
@@ -82,6 +81,13 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                          "overlap is stored in layers); a label map is needed. Export the painted segment alone as a "
                          "label map on the CT's grid (in Slicer: Segmentations > Export to labelmap), then run again.")
     return image
+
+
+def unreadable(path: str | Path, what: str, error: Exception) -> InputError:
+    """The refusal of a file ITK cannot read at all (not an image, or a format it does not know): the same words for
+    segment's inputs and the cases of a --data folder."""
+    return InputError(f"The {what} file {path} cannot be read as a medical image ({last_line(error)}). Use NRRD, "
+                      "NIfTI, MetaImage or another format SimpleITK reads.")
 
 
 def check_path_text(path: str | Path, what: str) -> None:

@@ -145,4 +145,13 @@ def evaluate_main(*, out: str, data: str | None, cases: int | None, methods: Seq
     # write_reports removes an earlier run's example.npz / confidence.csv this run did not write: what is there is new
     written = [name for name in REPORT_FILES if (Path(out) / name).is_file()]
     print(f"wrote {', '.join(written)} to {out}")
+    # A failed case is recorded and the others go on (exit 0): said here, as the last line, not only in the files.
+    rows = read_csv(Path(out) / "results.csv")
+    failed = [row for row in rows if row["error"]]
+    if failed:
+        names = list(dict.fromkeys(row["case"] for row in failed))
+        named = f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        print(f"warning: {len(failed)} of {len(rows)} runs failed, on {len(names)} of "
+              f"{len({row['case'] for row in rows})} case(s) ({named}): why is in the error column of "
+              f"{Path(out) / 'results.csv'} (and in the ERROR lines above); summary.md counts them under 'failed'.")
     return 0

@@ -172,8 +172,10 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         lines += breakdown_markdown(rows, variant, titles)
         advice = [row["advised"] for row in meta.get("advice", []) if row["variant"] == variant]
         if advice:
-            lines += ["", f"The engine's result came with advice to the reader (today only that the painted slice "
-                          f"may not be the largest cross-section) in {sum(advice)} of {len(advice)} runs."]
+            # running.py counts the larger_neighbour advice alone: the one the variants (which slice is painted) test
+            lines += ["", f"The engine's result came with advice that the painted slice may not be the largest "
+                          f"cross-section (`larger_neighbour`; the report's other kinds of advice are not counted "
+                          f"here) in {sum(advice)} of {len(advice)} runs."]
     if meta.get("confidence"):
         from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gastric_propagate.errors import InputError, WeightsError
@@ -61,8 +62,11 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
         problem = InputError("The onnx backend needs onnxruntime, which is not installed: install it with "
                              "pip install onnxruntime, or use --backend torch.")
     elif missing:
+        folders = {Path(path).parent for path in weights}  # export-onnx takes one folder holding both
+        names = [Path(path).name for path in weights]
+        folder = folders.pop() if len(folders) == 1 and names == ["proposer.pt", "refiner.pt"] else None
         problem = WeightsError(f"No {'int8 ' if precision == 'int8' else ''}ONNX file beside the weights "
-                               f"({', '.join(missing)}). {export_hint(precision)}")
+                               f"({', '.join(missing)}). {export_hint(precision, folder)}")
     if problem is None:
         return "onnx" if backend == "auto" else backend
     if backend in ONNX_BACKENDS:

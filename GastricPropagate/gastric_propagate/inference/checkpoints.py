@@ -123,14 +123,17 @@ def weights_advice(path: Path, stage: str) -> str:
             "for the bundled weights.")
 
 
-def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu") -> Checkpoint:
-    """Loads and checks a checkpoint; raises WeightsError saying what to do when it cannot be used."""
+def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu",
+                    advice: str | None = None) -> Checkpoint:
+    """Loads and checks a checkpoint; raises WeightsError saying what to do when it cannot be used: ``advice``, or
+    by default ``weights_advice`` (what --proposer / --refiner take; train --init and export-onnx --weights take a
+    folder and give their own)."""
     import torch
 
     from gastric_propagate.inference.networks import UNet2D
 
     path = Path(path)
-    retrain = weights_advice(path, stage)
+    retrain = advice or weights_advice(path, stage)
     if path.is_dir():
         raise WeightsError(f"The {stage} weights path {path} is a folder; give the file in it, "
                            f"{path / (stage + '.pt')} ('gastric-propagate train' writes both networks' files there).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,15 @@ TOLERANCE = 1e-4
 PRECISIONS = ("float32", "int8")
 
 
-def export_hint(precision: str = "float32") -> str:
-    """What to run to make the ONNX files of ``precision`` from the weights."""
+def export_hint(precision: str = "float32", folder: str | Path | None = None) -> str:
+    """What to run to make the ONNX files of ``precision`` from the weights in ``folder`` (DIR when not known): with
+    --overwrite where a file that command writes is there already (the float pair too, for int8), since it refuses
+    to replace one without."""
     flag = "" if precision == "float32" else f" --{precision}"
-    return f"Make the ONNX files from the weights with 'gastric-propagate export-onnx{flag} --weights DIR'."
+    there = folder is not None and any(onnx_path(Path(folder) / f"{stage}.pt", kind).exists()
+                                       for stage in ("proposer", "refiner") for kind in {"float32", precision})
+    command = f"gastric-propagate export-onnx{flag} --weights {shlex.quote(str(folder)) if folder else 'DIR'}"
+    return f"Make the ONNX files from the weights with '{command}{' --overwrite' if there else ''}'."
 
 
 def onnx_path(weights: str | Path, precision: str = "float32") -> Path:
@@ -117,7 +123,7 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
     import onnxruntime
 
     path = Path(path)
-    again = f"{export_hint(precision)} (or run with --backend torch)"
+    again = f"{export_hint(precision, path.parent)} (or run with --backend torch)"
     if not path.is_file():
         raise WeightsError(f"The {stage} ONNX file {path} does not exist. {again}")
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -165,7 +171,9 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
 
 def export_onnx(weights: str | Path, *, stage: str, outputs: OutputBatch | None = None) -> Path:
     """Writes ``<weights>.onnx`` beside the checkpoint ``weights`` (checked as ``load_checkpoint`` checks it) and
-    returns its path; staged in ``outputs`` when given (renamed into place with the batch's other outputs).
+    returns its path; staged in ``outputs`` when given (renamed into place with the batch's other outputs). A
+    checkpoint that ``outputs`` itself stages (``train``'s) is read where it is staged: the pair and its ONNX files
+    then appear together.
 
     Raises:
         WeightsError: the checkpoint cannot be used, or ONNX Runtime's probabilities differ from PyTorch's by more
@@ -174,12 +182,13 @@ def export_onnx(weights: str | Path, *, stage: str, outputs: OutputBatch | None 
     import onnxruntime
 
     weights = Path(weights)
-    checkpoint = load_checkpoint(weights, stage=stage)
+    source = (outputs.staged(weights) if outputs is not None else None) or weights
+    checkpoint = load_checkpoint(source, stage=stage)
     model = _exported_model(checkpoint.network)
     description = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
                    "stage": stage, "architecture": {"name": "UNet2D", "config": dict(checkpoint.network.config)},
                    "preprocessing": checkpoint.preprocessing.to_dict(), "training": checkpoint.training,
-                   "weights_sha256": file_sha256(weights), "opset": OPSET}
+                   "weights_sha256": file_sha256(source), "opset": OPSET}
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     description["max_difference"] = difference = _largest_difference(checkpoint.network, session)
     if not difference <= TOLERANCE:

@@ -36,8 +36,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
 
     from gastric_propagate.data.cases import folder_cases
     from gastric_propagate.data.output_checks import check_writable_folder
+    from gastric_propagate.data.outputs import OutputBatch
     from gastric_propagate.errors import InputError
-    from gastric_propagate.inference.onnx_networks import export_pair
+    from gastric_propagate.inference.onnx_networks import export_onnx, onnx_path
     from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
@@ -76,6 +77,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     cases, parts, sources = [], [], []
     for folder in data or []:
         found = folder_cases(folder)
+        print(f"{len(found)} image/label pair(s) found in {folder}")
         cases += found
         sources += [Path(folder).resolve().name] * len(found)
         parts.append(f"{len(found)} image/label pairs from {folder}")
@@ -130,24 +132,32 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             refiner_overshoot=refiner_overshoot, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
-    paths = train(load_all(cases, workers), out, config=config, device=device,
-                  data_description="; ".join(parts), validation_cases=validation_data,
-                  command=command, init=networks, sources=sources, earlier_case_names=earlier)
-    written = list(paths.values()) + export_pair(paths, overwrite=overwrite)
+    # The checkpoints, their ONNX files and the removal of the int8 copies of the weights they replace (which the
+    # int8 backend would refuse beside them) form one batch: a Ctrl-C during the export leaves the folder as it was.
+    with OutputBatch(overwrite=overwrite) as outputs:
+        paths = train(load_all(cases, workers), out, config=config, device=device,
+                      data_description="; ".join(parts), validation_cases=validation_data,
+                      command=command, init=networks, sources=sources, earlier_case_names=earlier, outputs=outputs)
+        written = [*paths.values(), *(export_onnx(path, stage=stage, outputs=outputs) for stage, path in paths.items())]
+        removed = [outputs.remove(int8) for int8 in (onnx_path(path, "int8") for path in paths.values())
+                   if int8.exists()]
     print("wrote " + ", ".join(str(path) for path in written))
+    if removed:
+        print(f"removed {', '.join(map(str, removed))}: the int8 copies of the weights these replace "
+              f"('gastric-propagate export-onnx --int8 --weights {out} --overwrite' makes new ones)")
     return 0
 
 
 def export_main(*, weights: str, overwrite: bool, int8: bool = False) -> int:
     """``gastric-propagate export-onnx``: proposer.onnx and refiner.onnx beside the checkpoints in the folder
     ``weights`` (and their int8 copies with ``int8``); prints the files it wrote and returns 0."""
-    from pathlib import Path
-
-    from gastric_propagate.inference.checkpoints import NETWORK_STAGES
+    from gastric_propagate.inference.checkpoints import load_checkpoint
     from gastric_propagate.inference.onnx_networks import export_pair
     from gastric_propagate.training.quantization import export_with_int8
 
-    paths = {stage: Path(weights) / f"{stage}.pt" for stage in NETWORK_STAGES}
+    paths = weights_folder(weights, "--weights")
+    for stage, path in paths.items():  # refused in the option's words before any work
+        load_checkpoint(path, stage=stage, advice=weights_option_takes("--weights"))
     written = export_with_int8(paths, overwrite=overwrite) if int8 else export_pair(paths, overwrite=overwrite)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
@@ -174,27 +184,59 @@ def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
 
 
 def _check_weights_outputs(out: str, init: str | None, overwrite: bool) -> None:
-    """Before any work: weights (and their ONNX files) already in --out are kept unless --overwrite, and never
-    replaced by a fine-tuning of themselves (--init naming the --out folder, or the bundled weights' folder)."""
+    """Before any work: weights (and their ONNX files, int8 copies included) already in --out are kept unless
+    --overwrite, and never replaced by a fine-tuning of themselves (--init naming the --out folder, or the bundled
+    weights' folder)."""
     from pathlib import Path
 
     from gastric_propagate.data.output_checks import check_outputs
 
     outputs = {f"{stage} {what}": Path(out) / f"{stage}.{suffix}" for stage in ("proposer", "refiner")
-               for what, suffix in (("weights", "pt"), ("ONNX file", "onnx"))}
+               for what, suffix in (("weights", "pt"), ("ONNX file", "onnx"), ("int8 ONNX file", "int8.onnx"))}
     inputs = initial_paths(init).values() if init else ()
     check_outputs(outputs, inputs=inputs, overwrite=overwrite)
 
 
 def initial_paths(source: str) -> dict:
-    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both."""
-    from pathlib import Path
-
+    """The proposer and refiner checkpoints --init names: 'bundled', or a folder holding both (``weights_folder``)."""
     from gastric_propagate.inference.checkpoints import bundled_weights
 
     if source == "bundled":
         return {stage: bundled_weights(stage) for stage in ("proposer", "refiner")}
-    return {stage: Path(source) / f"{stage}.pt" for stage in ("proposer", "refiner")}
+    return weights_folder(source, "--init")
+
+
+def weights_option_takes(option: str) -> str:
+    """What --init and export-onnx's --weights take, for their refusals (not --proposer's words: they take a folder,
+    and leaving --init out trains from scratch)."""
+    bundled = ", or 'bundled' for the shipped weights (leave --init out to train from scratch)" \
+        if option == "--init" else ""
+    return (f"{option} takes the folder that holds proposer.pt and refiner.pt (the --out folder of 'gastric-propagate "
+            f"train'){bundled}.")
+
+
+def weights_folder(folder: str, option: str) -> dict:
+    """stage -> its checkpoint in the folder ``option`` names; WeightsError saying what the option takes when it
+    is a file, does not exist, or lacks one of them."""
+    from pathlib import Path
+
+    from gastric_propagate.errors import WeightsError
+    from gastric_propagate.inference.checkpoints import NETWORK_STAGES
+
+    path = Path(folder)
+    paths = {stage: path / f"{stage}.pt" for stage in NETWORK_STAGES}
+    missing = [checkpoint.name for checkpoint in paths.values() if not checkpoint.is_file()]
+    if path.is_file():
+        problem = f"{option} {folder} is a file, not a folder"
+    elif not path.is_dir():
+        problem = f"{option} {folder} does not exist"
+    elif missing:
+        problem = f"{option} {folder} holds no {' and no '.join(missing)}"
+    else:
+        return paths
+    named = path.is_file() and path.name in {checkpoint.name for checkpoint in paths.values()}
+    hint = f" Give its folder: {option} {path.parent}." if named else ""
+    raise WeightsError(f"{problem}. {weights_option_takes(option)}{hint}")
 
 
 def _initial_networks(source: str):
@@ -206,7 +248,8 @@ def _initial_networks(source: str):
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
     paths = initial_paths(source)
-    loaded = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
+    advice = None if source == "bundled" else weights_option_takes("--init")  # bundled: reinstall
+    loaded = {stage: load_checkpoint(path, stage=stage, advice=advice) for stage, path in paths.items()}
     digests = ", ".join(f"{stage} sha256 {file_sha256(path)}" for stage, path in paths.items())
     return ((loaded["proposer"].network, loaded["refiner"].network), loaded["proposer"].preprocessing,
             f"{source} weights ({paths['proposer']}; {digests})",

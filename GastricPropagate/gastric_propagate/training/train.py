@@ -7,6 +7,7 @@ learn is what they will see.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -488,11 +489,14 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
 def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: TrainingConfig = TrainingConfig(),
           device: str = "auto", data_description: str = "", validation_cases: Iterable[CaseData] = (),
           command: str = "", init: tuple[UNet2D, UNet2D] | None = None,
-          sources: Iterable[str] | None = None, earlier_case_names: Iterable[str] = ()) -> dict[str, Path]:
+          sources: Iterable[str] | None = None, earlier_case_names: Iterable[str] = (),
+          outputs: OutputBatch | None = None) -> dict[str, Path]:
     """Trains the proposer, then the refiner on the proposer's output; writes proposer.pt and refiner.pt.
 
     Both files are renamed into place together once both are written (``data.outputs.OutputBatch``): a crash or
     SIGTERM leaves the earlier pair, or none, never a half-written file or a new proposer beside an old refiner.
+    With ``outputs`` they are only staged there, to appear with the batch's other outputs (the train command's
+    ONNX files).
 
     Args:
         init: (proposer, refiner) to start from (fine-tuning; ``config.preprocessing`` must be theirs);
@@ -563,12 +567,11 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
                                                                   str(target_device)), validation_cases)
         log.info("validation: %s", metadata["validation"])
     output_dir = Path(output_dir)
-    paths = {}
-    with OutputBatch() as outputs:  # the pair appears together, whole, or not at all (never a new proposer alone)
-        for stage, network in (("proposer", proposer), ("refiner", refiner)):
-            paths[stage] = save_checkpoint(output_dir / f"{stage}.pt", stage=stage, network=network,
-                                           preprocessing=config.preprocessing, training=metadata, outputs=outputs)
-    return paths
+    with (contextlib.nullcontext(outputs) if outputs is not None else OutputBatch()) as batch:
+        # the pair appears together, whole, or not at all (never a new proposer alone)
+        return {stage: save_checkpoint(output_dir / f"{stage}.pt", stage=stage, network=network,
+                                       preprocessing=config.preprocessing, training=metadata, outputs=batch)
+                for stage, network in (("proposer", proposer), ("refiner", refiner))}
 
 
 def validate(segmenter: Segmenter, cases: Iterable[CaseData]) -> dict:

@@ -277,6 +277,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{file}/w"), "is a file, not a folder"),
     (("train", "--data", "{tmp}/missing", "--out", "{tmp}/w"), "does not exist"),
     (("train", "--data", "{tmp}/empty", "--out", "{tmp}/w"), "No image/label pairs"),
+    (("train", "--data", "{file}", "--out", "{tmp}/w"), "The data folder {file} is a file, not a folder of cases"),
+    (("evaluate", "--data", "{file}", "--out", "{tmp}/e"), "The data folder {file} is a file, not a folder of cases"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--device", "tpu"), "not a device"),
     (("evaluate", "--data", "{tmp}/missing", "--out", "{tmp}/e"), "does not exist"),
     (("evaluate", "--data", "{tmp}/empty", "--out", "{tmp}/e"), "No image/label pairs"),
@@ -310,7 +312,7 @@ def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     (tmp_path / "file").write_text("a file")
     argv = [part.format(tmp=tmp_path, file=tmp_path / "file") for part in argv]
     code, captured, changed = run_command(tmp_path, capsys, *argv)
-    assert code == 2 and message in captured.err, captured.err
+    assert code == 2 and message.format(file=tmp_path / "file") in captured.err, captured.err
     assert not changed
 
 
@@ -533,3 +535,88 @@ def test_painting_on_the_first_or_last_slice_is_noted_in_the_report_and_printed(
                        "edge": edge, "slices": 16}]
     assert advice[0]["sentence"].startswith(sentence)
     assert f"note: {sentence}" in captured.out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("train", "--phantoms", "1", "--out", "{tmp}/w", "--init", "{tmp}/mine/proposer.pt"),
+     "--init {tmp}/mine/proposer.pt is a file, not a folder. --init takes the folder that holds proposer.pt and "
+     "refiner.pt (the --out folder of 'gastric-propagate train'), or 'bundled' for the shipped weights (leave --init "
+     "out to train from scratch). Give its folder: --init {tmp}/mine."),
+    (("train", "--phantoms", "1", "--out", "{tmp}/w", "--init", "{tmp}/missing"),
+     "--init {tmp}/missing does not exist"),
+    (("train", "--phantoms", "1", "--out", "{tmp}/w", "--init", "{tmp}/mine"),
+     "cannot be read (UnpicklingError): it is corrupt or not a GastricPropagate checkpoint. --init takes the folder"),
+    (("export-onnx", "--weights", "{tmp}/missing"),
+     "--weights {tmp}/missing does not exist. --weights takes the folder that holds proposer.pt and refiner.pt"),
+    (("export-onnx", "--weights", "{tmp}/mine/refiner.pt"), "is a file, not a folder. --weights takes the folder that "
+                                                            "holds proposer.pt and refiner.pt"),
+    (("export-onnx", "--weights", "{tmp}/empty"), "--weights {tmp}/empty holds no proposer.pt and no refiner.pt."),
+    (("export-onnx", "--weights", "{tmp}/mine"), "it is corrupt or not a GastricPropagate checkpoint. --weights takes"),
+])
+def test_weights_options_that_take_a_folder_say_what_they_take(tmp_path, capsys, argv, message):
+    """--init and export-onnx's --weights take a folder (and leaving --init out trains from scratch): their refusals
+    do not give --proposer's advice (a .pt file, or the option left out for the bundled weights)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    for stage in ("proposer", "refiner"):
+        (tmp_path / "mine" / f"{stage}.pt").write_text("not a checkpoint")
+    code, captured, changed = run_command(tmp_path, capsys, *[part.format(tmp=tmp_path) for part in argv])
+    assert code == 3 and message.format(tmp=tmp_path) in captured.err, captured.err
+    assert "leave the option out" not in captured.err and not changed
+
+
+def test_a_case_file_that_is_not_an_image_gets_the_words_segment_gives_it(folder_of_cases, tmp_path, capsys):
+    (folder_of_cases / "case1_image.nrrd").write_text("not an image")
+    code, captured, _ = run_command(tmp_path, capsys, "evaluate", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "e"), "--methods", "copy_slice")
+    assert code == 2, captured.err
+    assert f"The image file {folder_of_cases / 'case1_image.nrrd'} cannot be read as a medical image (" in captured.err
+    assert "Use NRRD, NIfTI, MetaImage or another format SimpleITK reads." in captured.err
+
+
+def test_evaluate_says_on_the_console_that_a_case_failed(folder_of_cases, tmp_path, capsys):
+    label = sitk.ReadImage(str(folder_of_cases / "case1_label.nrrd"))
+    write_like(np.zeros_like(sitk.GetArrayFromImage(label)), label, folder_of_cases / "case1_label.nrrd")
+    code, captured, _ = run_command(tmp_path, capsys, "evaluate", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "e"), "--methods", "copy_slice", "region_growing",
+                                    "--variants", "largest")
+    assert code == 0, captured.err  # the other cases ran
+    assert (f"warning: 2 of 6 runs failed, on 1 of 3 case(s) (case1): why is in the error column of "
+            f"{tmp_path / 'e' / 'results.csv'}") in captured.out.splitlines()[-1]
+
+
+def test_train_says_how_many_pairs_it_found(folder_of_cases, tmp_path, capsys, monkeypatch, caplog):
+    from gastric_propagate.errors import InputError
+    from gastric_propagate.training import train
+
+    (folder_of_cases / "lost_image.nrrd").write_bytes((folder_of_cases / "case0_image.nrrd").read_bytes())
+    for name in ("orphan", "stray"):
+        (folder_of_cases / f"{name}_label.nrrd").write_bytes((folder_of_cases / "case0_label.nrrd").read_bytes())
+
+    def stop(*args, **kwargs):
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(train, "train", stop)
+    code, captured, _ = run_command(tmp_path, capsys, "train", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "w"), "--validation-phantoms", "0")
+    assert code == 2 and "stopped before training" in captured.err
+    assert f"3 image/label pair(s) found in {folder_of_cases}" in captured.out
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warned == [f"1 image file(s) in {folder_of_cases} have no <case>_label file beside them and were skipped: "
+                      "lost_image.nrrd",
+                      f"2 label file(s) in {folder_of_cases} have no <case>_image file beside them and were skipped: "
+                      "orphan_label.nrrd, stray_label.nrrd"]
+
+
+@pytest.mark.parametrize("given, other", [("proposer", "refiner"), ("refiner", "proposer")])
+def test_one_network_of_a_pair_given_alone_is_warned_of(files, tmp_path, capsys, given, other):
+    (tmp_path / "mine").mkdir()
+    for stage in ("proposer", "refiner"):
+        (tmp_path / "mine" / f"{stage}.pt").write_text("the fast networks run instead")
+    assert segment(files, tmp_path / "out.nrrd", f"--{given}", str(tmp_path / "mine" / f"{given}.pt")) == 0
+    assert (f"warning: --{given} {tmp_path / 'mine' / f'{given}.pt'} runs with the bundled {other} (no --{other} "
+            f"given): a mix of two trainings. Give --{other} too (e.g. {tmp_path / 'mine' / f'{other}.pt'})"
+            ) in capsys.readouterr().err
+    assert segment(files, tmp_path / "out2.nrrd", "--proposer", str(tmp_path / "mine" / "proposer.pt"),
+                   "--refiner", str(tmp_path / "mine" / "refiner.pt")) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -110,18 +110,22 @@ def test_sigterm_during_the_renames_is_held_until_both_files_are_in_place(tmp_pa
     assert not leftovers(tmp_path)
 
 
-def test_a_report_that_cannot_be_replaced_leaves_the_old_mask_too(tmp_path, monkeypatch):
-    outputs.write_mask(np.zeros((4, 5, 6), np.uint8), reference(), tmp_path / "out.nrrd")
-    old_mask = (tmp_path / "out.nrrd").read_bytes()
-    (tmp_path / "report.json").write_text("old report")
-    replace = outputs.os.replace
+def _report_cannot_be_replaced(replace):
+    """os.replace, except that report.json cannot be replaced (an immutable file)."""
 
     def immutable_report(source, destination):
         if Path(destination).name == "report.json":
             raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
         replace(source, destination)
 
-    monkeypatch.setattr(outputs.os, "replace", immutable_report)
+    return immutable_report
+
+
+def test_a_report_that_cannot_be_replaced_leaves_the_old_mask_too(tmp_path, monkeypatch):
+    outputs.write_mask(np.zeros((4, 5, 6), np.uint8), reference(), tmp_path / "out.nrrd")
+    old_mask = (tmp_path / "out.nrrd").read_bytes()
+    (tmp_path / "report.json").write_text("old report")
+    monkeypatch.setattr(outputs.os, "replace", _report_cannot_be_replaced(outputs.os.replace))
     with pytest.raises(InputError, match=r"Could not replace .*report\.json.*earlier files are kept") as caught:
         with outputs.OutputBatch() as batch:
             batch.mask(mask(), reference(), tmp_path / "out.nrrd")
@@ -164,3 +168,21 @@ def test_without_overwrite_new_outputs_and_replaceable_ones_are_written(tmp_path
     assert json.loads((tmp_path / "earlier.json").read_text()) == {"run": "this one"}
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nhdr"))), mask())
     assert sorted(path.name for path in tmp_path.iterdir()) == ["earlier.json", "out.nhdr", "out.raw.gz"]
+
+
+def test_a_file_removed_with_the_batch_goes_only_when_the_outputs_appear(tmp_path, monkeypatch):
+    (tmp_path / "stale.onnx").write_text("the int8 copy of earlier weights")
+    (tmp_path / "report.json").write_text("old report")
+    with monkeypatch.context() as patch:
+        patch.setattr(outputs.os, "replace", _report_cannot_be_replaced(outputs.os.replace))
+        with pytest.raises(InputError, match="earlier files are kept"):
+            with outputs.OutputBatch() as batch:
+                batch.remove(tmp_path / "stale.onnx")
+                batch.json({"a": 1}, tmp_path / "report.json")
+    assert (tmp_path / "stale.onnx").read_text() == "the int8 copy of earlier weights"
+    with outputs.OutputBatch() as batch:
+        batch.remove(tmp_path / "stale.onnx")
+        batch.remove(tmp_path / "never-there.onnx")
+        batch.json({"a": 1}, tmp_path / "report.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.json"]
+    assert outputs.COMMITTED == [str(tmp_path / "report.json")], "what was written, not what was removed"

@@ -35,10 +35,13 @@ def partial_files(folder: Path) -> list:
     return sorted(str(path) for path in folder.rglob(".partial*"))
 
 
-def terminate_midway(script: str, tmp_path: Path, *, staged: bool = True) -> tuple[int, str]:
-    """Runs ``script`` (which prints 'midway' in the middle of its run, then waits), sends SIGTERM then, and
-    returns (exit code, stderr). ``staged``: outputs are being written (staged) at that moment."""
-    preamble = f"import sys, time\nsys.path.insert(0, {str(ENGINE_TESTS)!r})\n"
+def terminate_midway(script: str, tmp_path: Path, *, staged: bool = True,
+                     send: int = signal.SIGTERM) -> tuple[int, str]:
+    """Runs ``script`` (which prints 'midway' in the middle of its run, then waits), sends SIGTERM (or ``send``)
+    then, and returns (exit code, stderr). ``staged``: outputs are being written (staged) at that moment."""
+    # Ctrl-C's KeyboardInterrupt even where this test runs with SIGINT ignored (a background job)
+    preamble = (f"import signal, sys, time\nsys.path.insert(0, {str(ENGINE_TESTS)!r})\n"
+                "signal.signal(signal.SIGINT, signal.default_int_handler)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     process = subprocess.Popen([sys.executable, "-c", preamble + textwrap.dedent(script)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
@@ -48,7 +51,7 @@ def terminate_midway(script: str, tmp_path: Path, *, staged: bool = True) -> tup
             lines.append(process.stdout.readline())
         assert lines[-1].strip() == "midway", "".join(lines) + process.stderr.read()
         assert bool(partial_files(tmp_path)) == staged, partial_files(tmp_path)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(send)
         code = process.wait(timeout=60)
     finally:
         process.kill()
@@ -230,19 +233,44 @@ def test_train_stopped_while_saving_leaves_the_earlier_pair(tmp_path, cases_fold
     assert partial_files(out) == []
 
 
+def test_train_interrupted_while_exporting_to_onnx_leaves_the_earlier_weights_and_their_onnx_files(tmp_path,
+                                                                                                    cases_folder):
+    out = tmp_path / "weights"
+    earlier_weights(out)
+    for name in ("proposer.onnx", "refiner.onnx", "proposer.int8.onnx", "refiner.int8.onnx"):
+        (out / name).write_bytes(f"earlier {name}".encode())
+    before = snapshot(out)
+    code, err = terminate_midway(f"""
+        import gastric_propagate.cli as cli
+        from gastric_propagate.inference import onnx_networks
+
+        def slow_export(network):  # Ctrl-C comes while the first network is exported
+            print("midway", flush=True)
+            time.sleep(60)
+
+        onnx_networks._exported_model = slow_export
+        sys.exit(cli.main({train_argv(cases_folder, out, "--overwrite")!r}))
+    """, tmp_path, send=signal.SIGINT)
+    assert code == 130 and "cancelled: no output was half-written" in err and "Traceback" not in err, err
+    assert snapshot(out) == before, "no new checkpoints beside the earlier ONNX files"
+    assert partial_files(out) == []
+
+
 def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folder, capsys, monkeypatch):
     import gastric_propagate.data.cases as cases
 
     out = tmp_path / "weights"
     out.mkdir()
     (out / "refiner.pt").write_bytes(b"earlier refiner weights")
+    for stage in ("proposer", "refiner"):  # the int8 backend would refuse them beside new weights: they go with them
+        (out / f"{stage}.int8.onnx").write_bytes(b"int8 copy of the earlier weights")
     before = snapshot(out)
     real_folder_cases = cases.folder_cases
     monkeypatch.setattr(cases, "folder_cases", lambda *args: pytest.fail("the data was read before the check"))
 
     assert cli.main(train_argv(cases_folder, out)) == 2
     err = capsys.readouterr().err
-    assert f"The output {out / 'refiner.pt'} already exists" in err and "--overwrite" in err, err
+    assert f"The output {out / 'proposer.int8.onnx'} already exists" in err and "--overwrite" in err, err
     assert "Traceback" not in err and snapshot(out) == before
 
     monkeypatch.setattr(cases, "folder_cases", real_folder_cases)
@@ -251,6 +279,9 @@ def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folde
         assert load_checkpoint(out / f"{stage}.pt", stage=stage).training["command"].endswith("--overwrite")
     assert sorted(path.name for path in out.iterdir()) == ["proposer.onnx", "proposer.pt", "refiner.onnx",
                                                            "refiner.pt"]  # the checkpoints and their ONNX files
+    said = capsys.readouterr().out
+    assert f"removed {out / 'proposer.int8.onnx'}, {out / 'refiner.int8.onnx'}" in said
+    assert f"export-onnx --int8 --weights {out} --overwrite" in said
 
 
 def test_train_never_replaces_the_weights_it_starts_from(tmp_path, cases_folder, capsys):

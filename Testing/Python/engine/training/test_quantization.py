@@ -64,15 +64,25 @@ def test_an_int8_copy_that_disagrees_with_its_network_is_not_written(exported, m
     assert {stage: onnx_path(path, "int8").read_bytes() for stage, path in weights.items()} == before
 
 
-def test_missing_int8_copies_are_refused_with_the_command_that_makes_them(exported, tmp_path):
+def test_missing_int8_copies_are_refused_with_the_command_that_makes_them(exported, tmp_path, monkeypatch, capsys):
+    import shlex
+
+    import gastric_propagate.cli as cli
+
     weights = {}
     for stage, path in exported[0].items():  # the checkpoints and their float files, without the int8 copies
         weights[stage] = shutil.copy(path, tmp_path / path.name)
         shutil.copy(onnx_path(path), onnx_path(weights[stage]))
     with pytest.raises(WeightsError, match=r"No int8 ONNX file beside the weights .*proposer\.int8\.onnx.*"
-                                           r"export-onnx --int8"):
+                                           r"export-onnx --int8") as refused:
         Segmenter(weights["proposer"], weights["refiner"], backend="onnx-int8")
     assert Segmenter(weights["proposer"], weights["refiner"], backend="onnx").backend == "onnx"
+    # The command it gives works as printed: the float files there need --overwrite.
+    command = str(refused.value).split("'")[-2]
+    assert command == f"gastric-propagate export-onnx --int8 --weights {tmp_path} --overwrite"
+    monkeypatch.setattr(quantization, "CALIBRATION", ONE_CASE_EACH)
+    assert cli.main(shlex.split(command)[1:]) == 0, capsys.readouterr().err
+    assert Segmenter(weights["proposer"], weights["refiner"], backend="onnx-int8").backend == "onnx-int8"
 
 
 def test_the_bundled_int8_copies_segment_the_demo_phantom_close_to_the_float_networks():
