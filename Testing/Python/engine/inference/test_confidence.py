@@ -94,3 +94,18 @@ def test_with_several_painted_slices_each_slice_is_measured_from_the_nearest():
     # Slice 7: 80 voxels inside painted slice 8's 100: Dice 160 / 180 = 8/9; 2 mm away, the diameter
     # 2 sqrt(100 / pi) = 20 / sqrt(pi) mm: 8/9 e^(-0.1 sqrt(pi)) = 0.74451.
     assert confidence[7] == 0.7445
+
+
+def test_an_opinion_is_asked_on_both_end_slices_of_its_reach():
+    """Reach (1, 3): the opinion's disagreement counts on slices 1 and 3; its emptiness on 0 and 4 does not."""
+    from gastric_propagate.inference.consensus import agreement
+
+    mask = np.zeros((5, 32, 32), np.uint8)
+    for k in range(5):
+        mask[k] = _disc(32, 8)
+    short = mask.copy()
+    short[0] = short[4] = 0
+    short[1] = short[3] = _disc(32, 8, centre=(16, 22))
+    shares = agreement((mask, mask, short), range(5), reaches=(None, None, (1, 3)))
+    assert shares[0] == shares[2] == shares[4] == 1.0
+    assert shares[1] < 0.6 and shares[3] < 0.6

@@ -329,3 +329,79 @@ def test_a_walk_stopped_by_its_limit_is_walked_again_when_a_run_needs_it_to_go_f
     longer = propagate_by_registration(image, SPACING, 10, painted, memo=(memo, "ct"))
     np.testing.assert_array_equal(longer, propagate_by_registration(image, SPACING, 10, painted))
     assert longer[:8].any() or longer[13:].any()
+
+
+def _disc(radius, centre=(24, 24), size=48):
+    y, x = np.mgrid[:size, :size]
+    return (x - centre[1]) ** 2 + (y - centre[0]) ** 2 <= radius ** 2
+
+
+def test_beyond_each_outer_anchor_the_vote_takes_that_anchor_s_registration_and_copy_and_keeps_the_limits():
+    """Two anchors (slices 12 and 28) and each one's registration given as a different outline on every slice: below
+    12 the registration and the tapered copy are slice 12's, above 28 slice 28's, between them either registration
+    and the larger outline. The networks hold a wide disc everywhere, so the vote is registration or copy; the slice
+    limits (8 and 33, inside the window 4..34) hold exactly."""
+    depth = 40
+    anchors = {12: _disc(10), 28: _disc(8)}
+    chains = {12: np.repeat(_disc(9, (24, 21))[None], depth, 0).astype(np.uint8),
+              28: np.repeat(_disc(7, (24, 27))[None], depth, 0).astype(np.uint8)}
+    networks = np.repeat(_disc(14)[None], depth, 0).astype(np.uint8)
+    image = np.zeros(networks.shape, np.float32)
+    mask, (_, registered, copied) = take_vote(networks, image, SPACING, anchors, (8, 33), chains=chains, snap=False)
+    first, last = vote_window(anchors, SPACING)
+    assert (first, last) == (4, 34)
+    below, above = (tapered_copy(networks.shape, k, anchors[k], SPACING) for k in (12, 28))
+    for k in range(first, 12):
+        np.testing.assert_array_equal(registered[k], chains[12][k])
+        np.testing.assert_array_equal(copied[k], below[k])
+    for k in range(13, 28):
+        np.testing.assert_array_equal(registered[k], chains[12][k] | chains[28][k])
+        np.testing.assert_array_equal(copied[k], anchors[12])
+    for k in range(29, last + 1):
+        np.testing.assert_array_equal(registered[k], chains[28][k])
+        np.testing.assert_array_equal(copied[k], above[k])
+    assert not registered[last + 1:].any() and not registered[:first].any()
+    assert [k for k in range(depth) if mask[k].any()] == list(range(8, 34))
+    np.testing.assert_array_equal(mask[20], registered[20] | copied[20])
+
+
+def test_larger_neighbour_reaches_exactly_half_a_painted_diameter_each_way():
+    """400 mm2 painted: half its equivalent diameter (22.6 mm) is 6 slices of 2 mm. A 576 mm2 slice 6 slices away is
+    seen, either way; 7 slices away it is not."""
+    painted = np.zeros((40, 40), dtype=bool)
+    painted[10:30, 10:30] = True
+    for offset, seen in ((6, True), (-6, True), (7, False), (-7, False)):
+        registered = np.zeros((30, 40, 40), dtype=np.uint8)
+        registered[12] = painted
+        registered[12 + offset, 8:32, 8:32] = 1
+        expected = (12 + offset, 576 / 400) if seen else (12, 1.0)
+        assert larger_neighbour(registered, 12, painted, SPACING) == expected, offset
+
+
+def test_the_outline_is_snapped_to_the_edge_level_of_the_largest_anchor():
+    """A blurred cylinder painted on two slices: on slice 8 far out in the blur (the larger outline), on slice 14
+    tight. The result's outline on the other slices follows the larger anchor's level: the generous one."""
+    z, y, x = np.mgrid[:24, :64, :64]
+    inside = (x - 32) ** 2 + (y - 32) ** 2 <= 12 ** 2
+    image = ndimage.gaussian_filter(np.where(inside, 60.0, -90.0), (0, 1.2, 1.2))
+    image = (image + np.random.default_rng(0).normal(0, 4, image.shape)).astype(np.float32)
+    generous, tight = image > -60.0, image > 30.0
+    anchors = {8: generous[8], 14: tight[14]}
+    assert anchors[8].sum() > anchors[14].sum()
+    networks = inside.astype(np.uint8)
+    mask, _ = take_vote(networks, image, SPACING, anchors, (0, 23), chains={8: networks, 14: networks})
+    np.testing.assert_array_equal(mask[14], tight[14])
+    for k in (2, 4, 11, 18, 20):
+        assert dice(mask[k], generous[k]) > 0.98, k
+
+
+def test_between_two_anchors_further_apart_than_their_reach_each_registration_walks_to_the_other():
+    """Anchors 16 slices apart, each reaching 9 slices (0.75 x 23.9 mm): between them the vote asks both
+    registrations, so each walks the whole way to the other anchor (and no further), beyond them its own reach."""
+    z, y, x = np.mgrid[:40, :48, :48]
+    truth = ((x - 24) ** 2 + (y - 24) ** 2 <= 12 ** 2).astype(np.uint8)
+    image = (np.where(truth > 0, 60.0, -90.0) + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
+    chains = register_anchors(image, SPACING, {12: truth[12] > 0, 28: truth[28] > 0})
+    assert vote_window({12: truth[12], 28: truth[28]}, SPACING) == (3, 37)
+    assert [k for k in range(40) if chains[12][k].any()] == list(range(3, 28))
+    assert [k for k in range(40) if chains[28][k].any()] == list(range(13, 38))

@@ -53,3 +53,55 @@ def test_an_outline_along_no_edge_changes_nothing():
 def test_an_outline_with_no_outside_has_no_threshold():
     painted = np.ones((20, 20), dtype=bool)
     assert edge_threshold(np.zeros((20, 20), np.float32), painted, SPACING) is None
+
+
+def _weak_edge(contrast: float):
+    """A disc (radius 12 mm) ``contrast`` HU above its surroundings, blurred, in noise of 20 HU: how well one
+    threshold splits its painted outline's band depends on the contrast."""
+    z, y, x = np.mgrid[:15, :64, :64]
+    inside = (x - 32) ** 2 + (y - 32) ** 2 <= 12 ** 2
+    image = ndimage.gaussian_filter(np.where(inside, contrast, 0.0), (0, 1.2, 1.2))
+    image = (image + np.random.default_rng(0).normal(0, 20, image.shape)).astype(np.float32)
+    tight = np.stack([ndimage.binary_erosion(s, iterations=1) for s in inside]).astype(np.uint8)
+    tight[7] = inside[7]
+    return image, inside[7], tight
+
+
+def test_the_outline_is_snapped_only_when_the_painted_band_is_split_with_a_balanced_accuracy_of_0_8():
+    image, painted, mask = _weak_edge(30.0)
+    assert 0.7 < edge_threshold(image[7], painted, SPACING)[2] < MIN_FIT
+    np.testing.assert_array_equal(snap_outline(mask, image, SPACING, 7, painted), mask)
+    image, painted, mask = _weak_edge(55.0)
+    assert MIN_FIT <= edge_threshold(image[7], painted, SPACING)[2] < 0.85
+    assert not np.array_equal(snap_outline(mask, image, SPACING, 7, painted), mask)
+
+
+def test_the_snap_moves_the_outline_by_one_pixel_at_most():
+    """A result two pixels inside a generous outline: the one-pixel band lets it grow by one pixel, not two."""
+    image = _blurred_tumour()
+    drawn = image > -60.0
+    k = 7
+    shrunk = np.stack([ndimage.binary_erosion(s, iterations=2) for s in drawn]).astype(np.uint8)
+    shrunk[k] = drawn[k]
+    snapped = snap_outline(shrunk, image, SPACING, k, drawn[k])
+    cross = ndimage.generate_binary_structure(2, 1)
+    for z in range(15):
+        if z != k and shrunk[z].any():
+            assert (snapped[z] <= ndimage.binary_dilation(shrunk[z], cross)).all(), z
+            assert (snapped[z] >= ndimage.binary_erosion(shrunk[z], cross)).all(), z
+    assert snapped.sum() > shrunk.sum()
+
+
+def test_a_slice_whose_snap_would_keep_less_than_half_of_it_keeps_the_voted_outline():
+    """Slice 3 holds a thin bar over fat, where no pixel is at the painted edge's level: snapping it would leave only
+    its middle row (a third of it), so it stays as voted; the other slices are snapped."""
+    image = _blurred_tumour()
+    drawn = image > -60.0
+    k = 7
+    mask = np.stack([ndimage.binary_erosion(s, iterations=1) for s in drawn]).astype(np.uint8)
+    mask[k] = drawn[k]
+    mask[3] = 0
+    mask[3, 4:7, 4:30] = 1  # far from the tumour: fat
+    snapped = snap_outline(mask, image, SPACING, k, drawn[k])
+    np.testing.assert_array_equal(snapped[3], mask[3])
+    assert not np.array_equal(snapped[6], mask[6])

@@ -281,3 +281,21 @@ def test_a_failed_run_stops_the_registration_beside_it_before_it_returns(volume,
     assert network_called.is_set() and walked >= 1, "the registration had started beside the networks"
     time.sleep(0.3)
     assert len(steps) == walked and all(step < returned for step in steps), "a walk went on after segment raised"
+
+
+def test_the_larger_neighbour_advice_needs_more_than_1_2_times_the_painted_area_and_a_single_anchor():
+    """Painted 400 mm2 on slice 12: a registered slice of 480 mm2 (1.2x) two slices away is no reason for advice,
+    484 mm2 (1.21x) is; after a correction (two anchors) the reader chose the anchors, and no advice is given."""
+    from gastric_propagate.inference.pipeline import _painted_slice_advice
+
+    spacing = (1.0, 1.0, 2.0)
+    painted = np.zeros((30, 40, 40), dtype=np.uint8)
+    painted[12, 10:30, 10:30] = 1
+    registered = painted.copy()
+    registered[14, 8:28, 8:32] = 1  # 20 x 24 = 480
+    assert _painted_slice_advice(registered, [12], painted, spacing) == []
+    registered[14] = 0
+    registered[14, 8:30, 8:30] = 1  # 22 x 22 = 484
+    (advice,) = _painted_slice_advice(registered, [12], painted, spacing)
+    assert advice.kind == LARGER_NEIGHBOUR and advice.values == {"painted_slice": 12, "slice": 14, "ratio": 1.21}
+    assert _painted_slice_advice(registered, [12, 20], painted, spacing) == []

@@ -267,3 +267,181 @@ def test_a_segmenter_runs_a_prompt_reading_proposer_and_one_with_a_new_channel_a
         masks[channels] = segmenter.segment(image, SPACING, annotation_from_label(label), NETWORKS_ALONE).mask
         assert {batch.shape[1] for batch in batches} == {channels}
     np.testing.assert_array_equal(masks[4], masks[5])
+
+
+# The stop rules one by one, at their thresholds, with ``propagate`` itself and a scripted proposer: crop pixels of
+# 1 x 1 mm, so that a pixel count is an area in mm2 (docs/method.md, "Automatic stop and leak safety").
+SIZE = 48
+
+
+def _rect(rows, cols):
+    """A (SIZE, SIZE) mask holding rows ``rows`` and columns ``cols`` (ranges, end excluded)."""
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+    return mask
+
+
+def _numbered_image(depth=24):
+    """A flat crop (0 everywhere, like the painted tissue) whose slice k holds k in pixel (0, 0), which no mask
+    covers: the scripted proposer reads which slice it is asked about there."""
+    image = np.zeros((depth, SIZE, SIZE), dtype=np.float32)
+    image[:, 0, 0] = np.arange(depth)
+    return image
+
+
+def _scripted(masks):
+    """A proposer that answers slice k with ``masks[k]`` (nothing where none is scripted), whatever it is shown."""
+    def run(batch):
+        return np.stack([masks.get(int(round(float(sample[1, 0, 0]))), np.zeros((SIZE, SIZE), bool))
+                         for sample in batch]).astype(np.float32)
+    return run
+
+
+def _copy_previous(batch):
+    """A proposer that never lets go: the previous slice's mask, whatever the image shows."""
+    return (batch[:, 3] > 0.5).astype(np.float32)
+
+
+def _propagate(masks, anchor, *, k=10, image=None, **kwargs):
+    from gastric_propagate.inference.propagation import propagate
+
+    image = _numbered_image() if image is None else image
+    return propagate(_scripted(masks), image, {k: anchor}, limits=(0, image.shape[0] - 1), pixel_area_mm2=1.0,
+                     pixel_mm=1.0, **kwargs)
+
+
+PAINTED = _rect((19, 29), (19, 29))  # 100 mm2
+
+
+def test_a_chain_ends_where_the_cross_section_falls_below_12_mm2():
+    """12 mm2 is still tumour, 11 mm2 is its end; the slice where it ended is visited (it gets a confidence)."""
+    out = _propagate({11: _rect((20, 26), (20, 25)), 12: _rect((20, 23), (20, 24)), 13: _rect((20, 21), (20, 31))},
+                     PAINTED)
+    assert out.stop_reasons["up"] == "tumour ended: the proposer found 11 mm2 on slice 13"
+    assert out.probabilities[12].sum() == 12 and 13 in out.visited and 14 not in out.visited
+
+
+def test_a_cross_section_above_1_2_times_the_painted_one_is_cut_back_to_the_previous_outline():
+    """120 mm2 next to a 100 mm2 painted slice is kept as it is; 121 mm2 is cut back to the painted outline (and
+    listed), and the chain goes on."""
+    out = _propagate({11: _rect((19, 29), (19, 31)), 9: _rect((18, 29), (18, 29)), 8: PAINTED}, PAINTED)
+    assert out.probabilities[11].sum() == 120
+    assert out.cut_back == [9]
+    np.testing.assert_array_equal(out.probabilities[9] > 0.5, PAINTED)
+    assert out.probabilities[8].any() and "slice 7" in out.stop_reasons["down"]
+
+
+def test_growth_above_1_6_times_the_previous_slice_plus_40_mm2_is_cut_back():
+    """Painted 400 mm2, so the 1.2x rule allows 480: from a 100 mm2 slice, 200 mm2 (1.6 x 100 + 40) is kept and
+    201 mm2 is cut back to the 100 mm2 outline."""
+    painted = _rect((14, 34), (14, 34))
+    small = _rect((19, 29), (19, 29))
+    grown = _rect((19, 29), (14, 34))
+    leaked = grown.copy()
+    leaked[29, 14] = True
+    out = _propagate({11: small, 12: grown, 9: small, 8: leaked}, painted)
+    assert out.probabilities[12].sum() == 200
+    assert out.cut_back == [8]
+    np.testing.assert_array_equal(out.probabilities[8] > 0.5, small)
+
+
+def test_a_cross_section_with_less_than_half_of_it_near_the_previous_one_has_jumped_and_ends_the_chain():
+    """Near means within 6 mm of the previous outline. Up: half of it near (the rest far away), kept; down: 49% near,
+    dropped, the chain ends. Then a 12 mm2 line 6 mm beside the previous outline is near, 7 mm beside it is not."""
+    painted = _rect((19, 29), (10, 20))
+    far = _rect((19, 29), (35, 40))  # 16 mm and more from the painted outline
+    half = _rect((19, 29), (10, 15)) | far
+    less = half.copy()
+    less[19, 10], less[30, 35] = False, True
+    out = _propagate({11: half, 9: less}, painted)
+    assert out.probabilities[11].sum() == 100 and "found 0 mm2 on slice 12" in out.stop_reasons["up"]
+    assert out.stop_reasons["down"] == "ended before slice 9: the mask jumped away from the previous slice"
+    assert 9 not in out.visited
+    beside = _propagate({11: _rect((19, 31), (25, 26)), 9: _rect((19, 31), (26, 27))}, painted)
+    assert beside.probabilities[11].sum() == 12 and "jumped" not in beside.stop_reasons["up"]
+    assert "jumped away" in beside.stop_reasons["down"]
+
+
+def test_a_cross_section_reaching_two_pixels_from_the_crops_edge_is_cut_back_and_the_chain_goes_on():
+    painted = _rect((14, 34), (14, 34))
+    up, down = painted | _rect((2, 14), (23, 24)), painted | _rect((1, 14), (23, 24))  # a strip up to row 2, row 1
+    out = _propagate({11: up, 9: down, 8: painted}, painted)
+    np.testing.assert_array_equal(out.probabilities[11] > 0.5, up)  # two pixels away: kept
+    assert out.cut_back == [9]
+    np.testing.assert_array_equal(out.probabilities[9] > 0.5, painted)
+    assert out.probabilities[8].any()
+
+
+def test_a_cross_section_with_over_40_percent_outside_the_painted_intensities_ends_the_chain():
+    """The painted pixels hold 0.00 to 0.99: their 2nd-98th percentiles (0.0198, 0.9702) widened by a quarter of
+    that spread plus 0.05 reach 1.2578. Up: 40% at 1.27, then everything at 1.25: kept; down: 41% at 1.27: a leak,
+    the chain ends."""
+    image = _numbered_image()
+    image[10, 19:29, 19:29] = np.arange(100).reshape(10, 10) / 100.0
+    image[11, 19:23, 19:29] = 1.27  # 40 of the 100 pixels
+    image[12, 19:29, 19:29] = 1.25
+    image[9, 19:23, 19:29] = 1.27
+    image[9, 23, 19] = 1.27  # 41
+    out = _propagate({11: PAINTED, 12: PAINTED, 9: PAINTED}, PAINTED, image=image)
+    assert out.probabilities[11].any() and out.probabilities[12].any()
+    assert "found 0 mm2 on slice 13" in out.stop_reasons["up"]
+    assert out.stop_reasons["down"].startswith("ended before slice 9: 41% of its pixels lie outside the painted")
+
+
+def test_a_leak_cut_back_to_less_than_12_mm2_ends_the_chain():
+    """130 mm2 (over 1.2x the painted 100) of which 10 mm2 lie in the previous outline: cut back, nothing is left."""
+    leak = _rect((19, 29), (28, 41))
+    out = _propagate({11: leak, 12: PAINTED}, PAINTED)
+    assert out.stop_reasons["up"] == "tumour ended on slice 11 after a leak was cut back"
+    assert out.cut_back == [11] and 12 not in out.visited
+
+
+def test_three_cut_back_slices_end_the_chain_only_in_a_row():
+    """Two leaks, a plausible slice, three leaks: the count starts again after the plausible slice, so the chain
+    ends at the fourth leak in a row."""
+    leak = PAINTED | _rect((19, 29), (29, 39))  # 200 mm2
+    out = _propagate({11: leak, 12: leak, 13: PAINTED, 14: leak, 15: leak, 16: leak, 17: leak}, PAINTED)
+    assert out.cut_back == [11, 12, 14, 15, 16]
+    assert out.stop_reasons["up"].startswith("stopped before slice 17: its cross-section (200 mm2) is 2.0x")
+    assert out.stop_reasons["up"].endswith("3 slice(s) before it were cut back to the previous outline")
+
+
+def test_a_chain_ends_at_its_extent_in_painted_diameters():
+    """0.75 x the painted 100 mm2's equivalent diameter (11.28 mm) is 8.46 mm: 4 slices of 2 mm each way."""
+    from gastric_propagate.inference.propagation import StopRule, propagate
+
+    image = _numbered_image(depth=30)
+    out = propagate(_copy_previous, image, {20: PAINTED}, limits=(0, 29), pixel_area_mm2=1.0, pixel_mm=1.0,
+                    slice_mm=2.0, rule=StopRule(max_extent_diameters=0.75))
+    assert out.visited == list(range(16, 25))
+    assert out.stop_reasons["up"].startswith("stopped after slice 24: 0.75x the painted diameter")
+    assert out.stop_reasons["down"].startswith("stopped after slice 16: 0.75x the painted diameter")
+
+
+def test_between_two_anchors_each_chain_weighs_by_its_closeness_to_the_anchor_it_started_from():
+    """Each chain copies its anchor's outline (A from slice 10, B from 14): one slice from A, A weighs 1 and B 1/3."""
+    from gastric_propagate.inference.propagation import propagate
+
+    a, b = _rect((5, 15), (5, 15)), _rect((25, 35), (25, 35))
+    out = propagate(_copy_previous, _numbered_image(), {10: a, 14: b}, limits=(0, 23), pixel_area_mm2=1.0,
+                    pixel_mm=1.0)
+    for k, weight_a in ((11, 0.75), (12, 0.5), (13, 0.25)):
+        np.testing.assert_allclose(out.probabilities[k][a], weight_a)
+        np.testing.assert_allclose(out.probabilities[k][b], 1.0 - weight_a)
+
+
+def test_the_proposer_is_shown_the_slice_behind_it_the_slice_and_the_slice_ahead_clamped_at_the_volumes_ends():
+    from gastric_propagate.inference.propagation import propagate
+
+    seen = []
+
+    def recording(batch):
+        seen.extend([float(sample[c, 5, 5]) for c in range(3)] for sample in batch)
+        return np.zeros((len(batch), SIZE, SIZE), np.float32)
+
+    image = np.broadcast_to(np.arange(24, dtype=np.float32)[:, None, None], (24, SIZE, SIZE)).copy()
+    propagate(recording, image, {10: PAINTED}, limits=(0, 23), pixel_area_mm2=1.0, pixel_mm=1.0)
+    assert seen == [[10.0, 9.0, 8.0], [10.0, 11.0, 12.0]]  # the chain down, then the chain up
+    seen.clear()
+    propagate(recording, image, {1: PAINTED}, limits=(0, 23), pixel_area_mm2=1.0, pixel_mm=1.0)
+    assert seen[0] == [1.0, 0.0, 0.0]

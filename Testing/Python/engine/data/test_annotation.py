@@ -1,0 +1,42 @@
+"""data.annotation: the painted slices, the largest cross-section a radiologist paints, and slice lists in messages."""
+
+import numpy as np
+import pytest
+
+from gastric_propagate.data.annotation import (annotation_from_label, describe_slices, largest_cross_section_index,
+                                               painted_slices, slice_areas)
+
+
+def test_a_slice_holding_any_non_zero_voxel_is_painted_negative_ones_too():
+    mask = np.zeros((5, 4, 4), dtype=np.int16)
+    mask[1, 2, 3], mask[3, 0, 0] = 1, -1
+    assert painted_slices(mask) == [1, 3]
+
+
+def test_slice_areas_count_voxels_whatever_their_label_value():
+    label = np.zeros((3, 4, 4), dtype=np.uint8)
+    label[0, :2, :2] = 2  # 4 voxels of label 2
+    label[2, :3, :1] = 1
+    assert slice_areas(label).tolist() == [4, 0, 3]
+    assert largest_cross_section_index(label) == 0
+
+
+def test_an_empty_label_has_no_largest_cross_section():
+    with pytest.raises(ValueError, match="empty"):
+        largest_cross_section_index(np.zeros((3, 4, 4), np.uint8))
+
+
+def test_the_annotation_is_a_binary_copy_of_the_largest_or_the_named_slice_slice_0_included():
+    label = np.zeros((4, 5, 5), dtype=np.uint8)
+    label[0, 1:3, 1:3] = 3  # 4 voxels
+    label[2, :, :] = 2  # 25 voxels: the largest
+    largest = annotation_from_label(label)
+    assert largest.dtype == np.uint8 and painted_slices(largest) == [2] and (largest[2] == 1).all()
+    first = annotation_from_label(label, 0)
+    assert painted_slices(first) == [0] and first.sum() == 4 and first.max() == 1
+
+
+def test_a_slice_list_shows_eight_slices_then_an_ellipsis():
+    assert describe_slices(list(range(8))) == "0, 1, 2, 3, 4, 5, 6, 7"
+    assert describe_slices(list(range(9))) == "0, 1, 2, 3, 4, 5, 6, 7, ..."
+    assert describe_slices([3, 9], limit=1) == "3, ..."

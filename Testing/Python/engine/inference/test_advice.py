@@ -1,0 +1,26 @@
+"""inference.advice: each piece of advice's kind, English sentence and figures, which must name the same thing."""
+
+from gastric_propagate.inference.advice import (LARGER_NEIGHBOUR, NOT_AXIAL, SEPARATE_REGIONS, larger_neighbour_advice,
+                                                not_axial_advice, separate_regions_advice)
+
+
+def test_the_larger_neighbour_ratio_is_given_to_two_decimals_and_worded_to_one():
+    advice = larger_neighbour_advice(8, 11, 1.2345)
+    assert advice.to_dict() == {"kind": LARGER_NEIGHBOUR, "sentence": advice.sentence, "painted_slice": 8,
+                                "slice": 11, "ratio": 1.23}
+    assert advice.sentence.startswith("Slice 11 looks 1.2 times as large as the painted slice 8: ")
+
+
+def test_separate_regions_name_their_count_the_largest_and_the_others_together():
+    advice = separate_regions_advice(5, [300.04, 20.0, 12.53])
+    assert advice.kind == SEPARATE_REGIONS
+    assert advice.values == {"painted_slice": 5, "regions": 3, "largest_mm2": 300.0, "others_mm2": 32.5}
+    assert advice.sentence.startswith("The painted slice 5 holds 3 separate regions (the largest 300 mm², the others "
+                                      "32.5 mm² together)")
+
+
+def test_a_sagittal_volume_was_propagated_left_to_right_and_a_coronal_one_front_to_back():
+    for orientation, across in (("sagittal", "left to right"), ("coronal", "front to back")):
+        advice = not_axial_advice(orientation)
+        assert advice.kind == NOT_AXIAL and advice.values == {"orientation": orientation}
+        assert f"propagated from the painted slice {across} along" in advice.sentence
