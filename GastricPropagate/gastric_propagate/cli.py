@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     written = sys.modules.get("gastric_propagate.data.outputs")  # not imported for it: --help stays quick
     if written is not None:
         written.COMMITTED.clear()  # what an earlier command in this process wrote is not this one's
+    cases = sys.modules.get("gastric_propagate.data.cases")
+    if cases is not None:
+        cases.WARNED.clear()  # nor are the warnings an earlier command gave
     previous = _on_sigterm_unwind()
     _warn_of_mixed_weights(args)
     try:

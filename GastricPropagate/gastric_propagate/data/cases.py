@@ -203,8 +203,9 @@ def _nnunet_pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-# The warnings given, each once: evaluate lists a folder twice (to count its pairs, then to read them).
-_WARNED: set[str] = set()
+# The warnings given, each once in a command (cli.main clears it): evaluate lists a folder twice (to count its
+# pairs, then to read them).
+WARNED: set[str] = set()
 
 
 def _warn_unpaired(folder: Path, what: str, files: list[Path], partner: str) -> None:
@@ -212,8 +213,8 @@ def _warn_unpaired(folder: Path, what: str, files: list[Path], partner: str) -> 
     if files:
         shown = ", ".join(path.name for path in files[:5]) + (", ..." if len(files) > 5 else "")
         message = f"{len(files)} {what} file(s) in {folder} have no {partner} and were skipped: {shown}"
-        if message not in _WARNED:
-            _WARNED.add(message)
+        if message not in WARNED:
+            WARNED.add(message)
             logger.warning(message)
 
 

@@ -92,6 +92,12 @@ class OutputBatch:
         staged.write(lambda temporary: None)  # the folder that keeps the file until the batch is committed
         return Path(path)
 
+    def drop(self, path: str | Path) -> None:
+        """Takes the output ``path`` out of the batch: what was staged for it is removed, the rest stays."""
+        for staged in [staged for staged in self._staged if staged.path == Path(path) and not staged.removal]:
+            staged.discard()
+            self._staged.remove(staged)
+
     def staged(self, path: str | Path) -> Path | None:
         """Where the output ``path`` of this batch lies until it is committed (to read it back meanwhile, e.g. a
         checkpoint exported to ONNX in the same batch); None when the batch holds no such output."""
@@ -112,15 +118,19 @@ class OutputBatch:
                         staged.commit()
                 except OSError as error:
                     restored = all([staged.restore() for staged in reversed(done)])
-                    kept = "the earlier files are kept" if restored else "some earlier files could not be put back"
+                    stranded = [str(kept) for staged in done for kept in staged.stranded]
+                    kept = "nothing was written (the earlier files are kept)" if restored else (
+                        "the outputs are incomplete: some earlier files could not be put back; copy them back from "
+                        + ", ".join(stranded) if stranded else "the outputs are incomplete: some new files could "
+                        "not be removed")
                     if isinstance(error, FileExistsError):
                         raise InputError(f"Did not write {done[-1].path}: {error.filename} exists now, though it did "
-                                         "not when this run began (another run writing to the same path?). It is "
-                                         f"kept and nothing was written ({kept}). Choose another path, or pass "
-                                         "--overwrite to replace it.") from error
-                    raise InputError(f"Could not replace {done[-1].path} ({error.strerror or error}): nothing was "
-                                     f"written ({kept}). Check that it is not read-only or locked and that the folder "
-                                     "is writable, then run again.") from error
+                                         f"not when this run began (another run writing to the same path?). It is "
+                                         f"kept and {kept}. Choose another path, or pass --overwrite to replace "
+                                         "it.") from error
+                    raise InputError(f"Could not replace {done[-1].path} ({error.strerror or error}): {kept}. Check "
+                                     "that it is not read-only or locked and that the folder is writable, then run "
+                                     "again.") from error
                 self.discard()  # the emptied temporary folders, before any held signal is delivered
                 COMMITTED[:] = [str(staged.path) for staged in done if not staged.removal]
         finally:
@@ -177,6 +187,7 @@ class _Staged:
         self.created: list[Path] = []
         self.names: list[str] = []
         self.replaced: list[tuple[Path, Path | None]] = []  # (destination, its earlier file kept, or None)
+        self.stranded: list[Path] = []  # earlier files ``restore`` could not put back: their folder is kept
 
     def write(self, write: Callable[[Path], None]) -> None:
         try:
@@ -230,13 +241,15 @@ class _Staged:
                     os.replace(kept, destination)
             except OSError:
                 restored = False
+                if kept is not None:
+                    self.stranded.append(kept)
         self.replaced = []
         return restored
 
     def discard(self) -> None:
-        if self.folder is not None:
+        if self.folder is not None and not self.stranded:  # never the only copy of an earlier file
             shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+        self.folder = None
         for folder in reversed(self.created):  # the folders this output made, innermost first, if still empty
             try:
                 folder.rmdir()

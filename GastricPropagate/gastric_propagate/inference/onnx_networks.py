@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +51,19 @@ def export_hint(precision: str = "float32", folder: str | Path | None = None) ->
     flag = "" if precision == "float32" else f" --{precision}"
     there = folder is not None and any(onnx_path(Path(folder) / f"{stage}.pt", kind).exists()
                                        for stage in ("proposer", "refiner") for kind in {"float32", precision})
-    command = f"gastric-propagate export-onnx{flag} --weights {shlex.quote(str(folder)) if folder else 'DIR'}"
+    command = f"gastric-propagate export-onnx{flag} --weights {shell_word(str(folder)) if folder else 'DIR'}"
     return f"Make the ONNX files from the weights with '{command}{' --overwrite' if there else ''}'."
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word of a command a user pastes into their shell: as it is when nothing needs quoting, else
+    in double quotes (not single ones: the advice quotes the whole command in single quotes), as cmd.exe wants them
+    on Windows."""
+    if os.name == "nt":
+        return subprocess.list2cmdline([text])
+    if shlex.quote(text) == text:
+        return text
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
 def onnx_path(weights: str | Path, precision: str = "float32") -> Path:
@@ -123,7 +136,9 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
     import onnxruntime
 
     path = Path(path)
-    again = f"{export_hint(precision, path.parent)} (or run with --backend torch)"
+    # export-onnx writes <stage>.onnx beside <stage>.pt only: another file name gets the command with DIR.
+    standard = path.name in {onnx_path(f"{name}.pt", precision).name for name in ("proposer", "refiner")}
+    again = f"{export_hint(precision, path.parent if standard else None)} (or run with --backend torch)"
     if not path.is_file():
         raise WeightsError(f"The {stage} ONNX file {path} does not exist. {again}")
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -230,6 +245,16 @@ def available_threads() -> int:
         return int(value)
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None  # Linux: the CPUs it is given
     return len(cpus) if cpus else (os.cpu_count() or 1)
+
+
+def check_exporter() -> None:
+    """WeightsError when the ONNX exporter's packages are missing: ``train`` checks it before it trains, not after."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise WeightsError(f"Exporting to ONNX needs the onnx and onnxscript packages ({error}): install them with "
+                           "pip install 'gastric-propagate[train]'.") from error
 
 
 def _exported_model(network):

@@ -38,7 +38,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     from gastric_propagate.data.output_checks import check_writable_folder
     from gastric_propagate.data.outputs import OutputBatch
     from gastric_propagate.errors import InputError
-    from gastric_propagate.inference.onnx_networks import export_onnx, onnx_path
+    from gastric_propagate.errors import WeightsError
+    from gastric_propagate.inference.onnx_networks import (PRECISIONS, check_exporter, export_onnx, onnx_path,
+                                                            shell_word)
     from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
@@ -74,6 +76,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                          "--shapes N and/or --thorax N with N of 1 or more.")
     check_writable_folder(out, f"the output folder {out}")
     _check_weights_outputs(out, init, overwrite)
+    check_exporter()  # before the training, which its export ends
     cases, parts, sources = [], [], []
     for folder in data or []:
         found = folder_cases(folder)
@@ -134,17 +137,30 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     # The checkpoints, their ONNX files and the removal of the int8 copies of the weights they replace (which the
     # int8 backend would refuse beside them) form one batch: a Ctrl-C during the export leaves the folder as it was.
+    # An export that fails keeps the trained weights (without any ONNX file of earlier weights beside them).
+    failed = None
     with OutputBatch(overwrite=overwrite) as outputs:
         paths = train(load_all(cases, workers), out, config=config, device=device,
                       data_description="; ".join(parts), validation_cases=validation_data,
                       command=command, init=networks, sources=sources, earlier_case_names=earlier, outputs=outputs)
-        written = [*paths.values(), *(export_onnx(path, stage=stage, outputs=outputs) for stage, path in paths.items())]
-        removed = [outputs.remove(int8) for int8 in (onnx_path(path, "int8") for path in paths.values())
-                   if int8.exists()]
+        written, stale = list(paths.values()), ["int8"]
+        try:
+            written += [export_onnx(path, stage=stage, outputs=outputs) for stage, path in paths.items()]
+        except WeightsError as error:
+            failed, stale = error, PRECISIONS
+            for path in paths.values():
+                outputs.drop(onnx_path(path))
+        removed = [outputs.remove(file) for file in (onnx_path(path, precision) for path in paths.values()
+                                                     for precision in stale) if file.exists()]
     print("wrote " + ", ".join(str(path) for path in written))
     if removed:
-        print(f"removed {', '.join(map(str, removed))}: the int8 copies of the weights these replace "
-              f"('gastric-propagate export-onnx --int8 --weights {out} --overwrite' makes new ones)")
+        print(f"removed {', '.join(map(str, removed))}: the ONNX files of the weights these replace")
+    if failed is not None:
+        raise WeightsError(f"The weights were written to {out}, but their ONNX export failed ({failed}) They run "
+                           f"under PyTorch (--backend torch); once the cause is fixed, 'gastric-propagate export-onnx "
+                           f"--weights {shell_word(out)}' makes their ONNX files.")
+    if removed:
+        print(f"'gastric-propagate export-onnx --int8 --weights {shell_word(out)} --overwrite' makes new int8 copies")
     return 0
 
 

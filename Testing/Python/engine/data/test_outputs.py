@@ -186,3 +186,35 @@ def test_a_file_removed_with_the_batch_goes_only_when_the_outputs_appear(tmp_pat
         batch.json({"a": 1}, tmp_path / "report.json")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.json"]
     assert outputs.COMMITTED == [str(tmp_path / "report.json")], "what was written, not what was removed"
+
+
+def test_an_output_dropped_from_the_batch_is_not_written_and_leaves_nothing_behind(tmp_path):
+    (tmp_path / "b.json").write_text("earlier b")
+    with outputs.OutputBatch() as batch:
+        batch.json({"a": 1}, tmp_path / "a.json")
+        batch.json({"b": 2}, tmp_path / "b.json")
+        batch.drop(tmp_path / "b.json")
+        batch.drop(tmp_path / "never-staged.json")  # nothing to drop: nothing happens
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+    assert (tmp_path / "b.json").read_text() == "earlier b"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_an_earlier_file_that_cannot_be_put_back_is_kept_and_named(tmp_path, monkeypatch):
+    """Replacing failed midway, and putting an earlier file back failed too: its only copy is kept where the message
+    says, never deleted with the temporary folders."""
+    (tmp_path / "a.json").write_text("earlier a")
+    replace = outputs.os.replace
+
+    def failing(source, destination):
+        if Path(destination).name == "b.json" or Path(source).parent.name == ".old":  # b, and every restore
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+        replace(source, destination)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    with pytest.raises(InputError, match="the outputs are incomplete: .* copy them back from") as caught:
+        with outputs.OutputBatch() as batch:
+            batch.json({"a": 1}, tmp_path / "a.json")
+            batch.json({"b": 2}, tmp_path / "b.json")
+    kept = Path(str(caught.value).split("copy them back from ")[1].split(". Check")[0])
+    assert kept.read_text() == "earlier a"

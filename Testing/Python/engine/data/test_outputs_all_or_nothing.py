@@ -284,6 +284,53 @@ def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folde
     assert f"export-onnx --int8 --weights {out} --overwrite" in said
 
 
+def test_an_onnx_export_that_fails_after_training_keeps_the_trained_weights(tmp_path, cases_folder, capsys,
+                                                                           monkeypatch):
+    """The weights are the training's result: an export that fails after it keeps them, removes the ONNX files of the
+    weights they replace (they would not match), and says how to make new ones (exit 3)."""
+    from gastric_propagate.errors import WeightsError
+    from gastric_propagate.inference import onnx_networks
+
+    out = tmp_path / "weights"
+    earlier_weights(out)
+    for name in ("proposer.onnx", "refiner.onnx", "proposer.int8.onnx", "refiner.int8.onnx"):
+        (out / name).write_bytes(f"earlier {name}".encode())
+
+    export = onnx_networks._exported_model
+    calls = []
+
+    def failing_export(network):  # the proposer's export staged, the refiner's fails
+        calls.append(network)
+        if len(calls) == 2:
+            raise WeightsError("The exporter failed.")
+        return export(network)
+
+    monkeypatch.setattr(onnx_networks, "_exported_model", failing_export)
+    assert cli.main(train_argv(cases_folder, out, "--overwrite")) == 3
+    err = capsys.readouterr().err
+    assert f"The weights were written to {out}, but their ONNX export failed (The exporter failed.)" in err, err
+    assert f"export-onnx --weights {out}" in err and "Traceback" not in err
+    assert sorted(path.name for path in out.iterdir()) == ["proposer.pt", "refiner.pt"]
+    for stage in ("proposer", "refiner"):
+        assert load_checkpoint(out / f"{stage}.pt", stage=stage).training["command"].endswith("--overwrite")
+    assert partial_files(out) == []
+
+
+def test_train_without_the_onnx_exporter_is_refused_before_it_trains(tmp_path, cases_folder, capsys, monkeypatch):
+    import gastric_propagate.data.cases as cases
+    from gastric_propagate.errors import WeightsError
+    from gastric_propagate.inference import onnx_networks
+
+    def missing():
+        raise WeightsError("Exporting to ONNX needs the onnx and onnxscript packages (none here).")
+
+    monkeypatch.setattr(onnx_networks, "check_exporter", missing)
+    monkeypatch.setattr(cases, "folder_cases", lambda *args: pytest.fail("the data was read before the check"))
+    assert cli.main(train_argv(cases_folder, tmp_path / "weights")) == 3
+    assert "needs the onnx and onnxscript packages" in capsys.readouterr().err
+    assert not (tmp_path / "weights").exists()
+
+
 def test_train_never_replaces_the_weights_it_starts_from(tmp_path, cases_folder, capsys):
     out = tmp_path / "weights"
     before = earlier_weights(out)
