@@ -380,10 +380,17 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+#: evaluate's methods that run the networks (evaluation.running.ENGINE_METHODS, not imported for --help's sake).
+NETWORK_METHODS = ("proposer", "networks", "engine")
+
+
 def _warn_of_mixed_weights(args) -> None:
     """One of --proposer / --refiner alone runs it with the other's bundled network: said, not refused (a new refiner
     behind the shipped proposer can be meant), since a fine-tuned pair given by half is the likelier slip."""
     given = [stage for stage in ("proposer", "refiner") if getattr(args, stage, None)]
+    methods = getattr(args, "methods", None)  # evaluate: only its engine methods run the networks
+    if methods and not set(NETWORK_METHODS) & set(methods):
+        return
     if len(given) == 1:
         stage, other = given[0], {"proposer": "refiner", "refiner": "proposer"}[given[0]]
         beside = os.path.join(os.path.dirname(getattr(args, stage)), f"{other}.pt")

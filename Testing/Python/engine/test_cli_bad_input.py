@@ -620,3 +620,13 @@ def test_one_network_of_a_pair_given_alone_is_warned_of(files, tmp_path, capsys,
     assert segment(files, tmp_path / "out2.nrrd", "--proposer", str(tmp_path / "mine" / "proposer.pt"),
                    "--refiner", str(tmp_path / "mine" / "refiner.pt")) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_evaluate_of_baselines_alone_runs_no_network_and_warns_of_no_mix(tmp_path, capsys):
+    from gastric_propagate.cli import NETWORK_METHODS
+    from gastric_propagate.evaluation.running import ENGINE_METHODS
+
+    assert NETWORK_METHODS == ENGINE_METHODS
+    assert cli.main(["evaluate", "--out", str(tmp_path / "report"), "--cases", "1", "--variants", "largest",
+                 "--methods", "copy_slice", "--proposer", str(tmp_path / "proposer.pt")]) == 0
+    assert "warning" not in capsys.readouterr().err
