@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import CopyCoarseRefiner, OracleProposer
@@ -87,6 +87,8 @@ def check_agrees(report, mask):
 @given(run=runs())
 def test_every_slice_the_report_names_agrees_with_the_mask(run, segmenter):
     image, annotation, k = make_case(run)
+    # A short, thin tumour can fall between two thick slices: a painted slice the input checks refuse is not a run.
+    assume(annotation[k].sum() >= 8 and annotation[k].sum() * run["spacing"][0] ** 2 >= 3.0)
     limit = {"min": {"min_slice": max(0, k - 2)}, "max": {"max_slice": min(run["depth"] - 1, k + 2)},
              "distance": {"max_distance_mm": 2.5 * run["spacing"][2]}, None: {}}[run["limit"]]
     options = PropagationOptions(use_consensus=run["consensus"], use_refiner=run["refiner"],
