@@ -253,8 +253,12 @@ def check_exporter() -> None:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as error:
-        raise WeightsError(f"Exporting to ONNX needs the onnx and onnxscript packages ({error}): install them with "
-                           "pip install 'gastric-propagate[train]'.") from error
+        raise _exporter_missing(error) from error
+
+
+def _exporter_missing(error: ImportError) -> WeightsError:
+    return WeightsError(f"Exporting to ONNX needs the onnx and onnxscript packages ({error}): install them with pip "
+                        "install 'gastric-propagate[train]'.")
 
 
 def _exported_model(network):
@@ -287,8 +291,7 @@ def _exported_model(network):
             program = torch.onnx.export(wrapped, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
                                         dynamic_shapes=(free,), opset_version=OPSET, optimize=True, verbose=False)
     except ImportError as error:
-        raise WeightsError(f"Exporting to ONNX needs the onnx and onnxscript packages ({error}): install them with "
-                           "pip install 'gastric-propagate[train]'.") from error
+        raise _exporter_missing(error) from error
     finally:
         exporter.setLevel(level)
     return program.model_proto
