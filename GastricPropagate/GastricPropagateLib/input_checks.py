@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import slicer
 from gastric_propagate.errors import InputError
+from gastric_propagate.data.validation import CT_SPACING_RANGE_MM, spacing_in_ct_range
 
 from .i18n import _
 from .result_segment import isResultSegment, resultSegmentId
@@ -32,6 +33,15 @@ def checkVolume(volumeNode) -> None:
                                                   n=imageData.GetNumberOfScalarComponents()))
     if volumeNode.GetScene() is None:
         raise InputError(_("The volume '{volume}' is not in a scene.").format(volume=volumeNode.GetName()))
+    spacing = tuple(round(float(s), 6) for s in volumeNode.GetSpacing())
+    if not spacing_in_ct_range(spacing):  # a file in metres or centimetres: the engine would call the painting a dot
+        raise InputError(_(
+            "The volume '{volume}' has a voxel spacing of {spacing} mm, outside that of any CT ({low} to {high} "
+            "mm): its file gives the spacing in another unit (metres or centimetres). Load the CT again with its "
+            "spacing in millimetres (or set it in the Volumes module, Volume Information: Image Spacing), paint "
+            "the tumour on it, then run again.").format(
+                volume=volumeNode.GetName(), spacing=spacing, low=CT_SPACING_RANGE_MM[0],
+                high=CT_SPACING_RANGE_MM[1]))
 
 
 def checkSegmentation(volumeNode, segmentationNode, segmentId: str) -> None:

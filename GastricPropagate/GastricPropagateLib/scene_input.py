@@ -19,7 +19,7 @@ import numpy as np
 import vtk
 
 import slicer
-from gastric_propagate.data.annotation import describe_slices, painted_slices
+from gastric_propagate.data.annotation import describe_slices, painted_slices, side_view
 from gastric_propagate.errors import InputError
 
 from .corrections import sliceDigests
@@ -119,6 +119,14 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "the volume (or select the volume the segment was painted on), then run again.").format(
                 count=outside, segment=segmentName, volume=volumeNode.GetName()))
     if len(painted) > 1 and not options.keyframes:
+        sideView = side_view(annotation[painted], ijkToRasArray(volumeNode))
+        if sideView is not None:
+            sideView = {"sagittal": _("sagittal"), "coronal": _("coronal")}[sideView]
+            raise InputError(_(
+                "The segment '{segment}' is painted in one plane across {count} slices of the volume's K axis "
+                "(K = {slices}), as in the {view} view. Paint the tumour's largest cross-section on one slice in "
+                "the axial view (the view showing the volume's K slices), then run again.").format(
+                    segment=segmentName, count=len(painted), slices=describe_slices(painted), view=sideView))
         kAxis = ijkToRasArray(volumeNode)[:3, 2]
         hint = ""
         if abs(kAxis[2]) < 0.7 * np.linalg.norm(kAxis):

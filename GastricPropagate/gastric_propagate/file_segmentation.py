@@ -11,11 +11,11 @@ import SimpleITK as sitk
 
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.annotation import describe_slices, occupied_box, painted_slices
+from gastric_propagate.data.annotation import describe_slices, occupied_box, painted_slices, side_view
 from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
-from gastric_propagate.data.validation import check_image_shape
+from gastric_propagate.data.validation import check_image_shape, check_spacing
 from gastric_propagate.data.volumes import geometry_difference, read_volume, slice_axis
 from gastric_propagate.inference.advice import not_axial_advice
 from gastric_propagate.metrics import volume_ml
@@ -52,8 +52,11 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     stage(STAGE_READ, 0, 1)
     image, image_key = read_image(image_path) if read_image is not None else (read_volume(image_path, "image"), None)
     check_image_shape(image.GetSize()[::-1])  # a single DICOM image: said so, not that the annotation does not fit
+    check_spacing(image.GetSpacing(), f"The image {image_path}")  # a header in metres: said before the rest
     annotation = read_volume(annotation_path, "annotation")
     painted = _one_label(_painted_on_grid(annotation, image, annotation_path), label, annotation_path)
+    if not options.keyframes:
+        _check_not_painted_in_a_side_view(painted, image, annotation_path)
     segmenter = segmenter or Segmenter(device=device)
     stage(STAGE_READ, 1, 1)
 
@@ -102,6 +105,16 @@ def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndar
     return sitk.GetArrayViewFromImage(annotation)
 
 
+def _check_not_painted_in_a_side_view(painted: np.ndarray, image: sitk.Image, path) -> None:
+    """InputError, saying to paint in the axial view, for an annotation painted in the sagittal or coronal view."""
+    view = side_view(painted, np.reshape(image.GetDirection(), (3, 3)))
+    if view is not None:
+        slices = painted_slices(painted > 0)
+        raise InputError(f"The annotation {path} is painted in one {view} plane across {len(slices)} axial slices "
+                         f"({describe_slices(slices)}): it was painted in the {view} view. Paint the tumour's largest "
+                         "cross-section on one axial slice, in the axial view, then run again.")
+
+
 def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
     """The painted voxels: those of ``label``, or of the annotation's one label value; InputError, naming the values,
     slices and what to do, when it holds several and none was chosen."""
@@ -116,6 +129,12 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
     values = np.unique(painted[painted > 0])  # not a pass over the whole CT's grid: no second volume in memory
     if values.size <= 1 or not np.all(values == np.round(values)):  # a soft (resampled) mask: its positive voxels
         return annotation
+    lowest = float(np.nanmin(annotation))
+    if lowest < 0:  # HU: its positive values are tissue, not labels to choose among with --label
+        raise InputError(f"The annotation {path} holds {values.size} positive values and negative ones down to "
+                         f"{lowest:g}: it looks like a CT image, not a label map of the painted slice. Give the CT "
+                         "to --image and the painted label map (0 for the background, 1 on the painted slice) to "
+                         "--annotation, then run again.")
     described = "; ".join(f"{v:g} on slice(s) {describe_slices(painted_slices(annotation == v), limit=4)}"
                           for v in values[:6])
     raise InputError(f"The annotation {path} holds {values.size} label values ({described}): a label map of several "

@@ -54,3 +54,19 @@ def annotation_from_label(label: np.ndarray, slice_index: int | None = None) -> 
     annotation = np.zeros(label.shape, dtype=np.uint8)
     annotation[k] = label[k] > 0
     return annotation
+
+
+def side_view(painted: np.ndarray, axes: np.ndarray) -> str | None:
+    """"sagittal" or "coronal" when the painted voxels (z, y, x), on two or more K slices, all lie in one I (x) or J (y)
+    plane of a volume along which that plane runs so in the patient: painted in that view, not on one K slice (where
+    erasing "the other slices" would leave a line); else None. ``axes``: 3x3, its columns the I, J, K axes' directions
+    in any patient frame with the head-foot axis third (RAS or LPS, scaled or not)."""
+    slices = np.flatnonzero(painted.reshape(painted.shape[0], -1).max(axis=1) > 0)
+    if slices.size < 2:
+        return None
+    _k, ys, xs = np.nonzero(painted[slices] > 0)
+    for column, values in ((0, xs), (1, ys)):
+        normal = int(np.argmax(np.abs(np.asarray(axes)[:3, column])))
+        if normal < 2 and values.min() == values.max():
+            return ("sagittal", "coronal")[normal]
+    return None

@@ -15,6 +15,10 @@ MAX_BYTES = 2 * MAX_VOXELS
 # No CT in Hounsfield units holds values beyond this (air is -1000, metal on an extended scale up to about 30,000);
 # padding outside the field of view goes down to -32,768.
 MAX_CT_MAGNITUDE = 100_000.0
+# A CT's voxels are 0.2 to 2 mm wide and 0.5 to 10 mm apart. A spacing outside this range is a header written in
+# another unit (metres, centimetres): the networks, which resample to their pixel spacing, would see the tumour at
+# the wrong scale, and the checks in mm would call the painted slice a dot.
+CT_SPACING_RANGE_MM = (0.1, 50.0)
 # A painted cross-section wider than this is not one gastric tumour.
 MAX_ANNOTATION_EXTENT_MM = 200.0
 # A painted region smaller than this (about a 2 mm disc), or a single voxel, is a stray click, not a tumour.
@@ -139,7 +143,20 @@ def check_label_values(label: np.ndarray, what: str = "annotation") -> None:
             "Segmentations > Export to labelmap), then run again.")
 
 
-def check_spacing(spacing_xyz: tuple[float, float, float]) -> None:
-    """Refuses spacings that are not positive finite millimetre values."""
+def spacing_in_ct_range(spacing_xyz) -> bool:
+    """Whether every voxel spacing lies within ``CT_SPACING_RANGE_MM``."""
+    low, high = CT_SPACING_RANGE_MM
+    return all(low <= float(s) <= high for s in spacing_xyz)
+
+
+def check_spacing(spacing_xyz: tuple[float, float, float], what: str = "The CT") -> None:
+    """Refuses spacings that are not three positive finite millimetre values of a CT (``CT_SPACING_RANGE_MM``)."""
     if len(spacing_xyz) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing_xyz):
-        raise InputError(f"The voxel spacing {tuple(spacing_xyz)} is not three positive numbers in mm.")
+        raise InputError(f"The voxel spacing {tuple(spacing_xyz)} is not three positive numbers in mm. Save the CT "
+                         "with its voxel spacing in its header (NRRD, NIfTI or MetaImage), then run again.")
+    if not spacing_in_ct_range(spacing_xyz):
+        low, high = CT_SPACING_RANGE_MM
+        raise InputError(f"{what} has a voxel spacing of {tuple(round(float(s), 6) for s in spacing_xyz)} mm, "
+                         f"outside that of any CT ({low:g} to {high:g} mm): its header gives the spacing in another "
+                         "unit (metres or centimetres), or a wrong one. Save the CT and the annotation with their "
+                         "spacing in millimetres, then run again.")

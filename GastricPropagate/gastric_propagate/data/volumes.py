@@ -68,8 +68,13 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
         _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
     if image.GetDimension() != 3:
-        advice = ("Load the whole CT series, not a single slice." if image.GetDimension() < 3 else
-                  "It holds several volumes (phases or time points): save the one you painted on as its own file.")
+        if image.GetDimension() > 3:
+            advice = "It holds several volumes (phases or time points): save the one you painted on as its own file."
+        elif what == "annotation":  # the painted slice saved alone (a screenshot, a 2D export)
+            advice = ("Save the painted segment as a 3D label map on the CT's grid (in Slicer: Segmentations > "
+                      "Export to labelmap), then run again.")
+        else:
+            advice = "Load the whole CT series, not a single slice."
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
                          f"needed. {advice}")
     if image.GetNumberOfComponentsPerPixel() != 1:

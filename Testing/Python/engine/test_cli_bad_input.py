@@ -630,3 +630,49 @@ def test_evaluate_of_baselines_alone_runs_no_network_and_warns_of_no_mix(tmp_pat
     assert cli.main(["evaluate", "--out", str(tmp_path / "report"), "--cases", "1", "--variants", "largest",
                  "--methods", "copy_slice", "--proposer", str(tmp_path / "proposer.pt")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_a_ct_given_as_the_annotation_is_named_so_not_read_as_labels(files, tmp_path, capsys, swapped):
+    """The CT's positive HU values are not label values to choose among with --label: the CT given as the annotation
+    too (or the two files swapped) is said to be so."""
+    image = files["annotation"] if swapped else files["ct"]
+    err = refused(files, tmp_path, capsys, image=image, annotation=files["ct"], message="looks like a CT")
+    assert "--label" not in err and "--image" in err, err
+
+
+@pytest.mark.parametrize("scale, unit", [(0.001, "metres"), (0.1, "centimetres")])
+def test_a_spacing_not_in_millimetres_is_refused_saying_so(files, tmp_path, capsys, scale, unit):
+    """A header giving the spacing in metres or centimetres made the painted slice "too small, not a dot" (or ran on a
+    wrong scale): the spacing itself is named."""
+    for name in ("ct", "annotation"):
+        image = sitk.ReadImage(str(files[name]))
+        image.SetSpacing(tuple(s * scale for s in SPACING))
+        sitk.WriteImage(image, str(tmp_path / "in" / f"{unit}-{name}.nrrd"))
+    err = refused(files, tmp_path, capsys, image=tmp_path / "in" / f"{unit}-ct.nrrd",
+                  annotation=tmp_path / "in" / f"{unit}-annotation.nrrd", message="voxel spacing")
+    assert "millimetres" in err and "not a dot" not in err, err
+
+
+@pytest.mark.parametrize("axis, view", [(2, "sagittal"), (1, "coronal")])
+def test_an_annotation_painted_in_a_sagittal_or_coronal_view_says_so(files, tmp_path, capsys, axis, view):
+    """Painted in the sagittal (coronal) view: one plane across several axial slices. Erasing "the others" would
+    leave a line; the message says to paint in the axial view."""
+    painted = np.zeros_like(files["label"])
+    plane = [slice(4, 12), slice(24, 40), slice(24, 40)]
+    plane[axis] = 32
+    painted[tuple(plane)] = 1
+    write_like(painted, files["reference"], tmp_path / "in" / "plane.nrrd")
+    err = refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "plane.nrrd", message=f"one {view} plane")
+    assert "axial view" in err, err
+
+
+def test_a_2d_annotation_is_told_to_be_saved_as_a_3d_label_map(files, tmp_path, capsys):
+    """The painted slice saved alone (a 2D file): the advice is for the annotation ("export a 3D label map on the
+    CT's grid"), not the CT's ("load the whole series")."""
+    painted = sitk.GetArrayFromImage(files["annotation"] if isinstance(files["annotation"], sitk.Image)
+                                     else sitk.ReadImage(str(files["annotation"])))
+    k = int(np.flatnonzero(painted.reshape(painted.shape[0], -1).any(axis=1))[0])
+    sitk.WriteImage(sitk.GetImageFromArray(painted[k]), str(tmp_path / "in" / "slice.nrrd"))
+    err = refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "slice.nrrd", message="is 2D")
+    assert "Export to labelmap" in err and "whole CT series" not in err, err

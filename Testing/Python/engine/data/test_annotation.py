@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gastric_propagate.data.annotation import (annotation_from_label, describe_slices, largest_cross_section_index,
-                                               painted_slices, slice_areas)
+                                               painted_slices, side_view, slice_areas)
 
 
 def test_a_slice_holding_any_non_zero_voxel_is_painted_negative_ones_too():
@@ -40,3 +40,27 @@ def test_a_slice_list_shows_eight_slices_then_an_ellipsis():
     assert describe_slices(list(range(8))) == "0, 1, 2, 3, 4, 5, 6, 7"
     assert describe_slices(list(range(9))) == "0, 1, 2, 3, 4, 5, 6, 7, ..."
     assert describe_slices([3, 9], limit=1) == "3, ..."
+
+
+AXES_LPS = np.diag([1.0, 1.0, 1.0])  # I left-right, J front-back, K head-foot
+AXES_SAGITTAL_SERIES = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # K runs left-right
+
+
+@pytest.mark.parametrize("axis, view", [(2, "sagittal"), (1, "coronal")])
+def test_one_plane_across_several_axial_slices_is_a_side_view(axis, view):
+    painted = np.zeros((10, 20, 20), np.uint8)
+    plane = [slice(2, 7), slice(5, 15), slice(5, 15)]
+    plane[axis] = 9
+    painted[tuple(plane)] = 1
+    assert side_view(painted, AXES_LPS) == view
+    assert side_view(painted[3:4], AXES_LPS) is None  # one slice: an axial painting, however thin
+
+
+def test_a_cross_section_on_two_slices_or_a_plane_of_a_non_axial_series_is_no_side_view():
+    painted = np.zeros((10, 20, 20), np.uint8)
+    painted[3:5, 5:15, 5:15] = 1  # two axial slices, each a filled cross-section
+    assert side_view(painted, AXES_LPS) is None
+    plane = np.zeros_like(painted)
+    plane[2:7, 5:15, 9] = 1  # one I plane: an axial plane where I runs head-foot, a coronal one where front-back
+    assert side_view(plane, np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])) is None
+    assert side_view(plane, AXES_SAGITTAL_SERIES) == "coronal"  # I runs front-back: that plane is a coronal one

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import SPACING
 from gastric_propagate.data.annotation import annotation_from_label
+from gastric_propagate.data.validation import check_spacing
 from gastric_propagate.errors import InputError
 
 
@@ -76,6 +77,20 @@ def test_bad_spacing(oracle_segmenter, volume):
     image, label = volume
     with pytest.raises(InputError, match="spacing"):
         run(oracle_segmenter, image, annotation_from_label(label), spacing=(0.8, 0.0, 2.5))
+
+
+@pytest.mark.parametrize("spacing", [(0.0008, 0.0008, 0.0025), (0.8, 0.8, 80.0), (0.05, 0.8, 2.5)])
+def test_a_spacing_no_ct_has_is_refused_by_the_engine_itself(oracle_segmenter, volume, spacing):
+    """The engine's own contract (segment_volume), not only the command line: a header in metres or an absurd slice
+    distance is named as such, before any check in mm calls the painted slice a dot."""
+    image, label = volume
+    with pytest.raises(InputError, match=r"outside that of any CT \(0.1 to 50 mm\).*millimetres"):
+        run(oracle_segmenter, image, annotation_from_label(label), spacing=spacing)
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 0.1, 0.5), (2.0, 2.0, 50.0)])
+def test_the_spacing_range_holds_its_ends(spacing):
+    check_spacing(spacing)  # no refusal at either end
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf])

@@ -1,0 +1,55 @@
+"""Bad input through the Logic, as a new user gives it: a refusal that says what to do, the scene left as it was.
+
+Beside test_logic.py's bad inputs (empty segment, two slices, another grid, a label map or MR volume, missing
+weights): a CT whose spacing is not in millimetres, and a segment painted in a sagittal or coronal view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scene_helpers import (  # noqa: F401  (fixtures are used by name)
+    addSegmentFromArray,
+    addVolumeFromSitk,
+    assertSnapshotsEqual,
+    case,
+    logic,
+    runExpecting,
+    slicer,
+    tinyWeights,
+)
+from gastric_propagate.errors import InputError
+
+pytestmark = pytest.mark.slicer
+
+
+@pytest.mark.parametrize("scale", [0.001, 0.1])
+def test_a_volume_whose_spacing_is_not_in_millimetres_is_refused_saying_so(case, logic, scale):
+    """Spacing in metres (or centimetres) made the engine call the painted cross-section "too small, not a dot"."""
+    image = case._sitk.Image(case.imageSitk)
+    image.SetSpacing([s * scale for s in image.GetSpacing()])
+    volume = addVolumeFromSitk(case.scene, image, "CT in metres")
+    segmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted on it")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    segmentId = addSegmentFromArray(segmentation, volume, case.annotation, "painted")
+    extra = [(segmentation, segmentId)]
+    before = case.snapshot(extra)
+    with pytest.raises(InputError, match="The volume .CT in metres. has a voxel spacing .* millimetres") as refusal:
+        logic.run(volume, segmentation, segmentId)
+    assert "not a dot" not in str(refusal.value)
+    assertSnapshotsEqual(before, case.snapshot(extra))
+
+
+@pytest.mark.parametrize("axis", [2, 1])
+def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(case, logic, axis):
+    """One plane across several K slices: painted in the sagittal or coronal view, not "on two slices"."""
+    painted = np.zeros_like(case.annotation)
+    k, j, i = np.argwhere(case.annotation > 0).mean(axis=0).round().astype(int)
+    plane = [slice(k - 3, k + 4), slice(j - 8, j + 8), slice(i - 8, i + 8)]
+    plane[axis] = i if axis == 2 else j
+    painted[tuple(plane)] = 1
+    segmentId = addSegmentFromArray(case.segmentation, case.volume, painted, "side view")
+    runExpecting(InputError, "painted in one plane .*as in the (sagittal|coronal) view.* axial view", logic, case,
+                 case.volume, case.segmentation, segmentId)
