@@ -292,6 +292,8 @@ class WorkerJob(InferenceJob):
                        "the run is being retried.").format(code=exitCodeText(code)))
         self._process = self.worker.process
         self.workerPid = self._process.pid()
+        # The dead worker may have put the outputs in place before its RESULT line: they are this run's own files.
+        self._request["overwrite"] = True
         self._send()
 
     def _send(self) -> None:
@@ -305,6 +307,7 @@ class WorkerJob(InferenceJob):
         """Ends the worker at once, whatever it is doing, and removes the run's files; ``result()`` then raises
         Cancelled. The next run starts a new worker."""
         if self._finished:
+            self._dropUnreadResult()
             return
         self._cancelled = True
         self.worker.kill()

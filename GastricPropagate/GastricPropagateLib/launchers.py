@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gastric_propagate.protocol import EXIT_WITH_PARENT_ENV
+from gastric_propagate.protocol import EXIT_WITH_PARENT_ENV, PARENT_PID_ENV
 
 from .i18n import _
 
@@ -166,6 +166,7 @@ def childEnvironment() -> tuple[dict[str, str], str]:
     folder to start it in."""
     environment = dict(os.environ)
     environment[EXIT_WITH_PARENT_ENV] = "1"
+    environment[PARENT_PID_ENV] = str(os.getpid())
     searchPath = _engineSearchPath()
     environment["PYTHONPATH"] = os.pathsep.join(
         [searchPath] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])

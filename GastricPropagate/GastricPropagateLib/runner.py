@@ -179,6 +179,7 @@ class InferenceJob:
     def cancel(self) -> None:
         """Ends the child at whatever stage it is and removes its files; ``result()`` then raises Cancelled."""
         if self._finished:
+            self._dropUnreadResult()
             return
         self._cancelled = True
         self._process.kill()
@@ -186,6 +187,12 @@ class InferenceJob:
             logger.warning("GastricPropagate: the segmentation process did not end within 30 s of being killed")
         self._finished = True
         self.close()
+
+    def _dropUnreadResult(self) -> None:
+        """A cancel after the child ended, before ``result()`` read it (an interrupted wait): its files go too."""
+        if not self._closed:
+            self._cancelled = True
+            self.close()
 
     def wait(self, timeout: float | None = None, *, shouldStop: Callable[[], bool] | None = None,
              interval: float = 0.05) -> bool:

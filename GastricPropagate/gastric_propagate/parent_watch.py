@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from gastric_propagate.protocol import PARENT_PID_ENV
+
 logger = logging.getLogger(__name__)
 
 #: How often the parent is looked at, and how long the process then has to end as SIGTERM ends it (temporary outputs
@@ -47,8 +49,12 @@ def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS, grace_sec
 
 def _posix_parent_ended(parent: int):
     """An orphan is handed to another process (init, or a subreaper): its parent id changes."""
+    # Parent 1: the parent had already ended when the watch started, unless process 1 started this one itself (a
+    # script run as a container's first process), which the parent says.
+    orphaned = parent == 1 and os.environ.get(PARENT_PID_ENV) != "1"
+
     def ended(wait_seconds: float) -> bool:
-        if os.getppid() != parent or parent == 1:  # 1: the parent had already ended when the watch started
+        if os.getppid() != parent or orphaned:
             return True
         time.sleep(wait_seconds)
         return False

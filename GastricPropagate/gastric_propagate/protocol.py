@@ -25,6 +25,9 @@ EXIT_TERMINATED = 143  # SIGTERM
 #: Set to "1" by a parent whose Cancel kills the process it started: ``segment`` and ``serve`` then end themselves when
 #: that process has ended (``parent_watch``), also where it was a launcher that started them as its own child.
 EXIT_WITH_PARENT_ENV = "GASTRIC_PROPAGATE_EXIT_WITH_PARENT"
+#: The process id of the parent that set ``EXIT_WITH_PARENT_ENV``: a child whose parent is process 1 was orphaned before
+#: its watch began, unless process 1 is the parent that started it (a batch script run as a container's first process).
+PARENT_PID_ENV = "GASTRIC_PROPAGATE_PARENT_PID"
 
 # ---------------------------------------------------------------------------------------------- progress
 

@@ -4,6 +4,7 @@ PythonSlicer's launcher, which does not pass its end on to the interpreter it st
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gastric_propagate import cli, parent_watch
-from gastric_propagate.protocol import EXIT_CANCELLED, EXIT_WITH_PARENT_ENV
+from gastric_propagate.protocol import EXIT_CANCELLED, EXIT_WITH_PARENT_ENV, PARENT_PID_ENV
 
 ENGINE = str(Path(parent_watch.__file__).resolve().parents[1])
 
@@ -97,3 +98,37 @@ def test_only_segment_and_serve_watch_their_parent_and_only_when_it_asks(monkeyp
                  "serve": [], "evaluate": ["--out", str(tmp_path / "report")]}[command]
     assert cli.main([command, *arguments]) == 0
     assert calls == ([EXIT_CANCELLED] if watched else [])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX parent ids")
+@pytest.mark.parametrize("starter, ends", [("1", False), ("4242", True), (None, True)])
+def test_a_child_of_process_1_runs_on_when_process_1_started_it_and_ends_when_it_was_orphaned(starter, ends):
+    """A batch script run as a container's first process (PID 1) starts the engine as its own child: the engine's
+    parent is 1 from the start, and ending it at once failed every run. An engine whose parent (another process, or
+    one that did not say) was gone before the watch began still ends."""
+    code = ("import os, time; os.getppid = lambda: 1; from gastric_propagate.parent_watch import exit_with_parent; "
+            "exit_with_parent(130); time.sleep(0.6)")  # the watch looks every 0.1 s
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")])}
+    environment.pop(PARENT_PID_ENV, None)
+    if starter is not None:
+        environment[PARENT_PID_ENV] = starter
+    completed = subprocess.run([sys.executable, "-c", code], env=environment, timeout=60)
+    assert (completed.returncode != 0) == ends, completed.returncode
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("unshare") is None, reason="Linux namespaces")
+def test_an_engine_started_by_process_1_through_the_module_s_environment_is_not_ended():
+    """The same as a container runs it: a new PID namespace whose first process starts the engine with the environment
+    the module's launchers give (GastricPropagateLib.launchers.childEnvironment sets both variables)."""
+    parent = ("import os, subprocess, sys; assert os.getpid() == 1; "
+              f"env = dict(os.environ, {EXIT_WITH_PARENT_ENV}='1', {PARENT_PID_ENV}=str(os.getpid())); "
+              "code = 'import time; from gastric_propagate.parent_watch import exit_with_parent; "
+              "exit_with_parent(130); time.sleep(0.6)'; "
+              "sys.exit(subprocess.run([sys.executable, '-c', code], env=env).returncode)")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")])}
+    probe = subprocess.run(["unshare", "-Urpf", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user and PID namespaces here: {probe.stderr.decode(errors='replace').strip()}")
+    completed = subprocess.run(["unshare", "-Urpf", sys.executable, "-c", parent], env=environment, timeout=60,
+                               capture_output=True, text=True)
+    assert completed.returncode == 0, (completed.returncode, completed.stderr)

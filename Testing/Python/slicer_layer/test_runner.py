@@ -187,6 +187,26 @@ class _EndedProcess:
         return True
 
 
+def test_cancel_after_the_child_ended_but_before_its_result_was_read_drops_the_result_and_its_files(tmp_path):
+    """Logic.compute cancels the job when anything interrupts its wait (Ctrl-C, a failing callback), also once the
+    child has ended: cancel did nothing then, and the run's folder (its mask and report) stayed in the temp folder."""
+    from gastric_propagate.data.mask_boxes import Grid
+    from gastric_propagate.errors import Cancelled
+    from GastricPropagateLib.runner import InferenceJob
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    paths = {name: folder / name for name in ("output.nrrd", "report.json", "stdout.txt", "stderr.txt")}
+    for path in paths.values():
+        path.write_bytes(b"")
+    job = InferenceJob(_EndedProcess(), folder, paths, Grid(size=(2, 2, 2), spacing=(1.0, 1.0, 1.0)))
+    assert job.poll()
+    job.cancel()
+    assert job.cancelled() and not folder.exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
 @pytest.mark.parametrize("written", ["whole grid", "tumour's box"])
 def test_result_carries_the_reports_slices_to_review_and_advice(tmp_path, written):
     import json
