@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of the samples each source gets, e.g. 'real-ct-train=0.6 phantom=0.25 "
                             "thorax=0.15' (a --data folder is named by its last part, a generator by its name); "
                             "inside a source each lesion-size bin gets an equal part. Default: every crop equally")
+    train.add_argument("--min-bin-crops", type=int, default=0, metavar="N",
+                       help="with --mix: a lesion-size bin of a source holding fewer than N training crops (each case "
+                            "gives two) joins its neighbour, so that a lone lesion does not get a whole bin's share "
+                            "(default 0: bins never merged)")
     train.add_argument("--zoom", nargs=2, type=float, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
                        help="in-plane zoom drawn per training crop, so that lesions are seen at other sizes "
                             "(default 1 1: none)")
@@ -453,6 +457,7 @@ def _train(args) -> int:
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
                       outward_share=args.outward_share, refiner_overshoot=args.refiner_overshoot,
+                      min_bin_crops=args.min_bin_crops,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

@@ -26,7 +26,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
-               outward_share: float = 0.0, refiner_overshoot: bool = False,
+               outward_share: float = 0.0, refiner_overshoot: bool = False, min_bin_crops: int = 0,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -99,9 +99,12 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
     if not 0 <= outward_share <= 1:
         raise InputError(f"--outward-share {outward_share}: give a share from 0 to 1 (0 for none).")
+    if min_bin_crops < 0:
+        raise InputError(f"--min-bin-crops {min_bin_crops}: give a number of crops, 0 or more (0: bins never merged).")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
-                     + ", size bins balanced within each")
+                     + ", size bins balanced within each" + (
+                         f" (a bin of fewer than {min_bin_crops} crops joining a neighbour)" if min_bin_crops else ""))
     if self_fed:
         parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
     if proposer_boundary_weight:
@@ -132,7 +135,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
                             refiner_leaks=refiner_leaks, outward_share=outward_share,
-                            refiner_overshoot=refiner_overshoot, **loss_weights,
+                            refiner_overshoot=refiner_overshoot, min_bin_crops=min_bin_crops, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     # The checkpoints, their ONNX files and the removal of the int8 copies of the weights they replace (which the

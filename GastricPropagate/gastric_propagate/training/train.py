@@ -93,6 +93,9 @@ class TrainingConfig:
     # The refiner's slices are drawn also where the coarse mask runs past the tumour's ends (a chain's overshoot, up to
     # ``END_MARGIN`` slices), not only within one slice of them, so that it learns to clear an overshoot.
     refiner_overshoot: bool = False
+    # ``sampling_weights``: a size bin of a source holding fewer crops than this joins a neighbour; 0: every bin on
+    # its own, however few crops it holds.
+    min_bin_crops: int = 0
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -122,20 +125,39 @@ class _CropVolume:
 SIZE_BIN_EDGES_MM = (10.0, 20.0, 40.0)
 
 
-def sampling_weights(crops: list[_CropVolume], mix: dict[str, float]) -> np.ndarray:
+def sampling_weights(crops: list[_CropVolume], mix: dict[str, float], min_bin_crops: int = 0) -> np.ndarray:
     """The probability of drawing each crop: each source its share of ``mix``, and inside a source every size bin
-    (``SIZE_BIN_EDGES_MM``) an equal part, so that a few large lesions are not drowned by many small ones."""
+    (``SIZE_BIN_EDGES_MM``) an equal part, so that a few large lesions are not drowned by many small ones. A bin of
+    fewer than ``min_bin_crops`` crops joins a neighbour (``_merge_sparse_bins``): alone in its bin, one lesion would
+    get as many samples as hundreds in the next."""
     weights = np.zeros(len(crops))
     for source, share in mix.items():
         members = [i for i, crop in enumerate(crops) if crop.source == source]
         bins = {}
         for i in members:
             bins.setdefault(int(np.searchsorted(SIZE_BIN_EDGES_MM, crops[i].diameter_mm)), []).append(i)
-        for indices in bins.values():
+        bins = _merge_sparse_bins([bins[key] for key in sorted(bins)], min_bin_crops)
+        for indices in bins:
             weights[indices] = share / len(bins) / len(indices)
     if weights.sum() <= 0:
         raise ValueError("the mix gives no weight to any training case")
     return weights / weights.sum()
+
+
+def _merge_sparse_bins(bins: list[list[int]], min_crops: int) -> list[list[int]]:
+    """Size bins (smallest lesions first) with each bin of fewer than ``min_crops`` crops merged, smallest first, into
+    the adjacent bin that holds fewer (the larger lesions' on a tie), until every bin holds enough or one is left."""
+    bins = [list(b) for b in bins]
+    while len(bins) > 1:
+        sparse = [i for i, b in enumerate(bins) if len(b) < min_crops]
+        if not sparse:
+            break
+        i = min(sparse, key=lambda j: len(bins[j]))
+        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(bins)]
+        target = min(neighbours, key=lambda j: (len(bins[j]), -j))
+        bins[target] = sorted(bins[target] + bins[i])
+        del bins[i]
+    return bins
 
 
 def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator,
@@ -522,7 +544,7 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     if not crops:
         raise ValueError("every training case had an empty label")
     if config.mix:
-        weights = sampling_weights(crops, dict(config.mix))
+        weights = sampling_weights(crops, dict(config.mix), config.min_bin_crops)
 
         def draw(r: np.random.Generator) -> int:
             return int(r.choice(len(crops), p=weights))

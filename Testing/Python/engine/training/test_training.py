@@ -75,6 +75,24 @@ def test_sampling_weights_give_each_source_its_share_and_each_size_bin_an_equal_
     assert np.isclose(sampling_weights(crops, {"phantom": 1.0})[:32].sum(), 0.0)
 
 
+def test_a_size_bin_of_too_few_crops_joins_its_neighbour_holding_fewer():
+    """Alone in its bin, one lesion got a whole bin's share (stop 49: one sarcoma 5 % of all samples, 44 times a
+    uniform draw); with ``min_bin_crops`` it joins the adjacent bin holding fewer crops. 0 keeps every bin apart."""
+    import numpy as np
+    from gastric_propagate.training.train import sampling_weights
+
+    crops = [_crop("real", 7.0)] * 40 + [_crop("real", 15.0)] * 30 + [_crop("real", 30.0)] * 2 + \
+        [_crop("real", 80.0)] * 10
+    apart = sampling_weights(crops, {"real": 1.0})
+    assert np.isclose(apart[70:72].sum(), 0.25)  # two crops, a quarter of the source
+    merged = sampling_weights(crops, {"real": 1.0}, min_bin_crops=8)
+    assert np.isclose(merged[70:82].sum(), 1 / 3) and np.allclose(merged[70:82], 1 / 3 / 12)  # with the 10 large ones
+    assert np.isclose(merged[:40].sum(), 1 / 3) and np.isclose(merged[40:70].sum(), 1 / 3)
+    np.testing.assert_allclose(sampling_weights(crops, {"real": 1.0}, min_bin_crops=0), apart)
+    # Every bin too small: merged until one is left, every crop then drawn alike.
+    np.testing.assert_allclose(sampling_weights(crops[:3] + crops[40:42], {"real": 1.0}, min_bin_crops=100), 0.2)
+
+
 def test_proposer_never_learns_that_a_tumour_goes_on_past_a_crop_cut_at_the_lesion():
     """A crop whose lesion touches its last slice has no tumour-free slice above: no sample may ask the proposer to
     mark tumour beyond the lesion there, and the empty-target ('the tumour ended') samples come from the free end."""
