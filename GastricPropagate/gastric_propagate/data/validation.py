@@ -46,7 +46,8 @@ def check_image(image: np.ndarray) -> None:
                 "a failed resampling or conversion) and run again.")
     # About 16 slices of at most about 256x256 voxels: the percentiles of a 512x512x100 CT in 0.01 s, not 0.04 s.
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 65536)))
-    low, high = (float(v) for v in np.percentile(image[:: max(1, image.shape[0] // 16), ::step, ::step], [0.5, 99.5]))
+    sample = image[:: max(1, image.shape[0] // 16), ::step, ::step]
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if low < -MAX_CT_MAGNITUDE or high > MAX_CT_MAGNITUDE:
         raise InputError(
             f"The image's values reach from {low:.4g} to {high:.4g} (0.5-99.5% of the voxels), outside the range of "
@@ -58,10 +59,19 @@ def check_image(image: np.ndarray) -> None:
         hint = (" The values look like raw detector values (then apply the DICOM Rescale Slope/Intercept) or "
                 "an MR image."
                 if low >= 0 and high > 500 else "")
+        advice = f"{hint} Load a CT volume: MR and normalised (0-1) images are not supported."
+        if _looks_like_labels(sample):
+            advice = (" Its voxels hold a few whole numbers from 0: a label map (a segmentation), not the CT. Select "
+                      "the CT it was painted on as the input volume, then run again.")
         raise InputError(
             f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.4g} "
-            f"and {high:.4g}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{hint} Load a CT "
-            "volume: MR and normalised (0-1) images are not supported.")
+            f"and {high:.4g}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{advice}")
+
+
+def _looks_like_labels(sample: np.ndarray) -> bool:
+    """A few (at most 64) whole, non-negative values, 0 among them: a label map given as the CT."""
+    values = np.unique(sample)
+    return bool(values.size <= 64 and values[0] == 0 and np.all(values == np.round(values)))
 
 
 def check_image_shape(shape: tuple[int, ...]) -> None:

@@ -127,3 +127,14 @@ def test_float64_volume_is_limited_by_its_bytes(oracle_segmenter, monkeypatch, v
     run(oracle_segmenter, image, annotation_from_label(label))
     with pytest.raises(InputError, match="16-bit"):
         run(oracle_segmenter, image.astype(np.float64), annotation_from_label(label))
+
+
+def test_a_label_map_given_as_the_ct_is_named_a_label_map(oracle_segmenter, volume):
+    """A label map (0 and a few labels) given as the CT: said to be one, not "MR or normalised"."""
+    image, label = volume
+    with pytest.raises(InputError, match="a label map .a segmentation., not the CT") as refusal:
+        run(oracle_segmenter, (label > 0).astype(np.uint8) * 3, annotation_from_label(label))
+    assert "MR" not in str(refusal.value)
+    with pytest.raises(InputError, match="does not look like a CT") as refusal:  # an MR-like image: no such words
+        run(oracle_segmenter, (image - image.min()).astype(np.float32) * 0.37 + 0.5, annotation_from_label(label))
+    assert "label map" not in str(refusal.value)
