@@ -45,7 +45,8 @@ END_MARGIN = 4
 # and so does the median of what they hold.
 PROMPT_JITTER_HU = 10.0
 # A simulated leak (``_leaked``): how far beyond the true outline it may run (crop pixels, about 1 mm each), and how
-# close to the painted tumour's median the tissue it runs into is (the crop's units: the median is 0, 100 HU is 1).
+# close to the painted tumour's median the tissue it runs into is (the crop's units: the median is 0, and 300 HU is 1,
+# 100 HU per unit clipped at 3 units and scaled to [-1, 1]; 0.3 is 90 HU).
 LEAK_REACH_PX = (3, 12)
 LEAK_SIMILARITY = 0.3
 
