@@ -70,10 +70,10 @@ def keep_connected(mask: np.ndarray, anchors: dict[int, np.ndarray]) -> np.ndarr
         return mask
     box = occupied_box(mask)  # z first: y and x are then scanned on the mask's slices only
     labels, count = ndimage.label(mask[box])  # within the mask's bounding box: a whole CT takes far longer
-    if count <= 1:
-        return mask
     touching = np.unique(np.concatenate([labels[k - box[0].start][painted[box[1:]]] for k, painted in anchors.items()
-                                         if box[0].start <= k < box[0].stop]))
+                                         if box[0].start <= k < box[0].stop] + [np.zeros(0, labels.dtype)]))
+    if count <= 1 and touching.any():  # the one part, connected
+        return mask
     kept = np.zeros_like(mask)
     kept[box] = np.isin(labels, touching[touching > 0])
     return kept

@@ -196,6 +196,21 @@ def test_keep_connected_drops_a_stray_blob():
     assert kept[1:4, 5:10, 5:10].all() and not kept[2, 15:18, 15:18].any()
 
 
+def test_keep_connected_keeps_nothing_that_no_anchor_touches_one_part_or_several():
+    """A part that no painted voxel touches is a stray, alone or beside others; an anchor outside the mask's slices
+    touches nothing (it raised "need at least one array to concatenate")."""
+    mask = np.zeros((6, 20, 20), dtype=np.uint8)
+    mask[1:3, 5:10, 5:10] = 1
+    painted = np.zeros((20, 20), bool)
+    painted[6:9, 6:9] = True
+    assert not keep_connected(mask, {4: painted}).any()  # one part, the anchor slice beside it
+    assert not keep_connected(mask, {2: ~painted & (np.arange(20)[:, None] > 15)}).any()  # on its slice, not on it
+    mask[1, 15:18, 15:18] = 1
+    assert not keep_connected(mask, {5: painted}).any()  # two parts, the anchor past the mask's last slice
+    np.testing.assert_array_equal(keep_connected(mask, {2: painted}) > 0, mask.astype(bool) & ~(
+        np.arange(20)[None, :, None] >= 15))
+
+
 def test_warp_mask_follows_a_shifted_disc():
     image, truth = _shifting_disc(shift_per_slice=3.0)
     k = 10
