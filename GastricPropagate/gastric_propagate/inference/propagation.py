@@ -50,6 +50,12 @@ class StopRule:
         clip_leaks: instead of ending at a slice that grew too much (runaway, growth, crop edge), cut it back to
             the previous slice's outline (a leak is growth) and go on, for at most ``max_clipped_slices`` slices
             in a row. A jump or a move into other tissue still ends the chain: cutting back cannot mend those.
+        confirm_end: where the proposer finds the tumour ended, ask it again in the other 7 orientations of the
+            square (flips and transposes, which training augments with; ``confirm_end_views``): "" (off), "mean"
+            (the slice takes the mean of the 8 views, and ends only if that is below ``min_area_mm2``) or
+            "views" (at least ``confirm_end_views`` of the 8 find a cross-section: the slice takes their mean and
+            the chain goes on). On small tumours the proposer can be bistable: one orientation finds nothing
+            where the others find the whole cross-section.
     """
 
     min_area_mm2: float = 12.0
@@ -65,6 +71,8 @@ class StopRule:
     max_extent_diameters: float = 2.0
     clip_leaks: bool = True
     max_clipped_slices: int = 3
+    confirm_end: str = ""
+    confirm_end_views: int = 2
 
 
 @dataclass
@@ -150,10 +158,14 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
         if should_stop is not None and should_stop():
             raise Cancelled("Propagation was cancelled; nothing was written.")
         targets = [c.position + c.direction for c in active]
-        predicted = network(np.stack([
+        inputs = np.stack([
             np.concatenate([_three_slices(image, k, c.direction), c.mask.astype(np.float32)[None]]
                            + ([anchors[c.origin].astype(np.float32)[None]] if prompt else []))
-            for c, k in zip(active, targets)]))
+            for c, k in zip(active, targets)])
+        predicted = network(inputs)
+        if rule.confirm_end:
+            predicted = _confirm_ends(network, inputs, predicted, [c.outward for c in active], rule,
+                                      pixel_area_mm2)
         still_active = []
         for chain, k, p in zip(active, targets, predicted):
             mask = p > 0.5
@@ -208,6 +220,48 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
     stop_reasons = {"down": chains[0].stop_reason, "up": chains[1].stop_reason}
     return PropagationOutput(probabilities=probabilities, visited=sorted(visited), stop_reasons=stop_reasons,
                              cut_back=sorted(k for chain in chains for k in chain.cut_back))
+
+
+def _orientations():
+    """The 8 symmetries of the square as (forward, inverse) on the last two axes: identity first."""
+    def make(transpose: bool, flip_y: bool, flip_x: bool):
+        def forward(a):
+            a = np.swapaxes(a, -1, -2) if transpose else a
+            a = a[..., ::-1, :] if flip_y else a
+            return a[..., ::-1] if flip_x else a
+
+        def inverse(a):
+            a = a[..., ::-1] if flip_x else a
+            a = a[..., ::-1, :] if flip_y else a
+            return np.swapaxes(a, -1, -2) if transpose else a
+        return forward, inverse
+    return [make(t, fy, fx) for t in (False, True) for fy in (False, True) for fx in (False, True)]
+
+
+ORIENTATIONS = _orientations()
+
+
+def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndarray, outward: list[bool],
+                  rule: StopRule, pixel_area_mm2: float) -> np.ndarray:
+    """``predicted`` with each outward chain's "tumour ended" asked again in the other 7 orientations
+    (``StopRule.confirm_end``); one batched pass for all of them."""
+    min_pixels = rule.min_area_mm2 / pixel_area_mm2
+    ending = [i for i, (p, out) in enumerate(zip(predicted, outward)) if out and (p > 0.5).sum() < min_pixels]
+    if not ending:
+        return predicted
+    others = ORIENTATIONS[1:]
+    batch = np.concatenate([np.ascontiguousarray(forward(inputs[ending])) for forward, _ in others])
+    answers = network(batch).reshape(len(others), len(ending), *predicted.shape[1:])
+    predicted = predicted.copy()
+    for j, i in enumerate(ending):
+        views = np.stack([predicted[i]] + [inverse(answers[v, j]) for v, (_, inverse) in enumerate(others)])
+        if rule.confirm_end == "mean":
+            predicted[i] = views.mean(axis=0)
+            continue
+        found = (views > 0.5).sum(axis=(1, 2)) >= min_pixels
+        if found.sum() >= rule.confirm_end_views:
+            predicted[i] = views[found].mean(axis=0)
+    return predicted
 
 
 def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, above: int) -> None:

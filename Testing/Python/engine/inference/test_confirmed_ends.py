@@ -1,0 +1,91 @@
+"""A "tumour ended" asked again in the other orientations (StopRule.confirm_end), with a proposer that is blind in
+some orientations of one slice: the failure measured on small phantom tumours (rules.md, stop 50)."""
+
+import numpy as np
+import pytest
+
+from gastric_propagate.inference.propagation import ORIENTATIONS, StopRule, propagate
+
+SIZE, DEPTH, PAINTED = 32, 20, 10
+TUMOUR = range(5, 16)       # slices that hold tumour (the image says so)
+BLIND = 12                  # a slice inside the tumour where the proposer is blind in some orientations
+
+
+def _image(marker_corner=(0, 0)) -> np.ndarray:
+    image = np.zeros((DEPTH, SIZE, SIZE), np.float32)
+    image[list(TUMOUR)] = 0.2
+    image[BLIND][marker_corner] = 1.0  # where this lands after a view's turn decides whether the proposer sees
+    return image
+
+
+def _proposer(sees_marker_at=((-1, -1), (0, -1), (-1, 0))):
+    """Copies the previous mask where the image holds tumour, unless the slice's marker (its corner pixel) lies at a
+    corner outside ``sees_marker_at``: then it finds nothing."""
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(batch), SIZE, SIZE), np.float32)
+        for i, sample in enumerate(batch):
+            image, previous = sample[1], sample[3]
+            corners = {(0, 0), (0, -1), (-1, 0), (-1, -1)}
+            marked = [c for c in corners if image[c] > 0.5]
+            if image.mean() < 0.1 or (marked and marked[0] not in sees_marker_at):
+                continue
+            out[i] = previous
+        return out
+    return run
+
+
+def _run(rule: StopRule, proposer=None, image=None):
+    anchor = np.zeros((SIZE, SIZE), bool)
+    anchor[10:20, 10:20] = True
+    output = propagate(proposer or _proposer(), _image() if image is None else image, {PAINTED: anchor},
+                       limits=(0, DEPTH - 1), pixel_area_mm2=1.0, pixel_mm=1.0, rule=rule)
+    found = [k for k in range(DEPTH) if (output.probabilities[k] > 0.5).sum() >= rule.min_area_mm2]
+    return found, output.stop_reasons
+
+
+def test_without_it_a_blind_orientation_ends_the_chain_inside_the_tumour():
+    found, reasons = _run(StopRule())
+    assert found == list(range(5, BLIND))
+    assert f"0 mm2 on slice {BLIND}" in reasons["up"]
+
+
+@pytest.mark.parametrize("rule", [StopRule(confirm_end="mean"), StopRule(confirm_end="views", confirm_end_views=2),
+                                  StopRule(confirm_end="views", confirm_end_views=6)])
+def test_the_other_orientations_carry_the_chain_to_the_tumours_true_ends(rule):
+    # The marker at (0, 0) lands on a seen corner in 6 of the 8 orientations.
+    found, reasons = _run(rule)
+    assert found == list(TUMOUR)
+    assert "tumour ended: the proposer found 0 mm2 on slice 16" in reasons["up"]
+    assert "tumour ended: the proposer found 0 mm2 on slice 4" in reasons["down"]
+
+
+def test_too_few_orientations_finding_it_end_the_chain():
+    # Seen at one corner only: 2 of the 8 orientations find the cross-section.
+    proposer = _proposer(sees_marker_at=((-1, -1),))
+    assert _run(StopRule(confirm_end="views", confirm_end_views=2), proposer)[0] == list(TUMOUR)
+    assert _run(StopRule(confirm_end="views", confirm_end_views=3), proposer)[0] == list(range(5, BLIND))
+    assert _run(StopRule(confirm_end="mean"), proposer)[0] == list(range(5, BLIND))  # a mean of 2/8 is below 0.5
+
+
+def test_only_the_slices_where_a_chain_would_end_are_asked_again():
+    calls = []
+    proposer = _proposer()
+
+    def counting(batch):
+        calls.append(len(batch))
+        return proposer(batch)
+    found, _ = _run(StopRule(confirm_end="views"), counting, image=_image(marker_corner=(-1, -1)))  # seen as given
+    assert found == list(TUMOUR)
+    # Both chains take 6 steps together (slices 9..4 and 11..16), the last onto a tumour-free slice; there both
+    # ends are asked in the 7 other orientations, in one batch.
+    assert calls == [2] * 6 + [14]
+
+
+def test_the_eight_orientations_are_distinct_and_undone_by_their_inverse():
+    array = np.random.default_rng(0).random((2, 5, 5))
+    forwards = [forward(array) for forward, _ in ORIENTATIONS]
+    assert len(ORIENTATIONS) == 8
+    np.testing.assert_array_equal(forwards[0], array)
+    assert len({f.tobytes() for f in forwards}) == 8
+    for (forward, inverse) in ORIENTATIONS:
+        np.testing.assert_array_equal(inverse(forward(array)), array)
