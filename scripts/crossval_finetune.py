@@ -146,8 +146,9 @@ def main() -> int:
                                   "--seed", str(args.seed), "--overwrite", *recipe], check=True)
         elif not (fold_dir / "weights" / "proposer.pt").exists():
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
+        # The folds' scores are this script's own files: a run again (--reuse-weights, an engine change) replaces them.
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
-                          "--methods", *METHODS]
+                          "--methods", *METHODS, "--overwrite"]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled"), *init_weights], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",

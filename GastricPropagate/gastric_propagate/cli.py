@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --mix: a lesion-size bin of a source holding fewer than N training crops (each case "
                             "gives two) joins its neighbour, so that a lone lesion does not get a whole bin's share "
                             "(default 0: bins never merged)")
+    train.add_argument("--no-empty-target-dice", dest="empty_target_dice", action="store_false",
+                       help="the soft Dice term only on samples whose target holds tumour; those where the tumour has "
+                            "ended learn from the cross-entropy alone (default: the Dice on every sample)")
     train.add_argument("--zoom", nargs=2, type=float, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
                        help="in-plane zoom drawn per training crop, so that lesions are seen at other sizes "
                             "(default 1 1: none)")
@@ -457,7 +460,7 @@ def _train(args) -> int:
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
                       outward_share=args.outward_share, refiner_overshoot=args.refiner_overshoot,
-                      min_bin_crops=args.min_bin_crops,
+                      min_bin_crops=args.min_bin_crops, empty_target_dice=args.empty_target_dice,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,

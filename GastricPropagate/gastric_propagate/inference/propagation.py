@@ -50,12 +50,11 @@ class StopRule:
         clip_leaks: instead of ending at a slice that grew too much (runaway, growth, crop edge), cut it back to
             the previous slice's outline (a leak is growth) and go on, for at most ``max_clipped_slices`` slices
             in a row. A jump or a move into other tissue still ends the chain: cutting back cannot mend those.
-        confirm_end: where the proposer finds the tumour ended, ask it again in the other 7 orientations of the
-            square (flips and transposes, which training augments with; ``confirm_end_views``): "" (off), "mean"
-            (the slice takes the mean of the 8 views, and ends only if that is below ``min_area_mm2``) or
-            "views" (at least ``confirm_end_views`` of the 8 find a cross-section: the slice takes their mean and
-            the chain goes on). On small tumours the proposer can be bistable: one orientation finds nothing
-            where the others find the whole cross-section.
+        confirm_end_views: where the proposer finds the tumour ended, the same input is given again in the other 7
+            orientations of the square (flips and transposes, which training augments with): if at least this
+            many of the 8 find a cross-section of ``min_area_mm2``, the slice takes their mean and the chain goes
+            on (0: off). On small tumours the proposer can be bistable, finding nothing as given and the whole
+            cross-section turned; at true ends the 8 agree (rules.md, CE, stop 50).
     """
 
     min_area_mm2: float = 12.0
@@ -71,7 +70,6 @@ class StopRule:
     max_extent_diameters: float = 2.0
     clip_leaks: bool = True
     max_clipped_slices: int = 3
-    confirm_end: str = ""
     confirm_end_views: int = 2
 
 
@@ -163,7 +161,7 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
                            + ([anchors[c.origin].astype(np.float32)[None]] if prompt else []))
             for c, k in zip(active, targets)])
         predicted = network(inputs)
-        if rule.confirm_end:
+        if rule.confirm_end_views:
             predicted = _confirm_ends(network, inputs, predicted, [c.outward for c in active], rule,
                                       pixel_area_mm2)
         still_active = []
@@ -244,7 +242,7 @@ ORIENTATIONS = _orientations()
 def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndarray, outward: list[bool],
                   rule: StopRule, pixel_area_mm2: float) -> np.ndarray:
     """``predicted`` with each outward chain's "tumour ended" asked again in the other 7 orientations
-    (``StopRule.confirm_end``); one batched pass for all of them."""
+    (``StopRule.confirm_end_views``); one batched pass for all of them."""
     min_pixels = rule.min_area_mm2 / pixel_area_mm2
     ending = [i for i, (p, out) in enumerate(zip(predicted, outward)) if out and (p > 0.5).sum() < min_pixels]
     if not ending:
@@ -255,9 +253,6 @@ def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndar
     predicted = predicted.copy()
     for j, i in enumerate(ending):
         views = np.stack([predicted[i]] + [inverse(answers[v, j]) for v, (_, inverse) in enumerate(others)])
-        if rule.confirm_end == "mean":
-            predicted[i] = views.mean(axis=0)
-            continue
         found = (views > 0.5).sum(axis=(1, 2)) >= min_pixels
         if found.sum() >= rule.confirm_end_views:
             predicted[i] = views[found].mean(axis=0)

@@ -27,6 +27,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
                outward_share: float = 0.0, refiner_overshoot: bool = False, min_bin_crops: int = 0,
+               empty_target_dice: bool = True,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -115,6 +116,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         parts.append(f"{outward_share:.0%} of the proposer's samples in the tumour drawn outward of its largest slice")
     if refiner_overshoot:
         parts.append("the refiner also trained where the coarse mask runs past the tumour's ends")
+    if not empty_target_dice:
+        parts.append("the soft Dice only on samples that hold tumour")
     if augment == "torchio":
         parts.append("augmented with TorchIO (elastic, resolution, blur, noise)")
     if prompt_channel:
@@ -135,7 +138,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
                             refiner_leaks=refiner_leaks, outward_share=outward_share,
-                            refiner_overshoot=refiner_overshoot, min_bin_crops=min_bin_crops, **loss_weights,
+                            refiner_overshoot=refiner_overshoot, min_bin_crops=min_bin_crops,
+                            empty_target_dice=empty_target_dice, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     # The checkpoints, their ONNX files and the removal of the int8 copies of the weights they replace (which the

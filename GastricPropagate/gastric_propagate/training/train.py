@@ -34,7 +34,7 @@ from gastric_propagate.inference.networks import TorchRunner, UNet2D, with_input
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, normalise, prompt_centre, to_crop,
                                                        with_working_slices)
-from gastric_propagate.inference.propagation import propagate
+from gastric_propagate.inference.propagation import StopRule, propagate
 from gastric_propagate.inference.refinement import refiner_input
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,10 @@ class TrainingConfig:
     # ``sampling_weights``: a size bin of a source holding fewer crops than this joins a neighbour; 0: every bin on
     # its own, however few crops it holds.
     min_bin_crops: int = 0
+    # The soft Dice also on the samples whose target is empty (the tumour ended): there it is 1 for any positive output
+    # however faint, a push towards "nothing" wherever the network is unsure; False: those samples learn from the
+    # cross-entropy alone.
+    empty_target_dice: bool = True
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -424,13 +428,19 @@ def _refiner_slice(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfig
     return int(slices[rng.integers(len(slices))])
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Pixel-weighted binary cross-entropy plus soft Dice (Dice keeps small tumours from being ignored)."""
+def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+          empty_target_dice: bool = True) -> torch.Tensor:
+    """Pixel-weighted binary cross-entropy plus soft Dice per sample (Dice keeps small tumours from being ignored);
+    without ``empty_target_dice`` the Dice is averaged over the samples that hold tumour only."""
     bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
     probability = torch.sigmoid(logits)
     intersection = (probability * target).sum(dim=(1, 2, 3))
-    denominator = probability.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
-    soft_dice = 1.0 - (2.0 * intersection + 1.0) / (denominator + 1.0)
+    target_area = target.sum(dim=(1, 2, 3))
+    soft_dice = 1.0 - (2.0 * intersection + 1.0) / (probability.sum(dim=(1, 2, 3)) + target_area + 1.0)
+    if not empty_target_dice:
+        soft_dice = soft_dice[target_area > 0]
+        if soft_dice.numel() == 0:
+            return bce
     return bce + soft_dice.mean()
 
 
@@ -450,7 +460,7 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
         for _ in bar:
             inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
             batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
-            loss = _loss(network(batch[0]), batch[1], batch[2])
+            loss = _loss(network(batch[0]), batch[1], batch[2], config.empty_target_dice)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -495,6 +505,12 @@ def _largest_slice(crop: _CropVolume) -> int:
     return int(np.argmax(crop.label.reshape(crop.label.shape[0], -1).sum(axis=1)))
 
 
+# The stop rule of the training rollouts: inference's without the confirmed end (stop 50's CE, an inference-time
+# check that came after RB): the shipped weights were trained on these rollouts, and the training command
+# reproduces them bit for bit only with it.
+ROLLOUT_STOP_RULE = StopRule(confirm_end_views=0)
+
+
 def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
                   device: torch.device) -> list[np.ndarray]:
     """The proposer's own propagation on each training crop, from its largest cross-section."""
@@ -504,7 +520,8 @@ def _coarse_masks(proposer: UNet2D, crops: list[_CropVolume], config: TrainingCo
         k = _largest_slice(crop)
         output = propagate(TorchRunner(proposer, device), crop.image, {k: crop.label[k]},
                            limits=(0, crop.image.shape[0] - 1),
-                           pixel_area_mm2=pixel ** 2, pixel_mm=pixel, prompt=config.prompt_channel)
+                           pixel_area_mm2=pixel ** 2, pixel_mm=pixel, prompt=config.prompt_channel,
+                           rule=ROLLOUT_STOP_RULE)
         results.append(output.probabilities)
     return results
 

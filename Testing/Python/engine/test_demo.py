@@ -15,7 +15,7 @@ def test_demo_prints_volume_dice_and_time_beside_manual_estimates(tmp_path, caps
     report = run_demo(tmp_path, segmenter=bundled_segmenter)
     printed = capsys.readouterr().out
     assert "mL" in printed and "Dice vs truth" in printed and "7 min" in printed and "40 s" in printed
-    assert report["dice_vs_truth"] > 0.75  # 0.812 with the shipped weights (RB); a broken pipeline scores far less
+    assert report["dice_vs_truth"] > 0.8  # 0.860 with the shipped weights (RB, stop 50); a broken pipeline: far less
     assert {p.name for p in tmp_path.iterdir()} == DEMO_FILES
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["volume_ml"] == report["volume_ml"]

@@ -58,3 +58,31 @@ def test_a_recipe_folder_holding_a_patient_of_the_data_is_refused(tmp_path):
     for recipe in (["--data", leaky], [f"--data={leaky}"], ["--da", leaky], [f"--dat={leaky}"]):
         with pytest.raises(SystemExit):
             script._refuse_recipe_data_that_holds(recipe, data, parser)
+
+
+def test_reuse_weights_scores_the_folds_again_over_an_earlier_runs_scores(tmp_path):
+    """--reuse-weights is for an engine change: the folds' earlier scores are there, and are replaced (it stopped
+    on "already exists" until stop 50)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import SCRIPTS, write_cases_folder
+    from gastric_propagate.inference.checkpoints import bundled_weights
+
+    data = write_cases_folder(tmp_path / "data", 3)
+    for path in data.iterdir():  # one group of three patients (case_0, ...): one case a fold
+        path.rename(data / path.name.replace("case", "case_"))
+    out = tmp_path / "cv"
+    for fold in range(3):
+        (out / f"fold{fold}" / "weights").mkdir(parents=True)
+        for stage in ("proposer", "refiner"):  # the .pt files alone: evaluate runs them under PyTorch
+            shutil.copy(bundled_weights(stage), out / f"fold{fold}" / "weights")
+        (out / f"fold{fold}" / "eval-tuned").mkdir()
+        (out / f"fold{fold}" / "eval-tuned" / "results.csv").write_text("an earlier run's scores\n")
+    run = subprocess.run([sys.executable, str(SCRIPTS / "crossval_finetune.py"), "--data", str(data), "--out", str(out),
+                          "--reuse-weights"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "fine-tuned on the other folds, the vote" in run.stdout
+    for fold in range(3):
+        assert (out / f"fold{fold}" / "eval-tuned" / "results.csv").read_text().startswith("case,")

@@ -1,4 +1,4 @@
-"""A "tumour ended" asked again in the other orientations (StopRule.confirm_end), with a proposer that is blind in
+"""A "tumour ended" asked again in the other orientations (StopRule.confirm_end_views), with a proposer that is blind in
 some orientations of one slice: the failure measured on small phantom tumours (rules.md, stop 50)."""
 
 import numpy as np
@@ -44,16 +44,16 @@ def _run(rule: StopRule, proposer=None, image=None):
 
 
 def test_without_it_a_blind_orientation_ends_the_chain_inside_the_tumour():
-    found, reasons = _run(StopRule())
+    found, reasons = _run(StopRule(confirm_end_views=0))
     assert found == list(range(5, BLIND))
     assert f"0 mm2 on slice {BLIND}" in reasons["up"]
 
 
-@pytest.mark.parametrize("rule", [StopRule(confirm_end="mean"), StopRule(confirm_end="views", confirm_end_views=2),
-                                  StopRule(confirm_end="views", confirm_end_views=6)])
-def test_the_other_orientations_carry_the_chain_to_the_tumours_true_ends(rule):
+@pytest.mark.parametrize("views", [2, 6])
+def test_the_other_orientations_carry_the_chain_to_the_tumours_true_ends(views):
     # The marker at (0, 0) lands on a seen corner in 6 of the 8 orientations.
-    found, reasons = _run(rule)
+    assert StopRule().confirm_end_views == 2  # on by default
+    found, reasons = _run(StopRule(confirm_end_views=views))
     assert found == list(TUMOUR)
     assert "tumour ended: the proposer found 0 mm2 on slice 16" in reasons["up"]
     assert "tumour ended: the proposer found 0 mm2 on slice 4" in reasons["down"]
@@ -62,9 +62,8 @@ def test_the_other_orientations_carry_the_chain_to_the_tumours_true_ends(rule):
 def test_too_few_orientations_finding_it_end_the_chain():
     # Seen at one corner only: 2 of the 8 orientations find the cross-section.
     proposer = _proposer(sees_marker_at=((-1, -1),))
-    assert _run(StopRule(confirm_end="views", confirm_end_views=2), proposer)[0] == list(TUMOUR)
-    assert _run(StopRule(confirm_end="views", confirm_end_views=3), proposer)[0] == list(range(5, BLIND))
-    assert _run(StopRule(confirm_end="mean"), proposer)[0] == list(range(5, BLIND))  # a mean of 2/8 is below 0.5
+    assert _run(StopRule(confirm_end_views=2), proposer)[0] == list(TUMOUR)
+    assert _run(StopRule(confirm_end_views=3), proposer)[0] == list(range(5, BLIND))
 
 
 def test_only_the_slices_where_a_chain_would_end_are_asked_again():
@@ -74,7 +73,7 @@ def test_only_the_slices_where_a_chain_would_end_are_asked_again():
     def counting(batch):
         calls.append(len(batch))
         return proposer(batch)
-    found, _ = _run(StopRule(confirm_end="views"), counting, image=_image(marker_corner=(-1, -1)))  # seen as given
+    found, _ = _run(StopRule(), counting, image=_image(marker_corner=(-1, -1)))  # seen as given
     assert found == list(TUMOUR)
     # Both chains take 6 steps together (slices 9..4 and 11..16), the last onto a tumour-free slice; there both
     # ends are asked in the 7 other orientations, in one batch.
