@@ -161,7 +161,7 @@ def _engineSearchPath() -> str:
 
 
 def childEnvironment() -> tuple[dict[str, str], str]:
-    """The child's environment (the engine on PYTHONPATH, unbuffered output, and its end with the process started:
+    """The child's environment (the engine on PYTHONPATH, unbuffered UTF-8 output, and its end with the process started:
     Cancel kills that process, which inside Slicer is PythonSlicer's launcher, not the interpreter it started) and the
     folder to start it in."""
     environment = dict(os.environ)
@@ -171,5 +171,8 @@ def childEnvironment() -> tuple[dict[str, str], str]:
     environment["PYTHONPATH"] = os.pathsep.join(
         [searchPath] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
     environment["PYTHONUNBUFFERED"] = "1"
+    # Its output is read as UTF-8 (run_output); on Windows a child writes its files in the ANSI code page otherwise,
+    # which turns "mm²" into a replacement character and cannot write "≥" at all.
+    environment["PYTHONIOENCODING"] = "utf-8"
     return environment, searchPath
 

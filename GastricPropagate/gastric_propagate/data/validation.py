@@ -21,6 +21,8 @@ MAX_CT_MAGNITUDE = 100_000.0
 CT_SPACING_RANGE_MM = (0.1, 50.0)
 # A painted cross-section wider than this is not one gastric tumour.
 MAX_ANNOTATION_EXTENT_MM = 200.0
+# A CT's in-plane voxels are under 1.5 mm; above this, a painting that looks too wide more likely has a wrong spacing.
+LARGE_IN_PLANE_SPACING_MM = 2.0
 # A painted region smaller than this (about a 2 mm disc), or a single voxel, is a stray click, not a tumour.
 MIN_ANNOTATION_AREA_MM2 = 3.0
 
@@ -119,9 +121,13 @@ def check_annotation(annotation: np.ndarray, image_shape: tuple[int, ...],
                 "cross-section of the tumour, not a dot, then run again.")
         extent = max((ys.max() - ys.min() + 1) * spacing_xyz[1], (xs.max() - xs.min() + 1) * spacing_xyz[0])
         if extent > MAX_ANNOTATION_EXTENT_MM:
+            in_plane = max(spacing_xyz[0], spacing_xyz[1])
             raise InputError(
                 f"The painted region on slice {k} is {extent:.0f} mm across, wider than one gastric tumour "
-                f"({MAX_ANNOTATION_EXTENT_MM:.0f} mm at most). Paint only the tumour's cross-section.")
+                f"({MAX_ANNOTATION_EXTENT_MM:.0f} mm at most). Paint only the tumour's cross-section." + (
+                    f" Or the CT's spacing is wrong: its in-plane voxels are {in_plane:g} mm, a CT's are under "
+                    "1.5 mm; save it with its true spacing in millimetres, then run again."
+                    if in_plane > LARGE_IN_PLANE_SPACING_MM else ""))
     return slices
 
 

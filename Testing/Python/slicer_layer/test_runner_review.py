@@ -62,6 +62,18 @@ def test_the_child_is_told_which_process_started_it():
     assert environment[EXIT_WITH_PARENT_ENV] == "1" and environment[PARENT_PID_ENV] == str(os.getpid())
 
 
+def test_the_child_writes_its_output_in_utf_8_whatever_the_console_s_encoding(tmp_path, monkeypatch):
+    """The module reads the child's stdout and stderr files as UTF-8; a Windows child would write them in its ANSI code
+    page (simulated here: ASCII), failing on "≥" and garbling "mm²"."""
+    import subprocess
+
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    environment, _ = childEnvironment()
+    with open(tmp_path / "stdout.txt", "wb") as stdout:
+        subprocess.run([sys.executable, "-c", "print('12 mm² ≥ 10 mm²')"], env=environment, stdout=stdout, check=True)
+    assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == "12 mm² ≥ 10 mm²\n"
+
+
 def test_cancel_after_the_worker_answered_but_before_the_result_was_read_drops_the_result_and_its_files(case, logic):
     """The same for a run served by the warm worker: the worker stays warm (it had answered), the folder goes."""
     from gastric_propagate.errors import Cancelled

@@ -138,3 +138,15 @@ def test_a_label_map_given_as_the_ct_is_named_a_label_map(oracle_segmenter, volu
     with pytest.raises(InputError, match="does not look like a CT") as refusal:  # an MR-like image: no such words
         run(oracle_segmenter, (image - image.min()).astype(np.float32) * 0.37 + 0.5, annotation_from_label(label))
     assert "label map" not in str(refusal.value)
+
+
+@pytest.mark.parametrize("voxel_mm, width", [(0.8, 300), (8.0, 30)])
+def test_a_painting_wider_than_a_tumour_is_refused_and_a_spacing_ten_times_too_large_is_named(voxel_mm, width):
+    """240 mm across either way: 300 voxels of 0.8 mm, or 30 of 8 mm (an in-plane spacing written 8 for 0.8)."""
+    from gastric_propagate.data.validation import check_annotation
+
+    annotation = np.zeros((10, width + 20, width + 20), np.uint8)
+    annotation[5, 10:10 + width, 10:10 + width // 2] = 1
+    with pytest.raises(InputError, match="240 mm across, wider than one gastric tumour") as refused:
+        check_annotation(annotation, annotation.shape, (voxel_mm, voxel_mm, 2.5), keyframes=False)
+    assert ("in-plane voxels are 8 mm" in str(refused.value)) is (voxel_mm == 8.0)

@@ -355,3 +355,49 @@ def test_the_rollouts_stop_rules_read_each_crop_s_own_pixel_size(monkeypatch):
     crops = [_crop("real", 20.0), training._CropVolume(**{**_crop("real", 20.0).__dict__, "pixel_mm": 0.5})]
     training._coarse_masks(UNet2D(in_channels=4, base_channels=4, depth=2), crops, TrainingConfig(), "cpu")
     assert seen == [(1.0, 1.0), (0.5, 0.25)]
+
+
+def test_the_rollouts_stop_without_the_confirmed_end_the_shipped_weights_were_trained_with(monkeypatch):
+    """Training's rollouts keep the stop rule RB learned from (inference asks an end again since stop 50): the
+    training command writes the shipped weights bit for bit only so."""
+    import numpy as np
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.inference.propagation import StopRule
+    from gastric_propagate.training import train as training
+
+    rules = []
+
+    def record(runner, image, anchors, **kwargs):
+        rules.append(kwargs["rule"])
+        return type("Output", (), {"probabilities": np.zeros(image.shape, np.float32)})()
+
+    monkeypatch.setattr(training, "propagate", record)
+    training._coarse_masks(UNet2D(in_channels=4, base_channels=4, depth=2), [_crop("real", 20.0)], TrainingConfig(),
+                           "cpu")
+    assert StopRule().confirm_end_views == 2 and [rule.confirm_end_views for rule in rules] == [0]
+
+
+def test_without_empty_target_dice_a_sample_whose_tumour_ended_learns_from_the_cross_entropy_alone():
+    from gastric_propagate.training.train import _loss
+
+    logits = torch.full((2, 1, 8, 8), -2.0)
+    logits[:, :, 2:4, 2:4] = 3.0  # a faint guess on both samples
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, :, 2:5, 2:5] = 1.0  # the first holds tumour, the second is past the tumour's end
+    weight = torch.ones_like(target)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    probability = torch.sigmoid(logits)
+    dice_first = 1 - (2 * (probability[0] * target[0]).sum() + 1) / (probability[0].sum() + target[0].sum() + 1)
+    torch.testing.assert_close(_loss(logits, target, weight, empty_target_dice=False), bce + dice_first)
+    dice_empty = 1 - 1 / (probability[1].sum() + 1)
+    assert dice_empty > 0.8  # as much as a missed tumour, for a guess of a few pixels
+    torch.testing.assert_close(_loss(logits, target, weight), bce + (dice_first + dice_empty) / 2)
+    empty = torch.zeros_like(target)
+    torch.testing.assert_close(_loss(logits, empty, weight, empty_target_dice=False),
+                               torch.nn.functional.binary_cross_entropy_with_logits(logits, empty))
+
+
+def test_no_empty_target_dice_trains_and_is_recorded(tmp_path):
+    config = TrainingConfig(**{**CONFIG.__dict__, "empty_target_dice": False})
+    paths = train(small_cases(), tmp_path, config=config, device="cpu")
+    assert load_checkpoint(paths["proposer"], stage="proposer").training["config"]["empty_target_dice"] is False
