@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS, READY_PREFIX, RESULT_PREFIX
+from gastric_propagate.protocol import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_WEIGHTS,
+                                        READY_PREFIX, RESULT_PREFIX)
 
 from .i18n import _
 from .parameters import commandLineArguments
@@ -99,9 +100,10 @@ class EngineWorker:
         return self.process is not None and self.process.running()
 
     def endedUnexpectedly(self) -> bool:
-        """The child ended without being asked to (crashed or killed from outside; not idle, closed or cancelled)."""
+        """The child ended without being asked to (crashed or killed from outside; not idle, closed or cancelled,
+        by Cancel or by Ctrl-C)."""
         return (self.process is not None and not self._killed and not self.process.running()
-                and self.process.exitCode() != EXIT_OK)
+                and self.process.exitCode() not in (EXIT_OK, EXIT_CANCELLED))
 
     def start(self) -> None:
         """Starts a new child (ending the old one, if it still runs)."""
@@ -131,7 +133,11 @@ class EngineWorker:
             self._image[1].unlink(missing_ok=True)
             self._image = None
         path = self.folder / f"image-{uuid.uuid4().hex}.nrrd"
-        write(image, spacingXYZ, path)
+        try:
+            write(image, spacingXYZ, path)
+        except BaseException:  # failed or interrupted: a half-written CT would stay until close()
+            path.unlink(missing_ok=True)
+            raise
         self._image = (key, path)  # with key None: removed by the next call, never served again
         return path
 
@@ -172,12 +178,12 @@ class EngineWorker:
             if not self.process.wait(30.0):
                 logger.warning("GastricPropagate: the worker process did not end within 30 s of being killed")
 
-    def close(self) -> None:
-        """Ends the child (its input closes; killed if it does not end within a few seconds) and removes the
+    def close(self, waitSeconds: float = 5.0) -> None:
+        """Ends the child (its input closes; killed if it does not end within ``waitSeconds``) and removes the
         folder."""
         if self.process is not None and self.process.running():
             self.process.closeInput()
-            if not self.process.wait(5.0):
+            if not self.process.wait(waitSeconds):
                 self.kill()
         self.busy = False
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -185,6 +191,10 @@ class EngineWorker:
 
 def _samePath(a, b) -> bool:
     return (a is None) == (b is None) and (a is None or os.fspath(a) == os.fspath(b))
+
+
+def _restartAdvice() -> str:
+    return _("Restart Slicer; reinstall the extension if it persists.")
 
 
 def _defaultOptions():
@@ -196,8 +206,9 @@ def _defaultOptions():
 class WorkerJob(InferenceJob):
     """One run sent to an ``EngineWorker``: its progress and RESULT lines are read from the worker's stdout file.
 
-    If the worker dies during the run (crashed, killed from outside), a new one is started and the run retried once;
-    ``notice`` then says so (the panel shows it) and ``restarts`` is 1. ``cancel()`` ends the worker at once.
+    If the worker dies during the run (crashed, killed from outside, or ended idle as the request arrived), a new one
+    is started and the run retried once; ``notice`` then says so (the panel shows it) and ``restarts`` is 1. A worker
+    ended by Ctrl-C cancels the run. ``cancel()`` ends the worker at once.
 
     Attributes:
         workerPid: the worker's process id (of the retry, after a restart).
@@ -219,11 +230,19 @@ class WorkerJob(InferenceJob):
         self.workerPid: int | None = None
         worker.busy = True
         try:
-            if worker.endedUnexpectedly():
-                self._notify(_("The engine's worker process had ended (exit code {code}); a new one was started.")
-                             .format(code=exitCodeText(worker.exitCode())))
+            ended, code = worker.endedUnexpectedly(), worker.exitCode()
             if not worker.running():
-                worker.start()
+                try:
+                    worker.start()
+                except Exception as error:
+                    if not ended:
+                        raise
+                    raise RuntimeError(_("The engine's worker process had ended (exit code {code}) and could not be "
+                                         "started again: {error}. {advice}").format(
+                        code=exitCodeText(code), error=error, advice=_restartAdvice())) from error
+            if ended:  # said once the new one has started
+                self._notify(_("The engine's worker process had ended (exit code {code}); a new one was started.")
+                             .format(code=exitCodeText(code)))
             super().__init__(worker.process, folder, paths, grid, onProgress=onProgress)
             self._send()
         except BaseException:
@@ -269,11 +288,11 @@ class WorkerJob(InferenceJob):
         return self._finished
 
     def _workerEnded(self) -> None:
-        """The worker ended without answering this run: it refused its device or weights (no retry), or it died
-        (restarted and the run retried, once)."""
+        """The worker ended without answering this run: it refused its device or weights, or Ctrl-C ended it (no
+        retry), or it died (restarted and the run retried, once)."""
         code, message = self.worker.exitCode(), self.worker.stderrMessage()
-        if not self.worker.ready and code in (EXIT_BAD_INPUT, EXIT_WEIGHTS):
-            self._outcome = (code, message)
+        if code == EXIT_CANCELLED or (not self.worker.ready and code in (EXIT_BAD_INPUT, EXIT_WEIGHTS)):
+            self._outcome = (code, message)  # Ctrl-C cancels the run, as Cancel does
             return
         if self.restarts >= 1:
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
@@ -281,15 +300,18 @@ class WorkerJob(InferenceJob):
                 code=exitCodeText(code), message=message))
             return
         self.restarts += 1
+        # Exit code 0 during a run: its idle timeout came as the request arrived (it took the line, then ended).
+        ended = (_("The engine's worker process had ended on its own, idle, as the run was sent") if code == EXIT_OK
+                 else _("The engine's worker process ended during the run (exit code {code})").format(
+                     code=exitCodeText(code)))
         try:
             self.worker.start()
         except Exception as error:  # e.g. the program cannot be started any more: the run fails, saying why
-            self._outcome = (EXIT_FAILED, _("The engine's worker process ended during the run (exit code {code}) and "
-                                            "could not be started again: {error}. Nothing was written.\n{message}"
-                                            ).format(code=exitCodeText(code), error=error, message=message))
+            self._outcome = (EXIT_FAILED, _("{ended} and could not be started again: {error}. Nothing was written. "
+                                            "{advice}\n{message}").format(
+                ended=ended, error=error, advice=_restartAdvice(), message=message))
             return
-        self._notify(_("The engine's worker process ended during the run (exit code {code}); it was restarted and "
-                       "the run is being retried.").format(code=exitCodeText(code)))
+        self._notify(_("{ended}; it was restarted and the run is being retried.").format(ended=ended))
         self._process = self.worker.process
         self.workerPid = self._process.pid()
         # The dead worker may have put the outputs in place before its RESULT line: they are this run's own files.
@@ -318,7 +340,9 @@ class WorkerJob(InferenceJob):
     def _releaseWorker(self) -> None:
         self.worker.busy = False
         if self._ownsWorker:
-            self.worker.close()
+            # Killed at once: it has answered (or ended), and waiting for it to exit would block poll(), which the
+            # panel calls on Slicer's main thread.
+            self.worker.close(waitSeconds=0.0)
 
     def _exitStatus(self) -> tuple[int | None, str]:
         return self._outcome if self._outcome is not None else (EXIT_FAILED, "")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from gastric_propagate.protocol import EXIT_WITH_PARENT_ENV, PARENT_PID_ENV
+from gastric_propagate.protocol import EXIT_CANCELLED, EXIT_WITH_PARENT_ENV, PARENT_PID_ENV
 
 from .i18n import _
 
@@ -29,8 +30,11 @@ class _PopenProcess:
         return self._process.poll() is None
 
     def exitCode(self) -> int | None:
-        """The exit code, or None while running or when the process was killed by a signal."""
+        """The exit code, or None while running or when the process was killed by a signal; SIGINT (Ctrl-C in the
+        terminal) gives the command line's cancelled code, as a child that caught it returns."""
         code = self._process.poll()
+        if code == -signal.SIGINT:
+            return EXIT_CANCELLED
         return None if code is None or code < 0 else code
 
     def kill(self) -> None:

@@ -1,10 +1,12 @@
-"""GastricPropagateLib's child-process run path, from a review: the retry of a run whose worker died after writing its
-outputs, and the environment the launchers give the child."""
+"""GastricPropagateLib's child-process run path, from reviews: the retry of a run whose worker died after writing its
+outputs, a worker that ended idle or by Ctrl-C, a second worker's end, a failed restart, a CT file whose writing
+failed, and the environment the launchers give the child."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,23 +28,27 @@ DIES_AFTER_WRITING = ("import json, os, signal, sys; request = json.loads(sys.st
                       "os.kill(os.getpid(), signal.SIGKILL)")
 
 
-class DiesOnceAfterWriting(PopenLauncher):
-    """Starts the stand-in above first, then the real worker."""
+class StandIns(PopenLauncher):
+    """Starts these children in turn, the last one for any further start: a script (run as ``python -c``), None (the
+    real worker) or an exception (raised, as by a launcher that cannot start the program)."""
 
-    def __init__(self) -> None:
-        self.starts = 0
+    def __init__(self, *children) -> None:
+        self.children, self.starts = children, 0
 
     def start(self, program, arguments, environment, *rest):
+        child = self.children[min(self.starts, len(self.children) - 1)]
         self.starts += 1
-        if self.starts == 1:
-            return super().start(sys.executable, ["-c", DIES_AFTER_WRITING], environment, *rest)
-        return super().start(program, arguments, environment, *rest)
+        if isinstance(child, BaseException):
+            raise child
+        if child is None:
+            return super().start(program, arguments, environment, *rest)
+        return super().start(sys.executable, ["-c", child], environment, *rest)
 
 
 def test_a_run_retried_after_its_worker_died_having_written_its_outputs_replaces_them(case, logic):
     """The retry sent the same request to the new worker, which refused to replace the outputs the dead one had
     written ("already exists ... --overwrite"): the retry failed with an input error about a file of our own."""
-    logic.launcher = DiesOnceAfterWriting()
+    logic.launcher = StandIns(DIES_AFTER_WRITING, None)
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     before = case.snapshot()
     job = logic.start(prepared)
@@ -86,3 +92,134 @@ def test_cancel_after_the_worker_answered_but_before_the_result_was_read_drops_t
     with pytest.raises(Cancelled):
         job.result()
     assert logic.worker().running() and not logic.worker().busy
+
+
+# A worker whose idle timeout comes as the request arrives: it has taken the line and ends (exit code 0) unanswered.
+ENDS_IDLE_AS_THE_REQUEST_ARRIVES = "import sys; print('READY {}', flush=True); sys.stdin.readline()"
+
+
+def test_a_worker_that_ended_idle_as_the_request_arrived_is_replaced_saying_so_not_as_a_crash(case, logic):
+    logic.launcher = StandIns(ENDS_IDLE_AS_THE_REQUEST_ARRIVES, None)
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    before = case.snapshot()
+    job = logic.start(prepared)
+    assert job.wait(timeout=300)
+    result = job.result()
+    assert logic.launcher.starts == 2 and job.restarts == 1
+    assert "idle" in job.notice and "retried" in job.notice and "exit code" not in job.notice, job.notice
+    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+# A worker interrupted by Ctrl-C (the terminal's SIGINT) during the run: the command line's exit code, or the signal.
+INTERRUPTED = {
+    "exit code 130": "import sys; sys.stdin.readline(); sys.exit(130)",
+    "SIGINT": ("import os, signal, sys; sys.stdin.readline(); signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.kill(os.getpid(), signal.SIGINT)"),
+}
+
+
+@pytest.mark.parametrize("ending", [
+    "exit code 130",
+    pytest.param("SIGINT", marks=pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")),
+])
+def test_a_worker_interrupted_by_ctrl_c_cancels_the_run_rather_than_retry_it(case, logic, ending):
+    from gastric_propagate.errors import Cancelled
+
+    logic.launcher = StandIns(INTERRUPTED[ending], None)
+    before = case.snapshot()
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    assert job.wait(timeout=60)
+    with pytest.raises(Cancelled):
+        job.result()
+    assert logic.launcher.starts == 1 and job.restarts == 0 and job.notice == ""
+    assert not logic.worker().endedUnexpectedly(), "the next run replaces it without a warning, as after a cancel"
+    assert not job.folder.exists()
+    assertSnapshotsEqual(before, case.snapshot())
+
+
+# A worker that answers its request, then is slow to end once its input closes (as an interpreter with torch loaded).
+ANSWERS_THEN_ENDS_SLOWLY = (
+    "import json, sys, time; print('READY {}', flush=True); request = json.loads(sys.stdin.readline()); "
+    "print('RESULT ' + json.dumps({'id': request['id'], 'code': 2, 'message': 'refused', 'served': 1}), flush=True); "
+    "sys.stdin.readline(); time.sleep(60)")
+
+
+def test_a_second_worker_is_ended_once_it_answered_without_poll_waiting_for_it(case, logic):
+    """The worker of a run started while the session's was busy is closed by the ``poll()`` that reads its answer,
+    from the panel's timer slot on Slicer's main thread: that poll waited up to 5 s for the process to end."""
+    from gastric_propagate.errors import InputError
+
+    logic.launcher = StandIns(ANSWERS_THEN_ENDS_SLOWLY)
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    first = logic.start(prepared)
+    second = logic.start(prepared)
+    process = second.worker.process
+    assert second.worker is not first.worker
+    deadline = time.monotonic() + 60
+    while True:
+        started = time.monotonic()
+        finished = second.poll()
+        took = time.monotonic() - started
+        if finished:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert took < 2.0, f"poll() waited {took:.1f} s for the second worker to end"
+    assert not process.running(), "no worker is left running"
+    with pytest.raises(InputError, match="refused"):
+        second.result()
+    first.cancel()
+    assert not second.worker.folder.exists()
+
+
+CRASHES_AS_THE_REQUEST_ARRIVES = "import sys; sys.stdin.readline(); sys.exit(1)"
+CANNOT_START = RuntimeError("Could not start 'PythonSlicer': No such file or directory")
+
+
+def test_a_worker_that_ended_between_runs_and_cannot_be_started_again_says_so_and_what_to_do(case, logic, caplog):
+    """The notice "had ended ...; a new one was started" was given before the start, which then failed."""
+    import logging
+
+    logic.launcher = StandIns("import sys; sys.exit(1)", CANNOT_START)
+    assert logic.warmUp()
+    worker = logic.worker()
+    assert worker.process.wait(60) and worker.endedUnexpectedly()
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError) as raised:
+        logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    message = str(raised.value)
+    assert "had ended (exit code 1) and could not be started again" in message and str(CANNOT_START) in message
+    assert "Restart Slicer" in message
+    assert "a new one was started" not in caplog.text and not worker.busy
+
+
+def test_a_worker_that_ended_during_the_run_and_cannot_be_started_again_says_what_to_do(case, logic):
+    logic.launcher = StandIns(CRASHES_AS_THE_REQUEST_ARRIVES, CANNOT_START)
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    assert job.wait(timeout=60) and job.restarts == 1
+    with pytest.raises(RuntimeError, match="could not be started again: Could not start 'PythonSlicer'") as raised:
+        job.result()
+    assert "Restart Slicer" in str(raised.value)
+
+
+@pytest.mark.parametrize("interruption", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_ct_file_whose_writing_failed_or_was_interrupted_is_removed_at_once(interruption):
+    from GastricPropagateLib.engine_worker import EngineWorker
+
+    worker, image = EngineWorker(), np.zeros((2, 3, 4), np.int16)
+
+    def writesHalf(image, spacing, path):
+        path.write_bytes(b"half a CT")
+        raise interruption
+
+    def write(image, spacing, path):
+        path.write_bytes(b"a CT")
+
+    try:
+        with pytest.raises(type(interruption)):
+            worker.imageFile(image, (1, 1, 1), ("CT", 1), writesHalf)
+        assert not list(worker.folder.glob("image-*")), "the half-written file is removed at once, not at close()"
+        path = worker.imageFile(image, (1, 1, 1), ("CT", 1), write)
+        assert path.read_bytes() == b"a CT" and list(worker.folder.glob("image-*")) == [path]
+    finally:
+        worker.close()
