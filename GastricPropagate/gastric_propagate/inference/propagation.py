@@ -52,8 +52,8 @@ class StopRule:
             in a row. A jump or a move into other tissue still ends the chain: cutting back cannot mend those.
         confirm_end_views: where the proposer finds the tumour ended, the same input is given again in the other 7
             orientations of the square (flips and transposes, which training augments with): if at least this
-            many of the 8 find a cross-section of ``min_area_mm2``, the slice takes their mean and the chain goes
-            on (0: off). On small tumours the proposer can be bistable, finding nothing as given and the whole
+            many of them (0-7) find a cross-section of ``min_area_mm2``, the slice takes their mean and the chain
+            goes on (0: off). On small tumours the proposer can be bistable, finding nothing as given and the whole
             cross-section turned; at true ends the 8 agree (rules.md, CE, stop 50).
     """
 
@@ -71,6 +71,10 @@ class StopRule:
     clip_leaks: bool = True
     max_clipped_slices: int = 3
     confirm_end_views: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.confirm_end_views <= 7:  # the other orientations of the square (``ORIENTATIONS``)
+            raise ValueError(f"confirm_end_views {self.confirm_end_views}: 0 (off) to 7")
 
 
 @dataclass

@@ -88,3 +88,21 @@ def test_the_eight_orientations_are_distinct_and_undone_by_their_inverse():
     assert len({f.tobytes() for f in forwards}) == 8
     for (forward, inverse) in ORIENTATIONS:
         np.testing.assert_array_equal(inverse(forward(array)), array)
+
+
+def test_the_slice_takes_the_mean_of_the_orientations_that_found_it_and_the_count_is_checked():
+    from gastric_propagate.inference.propagation import _confirm_ends
+
+    def faint_where_seen(batch):  # 0.8 x the previous mask in the orientations that see the marker, else nothing
+        return 0.8 * _proposer()(batch)
+
+    inputs = np.zeros((1, 4, SIZE, SIZE), np.float32)
+    inputs[0, :3] = _image()[[BLIND - 1, BLIND, BLIND + 1]]
+    inputs[0, 3, 10:20, 10:20] = 1.0
+    predicted = faint_where_seen(inputs)
+    assert not predicted.any()  # blind as given
+    confirmed = _confirm_ends(faint_where_seen, inputs, predicted, [True], StopRule(), pixel_area_mm2=1.0)
+    np.testing.assert_allclose(confirmed[0], 0.8 * inputs[0, 3])
+    assert not _confirm_ends(faint_where_seen, inputs, predicted, [False], StopRule(), 1.0).any()  # inward: as is
+    with pytest.raises(ValueError, match="0 \\(off\\) to 7"):
+        StopRule(confirm_end_views=8)
