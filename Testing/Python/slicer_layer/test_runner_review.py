@@ -45,19 +45,27 @@ class StandIns(PopenLauncher):
         return super().start(sys.executable, ["-c", child], environment, *rest)
 
 
-def test_a_run_retried_after_its_worker_died_having_written_its_outputs_replaces_them(case, logic):
-    """The retry sent the same request to the new worker, which refused to replace the outputs the dead one had
-    written ("already exists ... --overwrite"): the retry failed with an input error about a file of our own."""
-    logic.launcher = StandIns(DIES_AFTER_WRITING, None)
+def _runRetriedOnce(case, logic, firstChild: str):
+    """A run whose first worker is ``firstChild`` and whose retry is the real worker: the retry's result keeps the
+    painted slice, and the scene is as it was; returns the job."""
+    logic.launcher = StandIns(firstChild, None)
     prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
     before = case.snapshot()
     job = logic.start(prepared)
     assert job.wait(timeout=300)
     result = job.result()
-    assert logic.launcher.starts == 2 and job.restarts == 1 and "retried" in job.notice
+    assert logic.launcher.starts == 2 and job.restarts == 1
     np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
-    assert not job.folder.exists()
     assertSnapshotsEqual(before, case.snapshot())
+    return job
+
+
+def test_a_run_retried_after_its_worker_died_having_written_its_outputs_replaces_them(case, logic):
+    """The retry sent the same request to the new worker, which refused to replace the outputs the dead one had
+    written ("already exists ... --overwrite"): the retry failed with an input error about a file of our own."""
+    job = _runRetriedOnce(case, logic, DIES_AFTER_WRITING)
+    assert "retried" in job.notice
+    assert not job.folder.exists()
 
 
 def test_the_child_is_told_which_process_started_it():
@@ -99,16 +107,8 @@ ENDS_IDLE_AS_THE_REQUEST_ARRIVES = "import sys; print('READY {}', flush=True); s
 
 
 def test_a_worker_that_ended_idle_as_the_request_arrived_is_replaced_saying_so_not_as_a_crash(case, logic):
-    logic.launcher = StandIns(ENDS_IDLE_AS_THE_REQUEST_ARRIVES, None)
-    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
-    before = case.snapshot()
-    job = logic.start(prepared)
-    assert job.wait(timeout=300)
-    result = job.result()
-    assert logic.launcher.starts == 2 and job.restarts == 1
+    job = _runRetriedOnce(case, logic, ENDS_IDLE_AS_THE_REQUEST_ARRIVES)
     assert "idle" in job.notice and "retried" in job.notice and "exit code" not in job.notice, job.notice
-    np.testing.assert_array_equal(result.mask[case.paintedSlice] > 0, case.annotation[case.paintedSlice] > 0)
-    assertSnapshotsEqual(before, case.snapshot())
 
 
 # A worker interrupted by Ctrl-C (the terminal's SIGINT) during the run: the command line's exit code, or the signal.
