@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share (0-1) of the proposer's samples whose previous mask is its own propagation on "
                             "the training crop instead of the true one, so that it learns to come back from its "
                             "own leaks (default 0: none)")
+    train.add_argument("--self-fed-refresh", type=int, default=0, metavar="N",
+                       help="with --self-fed: recompute those propagations from the proposer being trained N times, "
+                            "evenly over its steps, so that it learns from its own current errors (default 0: "
+                            "computed once, from the network it starts from)")
     train.add_argument("--outward-share", type=float, default=0.0, metavar="SHARE",
                        help="share (0-1) of the proposer's samples inside the tumour drawn on the outward side of its "
                             "largest cross-section, as the chains walk from the painted slice (default 0: anywhere)")
@@ -456,7 +460,8 @@ def _train(args) -> int:
     from gastric_propagate.training.command import train_main
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
-                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed, augment=args.augment, window=args.window,
+                      mix=args.mix, zoom=args.zoom, self_fed=args.self_fed,
+                      self_fed_refresh=args.self_fed_refresh, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
                       outward_share=args.outward_share, refiner_overshoot=args.refiner_overshoot,

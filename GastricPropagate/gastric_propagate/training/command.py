@@ -22,7 +22,7 @@ TRAINING_WINDOWS = (64, 256)
 
 def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
-               self_fed: float = 0.0, augment: str = "basic", depth: int | None = None,
+               self_fed: float = 0.0, self_fed_refresh: int = 0, augment: str = "basic", depth: int | None = None,
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
@@ -96,6 +96,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
     if not 0 <= self_fed <= 1:
         raise InputError(f"--self-fed {self_fed}: give a share from 0 to 1 (0 for none).")
+    if self_fed_refresh < 0:
+        raise InputError(f"--self-fed-refresh {self_fed_refresh}: give a count, 0 or more (0: computed once).")
+    if self_fed_refresh and not self_fed:
+        raise InputError("--self-fed-refresh recomputes the proposer's own propagations: give --self-fed too.")
     if not 0 <= refiner_leaks <= 1:
         raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
     if not 0 <= outward_share <= 1:
@@ -107,7 +111,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                      + ", size bins balanced within each" + (
                          f" (a bin of fewer than {min_bin_crops} crops joining a neighbour)" if min_bin_crops else ""))
     if self_fed:
-        parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation")
+        parts.append(f"{self_fed:.0%} of the proposer's samples fed its own propagation" + (
+            f", recomputed {self_fed_refresh} times as it trains" if self_fed_refresh else ""))
     if proposer_boundary_weight:
         parts.append(f"the proposer's loss weighing the true outline 1 + {proposer_boundary_weight:g}")
     if refiner_leaks:
@@ -134,7 +139,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             batch_size=batch_size, seed=seed, threads=threads,
                             learning_rate=rate, init=init or "",
                             mix=tuple(shares.items()), zoom_range=(low, high), self_fed=self_fed,
-                            augment=augment, depth=depth or TrainingConfig.depth,
+                            self_fed_refresh=self_fed_refresh, augment=augment, depth=depth or TrainingConfig.depth,
                             window=window or TrainingConfig.window, prompt_channel=prompt_channel,
                             base_channels=base_channels or TrainingConfig.base_channels,
                             refiner_leaks=refiner_leaks, outward_share=outward_share,

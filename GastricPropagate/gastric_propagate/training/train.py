@@ -76,6 +76,9 @@ class TrainingConfig:
     # Share of the proposer's samples whose previous mask is the proposer's own propagation on the crop (its
     # rollout) instead of the perturbed truth (``_self_fed_sample``); 0: none.
     self_fed: float = 0.0
+    # How many times those rollouts are recomputed from the proposer being trained, evenly over its self-fed steps
+    # (DAgger: it learns from its own current errors); 0: computed once, from the network it starts from.
+    self_fed_refresh: int = 0
     # "basic": flips, turns and intensity jitter (``_augment``); "torchio": those, then TorchIO's elastic
     # deformation, coarser in-plane resolution, blur and noise (``_torchio_augment``).
     augment: str = "basic"
@@ -445,7 +448,9 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
 
 
 def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: torch.device, description: str,
-         rng: np.random.Generator) -> list[float]:
+         rng: np.random.Generator, before_step=None) -> list[float]:
+    """``steps`` optimiser steps on batches of ``sample(rng)``; ``before_step(step)``, if given, runs before each
+    (the network in training mode again after it)."""
     network.to(device)
     if steps <= 0:  # this stage is kept as it is (e.g. fine-tuning the refiner alone: --proposer-steps 0)
         network.eval()
@@ -457,7 +462,10 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
     network.to(device).train()
     losses = []
     with tqdm(range(steps), desc=description, unit="step", dynamic_ncols=True) as bar:
-        for _ in bar:
+        for step in bar:
+            if before_step is not None:
+                before_step(step)
+                network.train()
             inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
             batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
             loss = _loss(network(batch[0]), batch[1], batch[2], config.empty_target_dice)
@@ -480,7 +488,8 @@ def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: Trai
                   rng: np.random.Generator, fine_tuning: bool) -> list[float]:
     """The proposer's training; with ``config.self_fed``, that share of its samples reads its own rollouts: those of
     the network it starts from when fine-tuning, else of itself after the first half of the steps (a fresh network's
-    rollouts mean nothing)."""
+    rollouts mean nothing); with ``config.self_fed_refresh``, recomputed from the proposer being trained that many
+    times, evenly over the self-fed steps."""
     def plain(r):
         return _proposer_sample(crops[draw(r)], config, r)
 
@@ -488,7 +497,14 @@ def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: Trai
         return _fit(proposer, plain, config.proposer_steps, config, device, "proposer", rng)
     losses = [] if fine_tuning else _fit(proposer, plain, config.proposer_steps // 2, config, device, "proposer",
                                          rng)
-    rollouts = [masks > 0.5 for masks in _coarse_masks(proposer.to(device).eval(), crops, config, device)]
+    self_fed_steps = config.proposer_steps - len(losses)
+    rollouts = _rollouts(proposer, crops, config, device)
+    refresh_at = {self_fed_steps * (n + 1) // (config.self_fed_refresh + 1) for n in range(config.self_fed_refresh)}
+
+    def refresh(step: int):
+        if step in refresh_at:
+            log.info("self-fed rollouts recomputed from the proposer at its self-fed step %d", step)
+            rollouts[:] = _rollouts(proposer, crops, config, device)
 
     def mixed(r):
         i = draw(r)
@@ -496,8 +512,14 @@ def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: Trai
             return _self_fed_sample(crops[i], rollouts[i], config, r)
         return _proposer_sample(crops[i], config, r)
 
-    return losses + _fit(proposer, mixed, config.proposer_steps - len(losses), config, device,
-                         "proposer (self-fed)", rng)
+    return losses + _fit(proposer, mixed, self_fed_steps, config, device, "proposer (self-fed)", rng,
+                         before_step=refresh if refresh_at else None)
+
+
+def _rollouts(proposer: UNet2D, crops: list[_CropVolume], config: TrainingConfig,
+              device: torch.device) -> list[np.ndarray]:
+    """The proposer's propagated masks on each crop (``_coarse_masks``), as booleans."""
+    return [masks > 0.5 for masks in _coarse_masks(proposer.to(device).eval(), crops, config, device)]
 
 
 def _largest_slice(crop: _CropVolume) -> int:

@@ -247,6 +247,41 @@ def test_self_fed_training_from_scratch_and_fine_tuning_both_run_and_record_the_
     assert any(not torch.equal(a[name], b[name]) for name in a)
 
 
+def test_refreshed_self_fed_rollouts_come_from_the_proposer_being_trained(tmp_path, monkeypatch):
+    """With self_fed_refresh 2 over 6 self-fed steps the rollouts are computed from the starting network, then again
+    before steps 2 and 4 from the proposer as trained so far; training goes on in training mode after each."""
+    import gastric_propagate.training.train as train_module
+
+    real_rollouts, real_loss = train_module._rollouts, train_module._loss
+    seen = []  # (proposer, a copy of its weights) at each rollout
+    modes = []  # the proposer's training mode at each loss once it has rolled out (its 6 steps, then the refiner's)
+
+    def recording_rollouts(proposer, crops, config, device):
+        seen.append((proposer, [p.detach().clone() for p in proposer.parameters()]))
+        return real_rollouts(proposer, crops, config, device)
+
+    def checking_loss(*args, **kwargs):
+        if seen:
+            modes.append(seen[0][0].training)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_rollouts", recording_rollouts)
+    monkeypatch.setattr(train_module, "_loss", checking_loss)
+    cases = small_cases()
+    start = train(cases, tmp_path / "start", config=CONFIG, device="cpu")
+    init = tuple(load_checkpoint(start[s], stage=s).network for s in ("proposer", "refiner"))
+    config = TrainingConfig(**{**CONFIG.__dict__, "proposer_steps": 6, "self_fed": 0.5, "self_fed_refresh": 2})
+    tuned = train(cases, tmp_path / "tuned", config=config, device="cpu", init=init)
+    assert len(seen) == 3 and all(proposer is init[0] for proposer, _ in seen)
+    assert modes[:6] == [True] * 6  # never trained in eval mode after a rollout
+    weights = [w for _, w in seen]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], [p for p in load_checkpoint(
+        start["proposer"], stage="proposer").network.parameters()]))  # the first: the starting network's
+    for earlier, later in zip(weights, weights[1:]):  # each later one: the network after more steps
+        assert any(not torch.equal(a, b) for a, b in zip(earlier, later))
+    assert load_checkpoint(tuned["proposer"], stage="proposer").training["config"]["self_fed_refresh"] == 2
+
+
 def test_with_the_prompt_channel_every_proposer_sample_also_holds_the_largest_true_cross_section():
     import numpy as np
     from gastric_propagate.training.train import _proposer_sample, _self_fed_sample
