@@ -32,7 +32,7 @@ class ReviewRow:
         role: "painted" (the input's painted slice), "corrected" (a slice the reader corrected, an anchor of a
             re-propagation) or "propagated".
         toReview: the engine asks for a look (``RunResult.slices_to_review``: below the engine's review
-            threshold, or cut back after a leak).
+            threshold, cut back after a leak, or found only by the proposer's other orientations).
         leastConfident: the slice "Jump to least confident slice" goes to.
     """
 

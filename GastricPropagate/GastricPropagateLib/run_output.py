@@ -85,7 +85,8 @@ class RunResult:
 
     @property
     def slices_to_review(self) -> list[int]:
-        """Non-painted slices the engine asks the reader to check: low confidence, or cut back after a leak."""
+        """Non-painted slices the engine asks the reader to check: low confidence, cut back after a leak, or found
+        only by the proposer's other orientations."""
         return self.report.slices_to_review
 
     @property

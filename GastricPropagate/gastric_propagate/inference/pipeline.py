@@ -162,12 +162,14 @@ class Segmenter:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         confidence, cut_back = _confidence(run, coarse, mask, opinions)
+        found_when_turned = [k for k in confidence if run.grid.working_index(k) in coarse.found_when_turned]
         laps("confidence")
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,
             slice_confidence=confidence, anchor_slices=list(run.anchor_slices),
             stop_reasons=coarse.stop_reasons, seconds=laps.total(), device=str(self.device), timings=laps.seconds,
-            network_mask=network_mask, consensus=options.use_consensus, cut_back=cut_back, advice=advice)
+            network_mask=network_mask, consensus=options.use_consensus, cut_back=cut_back, advice=advice,
+            found_when_turned=found_when_turned)
 
     def _prepare(self, image: np.ndarray, spacing_xyz, annotation: np.ndarray, options: PropagationOptions, *,
                  image_checked: bool = False) -> _Run:

@@ -89,6 +89,7 @@ class _Chain:
     stop_reason: str = ""
     clipped: int = 0       # consecutive slices whose leak was cut back to the previous outline
     cut_back: list[int] = field(default_factory=list)  # every slice that was
+    found_when_turned: list[int] = field(default_factory=list)  # slices only the other orientations found
 
 
 @dataclass
@@ -99,6 +100,9 @@ class PropagationOutput:
     visited: list[int]
     stop_reasons: dict[str, str]
     cut_back: list[int] = field(default_factory=list)  # slices whose leak was cut back to the previous outline
+    # Slices where the proposer as given found the tumour ended and its other orientations found a cross-section
+    # (``StopRule.confirm_end_views``): the chain went on, on a bistable answer worth a look.
+    found_when_turned: list[int] = field(default_factory=list)
 
 
 def _three_slices(image: np.ndarray, k: int, direction: int) -> np.ndarray:
@@ -165,18 +169,21 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
                            + ([anchors[c.origin].astype(np.float32)[None]] if prompt else []))
             for c, k in zip(active, targets)])
         predicted = network(inputs)
+        turned: dict[int, int] = {}
         if rule.confirm_end_views:
-            predicted = _confirm_ends(network, inputs, predicted, [c.outward for c in active], rule,
-                                      pixel_area_mm2)
+            predicted, turned = _confirm_ends(network, inputs, predicted, [c.outward for c in active], rule,
+                                              pixel_area_mm2)
         still_active = []
-        for chain, k, p in zip(active, targets, predicted):
+        for i, (chain, k, p) in enumerate(zip(active, targets, predicted)):
             mask = p > 0.5
             if chain.outward:
                 kind, reason = _check_slice(rule, mask, chain.mask, image[k], slice_name(k), pixel_area_mm2,
                                             largest_anchor, intensity_range, overlap_structure)
                 if kind == ENDED:
                     chain.probabilities[k] = p * mask  # visited: the tumour ends here
-                    chain.stop_reason = reason
+                    chain.stop_reason = reason if i not in turned else (
+                        f"tumour ended on slice {slice_name(k)}: {turned[i]} of the proposer's {len(ORIENTATIONS)} "
+                        "orientations found a cross-section there, but not in the same place")
                     continue
                 if kind == GROWTH and rule.clip_leaks and chain.clipped < rule.max_clipped_slices:
                     # Keep the tumour, drop the leak: a leak is growth, so cut the slice back to the previous
@@ -197,6 +204,8 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
                     chain.clipped = 0
             chain.probabilities[k] = p
             chain.position, chain.mask = k, mask
+            if i in turned:
+                chain.found_when_turned.append(k)
             if k + chain.direction == chain.stop_before:
                 chain.stop_reason = _limit_reason(chain, depth, limits, slice_name)
                 continue
@@ -221,7 +230,8 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
         _blend_between(probabilities, chains, below, above)
     stop_reasons = {"down": chains[0].stop_reason, "up": chains[1].stop_reason}
     return PropagationOutput(probabilities=probabilities, visited=sorted(visited), stop_reasons=stop_reasons,
-                             cut_back=sorted(k for chain in chains for k in chain.cut_back))
+                             cut_back=sorted(k for chain in chains for k in chain.cut_back),
+                             found_when_turned=sorted(k for chain in chains for k in chain.found_when_turned))
 
 
 def _orientations():
@@ -244,23 +254,26 @@ ORIENTATIONS = _orientations()
 
 
 def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndarray, outward: list[bool],
-                  rule: StopRule, pixel_area_mm2: float) -> np.ndarray:
+                  rule: StopRule, pixel_area_mm2: float) -> tuple[np.ndarray, dict[int, int]]:
     """``predicted`` with each outward chain's "tumour ended" asked again in the other 7 orientations
-    (``StopRule.confirm_end_views``); one batched pass for all of them."""
+    (``StopRule.confirm_end_views``), one batched pass for all of them; and, for each batch index whose slice now
+    takes the mean of the orientations that found a cross-section, how many of the 8 did."""
     min_pixels = rule.min_area_mm2 / pixel_area_mm2
     ending = [i for i, (p, out) in enumerate(zip(predicted, outward)) if out and (p > 0.5).sum() < min_pixels]
     if not ending:
-        return predicted
+        return predicted, {}
     others = ORIENTATIONS[1:]
     batch = np.concatenate([np.ascontiguousarray(forward(inputs[ending])) for forward, _ in others])
     answers = network(batch).reshape(len(others), len(ending), *predicted.shape[1:])
     predicted = predicted.copy()
+    turned = {}
     for j, i in enumerate(ending):
         views = np.stack([predicted[i]] + [inverse(answers[v, j]) for v, (_, inverse) in enumerate(others)])
         found = (views > 0.5).sum(axis=(1, 2)) >= min_pixels
         if found.sum() >= rule.confirm_end_views:
             predicted[i] = views[found].mean(axis=0)
-    return predicted
+            turned[i] = int(found.sum())
+    return predicted, turned
 
 
 def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, above: int) -> None:

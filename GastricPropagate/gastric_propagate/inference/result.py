@@ -26,6 +26,8 @@ class SegmentationResult:
             equal to ``mask`` when no consensus was taken.
         consensus: whether ``mask`` is the consensus of the networks, registration and the copied outline.
         cut_back: the slices whose leak was cut back to the previous outline (their confidence is lowered).
+        found_when_turned: the slices where the proposer found the tumour ended and its other orientations found a
+            cross-section, so that its chain went on (``StopRule.confirm_end_views``): a bistable answer.
         advice: what the reader should know before trusting the result (e.g. that the painted slice looks like it is
             not the largest cross-section, or that it is the volume's first or last slice), one ``Advice`` each;
             empty when there is nothing to say.
@@ -48,6 +50,7 @@ class SegmentationResult:
     consensus: bool = False
     cut_back: list[int] = field(default_factory=list)
     advice: list[Advice] = field(default_factory=list)
+    found_when_turned: list[int] = field(default_factory=list)
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
@@ -55,10 +58,11 @@ class SegmentationResult:
         return (ks[0], ks[-1]) if ks else None
 
     def slices_to_review(self) -> list[int]:
-        """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, and every slice cut back after a
-        leak, in slice order."""
+        """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, every slice cut back after a leak,
+        and every slice only the proposer's other orientations found, in slice order."""
         return sorted({k for k, c in self.slice_confidence.items()
-                       if c < REVIEW_CONFIDENCE and k not in self.anchor_slices} | set(self.cut_back))
+                       if c < REVIEW_CONFIDENCE and k not in self.anchor_slices} | set(self.cut_back)
+                      | set(self.found_when_turned))
 
     def least_confident_slices(self, count: int) -> list[int]:
         """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""

@@ -272,11 +272,11 @@ def test_refine_sees_the_coarse_mask_binarised_and_answers_only_for_its_slices()
 
 # SegmentationResult
 
-def _result(confidence, anchors=(5,), cut_back=(), mask=None):
+def _result(confidence, anchors=(5,), cut_back=(), mask=None, found_when_turned=()):
     mask = np.zeros((50, 4, 4), np.uint8) if mask is None else mask
     return SegmentationResult(mask=mask, proposer_mask=mask, slice_confidence=dict(confidence),
                               anchor_slices=list(anchors), stop_reasons={}, seconds=0.0, device="cpu",
-                              cut_back=list(cut_back))
+                              cut_back=list(cut_back), found_when_turned=list(found_when_turned))
 
 
 def test_slices_to_review_are_below_the_threshold_or_cut_back_never_the_anchor_in_slice_order():
@@ -285,6 +285,11 @@ def test_slices_to_review_are_below_the_threshold_or_cut_back_never_the_anchor_i
     assert REVIEW_CONFIDENCE == 0.3
     result = _result({5: 0.0, 40: 0.1, 3: 0.29, 8: 0.2, 33: 0.05, 12: 0.3, 13: 0.4, 14: 0.9}, cut_back=[14])
     assert result.slices_to_review() == [3, 8, 14, 33, 40]
+
+
+def test_slices_only_the_proposers_other_orientations_found_are_reviewed_however_confident():
+    result = _result({5: 0.0, 12: 0.3, 13: 0.9, 14: 0.95}, found_when_turned=[13])
+    assert result.slices_to_review() == [13]
 
 
 def test_least_confident_slices_are_the_lowest_first_without_the_anchors():
