@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--outward-share", type=float, default=0.0, metavar="SHARE",
                        help="share (0-1) of the proposer's samples inside the tumour drawn on the outward side of its "
                             "largest cross-section, as the chains walk from the painted slice (default 0: anywhere)")
+    train.add_argument("--outline-windows", type=float, default=0.0, metavar="SHARE",
+                       help="share (0-1) of both networks' samples of a lesion wider than half the training window "
+                            "whose window is centred on a point of its true outline, not its centre (default 0: "
+                            "always the centre)")
     train.add_argument("--refiner-overshoot", action="store_true",
                        help="also train the refiner on the slices where the coarse mask runs past the tumour's ends")
     train.add_argument("--refiner-leaks", type=float, default=0.0, metavar="SHARE",
@@ -464,7 +468,8 @@ def _train(args) -> int:
                       self_fed_refresh=args.self_fed_refresh, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
-                      outward_share=args.outward_share, refiner_overshoot=args.refiner_overshoot,
+                      outward_share=args.outward_share, outline_windows=args.outline_windows,
+                      refiner_overshoot=args.refiner_overshoot,
                       min_bin_crops=args.min_bin_crops, empty_target_dice=args.empty_target_dice,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,

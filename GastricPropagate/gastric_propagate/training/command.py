@@ -27,7 +27,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
                outward_share: float = 0.0, refiner_overshoot: bool = False, min_bin_crops: int = 0,
-               empty_target_dice: bool = True,
+               empty_target_dice: bool = True, outline_windows: float = 0.0,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -104,6 +104,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
     if not 0 <= outward_share <= 1:
         raise InputError(f"--outward-share {outward_share}: give a share from 0 to 1 (0 for none).")
+    if not 0 <= outline_windows <= 1:
+        raise InputError(f"--outline-windows {outline_windows}: give a share from 0 to 1 (0 for none).")
     if min_bin_crops < 0:
         raise InputError(f"--min-bin-crops {min_bin_crops}: give a number of crops, 0 or more (0: bins never merged).")
     if shares:
@@ -119,6 +121,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         parts.append(f"{refiner_leaks:.0%} of the refiner's samples a simulated leak to cut back")
     if outward_share:
         parts.append(f"{outward_share:.0%} of the proposer's samples in the tumour drawn outward of its largest slice")
+    if outline_windows:
+        parts.append(f"{outline_windows:.0%} of the windows of lesions wider than half of one centred on their outline")
     if refiner_overshoot:
         parts.append("the refiner also trained where the coarse mask runs past the tumour's ends")
     if not empty_target_dice:
@@ -144,7 +148,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                             base_channels=base_channels or TrainingConfig.base_channels,
                             refiner_leaks=refiner_leaks, outward_share=outward_share,
                             refiner_overshoot=refiner_overshoot, min_bin_crops=min_bin_crops,
-                            empty_target_dice=empty_target_dice, **loss_weights,
+                            empty_target_dice=empty_target_dice, outline_windows=outline_windows, **loss_weights,
                             **({"preprocessing": preprocessing} if preprocessing else {}))
     validation_data = load_all(validation, workers)  # the few small ones first: a problem shows at once
     # The checkpoints, their ONNX files and the removal of the int8 copies of the weights they replace (which the

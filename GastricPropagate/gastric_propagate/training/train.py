@@ -104,6 +104,10 @@ class TrainingConfig:
     # however faint, a push towards "nothing" wherever the network is unsure; False: those samples learn from the
     # cross-entropy alone.
     empty_target_dice: bool = True
+    # Share of both networks' samples of a lesion wider than half the window (``_window_centre``) whose window is
+    # centred on a point of the true outline instead of the mask's centre: a large lesion's outline with tissue on
+    # both sides, as the networks read it on the whole crop at inference; 0: always the centre.
+    outline_windows: float = 0.0
 
     def describe(self) -> dict:
         values = asdict(self)
@@ -313,6 +317,24 @@ def _centre(mask: np.ndarray) -> tuple[int, int]:
     return (int(ys.mean()), int(xs.mean())) if ys.size else (mask.shape[0] // 2, mask.shape[1] // 2)
 
 
+def _window_centre(centred_on: np.ndarray, truth: np.ndarray, config: TrainingConfig,
+                   rng: np.random.Generator) -> tuple[int, int]:
+    """Where a sample's window is centred: ``centred_on``'s centre; or, with ``config.outline_windows``, for that
+    share of the lesions wider than half the window (the joint bounding box of ``centred_on`` and ``truth``), a
+    point drawn on the true outline (``centred_on``'s where ``truth`` is empty). No draw without the option: the
+    same samples as before it."""
+    if not config.outline_windows:
+        return _centre(centred_on)
+    both = centred_on | truth
+    ys, xs = np.nonzero(both)
+    wide = ys.size and max(np.ptp(ys), np.ptp(xs)) + 1 > config.window // 2
+    if not (wide and rng.random() < config.outline_windows):
+        return _centre(centred_on)
+    oy, ox = np.nonzero(_outline(truth if truth.any() else centred_on))
+    i = int(rng.integers(oy.size))
+    return int(oy[i]), int(ox[i])
+
+
 def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.Generator):
     """Input (4, W, W): slices k-d, k, k+d and the (perturbed) mask of k-d; target: the true mask of k.
 
@@ -361,8 +383,8 @@ def _proposer_window(images: np.ndarray, previous: np.ndarray, truth: np.ndarray
     1 + ``config.proposer_boundary_weight`` on the true outline)."""
     masks = [previous] if prompt is None else [previous, prompt]
     stack = np.concatenate([images] + [mask[None].astype(np.float32) for mask in masks])
-    stack, target = _window([stack, truth[None].astype(np.float32)], _centre(previous), config.window, [-1.0, 0.0],
-                            rng)
+    stack, target = _window([stack, truth[None].astype(np.float32)], _window_centre(previous, truth, config, rng),
+                            config.window, [-1.0, 0.0], rng)
     stack[3:][stack[3:] == -1.0] = 0.0  # the mask channels pad with 0, not the image's -1
     stack, target = _augment([stack, target], rng, image_channels=3)
     if config.augment == "torchio":
@@ -410,7 +432,7 @@ def _refiner_sample(crop: _CropVolume, coarse: np.ndarray, config: TrainingConfi
     truth = crop.label[k]
     hard = (coarse[k] > 0.5) != truth
     weight = 1.0 + config.hard_pixel_weight * hard + config.boundary_weight * _outline(truth)
-    centre = _centre(truth if truth.any() else coarse[k] > 0.5)
+    centre = _window_centre(truth if truth.any() else coarse[k] > 0.5, truth, config, rng)
     stack, target, weight = _window([stack, truth[None].astype(np.float32), weight[None].astype(np.float32)],
                                     centre, config.window, [-1.0, 0.0, 1.0], rng)
     stack[3:][stack[3:] == -1.0] = 0.0

@@ -319,6 +319,56 @@ def test_the_prompt_channel_from_scratch_from_a_four_channel_proposer_and_kept_w
     assert load_checkpoint(plain["proposer"], stage="proposer").training["config"]["prompt_channel"] is False
 
 
+def _disc_crop(radius: int, side: int = 160):
+    """Slices 1-4 of 6 hold a disc of ``radius`` pixels in the middle of a ``side`` x ``side`` crop."""
+    import numpy as np
+    from gastric_propagate.training.train import _CropVolume
+
+    y, x = np.mgrid[:side, :side]
+    disc = (y - side // 2) ** 2 + (x - side // 2) ** 2 < radius ** 2
+    label = np.zeros((6, side, side), dtype=bool)
+    label[1:5] = disc
+    return _CropVolume(np.zeros(label.shape, dtype=np.float32), label, 1, 4, (True, True), "real", 2.0 * radius)
+
+
+def test_outline_windows_centre_a_wide_lesions_windows_on_its_true_outline_and_leave_small_ones_alone():
+    import numpy as np
+    from gastric_propagate.training.train import _window_centre
+
+    wide, small = _disc_crop(60).label[2], _disc_crop(15).label[2]
+    rng = np.random.default_rng(0)
+    off = TrainingConfig(window=96)
+    assert _window_centre(wide, wide, off, rng) == (80, 80)
+    assert rng.random() == np.random.default_rng(0).random()  # without the option: no draw, the same samples
+    on = TrainingConfig(window=96, outline_windows=1.0)
+    centres = {_window_centre(wide, wide, on, rng) for _ in range(50)}
+    radii = [np.hypot(y - 80, x - 80) for y, x in centres]
+    assert len(centres) > 20 and all(58 <= r <= 62 for r in radii)  # points all round the outline
+    assert _window_centre(small, small, on, rng) == (80, 80)  # 30 pixels across: fits half the window
+    empty = np.zeros_like(wide)
+    assert 58 <= np.hypot(*np.subtract(_window_centre(wide, empty, on, rng), 80)) <= 62  # past the end: the previous
+
+
+def test_with_outline_windows_every_sample_of_a_wide_lesion_shows_its_outline():
+    """Centred on its centre, a 120-pixel disc fills 86 % of a 96-pixel window on average (its outline only in the
+    corners); centred on the outline, the window holds tumour and tissue beside it alike, for both networks."""
+    import numpy as np
+    from gastric_propagate.training.train import _proposer_sample, _refiner_sample
+
+    crop, rng = _disc_crop(60), np.random.default_rng(1)
+    coarse = crop.label.astype(np.float32)
+
+    def tumour_shares(config):
+        targets = [sample(crop, config, rng)[1] for _ in range(60) for sample in (
+            lambda c, cf, r: _proposer_sample(c, cf, r), lambda c, cf, r: _refiner_sample(c, coarse, cf, r))]
+        return [t.mean() for t in targets if t.any()]
+
+    centred, on_outline = tumour_shares(TrainingConfig(window=96)), tumour_shares(
+        TrainingConfig(window=96, outline_windows=1.0))
+    assert np.mean(centred) > 0.8 and min(centred) > 0.6
+    assert 0.3 < np.mean(on_outline) < 0.6 and all(0.1 < share < 0.8 for share in on_outline)
+
+
 def test_torchio_augmentation_moves_the_masks_with_the_image_and_keeps_them_binary():
     """The previous mask and the target are the same square: whatever TorchIO's elastic deformation does, it does
     to both (they stay equal and binary), while the image alone gets blur, resolution loss and noise."""
