@@ -13,6 +13,7 @@ The network is a runner (``NetworkRunner``): numpy in, numpy out, so that the sa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,8 @@ class StopRule:
 
     Attributes:
         min_area_mm2: the tumour has ended when the predicted cross-section is smaller than this.
+        min_area_fraction: where set, the tumour has ended below this fraction of the largest painted cross-section
+            when that is less than ``min_area_mm2`` (a small nodule's last slices); None: ``min_area_mm2`` alone.
         runaway_factor: the protocol paints the largest cross-section, so a cross-section larger than this many
             times the largest anchor (20% slack for the outline's variation) is a leak into the stomach wall or
             a neighbour, not tumour.
@@ -58,6 +61,7 @@ class StopRule:
     """
 
     min_area_mm2: float = 12.0
+    min_area_fraction: float | None = None
     runaway_factor: float = 1.2
     min_overlap: float = 0.5
     overlap_dilation_mm: float = 6.0
@@ -142,6 +146,8 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
     for k in order:
         probabilities[k] = anchors[k]
     largest_anchor = max(float(anchors[k].sum()) for k in order) * pixel_area_mm2
+    if rule.min_area_fraction is not None:
+        rule = dataclasses.replace(rule, min_area_mm2=min(rule.min_area_mm2, rule.min_area_fraction * largest_anchor))
     intensity_range = _painted_intensity_range(image, anchors, rule)
     max_steps = depth if slice_mm is None else max(
         1, int(rule.max_extent_diameters * 2.0 * np.sqrt(largest_anchor / np.pi) / slice_mm))
