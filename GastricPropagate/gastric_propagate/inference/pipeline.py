@@ -60,9 +60,6 @@ NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
-# The chains read each step's cross-section refined, not the proposer's own (``propagation._refined_steps``; rules.md,
-# RC, stop 51).
-REFINED_CHAINS = False
 
 
 class Segmenter:
@@ -226,8 +223,7 @@ class Segmenter:
                            slice_mm=grid.step_z * run.spacing_xyz[2],
                            slice_name=lambda i: int(round(grid.slice_position(i))),
                            progress=progress, should_stop=should_stop,
-                           prompt=self.proposer.in_channels == PROMPT_CHANNELS,
-                           refiner=self._refiner if REFINED_CHAINS and run.options.use_refiner else None)
+                           prompt=self.proposer.in_channels == PROMPT_CHANNELS)
         for direction, limit in zip(("down", "up"), run.limits):  # the CT's limit, not the working slice past it
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
                 coarse.stop_reasons[direction] = f"reached the slice limit ({limit})"

@@ -13,7 +13,6 @@ The network is a runner (``NetworkRunner``): numpy in, numpy out, so that the sa
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +32,6 @@ class StopRule:
 
     Attributes:
         min_area_mm2: the tumour has ended when the predicted cross-section is smaller than this.
-        min_area_fraction: where set, the tumour has ended below this fraction of the largest painted cross-section
-            when that is less than ``min_area_mm2`` (a small nodule's last slices); None: ``min_area_mm2`` alone.
         runaway_factor: the protocol paints the largest cross-section, so a cross-section larger than this many
             times the largest anchor (20% slack for the outline's variation) is a leak into the stomach wall or
             a neighbour, not tumour.
@@ -61,7 +58,6 @@ class StopRule:
     """
 
     min_area_mm2: float = 12.0
-    min_area_fraction: float | None = None
     runaway_factor: float = 1.2
     min_overlap: float = 0.5
     overlap_dilation_mm: float = 6.0
@@ -121,8 +117,7 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
               limits: tuple[int, int], pixel_area_mm2: float, pixel_mm: float, rule: StopRule = StopRule(),
               slice_mm: float | None = None, slice_name: Callable[[int], int] = int,
               progress: Callable[[int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, prompt: bool = False,
-              refiner: NetworkRunner | None = None) -> PropagationOutput:
+              should_stop: Callable[[], bool] | None = None, prompt: bool = False) -> PropagationOutput:
     """Runs the proposer from every anchor.
 
     Args:
@@ -136,8 +131,6 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
         slice_name: working index -> the CT slice it lies on, for the stop reasons.
         progress: called with (slices done, slices expected) after each step.
         should_stop: polled before each step; True raises Cancelled.
-        refiner: the refiner's runner, input (N, 6, S, S); given, each step's cross-section is refined before the
-            chain reads it (``_refined_steps``).
     """
     depth = image.shape[0]
     order = sorted(anchors)
@@ -146,8 +139,6 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
     for k in order:
         probabilities[k] = anchors[k]
     largest_anchor = max(float(anchors[k].sum()) for k in order) * pixel_area_mm2
-    if rule.min_area_fraction is not None:
-        rule = dataclasses.replace(rule, min_area_mm2=min(rule.min_area_mm2, rule.min_area_fraction * largest_anchor))
     intensity_range = _painted_intensity_range(image, anchors, rule)
     max_steps = depth if slice_mm is None else max(
         1, int(rule.max_extent_diameters * 2.0 * np.sqrt(largest_anchor / np.pi) / slice_mm))
@@ -182,8 +173,6 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
         if rule.confirm_end_views:
             predicted, turned = _confirm_ends(network, inputs, predicted, [c.outward for c in active], rule,
                                               pixel_area_mm2)
-        if refiner is not None:
-            predicted = _refined_steps(refiner, image, predicted, active, targets, rule.min_area_mm2 / pixel_area_mm2)
         still_active = []
         for i, (chain, k, p) in enumerate(zip(active, targets, predicted)):
             mask = p > 0.5
@@ -285,30 +274,6 @@ def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndar
             predicted[i] = views[found].mean(axis=0)
             turned[i] = int(found.sum())
     return predicted, turned
-
-
-def _refined_steps(refiner: NetworkRunner, image: np.ndarray, predicted: np.ndarray, chains: list[_Chain],
-                   targets: list[int], min_pixels: float) -> np.ndarray:
-    """``predicted`` with each cross-section the proposer found refined, in one batched pass, so that the chain's
-    next step reads the refined mask: the proposer alone cuts a real nodule's outline short at each step and the
-    chain compounds it, which the refiner corrects (rules.md, RC, stop 51). The refiner's input as in
-    ``refinement.refiner_input``: the images of k-1, k, k+1 and their coarse masks, the chain's previous slice on its
-    side and the proposer's answer on k and, for the slice not reached yet, beyond it. Where the proposer found the
-    tumour ended, that answer stands: the stop is the proposer's."""
-    last = image.shape[0] - 1
-    found = [i for i, p in enumerate(predicted) if (p > 0.5).sum() >= min_pixels]
-    if not found:
-        return predicted
-    batch = []
-    for i in found:
-        chain, k = chains[i], targets[i]
-        answer, previous = (predicted[i] > 0.5).astype(np.float32), chain.mask.astype(np.float32)
-        coarse = [previous, answer, answer] if chain.direction > 0 else [answer, answer, previous]
-        images = image[[max(k - 1, 0), k, min(k + 1, last)]]
-        batch.append(np.concatenate([images, np.stack(coarse)]))
-    predicted = predicted.copy()
-    predicted[found] = refiner(np.stack(batch))
-    return predicted
 
 
 def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, above: int) -> None:
