@@ -17,6 +17,10 @@ NOT_AXIAL = "not_axial"
 # A painted slice holds several separate regions (a stray stroke, or a tumour cut in two pieces). Values:
 # painted_slice, regions, largest_mm2, others_mm2.
 SEPARATE_REGIONS = "separate_regions"
+# The vote's reach along z ended the result on a side where it still covers much of the painted cross-section: the
+# tumour may go on beyond it. Values: slice (the result's last slice there), direction ("down" or "up"),
+# painted_slice, share (of the painted cross-section), reach (painted diameters).
+CUT_AT_REACH = "cut_at_reach"
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,16 @@ def not_axial_advice(orientation: str) -> Advice:
                 "or reorient the CT to axial slices (in Slicer: Orient Scalar Volume, orientation Axial), paint on "
                 "that volume and run again.")
     return Advice(NOT_AXIAL, sentence, {"orientation": orientation})
+
+
+def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, share: float, reach: float) -> Advice:
+    """The vote's reach (``reach`` painted diameters from ``painted_slice``) ended the result at ``slice_index``, going
+    ``direction``, where it still covers ``share`` of the painted cross-section."""
+    share, reach = round(float(share), 2), round(float(reach), 2)
+    sentence = (f"The result stops at slice {slice_index}, as far as it may reach ({reach:g} painted diameters from "
+                f"the painted slice {painted_slice}), and still covers {share:.0%} of the painted cross-section there: "
+                f"the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, paint it on "
+                "a slice further out and run again with both painted slices (the module's corrected slices; "
+                "--keyframes).")
+    return Advice(CUT_AT_REACH, sentence, {"slice": int(slice_index), "direction": direction,
+                                           "painted_slice": int(painted_slice), "share": share, "reach": reach})

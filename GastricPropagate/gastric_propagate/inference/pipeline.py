@@ -30,8 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
-from gastric_propagate.inference.advice import (Advice, larger_neighbour_advice, painted_at_volume_edge_advice,
-                                               separate_regions_advice)
+from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, larger_neighbour_advice,
+                                               painted_at_volume_edge_advice, separate_regions_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -60,6 +60,10 @@ NOT_LARGEST_EXTRA_MARGIN_MM = 30.0
 ANY_PAINTED_SLICE_RULE = StopRule(runaway_factor=float("inf"), max_growth=float("inf"), max_extent_diameters=4.0)
 # Confidence factor of a slice whose leak was cut back to the previous outline (flags it for review).
 CUT_BACK_CONFIDENCE_FACTOR = 0.4
+# The result's cross-section on the slice where the vote's reach ended it, as a share of the painted one, from which
+# the reader is told the tumour may go on (``advice.CUT_AT_REACH``; rules.md, CR, stop 51: 7 of its 9 firings on the
+# dev cases right).
+CUT_AT_REACH_SHARE = 0.3
 
 
 class Segmenter:
@@ -346,6 +350,7 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
         if options.painted_is_largest:
             advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
     advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]
+    advice += _cut_at_reach_advice(run, mask)
     pixel_mm2 = run.spacing_xyz[0] * run.spacing_xyz[1]
     for k in run.anchor_slices:
         regions, count = ndimage.label(run.painted[k], structure=np.ones((3, 3)))
@@ -353,6 +358,20 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
             areas = sorted((np.bincount(regions.ravel())[1:] * pixel_mm2).tolist(), reverse=True)
             advice.append(separate_regions_advice(k, areas))
     return mask, opinions, advice
+
+
+def _cut_at_reach_advice(run: _Run, mask: np.ndarray) -> list[Advice]:
+    """Advice on each side where the vote's reach (not a limit of the user's, nor the chains' own end) ended the
+    result while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted cross-section there."""
+    tumour = painted_slices(mask)
+    advice = []
+    for direction, limit in run.reach_limited.items() if tumour else ():
+        end, anchor = (tumour[0], run.anchor_slices[0]) if direction == "down" else (tumour[-1],
+                                                                                    run.anchor_slices[-1])
+        share = float(mask[end].sum()) / max(1.0, float(run.anchor_masks[anchor].sum()))
+        if end == limit and share >= CUT_AT_REACH_SHARE:
+            advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
+    return advice
 
 
 def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,

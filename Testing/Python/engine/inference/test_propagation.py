@@ -446,3 +446,22 @@ def test_the_proposer_is_shown_the_slice_behind_it_the_slice_and_the_slice_ahead
     seen.clear()
     propagate(recording, image, {1: PAINTED}, limits=(0, 23), pixel_area_mm2=1.0, pixel_mm=1.0, rule=rule)
     assert seen[0] == [1.0, 0.0, 0.0]
+
+
+def test_a_tumour_cut_by_the_votes_reach_is_named_in_the_advice_and_a_round_one_is_not(oracle_segmenter, volume):
+    """A soft-tissue column runs the whole scan: the vote's reach (0.75 painted diameters each way: 15 mm, 7 slices
+    of 2 mm) ends the result while it still covers the whole painted cross-section, and the advice says so on both
+    sides, naming the slice to look beyond. The round phantom tumour ends well inside the reach: no such advice."""
+    from gastric_propagate.inference.advice import CUT_AT_REACH
+    from gastric_propagate.inference.pipeline import CUT_AT_REACH_SHARE
+
+    image, label, annotation = _column(depth=60, painted=30)
+    result = oracle_segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    first, last = result.slice_range()
+    assert (first, last) == (23, 37)
+    cut = [a for a in result.advice if a.kind == CUT_AT_REACH]
+    assert [(a.values["direction"], a.values["slice"]) for a in cut] == [("down", first), ("up", last)]
+    assert all(a.values["share"] >= CUT_AT_REACH_SHARE and a.values["painted_slice"] == 30 for a in cut)
+    assert f"Check the slices beyond slice {last}" in cut[1].sentence and "--keyframes" in cut[1].sentence
+    round_tumour = oracle_segmenter.segment(*volume[:1], SPACING, annotation_from_label(volume[1]))
+    assert not [a for a in round_tumour.advice if a.kind == CUT_AT_REACH]
