@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "own leaks (default 0: none)")
     train.add_argument("--self-fed-refresh", type=int, default=0, metavar="N",
                        help="with --self-fed: recompute those propagations from the proposer being trained N times, "
-                            "evenly over its steps, so that it learns from its own current errors (default 0: "
-                            "computed once, from the network it starts from)")
+                            "evenly over its self-fed steps, so that it learns from its own current errors (default "
+                            "0: computed once, from the starting network when fine-tuning, else after half the steps)")
     train.add_argument("--outward-share", type=float, default=0.0, metavar="SHARE",
                        help="share (0-1) of the proposer's samples inside the tumour drawn on the outward side of its "
                             "largest cross-section, as the chains walk from the painted slice (default 0: anywhere)")

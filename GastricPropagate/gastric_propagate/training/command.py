@@ -100,6 +100,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         raise InputError(f"--self-fed-refresh {self_fed_refresh}: give a count, 0 or more (0: computed once).")
     if self_fed_refresh and not self_fed:
         raise InputError("--self-fed-refresh recomputes the proposer's own propagations: give --self-fed too.")
+    if self_fed_refresh and self_fed_refresh >= proposer_steps // 2:
+        raise InputError(f"--self-fed-refresh {self_fed_refresh}: give fewer than half the proposer's steps "
+                         f"({proposer_steps // 2}), so that the network learns from each refresh.")
     if not 0 <= refiner_leaks <= 1:
         raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
     if not 0 <= outward_share <= 1:

@@ -77,7 +77,7 @@ class TrainingConfig:
     # rollout) instead of the perturbed truth (``_self_fed_sample``); 0: none.
     self_fed: float = 0.0
     # How many times those rollouts are recomputed from the proposer being trained, evenly over its self-fed steps
-    # (DAgger: it learns from its own current errors); 0: computed once, from the network it starts from.
+    # (DAgger: it learns from its own current errors); 0: computed once (``_fit_proposer``).
     self_fed_refresh: int = 0
     # "basic": flips, turns and intensity jitter (``_augment``); "torchio": those, then TorchIO's elastic
     # deformation, coarser in-plane resolution, blur and noise (``_torchio_augment``).
@@ -521,7 +521,9 @@ def _fit_proposer(proposer: UNet2D, crops: list[_CropVolume], draw, config: Trai
                                          rng)
     self_fed_steps = config.proposer_steps - len(losses)
     rollouts = _rollouts(proposer, crops, config, device)
-    refresh_at = {self_fed_steps * (n + 1) // (config.self_fed_refresh + 1) for n in range(config.self_fed_refresh)}
+    # Never at step 0: the rollouts just computed are that network's.
+    refresh_at = {self_fed_steps * (n + 1) // (config.self_fed_refresh + 1)
+                  for n in range(config.self_fed_refresh)} - {0}
 
     def refresh(step: int):
         if step in refresh_at:

@@ -299,6 +299,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed-refresh", "2"), "give --self-fed too"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "0.5", "--self-fed-refresh", "-1"),
      "a count, 0 or more"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "0.5", "--self-fed-refresh", "5",
+      "--proposer-steps", "10"), "fewer than half the proposer's steps (5)"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--refiner-leaks", "1.5"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--outline-windows", "-0.1"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--min-bin-crops", "-1"), "a number of crops, 0 or more"),

@@ -465,3 +465,19 @@ def test_a_tumour_cut_by_the_votes_reach_is_named_in_the_advice_and_a_round_one_
     assert f"Check the slices beyond slice {last}" in cut[1].sentence and "--keyframes" in cut[1].sentence
     round_tumour = oracle_segmenter.segment(*volume[:1], SPACING, annotation_from_label(volume[1]))
     assert not [a for a in round_tumour.advice if a.kind == CUT_AT_REACH]
+
+
+def test_a_tumour_that_has_thinned_to_a_fifth_of_the_painted_area_at_the_reach_gets_no_such_advice(oracle_segmenter):
+    """The same reach, but the column tapers from a radius of 10 pixels at the painted slice to 4.5 at the reach's
+    slices (0.2 of the painted area, below ``CUT_AT_REACH_SHARE``) and goes on thin: the result is cut there as
+    before, and the advice stays silent."""
+    from gastric_propagate.inference.advice import CUT_AT_REACH
+
+    depth, size, painted = 60, 96, 30
+    z, y, x = np.mgrid[:depth, :size, :size]
+    radius = np.maximum(10.0 - np.abs(z - painted) * 5.5 / 7, 4.5)
+    label = (((y - size // 2) ** 2 + (x - size // 2) ** 2) < radius ** 2).astype(np.uint8)
+    image = np.where(label > 0, 40, -100).astype(np.int16)
+    result = oracle_segmenter.segment(image, (1.0, 1.0, 2.0), annotation_from_label(label, painted))
+    assert result.slice_range() == (23, 37)
+    assert not [a for a in result.advice if a.kind == CUT_AT_REACH]
