@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
-from gastric_propagate.inference.advice import LARGER_NEIGHBOUR
+from gastric_propagate.inference.advice import CUT_AT_REACH, LARGER_NEIGHBOUR
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
@@ -106,6 +106,14 @@ def adviceSentences(advice: list[dict]) -> list[str]:
                 "Slice {slice} looks {ratio:.1f} times as large as the painted slice {painted}: the painted slice may "
                 "not be the tumour's largest cross-section. If it is not, uncheck 'is the largest cross-section' and "
                 "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
+        elif item.get("kind") == CUT_AT_REACH:
+            sentences.append(_(
+                "The result stops at slice {slice}, as far as it may reach ({reach:g} painted diameters from the "
+                "painted slice {painted}), and still covers {share:.0%} of the painted cross-section there: the tumour "
+                "may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a slice further "
+                "out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(
+                    slice=item["slice"], reach=float(item["reach"]), painted=item["painted_slice"],
+                    share=float(item["share"])))
         else:
             sentences.append(str(item.get("sentence", "")))
     return sentences

@@ -73,5 +73,13 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     [sentence] = adviceSentences([engine])
     assert sentence.startswith("Slice 15 looks 1.4 times as large as the painted slice 12:")
     assert "uncheck 'is the largest cross-section'" in sentence and "--painted" not in sentence
+    from gastric_propagate.inference.advice import cut_at_reach_advice
+
+    cut = cut_at_reach_advice(37, "up", 30, 0.52, 0.75).to_dict()
+    assert "--keyframes" in cut["sentence"]
+    [sentence] = adviceSentences([cut])
+    assert sentence.startswith("The result stops at slice 37, as far as it may reach (0.75 painted diameters from "
+                               "the painted slice 30), and still covers 52% of the painted cross-section there")
+    assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
     other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
     assert adviceSentences([other]) == [other["sentence"]]
