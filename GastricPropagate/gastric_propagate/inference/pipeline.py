@@ -166,7 +166,7 @@ class Segmenter:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         confidence, cut_back = _confidence(run, coarse, mask, opinions)
-        found_when_turned = [k for k in confidence if run.grid.working_index(k) in coarse.found_when_turned]
+        found_when_turned = _on_working_slices(confidence, run.grid, coarse.found_when_turned)
         laps("confidence")
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,
@@ -364,14 +364,21 @@ def _cut_at_reach_advice(run: _Run, mask: np.ndarray) -> list[Advice]:
     """Advice on each side where the vote's reach (not a limit of the user's, nor the chains' own end) ended the
     result while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted cross-section there."""
     tumour = painted_slices(mask)
+    if not tumour:
+        return []
     advice = []
-    for direction, limit in run.reach_limited.items() if tumour else ():
+    for direction, limit in run.reach_limited.items():
         end, anchor = (tumour[0], run.anchor_slices[0]) if direction == "down" else (tumour[-1],
                                                                                     run.anchor_slices[-1])
         share = float(mask[end].sum()) / max(1.0, float(run.anchor_masks[anchor].sum()))
         if end == limit and share >= CUT_AT_REACH_SHARE:
             advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
     return advice
+
+
+def _on_working_slices(ct_slices, grid: CropGrid, working: list[int]) -> list[int]:
+    """The CT slices (of ``ct_slices``) that lie on one of the ``working`` slices of the crop grid."""
+    return [k for k in ct_slices if grid.working_index(k) in working]
 
 
 def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
@@ -393,7 +400,7 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
         copy_reach = vote.vote_window(run.anchor_masks, run.spacing_xyz, extent_factor=run.reach_factor)
         shares = vote.agreement(tuple(o[box] for o in opinions), slices, reaches=(None, None, copy_reach))
     confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz, agreement=shares)
-    cut_back = [k for k in confidence if grid.working_index(k) in coarse.cut_back]
+    cut_back = _on_working_slices(confidence, grid, coarse.cut_back)
     for k in cut_back:  # a slice cut back after a leak is a guess at best: always worth a look
         confidence[k] = round(confidence[k] * CUT_BACK_CONFIDENCE_FACTOR, 4)
     return confidence, cut_back
