@@ -94,8 +94,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     low, high = zoom
     if not (0 < low <= high < 10):
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
-    if not 0 <= self_fed <= 1:
-        raise InputError(f"--self-fed {self_fed}: give a share from 0 to 1 (0 for none).")
+    for option, share in (("--self-fed", self_fed), ("--refiner-leaks", refiner_leaks),
+                          ("--outward-share", outward_share), ("--outline-windows", outline_windows)):
+        if not 0 <= share <= 1:
+            raise InputError(f"{option} {share}: give a share from 0 to 1 (0 for none).")
     if self_fed_refresh < 0:
         raise InputError(f"--self-fed-refresh {self_fed_refresh}: give a count, 0 or more (0: computed once).")
     if self_fed_refresh and not self_fed:
@@ -103,12 +105,6 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     if self_fed_refresh and self_fed_refresh >= proposer_steps // 2:
         raise InputError(f"--self-fed-refresh {self_fed_refresh}: give fewer than half the proposer's steps "
                          f"({proposer_steps // 2}), so that the network learns from each refresh.")
-    if not 0 <= refiner_leaks <= 1:
-        raise InputError(f"--refiner-leaks {refiner_leaks}: give a share from 0 to 1 (0 for none).")
-    if not 0 <= outward_share <= 1:
-        raise InputError(f"--outward-share {outward_share}: give a share from 0 to 1 (0 for none).")
-    if not 0 <= outline_windows <= 1:
-        raise InputError(f"--outline-windows {outline_windows}: give a share from 0 to 1 (0 for none).")
     if min_bin_crops < 0:
         raise InputError(f"--min-bin-crops {min_bin_crops}: give a number of crops, 0 or more (0: bins never merged).")
     if shares:
