@@ -32,8 +32,12 @@ class ReviewRow:
         role: "painted" (the input's painted slice), "corrected" (a slice the reader corrected, an anchor of a
             re-propagation) or "propagated".
         toReview: the engine asks for a look (``RunResult.slices_to_review``: below the engine's review
-            threshold, cut back after a leak, or found only by the proposer's other orientations).
+            threshold, cut back after a leak, or found only by the proposer's other orientations), or its advice
+            names the slice (``advised``).
         leastConfident: the slice "Jump to least confident slice" goes to.
+        advised: why the engine's advice names this slice (the row's tooltip), or "" when it does not: the slice
+            where the result stops at its reach, or one that looks larger than the painted slice. Such a row is
+            flagged too, so that the reader finds it in the list and double-clicks to it.
     """
 
     k: int
@@ -41,12 +45,19 @@ class ReviewRow:
     role: str
     toReview: bool
     leastConfident: bool
+    advised: str = ""
 
     def colour(self) -> tuple[int, int, int] | None:
         """The row's background in the panel's list (RGB), or None for the default."""
         if self.leastConfident:
             return LEAST_CONFIDENT_COLOUR
         return REVIEW_COLOUR if self.toReview else None
+
+    def toolTip(self) -> str:
+        """Why the row is flagged ("" when it is not)."""
+        if self.advised:
+            return self.advised
+        return _("Flagged for review: check this slice.") if self.toReview else ""
 
     def label(self) -> str:
         """The slice column's text: the K index, with the role of an anchor."""
@@ -67,6 +78,7 @@ def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
     anchors = {int(k) for k in result.anchor_slices}
     toReview = {int(k) for k in result.slices_to_review}
     least = set(result.least_confident_slices(1))
+    advised = _advisedSlices(result.advice)
     rows = []
     for k in sorted(set(result.slice_confidence) | anchors):
         if k in corrected:
@@ -76,9 +88,24 @@ def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
         else:
             role = "propagated"
         confidence = float(result.slice_confidence.get(k, 1.0))
-        rows.append(ReviewRow(k=k, confidence=confidence, role=role, toReview=k in toReview and k not in anchors,
-                              leastConfident=k in least))
+        note = advised.get(k, "") if k not in anchors else ""
+        rows.append(ReviewRow(k=k, confidence=confidence, role=role,
+                              toReview=(k in toReview or bool(note)) and k not in anchors,
+                              leastConfident=k in least, advised=note))
     return rows
+
+
+def _advisedSlices(advice: list[dict]) -> dict[int, str]:
+    """Slice -> the tooltip of its row, for the advice that names a slice to look at."""
+    notes = {}
+    for item in advice:
+        if item.get("kind") == CUT_AT_REACH:
+            notes[int(item["slice"])] = _(
+                "The result stops here, as far as it may reach: check whether the tumour goes on beyond this slice.")
+        elif item.get("kind") == LARGER_NEIGHBOUR:
+            notes[int(item["slice"])] = _(
+                "This slice looks larger than the painted one: check which is the largest cross-section.")
+    return notes
 
 
 def leastConfidentRow(rows: list[ReviewRow]) -> int | None:

@@ -242,7 +242,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if colour is not None:
                     item.setBackground(qt.QColor(*colour))
                 if row.toReview:
-                    item.setToolTip(_("Flagged for review: check this slice."))
+                    item.setToolTip(row.toolTip())
             table.setItem(index, 0, kItem)
             table.setItem(index, 1, valueItem)
         if rows:

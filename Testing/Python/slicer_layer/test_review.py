@@ -13,10 +13,10 @@ from gastric_propagate.protocol import Report
 pytestmark = pytest.mark.slicer
 
 
-def _result(confidence, anchors, toReview):
+def _result(confidence, anchors, toReview, advice=()):
     return RunResult(mask=np.zeros((12, 4, 4), np.uint8), report=Report(
         slice_confidence=confidence, painted_slices=anchors, stop_reasons={}, seconds=1.0, device="cpu",
-        slices_to_review=toReview))
+        slices_to_review=toReview, advice=list(advice)))
 
 
 def test_rows_in_slice_order_flag_the_engines_slices_to_review_and_the_least_confident():
@@ -83,3 +83,30 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
     other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
     assert adviceSentences([other]) == [other["sentence"]]
+
+
+def test_slices_the_advice_names_are_flagged_with_their_reason():
+    """The slice where the result stops at its reach (and one that looks larger than the painted slice) is a row the
+    reader can find in the list and double-click to, with the reason as its tooltip; other rows keep theirs."""
+    from gastric_propagate.inference.advice import cut_at_reach_advice, larger_neighbour_advice
+
+    advice = [cut_at_reach_advice(9, "up", 5, 0.52, 0.75).to_dict(), larger_neighbour_advice(5, 6, 1.4).to_dict(),
+              larger_neighbour_advice(5, 40, 1.4).to_dict()]  # a slice the result never visited: no row for it
+    confidence = {3: 0.2, 4: 0.9, 5: 1.0, 6: 0.9, 7: 0.8, 8: 0.7, 9: 0.6}
+    rows = {row.k: row for row in reviewRows(_result(confidence, anchors=[5], toReview=[3], advice=advice))}
+    assert sorted(rows) == [3, 4, 5, 6, 7, 8, 9]
+    assert [k for k, row in rows.items() if row.toReview] == [3, 6, 9]
+    assert "as far as it may reach" in rows[9].toolTip() and "beyond this slice" in rows[9].toolTip()
+    assert "larger than the painted one" in rows[6].toolTip()
+    assert rows[3].toolTip() == "Flagged for review: check this slice."
+    assert rows[4].toolTip() == "" and rows[4].colour() is None
+    assert reviewSummary(list(rows.values())) == "3 slice(s) to review: K = 3, 6, 9."
+
+
+def test_advice_on_an_anchor_does_not_flag_it():
+    from gastric_propagate.inference.advice import cut_at_reach_advice
+
+    advice = [cut_at_reach_advice(8, "up", 5, 0.5, 0.75).to_dict()]
+    rows = {row.k: row for row in reviewRows(_result({5: 1.0, 6: 0.9, 8: 1.0}, anchors=[5, 8], toReview=[],
+                                                     advice=advice), correctedSlices=[8])}
+    assert not rows[8].toReview and rows[8].advised == "" and rows[8].colour() is None
