@@ -134,13 +134,26 @@ def adviceSentences(advice: list[dict]) -> list[str]:
                 "not be the tumour's largest cross-section. If it is not, uncheck 'is the largest cross-section' and "
                 "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
         elif item.get("kind") == CUT_AT_REACH:
-            sentences.append(_(
-                "The result stops at slice {slice}, as far as it may reach ({reach:g} painted diameters from the "
-                "painted slice {painted}), and still covers {share:.0%} of the painted cross-section there: the tumour "
-                "may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a slice further "
-                "out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(
-                    slice=item["slice"], reach=float(item["reach"]), painted=item["painted_slice"],
-                    share=float(item["share"])))
+            sentences.append(_cutAtReachSentence(item))
         else:
             sentences.append(str(item.get("sentence", "")))
     return sentences
+
+
+def _cutAtReachSentence(item: dict) -> str:
+    """``advice.CUT_AT_REACH`` in the panel's words: why the tumour may go on (the result's own cross-section there, or
+    the registration's), and what to do with the panel's own controls."""
+    figures = dict(slice=item["slice"], reach=float(item["reach"]), painted=item["painted_slice"],
+                   share=float(item["share"]))
+    if item.get("registration_share") is None:
+        why = _("The result stops at slice {slice}, as far as it may reach ({reach:g} painted diameters from the "
+                "painted slice {painted}), and still covers {share:.0%} of the painted cross-section there").format(
+                    **figures)
+    else:
+        why = _("The result stops at slice {slice}, as far as it may reach ({reach:g} painted diameters from the "
+                "painted slice {painted}), where the registration still follows a cross-section of {followed:.0%} of "
+                "the painted one (the result covers {share:.0%})").format(
+                    followed=float(item["registration_share"]), **figures)
+    return why + _(": the tumour may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a "
+                   "slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(
+                       slice=item["slice"])

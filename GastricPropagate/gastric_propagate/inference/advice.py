@@ -17,9 +17,11 @@ NOT_AXIAL = "not_axial"
 # A painted slice holds several separate regions (a stray stroke, or a tumour cut in two pieces). Values:
 # painted_slice, regions, largest_mm2, others_mm2.
 SEPARATE_REGIONS = "separate_regions"
-# The vote's reach along z ended the result on a side where it still covers much of the painted cross-section: the
-# tumour may go on beyond it. Values: slice (the result's last slice there), direction ("down" or "up"),
-# painted_slice, share (of the painted cross-section), reach (painted diameters).
+# The vote's reach along z ended the result on a side where it, or the registration, still covers much of the painted
+# cross-section: the tumour may go on beyond it. Values: slice (the result's last slice there), direction ("down" or
+# "up"), painted_slice, share (the result's, of the painted cross-section), reach (painted diameters),
+# registration_share (the registration's there where the advice comes from it, the result's own share being small;
+# else None).
 CUT_AT_REACH = "cut_at_reach"
 
 
@@ -83,14 +85,23 @@ def not_axial_advice(orientation: str) -> Advice:
     return Advice(NOT_AXIAL, sentence, {"orientation": orientation})
 
 
-def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, share: float, reach: float) -> Advice:
+def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, share: float, reach: float,
+                        registration_share: float | None = None) -> Advice:
     """The vote's reach (``reach`` painted diameters from ``painted_slice``) ended the result at ``slice_index``, going
-    ``direction``, where it still covers ``share`` of the painted cross-section."""
+    ``direction``, where it still covers ``share`` of the painted cross-section, or where the registration still
+    covers ``registration_share`` of it (given only when that is why: the sentence then names the registration)."""
     share, reach = round(float(share), 2), round(float(reach), 2)
-    sentence = (f"The result stops at slice {slice_index}, as far as it may reach ({reach:g} painted diameters from "
-                f"the painted slice {painted_slice}), and still covers {share:.0%} of the painted cross-section there: "
-                f"the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, paint it on "
-                "a slice further out and run again with both painted slices (the module's corrected slices; "
-                "--keyframes).")
+    followed = None if registration_share is None else round(float(registration_share), 2)
+    where = f"The result stops at slice {slice_index}, as far as it may reach ({reach:g} painted diameters from the " \
+            f"painted slice {painted_slice}), "
+    if followed is None:
+        where += f"and still covers {share:.0%} of the painted cross-section there"
+    else:
+        where += (f"where the registration still follows a cross-section of {followed:.0%} of the painted one "
+                  f"(the result covers {share:.0%})")
+    sentence = (f"{where}: the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, "
+                "paint it on a slice further out and run again with both painted slices (the module's corrected "
+                "slices; --keyframes).")
     return Advice(CUT_AT_REACH, sentence, {"slice": int(slice_index), "direction": direction,
-                                           "painted_slice": int(painted_slice), "share": share, "reach": reach})
+                                           "painted_slice": int(painted_slice), "share": share, "reach": reach,
+                                           "registration_share": followed})

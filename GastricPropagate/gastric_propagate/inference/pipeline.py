@@ -64,6 +64,9 @@ CUT_BACK_CONFIDENCE_FACTOR = 0.4
 # the reader is told the tumour may go on (``advice.CUT_AT_REACH``; rules.md, CR, stop 51: 7 of its 9 firings on the
 # dev cases right).
 CUT_AT_REACH_SHARE = 0.3
+# ... or the registration's cross-section there, which follows the image where the networks shrank away and the copy
+# tapers to its end (rules.md, CR2, stop 52: 3 of its 4 new firings on the dev cases right).
+CUT_AT_REACH_REGISTRATION_SHARE = 0.5
 
 
 class Segmenter:
@@ -350,7 +353,7 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
         if options.painted_is_largest:
             advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
     advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]
-    advice += _cut_at_reach_advice(run, mask)
+    advice += _cut_at_reach_advice(run, mask, None if opinions is None else opinions[1])
     pixel_mm2 = run.spacing_xyz[0] * run.spacing_xyz[1]
     for k in run.anchor_slices:
         regions, count = ndimage.label(run.painted[k], structure=np.ones((3, 3)))
@@ -360,9 +363,10 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
     return mask, opinions, advice
 
 
-def _cut_at_reach_advice(run: _Run, mask: np.ndarray) -> list[Advice]:
+def _cut_at_reach_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> list[Advice]:
     """Advice on each side where the vote's reach (not a limit of the user's, nor the chains' own end) ended the
-    result while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted cross-section there."""
+    result while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted cross-section there, or the
+    registration (``registered``, None without the vote) covers ``CUT_AT_REACH_REGISTRATION_SHARE`` of it."""
     tumour = painted_slices(mask)
     if not tumour:
         return []
@@ -370,9 +374,17 @@ def _cut_at_reach_advice(run: _Run, mask: np.ndarray) -> list[Advice]:
     for direction, limit in run.reach_limited.items():
         end, anchor = (tumour[0], run.anchor_slices[0]) if direction == "down" else (tumour[-1],
                                                                                     run.anchor_slices[-1])
-        share = float(mask[end].sum()) / max(1.0, float(run.anchor_masks[anchor].sum()))
-        if end == limit and share >= CUT_AT_REACH_SHARE:
+        if end != limit:
+            continue
+        painted = max(1.0, float(run.anchor_masks[anchor].sum()))
+        share = float(mask[end].sum()) / painted
+        if share >= CUT_AT_REACH_SHARE:
             advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
+            continue
+        followed = 0.0 if registered is None else float((registered[end] > 0).sum()) / painted
+        if followed >= CUT_AT_REACH_REGISTRATION_SHARE:
+            advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor,
+                                              registration_share=followed))
     return advice
 
 

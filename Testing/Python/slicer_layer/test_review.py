@@ -81,6 +81,12 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert sentence.startswith("The result stops at slice 37, as far as it may reach (0.75 painted diameters from "
                                "the painted slice 30), and still covers 52% of the painted cross-section there")
     assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
+    followed = cut_at_reach_advice(37, "up", 30, 0.04, 0.75, registration_share=0.81).to_dict()
+    [sentence] = adviceSentences([followed])
+    assert sentence.startswith("The result stops at slice 37, as far as it may reach (0.75 painted diameters from "
+                               "the painted slice 30), where the registration still follows a cross-section of 81% "
+                               "of the painted one (the result covers 4%): the tumour may go on beyond it.")
+    assert "'Re-propagate from corrected slices'" in sentence
     other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
     assert adviceSentences([other]) == [other["sentence"]]
 

@@ -481,3 +481,34 @@ def test_a_tumour_that_has_thinned_to_a_fifth_of_the_painted_area_at_the_reach_g
     result = oracle_segmenter.segment(image, (1.0, 1.0, 2.0), annotation_from_label(label, painted))
     assert result.slice_range() == (23, 37)
     assert not [a for a in result.advice if a.kind == CUT_AT_REACH]
+
+
+def test_the_cut_at_reach_advice_also_reads_the_registration_where_the_result_has_shrunk_away():
+    """The networks shrank away and the copy tapers to its end at the reach, so the result's last slice there covers
+    little of the painted cross-section; the registration, which follows the image, still finds most of it (CR2):
+    the advice fires and names the registration. Below ``CUT_AT_REACH_REGISTRATION_SHARE`` it stays silent, and
+    without the vote (no registration) only the result's own share counts."""
+    from types import SimpleNamespace
+
+    from gastric_propagate.inference import pipeline
+    from gastric_propagate.inference.advice import CUT_AT_REACH
+
+    depth, size = 30, 20
+    painted = np.zeros((size, size), np.uint8)
+    painted[5:15, 5:15] = 1  # 100 pixels
+    run = SimpleNamespace(reach_limited={"up": 20}, anchor_slices=[10], anchor_masks={10: painted}, window_factor=0.75)
+    mask = np.zeros((depth, size, size), np.uint8)
+    mask[10:21, 8:11, 8:11] = 1  # 9 % of the painted area on its last slice, 20: the reach's
+    registered = np.zeros_like(mask)
+    registered[10:21, 5:15, 5:13] = 1  # 80 %
+    [advice] = pipeline._cut_at_reach_advice(run, mask, registered)
+    assert advice.kind == CUT_AT_REACH and advice.values["slice"] == 20 and advice.values["direction"] == "up"
+    assert advice.values["share"] == 0.09 and advice.values["registration_share"] == 0.8
+    assert "the registration still follows a cross-section of 80% of the painted one" in advice.sentence
+    registered[20, :, 9:] = 0  # 40 %: below the registration's share
+    assert pipeline._cut_at_reach_advice(run, mask, registered) == []
+    assert pipeline._cut_at_reach_advice(run, mask, None) == []
+    mask[20] = 0
+    mask[20, 5:15, 5:10] = 1  # the result's own half: the first rule, whatever the registration says
+    [advice] = pipeline._cut_at_reach_advice(run, mask, None)
+    assert advice.values["registration_share"] is None and "still covers 50% of the painted" in advice.sentence
