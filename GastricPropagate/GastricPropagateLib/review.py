@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
-from gastric_propagate.inference.advice import CUT_AT_REACH, LARGER_NEIGHBOUR
+from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
@@ -36,7 +36,8 @@ class ReviewRow:
             names the slice (``advised``).
         leastConfident: the slice "Jump to least confident slice" goes to.
         advised: why the engine's advice names this slice (the row's tooltip), or "" when it does not: the slice
-            where the result stops at its reach, or one that looks larger than the painted slice. Such a row is
+            where the result stops at its reach or ends while the registration still follows the tumour, or one
+            that looks larger than the painted slice. Such a row is
             flagged too, so that the reader finds it in the list and double-clicks to it.
     """
 
@@ -102,6 +103,10 @@ def _advisedSlices(advice: list[dict]) -> dict[int, str]:
         if item.get("kind") == CUT_AT_REACH:
             notes[int(item["slice"])] = _(
                 "The result stops here, as far as it may reach: check whether the tumour goes on beyond this slice.")
+        elif item.get("kind") == ENDED_WHILE_FOLLOWED:
+            notes[int(item["slice"])] = _(
+                "The result ends here, but the registration still follows the tumour: check whether it goes on beyond "
+                "this slice.")
         elif item.get("kind") == LARGER_NEIGHBOUR:
             notes[int(item["slice"])] = _(
                 "This slice looks larger than the painted one: check which is the largest cross-section.")
@@ -135,6 +140,13 @@ def adviceSentences(advice: list[dict]) -> list[str]:
                 "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
         elif item.get("kind") == CUT_AT_REACH:
             sentences.append(_cutAtReachSentence(item))
+        elif item.get("kind") == ENDED_WHILE_FOLLOWED:
+            sentences.append(_(
+                "The result ends at slice {slice}, but the registration still follows a cross-section of "
+                "{followed:.0%} of the painted one there: the tumour may go on beyond it. Check the slices beyond "
+                "slice {slice}; if it does, paint it on a slice further out in 'Tumour (propagated)' and click "
+                "'Re-propagate from corrected slices'.").format(slice=item["slice"],
+                                                                followed=float(item["registration_share"])))
         else:
             sentences.append(str(item.get("sentence", "")))
     return sentences

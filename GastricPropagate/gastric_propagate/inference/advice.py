@@ -23,6 +23,10 @@ SEPARATE_REGIONS = "separate_regions"
 # registration_share (the registration's there where the advice comes from it, the result's own share being small;
 # else None).
 CUT_AT_REACH = "cut_at_reach"
+# The result ended inside the vote's reach on a side where the registration still follows much of the painted
+# cross-section on its last slice (the networks and the copy outvoted it): the tumour may go on. Values: slice (the
+# result's last slice there), direction, painted_slice, registration_share.
+ENDED_WHILE_FOLLOWED = "ended_while_followed"
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,17 @@ def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, sh
     return Advice(CUT_AT_REACH, sentence, {"slice": int(slice_index), "direction": direction,
                                            "painted_slice": int(painted_slice), "share": share, "reach": reach,
                                            "registration_share": followed})
+
+
+def ended_while_followed_advice(slice_index: int, direction: str, painted_slice: int,
+                                registration_share: float) -> Advice:
+    """The result ends at ``slice_index`` going ``direction``, inside the vote's reach, where the registration still
+    covers ``registration_share`` of the painted cross-section of ``painted_slice``."""
+    followed = round(float(registration_share), 2)
+    sentence = (f"The result ends at slice {slice_index}, but the registration still follows a cross-section of "
+                f"{followed:.0%} of the painted one there: the tumour may go on beyond it. Check the slices beyond "
+                f"slice {slice_index}; if it does, paint it on a slice further out and run again with both painted "
+                "slices (the module's corrected slices; --keyframes).")
+    return Advice(ENDED_WHILE_FOLLOWED, sentence, {"slice": int(slice_index), "direction": direction,
+                                                   "painted_slice": int(painted_slice),
+                                                   "registration_share": followed})

@@ -30,8 +30,9 @@ import numpy as np
 from scipy import ndimage
 
 from gastric_propagate.data.annotation import describe_slices, painted_slices
-from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, larger_neighbour_advice,
-                                               painted_at_volume_edge_advice, separate_regions_advice)
+from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, ended_while_followed_advice,
+                                               larger_neighbour_advice, painted_at_volume_edge_advice,
+                                               separate_regions_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -67,6 +68,10 @@ CUT_AT_REACH_SHARE = 0.3
 # ... or the registration's cross-section there, which follows the image where the networks shrank away and the copy
 # tapers to its end (rules.md, CR2, stop 52: 3 of its 4 new firings on the dev cases right).
 CUT_AT_REACH_REGISTRATION_SHARE = 0.5
+# The registration's cross-section on the result's last slice, where the result ended inside the vote's reach, from
+# which the reader is told the tumour may go on (``advice.ENDED_WHILE_FOLLOWED``; rules.md, CE2, stop 52: 52 of its
+# 61 firings on the dev cases right).
+ENDED_WHILE_FOLLOWED_SHARE = 0.5
 
 
 class Segmenter:
@@ -353,7 +358,7 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
         if options.painted_is_largest:
             advice = _painted_slice_advice(opinions[1], run.anchor_slices, run.painted, run.spacing_xyz)
     advice += [painted_at_volume_edge_advice(k, depth) for k in run.anchor_slices if k in (0, depth - 1)]
-    advice += _cut_at_reach_advice(run, mask, None if opinions is None else opinions[1])
+    advice += _ends_advice(run, mask, None if opinions is None else opinions[1])
     pixel_mm2 = run.spacing_xyz[0] * run.spacing_xyz[1]
     for k in run.anchor_slices:
         regions, count = ndimage.label(run.painted[k], structure=np.ones((3, 3)))
@@ -363,28 +368,29 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
     return mask, opinions, advice
 
 
-def _cut_at_reach_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> list[Advice]:
-    """Advice on each side where the vote's reach (not a limit of the user's, nor the chains' own end) ended the
-    result while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted cross-section there, or the
-    registration (``registered``, None without the vote) covers ``CUT_AT_REACH_REGISTRATION_SHARE`` of it."""
+def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> list[Advice]:
+    """Advice on each side where the tumour may go on beyond the result's last slice: the vote's reach (not a limit of
+    the user's, nor the volume's edge) ended it while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted
+    cross-section there, or the registration (``registered``, None without the vote) covers
+    ``CUT_AT_REACH_REGISTRATION_SHARE`` of it; or it ended inside the reach where the registration still covers
+    ``ENDED_WHILE_FOLLOWED_SHARE`` of it."""
     tumour = painted_slices(mask)
     if not tumour:
         return []
     advice = []
-    for direction, limit in run.reach_limited.items():
-        end, anchor = (tumour[0], run.anchor_slices[0]) if direction == "down" else (tumour[-1],
-                                                                                    run.anchor_slices[-1])
-        if end != limit:
-            continue
+    for direction, index in (("down", 0), ("up", -1)):
+        end, anchor = tumour[index], run.anchor_slices[index]
         painted = max(1.0, float(run.anchor_masks[anchor].sum()))
         share = float(mask[end].sum()) / painted
-        if share >= CUT_AT_REACH_SHARE:
-            advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
-            continue
         followed = 0.0 if registered is None else float((registered[end] > 0).sum()) / painted
-        if followed >= CUT_AT_REACH_REGISTRATION_SHARE:
-            advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor,
-                                              registration_share=followed))
+        if end == run.reach_limited.get(direction):
+            if share >= CUT_AT_REACH_SHARE:
+                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
+            elif followed >= CUT_AT_REACH_REGISTRATION_SHARE:
+                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor,
+                                                  registration_share=followed))
+        elif end != run.limits[index] and followed >= ENDED_WHILE_FOLLOWED_SHARE:
+            advice.append(ended_while_followed_advice(end, direction, anchor, followed))
     return advice
 
 

@@ -87,6 +87,15 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
                                "the painted slice 30), where the registration still follows a cross-section of 81% "
                                "of the painted one (the result covers 4%): the tumour may go on beyond it.")
     assert "'Re-propagate from corrected slices'" in sentence
+    from gastric_propagate.inference.advice import ended_while_followed_advice
+
+    ended = ended_while_followed_advice(22, "down", 30, 0.66).to_dict()
+    [sentence] = adviceSentences([ended])
+    assert sentence.startswith("The result ends at slice 22, but the registration still follows a cross-section of "
+                               "66% of the painted one there: the tumour may go on beyond it.")
+    assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
+    rows = {row.k: row for row in reviewRows(_result({22: 0.8, 30: 1.0}, anchors=[30], toReview=[], advice=[ended]))}
+    assert rows[22].toReview and "registration still follows the tumour" in rows[22].toolTip()
     other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
     assert adviceSentences([other]) == [other["sentence"]]
 

@@ -496,19 +496,50 @@ def test_the_cut_at_reach_advice_also_reads_the_registration_where_the_result_ha
     depth, size = 30, 20
     painted = np.zeros((size, size), np.uint8)
     painted[5:15, 5:15] = 1  # 100 pixels
-    run = SimpleNamespace(reach_limited={"up": 20}, anchor_slices=[10], anchor_masks={10: painted}, window_factor=0.75)
+    run = SimpleNamespace(reach_limited={"up": 20}, limits=(10, 20), anchor_slices=[10], anchor_masks={10: painted},
+                          window_factor=0.75)
     mask = np.zeros((depth, size, size), np.uint8)
     mask[10:21, 8:11, 8:11] = 1  # 9 % of the painted area on its last slice, 20: the reach's
     registered = np.zeros_like(mask)
     registered[10:21, 5:15, 5:13] = 1  # 80 %
-    [advice] = pipeline._cut_at_reach_advice(run, mask, registered)
+    [advice] = pipeline._ends_advice(run, mask, registered)
     assert advice.kind == CUT_AT_REACH and advice.values["slice"] == 20 and advice.values["direction"] == "up"
     assert advice.values["share"] == 0.09 and advice.values["registration_share"] == 0.8
     assert "the registration still follows a cross-section of 80% of the painted one" in advice.sentence
     registered[20, :, 9:] = 0  # 40 %: below the registration's share
-    assert pipeline._cut_at_reach_advice(run, mask, registered) == []
-    assert pipeline._cut_at_reach_advice(run, mask, None) == []
+    assert pipeline._ends_advice(run, mask, registered) == []
+    assert pipeline._ends_advice(run, mask, None) == []
     mask[20] = 0
     mask[20, 5:15, 5:10] = 1  # the result's own half: the first rule, whatever the registration says
-    [advice] = pipeline._cut_at_reach_advice(run, mask, None)
+    [advice] = pipeline._ends_advice(run, mask, None)
     assert advice.values["registration_share"] is None and "still covers 50% of the painted" in advice.sentence
+
+
+def test_a_result_that_ends_inside_the_reach_where_the_registration_still_follows_gets_advice():
+    """The result ends at slice 16, inside the vote's reach (20): where the registration still covers 0.5 of the
+    painted cross-section there (CE2) the reader is told the tumour may go on; where it covers less, or at a user's
+    limit or the volume's edge, nothing is said."""
+    from types import SimpleNamespace
+
+    from gastric_propagate.inference import pipeline
+    from gastric_propagate.inference.advice import ENDED_WHILE_FOLLOWED
+
+    painted = np.zeros((20, 20), np.uint8)
+    painted[5:15, 5:15] = 1
+    run = SimpleNamespace(reach_limited={"up": 20}, limits=(10, 20), anchor_slices=[10], anchor_masks={10: painted},
+                          window_factor=0.75)
+    mask = np.zeros((30, 20, 20), np.uint8)
+    mask[10:17, 6:14, 6:14] = 1
+    registered = np.zeros_like(mask)
+    registered[10:21, 5:15, 5:11] = 1  # 60 % on every slice
+    [advice] = pipeline._ends_advice(run, mask, registered)
+    assert advice.kind == ENDED_WHILE_FOLLOWED
+    assert (advice.values["slice"], advice.values["direction"], advice.values["registration_share"]) == (16, "up", 0.6)
+    assert advice.sentence.startswith("The result ends at slice 16, but the registration still follows a "
+                                      "cross-section of 60% of the painted one there")
+    registered[16, :, 9:] = 0  # 40 %
+    assert pipeline._ends_advice(run, mask, registered) == []
+    registered[16, 5:15, 5:11] = 1
+    at_a_limit = SimpleNamespace(**{**vars(run), "reach_limited": {}, "limits": (10, 16)})
+    assert pipeline._ends_advice(at_a_limit, mask, registered) == []
+    assert pipeline._ends_advice(run, mask, None) == []
