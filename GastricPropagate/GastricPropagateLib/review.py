@@ -97,20 +97,21 @@ def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
 
 
 def _advisedSlices(advice: list[dict]) -> dict[int, str]:
-    """Slice -> the tooltip of its row, for the advice that names a slice to look at."""
-    notes = {}
+    """Slice -> the tooltip of its row, for the advice that names a slice to look at (each reason, when several
+    name the same slice)."""
+    reasons = {
+        CUT_AT_REACH: _("The result stops here, as far as it may reach: check whether the tumour goes on beyond this "
+                        "slice."),
+        ENDED_WHILE_FOLLOWED: _("The result ends here, but the registration still follows the tumour: check whether "
+                                "it goes on beyond this slice."),
+        LARGER_NEIGHBOUR: _("This slice looks larger than the painted one: check which is the largest "
+                            "cross-section."),
+    }
+    notes: dict[int, list[str]] = {}
     for item in advice:
-        if item.get("kind") == CUT_AT_REACH:
-            notes[int(item["slice"])] = _(
-                "The result stops here, as far as it may reach: check whether the tumour goes on beyond this slice.")
-        elif item.get("kind") == ENDED_WHILE_FOLLOWED:
-            notes[int(item["slice"])] = _(
-                "The result ends here, but the registration still follows the tumour: check whether it goes on beyond "
-                "this slice.")
-        elif item.get("kind") == LARGER_NEIGHBOUR:
-            notes[int(item["slice"])] = _(
-                "This slice looks larger than the painted one: check which is the largest cross-section.")
-    return notes
+        if item.get("kind") in reasons:
+            notes.setdefault(int(item["slice"]), []).append(reasons[item["kind"]])
+    return {k: " ".join(texts) for k, texts in notes.items()}
 
 
 def leastConfidentRow(rows: list[ReviewRow]) -> int | None:

@@ -69,8 +69,8 @@ CUT_AT_REACH_SHARE = 0.3
 # tapers to its end (rules.md, CR2, stop 52: 3 of its 4 new firings on the dev cases right).
 CUT_AT_REACH_REGISTRATION_SHARE = 0.5
 # The registration's cross-section on the result's last slice, where the result ended inside the vote's reach, from
-# which the reader is told the tumour may go on (``advice.ENDED_WHILE_FOLLOWED``; rules.md, CE2, stop 52: 52 of its
-# 61 firings on the dev cases right).
+# which the reader is told the tumour may go on (``advice.ENDED_WHILE_FOLLOWED``; rules.md, CE2, stop 52: 48 of its
+# 57 firings on the dev cases right).
 ENDED_WHILE_FOLLOWED_SHARE = 0.5
 
 
@@ -372,8 +372,8 @@ def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> 
     """Advice on each side where the tumour may go on beyond the result's last slice: the vote's reach (not a limit of
     the user's, nor the volume's edge) ended it while it still covers ``CUT_AT_REACH_SHARE`` of the outermost painted
     cross-section there, or the registration (``registered``, None without the vote) covers
-    ``CUT_AT_REACH_REGISTRATION_SHARE`` of it; or it ended inside the reach where the registration still covers
-    ``ENDED_WHILE_FOLLOWED_SHARE`` of it."""
+    ``CUT_AT_REACH_REGISTRATION_SHARE`` of it; or it ended inside the reach, not on a painted slice, where the
+    registration still covers ``ENDED_WHILE_FOLLOWED_SHARE`` of it."""
     tumour = painted_slices(mask)
     if not tumour:
         return []
@@ -389,7 +389,8 @@ def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> 
             elif followed >= CUT_AT_REACH_REGISTRATION_SHARE:
                 advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor,
                                                   registration_share=followed))
-        elif end != run.limits[index] and followed >= ENDED_WHILE_FOLLOWED_SHARE:
+        # On an anchor the vote's registration opinion is the painting itself: no sign of anything beyond it.
+        elif end != run.limits[index] and end not in run.anchor_masks and followed >= ENDED_WHILE_FOLLOWED_SHARE:
             advice.append(ended_while_followed_advice(end, direction, anchor, followed))
     return advice
 

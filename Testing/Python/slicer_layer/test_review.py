@@ -96,6 +96,9 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
     rows = {row.k: row for row in reviewRows(_result({22: 0.8, 30: 1.0}, anchors=[30], toReview=[], advice=[ended]))}
     assert rows[22].toReview and "registration still follows the tumour" in rows[22].toolTip()
+    both = [ended, larger_neighbour_advice(30, 22, 1.3).to_dict()]  # two reasons for one slice: both in its tooltip
+    [row] = [r for r in reviewRows(_result({22: 0.8, 30: 1.0}, anchors=[30], toReview=[], advice=both)) if r.k == 22]
+    assert "registration still follows the tumour" in row.toolTip() and "larger than the painted one" in row.toolTip()
     other = {"kind": "something_new", "sentence": "A sentence the panel does not know how to word."}
     assert adviceSentences([other]) == [other["sentence"]]
 

@@ -543,3 +543,28 @@ def test_a_result_that_ends_inside_the_reach_where_the_registration_still_follow
     at_a_limit = SimpleNamespace(**{**vars(run), "reach_limited": {}, "limits": (10, 16)})
     assert pipeline._ends_advice(at_a_limit, mask, registered) == []
     assert pipeline._ends_advice(run, mask, None) == []
+    # Going down the same: the result ends at slice 4, the vote's window reaches slice 0 (up: nothing followed).
+    down = SimpleNamespace(**{**vars(run), "limits": (0, 20), "reach_limited": {}})
+    mask[4:10, 6:14, 6:14] = 1
+    registered[16] = 0
+    registered[0:10, 5:15, 5:12] = 1  # 70 %
+    [advice] = pipeline._ends_advice(down, mask, registered)
+    assert (advice.kind, advice.values["slice"], advice.values["direction"]) == (ENDED_WHILE_FOLLOWED, 4, "down")
+    assert advice.values["registration_share"] == 0.7 and advice.values["painted_slice"] == 10
+
+
+def test_a_result_that_ends_on_a_painted_slice_gets_no_ended_while_followed_advice():
+    """On an anchor the vote's registration opinion is the painting itself (all of the painted cross-section): a
+    result that ends there, a tiny nodule's or one that ends on a corrected slice, says nothing of what lies beyond."""
+    from types import SimpleNamespace
+
+    from gastric_propagate.inference import pipeline
+
+    painted = np.zeros((20, 20), np.uint8)
+    painted[5:15, 5:15] = 1
+    mask = np.zeros((30, 20, 20), np.uint8)
+    mask[10:17] = painted  # from the painted slice 10 to the corrected slice 16
+    registered = mask.copy()  # the vote's registration opinion equals the painting on both anchors
+    run = SimpleNamespace(reach_limited={}, limits=(0, 29), anchor_slices=[10, 16],
+                          anchor_masks={10: painted, 16: painted}, window_factor=0.75)
+    assert pipeline._ends_advice(run, mask, registered) == []
