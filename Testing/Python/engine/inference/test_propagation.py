@@ -515,6 +515,31 @@ def test_the_cut_at_reach_advice_also_reads_the_registration_where_the_result_ha
     assert advice.values["registration_share"] is None and "still covers 50% of the painted" in advice.sentence
 
 
+def test_where_the_networks_find_nothing_the_registration_tells_the_reader_the_column_goes_on():
+    """Through the whole pipeline: a proposer that finds nothing beyond the painted slice, on a column through the
+    scan. The vote (registration and the tapered copy against the networks) reaches 7 slices each way, its last
+    slices covering 0.19 of the painted cross-section (below CR's 0.3), while the registration follows all of it
+    there: the cut-at-reach advice names both slices and the registration (CR2)."""
+    import torch
+    from torch import nn
+
+    from conftest import CopyCoarseRefiner
+    from gastric_propagate.inference.advice import CUT_AT_REACH
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    class FindsNothing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x[:, :1], -10.0)
+
+    segmenter = Segmenter.from_networks(FindsNothing(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    image, _, annotation = _column(depth=60, painted=30)
+    result = segmenter.segment(image, (1.0, 1.0, 2.0), annotation)
+    assert result.slice_range() == (23, 37)
+    cut = [a.values for a in result.advice if a.kind == CUT_AT_REACH]
+    assert [(v["direction"], v["slice"]) for v in cut] == [("down", 23), ("up", 37)]
+    assert all(v["share"] < 0.3 and v["registration_share"] == 1.0 for v in cut)
+
 def test_a_result_that_ends_inside_the_reach_where_the_registration_still_follows_gets_advice():
     """The result ends at slice 16, inside the vote's reach (20): where the registration still covers 0.5 of the
     painted cross-section there (CE2) the reader is told the tumour may go on; where it covers less, or at a user's
