@@ -37,8 +37,8 @@ class ReviewRow:
         leastConfident: the slice "Jump to least confident slice" goes to.
         advised: why the engine's advice names this slice (the row's tooltip), or "" when it does not: the slice
             where the result stops at its reach or ends while the registration still follows the tumour, or one
-            that looks larger than the painted slice. Such a row is
-            flagged too, so that the reader finds it in the list and double-clicks to it.
+            that looks larger than the painted slice. Such a row is flagged too, so that the reader finds it in the
+            list and double-clicks to it.
     """
 
     k: int
@@ -144,10 +144,8 @@ def adviceSentences(advice: list[dict]) -> list[str]:
         elif item.get("kind") == ENDED_WHILE_FOLLOWED:
             sentences.append(_(
                 "The result ends at slice {slice}, but the registration still follows a cross-section of "
-                "{followed:.0%} of the painted one there: the tumour may go on beyond it. Check the slices beyond "
-                "slice {slice}; if it does, paint it on a slice further out in 'Tumour (propagated)' and click "
-                "'Re-propagate from corrected slices'.").format(slice=item["slice"],
-                                                                followed=float(item["registration_share"])))
+                "{followed:.0%} of the painted one there").format(
+                    slice=item["slice"], followed=float(item["registration_share"])) + _mayGoOnBeyond(item["slice"]))
         else:
             sentences.append(str(item.get("sentence", "")))
     return sentences
@@ -167,6 +165,10 @@ def _cutAtReachSentence(item: dict) -> str:
                 "painted slice {painted}), where the registration still follows a cross-section of {followed:.0%} of "
                 "the painted one (the result covers {share:.0%})").format(
                     followed=float(item["registration_share"]), **figures)
-    return why + _(": the tumour may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a "
-                   "slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(
-                       slice=item["slice"])
+    return why + _mayGoOnBeyond(item["slice"])
+
+
+def _mayGoOnBeyond(k: int) -> str:
+    """The end of the panel's sentences on a result that may end short: what it means, and its controls for it."""
+    return _(": the tumour may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a slice "
+             "further out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(slice=k)

@@ -96,19 +96,16 @@ def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, sh
     covers ``registration_share`` of it (given only when that is why: the sentence then names the registration)."""
     share, reach = round(float(share), 2), round(float(reach), 2)
     followed = None if registration_share is None else round(float(registration_share), 2)
-    where = f"The result stops at slice {slice_index}, as far as it may reach ({reach:g} painted diameters from the " \
-            f"painted slice {painted_slice}), "
+    where = (f"The result stops at slice {slice_index}, as far as it may reach ({reach:g} painted diameters from the "
+             f"painted slice {painted_slice}), ")
     if followed is None:
         where += f"and still covers {share:.0%} of the painted cross-section there"
     else:
         where += (f"where the registration still follows a cross-section of {followed:.0%} of the painted one "
                   f"(the result covers {share:.0%})")
-    sentence = (f"{where}: the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, "
-                "paint it on a slice further out and run again with both painted slices (the module's corrected "
-                "slices; --keyframes).")
-    return Advice(CUT_AT_REACH, sentence, {"slice": int(slice_index), "direction": direction,
-                                           "painted_slice": int(painted_slice), "share": share, "reach": reach,
-                                           "registration_share": followed})
+    return Advice(CUT_AT_REACH, where + _may_go_on_beyond(slice_index),
+                  {"slice": int(slice_index), "direction": direction, "painted_slice": int(painted_slice),
+                   "share": share, "reach": reach, "registration_share": followed})
 
 
 def ended_while_followed_advice(slice_index: int, direction: str, painted_slice: int,
@@ -117,9 +114,13 @@ def ended_while_followed_advice(slice_index: int, direction: str, painted_slice:
     covers ``registration_share`` of the painted cross-section of ``painted_slice``."""
     followed = round(float(registration_share), 2)
     sentence = (f"The result ends at slice {slice_index}, but the registration still follows a cross-section of "
-                f"{followed:.0%} of the painted one there: the tumour may go on beyond it. Check the slices beyond "
-                f"slice {slice_index}; if it does, paint it on a slice further out and run again with both painted "
-                "slices (the module's corrected slices; --keyframes).")
+                f"{followed:.0%} of the painted one there") + _may_go_on_beyond(slice_index)
     return Advice(ENDED_WHILE_FOLLOWED, sentence, {"slice": int(slice_index), "direction": direction,
                                                    "painted_slice": int(painted_slice),
                                                    "registration_share": followed})
+
+
+def _may_go_on_beyond(slice_index: int) -> str:
+    """The end of the sentences of the advice on a result that may end short: what it means, and what to do."""
+    return (f": the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, paint it on a "
+            "slice further out and run again with both painted slices (the module's corrected slices; --keyframes).")
