@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="this many random-shape cases (generator 'shapes', seeds 0..N-1)")
     source.add_argument("--thorax", type=int, default=0,
                         help="this many chest CT crops around a lung nodule (generator 'thorax', seeds 0..N-1)")
+    source.add_argument("--hypodense", type=int, default=0,
+                        help="this many phantoms whose tumour has large low-density parts reaching its outline "
+                             "(necrotic, cystic or myxoid; generator 'hypodense', seeds 50000..50000+N-1)")
     train.add_argument("--mix", nargs="+", metavar="SOURCE=SHARE",
                        help="share of the samples each source gets, e.g. 'real-ct-train=0.6 phantom=0.25 "
                             "thorax=0.15' (a --data folder is named by its last part, a generator by its name); "
@@ -315,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="annotation variants (which slice is painted), of: %(names)s "
                                           "(default: all)")
     variants.names = _Names("gastric_propagate.evaluation.annotations", "VARIANTS")
-    evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax"), default="phantom",
+    evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax", "hypodense"), default="phantom",
                           help="synthetic generator of the held-out cases when --data is not given")
     evaluate.add_argument("--seed-start", type=_count(0),
                           help="first seed of the synthetic cases (default: held out)")
@@ -464,6 +467,7 @@ def _train(args) -> int:
     from gastric_propagate.training.command import train_main
 
     return train_main(out=args.out, data=args.data, phantoms=args.phantoms, shapes=args.shapes, thorax=args.thorax,
+                      hypodense=args.hypodense,
                       mix=args.mix, zoom=args.zoom, self_fed=args.self_fed,
                       self_fed_refresh=args.self_fed_refresh, augment=args.augment, window=args.window,
                       hard_pixel_weight=args.hard_pixel_weight, boundary_weight=args.boundary_weight,

@@ -6,10 +6,17 @@ Structurally different generators, so that a network can be trained on some and 
     phantom: a painted abdominal anatomy with a gastric tumour (``synthetic.phantom``).
     shapes: a lesion among random structures of random intensity (``synthetic.shapes``, SynthSeg-style).
     thorax: a chest CT crop around a lung nodule, a lesion surrounded by air (``synthetic.thorax``).
+
+and a variant of the first, for training and development cases (not a generator of its own in leave-one-generator-out):
+
+    hypodense: the phantom with large low-density parts in its tumour, reaching the outline (necrotic, cystic or
+        myxoid, as in real sarcomas); its training seeds start at ``TRAINING_SEED_START['hypodense']``, so that its
+        anatomies are not those of the training phantoms.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +30,9 @@ GENERATORS = ("phantom", "shapes", "thorax")
 # First seed of the held-out development cases that engine choices are made on (scripts/choose_vote.py,
 # scripts/opinions_breakdown.py): no training run and no evaluation report uses these seeds.
 DEV_SEED_START = 1_000_000
+VARIANTS = ("hypodense",)
+# The first training seed of each generator (0 where not given).
+TRAINING_SEED_START = {"hypodense": 50_000}
 
 
 def phantom_cases(n_cases: int, seed_start: int | None = None, **phantom_options: object) -> list[Case]:
@@ -67,6 +77,10 @@ def _load_phantom(seed: int, options: dict) -> CaseData:
     return CaseData(f"phantom_{seed}", image, (label > 0).astype(np.uint8), tuple(float(s) for s in generated.spacing))
 
 
+def _hypodense(seed: int) -> CaseData:
+    return dataclasses.replace(_load_phantom(seed, {"low_density_parts": True}), name=f"hypodense_{seed}")
+
+
 def _shapes(seed: int) -> CaseData:
     from gastric_propagate.synthetic.shapes import make_shapes_case
 
@@ -79,7 +93,7 @@ def _thorax(seed: int) -> CaseData:
     return make_thorax_case(seed)
 
 
-_LOADERS = {"shapes": _shapes, "thorax": _thorax}
+_LOADERS = {"hypodense": _hypodense, "shapes": _shapes, "thorax": _thorax}
 
 
 def generated_cases(generator: str, count: int, seed_start: int = 0) -> list[Case]:
@@ -87,7 +101,7 @@ def generated_cases(generator: str, count: int, seed_start: int = 0) -> list[Cas
     if generator == "phantom":
         return phantom_cases(count, seed_start)
     if generator not in _LOADERS:
-        raise ValueError(f"unknown generator {generator!r}; the generators are {', '.join(GENERATORS)}")
+        raise ValueError(f"unknown generator {generator!r}; the generators are {', '.join(GENERATORS + VARIANTS)}")
     return [Case(name=f"{generator}_{seed}", source=f"{generator} seed {seed}", seed=seed,
                  loader=functools.partial(_LOADERS[generator], seed))
             for seed in range(seed_start, seed_start + int(count))]

@@ -1,7 +1,7 @@
 """Synthetic abdominal CT volumes with a gastric tumour: training and test material for the networks.
 
-A phantom is drawn from ``np.random.default_rng(seed)`` (and a side stream of the same seed for the
-perigastric fat) alone, so a seed names one volume for good.
+A phantom is drawn from ``np.random.default_rng(seed)`` (and side streams of the same seed for the
+perigastric fat and the tumour's optional low-density parts) alone, so a seed names one volume for good.
 The anatomy is laid out in a patient frame in mm (x to the patient's left, y posterior, z cranial, as
 in LPS; the body axis passes through x = y = 0 and the tumour's centre lies at z = 0), painted layer
 by layer with soft edges, then noised and blurred. The volume is a crop of that patient around the
@@ -124,7 +124,7 @@ def _draw_case(rng, o):
 def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None = None,
                  slice_spacing: float | None = None, pixel_spacing: float | None = None,
                  phase: str | None = None, tumour_diameter_mm: float | None = None,
-                 oblique: bool | None = None) -> Phantom:
+                 oblique: bool | None = None, low_density_parts: bool = False) -> Phantom:
     """Draws one synthetic abdominal CT with a gastric tumour.
 
     Everything not given is drawn from ``seed``; what is given replaces only its own draw, so the
@@ -141,6 +141,8 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
         oblique: whether the direction matrix is other than identity (default: drawn, ~30%):
             in-plane axis flips (content flipped to match, so anatomy stays in place physically)
             or a small in-plane rotation of the direction cosines. The third axis stays the slice axis.
+        low_density_parts: the tumour also gets large low-density parts reaching its outline (necrotic, cystic or
+            myxoid; generator 'hypodense'), drawn from a stream of their own: the rest of the phantom is the seed's.
 
     Returns:
         The :class:`Phantom`.
@@ -149,6 +151,8 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
         ValueError: an argument is out of range, or the tumour cannot fit in the requested volume.
     """
     o = _validated(seed, size_xy, n_slices, slice_spacing, pixel_spacing, phase, tumour_diameter_mm, oblique)
+    if not isinstance(low_density_parts, (bool, np.bool_)):
+        raise ValueError(f"low_density_parts must be True or False, got {low_density_parts!r}")
     seed = int(seed)
     rng = np.random.default_rng(seed)
     case = _draw_case(rng, o)
@@ -205,7 +209,8 @@ def make_phantom(seed: int, *, size_xy: int | None = None, n_slices: int | None 
     # Its own random stream: adding the fat plane left every other draw of a seed as it was.
     paint_fat_plane(cv, np.random.default_rng([seed, 1]), tumour, stomach, body)
     wall_hu = paint_stomach(cv, rng, stomach, case)
-    label = paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz)
+    label = paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz,
+                         low_density_rng=np.random.default_rng([seed, 2]) if low_density_parts else None)
     vol, noise_std = noise_and_blur(cv, rng, px, dz)
     np.rint(vol, out=vol)
     image = np.clip(vol, _HU_MIN, _HU_MAX, out=vol).astype(np.int16)

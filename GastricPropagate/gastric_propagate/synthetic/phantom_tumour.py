@@ -138,8 +138,12 @@ def paint_fat_plane(cv, rng, tumour, stomach, body):
     cv.paint(sl, m, fat_hu)
 
 
-def paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
-    """Paints the tumour (heterogeneous, soft-edged) last and returns its label on the whole grid."""
+def paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz, low_density_rng=None):
+    """Paints the tumour (heterogeneous, soft-edged) last and returns its label on the whole grid.
+
+    With ``low_density_rng`` (a stream of its own, so that every other draw of the seed stays as it was) the tumour
+    also gets large low-density parts (``low_density_drop``).
+    """
     sl, p = tumour_box(cv, tumour, ROUGH_MAX_MM + 2.0 * max(px, dz))
     r = np.linalg.norm(p, axis=-1)
     d = tumour.distance(p)
@@ -157,9 +161,24 @@ def paint_tumour(cv, rng, tumour, body, case, wall_hu, px, dz):
     necrosis = rng.uniform(20.0, 50.0) if (tumour.axes[0].max() > 20.0 and rng.random() < 0.5) else 0.0
     hu = wall_hu + case_hu(case, "tumour_delta") + texture
     hu -= necrosis * np.clip((0.45 - r / tumour.axes[0].min()) / 0.15, 0.0, 1.0)
+    if low_density_rng is not None:
+        hu -= low_density_drop(low_density_rng, d, 2.0 * float(tumour.axes[0].mean()), px, dz)
     cv.paint(sl, m, hu)
     label = np.zeros(cv.vol.shape, dtype=np.uint8)
     # In-plane the label follows the surface; a slice the surface crosses along z is labelled where the tumour
     # fills more than a quarter of its thickness, as annotators outline a partial-volume end slice.
     label[sl] = (d >= -LABEL_END_COVERAGE_SHIFT * dz * cos_z**2) & (inside_cavity >= 0.5)
     return label
+
+
+def low_density_drop(rng, distance, size_mm, px, dz):
+    """How many HU to take off each voxel of the tumour's box for its low-density parts: blotches of a smooth random
+    field (about a quarter of the tumour's size across) covering 20-70 % of the tumour, 25-90 HU darker, down to
+    fat-like density, reaching the outline as necrotic, cystic and myxoid parts of real sarcomas do (where the
+    networks trained on uniformly dense phantoms lost real tumour, docs/training.md). ``distance`` is the signed
+    distance to the surface (> 0 inside)."""
+    field = smooth_field(rng, distance.shape, rng.uniform(0.15, 0.35) * size_mm, px, dz)
+    inside = distance > 0
+    level = float(np.quantile(field[inside], 1.0 - rng.uniform(0.2, 0.7))) if inside.any() else np.inf
+    part = np.clip((field - level) / 0.3 + 0.5, 0.0, 1.0)  # a soft edge, a few mm wide
+    return (rng.uniform(25.0, 90.0) * part).astype(np.float32)

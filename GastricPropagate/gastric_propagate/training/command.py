@@ -20,7 +20,7 @@ NEW_NETWORK_CHANNELS = (4, 64)
 TRAINING_WINDOWS = (64, 256)
 
 
-def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int,
+def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: int, thorax: int, hypodense: int = 0,
                mix: Sequence[str] | None, zoom: Sequence[float], init: str | None, learning_rate: float | None,
                self_fed: float = 0.0, self_fed_refresh: int = 0, augment: str = "basic", depth: int | None = None,
                base_channels: int | None = None, window: int | None = None, prompt_channel: bool = False,
@@ -42,12 +42,13 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     from gastric_propagate.errors import WeightsError
     from gastric_propagate.inference.onnx_networks import (PRECISIONS, check_exporter, export_onnx, onnx_path,
                                                             shell_word)
-    from gastric_propagate.synthetic.generators import generated_cases, load_all, load_cases
+    from gastric_propagate.synthetic.generators import TRAINING_SEED_START, generated_cases, load_all, load_cases
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
 
     minimums = (("--phantoms", phantoms, 0), ("--shapes", shapes, 0), ("--thorax", thorax, 0),
-                ("--workers", workers, 1), ("--validation-phantoms", validation_phantoms, 0),
+                ("--hypodense", hypodense, 0), ("--workers", workers, 1),
+                ("--validation-phantoms", validation_phantoms, 0),
                 ("--proposer-steps", proposer_steps, 0), ("--refiner-steps", refiner_steps, 0),
                 ("--batch-size", batch_size, 1), ("--threads", threads, 1), ("--seed", seed, 0))
     for option, value, minimum in minimums:
@@ -72,9 +73,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         if not (math.isfinite(value) and value >= 0):
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: give a weight of 0 or more (0: no extra weight).")
-    if not (data or phantoms or shapes or thorax):
+    if not (data or phantoms or shapes or thorax or hypodense):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
-                         "--shapes N and/or --thorax N with N of 1 or more.")
+                         "--shapes N, --thorax N and/or --hypodense N with N of 1 or more.")
     check_writable_folder(out, f"the output folder {out}")
     _check_weights_outputs(out, init, overwrite)
     check_exporter()  # before the training, which its export ends
@@ -85,11 +86,12 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         cases += found
         sources += [Path(folder).resolve().name] * len(found)
         parts.append(f"{len(found)} image/label pairs from {folder}")
-    for generator, count in (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax)):
+    for generator, count in (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax), ("hypodense", hypodense)):
         if count:
-            cases += generated_cases(generator, count)
+            first = TRAINING_SEED_START.get(generator, 0)
+            cases += generated_cases(generator, count, first)
             sources += [generator] * count
-            parts.append(f"{count} synthetic '{generator}' cases (seeds 0-{count - 1})")
+            parts.append(f"{count} synthetic '{generator}' cases (seeds {first}-{first + count - 1})")
     shares = _parse_mix(mix, set(sources)) if mix else {}
     low, high = zoom
     if not (0 < low <= high < 10):

@@ -274,6 +274,7 @@ def run_command(tmp_path, capsys, *argv):
     (("make-phantoms", "--out", "{tmp}/p", "--count", "0"), "too small"),
     (("train", "--phantoms", "0", "--out", "{tmp}/w"), "No training data"),
     (("train", "--phantoms", "-2", "--out", "{tmp}/w"), "--phantoms -2 is too small"),
+    (("train", "--hypodense", "-1", "--out", "{tmp}/w"), "--hypodense -1 is too small"),
     (("train", "--phantoms", "2", "--out", "{file}/w"), "is a file, not a folder"),
     (("train", "--data", "{tmp}/missing", "--out", "{tmp}/w"), "does not exist"),
     (("train", "--data", "{tmp}/empty", "--out", "{tmp}/w"), "No image/label pairs"),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
@@ -110,6 +111,22 @@ def test_phases_change_enhancement_only():
     assert delayed[inside].mean() > arterial[inside].mean() + 3
 
 
+@pytest.mark.parametrize("seed", [5, 9])
+def test_low_density_parts_darken_the_tumour_up_to_its_outline_and_change_nothing_else(seed):
+    plain, dark = make_phantom(seed, **SMALL), make_phantom(seed, low_density_parts=True, **SMALL)
+    (image, label), (dark_image, dark_label) = plain.arrays(), dark.arrays()
+    assert np.array_equal(label, dark_label) and plain.phase == dark.phase
+    inside = label > 0
+    drop = image.astype(np.float32) - dark_image
+    # The anatomy and noise are the seed's: only the tumour and its partial-volume edge change.
+    from_tumour = ndimage.distance_transform_edt(~inside, sampling=plain.spacing[::-1])
+    assert from_tumour[drop != 0].max() <= 2.5 * max(plain.spacing)
+    assert 0.15 < np.mean(drop[inside] > 20) < 0.8  # parts of it, not all of it
+    outline = inside & ~ndimage.binary_erosion(inside)
+    assert np.mean(drop[outline] > 20) > 0.15  # they reach the outline, not only a central core
+    assert np.median(drop[inside]) >= 0 and drop[inside].max() > 40
+
+
 def test_hounsfield_units_are_plausible():
     phantom = make_phantom(12, size_xy=400, pixel_spacing=1.0, n_slices=30, tumour_diameter_mm=30.0)
     image, label = phantom.arrays()
@@ -134,6 +151,7 @@ def test_overrides_are_respected():
 
 @pytest.mark.parametrize("kwargs", [{"size_xy": 10}, {"size_xy": 200.5}, {"n_slices": 3}, {"slice_spacing": 0.0},
                                     {"pixel_spacing": float("nan")}, {"phase": "portal"}, {"oblique": "yes"},
+                                    {"low_density_parts": 1},
                                     {"tumour_diameter_mm": 300.0}])
 def test_bad_overrides_are_refused(kwargs):
     with pytest.raises(ValueError):

@@ -38,3 +38,12 @@ def test_generators_by_name_load_in_parallel_as_in_series():
         np.testing.assert_array_equal(a.image, b.image)
     with pytest.raises(ValueError, match="unknown generator"):
         generated_cases("magic", 1)
+
+
+def test_the_hypodense_variant_is_the_phantom_with_low_density_parts_under_its_own_name():
+    (case,) = load_all(generated_cases("hypodense", 1, seed_start=3))
+    (phantom,) = load_all(generated_cases("phantom", 1, seed_start=3))
+    assert case.name == "hypodense_3" and phantom.name == "phantom_3"
+    np.testing.assert_array_equal(case.label, phantom.label)
+    inside = case.label > 0
+    assert case.image[inside].mean() < phantom.image[inside].mean() - 5

@@ -486,3 +486,16 @@ def test_no_empty_target_dice_trains_and_is_recorded(tmp_path):
     config = TrainingConfig(**{**CONFIG.__dict__, "empty_target_dice": False})
     paths = train(small_cases(), tmp_path, config=config, device="cpu")
     assert load_checkpoint(paths["proposer"], stage="proposer").training["config"]["empty_target_dice"] is False
+
+
+def test_hypodense_phantoms_are_a_source_of_their_own_with_their_own_seeds(tmp_path):
+    from gastric_propagate import cli
+
+    out = tmp_path / "weights"
+    assert cli.main(["train", "--phantoms", "1", "--hypodense", "1", "--mix", "phantom=0.5", "hypodense=0.5",
+                     "--proposer-steps", "0", "--refiner-steps", "0", "--validation-phantoms", "0", "--workers", "1",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    data = load_checkpoint(out / "proposer.pt", stage="proposer").training["data"]
+    assert "1 synthetic 'phantom' cases (seeds 0-0)" in data
+    assert "1 synthetic 'hypodense' cases (seeds 50000-50000)" in data
+    assert "phantom 50%, hypodense 50%" in data
