@@ -130,5 +130,6 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
         raise InputError(_(
             "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "
             "{problem}. Select the volume the segment was painted on (the Segment Editor's source volume), or "
-            "repaint the segment on '{volume}'.").format(
+            "repaint the segment on '{volume}' in a new segmentation (a segmentation keeps the grid it was made "
+            "with: one whose geometry was specified with oversampling, or on another volume, stays on it).").format(
                 segment=segmentName, volume=volumeNode.GetName(), problem=problem))

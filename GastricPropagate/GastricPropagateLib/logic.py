@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Callable
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
+from gastric_propagate.inference.advice import not_axial_advice
 
 from . import result_segment, scene_input, scene_output, segment_arrays
 from .engine_worker import EngineWorker
@@ -117,8 +118,11 @@ class GastricPropagateLogic:
         Poll the job (``job.poll()``, from a timer), cancel it (``job.cancel()``), and once it has finished pass
         ``job.result()`` to ``apply``. Nothing in the scene changes until ``apply``.
         """
-        return startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options,
-                              onProgress=onProgress, worker=self.worker(), imageKey=prepared.imageKey)
+        job = startInference(prepared.image, prepared.spacingXYZ, prepared.annotation, prepared.options,
+                             onProgress=onProgress, worker=self.worker(), imageKey=prepared.imageKey)
+        if prepared.sliceOrientation != "axial":  # the engine sees the voxels alone: it cannot tell
+            job.addedAdvice.append(not_axial_advice(prepared.sliceOrientation).to_dict())
+        return job
 
     def worker(self) -> EngineWorker:
         """The session's warm engine worker (``engine_worker.EngineWorker``), replaced when the device, the weights, the

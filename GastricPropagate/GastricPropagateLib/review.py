@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
-from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR
+from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR, NOT_AXIAL
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
@@ -141,6 +141,13 @@ def adviceSentences(advice: list[dict]) -> list[str]:
                 "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
         elif item.get("kind") == CUT_AT_REACH:
             sentences.append(_cutAtReachSentence(item))
+        elif item.get("kind") == NOT_AXIAL:
+            sentences.append(_(
+                "This volume's slices are {orientation}, not axial: the result was propagated along them, and the "
+                "networks learned axial slices. Check it closely, or reorient the volume (Orient Scalar Volume "
+                "module, orientation Axial), paint on the new volume and run again.").format(
+                    orientation={"sagittal": _("sagittal"), "coronal": _("coronal")}.get(
+                        item.get("orientation"), item.get("orientation"))))
         elif item.get("kind") == ENDED_WHILE_FOLLOWED:
             sentences.append(_(
                 "The result ends at slice {slice}, but the registration still follows a cross-section of "

@@ -133,6 +133,7 @@ class InferenceJob:
         self.folder = folder
         self._paths = paths
         self._grid = grid  # the inputs' grid: the mask is read back onto it
+        self.addedAdvice: list[dict] = []  # what the caller knows and the engine cannot (the volume's orientation)
         self._onProgress = onProgress
         self._stdoutOffset = 0
         self._finished = False
@@ -229,7 +230,9 @@ class InferenceJob:
                 raise Cancelled(_("Cancelled: the segmentation process was stopped; nothing was written."))
             code, message = self._exitStatus()
             if code == EXIT_OK:
-                return readRunResult(self._paths["report.json"], self._paths["output.nrrd"], self._grid)
+                result = readRunResult(self._paths["report.json"], self._paths["output.nrrd"], self._grid)
+                result.advice.extend(self.addedAdvice)
+                return result
             if code == EXIT_BAD_INPUT:
                 raise InputError(message)
             if code == EXIT_WEIGHTS:

@@ -20,6 +20,7 @@ import vtk
 
 import slicer
 from gastric_propagate.data.annotation import describe_slices, painted_slices, side_view
+from gastric_propagate.data.volumes import slice_orientation
 from gastric_propagate.errors import InputError
 
 from .corrections import sliceDigests
@@ -57,6 +58,10 @@ class PreparedInput:
             run.
         paintedAnnotation: the painted segment alone, where ``annotation`` also holds the corrected slices (a
             re-propagation); None when the two are the same.
+        sliceOrientation: which way the volume's K slices lie ("axial", "sagittal" or "coronal"): the engine reads
+            the voxels alone, so the run's advice on a volume of other than axial slices comes from here.
+        ijkToRas: the volume's IJK-to-RAS matrix (4 x 4) at the click: ``apply`` writes nothing on a volume moved or
+            resampled since, where the result would land beside the tumour.
     """
 
     volumeNode: object
@@ -72,6 +77,13 @@ class PreparedInput:
     imageKey: tuple | None = None
     resultDigests: str | None = None
     paintedAnnotation: np.ndarray | None = None
+    sliceOrientation: str = "axial"
+    ijkToRas: np.ndarray | None = None
+
+
+def _viewName(view: str) -> str:
+    """A view's or slice orientation's name ("axial", "sagittal", "coronal") in the reader's language."""
+    return {"axial": _("axial"), "sagittal": _("sagittal"), "coronal": _("coronal")}[view]
 
 
 def _axisName(direction: np.ndarray) -> str:
@@ -118,21 +130,31 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "{count} painted voxels of the segment '{segment}' lie outside the volume '{volume}'. Paint inside "
             "the volume (or select the volume the segment was painted on), then run again.").format(
                 count=outside, segment=segmentName, volume=volumeNode.GetName()))
+    # A side view's plane is never a set of axial anchors: refused with keyframes on too.
+    sideView = side_view(annotation[painted], ijkToRasArray(volumeNode)) if len(painted) > 1 else None
+    orientation = slice_orientation(ijkToRasArray(volumeNode)[:3, 2])
+    if sideView is not None and orientation != "axial":  # a sagittal or coronal series: reoriented, not painted on
+        raise InputError(_(
+            "The segment '{segment}' is painted in one {view} plane across {count} slices of the volume "
+            "'{volume}' (K = {slices}), whose K slices are {orientation}, not axial; the networks learned axial "
+            "slices. Reorient the volume to axial slices first (Orient Scalar Volume module, orientation Axial), "
+            "paint the tumour's largest cross-section on one slice of the new volume, then run again.").format(
+                segment=segmentName, view=_viewName(sideView), count=len(painted), volume=volumeNode.GetName(),
+                slices=describe_slices(painted), orientation=_viewName(orientation)))
+    if sideView in ("sagittal", "coronal"):  # ("axial" on an axial volume: a plane tilted about 45 degrees)
+        raise InputError(_(
+            "The segment '{segment}' is painted in one plane across {count} slices of the volume's K axis "
+            "(K = {slices}), as in the {view} view. Paint the tumour's largest cross-section on one slice in "
+            "the axial view (the view showing the volume's K slices), then run again.").format(
+                segment=segmentName, count=len(painted), slices=describe_slices(painted), view=_viewName(sideView)))
     if len(painted) > 1 and not options.keyframes:
-        sideView = side_view(annotation[painted], ijkToRasArray(volumeNode))
-        if sideView is not None:
-            sideView = {"sagittal": _("sagittal"), "coronal": _("coronal")}[sideView]
-            raise InputError(_(
-                "The segment '{segment}' is painted in one plane across {count} slices of the volume's K axis "
-                "(K = {slices}), as in the {view} view. Paint the tumour's largest cross-section on one slice in "
-                "the axial view (the view showing the volume's K slices), then run again.").format(
-                    segment=segmentName, count=len(painted), slices=describe_slices(painted), view=sideView))
         kAxis = ijkToRasArray(volumeNode)[:3, 2]
         hint = ""
         if abs(kAxis[2]) < 0.7 * np.linalg.norm(kAxis):
             hint = " " + _(
-                "Note: this volume's slice axis (K) runs {axis}, so its K slices are not axial: paint in the "
-                "slice view aligned with the volume's slices.").format(axis=_axisName(kAxis))
+                "Note: this volume's slice axis (K) runs {axis}, so its K slices are not axial, and the networks "
+                "learned axial slices: reorient it first (Orient Scalar Volume module, orientation Axial), then "
+                "paint one slice of the new volume.").format(axis=_axisName(kAxis))
         raise InputError(_(
             "The segment '{segment}' has painted voxels on {count} slices of the volume's K axis (K = {slices}). "
             "Paint the largest cross-section on one slice only and erase the others, or switch on keyframes "
@@ -147,7 +169,8 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey,
-        resultDigests=resultDigests(volumeNode, segmentationNode))
+        resultDigests=resultDigests(volumeNode, segmentationNode),
+        sliceOrientation=orientation, ijkToRas=ijkToRasArray(volumeNode))
 
 
 def resultDigests(volumeNode, segmentationNode) -> str | None:

@@ -25,6 +25,7 @@ from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, WRITTEN_NAME_TAG, resu
 from .run_output import RunResult
 from .scene_input import PreparedInput, resultDigests
 from .segment_arrays import (
+    ijkToRasArray,
     isLabelmapSource,
     segmentArray,
     setSourceRepresentationName,
@@ -80,6 +81,13 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
     if mask.shape != prepared.image.shape:
         raise InputError(_("The result's grid {got} differs from the volume's {want}.").format(
             got=mask.shape, want=prepared.image.shape))
+    imageData = volumeNode.GetImageData()
+    moved = prepared.ijkToRas is not None and not np.allclose(ijkToRasArray(volumeNode), prepared.ijkToRas, atol=1e-6)
+    if moved or imageData is None or tuple(imageData.GetDimensions())[::-1] != mask.shape:
+        raise InputError(_(
+            "The volume '{volume}' was moved or resampled during the run (its voxels, spacing, origin or orientation "
+            "changed), so the result would not lie on the tumour; nothing was written. Run again on the volume as it "
+            "is now.").format(volume=volumeNode.GetName()))
     # The painted slices are the user's own drawing: they are kept exactly, whatever the masking says.
     allowed = prepared.masking.allowed(prepared.image)
     if allowed is not None:

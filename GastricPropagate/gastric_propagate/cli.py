@@ -248,10 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-phantoms", type=int, default=8,
                        help="held-out phantoms to report Dice on after training (0: none; default: %(default)s)")
     train.add_argument("--proposer-steps", type=int, default=1500,
-                       help="optimiser steps of the proposer (0: keep it as it is; default: %(default)s)")
+                       help="optimiser steps of the proposer (0: keep it as it is, with --init; default: %(default)s)")
     train.add_argument("--refiner-steps", type=int, default=800,
                        help="optimiser steps of the refiner, trained after the proposer on its output (0: keep it as "
-                            "it is; default: %(default)s)")
+                            "it is, with --init; default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=16,
                        help="training crops per step; lower it if memory runs out (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0,

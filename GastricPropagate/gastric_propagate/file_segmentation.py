@@ -55,8 +55,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     check_spacing(image.GetSpacing(), f"The image {image_path}")  # a header in metres: said before the rest
     annotation = read_volume(annotation_path, "annotation")
     painted = _one_label(_painted_on_grid(annotation, image, annotation_path), label, annotation_path)
-    if not options.keyframes:
-        _check_not_painted_in_a_side_view(painted, image, annotation_path)
+    _check_not_painted_in_a_side_view(painted, image, annotation_path)  # with keyframes too: never a set of anchors
     segmenter = segmenter or Segmenter(device=device)
     stage(STAGE_READ, 1, 1)
 
@@ -106,9 +105,18 @@ def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndar
 
 
 def _check_not_painted_in_a_side_view(painted: np.ndarray, image: sitk.Image, path) -> None:
-    """InputError, saying to paint in the axial view, for an annotation painted in the sagittal or coronal view."""
+    """InputError, saying to paint in the axial view, for an annotation painted in the sagittal or coronal view; or,
+    on a sagittal or coronal series painted in the axial view, to reorient the CT to axial slices first."""
     view = side_view(painted, np.reshape(image.GetDirection(), (3, 3)))
-    if view is not None:
+    orientation = slice_axis(image)
+    if view is not None and orientation != "axial":  # a sagittal or coronal series: its slices are not what to paint
+        slices = painted_slices(painted > 0)
+        raise InputError(f"The CT has {orientation} slices, and the annotation {path} is painted in one {view} plane "
+                         f"across {len(slices)} of them ({describe_slices(slices)}). The networks propagate along the "
+                         "CT's own slices and learned axial ones: reorient the CT to axial slices (in Slicer: Orient "
+                         "Scalar Volume, orientation Axial), paint the tumour's largest cross-section on one slice of "
+                         "it, then run again.")
+    if view in ("sagittal", "coronal"):  # ("axial" on an axial CT: only a plane tilted about 45 degrees; not refused)
         slices = painted_slices(painted > 0)
         raise InputError(f"The annotation {path} is painted in one {view} plane across {len(slices)} axial slices "
                          f"({describe_slices(slices)}): it was painted in the {view} view. Paint the tumour's largest "

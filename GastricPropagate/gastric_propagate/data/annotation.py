@@ -57,16 +57,17 @@ def annotation_from_label(label: np.ndarray, slice_index: int | None = None) -> 
 
 
 def side_view(painted: np.ndarray, axes: np.ndarray) -> str | None:
-    """"sagittal" or "coronal" when the painted voxels (z, y, x), on two or more K slices, all lie in one I (x) or J (y)
-    plane of a volume along which that plane runs so in the patient: painted in that view, not on one K slice (where
-    erasing "the other slices" would leave a line); else None. ``axes``: 3x3, its columns the I, J, K axes' directions
-    in any patient frame with the head-foot axis third (RAS or LPS, scaled or not)."""
+    """The view ("sagittal", "coronal" or "axial") whose plane holds the painted voxels (z, y, x) when they lie on two
+    or more K slices, all in one I (x) or J (y) plane: painted in that view, not on one K slice (where erasing "the
+    other slices" would leave a line); else None. "axial" only on a volume whose K slices are not axial (a sagittal or
+    coronal series painted in the axial view). ``axes``: 3x3, its columns the I, J, K axes' directions in any patient
+    frame with the head-foot axis third (RAS or LPS, scaled or not)."""
     slices = np.flatnonzero(painted.reshape(painted.shape[0], -1).max(axis=1) > 0)
     if slices.size < 2:
         return None
     _k, ys, xs = np.nonzero(painted[slices] > 0)
     for column, values in ((0, xs), (1, ys)):
         normal = int(np.argmax(np.abs(np.asarray(axes)[:3, column])))
-        if normal < 2 and values.min() == values.max():
-            return ("sagittal", "coronal")[normal]
+        if values.min() == values.max():
+            return ("sagittal", "coronal", "axial")[normal]
     return None

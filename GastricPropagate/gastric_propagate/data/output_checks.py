@@ -46,7 +46,8 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
         check_path_text(path, what)
         _check_parent_steps(path, what)
         if path.is_dir() or str(outputs[what]).endswith(("/", os.sep)):
-            raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {path / 'tumour.nrrd'}).")
+            example = path / ("report.json" if what == "report" else "tumour.nrrd")
+            raise InputError(f"The {what} {path} is a folder; give a file name (e.g. {example}).")
         if path.is_symlink() or _special_file(path):
             kind = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else "a device, pipe or socket"
             raise InputError(f"The {what} {path} is not a regular file ({kind}): writing the result would replace "

@@ -109,8 +109,12 @@ def check_path_text(path: str | Path, what: str) -> None:
 def slice_axis(image: sitk.Image) -> str:
     """Which way the volume's third voxel index (its K slices' normal) runs in the patient: "axial" (head-foot),
     "sagittal" (left-right) or "coronal" (front-back), by its largest direction component."""
-    direction = np.abs(np.reshape(image.GetDirection(), (3, 3))[:, 2])
-    return ("sagittal", "coronal", "axial")[int(np.argmax(direction))]
+    return slice_orientation(np.reshape(image.GetDirection(), (3, 3))[:, 2])
+
+
+def slice_orientation(k_axis) -> str:
+    """``slice_axis`` of a volume whose K axis runs along ``k_axis`` (3 components in LPS or RAS, scaled or not)."""
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(np.asarray(k_axis, dtype=float)[:3])))]
 
 
 def _check_readable_file(path: Path, what: str) -> None:

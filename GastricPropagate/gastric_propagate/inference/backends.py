@@ -66,7 +66,7 @@ def choose_backend(backend: str, device: str, proposer_path=None, refiner_path=N
         names = [Path(path).name for path in weights]
         folder = folders.pop() if len(folders) == 1 and names == ["proposer.pt", "refiner.pt"] else None
         problem = WeightsError(f"No {'int8 ' if precision == 'int8' else ''}ONNX file beside the weights "
-                               f"({', '.join(missing)}). {export_hint(precision, folder)}")
+                               f"({', '.join(missing)}). {export_hint(precision, folder)}.")
     if problem is None:
         return "onnx" if backend == "auto" else backend
     if backend in ONNX_BACKENDS:

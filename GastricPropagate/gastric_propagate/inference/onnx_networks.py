@@ -52,7 +52,7 @@ def export_hint(precision: str = "float32", folder: str | Path | None = None) ->
     there = folder is not None and any(onnx_path(Path(folder) / f"{stage}.pt", kind).exists()
                                        for stage in ("proposer", "refiner") for kind in {"float32", precision})
     command = f"gastric-propagate export-onnx{flag} --weights {shell_word(str(folder)) if folder else 'DIR'}"
-    return f"Make the ONNX files from the weights with '{command}{' --overwrite' if there else ''}'."
+    return f"Make the ONNX files from the weights with '{command}{' --overwrite' if there else ''}'"
 
 
 def shell_word(text: str) -> str:
@@ -138,7 +138,7 @@ def load_onnx(path: str | Path, *, stage: str, threads: int | None = None,
     path = Path(path)
     # export-onnx writes <stage>.onnx beside <stage>.pt only: another file name gets the command with DIR.
     standard = path.name in {onnx_path(f"{name}.pt", precision).name for name in ("proposer", "refiner")}
-    again = f"{export_hint(precision, path.parent if standard else None)} (or run with --backend torch)"
+    again = f"{export_hint(precision, path.parent if standard else None)} (or run with --backend torch)."
     if not path.is_file():
         raise WeightsError(f"The {stage} ONNX file {path} does not exist. {again}")
     if path.stat().st_size > MAX_FILE_BYTES:

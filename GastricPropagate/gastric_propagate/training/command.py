@@ -61,6 +61,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         if value is not None and init:
             raise InputError(f"{option} sets the size of new networks; with --init the networks keep the size of "
                              "the weights they start from: leave it out, or train from scratch (no --init).")
+    for option, steps in (("--proposer-steps", proposer_steps), ("--refiner-steps", refiner_steps)):
+        if steps == 0 and not init:  # an untrained network would be written as if it were weights
+            raise InputError(f"{option} 0 keeps that network as it is, which needs weights to keep: give --init "
+                             "bundled (or a folder of weights), or 1 step or more.")
     if window is not None and not (TRAINING_WINDOWS[0] <= window <= TRAINING_WINDOWS[1] and window % 16 == 0):
         raise InputError(f"--window {window}: give a multiple of 16 from {TRAINING_WINDOWS[0]} to "
                          f"{TRAINING_WINDOWS[1]} (the networks halve it three or four times).")

@@ -275,6 +275,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "0", "--out", "{tmp}/w"), "No training data"),
     (("train", "--phantoms", "-2", "--out", "{tmp}/w"), "--phantoms -2 is too small"),
     (("train", "--hypodense", "-1", "--out", "{tmp}/w"), "--hypodense -1 is too small"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--proposer-steps", "0"), "--proposer-steps 0 keeps that"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--refiner-steps", "0"), "needs weights to keep: give --init"),
     (("train", "--phantoms", "2", "--out", "{file}/w"), "is a file, not a folder"),
     (("train", "--data", "{tmp}/missing", "--out", "{tmp}/w"), "does not exist"),
     (("train", "--data", "{tmp}/empty", "--out", "{tmp}/w"), "No image/label pairs"),
@@ -419,18 +421,19 @@ def test_an_output_extension_in_upper_case_is_refused_before_the_run(files, tmp_
     refused(files, tmp_path, capsys, tmp_path / "x.nii.GZ", message="Name it 'x.nii.gz'")
 
 
-@pytest.mark.parametrize("stroke, length, extra", [("axial", 40, ()), ("axial", 20, ()),
-                                                   ("sagittal", 24, ("--keyframes",))])
+@pytest.mark.parametrize("stroke, length, extra, message", [
+    ("axial", 40, (), "too thin to be a cross-section"), ("axial", 20, (), "too thin to be a cross-section"),
+    # With keyframes, a sagittal stroke would be seven one-voxel anchors: refused as painted in the wrong view.
+    ("sagittal", 24, ("--keyframes",), "it was painted in the sagittal view")])
 def test_a_painted_line_one_voxel_wide_is_refused_with_what_to_paint(files, tmp_path, capsys, stroke, length,
-                                                                      extra):  # issue 26: 3
+                                                                      extra, message):  # issue 26: 3
     line = np.zeros(files["label"].shape, np.uint8)
     if stroke == "sagittal":
         line[5:12, 20:20 + length, 30] = 1  # one voxel wide on each of seven axial slices
     else:
         line[8, 30, 12:12 + length] = 1
     write_like(line, files["reference"], tmp_path / "in" / "line.nrrd")
-    refused(files, tmp_path, capsys, None, *extra, annotation=tmp_path / "in" / "line.nrrd",
-            message="too thin to be a cross-section")
+    refused(files, tmp_path, capsys, None, *extra, annotation=tmp_path / "in" / "line.nrrd", message=message)
 
 
 def test_a_line_that_survives_on_a_coarse_ct_gives_a_result(files, tmp_path, capsys):  # issue 26: 3
@@ -673,6 +676,20 @@ def test_an_annotation_painted_in_a_sagittal_or_coronal_view_says_so(files, tmp_
     write_like(painted, files["reference"], tmp_path / "in" / "plane.nrrd")
     err = refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "plane.nrrd", message=f"one {view} plane")
     assert "axial view" in err, err
+
+
+@pytest.mark.parametrize("keyframes", [(), ("--keyframes",)])
+def test_a_sagittal_series_painted_in_the_axial_view_is_told_to_reorient_the_ct(files, tmp_path, capsys, keyframes):
+    """A CT whose K slices run left to right, painted on one axial plane (across many of its slices): not "painted on
+    N slices, ask for keyframes", which would propagate along the sagittal slices, but reorient the CT."""
+    order = [1, 2, 0]  # the CT's x axis becomes K: sagittal slices
+    ct = sitk.PermuteAxes(files["reference"], order)
+    annotation = sitk.PermuteAxes(sitk.ReadImage(str(files["annotation"])), order)
+    sitk.WriteImage(ct, str(tmp_path / "in" / "sagittal-ct.nrrd"))
+    sitk.WriteImage(annotation, str(tmp_path / "in" / "sagittal-annotation.nrrd"))
+    err = refused(files, tmp_path, capsys, None, *keyframes, image=tmp_path / "in" / "sagittal-ct.nrrd",
+                  annotation=tmp_path / "in" / "sagittal-annotation.nrrd", message="The CT has sagittal slices")
+    assert "painted in one axial plane" in err and "Orient Scalar Volume" in err and "keyframes" not in err, err
 
 
 def test_a_2d_annotation_is_told_to_be_saved_as_a_3d_label_map(files, tmp_path, capsys):

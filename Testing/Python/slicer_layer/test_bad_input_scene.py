@@ -20,6 +20,8 @@ from scene_helpers import (  # noqa: F401  (fixtures are used by name)
     tinyWeights,
 )
 from gastric_propagate.errors import InputError
+from gastric_propagate.inference.advice import NOT_AXIAL
+from gastric_propagate.inference.options import PropagationOptions
 
 pytestmark = pytest.mark.slicer
 
@@ -42,9 +44,10 @@ def test_a_volume_whose_spacing_is_not_in_millimetres_is_refused_saying_so(case,
     assertSnapshotsEqual(before, case.snapshot(extra))
 
 
-@pytest.mark.parametrize("axis", [2, 1])
-def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(case, logic, axis):
-    """One plane across several K slices: painted in the sagittal or coronal view, not "on two slices"."""
+@pytest.mark.parametrize("axis, keyframes", [(2, False), (1, False), (2, True)])
+def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(case, logic, axis, keyframes):
+    """One plane across several K slices: painted in the sagittal or coronal view, not "on two slices"; with
+    keyframes on too, where the plane's lines would otherwise become anchors kept exactly."""
     painted = np.zeros_like(case.annotation)
     k, j, i = np.argwhere(case.annotation > 0).mean(axis=0).round().astype(int)
     plane = [slice(k - 3, k + 4), slice(j - 8, j + 8), slice(i - 8, i + 8)]
@@ -52,4 +55,42 @@ def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(cas
     painted[tuple(plane)] = 1
     segmentId = addSegmentFromArray(case.segmentation, case.volume, painted, "side view")
     runExpecting(InputError, "painted in one plane .*as in the (sagittal|coronal) view.* axial view", logic, case,
-                 case.volume, case.segmentation, segmentId)
+                 case.volume, case.segmentation, segmentId, PropagationOptions(keyframes=keyframes))
+
+
+@pytest.mark.parametrize("keyframes", [False, True])
+def test_a_coronal_series_painted_in_the_axial_view_is_told_to_reorient_the_volume(case, logic, keyframes):
+    """Painted in the anatomical axial view, one plane across many of the volume's coronal K slices: not "painted on
+    N slices, switch on keyframes" (which would propagate along the coronal slices), but reorient the volume."""
+    image = case._sitk.Image(case.imageSitk)
+    image.SetDirection([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0])  # K runs front to back, J head to foot
+    volume = addVolumeFromSitk(case.scene, image, "CT of coronal slices")
+    segmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted on it")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    painted = np.zeros_like(case.annotation)
+    k, j, i = np.argwhere(case.annotation > 0).mean(axis=0).round().astype(int)
+    painted[k - 3:k + 4, j, i - 8:i + 8] = 1  # one J plane: axial in the patient
+    segmentId = addSegmentFromArray(segmentation, volume, painted, "painted")
+    extra = [(segmentation, segmentId)]
+    before = case.snapshot(extra)
+    with pytest.raises(InputError, match="painted in one axial plane .*K slices are coronal.*Orient Scalar Volume"):
+        logic.run(volume, segmentation, segmentId, PropagationOptions(keyframes=keyframes))
+    assertSnapshotsEqual(before, case.snapshot(extra))
+
+
+def test_a_volume_of_coronal_slices_is_propagated_along_them_and_the_result_says_so(case, logic):
+    """The engine reads the voxels alone: the Logic adds what the command line says of such a volume (the networks
+    learned axial slices; reorient it). An axial volume's run says nothing of it."""
+    _, axial = logic.run(case.volume, case.segmentation, case.paintedId)
+    assert all(item["kind"] != NOT_AXIAL for item in axial.advice)
+    image = case._sitk.Image(case.imageSitk)
+    image.SetDirection([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0])  # K runs front to back
+    volume = addVolumeFromSitk(case.scene, image, "CT of coronal slices")
+    segmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted on it")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    segmentId = addSegmentFromArray(segmentation, volume, case.annotation, "painted")
+    _, coronal = logic.run(volume, segmentation, segmentId)
+    [said] = [item for item in coronal.advice if item["kind"] == NOT_AXIAL]
+    assert said["orientation"] == "coronal" and "Orient Scalar Volume" in said["sentence"]

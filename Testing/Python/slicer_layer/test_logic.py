@@ -246,6 +246,23 @@ def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):
     assertSnapshotsEqual(before, case.snapshot())
 
 
+@pytest.mark.parametrize("change", ["spacing", "origin", "voxels"])
+def test_a_volume_moved_or_resampled_during_the_run_gets_no_result(case, logic, change):
+    """The mask was computed on the grid of the click: written on another, it would lie beside the tumour."""
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared)
+    if change == "spacing":
+        case.volume.SetSpacing(*[s * 1.5 for s in case.volume.GetSpacing()])
+    elif change == "origin":
+        case.volume.SetOrigin(*[o + 10.0 for o in case.volume.GetOrigin()])
+    else:  # resampled in place: other dimensions, the same node
+        slicer.util.updateVolumeFromArray(case.volume, case.image[::2].copy())
+    before = case.snapshot()
+    with pytest.raises(InputError, match="moved or resampled during the run .*nothing was written"):
+        logic.apply(prepared, result)
+    assertSnapshotsEqual(before, case.snapshot())
+
+
 # ---------------------------------------------------------------------------------------------- re-run
 
 

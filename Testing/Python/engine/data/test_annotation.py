@@ -56,11 +56,12 @@ def test_one_plane_across_several_axial_slices_is_a_side_view(axis, view):
     assert side_view(painted[3:4], AXES_LPS) is None  # one slice: an axial painting, however thin
 
 
-def test_a_cross_section_on_two_slices_or_a_plane_of_a_non_axial_series_is_no_side_view():
+def test_a_cross_section_on_two_slices_is_no_side_view_and_a_non_axial_series_names_its_planes_view():
     painted = np.zeros((10, 20, 20), np.uint8)
     painted[3:5, 5:15, 5:15] = 1  # two axial slices, each a filled cross-section
     assert side_view(painted, AXES_LPS) is None
     plane = np.zeros_like(painted)
     plane[2:7, 5:15, 9] = 1  # one I plane: an axial plane where I runs head-foot, a coronal one where front-back
-    assert side_view(plane, np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])) is None
+    # A sagittal series painted in the axial view: said so (the CT wants reorienting), not "painted on 5 slices".
+    assert side_view(plane, np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])) == "axial"
     assert side_view(plane, AXES_SAGITTAL_SERIES) == "coronal"  # I runs front-back: that plane is a coronal one

@@ -198,9 +198,9 @@ def test_evaluate_report_replaces_the_earlier_one_whole(tmp_path, cases_folder):
 
 
 def train_argv(data: Path, out: Path, *extra) -> list:
-    """A train command that trains nothing (0 steps): it crops, runs the untrained proposer once, and saves."""
-    return ["train", "--data", str(data), "--out", str(out), "--proposer-steps", "0", "--refiner-steps", "0",
-            "--validation-phantoms", "0", "--workers", "1", "--device", "cpu", *extra]
+    """A train command that trains nothing (0 steps): it crops, runs the bundled proposer once, and saves."""
+    return ["train", "--data", str(data), "--out", str(out), "--init", "bundled", "--proposer-steps", "0",
+            "--refiner-steps", "0", "--validation-phantoms", "0", "--workers", "1", "--device", "cpu", *extra]
 
 
 def earlier_weights(out: Path) -> dict:
@@ -371,8 +371,9 @@ def test_train_prompt_channel_with_zero_steps_widens_the_proposer_and_keeps_what
 
 
 def test_train_from_scratch_builds_networks_of_the_size_asked_for(tmp_path, cases_folder):
-    assert cli.main(train_argv(cases_folder, tmp_path / "weights", "--depth", "4", "--base-channels", "4",
-                               "--window", "64")) == 0
+    assert cli.main(["train", "--data", str(cases_folder), "--out", str(tmp_path / "weights"), "--proposer-steps", "1",
+                     "--refiner-steps", "1", "--validation-phantoms", "0", "--workers", "1", "--device", "cpu",
+                     "--depth", "4", "--base-channels", "4", "--window", "64"]) == 0
     for stage in ("proposer", "refiner"):
         written = load_checkpoint(tmp_path / "weights" / f"{stage}.pt", stage=stage)
         assert written.network.config["depth"] == 4 and written.network.config["base_channels"] == 4

@@ -267,6 +267,6 @@ def test_an_onnx_output_holding_nan_never_passes_the_export_check():
 def test_the_export_advice_is_a_command_a_shell_reads_back_as_printed(folder):
     from gastric_propagate.inference.onnx_networks import export_hint
 
-    command = export_hint("int8", folder).split(" with '", 1)[1].rsplit("'.", 1)[0]
+    command = export_hint("int8", folder).split(" with '", 1)[1].rsplit("'", 1)[0]
     words = subprocess.run(["sh", "-c", "printf '%s\\0' " + command], capture_output=True, check=True).stdout
     assert words.decode().split("\0")[:-1] == ["gastric-propagate", "export-onnx", "--int8", "--weights", folder]

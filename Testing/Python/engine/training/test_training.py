@@ -493,8 +493,8 @@ def test_hypodense_phantoms_are_a_source_of_their_own_with_their_own_seeds(tmp_p
 
     out = tmp_path / "weights"
     assert cli.main(["train", "--phantoms", "1", "--hypodense", "1", "--mix", "phantom=0.5", "hypodense=0.5",
-                     "--proposer-steps", "0", "--refiner-steps", "0", "--validation-phantoms", "0", "--workers", "1",
-                     "--device", "cpu", "--out", str(out)]) == 0
+                     "--init", "bundled", "--proposer-steps", "0", "--refiner-steps", "0", "--validation-phantoms",
+                     "0", "--workers", "1", "--device", "cpu", "--out", str(out)]) == 0
     data = load_checkpoint(out / "proposer.pt", stage="proposer").training["data"]
     assert "1 synthetic 'phantom' cases (seeds 0-0)" in data
     assert "1 synthetic 'hypodense' cases (seeds 50000-50000)" in data
