@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import slicer
 from gastric_propagate.errors import Cancelled
 from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE
@@ -50,12 +51,14 @@ def stageText(stage: str) -> str:
     return texts.get(stage, _("Starting the segmentation process..."))
 
 
-def resultStatus(result, correctedSlices=(), masking: Masking | None = None) -> str:
+def resultStatus(result, correctedSlices=(), masking: Masking | None = None, writtenRange=None) -> str:
     """The status line after a run: where the result lies, the anchors taken from corrections, the Segment Editor's
-    masking applied to it (a result smaller than expected is then no surprise), the engine's advice."""
+    masking applied to it (a result smaller than expected is then no surprise), the engine's advice.
+    ``writtenRange``: the (first, last) K slices of the segment as written, where the masking may have left fewer
+    than the engine's mask holds (None: the engine's mask's)."""
     from .result_segment import resultSegmentName
 
-    sliceRange = result.slice_range()
+    sliceRange = writtenRange if writtenRange is not None else result.slice_range()
     text = _("Done: '{name}' on slices K = {first} to {last}.").format(
         name=resultSegmentName(), first=sliceRange[0], last=sliceRange[1]) if sliceRange else _("Done.")
     if correctedSlices:
@@ -294,7 +297,15 @@ class RunController:
         displayNode = prepared.segmentationNode.GetDisplayNode()
         if displayNode is not None:
             displayNode.SetSegmentVisibility(resultId, True)
-        self.view.setStatus(resultStatus(result, prepared.correctedSlices, prepared.masking))
+        writtenRange = None
+        if prepared.masking.isActive():  # the segment as written, not the engine's mask, is what the reader sees
+            try:
+                written = np.asarray(self.logic.segmentArray(prepared.volumeNode, prepared.segmentationNode, resultId))
+                slices = np.flatnonzero(written.reshape(len(written), -1).any(axis=1))
+                writtenRange = (int(slices[0]), int(slices[-1])) if slices.size else None
+            except Exception:  # the segment is written: the status line falls back to the engine's mask
+                logger.exception("GastricPropagate: could not read the written result segment back")
+        self.view.setStatus(resultStatus(result, prepared.correctedSlices, prepared.masking, writtenRange))
         self.view.showRunTime(_("{duration} on {device}").format(duration=formatDuration(result.seconds),
                                                                  device=result.device))
         rows = reviewRows(result, prepared.correctedSlices)

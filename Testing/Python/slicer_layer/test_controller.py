@@ -211,7 +211,11 @@ class FakeLogic:
     def apply(self, prepared, result, replaceExisting=False):
         self.calls.append(("apply", replaceExisting))
         self.existingResultId = "result"
+        self.written = np.asarray(result.mask)  # as the real one writes it when no masking removes anything
         return "result"
+
+    def segmentArray(self, volumeNode, segmentationNode, segmentId):
+        return self.written
 
     def sliceCenterRAS(self, volumeNode, k):
         return (float(k), 0.0, 0.0)
@@ -469,6 +473,9 @@ def test_status_texts():
     assert resultStatus(runResult(advice=advice), [4, 6]) == (
         "Done: 'Tumour (propagated)' on slices K = 3 to 7. Corrected slices kept as anchors: K = 4, 6. "
         "Check slice 9.")
+    # With the Segment Editor's masking, the segment as written (here slices 4 to 6) is what the line names.
+    assert resultStatus(runResult(), writtenRange=(4, 6)).startswith(
+        "Done: 'Tumour (propagated)' on slices K = 4 to 6.")
 
 
 def test_a_newly_selected_segmentation_adopts_the_segment_shown():
