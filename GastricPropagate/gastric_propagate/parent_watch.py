@@ -50,8 +50,12 @@ def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS, grace_sec
 def _posix_parent_ended(parent: int):
     """An orphan is handed to another process (init, or a subreaper): its parent id changes."""
     # Parent 1: the parent had already ended when the watch started, unless process 1 started this one itself (a
-    # script run as a container's first process), which the parent says.
-    orphaned = parent == 1 and os.environ.get(PARENT_PID_ENV) != "1"
+    # script run as a container's first process), which the parent says. Another parent that does not descend from
+    # the process that says it started this one: the launcher between them was killed (Cancel) before the watch began,
+    # and this process was handed to a subreaper (a desktop session's systemd --user, not process 1).
+    starter = os.environ.get(PARENT_PID_ENV)
+    orphaned = (parent == 1 and starter != "1") or (
+        starter is not None and starter.isdigit() and _descends_from(parent, int(starter)) is False)
 
     def ended(wait_seconds: float) -> bool:
         if os.getppid() != parent or orphaned:
@@ -60,6 +64,22 @@ def _posix_parent_ended(parent: int):
         return False
 
     return ended
+
+
+def _descends_from(pid: int, ancestor: int) -> bool | None:
+    """Whether ``pid`` is ``ancestor`` or one of its descendants, by the parent ids in /proc (Linux); None where they
+    cannot be read (another system, or a /proc that hides them): the caller then assumes nothing."""
+    for _ in range(64):  # deeper chains of launchers than this do not occur
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])  # "pid (name) state ppid ..."
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 def _windows_parent_ended(parent: int):

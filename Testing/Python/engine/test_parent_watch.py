@@ -116,6 +116,28 @@ def test_a_child_of_process_1_runs_on_when_process_1_started_it_and_ends_when_it
     assert (completed.returncode != 0) == ends, completed.returncode
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_run_whose_launcher_was_killed_before_its_watch_began_ends_and_one_under_its_starter_runs_on():
+    """Killed before the watch began, the launcher leaves the run to a subreaper (a desktop's systemd --user), which
+    lives on: the run's parent at the watch's start is then no descendant of the process that says it started it. The
+    stand-in: a starter that is alive but no ancestor (a sibling). Under its real starter, through a launcher, the run
+    goes on."""
+    code = ("import time; from gastric_propagate.parent_watch import exit_with_parent; exit_with_parent(130); "
+            "time.sleep(0.6)")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")])}
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        orphan = subprocess.run([sys.executable, "-c", code], env={**environment, PARENT_PID_ENV: str(sibling.pid)},
+                                timeout=60)
+    finally:
+        sibling.kill()
+        sibling.wait()
+    launcher = "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', sys.argv[1]]))"
+    under_launcher = subprocess.run([sys.executable, "-c", launcher, code],
+                                    env={**environment, PARENT_PID_ENV: str(os.getpid())}, timeout=60)
+    assert orphan.returncode != 0 and under_launcher.returncode == 0, (orphan.returncode, under_launcher.returncode)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("unshare") is None, reason="Linux namespaces")
 def test_an_engine_started_by_process_1_through_the_module_s_environment_is_not_ended():
     """The same as a container runs it: a new PID namespace whose first process starts the engine with the environment
