@@ -67,6 +67,8 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         _check_gzip_complete(path, image, what)
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
         _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # one time point of a 4D series: that volume
+        image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         if image.GetDimension() > 3:
             advice = "It holds several volumes (phases or time points): save the one you painted on as its own file."

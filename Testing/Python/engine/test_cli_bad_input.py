@@ -692,6 +692,17 @@ def test_a_sagittal_series_painted_in_the_axial_view_is_told_to_reorient_the_ct(
     assert "painted in one axial plane" in err and "Orient Scalar Volume" in err and "keyframes" not in err, err
 
 
+def test_a_4d_file_of_one_time_point_is_that_volume_and_one_of_two_is_refused(files, tmp_path, capsys):
+    """Some converters write a single volume as 4D with one time point: it is read as the volume it holds."""
+    ct = files["reference"]
+    sitk.WriteImage(sitk.JoinSeries([ct]), str(tmp_path / "in" / "one-time-point.nrrd"))
+    assert segment(files, tmp_path / "out.nrrd", image=tmp_path / "in" / "one-time-point.nrrd") == 0
+    assert sitk.ReadImage(str(tmp_path / "out.nrrd")).GetSize() == ct.GetSize()
+    sitk.WriteImage(sitk.JoinSeries([ct, ct]), str(tmp_path / "in" / "two-time-points.nrrd"))
+    refused(files, tmp_path, capsys, tmp_path / "out2.nrrd", image=tmp_path / "in" / "two-time-points.nrrd",
+            message="holds several volumes")
+
+
 def test_a_2d_annotation_is_told_to_be_saved_as_a_3d_label_map(files, tmp_path, capsys):
     """The painted slice saved alone (a 2D file): the advice is for the annotation ("export a 3D label map on the
     CT's grid"), not the CT's ("load the whole series")."""
