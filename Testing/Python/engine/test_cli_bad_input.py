@@ -641,6 +641,11 @@ def test_evaluate_of_baselines_alone_runs_no_network_and_warns_of_no_mix(tmp_pat
     assert cli.main(["evaluate", "--out", str(tmp_path / "report"), "--cases", "1", "--variants", "largest",
                  "--methods", "copy_slice", "--proposer", str(tmp_path / "proposer.pt")]) == 0
     assert "warning" not in capsys.readouterr().err
+    # The proposer alone runs no refiner: its own weights given alone mix nothing.
+    bundled = Path(cli.__file__).parent / "inference" / "weights" / "proposer.pt"
+    assert cli.main(["evaluate", "--out", str(tmp_path / "proposer-report"), "--cases", "1", "--variants", "largest",
+                     "--methods", "proposer", "copy_slice", "--proposer", str(bundled)]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("swapped", [False, True])
