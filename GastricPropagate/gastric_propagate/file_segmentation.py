@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from gastric_propagate import __version__
 from gastric_propagate.errors import InputError
 from gastric_propagate.data.annotation import describe_slices, occupied_box, painted_slices, side_view
-from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid
+from gastric_propagate.data.mask_boxes import Grid, box_image, on_grid, reordered_on_grid
 from gastric_propagate.data.output_checks import check_outputs
 from gastric_propagate.data.outputs import OutputBatch
 from gastric_propagate.data.validation import check_image_shape, check_spacing
@@ -97,6 +97,11 @@ def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndar
             return on_grid(annotation, Grid.of(image))
         except ValueError as error:
             difference = str(error)
+    if difference:
+        try:  # the CT's own voxels stored in another axis order or direction: reordered, nothing lost
+            return reordered_on_grid(annotation, Grid.of(image))
+        except ValueError:
+            pass
     if difference:
         raise InputError(f"The annotation {path} is not on the image's voxel grid ({difference}). Save "
                          "the label map with the CT as its reference geometry (in Slicer: export the segment with "

@@ -73,6 +73,40 @@ def on_grid(part: sitk.Image, grid: Grid) -> np.ndarray:
     return placed
 
 
+def reordered_on_grid(part: sitk.Image, grid: Grid) -> np.ndarray:
+    """``on_grid`` for a file that holds the grid's own voxels in another axis order or direction (a flipped or
+    permuted array, as tools that store NIfTI in RAS order write it): the same voxels reordered, nothing resampled.
+
+    Raises:
+        ValueError: ``part``'s voxel centres are not the grid's (another spacing, a rotation, an origin between its
+            voxels), or it reaches outside the grid.
+    """
+    # Each of part's index steps as a step of the grid's indices: a signed permutation where the voxels coincide.
+    steps = np.linalg.solve(grid.index_to_physical(), Grid.of(part).index_to_physical())
+    whole = np.rint(steps)
+    if np.abs(steps - whole).max() > DIRECTION_TOLERANCE or not (
+            (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()):
+        raise ValueError("its voxels are not the grid's in another order (other spacing, or rotated)")
+    corner = np.linalg.solve(grid.index_to_physical(), np.asarray(part.GetOrigin()) - np.asarray(grid.origin))
+    first = np.rint(corner)
+    if np.abs(corner - first).max() > ORIGIN_TOLERANCE_VOXELS:
+        raise ValueError(f"origin {_rounded(part.GetOrigin())} lies between the grid's voxels")
+    source = [int(np.argmax(np.abs(whole[axis]))) for axis in range(3)]  # grid axis (i, j, k) <- part axis
+    voxels = np.transpose(sitk.GetArrayViewFromImage(part), [2 - source[2 - a] for a in range(3)])
+    start = np.empty(3, dtype=int)
+    for axis in range(3):
+        flipped = whole[axis, source[axis]] < 0
+        if flipped:  # the part's first voxel is the box's last along this axis
+            voxels = np.flip(voxels, axis=2 - axis)
+        start[axis] = int(first[axis]) - (part.GetSize()[source[axis]] - 1 if flipped else 0)
+    stop = start + np.asarray(voxels.shape[::-1])
+    if (start < 0).any() or (stop > np.asarray(grid.size)).any():
+        raise ValueError(f"it covers voxels {start.tolist()} to {(stop - 1).tolist()} of a grid of size {grid.size}")
+    placed = np.zeros(grid.shape, dtype=voxels.dtype)
+    placed[start[2]:stop[2], start[1]:stop[1], start[0]:stop[0]] = voxels
+    return placed
+
+
 def write_box(mask: np.ndarray, grid: Grid, path) -> None:
     """Writes the box that holds the non-zero voxels of ``mask`` (a (z, y, x) array on ``grid``), as 0 / 1, compressed:
     how the module sends its painted slice."""

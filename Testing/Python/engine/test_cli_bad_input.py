@@ -697,6 +697,20 @@ def test_a_sagittal_series_painted_in_the_axial_view_is_told_to_reorient_the_ct(
     assert "painted in one axial plane" in err and "Orient Scalar Volume" in err and "keyframes" not in err, err
 
 
+@pytest.mark.parametrize("order, flips", [([0, 1, 2], [True, False, False]), ([1, 0, 2], [False, True, True])])
+def test_an_annotation_of_the_ct_s_voxels_stored_in_another_axis_order_gives_the_same_result(files, tmp_path, capsys,
+                                                                                           order, flips):
+    """A label map holding the CT's own voxels, stored flipped or with its axes swapped (as tools that write NIfTI in
+    RAS order do): the same voxels, so the same run, not "not on the image's voxel grid"."""
+    stored = sitk.Flip(sitk.PermuteAxes(sitk.ReadImage(str(files["annotation"])), order), flips)
+    assert stored.GetDirection() != files["reference"].GetDirection()
+    sitk.WriteImage(stored, str(tmp_path / "in" / "reordered.nrrd"))
+    assert segment(files, tmp_path / "usual.nrrd") == 0
+    assert segment(files, tmp_path / "reordered.nrrd", annotation=tmp_path / "in" / "reordered.nrrd") == 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "reordered.nrrd"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "usual.nrrd"))))
+
+
 def test_a_4d_file_of_one_time_point_is_that_volume_and_one_of_two_is_refused(files, tmp_path, capsys):
     """Some converters write a single volume as 4D with one time point: it is read as the volume it holds."""
     ct = files["reference"]

@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.transform import Rotation
 
 from gastric_propagate.data.annotation import occupied_box
-from gastric_propagate.data.mask_boxes import Grid, box_image, box_on_grid, on_grid, write_box
+from gastric_propagate.data.mask_boxes import Grid, box_image, box_on_grid, on_grid, reordered_on_grid, write_box
 
 FORMATS = (".nrrd", ".nii.gz", ".mha")
 
@@ -88,3 +88,24 @@ def test_a_header_rounded_to_float32_is_still_on_the_grid():
     assert part.GetSize() == (2, 2, 1)
     part.SetOrigin(tuple(float(np.float32(v)) for v in part.GetOrigin()))
     assert box_on_grid(Grid.of(part), grid) == (slice(4, 5), slice(3, 5), slice(2, 4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids_and_masks(), st.permutations([0, 1, 2]), st.tuples(*[st.booleans()] * 3))
+def test_the_grids_own_voxels_stored_in_another_axis_order_are_put_back_in_place(drawn, order, flips):
+    grid, mask = drawn
+    stored = sitk.Flip(sitk.PermuteAxes(whole(mask, grid), list(order)), list(flips))  # same voxels, same places
+    np.testing.assert_array_equal(reordered_on_grid(stored, grid), mask)
+
+
+def test_voxels_that_are_not_the_grids_own_are_not_reordered():
+    grid = Grid(size=(6, 5, 4), spacing=(0.8, 0.8, 2.5))
+    mask = np.ones((4, 5, 6), np.uint8)
+    rotated = whole(mask, grid)
+    rotated.SetDirection(tuple(Rotation.from_rotvec([0.0, 0.0, 0.2]).as_matrix().ravel()))
+    shifted = whole(mask, grid)
+    shifted.SetOrigin((0.4, 0.0, 0.0))  # half a voxel
+    outside = sitk.Flip(whole(mask, grid), [True, False, False], flipAboutOrigin=True)  # mirrored out of the grid
+    for image, words in ((rotated, "not the grid's"), (shifted, "between"), (outside, "of a grid of size")):
+        with pytest.raises(ValueError, match=words):
+            reordered_on_grid(image, grid)
