@@ -9,8 +9,8 @@ from gastric_propagate.data.validation import CT_SPACING_RANGE_MM, spacing_in_ct
 
 from .i18n import _
 from .result_segment import isResultSegment, resultSegmentId
-from .segment_arrays import (binaryLabelmapName, isLabelmapSource, latticeDifference, setSourceRepresentationName,
-                             sourceRepresentationName)
+from .segment_arrays import (binaryLabelmapName, isLabelmapSource, latticeDifference, latticeReordered,
+                             setSourceRepresentationName, sourceRepresentationName)
 
 __all__ = ["checkRepresentation", "checkSegmentGrid", "checkSegmentation", "checkVolume"]
 
@@ -125,7 +125,7 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
     if labelmap is None or labelmap.IsEmpty():
         return  # the empty-segment check reports this case
     problem, _offset = latticeDifference(labelmap, volumeNode)
-    if problem:
+    if problem and not latticeReordered(labelmap, volumeNode):
         segmentName = segmentation.GetSegment(segmentId).GetName()
         raise InputError(_(
             "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "

@@ -84,6 +84,23 @@ def latticeDifference(labelmap, volumeNode) -> tuple[str | None, np.ndarray | No
     return None, np.round(offset).astype(int)
 
 
+def latticeReordered(labelmap, volumeNode) -> bool:
+    """Whether a segment's labelmap holds the volume's own voxels in another axis order or direction (a label map
+    imported from a tool that stores it flipped, say): Slicer's export then places each voxel on its own, nothing
+    resampled between voxels, so the segment is as good as one painted on the volume."""
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
+    volumeGrid = ijkToRasArray(volumeNode)
+    steps = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, :3])  # a labelmap index step in volume index steps
+    whole = np.round(steps)
+    if np.max(np.abs(steps - whole)) > _GRID_RTOL or not (
+            (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()):
+        return False
+    offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
+    return bool(np.max(np.abs(offset - np.round(offset))) <= _ORIGIN_VOXEL_TOL)
+
+
 def binaryLabelmapName() -> str:
     return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 

@@ -217,6 +217,27 @@ def test_segment_painted_on_another_grid_is_refused(case, logic):
     assertSnapshotsEqual(before, case.snapshot(extra))
 
 
+def test_a_segment_holding_the_volume_s_voxels_in_another_axis_order_is_read_voxel_for_voxel(case, logic):
+    """A label map imported from a tool that stores it flipped and with its axes swapped: the volume's own voxels, so
+    the painted slice is read exactly (not refused as painted on another grid)."""
+    import SimpleITK as sitk
+
+    reordered = sitk.Flip(sitk.PermuteAxes(case.imageSitk, [1, 0, 2]), [True, False, True])  # same voxels, same places
+    reorderedNode = addVolumeFromSitk(case.scene, reordered, "the CT, stored otherwise")
+    otherSegmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "imported")
+    otherSegmentation.CreateDefaultDisplayNodes()
+    otherSegmentation.SetReferenceImageGeometryParameterFromVolumeNode(reorderedNode)
+    annotationImage = sitk.GetImageFromArray(case.annotation)
+    annotationImage.CopyInformation(case.imageSitk)
+    stored = sitk.GetArrayFromImage(sitk.Flip(sitk.PermuteAxes(annotationImage, [1, 0, 2]), [True, False, True]))
+    segmentId = addSegmentFromArray(otherSegmentation, reorderedNode, stored, "painted")
+    prepared = logic.prepare(case.volume, otherSegmentation, segmentId)
+    np.testing.assert_array_equal(prepared.annotation, case.annotation > 0)
+    assert prepared.paintedSlices == [case.paintedSlice]
+    resultId, result = logic.run(case.volume, otherSegmentation, segmentId)  # written into that segmentation too
+    np.testing.assert_array_equal(exportSegment(otherSegmentation, resultId, case.volume)[0] > 0, result.mask > 0)
+
+
 def test_label_map_or_non_ct_volume_is_refused(case, logic):
     import SimpleITK as sitk
 
