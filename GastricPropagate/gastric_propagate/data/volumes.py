@@ -30,6 +30,8 @@ DIRECTION_TOLERANCE = 1e-3
 def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     """Reads a 3D scalar volume; InputError with what to do when the file is missing, unreadable, truncated,
     corrupt, of non-finite geometry or not 3D."""
+    if not str(path).strip():  # Path("") is the current folder: said as what it is, an empty argument
+        raise InputError(f"The {what} path is empty: give the path of the {what} file.")
     path = Path(path)
     check_path_text(path, what)
     _check_readable_file(path, what)

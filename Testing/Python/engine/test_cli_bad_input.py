@@ -80,6 +80,15 @@ def test_the_small_case_runs(files, tmp_path, capsys):
     assert json.loads((tmp_path / "report.json").read_text())["volume_ml"] > 0
 
 
+@pytest.mark.parametrize("which", ["image", "annotation"])
+def test_an_empty_path_is_said_to_be_empty_not_the_current_folder(files, tmp_path, capsys, which):
+    paths = {"image": str(files["ct"]), "annotation": str(files["annotation"]), which: ""}
+    code = cli.main(["segment", "--image", paths["image"], "--annotation", paths["annotation"], "--output",
+                     str(tmp_path / "out.nrrd")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"The {which} path is empty" in err and "folder" not in err, err
+
+
 def test_inf_voxels(files, tmp_path, capsys):  # 1
     image = sitk.GetArrayFromImage(files["reference"]).astype(np.float32)
     image[0, 0, 0] = np.inf
