@@ -115,8 +115,9 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
 
     "Same grid" at MRML level: the segment's binary labelmap (its source representation) has the volume's voxel
     spacing and axis directions, and its origin lies a whole number of voxels from the volume's. The extents may
-    differ (labelmaps are often cropped). Exporting a mismatched segment would resample it, and a painted axial
-    slice would smear over several K slices or lose voxels, so the user is asked to fix the inputs instead.
+    differ (labelmaps are often cropped). The volume's own voxels in another axis order or direction pass too
+    (``latticeReordered``: Slicer's export places each voxel). Exporting any other segment would resample it, and a
+    painted axial slice would smear over several K slices or lose voxels, so the user is asked to fix the inputs.
     """
     segmentation = segmentationNode.GetSegmentation()
     if not isLabelmapSource(segmentation):

@@ -409,8 +409,8 @@ def _warn_of_mixed_weights(args) -> None:
     methods = getattr(args, "methods", None)  # evaluate: only its engine methods run the networks
     if methods and not set(NETWORK_METHODS) & set(methods):
         return
-    if methods and set(NETWORK_METHODS) & set(methods) == {"proposer"} and given == ["proposer"]:
-        return  # the proposer alone runs: no refiner, bundled or not
+    if methods and set(NETWORK_METHODS) & set(methods) == {"proposer"}:
+        return  # the proposer alone runs: no refiner, bundled or not, so nothing is mixed
     if len(given) == 1:
         stage, other = given[0], {"proposer": "refiner", "refiner": "proposer"}[given[0]]
         beside = os.path.join(os.path.dirname(getattr(args, stage)), f"{other}.pt")

@@ -81,17 +81,22 @@ def reordered_on_grid(part: sitk.Image, grid: Grid) -> np.ndarray:
         ValueError: ``part``'s voxel centres are not the grid's (another spacing, a rotation, an origin between its
             voxels), or it reaches outside the grid.
     """
-    # Each of part's index steps as a step of the grid's indices: a signed permutation where the voxels coincide.
-    steps = np.linalg.solve(grid.index_to_physical(), Grid.of(part).index_to_physical())
-    whole = np.rint(steps)
-    if np.abs(steps - whole).max() > DIRECTION_TOLERANCE or not (
+    # Each of part's axes as one of the grid's, either way: a signed permutation of the directions (as box_on_grid's
+    # tolerance), then the same spacing along each pair (as tight as box_on_grid's: a slice drifting over a long
+    # volume would otherwise land on the next one).
+    axes = np.linalg.solve(np.reshape(grid.direction, (3, 3)), np.reshape(part.GetDirection(), (3, 3)))
+    whole = np.rint(axes)
+    if np.abs(axes - whole).max() > DIRECTION_TOLERANCE or not (
             (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()):
-        raise ValueError("its voxels are not the grid's in another order (other spacing, or rotated)")
+        raise ValueError("its axes are not the grid's in another order (rotated)")
+    source = [int(np.argmax(np.abs(whole[axis]))) for axis in range(3)]  # grid axis (i, j, k) <- part axis
+    spacing = np.asarray(part.GetSpacing(), dtype=float)[source]
+    if not np.allclose(spacing, grid.spacing, rtol=SPACING_TOLERANCE, atol=0.0):
+        raise ValueError(f"spacing {_rounded(spacing)} vs {_rounded(grid.spacing)} once its axes are reordered")
     corner = np.linalg.solve(grid.index_to_physical(), np.asarray(part.GetOrigin()) - np.asarray(grid.origin))
     first = np.rint(corner)
     if np.abs(corner - first).max() > ORIGIN_TOLERANCE_VOXELS:
         raise ValueError(f"origin {_rounded(part.GetOrigin())} lies between the grid's voxels")
-    source = [int(np.argmax(np.abs(whole[axis]))) for axis in range(3)]  # grid axis (i, j, k) <- part axis
     voxels = np.transpose(sitk.GetArrayViewFromImage(part), [2 - source[2 - a] for a in range(3)])
     start = np.empty(3, dtype=int)
     for axis in range(3):

@@ -106,6 +106,9 @@ def test_voxels_that_are_not_the_grids_own_are_not_reordered():
     shifted = whole(mask, grid)
     shifted.SetOrigin((0.4, 0.0, 0.0))  # half a voxel
     outside = sitk.Flip(whole(mask, grid), [True, False, False], flipAboutOrigin=True)  # mirrored out of the grid
-    for image, words in ((rotated, "not the grid's"), (shifted, "between"), (outside, "of a grid of size")):
+    stretched = sitk.Flip(whole(mask, grid), [False, False, True])
+    stretched.SetSpacing((0.8, 0.8, 2.5 * 1.0009))  # 0.09 %: over 800 slices the last would land one further
+    for image, words in ((rotated, "not the grid's"), (shifted, "between"), (outside, "of a grid of size"),
+                         (stretched, "spacing")):
         with pytest.raises(ValueError, match=words):
             reordered_on_grid(image, grid)
