@@ -131,8 +131,9 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "the volume (or select the volume the segment was painted on), then run again.").format(
                 count=outside, segment=segmentName, volume=volumeNode.GetName()))
     # A side view's plane is never a set of axial anchors: refused with keyframes on too.
-    sideView = side_view(annotation[painted], ijkToRasArray(volumeNode)) if len(painted) > 1 else None
-    orientation = slice_orientation(ijkToRasArray(volumeNode)[:3, 2])
+    ijkToRas = ijkToRasArray(volumeNode)
+    sideView = side_view(annotation[painted], ijkToRas) if len(painted) > 1 else None
+    orientation = slice_orientation(ijkToRas[:3, 2])
     if sideView is not None and orientation != "axial":  # a sagittal or coronal series: reoriented, not painted on
         raise InputError(_(
             "The segment '{segment}' is painted in one {view} plane across {count} slices of the volume "
@@ -148,7 +149,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "the axial view (the view showing the volume's K slices), then run again.").format(
                 segment=segmentName, count=len(painted), slices=describe_slices(painted), view=_viewName(sideView)))
     if len(painted) > 1 and not options.keyframes:
-        kAxis = ijkToRasArray(volumeNode)[:3, 2]
+        kAxis = ijkToRas[:3, 2]
         hint = ""
         if abs(kAxis[2]) < 0.7 * np.linalg.norm(kAxis):
             hint = " " + _(
@@ -170,7 +171,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey,
         resultDigests=resultDigests(volumeNode, segmentationNode),
-        sliceOrientation=orientation, ijkToRas=ijkToRasArray(volumeNode))
+        sliceOrientation=orientation, ijkToRas=ijkToRas)
 
 
 def resultDigests(volumeNode, segmentationNode) -> str | None:
