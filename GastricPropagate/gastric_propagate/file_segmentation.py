@@ -97,16 +97,14 @@ def _painted_on_grid(annotation: sitk.Image, image: sitk.Image, path) -> np.ndar
             return on_grid(annotation, Grid.of(image))
         except ValueError as error:
             difference = str(error)
-    if difference:
-        try:  # the CT's own voxels stored in another axis order or direction: reordered, nothing lost
-            return reordered_on_grid(annotation, Grid.of(image))
-        except ValueError:
-            pass
-    if difference:
+    if not difference:
+        return sitk.GetArrayViewFromImage(annotation)
+    try:  # the CT's own voxels stored in another axis order or direction: reordered, nothing lost
+        return reordered_on_grid(annotation, Grid.of(image))
+    except ValueError:
         raise InputError(f"The annotation {path} is not on the image's voxel grid ({difference}). Save "
                          "the label map with the CT as its reference geometry (in Slicer: export the segment with "
-                         "the CT as reference volume), or resample it onto the CT, then run again.")
-    return sitk.GetArrayViewFromImage(annotation)
+                         "the CT as reference volume), or resample it onto the CT, then run again.") from None
 
 
 def _check_not_painted_in_a_side_view(painted: np.ndarray, image: sitk.Image, path) -> None:
