@@ -27,7 +27,7 @@ from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, S
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
 from .results_table import formatDuration
-from .review import adviceSentences, reviewRows, reviewSummary
+from .review import adviceSentences, leastConfidentSlice, reviewRows, reviewSummary
 from .masking import Masking
 
 __all__ = ["ButtonState", "LastRun", "RunController", "adoptedSegmentId", "resultStatus", "stageText"]
@@ -104,6 +104,7 @@ class LastRun:
     resultId: str
     result: object  # run_output.RunResult
     correctedSlices: list = field(default_factory=list)
+    writtenSlices: frozenset | None = None  # the K slices the segment holds as written (None: all of the result's)
 
 
 class RunController:
@@ -153,7 +154,7 @@ class RunController:
             applyToolTip=missing or _("Propagate the painted slice through the volume."),
             cancel=not idle,
             editInputs=idle,
-            jump=idle and self.lastRun is not None and bool(self.lastRun.result.least_confident_slices(1)),
+            jump=idle and self.leastConfidentSlice() is not None,
             repropagate=missing is None and idle and resultId is not None,
             exportSegNrrd=segmentationNode is not None and idle,
             exportNifti=resultId is not None and bool(parameters.inputVolume) and idle,
@@ -292,23 +293,24 @@ class RunController:
             logger.error("GastricPropagate: %s", error)
             self.view.showError(_("The propagation failed; nothing was written.") + "\n\n" + str(error))
             return
-        self.lastRun = LastRun(prepared.volumeNode, prepared.segmentationNode, resultId, result,
-                               list(prepared.correctedSlices))
         displayNode = prepared.segmentationNode.GetDisplayNode()
         if displayNode is not None:
             displayNode.SetSegmentVisibility(resultId, True)
-        writtenRange = None
+        writtenRange = writtenSlices = None
         if prepared.masking.isActive():  # the segment as written, not the engine's mask, is what the reader sees
             try:
                 written = np.asarray(self.logic.segmentArray(prepared.volumeNode, prepared.segmentationNode, resultId))
                 slices = np.flatnonzero(written.reshape(len(written), -1).any(axis=1))
                 writtenRange = (int(slices[0]), int(slices[-1])) if slices.size else None
-            except Exception:  # the segment is written: the status line falls back to the engine's mask
+                writtenSlices = frozenset(int(k) for k in slices)
+            except Exception:  # the segment is written: the status line and the list fall back to the engine's mask
                 logger.exception("GastricPropagate: could not read the written result segment back")
+        self.lastRun = LastRun(prepared.volumeNode, prepared.segmentationNode, resultId, result,
+                               list(prepared.correctedSlices), writtenSlices)
         self.view.setStatus(resultStatus(result, prepared.correctedSlices, prepared.masking, writtenRange))
         self.view.showRunTime(_("{duration} on {device}").format(duration=formatDuration(result.seconds),
                                                                  device=result.device))
-        rows = reviewRows(result, prepared.correctedSlices)
+        rows = reviewRows(result, prepared.correctedSlices, writtenSlices)
         self.view.showReview(rows, reviewSummary(rows))
         self.view.showResultsTable(self.logic.resultsTableNode(prepared.segmentationNode))
 
@@ -384,8 +386,9 @@ class RunController:
     # ------------------------------------------------------------------ navigation
 
     def leastConfidentSlice(self) -> int | None:
-        slices = self.lastRun.result.least_confident_slices(1) if self.lastRun is not None else []
-        return slices[0] if slices else None
+        if self.lastRun is None:
+            return None
+        return leastConfidentSlice(self.lastRun.result, self.lastRun.writtenSlices)
 
     def sliceCenterRAS(self, k: int):
         """World position of the K slice ``k`` of the last run's volume (else the selected one)."""

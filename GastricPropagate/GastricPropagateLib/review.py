@@ -14,7 +14,8 @@ from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
 
-__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "adviceSentences", "leastConfidentRow", "reviewRows",
+__all__ = ["LEAST_CONFIDENT_COLOUR", "REVIEW_COLOUR", "ReviewRow", "adviceSentences", "leastConfidentRow",
+           "leastConfidentSlice", "reviewRows",
            "reviewSummary"]
 
 #: Background (RGB) of the list rows flagged for review, and of the least confident slice's row.
@@ -69,19 +70,32 @@ class ReviewRow:
         return str(self.k)
 
 
-def reviewRows(result, correctedSlices=()) -> list[ReviewRow]:
+def leastConfidentSlice(result, writtenSlices=None) -> int | None:
+    """The least confident propagated slice of ``result`` that the written segment holds, or None.
+
+    ``writtenSlices``: the K slices the result segment holds as written, where the Segment Editor's masking may
+    have emptied some of the engine's (None: all of them); "Jump to least confident slice" never lands on an empty one.
+    """
+    ranked = result.least_confident_slices(len(result.slice_confidence))
+    return next((k for k in ranked if writtenSlices is None or k in writtenSlices), None)
+
+
+def reviewRows(result, correctedSlices=(), writtenSlices=None) -> list[ReviewRow]:
     """The visited slices of ``result`` (a ``run_output.RunResult``) in slice order, flagged for review.
 
     ``correctedSlices``: anchors that came from the reader's corrections (``PreparedInput.correctedSlices``); the
-    other anchors are the painted slices.
+    other anchors are the painted slices. ``writtenSlices``: as for ``leastConfidentSlice``; the slices the masking
+    emptied are not listed (the list describes the segment the reader sees).
     """
     corrected = {int(k) for k in correctedSlices}
     anchors = {int(k) for k in result.anchor_slices}
     toReview = {int(k) for k in result.slices_to_review}
-    least = set(result.least_confident_slices(1))
+    least = {leastConfidentSlice(result, writtenSlices)}
     advised = _advisedSlices(result.advice)
     rows = []
     for k in sorted(set(result.slice_confidence) | anchors):
+        if writtenSlices is not None and k not in writtenSlices:
+            continue
         if k in corrected:
             role = "corrected"
         elif k in anchors:

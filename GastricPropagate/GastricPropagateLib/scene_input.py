@@ -132,7 +132,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
                 count=outside, segment=segmentName, volume=volumeNode.GetName()))
     # A side view's plane is never a set of axial anchors: refused with keyframes on too.
     ijkToRas = ijkToRasArray(volumeNode)
-    sideView = side_view(annotation[painted], ijkToRas) if len(painted) > 1 else None
+    sideView = side_view(annotation, ijkToRas)  # the whole array: which K slices were painted counts
     orientation = slice_orientation(ijkToRas[:3, 2])
     if sideView is not None and orientation != "axial":  # a sagittal or coronal series: reoriented, not painted on
         raise InputError(_(

@@ -13,6 +13,8 @@ import vtk
 
 import slicer
 
+from gastric_propagate.data.lattice import signed_permutation
+
 from .i18n import _
 
 __all__ = [
@@ -93,9 +95,7 @@ def latticeReordered(labelmap, volumeNode) -> bool:
     segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
     volumeGrid = ijkToRasArray(volumeNode)
     steps = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, :3])  # a labelmap index step in volume index steps
-    whole = np.round(steps)
-    if np.max(np.abs(steps - whole)) > _GRID_RTOL or not (
-            (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()):
+    if signed_permutation(steps, _GRID_RTOL) is None:
         return False
     offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
     return bool(np.max(np.abs(offset - np.round(offset))) <= _ORIGIN_VOXEL_TOL)

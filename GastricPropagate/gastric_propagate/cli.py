@@ -411,12 +411,19 @@ def _warn_of_mixed_weights(args) -> None:
         return
     if methods and set(NETWORK_METHODS) & set(methods) == {"proposer"}:
         return  # the proposer alone runs: no refiner, bundled or not, so nothing is mixed
-    if len(given) == 1:
+    if len(given) == 1 and _weights_present(getattr(args, given[0])):  # a missing file: its own error, alone
         stage, other = given[0], {"proposer": "refiner", "refiner": "proposer"}[given[0]]
         beside = os.path.join(os.path.dirname(getattr(args, stage)), f"{other}.pt")
         print(f"warning: --{stage} {getattr(args, stage)} runs with the bundled {other} (no --{other} given): a mix of "
               f"two trainings. Give --{other} too{f' (e.g. {beside})' if os.path.isfile(beside) else ''} unless this "
               "mix is what you want.", file=sys.stderr)
+
+
+def _weights_present(path: str) -> bool:
+    """Whether a network can load from ``path``: the checkpoint, or the ONNX files the onnx backend reads beside it."""
+    from gastric_propagate.inference.onnx_networks import PRECISIONS, onnx_path
+
+    return os.path.isfile(path) or any(onnx_path(path, precision).is_file() for precision in PRECISIONS)
 
 
 def _on_sigterm_unwind():

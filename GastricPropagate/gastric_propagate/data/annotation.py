@@ -56,18 +56,26 @@ def annotation_from_label(label: np.ndarray, slice_index: int | None = None) -> 
     return annotation
 
 
+#: The thickest stroke (voxels across its plane) still read as painted in a side view: a sphere brush's.
+SIDE_VIEW_SLAB = 3
+
+
 def side_view(painted: np.ndarray, axes: np.ndarray) -> str | None:
     """The view ("sagittal", "coronal" or "axial") whose plane holds the painted voxels (z, y, x) when they lie on two
-    or more K slices, all in one I (x) or J (y) plane: painted in that view, not on one K slice (where erasing "the
-    other slices" would leave a line); else None. "axial" only on a volume whose K slices are not axial (a sagittal or
+    or more K slices, all in one I (x) or J (y) plane, or in a slab of up to 3 such planes (a sphere brush) across at
+    least 3 times as many consecutive K slices: painted in that view, not on one K slice (where erasing "the other
+    slices" would leave a line); else None. "axial" only on a volume whose K slices are not axial (a sagittal or
     coronal series painted in the axial view). ``axes``: 3x3, its columns the I, J, K axes' directions in any patient
     frame with the head-foot axis third (RAS or LPS, scaled or not)."""
     slices = np.flatnonzero(painted.reshape(painted.shape[0], -1).max(axis=1) > 0)
     if slices.size < 2:
         return None
     _k, ys, xs = np.nonzero(painted[slices] > 0)
+    # A stroke is continuous across the slices; axial keyframes of a small lesion are not.
+    contiguous = int(slices[-1] - slices[0] + 1) == slices.size
     for column, values in ((0, xs), (1, ys)):
         normal = int(np.argmax(np.abs(np.asarray(axes)[:3, column])))
-        if values.min() == values.max():
+        thickness = int(values.max() - values.min() + 1)
+        if thickness == 1 or (thickness <= SIDE_VIEW_SLAB and contiguous and slices.size >= 3 * thickness):
             return ("sagittal", "coronal", "axial")[normal]
     return None

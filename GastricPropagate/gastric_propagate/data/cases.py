@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
-from gastric_propagate.data.volumes import geometry_difference, read_volume, unreadable
+from gastric_propagate.data.volumes import geometry_difference, read_volume, unreadable, volume_grid
 from gastric_propagate.data.validation import check_label_values
 
 logger = logging.getLogger(__name__)
@@ -219,9 +219,14 @@ def _warn_unpaired(folder: Path, what: str, files: list[Path], partner: str) -> 
 
 
 def _check_geometry(image_path: Path, label_path: Path) -> None:
-    image, label = _header(image_path, "image"), _header(label_path, "label")  # headers only: listing stays cheap
-    if image.GetDimension() != 3:
-        raise InputError(f"{image_path} is a {image.GetDimension()}D image; 3D CT volumes are needed.")
+    # Headers only, so that listing stays cheap; a 4D file of one time point is its volume, as read_volume reads it.
+    image = volume_grid(_header(image_path, "image"))
+    label = volume_grid(_header(label_path, "label"))
+    for path, grid, what in ((image_path, image, "image"), (label_path, label, "label")):
+        if grid.GetDimension() != 3:
+            several = " holding several volumes (phases or time points): save each as its own file" \
+                if grid.GetDimension() > 3 else ""
+            raise InputError(f"{path} is a {grid.GetDimension()}D {what}{several}; 3D volumes are needed.")
     difference = geometry_difference(image, label)
     if difference:
         raise InputError(

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from gastric_propagate.data.annotation import occupied_box
+from gastric_propagate.data.lattice import signed_permutation
 from gastric_propagate.data.volumes import DIRECTION_TOLERANCE, ORIGIN_TOLERANCE_VOXELS, SPACING_TOLERANCE
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -85,9 +86,8 @@ def reordered_on_grid(part: sitk.Image, grid: Grid) -> np.ndarray:
     # tolerance), then the same spacing along each pair (as tight as box_on_grid's: a slice drifting over a long
     # volume would otherwise land on the next one).
     axes = np.linalg.solve(np.reshape(grid.direction, (3, 3)), np.reshape(part.GetDirection(), (3, 3)))
-    whole = np.rint(axes)
-    if np.abs(axes - whole).max() > DIRECTION_TOLERANCE or not (
-            (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()):
+    whole = signed_permutation(axes, DIRECTION_TOLERANCE)
+    if whole is None:
         raise ValueError("its axes are not the grid's in another order (rotated)")
     source = [int(np.argmax(np.abs(whole[axis]))) for axis in range(3)]  # grid axis (i, j, k) <- part axis
     spacing = np.asarray(part.GetSpacing(), dtype=float)[source]

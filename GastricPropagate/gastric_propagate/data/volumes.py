@@ -11,6 +11,7 @@ import stat
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import numpy as np
@@ -485,6 +486,16 @@ def _check_metaimage_voxels(path: Path, start: int, image: sitk.Image, nbytes: i
                          "compressed data hold (its MetaImage header is one ITK does not follow, e.g. without "
                          "CompressedDataSize). Save it again from Slicer or SimpleITK, or as NRRD or NIfTI, then run "
                          "again.")
+
+
+def volume_grid(reader: sitk.ImageFileReader):
+    """A header's grid as ``read_volume`` reads the file: a 4D file of one time point is the 3D volume it holds."""
+    if reader.GetDimension() == 4 and reader.GetSize()[3] == 1:
+        direction = tuple(float(v) for v in np.reshape(reader.GetDirection(), (4, 4))[:3, :3].ravel())
+        return SimpleNamespace(GetDimension=lambda: 3, GetSize=lambda: reader.GetSize()[:3],
+                               GetSpacing=lambda: reader.GetSpacing()[:3], GetOrigin=lambda: reader.GetOrigin()[:3],
+                               GetDirection=lambda: direction)
+    return reader
 
 
 def geometry_difference(a, b) -> str | None:

@@ -373,6 +373,7 @@ def test_a_weights_folder_is_named_as_one_and_own_weights_are_not_told_to_reinst
     assert code == 3 and "is a folder" in err and str(tmp_path / "my-weights" / "proposer.pt") in err
     code, err = bad(case, tmp_path, capsys, extra=("--refiner", str(tmp_path / "none.pt"), "--backend", "torch"))
     assert code == 3 and "does not exist" in err and "Reinstall" not in err and "refiner.pt" in err
+    assert "mix of two trainings" not in err, "a run that cannot start mixes nothing: its error stands alone"
 
 
 def test_a_cancel_never_names_what_an_earlier_command_of_the_same_process_wrote(case, tmp_path, capsys, monkeypatch,

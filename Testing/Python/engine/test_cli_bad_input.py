@@ -3,6 +3,7 @@
 The networks are the exactly known ones of conftest.py, so every run takes a fraction of a second.
 """
 
+import csv
 import json
 import os
 import signal
@@ -605,6 +606,29 @@ def test_evaluate_says_on_the_console_that_a_case_failed(folder_of_cases, tmp_pa
             f"{tmp_path / 'e' / 'results.csv'}") in captured.out.splitlines()[-1]
 
 
+def test_a_folder_case_saved_as_4d_of_one_time_point_is_that_volume_and_of_two_is_refused(folder_of_cases,
+                                                                                             tmp_path, capsys):
+    """As segment reads it: a converter's 4D file of one time point is a case; several time points are refused."""
+    for kind in ("image", "label"):
+        path = folder_of_cases / f"case1_{kind}.nrrd"
+        sitk.WriteImage(sitk.JoinSeries([sitk.ReadImage(str(path))]), str(path))
+    argv = ["evaluate", "--data", str(folder_of_cases), "--methods", "copy_slice", "--variants", "largest"]
+    code, captured, _ = run_command(tmp_path, capsys, *argv, "--out", str(tmp_path / "e"))
+    assert code == 0, captured.err
+    rows = list(csv.DictReader(open(tmp_path / "e" / "results.csv")))
+    assert [row["case"] for row in rows] == ["case0", "case1", "case2"] and not any(row["error"] for row in rows)
+    assert float(rows[1]["dice"]) > 0.5, rows[1]
+    image = sitk.ReadImage(str(folder_of_cases / "case0_image.nrrd"))
+    sitk.WriteImage(sitk.JoinSeries([image, image]), str(folder_of_cases / "case0_image.nrrd"))
+    code, captured, _ = run_command(tmp_path, capsys, *argv, "--out", str(tmp_path / "e2"))
+    assert code == 2 and "case0_image.nrrd is a 4D image holding several volumes" in captured.err, captured.err
+    sitk.WriteImage(image, str(folder_of_cases / "case0_image.nrrd"))
+    label = sitk.ReadImage(str(folder_of_cases / "case0_label.nrrd"))
+    sitk.WriteImage(sitk.JoinSeries([label, label]), str(folder_of_cases / "case0_label.nrrd"))
+    code, captured, _ = run_command(tmp_path, capsys, *argv, "--out", str(tmp_path / "e3"))
+    assert code == 2 and "case0_label.nrrd is a 4D label holding several volumes" in captured.err, captured.err
+
+
 def test_train_says_how_many_pairs_it_found(folder_of_cases, tmp_path, capsys, monkeypatch, caplog):
     from gastric_propagate.errors import InputError
     from gastric_propagate.training import train
@@ -640,6 +664,11 @@ def test_one_network_of_a_pair_given_alone_is_warned_of(files, tmp_path, capsys,
     assert segment(files, tmp_path / "out2.nrrd", "--proposer", str(tmp_path / "mine" / "proposer.pt"),
                    "--refiner", str(tmp_path / "mine" / "refiner.pt")) == 0
     assert "warning" not in capsys.readouterr().err
+    # Only the ONNX file beside the path given (what the onnx backend reads): still a mix, still said.
+    (tmp_path / "onnx-only").mkdir()
+    (tmp_path / "onnx-only" / f"{given}.onnx").write_text("the fast networks run instead")
+    assert segment(files, tmp_path / "out3.nrrd", f"--{given}", str(tmp_path / "onnx-only" / f"{given}.pt")) == 0
+    assert "a mix of two trainings" in capsys.readouterr().err
 
 
 def test_evaluate_of_baselines_alone_runs_no_network_and_warns_of_no_mix(tmp_path, capsys):

@@ -44,18 +44,33 @@ def test_a_volume_whose_spacing_is_not_in_millimetres_is_refused_saying_so(case,
     assertSnapshotsEqual(before, case.snapshot(extra))
 
 
-@pytest.mark.parametrize("axis, keyframes", [(2, False), (1, False), (2, True)])
-def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(case, logic, axis, keyframes):
+@pytest.mark.parametrize("axis, keyframes, thickness", [(2, False, 1), (1, False, 1), (2, True, 1), (2, False, 2)])
+def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(case, logic, axis, keyframes,
+                                                                             thickness):
     """One plane across several K slices: painted in the sagittal or coronal view, not "on two slices"; with
-    keyframes on too, where the plane's lines would otherwise become anchors kept exactly."""
+    keyframes on too, where the plane's lines would otherwise become anchors kept exactly; a sphere brush's stroke
+    two planes thick too."""
     painted = np.zeros_like(case.annotation)
     k, j, i = np.argwhere(case.annotation > 0).mean(axis=0).round().astype(int)
     plane = [slice(k - 3, k + 4), slice(j - 8, j + 8), slice(i - 8, i + 8)]
-    plane[axis] = i if axis == 2 else j
+    plane[axis] = slice(i, i + thickness) if axis == 2 else slice(j, j + thickness)
     painted[tuple(plane)] = 1
     segmentId = addSegmentFromArray(case.segmentation, case.volume, painted, "side view")
     runExpecting(InputError, "painted in one plane .*as in the (sagittal|coronal) view.* axial view", logic, case,
                  case.volume, case.segmentation, segmentId, PropagationOptions(keyframes=keyframes))
+
+
+def test_a_small_lesions_axial_keyframes_far_apart_are_not_a_side_view(case):
+    """Keyframes of a lesion a few voxels wide, painted on slices far apart: no brush stroke across them."""
+    from GastricPropagateLib.scene_input import prepareInput
+
+    painted = np.zeros_like(case.annotation)
+    k, j, i = np.argwhere(case.annotation > 0).mean(axis=0).round().astype(int)
+    keyframes = [k - 6, k - 4, k - 2, k, k + 2, k + 4]  # 2 voxels wide on 6 slices: a stroke, were they consecutive
+    painted[keyframes, j:j + 2, i:i + 3] = 1
+    segmentId = addSegmentFromArray(case.segmentation, case.volume, painted, "keyframes")
+    prepared = prepareInput(case.volume, case.segmentation, segmentId, PropagationOptions(keyframes=True))
+    assert np.flatnonzero(prepared.annotation.reshape(len(painted), -1).any(axis=1)).tolist() == keyframes
 
 
 @pytest.mark.parametrize("keyframes", [False, True])

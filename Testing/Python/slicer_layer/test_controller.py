@@ -315,6 +315,30 @@ def test_a_run_starts_polls_and_writes_its_result():
     assert controller.leastConfidentSlice() == 7 and controller.sliceCenterRAS(7) == (7.0, 0.0, 0.0)
 
 
+class MaskedLogic(FakeLogic):
+    """The Segment Editor's masking empties the result's slice 7 as the Logic writes it."""
+
+    def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId):
+        return Masking(intensityRange=(-50.0, 300.0), description="intensity -50 to 300")
+
+    def apply(self, prepared, result, replaceExisting=False):
+        resultId = super().apply(prepared, result, replaceExisting)
+        self.written = self.written.copy()
+        self.written[7] = 0
+        return resultId
+
+
+def test_the_list_and_the_jump_leave_out_a_slice_the_editor_masking_emptied():
+    controller = controllerWith(MaskedLogic(runResult()))
+    controller.run()
+    runToEnd(controller)
+    rows, summary = controller.view.review
+    assert [row.k for row in rows] == [3, 4, 5, 6], "slice 7, the least confident, holds nothing as written"
+    assert [row.k for row in rows if row.leastConfident] == [3] and controller.leastConfidentSlice() == 3
+    assert "K = 7" not in summary and controller.view.buttons.jump
+    assert controller.view.status[-1].startswith("Done: 'Tumour (propagated)' on slices K = 3 to 6.")
+
+
 def test_without_editor_masking_the_editor_is_not_read():
     logic = FakeLogic(runResult())
     controller = controllerWith(logic)

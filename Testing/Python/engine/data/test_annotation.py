@@ -56,6 +56,21 @@ def test_one_plane_across_several_axial_slices_is_a_side_view(axis, view):
     assert side_view(painted[3:4], AXES_LPS) is None  # one slice: an axial painting, however thin
 
 
+@pytest.mark.parametrize("thickness", [2, 3])
+def test_a_sphere_brush_stroke_a_few_planes_thick_across_many_slices_is_a_side_view(thickness):
+    painted = np.zeros((20, 30, 30), np.uint8)
+    painted[2:2 + 3 * thickness, 5:25, 9:9 + thickness] = 1  # I planes 9.., across 3x as many K slices
+    assert side_view(painted, AXES_LPS) == "sagittal"
+    painted[2 + 3 * thickness - 1] = 0  # one slice fewer: a thin tumour painted on a few slices, not a stroke
+    assert side_view(painted, AXES_LPS) is None
+    slab = np.zeros_like(painted)
+    slab[2:16, 5:25, 9:13] = 1  # 4 planes thick: not a brush stroke
+    assert side_view(slab, AXES_LPS) is None
+    keyframes = np.zeros_like(painted)
+    keyframes[[2, 8, 14, 19], 10:13, 10:13] = 1  # a small lesion's axial keyframes, far apart: no stroke
+    assert side_view(keyframes, AXES_LPS) is None
+
+
 def test_a_cross_section_on_two_slices_is_no_side_view_and_a_non_axial_series_names_its_planes_view():
     painted = np.zeros((10, 20, 20), np.uint8)
     painted[3:5, 5:15, 5:15] = 1  # two axial slices, each a filled cross-section
