@@ -166,7 +166,8 @@ def adviceSentences(advice: list[dict]) -> list[str]:
             sentences.append(_(
                 "The result ends at slice {slice}, but the registration still follows a cross-section of "
                 "{followed:.0%} of the painted one there").format(
-                    slice=item["slice"], followed=float(item["registration_share"])) + _mayGoOnBeyond(item["slice"]))
+                    slice=item["slice"], followed=float(item["registration_share"])) + _mayGoOnBeyond(item["slice"],
+                                                                                        item.get("direction", "up")))
         else:
             sentences.append(str(item.get("sentence", "")))
     return sentences
@@ -186,10 +187,18 @@ def _cutAtReachSentence(item: dict) -> str:
                 "painted slice {painted}), where the registration still follows a cross-section of {followed:.0%} of "
                 "the painted one (the result covers {share:.0%})").format(
                     followed=float(item["registration_share"]), **figures)
-    return why + _mayGoOnBeyond(item["slice"])
+    return why + _mayGoOnBeyond(item["slice"], item.get("direction", "up"))
 
 
-def _mayGoOnBeyond(k: int) -> str:
-    """The end of the panel's sentences on a result that may end short: what it means, and its controls for it."""
-    return _(": the tumour may go on beyond it. Check the slices beyond slice {slice}; if it does, paint it on a slice "
-             "further out in 'Tumour (propagated)' and click 'Re-propagate from corrected slices'.").format(slice=k)
+def _mayGoOnBeyond(k: int, direction: str) -> str:
+    """The end of the panel's sentences on a result that may end short: what it means, and its controls for it; the
+    side is named, since both ends can be one slice (slices thicker than the reach)."""
+    if direction == "up":
+        text = _(": the tumour may go on beyond it. Check the slices beyond slice {slice} (K > {slice}); if it does, "
+                 "paint it on a slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected "
+                 "slices'.")
+    else:
+        text = _(": the tumour may go on beyond it. Check the slices beyond slice {slice} (K < {slice}); if it does, "
+                 "paint it on a slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected "
+                 "slices'.")
+    return text.format(slice=k)

@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(benchmark)
 
     evaluate = commands.add_parser("evaluate", help="compare with the alternatives; writes CSV, Markdown, PNG")
-    evaluate.add_argument("--data", help="folder of image/label pairs (default: held-out phantoms)")
+    evaluate.add_argument("--data", action="append",
+                          help="folder of image/label pairs (default: held-out phantoms); one folder")
     evaluate.add_argument("--out", required=True,
                           help="folder for the report: results.csv, summary.md, figure.png, and example.npz, "
                                "confidence.csv when the engine runs (created if missing)")
@@ -318,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="annotation variants (which slice is painted), of: %(names)s "
                                           "(default: all)")
     variants.names = _Names("gastric_propagate.evaluation.annotations", "VARIANTS")
-    evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax", "hypodense"), default="phantom",
-                          help="synthetic generator of the held-out cases when --data is not given")
+    evaluate.add_argument("--generator", choices=("phantom", "shapes", "thorax", "hypodense"),
+                          help="synthetic generator of the held-out cases when --data is not given (default: phantom)")
     evaluate.add_argument("--seed-start", type=_count(0),
                           help="first seed of the synthetic cases (default: held out)")
     evaluate.add_argument("--overwrite", action="store_true",

@@ -107,13 +107,16 @@ def confidence_markdown(pairs: list[dict], review_threshold: float) -> list[str]
         return []
     confidence = np.array([p["confidence"] for p in pairs])
     scores = np.array([p["dice"] for p in pairs])
-    pearson = float(np.corrcoef(confidence, scores)[0, 1])
-    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
-    spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
+    if np.ptp(confidence) == 0 or np.ptp(scores) == 0:  # a correlation with a constant is undefined (NaN)
+        correlation = "no correlation (the confidence or the Dice is the same on every slice)"
+    else:
+        pearson = float(np.corrcoef(confidence, scores)[0, 1])
+        ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
+        spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
+        correlation = f"Pearson r = {pearson:.2f}, Spearman rho = {spearman:.2f}"
     flagged = np.array([bool(p["flagged"]) for p in pairs])  # the engine's slices_to_review
     lines = ["", "### Per-slice confidence against per-slice Dice (the engine's result)", "",
-             f"{len(pairs)} propagated slices of {len({p['case'] for p in pairs})} cases: Pearson r = {pearson:.2f}, "
-             f"Spearman rho = {spearman:.2f}."]
+             f"{len(pairs)} propagated slices of {len({p['case'] for p in pairs})} cases: {correlation}."]
     if flagged.any() and (~flagged).any():
         lines.append(f"Slices flagged for review (confidence < {review_threshold}, or cut back after a leak): "
                      f"{int(flagged.sum())} ({flagged.mean():.0%}), mean Dice "

@@ -115,20 +115,35 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     return [note]
 
 
-def evaluate_main(*, out: str, data: str | None, cases: int | None, methods: Sequence[str] | None,
-                  variants: Sequence[str] | None, generator: str, seed_start: int | None, overwrite: bool,
+def evaluate_main(*, out: str, data: str | Sequence[str] | None, cases: int | None, methods: Sequence[str] | None,
+                  variants: Sequence[str] | None, generator: str | None, seed_start: int | None, overwrite: bool,
                   device: str, command: str, load_segmenter: Callable[[], object] | None) -> int:
     """``gastric-propagate evaluate``: checks the names, the folder and the report files before any work, says how
     many cases of ``data`` it evaluates, runs ``evaluate_command`` (with the segmenter ``load_segmenter`` loads, or
-    the bundled weights when None) and prints the files it wrote; returns 0."""
+    the bundled weights when None) and prints the files it wrote; returns 0. ``data``: one folder (the command
+    line's repeatable --data, refused when given twice); ``generator`` None: phantom."""
     if cases is not None and cases < 1:
         raise InputError(f"--cases {cases} is too small: give 1 or more (or leave it out for every case).")
+    if isinstance(data, (list, tuple)):
+        if len(data) > 1:
+            raise InputError(f"--data is given {len(data)} times ({', '.join(data)}); evaluate reads one folder. Run "
+                             "it once per folder, each with its own --out.")
+        data = data[0]
+    if data is not None and (generator is not None or seed_start is not None):
+        given = [option for option, value in (("--generator", generator), ("--seed-start", seed_start))
+                 if value is not None]
+        raise InputError(f"{' and '.join(given)} {'choose' if len(given) > 1 else 'chooses'} synthetic cases, but "
+                         f"--data {data} is given: its cases are the ones evaluated. Leave one or the other out.")
+    generator = generator or "phantom"
     for option, given, known in (("--methods", methods, ALL_METHODS), ("--variants", variants, VARIANTS)):
         unknown = [name for name in given or () if name not in known]
         if unknown or given == []:
             problem = f"unknown name(s) {' '.join(unknown)}" if unknown else "no name given"
             raise InputError(f"{option}: {problem}. Choose from {' '.join(known)}, or leave the option out for "
                              "all of them.")
+    # A name given twice would run twice and count twice in the statistics.
+    methods = list(dict.fromkeys(methods)) if methods is not None else None
+    variants = list(dict.fromkeys(variants)) if variants is not None else None
     check_writable_folder(out, f"the output folder {out}")
     check_outputs({f"report file {name}": Path(out) / name for name in REPORT_FILES}, overwrite=overwrite)
     n_cases = cases

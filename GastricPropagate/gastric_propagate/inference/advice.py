@@ -103,7 +103,7 @@ def cut_at_reach_advice(slice_index: int, direction: str, painted_slice: int, sh
     else:
         where += (f"where the registration still follows a cross-section of {followed:.0%} of the painted one "
                   f"(the result covers {share:.0%})")
-    return Advice(CUT_AT_REACH, where + _may_go_on_beyond(slice_index),
+    return Advice(CUT_AT_REACH, where + _may_go_on_beyond(slice_index, direction),
                   {"slice": int(slice_index), "direction": direction, "painted_slice": int(painted_slice),
                    "share": share, "reach": reach, "registration_share": followed})
 
@@ -114,13 +114,16 @@ def ended_while_followed_advice(slice_index: int, direction: str, painted_slice:
     covers ``registration_share`` of the painted cross-section of ``painted_slice``."""
     followed = round(float(registration_share), 2)
     sentence = (f"The result ends at slice {slice_index}, but the registration still follows a cross-section of "
-                f"{followed:.0%} of the painted one there") + _may_go_on_beyond(slice_index)
+                f"{followed:.0%} of the painted one there") + _may_go_on_beyond(slice_index, direction)
     return Advice(ENDED_WHILE_FOLLOWED, sentence, {"slice": int(slice_index), "direction": direction,
                                                    "painted_slice": int(painted_slice),
                                                    "registration_share": followed})
 
 
-def _may_go_on_beyond(slice_index: int) -> str:
-    """The end of the sentences of the advice on a result that may end short: what it means, and what to do."""
-    return (f": the tumour may go on beyond it. Check the slices beyond slice {slice_index}; if it does, paint it on a "
-            "slice further out and run again with both painted slices (the module's corrected slices; --keyframes).")
+def _may_go_on_beyond(slice_index: int, direction: str) -> str:
+    """The end of the sentences of the advice on a result that may end short: what it means, and what to do; the
+    side is named, since both ends can be one slice (slices thicker than the reach)."""
+    side = f"K {'>' if direction == 'up' else '<'} {slice_index}"
+    return (f": the tumour may go on beyond it. Check the slices beyond slice {slice_index} ({side}); if it does, "
+            "paint it on a slice further out and run again with both painted slices (the module's corrected slices; "
+            "--keyframes).")

@@ -83,6 +83,10 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     check_writable_folder(out, f"the output folder {out}")
     _check_weights_outputs(out, init, overwrite)
     check_exporter()  # before the training, which its export ends
+    _check_data_folders(data or [], bool(mix))
+    generators = (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax), ("hypodense", hypodense))
+    source_names = {Path(folder).resolve().name for folder in data or []} | {name for name, n in generators if n}
+    shares = _parse_mix(mix, source_names) if mix else {}  # before any case is read or made
     cases, parts, sources = [], [], []
     for folder in data or []:
         found = folder_cases(folder)
@@ -90,13 +94,12 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         cases += found
         sources += [Path(folder).resolve().name] * len(found)
         parts.append(f"{len(found)} image/label pairs from {folder}")
-    for generator, count in (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax), ("hypodense", hypodense)):
+    for generator, count in generators:
         if count:
             first = TRAINING_SEED_START.get(generator, 0)
             cases += generated_cases(generator, count, first)
             sources += [generator] * count
             parts.append(f"{count} synthetic '{generator}' cases (seeds {first}-{first + count - 1})")
-    shares = _parse_mix(mix, set(sources)) if mix else {}
     low, high = zoom
     if not (0 < low <= high < 10):
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
@@ -113,6 +116,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                          f"({proposer_steps // 2}), so that the network learns from each refresh.")
     if min_bin_crops < 0:
         raise InputError(f"--min-bin-crops {min_bin_crops}: give a number of crops, 0 or more (0: bins never merged).")
+    if min_bin_crops and not shares:
+        raise InputError("--min-bin-crops merges the size bins --mix balances; without --mix every crop is drawn "
+                         "equally often: give --mix, or leave --min-bin-crops out.")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
                      + ", size bins balanced within each" + (
@@ -200,8 +206,33 @@ def export_main(*, weights: str, overwrite: bool, int8: bool = False) -> int:
     return 0
 
 
+def _check_data_folders(folders: Sequence[str], mixed: bool) -> None:
+    """A folder given twice would count its cases twice; with --mix, two folders of one name (or a folder named as a
+    generator) would be one source whose share cannot be set apart."""
+    from pathlib import Path
+
+    from gastric_propagate.errors import InputError
+
+    seen: dict[Path, str] = {}
+    for folder in folders:
+        resolved = Path(folder).resolve()
+        if resolved in seen:
+            raise InputError(f"--data {folder} is given twice (as {seen[resolved]} first): each case would count "
+                             "twice. Give each folder once (--mix sets how often a source is drawn).")
+        seen[resolved] = folder
+    if mixed:
+        names = {"phantom": "--phantoms", "shapes": "--shapes", "thorax": "--thorax", "hypodense": "--hypodense"}
+        for folder in folders:
+            name = Path(folder).resolve().name
+            if name in names:
+                raise InputError(f"--data {folder} and {names[name]} are both the source '{name}' in --mix (a "
+                                 "folder's source is its name): rename one folder, or put their cases in one.")
+            names[name] = f"--data {folder}"
+
+
 def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
-    """'NAME=SHARE' pairs -> {name: share}, normalised to sum to 1; every name must be one of the sources."""
+    """'NAME=SHARE' pairs -> {name: share}, normalised to sum to 1; every name must be one of the sources, and every
+    source named."""
     from gastric_propagate.errors import InputError
 
     mix = {}
@@ -217,6 +248,13 @@ def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
     total = sum(mix.values())
     if total <= 0:
         raise InputError("--mix gives no source a share above 0.")
+    unnamed = sorted(sources - set(mix))
+    if unnamed:  # loaded, then never drawn: and recorded as what the weights were trained on
+        raise InputError(f"--mix gives no share to {', '.join(unnamed)}: give each source loaded a share "
+                         "(SOURCE=SHARE), or leave out the option that loads it.")
+    if abs(total - 1.0) > 1e-6:
+        print("--mix shares scaled to sum to 1: " + ", ".join(f"{name} {share / total:.1%}"
+                                                              for name, share in mix.items()))
     return {name: share / total for name, share in mix.items()}
 
 

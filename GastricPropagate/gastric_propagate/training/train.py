@@ -27,6 +27,7 @@ from gastric_propagate import __version__
 from gastric_propagate.data.annotation import annotation_from_label, largest_cross_section_index
 from gastric_propagate.data.cases import CaseData
 from gastric_propagate.data.outputs import OutputBatch
+from gastric_propagate.errors import InputError
 from gastric_propagate.inference.backends import resolve_device
 from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, PROMPT_CHANNELS, save_checkpoint
 from gastric_propagate.inference.masks import equivalent_diameter_mm
@@ -491,6 +492,8 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
             inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
             batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
             loss = _loss(network(batch[0]), batch[1], batch[2], config.empty_target_dice)
+            if not torch.isfinite(loss):
+                raise _diverged(description, f"its loss is {loss.item()} at step {step + 1} of {steps}", config)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -498,7 +501,16 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     network.eval()
+    if not all(bool(torch.isfinite(value).all()) for value in network.state_dict().values()
+               if value.is_floating_point()):  # the batch-norm statistics too: they go first
+        raise _diverged(description, f"its weights hold NaN or Inf after its {steps} step(s)", config)
     return losses
+
+
+def _diverged(description: str, what: str, config: TrainingConfig) -> InputError:
+    """A training that diverged stops before anything is written: its weights would be NaN (and replace good ones)."""
+    return InputError(f"The {description} training diverged: {what}. Lower --learning-rate (it is "
+                      f"{config.learning_rate:g}) and run again; nothing was written.")
 
 
 def _final_loss(losses: list[float]) -> float | None:

@@ -306,6 +306,13 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "real=1"), "SOURCE one of phantom"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=-1"), "a share of 0 or more"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=0"), "no source a share above 0"),
+    (("train", "--phantoms", "2", "--thorax", "2", "--out", "{tmp}/w", "--mix", "phantom=1"),
+     "--mix gives no share to thorax"),
+    (("train", "--data", "{tmp}/empty", "--data", "{tmp}/empty/../empty", "--out", "{tmp}/w"), "is given twice"),
+    (("train", "--data", "{tmp}/empty", "--data", "{tmp}/other/empty", "--phantoms", "2", "--out", "{tmp}/w",
+      "--mix", "empty=1", "phantom=1"), "are both the source 'empty' in --mix"),
+    (("train", "--data", "{tmp}/phantom", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=1"),
+     "--data {tmp}/phantom and --phantoms are both the source 'phantom'"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--zoom", "2", "1"), "give 0 < LOW <= HIGH"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "1.5"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "nan"), "a share from 0 to 1"),
@@ -317,6 +324,7 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--refiner-leaks", "1.5"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--outline-windows", "-0.1"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--min-bin-crops", "-1"), "a number of crops, 0 or more"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--min-bin-crops", "3"), "without --mix every crop"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--proposer-boundary-weight", "-2"), "a weight of 0 or more"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--hard-pixel-weight", "-1"), "a weight of 0 or more"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--boundary-weight", "nan"), "a weight of 0 or more"),
@@ -332,7 +340,7 @@ def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     (tmp_path / "file").write_text("a file")
     argv = [part.format(tmp=tmp_path, file=tmp_path / "file") for part in argv]
     code, captured, changed = run_command(tmp_path, capsys, *argv)
-    assert code == 2 and message.format(file=tmp_path / "file") in captured.err, captured.err
+    assert code == 2 and message.format(file=tmp_path / "file", tmp=tmp_path) in captured.err, captured.err
     assert not changed
 
 
@@ -593,6 +601,35 @@ def test_a_case_file_that_is_not_an_image_gets_the_words_segment_gives_it(folder
     assert code == 2, captured.err
     assert f"The image file {folder_of_cases / 'case1_image.nrrd'} cannot be read as a medical image (" in captured.err
     assert "Use NRRD, NIfTI, MetaImage or another format SimpleITK reads." in captured.err
+
+
+def test_a_folder_label_of_an_organ_and_a_tumour_is_not_taken_as_one_tumour(folder_of_cases, tmp_path, capsys):
+    """nnU-Net datasets often label an organ 1 and its tumour 2: every non-zero voxel is not the tumour."""
+    label = sitk.ReadImage(str(folder_of_cases / "case1_label.nrrd"))
+    voxels = sitk.GetArrayFromImage(label)
+    organ = np.zeros_like(voxels)
+    organ[:, :8] = 1
+    write_like(np.where(voxels > 0, 2, organ).astype(np.uint8), label, folder_of_cases / "case1_label.nrrd")
+    code, captured, _ = run_command(tmp_path, capsys, "evaluate", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "e"), "--methods", "copy_slice", "--variants", "largest")
+    assert code == 0, captured.err  # the other cases ran
+    rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e" / "results.csv"))}
+    assert "holds several labels (1, 2); a case's label holds the tumour alone" in rows["case1"]["error"]
+    assert not rows["case0"]["error"] and not rows["case2"]["error"]
+
+
+def test_evaluate_runs_a_name_given_twice_once_and_refuses_options_it_would_ignore(folder_of_cases, tmp_path,
+                                                                                   capsys):
+    argv = ["evaluate", "--data", str(folder_of_cases), "--variants", "largest", "largest"]
+    code, captured, _ = run_command(tmp_path, capsys, *argv, "--methods", "copy_slice", "copy_slice", "--out",
+                                    str(tmp_path / "e"))
+    assert code == 0, captured.err
+    assert len(list(csv.DictReader(open(tmp_path / "e" / "results.csv")))) == 3, "one row per case, not four"
+    for extra, message in ((("--data", str(tmp_path)), "--data is given 2 times"),
+                           (("--generator", "thorax"), "--generator chooses synthetic cases, but --data"),
+                           (("--generator", "thorax", "--seed-start", "5"), "--generator and --seed-start choose")):
+        code, captured, changed = run_command(tmp_path, capsys, *argv, *extra, "--out", str(tmp_path / "e2"))
+        assert code == 2 and message in captured.err and not changed, captured.err
 
 
 def test_evaluate_says_on_the_console_that_a_case_failed(folder_of_cases, tmp_path, capsys):

@@ -81,6 +81,11 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert sentence.startswith("The result stops at slice 37, as far as it may reach (0.75 painted diameters from "
                                "the painted slice 30), and still covers 52% of the painted cross-section there")
     assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
+    assert "Check the slices beyond slice 37 (K > 37)" in sentence
+    # Slices thicker than the reach: both ends on the painted slice, told apart by their side.
+    down, up = adviceSentences([cut_at_reach_advice(30, direction, 30, 1.0, 0.75).to_dict()
+                                for direction in ("down", "up")])
+    assert "beyond slice 30 (K < 30)" in down and "beyond slice 30 (K > 30)" in up
     followed = cut_at_reach_advice(37, "up", 30, 0.04, 0.75, registration_share=0.81).to_dict()
     [sentence] = adviceSentences([followed])
     assert sentence.startswith("The result stops at slice 37, as far as it may reach (0.75 painted diameters from "
@@ -94,6 +99,7 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert sentence.startswith("The result ends at slice 22, but the registration still follows a cross-section of "
                                "66% of the painted one there: the tumour may go on beyond it.")
     assert "'Re-propagate from corrected slices'" in sentence and "--keyframes" not in sentence
+    assert "Check the slices beyond slice 22 (K < 22)" in sentence and "(K < 22)" in ended["sentence"]
     rows = {row.k: row for row in reviewRows(_result({22: 0.8, 30: 1.0}, anchors=[30], toReview=[], advice=[ended]))}
     assert rows[22].toReview and "registration still follows the tumour" in rows[22].toolTip()
     both = [ended, larger_neighbour_advice(30, 22, 1.3).to_dict()]  # two reasons for one slice: both in its tooltip

@@ -1,6 +1,7 @@
 """The report's breakdowns: groups from case names, thickness bins, counts against copy-slice, confidence."""
 
 import math
+import warnings
 
 import numpy as np
 
@@ -63,3 +64,9 @@ def test_per_slice_dice_and_how_confidence_tracks_it():
     assert "Pearson r = 1.00" in text or "Pearson r = 0.99" in text
     assert "flagged for review (confidence < 0.4, or cut back after a leak): 2 (50%), mean Dice 0.575" in text
     assert "the others: mean Dice 0.650" in text
+    # Every slice right (one small case, say): no correlation to compute, and none printed as "nan".
+    perfect = [{**pair, "dice": 1.0} for pair in pairs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in divide" fails the test
+        text = "\n".join(confidence_markdown(perfect, review_threshold=0.4))
+    assert "no correlation (the confidence or the Dice is the same on every slice)" in text and "nan" not in text

@@ -462,7 +462,8 @@ def test_a_tumour_cut_by_the_votes_reach_is_named_in_the_advice_and_a_round_one_
     cut = [a for a in result.advice if a.kind == CUT_AT_REACH]
     assert [(a.values["direction"], a.values["slice"]) for a in cut] == [("down", first), ("up", last)]
     assert all(a.values["share"] >= CUT_AT_REACH_SHARE and a.values["painted_slice"] == 30 for a in cut)
-    assert f"Check the slices beyond slice {last}" in cut[1].sentence and "--keyframes" in cut[1].sentence
+    assert f"Check the slices beyond slice {last} (K > {last})" in cut[1].sentence and "--keyframes" in cut[1].sentence
+    assert f"Check the slices beyond slice {first} (K < {first})" in cut[0].sentence
     round_tumour = oracle_segmenter.segment(*volume[:1], SPACING, annotation_from_label(volume[1]))
     assert not [a for a in round_tumour.advice if a.kind == CUT_AT_REACH]
 

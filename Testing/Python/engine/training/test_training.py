@@ -499,3 +499,16 @@ def test_hypodense_phantoms_are_a_source_of_their_own_with_their_own_seeds(tmp_p
     assert "1 synthetic 'phantom' cases (seeds 0-0)" in data
     assert "1 synthetic 'hypodense' cases (seeds 50000-50000)" in data
     assert "phantom 50%, hypodense 50%" in data
+
+
+def test_a_training_that_diverges_stops_saying_so_and_writes_nothing(tmp_path):
+    """A learning rate far too high: NaN weights would replace good ones and be blamed on the ONNX export."""
+    from gastric_propagate.errors import InputError
+
+    (tmp_path / "proposer.pt").write_text("the user's earlier weights")
+    config = TrainingConfig(**{**CONFIG.__dict__, "learning_rate": 1e6})
+    with pytest.raises(InputError, match=r"The proposer training diverged: .* Lower --learning-rate \(it is 1e\+06\) "
+                                         r"and run again; nothing was written\."):
+        train(small_cases()[:1], tmp_path, config=config, device="cpu")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["proposer.pt"]
+    assert (tmp_path / "proposer.pt").read_text() == "the user's earlier weights"
