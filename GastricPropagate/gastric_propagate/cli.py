@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(necrotic, cystic or myxoid; generator 'hypodense', seeds 50000..50000+N-1)")
     train.add_argument("--mix", nargs="+", metavar="SOURCE=SHARE",
                        help="share of the samples each source gets, e.g. 'real-ct-train=0.6 phantom=0.25 "
-                            "thorax=0.15' (a --data folder is named by its last part, a generator by its name); "
-                            "inside a source each lesion-size bin gets an equal part. Default: every crop equally")
+                            "thorax=0.15' (a --data folder is named by its last part, a generator by its name; "
+                            "every source given needs a share, 0 to load it but never draw it); inside a source "
+                            "each lesion-size bin gets an equal part. Default: every crop equally")
     train.add_argument("--min-bin-crops", type=int, default=0, metavar="N",
                        help="with --mix: a lesion-size bin of a source holding fewer than N training crops (each case "
                             "gives two) joins its neighbour, so that a lone lesion does not get a whole bin's share "

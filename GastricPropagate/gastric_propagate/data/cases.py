@@ -260,9 +260,10 @@ def _load_pair(name: str, image_path: Path, label_path: Path) -> CaseData:
     positive = label[label > 0]
     if positive.min() != positive.max():  # an organ and a tumour, say: taking both would learn the organ too
         values = ", ".join(f"{value:g}" for value in np.unique(positive)[:6])
-        raise InputError(f"The label {label_path} holds several labels ({values}); a case's label holds the tumour "
-                         "alone. Save the tumour's label as a label map of its own (0 background, 1 tumour), then "
-                         "run again.")
+        raise InputError(f"The label {label_path} holds several values ({values}); a case's label holds 0 for the "
+                         "background and one value for the tumour. An organ labelled beside the tumour: save the "
+                         "tumour's label alone; lesions numbered apart: set them all to 1; fractions: resample the "
+                         "label with nearest-neighbour interpolation. Then run again.")
     direction = np.reshape(image.GetDirection(), (3, 3))
     if abs(direction[2, 2]) < 0.9:
         logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",

@@ -128,7 +128,7 @@ def evaluate_main(*, out: str, data: str | Sequence[str] | None, cases: int | No
         if len(data) > 1:
             raise InputError(f"--data is given {len(data)} times ({', '.join(data)}); evaluate reads one folder. Run "
                              "it once per folder, each with its own --out.")
-        data = data[0]
+        data = data[0] if data else None
     if data is not None and (generator is not None or seed_start is not None):
         given = [option for option, value in (("--generator", generator), ("--seed-start", seed_start))
                  if value is not None]

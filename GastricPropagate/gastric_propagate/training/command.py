@@ -83,8 +83,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     check_writable_folder(out, f"the output folder {out}")
     _check_weights_outputs(out, init, overwrite)
     check_exporter()  # before the training, which its export ends
-    _check_data_folders(data or [], bool(mix))
     generators = (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax), ("hypodense", hypodense))
+    _check_data_folders(data or [], [name for name, count in generators if count] if mix else None)
     source_names = {Path(folder).resolve().name for folder in data or []} | {name for name, n in generators if n}
     shares = _parse_mix(mix, source_names) if mix else {}  # before any case is read or made
     cases, parts, sources = [], [], []
@@ -206,9 +206,10 @@ def export_main(*, weights: str, overwrite: bool, int8: bool = False) -> int:
     return 0
 
 
-def _check_data_folders(folders: Sequence[str], mixed: bool) -> None:
-    """A folder given twice would count its cases twice; with --mix, two folders of one name (or a folder named as a
-    generator) would be one source whose share cannot be set apart."""
+def _check_data_folders(folders: Sequence[str], mixed_generators: Sequence[str] | None) -> None:
+    """A folder given twice would count its cases twice; with --mix (``mixed_generators``: the generators asked for,
+    else None), two folders of one name, or a folder named as a generator asked for, would be one source whose share
+    cannot be set apart."""
     from pathlib import Path
 
     from gastric_propagate.errors import InputError
@@ -220,8 +221,9 @@ def _check_data_folders(folders: Sequence[str], mixed: bool) -> None:
             raise InputError(f"--data {folder} is given twice (as {seen[resolved]} first): each case would count "
                              "twice. Give each folder once (--mix sets how often a source is drawn).")
         seen[resolved] = folder
-    if mixed:
-        names = {"phantom": "--phantoms", "shapes": "--shapes", "thorax": "--thorax", "hypodense": "--hypodense"}
+    if mixed_generators is not None:
+        options = {"phantom": "--phantoms", "shapes": "--shapes", "thorax": "--thorax", "hypodense": "--hypodense"}
+        names = {name: options[name] for name in mixed_generators}
         for folder in folders:
             name = Path(folder).resolve().name
             if name in names:

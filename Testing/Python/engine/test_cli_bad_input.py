@@ -313,6 +313,9 @@ def run_command(tmp_path, capsys, *argv):
       "--mix", "empty=1", "phantom=1"), "are both the source 'empty' in --mix"),
     (("train", "--data", "{tmp}/phantom", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=1"),
      "--data {tmp}/phantom and --phantoms are both the source 'phantom'"),
+    # A real folder named as a generator not asked for is its own source: refused for lacking pairs, nothing else.
+    (("train", "--data", "{tmp}/thorax", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "thorax=1", "phantom=1"),
+     "{tmp}/thorax does not exist"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--zoom", "2", "1"), "give 0 < LOW <= HIGH"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "1.5"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "nan"), "a share from 0 to 1"),
@@ -614,7 +617,7 @@ def test_a_folder_label_of_an_organ_and_a_tumour_is_not_taken_as_one_tumour(fold
                                     str(tmp_path / "e"), "--methods", "copy_slice", "--variants", "largest")
     assert code == 0, captured.err  # the other cases ran
     rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e" / "results.csv"))}
-    assert "holds several labels (1, 2); a case's label holds the tumour alone" in rows["case1"]["error"]
+    assert "holds several values (1, 2); a case's label holds 0 for the background" in rows["case1"]["error"]
     assert not rows["case0"]["error"] and not rows["case2"]["error"]
 
 
