@@ -34,12 +34,29 @@ MIN_PIXEL_AGREEMENT = 0.995
 
 def export_with_int8(weights: dict[str, Path], *, overwrite: bool) -> list[Path]:
     """The float ONNX pair beside ``weights`` (stage -> ``.pt``), then its int8 copies calibrated by running it; the
-    four files are checked before any work (refused unless ``overwrite`` when they exist)."""
+    files are checked before any work (refused unless ``overwrite`` when they exist). A float pair already exported
+    from these very checkpoints (``train`` writes it) is kept as it is, unless ``overwrite``."""
+    keep_floats = not overwrite and _exported_from_these(weights)
+    precisions = ("int8",) if keep_floats else PRECISIONS
     check_outputs({f"{stage} {precision} ONNX file": onnx_path(path, precision) for stage, path in weights.items()
-                   for precision in PRECISIONS}, inputs=weights.values(), overwrite=overwrite)
-    written = export_pair(weights, overwrite=overwrite)
+                   for precision in precisions}, inputs=weights.values(), overwrite=overwrite)
+    written = [] if keep_floats else export_pair(weights, overwrite=overwrite)
     with OutputBatch(overwrite=overwrite) as outputs:
         return written + quantize_pair(weights, outputs=outputs)
+
+
+def _exported_from_these(weights: dict[str, Path]) -> bool:
+    """Whether each float ONNX file beside ``weights`` loads and was exported from the checkpoint beside it."""
+    from gastric_propagate.inference.onnx_networks import load_onnx
+
+    for stage, path in weights.items():
+        if not onnx_path(path).is_file():
+            return False
+        try:
+            load_onnx(onnx_path(path), stage=stage, threads=1)  # checks the checkpoint's SHA-256 it records
+        except WeightsError:
+            return False
+    return True
 
 
 def calibration_batches(weights: dict[str, Path]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:

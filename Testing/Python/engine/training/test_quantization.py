@@ -53,6 +53,25 @@ def test_export_writes_int8_copies_that_describe_their_calibration(exported):
     assert choose_backend("auto", "cpu", weights["proposer"], weights["refiner"]) == "onnx"  # auto never takes int8
 
 
+def test_int8_copies_are_added_beside_the_float_pair_train_wrote_without_overwrite(tmp_path, monkeypatch):
+    """Right after train (which writes the float pair): --int8 adds the copies, keeps the float files untouched."""
+    from gastric_propagate.inference.onnx_networks import export_pair
+
+    weights = {stage: shutil.copy(bundled_weights(stage), tmp_path / f"{stage}.pt") for stage in STAGES}
+    export_pair(weights, overwrite=False)
+    floats = {stage: onnx_path(path).read_bytes() for stage, path in weights.items()}
+    monkeypatch.setattr(quantization, "CALIBRATION", ONE_CASE_EACH)
+    written = quantization.export_with_int8(weights, overwrite=False)
+    assert sorted(path.name for path in written) == ["proposer.int8.onnx", "refiner.int8.onnx"]
+    assert {stage: onnx_path(path).read_bytes() for stage, path in weights.items()} == floats
+    # A float file from other weights is no export of these: refused, as any file in the way.
+    shutil.copy(tmp_path / "proposer.pt", tmp_path / "refiner.pt")  # the refiner checkpoint changed since
+    for stage, path in weights.items():
+        onnx_path(path, "int8").unlink()
+    with pytest.raises(Exception, match="already exists"):
+        quantization.export_with_int8(weights, overwrite=False)
+
+
 def test_an_int8_copy_that_disagrees_with_its_network_is_not_written(exported, monkeypatch):
     weights, _ = exported
     before = {stage: onnx_path(path, "int8").read_bytes() for stage, path in weights.items()}
