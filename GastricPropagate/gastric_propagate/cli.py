@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data", action="append", metavar="DIR",
                         help="folder of image/label pairs (NRRD, NIfTI, MetaImage, or an nnU-Net imagesTr/labelsTr "
                              "layout), e.g. your corrected results; repeat it for several folders")
+    train.add_argument("--label", type=_count(1), metavar="N",
+                       help="the tumour's value in --data's label files (e.g. 2 where an organ is 1 and its tumour 2; "
+                            "default: their one value, a label of several values refused)")
     source.add_argument("--phantoms", type=int, default=0,
                         help="this many synthetic abdominal phantoms (generator 'phantom', seeds 0..N-1)")
     source.add_argument("--shapes", type=int, default=0,
@@ -311,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True,
                           help="folder for the report: results.csv, summary.md, figure.png, and example.npz, "
                                "confidence.csv when the engine runs (created if missing)")
+    evaluate.add_argument("--label", type=_count(1), metavar="N",
+                          help="the tumour's value in --data's label files (e.g. 2 where an organ is 1 and its "
+                               "tumour 2; default: their one value, a label of several values refused)")
     evaluate.add_argument("--cases", type=int, help="evaluate only the first N cases (default: every case of "
                                                     "--data; 20 held-out phantoms without --data)")
     methods = evaluate.add_argument("--methods", nargs="*", metavar="METHOD",
@@ -485,7 +491,7 @@ def _train(args) -> int:
                       refiner_leaks=args.refiner_leaks, proposer_boundary_weight=args.proposer_boundary_weight,
                       outward_share=args.outward_share, outline_windows=args.outline_windows,
                       refiner_overshoot=args.refiner_overshoot,
-                      min_bin_crops=args.min_bin_crops, empty_target_dice=args.empty_target_dice,
+                      min_bin_crops=args.min_bin_crops, empty_target_dice=args.empty_target_dice, label=args.label,
                       prompt_channel=args.prompt_channel, init=args.init, learning_rate=args.learning_rate,
                       depth=args.depth, base_channels=args.base_channels,
                       workers=args.workers, overwrite=args.overwrite, validation_phantoms=args.validation_phantoms,
@@ -535,7 +541,7 @@ def _evaluate(args) -> int:
     return evaluate_main(out=args.out, data=args.data, cases=args.cases, methods=args.methods,
                          variants=args.variants, generator=args.generator, seed_start=args.seed_start,
                          overwrite=args.overwrite, device=args.device, command=args.command_line,
-                         load_segmenter=(lambda: _segmenter(args)) if other_weights else None)
+                         load_segmenter=(lambda: _segmenter(args)) if other_weights else None, label=args.label)
 
 
 _COMMANDS = {"segment": _segment, "serve": _serve, "train": _train, "export-onnx": _export_onnx,

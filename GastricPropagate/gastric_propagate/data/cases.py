@@ -133,12 +133,14 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
+def folder_cases(folder: str | Path, n_cases: int | None = None, label: int | None = None) -> list[Case]:
     """The image/label pairs of a folder, sorted by name, geometry checked from the file headers.
 
     Args:
         folder: a folder in one of the layouts of this module's docstring.
         n_cases: keep only the first ``n_cases`` pairs (all when None).
+        label: the tumour's value in the label files (an organ 1 and its tumour 2: 2); None: their one positive
+            value (a label of several values is refused when loaded).
 
     Raises:
         InputError: the folder is missing or holds no pair, or a pair's image and label differ in geometry.
@@ -149,7 +151,7 @@ def folder_cases(folder: str | Path, n_cases: int | None = None) -> list[Case]:
     for _name, image_path, label_path in pairs:
         _check_geometry(image_path, label_path)
     return [Case(name=name, source=str(image_path), seed=_seed_from_name(name),
-                 loader=_file_loader(name, image_path, label_path))
+                 loader=_file_loader(name, image_path, label_path, label))
             for name, image_path, label_path in pairs]
 
 
@@ -245,12 +247,12 @@ def _header(path: Path, what: str) -> sitk.ImageFileReader:
     return reader
 
 
-def _file_loader(name: str, image_path: Path, label_path: Path) -> Callable[[], CaseData]:
+def _file_loader(name: str, image_path: Path, label_path: Path, value: int | None) -> Callable[[], CaseData]:
     # A partial of a module-level function, not a closure: the cases can be read in other processes.
-    return functools.partial(_load_pair, name, image_path, label_path)
+    return functools.partial(_load_pair, name, image_path, label_path, value)
 
 
-def _load_pair(name: str, image_path: Path, label_path: Path) -> CaseData:
+def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None = None) -> CaseData:
     image = read_volume(image_path, "image")
     label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
     check_label_values(label, f"label {label_path}")
@@ -258,12 +260,19 @@ def _load_pair(name: str, image_path: Path, label_path: Path) -> CaseData:
         raise InputError(f"The label {label_path} is empty: there is no tumour in it to learn from or evaluate on. "
                          "Remove the case or fix its label.")
     positive = label[label > 0]
-    if positive.min() != positive.max():  # an organ and a tumour, say: taking both would learn the organ too
-        values = ", ".join(f"{value:g}" for value in np.unique(positive)[:6])
+    if value is not None:
+        label = label == value
+        if not label.any():
+            values = ", ".join(f"{found:g}" for found in np.unique(positive)[:6])
+            raise InputError(f"The label {label_path} holds no voxel of --label {value} (its values: {values}): no "
+                             "tumour to learn from or evaluate on. Give the tumour's value, or remove the case.")
+    elif positive.min() != positive.max():  # an organ and a tumour, say: taking both would learn the organ too
+        values = ", ".join(f"{found:g}" for found in np.unique(positive)[:6])
         raise InputError(f"The label {label_path} holds several values ({values}); a case's label holds 0 for the "
-                         "background and one value for the tumour. An organ labelled beside the tumour: save the "
-                         "tumour's label alone; lesions numbered apart: set them all to 1; fractions: resample the "
-                         "label with nearest-neighbour interpolation. Then run again.")
+                         "background and one value for the tumour. An organ labelled beside the tumour: give the "
+                         "tumour's value with --label N (or save its label alone); lesions numbered apart: set them "
+                         "all to 1; fractions: resample the label with nearest-neighbour interpolation. Then run "
+                         "again.")
     direction = np.reshape(image.GetDirection(), (3, 3))
     if abs(direction[2, 2]) < 0.9:
         logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",

@@ -36,11 +36,12 @@ logger = logging.getLogger(__name__)
 def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: Sequence[str] | None = None,
                      variants: Sequence[str] | None = None, device: str = "auto", seed_start: int | None = None,
                      progress: bool = True, command: str | None = None, generator: str = "phantom",
-                     segmenter: object | None = None) -> Path:
+                     segmenter: object | None = None, label: int | None = None) -> Path:
     """Everything ``gastric-propagate evaluate`` does: load cases, run, write the reports.
 
     Args:
         data: a folder of image/label pairs (see ``cases``), or None for held-out synthetic cases.
+        label: the tumour's value in ``data``'s label files (``folder_cases``).
         generator: the synthetic generator when ``data`` is None ("phantom" or "shapes").
         segmenter: the engine's loaded ``Segmenter`` (other weights); the bundled weights when None.
         out: output folder.
@@ -62,7 +63,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
 
         cases = generated_cases(generator, n_cases, HELD_OUT_SEED_START if seed_start is None else seed_start)
     else:
-        cases = folder_cases(data, n_cases)
+        cases = folder_cases(data, n_cases, label)
     methods = list(methods or ALL_METHODS)
     variants = list(variants or VARIANTS)
     notes = []
@@ -117,7 +118,8 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
 
 def evaluate_main(*, out: str, data: str | Sequence[str] | None, cases: int | None, methods: Sequence[str] | None,
                   variants: Sequence[str] | None, generator: str | None, seed_start: int | None, overwrite: bool,
-                  device: str, command: str, load_segmenter: Callable[[], object] | None) -> int:
+                  device: str, command: str, load_segmenter: Callable[[], object] | None,
+                  label: int | None = None) -> int:
     """``gastric-propagate evaluate``: checks the names, the folder and the report files before any work, says how
     many cases of ``data`` it evaluates, runs ``evaluate_command`` (with the segmenter ``load_segmenter`` loads, or
     the bundled weights when None) and prints the files it wrote; returns 0. ``data``: one folder (the command
@@ -129,6 +131,9 @@ def evaluate_main(*, out: str, data: str | Sequence[str] | None, cases: int | No
             raise InputError(f"--data is given {len(data)} times ({', '.join(data)}); evaluate reads one folder. Run "
                              "it once per folder, each with its own --out.")
         data = data[0] if data else None
+    if label is not None and data is None:
+        raise InputError(f"--label {label} picks the tumour's value in the label files of --data: give --data, or "
+                         "leave --label out (the synthetic cases' labels hold the tumour alone).")
     if data is not None and (generator is not None or seed_start is not None):
         given = [option for option, value in (("--generator", generator), ("--seed-start", seed_start))
                  if value is not None]
@@ -156,7 +161,7 @@ def evaluate_main(*, out: str, data: str | Sequence[str] | None, cases: int | No
               + (f"all {used}" if used == found else f"the first {used} (--cases {n_cases})"))
     segmenter = load_segmenter() if load_segmenter is not None else None
     evaluate_command(data, out, n_cases=n_cases, methods=methods, variants=variants, device=device,
-                     command=command, generator=generator, seed_start=seed_start, segmenter=segmenter)
+                     command=command, generator=generator, seed_start=seed_start, segmenter=segmenter, label=label)
     # write_reports removes an earlier run's example.npz / confidence.csv this run did not write: what is there is new
     written = [name for name in REPORT_FILES if (Path(out) / name).is_file()]
     print(f"wrote {', '.join(written)} to {out}")

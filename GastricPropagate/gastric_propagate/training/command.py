@@ -27,7 +27,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                hard_pixel_weight: float | None = None, boundary_weight: float | None = None,
                refiner_leaks: float = 0.0, proposer_boundary_weight: float | None = None,
                outward_share: float = 0.0, refiner_overshoot: bool = False, min_bin_crops: int = 0,
-               empty_target_dice: bool = True, outline_windows: float = 0.0,
+               empty_target_dice: bool = True, outline_windows: float = 0.0, label: int | None = None,
                workers: int, overwrite: bool, validation_phantoms: int, proposer_steps: int, refiner_steps: int,
                batch_size: int, seed: int, threads: int | None, device: str, command: str) -> int:
     """Everything ``gastric-propagate train`` does, with the values its parser gives (defaults included); prints
@@ -77,6 +77,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
         if not (math.isfinite(value) and value >= 0):
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: give a weight of 0 or more (0: no extra weight).")
+    if label is not None and not data:
+        raise InputError(f"--label {label} picks the tumour's value in the label files of --data: give --data, or "
+                         "leave --label out (the synthetic cases' labels hold the tumour alone).")
     if not (data or phantoms or shapes or thorax or hypodense):
         raise InputError("No training data: give --data DIR (a folder of image/label pairs), --phantoms N, "
                          "--shapes N, --thorax N and/or --hypodense N with N of 1 or more.")
@@ -89,11 +92,11 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     shares = _parse_mix(mix, source_names) if mix else {}  # before any case is read or made
     cases, parts, sources = [], [], []
     for folder in data or []:
-        found = folder_cases(folder)
+        found = folder_cases(folder, label=label)
         print(f"{len(found)} image/label pair(s) found in {folder}")
         cases += found
         sources += [Path(folder).resolve().name] * len(found)
-        parts.append(f"{len(found)} image/label pairs from {folder}")
+        parts.append(f"{len(found)} image/label pairs from {folder}" + (f" (label {label})" if label else ""))
     for generator, count in generators:
         if count:
             first = TRAINING_SEED_START.get(generator, 0)

@@ -618,7 +618,41 @@ def test_a_folder_label_of_an_organ_and_a_tumour_is_not_taken_as_one_tumour(fold
     assert code == 0, captured.err  # the other cases ran
     rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e" / "results.csv"))}
     assert "holds several values (1, 2); a case's label holds 0 for the background" in rows["case1"]["error"]
+    assert "--label N" in rows["case1"]["error"]
     assert not rows["case0"]["error"] and not rows["case2"]["error"]
+    tumour_ml = float(rows["case0"]["truth_ml"])  # the cases are alike in size (conftest's make_volume)
+    # --label 2: the tumour alone; the cases labelled 1 hold no tumour of value 2 and say so.
+    code, captured, _ = run_command(tmp_path, capsys, "evaluate", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "e2"), "--methods", "copy_slice", "--variants", "largest",
+                                    "--label", "2")
+    assert code == 0, captured.err
+    rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e2" / "results.csv"))}
+    assert not rows["case1"]["error"] and 0.5 * tumour_ml < float(rows["case1"]["truth_ml"]) < 2 * tumour_ml
+    assert "holds no voxel of --label 2 (its values: 1)" in rows["case0"]["error"]
+
+
+def test_train_takes_the_tumour_value_label_gives(folder_of_cases, tmp_path, capsys, monkeypatch):
+    from gastric_propagate.errors import InputError
+    from gastric_propagate.training import train
+
+    for index in range(3):
+        label = sitk.ReadImage(str(folder_of_cases / f"case{index}_label.nrrd"))
+        voxels = sitk.GetArrayFromImage(label)
+        write_like(np.where(voxels > 0, 2, 1).astype(np.uint8), label, folder_of_cases / f"case{index}_label.nrrd")
+    seen = {}
+
+    def stop(cases, *args, **kwargs):
+        seen["cases"] = list(cases)
+        seen["data"] = kwargs.get("data_description", "")
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(train, "train", stop)
+    code, captured, _ = run_command(tmp_path, capsys, "train", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "w"), "--validation-phantoms", "0", "--label", "2")
+    assert code == 2 and "stopped before training" in captured.err
+    assert len(seen["cases"]) == 3 and "(label 2)" in seen["data"]
+    for case in seen["cases"]:  # the tumour alone, not the whole volume labelled 1 around it
+        assert 0 < case.label.mean() < 0.2 and set(np.unique(case.label)) == {0, 1}
 
 
 def test_evaluate_runs_a_name_given_twice_once_and_refuses_options_it_would_ignore(folder_of_cases, tmp_path,
