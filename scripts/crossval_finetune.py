@@ -100,6 +100,17 @@ def _steps(args, recipe: list[str]) -> str:
     return "/".join(steps.values())
 
 
+def _label_options(recipe: list[str]) -> list[str]:
+    """The recipe's --label N (the tumour's value in the label files), for the folds' evaluations too: the folds
+    are cut from the same data."""
+    for index, item in enumerate(recipe):
+        if item == "--label" and index + 1 < len(recipe):
+            return ["--label", recipe[index + 1]]
+        if item.startswith("--label="):
+            return ["--label", item.split("=", 1)[1]]
+    return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -148,7 +159,7 @@ def main() -> int:
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
         # The folds' scores are this script's own files: a run again (--reuse-weights, an engine change) replaces them.
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
-                          "--methods", *METHODS, "--overwrite"]
+                          "--methods", *METHODS, "--overwrite", *_label_options(recipe)]
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-bundled"), *init_weights], check=True)
         subprocess.run(evaluate + ["--out", str(fold_dir / "eval-tuned"), "--proposer",
                                    str(fold_dir / "weights" / "proposer.pt"), "--refiner",

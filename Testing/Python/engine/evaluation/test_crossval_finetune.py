@@ -60,6 +60,14 @@ def test_a_recipe_folder_holding_a_patient_of_the_data_is_refused(tmp_path):
             script._refuse_recipe_data_that_holds(recipe, data, parser)
 
 
+def test_a_recipes_label_value_also_scores_the_folds():
+    """--label N in the recipe trains on value N of the labels; the folds' evaluations must read the same value."""
+    script = _script()
+    assert script._label_options(["--phantoms", "5", "--label", "2"]) == ["--label", "2"]
+    assert script._label_options(["--label=3", "--mix", "a=1"]) == ["--label", "3"]
+    assert script._label_options(["--phantoms", "5"]) == []
+
+
 def test_reuse_weights_scores_the_folds_again_over_an_earlier_runs_scores(tmp_path):
     """--reuse-weights is for an engine change: the folds' earlier scores are there, and are replaced (it stopped
     on "already exists" until stop 50)."""
