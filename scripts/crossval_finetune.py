@@ -103,10 +103,13 @@ def _steps(args, recipe: list[str]) -> str:
 def _label_options(recipe: list[str]) -> list[str]:
     """The recipe's --label N (the tumour's value in the label files), for the folds' evaluations too: the folds
     are cut from the same data."""
+    def is_label(flag: str) -> bool:  # argparse takes any unique prefix: --la, --lab, ...
+        return len(flag) >= 4 and "--label".startswith(flag)
+
     for index, item in enumerate(recipe):
-        if item == "--label" and index + 1 < len(recipe):
+        if is_label(item) and index + 1 < len(recipe):
             return ["--label", recipe[index + 1]]
-        if item.startswith("--label="):
+        if "=" in item and is_label(item.split("=", 1)[0]):
             return ["--label", item.split("=", 1)[1]]
     return []
 

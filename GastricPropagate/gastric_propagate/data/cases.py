@@ -260,6 +260,11 @@ def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None 
         raise InputError(f"The label {label_path} is empty: there is no tumour in it to learn from or evaluate on. "
                          "Remove the case or fix its label.")
     positive = label[label > 0]
+    fractions = positive[positive != np.round(positive)] if np.issubdtype(positive.dtype, np.floating) else ()
+    if len(fractions):  # with --label too: a value picked from an interpolated label would drop part of the tumour
+        raise InputError(f"The label {label_path} holds fractional values (e.g. {fractions[0]:g}), as a label "
+                         "resampled with linear interpolation does: its outline is no longer known. Resample the "
+                         "label with nearest-neighbour interpolation, then run again.")
     if value is not None:
         label = label == value
         if not label.any():

@@ -629,6 +629,13 @@ def test_a_folder_label_of_an_organ_and_a_tumour_is_not_taken_as_one_tumour(fold
     rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e2" / "results.csv"))}
     assert not rows["case1"]["error"] and 0.5 * tumour_ml < float(rows["case1"]["truth_ml"]) < 2 * tumour_ml
     assert "holds no voxel of --label 2 (its values: 1)" in rows["case0"]["error"]
+    # An interpolated label: refused with --label too (picking value 2 would drop the voxels of 1.6 around it).
+    write_like(np.where(voxels > 0, 2.0, organ * 1.6).astype(np.float32), label, folder_of_cases / "case1_label.nrrd")
+    code, captured, _ = run_command(tmp_path, capsys, "evaluate", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "e3"), "--methods", "copy_slice", "--variants", "largest",
+                                    "--label", "2", "--cases", "2")
+    rows = {row["case"]: row for row in csv.DictReader(open(tmp_path / "e3" / "results.csv"))}
+    assert "holds fractional values (e.g. 1.6)" in rows["case1"]["error"], rows["case1"]
 
 
 def test_train_takes_the_tumour_value_label_gives(folder_of_cases, tmp_path, capsys, monkeypatch):

@@ -66,6 +66,7 @@ def test_a_recipes_label_value_also_scores_the_folds():
     assert script._label_options(["--phantoms", "5", "--label", "2"]) == ["--label", "2"]
     assert script._label_options(["--label=3", "--mix", "a=1"]) == ["--label", "3"]
     assert script._label_options(["--phantoms", "5"]) == []
+    assert script._label_options(["--lab", "2"]) == script._label_options(["--labe=2"]) == ["--label", "2"]
 
 
 def test_reuse_weights_scores_the_folds_again_over_an_earlier_runs_scores(tmp_path):
