@@ -268,22 +268,26 @@ def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None 
     if value is not None:
         label = label == value
         if not label.any():
-            values = ", ".join(f"{found:g}" for found in np.unique(positive)[:6])
-            raise InputError(f"The label {label_path} holds no voxel of --label {value} (its values: {values}): no "
-                             "tumour to learn from or evaluate on. Give the tumour's value, or remove the case.")
+            raise InputError(f"The label {label_path} holds no voxel of --label {value} (its values: "
+                             f"{_shown_values(positive)}): no tumour to learn from or evaluate on. Give the tumour's "
+                             "value, or remove the case.")
     elif positive.min() != positive.max():  # an organ and a tumour, say: taking both would learn the organ too
-        values = ", ".join(f"{found:g}" for found in np.unique(positive)[:6])
-        raise InputError(f"The label {label_path} holds several values ({values}); a case's label holds 0 for the "
-                         "background and one value for the tumour. An organ labelled beside the tumour: give the "
-                         "tumour's value with --label N (or save its label alone); lesions numbered apart: set them "
-                         "all to 1; fractions: resample the label with nearest-neighbour interpolation. Then run "
-                         "again.")
+        raise InputError(f"The label {label_path} holds several values ({_shown_values(positive)}); a case's label "
+                         "holds 0 for the background and one value for the tumour. An organ labelled beside the "
+                         "tumour: give the tumour's value with --label N (or save its label alone); lesions numbered "
+                         "apart: set them all to 1; fractions: resample the label with nearest-neighbour "
+                         "interpolation. Then run again.")
     direction = np.reshape(image.GetDirection(), (3, 3))
     if abs(direction[2, 2]) < 0.9:
         logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",
                        image_path.name, image.GetDirection())
     return CaseData(name, sitk.GetArrayFromImage(image), (label > 0).astype(np.uint8),
                     tuple(float(s) for s in image.GetSpacing()))
+
+
+def _shown_values(positive: np.ndarray) -> str:
+    """The first few distinct values of a label's non-zero voxels, for a message."""
+    return ", ".join(f"{found:g}" for found in np.unique(positive)[:6])
 
 
 def _seed_from_name(name: str) -> int:
