@@ -193,12 +193,6 @@ def _cutAtReachSentence(item: dict) -> str:
 def _mayGoOnBeyond(k: int, direction: str) -> str:
     """The end of the panel's sentences on a result that may end short: what it means, and its controls for it; the
     side is named, since both ends can be one slice (slices thicker than the reach)."""
-    if direction == "up":
-        text = _(": the tumour may go on beyond it. Check the slices beyond slice {slice} (K > {slice}); if it does, "
-                 "paint it on a slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected "
-                 "slices'.")
-    else:
-        text = _(": the tumour may go on beyond it. Check the slices beyond slice {slice} (K < {slice}); if it does, "
-                 "paint it on a slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected "
-                 "slices'.")
-    return text.format(slice=k)
+    return _(": the tumour may go on beyond it. Check the slices beyond slice {slice} (K {sign} {slice}); if it does, "
+             "paint it on a slice further out in 'Tumour (propagated)' and click 'Re-propagate from corrected "
+             "slices'.").format(slice=k, sign=">" if direction == "up" else "<")

@@ -492,13 +492,13 @@ def _fit(network: UNet2D, sample, steps: int, config: TrainingConfig, device: to
             inputs, targets, weights = zip(*(sample(rng) for _ in range(config.batch_size)))
             batch = [torch.from_numpy(np.stack(a)).to(device) for a in (inputs, targets, weights)]
             loss = _loss(network(batch[0]), batch[1], batch[2], config.empty_target_dice)
-            if not torch.isfinite(loss):
-                raise _diverged(description, f"its loss is {loss.item()} at step {step + 1} of {steps}", config)
+            losses.append(loss.item())  # read once: recorded, and checked before the step it would poison
+            if not np.isfinite(losses[-1]):
+                raise _diverged(description, f"its loss is {losses[-1]} at step {step + 1} of {steps}", config)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
-            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     network.eval()
     if not all(bool(torch.isfinite(value).all()) for value in network.state_dict().values()
