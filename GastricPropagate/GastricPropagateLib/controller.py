@@ -26,6 +26,7 @@ from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, S
 
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
+from .result_segment import replaceQuestion
 from .results_table import formatDuration
 from .review import adviceSentences, leastConfidentSlice, reviewRows, reviewSummary
 from .masking import Masking
@@ -117,16 +118,20 @@ class RunController:
         dependenciesReady: True when the engine's packages are installed, without asking anything
             (``dependencies.ready`` in Slicer); the worker is started in advance only then.
         segmentEditorNode: returns the Segment Editor's parameter node (its masking settings), or None.
+        saveUndoState: called with the segmentation node just before a result is written into it, so that one Undo
+            in the Segment Editor takes the result away alone (``widget.saveSegmentEditorUndoState`` in Slicer).
     """
 
     def __init__(self, logic, view, *, ensureDependencies: Callable[[], bool] = lambda: True,
                  dependenciesReady: Callable[[], bool] = lambda: True,
-                 segmentEditorNode: Callable[[], object] = lambda: None) -> None:
+                 segmentEditorNode: Callable[[], object] = lambda: None,
+                 saveUndoState: Callable[[object], None] = lambda segmentationNode: None) -> None:
         self.logic = logic
         self.view = view
         self.ensureDependencies = ensureDependencies
         self.dependenciesReady = dependenciesReady
         self.segmentEditorNode = segmentEditorNode
+        self.saveUndoState = saveUndoState
         self.parameters = None  # the panel's parameter node (set by the Widget)
         self.lastRun: LastRun | None = None
         self.lastError: BaseException | None = None  # the last error a run reported (read by the self-test)
@@ -233,11 +238,8 @@ class RunController:
         replaceExisting = fromCorrections  # re-propagating replaces the corrected result by design
         existingId = self.logic.resultSegmentId(parameters.segmentationNode)
         if existingId is not None and not fromCorrections:
-            name = parameters.segmentationNode.GetSegmentation().GetSegment(existingId).GetName()
-            if not self.view.confirm(
-                    _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the "
-                      "new result? (Rename that segment first to keep it.)").format(name=name),
-                    _("Replace the propagated segment?")):
+            existing = parameters.segmentationNode.GetSegmentation().GetSegment(existingId)
+            if not self.view.confirm(replaceQuestion(existing), _("Replace the propagated segment?")):
                 self.view.setStatus(_("Not run: the earlier result was kept."))
                 return
             replaceExisting = True
@@ -282,6 +284,10 @@ class RunController:
         self.view.hideProgress()
         try:
             result = job.result()
+            try:
+                self.saveUndoState(prepared.segmentationNode)
+            except Exception:  # the result is written all the same; only the Segment Editor's Undo step is missing
+                logger.exception("GastricPropagate: could not save the Segment Editor's undo state")
             resultId = self.logic.apply(prepared, result, replaceExisting=self._replaceExisting)
         except Cancelled as error:
             self.lastError = error

@@ -8,7 +8,7 @@ wrote (``sliceDigests``). The tag is saved with the scene, so corrections are fo
   run, kept exactly as the reader left it; slices corrected before (recorded in another tag) stay anchors;
 - a slice the reader **erased** beyond every anchor says "the tumour ends before this slice": it becomes the
   next run's lowest or highest slice limit. An erased slice between anchors cannot be expressed to the engine
-  and is reported back, never silently dropped.
+  (it would fill it again): the re-propagation is refused, saying so, never run with it silently dropped.
 
 Pure numpy: the MRML side (reading the segment, the tags) is ``scene_input.prepareCorrections``.
 """
@@ -98,14 +98,14 @@ class CorrectionPlan:
         anchors: K slices of the result segment to keep exactly (corrected now or in an earlier round).
         newlyCorrected: the slices corrected since the segment was written (a subset of ``anchors``).
         minSlice, maxSlice: limits set by slices erased beyond every anchor (None: no limit from erasing).
-        ignoredErased: erased slices between anchors (the engine cannot be told "nothing here" between them).
+        erasedBetweenAnchors: erased slices between anchors (the engine cannot be told "nothing here" between them).
     """
 
     anchors: list[int]
     newlyCorrected: list[int]
     minSlice: int | None = None
     maxSlice: int | None = None
-    ignoredErased: list[int] = field(default_factory=list)
+    erasedBetweenAnchors: list[int] = field(default_factory=list)
 
     def changesAnything(self) -> bool:
         return bool(self.newlyCorrected) or self.minSlice is not None or self.maxSlice is not None
@@ -132,7 +132,7 @@ def planCorrections(paintedSlices, current: np.ndarray, written: str, previously
         above = [k for k in erased if k > high]
         plan.minSlice = max(below) + 1 if below else None
         plan.maxSlice = min(above) - 1 if above else None
-        plan.ignoredErased = [k for k in erased if low <= k <= high]
+        plan.erasedBetweenAnchors = [k for k in erased if low <= k <= high]
     else:
-        plan.ignoredErased = list(erased)
+        plan.erasedBetweenAnchors = list(erased)
     return plan

@@ -7,8 +7,8 @@ import vtk
 
 from .i18n import _
 
-__all__ = ["RESULT_TAG", "RESULT_TAG_VALUE", "WRITTEN_NAME_TAG", "isResultSegment", "resultSegmentId",
-           "resultSegmentName"]
+__all__ = ["PAINTED_SEGMENT_ID_TAG", "PAINTED_SEGMENT_NAME_TAG", "RESULT_TAG", "RESULT_TAG_VALUE", "WRITTEN_NAME_TAG",
+           "isResultSegment", "paintedSegmentOf", "replaceQuestion", "resultSegmentId", "resultSegmentName"]
 
 #: Segment tag that marks the segment this module wrote (the name alone could be typed by a user).
 RESULT_TAG = "GastricPropagate.Role"
@@ -17,6 +17,9 @@ RESULT_TAG_VALUE = "propagated"
 #: panel and the README say so): a tagged segment whose name differs is the user's, never replaced. Comparing with
 #: this tag, not with ``resultSegmentName()``, keeps the result found after Slicer's language is changed.
 WRITTEN_NAME_TAG = "GastricPropagate.WrittenName"
+#: The ID and name of the painted segment the result was propagated from (a re-propagation corrects that result only).
+PAINTED_SEGMENT_ID_TAG = "GastricPropagate.PaintedSegmentID"
+PAINTED_SEGMENT_NAME_TAG = "GastricPropagate.PaintedSegmentName"
 
 
 def resultSegmentName() -> str:
@@ -41,6 +44,13 @@ def isResultSegment(segment) -> bool:
     return segment.GetName() in (resultSegmentName(), "Tumour (propagated)")
 
 
+def paintedSegmentOf(segment) -> tuple[str, str] | None:
+    """(ID, name) of the painted segment ``segment`` was propagated from, as recorded when it was written; None for a
+    segment without that record (made by hand, or by an older version)."""
+    segmentId = _tag(segment, PAINTED_SEGMENT_ID_TAG)
+    return None if segmentId is None else (segmentId, _tag(segment, PAINTED_SEGMENT_NAME_TAG) or segmentId)
+
+
 def resultSegmentId(segmentationNode) -> str | None:
     """ID of the segment this module wrote into ``segmentationNode`` (``isResultSegment``, else the first segment
     named ``resultSegmentName()``: an older version's untagged result), or None."""
@@ -55,3 +65,21 @@ def resultSegmentId(segmentationNode) -> str | None:
         if byName is None and segment.GetName() == resultSegmentName():
             byName = segmentation.GetNthSegmentID(index)
     return byName
+
+
+def replaceQuestion(segment) -> str:
+    """What the panel asks before a new result replaces ``segment`` (the one ``resultSegmentId`` found): a result of
+    an earlier run says which painted segment it came from; a segment that only has the result's name (made by hand,
+    or by an older version) is called that, not "from an earlier run"."""
+    name = segment.GetName()
+    if not isResultSegment(segment):
+        return _("The segmentation already has a segment '{name}' that this module did not mark as its result (made "
+                 "by hand, or by an older version of the module). Replace it with the new result? (Rename it first "
+                 "to keep it.)").format(name=name)
+    source = paintedSegmentOf(segment)
+    if source is not None:
+        return _("The segmentation already has a segment '{name}' from an earlier run, propagated from '{painted}'. "
+                 "Replace it with the new result? (Rename that segment first to keep it.)").format(
+                     name=name, painted=source[1])
+    return _("The segmentation already has a segment '{name}' from an earlier run. Replace it with the new result? "
+             "(Rename that segment first to keep it.)").format(name=name)

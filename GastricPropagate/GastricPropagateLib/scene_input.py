@@ -11,7 +11,6 @@ Everything works in the volume's own IJK grid (array axes k, j, i), whatever its
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from .corrections import sliceDigests
 from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
-from .result_segment import resultSegmentId, resultSegmentName
+from .result_segment import paintedSegmentOf, resultSegmentId, resultSegmentName
 from .segment_arrays import ijkToRasArray, paintedVoxelsOutsideVolume, segmentArray
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
@@ -136,7 +135,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
     orientation = slice_orientation(ijkToRas[:3, 2])
     if sideView is not None and orientation != "axial":  # a sagittal or coronal series: reoriented, not painted on
         raise InputError(_(
-            "The segment '{segment}' is painted in one {view} plane across {count} slices of the volume "
+            "The segment '{segment}' is painted in the {view} view across {count} slices of the volume "
             "'{volume}' (K = {slices}), whose K slices are {orientation}, not axial; the networks learned axial "
             "slices. Reorient the volume to axial slices first (Orient Scalar Volume module, orientation Axial), "
             "paint the tumour's largest cross-section on one slice of the new volume, then run again.").format(
@@ -144,9 +143,9 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
                 slices=describe_slices(painted), orientation=_viewName(orientation)))
     if sideView in ("sagittal", "coronal"):  # ("axial" on an axial volume: a plane tilted about 45 degrees)
         raise InputError(_(
-            "The segment '{segment}' is painted in one plane across {count} slices of the volume's K axis "
-            "(K = {slices}), as in the {view} view. Paint the tumour's largest cross-section on one slice in "
-            "the axial view (the view showing the volume's K slices), then run again.").format(
+            "The segment '{segment}' is painted in one plane (or a brush's width of them) across {count} slices "
+            "of the volume's K axis (K = {slices}), as in the {view} view. Paint the tumour's largest cross-section "
+            "on one slice in the axial view (the view showing the volume's K slices), then run again.").format(
                 segment=segmentName, count=len(painted), slices=describe_slices(painted), view=_viewName(sideView)))
     if len(painted) > 1 and not options.keyframes:
         kAxis = ijkToRas[:3, 2]
@@ -233,6 +232,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
             "or made by hand), so its corrected slices cannot be told apart. Click Propagate to write it again, "
             "then correct and re-propagate.").format(name=resultSegment.GetName()))
     resultSegment.GetTag(corrections.CORRECTED_SLICES_TAG, previous)
+    _checkPropagatedFrom(segmentationNode, resultSegment, segmentId)
 
     prepared = prepareInput(volumeNode, segmentationNode, segmentId, dataclasses.replace(options, keyframes=True),
                             masking=masking)
@@ -245,6 +245,22 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
             "The segment '{name}' is not on the grid of the volume '{volume}' it was written for ({error}). "
             "Select that volume, or click Propagate to start again.").format(
                 name=resultSegment.GetName(), volume=volumeNode.GetName(), error=error)) from error
+    erasedPainted = sorted(set(plan.erasedBetweenAnchors) & set(prepared.paintedSlices))
+    if erasedPainted:
+        painted = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        raise InputError(_(
+            "Slice(s) {slices} of '{name}' were erased, but they are painted in '{painted}', whose outline the "
+            "propagation keeps as drawn. To change a painted slice, edit '{painted}' itself and click Propagate; "
+            "or undo the erasing and re-propagate.").format(
+                slices=describe_slices(erasedPainted), name=resultSegment.GetName(), painted=painted.GetName()))
+    if plan.erasedBetweenAnchors:  # "no tumour here" inside the tumour: the engine would fill it again
+        kept = sorted(set(plan.anchors) | set(prepared.paintedSlices))
+        raise InputError(_(
+            "Slice(s) {slices} of '{name}' were erased, but lie between slices the propagation keeps (K = {kept}), "
+            "where it would fill them again. Draw the tumour's outline on them (or undo the erasing); to end the "
+            "tumour at a slice, erase that slice and every slice beyond it. Then re-propagate.").format(
+                slices=describe_slices(plan.erasedBetweenAnchors), name=resultSegment.GetName(),
+                kept=describe_slices(kept)))
     if not plan.changesAnything():
         raise InputError(_(
             "No slice of '{name}' was corrected since the module wrote it. Correct the slices that are wrong "
@@ -259,14 +275,32 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     if plan.maxSlice is not None:
         limits["max_slice"] = min(plan.maxSlice, options.max_slice if options.max_slice is not None
                                   else plan.maxSlice)
-    if plan.ignoredErased:
-        logging.getLogger(__name__).warning(
-            "GastricPropagate: slices %s were erased between anchors; only erasing beyond the first or last "
-            "anchor limits the propagation, so they may be filled again", describe_slices(plan.ignoredErased))
     return dataclasses.replace(
         prepared, annotation=annotation, paintedSlices=painted_slices(annotation),
         options=dataclasses.replace(prepared.options, **limits), correctedSlices=list(plan.anchors),
         paintedAnnotation=prepared.annotation)
+
+
+def _checkPropagatedFrom(segmentationNode, resultSegment, segmentId: str) -> None:
+    """InputError when the result was propagated from another painted segment than ``segmentId``: re-propagating
+    would replace that lesion's (corrected) result with this one's."""
+    source = paintedSegmentOf(resultSegment)
+    if source is None or source[0] == segmentId:
+        return
+    segmentation = segmentationNode.GetSegmentation()
+    selected = segmentation.GetSegment(segmentId)
+    selectedName = selected.GetName() if selected is not None else segmentId
+    sourceSegment = segmentation.GetSegment(source[0])
+    if sourceSegment is not None:
+        raise InputError(_(
+            "'{result}' was propagated from the segment '{source}', not from '{selected}'. To correct that result, "
+            "select '{source}' as the painted segment and re-propagate. To propagate '{selected}', rename "
+            "'{result}' to keep it, then click Propagate.").format(
+                result=resultSegment.GetName(), source=sourceSegment.GetName(), selected=selectedName))
+    raise InputError(_(
+        "'{result}' was propagated from a segment ('{source}') that is no longer in the segmentation, not from "
+        "'{selected}'. Click Propagate to propagate '{selected}' (rename '{result}' first to keep it).").format(
+            result=resultSegment.GetName(), source=source[1], selected=selectedName))
 
 
 def sliceCenterRAS(volumeNode, k: int) -> tuple[float, float, float]:

@@ -21,7 +21,15 @@ from gastric_propagate.errors import InputError
 from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
-from .result_segment import RESULT_TAG, RESULT_TAG_VALUE, WRITTEN_NAME_TAG, resultSegmentId, resultSegmentName
+from .result_segment import (
+    PAINTED_SEGMENT_ID_TAG,
+    PAINTED_SEGMENT_NAME_TAG,
+    RESULT_TAG,
+    RESULT_TAG_VALUE,
+    WRITTEN_NAME_TAG,
+    resultSegmentId,
+    resultSegmentName,
+)
 from .run_output import RunResult
 from .scene_input import PreparedInput, resultDigests
 from .segment_arrays import (
@@ -230,8 +238,8 @@ def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: s
     segment.SetTag(RESULT_TAG, RESULT_TAG_VALUE)
     segment.SetTag(WRITTEN_NAME_TAG, name)  # renamed since, it is the user's (result_segment.isResultSegment)
     painted = segmentation.GetSegment(prepared.paintedSegmentId)
-    segment.SetTag("GastricPropagate.PaintedSegmentID", prepared.paintedSegmentId)
-    segment.SetTag("GastricPropagate.PaintedSegmentName", painted.GetName())
+    segment.SetTag(PAINTED_SEGMENT_ID_TAG, prepared.paintedSegmentId)
+    segment.SetTag(PAINTED_SEGMENT_NAME_TAG, painted.GetName())
     # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
     segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))

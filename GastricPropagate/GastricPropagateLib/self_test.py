@@ -37,7 +37,7 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         for test in (self.test_CancelThroughWidget, self.test_EnteringStartsTheWorker, self.test_PropagateThroughWidget,
-                     self.test_RepropagateThroughWidget):
+                     self.test_RepropagateThroughWidget, self.test_UndoInSegmentEditor):
             self.setUp()
             test()
 
@@ -206,3 +206,28 @@ class GastricPropagateTest(ScriptedLoadableModuleTest):
                       [widget.ui.confidenceTable.item(row, 0).text()
                        for row in range(widget.ui.confidenceTable.rowCount)])
         self.delayDisplay("Re-propagation test passed")
+
+    def test_UndoInSegmentEditor(self):
+        """One Undo in the Segment Editor after Propagate takes the result away, not the reader's last stroke."""
+        volumeNode, segmentationNode, paintedId, painted, _truth = self._loadCase()
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.SegmentEditorWidget.editor
+        editor.setSegmentationNode(segmentationNode)
+        editor.setSourceVolumeNode(volumeNode)
+        editor.saveStateForUndo()  # as the editor does before each stroke
+        k = int(np.flatnonzero(painted.reshape(len(painted), -1).any(axis=1))[0])
+        ys, xs = np.nonzero(painted[k])
+        touchedUp = painted.copy()
+        touchedUp[k, ys.max() + 1, xs.min():xs.max() + 1] = 1  # the reader's last stroke: one more row
+        slicer.util.updateSegmentBinaryLabelmapFromArray(touchedUp, segmentationNode, paintedId, volumeNode)
+
+        widget = self._panelWith(volumeNode, segmentationNode, paintedId)
+        widget.ui.applyButton.click()
+        self._waitForJob(widget)
+        self.assertIsNone(widget.controller.lastError, f"the run failed: {widget.controller.lastError}")
+        self.assertIsNotNone(widget.logic.resultSegmentId(segmentationNode))
+        editor.undo()
+        slicer.app.processEvents()
+        self.assertIsNone(widget.logic.resultSegmentId(segmentationNode), "Undo did not take the result away")
+        self._assertPaintedUnchanged(segmentationNode, paintedId, volumeNode, touchedUp)
+        self.delayDisplay("Undo test passed")

@@ -33,6 +33,16 @@ def segmentEditorNode():
     return slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
 
 
+def saveSegmentEditorUndoState(segmentationNode) -> None:
+    """Adds the segmentation as it is now to the Segment Editor's undo history when that editor edits it. The editor
+    saves a state only before its own edits: without this, one Undo after Propagate would take the reader's last
+    stroke away with the result. The editor's panel is not built for it (its widget exists once it was opened)."""
+    segmentEditorWidget = getattr(slicer.modules, "SegmentEditorWidget", None)  # Slicer sets it when it builds it
+    editor = getattr(segmentEditorWidget, "editor", None)
+    if editor is not None and segmentationNode is not None and editor.segmentationNodeID() == segmentationNode.GetID():
+        editor.saveStateForUndo()
+
+
 class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: inputs, options, Propagate/Cancel with progress, results and export."""
 
@@ -57,7 +67,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Inference runs in a child process started as a QProcess: the GUI stays responsive and Cancel ends it.
         self.logic = GastricPropagateLogic(launcher=QProcessLauncher())
         self.controller = RunController(self.logic, self, ensureDependencies=dependencies.ensureDependencies,
-                                        dependenciesReady=dependencies.ready, segmentEditorNode=segmentEditorNode)
+                                        dependenciesReady=dependencies.ready, segmentEditorNode=segmentEditorNode,
+                                        saveUndoState=saveSegmentEditorUndoState)
 
         self.ui.confidenceTable.setColumnCount(2)
         self.ui.confidenceTable.setHorizontalHeaderLabels([_("Slice (K)"), _("Confidence")])

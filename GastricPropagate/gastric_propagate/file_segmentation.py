@@ -114,16 +114,17 @@ def _check_not_painted_in_a_side_view(painted: np.ndarray, image: sitk.Image, pa
     orientation = slice_axis(image)
     if view is not None and orientation != "axial":  # a sagittal or coronal series: its slices are not what to paint
         slices = painted_slices(painted > 0)
-        raise InputError(f"The CT has {orientation} slices, and the annotation {path} is painted in one {view} plane "
+        raise InputError(f"The CT has {orientation} slices, and the annotation {path} is painted in the {view} view "
                          f"across {len(slices)} of them ({describe_slices(slices)}). The networks propagate along the "
                          "CT's own slices and learned axial ones: reorient the CT to axial slices (in Slicer: Orient "
                          "Scalar Volume, orientation Axial), paint the tumour's largest cross-section on one slice of "
                          "it, then run again.")
     if view in ("sagittal", "coronal"):  # ("axial" on an axial CT: only a plane tilted about 45 degrees; not refused)
         slices = painted_slices(painted > 0)
-        raise InputError(f"The annotation {path} is painted in one {view} plane across {len(slices)} axial slices "
-                         f"({describe_slices(slices)}): it was painted in the {view} view. Paint the tumour's largest "
-                         "cross-section on one axial slice, in the axial view, then run again.")
+        raise InputError(f"The annotation {path} is painted across {len(slices)} axial slices "
+                         f"({describe_slices(slices)}) in one {view} plane, or a brush's width of them: it was painted "
+                         f"in the {view} view. Paint the tumour's largest cross-section on one axial slice, in the "
+                         "axial view, then run again.")
 
 
 def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:

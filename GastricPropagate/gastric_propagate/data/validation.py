@@ -62,7 +62,10 @@ def check_image(image: np.ndarray) -> None:
                 "an MR image."
                 if low >= 0 and high > 500 else "")
         advice = f"{hint} Load a CT volume: MR and normalised (0-1) images are not supported."
-        if _looks_like_labels(sample):
+        if image.min() == image.max():  # every voxel (not only those sampled) the same: a blank volume
+            advice = (f" All its voxels hold {low:.4g}: the volume is blank (a failed load or conversion), not a CT. "
+                      "Load the CT again, then run again.")
+        elif _looks_like_labels(sample):
             advice = (" Its voxels hold a few whole numbers from 0: a label map (a segmentation), not the CT. Select "
                       "the CT it was painted on as the input volume, then run again.")
         raise InputError(

@@ -813,7 +813,7 @@ def test_a_sagittal_series_painted_in_the_axial_view_is_told_to_reorient_the_ct(
     sitk.WriteImage(annotation, str(tmp_path / "in" / "sagittal-annotation.nrrd"))
     err = refused(files, tmp_path, capsys, None, *keyframes, image=tmp_path / "in" / "sagittal-ct.nrrd",
                   annotation=tmp_path / "in" / "sagittal-annotation.nrrd", message="The CT has sagittal slices")
-    assert "painted in one axial plane" in err and "Orient Scalar Volume" in err and "keyframes" not in err, err
+    assert "painted in the axial view" in err and "Orient Scalar Volume" in err and "keyframes" not in err, err
 
 
 @pytest.mark.parametrize("order, flips", [([0, 1, 2], [True, False, False]), ([1, 0, 2], [False, True, True])])

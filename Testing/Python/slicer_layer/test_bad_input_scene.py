@@ -89,7 +89,7 @@ def test_a_coronal_series_painted_in_the_axial_view_is_told_to_reorient_the_volu
     segmentId = addSegmentFromArray(segmentation, volume, painted, "painted")
     extra = [(segmentation, segmentId)]
     before = case.snapshot(extra)
-    with pytest.raises(InputError, match="painted in one axial plane .*K slices are coronal.*Orient Scalar Volume"):
+    with pytest.raises(InputError, match="painted in the axial view .*K slices are coronal.*Orient Scalar Volume"):
         logic.run(volume, segmentation, segmentId, PropagationOptions(keyframes=keyframes))
     assertSnapshotsEqual(before, case.snapshot(extra))
 

@@ -28,6 +28,8 @@ from GastricPropagateLib.run_output import Progress, RunResult  # noqa: E402
 from gastric_propagate.protocol import Report  # noqa: E402
 from GastricPropagateLib.masking import Masking, maskingFromSegmentEditorNode  # noqa: E402
 from GastricPropagateLib.result_segment import (  # noqa: E402
+    PAINTED_SEGMENT_ID_TAG,
+    PAINTED_SEGMENT_NAME_TAG,
     RESULT_TAG,
     RESULT_TAG_VALUE,
     WRITTEN_NAME_TAG,
@@ -134,10 +136,18 @@ class FakeJob:
 class FakeSegmentation:
     def __init__(self, names: dict[str, str]) -> None:
         self.names = names
+        self.tags: dict[str, dict[str, str]] = {}
 
     def GetSegment(self, segmentId):
         name = self.names.get(segmentId)
-        return None if name is None else SimpleNamespace(GetName=lambda: name)
+        if name is None:
+            return None
+        segment = slicer.vtkSegment()  # real tags: the replace question reads them
+        segment.SetName(name)
+        if segmentId in self.tags:
+            for tag, value in self.tags[segmentId].items():
+                segment.SetTag(tag, value)
+        return segment
 
 
 class FakeSegmentationNode:
@@ -361,6 +371,24 @@ def test_an_earlier_result_is_replaced_only_when_the_user_agrees(answer):
     assert ("apply", True) in logic.calls
 
 
+def test_the_replace_question_says_what_the_segment_is():
+    """A result of an earlier run names the painted segment it came from; a segment that only has the result's name
+    (made by hand) is not called a result "from an earlier run"."""
+    logic = FakeLogic(runResult(), existingResultId="old")
+    controller = controllerWith(logic, FakeView(confirmAnswer=False))
+    segmentation = controller.parameters.segmentationNode.segmentation
+    segmentation.names["old"] = resultSegmentName()
+    controller.run()
+    handMade = controller.view.confirmations[-1]
+    assert "did not mark as its result (made by hand" in handMade and "earlier run" not in handMade
+
+    segmentation.tags["old"] = {RESULT_TAG: RESULT_TAG_VALUE, WRITTEN_NAME_TAG: resultSegmentName(),
+                                PAINTED_SEGMENT_ID_TAG: "lesionA", PAINTED_SEGMENT_NAME_TAG: "lesion A"}
+    controller.run()
+    assert "from an earlier run, propagated from 'lesion A'. Replace it" in controller.view.confirmations[-1]
+    assert len(controller.view.confirmations) == 2 and not controller.isRunning
+
+
 def test_repropagation_reads_the_corrections_and_replaces_without_asking():
     logic = FakeLogic(runResult(), existingResultId="result")
     controller = controllerWith(logic)
@@ -479,6 +507,31 @@ def test_a_failed_or_cancelled_job_writes_nothing():
     assert isinstance(controller.lastError, Cancelled)
 
 
+@pytest.mark.parametrize("outcome", ["written", "failed", "cancelled", "undo state fails"])
+def test_an_undo_state_is_saved_just_before_the_result_is_written(outcome):
+    """The Segment Editor's Undo takes the result away alone: its state is saved after the run, before writing;
+    never for a run that writes nothing; a failure to save it never stops the result being written."""
+    job = {"written": runResult(), "failed": RuntimeError("exit code 1"), "cancelled": Cancelled("Cancelled."),
+           "undo state fails": runResult()}[outcome]
+    logic = FakeLogic(job)
+
+    def saveUndoState(segmentationNode):
+        logic.calls.append(("undo state", segmentationNode))
+        if outcome == "undo state fails":
+            raise RuntimeError("no Segment Editor")
+
+    controller = controllerWith(logic, saveUndoState=saveUndoState)
+    controller.run()
+    runToEnd(controller)
+    kinds = [call[0] for call in logic.calls]
+    if outcome in ("failed", "cancelled"):
+        assert "undo state" not in kinds and "apply" not in kinds
+        return
+    assert kinds[kinds.index("undo state") + 1] == "apply" and kinds.count("undo state") == 1
+    assert ("undo state", controller.parameters.segmentationNode) in logic.calls
+    assert controller.view.status[-1].startswith("Done: 'Tumour (propagated)'")
+
+
 def test_closing_the_scene_ends_the_run_and_forgets_the_result():
     logic, controller = started()
     runToEnd(controller)
@@ -575,6 +628,33 @@ def test_an_intensity_range_set_in_the_segment_editor_for_this_volume_is_applied
     assert controller.lastRun is not None and controller.lastRun.result is logic.outcome
     assert controller.view.status[-1] == ("Done: 'Tumour (propagated)' on slices K = 3 to 7. The Segment Editor's "
                                           "masking applied: intensity -50 to 300.")
+
+
+def test_one_undo_after_propagate_takes_the_result_away_and_keeps_the_last_stroke():
+    """With the Segment Editor's history (vtkSegmentationHistory, as it keeps it): a state saved before the reader's
+    last stroke (as the editor does), the run, one Undo: the result is gone, the stroke stays."""
+    s = editorScene()
+    segmentation = s.segmentation.GetSegmentation()
+    history = slicer.vtkSegmentationHistory()
+    history.SetSegmentation(segmentation)
+    history.SaveState()  # the editor, before the reader's stroke
+    stroke = segmentation.AddEmptySegment("", "touch-up")  # the reader's last edit (a new segment, for brevity)
+
+    class WritingLogic(SceneLogic):
+        def apply(self, prepared, result, replaceExisting=False):
+            super().apply(prepared, result, replaceExisting)
+            return segmentation.AddEmptySegment("", resultSegmentName())
+
+    logic = WritingLogic(runResult())
+    controller = RunController(logic, FakeView(), saveUndoState=lambda node: history.SaveState())
+    controller.parameters = parameters(inputVolume=s.volume, segmentationNode=s.segmentation,
+                                       paintedSegmentId=s.paintedId, useEditorMasking=False)
+    controller.run()
+    runToEnd(controller)
+    resultId = controller.lastRun.resultId
+    assert segmentation.GetSegment(resultId) is not None
+    assert history.RestorePreviousState()  # one Undo
+    assert segmentation.GetSegment(resultId) is None and segmentation.GetSegment(stroke) is not None
 
 
 def test_the_buttons_follow_the_segments_of_the_watched_segmentation():

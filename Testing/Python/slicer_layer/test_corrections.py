@@ -48,7 +48,7 @@ def test_plan_keeps_earlier_corrections_and_turns_end_erasures_into_limits():
     assert plan.anchors == [4, 6]   # 9 was corrected before but is now erased: no anchor
     assert plan.newlyCorrected == [6]
     assert (plan.minSlice, plan.maxSlice) == (4, 7)
-    assert plan.ignoredErased == [] and plan.changesAnything()
+    assert plan.erasedBetweenAnchors == [] and plan.changesAnything()
 
 
 def test_erasure_between_anchors_is_reported_not_used():
@@ -57,7 +57,7 @@ def test_erasure_between_anchors_is_reported_not_used():
     current[7] = 0
     current[9, 2, 2] = 0
     plan = planCorrections([5], current, sliceDigests(mask))
-    assert plan.anchors == [9] and plan.ignoredErased == [7]
+    assert plan.anchors == [9] and plan.erasedBetweenAnchors == [7]
     assert (plan.minSlice, plan.maxSlice) == (None, None)
 
 

@@ -479,6 +479,50 @@ def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
     np.testing.assert_array_equal(again.annotation, prepared.annotation)
 
 
+def test_a_slice_erased_inside_the_tumour_is_refused_not_filled_again(case, logic):
+    """An erased slice between the anchors would be filled again by the engine: refused, saying what to do, with or
+    without other corrections; the painted slice erased in the result is the painted segment's to change."""
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    k = case.paintedSlice
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 3] = case.truth[k + 3] > 0  # a correction: an anchor at k + 3
+    edited[k + 1] = False  # "no tumour here", between the painted slice and that anchor
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    runRepropagateExpecting(InputError, rf"Slice\(s\) {k + 1} of .* were erased, but lie between slices the "
+                            rf"propagation keeps \(K = {k}, {k + 3}\)", logic, case)
+    edited[k + 3] = exportSegment(case.segmentation, resultId, case.volume)[0][k + 3] > 0
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)  # the erasure alone: not "nothing corrected"
+    runRepropagateExpecting(InputError, "were erased, but lie between", logic, case)
+
+    edited[k + 1] = case.truth[k + 1] > 0
+    edited[k] = False  # the painted slice, erased in the result
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    runRepropagateExpecting(InputError, rf"Slice\(s\) {k} of .* are painted in .* edit .* itself", logic, case)
+
+
+def test_a_result_is_re_propagated_only_from_the_segment_it_came_from(case, logic):
+    """A second lesion's painted segment selected: re-propagating would replace the first lesion's corrected result
+    with the second's. Refused, naming both; the same once the first painted segment is gone."""
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    k = case.paintedSlice
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 2] = case.truth[k + 2] > 0
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    other = np.zeros(case.image.shape, np.uint8)
+    other[k - 4, 2:6, 2:6] = 1
+    otherId = addSegmentFromArray(case.segmentation, case.volume, other, "lesion B")
+    painted = case.segmentation.GetSegmentation().GetSegment(case.paintedId).GetName()
+    before = case.snapshot()
+    with pytest.raises(InputError, match=f"propagated from the segment '{painted}', not from 'lesion B'. To correct "
+                                         f"that result, select '{painted}'"):
+        logic.repropagate(case.volume, case.segmentation, otherId)
+    assertSnapshotsEqual(before, case.snapshot())
+    case.segmentation.GetSegmentation().RemoveSegment(case.paintedId)
+    with pytest.raises(InputError, match=f"from a segment \\('{painted}'\\) that is no longer in the segmentation"):
+        logic.repropagate(case.volume, case.segmentation, otherId)
+    np.testing.assert_array_equal(exportSegment(case.segmentation, resultId, case.volume)[0] > 0, edited)
+
+
 def test_repropagation_without_a_result_segment_is_refused(case, logic):
     runRepropagateExpecting(InputError, "no propagated segment .* Click Propagate first", logic, case)
 

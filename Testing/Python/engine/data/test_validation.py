@@ -138,6 +138,19 @@ def test_a_label_map_given_as_the_ct_is_named_a_label_map(oracle_segmenter, volu
     with pytest.raises(InputError, match="does not look like a CT") as refusal:  # an MR-like image: no such words
         run(oracle_segmenter, (image - image.min()).astype(np.float32) * 0.37 + 0.5, annotation_from_label(label))
     assert "label map" not in str(refusal.value)
+    small = np.zeros(image.shape, np.uint8)
+    small[20, 64, 60] = 1  # a label map of one voxel: still named one, not blank
+    with pytest.raises(InputError, match="a label map .a segmentation., not the CT"):
+        run(oracle_segmenter, small, annotation_from_label(label))
+
+
+@pytest.mark.parametrize("value", [0, -1024])
+def test_a_blank_volume_is_named_blank_not_a_label_map(oracle_segmenter, volume, value):
+    """A volume of one value everywhere (a failed load): said to be blank, whatever the value."""
+    image, label = volume
+    with pytest.raises(InputError, match=f"All its voxels hold {value}: the volume is blank") as refusal:
+        run(oracle_segmenter, np.full(image.shape, value, np.int16), annotation_from_label(label))
+    assert "label map" not in str(refusal.value)
 
 
 @pytest.mark.parametrize("voxel_mm, width", [(0.8, 300), (8.0, 30)])
