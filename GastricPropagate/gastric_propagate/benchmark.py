@@ -72,9 +72,9 @@ def run_benchmark(*, cases: int = 10, repeats: int = 5, skip: set[str] = frozens
     cpu_backend = choose_backend(backend, "cpu", proposer, refiner)
     print(f"GastricPropagate benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{os.cpu_count()} cores, CUDA {cuda}; the networks on the CPU run with {cpu_backend} (--backend {backend})")
+    segmenter = Segmenter(proposer, refiner, device=device, backend=backend)  # a bad device or weights: refused first
     if "speed" not in skip:
         figures["speed"] = _speed(repeats, backend, proposer, refiner)
-    segmenter = Segmenter(proposer, refiner, device=device, backend=backend)
     if "accuracy" not in skip:
         figures["accuracy"] = _accuracy(segmenter, cases)
     if "corrections" not in skip:

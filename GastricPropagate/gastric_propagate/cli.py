@@ -353,7 +353,11 @@ def exit_now(code: int) -> None:
     """Ends the process with ``code`` once the standard streams are flushed and the exit handlers have run, without the
     interpreter's tear-down (see ``run``)."""
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            if stream is not None:  # None: started with that stream closed
+                stream.flush()
+        except (OSError, ValueError):  # a reader that went away (a closed pipe): nothing is left to tell it
+            pass
     atexit._run_exitfuncs()  # logging's flush, and any handler a caller registered (the benchmark's peak memory)
     os._exit(code)
 

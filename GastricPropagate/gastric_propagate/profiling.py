@@ -110,7 +110,7 @@ def _profiled_run(arguments: list[str], folder: Path) -> dict:
     completed = subprocess.run(command, capture_output=True, text=True, env=_child_environment())
     ended = time.time()
     if completed.returncode != 0:
-        raise RuntimeError(f"the profiled segment run failed (exit {completed.returncode}): {completed.stderr}")
+        raise _child_failure(completed.returncode, completed.stderr)
     run = json.loads(out.read_text())
     run["process_start"] = run["started"] - spawned
     run["process_exit"] = ended - run["finished"]
@@ -120,9 +120,24 @@ def _profiled_run(arguments: list[str], folder: Path) -> dict:
 
 def _plain_run(arguments: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gastric_propagate.cli", *arguments], check=True, capture_output=True,
-                   env=_child_environment())
+    completed = subprocess.run([sys.executable, "-m", "gastric_propagate.cli", *arguments], capture_output=True,
+                               text=True, env=_child_environment())
+    if completed.returncode != 0:
+        raise _child_failure(completed.returncode, completed.stderr)
     return time.perf_counter() - started
+
+
+def _child_failure(code: int, stderr: str) -> Exception:
+    """The error of a segment run that failed: the command's own refusal (bad input, unusable weights) as the same
+    error with its 'error:' line, so that this command exits with its code and words; else a RuntimeError."""
+    from gastric_propagate.errors import InputError, WeightsError
+    from gastric_propagate.protocol import EXIT_BAD_INPUT, EXIT_WEIGHTS
+
+    said = next((line[len("error: "):] for line in reversed(stderr.splitlines()) if line.startswith("error: ")), None)
+    kind = {EXIT_BAD_INPUT: InputError, EXIT_WEIGHTS: WeightsError}.get(code)
+    if said is not None and kind is not None:
+        return kind(said)
+    return RuntimeError(f"the profiled segment run failed (exit {code}): {stderr}")
 
 
 def _child_environment() -> dict:

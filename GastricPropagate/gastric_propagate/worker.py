@@ -102,7 +102,7 @@ class LastImage:
 def _file_identity(path: str | Path) -> tuple | None:
     try:
         status = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a null character in the path
         return None  # read_volume says what is wrong with it
     # The change time too: a file rewritten in place at the same size within the file system's time resolution, or
     # given its old modification time back (cp -p), keeps the other fields.
@@ -174,7 +174,10 @@ def segment_main(*, image: str, annotation: str, output: str, report: str | None
     segmenter = _load(load_segmenter, stages)
     result = segment_files(image, annotation, output, report_path=report, options=options, segmenter=segmenter,
                            overwrite=overwrite, stages=stages, crop_output=crop_output, label=label)
-    print(_summary(result, output, whole_seconds=time.perf_counter() - started))
+    try:
+        print(_summary(result, output, whole_seconds=time.perf_counter() - started), flush=True)
+    except BrokenPipeError:  # the reader of the summary went away (`| head`): the output is written all the same
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the closed pipe
     return 0
 
 

@@ -42,6 +42,10 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
     """
     given = {what: Path(path) for what, path in outputs.items() if path is not None}
     input_paths = [Path(path) for path in inputs]
+    # Outputs by file, so that thousands of them (make-phantoms) are compared in linear time, not pair by pair.
+    by_file: dict[tuple, list[str]] = {}
+    for what, path in given.items():
+        by_file.setdefault(_file_key(path), []).append(what)
     for what, path in given.items():
         check_path_text(path, what)
         _check_parent_steps(path, what)
@@ -64,13 +68,15 @@ def check_outputs(outputs: dict[str, str | Path | None], *, inputs: Iterable[str
             if shared is not None:
                 raise InputError(f"The {what} {path} would write {shared}, a file of the input {source}: writing it "
                                  "would destroy your input. Choose another output name.")
-        for other_what, other in given.items():
-            if other_what != what and _same_file(path, other):
-                raise InputError(f"The {what} and the {other_what} are the same file ({path}): one would overwrite "
-                                 "the other. Give them different paths.")
-            if other_what != what and any(_same_file(data, other) for data in written_data_files(path)):
-                raise InputError(f"The {other_what} {other} is where the {what} {path} writes its voxels: one "
-                                 "would overwrite the other. Give them different names.")
+        same = [other_what for other_what in by_file[_file_key(path)] if other_what != what]
+        if same:
+            raise InputError(f"The {what} and the {same[0]} are the same file ({path}): one would overwrite "
+                             "the other. Give them different paths.")
+        for data in written_data_files(path):
+            overwritten = [other_what for other_what in by_file.get(_file_key(data), []) if other_what != what]
+            if overwritten:
+                raise InputError(f"The {overwritten[0]} {given[overwritten[0]]} is where the {what} {path} writes its "
+                                 "voxels: one would overwrite the other. Give them different names.")
         refuse_existing(path, overwrite)
         for data in written_data_files(path):  # a header's data file left from an earlier run is an output too
             refuse_existing(data, overwrite)
@@ -100,6 +106,9 @@ def check_writable_folder(folder: str | Path, what: str | None = None) -> None:
     what = what or f"the folder {folder}"
     existing = folder
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a link to nothing: the folder cannot be made there
+            raise InputError(f"Cannot write {what}: {existing} is a link to {os.readlink(existing)}, which does not "
+                             "exist. Create that folder, or choose another path.")
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"Cannot write {what}: {existing} is a file, not a folder. Choose another path.")
@@ -116,6 +125,18 @@ def _check_parent_steps(path: Path, what: str) -> None:
         if part == ".." and index and not Path(*parts[:index]).is_dir():
             raise InputError(f"The {what} path {path} goes back ('..') out of {Path(*parts[:index])}, which is not "
                              "an existing folder. Give the path without it.")
+
+
+def _file_key(path: Path) -> tuple:
+    """Equal for two paths exactly when ``_same_file`` says they are one file: an existing file by its device and
+    inode (hard and symbolic links alike), a new one by its resolved path."""
+    try:
+        if path.exists():
+            found = path.stat()
+            return ("file", found.st_dev, found.st_ino)
+        return ("path", str(path.resolve()))
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return ("unresolved", str(path))
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -65,7 +65,9 @@ class OutputBatch:
         # GetImageFromArray copies the voxels into the image: a uint8 mask needs no copy of its own before that.
         image = sitk.GetImageFromArray(np.asarray(mask).astype(np.uint8, copy=False))
         image.CopyInformation(reference)
-        return self.image(image, path)
+        self.image(image, path)
+        _check_grid_kept(image, self.staged(path), Path(path))
+        return Path(path)
 
     def image(self, image: sitk.Image, path: str | Path) -> Path:
         """A SimpleITK image, compressed where the format allows."""
@@ -156,6 +158,24 @@ class OutputBatch:
         self._staged.append(staged)
         staged.write(write)
         return path
+
+
+def _check_grid_kept(image: sitk.Image, written: Path | None, path: Path) -> None:
+    """InputError when the file written for ``path`` does not hold ``image``'s grid: NIfTI and Analyze store only
+    orthogonal directions, and ITK writes a sheared CT's (a tilted gantry's) as the nearest one, with a warning
+    only, which would put the mask millimetres off the CT. The batch then writes nothing."""
+    from gastric_propagate.data.volumes import geometry_difference
+
+    if written is None:
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(written))
+    reader.ReadImageInformation()
+    difference = geometry_difference(image, reader)
+    if difference:
+        raise InputError(f"The output {path} cannot hold the CT's grid in its format ({difference}: the CT's axes "
+                         "are not at right angles, which NIfTI and Analyze cannot store), so the mask would lie off "
+                         "the CT. Nothing was written. Write it as .nrrd or .mha, which keep the grid exactly.")
 
 
 def write_mask(mask: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:

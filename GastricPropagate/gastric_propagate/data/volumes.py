@@ -96,13 +96,27 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
 def unreadable(path: str | Path, what: str, error: Exception) -> InputError:
     """The refusal of a file ITK cannot read at all (not an image, or a format it does not know): the same words for
     segment's inputs and the cases of a --data folder."""
+    extension = matching_extension(Path(path), _CASE_SENSITIVE_EXTENSIONS)
+    written = Path(path).name[-len(extension):] if extension else None
+    if written is not None and written != extension:
+        return InputError(f"The {what} file {path} cannot be read: ITK (and so 3D Slicer) reads some formats by their "
+                          f"lower-case extension only, and this one ends in '{written}'. Rename it to "
+                          f"'{Path(path).name[:-len(extension)]}{extension}', then run again.")
     return InputError(f"The {what} file {path} cannot be read as a medical image ({last_line(error)}). Use NRRD, "
                       "NIfTI, MetaImage or another format SimpleITK reads.")
+
+
+#: Extensions ITK does not read in every case: MetaImage in lower case only, NIfTI not in mixed case ('.nii.GZ');
+#: NRRD in any.
+_CASE_SENSITIVE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".hdr", ".img")
 
 
 def check_path_text(path: str | Path, what: str) -> None:
     """InputError for a path that is not valid text (a file name in another encoding than the system's): ITK would
     abort the whole process on it."""
+    if "\x00" in str(path):  # no file system allows it; os.stat would say "embedded null byte"
+        raise InputError(f"The {what} path {str(path)!r} holds a null character, which no file name can. Give the "
+                         "path as it is written on disk.")
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:

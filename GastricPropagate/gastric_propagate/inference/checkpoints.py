@@ -145,6 +145,9 @@ def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str 
                            f"about 1 MB): it is not a GastricPropagate checkpoint. {retrain}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as error:  # the file is fine; this user may not read it
+        raise WeightsError(f"The {stage} weights file {path} cannot be opened: permission denied. Let this user read "
+                           f"it (e.g. chmod a+r '{path}'), or copy it somewhere you can read.") from error
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise WeightsError(f"The {stage} weights file {path} cannot be read ({error.__class__.__name__}): it "
                            f"is corrupt or not a GastricPropagate checkpoint. {retrain}") from error

@@ -122,6 +122,36 @@ def test_output_formats_that_cannot_hold_the_label(files, tmp_path, capsys, fast
     refused(files, tmp_path, capsys, tmp_path / name, message="Use .nrrd")
 
 
+@pytest.mark.parametrize("name", ["out.nii.gz", "out.hdr", "out.nrrd", "out.mha"])
+def test_a_sheared_ct_is_written_only_where_its_grid_is_kept(files, tmp_path, capsys, name):
+    """A CT whose axes are not at right angles (a tilted gantry, kept unresampled): NIfTI and Analyze would store
+    the nearest orthogonal direction (ITK only warns), putting the mask millimetres off; refused, nothing written.
+    NRRD and MetaImage keep the grid exactly."""
+    sheared = sitk.ReadImage(str(files["ct"]))
+    sheared.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.0, 0.0, 1.0))
+    ct = tmp_path / "in" / "sheared.nrrd"
+    sitk.WriteImage(sheared, str(ct))
+    sheared = sitk.ReadImage(str(ct))  # as the command reads it (NRRD keeps the shear; ITK makes each axis unit)
+    annotation = write_like(annotation_from_label(files["label"]), sheared, tmp_path / "in" / "sheared_ann.nrrd")
+    if name in ("out.nii.gz", "out.hdr"):
+        refused(files, tmp_path, capsys, tmp_path / name, image=ct, annotation=annotation,
+                message="cannot hold the CT's grid in its format")
+        return
+    assert segment(files, tmp_path / name, image=ct, annotation=annotation) == 0
+    written = sitk.ReadImage(str(tmp_path / name))
+    assert np.allclose(written.GetDirection(), sheared.GetDirection()) and written.GetSize() == sheared.GetSize()
+
+
+@pytest.mark.parametrize("name", ["CT.MHA", "ct.Mha", "ct.nii.GZ"])
+def test_an_input_whose_extension_itk_reads_in_lower_case_only_is_named_so(files, tmp_path, capsys, name):
+    ct = tmp_path / "in" / name
+    sitk.WriteImage(files["reference"], str(tmp_path / "in" / ("x" + name.lower()[name.index("."):])))
+    (tmp_path / "in" / ("x" + name.lower()[name.index("."):])).rename(ct)
+    refused(files, tmp_path, capsys, None, image=ct,
+            message=f"lower-case extension only, and this one ends in '{name[name.index('.'):]}'. Rename it to "
+                    f"'{name[:name.index('.')]}{name.lower()[name.index('.'):]}'")
+
+
 @pytest.mark.parametrize("name, data", [("out.nhdr", "out.raw.gz"), ("out.mhd", "out.zraw"), ("out.hdr", "out.img")])
 def test_header_and_data_outputs(files, tmp_path, capsys, name, data):  # 4
     assert segment(files, tmp_path / name) == 0
@@ -345,6 +375,59 @@ def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     code, captured, changed = run_command(tmp_path, capsys, *argv)
     assert code == 2 and message.format(file=tmp_path / "file", tmp=tmp_path) in captured.err, captured.err
     assert not changed
+
+
+@pytest.mark.parametrize("shell_tail", ['>&- ; echo "exit $?" >&2', '2>&- ; echo "exit $?"',
+                                        '| true ; echo "exit ${PIPESTATUS[0]}" >&2'])
+def test_a_closed_or_gone_reader_of_stdout_or_stderr_is_no_failure(files, tmp_path, shell_tail):
+    """Started with stdout or stderr closed, or its summary piped to a reader that left (``| head``): the mask is
+    written and the command says so by exit 0, as the console command ends (``cli.run``), without a traceback."""
+    output = tmp_path / "out.nrrd"
+    script = tmp_path / "segment.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ENGINE_TESTS)!r})
+        from conftest import OracleProposer, CopyCoarseRefiner
+        import gastric_propagate.cli as cli
+        from gastric_propagate.inference.pipeline import Segmenter
+        from gastric_propagate.inference.preprocessing import Preprocessing
+
+        segmenter = Segmenter.from_networks(OracleProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+        cli._segmenter = lambda args: segmenter
+        sys.argv = ["gastric-propagate", "segment", "--image", {str(files["ct"])!r},
+                    "--annotation", {str(files["annotation"])!r}, "--output", {str(output)!r}]
+        cli.run()
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(["bash", "-c", f'"{sys.executable}" "{script}" {shell_tail}'], capture_output=True,
+                          text=True, env=env, timeout=300)
+    said = done.stdout + done.stderr
+    assert "exit 0" in said and "Traceback" not in said and "Broken pipe" not in said, said
+    assert output.is_file()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_benchmark_refuses_a_device_or_weights_before_timing_anything(tmp_path, capsys, monkeypatch):
+    """--device cuda without CUDA: refused before the speed part (which would time the CPU first); the profile's child
+    refusing missing weights: its own words and exit code 3, no traceback."""
+    import gastric_propagate.benchmark as benchmark
+
+    monkeypatch.setattr(benchmark, "_speed", lambda *args: pytest.fail("timed before the device was checked"))
+    code, captured, _ = run_command(tmp_path, capsys, "benchmark", "--device", "cuda", "--skip", "accuracy",
+                                    "corrections", "--repeats", "1")
+    assert code == 2 and "Device 'cuda' was asked for" in captured.err, captured.err
+    code, captured, _ = run_command(tmp_path, capsys, "benchmark", "--profile", "--repeats", "1",
+                                    "--proposer", str(tmp_path / "nope.pt"))
+    assert code == 3 and f"error: The proposer weights file {tmp_path / 'nope.pt'} does not exist" in captured.err
+
+
+def test_an_output_folder_that_is_a_link_to_nothing_is_refused_before_the_run(files, tmp_path, capsys):
+    link = tmp_path / "results"
+    link.symlink_to(tmp_path / "gone")
+    refused(files, tmp_path, capsys, link / "out.nrrd",
+            message=f"{link} is a link to {tmp_path / 'gone'}, which does not exist. Create that folder")
+    code, captured, changed = run_command(tmp_path, capsys, "make-phantoms", "--out", str(link))
+    assert code == 2 and not changed and "which does not exist. Create that folder" in captured.err
 
 
 def test_unwritable_output_folder(tmp_path, capsys, monkeypatch):

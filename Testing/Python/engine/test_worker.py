@@ -102,6 +102,14 @@ BAD_REQUESTS = {  # name -> (the request line, from the case and an output path;
     "preload not a path": (lambda case, output: json.dumps({"preload": 3}), "holds a CT's path"),
     "preload missing file": (lambda case, output: json.dumps({"preload": str(output.parent / "missing.nrrd")}),
                              "missing.nrrd"),
+    "image with a null character": (lambda case, output: request(dict(case, ct=str(case["ct"]) + "\x00.nrrd"),
+                                                                 output), "holds a null character"),
+    "output with a null character": (lambda case, output: request(case, str(output) + "\x00"),
+                                     "holds a null character"),
+    "preload with a null character": (lambda case, output: json.dumps({"preload": str(case["ct"]) + "\x00"}),
+                                      "holds a null character"),
+    "preload not valid text": (lambda case, output: json.dumps({"preload": str(case["ct"]) + "\udc80"}),
+                               "not valid text"),
 }
 
 

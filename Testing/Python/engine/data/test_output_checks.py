@@ -33,6 +33,22 @@ def test_outputs_are_checked_before_the_run(tmp_path):
     assert not (tmp_path / "new").exists(), "checking creates nothing"
 
 
+def test_two_outputs_are_one_file_through_a_link_a_hard_link_or_dots(tmp_path):
+    """Among many outputs (make-phantoms writes thousands, compared by file, not pair by pair), two that name one
+    file another way are refused; different files pass."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "old.nrrd").write_bytes(b"an earlier output")
+    (tmp_path / "real" / "hard.nrrd").hardlink_to(tmp_path / "real" / "old.nrrd")
+    many = {f"output {i}": tmp_path / "real" / f"case_{i}.nrrd" for i in range(300)}
+    output_checks.check_outputs(many, mask_outputs=tuple(many))
+    for first, second in ((tmp_path / "real" / "case_7.nrrd", tmp_path / "via" / "case_7.nrrd"),
+                          (tmp_path / "real" / "case_7.nrrd", tmp_path / "real" / ".." / "real" / "case_7.nrrd"),
+                          (tmp_path / "real" / "old.nrrd", tmp_path / "real" / "hard.nrrd")):
+        with pytest.raises(InputError, match="are the same file"):
+            output_checks.check_outputs({**many, "output 7": first, "report": second}, overwrite=True)
+
+
 @pytest.mark.parametrize("name", ["out.nii.GZ", "out.NRRD", "out.Mha", "out.NHDR"])
 def test_an_extension_not_in_lower_case_is_refused_before_the_run(tmp_path, name):
     with pytest.raises(InputError, match=f"Name it 'out{name[3:].lower()}'"):

@@ -62,6 +62,20 @@ def test_missing_corrupt_swapped_and_foreign_files(tmp_path):
         load_checkpoint(foreign, stage="proposer")
 
 
+def test_a_file_this_user_may_not_read_is_said_to_be_unreadable_not_corrupt(tmp_path, monkeypatch):
+    """Root reads any file, as CI runs: the refusal of open() is raised where torch opens the file."""
+    path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
+                           training={})
+
+    def denied(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(WeightsError, match="cannot be opened: permission denied. Let this user read it") as refusal:
+        load_checkpoint(path, stage="proposer")
+    assert "corrupt" not in str(refusal.value)
+
+
 def test_incompatible_weights(tmp_path):
     path = save_checkpoint(tmp_path / "p.pt", stage="proposer", network=tiny(), preprocessing=Preprocessing(),
                            training={})
