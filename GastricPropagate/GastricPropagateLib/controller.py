@@ -171,7 +171,8 @@ class RunController:
 
     def watchSegments(self, segmentationNode) -> None:
         """The buttons follow the segments of ``segmentationNode`` (the panel's selection; None: stop): a result
-        deleted or renamed in the Segment Editor turns Re-propagate and Export labelmap off at once."""
+        deleted or renamed in the Segment Editor turns Re-propagate and Export labelmap off at once. The results
+        table shown is that segmentation's (a reloaded scene's too), not the one selected before."""
         if segmentationNode is self._watched:
             return
         for tag in self._watchTags:
@@ -180,6 +181,20 @@ class RunController:
         if segmentationNode is not None:
             self._watchTags = [segmentationNode.AddObserver(event, self._onSegmentsChanged)
                                for event in _SEGMENT_EVENTS]
+        self.view.showResultsTable(self.logic.resultsTableNode(segmentationNode)
+                                   if segmentationNode is not None else None)
+
+    def refreshResultsTable(self):
+        """Computes the selected segmentation's results table again from its segments as they are now (after the
+        reader's corrections, renames, deletions, Undo) and shows it; returns it (None: no table). Done when the
+        panel is entered and before the table is exported, not on every stroke."""
+        parameters = self.parameters
+        segmentationNode = parameters.segmentationNode if parameters is not None else None
+        if segmentationNode is None or self.isRunning:
+            return self.logic.resultsTableNode(segmentationNode) if segmentationNode is not None else None
+        table = self.logic.refreshResultsTable(parameters.inputVolume, segmentationNode)
+        self.view.showResultsTable(table)
+        return table
 
     def _onSegmentsChanged(self, caller, event) -> None:
         self.refreshButtons()
@@ -375,11 +390,14 @@ class RunController:
 
     def sceneClosing(self) -> None:
         """The scene is about to close: a running process is ended (its result would have nowhere to go) and the
-        per-slice list, which described a result that goes with the scene, is emptied."""
-        if self._endJob():
-            self.view.setStatus(_("Cancelled: the scene was closed."))
+        per-slice list, status line, run time and table, which described a result that goes with the scene, are
+        emptied."""
+        ended = self._endJob()
         self.lastRun = None
-        self.view.showReview([], "")
+        self.view.showReview([], "")  # the last run's figures went with the scene: none of them stays on the panel
+        self.view.setStatus(_("Cancelled: the scene was closed.") if ended else "")
+        self.view.showRunTime("")
+        self.view.showResultsTable(None)
 
     def cleanup(self) -> None:
         """The panel is destroyed (the application closes): ends a running process and the engine's worker."""

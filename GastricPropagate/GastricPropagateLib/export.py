@@ -19,11 +19,16 @@ from .segment_arrays import segmentArray, sourceRepresentationName, temporaryNod
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
 
-def _checkedPath(path, suffixes: tuple[str, ...]) -> str:
+def _checkedPath(path, suffixes: tuple[str, ...], *, lowerCaseOnly: bool = True) -> str:
     path = os.fspath(path)
     if not path.lower().endswith(suffixes):
         raise ValueError(_("The file name '{path}' should end with {suffixes}.").format(
             path=path, suffixes=" or ".join(suffixes)))
+    suffix = next(suffix for suffix in suffixes if path.lower().endswith(suffix))
+    if lowerCaseOnly and not path.endswith(suffix):  # Slicer's writers know a format by its lower-case extension
+        raise ValueError(_("The file name '{path}' ends in '{written}': Slicer writes this format by its lower-case "
+                           "extension only. Name it '{name}'.").format(
+                               path=path, written=path[-len(suffix):], name=path[:-len(suffix)] + suffix))
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(_("The folder '{folder}' does not exist.").format(folder=directory))
@@ -82,6 +87,8 @@ def exportLabelmap(volumeNode, segmentationNode, segmentIds, path) -> str:
 
 def exportResultsCsv(tableNode, path) -> str:
     """Writes the results table to CSV. Returns the path."""
-    path = _checkedPath(path, (".csv",))
+    if tableNode is None:
+        raise ValueError(_("There is no results table to export yet: click Propagate first."))
+    path = _checkedPath(path, (".csv",), lowerCaseOnly=False)  # written by Python, in any case
     writeTableCsv(tableNode, path)
     return path

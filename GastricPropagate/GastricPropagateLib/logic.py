@@ -197,6 +197,11 @@ class GastricPropagateLogic:
         """The results table of ``segmentationNode``, created when ``create`` is True."""
         return scene_output.resultsTableNode(segmentationNode, create=create)
 
+    def refreshResultsTable(self, volumeNode, segmentationNode):
+        """The results table computed again from the segments as they are now; see
+        ``scene_output.refreshResultsTable``."""
+        return scene_output.refreshResultsTable(volumeNode, segmentationNode)
+
     # ------------------------------------------------------------------ all three
 
     def run(self, volumeNode, segmentationNode, segmentId: str, options: "PropagationOptions | None" = None, *,

@@ -76,8 +76,10 @@ def segmentStatistics(array: np.ndarray, spacingXYZ: tuple[float, float, float])
                              firstSlice=first, lastSlice=last)
 
 
-def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float, device: str, volumeName: str = "") -> None:
-    """Replaces the table's content with ``rows`` = [(name, segmentId, role, SegmentStatistics), ...]."""
+def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float | None, device: str,
+                     volumeName: str = "") -> None:
+    """Replaces the table's content with ``rows`` = [(name, segmentId, role, SegmentStatistics), ...]; ``seconds``
+    None: no run time on the result's row (not known)."""
     table = vtk.vtkTable()
     arrays = []
     for name, arrayClass, _unit in _COLUMNS:
@@ -88,7 +90,7 @@ def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float, device: 
     for name, segmentId, role, stats in rows:
         isResult = segmentId == resultId
         values = (name, segmentId, role, stats.voxels, stats.volumeMl, stats.firstSlice, stats.lastSlice,
-                  f"{seconds:.1f}" if isResult else "", device if isResult else "")
+                  f"{seconds:.1f}" if isResult and seconds is not None else "", device if isResult else "")
         for array, value in zip(arrays, values):
             array.InsertNextValue(value)
     wasModifying = tableNode.StartModify()

@@ -20,13 +20,14 @@ from gastric_propagate.errors import InputError
 
 from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
 from .i18n import _
-from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics
+from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics, tableRows
 from .result_segment import (
     PAINTED_SEGMENT_ID_TAG,
     PAINTED_SEGMENT_NAME_TAG,
     RESULT_TAG,
     RESULT_TAG_VALUE,
     WRITTEN_NAME_TAG,
+    paintedSegmentOf,
     resultSegmentId,
     resultSegmentName,
 )
@@ -317,3 +318,31 @@ def _updateResultsTable(prepared: PreparedInput, result, resultId: str,
     table = resultsTableNode(segmentationNode, create=True)
     fillResultsTable(table, rows, resultId=resultId, seconds=float(result.seconds), device=str(result.device),
                      volumeName=prepared.volumeNode.GetName())
+
+
+def refreshResultsTable(volumeNode, segmentationNode):
+    """The results table of ``segmentationNode`` computed again from its segments as they are now, on the volume's
+    grid: the reader corrects, renames and deletes segments after a run, and the table (and the CSV exported from it)
+    must say what the scene holds. The last run's time and device stay on the result's row while the result is
+    there. Returns the table; None when the segmentation has none (no run yet), which is then not created."""
+    table = resultsTableNode(segmentationNode)
+    if table is None or volumeNode is None or volumeNode.GetImageData() is None:
+        return table
+    segmentation = segmentationNode.GetSegmentation()
+    before = tableRows(table)
+    resultId = resultSegmentId(segmentationNode)
+    runRow = next((row for row in before if resultId is not None and row.get("Segment ID") == resultId), None)
+    source = paintedSegmentOf(segmentation.GetSegment(resultId)) if resultId is not None else None
+    paintedId = source[0] if source is not None else next(
+        (row.get("Segment ID") for row in before if row.get("Role") == _("painted")), None)
+    spacing = tuple(float(s) for s in volumeNode.GetSpacing())
+    rows = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segmentId = segmentation.GetNthSegmentID(index)
+        role = _("propagated") if segmentId == resultId else _("painted") if segmentId == paintedId else _("other")
+        statistics = segmentStatistics(segmentArray(volumeNode, segmentationNode, segmentId), spacing)
+        rows.append((segmentation.GetNthSegment(index).GetName(), segmentId, role, statistics))
+    seconds = runRow.get("Run time [s]") if runRow is not None else ""
+    fillResultsTable(table, rows, resultId=resultId or "", seconds=float(seconds) if seconds else None,
+                     device=runRow.get("Device", "") if runRow is not None else "", volumeName=volumeNode.GetName())
+    return table

@@ -110,6 +110,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.controller.refreshResultsTable()  # the reader may have edited the segments in the Segment Editor
         self.controller.warmUp()  # the engine loads while the reader picks the inputs
 
     def exit(self) -> None:
@@ -321,10 +322,9 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from .export import exportResultsCsv
 
         with slicer.util.tryWithErrorDisplay(_("Export failed.")):
-            table = self.logic.resultsTableNode(self._parameterNode.segmentationNode)
             path = self._askSavePath(_("Save results table"), "GastricPropagate_results.csv", _("CSV (*.csv)"))
             if path:
-                exportResultsCsv(table, path)
+                exportResultsCsv(self.controller.refreshResultsTable(), path)  # the segments as they are now
                 self.setStatus(_("Saved {path}").format(path=path))
 
     @staticmethod

@@ -185,6 +185,10 @@ class FakeLogic:
     def resultsTableNode(self, segmentationNode, create=False):
         return "results table" if self.existingResultId is not None else None
 
+    def refreshResultsTable(self, volumeNode, segmentationNode):
+        self.calls.append(("refreshTable", volumeNode))
+        return "refreshed table" if self.existingResultId is not None else None
+
     def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId):
         self.calls.append(("masking", editorNode))
         return Masking()
@@ -532,6 +536,26 @@ def test_an_undo_state_is_saved_just_before_the_result_is_written(outcome):
     assert controller.view.status[-1].startswith("Done: 'Tumour (propagated)'")
 
 
+def test_after_the_scene_closed_the_panel_shows_nothing_of_the_last_run():
+    logic, controller = started()
+    runToEnd(controller)
+    assert controller.view.runTime and controller.view.resultsTable == "results table"
+    controller.sceneClosing()
+    assert controller.view.status[-1] == "" and controller.view.runTime == ""
+    assert controller.view.resultsTable is None and controller.view.review == ([], "")
+
+
+def test_the_table_is_computed_again_on_request_and_shown_only_when_idle():
+    """The panel refreshes it when entered and before exporting it: the segments as they are now."""
+    logic, controller = started()
+    assert controller.refreshResultsTable() is None and ("refreshTable", "CT") not in logic.calls  # running
+    runToEnd(controller)
+    assert controller.refreshResultsTable() == "refreshed table" and ("refreshTable", "CT") in logic.calls
+    assert controller.view.resultsTable == "refreshed table"
+    controller.parameters.segmentationNode = None
+    assert controller.refreshResultsTable() is None
+
+
 def test_closing_the_scene_ends_the_run_and_forgets_the_result():
     logic, controller = started()
     runToEnd(controller)
@@ -655,6 +679,19 @@ def test_one_undo_after_propagate_takes_the_result_away_and_keeps_the_last_strok
     assert segmentation.GetSegment(resultId) is not None
     assert history.RestorePreviousState()  # one Undo
     assert segmentation.GetSegment(resultId) is None and segmentation.GetSegment(stroke) is not None
+
+
+def test_the_table_shown_is_that_of_the_selected_segmentation():
+    """Another segmentation selected (or a scene reloaded): its own table, or none, not the one shown before."""
+    s = editorScene()
+    logic, view = SceneLogic(runResult(), existingResultId="result"), FakeView()
+    controller = RunController(logic, view)
+    controller.watchSegments(s.segmentation)
+    assert view.resultsTable == "results table"
+    logic.existingResultId = None  # the other segmentation has no run, so no table
+    controller.watchSegments(s.otherSegmentation)
+    assert view.resultsTable is None
+    controller.cleanup()
 
 
 def test_the_buttons_follow_the_segments_of_the_watched_segmentation():

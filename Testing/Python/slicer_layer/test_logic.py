@@ -711,6 +711,54 @@ def test_exports_write_files_and_leave_the_scene_unchanged(case, logic, tmp_path
     np.testing.assert_array_equal(both, expected)
 
 
+def test_the_results_table_is_computed_again_from_the_segments_as_they_are_now(case, logic, tmp_path):
+    """The reader corrects, renames and deletes after a run: the refreshed table (and its CSV) says what the scene
+    holds, voxels and mL counted here independently; the run's time stays on the result's row while it is there."""
+    from GastricPropagateLib.results_table import tableRows
+
+    resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
+    seconds = next(row for row in tableRows(logic.resultsTableNode(case.segmentation)) if row["Segment ID"] == resultId)
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    kept = np.flatnonzero(edited.reshape(len(edited), -1).any(axis=1))
+    edited[kept[-3]:] = False  # the reader erases the top slices of the result
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    voxelMl = float(np.prod(case.volume.GetSpacing())) / 1000.0
+    stale = next(row for row in tableRows(logic.resultsTableNode(case.segmentation)) if row["Segment ID"] == resultId)
+    assert int(stale["Voxels"]) > int(edited.sum()), "the table, as the run wrote it, counts the erased slices"
+
+    table = logic.refreshResultsTable(case.volume, case.segmentation)
+    rows = {row["Segment ID"]: row for row in tableRows(table)}
+    assert int(rows[resultId]["Voxels"]) == int(edited.sum())
+    assert float(rows[resultId]["Volume [mL]"]) == pytest.approx(edited.sum() * voxelMl, rel=1e-3)
+    assert int(rows[resultId]["Last slice (K)"]) == int(kept[-3]) - 1
+    assert rows[resultId]["Role"] == "propagated" and rows[case.paintedId]["Role"] == "painted"
+    assert rows[resultId]["Run time [s]"] == seconds["Run time [s]"] and rows[resultId]["Device"] == "cpu"
+    csvPath = exportResultsCsv(table, tmp_path / "results.csv")
+    with open(csvPath, newline="", encoding="utf-8") as stream:
+        assert int(next(row for row in csv.DictReader(stream) if row["Segment ID"] == resultId)["Voxels"]) == \
+            int(edited.sum())
+
+    case.segmentation.GetSegmentation().GetSegment(resultId).SetName("Tumour final")  # kept: the reader's own
+    rows = {row["Segment ID"]: row for row in tableRows(logic.refreshResultsTable(case.volume, case.segmentation))}
+    assert rows[resultId]["Segment"] == "Tumour final" and rows[resultId]["Role"] == "other"
+    assert rows[resultId]["Run time [s]"] == "" and rows[case.paintedId]["Role"] == "painted"
+    case.segmentation.GetSegmentation().RemoveSegment(resultId)
+    rows = tableRows(logic.refreshResultsTable(case.volume, case.segmentation))
+    assert [row["Segment ID"] for row in rows] == [case.paintedId]
+
+
+def test_a_file_name_whose_extension_slicer_writes_in_lower_case_only_is_refused(case, logic, tmp_path):
+    resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="ends in '.NII.GZ': Slicer writes this format by its lower-case extension "
+                                         "only. Name it '.*UP.nii.gz'"):
+        exportLabelmap(case.volume, case.segmentation, [resultId], tmp_path / "UP.NII.GZ")
+    assert sorted(tmp_path.iterdir()) == before, "nothing written, no temporary folder left"
+    assert Path(exportResultsCsv(logic.resultsTableNode(case.segmentation), tmp_path / "R.CSV")).is_file()
+    with pytest.raises(ValueError, match="no results table to export yet"):
+        exportResultsCsv(None, tmp_path / "none.csv")
+
+
 def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_then(case):
     import slicer
 
