@@ -208,7 +208,9 @@ class RunController:
         resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
         if resultId is None:
             message = _("Not exported: the selected segmentation holds no '{name}' segment (it was deleted or "
-                        "renamed). Propagate again to export it.").format(name=resultSegmentName())
+                        "renamed). Propagate again to export it; a segment you renamed to keep it is written with "
+                        "the whole segmentation ('Segmentation (.seg.nrrd)...') or by the Segmentations module's "
+                        "'Export to files'.").format(name=resultSegmentName())
             self.view.setStatus(message)
             self.view.showError(message)
             self.refreshButtons()

@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="a warm worker: load the weights once, then segment the requests read from stdin",
-        description="Loads torch and the weights once, then answers segment requests, one JSON object per line on "
-                    "stdin, with progress lines and one RESULT line each on stdout (the protocol is in "
+        description="Loads the networks and their weights once, then answers segment requests, one JSON object per "
+                    "line on stdin, with progress lines and one RESULT line each on stdout (the protocol is in "
                     "gastric_propagate/worker.py and docs/cli.md). Ends when stdin closes or after --idle-timeout "
                     "seconds without a request.")
     serve.add_argument("--idle-timeout", type=_seconds, default=600.0,

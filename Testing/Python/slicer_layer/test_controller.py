@@ -734,6 +734,7 @@ def test_export_labelmap_without_a_result_segment_says_why_and_turns_the_buttons
     logic.existingResultId = None  # deleted in the Segment Editor since the buttons were last set
     assert controller.resultToExport() is None
     message = ("Not exported: the selected segmentation holds no 'Tumour (propagated)' segment (it was deleted or "
-               "renamed). Propagate again to export it.")
+               "renamed). Propagate again to export it; a segment you renamed to keep it is written with the whole "
+               "segmentation ('Segmentation (.seg.nrrd)...') or by the Segmentations module's 'Export to files'.")
     assert controller.view.status[-1] == message and controller.view.errors == [message]
     assert not controller.view.buttons.exportNifti and not controller.view.buttons.repropagate
