@@ -301,11 +301,8 @@ class RunController:
         self.view.hideProgress()
         try:
             result = job.result()
-            try:
-                self.saveUndoState(prepared.segmentationNode)
-            except Exception:  # the result is written all the same; only the Segment Editor's Undo step is missing
-                logger.exception("GastricPropagate: could not save the Segment Editor's undo state")
-            resultId = self.logic.apply(prepared, result, replaceExisting=self._replaceExisting)
+            resultId = self.logic.apply(prepared, result, replaceExisting=self._replaceExisting,
+                                        beforeWrite=lambda: self._saveUndoState(prepared.segmentationNode))
         except Cancelled as error:
             self.lastError = error
             self.view.setStatus(_("Cancelled: nothing was written."))
@@ -337,7 +334,22 @@ class RunController:
         self.view.showReview(rows, reviewSummary(rows))
         self.view.showResultsTable(self.logic.resultsTableNode(prepared.segmentationNode))
 
+    def _saveUndoState(self, segmentationNode) -> None:
+        try:
+            self.saveUndoState(segmentationNode)
+        except Exception:  # the result is written all the same; only the Segment Editor's Undo step is missing
+            logger.exception("GastricPropagate: could not save the Segment Editor's undo state")
+
     # ------------------------------------------------------------------ warm-up
+
+    def entered(self) -> None:
+        """The panel is shown: the engine's worker starts (``warmUp``) and the results table is counted again (the
+        reader may have edited the segments in the Segment Editor meanwhile). Neither stands in the panel's way."""
+        self.warmUp()
+        try:
+            self.refreshResultsTable()
+        except Exception:  # the table stays as it was; exporting it counts it again and says what fails
+            logger.exception("GastricPropagate: could not count the results table again")
 
     def warmUp(self) -> None:
         """The module opened: starts the engine's worker process in the background, so that the first Propagate

@@ -19,13 +19,18 @@ from .segment_arrays import segmentArray, sourceRepresentationName, temporaryNod
 __all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
 
 
-def _checkedPath(path, suffixes: tuple[str, ...], *, lowerCaseOnly: bool = True) -> str:
+#: Suffixes Slicer's writers accept in lower case only (NIfTI's writer refuses '.NII.GZ' and leaves a temporary
+#: folder); NRRD and .seg.nrrd are written in any case.
+_LOWER_CASE_ONLY = (".nii.gz", ".nii")
+
+
+def _checkedPath(path, suffixes: tuple[str, ...]) -> str:
     path = os.fspath(path)
     if not path.lower().endswith(suffixes):
         raise ValueError(_("The file name '{path}' should end with {suffixes}.").format(
             path=path, suffixes=" or ".join(suffixes)))
     suffix = next(suffix for suffix in suffixes if path.lower().endswith(suffix))
-    if lowerCaseOnly and not path.endswith(suffix):  # Slicer's writers know a format by its lower-case extension
+    if suffix in _LOWER_CASE_ONLY and not path.endswith(suffix):
         raise ValueError(_("The file name '{path}' ends in '{written}': Slicer writes this format by its lower-case "
                            "extension only. Name it '{name}'.").format(
                                path=path, written=path[-len(suffix):], name=path[:-len(suffix)] + suffix))
@@ -89,6 +94,6 @@ def exportResultsCsv(tableNode, path) -> str:
     """Writes the results table to CSV. Returns the path."""
     if tableNode is None:
         raise ValueError(_("There is no results table to export yet: click Propagate first."))
-    path = _checkedPath(path, (".csv",), lowerCaseOnly=False)  # written by Python, in any case
+    path = _checkedPath(path, (".csv",))
     writeTableCsv(tableNode, path)
     return path

@@ -78,6 +78,7 @@ class GastricPropagateLogic:
         self.launcher = launcher
         self.python = python
         self._worker: EngineWorker | None = None
+        self._statisticsCache: dict = {}  # the results table's segment statistics, by what they depend on
 
     # ------------------------------------------------------------------ step 1: MRML -> arrays (scene_input.py)
 
@@ -189,18 +190,19 @@ class GastricPropagateLogic:
 
     # ------------------------------------------------------------------ step 3: arrays -> MRML (scene_output.py)
 
-    def apply(self, prepared: PreparedInput, result: RunResult, replaceExisting: bool = False) -> str:
+    def apply(self, prepared: PreparedInput, result: RunResult, replaceExisting: bool = False,
+              beforeWrite: Callable[[], None] | None = None) -> str:
         """Writes the result as a new segment and fills the results table; see ``scene_output.applyResult``."""
-        return scene_output.applyResult(prepared, result, replaceExisting=replaceExisting)
+        return scene_output.applyResult(prepared, result, replaceExisting=replaceExisting, beforeWrite=beforeWrite)
 
     def resultsTableNode(self, segmentationNode, create: bool = False):
         """The results table of ``segmentationNode``, created when ``create`` is True."""
         return scene_output.resultsTableNode(segmentationNode, create=create)
 
     def refreshResultsTable(self, volumeNode, segmentationNode):
-        """The results table computed again from the segments as they are now; see
-        ``scene_output.refreshResultsTable``."""
-        return scene_output.refreshResultsTable(volumeNode, segmentationNode)
+        """The results table computed again from the segments as they are now (those unchanged since the last call
+        not read again); see ``scene_output.refreshResultsTable``."""
+        return scene_output.refreshResultsTable(volumeNode, segmentationNode, self._statisticsCache)
 
     # ------------------------------------------------------------------ all three
 

@@ -12,6 +12,8 @@ written hold (the painted slices are kept as closely as a surface can).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import vtk
 
@@ -51,6 +53,8 @@ __all__ = ["ResultSegmentExistsError", "TABLE_SEGMENTATION_ATTRIBUTE", "TABLE_SE
 TABLE_SEGMENTATION_REFERENCE = "GastricPropagate.Segmentation"
 #: Table node attribute that held the segmentation node's ID before (read for scenes saved by older versions).
 TABLE_SEGMENTATION_ATTRIBUTE = "GastricPropagate.SegmentationNodeID"
+#: Node reference role from the results table to the volume its voxels and slices are counted on (the run's CT).
+TABLE_VOLUME_REFERENCE = "GastricPropagate.Volume"
 
 # Candidate colours for the result segment; the one farthest from every existing segment colour is used.
 _RESULT_COLOURS = (
@@ -67,12 +71,14 @@ class ResultSegmentExistsError(InputError):
 
 
 
-def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: bool = False) -> str:
+def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: bool = False,
+                beforeWrite: Callable[[], None] | None = None) -> str:
     """Writes the result as a new segment beside the painted one and updates the results table (main thread).
 
     The painted segment and every other segment stay untouched; on the propagated slices voxels outside
     ``prepared.masking`` are never set, and the painted slices equal the painted voxels exactly. Returns the
-    result segment's ID.
+    result segment's ID. ``beforeWrite`` is called once every check has passed, just before the first write (the
+    Segment Editor's undo state: a refusal adds no empty Undo step).
 
     Raises:
         ResultSegmentExistsError: the result segment exists and ``replaceExisting`` is False.
@@ -151,6 +157,8 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
                 representation=sourceRepresentationName(segmentation)))
     resultStatistics = segmentStatistics(written, spacing)
 
+    if beforeWrite is not None:
+        beforeWrite()
     resultId = _writeResultSegment(prepared, written, existingId,
                                    representation=None if converted is None else converted[0])
     statistics[resultId] = resultStatistics
@@ -316,16 +324,22 @@ def _updateResultsTable(prepared: PreparedInput, result, resultId: str,
             role = _("other")
         rows.append((segmentation.GetNthSegment(index).GetName(), segmentId, role, statistics[segmentId]))
     table = resultsTableNode(segmentationNode, create=True)
+    table.SetNodeReferenceID(TABLE_VOLUME_REFERENCE, prepared.volumeNode.GetID())
     fillResultsTable(table, rows, resultId=resultId, seconds=float(result.seconds), device=str(result.device),
                      volumeName=prepared.volumeNode.GetName())
 
 
-def refreshResultsTable(volumeNode, segmentationNode):
-    """The results table of ``segmentationNode`` computed again from its segments as they are now, on the volume's
-    grid: the reader corrects, renames and deletes segments after a run, and the table (and the CSV exported from it)
-    must say what the scene holds. The last run's time and device stay on the result's row while the result is
-    there. Returns the table; None when the segmentation has none (no run yet), which is then not created."""
+def refreshResultsTable(volumeNode, segmentationNode, cache: dict | None = None):
+    """The results table of ``segmentationNode`` computed again from its segments as they are now: the reader
+    corrects, renames and deletes segments after a run, and the table (and the CSV exported from it) must say what
+    the scene holds. Counted on the volume the run was on (``volumeNode`` for a table that names none, or whose
+    volume is gone). The last run's time and device stay on the result's row while the result is there.
+
+    ``cache``: a dict kept by the caller between calls; a segment whose voxels, and a volume whose grid, did not
+    change since are not read again. Returns the table; None when the segmentation has none (no run yet), which is
+    then not created."""
     table = resultsTableNode(segmentationNode)
+    volumeNode = (table.GetNodeReference(TABLE_VOLUME_REFERENCE) if table is not None else None) or volumeNode
     if table is None or volumeNode is None or volumeNode.GetImageData() is None:
         return table
     segmentation = segmentationNode.GetSegmentation()
@@ -336,13 +350,30 @@ def refreshResultsTable(volumeNode, segmentationNode):
     paintedId = source[0] if source is not None else next(
         (row.get("Segment ID") for row in before if row.get("Role") == _("painted")), None)
     spacing = tuple(float(s) for s in volumeNode.GetSpacing())
-    rows = []
+    rows, used = [], {}
     for index in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(index)
         role = _("propagated") if segmentId == resultId else _("painted") if segmentId == paintedId else _("other")
-        statistics = segmentStatistics(segmentArray(volumeNode, segmentationNode, segmentId), spacing)
+        key = _statisticsKey(segmentation, segmentId, volumeNode)
+        statistics = cache.get(key) if cache is not None else None
+        if statistics is None:
+            statistics = segmentStatistics(segmentArray(volumeNode, segmentationNode, segmentId), spacing)
+        used[key] = statistics
         rows.append((segmentation.GetNthSegment(index).GetName(), segmentId, role, statistics))
+    if cache is not None:  # only what this table holds now: the cache does not grow with every edit
+        cache.clear()
+        cache.update(used)
     seconds = runRow.get("Run time [s]") if runRow is not None else ""
     fillResultsTable(table, rows, resultId=resultId or "", seconds=float(seconds) if seconds else None,
                      device=runRow.get("Device", "") if runRow is not None else "", volumeName=volumeNode.GetName())
     return table
+
+
+def _statisticsKey(segmentation, segmentId: str, volumeNode) -> tuple:
+    """What a segment's statistics depend on: its source representation's modification time (VTK's counter: any
+    change of its voxels or surface moves it), and the volume's grid."""
+    segment = segmentation.GetSegment(segmentId)
+    representation = segment.GetRepresentation(sourceRepresentationName(segmentation))
+    imageData = volumeNode.GetImageData()
+    return (segmentId, representation.GetMTime() if representation is not None else None, volumeNode.GetID(),
+            tuple(imageData.GetDimensions()), tuple(ijkToRasArray(volumeNode).ravel()))

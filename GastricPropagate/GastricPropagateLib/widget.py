@@ -110,8 +110,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        self.controller.refreshResultsTable()  # the reader may have edited the segments in the Segment Editor
-        self.controller.warmUp()  # the engine loads while the reader picks the inputs
+        self.controller.entered()  # the engine loads while the reader picks the inputs; the table is counted again
 
     def exit(self) -> None:
         self.controller.watchSegments(None)  # enter() follows the selection again

@@ -65,13 +65,14 @@ class OutputBatch:
         # GetImageFromArray copies the voxels into the image: a uint8 mask needs no copy of its own before that.
         image = sitk.GetImageFromArray(np.asarray(mask).astype(np.uint8, copy=False))
         image.CopyInformation(reference)
-        self.image(image, path)
-        _check_grid_kept(image, self.staged(path), Path(path))
-        return Path(path)
+        return self.image(image, path)
 
     def image(self, image: sitk.Image, path: str | Path) -> Path:
-        """A SimpleITK image, compressed where the format allows."""
-        return self._stage(Path(path), lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
+        """A SimpleITK image, compressed where the format allows; refused (the batch writes nothing) when the file
+        written does not hold the image's grid (``_check_grid_kept``)."""
+        written = self._stage(Path(path), lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
+        _check_grid_kept(image, self.staged(path), Path(path))
+        return written
 
     def json(self, data: dict, path: str | Path) -> Path:
         """A JSON document."""

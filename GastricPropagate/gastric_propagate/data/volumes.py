@@ -98,7 +98,10 @@ def unreadable(path: str | Path, what: str, error: Exception) -> InputError:
     segment's inputs and the cases of a --data folder."""
     extension = matching_extension(Path(path), _CASE_SENSITIVE_EXTENSIONS)
     written = Path(path).name[-len(extension):] if extension else None
-    if written is not None and written != extension:
+    # MetaImage is read in lower case only, NIfTI in lower or upper case (not mixed): only then can renaming help.
+    rejected = written is not None and written != extension and (
+        extension in (".mha", ".mhd") or written != extension.upper())
+    if rejected and "ImageIO" in str(error):  # ITK found no reader for the name (not a damaged file it knew)
         return InputError(f"The {what} file {path} cannot be read: ITK (and so 3D Slicer) reads some formats by their "
                           f"lower-case extension only, and this one ends in '{written}'. Rename it to "
                           f"'{Path(path).name[:-len(extension)]}{extension}', then run again.")
@@ -108,7 +111,7 @@ def unreadable(path: str | Path, what: str, error: Exception) -> InputError:
 
 #: Extensions ITK does not read in every case: MetaImage in lower case only, NIfTI not in mixed case ('.nii.GZ');
 #: NRRD in any.
-_CASE_SENSITIVE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".hdr", ".img")
+_CASE_SENSITIVE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd")
 
 
 def check_path_text(path: str | Path, what: str) -> None:

@@ -122,8 +122,9 @@ def test_output_formats_that_cannot_hold_the_label(files, tmp_path, capsys, fast
     refused(files, tmp_path, capsys, tmp_path / name, message="Use .nrrd")
 
 
+@pytest.mark.parametrize("crop", [False, True])
 @pytest.mark.parametrize("name", ["out.nii.gz", "out.hdr", "out.nrrd", "out.mha"])
-def test_a_sheared_ct_is_written_only_where_its_grid_is_kept(files, tmp_path, capsys, name):
+def test_a_sheared_ct_is_written_only_where_its_grid_is_kept(files, tmp_path, capsys, name, crop):
     """A CT whose axes are not at right angles (a tilted gantry, kept unresampled): NIfTI and Analyze would store
     the nearest orthogonal direction (ITK only warns), putting the mask millimetres off; refused, nothing written.
     NRRD and MetaImage keep the grid exactly."""
@@ -133,13 +134,23 @@ def test_a_sheared_ct_is_written_only_where_its_grid_is_kept(files, tmp_path, ca
     sitk.WriteImage(sheared, str(ct))
     sheared = sitk.ReadImage(str(ct))  # as the command reads it (NRRD keeps the shear; ITK makes each axis unit)
     annotation = write_like(annotation_from_label(files["label"]), sheared, tmp_path / "in" / "sheared_ann.nrrd")
+    extra = ("--crop-output",) if crop else ()
     if name in ("out.nii.gz", "out.hdr"):
-        refused(files, tmp_path, capsys, tmp_path / name, image=ct, annotation=annotation,
+        refused(files, tmp_path, capsys, tmp_path / name, *extra, image=ct, annotation=annotation,
                 message="cannot hold the CT's grid in its format")
         return
-    assert segment(files, tmp_path / name, image=ct, annotation=annotation) == 0
+    assert segment(files, tmp_path / name, *extra, image=ct, annotation=annotation) == 0
     written = sitk.ReadImage(str(tmp_path / name))
-    assert np.allclose(written.GetDirection(), sheared.GetDirection()) and written.GetSize() == sheared.GetSize()
+    assert np.allclose(written.GetDirection(), sheared.GetDirection())
+    assert (written.GetSize() == sheared.GetSize()) is not crop
+
+
+def test_a_damaged_file_in_upper_case_is_not_told_to_be_renamed(files, tmp_path, capsys):
+    """ITK reads '.NII' (upper case): a file it cannot read there is damaged or not an image, renaming cannot help."""
+    junk = tmp_path / "in" / "JUNK.NII"
+    junk.write_bytes(b"not an image at all")
+    err = refused(files, tmp_path, capsys, None, image=junk, message="cannot be read as a medical image")
+    assert "Rename" not in err
 
 
 @pytest.mark.parametrize("name", ["CT.MHA", "ct.Mha", "ct.nii.GZ"])

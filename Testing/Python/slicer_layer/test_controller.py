@@ -222,7 +222,9 @@ class FakeLogic:
         self.job = FakeJob(self.outcome)
         return self.job
 
-    def apply(self, prepared, result, replaceExisting=False):
+    def apply(self, prepared, result, replaceExisting=False, beforeWrite=None):
+        if beforeWrite is not None:  # as the real one: once its checks pass, before it writes
+            beforeWrite()
         self.calls.append(("apply", replaceExisting))
         self.existingResultId = "result"
         self.written = np.asarray(result.mask)  # as the real one writes it when no masking removes anything
@@ -335,8 +337,8 @@ class MaskedLogic(FakeLogic):
     def maskingFromSegmentEditorNode(self, editorNode, volumeNode, segmentationNode, paintedSegmentId):
         return Masking(intensityRange=(-50.0, 300.0), description="intensity -50 to 300")
 
-    def apply(self, prepared, result, replaceExisting=False):
-        resultId = super().apply(prepared, result, replaceExisting)
+    def apply(self, prepared, result, replaceExisting=False, beforeWrite=None):
+        resultId = super().apply(prepared, result, replaceExisting, beforeWrite)
         self.written = self.written.copy()
         self.written[7] = 0
         return resultId
@@ -556,6 +558,18 @@ def test_the_table_is_computed_again_on_request_and_shown_only_when_idle():
     assert controller.refreshResultsTable() is None
 
 
+def test_entering_the_panel_starts_the_worker_and_a_failing_table_count_stays_out_of_the_way(monkeypatch):
+    logic = FakeLogic(runResult(), existingResultId="result")
+    controller = controllerWith(logic)
+
+    def fails(volumeNode, segmentationNode):
+        raise RuntimeError("the segment could not be read")
+
+    monkeypatch.setattr(logic, "refreshResultsTable", fails)
+    controller.entered()
+    assert ("warmUp", "cpu") in logic.calls and not controller.view.errors
+
+
 def test_closing_the_scene_ends_the_run_and_forgets_the_result():
     logic, controller = started()
     runToEnd(controller)
@@ -665,8 +679,8 @@ def test_one_undo_after_propagate_takes_the_result_away_and_keeps_the_last_strok
     stroke = segmentation.AddEmptySegment("", "touch-up")  # the reader's last edit (a new segment, for brevity)
 
     class WritingLogic(SceneLogic):
-        def apply(self, prepared, result, replaceExisting=False):
-            super().apply(prepared, result, replaceExisting)
+        def apply(self, prepared, result, replaceExisting=False, beforeWrite=None):
+            super().apply(prepared, result, replaceExisting, beforeWrite)
             return segmentation.AddEmptySegment("", resultSegmentName())
 
     logic = WritingLogic(runResult())

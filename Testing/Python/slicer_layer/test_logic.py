@@ -479,6 +479,20 @@ def test_slices_erased_beyond_the_anchors_become_slice_limits(case, logic):
     np.testing.assert_array_equal(again.annotation, prepared.annotation)
 
 
+def test_the_undo_state_is_saved_after_the_checks_just_before_the_first_write(case, logic):
+    """Applying calls ``beforeWrite`` once its checks pass and before it writes (the result segment is not there
+    yet); a refused apply never calls it, so the Segment Editor gets no empty Undo step."""
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared)
+    seen = []
+    resultId = logic.apply(prepared, result, beforeWrite=lambda: seen.append(logic.resultSegmentId(case.segmentation)))
+    assert seen == [None] and resultId is not None
+    again = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    with pytest.raises(InputError, match="already has a segment"):  # not confirmed: refused before any write
+        logic.apply(again, logic.compute(again), beforeWrite=lambda: seen.append("refused run saved a state"))
+    assert seen == [None]
+
+
 def test_a_slice_erased_inside_the_tumour_is_refused_not_filled_again(case, logic):
     """An erased slice between the anchors would be filled again by the engine: refused, saying what to do, with or
     without other corrections; the painted slice erased in the result is the painted segment's to change."""
@@ -733,6 +747,14 @@ def test_the_results_table_is_computed_again_from_the_segments_as_they_are_now(c
     assert int(rows[resultId]["Last slice (K)"]) == int(kept[-3]) - 1
     assert rows[resultId]["Role"] == "propagated" and rows[case.paintedId]["Role"] == "painted"
     assert rows[resultId]["Run time [s]"] == seconds["Run time [s]"] and rows[resultId]["Device"] == "cpu"
+    edited[kept[-4]] = False  # and one more, after the refresh (whose figures are kept for unchanged segments)
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    table = logic.refreshResultsTable(case.volume, case.segmentation)
+    rows = {row["Segment ID"]: row for row in tableRows(table)}
+    assert int(rows[resultId]["Voxels"]) == int(edited.sum()) and int(rows[resultId]["Last slice (K)"]) == kept[-4] - 1
+    other = addVolumeFromSitk(case.volume.GetScene(), case.imageSitk, "another CT")
+    other.SetSpacing(*[2 * s for s in case.volume.GetSpacing()])  # selected now: the table stays on the run's CT
+    assert tableRows(logic.refreshResultsTable(other, case.segmentation)) == tableRows(table)
     csvPath = exportResultsCsv(table, tmp_path / "results.csv")
     with open(csvPath, newline="", encoding="utf-8") as stream:
         assert int(next(row for row in csv.DictReader(stream) if row["Segment ID"] == resultId)["Voxels"]) == \
@@ -747,6 +769,27 @@ def test_the_results_table_is_computed_again_from_the_segments_as_they_are_now(c
     assert [row["Segment ID"] for row in rows] == [case.paintedId]
 
 
+def test_the_table_reads_again_only_the_segments_that_changed(case, logic, monkeypatch):
+    from GastricPropagateLib import scene_output
+
+    resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
+    read = []
+    real = scene_output.segmentArray
+    monkeypatch.setattr(scene_output, "segmentArray",
+                        lambda volume, segmentation, segmentId: read.append(segmentId) or real(volume, segmentation,
+                                                                                               segmentId))
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    assert sorted(read) == sorted([case.paintedId, resultId])
+    read.clear()
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    assert read == [], "nothing changed: nothing read again"
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[case.paintedSlice + 1] = False
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    assert resultId in read
+
+
 def test_a_file_name_whose_extension_slicer_writes_in_lower_case_only_is_refused(case, logic, tmp_path):
     resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
     before = sorted(tmp_path.iterdir())
@@ -754,6 +797,8 @@ def test_a_file_name_whose_extension_slicer_writes_in_lower_case_only_is_refused
                                          "only. Name it '.*UP.nii.gz'"):
         exportLabelmap(case.volume, case.segmentation, [resultId], tmp_path / "UP.NII.GZ")
     assert sorted(tmp_path.iterdir()) == before, "nothing written, no temporary folder left"
+    assert Path(exportLabelmap(case.volume, case.segmentation, [resultId], tmp_path / "UP.NRRD")).is_file()
+    assert Path(exportSegmentation(case.segmentation, tmp_path / "UP.SEG.NRRD")).is_file()
     assert Path(exportResultsCsv(logic.resultsTableNode(case.segmentation), tmp_path / "R.CSV")).is_file()
     with pytest.raises(ValueError, match="no results table to export yet"):
         exportResultsCsv(None, tmp_path / "none.csv")
