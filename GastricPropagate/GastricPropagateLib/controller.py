@@ -40,6 +40,10 @@ _SEGMENT_EVENTS = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.S
                   slicer.vtkSegmentation.SegmentModified)
 
 
+#: Seconds without a new progress line after which the status line says the engine may be stuck.
+STALL_SECONDS = 30.0
+
+
 def stageText(stage: str) -> str:
     """What the status line says for a stage the engine's process reports (``protocol.STAGES``)."""
     texts = {
@@ -137,6 +141,7 @@ class RunController:
         self.lastError: BaseException | None = None  # the last error a run reported (read by the self-test)
         self._job = None
         self._prepared = None
+        self._lastProgress, self._progressSince = None, 0.0  # the running job's last progress, and since when
         self._replaceExisting = False
         self._watched = None  # the segmentation node whose segments the buttons follow
         self._watchTags = []
@@ -263,6 +268,7 @@ class RunController:
         if masking.isActive():
             logger.info("GastricPropagate: Segment Editor masking applied (%s)", masking.description)
         self._job = self.logic.start(prepared)
+        self._lastProgress, self._progressSince = None, 0.0
         self._prepared = prepared
         self._replaceExisting = replaceExisting
         self.view.showProgress(0, 0)  # busy until the process reports a stage
@@ -283,6 +289,13 @@ class RunController:
             self.view.showProgress(0, 0)  # a stage without slices: busy indicator
         status = _("{stage} {elapsed}").format(stage=stageText(progress.stage),
                                                elapsed=formatDuration(job.elapsed()))
+        reported = (progress.stage, progress.done, progress.total)
+        if reported != self._lastProgress:
+            self._lastProgress, self._progressSince = reported, job.elapsed()
+        stalled = job.elapsed() - self._progressSince
+        if not finished and stalled >= STALL_SECONDS:  # said, not acted on: a slow machine may still get there
+            status += " " + _("(no progress for {duration}: the engine may be stuck; Cancel ends it)").format(
+                duration=formatDuration(stalled))
         notice = getattr(job, "notice", "")  # the engine's worker was restarted (engine_worker.WorkerJob)
         self.view.setStatus(f"{notice} {status}" if notice else status)
         if not finished:
@@ -378,9 +391,13 @@ class RunController:
             logger.warning("GastricPropagate: the CT was not sent to the engine in advance: %s", error)
 
     def inputsChanged(self) -> None:
-        """The panel's parameters changed: the buttons follow, and a newly chosen volume goes to the worker."""
+        """The panel's parameters changed: the buttons follow, a worker for a newly chosen device (or one that ended
+        idle) starts now, and a newly chosen volume goes to the worker."""
         self.refreshButtons()
-        self.sendVolumeAhead()
+        if self.dependenciesReady():
+            self.warmUp()  # the logic's worker follows the panel's device first; the volume is then sent ahead to it
+        else:
+            self.sendVolumeAhead()
 
     # ------------------------------------------------------------------ cancel
 
@@ -407,6 +424,9 @@ class RunController:
         per-slice list, status line, run time and table, which described a result that goes with the scene, are
         emptied."""
         ended = self._endJob()
+        close = getattr(self.logic, "close", None)
+        if close is not None:  # the worker's copy of the CT (a file and its memory) goes with the patient's scene
+            close()
         self.lastRun = None
         self.view.showReview([], "")  # the last run's figures went with the scene: none of them stays on the panel
         self.view.setStatus(_("Cancelled: the scene was closed.") if ended else "")

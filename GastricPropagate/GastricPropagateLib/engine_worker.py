@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -73,8 +74,13 @@ class EngineWorker:
         self.launcher = launcher
         self.python = python
         self.idleSeconds = float(idleSeconds)
-        self.folder = Path(tempfile.mkdtemp(prefix="GastricPropagate-worker-"))
+        self._weights = _fileIdentities(proposerPath, refinerPath)  # replaced in place: another worker is needed
+        sweepStaleFolders()
+        self.folder = Path(tempfile.mkdtemp(prefix=WORKER_FOLDER_PREFIX))
+        (self.folder / OWNER_FILE).write_text(str(os.getpid()))  # a folder whose owner died is swept (the CT in it)
         self.process = None
+        self.closed = False
+        self.retired = False  # replaced while a run used it: that run's job closes it when it is done
         self.ready = False
         self.starts = 0
         self.busy = False
@@ -89,7 +95,8 @@ class EngineWorker:
                 python: str | None = None) -> bool:
         """Whether this worker runs the engine as these settings ask (else the Logic replaces it)."""
         return (self.device == str(device) and _samePath(self.proposerPath, proposerPath)
-                and _samePath(self.refinerPath, refinerPath) and self.launcher is launcher and self.python == python)
+                and _samePath(self.refinerPath, refinerPath) and self.launcher is launcher and self.python == python
+                and self._weights == _fileIdentities(proposerPath, refinerPath))
 
     def sibling(self) -> EngineWorker:
         """A new worker with the same settings (for a run started while this one is busy)."""
@@ -179,14 +186,65 @@ class EngineWorker:
                 logger.warning("GastricPropagate: the worker process did not end within 30 s of being killed")
 
     def close(self, waitSeconds: float = 5.0) -> None:
-        """Ends the child (its input closes; killed if it does not end within ``waitSeconds``) and removes the
-        folder."""
+        """Ends the child (its input closes; killed if it does not end within ``waitSeconds``, or at once while it
+        still loads: it reads its input only once loaded) and removes the folder, the CT's file with it."""
         if self.process is not None and self.process.running():
-            self.process.closeInput()
-            if not self.process.wait(waitSeconds):
+            if not self.ready:
                 self.kill()
+            else:
+                self.process.closeInput()
+                if not self.process.wait(waitSeconds):
+                    self.kill()
         self.busy = False
+        self.closed = True
+        self._image = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+WORKER_FOLDER_PREFIX = "GastricPropagate-worker-"
+OWNER_FILE = "owner.pid"
+
+
+def sweepStaleFolders(root: str | Path | None = None, minimumAgeSeconds: float = 60.0) -> list[Path]:
+    """Removes the worker folders (and the patients' CT files in them) that a Slicer which has ended left behind (a
+    crash, a kill): those whose owner process is gone. POSIX only (Windows removes nothing here: there, checking a
+    process by signal would end it). Returns what was removed."""
+    if os.name != "posix":
+        return []
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(WORKER_FOLDER_PREFIX + "*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+            if time.time() - folder.stat().st_mtime < minimumAgeSeconds or _processExists(owner):
+                continue
+        except (OSError, ValueError):  # not ours to judge (no owner file): left alone
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _processExists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _fileIdentities(*paths) -> tuple:
+    """(size, modification time) of each weights file (None: the bundled ones, or a missing file): a file written
+    again in place needs another worker."""
+    identities = []
+    for path in paths:
+        try:
+            status = os.stat(path) if path is not None else None
+        except OSError:
+            status = None
+        identities.append(None if status is None else (status.st_size, status.st_mtime_ns))
+    return tuple(identities)
 
 
 def _samePath(a, b) -> bool:
@@ -290,6 +348,9 @@ class WorkerJob(InferenceJob):
     def _workerEnded(self) -> None:
         """The worker ended without answering this run: it refused its device or weights, or Ctrl-C ended it (no
         retry), or it died (restarted and the run retried, once)."""
+        if self.worker.closed:  # the Logic closed it under this run (the module closed): nothing to restart
+            self._outcome = (EXIT_CANCELLED, _("The engine's worker was closed during the run; nothing was written."))
+            return
         code, message = self.worker.exitCode(), self.worker.stderrMessage()
         if code == EXIT_CANCELLED or (not self.worker.ready and code in (EXIT_BAD_INPUT, EXIT_WEIGHTS)):
             self._outcome = (code, message)  # Ctrl-C cancels the run, as Cancel does
@@ -339,7 +400,7 @@ class WorkerJob(InferenceJob):
 
     def _releaseWorker(self) -> None:
         self.worker.busy = False
-        if self._ownsWorker:
+        if self._ownsWorker or self.worker.retired:
             # Killed at once: it has answered (or ended), and waiting for it to exit would block poll(), which the
             # panel calls on Slicer's main thread.
             self.worker.close(waitSeconds=0.0)

@@ -131,8 +131,11 @@ class GastricPropagateLogic:
         settings = dict(device=self.device, proposerPath=self.proposerPath, refinerPath=self.refinerPath,
                         launcher=self.launcher, python=self.python)
         if self._worker is None or not self._worker.matches(**settings):
-            self.close()
-            self._worker = EngineWorker(**settings)
+            old, self._worker = self._worker, EngineWorker(**settings)
+            if old is not None and old.busy:  # its run goes on to the end; its job then closes it
+                old.retired = True
+            elif old is not None:
+                old.close()
         return self._worker
 
     def warmUp(self) -> bool:

@@ -54,10 +54,17 @@ def newLines(path: Path, offset: int) -> tuple[list[str], int]:
     return data[: end + 1].decode("utf-8", errors="replace").splitlines(), offset + end + 1
 
 
+#: How much of the end of a child's stderr is read for its message: its error line is the last thing it prints, and a
+#: child that flooded stderr must not make the panel read hundreds of MB on Slicer's main thread.
+STDERR_TAIL_BYTES = 64 * 1024
+
+
 def stderrMessage(path: Path) -> str:
-    """The child's last 'error: ' line on stderr, else its last stderr lines."""
+    """The child's last 'error: ' line on stderr, else its last stderr lines (of its last ``STDERR_TAIL_BYTES``)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as stream:
+            stream.seek(max(0, stream.seek(0, 2) - STDERR_TAIL_BYTES))
+            text = stream.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
     errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]

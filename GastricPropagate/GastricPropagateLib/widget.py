@@ -126,6 +126,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.controller.warmUp()  # the worker ended with the closed scene: the next one loads now
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())

@@ -115,6 +115,7 @@ class FakeJob:
         self.steps = steps
         self.progress = Progress()
         self.cancelled = False
+        self.seconds = 2.0
 
     def poll(self) -> bool:
         self.steps -= 1
@@ -122,7 +123,7 @@ class FakeJob:
         return self.steps <= 0
 
     def elapsed(self) -> float:
-        return 2.0
+        return self.seconds
 
     def result(self):
         if isinstance(self.outcome, BaseException):
@@ -458,10 +459,13 @@ def test_a_changed_input_refreshes_the_buttons_and_sends_the_volume_ahead_but_no
     logic = FakeLogic(runResult())
     controller = controllerWith(logic)
     controller.inputsChanged()
-    assert logic.calls == [("sendAhead", "CT")] and controller.view.buttons
+    assert logic.calls == [("warmUp", "cpu"), ("sendAhead", "CT")] and controller.view.buttons
     controller.parameters = parameters(inputVolume=None)
     controller.inputsChanged()
-    assert logic.calls == [("sendAhead", "CT")], "no volume chosen: nothing to send"
+    assert ("sendAhead", None) not in logic.calls and len(logic.calls) == 3, "no volume chosen: nothing to send"
+    controller.parameters = parameters(device="cuda")  # another device: its worker starts before the CT is sent
+    controller.inputsChanged()
+    assert logic.calls[-2:] == [("warmUp", "cuda"), ("sendAhead", "CT")]
     logic, controller = started()
     controller.parameters = parameters(inputVolume="another CT")  # chosen during the run
     controller.inputsChanged()
@@ -475,7 +479,7 @@ def test_a_failure_to_send_the_volume_ahead_stays_out_of_the_way():
     controller = controllerWith(logic)
     controller.inputsChanged()
     controller.warmUp()
-    assert logic.calls == [("sendAhead", "CT"), ("warmUp", "cpu"), ("sendAhead", "CT")]
+    assert logic.calls == [("warmUp", "cpu"), ("sendAhead", "CT"), ("warmUp", "cpu"), ("sendAhead", "CT")]
     assert controller.view.errors == [] and controller.lastError is None and not controller.isRunning
 
 
@@ -538,11 +542,30 @@ def test_an_undo_state_is_saved_just_before_the_result_is_written(outcome):
     assert controller.view.status[-1].startswith("Done: 'Tumour (propagated)'")
 
 
+def test_a_run_without_progress_for_half_a_minute_is_said_to_be_maybe_stuck():
+    logic, controller = started()
+    logic.job.steps = 10**6  # never finishes by itself
+    controller.poll()
+    assert "no progress" not in controller.view.status[-1]
+    logic.job.seconds = 2.0 + 29.0
+    controller.poll()
+    assert "no progress" not in controller.view.status[-1]
+    logic.job.seconds = 2.0 + 31.0
+    controller.poll()
+    assert controller.view.status[-1].endswith("(no progress for 31.0 s: the engine may be stuck; Cancel ends it)")
+    logic.job.progress = Progress("refiner", 0, 0)  # it moved on: the count starts again
+    logic.job.poll = lambda: False
+    controller.poll()
+    assert "no progress" not in controller.view.status[-1]
+
+
 def test_after_the_scene_closed_the_panel_shows_nothing_of_the_last_run():
     logic, controller = started()
     runToEnd(controller)
     assert controller.view.runTime and controller.view.resultsTable == "results table"
+    logic.close = lambda: logic.calls.append(("close", None))  # the worker, with its copy of the patient's CT
     controller.sceneClosing()
+    assert ("close", None) in logic.calls
     assert controller.view.status[-1] == "" and controller.view.runTime == ""
     assert controller.view.resultsTable is None and controller.view.review == ([], "")
 

@@ -554,3 +554,74 @@ def test_a_volume_sent_ahead_is_read_by_the_worker_before_the_run_which_then_sen
     assert logic.sendAhead(case.volume) and list(worker.folder.glob("image-*.nrrd")) == [again]
     case.volume.SetAndObserveImageData(None)  # no voxels: not a volume the engine can take, nothing is sent
     assert not logic.sendAhead(case.volume)
+
+
+def test_a_worker_still_loading_is_ended_at_once_when_closed_not_waited_for(tmp_path):
+    """It reads its input only once its weights are loaded: closing its input would wait out the whole timeout on
+    Slicer's main thread (a device changed right after the module opened)."""
+    import time
+
+    from GastricPropagateLib.engine_worker import EngineWorker
+
+    from GastricPropagateLib.launchers import PopenLauncher, childEnvironment
+
+    worker = EngineWorker()
+    script = tmp_path / "loading.py"
+    script.write_text("import time\ntime.sleep(60)\n")  # a stand-in worker that never becomes ready
+    environment, searchPath = childEnvironment()
+    worker.process = PopenLauncher().start(sys.executable, [str(script)], environment, worker.folder / "out.txt",
+                                           worker.folder / "err.txt", searchPath)
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 2.0 and not worker.process.running() and not worker.folder.exists()
+
+
+def test_weights_written_again_at_the_same_path_get_a_new_worker(tmp_path):
+    import os
+
+    from GastricPropagateLib.engine_worker import EngineWorker
+
+    path = tmp_path / "proposer.pt"
+    path.write_bytes(b"first training")
+    worker = EngineWorker(proposerPath=path)
+    try:
+        assert worker.matches(proposerPath=path)
+        path.write_bytes(b"another training, same name")
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        assert not worker.matches(proposerPath=path), "the worker would serve the old weights"
+    finally:
+        worker.close()
+
+
+def test_a_run_whose_worker_was_replaced_meanwhile_still_delivers_and_the_old_worker_then_ends(case, logic):
+    """Settings changed while a run holds the worker (batch use): the run finishes on it, then it is closed."""
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    job = logic.start(prepared)
+    old = job.worker
+    logic.device = "cpu" if logic.device != "cpu" else "auto"
+    assert logic.worker() is not old and old.retired and old.running()
+    assert job.wait(timeout=300)
+    _assertPaintedSliceKept(job.result(), case)
+    assert not old.running() and not old.folder.exists()
+
+
+def test_folders_of_a_slicer_that_ended_are_swept_with_the_ct_in_them(tmp_path):
+    import os
+    import subprocess
+
+    from GastricPropagateLib.engine_worker import OWNER_FILE, WORKER_FOLDER_PREFIX, sweepStaleFolders
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / (WORKER_FOLDER_PREFIX + "dead")
+    alive = tmp_path / (WORKER_FOLDER_PREFIX + "alive")
+    unknown = tmp_path / (WORKER_FOLDER_PREFIX + "older-version")
+    for folder, owner in ((dead, gone.stdout.strip()), (alive, str(os.getpid())), (unknown, None)):
+        folder.mkdir()
+        (folder / "image-1.nrrd").write_bytes(b"a patient's CT")
+        if owner is not None:
+            (folder / OWNER_FILE).write_text(owner)
+    if os.name != "posix":
+        assert sweepStaleFolders(tmp_path, minimumAgeSeconds=0) == []
+        return
+    assert sweepStaleFolders(tmp_path, minimumAgeSeconds=0) == [dead]
+    assert not dead.exists() and alive.exists() and unknown.exists()
