@@ -307,7 +307,7 @@ class RunController:
             self._finish(job, prepared)
         finally:
             self.refreshButtons()
-            self.sendVolumeAhead()  # a volume chosen during the run goes to the worker now
+            self._followInputs()  # a device or a volume chosen during the run: its worker starts, the CT goes to it
 
     def _finish(self, job, prepared) -> None:
         """After the process has ended: report its error, or write its result into the scene."""
@@ -391,11 +391,18 @@ class RunController:
             logger.warning("GastricPropagate: the CT was not sent to the engine in advance: %s", error)
 
     def inputsChanged(self) -> None:
-        """The panel's parameters changed: the buttons follow, a worker for a newly chosen device (or one that ended
-        idle) starts now, and a newly chosen volume goes to the worker."""
+        """The panel's parameters changed: the buttons follow, a worker for a newly chosen device starts now, and a
+        newly chosen volume goes to the worker."""
         self.refreshButtons()
-        if self.dependenciesReady():
-            self.warmUp()  # the logic's worker follows the panel's device first; the volume is then sent ahead to it
+        self._followInputs()
+
+    def _followInputs(self) -> None:
+        """A device other than the worker's was chosen: its worker starts (``warmUp``, which then sends the volume
+        ahead to it); else the volume goes ahead to the worker there is. Only on a change of device: a worker that
+        fails to start is not started again at every change of an option."""
+        if (self.parameters is not None and not self.isRunning and self.parameters.device != self.logic.device
+                and self.dependenciesReady()):
+            self.warmUp()
         else:
             self.sendVolumeAhead()
 

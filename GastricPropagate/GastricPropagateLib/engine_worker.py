@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import time
 import uuid
 import weakref
 from pathlib import Path
@@ -29,6 +27,7 @@ from .parameters import commandLineArguments
 from .launchers import PopenLauncher, childEnvironment, pythonExecutable
 from .run_output import Progress, newLines, stderrMessage
 from .runner import InferenceJob, exitCodeText
+from .temp_folders import FOLDER_PREFIX, makeOwnedFolder, sweepStaleFolders
 
 if TYPE_CHECKING:
     from gastric_propagate.data.mask_boxes import Grid
@@ -75,9 +74,8 @@ class EngineWorker:
         self.python = python
         self.idleSeconds = float(idleSeconds)
         self._weights = _fileIdentities(proposerPath, refinerPath)  # replaced in place: another worker is needed
-        sweepStaleFolders()
-        self.folder = Path(tempfile.mkdtemp(prefix=WORKER_FOLDER_PREFIX))
-        (self.folder / OWNER_FILE).write_text(str(os.getpid()))  # a folder whose owner died is swept (the CT in it)
+        sweepStaleFolders()  # a crashed Slicer's folders, and the CT files in them
+        self.folder = makeOwnedFolder(WORKER_FOLDER_PREFIX)
         self.process = None
         self.closed = False
         self.retired = False  # replaced while a run used it: that run's job closes it when it is done
@@ -116,6 +114,7 @@ class EngineWorker:
         """Starts a new child (ending the old one, if it still runs)."""
         self.kill()
         self.starts += 1
+        self.folder.mkdir(parents=True, exist_ok=True)  # removed behind its back (a cleaner of the temporary folder)
         self._stdout = self.folder / f"stdout-{self.starts}.txt"
         self._stderr = self.folder / f"stderr-{self.starts}.txt"
         self._offset, self.ready, self._killed = 0, False, False
@@ -139,6 +138,7 @@ class EngineWorker:
         if self._image is not None:
             self._image[1].unlink(missing_ok=True)
             self._image = None
+        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"image-{uuid.uuid4().hex}.nrrd"
         try:
             write(image, spacingXYZ, path)
@@ -201,37 +201,7 @@ class EngineWorker:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-WORKER_FOLDER_PREFIX = "GastricPropagate-worker-"
-OWNER_FILE = "owner.pid"
-
-
-def sweepStaleFolders(root: str | Path | None = None, minimumAgeSeconds: float = 60.0) -> list[Path]:
-    """Removes the worker folders (and the patients' CT files in them) that a Slicer which has ended left behind (a
-    crash, a kill): those whose owner process is gone. POSIX only (Windows removes nothing here: there, checking a
-    process by signal would end it). Returns what was removed."""
-    if os.name != "posix":
-        return []
-    removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(WORKER_FOLDER_PREFIX + "*"):
-        try:
-            owner = int((folder / OWNER_FILE).read_text())
-            if time.time() - folder.stat().st_mtime < minimumAgeSeconds or _processExists(owner):
-                continue
-        except (OSError, ValueError):  # not ours to judge (no owner file): left alone
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _processExists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
+WORKER_FOLDER_PREFIX = FOLDER_PREFIX + "worker-"
 
 
 def _fileIdentities(*paths) -> tuple:

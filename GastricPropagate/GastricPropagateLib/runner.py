@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -39,6 +38,7 @@ from .i18n import _
 from .launchers import PopenLauncher, childEnvironment, pythonExecutable
 from .parameters import commandLineArguments
 from .run_output import Progress, RunResult, newLines, parseProgressLine, readRunResult, stderrMessage
+from .temp_folders import makeOwnedFolder
 
 if TYPE_CHECKING:  # engine_worker imports this module: only its annotation is needed here
     from gastric_propagate.data.mask_boxes import Grid  # imports SimpleITK: done when a run starts, not with Slicer
@@ -81,7 +81,7 @@ def startInference(image: np.ndarray, spacingXYZ, annotation: np.ndarray, option
     """
     from gastric_propagate.data.mask_boxes import Grid, write_box
 
-    folder = Path(tempfile.mkdtemp(prefix="GastricPropagate-"))
+    folder = makeOwnedFolder()  # swept by a later session if this Slicer crashes (temp_folders.py)
     try:
         paths = {name: folder / name for name in ("image.nrrd", "annotation.nrrd", "output.nrrd", "report.json",
                                                   "stdout.txt", "stderr.txt")}

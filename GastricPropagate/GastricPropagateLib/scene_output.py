@@ -354,7 +354,7 @@ def refreshResultsTable(volumeNode, segmentationNode, cache: dict | None = None)
     for index in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(index)
         role = _("propagated") if segmentId == resultId else _("painted") if segmentId == paintedId else _("other")
-        key = _statisticsKey(segmentation, segmentId, volumeNode)
+        key = _statisticsKey(segmentationNode, segmentId, volumeNode)
         statistics = cache.get(key) if cache is not None else None
         if statistics is None:
             statistics = segmentStatistics(segmentArray(volumeNode, segmentationNode, segmentId), spacing)
@@ -369,11 +369,25 @@ def refreshResultsTable(volumeNode, segmentationNode, cache: dict | None = None)
     return table
 
 
-def _statisticsKey(segmentation, segmentId: str, volumeNode) -> tuple:
+def _statisticsKey(segmentationNode, segmentId: str, volumeNode) -> tuple:
     """What a segment's statistics depend on: its source representation's modification time (VTK's counter: any
-    change of its voxels or surface moves it), and the volume's grid."""
+    change of its voxels or surface moves it) and its label value in a shared layer, the volume's grid, and the
+    transforms above either node (moving the segmentation against the CT changes what lies on which slice)."""
+    segmentation = segmentationNode.GetSegmentation()
     segment = segmentation.GetSegment(segmentId)
     representation = segment.GetRepresentation(sourceRepresentationName(segmentation))
     imageData = volumeNode.GetImageData()
-    return (segmentId, representation.GetMTime() if representation is not None else None, volumeNode.GetID(),
-            tuple(imageData.GetDimensions()), tuple(ijkToRasArray(volumeNode).ravel()))
+    return (segmentId, representation.GetMTime() if representation is not None else None, segment.GetLabelValue(),
+            volumeNode.GetID(), tuple(imageData.GetDimensions()), tuple(ijkToRasArray(volumeNode).ravel()),
+            _transformChain(segmentationNode), _transformChain(volumeNode))
+
+
+def _transformChain(node) -> tuple:
+    """The transform nodes above ``node``, each with its modification time."""
+    chain = []
+    transformNode = node.GetParentTransformNode()
+    while transformNode is not None:
+        chain.append((transformNode.GetID(), transformNode.GetMTime(), transformNode.GetTransformToParent().GetMTime()
+                      if transformNode.GetTransformToParent() is not None else None))
+        transformNode = transformNode.GetParentTransformNode()
+    return tuple(chain)

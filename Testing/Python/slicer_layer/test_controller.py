@@ -462,16 +462,23 @@ def test_a_changed_input_refreshes_the_buttons_and_sends_the_volume_ahead_but_no
     assert logic.calls == [("warmUp", "cpu"), ("sendAhead", "CT")] and controller.view.buttons
     controller.parameters = parameters(inputVolume=None)
     controller.inputsChanged()
-    assert ("sendAhead", None) not in logic.calls and len(logic.calls) == 3, "no volume chosen: nothing to send"
+    assert len(logic.calls) == 2, "no volume chosen: nothing to send; the same device: no other worker"
     controller.parameters = parameters(device="cuda")  # another device: its worker starts before the CT is sent
     controller.inputsChanged()
     assert logic.calls[-2:] == [("warmUp", "cuda"), ("sendAhead", "CT")]
+    controller.inputsChanged()  # an option ticked: no new worker (one that failed to start is not started again)
+    assert logic.calls[-1] == ("sendAhead", "CT") and logic.calls.count(("warmUp", "cuda")) == 1
     logic, controller = started()
     controller.parameters = parameters(inputVolume="another CT")  # chosen during the run
     controller.inputsChanged()
     assert ("sendAhead", "another CT") not in logic.calls, "a run holds the worker"
     runToEnd(controller)
     assert logic.calls[-2:] == [("apply", False), ("sendAhead", "another CT")], "sent once the run has ended"
+    logic, controller = started()
+    controller.parameters = parameters(device="cuda")  # a device chosen during the run
+    controller.inputsChanged()
+    runToEnd(controller)
+    assert logic.calls[-2:] == [("warmUp", "cuda"), ("sendAhead", "CT")], "its worker starts once the run ended"
 
 
 def test_a_failure_to_send_the_volume_ahead_stays_out_of_the_way():

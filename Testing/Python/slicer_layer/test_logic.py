@@ -790,6 +790,29 @@ def test_the_table_reads_again_only_the_segments_that_changed(case, logic, monke
     assert resultId in read
 
 
+def test_the_table_counts_again_when_a_transform_moves_the_segmentation(case, logic):
+    """The cache's key holds the transforms above both nodes: a segmentation moved (or moved again) against the CT
+    is counted where it lies now, as an uncached count says."""
+    import vtk
+
+    from GastricPropagateLib.results_table import tableRows
+
+    logic.run(case.volume, case.segmentation, case.paintedId)
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    transform = case.volume.GetScene().AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    case.segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    ijkToRas = vtk.vtkMatrix4x4()
+    case.volume.GetIJKToRASMatrix(ijkToRas)
+    for slices in (5, 2):
+        shift = vtk.vtkMatrix4x4()
+        for row in range(3):
+            shift.SetElement(row, 3, slices * ijkToRas.GetElement(row, 2))
+        transform.SetMatrixTransformToParent(shift)
+        cached = tableRows(logic.refreshResultsTable(case.volume, case.segmentation))
+        logic._statisticsCache.clear()
+        assert cached == tableRows(logic.refreshResultsTable(case.volume, case.segmentation)), slices
+
+
 def test_a_file_name_whose_extension_slicer_writes_in_lower_case_only_is_refused(case, logic, tmp_path):
     resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
     before = sorted(tmp_path.iterdir())

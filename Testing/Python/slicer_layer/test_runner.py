@@ -605,23 +605,49 @@ def test_a_run_whose_worker_was_replaced_meanwhile_still_delivers_and_the_old_wo
     assert not old.running() and not old.folder.exists()
 
 
-def test_folders_of_a_slicer_that_ended_are_swept_with_the_ct_in_them(tmp_path):
+def test_folders_of_a_slicer_that_ended_are_swept_with_the_ct_in_them(tmp_path, monkeypatch):
+    """The worker's folder and a run's own folder of a Slicer that crashed hold a patient's CT: the next session
+    removes them. Those of a process still there, of another host (a shared temporary folder) or without an owner
+    file are left alone."""
     import os
+    import socket
     import subprocess
+    import tempfile
 
-    from GastricPropagateLib.engine_worker import OWNER_FILE, WORKER_FOLDER_PREFIX, sweepStaleFolders
+    from GastricPropagateLib import temp_folders
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = tmp_path / (WORKER_FOLDER_PREFIX + "dead")
-    alive = tmp_path / (WORKER_FOLDER_PREFIX + "alive")
-    unknown = tmp_path / (WORKER_FOLDER_PREFIX + "older-version")
-    for folder, owner in ((dead, gone.stdout.strip()), (alive, str(os.getpid())), (unknown, None)):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    host = socket.gethostname()
+    folders = {}
+    for name, owner in (("worker-dead", f"{host}\n{gone}\n"), ("run-dead", f"{host}\n{gone}\n"),
+                        ("worker-alive", f"{host}\n{os.getpid()}\n"), ("worker-elsewhere", f"another-host\n{gone}\n"),
+                        ("older-version", None)):
+        folder = folders[name] = tmp_path / (temp_folders.FOLDER_PREFIX + name)
         folder.mkdir()
         (folder / "image-1.nrrd").write_bytes(b"a patient's CT")
         if owner is not None:
-            (folder / OWNER_FILE).write_text(owner)
+            (folder / temp_folders.OWNER_FILE).write_text(owner)
+    made = temp_folders.makeOwnedFolder()  # as the worker and each run make theirs: owned by this process
+    assert made.parent == tmp_path
     if os.name != "posix":
-        assert sweepStaleFolders(tmp_path, minimumAgeSeconds=0) == []
+        assert temp_folders.sweepStaleFolders(minimumAgeSeconds=0) == []
         return
-    assert sweepStaleFolders(tmp_path, minimumAgeSeconds=0) == [dead]
-    assert not dead.exists() and alive.exists() and unknown.exists()
+    swept = temp_folders.sweepStaleFolders(minimumAgeSeconds=0)
+    assert sorted(swept) == sorted([folders["worker-dead"], folders["run-dead"]])
+    assert all(folders[name].exists() for name in ("worker-alive", "worker-elsewhere", "older-version"))
+    assert made.exists() and temp_folders.sweepStaleFolders(minimumAgeSeconds=3600) == []
+
+
+def test_a_worker_whose_folder_was_removed_behind_its_back_makes_it_again(case, logic):
+    import shutil
+
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    first = logic.start(prepared)
+    assert first.wait(timeout=300)
+    shutil.rmtree(first.worker.folder)  # a cleaner of the temporary folder
+    first.worker.kill()
+    again = logic.start(prepared)
+    assert again.wait(timeout=300)
+    _assertPaintedSliceKept(again.result(), case)
