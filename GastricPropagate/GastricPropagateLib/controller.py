@@ -26,7 +26,7 @@ from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, S
 
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
-from .result_segment import replaceQuestion
+from .result_segment import paintedSegmentOf, replaceQuestion
 from .results_table import formatDuration
 from .review import adviceSentences, leastConfidentSlice, reviewRows, reviewSummary
 from .masking import Masking
@@ -159,13 +159,17 @@ class RunController:
         segmentationNode = parameters.segmentationNode if parameters is not None else None
         resultId = self.logic.resultSegmentId(segmentationNode) if segmentationNode is not None else None
         table = self.logic.resultsTableNode(segmentationNode) if segmentationNode is not None else None
+        resultSegment = segmentationNode.GetSegmentation().GetSegment(resultId) if resultId is not None else None
+        source = paintedSegmentOf(resultSegment) if resultSegment is not None else None
+        # Another lesion's result is re-propagated from its own painted segment only (scene_input refuses it too).
+        fromSelected = source is None or source[0] == parameters.paintedSegmentId
         return ButtonState(
             apply=missing is None and idle,
             applyToolTip=missing or _("Propagate the painted slice through the volume."),
             cancel=not idle,
             editInputs=idle,
             jump=idle and self.leastConfidentSlice() is not None,
-            repropagate=missing is None and idle and resultId is not None,
+            repropagate=missing is None and idle and resultId is not None and fromSelected,
             exportSegNrrd=segmentationNode is not None and idle,
             exportNifti=resultId is not None and bool(parameters.inputVolume) and idle,
             exportCsv=table is not None and idle,

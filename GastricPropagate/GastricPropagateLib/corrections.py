@@ -25,9 +25,12 @@ from gastric_propagate.data.annotation import painted_slices
 __all__ = [
     "CORRECTED_SLICES_TAG",
     "CorrectionPlan",
+    "ERASED_LIMITS_TAG",
     "WRITTEN_SLICES_TAG",
     "changedSlices",
+    "formatLimits",
     "formatSliceList",
+    "parseLimits",
     "parseSliceList",
     "planCorrections",
     "sliceDigests",
@@ -37,6 +40,9 @@ __all__ = [
 WRITTEN_SLICES_TAG = "GastricPropagate.WrittenSlices"
 #: Segment tag: the K slices that were the reader's corrections (anchors) in the run that wrote the segment.
 CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"
+#: Segment tag: "low,high", the slice limits the reader's erasing set in earlier rounds (either may be empty): they
+#: hold in later rounds too, until the reader draws beyond them.
+ERASED_LIMITS_TAG = "GastricPropagate.ErasedLimits"
 
 
 def _digest(sliceMask: np.ndarray) -> str:
@@ -90,6 +96,20 @@ def parseSliceList(text: str) -> list[int]:
     return sorted({int(k) for k in text.split(",") if k.strip()})
 
 
+def formatLimits(low: int | None, high: int | None) -> str:
+    return ",".join("" if k is None else str(int(k)) for k in (low, high))
+
+
+def parseLimits(text: str) -> tuple[int | None, int | None]:
+    """``formatLimits``'s text back; (None, None) for an empty or unreadable tag."""
+    parts = text.split(",")
+    try:
+        low, high = (int(part) if part.strip() else None for part in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        return None, None
+    return low, high
+
+
 @dataclass
 class CorrectionPlan:
     """What a re-propagation starts from.
@@ -107,11 +127,14 @@ class CorrectionPlan:
     maxSlice: int | None = None
     erasedBetweenAnchors: list[int] = field(default_factory=list)
 
-    def changesAnything(self) -> bool:
-        return bool(self.newlyCorrected) or self.minSlice is not None or self.maxSlice is not None
+    def changesAnything(self, previousLimits: tuple[int | None, int | None] = (None, None)) -> bool:
+        """Something was corrected, or erased, since the segment was written (limits kept from earlier rounds are
+        not a change)."""
+        return bool(self.newlyCorrected) or (self.minSlice, self.maxSlice) != tuple(previousLimits)
 
 
-def planCorrections(paintedSlices, current: np.ndarray, written: str, previouslyCorrected=()) -> CorrectionPlan:
+def planCorrections(paintedSlices, current: np.ndarray, written: str, previouslyCorrected=(),
+                    previousLimits: tuple[int | None, int | None] = (None, None)) -> CorrectionPlan:
     """The anchors and limits of a re-propagation from the result segment's current voxels.
 
     Args:
@@ -119,6 +142,8 @@ def planCorrections(paintedSlices, current: np.ndarray, written: str, previously
         current: (k, j, i) result segment as it is now.
         written: the ``WRITTEN_SLICES_TAG`` value the module stored when it wrote the segment.
         previouslyCorrected: the ``CORRECTED_SLICES_TAG`` slices (still anchors while they hold voxels).
+        previousLimits: the ``ERASED_LIMITS_TAG`` limits of earlier rounds: they still hold, the tighter of them and
+            this round's, except on a side where an anchor now lies beyond them (the reader drew there).
     """
     current = _asMask(current)
     edited, erased = changedSlices(written, current)
@@ -130,8 +155,14 @@ def planCorrections(paintedSlices, current: np.ndarray, written: str, previously
         low, high = min(allAnchors), max(allAnchors)
         below = [k for k in erased if k < low]
         above = [k for k in erased if k > high]
-        plan.minSlice = max(below) + 1 if below else None
-        plan.maxSlice = min(above) - 1 if above else None
+        lows = [max(below) + 1] if below else []
+        highs = [min(above) - 1] if above else []
+        if previousLimits[0] is not None and previousLimits[0] <= low:
+            lows.append(int(previousLimits[0]))
+        if previousLimits[1] is not None and previousLimits[1] >= high:
+            highs.append(int(previousLimits[1]))
+        plan.minSlice = max(lows) if lows else None
+        plan.maxSlice = min(highs) if highs else None
         plan.erasedBetweenAnchors = [k for k in erased if low <= k <= high]
     else:
         plan.erasedBetweenAnchors = list(erased)

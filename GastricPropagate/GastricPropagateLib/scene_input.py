@@ -61,6 +61,8 @@ class PreparedInput:
             the voxels alone, so the run's advice on a volume of other than axial slices comes from here.
         ijkToRas: the volume's IJK-to-RAS matrix (4 x 4) at the click: ``apply`` writes nothing on a volume moved or
             resampled since, where the result would land beside the tumour.
+        erasedLimits: (low, high) K limits the reader set by erasing the result's ends, this round or earlier ones
+            (None: none); stored with the result so that later rounds keep them.
     """
 
     volumeNode: object
@@ -78,6 +80,7 @@ class PreparedInput:
     paintedAnnotation: np.ndarray | None = None
     sliceOrientation: str = "axial"
     ijkToRas: np.ndarray | None = None
+    erasedLimits: tuple = (None, None)
 
 
 def _viewName(view: str) -> str:
@@ -232,6 +235,9 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
             "or made by hand), so its corrected slices cannot be told apart. Click Propagate to write it again, "
             "then correct and re-propagate.").format(name=resultSegment.GetName()))
     resultSegment.GetTag(corrections.CORRECTED_SLICES_TAG, previous)
+    storedLimits = vtk.reference("")
+    resultSegment.GetTag(corrections.ERASED_LIMITS_TAG, storedLimits)
+    previousLimits = corrections.parseLimits(str(storedLimits))
     _checkPropagatedFrom(segmentationNode, resultSegment, segmentId)
 
     prepared = prepareInput(volumeNode, segmentationNode, segmentId, dataclasses.replace(options, keyframes=True),
@@ -239,7 +245,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     current = segmentArray(volumeNode, segmentationNode, resultId) > 0
     try:
         plan = corrections.planCorrections(prepared.paintedSlices, current, str(written),
-                                           corrections.parseSliceList(str(previous)))
+                                           corrections.parseSliceList(str(previous)), previousLimits)
     except ValueError as error:
         raise InputError(_(
             "The segment '{name}' is not on the grid of the volume '{volume}' it was written for ({error}). "
@@ -261,7 +267,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
             "tumour at a slice, erase that slice and every slice beyond it. Then re-propagate.").format(
                 slices=describe_slices(plan.erasedBetweenAnchors), name=resultSegment.GetName(),
                 kept=describe_slices(kept)))
-    if not plan.changesAnything():
+    if not plan.changesAnything(previousLimits):
         raise InputError(_(
             "No slice of '{name}' was corrected since the module wrote it. Correct the slices that are wrong "
             "(Segment Editor: paint, erase, draw on '{name}'), then re-propagate.").format(
@@ -269,16 +275,22 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     annotation = prepared.annotation.copy()
     for k in plan.anchors:
         annotation[k] = current[k]
+    anchors = painted_slices(annotation)
+    lows = [k for k in (plan.minSlice, options.min_slice) if k is not None]
+    highs = [k for k in (plan.maxSlice, options.max_slice) if k is not None]
+    if options.max_distance_mm is not None:  # measured from the painted slices, not from the corrected ones
+        reach = int(np.floor(options.max_distance_mm / prepared.spacingXYZ[2] + 1e-6))
+        lows.append(min(min(prepared.paintedSlices) - reach, anchors[0]))  # a slice drawn further out: it counts
+        highs.append(max(max(prepared.paintedSlices) + reach, anchors[-1]))
     limits = {}
-    if plan.minSlice is not None:
-        limits["min_slice"] = max(plan.minSlice, options.min_slice if options.min_slice is not None else -1)
-    if plan.maxSlice is not None:
-        limits["max_slice"] = min(plan.maxSlice, options.max_slice if options.max_slice is not None
-                                  else plan.maxSlice)
+    if lows:
+        limits["min_slice"] = max(0, max(lows))
+    if highs:
+        limits["max_slice"] = min(highs)
     return dataclasses.replace(
-        prepared, annotation=annotation, paintedSlices=painted_slices(annotation),
+        prepared, annotation=annotation, paintedSlices=anchors,
         options=dataclasses.replace(prepared.options, **limits), correctedSlices=list(plan.anchors),
-        paintedAnnotation=prepared.annotation)
+        paintedAnnotation=prepared.annotation, erasedLimits=(plan.minSlice, plan.maxSlice))
 
 
 def _checkPropagatedFrom(segmentationNode, resultSegment, segmentId: str) -> None:

@@ -20,7 +20,14 @@ import vtk
 import slicer
 from gastric_propagate.errors import InputError
 
-from .corrections import CORRECTED_SLICES_TAG, WRITTEN_SLICES_TAG, formatSliceList, sliceDigests
+from .corrections import (
+    CORRECTED_SLICES_TAG,
+    ERASED_LIMITS_TAG,
+    WRITTEN_SLICES_TAG,
+    formatLimits,
+    formatSliceList,
+    sliceDigests,
+)
 from .i18n import _
 from .results_table import RESULTS_TABLE_NAME, SegmentStatistics, fillResultsTable, segmentStatistics, tableRows
 from .result_segment import (
@@ -252,6 +259,7 @@ def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: s
     # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
     segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))
+    segment.SetTag(ERASED_LIMITS_TAG, formatLimits(*prepared.erasedLimits))
     return targetId
 
 

@@ -90,16 +90,39 @@ class _Names:
         return ", ".join(getattr(importlib.import_module(self.module), self.attribute))
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: '--min' is not taken for '--min-slice', nor '--no-c' for '--no-consensus' (a typo
+    would run another option than the one meant)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class _StoreOnce(argparse.Action):
+    """A value given twice is refused, not the first one dropped: the slice limits and the distance are safety
+    bounds, and '--min-slice 25 --min-slice 20' silently ran with 20."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = getattr(namespace, "_given_once", set())
+        if self.dest in given:
+            parser.error(f"{option_string} was given twice ({getattr(namespace, self.dest)} and {values}); give it "
+                         "once")
+        namespace._given_once = given | {self.dest}
+        setattr(namespace, self.dest, values)
+
+
 def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     """The propagation options' flags, as ``PropagationOptions`` declares them: a switch turns the field's default
-    around, a number is checked as the field checks it."""
+    around, a number is checked as the field checks it (and is refused when given twice)."""
     group = parser.add_argument_group("propagation")
     for option in declared_options():
         if option.kind == "switch":
             group.add_argument(option.flag, dest=option.name, default=option.default, help=option.help,
                                action="store_false" if option.default else "store_true")
         else:
-            group.add_argument(option.flag, dest=option.name, type=_checked(option.check), help=option.help)
+            group.add_argument(option.flag, dest=option.name, type=_checked(option.check), help=option.help,
+                               action=_StoreOnce)
 
 
 def options_from_arguments(args: argparse.Namespace) -> PropagationOptions:
@@ -123,10 +146,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gastric-propagate", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="gastric-propagate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gastric-propagate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     segment = commands.add_parser("segment", help="one painted axial slice -> 3D tumour label")
     segment.add_argument("--image", required=True, help="CT volume (any format SimpleITK reads)")

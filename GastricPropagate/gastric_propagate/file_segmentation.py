@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Callable
@@ -72,7 +73,7 @@ def segment_files(image_path: str | Path, annotation_path: str | Path, output_pa
     if options.use_refiner:
         stage(STAGE_REFINER, 1, 1)
     stage(STAGE_WRITE, 0, 1)
-    report = build_report(result, image.GetSpacing(), segmenter)
+    report = build_report(result, image.GetSpacing(), segmenter, options)
     orientation = slice_axis(image)
     if orientation != "axial":  # propagated along the volume's own slices, as painted: said, not refused
         report["advice"].append(not_axial_advice(orientation).to_dict())
@@ -154,7 +155,8 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
                      "painted tumour's cross-section alone as the annotation, then run again.")
 
 
-def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None) -> dict:
+def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter | None = None,
+                 options: PropagationOptions | None = None) -> dict:
     """The run's figures as plain JSON-ready values (``protocol.Report.to_json``).
 
     Every slice the report names agrees with the final mask: the slice range is the mask's, the slices' confidence,
@@ -166,8 +168,11 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
     first, last = slice_range or (0, -1)
     inside = [k for k in sorted(result.slice_confidence) if first <= k <= last]
     weights = None
-    if segmenter is not None:
-        weights = {stage: str(getattr(segmenter, stage).path or "in memory") for stage in ("proposer", "refiner")}
+    used = ("proposer", "refiner") if options is None or options.use_refiner else ("proposer",)
+    if segmenter is not None:  # the networks that ran: a run without the refiner names no refiner
+        weights = {stage: str(getattr(segmenter, stage).path or "in memory") for stage in used}
+    timings = {name: round(value, 4) for name, value in result.timings.items()
+               if name != "refiner" or "refiner" in used}
     return Report(
         version=__version__,
         volume_ml=round(volume_ml(result.mask, spacing_xyz), 3),
@@ -176,18 +181,28 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         painted_slices=result.anchor_slices,
         seconds=round(result.seconds, 3),
         device=result.device,
-        timings_seconds={name: round(value, 4) for name, value in result.timings.items()},
+        timings_seconds=timings,
         slice_confidence={k: round(result.slice_confidence[k], 4) for k in inside},
         least_confident_slices=[k for k in result.least_confident_slices(len(result.slice_confidence))
                                 if first <= k <= last][:5],
         slices_to_review=[k for k in result.slices_to_review() if first <= k <= last],
-        stop_reasons=stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0], result.consensus),
+        stop_reasons=stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0], result.consensus,
+                                          _slice_span(result.proposer_mask)),
         # what the reader should see before trusting the result: kind, sentence and the figures it names
         advice=[advice.to_dict() for advice in result.advice],
         consensus=result.consensus,  # the vote of the networks, registration and the copied outline
         voxels=int(np.count_nonzero(result.mask)),
+        options=None if options is None else dataclasses.asdict(options),
         weights=weights,
     ).to_json()
+
+
+def _slice_span(mask: np.ndarray | None) -> tuple[int, int] | None:
+    """(first, last) slice holding voxels of ``mask``; None for no mask or an empty one."""
+    if mask is None:
+        return None
+    slices = painted_slices(mask)
+    return (slices[0], slices[-1]) if slices else None
 
 
 # What a stop reason says of the slice it names: that the result ends on it ("stopped after slice 12", "reached the
@@ -198,9 +213,11 @@ _BEYOND = re.compile(r"(?:on|before) slice (\d+)")
 
 
 def stop_reasons_on_mask(reasons: dict[str, str], slice_range: tuple[int, int] | None, depth: int,
-                         consensus: bool) -> dict[str, str]:
-    """The propagation's stop reasons ("up" / "down"), each kept when the final mask agrees with the slice it names,
-    else replaced by the slice where the result ends and what ended it there."""
+                         consensus: bool, proposer_range: tuple[int, int] | None = None) -> dict[str, str]:
+    """The propagation's stop reasons ("up" / "down"), each kept when the final mask agrees with the slice it names
+    and ends where the proposer's own mask (``proposer_range``, when given) ends, else replaced by the slice where the
+    result ends and what ended it there (a reason naming the slice beyond the proposer's end is no reason for a
+    result that the vote ended several slices before it)."""
     if slice_range is None:
         return dict(reasons)
     agreed = {}
@@ -210,14 +227,18 @@ def stop_reasons_on_mask(reasons: dict[str, str], slice_range: tuple[int, int] |
         beyond = [int(k) for k in _BEYOND.findall(reason)]
         named = ends_on + beyond
         edge = end == (depth - 1 if outward > 0 else 0)
+        proposer_end = None if proposer_range is None else proposer_range[1 if outward > 0 else 0]
         if all(k == end for k in ends_on) and all((k - end) * outward > 0 for k in beyond) and (
-                edge or "edge of the volume" not in reason):
+                edge or "edge of the volume" not in reason) and proposer_end in (None, end):
             agreed[direction] = reason
             continue
         what = ("the vote of the networks, registration and the copied outline" if consensus
                 else "the refiner and the cut to what connects to the painted voxels")
         networks = ""
-        if named:
+        if proposer_end is not None and proposer_end != end:
+            further = (proposer_end - end) * outward > 0
+            networks = f" (the proposer alone went {'further' if further else 'less far'})"
+        elif named:
             further = (named[0] - end) * outward > 0
             networks = f" (the proposer alone went {'further' if further else 'less far'})"
         agreed[direction] = f"the result ends on slice {end}, where {what} ends it{networks}"

@@ -102,6 +102,7 @@ class Report:
     advice: list[dict] = field(default_factory=list)  # kind, English sentence and the figures it names, each
     consensus: bool = False
     voxels: int = 0
+    options: dict | None = None  # the run's PropagationOptions, each field by name (None: not recorded)
     weights: dict[str, str] | None = None
     image: str | None = None
     annotation: str | None = None
@@ -133,4 +134,4 @@ class Report:
         return cls(**values)
 
 
-_LEFT_OUT_WHEN_NONE = ("weights", "image", "annotation", "output")
+_LEFT_OUT_WHEN_NONE = ("options", "weights", "image", "annotation", "output")

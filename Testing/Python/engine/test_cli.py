@@ -60,6 +60,19 @@ def test_segment_writes_a_label_on_the_ct_grid_and_a_report(case, tmp_path, bund
     assert len(data["slice_confidence"]) >= data["slices"]["count"]
 
 
+def test_the_report_records_the_run_s_options_and_only_the_networks_that_ran(case, tmp_path, bundled_segmenter):
+    report = tmp_path / "report.json"
+    assert segment(case, tmp_path / "out.nrrd", "--report", str(report), "--no-refiner", "--max-distance-mm",
+                   "20") == 0
+    data = json.loads(report.read_text())
+    assert data["options"]["use_refiner"] is False and data["options"]["max_distance_mm"] == 20.0
+    assert data["options"]["keyframes"] is False and data["options"]["min_slice"] is None
+    assert list(data["weights"]) == ["proposer"] and "refiner" not in data["timings_seconds"]
+    assert segment(case, tmp_path / "full.nrrd", "--report", str(tmp_path / "full.json")) == 0
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert full["options"]["use_refiner"] is True and list(full["weights"]) == ["proposer", "refiner"]
+
+
 def test_a_painted_box_and_crop_output_give_the_whole_grids_tumour_on_an_oblique_ct(case, tmp_path,
                                                                                      bundled_segmenter):
     """The annotation may cover part of the CT's grid and the output may be the tumour's box (how the module sends

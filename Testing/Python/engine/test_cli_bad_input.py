@@ -432,6 +432,17 @@ def test_benchmark_refuses_a_device_or_weights_before_timing_anything(tmp_path, 
     assert code == 3 and f"error: The proposer weights file {tmp_path / 'nope.pt'} does not exist" in captured.err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (("--min-slice", "9", "--min-slice", "3"), "--min-slice was given twice (9 and 3); give it once"),
+    (("--max-distance-mm", "2", "--max-distance-mm", "100"), "--max-distance-mm was given twice"),
+    (("--min", "9"), "unrecognized arguments: --min 9"),
+    (("--no-c",), "unrecognized arguments: --no-c"),
+])
+def test_a_limit_given_twice_or_an_abbreviated_option_is_refused(files, tmp_path, capsys, extra, message):
+    """A dropped limit would go unnoticed; '--no-c' would have run --no-consensus."""
+    refused(files, tmp_path, capsys, None, *extra, message=message)
+
+
 def test_an_output_folder_that_is_a_link_to_nothing_is_refused_before_the_run(files, tmp_path, capsys):
     link = tmp_path / "results"
     link.symlink_to(tmp_path / "gone")

@@ -124,6 +124,23 @@ def test_a_stop_reason_naming_a_slice_of_the_result_is_replaced_by_where_it_ends
     check_agrees(report, result.mask)
 
 
+def test_a_result_the_vote_ended_slices_before_the_proposer_says_so():
+    """The proposer's reason names the slice just past its own end (14): the vote ended the result at 20, six slices
+    before, and the report says that, not the proposer's reason (as with --painted-not-largest)."""
+    proposer = np.zeros((40, 8, 8), np.uint8)
+    proposer[15:36, 2:6, 2:6] = 1
+    result = result_on(list(range(20, 34)), depth=40, proposer_mask=proposer,
+                       stop_reasons={"down": "tumour ended: the proposer found 0 mm2 on slice 14",
+                                     "up": "tumour ended: the proposer found 0 mm2 on slice 36"})
+    report = build_report(result, (1.0, 1.0, 1.0))
+    assert report["stop_reasons"]["down"] == ("the result ends on slice 20, where the vote of the networks, "
+                                              "registration and the copied outline ends it (the proposer alone went "
+                                              "further)")
+    assert report["stop_reasons"]["up"].startswith("the result ends on slice 33")
+    agreeing = result_on(list(range(15, 36)), depth=40, proposer_mask=proposer, stop_reasons=result.stop_reasons)
+    assert build_report(agreeing, (1.0, 1.0, 1.0))["stop_reasons"] == result.stop_reasons, "ends agree: kept"
+
+
 @pytest.mark.parametrize("reason", ["stopped after slice 10: 2x the painted diameter from the painted slice",
                                     "reached the slice limit (10)", "reached the edge of the volume"])
 def test_a_result_ending_short_of_where_the_networks_stopped_says_so(reason):

@@ -378,6 +378,20 @@ def test_an_earlier_result_is_replaced_only_when_the_user_agrees(answer):
     assert ("apply", True) in logic.calls
 
 
+def test_re_propagate_is_offered_only_for_the_result_of_the_selected_painted_segment():
+    logic = FakeLogic(runResult(), existingResultId="result")
+    controller = controllerWith(logic)
+    segmentation = controller.parameters.segmentationNode.segmentation
+    segmentation.names["result"] = resultSegmentName()
+    segmentation.tags["result"] = {RESULT_TAG: RESULT_TAG_VALUE, WRITTEN_NAME_TAG: resultSegmentName(),
+                                   PAINTED_SEGMENT_ID_TAG: "painted", PAINTED_SEGMENT_NAME_TAG: "Tumour (painted)"}
+    assert controller.buttonState().repropagate
+    controller.parameters.paintedSegmentId = "lesion B"  # another lesion selected: its result is not this one
+    segmentation.names["lesion B"] = "lesion B"
+    state = controller.buttonState()
+    assert not state.repropagate and state.apply
+
+
 def test_the_replace_question_says_what_the_segment_is():
     """A result of an earlier run names the painted segment it came from; a segment that only has the result's name
     (made by hand) is not called a result "from an earlier run"."""

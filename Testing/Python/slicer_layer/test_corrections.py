@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
-from GastricPropagateLib.corrections import changedSlices, parseSliceList, formatSliceList, planCorrections, \
-    sliceDigests
+from GastricPropagateLib.corrections import (
+    changedSlices,
+    formatLimits,
+    formatSliceList,
+    parseLimits,
+    parseSliceList,
+    planCorrections,
+    sliceDigests,
+)
 
 pytestmark = pytest.mark.slicer
 
@@ -59,6 +66,22 @@ def test_erasure_between_anchors_is_reported_not_used():
     plan = planCorrections([5], current, sliceDigests(mask))
     assert plan.anchors == [9] and plan.erasedBetweenAnchors == [7]
     assert (plan.minSlice, plan.maxSlice) == (None, None)
+
+
+def test_limits_set_by_erasing_hold_in_later_rounds_until_the_reader_draws_beyond_them():
+    mask = _written()
+    plan = planCorrections([5], mask, sliceDigests(mask), previousLimits=(4, 7))
+    assert (plan.minSlice, plan.maxSlice) == (4, 7) and not plan.changesAnything((4, 7))
+    current = mask.copy()
+    current[7] = 0  # erased further in this round: the tighter limit
+    plan = planCorrections([5], current, sliceDigests(mask), previousLimits=(4, 7))
+    assert (plan.minSlice, plan.maxSlice) == (4, 6) and plan.changesAnything((4, 7))
+    beyond = np.zeros_like(mask)
+    beyond[8, 1:3, 1:3] = 1  # the reader drew slice 8, beyond the old upper limit: that side's limit goes
+    plan = planCorrections([5], mask | beyond, sliceDigests(mask), previousLimits=(4, 7))
+    assert plan.anchors == [8] and (plan.minSlice, plan.maxSlice) == (4, None)
+    assert parseLimits(formatLimits(None, 7)) == (None, 7) and parseLimits("") == (None, None)
+    assert parseLimits("x,3") == (None, None)
 
 
 def test_nothing_corrected_changes_nothing():

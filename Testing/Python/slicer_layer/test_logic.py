@@ -537,6 +537,47 @@ def test_a_result_is_re_propagated_only_from_the_segment_it_came_from(case, logi
     np.testing.assert_array_equal(exportSegment(case.segmentation, resultId, case.volume)[0] > 0, edited)
 
 
+def test_an_end_set_by_erasing_holds_in_later_rounds_until_the_reader_draws_beyond_it(case, logic):
+    k = case.paintedSlice
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    assert edited[k + 3:].any(), "the first result reaches beyond k + 2"
+    edited[k + 3:] = False  # "the tumour ends at k + 2"
+    edited[k - 1] = case.truth[k - 1] > 0  # and a correction
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    _id, first, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assert prepared.options.max_slice == k + 2 and not first.mask[k + 3:].any()
+
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k - 2] = case.truth[k - 2] > 0  # the next round corrects another slice only
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    _id, second, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assert prepared.options.max_slice == k + 2 and not second.mask[k + 3:].any(), "the erased end came back"
+
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 4] = case.truth[k + 4] > 0  # the reader draws beyond the end: the drawing wins
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    _id, third, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assert prepared.options.max_slice is None and third.mask[k + 4].any()
+
+
+def test_a_re_propagation_keeps_the_max_distance_from_the_painted_slice(case, logic):
+    """The engine measures it from the outermost anchor; a corrected slice near the limit must not carry the result
+    beyond what the reader set, measured from the painted slice as the panel says."""
+    from gastric_propagate.inference.options import PropagationOptions
+
+    k, sliceMm = case.paintedSlice, case.volume.GetSpacing()[2]
+    options = PropagationOptions(max_distance_mm=2 * sliceMm)
+    resultId, first = logic.run(case.volume, case.segmentation, case.paintedId, options)
+    assert not first.mask[k + 3:].any() and not first.mask[: k - 2].any()
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 2] = case.truth[k + 2] > 0  # a correction at the limit
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    _id, again, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId, options)
+    assert (prepared.options.min_slice, prepared.options.max_slice) == (k - 2, k + 2)
+    assert not again.mask[k + 3:].any() and not again.mask[: k - 2].any()
+
+
 def test_repropagation_without_a_result_segment_is_refused(case, logic):
     runRepropagateExpecting(InputError, "no propagated segment .* Click Propagate first", logic, case)
 
