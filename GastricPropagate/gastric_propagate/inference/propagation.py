@@ -277,16 +277,38 @@ def _confirm_ends(network: NetworkRunner, inputs: np.ndarray, predicted: np.ndar
 
 
 def _blend_between(probabilities: np.ndarray, chains: list[_Chain], below: int, above: int) -> None:
-    """Between two anchors, weights each chain by its closeness to the anchor it came from."""
+    """Between two anchors, weights each chain by its closeness to the anchor it came from. A chain that has lost
+    the tumour (nothing above 0.5 on this slice or on one before it) has nothing to say there: the other chain
+    alone gives the slice. Between two anchors the tumour goes on by definition, and a chain fed its own empty mask
+    stays empty: weighted in, it emptied the slices next to its anchor (the reader's corrections on a tapering end
+    are where this happens)."""
     upward = next((c for c in chains if not c.outward and c.origin == below and c.direction == 1), None)
     downward = next((c for c in chains if not c.outward and c.origin == above and c.direction == -1), None)
+    up_lost = _lost_from(upward, range(below + 1, above))
+    down_lost = _lost_from(downward, range(above - 1, below, -1))
     for k in range(below + 1, above):
-        weight_up, weight_down = 1.0 / (k - below), 1.0 / (above - k)
+        weight_up = 0.0 if k >= up_lost else 1.0 / (k - below)
+        weight_down = 0.0 if k <= down_lost else 1.0 / (above - k)
+        if weight_up == weight_down == 0.0:  # both lost it here: as before, each by its closeness
+            weight_up, weight_down = 1.0 / (k - below), 1.0 / (above - k)
         p_up = upward.probabilities.get(k) if upward else None
         p_down = downward.probabilities.get(k) if downward else None
         p_up = np.zeros_like(probabilities[k]) if p_up is None else p_up
         p_down = np.zeros_like(probabilities[k]) if p_down is None else p_down
         probabilities[k] = (weight_up * p_up + weight_down * p_down) / (weight_up + weight_down)
+
+
+def _lost_from(chain: _Chain | None, slices: range) -> int | float:
+    """The first slice (in the chain's walking order) from which ``chain`` holds nothing above 0.5; past the far end
+    when it never lost the tumour (+inf walking up, -inf walking down), or when there is no chain."""
+    never = float("inf") if slices.step > 0 else float("-inf")
+    if chain is None:
+        return never
+    for k in slices:
+        p = chain.probabilities.get(k)
+        if p is None or not (p > 0.5).any():
+            return k
+    return never
 
 
 def _limit_reason(chain: _Chain, depth: int, limits: tuple[int, int], slice_name: Callable[[int], int]) -> str:

@@ -594,3 +594,29 @@ def test_a_result_that_ends_on_a_painted_slice_gets_no_ended_while_followed_advi
     run = SimpleNamespace(reach_limited={}, limits=(0, 29), anchor_slices=[10, 16],
                           anchor_masks={10: painted, 16: painted}, window_factor=0.75)
     assert pipeline._ends_advice(run, mask, registered) == []
+
+
+def test_between_two_anchors_a_chain_that_lost_the_tumour_gives_way_to_the_other():
+    """The upward chain from slice 2 loses the tumour on slice 4 (fed its own empty mask, it stays empty): slices
+    4-6 come from the downward chain alone, not halved towards nothing; before slice 4 both are weighed as before;
+    where both lost it, both are weighed as before."""
+    from gastric_propagate.inference.propagation import _blend_between, _Chain
+
+    shape = (8, 4, 4)
+    tumour = np.full(shape[1:], 0.9, np.float32)
+    empty = np.zeros(shape[1:], np.float32)
+    up = _Chain(position=6, direction=1, stop_before=8, mask=empty > 0, outward=False, origin=2,
+                probabilities={3: tumour * 0.8, 4: empty, 5: empty, 6: empty})
+    down = _Chain(position=3, direction=-1, stop_before=2, mask=tumour > 0, outward=False, origin=7,
+                  probabilities={6: tumour, 5: tumour, 4: tumour, 3: empty})
+    probabilities = np.zeros(shape, np.float32)
+    _blend_between(probabilities, [up, down], 2, 7)
+    for k in (4, 5, 6):
+        np.testing.assert_allclose(probabilities[k], tumour)
+    # Slice 3: the downward chain lost it there (coming from 7, it is empty from 3 on), the upward one has it.
+    np.testing.assert_allclose(probabilities[3], tumour * 0.8)
+    both_lost = _Chain(position=6, direction=-1, stop_before=2, mask=empty > 0, outward=False, origin=7,
+                       probabilities={k: empty for k in range(3, 7)})
+    _blend_between(probabilities, [up, both_lost], 2, 7)
+    np.testing.assert_allclose(probabilities[5], empty)  # nobody has it: nothing is made up
+    np.testing.assert_allclose(probabilities[3], tumour * 0.8)
