@@ -86,7 +86,8 @@ def adoptedSegmentId(segmentationNode, storedId: str, shownId: str) -> str | Non
 
 @dataclass(frozen=True)
 class ButtonState:
-    """Which controls of the panel are enabled (and the Propagate button's tooltip)."""
+    """Which controls of the panel are enabled (and the Propagate button's tooltip; Re-propagate's when it is off
+    because the result came from another painted segment, else "": the .ui's own)."""
 
     apply: bool
     applyToolTip: str
@@ -98,6 +99,7 @@ class ButtonState:
     exportNifti: bool
     exportCsv: bool
     exportDicomSeg: bool
+    repropagateToolTip: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,10 @@ class RunController:
         source = paintedSegmentOf(resultSegment) if resultSegment is not None else None
         # Another lesion's result is re-propagated from its own painted segment only (scene_input refuses it too).
         fromSelected = source is None or source[0] == parameters.paintedSegmentId
+        repropagateToolTip = "" if fromSelected else _(
+            "'{result}' was propagated from the segment '{source}': select that segment as the painted one to "
+            "re-propagate it (or click Propagate for the selected one).").format(
+                result=resultSegment.GetName(), source=source[1])
         return ButtonState(
             apply=missing is None and idle,
             applyToolTip=missing or _("Propagate the painted slice through the volume."),
@@ -173,7 +179,8 @@ class RunController:
             exportSegNrrd=segmentationNode is not None and idle,
             exportNifti=resultId is not None and bool(parameters.inputVolume) and idle,
             exportCsv=table is not None and idle,
-            exportDicomSeg=segmentationNode is not None and idle)
+            exportDicomSeg=segmentationNode is not None and idle,
+            repropagateToolTip=repropagateToolTip)
 
     def refreshButtons(self) -> None:
         self.view.setButtons(self.buttonState())

@@ -62,6 +62,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/GastricPropagate.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._repropagateToolTip = self.ui.repropagateButton.toolTip  # the .ui's, shown unless the state says why not
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         # Inference runs in a child process started as a QProcess: the GUI stays responsive and Cancel ends it.
@@ -236,6 +237,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.optionsCollapsibleButton.enabled = state.editInputs
         ui.jumpButton.enabled = state.jump
         ui.repropagateButton.enabled = state.repropagate
+        ui.repropagateButton.toolTip = state.repropagateToolTip or self._repropagateToolTip
         ui.exportSegNrrdButton.enabled = state.exportSegNrrd
         ui.exportNiftiButton.enabled = state.exportNifti
         ui.exportCsvButton.enabled = state.exportCsv

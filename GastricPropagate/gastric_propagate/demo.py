@@ -22,7 +22,7 @@ from gastric_propagate.file_segmentation import build_report
 from gastric_propagate.metrics import dice, volume_ml
 from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
 from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START, make_phantom
-from gastric_propagate.inference.pipeline import Segmenter
+from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
 
 DEMO_SEED = HELD_OUT_SEED_START + 7
 # The list of the files a demo run wrote, with their SHA-256, so that the next run knows which files it may replace.
@@ -100,8 +100,9 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, segmenter: Segment
     paths = demo_outputs(out_dir)
 
     segmenter = segmenter or Segmenter()
-    result = segmenter.segment(image, phantom.spacing, annotation)
-    report = build_report(result, phantom.spacing, segmenter)
+    options = PropagationOptions()  # the defaults, as a plain 'segment' runs them: recorded in the report
+    result = segmenter.segment(image, phantom.spacing, annotation, options)
+    report = build_report(result, phantom.spacing, segmenter, options)
     report.update({"image": str(paths["ct"]), "annotation": str(paths["annotation"]), "output": str(paths["result"])})
     digests = {}
 

@@ -20,6 +20,7 @@ def test_demo_prints_volume_dice_and_time_beside_manual_estimates(tmp_path, caps
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["volume_ml"] == report["volume_ml"]
     assert written["consensus"] is True and "consensus" in written["timings_seconds"]
+    assert written["options"]["use_refiner"] is True and written["options"]["keyframes"] is False
     assert written["output"] == str(tmp_path / "result.nrrd") and written["painted_slices"] == report["painted_slices"]
     again = run_demo(tmp_path, segmenter=bundled_segmenter)  # running it again replaces its own earlier output
     assert again["dice_vs_truth"] == report["dice_vs_truth"]

@@ -390,6 +390,10 @@ def test_re_propagate_is_offered_only_for_the_result_of_the_selected_painted_seg
     segmentation.names["lesion B"] = "lesion B"
     state = controller.buttonState()
     assert not state.repropagate and state.apply
+    assert state.repropagateToolTip.startswith("'Tumour (propagated)' was propagated from the segment "
+                                               "'Tumour (painted)': select that segment")
+    controller.parameters.paintedSegmentId = "painted"
+    assert controller.buttonState().repropagateToolTip == ""
 
 
 def test_the_replace_question_says_what_the_segment_is():
