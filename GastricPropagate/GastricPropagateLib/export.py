@@ -16,7 +16,7 @@ from .i18n import _
 from .results_table import writeTableCsv
 from .segment_arrays import segmentArray, sourceRepresentationName, temporaryNodes
 
-__all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv"]
+__all__ = ["exportSegmentation", "exportLabelmap", "exportResultsCsv", "withDefaultSuffix"]
 
 
 #: Suffixes Slicer's writers accept in lower case only (NIfTI's writer refuses '.NII.GZ' and leaves a temporary
@@ -38,6 +38,17 @@ def _checkedPath(path, suffixes: tuple[str, ...]) -> str:
     if not os.path.isdir(directory):
         raise ValueError(_("The folder '{folder}' does not exist.").format(folder=directory))
     return path
+
+
+def withDefaultSuffix(path: str, defaultName: str) -> str:
+    """``path`` as typed in a save dialog, with ``defaultName``'s suffix added when it has none (Qt's own dialog,
+    the usual one on Linux, adds none: 'tumour' is saved as 'tumour.nii.gz', not refused); "" stays ""."""
+    if not path or os.path.splitext(os.path.basename(path))[1]:
+        return path
+    lower = defaultName.lower()
+    suffix = next((known for known in (".seg.nrrd", ".nii.gz") if lower.endswith(known)),
+                  os.path.splitext(defaultName)[1])
+    return path + suffix
 
 
 def exportSegmentation(segmentationNode, path) -> str:

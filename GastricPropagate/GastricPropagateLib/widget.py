@@ -102,9 +102,13 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed: ends a running process."""
+        """Called when the application closes, and on Reload (the old panel is then hidden, not destroyed): ends a
+        running process and lets go of the parameter node, so that the old panel's selectors write nothing into it."""
+        if self._timer is not None:
+            self._timer.stop()
         if self.controller is not None:
             self.controller.cleanup()
+        self.setParameterNode(None)
         self.removeObservers()
 
     # ------------------------------------------------------------------ parameter node
@@ -173,8 +177,11 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.paintedSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
 
     def onSegmentSelected(self, segmentId) -> None:
-        if self._parameterNode is not None:
-            self._parameterNode.paintedSegmentId = segmentId or ""
+        # While another segmentation is being selected, the selector lists its segments before it says so: a segment
+        # of that one is written with it (onSegmentationSelected), never beside the one still selected.
+        parameters = self._parameterNode
+        if parameters is not None and self.ui.segmentSelector.currentNode() == parameters.segmentationNode:
+            parameters.paintedSegmentId = segmentId or ""
 
     # ------------------------------------------------------------------ run, cancel (the controller's)
 
@@ -291,9 +298,11 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _askSavePath(self, title: str, defaultName: str, fileFilter: str) -> str:
         directory = slicer.app.defaultScenePath if hasattr(slicer.app, "defaultScenePath") else ""
+        from .export import withDefaultSuffix
+
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, os.path.join(directory, defaultName),
                                               fileFilter)
-        return path or ""
+        return withDefaultSuffix(path or "", defaultName)
 
     def onExportSegNrrd(self) -> None:
         from .export import exportSegmentation

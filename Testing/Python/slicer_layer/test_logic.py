@@ -868,6 +868,19 @@ def test_a_file_name_whose_extension_slicer_writes_in_lower_case_only_is_refused
         exportResultsCsv(None, tmp_path / "none.csv")
 
 
+@pytest.mark.parametrize("typed, default, saved", [
+    ("/data/tumour", "CT_tumour.nii.gz", "/data/tumour.nii.gz"),
+    ("/data/case 7", "Tumour.seg.nrrd", "/data/case 7.seg.nrrd"),
+    ("/data/v1.2/results", "GastricPropagate_results.csv", "/data/v1.2/results.csv"),
+    ("/data/tumour.nrrd", "CT_tumour.nii.gz", "/data/tumour.nrrd"),  # a suffix of its own: kept (and checked)
+    ("", "CT_tumour.nii.gz", ""),  # the dialog cancelled
+])
+def test_a_name_typed_without_a_suffix_gets_the_default_one(typed, default, saved):
+    from GastricPropagateLib.export import withDefaultSuffix
+
+    assert withDefaultSuffix(typed, default) == saved
+
+
 def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_then(case):
     import slicer
 
