@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -164,11 +165,24 @@ def _split_extension(path: Path) -> tuple[str, str] | None:
 
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
-    files = {}
+    """The volume files of ``folder`` by name without extension. InputError for a name that two files hold (the
+    original label and a corrected one exported as another format: which one is meant cannot be guessed) and for a
+    link to nothing (a case would be left out without a word)."""
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = _split_extension(path)
-        if path.is_file() and split is not None:
-            files.setdefault(split[0], path)
+        if split is None or path.is_dir():
+            continue
+        if not path.exists():  # a symbolic link whose target is gone
+            raise InputError(f"{path} is a link to {os.readlink(path)}, which does not exist. Restore the file, or "
+                             "remove the link from the folder, then run again.")
+        if not path.is_file():
+            continue
+        if split[0] in files:
+            raise InputError(f"Two files in {folder} hold the case file {split[0]}: {files[split[0]].name} and "
+                             f"{path.name}. Keep one of them (e.g. move the original label out once a corrected one "
+                             "is exported), then run again.")
+        files[split[0]] = path
     return files
 
 

@@ -48,6 +48,25 @@ def test_nnunet_layout(tmp_path):
     assert cases[0].load().label.sum() == 2 * 4 * 6
 
 
+@pytest.mark.parametrize("layout", ["suffix", "nnunet"])
+def test_a_case_held_by_two_files_or_a_link_to_nothing_is_refused_not_chosen_or_skipped(tmp_path, layout):
+    """The original label and a corrected one exported as .nrrd: one was taken without a word, and a link to a moved
+    file left its case out without a word."""
+    image, label = ((tmp_path / "a_image.nii.gz", tmp_path / "a_label.nii.gz") if layout == "suffix" else
+                    (tmp_path / "imagesTr" / "a_0000.nii.gz", tmp_path / "labelsTr" / "a.nii.gz"))
+    _write_pair(image, label)
+    second = label.with_name(label.name.replace(".nii.gz", ".nrrd"))
+    second.write_bytes(label.read_bytes())
+    with pytest.raises(InputError, match=f"Two files in .* hold the case file .*: {label.name} and {second.name}"):
+        folder_cases(tmp_path)
+    second.unlink()
+    folder_cases(tmp_path)
+    gone = label.with_name("b" + label.name[1:])
+    gone.symlink_to(tmp_path / "moved.nii.gz")
+    with pytest.raises(InputError, match=f"{gone.name} is a link to .*moved.nii.gz, which does not exist"):
+        folder_cases(tmp_path)
+
+
 def test_a_folder_without_pairs_says_how_to_name_them(tmp_path):
     _write_pair(tmp_path / "lonely_image.nrrd", tmp_path / "other" / "x.nrrd")
     with pytest.raises(InputError, match="_label.nrrd"):
