@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     written = sys.modules.get("gastric_propagate.data.outputs")  # not imported for it: --help stays quick
     if written is not None:
         written.COMMITTED.clear()  # what an earlier command in this process wrote is not this one's
+        written.RECEIVED.clear()
     cases = sys.modules.get("gastric_propagate.data.cases")
     if cases is not None:
         cases.WARNED.clear()  # nor are the warnings an earlier command gave
@@ -429,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"terminated (SIGTERM): {_what_was_written(args.command)}", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 #: evaluate's methods that run the networks (evaluation.running.ENGINE_METHODS, not imported for --help's sake).
@@ -461,15 +462,32 @@ def _weights_present(path: str) -> bool:
     return os.path.isfile(path) or any(onnx_path(path, precision).is_file() for precision in PRECISIONS)
 
 
-def _on_sigterm_unwind():
-    """Makes SIGTERM raise ``_Terminated`` (so temporary files are removed); returns the handler it replaced."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
-        return None
+def _on_sigterm_unwind() -> dict:
+    """Makes SIGTERM raise ``_Terminated`` and SIGINT ``KeyboardInterrupt`` (so temporary files are removed), each
+    noted first in ``outputs.RECEIVED`` (an exception raised where Python ignores it must not let a batch be renamed
+    into place); returns the handlers it replaced, by signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def note(number: int) -> None:
+        written = sys.modules.get("gastric_propagate.data.outputs")  # none imported yet: no batch to guard
+        if written is not None:
+            written.RECEIVED.append(number)
 
     def terminate(number, frame):
+        note(number)
         raise _Terminated()
 
-    return signal.signal(signal.SIGTERM, terminate)
+    def interrupt(number, frame):
+        note(number)
+        raise KeyboardInterrupt()
+
+    previous = {}
+    if signal.getsignal(signal.SIGTERM) is not None:  # None: installed outside Python, cannot be put back
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored or handled
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
+    return previous
 
 
 # Each command's body lives with the engine's job; these only hand it the parsed values. The weights load through

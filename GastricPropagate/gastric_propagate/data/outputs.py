@@ -35,6 +35,10 @@ PARTIAL_PREFIX = ".partial-"
 # The outputs the last batch of this process put in place: a signal held during the renames is delivered after them,
 # and the command line then says that these are complete rather than that the run was cancelled with nothing written.
 COMMITTED: list[str] = []
+#: SIGTERM / SIGINT the command line received (its handlers note them here, then raise). A handler's exception can be
+#: swallowed on its way: raised inside a callback whose exceptions Python ignores (a garbage collector's, during the
+#: ONNX export), the run would go on and replace the outputs. A batch noting one renames nothing.
+RECEIVED: list[int] = []
 
 
 class OutputBatch:
@@ -110,6 +114,9 @@ class OutputBatch:
     def commit(self) -> None:
         """Renames every staged output into place (SIGTERM/SIGINT held meanwhile). When one cannot be renamed (a
         read-only or immutable file), those already renamed are put back: all of them are replaced, or none."""
+        if RECEIVED:  # a signal came and its exception was lost: delivered again here, where nothing swallows it
+            self.discard()
+            signal.raise_signal(RECEIVED[0])
         try:
             with _signals_held():
                 for staged in self._staged:

@@ -218,3 +218,34 @@ def test_an_earlier_file_that_cannot_be_put_back_is_kept_and_named(tmp_path, mon
             batch.json({"b": 2}, tmp_path / "b.json")
     kept = Path(str(caught.value).split("copy them back from ")[1].split(". Check")[0])
     assert kept.read_text() == "earlier a"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed exception itself
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_batch_from_being_renamed(tmp_path):
+    """The command line's handler notes the signal, then raises; raised inside a callback whose exceptions Python
+    ignores (a weakref callback of the garbage collector, during the ONNX export), the run went on and its outputs
+    replaced the earlier ones. The batch delivers the signal again before renaming anything."""
+    import weakref
+
+    from gastric_propagate.cli import _on_sigterm_unwind, _Terminated
+
+    (tmp_path / "report.json").write_text('{"earlier": true}')
+    previous = _on_sigterm_unwind()
+    outputs.RECEIVED.clear()
+    try:
+        with pytest.raises(_Terminated):
+            with outputs.OutputBatch() as batch:
+                batch.json({"a": 1}, tmp_path / "report.json")
+
+                class Dropped:
+                    pass
+
+                dropped = Dropped()
+                weakref.finalize(dropped, signal.raise_signal, signal.SIGTERM)  # its exception: ignored by Python
+                del dropped
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        outputs.RECEIVED.clear()
+    assert json.loads((tmp_path / "report.json").read_text()) == {"earlier": True}
+    assert not leftovers(tmp_path)
