@@ -128,8 +128,8 @@ def _check_parent_steps(path: Path, what: str) -> None:
 
 
 def _file_key(path: Path) -> tuple:
-    """Equal for two paths exactly when ``_same_file`` says they are one file: an existing file by its device and
-    inode (hard and symbolic links alike), a new one by its resolved path."""
+    """Equal for two paths exactly when they are one file: an existing file by its device and inode (hard and
+    symbolic links alike), a new one by its resolved path, one that cannot be resolved by its text."""
     try:
         if path.exists():
             found = path.stat()
@@ -140,12 +140,7 @@ def _file_key(path: Path) -> tuple:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
-    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
-        return False
+    return _file_key(a) == _file_key(b)
 
 
 def _special_file(path: Path) -> bool:
