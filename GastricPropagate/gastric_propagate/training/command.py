@@ -198,12 +198,16 @@ def export_main(*, weights: str, overwrite: bool, int8: bool = False) -> int:
     """``gastric-propagate export-onnx``: proposer.onnx and refiner.onnx beside the checkpoints in the folder
     ``weights`` (and their int8 copies with ``int8``); prints the files it wrote and returns 0."""
     from gastric_propagate.inference.checkpoints import load_checkpoint
-    from gastric_propagate.inference.onnx_networks import export_pair
-    from gastric_propagate.training.quantization import export_with_int8
+    from gastric_propagate.inference.onnx_networks import export_pair, onnx_path
+    from gastric_propagate.training.quantization import export_with_int8, exported_from_these
 
     paths = weights_folder(weights, "--weights")
     for stage, path in paths.items():  # refused in the option's words before any work
         load_checkpoint(path, stage=stage, advice=weights_option_takes("--weights"))
+    if not int8 and not overwrite and exported_from_these(paths):  # as 'train' left them: nothing to do
+        print(f"{', '.join(str(onnx_path(path)) for path in paths.values())} were exported from these weights "
+              "already: nothing to do (--overwrite exports them again; --int8 adds the int8 copies)")
+        return 0
     written = export_with_int8(paths, overwrite=overwrite) if int8 else export_pair(paths, overwrite=overwrite)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -36,7 +36,7 @@ def export_with_int8(weights: dict[str, Path], *, overwrite: bool) -> list[Path]
     """The float ONNX pair beside ``weights`` (stage -> ``.pt``), then its int8 copies calibrated by running it; the
     files are checked before any work (refused unless ``overwrite`` when they exist). A float pair already exported
     from these very checkpoints (``train`` writes it) is kept as it is, unless ``overwrite``."""
-    keep_floats = not overwrite and _exported_from_these(weights)
+    keep_floats = not overwrite and exported_from_these(weights)
     precisions = ("int8",) if keep_floats else PRECISIONS
     check_outputs({f"{stage} {precision} ONNX file": onnx_path(path, precision) for stage, path in weights.items()
                    for precision in precisions}, inputs=weights.values(), overwrite=overwrite)
@@ -45,7 +45,7 @@ def export_with_int8(weights: dict[str, Path], *, overwrite: bool) -> list[Path]
         return written + quantize_pair(weights, outputs=outputs)
 
 
-def _exported_from_these(weights: dict[str, Path]) -> bool:
+def exported_from_these(weights: dict[str, Path]) -> bool:
     """Whether each float ONNX file beside ``weights`` loads and was exported from the checkpoint beside it."""
     from gastric_propagate.inference.onnx_networks import load_onnx
 

@@ -238,13 +238,20 @@ def test_export_refuses_a_checkpoint_it_cannot_use_and_writes_nothing(tmp_path):
 
 
 def test_the_export_command_writes_both_files_and_keeps_existing_ones_unless_overwrite(tmp_path, capsys):
+    """Files exported from these very checkpoints (as 'train' leaves them) are up to date: nothing to do, exit 0.
+    Other files in the way are kept and refused without --overwrite."""
     weights = _save_pair(tmp_path / "weights")
     assert main(["export-onnx", "--weights", str(tmp_path / "weights")]) == 0
     assert "proposer.onnx" in capsys.readouterr().out
     written = {stage: onnx_path(path).read_bytes() for stage, path in weights.items()}
+    assert main(["export-onnx", "--weights", str(tmp_path / "weights")]) == 0
+    assert "were exported from these weights already: nothing to do" in capsys.readouterr().out
+    assert {stage: onnx_path(path).read_bytes() for stage, path in weights.items()} == written
+    onnx_path(weights["refiner"]).write_bytes(written["proposer"])  # not the refiner's export
     assert main(["export-onnx", "--weights", str(tmp_path / "weights")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert {stage: onnx_path(path).read_bytes() for stage, path in weights.items()} == written
+    assert onnx_path(weights["refiner"]).read_bytes() == written["proposer"]
+    assert main(["export-onnx", "--weights", str(tmp_path / "weights"), "--overwrite"]) == 0
     assert all(load_onnx(onnx_path(path), stage=stage) for stage, path in weights.items())
 
 
