@@ -21,7 +21,7 @@ from gastric_propagate.data.volumes import geometry_difference, read_volume, sli
 from gastric_propagate.inference.advice import not_axial_advice
 from gastric_propagate.metrics import volume_ml
 from gastric_propagate.inference.pipeline import PropagationOptions, Segmenter
-from gastric_propagate.inference.result import SegmentationResult
+from gastric_propagate.inference.result import SegmentationResult, slice_span
 from gastric_propagate.protocol import STAGE_PROPOSER, STAGE_READ, STAGE_REFINER, STAGE_WRITE, Report
 
 
@@ -187,7 +187,7 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
                                 if first <= k <= last][:5],
         slices_to_review=[k for k in result.slices_to_review() if first <= k <= last],
         stop_reasons=stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0], result.consensus,
-                                          _slice_span(result.proposer_mask)),
+                                          slice_span(result.proposer_mask)),
         # what the reader should see before trusting the result: kind, sentence and the figures it names
         advice=[advice.to_dict() for advice in result.advice],
         consensus=result.consensus,  # the vote of the networks, registration and the copied outline
@@ -195,14 +195,6 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         options=None if options is None else dataclasses.asdict(options),
         weights=weights,
     ).to_json()
-
-
-def _slice_span(mask: np.ndarray | None) -> tuple[int, int] | None:
-    """(first, last) slice holding voxels of ``mask``; None for no mask or an empty one."""
-    if mask is None:
-        return None
-    slices = painted_slices(mask)
-    return (slices[0], slices[-1]) if slices else None
 
 
 # What a stop reason says of the slice it names: that the result ends on it ("stopped after slice 12", "reached the
@@ -234,12 +226,9 @@ def stop_reasons_on_mask(reasons: dict[str, str], slice_range: tuple[int, int] |
             continue
         what = ("the vote of the networks, registration and the copied outline" if consensus
                 else "the refiner and the cut to what connects to the painted voxels")
-        networks = ""
-        if proposer_end is not None and proposer_end != end:
-            further = (proposer_end - end) * outward > 0
-            networks = f" (the proposer alone went {'further' if further else 'less far'})"
-        elif named:
-            further = (named[0] - end) * outward > 0
-            networks = f" (the proposer alone went {'further' if further else 'less far'})"
+        # Where the proposer itself ended: its own mask's end, else the slice its reason names.
+        reference = proposer_end if proposer_end not in (None, end) else (named[0] if named else None)
+        networks = "" if reference is None else (
+            f" (the proposer alone went {'further' if (reference - end) * outward > 0 else 'less far'})")
         agreed[direction] = f"the result ends on slice {end}, where {what} ends it{networks}"
     return agreed

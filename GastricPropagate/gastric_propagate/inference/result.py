@@ -14,6 +14,12 @@ from gastric_propagate.inference.advice import Advice
 REVIEW_CONFIDENCE = 0.3
 
 
+def slice_span(mask: np.ndarray | None) -> tuple[int, int] | None:
+    """First and last axial index holding voxels of ``mask``; None for no mask or an empty one."""
+    ks = painted_slices(mask) if mask is not None else []
+    return (ks[0], ks[-1]) if ks else None
+
+
 @dataclass
 class SegmentationResult:
     """What one run produced, on the input image's voxel grid.
@@ -54,8 +60,7 @@ class SegmentationResult:
 
     def slice_range(self) -> tuple[int, int] | None:
         """First and last axial index of the tumour in the result, or None when it is empty."""
-        ks = painted_slices(self.mask)
-        return (ks[0], ks[-1]) if ks else None
+        return slice_span(self.mask)
 
     def slices_to_review(self) -> list[int]:
         """The non-anchor slices whose confidence is below ``REVIEW_CONFIDENCE``, every slice cut back after a leak,
