@@ -75,6 +75,11 @@ class GastricPropagateLogic:
         self.device = device
         self.proposerPath = proposerPath
         self.refinerPath = refinerPath
+        if (proposerPath is None) != (refinerPath is None):  # said, not refused: a new refiner alone can be meant
+            given, other = ("proposer", "refiner") if refinerPath is None else ("refiner", "proposer")
+            logger.warning("The %s %s runs with the bundled %s (no %sPath given): a mix of two "
+                           "trainings. Give both files of one 'gastric-propagate train' run unless this mix is meant.",
+                           given, proposerPath or refinerPath, other, other)
         self.launcher = launcher
         self.python = python
         self._worker: EngineWorker | None = None

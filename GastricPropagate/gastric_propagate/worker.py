@@ -221,7 +221,7 @@ def serve(segmenter, requests: TextIO | BinaryIO | None = None, replies: TextIO 
     def progress(stage: str, done: int, total: int) -> None:
         send(progress_line(stage, done, total))
 
-    send(READY_PREFIX + json.dumps({"version": __version__, "device": str(segmenter.device), "pid": os.getpid()}))
+    send(READY_PREFIX + json.dumps({"version": __version__, "device": segmenter.device_label, "pid": os.getpid()}))
     lines, served, last_image = _lines(requests), 0, LastImage()
     while True:
         try:

@@ -123,6 +123,19 @@ def weights_advice(path: Path, stage: str) -> str:
             "for the bundled weights.")
 
 
+def mixed_training_warning(proposer: Checkpoint, refiner: Checkpoint) -> str | None:
+    """A warning when the two networks come from different training runs (the refiner learned to correct its own
+    proposer's output, ``train.train``), e.g. ``--proposer`` given alone beside the bundled refiner; None when they
+    are one run's pair, or either does not say when it was trained."""
+    dates = [(checkpoint.training or {}).get("date") for checkpoint in (proposer, refiner)]
+    if None in dates or dates[0] == dates[1]:
+        return None
+    return (f"The proposer ({proposer.path or 'in memory'}, trained {dates[0]}) and the refiner "
+            f"({refiner.path or 'in memory'}, trained {dates[1]}) come from different 'gastric-propagate train' runs; "
+            "the refiner learned to correct its own proposer's output. Give both files of one training "
+            "(--proposer and --refiner from the same --out folder).")
+
+
 def load_checkpoint(path: str | Path, *, stage: str, device: torch.device | str = "cpu",
                     advice: str | None = None) -> Checkpoint:
     """Loads and checks a checkpoint; raises WeightsError saying what to do when it cannot be used: ``advice``, or

@@ -34,7 +34,8 @@ from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, end
                                                larger_neighbour_advice, painted_at_volume_edge_advice,
                                                separate_regions_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
-from gastric_propagate.inference.checkpoints import PROMPT_CHANNELS, Checkpoint, load_checkpoint
+from gastric_propagate.inference.checkpoints import (PROMPT_CHANNELS, Checkpoint, load_checkpoint,
+                                                     mixed_training_warning)
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
 from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS, TORCH_BACKENDS
@@ -111,7 +112,18 @@ class Segmenter:
             raise WeightsError(
                 f"The proposer ({self.proposer.path}) and refiner ({self.refiner.path}) were trained with "
                 "different preprocessing; use a pair produced by one 'gastric-propagate train' run.")
+        # one of the two given alone is the command line's warning (``cli._warn_of_mixed_weights``), before the run
+        mixed = mixed_training_warning(self.proposer, self.refiner) if proposer_path and refiner_path else None
+        if mixed:
+            logger.warning(mixed)
         self._prepare_networks()
+
+    @property
+    def device_label(self) -> str:
+        """Where and how the networks run, as reports and the panel name it: "cpu", "cuda:0", or with the precision
+        when it is not float32 ("cpu (int8)", "cpu (bfloat16)"): such networks give slightly different masks."""
+        precision = {**ONNX_BACKENDS, **TORCH_BACKENDS}.get(self.backend, "float32")
+        return str(self.device) if precision == "float32" else f"{self.device} ({precision})"
 
     def _prepare_networks(self) -> None:
         """The networks as they run (``propagation.NetworkRunner``): an ONNX stage runs itself; a PyTorch one with
@@ -179,7 +191,7 @@ class Segmenter:
         return SegmentationResult(
             mask=mask, proposer_mask=proposer_mask,
             slice_confidence=confidence, anchor_slices=list(run.anchor_slices),
-            stop_reasons=coarse.stop_reasons, seconds=laps.total(), device=str(self.device), timings=laps.seconds,
+            stop_reasons=coarse.stop_reasons, seconds=laps.total(), device=self.device_label, timings=laps.seconds,
             network_mask=network_mask, consensus=options.use_consensus, cut_back=cut_back, advice=advice,
             found_when_turned=found_when_turned)
 

@@ -190,7 +190,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
                            f"under PyTorch (--backend torch); once the cause is fixed, 'gastric-propagate export-onnx "
                            f"--weights {shell_word(out)}' makes their ONNX files.")
     if removed:
-        print(f"'gastric-propagate export-onnx --int8 --weights {shell_word(out)} --overwrite' makes new int8 copies")
+        print(f"'gastric-propagate export-onnx --int8 --weights {shell_word(out)}' makes new int8 copies")
     return 0
 
 

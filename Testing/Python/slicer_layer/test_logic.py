@@ -82,6 +82,8 @@ def test_run_with_bundled_weights_segments_the_tumour_beside_the_painted_segment
     score = dice(resultArray, case.truth)
     print(f"Dice of the Logic's result vs the phantom truth: {score:.3f} ({result.seconds:.1f} s on {result.device})")
     assert score >= 0.8  # 0.858 (int8 0.857) with the shipped weights; a Logic that mixed up the geometry: near 0
+    # The run says it ran the int8 copies (their masks differ slightly): the panel shows "... s on cpu (int8)".
+    assert result.device == {"cpu": "cpu", "cpu-int8": "cpu (int8)"}[device]
     # On the right voxels in RAS: the result read on its own grid vs the truth placed by SimpleITK's geometry.
     ownArray, ownIjkToRas = exportSegment(case.segmentation, resultId)
     spacing = np.array(case.phantom.spacing)
@@ -252,6 +254,18 @@ def test_label_map_or_non_ct_volume_is_refused(case, logic):
 def test_missing_weights_are_refused_and_scene_unchanged(case, tmp_path):
     logic = GastricPropagateLogic(device="cpu", proposerPath=tmp_path / "missing_proposer.pt")
     runExpecting(WeightsError, "missing_proposer", logic, case, case.volume, case.segmentation, case.paintedId)
+
+
+@pytest.mark.parametrize("given", ["proposer", "refiner"])
+def test_one_network_given_alone_is_said_to_run_with_the_other_bundled_one(tmp_path, caplog, given):
+    """A fine-tuned pair given by half (the likelier slip) runs beside a network of another training: said."""
+    with caplog.at_level("WARNING", logger="GastricPropagateLib.logic"):
+        GastricPropagateLogic(device="cpu", proposerPath=tmp_path / "p.pt", refinerPath=tmp_path / "r.pt")
+    assert "a mix of two trainings" not in caplog.text
+    with caplog.at_level("WARNING", logger="GastricPropagateLib.logic"):
+        GastricPropagateLogic(device="cpu", **{f"{given}Path": tmp_path / f"{given}.pt"})
+    other = {"proposer": "refiner", "refiner": "proposer"}[given]
+    assert f"runs with the bundled {other} (no {other}Path given): a mix of two trainings" in caplog.text
 
 
 def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):

@@ -281,7 +281,14 @@ def test_train_refuses_to_replace_weights_unless_overwrite(tmp_path, cases_folde
                                                            "refiner.pt"]  # the checkpoints and their ONNX files
     said = capsys.readouterr().out
     assert f"removed {out / 'proposer.int8.onnx'}, {out / 'refiner.int8.onnx'}" in said
-    assert f"export-onnx --int8 --weights {out} --overwrite" in said
+    assert f"'gastric-propagate export-onnx --int8 --weights {out}' makes new int8 copies" in said
+    from gastric_propagate.training import quantization  # the command works as printed: the float pair is kept
+
+    monkeypatch.setattr(quantization, "CALIBRATION", {"phantom": range(0, 1)})
+    float_files = {path: path.stat().st_mtime_ns for path in out.glob("*[!8].onnx")}
+    assert cli.main(["export-onnx", "--int8", "--weights", str(out)]) == 0, capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*[!8].onnx")} == float_files
+    assert (out / "proposer.int8.onnx").is_file() and (out / "refiner.int8.onnx").is_file()
 
 
 def test_an_onnx_export_that_fails_after_training_keeps_the_trained_weights(tmp_path, cases_folder, capsys,

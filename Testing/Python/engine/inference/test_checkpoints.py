@@ -217,3 +217,19 @@ def test_the_bundled_preprocessing_is_within_the_accepted_ranges():
 
     assert _preprocessing_problem(Preprocessing()) is None
     assert _preprocessing_problem(Preprocessing(slice_step_mm=None)) is None
+
+
+def test_a_proposer_and_refiner_of_two_trainings_are_warned_about(tmp_path, caplog):
+    """Both given, from two `train` runs (the refiner learned its own proposer's output): said before the run."""
+    paths = {}
+    for run, date in (("a", "2026-12-01T10:00:00+00:00"), ("b", "2026-12-02T10:00:00+00:00")):
+        for stage, channels in (("proposer", 4), ("refiner", 6)):
+            paths[run, stage] = save_checkpoint(tmp_path / run / f"{stage}.pt", stage=stage, network=tiny(channels),
+                                                preprocessing=Preprocessing(), training={"date": date})
+    with caplog.at_level("WARNING", logger="gastric_propagate.inference.pipeline"):
+        Segmenter(paths["a", "proposer"], paths["a", "refiner"], device="cpu", backend="torch")
+    assert "different 'gastric-propagate train' runs" not in caplog.text, "one run's pair is no mix"
+    with caplog.at_level("WARNING", logger="gastric_propagate.inference.pipeline"):
+        Segmenter(paths["a", "proposer"], paths["b", "refiner"], device="cpu", backend="torch")
+    assert "different 'gastric-propagate train' runs" in caplog.text
+    assert "2026-12-01T10:00:00+00:00" in caplog.text and "2026-12-02T10:00:00+00:00" in caplog.text
