@@ -40,6 +40,8 @@ class ReviewRow:
             where the result stops at its reach or ends while the registration still follows the tumour, or one
             that looks larger than the painted slice. Such a row is flagged too, so that the reader finds it in the
             list and double-clicks to it.
+        reasons: why the engine flags the slice (the report's ``review_reasons``: "low_confidence", "cut_back",
+            "found_when_turned"), said in the row's tooltip.
     """
 
     k: int
@@ -48,6 +50,7 @@ class ReviewRow:
     toReview: bool
     leastConfident: bool
     advised: str = ""
+    reasons: tuple[str, ...] = ()
 
     def colour(self) -> tuple[int, int, int] | None:
         """The row's background in the panel's list (RGB), or None for the default."""
@@ -57,9 +60,21 @@ class ReviewRow:
 
     def toolTip(self) -> str:
         """Why the row is flagged ("" when it is not)."""
-        if self.advised:
-            return self.advised
-        return _("Flagged for review: check this slice.") if self.toReview else ""
+        if not self.toReview:
+            return ""
+        sentences = [self.advised] if self.advised else []
+        for reason in self.reasons:
+            if reason == "low_confidence":
+                sentences.append(_("Confidence {confidence:.2f}, below {threshold:g}: the outline changes abruptly "
+                                   "from the slice before it, or the networks and the registration disagree here; "
+                                   "check it.").format(confidence=self.confidence, threshold=REVIEW_CONFIDENCE))
+            elif reason == "cut_back":
+                sentences.append(_("The result was cut back here after it ran into the tissue beside the tumour: check "
+                                   "the outline."))
+            elif reason == "found_when_turned":
+                sentences.append(_("Only the proposer's look at the slice turned another way found the tumour here: "
+                                   "check that it is there."))
+        return " ".join(sentences) or _("Flagged for review: check this slice.")
 
     def label(self) -> str:
         """The slice column's text: the K index, with the role of an anchor."""
@@ -90,6 +105,7 @@ def reviewRows(result, correctedSlices=(), writtenSlices=None) -> list[ReviewRow
     corrected = {int(k) for k in correctedSlices}
     anchors = {int(k) for k in result.anchor_slices}
     toReview = {int(k) for k in result.slices_to_review}
+    reasons = {int(k): tuple(v) for k, v in result.review_reasons.items()}
     least = {leastConfidentSlice(result, writtenSlices)}
     advised = _advisedSlices(result.advice)
     rows = []
@@ -106,7 +122,7 @@ def reviewRows(result, correctedSlices=(), writtenSlices=None) -> list[ReviewRow
         note = advised.get(k, "") if k not in anchors else ""
         rows.append(ReviewRow(k=k, confidence=confidence, role=role,
                               toReview=(k in toReview or bool(note)) and k not in anchors,
-                              leastConfident=k in least, advised=note))
+                              leastConfident=k in least, advised=note, reasons=reasons.get(k, ())))
     return rows
 
 

@@ -97,6 +97,11 @@ class RunResult:
         return self.report.slices_to_review
 
     @property
+    def review_reasons(self) -> dict[int, list[str]]:
+        """Each slice to review -> why: "low_confidence", "cut_back", "found_when_turned"."""
+        return self.report.review_reasons
+
+    @property
     def advice(self) -> list[dict]:
         """What the reader should see before trusting the result: "kind", English "sentence", its figures."""
         return self.report.advice

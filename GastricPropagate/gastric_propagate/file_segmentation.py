@@ -186,6 +186,7 @@ def build_report(result: SegmentationResult, spacing_xyz, segmenter: Segmenter |
         least_confident_slices=[k for k in result.least_confident_slices(len(result.slice_confidence))
                                 if first <= k <= last][:5],
         slices_to_review=[k for k in result.slices_to_review() if first <= k <= last],
+        review_reasons={k: reasons for k, reasons in result.review_reasons().items() if first <= k <= last},
         stop_reasons=stop_reasons_on_mask(result.stop_reasons, slice_range, result.mask.shape[0], result.consensus,
                                           slice_span(result.proposer_mask)),
         # what the reader should see before trusting the result: kind, sentence and the figures it names

@@ -82,9 +82,9 @@ class Report:
     """The JSON report of one run (``segment --report``, the worker's "report"), written by the engine
     (``file_segmentation.build_report``) and read back by the parent (``to_json`` / ``from_json``).
 
-    Slice indices are the volume's K; ``slice_confidence``'s keys are ints here and strings in JSON. The fields are in
-    the order the JSON object lists them; ``weights``, ``image``, ``annotation`` and ``output`` are left out of it
-    when None. docs/cli.md describes each field.
+    Slice indices are the volume's K; the keys of ``slice_confidence`` and ``review_reasons`` are ints here and
+    strings in JSON. The fields are in the order the JSON object lists them; ``weights``, ``image``, ``annotation``
+    and ``output`` are left out of it when None. docs/cli.md describes each field.
     """
 
     version: str = ""
@@ -98,6 +98,7 @@ class Report:
     slice_confidence: dict[int, float] = field(default_factory=dict)
     least_confident_slices: list[int] = field(default_factory=list)
     slices_to_review: list[int] = field(default_factory=list)
+    review_reasons: dict[int, list[str]] = field(default_factory=dict)  # each of slices_to_review -> why
     stop_reasons: dict[str, str] = field(default_factory=dict)
     advice: list[dict] = field(default_factory=list)  # kind, English sentence and the figures it names, each
     consensus: bool = False
@@ -115,7 +116,7 @@ class Report:
             value = getattr(self, item.name)
             if value is None and item.name in _LEFT_OUT_WHEN_NONE:
                 continue
-            data[item.name] = ({str(k): v for k, v in value.items()} if item.name == "slice_confidence" else value)
+            data[item.name] = ({str(k): v for k, v in value.items()} if item.name in _KEYED_BY_SLICE else value)
         return data
 
     @classmethod
@@ -126,6 +127,8 @@ class Report:
             values[name] = [int(k) for k in values.get(name, [])]
         values["slices_to_review"] = sorted(int(k) for k in values.get("slices_to_review", []))
         values["slice_confidence"] = {int(k): float(v) for k, v in values.get("slice_confidence", {}).items()}
+        values["review_reasons"] = {int(k): [str(reason) for reason in v]
+                                    for k, v in values.get("review_reasons", {}).items()}
         values["timings_seconds"] = {str(k): float(v) for k, v in values.get("timings_seconds", {}).items()}
         values["stop_reasons"] = dict(values.get("stop_reasons", {}))
         values["advice"] = [dict(item) for item in values.get("advice", [])]
@@ -134,4 +137,5 @@ class Report:
         return cls(**values)
 
 
+_KEYED_BY_SLICE = ("slice_confidence", "review_reasons")  # JSON keys are strings
 _LEFT_OUT_WHEN_NONE = ("options", "weights", "image", "annotation", "output")

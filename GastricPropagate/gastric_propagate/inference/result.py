@@ -12,6 +12,8 @@ from gastric_propagate.inference.advice import Advice
 # Slices whose confidence is below this are flagged for review: the threshold that best finds the slices a
 # radiologist would redraw (Dice < 0.7) without listing half the result (how it was chosen: docs/decisions.md).
 REVIEW_CONFIDENCE = 0.3
+#: Why a slice is flagged for review (``SegmentationResult.review_reasons``, the report's ``review_reasons``).
+REVIEW_REASONS = ("low_confidence", "cut_back", "found_when_turned")
 
 
 def slice_span(mask: np.ndarray | None) -> tuple[int, int] | None:
@@ -41,7 +43,8 @@ class SegmentationResult:
         anchor_slices: the painted slices, kept as drawn.
         stop_reasons: "up" / "down" -> why the propagation ended in that direction.
         seconds: wall time of the whole run (validation, both networks, paste-back).
-        device: the device the networks ran on ("cpu", "cuda:0"; "cpu" under ONNX Runtime).
+        device: the device the networks ran on ("cpu", "cuda:0"; "cpu" under ONNX Runtime), with their precision
+            when it is not float32 ("cpu (int8)"; ``pipeline.Segmenter.device_label``).
     """
 
     mask: np.ndarray
@@ -68,6 +71,17 @@ class SegmentationResult:
         return sorted({k for k, c in self.slice_confidence.items()
                        if c < REVIEW_CONFIDENCE and k not in self.anchor_slices} | set(self.cut_back)
                       | set(self.found_when_turned))
+
+    def review_reasons(self) -> dict[int, list[str]]:
+        """Each slice of ``slices_to_review`` -> why it is flagged: "low_confidence", "cut_back" and/or
+        "found_when_turned" (``REVIEW_REASONS``)."""
+        reasons: dict[int, list[str]] = {}
+        for k in self.slices_to_review():
+            reasons[k] = [name for name, flagged in (
+                ("low_confidence", k not in self.anchor_slices
+                 and self.slice_confidence.get(k, 1.0) < REVIEW_CONFIDENCE),
+                ("cut_back", k in self.cut_back), ("found_when_turned", k in self.found_when_turned)) if flagged]
+        return reasons
 
     def least_confident_slices(self, count: int) -> list[int]:
         """The ``count`` visited non-anchor slices with the lowest confidence, least confident first."""

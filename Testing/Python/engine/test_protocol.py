@@ -120,15 +120,17 @@ def test_a_report_reads_back_as_it_was_written():
     report = protocol.Report(version="1.0", volume_ml=12.5, slices={"first": 3, "last": 7, "count": 5},
                              painted_slices=[5], seconds=1.25, device="cpu", timings_seconds={"proposer": 0.5},
                              slice_confidence={3: 0.4, 4: 0.9, 6: 0.8, 7: 0.3}, least_confident_slices=[7, 3],
-                             slices_to_review=[3, 7], stop_reasons={"up": "tumour ended"},
+                             slices_to_review=[3, 7], review_reasons={3: ["cut_back"], 7: ["low_confidence"]},
+                             stop_reasons={"up": "tumour ended"},
                              advice=[{"kind": "edge", "sentence": "Slice 7 is the volume's last."}], consensus=True,
                              voxels=120, weights={"proposer": "p.pt", "refiner": "r.pt"}, output="out.nrrd")
     written = json.loads(json.dumps(report.to_json()))
     assert list(written) == ["version", "volume_ml", "slices", "painted_slices", "seconds", "device",
                              "timings_seconds", "manual_estimate_seconds", "slice_confidence",
-                             "least_confident_slices", "slices_to_review", "stop_reasons", "advice", "consensus",
-                             "voxels", "weights", "output"]
+                             "least_confident_slices", "slices_to_review", "review_reasons", "stop_reasons", "advice",
+                             "consensus", "voxels", "weights", "output"]
     assert written["slice_confidence"] == {"3": 0.4, "4": 0.9, "6": 0.8, "7": 0.3}
+    assert written["review_reasons"] == {"3": ["cut_back"], "7": ["low_confidence"]}
     assert written["manual_estimate_seconds"] == {"full_outline": protocol.MANUAL_FULL_OUTLINE_SECONDS,
                                                   "one_slice": protocol.MANUAL_ONE_SLICE_SECONDS}
     assert protocol.Report.from_json(written) == report

@@ -71,6 +71,7 @@ def check_agrees(report, mask):
         assert mask[k].any(), f"painted slice {k} has no tumour"
     named = ([int(k) for k in report["slice_confidence"]] + report["least_confident_slices"]
              + report["slices_to_review"])
+    assert sorted(map(int, report["review_reasons"])) == report["slices_to_review"], "each flagged slice says why"
     assert all(first <= k <= last for k in named), (named, first, last)
     for direction, reason in report["stop_reasons"].items():
         end, outward = (last, 1) if direction == "up" else (first, -1)
@@ -119,6 +120,7 @@ def test_a_stop_reason_naming_a_slice_of_the_result_is_replaced_by_where_it_ends
                                             "less far)")
     assert report["stop_reasons"]["down"].startswith("stopped before slice 2"), "it agrees with the mask: kept"
     assert report["slices_to_review"] == [3, 4, 6, 7, 8]
+    assert report["review_reasons"] == {str(k): ["low_confidence"] for k in (3, 4, 6, 7, 8)}, "slices 1, 2, 9, 10: none"
     assert report["least_confident_slices"] == [3, 4, 6, 7, 8]
     assert sorted(map(int, report["slice_confidence"])) == list(range(3, 9))
     check_agrees(report, result.mask)

@@ -283,13 +283,16 @@ def test_slices_to_review_are_below_the_threshold_or_cut_back_never_the_anchor_i
     """Flagged: non-anchor slices strictly below ``REVIEW_CONFIDENCE`` (0.3, docs/decisions.md) and every cut-back
     slice, however confident; a painted slice never, however low its confidence; listed in slice order."""
     assert REVIEW_CONFIDENCE == 0.3
-    result = _result({5: 0.0, 40: 0.1, 3: 0.29, 8: 0.2, 33: 0.05, 12: 0.3, 13: 0.4, 14: 0.9}, cut_back=[14])
+    result = _result({5: 0.0, 40: 0.1, 3: 0.29, 8: 0.2, 33: 0.05, 12: 0.3, 13: 0.4, 14: 0.9}, cut_back=[14, 40])
     assert result.slices_to_review() == [3, 8, 14, 33, 40]
+    assert result.review_reasons() == {3: ["low_confidence"], 8: ["low_confidence"], 14: ["cut_back"],
+                                       33: ["low_confidence"], 40: ["low_confidence", "cut_back"]}
 
 
 def test_slices_only_the_proposers_other_orientations_found_are_reviewed_however_confident():
     result = _result({5: 0.0, 12: 0.3, 13: 0.9, 14: 0.95}, found_when_turned=[13])
     assert result.slices_to_review() == [13]
+    assert result.review_reasons() == {13: ["found_when_turned"]}
 
 
 def test_least_confident_slices_are_the_lowest_first_without_the_anchors():
