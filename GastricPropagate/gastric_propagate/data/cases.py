@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
 from gastric_propagate.data.volumes import geometry_difference, read_volume, unreadable, volume_grid
-from gastric_propagate.data.validation import check_label_values
+from gastric_propagate.data.validation import check_image, check_label_values
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +268,10 @@ def _file_loader(name: str, image_path: Path, label_path: Path, value: int | Non
 
 def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None = None) -> CaseData:
     image = read_volume(image_path, "image")
+    try:  # what 'segment' refuses is no case to learn from or score either (a blank or 8-bit volume, NaN voxels)
+        check_image(sitk.GetArrayViewFromImage(image))
+    except InputError as error:
+        raise InputError(f"{image_path}: {error}") from error
     label = sitk.GetArrayFromImage(read_volume(label_path, "label"))
     check_label_values(label, f"label {label_path}")
     if not label.any():

@@ -46,9 +46,21 @@ def check_image(image: np.ndarray) -> None:
             raise InputError(
                 f"The image contains {found} voxels. Fix or re-export the volume (NaN and Inf often come from "
                 "a failed resampling or conversion) and run again.")
+    if image.dtype.itemsize > 2:  # a single voxel beyond any CT (1e39 overflows float32: NaN in the networks)
+        lowest, highest = float(image.min()), float(image.max())
+        if max(-lowest, highest) > MAX_CT_MAGNITUDE:
+            raise InputError(
+                f"The image holds values from {lowest:.4g} to {highest:.4g}, beyond any CT in Hounsfield units (air "
+                "-1000, bone and metal up to about 30,000): the volume is corrupt, or was scaled or converted wrongly. "
+                "Re-export it in HU, then run again.")
     # About 16 slices of at most about 256x256 voxels: the percentiles of a 512x512x100 CT in 0.01 s, not 0.04 s.
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 65536)))
     sample = image[:: max(1, image.shape[0] // 16), ::step, ::step]
+    if image.dtype.itemsize == 1 and not (image.min() == image.max() or _looks_like_labels(sample)):
+        raise InputError(
+            f"The image holds 8-bit values ({image.dtype}): no CT in Hounsfield units fits in 8 bits (air -1000 to "
+            "bone above 1000). It looks like a viewer's windowed export (screen grey levels, not HU). Load the "
+            "original CT series (DICOM, or NRRD/NIfTI in HU), then run again.")
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if low < -MAX_CT_MAGNITUDE or high > MAX_CT_MAGNITUDE:
         raise InputError(

@@ -66,8 +66,9 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         if short:  # a NRRD's data ends early
             raise _truncated(path, what, int(short.group(2)), int(short.group(1))) from error
         raise unreadable(path, what, error) from error
-    if gzipped:
-        _check_gzip_complete(path, image, what)
+    whole = _check_gzip_complete(path, image, what) if gzipped else False
+    if not whole:  # voxels ITK changed (or an uncompressed file): NIfTI's reader turns NaN and Inf into 0
+        _check_nifti_finite(path, what, gzip.open if gzipped else open)
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
         _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # one time point of a 4D series: that volume
@@ -319,17 +320,64 @@ def _detached_data(path: Path, found: tuple[Path, str, int], nbytes: int,
     return data, max(content - start, 0), nbytes
 
 
-def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> None:
+def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> bool:
     """InputError when a gzip file is truncated or corrupt: ITK checks neither the stream's checksum nor its length,
     and reads a short NIfTI as zeros. The voxels ITK read are checked against the stream's trailer, so that a whole
-    file is inflated once; only when they differ (a damaged file, or voxels ITK converted: byte-swapped or rescaled)
-    is the stream inflated again, and checked whole."""
+    file is inflated once; only when they differ (a damaged file, or voxels ITK converted: byte-swapped, rescaled,
+    or NaN read as 0) is the stream inflated again, and checked whole. Returns whether ITK's voxels are the file's."""
     if _trailer_matches(path, image):
-        return
+        return True
     unpacked, nifti = _gunzipped_size(path, what), _nifti_data(path, gzip.open)
     if nifti is not None and unpacked < sum(nifti):
         offset, nbytes = nifti
         raise _truncated(path, what, max(unpacked - offset, 0), nbytes)
+    return False
+
+
+# NIfTI's floating-point data types (its header's ``datatype``) -> numpy's.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _check_nifti_finite(path: Path, what: str, opener) -> None:
+    """InputError when a NIfTI file's floating-point voxels hold NaN or Inf: ITK's reader (niftilib) returns them as
+    0, which would be read as water. Scanned in blocks from the file itself; other formats and types pass."""
+    layout = _nifti_data(path, opener)
+    dtype = _nifti_float_type(path, opener) if layout is not None else None
+    if dtype is None:
+        return
+    offset, nbytes = layout
+    counts = {"NaN": 0, "Inf": 0}
+    block = (1 << 24) // dtype.itemsize * dtype.itemsize
+    with opener(path, "rb") as handle:
+        handle.seek(offset)
+        for start in range(0, nbytes, block):
+            values = np.frombuffer(handle.read(min(block, nbytes - start)), dtype=dtype)
+            counts["NaN"] += int(np.count_nonzero(np.isnan(values)))
+            counts["Inf"] += int(np.count_nonzero(np.isinf(values)))
+    if counts["NaN"] or counts["Inf"]:
+        found = " and ".join(f"{count:,} {name}" for name, count in counts.items() if count)
+        raise InputError(f"The {what} file {path} contains {found} voxels (read by ITK as 0, which would pass for "
+                         "water). Fix or re-export the volume (NaN and Inf often come from a failed resampling or "
+                         "conversion) and run again.")
+
+
+def _nifti_float_type(path: Path, opener) -> np.dtype | None:
+    """The numpy type of a NIfTI-1/2 file's voxels when they are float32 or float64 (its byte order); else None."""
+    with opener(path, "rb") as handle:
+        header = handle.read(16)
+    for order in "<>":
+        if len(header) < 16:
+            return None
+        size = struct.unpack(order + "i", header[:4])[0]
+        if size == 348:
+            with opener(path, "rb") as handle:
+                datatype = struct.unpack(order + "h", handle.read(72)[70:72])[0]
+        elif size == 540:
+            datatype = struct.unpack(order + "h", header[12:14])[0]
+        else:
+            continue
+        return np.dtype(order + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
+    return None
 
 
 def _trailer_matches(path: Path, image: sitk.Image) -> bool:

@@ -88,6 +88,15 @@ def test_an_empty_label_is_refused_when_loaded(tmp_path):
         folder_cases(tmp_path)[0].load()
 
 
+def test_an_image_segment_would_refuse_is_refused_when_loaded_naming_its_file(tmp_path):
+    """train and evaluate learn from / score only what 'segment' accepts: an MR-like volume, raw values, NaN..."""
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd")
+    raw = sitk.ReadImage(str(tmp_path / "a_image.nrrd")) + 1124  # unrescaled: fat at 1024, no negative value
+    sitk.WriteImage(raw, str(tmp_path / "a_image.nrrd"))
+    with pytest.raises(InputError, match=r"a_image\.nrrd: This does not look like a CT in Hounsfield units"):
+        folder_cases(tmp_path)[0].load()
+
+
 def test_case_from_arrays():
     label = np.zeros((3, 4, 4), np.uint8)
     label[1, 1:3, 1:3] = 5

@@ -153,6 +153,31 @@ def test_a_blank_volume_is_named_blank_not_a_label_map(oracle_segmenter, volume,
     assert "label map" not in str(refusal.value)
 
 
+@pytest.mark.parametrize("dtype, offset", [(np.int8, -128), (np.uint8, 0)])
+def test_an_8_bit_windowed_export_is_refused_as_such(oracle_segmenter, volume, dtype, offset):
+    """A viewer's 0-255 window (screen grey levels) passed the HU checks when stored signed: no CT fits in 8 bits."""
+    image, label = volume
+    window = np.clip((image.astype(np.float32) + 160.0) / 400.0 * 255.0, 0, 255) + offset  # W 400, L 40
+    with pytest.raises(InputError, match=rf"8-bit values \({np.dtype(dtype)}\).*windowed export"):
+        run(oracle_segmenter, window.astype(dtype), annotation_from_label(label))
+    with pytest.raises(InputError, match="a label map .a segmentation., not the CT"):  # still named a label map
+        run(oracle_segmenter, (label > 0).astype(dtype) * 3, annotation_from_label(label))
+    with pytest.raises(InputError, match="the volume is blank"):  # and a blank one blank
+        run(oracle_segmenter, np.full(image.shape, 7, dtype), annotation_from_label(label))
+
+
+@pytest.mark.parametrize("value", [1e39, -2e5])
+def test_one_voxel_beyond_any_ct_is_refused(oracle_segmenter, volume, value):
+    """Percentiles miss one voxel; 1e39 overflowed float32 into NaN in the networks' input and cut the result."""
+    image, label = volume
+    corrupt = image.astype(np.float64)
+    corrupt[5, 10, 10] = value
+    with pytest.raises(InputError, match="beyond any CT in Hounsfield units"):
+        run(oracle_segmenter, corrupt, annotation_from_label(label))
+    corrupt[5, 10, 10] = -32768.0  # padding outside the field of view: a CT
+    run(oracle_segmenter, corrupt, annotation_from_label(label))
+
+
 @pytest.mark.parametrize("voxel_mm, width", [(0.8, 300), (8.0, 30)])
 def test_a_painting_wider_than_a_tumour_is_refused_and_a_spacing_ten_times_too_large_is_named(voxel_mm, width):
     """240 mm across either way: 300 voxels of 0.8 mm, or 30 of 8 mm (an in-plane spacing written 8 for 0.8)."""

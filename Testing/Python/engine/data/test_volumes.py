@@ -178,6 +178,22 @@ def test_a_whole_nifti_whose_voxels_itk_rescales_is_read(tmp_path, name):
     assert np.allclose(sitk.GetArrayFromImage(image), 2.0 * sitk.GetArrayFromImage(ct_like()) - 1024.0)
 
 
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_or_inf_in_a_float_nifti_is_refused_not_read_as_water(tmp_path, name, dtype):
+    """ITK's NIfTI reader returns NaN and Inf as 0 (water, to the networks): the file's own voxels are checked."""
+    values = sitk.GetArrayFromImage(ct_like()).astype(dtype)
+    clean = sitk.GetImageFromArray(values)
+    sitk.WriteImage(clean, str(tmp_path / name))
+    assert np.array_equal(sitk.GetArrayFromImage(volumes.read_volume(tmp_path / name)), values), "finite: read"
+    values[1, 2, :3] = np.nan
+    values[2, 0, 0] = -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / name))
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))).all(), "ITK hides them"
+    with pytest.raises(InputError, match=r"contains 3 NaN and 1 Inf voxels \(read by ITK as 0"):
+        volumes.read_volume(tmp_path / name)
+
+
 @pytest.mark.parametrize("directions", [b"(0.8,0,0) (0,0.8,0) (nan,nan,nan)", b"(0.8,0,0) (0,0.8,0) (0,0,inf)",
                                         b"(0.8,0,0) (0,0.8,0) (0,0,0)", b"(0.8,0,0) (0.8,0,0) (0,0,2.5)"])
 def test_a_nrrd_of_non_finite_or_degenerate_geometry_is_refused(tmp_path, directions):
