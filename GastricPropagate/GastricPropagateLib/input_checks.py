@@ -10,7 +10,7 @@ from gastric_propagate.data.validation import CT_SPACING_RANGE_MM, spacing_in_ct
 from .i18n import _
 from .result_segment import isResultSegment, resultSegmentId
 from .segment_arrays import (binaryLabelmapName, isLabelmapSource, latticeDifference, latticeReordered,
-                             setSourceRepresentationName, sourceRepresentationName)
+                             otherSpacingOnly, setSourceRepresentationName, sourceRepresentationName)
 
 __all__ = ["checkRepresentation", "checkSegmentGrid", "checkSegmentation", "checkVolume"]
 
@@ -76,8 +76,8 @@ def checkSegmentation(volumeNode, segmentationNode, segmentId: str) -> None:
     segmentationTransform = segmentationNode.GetTransformNodeID()
     if volumeTransform != segmentationTransform:
         raise InputError(_(
-            "The volume '{volume}' and the segmentation '{seg}' are under different transforms. Harden the "
-            "transforms (Data module, right-click > Harden transform) or put both under the same one.").format(
+            "The volume '{volume}' and the segmentation '{seg}' are under different transforms. Harden them (Data "
+            "module: right-click the transformed node > Harden transform), then run again.").format(
                 volume=volumeNode.GetName(), seg=segmentationNode.GetName()))
 
 
@@ -128,6 +128,24 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
     problem, _offset = latticeDifference(labelmap, volumeNode)
     if problem and not latticeReordered(labelmap, volumeNode):
         segmentName = segmentation.GetSegment(segmentId).GetName()
+        madeOn = segmentationNode.GetNodeReference(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        if madeOn is volumeNode:  # made on this volume: specified with another voxel size, or the volume moved since
+            cause = (_("the segmentation's geometry was specified with oversampling")
+                     if otherSpacingOnly(labelmap, volumeNode)
+                     else _("the volume was moved, rotated or resampled since the segmentation was made"))
+            raise InputError(_(
+                "The segment '{segment}' is on the grid of the segmentation '{seg}', not on the voxels of the volume "
+                "'{volume}': {problem} ({cause}). Repaint the segment in a new segmentation of '{volume}' (Segment "
+                "Editor: add a segmentation, source volume '{volume}'), then run again.").format(
+                    segment=segmentName, seg=segmentationNode.GetName(), volume=volumeNode.GetName(),
+                    problem=problem, cause=cause))
+        if madeOn is not None and madeOn.GetName():
+            raise InputError(_(
+                "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "
+                "{problem}. Its segmentation was made on the volume '{other}': select '{other}' as the volume, or "
+                "repaint the segment on '{volume}' in a new segmentation, then run again.").format(
+                    segment=segmentName, volume=volumeNode.GetName(), problem=problem, other=madeOn.GetName()))
         raise InputError(_(
             "The segment '{segment}' was painted on a different image grid than the volume '{volume}': "
             "{problem}. Select the volume the segment was painted on (the Segment Editor's source volume), or "

@@ -83,6 +83,18 @@ class PreparedInput:
     erasedLimits: tuple = (None, None)
 
 
+#: A volume whose slices lie at least this far from the axial plane is painted on one of them only in a slice view
+#: rotated to the volume plane.
+MIN_TILT_DEGREES = 1.0
+
+
+def sliceTiltDegrees(ijkToRas: np.ndarray) -> float:
+    """The angle between the volume's slice plane (spanned by its I and J axes) and the RAS axial plane, in degrees."""
+    normal = np.cross(ijkToRas[:3, 0], ijkToRas[:3, 1])
+    normal = normal / np.linalg.norm(normal)
+    return float(np.degrees(np.arccos(min(1.0, abs(float(normal[2]))))))
+
+
 def _viewName(view: str) -> str:
     """A view's or slice orientation's name ("axial", "sagittal", "coronal") in the reader's language."""
     return {"axial": _("axial"), "sagittal": _("sagittal"), "coronal": _("coronal")}[view]
@@ -150,6 +162,18 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "of the volume's K axis (K = {slices}), as in the {view} view. Paint the tumour's largest cross-section "
             "on one slice in the axial view (the view showing the volume's K slices), then run again.").format(
                 segment=segmentName, count=len(painted), slices=describe_slices(painted), view=_viewName(sideView)))
+    tilt = sliceTiltDegrees(ijkToRas)
+    if (len(painted) > 1 and not options.keyframes and orientation == "axial" and tilt >= MIN_TILT_DEGREES
+            and painted[-1] - painted[0] + 1 == len(painted)):
+        # The Segment Editor paints in the view's plane: an RAS-axial view cuts across tilted K slices, and each cut
+        # piece taken as a keyframe (or one kept alone) is a chord of the tumour, not its cross-section.
+        raise InputError(_(
+            "The segment '{segment}' has painted voxels on {count} slices of the volume's K axis (K = {slices}): "
+            "the volume's slices are tilted {tilt:.0f} degrees from the axial plane (an oblique or gantry-tilted "
+            "series), and the slice view cuts across them. Rotate the slice view to the volume's slices (the slice "
+            "view's menu: 'Rotate to volume plane'), erase the stroke, paint the largest cross-section again on one "
+            "slice, then run again.").format(segment=segmentName, count=len(painted), slices=describe_slices(painted),
+                                             tilt=tilt))
     if len(painted) > 1 and not options.keyframes:
         kAxis = ijkToRas[:3, 2]
         hint = ""
@@ -309,6 +333,12 @@ def _checkPropagatedFrom(segmentationNode, resultSegment, segmentId: str) -> Non
             "select '{source}' as the painted segment and re-propagate. To propagate '{selected}', rename "
             "'{result}' to keep it, then click Propagate.").format(
                 result=resultSegment.GetName(), source=sourceSegment.GetName(), selected=selectedName))
+    if source[1] == selectedName:  # deleted and painted again under its name: another segment all the same
+        raise InputError(_(
+            "'{result}' was propagated from an earlier segment '{source}', which was deleted; the selected "
+            "'{selected}' is a new segment of that name, so the corrections of '{result}' are not re-propagated "
+            "from it. Click Propagate to propagate the new '{selected}' (rename '{result}' first to keep "
+            "it).").format(result=resultSegment.GetName(), source=source[1], selected=selectedName))
     raise InputError(_(
         "'{result}' was propagated from a segment ('{source}') that is no longer in the segmentation, not from "
         "'{selected}'. Click Propagate to propagate '{selected}' (rename '{result}' first to keep it).").format(

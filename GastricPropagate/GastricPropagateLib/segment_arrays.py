@@ -86,6 +86,18 @@ def latticeDifference(labelmap, volumeNode) -> tuple[str | None, np.ndarray | No
     return None, np.round(offset).astype(int)
 
 
+def otherSpacingOnly(labelmap, volumeNode) -> bool:
+    """Whether a segment's labelmap grid has the volume's axis directions and another voxel size (a segmentation
+    geometry specified with oversampling)."""
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)[:3, :3]
+    volumeGrid = ijkToRasArray(volumeNode)[:3, :3]
+    segmentSpacing, volumeSpacing = np.linalg.norm(segmentGrid, axis=0), np.linalg.norm(volumeGrid, axis=0)
+    return bool(not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0)
+                and np.allclose(segmentGrid / segmentSpacing, volumeGrid / volumeSpacing, atol=_GRID_RTOL))
+
+
 def latticeReordered(labelmap, volumeNode) -> bool:
     """Whether a segment's labelmap holds the volume's own voxels in another axis order or direction (a label map
     imported from a tool that stores it flipped, say): Slicer's export then places each voxel on its own, nothing

@@ -60,6 +60,38 @@ def test_a_segment_painted_in_a_side_view_is_told_to_paint_in_the_axial_view(cas
                  case.volume, case.segmentation, segmentId, PropagationOptions(keyframes=keyframes))
 
 
+def test_a_stroke_across_a_tilted_volumes_slices_is_told_to_rotate_the_view_not_to_use_keyframes(case, logic):
+    """Painted in an RAS-axial view, the brush's slab crosses the slices of a volume tilted from the axial plane
+    (a gantry-tilted series): keyframes would take each cut piece as an anchor (Dice 0.30 in a probe) and one piece
+    kept alone is a chord of the tumour; rotating the view to the volume plane is the fix."""
+    from GastricPropagateLib.segment_arrays import ijkToRasArray
+
+    tilt = np.radians(12.0)
+    image = case._sitk.Image(case.imageSitk)
+    image.SetDirection([1.0, 0.0, 0.0, 0.0, np.cos(tilt), -np.sin(tilt), 0.0, np.sin(tilt), np.cos(tilt)])
+    volume = addVolumeFromSitk(case.scene, image, "tilted CT")
+    segmentation = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted on it")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    ijkToRas = ijkToRasArray(volume)
+    kji = np.argwhere(case.truth > 0)
+    ras = (ijkToRas @ np.c_[kji[:, ::-1], np.ones(len(kji))].T)[:3].T
+    centre = ras[kji[:, 0] == case.paintedSlice].mean(axis=0)
+    stroke = kji[np.abs(ras[:, 2] - centre[2]) <= volume.GetSpacing()[2] / 2]  # one RAS-axial slab
+    painted = np.zeros_like(case.annotation)
+    painted[tuple(stroke.T)] = 1
+    slices = np.flatnonzero(painted.reshape(len(painted), -1).any(axis=1))
+    assert len(slices) > 1 and slices[-1] - slices[0] + 1 == len(slices), "the slab crosses consecutive K slices"
+    segmentId = addSegmentFromArray(segmentation, volume, painted, "painted in the RAS axial view")
+    extra = [(segmentation, segmentId)]
+    before = case.snapshot(extra)
+    with pytest.raises(InputError, match=r"slices are tilted 12 degrees from the axial plane.*'Rotate to volume "
+                                         r"plane'") as refusal:
+        logic.run(volume, segmentation, segmentId)
+    assert "keyframes" not in str(refusal.value)
+    assertSnapshotsEqual(before, case.snapshot(extra))
+
+
 def test_a_small_lesions_axial_keyframes_far_apart_are_not_a_side_view(case):
     """Keyframes of a lesion a few voxels wide, painted on slices far apart: no brush stroke across them."""
     from GastricPropagateLib.scene_input import prepareInput
@@ -109,3 +141,15 @@ def test_a_volume_of_coronal_slices_is_propagated_along_them_and_the_result_says
     _, coronal = logic.run(volume, segmentation, segmentId)
     [said] = [item for item in coronal.advice if item["kind"] == NOT_AXIAL]
     assert said["orientation"] == "coronal" and "Orient Scalar Volume" in said["sentence"]
+
+
+def test_a_volume_and_segmentation_under_different_transforms_are_told_to_harden_them(case, logic):
+    """Hardening is the one fix that works whichever node was moved (putting both under one transform fails when
+    the segment was painted on the CT as it was shown, under its transform)."""
+    transform = case.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    case.volume.SetAndObserveTransformNodeID(transform.GetID())
+    before = case.snapshot()
+    with pytest.raises(InputError, match="under different transforms. Harden them .*then run again") as refusal:
+        logic.run(case.volume, case.segmentation, case.paintedId)
+    assert "same one" not in str(refusal.value)
+    assertSnapshotsEqual(before, case.snapshot())

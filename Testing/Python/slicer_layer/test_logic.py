@@ -214,9 +214,19 @@ def test_segment_painted_on_another_grid_is_refused(case, logic):
     segmentId = addSegmentFromArray(otherSegmentation, coarseNode, coarseAnnotation, "painted")
     extra = [(otherSegmentation, segmentId)]
     before = case.snapshot(extra)
-    with pytest.raises(InputError, match="different image grid.*voxels are"):
+    with pytest.raises(InputError, match="different image grid.*voxels are.*made on the volume 'coarse CT': select "
+                                         "'coarse CT' as the volume"):
         logic.run(case.volume, otherSegmentation, segmentId)
     assertSnapshotsEqual(before, case.snapshot(extra))
+    # A segmentation made on this CT whose geometry has another voxel size (Specify geometry, oversampling): it is
+    # not "select the volume it was painted on" (that is this one), but a new segmentation.
+    resampled = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "oversampled")
+    resampled.CreateDefaultDisplayNodes()
+    resampled.SetReferenceImageGeometryParameterFromVolumeNode(case.volume)
+    segmentId = addSegmentFromArray(resampled, coarseNode, coarseAnnotation, "painted")
+    with pytest.raises(InputError, match="on the grid of the segmentation 'oversampled', not on the voxels of the "
+                                         "volume 'CT'.*specified with oversampling.*new segmentation of 'CT'"):
+        logic.run(case.volume, resampled, segmentId)
 
 
 def test_a_segment_holding_the_volume_s_voxels_in_another_axis_order_is_read_voxel_for_voxel(case, logic):
@@ -548,6 +558,12 @@ def test_a_result_is_re_propagated_only_from_the_segment_it_came_from(case, logi
     case.segmentation.GetSegmentation().RemoveSegment(case.paintedId)
     with pytest.raises(InputError, match=f"from a segment \\('{painted}'\\) that is no longer in the segmentation"):
         logic.repropagate(case.volume, case.segmentation, otherId)
+    np.testing.assert_array_equal(exportSegment(case.segmentation, resultId, case.volume)[0] > 0, edited)
+    # Painted again under its old name (a new segment): said so, not "from 'X' ..., not from 'X'".
+    againId = addSegmentFromArray(case.segmentation, case.volume, case.annotation, painted)
+    with pytest.raises(InputError, match=f"from an earlier segment '{painted}', which was deleted; the selected "
+                                         f"'{painted}' is a new segment of that name"):
+        logic.repropagate(case.volume, case.segmentation, againId)
     np.testing.assert_array_equal(exportSegment(case.segmentation, resultId, case.volume)[0] > 0, edited)
 
 
