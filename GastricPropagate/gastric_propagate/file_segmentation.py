@@ -131,6 +131,20 @@ def _check_not_painted_in_a_side_view(painted: np.ndarray, image: sitk.Image, pa
 def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
     """The painted voxels: those of ``label``, or of the annotation's one label value; InputError, naming the values,
     slices and what to do, when it holds several and none was chosen."""
+    painted = annotation[np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]  # a few slices
+    values = np.unique(painted[painted > 0])  # not a pass over the whole CT's grid: no second volume in memory
+    lowest = float(np.nanmin(painted)) if painted.size else 0.0
+    if lowest < 0 and values.size > 1:  # HU: its positive values are tissue, not labels to choose among with --label
+        raise InputError(f"The annotation {path} holds {values.size} positive values and negative ones down to "
+                         f"{lowest:g}: it looks like a CT image, not a label map of the painted slice. Give the CT "
+                         "to --image and the painted label map (0 for the background, 1 on the painted slice) to "
+                         "--annotation, then run again.")
+    fractions = values[np.isfinite(values) & (values != np.round(values))]  # NaN and Inf: check_annotation's to say
+    if fractions.size:  # as train and evaluate: an outline smoothed into fractions is not the one drawn
+        raise InputError(f"The annotation {path} holds fractional values (e.g. {fractions[0]:g}), as a label "
+                         "resampled with linear interpolation does: its painted outline is no longer known. Resample "
+                         "it with nearest-neighbour interpolation (or export the segment as a label map on the CT's "
+                         "grid), then run again.")
     if label is not None:
         chosen = annotation == label
         if not chosen.any():
@@ -138,16 +152,14 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
             raise InputError(f"The annotation {path} holds no voxel of label {label:g} (its labels: "
                              f"{', '.join(f'{v:g}' for v in found[:8]) or 'none'}). Give one of them to --label.")
         return chosen
-    painted = annotation[np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]  # a few slices
-    values = np.unique(painted[painted > 0])  # not a pass over the whole CT's grid: no second volume in memory
-    if values.size <= 1 or not np.all(values == np.round(values)):  # a soft (resampled) mask: its positive voxels
+    if values.size <= 1:
         return annotation
-    lowest = float(np.nanmin(annotation))
-    if lowest < 0:  # HU: its positive values are tissue, not labels to choose among with --label
-        raise InputError(f"The annotation {path} holds {values.size} positive values and negative ones down to "
-                         f"{lowest:g}: it looks like a CT image, not a label map of the painted slice. Give the CT "
-                         "to --image and the painted label map (0 for the background, 1 on the painted slice) to "
-                         "--annotation, then run again.")
+    slices = painted_slices(annotation)
+    if len(slices) == 1 and values.size > 8:  # one slice of many values: a 0-255 mask resampled, not structures
+        raise InputError(f"The annotation {path} holds {values.size} values on slice {slices[0]} alone, as a painted "
+                         "slice resampled with linear interpolation (or saved as grey levels) does: its outline is no "
+                         "longer known. Resample it with nearest-neighbour interpolation (or export the segment as a "
+                         "label map on the CT's grid), then run again.")
     described = "; ".join(f"{v:g} on slice(s) {describe_slices(painted_slices(annotation == v), limit=4)}"
                           for v in values[:6])
     raise InputError(f"The annotation {path} holds {values.size} label values ({described}): a label map of several "

@@ -46,13 +46,6 @@ def check_image(image: np.ndarray) -> None:
             raise InputError(
                 f"The image contains {found} voxels. Fix or re-export the volume (NaN and Inf often come from "
                 "a failed resampling or conversion) and run again.")
-    if image.dtype.itemsize > 2:  # a single voxel beyond any CT (1e39 overflows float32: NaN in the networks)
-        lowest, highest = float(image.min()), float(image.max())
-        if max(-lowest, highest) > MAX_CT_MAGNITUDE:
-            raise InputError(
-                f"The image holds values from {lowest:.4g} to {highest:.4g}, beyond any CT in Hounsfield units (air "
-                "-1000, bone and metal up to about 30,000): the volume is corrupt, or was scaled or converted wrongly. "
-                "Re-export it in HU, then run again.")
     # About 16 slices of at most about 256x256 voxels: the percentiles of a 512x512x100 CT in 0.01 s, not 0.04 s.
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 65536)))
     sample = image[:: max(1, image.shape[0] // 16), ::step, ::step]
@@ -67,6 +60,13 @@ def check_image(image: np.ndarray) -> None:
             f"The image's values reach from {low:.4g} to {high:.4g} (0.5-99.5% of the voxels), outside the range of "
             f"any CT in Hounsfield units (air -1000, bone and metal up to about 30,000). The volume was scaled or "
             "converted wrongly: re-export it in HU (DICOM Rescale Slope/Intercept applied once), then run again.")
+    if image.dtype.itemsize > 2:  # and a single voxel beyond any CT (1e39 overflows float32: NaN in the networks)
+        lowest, highest = float(image.min()), float(image.max())
+        if max(-lowest, highest) > MAX_CT_MAGNITUDE:
+            raise InputError(
+                f"The image holds values from {lowest:.4g} to {highest:.4g}, beyond any CT in Hounsfield units (air "
+                "-1000, bone and metal up to about 30,000): the volume is corrupt, or was scaled or converted wrongly. "
+                "Re-export it in HU, then run again.")
     # In HU, fat (about -100) or air (-1000) is in every abdominal CT, even one cropped to the stomach;
     # MR and normalised images have no such negative values, unrescaled CT starts at 0.
     if low > -50 or high - low < 100:
