@@ -73,8 +73,9 @@ def separate_regions_advice(painted_slice: int, areas_mm2: list[float]) -> Advic
     """The painted slice ``painted_slice`` holds separate regions of these areas (largest first)."""
     largest, others = round(float(areas_mm2[0]), 1), round(float(sum(areas_mm2[1:])), 1)
     sentence = (f"The painted slice {painted_slice} holds {len(areas_mm2)} separate regions (the largest {largest:g} "
-                f"mm², the others {others:g} mm² together): each one was propagated as tumour. If one is a stray "
-                "stroke, erase it and run again.")
+                f"mm², the others {others:g} mm² together): each one was propagated as tumour, and their area together "
+                "set how far the result reaches along z (a stray stroke can make the tumour's own result run on past "
+                "its ends). If one is a stray stroke, erase it and run again.")
     return Advice(SEPARATE_REGIONS, sentence, {"painted_slice": int(painted_slice), "regions": len(areas_mm2),
                                                "largest_mm2": largest, "others_mm2": others})
 

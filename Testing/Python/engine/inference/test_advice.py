@@ -17,6 +17,7 @@ def test_separate_regions_name_their_count_the_largest_and_the_others_together()
     assert advice.values == {"painted_slice": 5, "regions": 3, "largest_mm2": 300.0, "others_mm2": 32.5}
     assert advice.sentence.startswith("The painted slice 5 holds 3 separate regions (the largest 300 mm², the others "
                                       "32.5 mm² together)")
+    assert "can make the tumour's own result run on past its ends" in advice.sentence  # measured: 2 slices each way
 
 
 def test_a_sagittal_volume_was_propagated_left_to_right_and_a_coronal_one_front_to_back():
