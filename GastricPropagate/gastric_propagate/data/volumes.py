@@ -364,18 +364,15 @@ def _check_nifti_finite(path: Path, what: str, opener) -> None:
 def _nifti_float_type(path: Path, opener) -> np.dtype | None:
     """The numpy type of a NIfTI-1/2 file's voxels when they are float32 or float64 (its byte order); else None."""
     with opener(path, "rb") as handle:
-        header = handle.read(16)
+        header = handle.read(72)
     for order in "<>":
-        if len(header) < 16:
+        if len(header) < 72:
             return None
         size = struct.unpack(order + "i", header[:4])[0]
-        if size == 348:
-            with opener(path, "rb") as handle:
-                datatype = struct.unpack(order + "h", handle.read(72)[70:72])[0]
-        elif size == 540:
-            datatype = struct.unpack(order + "h", header[12:14])[0]
-        else:
+        if size not in (348, 540):
             continue
+        where = 70 if size == 348 else 12  # NIfTI-1's datatype field, NIfTI-2's
+        datatype = struct.unpack(order + "h", header[where:where + 2])[0]
         return np.dtype(order + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
     return None
 
