@@ -46,7 +46,7 @@ from gastric_propagate.inference.confidence import slice_confidence
 from gastric_propagate.inference.masks import in_plane_box
 from gastric_propagate.inference import consensus as vote
 from gastric_propagate.inference.registration import WalkMemo
-from gastric_propagate.inference.propagation import PropagationOutput, StopRule, in_chunks, propagate
+from gastric_propagate.inference.propagation import InChunks, PropagationOutput, StopRule, propagate
 from gastric_propagate.inference.refinement import refine
 from gastric_propagate.inference.result import SegmentationResult
 from gastric_propagate.data.validation import check_annotation, check_image, check_spacing
@@ -129,13 +129,13 @@ class Segmenter:
         """The networks as they run (``propagation.NetworkRunner``): an ONNX stage runs itself; a PyTorch one with
         its batch norms folded, channels-last (``networks.inference_copy``)."""
         if self.backend not in TORCH_BACKENDS:
-            self._proposer, self._refiner = in_chunks(self.proposer), in_chunks(self.refiner)
+            self._proposer, self._refiner = InChunks(self.proposer), InChunks(self.refiner)
             return
         from gastric_propagate.inference.networks import TorchRunner, inference_copy
 
         precision = TORCH_BACKENDS[self.backend]
-        self._proposer = in_chunks(TorchRunner(inference_copy(self.proposer.network), self.device, precision))
-        self._refiner = in_chunks(TorchRunner(inference_copy(self.refiner.network), self.device, precision))
+        self._proposer = InChunks(TorchRunner(inference_copy(self.proposer.network), self.device, precision))
+        self._refiner = InChunks(TorchRunner(inference_copy(self.refiner.network), self.device, precision))
 
     @classmethod
     def from_networks(cls, proposer: UNet2D, refiner: UNet2D, preprocessing: Preprocessing = Preprocessing(),

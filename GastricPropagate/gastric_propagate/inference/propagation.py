@@ -31,15 +31,19 @@ NetworkRunner = Callable[[np.ndarray], np.ndarray]
 MAX_BATCH_PIXELS = 600_000
 
 
-def in_chunks(network: NetworkRunner, max_pixels: int = MAX_BATCH_PIXELS) -> NetworkRunner:
-    """``network`` run on a batch cut into chunks of at most ``max_pixels`` pixels (at least one sample each): the
+@dataclass(frozen=True)
+class InChunks:
+    """``runner`` run on a batch cut into chunks of at most ``max_pixels`` pixels (at least one sample each): the
     same probabilities, each sample's own, with bounded memory."""
-    def run(batch: np.ndarray) -> np.ndarray:
-        size = max(1, max_pixels // max(1, int(np.prod(batch.shape[2:]))))
+
+    runner: NetworkRunner
+    max_pixels: int = MAX_BATCH_PIXELS
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        size = max(1, self.max_pixels // max(1, int(np.prod(batch.shape[2:]))))
         if len(batch) <= size:
-            return network(batch)
-        return np.concatenate([network(batch[start:start + size]) for start in range(0, len(batch), size)])
-    return run
+            return self.runner(batch)
+        return np.concatenate([self.runner(batch[start:start + size]) for start in range(0, len(batch), size)])
 
 
 @dataclass(frozen=True)

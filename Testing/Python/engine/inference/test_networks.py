@@ -70,7 +70,7 @@ def test_the_bfloat16_backend_runs_the_bundled_networks_in_bfloat16_close_to_flo
     assert choose_backend("torch-bf16", "cpu") == "torch-bf16"
     segmenter = Segmenter(device="cpu", backend="torch-bf16")
     assert segmenter.backend == "torch-bf16"
-    assert {p.dtype for p in segmenter._proposer.network.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in segmenter._proposer.runner.network.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in segmenter.proposer.network.parameters()} == {torch.float32}  # the loaded one untouched
     label, results = segment_demo_phantom("torch", "torch-bf16")
     float32, bfloat16 = results["torch"], results["torch-bf16"]

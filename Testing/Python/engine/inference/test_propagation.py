@@ -625,7 +625,7 @@ def test_between_two_anchors_a_chain_that_lost_the_tumour_gives_way_to_the_other
 def test_a_batch_of_large_crops_runs_in_chunks_of_bounded_pixels_with_each_samples_own_output():
     """ONNX Runtime keeps the memory of its largest call: a 1.4 L sarcoma's 32 refiner slices of 272 pixels at once
     took the peak from 1.4 to 2.4 GB. Chunks keep each call within the budget; small crops still run in one call."""
-    from gastric_propagate.inference.propagation import MAX_BATCH_PIXELS, in_chunks
+    from gastric_propagate.inference.propagation import MAX_BATCH_PIXELS, InChunks
 
     calls = []
 
@@ -635,16 +635,16 @@ def test_a_batch_of_large_crops_runs_in_chunks_of_bounded_pixels_with_each_sampl
 
     rng = np.random.default_rng(0)
     large = rng.random((32, 2, 272, 272), dtype=np.float32)
-    out = in_chunks(network)(large)
+    out = InChunks(network)(large)
     np.testing.assert_array_equal(out, large[:, 0] * 2.0 + large[:, 1])
     assert all(n * h * w <= MAX_BATCH_PIXELS for n, _, h, w in calls) and len(calls) == 4, calls
     calls.clear()
     small = rng.random((32, 2, 80, 80), dtype=np.float32)
-    np.testing.assert_array_equal(in_chunks(network)(small), small[:, 0] * 2.0 + small[:, 1])
+    np.testing.assert_array_equal(InChunks(network)(small), small[:, 0] * 2.0 + small[:, 1])
     assert calls == [(32, 2, 80, 80)], "the benchmark's crops: one call, as before"
     calls.clear()
     huge = rng.random((3, 2, 1024, 1024), dtype=np.float32)  # one sample over the budget: one at a time
-    np.testing.assert_array_equal(in_chunks(network)(huge), huge[:, 0] * 2.0 + huge[:, 1])
+    np.testing.assert_array_equal(InChunks(network)(huge), huge[:, 0] * 2.0 + huge[:, 1])
     assert [shape[0] for shape in calls] == [1, 1, 1]
 
 
@@ -654,6 +654,6 @@ def test_the_segmenter_runs_both_networks_in_bounded_chunks(monkeypatch):
     from gastric_propagate.inference.preprocessing import Preprocessing
 
     wrapped = []
-    monkeypatch.setattr(pipeline, "in_chunks", lambda network: wrapped.append(network) or network)
+    monkeypatch.setattr(pipeline, "InChunks", lambda network: wrapped.append(network) or network)
     pipeline.Segmenter.from_networks(OracleProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
     assert len(wrapped) == 2, "the proposer's runner and the refiner's"
