@@ -42,6 +42,12 @@ def folds_by_patient(pairs: list, count: int, seed: int) -> list[list]:
     by_group: dict[str, dict[str, list]] = {}
     for pair in pairs:
         by_group.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
+    lone: dict[str, list] = {}  # names without a group ("anna_n1", "carl"): dealt together, not each from fold 0
+    for group in [group for group, patients in by_group.items() if len(patients) == 1]:
+        for patient, cases in by_group.pop(group).items():
+            lone.setdefault(patient, []).extend(cases)
+    if lone:
+        by_group[""] = lone
     for patients in by_group.values():
         members = list(patients.values())
         for i, index in enumerate(rng.permutation(len(members))):
@@ -59,19 +65,29 @@ def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
-def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
-    """The folds' networks start from --init: weights that learned a case of --data would have seen every fold's
-    held-out cases (the shipped weights learned ../shared/real-ct), so the scores would not be cross-validated."""
+def learned_overlap(weights: str, pairs) -> tuple[str, list[str]] | None:
+    """(stage, the cases of ``pairs`` whose patient it learned) for the first network of ``weights`` ('bundled' or a
+    folder of proposer.pt and refiner.pt) that learned one, by its training metadata; None when neither did."""
     from gastric_propagate.inference.checkpoints import load_checkpoint
 
-    for stage, path in initial_paths(init).items():
+    for stage, path in initial_paths(weights).items():
         seen = {patient_of(name) for name in learned_case_names(load_checkpoint(path, stage=stage).training)}
         overlap = sorted(name for name, _, _ in pairs if patient_of(name) in seen)
         if overlap:
-            parser.error(f"--init {init}: its {stage} (or the weights it was fine-tuned from) learned "
-                         f"{len(overlap)} case(s) of the data, or other cases of their patients "
-                         f"({', '.join(overlap[:3])}, ...); start from weights that never saw them, e.g. "
-                         "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
+            return stage, overlap
+    return None
+
+
+def _refuse_weights_that_saw(init: str, pairs, parser) -> None:
+    """The folds' networks start from --init: weights that learned a case of --data would have seen every fold's
+    held-out cases (the shipped weights learned ../shared/real-ct), so the scores would not be cross-validated."""
+    found = learned_overlap(init, pairs)
+    if found:
+        stage, overlap = found
+        parser.error(f"--init {init}: its {stage} (or the weights it was fine-tuned from) learned "
+                     f"{len(overlap)} case(s) of the data, or other cases of their patients "
+                     f"({', '.join(overlap[:3])}, ...); start from weights that never saw them, e.g. "
+                     "runs/real-ct-training/tuned from scripts/real_ct_training.sh")
 
 
 def _refuse_recipe_data_that_holds(recipe: list[str], pairs, parser) -> None:
@@ -136,6 +152,8 @@ def main() -> int:
     pairs = find_pairs(args.data)
     folds = folds_by_patient(pairs, args.folds, args.seed)
 
+    if any(item == "--init" or item.startswith("--init=") for item in recipe):  # the last --init would win
+        parser.error("give --init before '--' (the folds start from it, and it is checked), not in the recipe")
     _refuse_weights_that_saw(args.init, pairs, parser)
     _refuse_recipe_data_that_holds(recipe, pairs, parser)
     init_weights = [f"--{stage}={path}" for stage, path in initial_paths(args.init).items()]
@@ -160,6 +178,10 @@ def main() -> int:
                                   "--seed", str(args.seed), "--overwrite", *recipe], check=True)
         elif not (fold_dir / "weights" / "proposer.pt").exists():
             parser.error(f"--reuse-weights: no fine-tuned weights in {fold_dir / 'weights'}; run without it first")
+        found = learned_overlap(str(fold_dir / "weights"), held_out)  # trained here or reused: never its own cases
+        if found:
+            parser.error(f"the weights in {fold_dir / 'weights'} ({found[0]}) learned {len(found[1])} case(s) this "
+                         f"fold holds out ({', '.join(found[1][:3])}, ...): its scores would not be cross-validated")
         # The folds' scores are this script's own files: a run again (--reuse-weights, an engine change) replaces them.
         evaluate = cli + ["evaluate", "--data", str(fold_dir / "test"), "--variants", "largest",
                           "--methods", *METHODS, "--overwrite", *_label_options(recipe)]

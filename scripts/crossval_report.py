@@ -17,6 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from crossval_finetune import learned_overlap
+from gastric_propagate.data.cases import find_pairs
+from gastric_propagate.errors import InputError
 from gastric_propagate.evaluation.reporting import (CONFIDENCE_FILE, read_confidence, read_csv, summary_markdown,
                                                     write_confidence, write_csv)
 
@@ -35,11 +38,28 @@ def main() -> int:
 
     folds = sorted(Path(args.folds).glob("fold*"))
     rows, confidence, seen, engine_run = [], [], set(), {}
+    held_out = {}  # case -> the fold that holds it out: its rows come from that fold's runs only
+    for fold in folds:
+        try:
+            pairs = find_pairs(fold / "test")
+        except InputError as error:
+            parser.error(f"{fold}: no held-out cases ({error}); --folds takes crossval_finetune.py's --out")
+        found = learned_overlap(str(fold / "weights"), pairs) if (fold / "weights" / "proposer.pt").is_file() else None
+        if found:
+            parser.error(f"the weights in {fold / 'weights'} ({found[0]}) learned {len(found[1])} case(s) the fold "
+                         f"holds out ({', '.join(found[1][:3])}, ...): they are not cross-validated")
+        for name, _, _ in pairs:
+            if name in held_out:
+                parser.error(f"{name} is held out by both {held_out[name].name} and {fold.name}")
+            held_out[name] = fold
     for fold in folds:
         for run in args.runs:  # the first run listed that holds a case's variant and method is the one reported
             if not (fold / run / "results.csv").is_file():
                 parser.error(f"{fold / run / 'results.csv'} is missing")
             for row in read_csv(fold / run / "results.csv"):
+                if row["method"] in NETWORK_METHODS and held_out.get(row["case"]) != fold:
+                    parser.error(f"{fold / run / 'results.csv'} scores {row['case']} with {row['method']}, a case "
+                                 f"{fold.name} does not hold out (its networks may have learned it)")
                 if row["method"] in NETWORK_METHODS and (row["case"], row["variant"], row["method"]) not in seen:
                     seen.add((row["case"], row["variant"], row["method"]))
                     rows.append(row)
@@ -49,8 +69,20 @@ def main() -> int:
                 confidence += [row for row in read_confidence(fold / run / CONFIDENCE_FILE)
                                if engine_run.get((row["case"], row["variant"])) == (fold, run)]
     cases = {row["case"] for row in rows}
+    missing = sorted(set(held_out) - {case for case, variant, method in seen if method == "engine"})
+    if missing:
+        parser.error(f"{len(missing)} held-out case(s) have no vote (engine) row in the runs {', '.join(args.runs)} "
+                     f"({', '.join(missing[:3])}, ...): every case is reported, or the report would drop it silently")
+    baseline_keys = set()
     for path in args.baselines:
-        rows += [row for row in read_csv(path) if row["method"] not in NETWORK_METHODS and row["case"] in cases]
+        for row in read_csv(path):
+            key = (row["case"], row["variant"], row["method"])
+            if row["method"] in NETWORK_METHODS or row["case"] not in cases:
+                continue
+            if key in baseline_keys:
+                parser.error(f"{path}: {', '.join(key)} is in the baselines twice (a file given twice?)")
+            baseline_keys.add(key)
+            rows.append(row)
     order = {"proposer": 0, "networks": 1, "engine": 2}
     rows.sort(key=lambda row: (row["variant"] != "largest", row["variant"], order.get(row["method"], 3)))
     out = Path(args.out)

@@ -95,3 +95,62 @@ def test_reuse_weights_scores_the_folds_again_over_an_earlier_runs_scores(tmp_pa
     assert "fine-tuned on the other folds, the vote" in run.stdout
     for fold in range(3):
         assert (out / f"fold{fold}" / "eval-tuned" / "results.csv").read_text().startswith("case,")
+
+
+def test_names_of_no_group_are_dealt_over_every_fold_not_each_into_the_first():
+    """"anna_n1", "carl", ...: each was a group of its own, each dealt from fold 0: all in fold 0, the others empty."""
+    names = ["anna_n1", "anna_n2", "carl", "dora", "emil", "fred", "gus"]
+    folds = _script().folds_by_patient(_pairs(names), 3, 0)
+    held = [sorted(name for name, _, _ in fold) for fold in folds]
+    assert all(held), held
+    assert sorted(name for fold in held for name in fold) == sorted(names)
+    assert any({"anna_n1", "anna_n2"} <= set(fold) for fold in held), "a patient's cases stay together"
+
+
+def _cases_and_folds(tmp_path):
+    from conftest import write_cases_folder
+
+    data = write_cases_folder(tmp_path / "data", 3)
+    for path in data.iterdir():  # one group of three patients (case_0, ...): one case a fold
+        path.rename(data / path.name.replace("case", "case_"))
+    return data, tmp_path / "cv"
+
+
+def test_an_init_in_the_recipe_is_refused_it_would_replace_the_checked_one(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import SCRIPTS
+
+    data, out = _cases_and_folds(tmp_path)
+    run = subprocess.run([sys.executable, str(SCRIPTS / "crossval_finetune.py"), "--data", str(data), "--out", str(out),
+                          "--", "--phantoms", "1", "--init", "bundled"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "give --init before '--'" in run.stderr, run.stderr[-2000:]
+    assert not out.exists()
+
+
+def test_reused_fold_weights_that_learned_the_folds_own_case_are_refused(tmp_path):
+    """Swapped or copied fold weights: the evaluation only warned, and the report said "never saw it"."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from conftest import SCRIPTS
+    from gastric_propagate.inference.checkpoints import INPUT_CHANNELS, save_checkpoint
+    from gastric_propagate.inference.networks import UNet2D
+    from gastric_propagate.inference.preprocessing import Preprocessing
+
+    data, out = _cases_and_folds(tmp_path)
+    names = sorted(path.name.rsplit("_", 1)[0] for path in data.glob("*_image.*"))
+    torch.manual_seed(0)
+    for fold in range(3):
+        for stage, channels in INPUT_CHANNELS.items():  # every fold's weights learned every case
+            save_checkpoint(out / f"fold{fold}" / "weights" / f"{stage}.pt", stage=stage,
+                            network=UNet2D(in_channels=channels, base_channels=4, depth=2),
+                            preprocessing=Preprocessing(), training={"case_names": names})
+    run = subprocess.run([sys.executable, str(SCRIPTS / "crossval_finetune.py"), "--data", str(data), "--out", str(out),
+                          "--reuse-weights"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"the weights in {out / 'fold0' / 'weights'} (proposer) learned 1 case(s) this fold holds out" in run.stderr
+    assert not (out / "fold0" / "eval-tuned").exists(), "refused before any evaluation"
