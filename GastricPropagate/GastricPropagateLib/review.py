@@ -6,6 +6,8 @@ flagged, and why, is tested headless (``Testing/Python/slicer_layer/test_review.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
@@ -65,9 +67,11 @@ class ReviewRow:
         sentences = [self.advised] if self.advised else []
         for reason in self.reasons:
             if reason == "low_confidence":
-                sentences.append(_("Confidence {confidence:.2f}, below {threshold:g}: the outline changes abruptly "
-                                   "from the slice before it, or the networks and the registration disagree here; "
-                                   "check it.").format(confidence=self.confidence, threshold=REVIEW_CONFIDENCE))
+                shown = math.floor(self.confidence * 100) / 100  # 0.2951 is not "0.30, below 0.3"
+                sentences.append(_("Confidence {confidence:.2f}, below {threshold:g}: far from the painted slice, an "
+                                   "outline that changes from the slice before it, or the networks and the "
+                                   "registration disagreeing here; check it.").format(confidence=shown,
+                                                                                      threshold=REVIEW_CONFIDENCE))
             elif reason == "cut_back":
                 sentences.append(_("The result was cut back here after it ran into the tissue beside the tumour: check "
                                    "the outline."))

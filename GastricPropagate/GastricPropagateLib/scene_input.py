@@ -95,6 +95,14 @@ def sliceTiltDegrees(ijkToRas: np.ndarray) -> float:
     return float(np.degrees(np.arccos(min(1.0, abs(float(normal[2]))))))
 
 
+def _withinOneAxialSlab(annotation: np.ndarray, ijkToRas: np.ndarray) -> bool:
+    """Whether every painted voxel lies within one RAS-axial slab a slice thick: one stroke in an axial view that is
+    not rotated to the volume's slices (keyframes painted in a rotated view each fill a whole tilted slice)."""
+    kji = np.argwhere(annotation > 0)
+    heights = kji[:, ::-1] @ ijkToRas[2, :3]
+    return float(heights.max() - heights.min()) <= 1.5 * float(np.linalg.norm(ijkToRas[:3, 2]))
+
+
 def _viewName(view: str) -> str:
     """A view's or slice orientation's name ("axial", "sagittal", "coronal") in the reader's language."""
     return {"axial": _("axial"), "sagittal": _("sagittal"), "coronal": _("coronal")}[view]
@@ -163,8 +171,9 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "on one slice in the axial view (the view showing the volume's K slices), then run again.").format(
                 segment=segmentName, count=len(painted), slices=describe_slices(painted), view=_viewName(sideView)))
     tilt = sliceTiltDegrees(ijkToRas)
-    if (len(painted) > 1 and not options.keyframes and orientation == "axial" and tilt >= MIN_TILT_DEGREES
-            and painted[-1] - painted[0] + 1 == len(painted)):
+    if (len(painted) > 1 and orientation == "axial" and tilt >= MIN_TILT_DEGREES
+            and painted[-1] - painted[0] + 1 == len(painted)
+            and (not options.keyframes or _withinOneAxialSlab(annotation, ijkToRas))):
         # The Segment Editor paints in the view's plane: an RAS-axial view cuts across tilted K slices, and each cut
         # piece taken as a keyframe (or one kept alone) is a chord of the tumour, not its cross-section.
         raise InputError(_(

@@ -134,7 +134,7 @@ def _one_label(annotation: np.ndarray, label: int | None, path) -> np.ndarray:
     painted = annotation[np.flatnonzero(annotation.reshape(annotation.shape[0], -1).any(axis=1))]  # a few slices
     values = np.unique(painted[painted > 0])  # not a pass over the whole CT's grid: no second volume in memory
     lowest = float(np.nanmin(painted)) if painted.size else 0.0
-    if lowest < 0 and values.size > 1:  # HU: its positive values are tissue, not labels to choose among with --label
+    if label is None and lowest < 0 and values.size > 1:  # HU: its positive values are tissue, not labels to choose
         raise InputError(f"The annotation {path} holds {values.size} positive values and negative ones down to "
                          f"{lowest:g}: it looks like a CT image, not a label map of the painted slice. Give the CT "
                          "to --image and the painted label map (0 for the background, 1 on the painted slice) to "

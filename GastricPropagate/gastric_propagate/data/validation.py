@@ -52,17 +52,17 @@ def check_image(image: np.ndarray) -> None:
     if image.dtype.itemsize == 1 and not (image.min() == image.max() or _looks_like_labels(sample)):
         raise InputError(
             f"The image holds 8-bit values ({image.dtype}): no CT in Hounsfield units fits in 8 bits (air -1000 to "
-            "bone above 1000). It looks like a viewer's windowed export (screen grey levels, not HU). Load the "
-            "original CT series (DICOM, or NRRD/NIfTI in HU), then run again.")
+            "bone above 1000). It looks like a viewer's windowed export (screen grey levels, not HU), or a label map "
+            "of many structures. Load the original CT series (DICOM, or NRRD/NIfTI in HU), then run again.")
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if low < -MAX_CT_MAGNITUDE or high > MAX_CT_MAGNITUDE:
         raise InputError(
             f"The image's values reach from {low:.4g} to {high:.4g} (0.5-99.5% of the voxels), outside the range of "
             f"any CT in Hounsfield units (air -1000, bone and metal up to about 30,000). The volume was scaled or "
             "converted wrongly: re-export it in HU (DICOM Rescale Slope/Intercept applied once), then run again.")
-    if image.dtype.itemsize > 2:  # and a single voxel beyond any CT (1e39 overflows float32: NaN in the networks)
+    if image.dtype == np.float64:  # a single voxel float32 cannot hold (1e39) becomes Inf, then NaN in the networks
         lowest, highest = float(image.min()), float(image.max())
-        if max(-lowest, highest) > MAX_CT_MAGNITUDE:
+        if max(-lowest, highest) > float(np.finfo(np.float32).max):
             raise InputError(
                 f"The image holds values from {lowest:.4g} to {highest:.4g}, beyond any CT in Hounsfield units (air "
                 "-1000, bone and metal up to about 30,000): the volume is corrupt, or was scaled or converted wrongly. "

@@ -68,7 +68,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         raise unreadable(path, what, error) from error
     whole = _check_gzip_complete(path, image, what) if gzipped else False
     if not whole:  # voxels ITK changed (or an uncompressed file): NIfTI's reader turns NaN and Inf into 0
-        _check_nifti_finite(path, what, gzip.open if gzipped else open)
+        _check_nifti_finite(path, what, gzip.open if gzipped else open, data_file)
     if compressed_mha is not None and not _adler_matches(path, compressed_mha, image):
         _check_metaimage_voxels(path, compressed_mha[0], image, nbytes, what)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # one time point of a 4D series: that volume
@@ -338,12 +338,17 @@ def _check_gzip_complete(path: Path, image: sitk.Image, what: str) -> bool:
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
-def _check_nifti_finite(path: Path, what: str, opener) -> None:
-    """InputError when a NIfTI file's floating-point voxels hold NaN or Inf: ITK's reader (niftilib) returns them as
-    0, which would be read as water. Scanned in blocks from the file itself; other formats and types pass."""
-    layout = _nifti_data(path, opener)
-    dtype = _nifti_float_type(path, opener) if layout is not None else None
-    if dtype is None:
+def _check_nifti_finite(path: Path, what: str, opener, data_file: tuple[Path, str, int] | None = None) -> None:
+    """InputError when a NIfTI (or NIfTI/Analyze .hdr + .img) file's floating-point voxels hold NaN or Inf: ITK's
+    reader (niftilib) returns them as 0. Scanned in blocks from the file itself; other formats and types pass.
+    ``data_file``: ``_data_file``'s answer for ``path`` (a .hdr's .img)."""
+    if matching_extension(path, (".hdr",)) is not None and data_file is not None:
+        layout, dtype = _nifti_header(path, open), _nifti_float_type(path, open)
+        path, opener = data_file[0], gzip.open if data_file[1] == "gzip" else open
+    else:
+        layout = _nifti_data(path, opener)
+        dtype = _nifti_float_type(path, opener) if layout is not None else None
+    if dtype is None or layout is None:
         return
     offset, nbytes = layout
     counts = {"NaN": 0, "Inf": 0}
@@ -356,9 +361,10 @@ def _check_nifti_finite(path: Path, what: str, opener) -> None:
             counts["Inf"] += int(np.count_nonzero(np.isinf(values)))
     if counts["NaN"] or counts["Inf"]:
         found = " and ".join(f"{count:,} {name}" for name, count in counts.items() if count)
+        seen_as = "water" if what == "image" else "background"
         raise InputError(f"The {what} file {path} contains {found} voxels (read by ITK as 0, which would pass for "
-                         "water). Fix or re-export the volume (NaN and Inf often come from a failed resampling or "
-                         "conversion) and run again.")
+                         f"{seen_as}). Fix or re-export the volume (NaN and Inf often come from a failed resampling "
+                         "or conversion) and run again.")
 
 
 def _nifti_float_type(path: Path, opener) -> np.dtype | None:

@@ -26,7 +26,7 @@ from gastric_propagate.inference.masks import bounding_box
 NetworkRunner = Callable[[np.ndarray], np.ndarray]
 #: The most pixels (samples x height x width) one network call gets: ONNX Runtime keeps the memory of its largest
 #: call for the session's life, about 430 bytes a pixel (a 1.4 L sarcoma's 272-pixel crops, 32 refiner slices at
-#: once: +1.1 GB, and 2.4 GB at the peak). 600,000 pixels is 92 slices of the benchmark's 80-pixel crops (one call,
+#: once: +1.1 GB, and 2.4 GB at the peak). 600,000 pixels is 93 slices of the benchmark's 80-pixel crops (one call,
 #: as before) and 8 of that sarcoma's, at the same time per slice.
 MAX_BATCH_PIXELS = 600_000
 

@@ -644,6 +644,17 @@ def test_a_painted_slice_smoothed_by_resampling_is_refused_as_evaluate_and_train
     assert "nearest-neighbour" in err and "several structures" not in err
 
 
+def test_label_chooses_its_value_in_a_label_map_that_marks_ignored_voxels_negative(files, tmp_path, capsys):
+    """-1 for "ignore" beside labels 1 and 2: with --label 1 it is a label map, not a CT given as the annotation."""
+    labels = annotation_from_label(files["label"]).astype(np.int16)
+    k = int(np.flatnonzero(labels.any(axis=(1, 2)))[0])
+    labels[k, :3, :3] = 2
+    labels[k, -3:, -3:] = -1
+    write_like(labels, files["reference"], tmp_path / "in" / "labels.nrrd")
+    assert segment(files, tmp_path / "out.nrrd", "--label", "1", annotation=tmp_path / "in" / "labels.nrrd") == 0, (
+        capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_second_run_to_the_same_new_output_does_not_replace_the_first(files, tmp_path, capsys, monkeypatch,
                                                                         fast_networks, overwrite):  # issue 26: 9

@@ -85,11 +85,21 @@ def test_a_stroke_across_a_tilted_volumes_slices_is_told_to_rotate_the_view_not_
     segmentId = addSegmentFromArray(segmentation, volume, painted, "painted in the RAS axial view")
     extra = [(segmentation, segmentId)]
     before = case.snapshot(extra)
-    with pytest.raises(InputError, match=r"slices are tilted 12 degrees from the axial plane.*'Rotate to volume "
-                                         r"plane'") as refusal:
-        logic.run(volume, segmentation, segmentId)
-    assert "keyframes" not in str(refusal.value)
-    assertSnapshotsEqual(before, case.snapshot(extra))
+    for keyframes in (False, True):  # with keyframes on, each cut piece would be an anchor (Dice 0.30)
+        with pytest.raises(InputError, match=r"slices are tilted 12 degrees from the axial plane.*'Rotate to "
+                                             r"volume plane'") as refusal:
+            logic.run(volume, segmentation, segmentId, PropagationOptions(keyframes=keyframes))
+        assert "keyframes" not in str(refusal.value)
+        assertSnapshotsEqual(before, case.snapshot(extra))
+    # Keyframes painted in a view rotated to the volume's slices: whole tilted slices, accepted.
+    from GastricPropagateLib.scene_input import prepareInput
+
+    keyframes = np.zeros_like(case.annotation)
+    k = case.paintedSlice
+    keyframes[k:k + 2] = case.truth[k:k + 2] > 0
+    keyframesId = addSegmentFromArray(segmentation, volume, keyframes, "keyframes in a rotated view")
+    prepared = prepareInput(volume, segmentation, keyframesId, PropagationOptions(keyframes=True))
+    assert prepared.paintedSlices == [k, k + 1]
 
 
 def test_a_small_lesions_axial_keyframes_far_apart_are_not_a_side_view(case):

@@ -178,7 +178,7 @@ def test_a_whole_nifti_whose_voxels_itk_rescales_is_read(tmp_path, name):
     assert np.allclose(sitk.GetArrayFromImage(image), 2.0 * sitk.GetArrayFromImage(ct_like()) - 1024.0)
 
 
-@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz", "ct.hdr"])  # .hdr: its voxels in ct.img
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_or_inf_in_a_float_nifti_is_refused_not_read_as_water(tmp_path, name, dtype):
     """ITK's NIfTI reader returns NaN and Inf as 0 (water, to the networks): the file's own voxels are checked."""
@@ -190,8 +190,11 @@ def test_nan_or_inf_in_a_float_nifti_is_refused_not_read_as_water(tmp_path, name
     values[2, 0, 0] = -np.inf
     sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / name))
     assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))).all(), "ITK hides them"
-    with pytest.raises(InputError, match=r"contains 3 NaN and 1 Inf voxels \(read by ITK as 0"):
+    with pytest.raises(InputError, match=r"contains 3 NaN and 1 Inf voxels \(read by ITK as 0, which would pass "
+                                         r"for water\)"):
         volumes.read_volume(tmp_path / name)
+    with pytest.raises(InputError, match=r"would pass for background"):  # a label map's 0 is its background
+        volumes.read_volume(tmp_path / name, "annotation")
 
 
 @pytest.mark.parametrize("directions", [b"(0.8,0,0) (0,0.8,0) (nan,nan,nan)", b"(0.8,0,0) (0,0.8,0) (0,0,inf)",

@@ -657,3 +657,13 @@ def test_the_segmenter_runs_both_networks_in_bounded_chunks(monkeypatch):
     monkeypatch.setattr(pipeline, "InChunks", lambda network: wrapped.append(network) or network)
     pipeline.Segmenter.from_networks(OracleProposer(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
     assert len(wrapped) == 2, "the proposer's runner and the refiner's"
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_the_loaded_networks_run_in_bounded_chunks_on_each_backend(backend):
+    """ONNX Runtime, the CPU's default, is the one that keeps its largest call's memory."""
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.propagation import InChunks
+
+    segmenter = Segmenter(device="cpu", backend=backend)
+    assert isinstance(segmenter._proposer, InChunks) and isinstance(segmenter._refiner, InChunks)
