@@ -120,16 +120,17 @@ class RunController:
     Args:
         logic: a ``GastricPropagateLogic``.
         view: the panel (see the module docstring).
-        ensureDependencies: returns True when PyTorch is there (``dependencies.ensureDependencies`` in Slicer).
-        dependenciesReady: True when the engine's packages are installed, without asking anything
+        ensureDependencies: given the panel's device, returns True when the packages the engine needs for it are
+            there, after asking to install what is missing (``dependencies.ensureDependencies`` in Slicer).
+        dependenciesReady: given the device, True when the engine's packages are installed, without asking anything
             (``dependencies.ready`` in Slicer); the worker is started in advance only then.
         segmentEditorNode: returns the Segment Editor's parameter node (its masking settings), or None.
         saveUndoState: called with the segmentation node just before a result is written into it, so that one Undo
             in the Segment Editor takes the result away alone (``widget.saveSegmentEditorUndoState`` in Slicer).
     """
 
-    def __init__(self, logic, view, *, ensureDependencies: Callable[[], bool] = lambda: True,
-                 dependenciesReady: Callable[[], bool] = lambda: True,
+    def __init__(self, logic, view, *, ensureDependencies: Callable[[str], bool] = lambda device: True,
+                 dependenciesReady: Callable[[str], bool] = lambda device: True,
                  segmentEditorNode: Callable[[], object] = lambda: None,
                  saveUndoState: Callable[[object], None] = lambda segmentationNode: None) -> None:
         self.logic = logic
@@ -145,6 +146,7 @@ class RunController:
         self._prepared = None
         self._lastProgress, self._progressSince = None, 0.0  # the running job's last progress, and since when
         self._replaceExisting = False
+        self._installing = False  # packages being installed (Slicer's events go on meanwhile: no second install)
         self._watched = None  # the segmentation node whose segments the buttons follow
         self._watchTags = []
 
@@ -239,7 +241,7 @@ class RunController:
 
         ``fromCorrections``: propagate again with the slices the reader corrected in the result as anchors.
         """
-        if self.isRunning:
+        if self.isRunning or self._installing:
             return
         self.lastError = None
         try:
@@ -254,7 +256,16 @@ class RunController:
 
     def _start(self, fromCorrections: bool) -> None:
         # Dialogs (installing packages, replacing the earlier result) come without a wait cursor over them.
-        if not self.ensureDependencies():
+        device = self.parameters.device if self.parameters is not None else "auto"
+        if not self.dependenciesReady(device):
+            self.view.setStatus(_("Installing the Python packages the engine needs (after you agree; the Python "
+                                  "console shows the progress)..."))
+        self._installing = True
+        try:
+            installed = self.ensureDependencies(device)
+        finally:
+            self._installing = False
+        if not installed:
             self.view.setStatus(_("The packages the engine needs are not installed; nothing was run."))
             return
         parameters = self.parameters
@@ -380,7 +391,7 @@ class RunController:
         finds the engine imported and the weights loaded (docs/profile.md). Only when the packages it needs are
         installed (installing them asks the user, which waits for Propagate) and no run is going on; a worker that
         fails to start is started again by the first run, which reports why."""
-        if self.isRunning or self.parameters is None or not self.dependenciesReady():
+        if self.isRunning or self.parameters is None or not self.dependenciesReady(self.parameters.device):
             return
         self.logic.device = self.parameters.device
         try:
@@ -412,7 +423,7 @@ class RunController:
         ahead to it); else the volume goes ahead to the worker there is. Only on a change of device: a worker that
         fails to start is not started again at every change of an option."""
         if (self.parameters is not None and not self.isRunning and self.parameters.device != self.logic.device
-                and self.dependenciesReady()):
+                and self.dependenciesReady(self.parameters.device)):
             self.warmUp()
         else:
             self.sendVolumeAhead()

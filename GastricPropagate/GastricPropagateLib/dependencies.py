@@ -1,15 +1,16 @@
 """Python packages the engine needs inside Slicer: found, or installed after the user agrees.
 
-- torch comes from the **PyTorch extension** (declared in the extension's ``EXTENSION_DEPENDS``): its
-  ``PyTorchUtils`` picks the CPU or CUDA build that fits the machine. Only a lower bound is asked for, so the torch
-  that other extensions sharing Slicer's Python installed (TotalSegmentator, MONAI Auto3DSeg) is used as it is.
-- scipy and onnxruntime are installed with ``slicer.util.pip_install``. numpy and SimpleITK come with Slicer.
-  onnxruntime runs the bundled networks (their ``.onnx`` files) on the CPU without loading torch, which is faster to
-  start (the engine's ``--backend auto`` where no NVIDIA driver is visible); torch runs them on a CUDA device, and
-  wherever ONNX Runtime cannot.
+- scipy and onnxruntime are installed with ``slicer.util.pip_install``; numpy and SimpleITK come with Slicer.
+  onnxruntime runs the bundled networks (their ``.onnx`` files) on the CPU without torch: the engine's
+  ``--backend auto`` where no NVIDIA driver is visible, and the cpu and cpu-int8 devices.
+- torch is needed only to run the networks on an NVIDIA GPU (the cuda device, or auto where a driver is visible). It
+  comes from the **PyTorch extension** (the extension's ``EXTENSION_DEPENDS``): its ``PyTorchUtils`` picks the CPU or
+  CUDA build that fits the machine. Only a lower bound is asked for, so the torch that other extensions sharing
+  Slicer's Python installed (TotalSegmentator, MONAI Auto3DSeg) is used as it is. On auto, a machine where torch
+  cannot be had (no PyTorch extension) runs on the CPU instead.
 
 Nothing happens at import time. Nothing is installed before the user has agreed, in one dialog that lists
-everything. A failure raises one exception with what to do; the caller shows it (one dialog, not two).
+everything. A failure raises one exception with what to do (offline: install from wheel files); the caller shows it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+import sys
 
 from .i18n import _
 
@@ -26,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 #: The oldest torch the engine works with (``torch.load(weights_only=True)``, ``torch.inference_mode``).
 MINIMUM_TORCH_VERSION = "2.0"
-#: import name -> pip requirement, for the engine's dependencies that Slicer does not ship. onnxruntime: the oldest
-#: that reads the bundled ONNX files (opset 18); pip picks the newest that fits Slicer's Python.
+#: The oldest onnxruntime that reads the bundled ONNX files (IR version 10, opset 18; 1.16 and 1.17 refuse them).
+MINIMUM_ONNXRUNTIME_VERSION = "1.18"
+#: import name -> (pip requirement, the oldest version that works, or None), for the engine's dependencies that
+#: Slicer does not ship; pip picks the newest that fits Slicer's Python.
 OTHER_REQUIREMENTS = {
-    "scipy": "scipy>=1.10",
-    "onnxruntime": "onnxruntime>=1.16",
+    "scipy": ("scipy>=1.10", None),
+    "onnxruntime": (f"onnxruntime>={MINIMUM_ONNXRUNTIME_VERSION}", MINIMUM_ONNXRUNTIME_VERSION),
 }
 
 
@@ -43,30 +47,50 @@ def _versionTuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
-def installedTorchVersion() -> str | None:
-    """The installed torch's version, or None when torch is not installed."""
-    if not isInstalled("torch"):
+def installedVersion(name: str) -> str | None:
+    """The installed version of package ``name``, or None when it is not installed (or does not say)."""
+    if not isInstalled(name):
         return None
     try:
-        return importlib.metadata.version("torch")
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
+def installedTorchVersion() -> str | None:
+    """The installed torch's version, or None when torch is not installed."""
+    return installedVersion("torch")
+
+
+def _older(version: str | None, minimum: str | None) -> bool:
+    return version is not None and minimum is not None and _versionTuple(version) < _versionTuple(minimum)
+
+
 def torchTooOld(version: str | None) -> bool:
-    return version is not None and _versionTuple(version) < _versionTuple(MINIMUM_TORCH_VERSION)
+    return _older(version, MINIMUM_TORCH_VERSION)
 
 
-def missingRequirements() -> list[str]:
-    """What is missing now: "torch>=..." first (when torch is absent), then pip requirements."""
-    missing = [] if isInstalled("torch") else [f"torch>={MINIMUM_TORCH_VERSION}"]
-    missing += [requirement for name, requirement in OTHER_REQUIREMENTS.items() if not isInstalled(name)]
+def torchNeeded(device: str = "auto") -> bool:
+    """Whether the panel's ``device`` runs the networks with PyTorch: cuda, or auto where an NVIDIA driver is
+    visible (the engine's ``--backend auto``); cpu and cpu-int8 run them under ONNX Runtime."""
+    from gastric_propagate.inference.backends import nvidia_driver_visible
+
+    return str(device).startswith("cuda") or (device == "auto" and nvidia_driver_visible())
+
+
+def missingRequirements(device: str = "auto") -> list[str]:
+    """What is missing now: "torch>=..." first (when ``device`` needs torch and it is absent), then pip requirements
+    (also those installed in a version too old to work: pip upgrades them)."""
+    missing = [f"torch>={MINIMUM_TORCH_VERSION}"] if torchNeeded(device) and not isInstalled("torch") else []
+    missing += [requirement for name, (requirement, minimum) in OTHER_REQUIREMENTS.items()
+                if not isInstalled(name) or _older(installedVersion(name), minimum)]
     return missing
 
 
-def ready() -> bool:
-    """True when everything the engine needs is installed and new enough; asks nothing and installs nothing."""
-    return not missingRequirements() and not torchTooOld(installedTorchVersion())
+def ready(device: str = "auto") -> bool:
+    """True when everything the engine needs for ``device`` is installed and new enough; asks nothing and installs
+    nothing."""
+    return not missingRequirements(device) and not (torchNeeded(device) and torchTooOld(installedTorchVersion()))
 
 
 def _pyTorchUtilsLogic():
@@ -78,51 +102,70 @@ def _pyTorchUtilsLogic():
     return PyTorchUtils.PyTorchUtilsLogic()
 
 
-def ensureDependencies(askConfirmation: bool = True) -> bool:
-    """Makes sure torch, scipy and onnxruntime can be imported; returns True when they can, False when the user
-    declines.
+def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bool:
+    """Makes sure the packages the engine needs for ``device`` can be imported (scipy and onnxruntime; torch for an
+    NVIDIA GPU); returns True when they can, False when the user declines.
 
     Raises:
-        RuntimeError: with what to do, when the PyTorch extension is missing, the installed torch is too old, or an
-            installation fails.
+        RuntimeError: with what to do, when torch is needed and the PyTorch extension is missing or the installed
+            torch is too old, or an installation fails.
     """
     import slicer
 
     version = installedTorchVersion()
-    if torchTooOld(version):
+    wanted = torchNeeded(device)
+    if wanted and torchTooOld(version):
         raise RuntimeError(_(
-            "GastricPropagate needs PyTorch {minimum} or newer, but PyTorch {version} is installed. Update it with "
-            "the PyTorch Utils module (Utilities > PyTorch Utils), restart Slicer, then run again.").format(
-                minimum=MINIMUM_TORCH_VERSION, version=version))
-    missing = missingRequirements()
+            "Running on the GPU needs PyTorch {minimum} or newer, but PyTorch {version} is installed (perhaps by "
+            "another extension). Choose the 'cpu' device, which runs without PyTorch, or replace PyTorch in "
+            "Utilities > PyTorch Utils (Uninstall, restart Slicer, Install; other extensions that use it may need "
+            "the old one), then run again.").format(minimum=MINIMUM_TORCH_VERSION, version=version))
+    missing = missingRequirements(device)
+    torchLogic = _pyTorchUtilsLogic() if wanted and version is None else None
+    if wanted and version is None and torchLogic is None:
+        if not str(device).startswith("cuda"):  # auto: the CPU under ONNX Runtime, without asking for torch
+            logger.info("GastricPropagate: no PyTorch extension; the networks run on the CPU (ONNX Runtime)")
+            missing = [requirement for requirement in missing if not requirement.startswith("torch")]
+        else:
+            raise RuntimeError(_(
+                "Running on the GPU needs PyTorch, which the PyTorch extension installs. Install the 'PyTorch' "
+                "extension from the Extensions Manager and restart Slicer, or choose the 'cpu' device, then run "
+                "again."))
     if not missing:
         return True
-    torchMissing = version is None
-    torchLogic = _pyTorchUtilsLogic() if torchMissing else None
-    if torchMissing and torchLogic is None:
-        raise RuntimeError(_(
-            "GastricPropagate needs PyTorch, which the PyTorch extension installs. Install the 'PyTorch' extension "
-            "from the Extensions Manager, restart Slicer, then run again."))
+    torchMissing = any(requirement.startswith("torch") for requirement in missing)
+    note = _(" PyTorch is large; the PyTorch extension installs it, with a GPU build when this computer has a "
+             "suitable one.") if torchMissing else ""
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("GastricPropagate needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-              "Install them now? It downloads them and can take several minutes (PyTorch is large). PyTorch is "
-              "installed by the PyTorch extension, which picks a GPU build when this computer has a suitable one.")
-            .format(packages="\n".join(missing)),
+              "Install them now? It downloads them and can take several minutes; the Python console shows the "
+              "progress.{note}").format(packages="\n".join(missing), note=note),
             windowTitle=_("GastricPropagate: install Python packages")):
         logger.info("GastricPropagate: installing %s declined", ", ".join(missing))
         return False
-    if torchMissing:
-        torch = torchLogic.installTorch(askConfirmation=False,
-                                        torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-        if torch is None:
-            raise RuntimeError(_("PyTorch could not be installed. Try the PyTorch Utils module (Utilities > "
-                                 "PyTorch Utils), restart Slicer, then run again."))
     others = [requirement for requirement in missing if not requirement.startswith("torch")]
-    if others:
-        slicer.util.pip_install(others)
+    try:
+        if others:
+            slicer.util.pip_install(others)
+        if torchMissing:
+            torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+    except Exception as error:  # pip's exit status, a download that failed: said with what to do
+        raise RuntimeError(_installFailed(missing, error)) from error
     importlib.invalidate_caches()
-    stillMissing = missingRequirements()
+    stillMissing = missingRequirements(device)
     if stillMissing:
-        raise RuntimeError(_("These packages are still missing after installation: {packages}. Restart Slicer and "
-                             "try again.").format(packages=", ".join(stillMissing)))
+        raise RuntimeError(_installFailed(stillMissing, None))
     return True
+
+
+def _installFailed(packages: list[str], error: BaseException | None) -> str:
+    """What to tell the user when ``packages`` could not be installed (``error``: what failed, when known)."""
+    return _(
+        "These Python packages could not be installed: {packages}{error}. The download needs internet access "
+        "(PyPI, and download.pytorch.org for PyTorch; a proxy may block it) and write access to Slicer's folder. "
+        "Without internet: on another computer, run 'pip download {packages} --only-binary=:all: --python-version "
+        "{python} --platform <your platform> -d wheels', copy the folder here, and in Slicer's Python console run "
+        "slicer.util.pip_install('--no-index --find-links <folder> {names}'). Then restart Slicer and run "
+        "again.").format(packages=" ".join(packages), error=f" ({error})" if error is not None else "",
+                         python=f"{sys.version_info.major}.{sys.version_info.minor}",
+                         names=" ".join(re.split(r"[<>=]", package)[0] for package in packages))

@@ -33,6 +33,11 @@ def segmentEditorNode():
     return slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
 
 
+def _askToInstall(device: str) -> bool:
+    """The controller's ``ensureDependencies``: asks before installing what ``device`` needs."""
+    return dependencies.ensureDependencies(askConfirmation=True, device=device)
+
+
 def saveSegmentEditorUndoState(segmentationNode) -> None:
     """Adds the segmentation as it is now to the Segment Editor's undo history when that editor edits it. The editor
     saves a state only before its own edits: without this, one Undo after Propagate would take the reader's last
@@ -67,7 +72,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         # Inference runs in a child process started as a QProcess: the GUI stays responsive and Cancel ends it.
         self.logic = GastricPropagateLogic(launcher=QProcessLauncher())
-        self.controller = RunController(self.logic, self, ensureDependencies=dependencies.ensureDependencies,
+        self.controller = RunController(self.logic, self, ensureDependencies=_askToInstall,
                                         dependenciesReady=dependencies.ready, segmentEditorNode=segmentEditorNode,
                                         saveUndoState=saveSegmentEditorUndoState)
 

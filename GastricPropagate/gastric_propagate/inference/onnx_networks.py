@@ -36,7 +36,8 @@ FORMAT_VERSION = 1
 #: The metadata property that holds the description (JSON).
 METADATA_KEY = "gastric_propagate"
 INPUT, OUTPUT = "image", "probability"
-# Opset 18 and the IR version PyTorch writes with it are read by onnxruntime 1.16 and later.
+# Opset 18 and the IR version PyTorch writes with it (10) are read by onnxruntime 1.18 and later (1.16 and 1.17 refuse
+# IR version 10).
 OPSET = 18
 #: The largest difference allowed between ONNX Runtime's and PyTorch's probabilities when a network is exported.
 TOLERANCE = 1e-4

@@ -459,10 +459,28 @@ def test_an_input_error_is_shown_and_nothing_starts():
 
 def test_missing_pytorch_starts_nothing():
     logic = FakeLogic(runResult())
-    controller = controllerWith(logic, ensureDependencies=lambda: False)
+    controller = controllerWith(logic, ensureDependencies=lambda device: False)
     controller.run()
     assert not controller.isRunning and not logic.calls
     assert controller.view.status[-1] == "The packages the engine needs are not installed; nothing was run."
+
+
+def test_a_click_during_the_install_starts_no_second_install_and_the_status_says_it_installs():
+    """Slicer's events go on while pip runs (its output is logged line by line): a second click on Propagate started
+    a second install beside the first, and nothing said that one was going on."""
+    logic = FakeLogic(runResult())
+    installs = []
+
+    def install(device):
+        installs.append(device)
+        controller.run()  # the reader clicks again while it installs
+        return True
+
+    controller = controllerWith(logic, ensureDependencies=install, dependenciesReady=lambda device: False)
+    controller.run()
+    assert installs == [controller.parameters.device], "one install, for the panel's device"
+    assert any(text.startswith("Installing the Python packages the engine needs") for text in controller.view.status)
+    assert controller.isRunning, "the run goes on once the packages are there"
 
 
 def test_opening_the_module_starts_the_worker_in_advance_on_the_chosen_device():
@@ -510,7 +528,7 @@ def test_a_failure_to_send_the_volume_ahead_stays_out_of_the_way():
 
 def test_no_warm_up_without_the_packages_without_parameters_or_during_a_run():
     logic = FakeLogic(runResult())
-    controllerWith(logic, dependenciesReady=lambda: False).warmUp()  # installing asks the user: wait for Propagate
+    controllerWith(logic, dependenciesReady=lambda device: False).warmUp()  # installing asks: wait for Propagate
     controller = controllerWith(logic)
     controller.parameters = None
     controller.warmUp()

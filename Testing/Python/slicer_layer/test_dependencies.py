@@ -22,15 +22,19 @@ class Machine:
     """What is installed, what the user answers, and every install call made."""
 
     def __init__(self, monkeypatch, *, installed=("torch", "scipy", "onnxruntime"), torchVersion="2.5.1", answer=True,
-                 pyTorchExtension=True, pipFails=False):
+                 pyTorchExtension=True, pipFails=False, gpu=True, onnxruntimeVersion="1.20.1", torchInstallFails=False):
         self.installed = set(installed)
-        self.torchVersion = torchVersion if "torch" in self.installed else None
+        self.versions = {"torch": torchVersion, "onnxruntime": onnxruntimeVersion, "scipy": "1.13.1"}
         self.answer = answer
         self.dialogs: list[str] = []
         self.calls: list[tuple] = []
-        self.pipFails = pipFails
+        self.pipFails, self.torchInstallFails = pipFails, torchInstallFails
         monkeypatch.setattr(dependencies, "isInstalled", lambda name: name in self.installed)
-        monkeypatch.setattr(dependencies, "installedTorchVersion", lambda: self.torchVersion)
+        monkeypatch.setattr(dependencies, "installedVersion",
+                            lambda name: self.versions.get(name) if name in self.installed else None)
+        import gastric_propagate.inference.backends as backends
+
+        monkeypatch.setattr(backends, "nvidia_driver_visible", lambda: gpu)
         monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", self._confirm, raising=False)
         monkeypatch.setattr(slicer.util, "pip_install", self._pip, raising=False)
         if pyTorchExtension:
@@ -47,12 +51,17 @@ class Machine:
         self.calls.append(("pip", list(requirements)))
         if self.pipFails:
             raise RuntimeError("pip failed")
-        self.installed.update(r.split(">")[0].split("=")[0] for r in requirements)
+        for requirement in requirements:
+            name = requirement.split(">")[0].split("=")[0]
+            self.installed.add(name)
+            self.versions[name] = requirement.split(">=")[-1] + ".0"
 
     def _torch(self, **kwargs):
         self.calls.append(("PyTorchUtils.installTorch", kwargs))
+        if self.torchInstallFails:  # light-the-torch exits 0 without torch; installTorch then imports it
+            raise ModuleNotFoundError("No module named 'torch'")
         self.installed.add("torch")
-        self.torchVersion = "2.6.0"
+        self.versions["torch"] = "2.6.0"
         return object()
 
 
@@ -66,10 +75,10 @@ def test_torch_comes_from_the_pytorch_extension_with_a_lower_bound_after_one_con
     machine = Machine(monkeypatch, installed=())
     assert dependencies.ensureDependencies()
     assert len(machine.dialogs) == 1
-    assert all(package in machine.dialogs[0] for package in ("torch>=2.0", "scipy>=1.10", "onnxruntime>=1.16"))
+    assert all(package in machine.dialogs[0] for package in ("torch>=2.0", "scipy>=1.10", "onnxruntime>=1.18"))
     assert machine.calls == [
+        ("pip", ["scipy>=1.10", "onnxruntime>=1.18"]),
         ("PyTorchUtils.installTorch", {"askConfirmation": False, "torchVersionRequirement": ">=2.0"}),
-        ("pip", ["scipy>=1.10", "onnxruntime>=1.16"]),
     ]
 
 
@@ -79,11 +88,48 @@ def test_declining_installs_nothing(monkeypatch):
     assert len(machine.dialogs) == 1 and machine.calls == []
 
 
-def test_without_the_pytorch_extension_the_error_says_to_install_it(monkeypatch):
+def test_without_the_pytorch_extension_cuda_says_to_install_it_and_auto_runs_on_the_cpu(monkeypatch):
     machine = Machine(monkeypatch, installed=("scipy", "onnxruntime"), pyTorchExtension=False)
-    with pytest.raises(RuntimeError, match="Install the 'PyTorch' extension from the Extensions Manager"):
-        dependencies.ensureDependencies()
+    with pytest.raises(RuntimeError, match="Install the 'PyTorch' extension from the Extensions Manager .*'cpu'"):
+        dependencies.ensureDependencies(device="cuda")
+    assert dependencies.ensureDependencies(device="auto"), "the CPU under ONNX Runtime, nothing asked"
     assert machine.dialogs == [] and machine.calls == []
+
+
+def test_the_cpu_needs_no_pytorch_at_all(monkeypatch):
+    """ONNX Runtime runs the networks on the CPU: a hospital machine without internet needs no 1 GB download."""
+    machine = Machine(monkeypatch, installed=("scipy",), gpu=False)
+    assert dependencies.ensureDependencies(device="auto")
+    assert machine.calls == [("pip", ["onnxruntime>=1.18"])] and "PyTorch" not in machine.dialogs[0]
+    for device in ("cpu", "cpu-int8", "auto"):
+        assert dependencies.ready(device)
+    assert not dependencies.ready("cuda")
+    old = Machine(monkeypatch, installed=("torch", "scipy", "onnxruntime"), torchVersion="1.13.1", gpu=False)
+    assert dependencies.ensureDependencies(device="cpu") and old.calls == [], "another extension's old torch: unused"
+
+
+def test_an_onnxruntime_too_old_for_the_bundled_files_is_upgraded(monkeypatch):
+    """onnxruntime 1.16 and 1.17 refuse the bundled files (IR version 10): the engine fell back to PyTorch, calling the
+    bundled file corrupt."""
+    machine = Machine(monkeypatch, installed=("scipy", "onnxruntime"), onnxruntimeVersion="1.17.3", gpu=False)
+    assert not dependencies.ready("cpu")
+    assert dependencies.ensureDependencies(device="cpu")
+    assert machine.calls == [("pip", ["onnxruntime>=1.18"])]
+
+
+@pytest.mark.parametrize("failure", ["pip", "torch"])
+def test_an_install_that_fails_says_why_and_how_to_install_offline(monkeypatch, failure):
+    """No internet or a proxy: pip's exit status, or light-the-torch that ends without torch ("No module named
+    'torch'"), became a bare error; now the packages, the likely cause and the offline way are said."""
+    installed = ("torch",) if failure == "pip" else ("scipy", "onnxruntime")
+    machine = Machine(monkeypatch, installed=installed, pipFails=failure == "pip",
+                      torchInstallFails=failure == "torch")
+    with pytest.raises(RuntimeError) as refusal:
+        dependencies.ensureDependencies(device="cuda")
+    said = str(refusal.value)
+    assert "could not be installed" in said and "internet access" in said and "--no-index --find-links" in said
+    assert ("scipy>=1.10 onnxruntime>=1.18" if failure == "pip" else "torch>=2.0") in said
+    assert len(machine.dialogs) == 1  # the confirmation only; the caller shows the error
 
 
 @pytest.mark.parametrize("installed, torchVersion, expected", [
@@ -93,14 +139,14 @@ def test_without_the_pytorch_extension_the_error_says_to_install_it(monkeypatch)
     (("torch", "scipy", "onnxruntime"), "1.13.1", False),
 ])
 def test_ready_says_whether_everything_is_there_without_asking(monkeypatch, installed, torchVersion, expected):
-    machine = Machine(monkeypatch, installed=installed, torchVersion=torchVersion)
+    machine = Machine(monkeypatch, installed=installed, torchVersion=torchVersion)  # an NVIDIA driver: torch wanted
     assert dependencies.ready() is expected
     assert machine.dialogs == [] and machine.calls == []
 
 
 def test_a_too_old_torch_is_reported_not_replaced(monkeypatch):
     machine = Machine(monkeypatch, torchVersion="1.13.1+cu117")
-    with pytest.raises(RuntimeError, match="2.0 or newer, but PyTorch 1.13.1"):
+    with pytest.raises(RuntimeError, match="2.0 or newer, but PyTorch 1.13.1.*Choose the 'cpu' device.*Uninstall"):
         dependencies.ensureDependencies()
     assert machine.calls == []
 
@@ -108,15 +154,8 @@ def test_a_too_old_torch_is_reported_not_replaced(monkeypatch):
 def test_onnxruntime_is_installed_with_pip_like_scipy(monkeypatch):
     machine = Machine(monkeypatch, installed=("torch", "scipy"))
     assert dependencies.ensureDependencies()
-    assert len(machine.dialogs) == 1 and "onnxruntime>=1.16" in machine.dialogs[0]
-    assert machine.calls == [("pip", ["onnxruntime>=1.16"])]
-
-
-def test_a_failed_pip_install_raises_once_without_its_own_dialog(monkeypatch):
-    machine = Machine(monkeypatch, installed=("torch",), pipFails=True)
-    with pytest.raises(RuntimeError, match="pip failed"):
-        dependencies.ensureDependencies()
-    assert len(machine.dialogs) == 1  # the confirmation only; the caller shows the error
+    assert len(machine.dialogs) == 1 and "onnxruntime>=1.18" in machine.dialogs[0]
+    assert machine.calls == [("pip", ["onnxruntime>=1.18"])]
 
 
 def test_version_comparison():
