@@ -16,10 +16,12 @@ everything. A failure raises one exception with what to do (offline: install fro
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
-import importlib.util
 import logging
+import os
 import re
+import site
 import sys
 
 from .i18n import _
@@ -38,9 +40,16 @@ OTHER_REQUIREMENTS = {
 }
 
 
+def _enginePath() -> list[str]:
+    """``sys.path`` as the engine's process sees it: PythonSlicer turns the user's site-packages off
+    (``PYTHONNOUSERSITE``) where Slicer itself may not, so a package found only there is missing to the engine."""
+    userSite = os.path.abspath(site.getusersitepackages()) if site.ENABLE_USER_SITE else None
+    return [entry for entry in sys.path if userSite is None or os.path.abspath(entry or ".") != userSite]
+
+
 def isInstalled(importName: str) -> bool:
-    """True when ``importName`` can be imported (without importing it)."""
-    return importlib.util.find_spec(importName) is not None
+    """True when the engine's process can import ``importName`` (found without importing it)."""
+    return importlib.machinery.PathFinder.find_spec(importName, _enginePath()) is not None
 
 
 def _versionTuple(version: str) -> tuple[int, ...]:
@@ -51,10 +60,7 @@ def installedVersion(name: str) -> str | None:
     """The installed version of package ``name``, or None when it is not installed (or does not say)."""
     if not isInstalled(name):
         return None
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return next((found.version for found in importlib.metadata.distributions(name=name, path=_enginePath())), None)
 
 
 def installedTorchVersion() -> str | None:

@@ -163,3 +163,22 @@ def test_version_comparison():
     assert not dependencies.torchTooOld("2.0.0")
     assert not dependencies.torchTooOld("2.13.0+cpu")
     assert not dependencies.torchTooOld(None)
+
+
+def test_a_package_only_in_the_users_site_packages_is_missing_to_the_engine(monkeypatch, tmp_path):
+    """Slicer may see the user's site-packages; PythonSlicer, which runs the engine, never does: "ready" there ended
+    in the engine's ModuleNotFoundError, reported as a bug."""
+    import site
+
+    user, shared = tmp_path / "user-site", tmp_path / "site-packages"
+    for folder, package in ((user, "gp_only_for_the_user"), (shared, "gp_for_everyone")):
+        (folder / package).mkdir(parents=True)
+        (folder / package / "__init__.py").write_text("")
+        (folder / f"{package}-1.2.3.dist-info").mkdir()
+        (folder / f"{package}-1.2.3.dist-info" / "METADATA").write_text(f"Name: {package}\nVersion: 1.2.3\n")
+    monkeypatch.setattr(sys, "path", [str(user), str(shared), *sys.path])
+    monkeypatch.setattr(site, "ENABLE_USER_SITE", True)
+    monkeypatch.setattr(site, "getusersitepackages", lambda: str(user))
+    assert not dependencies.isInstalled("gp_only_for_the_user")
+    assert dependencies.installedVersion("gp_only_for_the_user") is None
+    assert dependencies.isInstalled("gp_for_everyone") and dependencies.installedVersion("gp_for_everyone") == "1.2.3"
