@@ -140,8 +140,9 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
     if not missing:
         return True
     torchMissing = any(requirement.startswith("torch") for requirement in missing)
-    note = _(" PyTorch is large; the PyTorch extension installs it, with a GPU build when this computer has a "
-             "suitable one.") if torchMissing else ""
+    note = "" if not torchMissing else _(
+        " PyTorch (for the GPU) is large; the PyTorch extension installs it, with a GPU build when this computer has a "
+        "suitable one. To run on the CPU without it, Cancel and choose the 'cpu' device.")
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("GastricPropagate needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
               "Install them now? It downloads them and can take several minutes; the Python console shows the "
@@ -165,13 +166,18 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
 
 
 def _installFailed(packages: list[str], error: BaseException | None) -> str:
-    """What to tell the user when ``packages`` could not be installed (``error``: what failed, when known)."""
+    """What to tell the user when ``packages`` could not be installed (``error``: what failed, when known), with the
+    offline way: wheel files downloaded on another computer (requirements quoted for any shell, versions kept so that
+    an older installed one is upgraded, the folder written with '/' for ``pip_install``'s own splitting)."""
+    quoted = " ".join(f'"{package}"' for package in packages)
     return _(
         "These Python packages could not be installed: {packages}{error}. The download needs internet access "
         "(PyPI, and download.pytorch.org for PyTorch; a proxy may block it) and write access to Slicer's folder. "
-        "Without internet: on another computer, run 'pip download {packages} --only-binary=:all: --python-version "
-        "{python} --platform <your platform> -d wheels', copy the folder here, and in Slicer's Python console run "
-        "slicer.util.pip_install('--no-index --find-links <folder> {names}'). Then restart Slicer and run "
-        "again.").format(packages=" ".join(packages), error=f" ({error})" if error is not None else "",
-                         python=f"{sys.version_info.major}.{sys.version_info.minor}",
-                         names=" ".join(re.split(r"[<>=]", package)[0] for package in packages))
+        "Without internet: on another computer with Python, run\n"
+        "pip download {quoted} --only-binary=:all: --python-version {python} --platform PLATFORM -d wheels\n"
+        "with PLATFORM this computer's (win_amd64, manylinux2014_x86_64, macosx_11_0_arm64 or macosx_10_15_x86_64), "
+        "copy the wheels folder here, and in Slicer's Python console run (the folder written with /)\n"
+        "slicer.util.pip_install('--no-index --find-links C:/path/to/wheels {quoted}')\n"
+        "Then restart Slicer and run again.").format(
+            packages=", ".join(packages), error=f" ({error})" if error is not None else "", quoted=quoted,
+            python=f"{sys.version_info.major}.{sys.version_info.minor}")

@@ -50,7 +50,7 @@ def columnTexts() -> dict[str, tuple[str, str]]:
         "First slice (K)": (_("First slice (K)"), _("Lowest K index holding the segment (-1 if empty)")),
         "Last slice (K)": (_("Last slice (K)"), _("Highest K index holding the segment (-1 if empty)")),
         "Run time [s]": (_("Run time [s]"), _("Wall time of the last propagation (result row only)")),
-        "Device": (_("Device"), _("Torch device of the last propagation (result row only)")),
+        "Device": (_("Device"), _("Device (and the networks' precision) of the last propagation (result row only)")),
     }
 
 

@@ -76,8 +76,8 @@ class ReviewRow:
                 sentences.append(_("The result was cut back here after it ran into the tissue beside the tumour: check "
                                    "the outline."))
             elif reason == "found_when_turned":
-                sentences.append(_("Only the proposer's look at the slice turned another way found the tumour here: "
-                                   "check that it is there."))
+                sentences.append(_("Found only when the network saw the slice flipped or rotated: check that the "
+                                   "tumour is there."))
         return " ".join(sentences) or _("Flagged for review: check this slice.")
 
     def label(self) -> str:

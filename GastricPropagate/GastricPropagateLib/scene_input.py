@@ -179,8 +179,8 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         raise InputError(_(
             "The segment '{segment}' has painted voxels on {count} slices of the volume's K axis (K = {slices}): "
             "the volume's slices are tilted {tilt:.0f} degrees from the axial plane (an oblique or gantry-tilted "
-            "series), and the slice view cuts across them. Rotate the slice view to the volume's slices (the slice "
-            "view's menu: 'Rotate to volume plane'), erase the stroke, paint the largest cross-section again on one "
+            "series), and the slice view cuts across them. Rotate the slice view to the volume's slices (Reformat "
+            "module: 'Rotate to volume plane'), erase the stroke, paint the largest cross-section again on one "
             "slice, then run again.").format(segment=segmentName, count=len(painted), slices=describe_slices(painted),
                                              tilt=tilt))
     if len(painted) > 1 and not options.keyframes:

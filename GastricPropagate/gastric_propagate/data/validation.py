@@ -171,7 +171,7 @@ def check_label_values(label: np.ndarray, what: str = "annotation") -> None:
         raise InputError(
             f"The {what} holds {' and '.join(problems)}; a label map has 0 for the background and 1 (or another "
             "positive label) for the tumour. Export the segmentation as a label map on the CT's grid (in Slicer: "
-            "Segmentations > Export to labelmap), then run again.")
+            "Segmentations module > Export/import models and labelmaps), then run again.")
 
 
 def spacing_in_ct_range(spacing_xyz) -> bool:

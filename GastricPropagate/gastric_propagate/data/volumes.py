@@ -77,8 +77,8 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
         if image.GetDimension() > 3:
             advice = "It holds several volumes (phases or time points): save the one you painted on as its own file."
         elif what == "annotation":  # the painted slice saved alone (a screenshot, a 2D export)
-            advice = ("Save the painted segment as a 3D label map on the CT's grid (in Slicer: Segmentations > "
-                      "Export to labelmap), then run again.")
+            advice = ("Save the painted segment as a 3D label map on the CT's grid (in Slicer: Segmentations "
+                      "module > Export/import models and labelmaps), then run again.")
         else:
             advice = "Load the whole CT series, not a single slice."
         raise InputError(f"The {what} {path} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is "
@@ -90,7 +90,8 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
                              "scalar CT volume is needed.")
         raise InputError(f"The {what} {path} has {components} components per voxel (a segmentation whose segments "
                          "overlap is stored in layers); a label map is needed. Export the painted segment alone as a "
-                         "label map on the CT's grid (in Slicer: Segmentations > Export to labelmap), then run again.")
+                         "label map on the CT's grid (in Slicer: Segmentations module > Export/import models and "
+                         "labelmaps), then run again.")
     return image
 
 

@@ -988,4 +988,4 @@ def test_a_2d_annotation_is_told_to_be_saved_as_a_3d_label_map(files, tmp_path, 
     k = int(np.flatnonzero(painted.reshape(painted.shape[0], -1).any(axis=1))[0])
     sitk.WriteImage(sitk.GetImageFromArray(painted[k]), str(tmp_path / "in" / "slice.nrrd"))
     err = refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "slice.nrrd", message="is 2D")
-    assert "Export to labelmap" in err and "whole CT series" not in err, err
+    assert "Export/import models and labelmaps" in err and "whole CT series" not in err, err

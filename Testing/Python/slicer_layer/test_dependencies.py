@@ -76,6 +76,7 @@ def test_torch_comes_from_the_pytorch_extension_with_a_lower_bound_after_one_con
     assert dependencies.ensureDependencies()
     assert len(machine.dialogs) == 1
     assert all(package in machine.dialogs[0] for package in ("torch>=2.0", "scipy>=1.10", "onnxruntime>=1.18"))
+    assert "Cancel and choose the 'cpu' device" in machine.dialogs[0], "the way around a large download"
     assert machine.calls == [
         ("pip", ["scipy>=1.10", "onnxruntime>=1.18"]),
         ("PyTorchUtils.installTorch", {"askConfirmation": False, "torchVersionRequirement": ">=2.0"}),
@@ -128,7 +129,9 @@ def test_an_install_that_fails_says_why_and_how_to_install_offline(monkeypatch, 
         dependencies.ensureDependencies(device="cuda")
     said = str(refusal.value)
     assert "could not be installed" in said and "internet access" in said and "--no-index --find-links" in said
-    assert ("scipy>=1.10 onnxruntime>=1.18" if failure == "pip" else "torch>=2.0") in said
+    quoted = '"scipy>=1.10" "onnxruntime>=1.18"' if failure == "pip" else '"torch>=2.0"'
+    assert f"pip download {quoted} --only-binary=:all:" in said, "quoted for any shell: '>' would redirect"
+    assert f"pip_install('--no-index --find-links C:/path/to/wheels {quoted}')" in said, "versions kept: upgrades"
     assert len(machine.dialogs) == 1  # the confirmation only; the caller shows the error
 
 
