@@ -109,7 +109,8 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     if not seen:
         return []
     more = "; these weights list only some of their training cases, so there may be more" if partial else ""
-    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by patient, e.g. {seen[0]}"
+    shown = ", ".join(seen[:10]) + (f" and {len(seen) - 10} more" if len(seen) > 10 else "")
+    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by patient: {shown}"
             f"{more}): the GastricPropagate rows are not a test on unseen CT. Report such cases by cross-validation "
             "(scripts/crossval_finetune.py, scripts/crossval_report.py).")
     print("warning: " + note.replace("**", ""))

@@ -222,13 +222,13 @@ def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(or
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "seen"), methods=["engine"], variants=["largest"],
                                     segmenter=oracle_segmenter, progress=False)
     summary = (out / "summary.md").read_text()
-    assert "**The weights were trained on 2 of these 3 cases** (by patient, e.g. case1):" in summary
+    assert "**The weights were trained on 2 of these 3 cases** (by patient: case1, case2):" in summary
     assert "warning: The weights were trained on 2 of these 3 cases" in capsys.readouterr().out
     # Older weights list only their first 50 names: then the count may be short, and the note says so.
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case2"], "cases": 900})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "partial"), methods=["engine"],
                                     variants=["largest"], segmenter=oracle_segmenter, progress=False)
-    assert "e.g. case1; these weights list only some of their training cases, so there may be more)" in (
+    assert "case1, case2; these weights list only some of their training cases, so there may be more)" in (
         out / "summary.md").read_text()
     # What the weights they were fine-tuned from learned counts too, and so does another lesion of the same patient.
     monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"],
@@ -236,7 +236,7 @@ def test_the_report_says_when_the_weights_were_trained_on_the_cases_it_scores(or
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {"case_names": ["case1_n2"]})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "ancestry"), methods=["engine"],
                                     variants=["largest"], segmenter=oracle_segmenter, progress=False)
-    assert "trained on 2 of these 3 cases** (by patient, e.g. case0)" in (out / "summary.md").read_text()
+    assert "trained on 2 of these 3 cases** (by patient: case0, case1)" in (out / "summary.md").read_text()
     monkeypatch.setattr(oracle_segmenter.proposer, "training", {"case_names": ["another_case"]})
     monkeypatch.setattr(oracle_segmenter.refiner, "training", {})
     out = evaluate.evaluate_command(str(folder), str(tmp_path / "unseen"), methods=["engine"], variants=["largest"],
