@@ -16,6 +16,7 @@ process computes. A failure in any step leaves the scene as it was.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Callable
 
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
@@ -73,8 +74,9 @@ class GastricPropagateLogic:
     def __init__(self, *, device: str = "auto", proposerPath=None, refinerPath=None, launcher=None,
                  python: str | None = None) -> None:
         self.device = device
-        self.proposerPath = proposerPath
-        self.refinerPath = refinerPath
+        # The engine's process starts in the engine's folder: a relative path is the caller's, made absolute here.
+        self.proposerPath = os.path.abspath(proposerPath) if proposerPath is not None else None
+        self.refinerPath = os.path.abspath(refinerPath) if refinerPath is not None else None
         if (proposerPath is None) != (refinerPath is None):  # said, not refused: a new refiner alone can be meant
             given, other = ("proposer", "refiner") if refinerPath is None else ("refiner", "proposer")
             logger.warning("The %s %s runs with the bundled %s (no %sPath given): a mix of two "

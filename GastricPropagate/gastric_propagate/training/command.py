@@ -86,6 +86,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     check_writable_folder(out, f"the output folder {out}")
     _check_weights_outputs(out, init, overwrite)
     check_exporter()  # before the training, which its export ends
+    from gastric_propagate.inference.backends import resolve_device
+
+    resolve_device(device)  # a CUDA device this machine lacks: refused before the data is read or made
     generators = (("phantom", phantoms), ("shapes", shapes), ("thorax", thorax), ("hypodense", hypodense))
     _check_data_folders(data or [], [name for name, count in generators if count] if mix else None)
     source_names = {Path(folder).resolve().name for folder in data or []} | {name for name, n in generators if n}
@@ -247,6 +250,8 @@ def _parse_mix(values: Sequence[str], sources: set[str]) -> dict[str, float]:
     mix = {}
     for value in values:
         name, _, share = value.partition("=")
+        if name in mix:  # the first share would be dropped without a word
+            raise InputError(f"--mix names {name} twice ({value}): give each source one share.")
         try:
             mix[name] = float(share)
         except ValueError:

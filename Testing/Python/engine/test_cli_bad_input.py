@@ -378,6 +378,8 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--window", "100"), "--window 100: give a multiple of 16"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--window", "48"), "--window 48: give a multiple of 16"),
     (("evaluate", "--out", "{tmp}/e", "--seed-start", "-5"), "too small"),
+    (("train", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "phantom=0.3", "phantom=0.7"),
+     "--mix names phantom twice (phantom=0.7)"),
 ])
 def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
@@ -989,3 +991,17 @@ def test_a_2d_annotation_is_told_to_be_saved_as_a_3d_label_map(files, tmp_path, 
     sitk.WriteImage(sitk.GetImageFromArray(painted[k]), str(tmp_path / "in" / "slice.nrrd"))
     err = refused(files, tmp_path, capsys, annotation=tmp_path / "in" / "slice.nrrd", message="is 2D")
     assert "Export/import models and labelmaps" in err and "whole CT series" not in err, err
+
+
+def test_train_on_a_cuda_device_this_machine_lacks_is_refused_before_any_case_is_made(tmp_path, capsys, monkeypatch):
+    """It was refused after every case was loaded and made (45 s in a probe); --device tpu at once."""
+    import torch
+
+    from gastric_propagate.synthetic import generators
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(generators, "load_all", lambda *args, **kwargs: pytest.fail("cases were loaded"))
+    code, captured, changed = run_command(tmp_path, capsys, "train", "--phantoms", "2", "--out", str(tmp_path / "w"),
+                                          "--device", "cuda")
+    assert code == 2 and "no CUDA device" in captured.err and not changed, captured.err

@@ -278,6 +278,22 @@ def test_one_network_given_alone_is_said_to_run_with_the_other_bundled_one(tmp_p
     assert f"runs with the bundled {other} (no {other}Path given): a mix of two trainings" in caplog.text
 
 
+def test_relative_weight_paths_are_the_callers_not_the_engines_folders(case, tinyWeights, monkeypatch):
+    """The engine's process starts in the engine's folder: a batch script's relative paths were read from there (its
+    own files 'did not exist'; a path that exists there ran other weights silently)."""
+    from GastricPropagateLib.launchers import PopenLauncher
+
+    monkeypatch.chdir(tinyWeights["proposer"].parent.parent)
+    relative = {stage: f"{path.parent.name}/{path.name}" for stage, path in tinyWeights.items()}
+    logic = GastricPropagateLogic(device="cpu", proposerPath=relative["proposer"], refinerPath=relative["refiner"],
+                                  launcher=PopenLauncher(), python=sys.executable)
+    try:
+        _resultId, result = logic.run(case.volume, case.segmentation, case.paintedId)
+    finally:
+        logic.close()
+    assert result.report.weights == {stage: str(path) for stage, path in tinyWeights.items()}
+
+
 def test_cancel_raises_cancelled_and_leaves_scene_unchanged(case, logic):
     _cancelAfter = {"calls": 0}
 
