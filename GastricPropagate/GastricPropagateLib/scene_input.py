@@ -242,8 +242,8 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     written (``corrections.planCorrections``): every slice the reader edited or drew there since becomes an
     anchor, kept exactly, beside the painted segment's slices (a corrected painted slice: the correction wins);
     slices erased beyond every anchor, and the result's end slice edited with nothing drawn beyond it, become the
-    lowest / highest slice limit. Keyframes are on. The painted
-    segment is read, never changed; nothing in the scene changes.
+    lowest / highest slice limit. Keyframes are on. The painted segment is read, never changed; nothing in the
+    scene changes.
 
     Raises:
         InputError: no result segment, no record of what was written, or nothing corrected since; plus every
