@@ -63,22 +63,36 @@ _GRID_RTOL = 1e-3
 _ORIGIN_VOXEL_TOL = 0.01
 
 
+def _grids(labelmap, volumeNode) -> tuple[np.ndarray, np.ndarray]:
+    """The segment's labelmap IJK-to-world matrix and the volume's IJK-to-RAS matrix (4 x 4), each in its node's own
+    frame."""
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix), ijkToRasArray(volumeNode)
+
+
+def _spacings(segmentGrid: np.ndarray, volumeGrid: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(the two grids' voxel spacings, whether they agree, whether the axis directions agree)."""
+    segmentSpacing = np.linalg.norm(segmentGrid[:3, :3], axis=0)
+    volumeSpacing = np.linalg.norm(volumeGrid[:3, :3], axis=0)
+    sameSpacing = bool(np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0))
+    sameDirections = bool(np.allclose(segmentGrid[:3, :3] / segmentSpacing, volumeGrid[:3, :3] / volumeSpacing,
+                                      atol=_GRID_RTOL))
+    return segmentSpacing, volumeSpacing, sameSpacing, sameDirections
+
+
 def latticeDifference(labelmap, volumeNode) -> tuple[str | None, np.ndarray | None]:
     """(what differs between a segment's labelmap grid and the volume's voxel grid, for a message, or None; the
     volume's (i, j, k) index of the labelmap's index (0, 0, 0) when nothing does). "Same grid": the volume's voxel
     spacing and axis directions, and an origin a whole number of voxels from the volume's; the extents may differ
     (labelmaps are often cropped). Both in their own node's frame: parent transforms are not looked at."""
-    matrix = vtk.vtkMatrix4x4()
-    labelmap.GetImageToWorldMatrix(matrix)
-    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
-    volumeGrid = ijkToRasArray(volumeNode)
-    segmentSpacing = np.linalg.norm(segmentGrid[:3, :3], axis=0)
-    volumeSpacing = np.linalg.norm(volumeGrid[:3, :3], axis=0)
-    if not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0):
+    segmentGrid, volumeGrid = _grids(labelmap, volumeNode)
+    segmentSpacing, volumeSpacing, sameSpacing, sameDirections = _spacings(segmentGrid, volumeGrid)
+    if not sameSpacing:
         return _("its voxels are {seg} mm, the volume's are {vol} mm").format(
             seg=" x ".join(f"{s:.3g}" for s in segmentSpacing),
             vol=" x ".join(f"{s:.3g}" for s in volumeSpacing)), None
-    if not np.allclose(segmentGrid[:3, :3] / segmentSpacing, volumeGrid[:3, :3] / volumeSpacing, atol=_GRID_RTOL):
+    if not sameDirections:
         return _("its axes are oriented differently from the volume's"), None
     offset = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, 3] - volumeGrid[:3, 3])
     if np.max(np.abs(offset - np.round(offset))) > _ORIGIN_VOXEL_TOL:
@@ -89,23 +103,15 @@ def latticeDifference(labelmap, volumeNode) -> tuple[str | None, np.ndarray | No
 def otherSpacingOnly(labelmap, volumeNode) -> bool:
     """Whether a segment's labelmap grid has the volume's axis directions and another voxel size (a segmentation
     geometry specified with oversampling)."""
-    matrix = vtk.vtkMatrix4x4()
-    labelmap.GetImageToWorldMatrix(matrix)
-    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)[:3, :3]
-    volumeGrid = ijkToRasArray(volumeNode)[:3, :3]
-    segmentSpacing, volumeSpacing = np.linalg.norm(segmentGrid, axis=0), np.linalg.norm(volumeGrid, axis=0)
-    return bool(not np.allclose(segmentSpacing, volumeSpacing, rtol=_GRID_RTOL, atol=0)
-                and np.allclose(segmentGrid / segmentSpacing, volumeGrid / volumeSpacing, atol=_GRID_RTOL))
+    _segmentSpacing, _volumeSpacing, sameSpacing, sameDirections = _spacings(*_grids(labelmap, volumeNode))
+    return not sameSpacing and sameDirections
 
 
 def latticeReordered(labelmap, volumeNode) -> bool:
     """Whether a segment's labelmap holds the volume's own voxels in another axis order or direction (a label map
     imported from a tool that stores it flipped, say): Slicer's export then places each voxel on its own, nothing
     resampled between voxels, so the segment is as good as one painted on the volume."""
-    matrix = vtk.vtkMatrix4x4()
-    labelmap.GetImageToWorldMatrix(matrix)
-    segmentGrid = slicer.util.arrayFromVTKMatrix(matrix)
-    volumeGrid = ijkToRasArray(volumeNode)
+    segmentGrid, volumeGrid = _grids(labelmap, volumeNode)
     steps = np.linalg.solve(volumeGrid[:3, :3], segmentGrid[:3, :3])  # a labelmap index step in volume index steps
     if signed_permutation(steps, _GRID_RTOL) is None:
         return False
