@@ -321,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark = commands.add_parser("benchmark", help="speed, memory and accuracy figures")
     benchmark.add_argument("--cases", type=_count(1), default=10,
                            help="held-out cases: phantoms for the accuracy figures, of each generator for the "
-                                "corrections")
-    benchmark.add_argument("--repeats", type=_count(1), default=5, help="timed runs on the 512x512x100 CT")
+                                "corrections (default 10)")
+    benchmark.add_argument("--repeats", type=_count(1), default=5,
+                           help="timed runs on the 512x512x100 CT (default 5)")
     benchmark.add_argument("--skip", nargs="*", default=[], choices=("speed", "accuracy", "corrections"),
                            help="parts to leave out")
     benchmark.add_argument("--profile", action="store_true",

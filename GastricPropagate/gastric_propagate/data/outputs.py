@@ -198,12 +198,6 @@ def write_image(image: sitk.Image, path: str | Path) -> Path:
         return outputs.image(image, path)
 
 
-def write_json(data: dict, path: str | Path) -> Path:
-    """Writes JSON; the file appears whole or not at all."""
-    with OutputBatch() as outputs:
-        return outputs.json(data, path)
-
-
 class _Staged:
     """One output written under ``<folder>/.partial-<name>-XXXX/<name>`` (plus its data file, if any)."""
 

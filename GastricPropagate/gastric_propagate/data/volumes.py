@@ -43,6 +43,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     if _nrrd_non_finite(path):  # ITK reads a (nan, nan, nan) NRRD direction as a 1 mm identity axis
         raise _corrupt_geometry(path, what, "its header gives a NaN or Inf space direction, spacing or origin")
     data_file = _data_file(path, what)  # a header whose data file is missing: said so before ITK's own words
+    nbytes = None  # known once ITK has read the header
     try:
         reader.ReadImageInformation()  # the header first: a huge volume is refused before it fills memory
         size = reader.GetSize()
@@ -60,7 +61,7 @@ def read_volume(path: str | Path, what: str = "image") -> sitk.Image:
     except RuntimeError as error:
         if gzipped:  # ITK cannot tell a corrupt stream from a foreign file
             _gunzipped_size(path, what)
-        if compressed_mha is not None:
+        if compressed_mha is not None and nbytes is not None:
             _check_complete(path, nbytes, what, data_file)
         short = re.search(r"expected (\d+) bytes but received (\d+)", str(error))
         if short:  # a NRRD's data ends early

@@ -34,7 +34,7 @@ class Advice:
     """One thing the reader should know before trusting a result.
 
     Attributes:
-        kind: what it is about (``LARGER_NEIGHBOUR``, ``PAINTED_AT_VOLUME_EDGE``).
+        kind: what it is about, one of the constants above (``LARGER_NEIGHBOUR`` ... ``ENDED_WHILE_FOLLOWED``).
         sentence: what to tell the reader, in English: the CLI prints it and the report holds it.
         values: the figures the sentence names.
     """

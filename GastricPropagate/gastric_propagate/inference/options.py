@@ -24,8 +24,9 @@ VOTE_REACH = 0.75
 # equivalent diameters (how it was chosen: docs/decisions.md).
 NOT_LARGEST_REGISTRATION_REACH = 3.0
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
-# How the networks run: auto (ONNX Runtime where it and the ONNX files are there and no CUDA device is asked for, else
-# PyTorch), torch, torch-bf16 (PyTorch with the networks in bfloat16), onnx (ONNX Runtime, on the CPU) or onnx-int8
+# How the networks run: auto (PyTorch on the GPU where an NVIDIA driver is visible and torch is installed; else ONNX
+# Runtime where it and the ONNX files are there and no CUDA device is asked for; else PyTorch: backends.choose_backend),
+# torch, torch-bf16 (PyTorch with the networks in bfloat16), onnx (ONNX Runtime, on the CPU) or onnx-int8
 # (ONNX Runtime with the networks' int8 copies).
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 #: The backends that run the networks under ONNX Runtime -> the precision of the ONNX files each reads.
@@ -154,7 +155,9 @@ class PropagationOptions:
     max_distance_mm: float | None = _option(
         None, "--max-distance-mm", kind="float", check=distance_mm, parameter="maxDistanceMm", panel_none=0.0,
         help="furthest distance beyond the outermost painted slice(s) along the slice axis, in mm")
-    use_refiner: bool = _option(True, "--no-refiner", parameter="useRefiner", help="proposer only (for comparison)")
+    use_refiner: bool = _option(True, "--no-refiner", parameter="useRefiner",
+                                help="the proposer's mask as the networks' opinion, without the refiner (with "
+                                     "--no-consensus: the proposer alone; for comparison)")
     use_consensus: bool = _option(True, "--no-consensus", parameter="useConsensus",
                                   help="the networks' mask alone, without the vote with registration and the copied "
                                        "outline (for comparison)")

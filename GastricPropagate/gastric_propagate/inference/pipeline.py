@@ -249,7 +249,10 @@ class Segmenter:
                            progress=progress, should_stop=should_stop,
                            prompt=self.proposer.in_channels == PROMPT_CHANNELS)
         for direction, limit in zip(("down", "up"), run.limits):  # the CT's limit, not the working slice past it
-            if coarse.stop_reasons[direction].startswith("reached the slice limit"):
+            reason = coarse.stop_reasons[direction]
+            # On thin slices a limit's enclosing working slice can be the crop's first or last: the CT goes on.
+            beside_edge = reason == "reached the edge of the volume" and limit not in (0, run.image.shape[0] - 1)
+            if reason.startswith("reached the slice limit") or beside_edge:
                 coarse.stop_reasons[direction] = f"reached the slice limit ({limit})"
         for direction, limit in run.reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
@@ -408,8 +411,10 @@ def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> 
 
 
 def _on_working_slices(ct_slices, grid: CropGrid, working: list[int]) -> list[int]:
-    """The CT slices (of ``ct_slices``) that lie on one of the ``working`` slices of the crop grid."""
-    return [k for k in ct_slices if grid.working_index(k) in working]
+    """The CT slices (of ``ct_slices``) nearest to one of the ``working`` slices of the crop grid (on thin slices a
+    CT slice halfway between two working slices goes with both)."""
+    working = set(working)
+    return [k for k in ct_slices if grid.nearest_working(k) & working]
 
 
 def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,

@@ -106,6 +106,12 @@ class CropGrid:
         """The working slice nearest to CT slice ``ct_slice`` (an anchor lies exactly on one)."""
         return int(round((ct_slice - self.origin_z) / self.step_z))
 
+    def nearest_working(self, ct_slice: float) -> set[int]:
+        """The working slice(s) nearest to CT slice ``ct_slice``: both where it lies halfway between two, whose masks
+        it is then read from alike."""
+        position = (ct_slice - self.origin_z) / self.step_z
+        return {int(np.floor(position + 0.5 + 1e-6)), int(np.ceil(position - 0.5 - 1e-6))}
+
 
 def with_working_slices(grid: CropGrid, anchor_slices: list[int], n_slices: int, slice_mm: float,
                         prep: Preprocessing) -> CropGrid:

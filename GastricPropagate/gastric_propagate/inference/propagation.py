@@ -65,7 +65,7 @@ class StopRule:
             plus ``intensity_slack``, in network units) has left the tissue that was painted: a leak into
             contrast-filled lumen, fat or air. Dropped, and the chain ends.
         edge_pixels: a cross-section that reaches this close to the crop's edge has run into tissue far
-            beyond the painted outline: a leak. Dropped, and the chain ends.
+            beyond the painted outline: a leak, cut back like a runaway (``clip_leaks``).
         max_extent_diameters: a chain ends this many painted equivalent diameters (along z) from its anchor.
         clip_leaks: instead of ending at a slice that grew too much (runaway, growth, crop edge), cut it back to
             the previous slice's outline (a leak is growth) and go on, for at most ``max_clipped_slices`` slices
@@ -179,7 +179,7 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
     active = [c for c in chains if c.position + c.direction != c.stop_before]
     for chain in chains:
         if chain not in active:
-            chain.stop_reason = _limit_reason(chain, depth, limits, slice_name)
+            chain.stop_reason = _limit_reason(chain, depth, slice_name)
     while active:
         if should_stop is not None and should_stop():
             raise Cancelled("Propagation was cancelled; nothing was written.")
@@ -227,7 +227,7 @@ def propagate(network: NetworkRunner, image: np.ndarray, anchors: dict[int, np.n
             if i in turned:
                 chain.found_when_turned.append(k)
             if k + chain.direction == chain.stop_before:
-                chain.stop_reason = _limit_reason(chain, depth, limits, slice_name)
+                chain.stop_reason = _limit_reason(chain, depth, slice_name)
                 continue
             if chain.outward and abs(k - chain.origin) >= max_steps:
                 chain.stop_reason = (f"stopped after slice {slice_name(k)}: {rule.max_extent_diameters:g}x the "
@@ -331,7 +331,7 @@ def _lost_from(chain: _Chain | None, slices: range) -> int | float:
     return never
 
 
-def _limit_reason(chain: _Chain, depth: int, limits: tuple[int, int], slice_name: Callable[[int], int]) -> str:
+def _limit_reason(chain: _Chain, depth: int, slice_name: Callable[[int], int]) -> str:
     if not chain.outward:
         return "reached the next painted slice"
     edge = chain.stop_before in (-1, depth)

@@ -77,10 +77,9 @@ class SegmentationResult:
         "found_when_turned" (``REVIEW_REASONS``)."""
         reasons: dict[int, list[str]] = {}
         for k in self.slices_to_review():
-            reasons[k] = [name for name, flagged in (
-                ("low_confidence", k not in self.anchor_slices
-                 and self.slice_confidence.get(k, 1.0) < REVIEW_CONFIDENCE),
-                ("cut_back", k in self.cut_back), ("found_when_turned", k in self.found_when_turned)) if flagged]
+            flags = (k not in self.anchor_slices and self.slice_confidence.get(k, 1.0) < REVIEW_CONFIDENCE,
+                     k in self.cut_back, k in self.found_when_turned)
+            reasons[k] = [name for name, flagged in zip(REVIEW_REASONS, flags) if flagged]
         return reasons
 
     def least_confident_slices(self, count: int) -> list[int]:

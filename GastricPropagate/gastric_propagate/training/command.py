@@ -93,19 +93,6 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     _check_data_folders(data or [], [name for name, count in generators if count] if mix else None)
     source_names = {Path(folder).resolve().name for folder in data or []} | {name for name, n in generators if n}
     shares = _parse_mix(mix, source_names) if mix else {}  # before any case is read or made
-    cases, parts, sources = [], [], []
-    for folder in data or []:
-        found = folder_cases(folder, label=label)
-        print(f"{len(found)} image/label pair(s) found in {folder}")
-        cases += found
-        sources += [Path(folder).resolve().name] * len(found)
-        parts.append(f"{len(found)} image/label pairs from {folder}" + (f" (label {label})" if label else ""))
-    for generator, count in generators:
-        if count:
-            first = TRAINING_SEED_START.get(generator, 0)
-            cases += generated_cases(generator, count, first)
-            sources += [generator] * count
-            parts.append(f"{count} synthetic '{generator}' cases (seeds {first}-{first + count - 1})")
     low, high = zoom
     if not (0 < low <= high < 10):
         raise InputError(f"--zoom {low} {high}: give 0 < LOW <= HIGH < 10 (1 1 for no zoom).")
@@ -125,6 +112,19 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     if min_bin_crops and not shares:
         raise InputError("--min-bin-crops merges the size bins --mix balances; without --mix every crop is drawn "
                          "equally often: give --mix, or leave --min-bin-crops out.")
+    cases, parts, sources = [], [], []
+    for folder in data or []:
+        found = folder_cases(folder, label=label)
+        print(f"{len(found)} image/label pair(s) found in {folder}")
+        cases += found
+        sources += [Path(folder).resolve().name] * len(found)
+        parts.append(f"{len(found)} image/label pairs from {folder}" + (f" (label {label})" if label else ""))
+    for generator, count in generators:
+        if count:
+            first = TRAINING_SEED_START.get(generator, 0)
+            cases += generated_cases(generator, count, first)
+            sources += [generator] * count
+            parts.append(f"{count} synthetic '{generator}' cases (seeds {first}-{first + count - 1})")
     if shares:
         parts.append("sampled " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
                      + ", size bins balanced within each" + (

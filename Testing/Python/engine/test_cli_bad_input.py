@@ -390,6 +390,14 @@ def test_other_commands_refuse_bad_input(tmp_path, capsys, argv, message):
     assert not changed
 
 
+@pytest.mark.parametrize("option", [("--zoom", "0", "5"), ("--self-fed", "2"), ("--min-bin-crops", "3")])
+def test_train_refuses_its_own_options_before_it_reads_a_data_folder(folder_of_cases, tmp_path, capsys, option):
+    code, captured, _ = run_command(tmp_path, capsys, "train", "--data", str(folder_of_cases), "--out",
+                                    str(tmp_path / "w"), *option)
+    assert code == 2 and option[0] in captured.err
+    assert "found in" not in captured.out  # refused before a case was listed, however large the folder
+
+
 @pytest.mark.parametrize("shell_tail", ['>&- ; echo "exit $?" >&2', '2>&- ; echo "exit $?"',
                                         '| true ; echo "exit ${PIPESTATUS[0]}" >&2'])
 def test_a_closed_or_gone_reader_of_stdout_or_stderr_is_no_failure(files, tmp_path, shell_tail):

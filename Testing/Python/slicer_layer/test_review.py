@@ -149,3 +149,16 @@ def test_a_flagged_rows_tooltip_says_why_the_engine_flagged_it():
     assert tips[6].startswith("Found only when the network saw the slice flipped or rotated")
     assert tips[7].startswith("Confidence 0.29, below 0.3") and "cut back" in tips[7], "not '0.30, below 0.3'"
     assert tips[5] == "", "the painted slice is not flagged"
+
+
+def test_every_reason_the_engine_gives_has_its_own_tooltip_sentence():
+    """The engine's reasons (``REVIEW_REASONS``) and the panel's sentences are written in two places: a new reason
+    without its sentence would show an empty or another reason's tooltip."""
+    from gastric_propagate.inference.result import REVIEW_REASONS
+
+    result = RunResult(mask=np.zeros((12, 4, 4), np.uint8), report=Report.from_json({
+        "slice_confidence": {str(3 + i): 0.1 for i in range(len(REVIEW_REASONS))} | {"9": 1.0},
+        "painted_slices": [9], "slices_to_review": [3 + i for i in range(len(REVIEW_REASONS))],
+        "review_reasons": {str(3 + i): [reason] for i, reason in enumerate(REVIEW_REASONS)}}))
+    tips = [row.toolTip() for row in reviewRows(result) if row.toReview]
+    assert len(tips) == len(REVIEW_REASONS) and all(tips) and len(set(tips)) == len(tips)

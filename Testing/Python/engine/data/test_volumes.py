@@ -152,6 +152,16 @@ def test_a_compressed_metaimage_that_itk_fails_to_inflate_is_refused(tmp_path):
         volumes.read_volume(path)
 
 
+def test_a_compressed_metaimage_whose_header_itk_refuses_is_said_to_be_unreadable(tmp_path):
+    """ITK fails on the header itself (an element type it does not know): the size is unknown, and the message is
+    the unreadable file's, not a Python error."""
+    path = tmp_path / "ct.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_NOSUCHTYPE\n"
+                     b"CompressedData = True\nElementDataFile = LOCAL\n" + zlib.compress(bytes(64)))
+    with pytest.raises(InputError, match="cannot be read as a medical image"):
+        volumes.read_volume(path)
+
+
 @pytest.mark.parametrize("where", [0.3, 0.9])
 def test_corrupted_bytes_that_itk_reads_without_error_are_refused(tmp_path, where):
     """ITK's header read inflates only the stream's start: in a larger file it reads the damage as voxels."""

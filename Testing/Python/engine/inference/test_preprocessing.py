@@ -1,12 +1,13 @@
 """The crop grid: it covers the painted region with margin, and pasting back lands on the same voxels."""
 
 import numpy as np
+import pytest
 
 from conftest import SPACING
 from gastric_propagate.data.annotation import annotation_from_label
 from gastric_propagate.metrics import dice
-from gastric_propagate.inference.preprocessing import (Preprocessing, crop_grid_for, mask_from_crop, normalise,
-                                                       normalise_hu, to_crop, with_working_slices)
+from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
+                                                       normalise, normalise_hu, to_crop, with_working_slices)
 
 
 def test_round_trip_through_the_crop_keeps_the_mask(volume):
@@ -76,3 +77,17 @@ def test_thin_slices_are_worked_on_at_the_fixed_step_and_mapped_back_exactly():
     # Thick slices and several anchors keep the CT's own slices.
     assert with_working_slices(grid, [60], 121, 3.0, prep).step_z == 1.0
     assert with_working_slices(grid, [50, 60], 121, 0.6, prep).step_z == 1.0
+
+
+@pytest.mark.parametrize("step", [2.0, 4.0])
+def test_each_ct_slice_goes_with_its_nearest_working_slices_alike_on_either_side(step):
+    """A flag on a working slice (cut back, found when turned) marks the CT slices nearest to it: the same count on
+    every working slice, a CT slice halfway between two with both, and every CT slice with at least one."""
+    grid = CropGrid((0, 0), (1, 1), 64, origin_z=3.0, step_z=step)
+    marked = {w: [k for k in range(60) if w in grid.nearest_working(k)] for w in range(1, 12)}
+    widths = {w: ks[-1] - ks[0] for w, ks in marked.items()}
+    assert len(set(widths.values())) == 1 and widths[1] >= step - 1
+    for w, ks in marked.items():
+        assert all(abs(k - grid.slice_position(w)) <= step / 2 + 1e-9 for k in ks)
+    assert all(grid.nearest_working(k) for k in range(60))
+    assert grid.nearest_working(3.0 + 2 * step) == {2}  # on a working slice: that one alone

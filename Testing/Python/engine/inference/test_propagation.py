@@ -162,6 +162,24 @@ def test_a_chain_without_the_vote_ends_at_the_votes_reach():
     assert "painted diameter" in result.stop_reasons["up"] and "painted diameter" in result.stop_reasons["down"]
 
 
+
+@pytest.mark.parametrize("limits", [(3, 97), (1, 98)])
+def test_on_thin_slices_a_slice_limit_next_to_the_volumes_edge_is_named_as_the_limit(limits):
+    """1 mm slices are read on working slices 2 mm apart: a limit whose enclosing working slice is the crop's first
+    or last is still the user's limit, not the edge of the volume (slices 0 and 99 lie beyond it)."""
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, _, annotation = _column(depth=100, painted=50)
+    segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    options = PropagationOptions(use_consensus=False, painted_is_largest=False, min_slice=limits[0],
+                                 max_slice=limits[1])
+    result = segmenter.segment(image, (1.0, 1.0, 1.0), annotation, options)
+    assert result.slice_range() == limits
+    assert result.stop_reasons == {"down": f"reached the slice limit ({limits[0]})",
+                                   "up": f"reached the slice limit ({limits[1]})"}
+
 class Grower(torch.nn.Module):
     """A proposer that always leaks: the previous mask grown by 12 pixels on every slice."""
 
