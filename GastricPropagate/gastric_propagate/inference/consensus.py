@@ -45,17 +45,17 @@ REGISTRATION = {"transform": "demons", "iterations": 10}
 
 def register_anchors(image: np.ndarray, spacing_xyz: tuple[float, float, float], anchors: dict[int, np.ndarray], *,
                      extent_factor: float = REACH_FACTOR,
-                     registration_reach: float | None = None, taper: bool = True, memo=None,
+                     registration_reach: float | None = None, memo=None,
                      should_stop: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
     """Each anchor's registration (``propagate_by_registration``), up and down as far as its part of the vote needs:
     anchor -> its (z, y, x) mask. It needs only the CT and the anchors, so the pipeline starts it before the
     networks run; ``take_vote`` computes it itself when it is not given. Each anchor's walks stop where its part of
-    the vote ends (at the next anchor, or the vote's window): what lies beyond is another anchor's part. ``taper``:
-    ``take_vote``'s. ``memo`` and ``should_stop``: ``propagate_by_registration``'s (walks of earlier runs on the same
-    CT, served again; the walks ended early)."""
+    the vote ends (at the next anchor, or the vote's window): what lies beyond is another anchor's part. ``memo``
+    and ``should_stop``: ``propagate_by_registration``'s (walks of earlier runs on the same CT, served again; the
+    walks ended early)."""
     slices = sorted(anchors)
     window_factor, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor,
-                                                 registration_reach, taper)
+                                                 registration_reach)
     chains = {}
     for i, k in enumerate(slices):
         below = k - (first if i == 0 else slices[i - 1])
@@ -77,10 +77,9 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
 
     The anchors are the painted slice and, after a review, the corrected ones; each is kept exactly. Beyond the
     outermost anchors the registration from that anchor and its tapered copy reach ``extent_factor`` of its
-    equivalent diameters, or less beyond an anchor smaller than the largest (``outer_reach``). Between two anchors
-    the tumour goes on: the registration is what either anchor's registration holds, and the copy is the larger of
-    the two outlines (a tumour narrows away from its largest cross-section, and the copy only breaks ties). One
-    anchor: the protocol's single painted largest cross-section.
+    equivalent diameters. Between two anchors the tumour goes on: the registration is what either anchor's
+    registration holds, and the copy is the larger of the two outlines (a tumour narrows away from its largest
+    cross-section, and the copy only breaks ties). One anchor: the protocol's single painted largest cross-section.
     ``gastric-propagate benchmark`` (its corrections part) measures this rule against the networks alone after 0-3
     corrections.
 
@@ -94,19 +93,17 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
             equivalent diameters.
         registration_reach: how far the registration reaches instead, when further (None: ``extent_factor``); the
             vote's window reaches as far.
-        taper, snap: shrink the copy towards its ends (``tapered_copy``, and the reach beyond a smaller outermost
-            anchor: ``outer_reach``) and snap the result's outline to the largest anchor's edge HU level
-            (``outline_snap``); off where the painted slice may not be the largest, and to measure what they add
+        taper, snap: shrink the copy towards its ends (``tapered_copy``) and snap the result's outline to the largest
+            anchor's edge HU level (``outline_snap``); switched off only to measure what they add
             (scripts/choose_vote.py).
         chains: ``register_anchors``'s result for the same arguments, when it was computed beforehand.
     """
     slices = sorted(anchors)
-    _, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor, registration_reach, taper)
-    below, above = outer_reach(anchors, spacing_xyz, extent_factor, taper=taper)
+    _, first, last = _clipped_window(anchors, spacing_xyz, image.shape[0], extent_factor, registration_reach)
     copy = tapered_copy if taper else copy_along_z
     if chains is None:
         chains = register_anchors(image, spacing_xyz, anchors, extent_factor=extent_factor,
-                                  registration_reach=registration_reach, taper=taper)
+                                  registration_reach=registration_reach)
     # The vote is worked out in the box that holds every opinion inside the window (outside it only the networks can
     # hold a voxel: no majority), widened by what the outline snap reads around a mask, then pasted onto the CT:
     # the same result as over the whole CT, without passes over a 512 x 512 x N volume.
@@ -119,9 +116,9 @@ def take_vote(network_mask: np.ndarray, image: np.ndarray, spacing_xyz: tuple[fl
     registered[:low - first] = chains[low][first:low][in_plane]
     registered[high + 1 - first:] = chains[high][high + 1:last + 1][in_plane]
     copied[:low - first] = copy(shape, low - first, local[low - first], spacing_xyz,
-                                extent_factor=below)[:low - first]
+                                extent_factor=extent_factor)[:low - first]
     copied[high + 1 - first:] = copy(shape, high - first, local[high - first], spacing_xyz,
-                                     extent_factor=above)[high + 1 - first:]
+                                     extent_factor=extent_factor)[high + 1 - first:]
     for a, b in zip(slices[:-1], slices[1:]):  # between two anchors: both registrations, the larger outline
         registered[a + 1 - first:b - first] = chains[a][a + 1:b][in_plane] | chains[b][a + 1:b][in_plane]
         copied[a + 1 - first:b - first] = max(local[a - first], local[b - first], key=np.count_nonzero)
@@ -167,56 +164,21 @@ def larger_neighbour(registered: np.ndarray, k: int, painted: np.ndarray,
 
 
 def _clipped_window(anchors: dict[int, np.ndarray], spacing_xyz: tuple[float, float, float], depth: int,
-                    extent_factor: float, registration_reach: float | None, taper: bool) -> tuple[float, int, int]:
+                    extent_factor: float, registration_reach: float | None) -> tuple[float, int, int]:
     """How far the vote's window reaches (in painted diameters: the registration's reach when it is further), and its
     first and last slice inside the volume."""
     window_factor = max(extent_factor, registration_reach or 0.0)
-    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor, taper=taper)
+    first, last = vote_window(anchors, spacing_xyz, extent_factor=window_factor)
     return window_factor, max(0, first), min(depth - 1, last)
 
 
 def vote_window(anchors: dict[int, np.ndarray], spacing_xyz: tuple[float, float, float], *,
-                extent_factor: float = REACH_FACTOR, taper: bool = True) -> tuple[int, int]:
+                extent_factor: float = REACH_FACTOR) -> tuple[int, int]:
     """The lowest and highest slice the vote can reach (unclipped): beyond them two of the three opinions are
-    empty, so no voxel can win the vote, and the networks need not go there. ``taper``: ``outer_reach``'s."""
+    empty, so no voxel can win the vote, and the networks need not go there."""
     slices = sorted(anchors)
-    below, above = outer_reach(anchors, spacing_xyz, extent_factor, taper=taper)
-    return (slices[0] - reach_slices(anchors[slices[0]], spacing_xyz, extent_factor=below),
-            slices[-1] + reach_slices(anchors[slices[-1]], spacing_xyz, extent_factor=above))
-
-
-# Stop 57's ELL, switched only to measure it (docs/evaluation/real-ct-training/rules.md).
-ELLIPSOID_OUTER_REACH = True
-OUTER_REACH_FLOOR = True
-
-
-def outer_reach(anchors: dict[int, np.ndarray], spacing_xyz: tuple[float, float, float], extent_factor: float, *,
-                taper: bool = True) -> tuple[float, float]:
-    """How far the vote reaches below the lowest anchor and above the highest, each in that anchor's equivalent
-    diameters: ``extent_factor``, or less beyond an outermost anchor smaller than the largest one when ``taper``.
-
-    The largest anchor is taken to be the tumour's largest cross-section (the protocol), so a smaller anchor lies
-    where the tumour narrows: like the ellipsoid through both (centred on the largest, the same equivalent radii on
-    both slices), it ends h - d beyond it, where d is the two anchors' distance and h = d / sqrt(1 - (r / R)^2).
-    Keyframes painted near the tumour's ends otherwise let the result run on beyond them as far as from the
-    largest."""
-    slices = sorted(anchors)
-    if not taper or len(slices) < 2 or not ELLIPSOID_OUTER_REACH:
-        return extent_factor, extent_factor
-    diameters = {k: equivalent_diameter_mm(anchors[k], spacing_xyz) for k in slices}
-    largest = max(slices, key=lambda k: diameters[k])
-
-    def reach(k: int) -> float:
-        ratio = diameters[k] / diameters[largest]
-        if ratio >= 1.0:
-            return extent_factor
-        distance = abs(k - largest) * spacing_xyz[2]
-        beyond = distance / np.sqrt(1.0 - ratio ** 2) - distance
-        if OUTER_REACH_FLOOR:
-            beyond = max(beyond, extent_factor * diameters[largest] - distance)
-        return min(extent_factor, float(beyond) / diameters[k])
-
-    return reach(slices[0]), reach(slices[-1])
+    return (slices[0] - reach_slices(anchors[slices[0]], spacing_xyz, extent_factor=extent_factor),
+            slices[-1] + reach_slices(anchors[slices[-1]], spacing_xyz, extent_factor=extent_factor))
 
 
 def reach_slices(painted: np.ndarray, spacing_xyz: tuple[float, float, float], *,

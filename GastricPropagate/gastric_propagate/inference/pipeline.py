@@ -212,12 +212,10 @@ class Segmenter:
                                                                             NOT_LARGEST_REGISTRATION_REACH)
         anchor_masks = {k: painted[k] for k in anchor_slices}
         limits, reach_limited = _vote_limits(options, anchor_masks, spacing_xyz, limits, window_factor)
-        outer_reach = vote.outer_reach(anchor_masks, spacing_xyz, window_factor, taper=options.painted_is_largest)
         grid, crop, anchors, working_limits = self._crop(image, painted, anchor_slices, spacing_xyz, options, limits)
         return _Run(image=image, spacing_xyz=spacing_xyz, options=options, painted=painted, anchor_slices=anchor_slices,
                     anchor_masks=anchor_masks, limits=limits, reach_factor=reach_factor, window_factor=window_factor,
-                    outer_reach=outer_reach, reach_limited=reach_limited, grid=grid, crop=crop, anchors=anchors,
-                    working_limits=working_limits)
+                    reach_limited=reach_limited, grid=grid, crop=crop, anchors=anchors, working_limits=working_limits)
 
     def _crop(self, image: np.ndarray, painted: np.ndarray, anchor_slices: list[int], spacing_xyz,
               options: PropagationOptions,
@@ -258,9 +256,8 @@ class Segmenter:
                 coarse.stop_reasons[direction] = f"reached the slice limit ({limit})"
         for direction, limit in run.reach_limited.items():
             if coarse.stop_reasons[direction].startswith("reached the slice limit"):
-                reach = round(run.outer_reach[0 if direction == "down" else 1], 2)
                 coarse.stop_reasons[direction] = (
-                    f"stopped at slice {limit}: {reach:g} painted diameters from the outermost painted "
+                    f"stopped at slice {limit}: {run.window_factor:g} painted diameters from the outermost painted "
                     "slice, as far as the vote with registration and the copy reaches" + (
                         "" if run.options.use_consensus else " (the networks alone stop there too)"))
         return coarse
@@ -293,8 +290,6 @@ class _Run:
     limits: tuple[int, int]  # the axial range the result may occupy, narrowed to the vote's reach
     reach_factor: float  # how far the vote reaches, in painted diameters
     window_factor: float  # how far the registration reaches (further when the painted slice is not the largest)
-    outer_reach: tuple[float, float]  # how far the window reaches below and above the outermost anchors, in their
-    # own diameters: ``window_factor``, or less beyond a smaller one (``consensus.outer_reach``)
     reach_limited: dict[str, int]  # direction -> the slice where the vote's reach, not a user's limit, stops
     grid: CropGrid
     crop: np.ndarray  # normalised, float32
@@ -326,8 +321,7 @@ def _vote_limits(options: PropagationOptions, anchor_masks: dict[int, np.ndarray
     low, high = limits
     reach_limited = {}
     if options.use_consensus or options.painted_is_largest:
-        first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor,
-                                       taper=options.painted_is_largest)
+        first, last = vote.vote_window(anchor_masks, spacing_xyz, extent_factor=window_factor)
         if first > low:
             low = reach_limited["down"] = first
         if last < high:
@@ -362,8 +356,7 @@ def _ct_span(grid: CropGrid, visited: list[int]) -> tuple[int, int]:
 def _register(run: _Run, memo, should_stop: Callable[[], bool]) -> dict[int, np.ndarray]:
     """The vote's registration from each anchor (``consensus.register_anchors``)."""
     return vote.register_anchors(run.image, run.spacing_xyz, run.anchor_masks, extent_factor=run.reach_factor,
-                                 registration_reach=run.window_factor, taper=run.options.painted_is_largest,
-                                 memo=memo, should_stop=should_stop)
+                                 registration_reach=run.window_factor, memo=memo, should_stop=should_stop)
 
 
 def _vote(run: _Run, network_mask: np.ndarray, should_stop,
@@ -407,9 +400,9 @@ def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> 
         followed = 0.0 if registered is None else float((registered[end] > 0).sum()) / painted
         if end == run.reach_limited.get(direction):
             if share >= CUT_AT_REACH_SHARE:
-                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.outer_reach[index]))
+                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor))
             elif followed >= CUT_AT_REACH_REGISTRATION_SHARE:
-                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.outer_reach[index],
+                advice.append(cut_at_reach_advice(end, direction, anchor, share, run.window_factor,
                                                   registration_share=followed))
         # On an anchor the vote's registration opinion is the painting itself: no sign of anything beyond it.
         elif end != run.limits[index] and end not in run.anchor_masks and followed >= ENDED_WHILE_FOLLOWED_SHARE:
@@ -440,8 +433,7 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
                                         run.anchor_masks.values())
     shares = None
     if consensus:  # the copy reaches less far than the others when the painted slice is not the largest
-        copy_reach = vote.vote_window(run.anchor_masks, run.spacing_xyz, extent_factor=run.reach_factor,
-                                      taper=run.options.painted_is_largest)
+        copy_reach = vote.vote_window(run.anchor_masks, run.spacing_xyz, extent_factor=run.reach_factor)
         shares = vote.agreement(tuple(o[box] for o in opinions), slices, reaches=(None, None, copy_reach))
     confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz, agreement=shares)
     cut_back = _on_working_slices(confidence, grid, coarse.cut_back)
