@@ -44,7 +44,8 @@ class GastricPropagate(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "GastricPropagate uses 3D Slicer's Segmentations infrastructure, PyTorch and ONNX Runtime. The networks "
             "were trained on synthetic abdominal phantoms and on real lung nodules (LIDC-IDRI) and limb sarcomas "
-            "(TCIA Soft-tissue Sarcoma, via IBSI), CC BY 3.0; never on a real stomach.")
+            "(TCIA Soft-tissue Sarcoma, via IBSI), CC BY 3.0 (doi:10.7937/K9/TCIA.2015.LO9QL9SX, "
+            "doi:10.7937/K9/TCIA.2015.7GO2GSKS; citations in docs/training.md); never on a real stomach.")
 
 
 #

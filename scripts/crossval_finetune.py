@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -39,29 +40,47 @@ def folds_by_patient(pairs: list, count: int, seed: int) -> list[list]:
     patient's cases never on both sides; with one case per patient, the order of the cases)."""
     rng = np.random.default_rng(seed)
     folds: list[list] = [[] for _ in range(count)]
-    by_group: dict[str, dict[str, list]] = {}
-    for pair in pairs:
-        by_group.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
-    lone: dict[str, list] = {}  # names without a group ("anna_n1", "carl"): dealt together, not each from fold 0
-    for group in [group for group, patients in by_group.items() if len(patients) == 1]:
-        for patient, cases in by_group.pop(group).items():
-            lone.setdefault(patient, []).extend(cases)
-    if lone:
-        by_group[""] = lone
-    for patients in by_group.values():
+    for patients in _patients_by_group(pairs).values():
         members = list(patients.values())
         for i, index in enumerate(rng.permutation(len(members))):
             folds[i % count].extend(members[index])
     return folds
 
 
+def _mean(values: list[float]) -> str:
+    """The table's cell: the mean over the cases scored (failed runs left out, and said); "-" for none."""
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def _patients_by_group(pairs: list) -> dict[str, dict[str, list]]:
+    """group -> patient -> that patient's pairs, as ``folds_by_patient`` deals them."""
+    by_group: dict[str, dict[str, list]] = {}
+    for pair in pairs:
+        patient = patient_of(pair[0])  # grouped by the patient's name: "abc_n1" and "abc" are one patient, one group
+        by_group.setdefault(case_group(patient), {}).setdefault(patient, []).append(pair)
+    lone: dict[str, list] = {}  # names without a group ("anna_n1", "carl"): dealt together, not each from fold 0
+    for group in [group for group, patients in by_group.items() if len(patients) == 1]:
+        for patient, cases in by_group.pop(group).items():
+            lone.setdefault(patient, []).extend(cases)
+    if lone:
+        by_group[""] = lone
+    return by_group
+
+
 def _scores(results_csv: Path) -> dict[str, dict[str, float]]:
-    """Dice per case of each scored method: ``{method: {case: dice}}``."""
+    """Dice per case of each scored method: ``{method: {case: dice}}``. A run that failed (``evaluate`` records it
+    with its error and no Dice) is said, and left out of the means rather than turning them into NaN."""
     scores: dict[str, dict[str, float]] = {method: {} for method in METHODS}
     with open(results_csv, newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["method"] in scores:
-                scores[row["method"]][row["case"]] = float(row["dice"])
+            if row["method"] not in scores:
+                continue
+            dice = float(row["dice"]) if row.get("dice") not in (None, "") else math.nan
+            if math.isfinite(dice):
+                scores[row["method"]][row["case"]] = dice
+            else:
+                print(f"warning: {results_csv}: {row['method']} failed on {row['case']} "
+                      f"({row.get('error') or 'no Dice'}); left out of the means")
     return scores
 
 
@@ -151,6 +170,11 @@ def main() -> int:
     cli = [sys.executable, "-m", "gastric_propagate.cli"]
     pairs = find_pairs(args.data)
     folds = folds_by_patient(pairs, args.folds, args.seed)
+    if not all(folds):
+        most = max(len(patients) for patients in _patients_by_group(pairs).values())
+        parser.error(f"fold(s) {[k for k, fold in enumerate(folds) if not fold]} would hold out no case (each group's "
+                     f"patients are dealt from fold 0): give --folds {most} or fewer, the patients of the largest "
+                     "group")
 
     if any(item == "--init" or item.startswith("--init=") for item in recipe):  # the last --init would win
         parser.error("give --init before '--' (the folds start from it, and it is checked), not in the recipe")
@@ -202,8 +226,8 @@ def main() -> int:
     for method, what in METHODS.items():
         for title, scores in ((f"starting weights ({args.init})", bundled[method]),
                               ("fine-tuned on the other folds", tuned[method])):
-            cells = [f"{statistics.fmean(v for k, v in scores.items() if case_group(k) == g):.3f}" for g in groups]
-            print(f"| {title}, {what} | " + " | ".join(cells) + f" | {statistics.fmean(scores.values()):.3f} |")
+            cells = [_mean([v for k, v in scores.items() if case_group(k) == g]) for g in groups]
+            print(f"| {title}, {what} | " + " | ".join(cells) + f" | {_mean(list(scores.values()))} |")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 The shipped weights learned ../shared/real-ct, so what the networks give there may only be reported from
 `scripts/crossval_finetune.py`'s folds: each case scored with the weights of the fold that never saw it. This script
-gathers those per-case rows (every `eval-*/results.csv` under each fold of --folds, the methods that use the networks)
+gathers those per-case rows (each fold's --runs, `eval-tuned` and `eval-variants` by default: the methods that use the
+networks; a run whose summary says its weights learned some of its cases is refused)
 and, for the methods that do not (copy-slice, registration, region growing, Grow from seeds, ...), the rows of full
 evaluations of the same cases (--baselines), and writes results.csv, summary.md (the evaluation's own report) and
 confidence.csv to --out.
@@ -20,6 +21,7 @@ from pathlib import Path
 from crossval_finetune import learned_overlap
 from gastric_propagate.data.cases import find_pairs
 from gastric_propagate.errors import InputError
+from gastric_propagate.evaluation.evaluate import LEARNED_NOTE
 from gastric_propagate.evaluation.reporting import (CONFIDENCE_FILE, read_confidence, read_csv, summary_markdown,
                                                     write_confidence, write_csv)
 
@@ -32,7 +34,7 @@ def main() -> int:
     parser.add_argument("--folds", required=True, help="crossval_finetune.py's --out (fold0/, fold1/, ...)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--baselines", nargs="+", default=[], help="results.csv files of full evaluations")
-    parser.add_argument("--runs", nargs="+", default=["eval-tuned", "eval-proposer", "eval-variants"],
+    parser.add_argument("--runs", nargs="+", default=["eval-tuned", "eval-variants"],
                         help="each fold's evaluation folders to gather (default: %(default)s)")
     args = parser.parse_args()
 
@@ -56,6 +58,10 @@ def main() -> int:
         for run in args.runs:  # the first run listed that holds a case's variant and method is the one reported
             if not (fold / run / "results.csv").is_file():
                 parser.error(f"{fold / run / 'results.csv'} is missing")
+            summary = fold / run / "summary.md"  # results.csv does not name the weights; evaluate's summary warns
+            if summary.is_file() and LEARNED_NOTE in summary.read_text(encoding="utf-8"):
+                parser.error(f"{summary} says its weights were trained on some of its cases: {fold / run} was not "
+                             f"scored with {fold / 'weights'} (evaluate it again with --proposer and --refiner)")
             for row in read_csv(fold / run / "results.csv"):
                 if row["method"] in NETWORK_METHODS and held_out.get(row["case"]) != fold:
                     parser.error(f"{fold / run / 'results.csv'} scores {row['case']} with {row['method']}, a case "

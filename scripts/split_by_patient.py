@@ -30,7 +30,8 @@ def main() -> int:
     pairs = find_pairs(args.data)
     patients: dict[str, dict[str, list]] = {}
     for pair in pairs:
-        patients.setdefault(case_group(pair[0]), {}).setdefault(patient_of(pair[0]), []).append(pair)
+        patient = patient_of(pair[0])  # grouped by the patient's name: "abc_n1" and "abc" are one patient, one group
+        patients.setdefault(case_group(patient), {}).setdefault(patient, []).append(pair)
     rng = np.random.default_rng(args.seed)
     sides: dict[str, list] = {"train": [], "validation": []}
     for group, members in sorted(patients.items()):

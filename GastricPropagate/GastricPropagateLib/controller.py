@@ -478,6 +478,10 @@ class RunController:
         return leastConfidentSlice(self.lastRun.result, self.lastRun.writtenSlices)
 
     def sliceCenterRAS(self, k: int):
-        """World position of the K slice ``k`` of the last run's volume (else the selected one)."""
-        volumeNode = self.lastRun.volumeNode if self.lastRun is not None else self.parameters.inputVolume
-        return self.logic.sliceCenterRAS(volumeNode, int(k))
+        """World position on the K slice ``k`` of the last run's volume, at the centre of its result there (so that
+        every view crosses the tumour; else the slice's centre, or the selected volume's without a run)."""
+        if self.lastRun is None:
+            return self.logic.sliceCenterRAS(self.parameters.inputVolume, int(k))
+        mask = self.lastRun.result.mask
+        return self.logic.sliceCenterRAS(self.lastRun.volumeNode, int(k),
+                                         mask[int(k)] if 0 <= int(k) < len(mask) else None)

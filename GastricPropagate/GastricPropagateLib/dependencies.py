@@ -1,6 +1,7 @@
 """Python packages the engine needs inside Slicer: found, or installed after the user agrees.
 
-- scipy and onnxruntime are installed with ``slicer.util.pip_install``; numpy and SimpleITK come with Slicer.
+- onnxruntime (and scipy, where a Slicer build lacks it) is installed with ``slicer.util.pip_install``; numpy, SimpleITK
+  and, in Slicer's own builds, scipy come with Slicer.
   onnxruntime runs the bundled networks (their ``.onnx`` files) on the CPU without torch: the engine's
   ``--backend auto`` where no NVIDIA driver is visible, and the cpu and cpu-int8 devices.
 - torch is needed only to run the networks on an NVIDIA GPU (the cuda device, or auto where a driver is visible). It

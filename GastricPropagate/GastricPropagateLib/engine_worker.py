@@ -53,14 +53,14 @@ class EngineWorker:
     """One warm ``gastric_propagate.cli serve`` child process (docs/cli.md, "serve: a warm worker"): it loads torch
     and the weights once, then answers each run's request; the Logic keeps one per session.
 
-    Started on the first request. Its stdout and stderr go to files in its own folder, as a ``segment`` child's do,
-    so reading it never blocks; requests go to its stdin. It ends when its input closes (``close()``, or Slicer
-    ending), when it has been idle for ``idleSeconds``, or when a run on it is cancelled (``kill()``); the next
-    request then starts a new one.
+    Started when the module opens (``warmUp``) or on the first request. Its stdout and stderr go to files in its own
+    folder, as a ``segment`` child's do, so reading it never blocks; requests go to its stdin. It ends when its input
+    closes (``close()``, or Slicer ending), when it has been idle for ``idleSeconds``, or when a run on it is
+    cancelled (``kill()``); the next request then starts a new one.
 
     Attributes:
         process: the running child (a launcher's process object), or None before the first start.
-        ready: the child has printed READY (its weights are loaded).
+        ready: the child has printed READY (its weights are loaded), as far as its lines were read (``readLines``).
         starts: how many children this worker has started.
         busy: a job is using the child now.
     """
@@ -136,7 +136,10 @@ class EngineWorker:
         if key is not None and self._image is not None and self._image[0] == key and self._image[1].is_file():
             return self._image[1]
         if self._image is not None:
-            self._image[1].unlink(missing_ok=True)
+            try:
+                self._image[1].unlink(missing_ok=True)
+            except PermissionError:  # Windows, while the worker still reads it (a preload): goes with the folder
+                logger.info("GastricPropagate: %s is still open; it is removed when the worker closes", self._image[1])
             self._image = None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"image-{uuid.uuid4().hex}.nrrd"
@@ -189,6 +192,7 @@ class EngineWorker:
         """Ends the child (its input closes; killed if it does not end within ``waitSeconds``, or at once while it
         still loads: it reads its input only once loaded) and removes the folder, the CT's file with it."""
         if self.process is not None and self.process.running():
+            self.readLines()  # a worker started ahead and never polled may be ready: closed gently, not killed
             if not self.ready:
                 self.kill()
             else:
@@ -253,6 +257,7 @@ class WorkerJob(InferenceJob):
         self._request = dict(request, id=uuid.uuid4().hex)
         self._outcome: tuple[int | None, str] | None = None
         self.restarts = 0
+        self._endedUnsent = False  # ``_send`` ended the worker: its request did not go through
         self.notice = ""
         self.served = 0
         self.workerPid: int | None = None
@@ -316,14 +321,21 @@ class WorkerJob(InferenceJob):
         return self._finished
 
     def _workerEnded(self) -> None:
-        """The worker ended without answering this run: it refused its device or weights, or Ctrl-C ended it (no
-        retry), or it died (restarted and the run retried, once)."""
+        """The worker ended without answering this run: it refused its device or weights, Ctrl-C ended it, or it
+        ended while it started (no retry), or it died once it had started (restarted and the run retried, once)."""
         if self.worker.closed:  # the Logic closed it under this run (the module closed): nothing to restart
             self._outcome = (EXIT_CANCELLED, _("The engine's worker was closed during the run; nothing was written."))
             return
         code, message = self.worker.exitCode(), self.worker.stderrMessage()
         if code == EXIT_CANCELLED or (not self.worker.ready and code in (EXIT_BAD_INPUT, EXIT_WEIGHTS)):
             self._outcome = (code, message)  # Ctrl-C cancels the run, as Cancel does
+            return
+        # It ended on its own before READY, so it never took the run: a start that fails (a broken package) fails again.
+        if not self.worker.ready and not self._endedUnsent:
+            self._outcome = (EXIT_FAILED, _("The engine's worker process ended while it started (exit code {code}), "
+                                            "before it could take the run; nothing was written. {advice}\n"
+                                            "{message}").format(code=exitCodeText(code), advice=_restartAdvice(),
+                                                                message=message))
             return
         if self.restarts >= 1:
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
@@ -354,6 +366,7 @@ class WorkerJob(InferenceJob):
         runs but did not take the whole line (a failed write) is ended, so that ``poll()`` restarts it and retries
         the run once, rather than wait for an answer that cannot come."""
         if not self.worker.send(self._request) and self.worker.running():
+            self._endedUnsent = True
             self.worker.kill()
 
     def cancel(self) -> None:

@@ -51,6 +51,12 @@ def withDefaultSuffix(path: str, defaultName: str) -> str:
     return path + suffix
 
 
+def replacesUnasked(typed: str, path: str) -> bool:
+    """True when ``path`` (``typed`` with the suffix ``withDefaultSuffix`` added) is a file the save dialog never
+    asked about: it asked about the name as typed, which did not exist under that name."""
+    return bool(typed) and path != typed and os.path.exists(path)
+
+
 def exportSegmentation(segmentationNode, path) -> str:
     """Writes all segments of ``segmentationNode`` to a .seg.nrrd file. Returns the path.
 

@@ -114,9 +114,10 @@ class GastricPropagateLogic:
         """ID of the segment this module wrote into ``segmentationNode``, or None."""
         return result_segment.resultSegmentId(segmentationNode)
 
-    def sliceCenterRAS(self, volumeNode, k: int) -> tuple[float, float, float]:
-        """World (RAS) position of the centre of the volume's K slice ``k``."""
-        return scene_input.sliceCenterRAS(volumeNode, k)
+    def sliceCenterRAS(self, volumeNode, k: int, mask=None) -> tuple[float, float, float]:
+        """World (RAS) position on the volume's K slice ``k``: the centre of ``mask``'s voxels there (a (j, i)
+        array), else of the slice."""
+        return scene_input.sliceCenterRAS(volumeNode, k, mask)
 
     # ------------------------------------------------------------------ step 2: the engine, in a child process
 

@@ -79,7 +79,8 @@ def segmentStatistics(array: np.ndarray, spacingXYZ: tuple[float, float, float])
 def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float | None, device: str,
                      volumeName: str = "") -> None:
     """Replaces the table's content with ``rows`` = [(name, segmentId, role, SegmentStatistics), ...]; ``seconds``
-    None: no run time on the result's row (not known)."""
+    None: no run time on the result's row (not known). A table that already says exactly this is left untouched, so
+    that opening the module does not mark a saved scene as modified."""
     table = vtk.vtkTable()
     arrays = []
     for name, arrayClass, _unit in _COLUMNS:
@@ -93,6 +94,10 @@ def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float | None, d
                   f"{seconds:.1f}" if isResult and seconds is not None else "", device if isResult else "")
         for array, value in zip(arrays, values):
             array.InsertNextValue(value)
+    current = tableNode.GetTable()
+    if (current is not None and _cellTexts(current) == _cellTexts(table)
+            and (not volumeName or tableNode.GetAttribute("GastricPropagate.VolumeName") == volumeName)):
+        return
     wasModifying = tableNode.StartModify()
     tableNode.SetAndObserveTable(table)
     texts = columnTexts()
@@ -106,6 +111,13 @@ def fillResultsTable(tableNode, rows, *, resultId: str, seconds: float | None, d
     if volumeName:
         tableNode.SetAttribute("GastricPropagate.VolumeName", volumeName)
     tableNode.EndModify(wasModifying)
+
+
+def _cellTexts(table) -> list[list[str]]:
+    """A vtkTable's column names, then each row's cells, as text."""
+    columns = range(table.GetNumberOfColumns())
+    return [[table.GetColumnName(c) for c in columns]] + [
+        [table.GetValue(r, c).ToString() for c in columns] for r in range(table.GetNumberOfRows())]
 
 
 def tableRows(tableNode) -> list[dict[str, str]]:

@@ -355,10 +355,15 @@ def _checkPropagatedFrom(segmentationNode, resultSegment, segmentId: str) -> Non
             result=resultSegment.GetName(), source=source[1], selected=selectedName))
 
 
-def sliceCenterRAS(volumeNode, k: int) -> tuple[float, float, float]:
-    """World (RAS) position of the centre of the volume's K slice ``k`` (for moving slice views there)."""
+def sliceCenterRAS(volumeNode, k: int, mask=None) -> tuple[float, float, float]:
+    """World (RAS) position on the volume's K slice ``k`` for moving slice views there: the centre of ``mask``'s
+    voxels on it (a (j, i) array: the result's, so that the sagittal and coronal views cross the tumour), else of
+    the slice."""
     dims = volumeNode.GetImageData().GetDimensions()
     ijk = np.array([(dims[0] - 1) / 2.0, (dims[1] - 1) / 2.0, float(k), 1.0])
+    if mask is not None and np.any(mask):
+        j, i = np.nonzero(mask)
+        ijk[:2] = float(i.mean()), float(j.mean())
     ras = ijkToRasArray(volumeNode) @ ijk
     transformNode = volumeNode.GetParentTransformNode()
     point = [float(v) for v in ras[:3]]

@@ -233,7 +233,18 @@ def _convertToSource(prepared: PreparedInput, mask: np.ndarray):
 def _writeResultSegment(prepared: PreparedInput, mask: np.ndarray, existingId: str | None, *,
                         representation=None) -> str:
     """Writes ``mask`` (or, for a segmentation that does not store labelmaps, ``representation``: the result in
-    its source representation) as the result segment, new or replacing ``existingId`` in place."""
+    its source representation) as the result segment, new or replacing ``existingId`` in place. The node's events
+    wait until it is whole: the Segment Editor and the views see one change, not an empty, untagged segment first
+    and then eight more."""
+    segmentationNode = prepared.segmentationNode
+    wasModifying = segmentationNode.StartModify()
+    try:
+        return _writeResultSegmentNow(prepared, mask, existingId, representation)
+    finally:
+        segmentationNode.EndModify(wasModifying)
+
+
+def _writeResultSegmentNow(prepared: PreparedInput, mask: np.ndarray, existingId: str | None, representation) -> str:
     segmentationNode = prepared.segmentationNode
     segmentation = segmentationNode.GetSegmentation()
     name = resultSegmentName()

@@ -1,7 +1,8 @@
 """GastricPropagateTest: the module's self-test inside the Slicer application; it drives the panel itself.
 
-Needs PyTorch (the PyTorch extension installs it) and the bundled weights. Run it from the Developer section (Reload
-and Test), with ``Slicer --testing --python-code "slicer.selfTests['GastricPropagate']()"``, or under ctest
+Needs onnxruntime (PyTorch too on an NVIDIA GPU; clicking Propagate once offers to install what is missing) and the
+bundled weights; without them each test is skipped, and says why. Run it from the Developer section (Reload and
+Test), with ``Slicer --testing --python-code "slicer.selfTests['GastricPropagate']()"``, or under ctest
 (``slicer_add_python_unittest`` in GastricPropagate/CMakeLists.txt), which runs each ``test_`` method on its own in
 alphabetical order: every test starts from a cleared scene and an idle panel, and depends on no other.
 

@@ -1,5 +1,5 @@
 """The self-test's CT (``self_test.py``), built with numpy: nothing to download, nothing from the engine's training
-material. ``Testing/Python/slicer_layer/test_self_test_data.py`` checks the Logic segments it."""
+material. ``Testing/Python/slicer_layer/test_testdata.py`` checks the Logic segments it."""
 
 from __future__ import annotations
 

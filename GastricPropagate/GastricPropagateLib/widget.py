@@ -303,11 +303,15 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _askSavePath(self, title: str, defaultName: str, fileFilter: str) -> str:
         directory = slicer.app.defaultScenePath if hasattr(slicer.app, "defaultScenePath") else ""
-        from .export import withDefaultSuffix
+        from .export import replacesUnasked, withDefaultSuffix
 
-        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, os.path.join(directory, defaultName),
-                                              fileFilter)
-        return withDefaultSuffix(path or "", defaultName)
+        typed = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, os.path.join(directory, defaultName),
+                                               fileFilter) or ""
+        path = withDefaultSuffix(typed, defaultName)
+        if replacesUnasked(typed, path) and not slicer.util.confirmYesNoDisplay(
+                _("{path} already exists. Replace it?").format(path=path), windowTitle=title):
+            return ""
+        return path
 
     def onExportSegNrrd(self) -> None:
         from .export import exportSegmentation

@@ -419,6 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WEIGHTS
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("gastric_propagate"):
+            raise
+        # The Slicer extension installs the engine's segmenting part only (GastricPropagate/CMakeLists.txt).
+        print(f"error: gastric-propagate {args.command} is not part of this install ({error.name} is not there: the "
+              "Slicer extension installs what segment and serve need). Run it from the project's own environment: "
+              f"bash scripts/setup.sh, then .venv/bin/gastric-propagate {args.command}.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as error:  # a file or folder the checks could not foresee (disk full, permissions changed)
         where = f" {error.filename}" if error.filename else ""
         print(f"error: cannot read or write{where}: {error.strerror or error}. Check the path, that the folder is "

@@ -39,6 +39,7 @@ segment command writes them (``data.outputs.OutputBatch``): whole or not at all,
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -183,7 +184,24 @@ def segment_main(*, image: str, annotation: str, output: str, report: str | None
 
 def serve_main(*, load_segmenter: Callable[[], Segmenter], idle_seconds: float) -> int:
     """``gastric-propagate serve``: loads the weights once, between the load stage's progress lines, then serves."""
-    return serve(_load(load_segmenter, _print_progress), idle_seconds=idle_seconds)
+    replies = protocol_channel()
+
+    def loading(stage: str, done: int, total: int) -> None:
+        replies.write(progress_line(stage, done, total) + "\n")
+        replies.flush()
+
+    return serve(_load(load_segmenter, loading), replies=replies, idle_seconds=idle_seconds)
+
+
+def protocol_channel() -> TextIO:
+    """The worker's own stdout for its protocol lines, with file descriptor 1 (``sys.stdout``, and C and C++ code
+    writing to it) pointed at stderr from then on: a library's print without a newline would otherwise be glued to
+    the start of the next RESULT line, which the module would not recognise (it would wait until the worker went
+    idle, then run the case again)."""
+    sys.stdout.flush()
+    channel = io.TextIOWrapper(os.fdopen(os.dup(sys.stdout.fileno()), "wb"), encoding="utf-8", line_buffering=True)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
 
 
 def _load(load_segmenter: Callable[[], Segmenter], stages: Callable[[str, int, int], None] | None) -> Segmenter:

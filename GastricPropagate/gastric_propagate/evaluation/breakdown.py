@@ -11,6 +11,7 @@ import re
 import statistics
 
 import numpy as np
+from scipy import stats
 
 # Slice-thickness bins of the report: (title, lowest mm exclusive, highest mm inclusive).
 THICKNESS_BINS = (("thin (<= 1 mm)", 0.0, 1.0), ("1-3 mm", 1.0, 3.0), ("thick (> 3 mm)", 3.0, math.inf))
@@ -111,8 +112,8 @@ def confidence_markdown(pairs: list[dict], review_threshold: float) -> list[str]
         correlation = "no correlation (the confidence or the Dice is the same on every slice)"
     else:
         pearson = float(np.corrcoef(confidence, scores)[0, 1])
-        ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - Spearman = Pearson of the ranks
-        spearman = float(np.corrcoef(ranks(confidence), ranks(scores))[0, 1])
+        # Tied values (many slices of Dice 0 or confidence 1) share their mean rank: rho does not hang on row order.
+        spearman = float(stats.spearmanr(confidence, scores)[0])
         correlation = f"Pearson r = {pearson:.2f}, Spearman rho = {spearman:.2f}"
     flagged = np.array([bool(p["flagged"]) for p in pairs])  # the engine's slices_to_review
     lines = ["", "### Per-slice confidence against per-slice Dice (the engine's result)", "",

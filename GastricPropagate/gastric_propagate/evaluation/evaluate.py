@@ -26,11 +26,14 @@ from gastric_propagate.evaluation.running import (ALL_METHODS, BASELINES, ENGINE
                                                   Method, method_registry, run_evaluation)
 
 __all__ = ["ALL_METHODS", "BASELINES", "CONFIDENCE_FILE", "CSV_COLUMNS", "ENGINE_METHODS", "ENGINE_TITLES",
-           "EXAMPLE_FILE", "FIGURE_METHODS", "REPORT_FILES", "VARIANTS", "Evaluation", "Method", "evaluate_command",
+           "EXAMPLE_FILE", "FIGURE_METHODS", "LEARNED_NOTE", "REPORT_FILES", "VARIANTS", "Evaluation", "Method",
+           "evaluate_command",
            "evaluate_main", "method_registry", "read_csv", "run_evaluation", "summary_markdown", "write_csv",
            "write_figure", "write_reports"]
 
 logger = logging.getLogger(__name__)
+# How the report begins its warning when the weights learned some of the cases (scripts/crossval_report.py reads it).
+LEARNED_NOTE = "The weights were trained on"
 
 
 def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: Sequence[str] | None = None,
@@ -42,7 +45,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
     Args:
         data: a folder of image/label pairs (see ``cases``), or None for held-out synthetic cases.
         label: the tumour's value in ``data``'s label files (``folder_cases``).
-        generator: the synthetic generator when ``data`` is None ("phantom" or "shapes").
+        generator: the synthetic generator when ``data`` is None ("phantom", "shapes", "thorax" or "hypodense").
         segmenter: the engine's loaded ``Segmenter`` (other weights); the bundled weights when None.
         out: output folder.
         n_cases: at most this many cases.
@@ -77,8 +80,7 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
                                 segmenter=segmenter)
     if data is None:
         seeds = [case.seed for case in cases]
-        description = (f"{len(cases)} held-out synthetic '{generator}' cases (gastric_propagate.synthetic, seeds "
-                       f"{seeds[0]}-{seeds[-1]})" if seeds else "no cases")
+        description = _synthetic_description(len(cases), generator, seeds[0], seeds[-1]) if seeds else "no cases"
     else:
         description = f"{len(cases)} labelled case(s) from {Path(data).resolve()}"
     if command is None:
@@ -96,6 +98,20 @@ def evaluate_command(data: str | None, out: str, *, n_cases: int = 20, methods: 
     return Path(out)
 
 
+def _synthetic_description(count: int, generator: str, first: int, last: int) -> str:
+    """The report's line on synthetic cases of seeds first-last: held out from training, the development seeds engine
+    choices were made on, or seeds in the range training draws from."""
+    from gastric_propagate.synthetic.generators import DEV_SEED_START
+    from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
+
+    seeds = f"gastric_propagate.synthetic, seeds {first}-{last}"
+    if HELD_OUT_SEED_START <= first and last < DEV_SEED_START:
+        return f"{count} held-out synthetic '{generator}' cases ({seeds})"
+    what = ("the development seeds engine choices were made on" if first >= DEV_SEED_START
+            else f"seeds below {HELD_OUT_SEED_START} are those training draws from")
+    return f"{count} synthetic '{generator}' cases ({seeds}: {what})"
+
+
 def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     """A warning (printed, and a note for the report) when the weights were trained on some of these cases: their
     GastricPropagate rows then say nothing about unseen CT, and such cases are reported by cross-validation."""
@@ -110,7 +126,7 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
         return []
     more = "; these weights list only some of their training cases, so there may be more" if partial else ""
     shown = ", ".join(seen[:10]) + (f" and {len(seen) - 10} more" if len(seen) > 10 else "")
-    note = (f"**The weights were trained on {len(seen)} of these {len(names)} cases** (by patient: {shown}"
+    note = (f"**{LEARNED_NOTE} {len(seen)} of these {len(names)} cases** (by patient: {shown}"
             f"{more}): the GastricPropagate rows are not a test on unseen CT. Report such cases by cross-validation "
             "(scripts/crossval_finetune.py, scripts/crossval_report.py).")
     print("warning: " + note.replace("**", ""))

@@ -145,7 +145,8 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
         "HD95: 95th percentile of the surface distances of both directions pooled, in mm (as medpy's hd95; MONAI's "
         "takes the larger of the two one-way 95th percentiles, a little higher; empty predictions excluded, counted "
         "in 'empty'). Volume error: signed, in % of the true volume. Seconds: wall time of the method alone. "
-        "Cells: mean ± SD (median).",
+        "Cells: mean ± SD (median) over the runs scored: n counts every run, the failed ones too (HD95 also leaves "
+        "out the empty ones); a cell of one run shows no SD.",
         "",
         "Annotation variants: largest = the largest true cross-section; "
         "random_slice = the truth on a random slice with at least 1/4 of the largest area (run as not the largest); "
@@ -214,8 +215,10 @@ def _cell(values: list[float], digits: int) -> str:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return "-"
-    sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return f"{statistics.fmean(finite):.{digits}f} ± {sd:.{digits}f} ({statistics.median(finite):.{digits}f})"
+    if len(finite) == 1:  # "± 0.00" would read as a spread
+        return f"{finite[0]:.{digits}f} (one run)"
+    return (f"{statistics.fmean(finite):.{digits}f} ± {statistics.stdev(finite):.{digits}f} "
+            f"({statistics.median(finite):.{digits}f})")
 
 
 def _library_versions() -> str:

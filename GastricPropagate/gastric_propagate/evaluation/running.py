@@ -54,14 +54,19 @@ class Method:
         name: short name used in results.csv and on the command line.
         title: what the report calls it.
         run: ``run(image, spacing_xyz, annotation, **context) -> mask`` or ``-> (mask, seconds)`` when the
-            method times itself; ``context`` holds ``truth_label`` and ``case_key`` (case name, variant).
-        reads_truth: True for reference methods that are given the true label (not a fair competitor).
+            method times itself; ``context`` holds ``case_key`` (case name, variant), and ``truth_label`` for a
+            method that reads the truth.
+        reads_truth: True for reference methods that are given the true label (not a fair competitor); no other
+            method is handed it.
+        after_scoring: called with the true label and the case key once the method's run is done (the engine's
+            per-slice confidence against per-slice Dice): the truth reaches it only after the result.
     """
 
     name: str
     title: str
     run: Callable[..., object]
     reads_truth: bool = False
+    after_scoring: Callable[[np.ndarray, tuple[str, str]], None] | None = None
 
 
 BASELINES: dict[str, Method] = {
@@ -115,19 +120,24 @@ class _EngineMethods:
             self._results[consensus] = (case_key, result)
         return result
 
-    def engine(self, image, spacing_xyz, annotation, *, case_key=None, truth_label=None, **_):
+    def engine(self, image, spacing_xyz, annotation, *, case_key=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key, consensus=True)
         if isinstance(case_key, tuple):
             advised = any(advice.kind == LARGER_NEIGHBOUR for advice in result.advice)
             self.advice_rows.append({"case": case_key[0], "variant": case_key[1], "advised": int(advised)})
-        if truth_label is not None:
-            propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
-            flagged = set(result.slices_to_review())
-            for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
-                self.confidence_rows.append({"case": case_key[0], "variant": case_key[1], "slice": k,
-                                             "confidence": round(result.slice_confidence[k], 4),
-                                             "flagged": int(k in flagged), "dice": round(score, 4)})
         return result.mask, result.seconds
+
+    def score_confidence(self, truth_label: np.ndarray, case_key: tuple[str, str]) -> None:
+        """After the engine's run on ``case_key``: each propagated slice's confidence beside its Dice."""
+        key, result = self._results.get(True, (None, None))
+        if key != case_key:
+            return
+        propagated = [k for k in result.slice_confidence if k not in result.anchor_slices]
+        flagged = set(result.slices_to_review())
+        for k, score in per_slice_dice(result.mask, truth_label, propagated).items():
+            self.confidence_rows.append({"case": case_key[0], "variant": case_key[1], "slice": k,
+                                         "confidence": round(result.slice_confidence[k], 4),
+                                         "flagged": int(k in flagged), "dice": round(score, 4)})
 
     def networks(self, image, spacing_xyz, annotation, *, case_key=None, **_):
         result = self._run(image, spacing_xyz, annotation, case_key, consensus=False)
@@ -151,7 +161,7 @@ def method_registry(segmenter: object | None = None, device: str = "auto", *,
     return {
         "proposer": Method("proposer", ENGINE_TITLES["proposer"], engine.proposer),
         "networks": Method("networks", ENGINE_TITLES["networks"], engine.networks),
-        "engine": Method("engine", ENGINE_TITLES["engine"], engine.engine),
+        "engine": Method("engine", ENGINE_TITLES["engine"], engine.engine, after_scoring=engine.score_confidence),
         **BASELINES,
     }
 
@@ -230,8 +240,8 @@ def _score_one(method: Method, data, annotation: np.ndarray, variant: str, sourc
            "truth_ml": round(volume_ml(data.label, data.spacing_xyz), _DECIMALS), "error": ""}
     started = time.perf_counter()
     try:
-        output = method.run(data.image, data.spacing_xyz, annotation, truth_label=data.label,
-                            case_key=(data.name, variant))
+        reads = {"truth_label": data.label} if method.reads_truth else {}  # the others never see it
+        output = method.run(data.image, data.spacing_xyz, annotation, case_key=(data.name, variant), **reads)
         seconds = time.perf_counter() - started
         mask, seconds = output if isinstance(output, tuple) else (output, seconds)
         mask = np.asarray(mask)
@@ -249,6 +259,8 @@ def _score_one(method: Method, data, annotation: np.ndarray, variant: str, sourc
                    seconds=round(time.perf_counter() - started, _DECIMALS),
                    error=f"{type(error).__name__}: {error}".replace("\n", " "))
         return row, None
+    if method.after_scoring is not None:
+        method.after_scoring(data.label, (data.name, variant))
     prediction, truth = _cropped_to_union(mask > 0, data.label > 0)
     row.update(dice=round(dice(prediction, truth), _DECIMALS),
                hd95_mm=round(hausdorff95_mm(prediction, truth, data.spacing_xyz), _DECIMALS),

@@ -337,7 +337,8 @@ def _window_centre(centred_on: np.ndarray, truth: np.ndarray, config: TrainingCo
 
 
 def _proposer_sample(crop: _CropVolume, config: TrainingConfig, rng: np.random.Generator):
-    """Input (4, W, W): slices k-d, k, k+d and the (perturbed) mask of k-d; target: the true mask of k.
+    """Input (4, W, W): slices k-d, k, k+d and the (perturbed) mask of k-d (and, with ``config.prompt_channel``, a
+    fifth: the painted mask); target: the true mask of k.
 
     A third of the samples lie beyond the tumour's end: the previous mask is the end's cross-section
     (what a propagation that overshot carries along) over tissue that is not tumour, and the target is
@@ -603,8 +604,9 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
         earlier_case_names: the cases ``init``'s networks learned from (``checkpoints.learned_case_names``), kept in
             the metadata: what the new weights have seen is those too.
 
-    Returns the written paths. Reproducible bit for bit for a given config.seed, data, device and CPU thread count
-    (another thread count sums in another order: other weights, as a new seed would give).
+    Returns the written paths. Reproducible bit for bit on the CPU for a given config.seed, data and thread count
+    (another thread count sums in another order: other weights, as a new seed would give); on CUDA, cuDNN's
+    convolutions are not deterministic.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -160,6 +160,17 @@ def test_the_segment_command_runs_from_the_installed_files_alone(installed, tmp_
         assert not (installed / "gastric_propagate" / absent).exists()
 
 
+
+@pytest.mark.parametrize("command", [["train", "--phantoms", "1", "--out", "w"], ["demo"],
+                                     ["make-phantoms", "--out", "p"]])
+def test_a_command_the_extension_does_not_install_says_where_to_run_it(installed, tmp_path, command):
+    """The extension installs what segment and serve need: the other commands of the installed CLI name where they
+    run (the project's own environment), not a ModuleNotFoundError traceback."""
+    run = _run_installed(installed, tmp_path / "modules.json", tmp_path, command)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert f"gastric-propagate {command[0]} is not part of this install" in run.stderr
+    assert f".venv/bin/gastric-propagate {command[0]}" in run.stderr
+
 def _write_case(folder: Path) -> None:
     """A small CT (ct.nrrd) and its painted slice (painted.nrrd)."""
     image, label = make_volume(depth=16, size=64, centre_z=8, radius_mm=10.0)

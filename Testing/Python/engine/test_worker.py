@@ -156,9 +156,9 @@ def test_the_worker_ends_when_no_request_comes_within_the_idle_timeout(oracle_se
 class Worker:
     """``python -m gastric_propagate.cli serve`` with the bundled weights, as a parent runs it."""
 
-    def __init__(self, *arguments: str) -> None:
+    def __init__(self, *arguments: str, python: tuple[str, ...] = ("-m", "gastric_propagate.cli")) -> None:
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ENGINE, os.environ.get("PYTHONPATH", "")]))
-        self.process = subprocess.Popen([sys.executable, "-m", "gastric_propagate.cli", "serve", "--device", "cpu",
+        self.process = subprocess.Popen([sys.executable, *python, "serve", "--device", "cpu",
                                          *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=environment)
         self.lines = []
@@ -214,6 +214,39 @@ def test_the_worker_process_loads_once_and_serves_requests_until_its_input_close
     assert masks[0].any() and np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], direct)
     assert json.loads((tmp_path / "one.json").read_text())["voxels"] == int(direct.sum())
 
+
+# A library that writes to stdout during a run, without a newline, from Python and from C (file descriptor 1).
+CHATTY_LIBRARY = """
+import os, sys
+import gastric_propagate.file_segmentation as files
+real = files.segment_files
+def chatty(*args, **kwargs):
+    sys.stdout.write("[lib] note: ")
+    sys.stdout.flush()
+    os.write(1, b"[C] note: ")
+    return real(*args, **kwargs)
+files.segment_files = chatty
+from gastric_propagate.cli import run
+sys.argv[0] = "gastric-propagate"
+run()
+"""
+
+
+def test_text_a_library_writes_to_stdout_never_splices_into_a_protocol_line(case, tmp_path):
+    """The module recognises a reply by its line's start: "[lib] note: RESULT {...}" was no reply, and the module
+    waited for the worker to go idle, then ran the case again."""
+    chatty = Worker(python=("-c", CHATTY_LIBRARY))
+    try:
+        chatty.read_until("READY ")
+        result = chatty.send(request(case, tmp_path / "one.nrrd", id=7))
+        assert result["id"] == 7 and result["code"] == 0
+        assert not [line for line in chatty.lines if "note:" in line], "the library's text stays off the protocol"
+        assert chatty.close() == 0
+        assert "[lib] note: " in chatty.process.stderr.read(), "it is not lost: it goes to stderr"
+    finally:
+        if chatty.process.poll() is None:
+            chatty.process.kill()
+            chatty.process.wait()
 
 @pytest.mark.parametrize("ending", ["SIGTERM", "SIGKILL"])
 def test_a_worker_ended_during_a_run_leaves_no_output(case, tmp_path, worker, ending):

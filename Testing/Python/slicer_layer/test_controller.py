@@ -234,8 +234,8 @@ class FakeLogic:
     def segmentArray(self, volumeNode, segmentationNode, segmentId):
         return self.written
 
-    def sliceCenterRAS(self, volumeNode, k):
-        return (float(k), 0.0, 0.0)
+    def sliceCenterRAS(self, volumeNode, k, mask=None):
+        return (float(k), -1.0 if mask is None else float(np.count_nonzero(mask)), 0.0)
 
 
 def runResult(mask=None, **changes) -> RunResult:
@@ -329,7 +329,9 @@ def test_a_run_starts_polls_and_writes_its_result():
     assert controller.parameters.segmentationNode.visible == {"result": True}
     state = view.buttons
     assert state.apply and state.jump and state.repropagate and state.exportNifti and state.exportCsv
-    assert controller.leastConfidentSlice() == 7 and controller.sliceCenterRAS(7) == (7.0, 0.0, 0.0)
+    assert controller.leastConfidentSlice() == 7
+    # The views go to the result's own voxels on that slice (the fake logic returns how many it was given).
+    assert controller.sliceCenterRAS(7) == (7.0, float(np.count_nonzero(controller.lastRun.result.mask[7])), 0.0)
 
 
 class MaskedLogic(FakeLogic):

@@ -149,6 +149,18 @@ def test_slice_centre_ras_follows_the_volume_direction(case, logic):
     np.testing.assert_allclose(ras, [-x, -y, z], atol=1e-4)
 
 
+def test_slice_centre_ras_given_the_result_on_the_slice_is_the_results_centre(case, logic):
+    """Jumping to a flagged slice centres the views on the tumour there, so that the sagittal and coronal views
+    cross it (the image's centre can lie beside a tumour far off the midline)."""
+    k = case.paintedSlice
+    mask = case.truth[k] > 0
+    ras = np.array(logic.sliceCenterRAS(case.volume, k, mask))
+    j, i = np.nonzero(mask)
+    x, y, z = case.imageSitk.TransformContinuousIndexToPhysicalPoint([float(i.mean()), float(j.mean()), float(k)])
+    np.testing.assert_allclose(ras, [-x, -y, z], atol=1e-4)
+    assert logic.sliceCenterRAS(case.volume, k, np.zeros_like(mask)) == logic.sliceCenterRAS(case.volume, k)
+
+
 def test_keyframes_accept_several_painted_slices(case, logic):
     k = case.paintedSlice
     other = k - 2
@@ -897,6 +909,23 @@ def test_the_table_reads_again_only_the_segments_that_changed(case, logic, monke
     assert resultId in read
 
 
+def test_refreshing_an_unchanged_table_leaves_a_saved_scene_unmodified(case, logic, tmp_path):
+    """Opening the module refreshes the table: a scene saved just before must not then ask to be saved again."""
+    resultId, _result = logic.run(case.volume, case.segmentation, case.paintedId)
+    table = logic.resultsTableNode(case.segmentation)
+    storage = table.CreateDefaultStorageNode()
+    case.scene.AddNode(storage)
+    table.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(tmp_path / "results.tsv"))
+    assert storage.WriteData(table) == 1 and not table.GetModifiedSinceRead()
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    assert not table.GetModifiedSinceRead()
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[case.paintedSlice + 1] = False
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    logic.refreshResultsTable(case.volume, case.segmentation)
+    assert table.GetModifiedSinceRead(), "a changed segment is a changed table"
+
 def test_the_table_counts_again_when_a_transform_moves_the_segmentation(case, logic):
     """The cache's key holds the transforms above both nodes: a segmentation moved (or moved again) against the CT
     is counted where it lies now, as an uncached count says."""
@@ -947,6 +976,18 @@ def test_a_name_typed_without_a_suffix_gets_the_default_one(typed, default, save
     assert withDefaultSuffix(typed, default) == saved
 
 
+def test_a_suffix_added_after_the_dialog_onto_an_existing_file_is_asked_about(tmp_path):
+    """Qt's own dialog asked about 'tumour' (no such file); 'tumour.nii.gz' exists and would be replaced unasked."""
+    from GastricPropagateLib.export import replacesUnasked, withDefaultSuffix
+
+    (tmp_path / "tumour.nii.gz").write_bytes(b"an earlier export")
+    typed = str(tmp_path / "tumour")
+    assert replacesUnasked(typed, withDefaultSuffix(typed, "CT_tumour.nii.gz"))
+    assert not replacesUnasked(typed + ".nii.gz", typed + ".nii.gz"), "typed in full: the dialog asked already"
+    assert not replacesUnasked(str(tmp_path / "new"), withDefaultSuffix(str(tmp_path / "new"), "CT_tumour.nii.gz"))
+    assert not replacesUnasked("", "")
+
+
 def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_then(case):
     import slicer
 
@@ -961,3 +1002,22 @@ def test_the_volume_version_changes_with_the_voxels_and_the_spacing_and_only_the
     assert second != first
     case.volume.SetSpacing(*[s * 2 for s in case.volume.GetSpacing()])
     assert volumeVersion(case.volume) not in (first, second)
+
+
+def test_writing_a_result_tells_the_segmentation_observers_once(case, logic):
+    """The Segment Editor, the views and the panel observe the segmentation node: they hear of the new segment once
+    it holds its voxels and tags (one SegmentAdded, one SegmentModified), not of each of the nine steps."""
+    from GastricPropagateLib.run_output import RunResult
+
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    mask = prepared.annotation.copy()
+    mask[case.paintedSlice + 1] = mask[case.paintedSlice]
+    heard = []
+    for event, name in ((slicer.vtkSegmentation.SegmentAdded, "SegmentAdded"),
+                        (slicer.vtkSegmentation.SegmentModified, "SegmentModified")):
+        case.segmentation.AddObserver(event, lambda caller, event, name=name: heard.append(name))
+    resultId = logic.apply(prepared, RunResult(mask=mask))
+    assert sorted(heard) == ["SegmentAdded", "SegmentModified"], heard
+    segment = case.segmentation.GetSegmentation().GetSegment(resultId)
+    assert segment.GetName() == resultSegmentName() and exportSegment(case.segmentation, resultId, case.volume)[0][
+        case.paintedSlice + 1].any()

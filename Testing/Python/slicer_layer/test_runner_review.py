@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slicer
 
 # The first worker's stand-in: it takes the run's request, writes the mask as a worker does just before its RESULT
 # line (the outputs are in place), and dies then, before answering.
-DIES_AFTER_WRITING = ("import json, os, signal, sys; request = json.loads(sys.stdin.readline()); "
+DIES_AFTER_WRITING = ("import json, os, signal, sys; print('READY {}', flush=True); "
+                      "request = json.loads(sys.stdin.readline()); "
                       "open(request['output'], 'wb').write(b'written before the crash'); "
                       "os.kill(os.getpid(), signal.SIGKILL)")
 
@@ -173,7 +174,7 @@ def test_a_second_worker_is_ended_once_it_answered_without_poll_waiting_for_it(c
     assert not second.worker.folder.exists()
 
 
-CRASHES_AS_THE_REQUEST_ARRIVES = "import sys; sys.stdin.readline(); sys.exit(1)"
+CRASHES_AS_THE_REQUEST_ARRIVES = "import sys; print('READY {}', flush=True); sys.stdin.readline(); sys.exit(1)"
 CANNOT_START = RuntimeError("Could not start 'PythonSlicer': No such file or directory")
 
 
@@ -202,6 +203,21 @@ def test_a_worker_that_ended_during_the_run_and_cannot_be_started_again_says_wha
     assert "Restart Slicer" in str(raised.value)
 
 
+
+def test_a_worker_that_fails_while_it_starts_fails_the_run_once_without_a_retry(case, logic):
+    """An ImportError or a broken package ends the worker (exit code 1) before READY: it never took the run, and a
+    retry would start it, and fail, again; the notice called it "ended during the run"."""
+    logic.launcher = StandIns("import sys; sys.stderr.write('ImportError: onnxruntime is broken\\n'); sys.exit(1)",
+                              None)
+    before = case.snapshot()
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    assert job.wait(timeout=60)
+    with pytest.raises(RuntimeError, match="ended while it started") as raised:
+        job.result()
+    assert "onnxruntime is broken" in str(raised.value) and "Restart Slicer" in str(raised.value)
+    assert logic.launcher.starts == 1 and job.restarts == 0 and job.notice == ""
+    assertSnapshotsEqual(before, case.snapshot())
+
 @pytest.mark.parametrize("interruption", [OSError(28, "No space left on device"), KeyboardInterrupt()])
 def test_a_ct_file_whose_writing_failed_or_was_interrupted_is_removed_at_once(interruption):
     from GastricPropagateLib.engine_worker import EngineWorker
@@ -223,3 +239,28 @@ def test_a_ct_file_whose_writing_failed_or_was_interrupted_is_removed_at_once(in
         assert path.read_bytes() == b"a CT" and list(worker.folder.glob("image-*")) == [path]
     finally:
         worker.close()
+
+
+def test_a_changed_ct_is_written_anew_even_while_the_old_file_cannot_be_removed(monkeypatch):
+    """On Windows the worker may still hold the previous CT's file open (reading it for a preload): removing it
+    fails, and the new run must not fail with it; the old file goes with the worker's folder."""
+    from pathlib import Path
+
+    from GastricPropagateLib.engine_worker import EngineWorker
+
+    worker, image = EngineWorker(), np.zeros((2, 3, 4), np.int16)
+
+    def write(image, spacing, path):
+        path.write_bytes(b"a CT")
+
+    try:
+        old = worker.imageFile(image, (1, 1, 1), ("CT", 1), write)
+        unlink = Path.unlink
+        monkeypatch.setattr(Path, "unlink", lambda path, missing_ok=False: (_ for _ in ()).throw(
+            PermissionError(13, "in use by another process")) if path == old else unlink(path, missing_ok))
+        new = worker.imageFile(image, (1, 1, 1), ("CT", 2), write)
+        assert new != old and new.read_bytes() == b"a CT"
+        monkeypatch.setattr(Path, "unlink", unlink)
+    finally:
+        worker.close()
+    assert not worker.folder.exists(), "both files went with the folder"

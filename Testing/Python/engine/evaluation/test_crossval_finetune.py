@@ -154,3 +154,61 @@ def test_reused_fold_weights_that_learned_the_folds_own_case_are_refused(tmp_pat
     assert run.returncode == 2, run.stderr[-2000:]
     assert f"the weights in {out / 'fold0' / 'weights'} (proposer) learned 1 case(s) this fold holds out" in run.stderr
     assert not (out / "fold0" / "eval-tuned").exists(), "refused before any evaluation"
+
+
+def test_more_folds_than_a_groups_patients_is_refused_before_any_training(tmp_path):
+    """Two groups of two patients dealt over 3 folds: fold 2 would hold out nothing, train on every case and end the
+    run with an evaluation of an empty folder, after the other folds' training."""
+    import subprocess
+    import sys
+
+    from conftest import SCRIPTS, write_cases_folder
+
+    data = write_cases_folder(tmp_path / "data", 4)
+    for i, path in enumerate(sorted(data.iterdir())):
+        path.rename(data / path.name.replace("case", "lidc_000" if "case0" in path.name or "case1" in path.name
+                                             else "sts_00"))
+    out = tmp_path / "cv"
+    run = subprocess.run([sys.executable, str(SCRIPTS / "crossval_finetune.py"), "--data", str(data), "--out", str(out),
+                          "--folds", "3"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "would hold out no case" in run.stderr and "--folds 2 or fewer" in run.stderr, (
+        run.stderr[-2000:])
+    assert not out.exists()
+
+
+def test_a_failed_case_is_said_and_left_out_of_the_means(tmp_path, capsys):
+    results = tmp_path / "results.csv"
+    results.write_text("case,variant,method,dice,error\nsts_001,largest,engine,0.8,\n"
+                       "sts_002,largest,engine,nan,a method's error\nsts_003,largest,engine,,no label\n")
+    scores = _script()._scores(results)
+    assert scores["engine"] == {"sts_001": 0.8}
+    said = capsys.readouterr().out
+    assert "engine failed on sts_002 (a method's error)" in said and "engine failed on sts_003 (no label)" in said
+    assert _script()._mean([]) == "-" and _script()._mean([0.8, 0.6]) == "0.700"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_patients_cases_stay_together_when_one_name_has_a_group_of_its_own(seed, tmp_path):
+    """"abc" and "abc_n1" are patient abc; "abc_001" ... are other patients of group "abc". Grouped by the case's own
+    name, "abc_n1" was a group of one, dealt apart from "abc"."""
+    import subprocess
+    import sys
+
+    from conftest import SCRIPTS
+
+    names = ["abc", "abc_n1"] + [f"abc_00{i}" for i in range(1, 8)]
+    folds = _script().folds_by_patient(_pairs(names), 3, seed)
+    assert [k for k, fold in enumerate(folds) for name, _, _ in fold if name in ("abc", "abc_n1")] in ([0, 0], [1, 1],
+                                                                                                       [2, 2])
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in names:
+        for part in ("image", "label"):
+            (data / f"{name}_{part}.nrrd").write_bytes(b"")
+    out = tmp_path / "split"
+    run = subprocess.run([sys.executable, str(SCRIPTS / "split_by_patient.py"), "--data", str(data), "--out", str(out),
+                          "--seed", str(seed)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sides = {side: {p.name for p in (out / side).iterdir()} for side in ("train", "validation")}
+    both = [side for side, files in sides.items() if {"abc_image.nrrd", "abc_n1_image.nrrd"} & files]
+    assert len(both) == 1 and {"abc_image.nrrd", "abc_n1_image.nrrd"} <= sides[both[0]], sides

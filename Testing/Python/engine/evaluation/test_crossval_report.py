@@ -126,3 +126,19 @@ def test_fold_weights_that_learned_a_held_out_case_are_refused(tmp_path):
         done = _report(tmp_path, "--runs", "eval-tuned")
         assert done.returncode == code, done.stderr
     assert "learned 1 case(s) the fold holds out (lidc_0001_n1" in done.stderr
+
+
+def test_a_run_scored_with_weights_that_learned_its_cases_is_refused(tmp_path):
+    """A fold's run evaluated without its fold's --proposer/--refiner (the bundled weights, which learned
+    ../shared/real-ct): results.csv does not say so, evaluate's summary does."""
+    fold = tmp_path / "cv" / "fold0"
+    _held_out(fold, "lidc_0001_n1")
+    _run_folder(fold / "eval-tuned", [_row("lidc_0001_n1", "engine", 0.9)], [])
+    _run_folder(fold / "eval-variants", [_row("lidc_0001_n1", "networks", 0.8)], [])
+    (fold / "eval-variants" / "summary.md").write_text(
+        "# Evaluation\n\n**The weights were trained on 1 of these 1 cases** (by patient: lidc_0001_n1): ...\n")
+    done = _report(tmp_path)  # the default runs: eval-tuned, eval-variants
+    assert done.returncode == 2 and "eval-variants was not scored with" in done.stderr, done.stderr
+    assert not (tmp_path / "report").exists()
+    (fold / "eval-variants" / "summary.md").write_text("# Evaluation\n\n12 labelled case(s) ...\n")
+    assert _report(tmp_path).returncode == 0

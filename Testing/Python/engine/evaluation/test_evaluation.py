@@ -87,6 +87,22 @@ def test_a_failing_method_is_recorded_not_fatal(monkeypatch):
     assert "| 0 | 1 |" in text  # one failure counted
 
 
+
+def test_a_cell_of_one_scored_run_shows_no_spread():
+    """Three runs of a method: one scored, one empty (no HD95), one failed: n is 3, the HD95 cell is one run's."""
+    base = {"variant": "largest", "method": "copy_slice", "seconds": 0.1, "truth_ml": 1.0, "painted_slice": 5,
+            "slice_mm": 2.5, "source": "x"}
+    rows = [{**base, "case": "a", "dice": 0.9, "hd95_mm": 2.0, "volume_error_percent": 5.0, "predicted_ml": 1.05,
+             "error": ""},
+            {**base, "case": "b", "dice": 0.0, "hd95_mm": math.inf, "volume_error_percent": -100.0,
+             "predicted_ml": 0.0, "error": ""},
+            {**base, "case": "c", "dice": math.nan, "hd95_mm": math.nan, "volume_error_percent": math.nan,
+             "predicted_ml": math.nan, "error": "RuntimeError: boom"}]
+    text = evaluate.summary_markdown(rows, {"data": "x", "command": "y"})
+    assert ("| 3 | 0.450 ± 0.636 (0.450) | 2.00 (one run) | -47.5 ± 74.2 (-47.5) | 0.100 ± 0.000 (0.100) | 1 | 1 |"
+            in text)
+    assert "n counts every run, the failed ones too" in text
+
 def test_a_case_refused_as_bad_input_is_logged_in_one_line(monkeypatch, caplog):  # issue 26: 15
     from gastric_propagate.errors import InputError
 
@@ -196,6 +212,17 @@ def test_evaluate_command_on_held_out_phantoms(tmp_path):
     assert "gastric-propagate evaluate --out" in text and "--cases 2" in text
     assert len(evaluate.read_csv(out / "results.csv")) == 4
 
+
+
+@pytest.mark.parametrize("seed_start, said", [
+    (0, "seeds 0-1: seeds below 100000 are those training draws from)"),
+    (1_000_000, "seeds 1000000-1000001: the development seeds engine choices were made on)")])
+def test_a_report_on_synthetic_seeds_outside_the_held_out_range_does_not_call_them_held_out(tmp_path, seed_start,
+                                                                                            said):
+    out = evaluate.evaluate_command(None, str(tmp_path / "report"), n_cases=2, methods=["copy_slice"],
+                                    variants=["largest"], progress=False, seed_start=seed_start)
+    text = (out / "summary.md").read_text()
+    assert f"2 synthetic 'phantom' cases (gastric_propagate.synthetic, {said}" in text and "held-out" not in text
 
 def test_evaluate_command_end_to_end_on_one_held_out_phantom(tmp_path, capsys):
     """The evaluation command of docs/evaluation.md, tiny: one case, every method, the default annotation."""
