@@ -47,7 +47,7 @@ from gastric_propagate.worker import options_from_request
 SPEED_SEED = HELD_OUT_SEED_START + 900
 # A large tumour, so that the timing covers many propagation steps, not a best case.
 SPEED_TUMOUR_DIAMETER_MM = 60.0
-TARGET_CPU_SECONDS = 1.15
+SOURCE_STUDY_GPU_SECONDS = 1.15  # the source study's time per volume on a GPU (docs/method.md)
 TARGET_GPU_SECONDS = 0.2
 TARGET_PEAK_GB = 2.0
 # Targets on 2 CPU cores for a click in the module: the result written by a fresh process, and by a warm worker.
@@ -111,17 +111,17 @@ def _speed(repeats: int, backend: str, proposer: str | None, refiner: str | None
             runs.append(result.seconds)
             cpu_runs.append(time.process_time() - cpu_started)
         median = statistics.median(runs)
-        target = TARGET_CPU_SECONDS if name == "cpu" else TARGET_GPU_SECONDS
+        target = TARGET_ENGINE_SECONDS if name == "cpu" else TARGET_GPU_SECONDS
         figures[name] = {"median_seconds": median, "min_seconds": min(runs), "load_seconds": load_seconds,
                          "timings": result.timings, "cpu_seconds": statistics.median(cpu_runs)}
         print(f"  {name} ({segmenter.backend}): {median:.3f} s per volume (median of {repeats}; min {min(runs):.3f}; "
               f"weights load {load_seconds:.2f} s once) -> target < {target} s: "
-              f"{'met' if median < target else 'NOT met'}")
+              f"{'met' if median < target else 'NOT met'} (the source study: {SOURCE_STUDY_GPU_SECONDS} s on a GPU)")
         print("    stages: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
         if name == "cpu":
             # CPU time of every thread (the networks', the registration's): over the cores, the least wall time
             # this work could take if it kept them all busy from start to end.
-            cpu_seconds, cores = figures["cpu"]["cpu_seconds"], os.cpu_count() or 1
+            cpu_seconds, cores = figures["cpu"]["cpu_seconds"], usable_cores()
             print(f"    CPU time {cpu_seconds:.3f} s per volume, all threads (median of {repeats}): "
                   f"{cpu_seconds / median:.1f} of {cores} cores busy on average; the same work with every core busy "
                   f"throughout: {cpu_seconds / cores:.3f} s")
@@ -135,17 +135,27 @@ def _speed(repeats: int, backend: str, proposer: str | None, refiner: str | None
                   f"{statistics.median(again):.3f} s (median of {repeats})")
     figures.update(_whole_runs(phantom, annotation, corrected, repeats, backend, proposer, refiner))
     engine, tall_peak = figures["cpu"]["median_seconds"], figures["peak_memory_300_slices"]
-    print(f"  targets (2 CPU cores): first run {figures['first_run_seconds']:.2f} s < "
-          f"{TARGET_FIRST_RUN_SECONDS} s, warm run {figures['warm_run_seconds']:.2f} s < {TARGET_WARM_RUN_SECONDS} s, "
+    warm = max(figures["warm_run_seconds"], figures["warm_ahead_seconds"], figures["warm_new_ct_seconds"])
+    print(f"  targets (set for 2 CPU cores; this process may use {usable_cores()}): first run "
+          f"{figures['first_run_seconds']:.2f} s < {TARGET_FIRST_RUN_SECONDS} s, warm run (the slowest of the three "
+          f"above) {warm:.2f} s < {TARGET_WARM_RUN_SECONDS} s, "
           f"warm re-propagation {figures['correction_warm_seconds']:.2f} s < {TARGET_WARM_RUN_SECONDS} s, "
           f"engine alone {engine:.3f} s < {TARGET_ENGINE_SECONDS} s, peak memory at {TALL_SLICES} slices "
           f"{_gb(tall_peak)} < {TARGET_PEAK_GB} GB: " + ", ".join(
               _met(met) for met in (figures["first_run_seconds"] < TARGET_FIRST_RUN_SECONDS,
-                                    figures["warm_run_seconds"] < TARGET_WARM_RUN_SECONDS,
+                                    warm < TARGET_WARM_RUN_SECONDS,
                                     figures["correction_warm_seconds"] < TARGET_WARM_RUN_SECONDS,
                                     engine < TARGET_ENGINE_SECONDS,
                                     tall_peak is not None and tall_peak.gb < TARGET_PEAK_GB)))
     return figures
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system says it), which ONNX Runtime uses."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _re_propagation_seconds(segmenter: Segmenter, image, spacing, annotation, corrected, key) -> float:
@@ -185,12 +195,14 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
           f"write) {inside['request']:.3f} s, the engine {inside['engine']:.3f} s")
     figures["warm_ahead_seconds"] = statistics.median(runs["ahead"])
     print(f"    warm run on another CT, sent to the worker ahead (as the module sends a volume when it is chosen): "
-          f"{figures['warm_ahead_seconds']:.2f} s (median of {repeats}; min {min(runs['ahead']):.2f})")
+          f"{figures['warm_ahead_seconds']:.2f} s (median of {repeats}; min {min(runs['ahead']):.2f}) -> target < "
+          f"{TARGET_WARM_RUN_SECONDS} s: {_met(figures['warm_ahead_seconds'] < TARGET_WARM_RUN_SECONDS)}")
     print(f"    warm run on a CT the worker has not read (its voxels changed after it was chosen: written at the "
-          f"click): {figures['warm_new_ct_seconds']:.2f} s (median of {repeats}; min {min(runs['new_ct']):.2f})")
-    print(f"    first run after the module opened (its worker started then, weights loaded, the CT sent ahead): "
-          f"{runs['first']:.2f} s (the worker's first run) -> target < {TARGET_FIRST_RUN_SECONDS} s: "
-          f"{_met(runs['first'] < TARGET_FIRST_RUN_SECONDS)}")
+          f"click): {figures['warm_new_ct_seconds']:.2f} s (median of {repeats}; min {min(runs['new_ct']):.2f}) -> "
+          f"target < {TARGET_WARM_RUN_SECONDS} s: {_met(figures['warm_new_ct_seconds'] < TARGET_WARM_RUN_SECONDS)}")
+    print(f"    first run after the module opened (timed from the click, its worker having started, loaded the weights "
+          f"and read the CT while the module was open; one run, not a fresh process's first run): "
+          f"{runs['first']:.2f} s")
     print(f"    a correction re-propagation through the warm worker: {figures['correction_warm_seconds']:.2f} s "
           f"(median of {repeats}; min {min(runs['again']):.2f}) -> target < {TARGET_WARM_RUN_SECONDS} s: "
           f"{_met(figures['correction_warm_seconds'] < TARGET_WARM_RUN_SECONDS)}")

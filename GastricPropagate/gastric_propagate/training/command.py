@@ -54,6 +54,17 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     for option, value, minimum in minimums:
         if value is not None and value < minimum:
             raise InputError(f"{option} {value} is too small: give {minimum} or more.")
+    # Each generator's training seeds end where another range starts: the hypodense phantoms' anatomies (phantom
+    # seeds from TRAINING_SEED_START["hypodense"]), and the held-out seeds that evaluate and the benchmark score.
+    hypodense_start = TRAINING_SEED_START["hypodense"]
+    for option, count, first, end in (("--phantoms", phantoms, 0, hypodense_start),
+                                      ("--shapes", shapes, 0, HELD_OUT_SEED_START),
+                                      ("--thorax", thorax, 0, HELD_OUT_SEED_START),
+                                      ("--hypodense", hypodense, hypodense_start, HELD_OUT_SEED_START)):
+        if count and first + count > end:
+            owner = "the hypodense phantoms use" if end == hypodense_start else "evaluation holds out"
+            raise InputError(f"{option} {count}: give at most {end - first}; its seeds {first}-{first + count - 1} "
+                             f"would reach seed {end}, which {owner}.")
     for option, value, (low, high) in (("--depth", depth, NEW_NETWORK_DEPTHS),
                                        ("--base-channels", base_channels, NEW_NETWORK_CHANNELS)):
         if value is not None and not low <= value <= high:

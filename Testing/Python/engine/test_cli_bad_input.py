@@ -358,6 +358,10 @@ def run_command(tmp_path, capsys, *argv):
     (("train", "--data", "{tmp}/thorax", "--phantoms", "2", "--out", "{tmp}/w", "--mix", "thorax=1", "phantom=1"),
      "{tmp}/thorax does not exist"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--zoom", "2", "1"), "give 0 < LOW <= HIGH"),
+    (("train", "--phantoms", "50001", "--out", "{tmp}/w"), "give at most 50000; its seeds 0-50000 would reach seed "
+                                                           "50000, which the hypodense phantoms use"),
+    (("train", "--hypodense", "50001", "--out", "{tmp}/w"), "would reach seed 100000, which evaluation holds out"),
+    (("train", "--thorax", "100001", "--out", "{tmp}/w"), "--thorax 100001: give at most 100000"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "1.5"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed", "nan"), "a share from 0 to 1"),
     (("train", "--phantoms", "2", "--out", "{tmp}/w", "--self-fed-refresh", "2"), "give --self-fed too"),
