@@ -209,6 +209,9 @@ def _whole_runs(phantom, annotation, corrected, repeats: int, backend: str, prop
     peaks = runs["peaks"]
     figures["peak_memory"] = max(peaks) if None not in peaks else None
     print(f"    peak resident memory of a segment process, this CT: {_gb(figures['peak_memory'])}")
+    figures["worker_peak_memory"] = runs["worker_peak"]
+    print(f"    peak resident memory of the serve worker (the module's process) after its {runs['served']} runs on "
+          f"this CT: {_gb(runs['worker_peak'])}")
     tall = speed_phantom(TALL_SLICES)
     with tempfile.TemporaryDirectory() as folder:
         _, peak = _click_to_segment(tall.image, annotation_from_label(tall.arrays()[1]), Path(folder),
@@ -266,8 +269,19 @@ def _click_timings(phantom, annotation, corrected, repeats: int, model: list[str
                 _click_to_segment(phantom.image, annotation, folder, worker.segment)
                 again.append(_click_to_segment(phantom.image, corrected, folder, lambda paths: worker.segment(
                     paths, CORRECTION_REQUEST), write_image=False)[0])
+            worker_peak = running_peak(worker.process.pid)
     return {"fresh": fresh, "peaks": peaks, "first": first, "warm": warm, "new_ct": new_ct, "ahead": ahead,
-            "again": again, "served": worker.served, "warm_inside": inside}
+            "again": again, "served": worker.served, "warm_inside": inside, "worker_peak": worker_peak}
+
+
+def running_peak(pid: int) -> Peak | None:
+    """The peak resident memory so far of the running process ``pid`` (its VmHWM, Linux); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            kilobytes = [line.split()[1] for line in status if line.startswith("VmHWM:")][0]
+    except (OSError, IndexError):
+        return None
+    return Peak(int(kilobytes) * 1024 / 1e9, own=True)  # kB (of 1024 bytes) -> GB, as run_with_peak
 
 
 def _repainted(annotation: np.ndarray, index: int) -> np.ndarray:

@@ -89,6 +89,25 @@ def test_the_peak_of_a_child_leaves_out_the_memory_of_its_parent():
     assert peak.own and peak.gb < 0.2 < held.nbytes / 1e9  # a bare interpreter: about 0.01 GB
 
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is read from /proc")
+def test_the_peak_of_a_running_process_is_its_own_high_water_mark():
+    """The serve worker's peak, read while it runs (the module's process keeps its largest call's memory)."""
+    import subprocess
+
+    from gastric_propagate.benchmark import running_peak
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, numpy; a = numpy.ones(40_000_000); "
+                              "print('held', flush=True); sys.stdin.readline()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "held\n"
+        peak = running_peak(child.pid)
+        assert peak.own and 0.3 < peak.gb < 0.6  # 320 MB of ones and the interpreter
+    finally:
+        child.communicate("\n", timeout=60)
+    assert running_peak(child.pid) is None, "an ended process has no status to read"
+
 def test_a_warm_run_is_painted_again_one_rim_pixel_short_and_each_time_another():
     from gastric_propagate.benchmark import _repainted
 
