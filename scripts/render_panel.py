@@ -141,7 +141,7 @@ def _fill(ui, classes, demoDir: Path) -> int | None:
 
     from GastricPropagateLib.controller import resultStatus
     from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
-    from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, segmentStatistics
+    from GastricPropagateLib.results_table import COLUMN_NAMES, formatDuration, manualEstimateText, segmentStatistics
     from GastricPropagateLib.review import leastConfidentRow, reviewRows, reviewSummary
     from GastricPropagateLib.result_segment import resultSegmentName
     from GastricPropagateLib.run_output import runResultFromReport
@@ -171,8 +171,8 @@ def _fill(ui, classes, demoDir: Path) -> int | None:
     ui.progressBar.setVisible(False)
     ui.statusLabel.setText(resultStatus(result))
     ui.thisRunValueLabel.setText(f"{formatDuration(result.seconds)} on {result.device}")
-    ui.manualSliceValueLabel.setText("~" + formatDuration(MANUAL_ONE_SLICE_SECONDS))
-    ui.manualFullValueLabel.setText("~" + formatDuration(MANUAL_FULL_OUTLINE_SECONDS))
+    ui.manualSliceValueLabel.setText(manualEstimateText(MANUAL_ONE_SLICE_SECONDS))
+    ui.manualFullValueLabel.setText(manualEstimateText(MANUAL_FULL_OUTLINE_SECONDS))
 
     rows = reviewRows(result)
     table = ui.confidenceTable

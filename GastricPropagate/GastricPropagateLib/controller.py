@@ -169,7 +169,8 @@ class RunController:
         fromSelected = source is None or source[0] == parameters.paintedSegmentId
         repropagateToolTip = "" if fromSelected else _(
             "'{result}' was propagated from the segment '{source}': select that segment as the painted one to "
-            "re-propagate it (or click Propagate for the selected one).").format(
+            "re-propagate it (to propagate the selected one instead, rename '{result}' first to keep it, then click "
+            "Propagate).").format(
                 result=resultSegment.GetName(), source=source[1])
         return ButtonState(
             apply=missing is None and idle,
@@ -266,7 +267,9 @@ class RunController:
         finally:
             self._installing = False
         if not installed:
-            self.view.setStatus(_("The packages the engine needs are not installed; nothing was run."))
+            self.view.setStatus(_("The packages the engine needs are not installed; nothing was run. Click Propagate "
+                                  "again and accept the install (or see the README's Install section to install "
+                                  "them without internet)."))
             return
         parameters = self.parameters
         self.logic.device = parameters.device

@@ -16,11 +16,16 @@ from .i18n import _
 RESULTS_TABLE_NAME = "GastricPropagate results"
 
 
-def formatDuration(seconds: float) -> str:
-    """'12.3 s', '~40 s' style text for durations; minutes above 90 s."""
+def manualEstimateText(seconds: float) -> str:
+    """The panel's manual-annotation estimates: 'about 40 s', 'about 7 min'."""
+    return _("about {duration}").format(duration=formatDuration(seconds, digits=0))
+
+
+def formatDuration(seconds: float, digits: int = 1) -> str:
+    """'12.3 s' or '7.0 min' (minutes above 90 s); ``digits`` after the point: 0 for the manual estimates, '40 s'."""
     if seconds >= 90:
-        return _("{minutes:.1f} min").format(minutes=seconds / 60.0)
-    return _("{seconds:.1f} s").format(seconds=seconds)
+        return _("{minutes:.{digits}f} min").format(minutes=seconds / 60.0, digits=digits)
+    return _("{seconds:.{digits}f} s").format(seconds=seconds, digits=digits)
 
 # (column name, vtk array class, unit label). The names are the table's keys, read by the CSV export and by scripts:
 # never translated; the panel shows each column's translated title (``columnTexts``).

@@ -10,7 +10,6 @@ import math
 
 from dataclasses import dataclass
 
-from gastric_propagate.data.annotation import describe_slices
 from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR, NOT_AXIAL
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
@@ -153,6 +152,9 @@ def leastConfidentRow(rows: list[ReviewRow]) -> int | None:
     list holds more rows than the panel shows); None when no slice is marked."""
     return next((index for index, row in enumerate(rows) if row.leastConfident), None)
 
+#: How many flagged slices the summary line names; the list shows them all.
+SUMMARY_SLICES = 8
+
 
 def reviewSummary(rows: list[ReviewRow]) -> str:
     """One line for the panel: how many slices to review, and which."""
@@ -160,7 +162,12 @@ def reviewSummary(rows: list[ReviewRow]) -> str:
     if not flagged:
         return _("No slice flagged for review (all propagated slices have confidence {threshold:g} or more).").format(
             threshold=REVIEW_CONFIDENCE)
-    return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged), slices=describe_slices(flagged))
+    shown = SUMMARY_SLICES
+    if len(flagged) <= shown:
+        return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged),
+                                                                    slices=", ".join(map(str, flagged)))
+    return _("{count} slices to review: K = {slices} and {more} more (the list below).").format(
+        count=len(flagged), slices=", ".join(map(str, flagged[:shown])), more=len(flagged) - shown)
 
 
 def adviceSentences(advice: list[dict]) -> list[str]:
@@ -171,8 +178,9 @@ def adviceSentences(advice: list[dict]) -> list[str]:
         if item.get("kind") == LARGER_NEIGHBOUR:
             sentences.append(_(
                 "Slice {slice} looks {ratio:.1f} times as large as the painted slice {painted}: the painted slice may "
-                "not be the tumour's largest cross-section. If it is not, uncheck 'is the largest cross-section' and "
-                "run again.").format(slice=item["slice"], ratio=float(item["ratio"]), painted=item["painted_slice"]))
+                "not be the tumour's largest cross-section. If it is not, untick 'is the largest cross-section' and "
+                "click Propagate again.").format(slice=item["slice"], ratio=float(item["ratio"]),
+                                                 painted=item["painted_slice"]))
         elif item.get("kind") == CUT_AT_REACH:
             sentences.append(_cutAtReachSentence(item))
         elif item.get("kind") == NOT_AXIAL:

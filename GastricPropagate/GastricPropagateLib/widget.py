@@ -19,7 +19,7 @@ from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_S
 from . import dependencies
 from .controller import RunController, adoptedSegmentId
 from .i18n import _
-from .results_table import formatDuration
+from .results_table import manualEstimateText
 from .review import leastConfidentRow
 from .launchers import QProcessLauncher
 
@@ -80,8 +80,8 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.confidenceTable.setHorizontalHeaderLabels([_("Slice (K)"), _("Confidence")])
         self.ui.confidenceTable.horizontalHeader().setStretchLastSection(True)
         self.ui.confidenceTable.verticalHeader().setVisible(False)
-        self.ui.manualSliceValueLabel.text = "~" + formatDuration(MANUAL_ONE_SLICE_SECONDS)
-        self.ui.manualFullValueLabel.text = "~" + formatDuration(MANUAL_FULL_OUTLINE_SECONDS)
+        self.ui.manualSliceValueLabel.text = manualEstimateText(MANUAL_ONE_SLICE_SECONDS)
+        self.ui.manualFullValueLabel.text = manualEstimateText(MANUAL_FULL_OUTLINE_SECONDS)
         self.ui.exportDicomSegButton.visible = self._dicomSegAvailable()
         self.hideProgress()
 

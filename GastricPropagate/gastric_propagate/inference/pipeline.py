@@ -432,8 +432,14 @@ def _confidence(run: _Run, coarse: PropagationOutput, mask: np.ndarray,
     box = (slice(None),) + in_plane_box([mask, *(opinions or ())], slice(slices.start, slices.stop),
                                         run.anchor_masks.values())
     shares = None
-    if consensus:  # the copy reaches less far than the others when the painted slice is not the largest
+    if consensus:
+        # The copy is asked only where it can hold voxels: it reaches less far than the others when the painted slice
+        # is not the largest, and its taper ends before the window's rounded last slice (an empty copy there made
+        # every such slice's agreement 0, however well the networks and the registration agreed: stop 57's EDGE0).
         copy_reach = vote.vote_window(run.anchor_masks, run.spacing_xyz, extent_factor=run.reach_factor)
+        held = painted_slices(opinions[2][box])
+        if held:
+            copy_reach = (max(copy_reach[0], held[0]), min(copy_reach[1], held[-1]))
         shares = vote.agreement(tuple(o[box] for o in opinions), slices, reaches=(None, None, copy_reach))
     confidence = slice_confidence(mask[box], list(run.anchor_slices), slices, run.spacing_xyz, agreement=shares)
     cut_back = _on_working_slices(confidence, grid, coarse.cut_back)

@@ -464,7 +464,8 @@ def test_missing_pytorch_starts_nothing():
     controller = controllerWith(logic, ensureDependencies=lambda device: False)
     controller.run()
     assert not controller.isRunning and not logic.calls
-    assert controller.view.status[-1] == "The packages the engine needs are not installed; nothing was run."
+    assert controller.view.status[-1].startswith("The packages the engine needs are not installed; nothing was run. "
+                                                 "Click Propagate again and accept the install")
 
 
 def test_a_click_during_the_install_starts_no_second_install_and_the_status_says_it_installs():

@@ -72,7 +72,7 @@ def test_advice_is_worded_for_the_panel_from_its_figures():
     assert "--painted-not-largest" in engine["sentence"]
     [sentence] = adviceSentences([engine])
     assert sentence.startswith("Slice 15 looks 1.4 times as large as the painted slice 12:")
-    assert "uncheck 'is the largest cross-section'" in sentence and "--painted" not in sentence
+    assert "untick 'is the largest cross-section' and click Propagate again" in sentence and "--painted" not in sentence
     from gastric_propagate.inference.advice import cut_at_reach_advice
 
     cut = cut_at_reach_advice(37, "up", 30, 0.52, 0.75).to_dict()
@@ -162,3 +162,20 @@ def test_every_reason_the_engine_gives_has_its_own_tooltip_sentence():
         "review_reasons": {str(3 + i): [reason] for i, reason in enumerate(REVIEW_REASONS)}}))
     tips = [row.toolTip() for row in reviewRows(result) if row.toReview]
     assert len(tips) == len(REVIEW_REASONS) and all(tips) and len(set(tips)) == len(tips)
+
+
+def test_a_long_flagged_list_is_summed_up_without_a_dangling_ellipsis():
+    """"K = 20, ..., 36, ...." on the panel: the summary names the first eight and says how many more."""
+    confidence = {k: 0.1 for k in range(20, 32)} | {19: 1.0}
+    rows = reviewRows(_result(confidence, anchors=[19], toReview=list(range(20, 32))))
+    assert reviewSummary(rows) == ("12 slices to review: K = 20, 21, 22, 23, 24, 25, 26, 27 and 4 more (the list "
+                                   "below).")
+
+
+def test_the_manual_estimates_read_as_estimates_in_whole_units():
+    """"~40.0 s" and "~7.0 min" on the panel, "about 40 s" in the README: one text, written by one function."""
+    from GastricPropagateLib.results_table import manualEstimateText
+    from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_SLICE_SECONDS
+
+    assert manualEstimateText(MANUAL_ONE_SLICE_SECONDS) == "about 40 s"
+    assert manualEstimateText(MANUAL_FULL_OUTLINE_SECONDS) == "about 7 min"

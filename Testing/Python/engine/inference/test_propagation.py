@@ -180,6 +180,23 @@ def test_on_thin_slices_a_slice_limit_next_to_the_volumes_edge_is_named_as_the_l
     assert result.stop_reasons == {"down": f"reached the slice limit ({limits[0]})",
                                    "up": f"reached the slice limit ({limits[1]})"}
 
+
+def test_the_last_slice_of_the_votes_reach_is_not_given_confidence_zero_for_the_copys_taper():
+    """A 19.7 mm column on 5 mm slices: the vote reaches 3 slices each way (0.75 x 19.7 mm = 14.8 mm, rounded), but the
+    tapered copy ends at 14.8 mm, before the third slice. The networks and the registration hold the column there, so
+    the result does; the copy, empty by construction, is not asked (its empty slice made the confidence 0)."""
+    from gastric_propagate.inference.pipeline import Segmenter
+    from gastric_propagate.inference.preprocessing import Preprocessing
+    from conftest import CopyCoarseRefiner
+
+    image, _, annotation = _column(depth=20, painted=10)
+    segmenter = Segmenter.from_networks(CopyPrevious(), CopyCoarseRefiner(), Preprocessing(), device="cpu")
+    result = segmenter.segment(image, (1.0, 1.0, 5.0), annotation)
+    assert result.slice_range() == (7, 13)
+    for k in (7, 13):
+        assert result.mask[k].sum() > 0.9 * annotation[10].sum()
+        assert result.slice_confidence[k] > 0.1, (k, result.slice_confidence)
+
 class Grower(torch.nn.Module):
     """A proposer that always leaks: the previous mask grown by 12 pixels on every slice."""
 
