@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 #: removed, renames finished) before it is ended at once: Cancel must end the work within 0.5 s.
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 0.2
+#: OpenProcess's error for an id that no process has (ERROR_INVALID_PARAMETER): the parent is gone already.
+NO_SUCH_PROCESS_ERROR = 87
 
 
 def exit_with_parent(code: int, *, poll_seconds: float = POLL_SECONDS, grace_seconds: float = GRACE_SECONDS) -> bool:
@@ -96,7 +98,10 @@ def _windows_parent_ended(parent: int):
     synchronize, wait_object_0 = 0x00100000, 0
     handle = kernel32.OpenProcess(synchronize, False, parent)
     if not handle:
+        error = ctypes.get_last_error()
+        if error == NO_SUCH_PROCESS_ERROR:  # the launcher was ended (Cancel) before the watch began: end too
+            return lambda wait_seconds: True
         logger.warning("cannot watch the parent process %d (error %d): Cancel may leave this run to finish", parent,
-                       ctypes.get_last_error())
+                       error)
         return None
     return lambda wait_seconds: kernel32.WaitForSingleObject(handle, int(wait_seconds * 1000)) == wait_object_0

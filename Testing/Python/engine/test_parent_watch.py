@@ -154,3 +154,29 @@ def test_an_engine_started_by_process_1_through_the_module_s_environment_is_not_
     completed = subprocess.run(["unshare", "-Urpf", sys.executable, "-c", parent], env=environment, timeout=60,
                                capture_output=True, text=True)
     assert completed.returncode == 0, (completed.returncode, completed.stderr)
+
+
+class _Kernel32:
+    """OpenProcess failing with ``error``, as Windows' kernel32 would."""
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+        self.OpenProcess = lambda *args: None
+        self.WaitForSingleObject = lambda *args: 0
+
+
+@pytest.mark.parametrize("error, watched", [(parent_watch.NO_SUCH_PROCESS_ERROR, "ended"), (5, None)])
+def test_on_windows_a_parent_already_gone_ends_the_run_and_one_that_cannot_be_opened_is_not_watched(
+        monkeypatch, error, watched):
+    """Windows keeps no orphan's parent id: a launcher killed (Cancel) before the watch began cannot be opened
+    ("no such process"), and the run must end, as an orphan does on Linux; access denied (5) leaves it unwatched."""
+    import ctypes
+
+    kernel32 = _Kernel32(error)
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: kernel32.error, raising=False)
+    ended = parent_watch._windows_parent_ended(12345)
+    if watched is None:
+        assert ended is None
+    else:
+        assert ended(0.01) is True
