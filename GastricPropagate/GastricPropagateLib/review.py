@@ -10,6 +10,7 @@ import math
 
 from dataclasses import dataclass
 
+from gastric_propagate.data.annotation import describe_slices
 from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR, NOT_AXIAL
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
@@ -162,12 +163,11 @@ def reviewSummary(rows: list[ReviewRow]) -> str:
     if not flagged:
         return _("No slice flagged for review (all propagated slices have confidence {threshold:g} or more).").format(
             threshold=REVIEW_CONFIDENCE)
-    shown = SUMMARY_SLICES
-    if len(flagged) <= shown:
-        return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged),
-                                                                    slices=", ".join(map(str, flagged)))
+    named = describe_slices(flagged[:SUMMARY_SLICES])
+    if len(flagged) <= SUMMARY_SLICES:
+        return _("{count} slice(s) to review: K = {slices}.").format(count=len(flagged), slices=named)
     return _("{count} slices to review: K = {slices} and {more} more (the list below).").format(
-        count=len(flagged), slices=", ".join(map(str, flagged[:shown])), more=len(flagged) - shown)
+        count=len(flagged), slices=named, more=len(flagged) - SUMMARY_SLICES)
 
 
 def adviceSentences(advice: list[dict]) -> list[str]:
