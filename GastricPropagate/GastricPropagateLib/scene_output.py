@@ -110,6 +110,14 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
             "The volume '{volume}' was moved or resampled during the run (its voxels, spacing, origin or orientation "
             "changed), so the result would not lie on the tumour; nothing was written. Run again on the volume as it "
             "is now.").format(volume=volumeNode.GetName()))
+    if volumeNode.GetTransformNodeID() != segmentationNode.GetTransformNodeID():
+        # The result is imported under the volume's transform; into a segmentation under another it would land beside
+        # the tumour (``prepare`` refused this; a transform set during the run is caught here).
+        raise InputError(_(
+            "The volume '{volume}' and the segmentation '{seg}' were put under different transforms during the run, "
+            "so the result would not lie on the tumour; nothing was written. Harden them (Data module, right-click > "
+            "Harden transform), then run again.").format(volume=volumeNode.GetName(),
+                                                         seg=segmentationNode.GetName()))
     # The painted slices are the user's own drawing: they are kept exactly, whatever the masking says.
     allowed = prepared.masking.allowed(prepared.image)
     if allowed is not None:

@@ -336,6 +336,26 @@ def test_a_volume_moved_or_resampled_during_the_run_gets_no_result(case, logic, 
     assertSnapshotsEqual(before, case.snapshot())
 
 
+def test_a_transform_set_on_the_volume_during_the_run_gets_no_result(case, logic):
+    """Imported under the volume's new transform into a segmentation without it, the result would land beside the
+    tumour (Slicer's import moved it by twice the shift); the next run's own check comes too late for this one."""
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared)
+    transformNode = case.volume.GetScene().AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 40.0)
+    transformNode.SetMatrixTransformToParent(shift)
+    case.volume.SetAndObserveTransformNodeID(transformNode.GetID())
+    before = case.snapshot()
+    with pytest.raises(InputError, match="different transforms during the run.*nothing was written"):
+        logic.apply(prepared, result)
+    assertSnapshotsEqual(before, case.snapshot())
+    # Moved together, the volume and the segmentation keep the result on the tumour: it is written.
+    case.segmentation.SetAndObserveTransformNodeID(transformNode.GetID())
+    resultId = logic.apply(prepared, result)
+    assert case.segmentation.GetSegmentation().GetSegment(resultId) is not None
+
+
 # ---------------------------------------------------------------------------------------------- re-run
 
 
