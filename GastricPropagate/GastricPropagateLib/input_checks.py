@@ -131,9 +131,11 @@ def checkSegmentGrid(volumeNode, segmentationNode, segmentId: str) -> None:
         madeOn = segmentationNode.GetNodeReference(
             slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
         if madeOn is volumeNode:  # made on this volume: specified with another voxel size, or the volume moved since
-            cause = (_("the segmentation's geometry was specified with oversampling")
-                     if otherSpacingOnly(labelmap, volumeNode)
-                     else _("the volume was moved, rotated or resampled since the segmentation was made"))
+            # The labelmap alone cannot tell these from a segment imported from another volume: both are named.
+            cause = (_("the segmentation's geometry was specified with oversampling, or the segment was imported "
+                       "from another volume") if otherSpacingOnly(labelmap, volumeNode)
+                     else _("the volume was moved, rotated or resampled since the segmentation was made, or the "
+                            "segment was imported from another volume"))
             raise InputError(_(
                 "The segment '{segment}' is on the grid of the segmentation '{seg}', not on the voxels of the volume "
                 "'{volume}': {problem} ({cause}). Repaint the segment in a new segmentation of '{volume}' (Segment "
