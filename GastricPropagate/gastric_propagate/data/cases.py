@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from gastric_propagate.errors import InputError
 from gastric_propagate.data.volumes import geometry_difference, read_volume, unreadable, volume_grid
-from gastric_propagate.data.validation import check_image, check_label_values
+from gastric_propagate.data.validation import check_image, check_label_values, check_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,8 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = _split_extension(path)
-        if split is None or path.is_dir():
-            continue
+        if split is None or path.is_dir() or path.name.startswith("._"):
+            continue  # '._*': the metadata files macOS writes beside each file it copies to a foreign disk
         if not path.exists():  # a symbolic link whose target is gone
             raise InputError(f"{path} is a link to {os.readlink(path)}, which does not exist. Restore the file, or "
                              "remove the link from the folder, then run again.")
@@ -268,7 +268,10 @@ def _file_loader(name: str, image_path: Path, label_path: Path, value: int | Non
 
 def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None = None) -> CaseData:
     image = read_volume(image_path, "image")
-    try:  # what 'segment' refuses is no case to learn from or score either (a blank or 8-bit volume, NaN voxels)
+    # What 'segment' refuses is no case to learn from or score either: a header in cm would teach tumours a tenth of
+    # their size; a blank or 8-bit volume, NaN voxels.
+    check_spacing(image.GetSpacing(), f"The image {image_path}")
+    try:
         check_image(sitk.GetArrayViewFromImage(image))
     except InputError as error:
         raise InputError(f"{image_path}: {error}") from error
@@ -297,8 +300,9 @@ def _load_pair(name: str, image_path: Path, label_path: Path, value: int | None 
                          "interpolation. Then run again.")
     direction = np.reshape(image.GetDirection(), (3, 3))
     if abs(direction[2, 2]) < 0.9:
-        logger.warning("%s is not acquired axially (direction %s): its K slices are used as 'axial'",
-                       image_path.name, image.GetDirection())
+        logger.warning("%s is not acquired axially (direction %s): its K slices are learned as if they were axial, "
+                       "which the networks never see in use. Reorient it to axial (Slicer: Orient Scalar Volume, "
+                       "the label with it) or leave the case out.", image_path, image.GetDirection())
     return CaseData(name, sitk.GetArrayFromImage(image), (label > 0).astype(np.uint8),
                     tuple(float(s) for s in image.GetSpacing()))
 

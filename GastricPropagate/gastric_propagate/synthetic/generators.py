@@ -16,11 +16,13 @@ and a variant of the first, for training and development cases (not a generator 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -109,11 +111,24 @@ def generated_cases(generator: str, count: int, seed_start: int = 0) -> list[Cas
 
 def load_all(cases: list[Case], workers: int = 1) -> list[CaseData]:
     """Loads (generates) the cases, in ``workers`` processes when more than one."""
+    return list(iter_loaded(cases, workers))
+
+
+def iter_loaded(cases: list[Case], workers: int = 1) -> Iterator[CaseData]:
+    """The cases loaded one after another, in order, with at most a few loaded ahead (``workers`` processes when
+    more than one): whoever takes each case's crops and lets it go holds a few whole CTs at a time, not all."""
     if workers <= 1 or len(cases) < 2:
-        return [case.load() for case in cases]
+        yield from (case.load() for case in cases)
+        return
     # Spawned, not forked: a fork of a process whose torch/OpenMP threads already ran can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_load, cases, chunksize=4))
+        pending: collections.deque = collections.deque()
+        for case in cases:
+            pending.append(pool.submit(_load, case))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _load(case: Case) -> CaseData:

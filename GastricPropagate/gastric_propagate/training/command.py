@@ -42,7 +42,8 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     from gastric_propagate.errors import WeightsError
     from gastric_propagate.inference.onnx_networks import (PRECISIONS, check_exporter, export_onnx, onnx_path,
                                                             shell_word)
-    from gastric_propagate.synthetic.generators import TRAINING_SEED_START, generated_cases, load_all, load_cases
+    from gastric_propagate.synthetic.generators import (TRAINING_SEED_START, generated_cases, iter_loaded, load_all,
+                                                        load_cases)
     from gastric_propagate.synthetic.phantom import HELD_OUT_SEED_START
     from gastric_propagate.training.train import TrainingConfig, train
 
@@ -184,7 +185,7 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     # An export that fails keeps the trained weights (without any ONNX file of earlier weights beside them).
     failed = None
     with OutputBatch(overwrite=overwrite) as outputs:
-        paths = train(load_all(cases, workers), out, config=config, device=device,
+        paths = train(iter_loaded(cases, workers), out, config=config, device=device,
                       data_description="; ".join(parts), validation_cases=validation_data,
                       command=command, init=networks, sources=sources, earlier_case_names=earlier, outputs=outputs)
         written, stale = list(paths.values()), ["int8"]

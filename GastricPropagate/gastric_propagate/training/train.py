@@ -205,6 +205,9 @@ def _make_crops(case: CaseData, config: TrainingConfig, rng: np.random.Generator
         free_ends = (bool(working[0] > 0), bool(working[-1] < mask.shape[0] - 1))
         crops.append(_CropVolume(image, mask[z0:z1], working[0] - z0, working[-1] - z0, free_ends, source,
                                  diameter, prep.pixel_spacing_mm))
+    if not crops:
+        log.warning("case %s: no tumour voxel is left on the networks' grid (%g mm pixels): it is not learned from",
+                    case.name, config.preprocessing.pixel_spacing_mm)
     return crops
 
 
@@ -613,14 +616,23 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     if config.threads:
         torch.set_num_threads(config.threads)
     target_device = resolve_device(device)
-    cases = list(cases)
-    if not cases:
+    # Each case is cropped as it comes and let go: ``cases`` may load them one by one (``iter_loaded``), so that
+    # fine-tuning on many whole CTs holds their small crops, not the CTs.
+    sources = list(sources) if sources is not None else None
+    names, crops = [], []
+    for index, case in enumerate(tqdm(cases, desc="cropping", unit="case",
+                                      total=len(sources) if sources is not None else None)):
+        names.append(case.name)
+        crops += _make_crops(case, config, rng, sources[index] if sources is not None else "")
+    if not names:
         raise ValueError("no training cases were given")
-    sources = list(sources) if sources is not None else [""] * len(cases)
-    crops = [crop for case, source in tqdm(list(zip(cases, sources)), desc="cropping", unit="case")
-             for crop in _make_crops(case, config, rng, source)]
+    if sources is None:
+        sources = [""] * len(names)
     if not crops:
-        raise ValueError("every training case had an empty label")
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise InputError(f"No training crop could be cut from the {len(names)} case(s) ({shown}): on the networks' "
+                         f"grid ({config.preprocessing.pixel_spacing_mm:g} mm pixels) no tumour voxel is left. Give "
+                         "cases with larger lesions, then run again.")
     if config.mix:
         weights = sampling_weights(crops, dict(config.mix), config.min_bin_crops)
 
@@ -651,9 +663,9 @@ def train(cases: Iterable[CaseData], output_dir: str | Path, *, config: Training
     refiner_losses = _fit(refiner, refiner_sample, config.refiner_steps, config, target_device, "refiner", rng)
 
     metadata = {
-        "data": data_description, "cases": len(cases),
+        "data": data_description, "cases": len(names),
         "cases_per_source": {name: sources.count(name) for name in dict.fromkeys(sources)},
-        "case_names": [c.name for c in cases],  # all of them: evaluate says when it scores a case the weights saw
+        "case_names": names,  # all of them: evaluate says when it scores a case the weights saw
         **({"earlier_case_names": sorted(set(earlier_case_names))} if earlier_case_names else {}),
         "config": config.describe(), "command": command, "device": str(target_device),
         "torch": str(torch.__version__), "python": platform.python_version(), "package_version": __version__,

@@ -97,6 +97,29 @@ def test_an_image_segment_would_refuse_is_refused_when_loaded_naming_its_file(tm
         folder_cases(tmp_path)[0].load()
 
 
+def test_a_header_in_centimetres_is_refused_when_loaded_not_learned_at_a_tenth_of_its_size(tmp_path):
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd")
+    for name in ("a_image.nrrd", "a_label.nrrd"):
+        volume = sitk.ReadImage(str(tmp_path / name))
+        volume.SetSpacing([s / 10 for s in volume.GetSpacing()])
+        sitk.WriteImage(volume, str(tmp_path / name))
+    with pytest.raises(InputError, match=r"a_image\.nrrd has a voxel spacing of .* outside that of any CT"):
+        folder_cases(tmp_path)[0].load()
+
+
+@pytest.mark.parametrize("layout", ["suffix", "nnunet"])
+def test_macos_metadata_files_beside_the_cases_are_skipped(tmp_path, layout):
+    """Copied from a Mac to a USB or network disk, every file gets a '._' twin that no reader can read."""
+    image, label = ((tmp_path / "a_image.nrrd", tmp_path / "a_label.nrrd") if layout == "suffix" else
+                    (tmp_path / "imagesTr" / "a_0000.nrrd", tmp_path / "labelsTr" / "a.nrrd"))
+    _write_pair(image, label)
+    for path in (image, label):
+        path.with_name("._" + path.name).write_bytes(b"\x00\x05\x16\x07" + bytes(80))
+    cases = folder_cases(tmp_path)
+    assert [case.name for case in cases] == ["a"]
+    assert cases[0].load().label.sum() == 2 * 4 * 6
+
+
 def test_case_from_arrays():
     label = np.zeros((3, 4, 4), np.uint8)
     label[1, 1:3, 1:3] = 5

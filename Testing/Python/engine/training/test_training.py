@@ -49,6 +49,32 @@ def test_same_seed_same_weights(tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def test_cases_given_one_by_one_train_the_same_weights_as_a_list(tmp_path):
+    """The train command hands the cases over as they load (each CT let go once cropped): the same weights."""
+    cases = small_cases()
+    listed = train(cases, tmp_path / "a", config=CONFIG, device="cpu", sources=["x", "y"])
+    streamed = train(iter(cases), tmp_path / "b", config=CONFIG, device="cpu", sources=iter(["x", "y"]))
+    for stage in ("proposer", "refiner"):
+        a, b = (torch.load(paths[stage], weights_only=True) for paths in (listed, streamed))
+        assert all(torch.equal(a["state_dict"][name], b["state_dict"][name]) for name in a["state_dict"])
+        assert b["training"]["case_names"] == [case.name for case in cases]
+        assert b["training"]["cases_per_source"] == {"x": 1, "y": 1}
+
+
+def test_cases_whose_tumours_vanish_on_the_networks_grid_are_refused_by_name(tmp_path):
+    import numpy as np
+
+    from gastric_propagate.data.cases import CaseData
+    from gastric_propagate.errors import InputError
+
+    label = np.zeros((8, 64, 64), np.uint8)
+    label[4, 30, 30] = 1  # one voxel of 0.1 mm: nothing of it is left on 1 mm pixels
+    tiny = CaseData("speck", np.full(label.shape, -50, np.int16), label, (0.1, 0.1, 1.0))
+    with pytest.raises(InputError, match=r"No training crop could be cut from the 1 case\(s\) \(speck\)"):
+        train([tiny], tmp_path, config=CONFIG, device="cpu")
+    assert not any(tmp_path.iterdir())
+
+
 def _crop(source: str, diameter_mm: float, free_ends=(True, True)):
     from gastric_propagate.training.train import _CropVolume
     import numpy as np
