@@ -30,7 +30,8 @@ from gastric_propagate.data.validation import check_image, check_label_values, c
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd")
+# ".seg.nrrd" before ".nrrd": a segmentation that Slicer saved is read as its label map, named by its stem.
+EXTENSIONS = (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,10 @@ def _check_geometry(image_path: Path, label_path: Path) -> None:
         if grid.GetDimension() != 3:
             several = " holding several volumes (phases or time points): save each as its own file" \
                 if grid.GetDimension() > 3 else ""
+            if grid.GetDimension() > 3 and path.name.lower().endswith(".seg.nrrd"):
+                several = (" (a Slicer segmentation whose segments overlap, saved in layers): export the tumour "
+                           "segment alone as a label map on the CT's grid (Segmentations module > Export/import "
+                           "models and labelmaps) as " + path.name[: -len(".seg.nrrd")] + ".nrrd instead")
             raise InputError(f"{path} is a {grid.GetDimension()}D {what}{several}; 3D volumes are needed.")
     difference = geometry_difference(image, label)
     if difference:

@@ -120,6 +120,18 @@ def test_macos_metadata_files_beside_the_cases_are_skipped(tmp_path, layout):
     assert cases[0].load().label.sum() == 2 * 4 * 6
 
 
+def test_a_label_saved_by_slicer_as_a_segmentation_pairs_and_one_of_overlapping_layers_says_what_to_export(tmp_path):
+    _write_pair(tmp_path / "a_image.nrrd", tmp_path / "a_label.seg.nrrd")
+    cases = folder_cases(tmp_path)
+    assert [case.name for case in cases] == ["a"]
+    assert cases[0].load().label.sum() == 2 * 4 * 6
+    layers = sitk.JoinSeries([sitk.ReadImage(str(tmp_path / "a_label.seg.nrrd"))] * 2)  # two overlapping segments
+    sitk.WriteImage(layers, str(tmp_path / "a_label.seg.nrrd"))
+    with pytest.raises(InputError, match=r"a_label\.seg\.nrrd is a 4D label \(a Slicer segmentation whose segments "
+                                         r"overlap.*as a_label\.nrrd instead"):
+        folder_cases(tmp_path)
+
+
 def test_case_from_arrays():
     label = np.zeros((3, 4, 4), np.uint8)
     label[1, 1:3, 1:3] = 5
