@@ -128,7 +128,8 @@ def _seen_in_training(names: Sequence[str], segmenter) -> list[str]:
     shown = ", ".join(seen[:10]) + (f" and {len(seen) - 10} more" if len(seen) > 10 else "")
     note = (f"**{LEARNED_NOTE} {len(seen)} of these {len(names)} cases** (by patient: {shown}"
             f"{more}): the GastricPropagate rows are not a test on unseen CT. Report such cases by cross-validation "
-            "(scripts/crossval_finetune.py, scripts/crossval_report.py).")
+            "(scripts/crossval_finetune.py, scripts/crossval_report.py). Cases are matched by name (the patient's "
+            "part of it): other patients under the same names (case1, patient01) are counted too.")
     print("warning: " + note.replace("**", ""))
     return [note]
 
