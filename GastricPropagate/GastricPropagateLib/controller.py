@@ -186,7 +186,25 @@ class RunController:
             repropagateToolTip=repropagateToolTip)
 
     def refreshButtons(self) -> None:
+        self._forgetRunNoLongerShown()
         self.view.setButtons(self.buttonState())
+
+    def _forgetRunNoLongerShown(self) -> None:
+        """The last run's status line, per-slice list and Jump describe its result segment on its CT: once another
+        volume or segmentation is selected, or that segment is gone (deleted, Undo), they are emptied, so that the
+        panel never shows, or jumps to, a result that is not the one in view."""
+        run, parameters = self.lastRun, self.parameters
+        if run is None or self.isRunning:
+            return
+        segmentation = run.segmentationNode.GetSegmentation() if run.segmentationNode.GetScene() is not None else None
+        if (parameters is not None and parameters.inputVolume is run.volumeNode
+                and parameters.segmentationNode is run.segmentationNode
+                and segmentation is not None and segmentation.GetSegment(run.resultId) is not None):
+            return
+        self.lastRun = None
+        self.view.showReview([], "")
+        self.view.setStatus("")
+        self.view.showRunTime("")
 
     def watchSegments(self, segmentationNode) -> None:
         """The buttons follow the segments of ``segmentationNode`` (the panel's selection; None: stop): a result

@@ -159,6 +159,9 @@ class FakeSegmentationNode:
     def GetSegmentation(self):
         return self.segmentation
 
+    def GetScene(self):
+        return "scene"
+
     def GetDisplayNode(self):
         return SimpleNamespace(SetSegmentVisibility=lambda segmentId, shown: self.visible.__setitem__(segmentId, shown))
 
@@ -228,6 +231,8 @@ class FakeLogic:
             beforeWrite()
         self.calls.append(("apply", replaceExisting))
         self.existingResultId = "result"
+        if isinstance(prepared.segmentationNode, FakeSegmentationNode):
+            prepared.segmentationNode.segmentation.names["result"] = "Tumour (propagated)"
         self.written = np.asarray(result.mask)  # as the real one writes it when no masking removes anything
         return "result"
 
@@ -684,6 +689,10 @@ class SceneLogic(FakeLogic):
     def resultSegmentId(self, segmentationNode):
         return resultSegmentId(segmentationNode)
 
+    def apply(self, prepared, result, replaceExisting=False, beforeWrite=None):
+        super().apply(prepared, result, replaceExisting, beforeWrite)
+        return prepared.segmentationNode.GetSegmentation().AddEmptySegment("", resultSegmentName())
+
 
 def editorScene() -> SimpleNamespace:
     """A real scene: the run's CT and segmentation, another volume and segmentation, and the Segment Editor's node
@@ -747,12 +756,7 @@ def test_one_undo_after_propagate_takes_the_result_away_and_keeps_the_last_strok
     history.SaveState()  # the editor, before the reader's stroke
     stroke = segmentation.AddEmptySegment("", "touch-up")  # the reader's last edit (a new segment, for brevity)
 
-    class WritingLogic(SceneLogic):
-        def apply(self, prepared, result, replaceExisting=False, beforeWrite=None):
-            super().apply(prepared, result, replaceExisting, beforeWrite)
-            return segmentation.AddEmptySegment("", resultSegmentName())
-
-    logic = WritingLogic(runResult())
+    logic = SceneLogic(runResult())  # its apply writes a (real, empty) result segment
     controller = RunController(logic, FakeView(), saveUndoState=lambda node: history.SaveState())
     controller.parameters = parameters(inputVolume=s.volume, segmentationNode=s.segmentation,
                                        paintedSegmentId=s.paintedId, useEditorMasking=False)
@@ -821,3 +825,34 @@ def test_export_labelmap_without_a_result_segment_says_why_and_turns_the_buttons
                "segmentation ('Segmentation (.seg.nrrd)...') or by the Segmentations module's 'Export to files'.")
     assert controller.view.status[-1] == message and controller.view.errors == [message]
     assert not controller.view.buttons.exportNifti and not controller.view.buttons.repropagate
+
+
+@pytest.mark.parametrize("change", ["other segmentation", "other volume", "result deleted"])
+def test_the_status_list_and_jump_are_emptied_once_they_no_longer_describe_the_result_in_view(change):
+    """They described a result that is no longer the selected one (or is gone): Jump went to it on another CT."""
+    s = editorScene()
+    logic, controller = runWithEditor(s)
+    controller.watchSegments(s.segmentation)
+    assert controller.buttonState().jump and controller.view.review[0] and controller.view.status[-1]
+    if change == "other segmentation":
+        controller.parameters.segmentationNode = s.otherSegmentation
+        controller.inputsChanged()
+    elif change == "other volume":
+        controller.parameters.inputVolume = s.otherVolume
+        controller.inputsChanged()
+    else:  # Undo, or deleted in the Segment Editor: the watched segmentation says so
+        s.segmentation.GetSegmentation().RemoveSegment(controller.lastRun.resultId)
+    assert controller.lastRun is None and not controller.view.buttons.jump
+    assert controller.view.review == ([], "") and controller.view.status[-1] == "" and controller.view.runTime == ""
+    controller.cleanup()
+
+
+def test_a_renamed_result_keeps_the_status_list_and_jump():
+    s = editorScene()
+    logic, controller = runWithEditor(s)
+    controller.watchSegments(s.segmentation)
+    segment = s.segmentation.GetSegmentation().GetSegment(controller.lastRun.resultId)
+    segment.SetName("Tumour v1 (kept)")
+    controller.inputsChanged()
+    assert controller.lastRun is not None and controller.view.buttons.jump and controller.view.review[0]
+    controller.cleanup()
