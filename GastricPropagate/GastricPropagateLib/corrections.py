@@ -28,23 +28,46 @@ __all__ = [
     "CORRECTED_SLICES_TAG",
     "CorrectionPlan",
     "ERASED_LIMITS_TAG",
+    "WRITTEN_GEOMETRY_TAG",
     "WRITTEN_SLICES_TAG",
     "changedSlices",
+    "formatGeometry",
     "formatLimits",
     "formatSliceList",
     "parseLimits",
     "parseSliceList",
     "planCorrections",
     "sliceDigests",
+    "writtenOnOtherGeometry",
 ]
 
 #: Segment tag: the shape and a digest of each non-empty K slice the module wrote into its result segment.
 WRITTEN_SLICES_TAG = "GastricPropagate.WrittenSlices"
+#: Segment tag: the first three rows of the IJK-to-RAS matrix of the volume the segment was written on. On another
+#: volume of the same size (another series of the patient, the CT resampled) every slice would read as corrected.
+WRITTEN_GEOMETRY_TAG = "GastricPropagate.WrittenGeometry"
 #: Segment tag: the K slices that were the reader's corrections (anchors) in the run that wrote the segment.
 CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"
 #: Segment tag: "low,high", the slice limits the reader's erasing set in earlier rounds (either may be empty): they
 #: hold in later rounds too, until the reader draws beyond them.
 ERASED_LIMITS_TAG = "GastricPropagate.ErasedLimits"
+
+
+def formatGeometry(ijkToRas) -> str:
+    """``WRITTEN_GEOMETRY_TAG``'s text: the matrix's first three rows, space-separated."""
+    return " ".join(f"{float(value):.9g}" for value in np.asarray(ijkToRas, dtype=float)[:3].ravel())
+
+
+def writtenOnOtherGeometry(text: str, ijkToRas) -> bool:
+    """Whether the recorded geometry ``text`` differs from ``ijkToRas`` by more than 0.001 (mm, or per voxel step);
+    False for a missing or unreadable record (a result written before it was kept: the grid's size is checked)."""
+    try:
+        written = np.array([float(value) for value in text.split()], dtype=float)
+    except ValueError:
+        return False
+    if written.size != 12:
+        return False
+    return not np.allclose(written.reshape(3, 4), np.asarray(ijkToRas, dtype=float)[:3], rtol=0.0, atol=1e-3)
 
 
 def _digest(sliceMask: np.ndarray) -> str:

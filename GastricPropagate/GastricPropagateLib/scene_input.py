@@ -276,6 +276,14 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
 
     prepared = prepareInput(volumeNode, segmentationNode, segmentId, dataclasses.replace(options, keyframes=True),
                             masking=masking)
+    geometry = vtk.reference("")
+    if (resultSegment.GetTag(corrections.WRITTEN_GEOMETRY_TAG, geometry)
+            and corrections.writtenOnOtherGeometry(str(geometry), ijkToRasArray(volumeNode))):
+        raise InputError(_(
+            "The segment '{name}' was written on another volume than '{volume}' (or on this one before it was "
+            "moved or resampled), so its corrected slices cannot be told apart. Select the volume it "
+            "was propagated on, or click Propagate to start again.").format(
+                name=resultSegment.GetName(), volume=volumeNode.GetName()))
     current = segmentArray(volumeNode, segmentationNode, resultId) > 0
     try:
         plan = corrections.planCorrections(prepared.paintedSlices, current, str(written),

@@ -23,7 +23,9 @@ from gastric_propagate.errors import InputError
 from .corrections import (
     CORRECTED_SLICES_TAG,
     ERASED_LIMITS_TAG,
+    WRITTEN_GEOMETRY_TAG,
     WRITTEN_SLICES_TAG,
+    formatGeometry,
     formatLimits,
     formatSliceList,
     sliceDigests,
@@ -277,6 +279,7 @@ def _writeResultSegmentNow(prepared: PreparedInput, mask: np.ndarray, existingId
     segment.SetTag(PAINTED_SEGMENT_NAME_TAG, painted.GetName())
     # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
+    segment.SetTag(WRITTEN_GEOMETRY_TAG, formatGeometry(ijkToRasArray(prepared.volumeNode)))
     segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))
     segment.SetTag(ERASED_LIMITS_TAG, formatLimits(*prepared.erasedLimits))
     return targetId

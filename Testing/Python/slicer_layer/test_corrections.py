@@ -8,12 +8,14 @@ import pytest
 import scene_helpers  # noqa: F401  (skips without slicer-core; puts GastricPropagate/ on sys.path)
 from GastricPropagateLib.corrections import (
     changedSlices,
+    formatGeometry,
     formatLimits,
     formatSliceList,
     parseLimits,
     parseSliceList,
     planCorrections,
     sliceDigests,
+    writtenOnOtherGeometry,
 )
 
 pytestmark = pytest.mark.slicer
@@ -113,3 +115,15 @@ def test_nothing_corrected_changes_nothing():
 def test_slice_lists_round_trip():
     assert parseSliceList(formatSliceList([9, 4, 4])) == [4, 9]
     assert parseSliceList("") == []
+
+
+def test_the_written_geometry_is_told_apart_from_another_volume_s_and_an_old_or_unreadable_record_is_not_held():
+    ijkToRas = np.array([[-0.95, 0.2, 0.0, -102.14], [-0.2, -0.95, 0.1, -100.44], [0.0, 0.08, 1.23, -230.75],
+                         [0.0, 0.0, 0.0, 1.0]])
+    written = formatGeometry(ijkToRas)
+    assert not writtenOnOtherGeometry(written, ijkToRas + 4e-4)  # what a save and reload may round
+    shifted = ijkToRas.copy()
+    shifted[:3, 3] += 3 * shifted[:3, 2]  # the same grid, three slices further on
+    assert writtenOnOtherGeometry(written, shifted)
+    assert not writtenOnOtherGeometry("", shifted) and not writtenOnOtherGeometry("1 2 x", shifted)
+    assert not writtenOnOtherGeometry("1 2 3", shifted)

@@ -686,6 +686,22 @@ def test_repropagation_from_a_result_without_a_record_is_refused(case, logic):
     runRepropagateExpecting(InputError, "holds no record of what this module wrote", logic, case)
 
 
+def test_repropagation_on_another_volume_of_the_same_size_is_refused_not_read_as_corrections(case, logic):
+    """Another series of the patient (its origin three slices further along K): on its grid every written slice
+    reads as edited, and the result would be re-propagated from 'corrections' the reader never made."""
+    import SimpleITK as sitk
+
+    logic.run(case.volume, case.segmentation, case.paintedId)
+    other = sitk.Image(case.imageSitk)
+    direction = np.array(other.GetDirection()).reshape(3, 3)
+    other.SetOrigin((np.array(other.GetOrigin()) + direction[:, 2] * 3 * other.GetSpacing()[2]).tolist())
+    venous = addVolumeFromSitk(case.scene, other, "CT venous")
+    before = case.snapshot()
+    with pytest.raises(InputError, match="'Tumour \\(propagated\\)' was written on another volume than 'CT venous'"):
+        logic.repropagate(venous, case.segmentation, case.paintedId)
+    assertSnapshotsEqual(before, case.snapshot())
+
+
 def runRepropagateExpecting(error, match, logic, case):
     before = case.snapshot()
     with pytest.raises(error, match=match):
