@@ -304,7 +304,8 @@ class RunController:
         existingId = self.logic.resultSegmentId(parameters.segmentationNode)
         if existingId is not None and not fromCorrections:
             existing = parameters.segmentationNode.GetSegmentation().GetSegment(existingId)
-            if not self.view.confirm(replaceQuestion(existing), _("Replace the propagated segment?")):
+            if not self.view.confirm(replaceQuestion(existing, prepared.resultEdits),
+                                     _("Replace the propagated segment?")):
                 self.view.setStatus(_("Not run: the earlier result was kept."))
                 return
             replaceExisting = True

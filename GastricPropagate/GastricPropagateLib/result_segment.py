@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import vtk
 
+from gastric_propagate.data.annotation import describe_slices
+
 from .i18n import _
 
 __all__ = ["PAINTED_SEGMENT_ID_TAG", "PAINTED_SEGMENT_NAME_TAG", "RESULT_TAG", "RESULT_TAG_VALUE", "WRITTEN_NAME_TAG",
@@ -67,10 +69,21 @@ def resultSegmentId(segmentationNode) -> str | None:
     return byName
 
 
-def replaceQuestion(segment) -> str:
+def replaceQuestion(segment, editedSlices=()) -> str:
     """What the panel asks before a new result replaces ``segment`` (the one ``resultSegmentId`` found): a result of
     an earlier run says which painted segment it came from; a segment that only has the result's name (made by hand,
-    or by an older version) is called that, not "from an earlier run"."""
+    or by an older version) is called that, not "from an earlier run". ``editedSlices``: the K slices the reader
+    changed in it since it was written, which the new result would discard."""
+    question = _replaceQuestion(segment)
+    if editedSlices:
+        question += " " + _(
+            "It holds your corrections on slice(s) K = {slices}, which the new result discards: to keep them as "
+            "anchors, click Cancel, then 'Re-propagate from corrected slices'.").format(
+                slices=describe_slices(editedSlices))
+    return question
+
+
+def _replaceQuestion(segment) -> str:
     name = segment.GetName()
     if not isResultSegment(segment):
         return _("The segmentation already has a segment '{name}' that this module did not mark as its result (made "

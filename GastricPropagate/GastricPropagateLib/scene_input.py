@@ -22,7 +22,8 @@ from gastric_propagate.data.annotation import describe_slices, painted_slices, s
 from gastric_propagate.data.volumes import slice_orientation
 from gastric_propagate.errors import InputError
 
-from .corrections import sliceDigests
+from .corrections import (WRITTEN_GEOMETRY_TAG, WRITTEN_SLICES_TAG, changedSlices, sliceDigests,
+                          writtenOnOtherGeometry)
 from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
@@ -63,6 +64,8 @@ class PreparedInput:
             resampled since, where the result would land beside the tumour.
         erasedLimits: (low, high) K limits the reader set by erasing the result's ends, this round or earlier ones
             (None: none); stored with the result so that later rounds keep them.
+        resultEdits: K slices of the earlier result segment the reader changed since it was written (what a
+            Propagate that replaces it would discard; Re-propagate keeps them).
     """
 
     volumeNode: object
@@ -81,6 +84,7 @@ class PreparedInput:
     sliceOrientation: str = "axial"
     ijkToRas: np.ndarray | None = None
     erasedLimits: tuple = (None, None)
+    resultEdits: list[int] = field(default_factory=list)
 
 
 #: A volume whose slices lie at least this far from the axial plane is painted on one of them only in a slice view
@@ -201,12 +205,16 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "The editable-area mask has shape {mask} but the volume has shape {image} (K, J, I). Build the "
             "mask on the volume's grid.").format(mask=masking.editable.shape, image=image.shape))
 
+    resultId = resultSegmentId(segmentationNode)
+    result = segmentArray(volumeNode, segmentationNode, resultId) > 0 if resultId is not None else None
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey,
-        resultDigests=resultDigests(volumeNode, segmentationNode),
-        sliceOrientation=orientation, ijkToRas=ijkToRas)
+        resultDigests=sliceDigests(result) if result is not None else None,
+        sliceOrientation=orientation, ijkToRas=ijkToRas,
+        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result, ijkToRas)
+        if result is not None else [])
 
 
 def resultDigests(volumeNode, segmentationNode) -> str | None:
@@ -216,6 +224,21 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
     if resultId is None:
         return None
     return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
+
+
+def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToRas: np.ndarray) -> list[int]:
+    """The K slices of ``current`` (the result segment now, on the volume's grid) edited, drawn or erased since the
+    module wrote it; none when it holds no record of that, or was written on another grid."""
+    written, geometry = vtk.reference(""), vtk.reference("")
+    if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
+        return []
+    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, geometry) and writtenOnOtherGeometry(str(geometry), ijkToRas):
+        return []
+    try:
+        edited, erased = changedSlices(str(written), current)
+    except ValueError:
+        return []
+    return sorted(set(edited) | set(erased))
 
 
 def volumeVoxels(volumeNode) -> tuple[np.ndarray, tuple[float, float, float], tuple]:

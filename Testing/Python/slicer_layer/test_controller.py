@@ -179,6 +179,7 @@ class FakeLogic:
         self.outcome = outcome
         self.existingResultId = existingResultId
         self.prepareError = prepareError
+        self.resultEdits = []  # the slices of the earlier result the reader changed (prepare reads them)
         self.device = None
         self.calls = []
         self.job = None
@@ -202,7 +203,8 @@ class FakeLogic:
         if self.prepareError is not None:
             raise self.prepareError
         return SimpleNamespace(volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
-                               correctedSlices=[6] if kind == "prepareCorrections" else [], masking=masking)
+                               correctedSlices=[6] if kind == "prepareCorrections" else [], masking=masking,
+                               resultEdits=self.resultEdits)
 
     def prepare(self, volumeNode, segmentationNode, segmentId, options=None, *, masking=None):
         return self._prepare("prepare", volumeNode, segmentationNode, segmentId, options, masking)
@@ -418,7 +420,14 @@ def test_the_replace_question_says_what_the_segment_is():
                                 PAINTED_SEGMENT_ID_TAG: "lesionA", PAINTED_SEGMENT_NAME_TAG: "lesion A"}
     controller.run()
     assert "from an earlier run, propagated from 'lesion A'. Replace it" in controller.view.confirmations[-1]
+    assert "corrections" not in controller.view.confirmations[-1]
     assert len(controller.view.confirmations) == 2 and not controller.isRunning
+
+    logic.resultEdits = [12, 13]  # the reader corrected the earlier result: replacing it discards that
+    controller.run()
+    assert controller.view.confirmations[-1].endswith(
+        "It holds your corrections on slice(s) K = 12, 13, which the new result discards: to keep them as anchors, "
+        "click Cancel, then 'Re-propagate from corrected slices'.")
 
 
 def test_repropagation_reads_the_corrections_and_replaces_without_asking():

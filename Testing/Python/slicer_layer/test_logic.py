@@ -469,12 +469,15 @@ def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_seg
     from GastricPropagateLib.corrections import CORRECTED_SLICES_TAG
 
     resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    assert logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits == []  # as written
     k = case.paintedSlice
     corrected = k + 2
     edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
     edited[corrected] = case.truth[corrected] > 0  # the reader outlines slice k + 2 of the result by hand
     setSegmentArray(case.segmentation, case.volume, resultId, edited)
     before = case.snapshot()
+    # A Propagate instead would discard the correction: what it reads says which slice (the panel asks with it).
+    assert logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits == [corrected]
 
     resultId2, result, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
 
