@@ -332,15 +332,20 @@ class WorkerJob(InferenceJob):
             return
         # It ended on its own before READY, so it never took the run: a start that fails (a broken package) fails again.
         if not self.worker.ready and not self._endedUnsent:
+            # Killed (no exit code): by the system for want of memory, or by another program; a new one may start.
+            advice = (_("Click Propagate again to start a new one; if it is killed again, close other programs or "
+                        "crop the CT (Crop Volume).") if code is None else _restartAdvice())
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended while it started (exit code {code}), "
                                             "before it could take the run; nothing was written. {advice}\n"
-                                            "{message}").format(code=exitCodeText(code), advice=_restartAdvice(),
+                                            "{message}").format(code=exitCodeText(code), advice=advice,
                                                                 message=message))
+            self.failureExplained = True
             return
         if self.restarts >= 1:
             self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
                                             "code {code}); nothing was written.\n{message}").format(
                 code=exitCodeText(code), message=message))
+            self.failureExplained = True
             return
         self.restarts += 1
         # Exit code 0 during a run: its idle timeout came as the request arrived (it took the line, then ended).

@@ -125,6 +125,8 @@ class InferenceJob:
     Attributes:
         progress: the last Progress the child reported.
         startTime: ``time.monotonic()`` at start.
+        failureExplained: the failure's message already says how the process ended (a worker's), so ``result``
+            raises it as it is, not under "failed (exit code N)".
     """
 
     def __init__(self, process, folder: Path, paths: dict[str, Path], grid: Grid, *,
@@ -141,6 +143,7 @@ class InferenceJob:
         self._closed = False
         self.progress = Progress()
         self.startTime = time.monotonic()
+        self.failureExplained = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.startTime
@@ -239,6 +242,8 @@ class InferenceJob:
                 raise WeightsError(message)
             if code == EXIT_CANCELLED:
                 raise Cancelled(message or _("The segmentation process was cancelled; nothing was written."))
+            if self.failureExplained:  # the message tells its own story, with the process's real exit code
+                raise RuntimeError(message)
             raise RuntimeError(_("The segmentation process failed (exit code {code}):\n{message}").format(
                 code=exitCodeText(code), message=message))
         finally:

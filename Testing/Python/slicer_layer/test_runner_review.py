@@ -215,8 +215,21 @@ def test_a_worker_that_fails_while_it_starts_fails_the_run_once_without_a_retry(
     with pytest.raises(RuntimeError, match="ended while it started") as raised:
         job.result()
     assert "onnxruntime is broken" in str(raised.value) and "Restart Slicer" in str(raised.value)
+    assert str(raised.value).startswith("The engine's worker process ended while it started (exit code 1)")
+    assert "failed (exit code" not in str(raised.value)  # one exit code, the worker's own
     assert logic.launcher.starts == 1 and job.restarts == 0 and job.notice == ""
     assertSnapshotsEqual(before, case.snapshot())
+
+
+def test_a_worker_killed_while_it_starts_says_to_click_again_not_to_reinstall(case, logic):
+    """Killed (the system's out-of-memory killer, another program) before READY: a new one may well start."""
+    logic.launcher = StandIns("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", None)
+    job = logic.start(logic.prepare(case.volume, case.segmentation, case.paintedId))
+    assert job.wait(timeout=60)
+    with pytest.raises(RuntimeError, match=r"^The engine's worker process ended while it started \(exit code none: "
+                                           r"it was killed\).*Click Propagate again to start a new one") as raised:
+        job.result()
+    assert "reinstall" not in str(raised.value)
 
 @pytest.mark.parametrize("interruption", [OSError(28, "No space left on device"), KeyboardInterrupt()])
 def test_a_ct_file_whose_writing_failed_or_was_interrupted_is_removed_at_once(interruption):
