@@ -276,7 +276,9 @@ def _writeResultSegmentNow(prepared: PreparedInput, mask: np.ndarray, existingId
     segment.SetTag(WRITTEN_NAME_TAG, name)  # renamed since, it is the user's (result_segment.isResultSegment)
     painted = segmentation.GetSegment(prepared.paintedSegmentId)
     segment.SetTag(PAINTED_SEGMENT_ID_TAG, prepared.paintedSegmentId)
-    segment.SetTag(PAINTED_SEGMENT_NAME_TAG, painted.GetName())
+    # '|' separates the tags in a saved .seg.nrrd: a name holding one would come back cut there (the name is
+    # only shown in messages; the ID finds the segment).
+    segment.SetTag(PAINTED_SEGMENT_NAME_TAG, painted.GetName().replace("|", "/"))
     # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
     segment.SetTag(WRITTEN_GEOMETRY_TAG, formatGeometry(ijkToRasArray(prepared.volumeNode)))

@@ -854,6 +854,21 @@ def test_a_results_table_linked_by_an_older_version_is_found_and_linked_anew_whe
 # ---------------------------------------------------------------------------------------------- export
 
 
+def test_the_painted_segment_s_name_comes_back_whole_from_a_saved_segmentation(case, logic, tmp_path):
+    """'|' separates a .seg.nrrd's segment tags: a painted segment named 'Lesion A | cardia' came back 'Lesion A '."""
+    from GastricPropagateLib.result_segment import paintedSegmentOf
+
+    case.segmentation.GetSegmentation().GetSegment(case.paintedId).SetName("Lesion A | cardia")
+    logic.run(case.volume, case.segmentation, case.paintedId)
+    path = exportSegmentation(case.segmentation, tmp_path / "saved.seg.nrrd")
+    reloaded = case.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
+    storage = reloaded.CreateDefaultStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(reloaded)
+    result = reloaded.GetSegmentation().GetSegment(logic.resultSegmentId(reloaded))
+    assert paintedSegmentOf(result) == (case.paintedId, "Lesion A / cardia")
+
+
 def test_exports_write_files_and_leave_the_scene_unchanged(case, logic, tmp_path):
     import SimpleITK as sitk
 
