@@ -78,8 +78,9 @@ def check_image(image: np.ndarray) -> None:
             advice = (f" All its voxels hold {low:.4g}: the volume is blank (a failed load or conversion), not a CT. "
                       "Load the CT again, then run again.")
         elif _looks_like_labels(sample):
-            advice = (" Its voxels hold a few whole numbers from 0: a label map (a segmentation), not the CT. Select "
-                      "the CT it was painted on as the input volume, then run again.")
+            advice = (" Its voxels hold a few whole numbers from 0: a label map (a segmentation), not the CT. Use the "
+                      "CT it was painted on in its place (Slicer: the input volume; command line: --image, or a "
+                      "case's _image file), then run again.")
         raise InputError(
             f"This does not look like a CT in Hounsfield units (0.5-99.5% of the voxels lie between {low:.4g} "
             f"and {high:.4g}; a CT of the abdomen has fat near -100 HU and air near -1000 HU).{advice}")
