@@ -251,7 +251,7 @@ def _check_geometry(image_path: Path, label_path: Path) -> None:
     difference = geometry_difference(image, label)
     if difference:
         raise InputError(
-            f"The label {label_path.name} does not lie on the grid of its image {image_path.name} "
+            f"The label {label_path} does not lie on the grid of its image {image_path.name} "
             f"({difference}). Resample the label onto the image (e.g. Slicer's 'Resample Image (BRAINS)' with "
             f"nearest-neighbour interpolation, or export the segmentation with the image as reference geometry).")
 
