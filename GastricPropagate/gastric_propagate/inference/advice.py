@@ -17,6 +17,9 @@ NOT_AXIAL = "not_axial"
 # A painted slice holds several separate regions (a stray stroke, or a tumour cut in two pieces). Values:
 # painted_slice, regions, largest_mm2, others_mm2.
 SEPARATE_REGIONS = "separate_regions"
+# A painted slice's region encloses more than it holds: an outline drawn but not filled (or a ring-shaped tumour
+# around the lumen), propagated as a ring. Values: painted_slice, painted_mm2, enclosed_mm2.
+UNFILLED_OUTLINE = "unfilled_outline"
 # The vote's reach along z ended the result on a side where it, or the registration, still covers much of the painted
 # cross-section: the tumour may go on beyond it. Values: slice (the result's last slice there), direction ("down" or
 # "up"), painted_slice, share (the result's, of the painted cross-section), reach (painted diameters),
@@ -78,6 +81,17 @@ def separate_regions_advice(painted_slice: int, areas_mm2: list[float]) -> Advic
                 "its ends). If one is a stray stroke, erase it and run again.")
     return Advice(SEPARATE_REGIONS, sentence, {"painted_slice": int(painted_slice), "regions": len(areas_mm2),
                                                "largest_mm2": largest, "others_mm2": others})
+
+
+def unfilled_outline_advice(painted_slice: int, painted_mm2: float, enclosed_mm2: float) -> Advice:
+    """The painted region on ``painted_slice`` holds ``painted_mm2`` and encloses ``enclosed_mm2`` more."""
+    painted, enclosed = round(float(painted_mm2), 1), round(float(enclosed_mm2), 1)
+    sentence = (f"The painted region on slice {painted_slice} encloses {enclosed:g} mm² that it does not hold (it "
+                f"holds {painted:g} mm²): it was propagated as a ring. If it is an outline meant as the whole "
+                "cross-section, paint it filled (the Segment Editor's Draw effect fills the outline it draws) and run "
+                "again; a tumour that is itself a ring (around the gastric lumen) is kept as painted.")
+    return Advice(UNFILLED_OUTLINE, sentence, {"painted_slice": int(painted_slice), "painted_mm2": painted,
+                                               "enclosed_mm2": enclosed})
 
 
 def not_axial_advice(orientation: str) -> Advice:

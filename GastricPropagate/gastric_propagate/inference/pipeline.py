@@ -32,7 +32,7 @@ from scipy import ndimage
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, ended_while_followed_advice,
                                                larger_neighbour_advice, painted_at_volume_edge_advice,
-                                               separate_regions_advice)
+                                               separate_regions_advice, unfilled_outline_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import (PROMPT_CHANNELS, Checkpoint, load_checkpoint,
                                                      mixed_training_warning)
@@ -380,6 +380,10 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
         if count > 1:
             areas = sorted((np.bincount(regions.ravel())[1:] * pixel_mm2).tolist(), reverse=True)
             advice.append(separate_regions_advice(k, areas))
+        painted = run.painted[k] > 0
+        enclosed = int(np.count_nonzero(ndimage.binary_fill_holes(painted) & ~painted))
+        if enclosed > np.count_nonzero(painted):  # a small hole is a detail of the drawing; this is a ring
+            advice.append(unfilled_outline_advice(k, np.count_nonzero(painted) * pixel_mm2, enclosed * pixel_mm2))
     return mask, opinions, advice
 
 

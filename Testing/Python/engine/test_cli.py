@@ -351,6 +351,31 @@ def test_a_second_region_on_the_painted_slice_is_reported(case, tmp_path, capsys
     assert "separate regions" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("width, noted", [(2, True), (None, False)])
+def test_an_outline_painted_but_not_filled_is_noted_and_a_small_hole_is_not(case, tmp_path, capsys,
+                                                                           bundled_segmenter, width, noted):
+    """A ring (Paint drawn round the edge) went through with confidence 1.0 and no word: the result was a ring."""
+    from scipy import ndimage
+
+    ct = sitk.ReadImage(str(case["ct"]))
+    annotation = annotation_from_label(case["truth"]).astype(np.uint8)
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    region = annotation[k] > 0
+    if width is not None:
+        annotation[k] = region & ~ndimage.binary_erosion(region, iterations=width)
+    else:  # a filled cross-section with a small hole in it (a drawing's detail)
+        centre = np.argwhere(region).mean(axis=0).astype(int)
+        annotation[k, centre[0], centre[1]] = 0
+    report = tmp_path / "report.json"
+    assert segment({**case, "annotation": write_like(annotation, ct, tmp_path / "a.nrrd")}, tmp_path / "o.nrrd",
+                   "--report", str(report)) == 0
+    advice = [item for item in json.loads(report.read_text())["advice"] if item["kind"] == "unfilled_outline"]
+    assert len(advice) == int(noted)
+    if noted:
+        assert advice[0]["painted_slice"] == k and advice[0]["enclosed_mm2"] > advice[0]["painted_mm2"]
+        assert "propagated as a ring" in capsys.readouterr().out
+
+
 def test_a_signal_as_the_outputs_are_put_in_place_says_they_are_complete(case, tmp_path, capsys, monkeypatch,
                                                                          bundled_segmenter):
     import signal

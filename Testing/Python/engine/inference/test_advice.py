@@ -1,7 +1,8 @@
 """inference.advice: each piece of advice's kind, English sentence and figures, which must name the same thing."""
 
 from gastric_propagate.inference.advice import (LARGER_NEIGHBOUR, NOT_AXIAL, SEPARATE_REGIONS, larger_neighbour_advice,
-                                                not_axial_advice, separate_regions_advice)
+                                                not_axial_advice, separate_regions_advice,
+                                                unfilled_outline_advice)
 
 
 def test_the_larger_neighbour_ratio_is_given_to_two_decimals_and_worded_to_one():
@@ -25,3 +26,10 @@ def test_a_sagittal_volume_was_propagated_left_to_right_and_a_coronal_one_front_
         advice = not_axial_advice(orientation)
         assert advice.kind == NOT_AXIAL and advice.values == {"orientation": orientation}
         assert f"propagated from the painted slice {across} along" in advice.sentence
+
+
+def test_an_unfilled_outline_names_its_slice_and_both_areas_as_its_values_say():
+    advice = unfilled_outline_advice(7, 212.04, 530.46).to_dict()
+    assert advice["kind"] == "unfilled_outline" and advice["painted_slice"] == 7
+    assert (advice["painted_mm2"], advice["enclosed_mm2"]) == (212.0, 530.5)
+    assert "slice 7 encloses 530.5 mm² that it does not hold (it holds 212 mm²)" in advice["sentence"]
