@@ -10,6 +10,10 @@ LARGER_NEIGHBOUR = "larger_neighbour"
 # A painted slice is the volume's first or last: the tumour may go on beyond the scan. Values: painted_slice, edge
 # ("first" or "last"), slices (the volume's number of axial slices).
 PAINTED_AT_VOLUME_EDGE = "painted_at_volume_edge"
+# The result reaches the volume's first or last slice (not a painted one) with a sizeable cross-section: the tumour may
+# go on beyond the scan. Values: slice, edge ("first" or "last"), share (the result's there, of the outermost painted
+# cross-section).
+RESULT_AT_VOLUME_EDGE = "result_at_volume_edge"
 
 # The volume's K slices are not axial (a sagittal or coronal series): the result was propagated across the body.
 # Values: orientation ("sagittal" or "coronal").
@@ -70,6 +74,17 @@ def painted_at_volume_edge_advice(painted_slice: int, slices: int) -> Advice:
                 "the CT covers the whole tumour.")
     return Advice(PAINTED_AT_VOLUME_EDGE, sentence, {"painted_slice": int(painted_slice), "edge": edge,
                                                      "slices": int(slices)})
+
+
+def result_at_volume_edge_advice(slice_index: int, share: float) -> Advice:
+    """The result's end slice ``slice_index`` is the volume's first or last, where it holds ``share`` of the painted
+    cross-section."""
+    edge = "first" if slice_index == 0 else "last"
+    share = round(float(share), 2)
+    sentence = (f"The result reaches the {edge} slice of the volume ({slice_index}) with {share:.0%} of the painted "
+                "cross-section: the tumour may go on beyond the scan, where nothing can be segmented, so the result "
+                "and its volume may miss part of it. Check that the CT covers the whole tumour.")
+    return Advice(RESULT_AT_VOLUME_EDGE, sentence, {"slice": int(slice_index), "edge": edge, "share": share})
 
 
 def separate_regions_advice(painted_slice: int, areas_mm2: list[float]) -> Advice:

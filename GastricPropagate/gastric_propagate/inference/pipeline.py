@@ -32,7 +32,8 @@ from scipy import ndimage
 from gastric_propagate.data.annotation import describe_slices, painted_slices
 from gastric_propagate.inference.advice import (Advice, cut_at_reach_advice, ended_while_followed_advice,
                                                larger_neighbour_advice, painted_at_volume_edge_advice,
-                                               separate_regions_advice, unfilled_outline_advice)
+                                               result_at_volume_edge_advice, separate_regions_advice,
+                                               unfilled_outline_advice)
 from gastric_propagate.inference.backends import checkpoint_paths, choose_backend, resolve_device
 from gastric_propagate.inference.checkpoints import (PROMPT_CHANNELS, Checkpoint, load_checkpoint,
                                                      mixed_training_warning)
@@ -411,6 +412,9 @@ def _ends_advice(run: _Run, mask: np.ndarray, registered: np.ndarray | None) -> 
         # On an anchor the vote's registration opinion is the painting itself: no sign of anything beyond it.
         elif end != run.limits[index] and end not in run.anchor_masks and followed >= ENDED_WHILE_FOLLOWED_SHARE:
             advice.append(ended_while_followed_advice(end, direction, anchor, followed))
+        # The scan ends there, not the tumour (a painted edge slice has advice of its own).
+        if end == (0, len(mask) - 1)[index] and end not in run.anchor_masks and share >= CUT_AT_REACH_SHARE:
+            advice.append(result_at_volume_edge_advice(end, share))
     return advice
 
 

@@ -376,6 +376,25 @@ def test_an_outline_painted_but_not_filled_is_noted_and_a_small_hole_is_not(case
         assert "propagated as a ring" in capsys.readouterr().out
 
 
+def test_a_result_that_runs_into_the_scan_s_end_is_noted_on_that_side(case, tmp_path, capsys, bundled_segmenter):
+    """A CT cut through the tumour: the result reached the volume's first and last slices and nothing was said."""
+    ct = sitk.ReadImage(str(case["ct"]))
+    annotation = sitk.GetArrayFromImage(sitk.ReadImage(str(case["annotation"])))
+    k = int(np.flatnonzero(annotation.any(axis=(1, 2)))[0])
+    tumour = np.flatnonzero(case["truth"].any(axis=(1, 2)))
+    low, high = k - 2, min(k + 3, int(tumour[-1]) - 1)  # inside the tumour on both sides
+    assert tumour[0] < low and high < tumour[-1]
+    cut = {**case, "ct": tmp_path / "cut.nrrd", "annotation": tmp_path / "cut_annotation.nrrd"}
+    sitk.WriteImage(ct[:, :, low:high + 1], str(cut["ct"]))
+    write_like(annotation[low:high + 1], ct[:, :, low:high + 1], cut["annotation"])
+    report = tmp_path / "report.json"
+    assert segment(cut, tmp_path / "o.nrrd", "--report", str(report)) == 0
+    advice = [item for item in json.loads(report.read_text())["advice"] if item["kind"] == "result_at_volume_edge"]
+    assert [(item["slice"], item["edge"]) for item in advice] == [(0, "first"), (high - low, "last")]
+    assert all(0.3 <= item["share"] for item in advice)
+    assert "reaches the first slice of the volume (0)" in capsys.readouterr().out
+
+
 def test_a_signal_as_the_outputs_are_put_in_place_says_they_are_complete(case, tmp_path, capsys, monkeypatch,
                                                                          bundled_segmenter):
     import signal

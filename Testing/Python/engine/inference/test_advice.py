@@ -2,7 +2,7 @@
 
 from gastric_propagate.inference.advice import (LARGER_NEIGHBOUR, NOT_AXIAL, SEPARATE_REGIONS, larger_neighbour_advice,
                                                 not_axial_advice, separate_regions_advice,
-                                                unfilled_outline_advice)
+                                                result_at_volume_edge_advice, unfilled_outline_advice)
 
 
 def test_the_larger_neighbour_ratio_is_given_to_two_decimals_and_worded_to_one():
@@ -33,3 +33,10 @@ def test_an_unfilled_outline_names_its_slice_and_both_areas_as_its_values_say():
     assert advice["kind"] == "unfilled_outline" and advice["painted_slice"] == 7
     assert (advice["painted_mm2"], advice["enclosed_mm2"]) == (212.0, 530.5)
     assert "slice 7 encloses 530.5 mm² that it does not hold (it holds 212 mm²)" in advice["sentence"]
+
+
+def test_a_result_at_the_volume_s_edge_names_which_edge_and_its_share():
+    first, last = result_at_volume_edge_advice(0, 0.734).to_dict(), result_at_volume_edge_advice(40, 0.5).to_dict()
+    assert (first["kind"], first["slice"], first["edge"], first["share"]) == ("result_at_volume_edge", 0, "first", 0.73)
+    assert "first slice of the volume (0) with 73% of the painted" in first["sentence"]
+    assert last["edge"] == "last" and "last slice of the volume (40)" in last["sentence"]
