@@ -274,7 +274,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     """
     import dataclasses
 
-    from gastric_propagate.inference.options import PropagationOptions
+    from gastric_propagate.inference.options import PropagationOptions, slices_within
 
     from . import corrections
 
@@ -344,7 +344,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     lows = [k for k in (plan.minSlice, options.min_slice) if k is not None]
     highs = [k for k in (plan.maxSlice, options.max_slice) if k is not None]
     if options.max_distance_mm is not None:  # measured from the painted slices, not from the corrected ones
-        reach = int(np.floor(options.max_distance_mm / prepared.spacingXYZ[2] + 1e-6))
+        reach = slices_within(options.max_distance_mm, prepared.spacingXYZ[2])
         lows.append(min(min(prepared.paintedSlices) - reach, anchors[0]))  # a slice drawn further out: it counts
         highs.append(max(max(prepared.paintedSlices) + reach, anchors[-1]))
     limits = {}

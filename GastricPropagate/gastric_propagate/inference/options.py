@@ -187,3 +187,10 @@ def declared_options() -> tuple[DeclaredOption, ...]:
     """Each ``PropagationOptions`` field, in order, with its flag, help, kind and panel field."""
     return tuple(DeclaredOption(field.name, field.default, **field.metadata[_DECLARED])
                  for field in dataclasses.fields(PropagationOptions))
+
+
+def slices_within(distance_mm: float, slice_mm: float) -> int:
+    """How many slices of ``slice_mm`` the distance limit ``distance_mm`` reaches beyond a painted slice. A distance
+    within 1 % of a slice short of the next one reaches it: typed from a viewer that rounds the spacing (4.99 for
+    4.9901 mm), it meant that slice."""
+    return int(math.floor(distance_mm / slice_mm + 0.01))

@@ -39,7 +39,8 @@ from gastric_propagate.inference.checkpoints import (PROMPT_CHANNELS, Checkpoint
                                                      mixed_training_warning)
 from gastric_propagate.errors import Cancelled, InputError, WeightsError
 from gastric_propagate.inference.onnx_networks import load_onnx, onnx_path
-from gastric_propagate.inference.options import NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS, TORCH_BACKENDS
+from gastric_propagate.inference.options import (NOT_LARGEST_REGISTRATION_REACH, ONNX_BACKENDS, TORCH_BACKENDS,
+                                                 slices_within)
 from gastric_propagate.inference.options import PropagationOptions  # noqa: F401 - part of this module's contract
 from gastric_propagate.inference.preprocessing import (CropGrid, Preprocessing, crop_grid_for, mask_from_crop,
                                                        normalise, prompt_centre, to_crop, with_working_slices)
@@ -488,7 +489,7 @@ def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, s
     low = 0 if options.min_slice is None else max(0, int(options.min_slice))
     high = depth - 1 if options.max_slice is None else min(depth - 1, int(options.max_slice))
     if options.max_distance_mm is not None:  # PropagationOptions checked it: finite, 0 or more
-        reach = int(np.floor(options.max_distance_mm / slice_mm + 1e-6))
+        reach = slices_within(options.max_distance_mm, slice_mm)
         low, high = max(low, anchors[0] - reach), min(high, anchors[-1] + reach)
     if low > high:
         raise InputError(f"The slice limits leave no slice (from {low} to {high}). Widen them.")

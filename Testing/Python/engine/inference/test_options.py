@@ -69,3 +69,11 @@ def test_the_command_line_refuses_the_same_values_in_the_same_words(tmp_path, ca
                      "--output", str(tmp_path / "out.nrrd"), option, value])
     err = capsys.readouterr().err
     assert code == 2 and f"argument {option}: '{value}' {message}" in err, err
+
+
+def test_a_distance_limit_typed_from_a_viewer_s_rounded_spacing_reaches_that_slice():
+    from gastric_propagate.inference.options import slices_within
+
+    assert slices_within(4.99, 4.990117918717877) == 1  # the viewer shows 4.99 mm: one slice was meant
+    assert slices_within(0.0, 4.99) == 0 and slices_within(9.98, 4.99) == 2
+    assert slices_within(4.9, 4.99) == 0  # 2 % short of the slice: it stays out
