@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 
 from gastric_propagate.data.annotation import describe_slices
-from gastric_propagate.inference.advice import CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR, NOT_AXIAL
+from gastric_propagate.inference.advice import (CUT_AT_REACH, ENDED_WHILE_FOLLOWED, LARGER_NEIGHBOUR, NOT_AXIAL,
+                                               RESULT_AT_VOLUME_EDGE)
 from gastric_propagate.inference.result import REVIEW_CONFIDENCE
 
 from .i18n import _
@@ -140,6 +141,8 @@ def _advisedSlices(advice: list[dict]) -> dict[int, str]:
                                 "it goes on beyond this slice."),
         LARGER_NEIGHBOUR: _("This slice looks larger than the painted one: check which is the largest "
                             "cross-section."),
+        RESULT_AT_VOLUME_EDGE: _("The scan ends here, with the result still wide: check that the CT covers the "
+                                 "whole tumour."),
     }
     notes: dict[int, list[str]] = {}
     for item in advice:

@@ -127,6 +127,16 @@ def test_slices_the_advice_names_are_flagged_with_their_reason():
     assert reviewSummary(list(rows.values())) == "3 slice(s) to review: K = 3, 6, 9."
 
 
+def test_the_slice_where_the_scan_ends_under_a_wide_result_is_flagged_with_its_reason():
+    from gastric_propagate.inference.advice import result_at_volume_edge_advice
+
+    advice = [result_at_volume_edge_advice(0, 0.8).to_dict()]
+    rows = {row.k: row for row in reviewRows(_result({0: 0.9, 1: 0.9, 2: 1.0}, anchors=[2], toReview=[],
+                                                     advice=advice))}
+    assert [k for k, row in rows.items() if row.toReview] == [0]
+    assert "The scan ends here" in rows[0].toolTip()
+
+
 def test_advice_on_an_anchor_does_not_flag_it():
     from gastric_propagate.inference.advice import cut_at_reach_advice
 
