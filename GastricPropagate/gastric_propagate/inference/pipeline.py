@@ -93,19 +93,30 @@ class Segmenter:
     def __init__(self, proposer_path=None, refiner_path=None, device: str = "auto", backend: str = "auto"):
         paths = checkpoint_paths(proposer_path, refiner_path)
         self.backend = choose_backend(backend, device, proposer_path, refiner_path)
-        loaded = None
+        loaded, unloadable = None, None
         if self.backend in ONNX_BACKENDS:
             self.device, precision = "cpu", ONNX_BACKENDS[self.backend]
             try:
                 loaded = {stage: load_onnx(onnx_path(path, precision), stage=stage, precision=precision)
                           for stage, path in paths.items()}
-            except (WeightsError, ImportError) as error:  # ImportError: an onnxruntime that does not load
+            except ImportError as error:  # installed, but it does not load (a DLL or the C++ runtime missing)
+                unloadable = _onnxruntime_unloadable(error)
+                if backend in ONNX_BACKENDS:
+                    raise unloadable from None
+                logger.warning("%s Running the networks with PyTorch instead.", unloadable)
+                self.backend = "torch"
+            except WeightsError as error:
                 if backend in ONNX_BACKENDS:
                     raise
                 logger.warning("%s Running the networks with PyTorch instead.", error)
                 self.backend = "torch"
         if loaded is None:
-            self.device = resolve_device(device)
+            try:
+                self.device = resolve_device(device)
+            except InputError:
+                if unloadable is None:
+                    raise
+                raise unloadable from None  # without PyTorch either: the onnxruntime to mend is what the reader needs
             loaded = {stage: load_checkpoint(path, stage=stage, device=self.device) for stage, path in paths.items()}
         self.proposer, self.refiner = loaded["proposer"], loaded["refiner"]
         self._walks = WalkMemo()
@@ -482,6 +493,14 @@ def segment_volume(image: np.ndarray, spacing_xyz, annotation: np.ndarray, *,
     """One call from arrays to a 3D mask; loads the bundled weights unless a ``segmenter`` is given."""
     segmenter = segmenter or Segmenter(device=device, backend=backend)
     return segmenter.segment(image, spacing_xyz, annotation, options, progress=progress, should_stop=should_stop)
+
+
+def _onnxruntime_unloadable(error: ImportError) -> InputError:
+    """An onnxruntime that is installed but does not load, as the reader can mend it."""
+    return InputError(f"ONNX Runtime, which runs the networks on the CPU, is installed but cannot be loaded ({error}). "
+                      "On Windows this is most often a missing or old Microsoft Visual C++ Redistributable: install "
+                      "the latest (x64) from Microsoft and restart; otherwise reinstall onnxruntime (Slicer: "
+                      "slicer.util.pip_install('--force-reinstall onnxruntime') in the Python console).")
 
 
 def _slice_limits(options: PropagationOptions, anchors: list[int], depth: int, slice_mm: float) -> tuple[int, int]:

@@ -208,6 +208,31 @@ def test_auto_chooses_onnx_runtime_only_where_it_can_run(tiny_pair, tmp_path, mo
     assert Segmenter(proposer, refiner, device="cpu").backend == "torch"
 
 
+def test_an_onnxruntime_that_is_installed_but_does_not_load_is_named_as_the_cause(tiny_pair, monkeypatch, caplog):
+    """A DLL missing on Windows: the run fell back to PyTorch, and without it the only error named PyTorch, or (onnx
+    asked for) ended in a traceback."""
+    from gastric_propagate.inference import pipeline
+
+    def unloadable(*args, **kwargs):
+        raise ImportError("DLL load failed while importing onnxruntime_pybind11_state")
+
+    monkeypatch.setattr(pipeline, "load_onnx", unloadable)
+    monkeypatch.setattr(pipeline, "choose_backend", lambda backend, *args: "onnx" if backend == "auto" else backend)
+    cause = r"ONNX Runtime, .* is installed but cannot be loaded \(DLL load failed .*Visual C\+\+ Redistributable"
+    with pytest.raises(InputError, match=cause):
+        Segmenter(tiny_pair["proposer"], tiny_pair["refiner"], device="cpu", backend="onnx")
+    with caplog.at_level(logging.WARNING):
+        assert Segmenter(tiny_pair["proposer"], tiny_pair["refiner"], device="cpu").backend == "torch"
+    assert "cannot be loaded (DLL load failed" in caplog.text and "with PyTorch instead" in caplog.text
+
+    def no_torch(device):
+        raise InputError("PyTorch cannot be loaded (No module named 'torch').")
+
+    monkeypatch.setattr(pipeline, "resolve_device", no_torch)
+    with pytest.raises(InputError, match=cause):
+        Segmenter(tiny_pair["proposer"], tiny_pair["refiner"], device="cpu")
+
+
 def test_an_onnx_file_not_made_from_the_weights_beside_it_is_not_used(tiny_pair, tmp_path, caplog):
     weights = _save_pair(tmp_path / "stale", seed=1)  # other weights
     for stage, path in weights.items():
