@@ -49,8 +49,10 @@ def _enginePath() -> list[str]:
 
 
 def isInstalled(importName: str) -> bool:
-    """True when the engine's process can import ``importName`` (found without importing it)."""
-    return importlib.machinery.PathFinder.find_spec(importName, _enginePath()) is not None
+    """True when the engine's process can import ``importName`` (found without importing it). A folder of that name
+    without its ``__init__.py`` (what a failed uninstall leaves) would import as an empty namespace: not installed."""
+    spec = importlib.machinery.PathFinder.find_spec(importName, _enginePath())
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 def _versionTuple(version: str) -> tuple[int, ...]:
@@ -128,6 +130,13 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
             "Utilities > PyTorch Utils (Uninstall, restart Slicer, Install; other extensions that use it may need "
             "the old one), then run again.").format(minimum=MINIMUM_TORCH_VERSION, version=version))
     missing = missingRequirements(device)
+    if str(device).startswith("cuda") and version is None:
+        from gastric_propagate.inference.backends import nvidia_driver_visible
+
+        if not nvidia_driver_visible():  # PyTorch's several GB would be downloaded for a device that is not there
+            raise RuntimeError(_(
+                "The 'cuda' device needs an NVIDIA GPU and its driver, and none is visible on this computer. Choose "
+                "'auto' or 'cpu', which run the networks on the CPU without PyTorch."))
     torchLogic = _pyTorchUtilsLogic() if wanted and version is None else None
     if wanted and version is None and torchLogic is None:
         if not str(device).startswith("cuda"):  # auto: the CPU under ONNX Runtime, without asking for torch
@@ -158,7 +167,9 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
         if torchMissing:
             torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
     except Exception as error:  # pip's exit status, a download that failed: said with what to do
-        raise RuntimeError(_installFailed(missing, error)) from error
+        importlib.invalidate_caches()  # what did install is not named as failed
+        failed = [requirement for requirement in missingRequirements(device) if requirement in missing] or missing
+        raise RuntimeError(_installFailed(failed, error)) from error
     importlib.invalidate_caches()
     stillMissing = missingRequirements(device)
     if stillMissing:
@@ -176,8 +187,10 @@ def _installFailed(packages: list[str], error: BaseException | None) -> str:
         "(PyPI, and download.pytorch.org for PyTorch; a proxy may block it) and write access to Slicer's folder. "
         "Without internet: on another computer with Python, run\n"
         "pip download {quoted} --only-binary=:all: --python-version {python} --platform PLATFORM -d wheels\n"
-        "with PLATFORM this computer's (win_amd64, manylinux2014_x86_64, macosx_11_0_arm64 or macosx_10_15_x86_64), "
-        "copy the wheels folder here, and in Slicer's Python console run (the folder written with /)\n"
+        "with PLATFORM this computer's (win_amd64; on Linux 'manylinux_2_28_x86_64 --platform manylinux2014_x86_64'; "
+        "macosx_11_0_arm64 or macosx_10_15_x86_64), on a computer with the same operating system (pip picks the "
+        "packages' own dependencies for the one it runs on), copy the wheels folder here, and in Slicer's Python "
+        "console run (the folder written with /)\n"
         "slicer.util.pip_install('--no-index --find-links C:/path/to/wheels {quoted}')\n"
         "Then restart Slicer and run again.").format(
             packages=", ".join(packages), error=f" ({error})" if error is not None else "", quoted=quoted,

@@ -185,3 +185,31 @@ def test_a_package_only_in_the_users_site_packages_is_missing_to_the_engine(monk
     assert not dependencies.isInstalled("gp_only_for_the_user")
     assert dependencies.installedVersion("gp_only_for_the_user") is None
     assert dependencies.isInstalled("gp_for_everyone") and dependencies.installedVersion("gp_for_everyone") == "1.2.3"
+
+
+def test_a_partial_install_names_only_what_is_still_missing(monkeypatch):
+    """pip installed scipy and onnxruntime, then PyTorch's install failed: the message named all three as failed,
+    and the offline steps downloaded the two that were there."""
+    machine = Machine(monkeypatch, installed=(), torchInstallFails=True)
+    with pytest.raises(RuntimeError) as refusal:
+        dependencies.ensureDependencies(device="cuda")
+    said = str(refusal.value)
+    assert said.startswith("These Python packages could not be installed: torch>=2.0 (")
+    assert 'pip download "torch>=2.0" --only-binary' in said and "onnxruntime" not in said.split("(")[0]
+    assert machine.calls[0] == ("pip", ["scipy>=1.10", "onnxruntime>=1.18"])
+
+
+def test_a_package_folder_left_without_its_init_file_is_not_installed(monkeypatch, tmp_path):
+    """What a failed uninstall leaves imports as an empty namespace: 'ready', then the engine failed to load it."""
+    (tmp_path / "gp_half_removed").mkdir()
+    (tmp_path / "gp_whole").mkdir()
+    (tmp_path / "gp_whole" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert not dependencies.isInstalled("gp_half_removed") and dependencies.isInstalled("gp_whole")
+
+
+def test_cuda_without_an_nvidia_driver_offers_no_pytorch_download(monkeypatch):
+    machine = Machine(monkeypatch, installed=("scipy", "onnxruntime"), torchVersion=None, gpu=False)
+    with pytest.raises(RuntimeError, match="needs an NVIDIA GPU and its driver, and none is visible.*'auto' or 'cpu'"):
+        dependencies.ensureDependencies(device="cuda")
+    assert machine.dialogs == [] and machine.calls == []
