@@ -341,8 +341,11 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
     for k in plan.anchors:
         annotation[k] = current[k]
     anchors = painted_slices(annotation)
-    lows = [k for k in (plan.minSlice, options.min_slice) if k is not None]
-    highs = [k for k in (plan.maxSlice, options.max_slice) if k is not None]
+    # The panel's slice limits, like its distance limit, give way to a slice the reader drew beyond them: it counts.
+    lows = [k for k in (plan.minSlice, None if options.min_slice is None else min(options.min_slice, anchors[0]))
+            if k is not None]
+    highs = [k for k in (plan.maxSlice, None if options.max_slice is None else max(options.max_slice, anchors[-1]))
+             if k is not None]
     if options.max_distance_mm is not None:  # measured from the painted slices, not from the corrected ones
         reach = slices_within(options.max_distance_mm, prepared.spacingXYZ[2])
         lows.append(min(min(prepared.paintedSlices) - reach, anchors[0]))  # a slice drawn further out: it counts

@@ -679,6 +679,23 @@ def test_a_re_propagation_keeps_the_max_distance_from_the_painted_slice(case, lo
     assert not again.mask[k + 3:].any() and not again.mask[: k - 2].any()
 
 
+def test_a_slice_drawn_beyond_the_panel_s_slice_limits_widens_them_as_it_does_the_distance_limit(case, logic):
+    """Drawn past 'Highest slice', it was refused only after the engine had started, as 'painted slice(s) outside the
+    slice limits' (only one slice was painted)."""
+    from gastric_propagate.inference.options import PropagationOptions
+
+    k = case.paintedSlice
+    options = PropagationOptions(min_slice=k - 2, max_slice=k + 2)
+    resultId, first = logic.run(case.volume, case.segmentation, case.paintedId, options)
+    assert not first.mask[k + 3:].any()
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 3] = edited[k + 4] = case.truth[k + 3] > 0  # the reader draws two slices beyond the limit
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    _id, again, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId, options)
+    assert (prepared.options.min_slice, prepared.options.max_slice) == (k - 2, k + 4)
+    assert again.mask[k + 4].any() and not again.mask[k + 5:].any() and not again.mask[: k - 2].any()
+
+
 def test_repropagation_without_a_result_segment_is_refused(case, logic):
     runRepropagateExpecting(InputError, "no propagated segment .* Click Propagate first", logic, case)
 
