@@ -152,7 +152,8 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
     torchMissing = any(requirement.startswith("torch") for requirement in missing)
     note = "" if not torchMissing else _(
         " PyTorch (for the GPU) is large; the PyTorch extension installs it (with torchvision, through its "
-        "light-the-torch), with a GPU build when this computer has a suitable one. To run on the CPU without it, Cancel and choose the 'cpu' device.")
+        "light-the-torch), with a GPU build when this computer has a suitable one. To run on the CPU without it, "
+        "Cancel and choose the 'cpu' device.")
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("GastricPropagate needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
               "Install them now? It downloads them and can take several minutes; the Python console shows the "

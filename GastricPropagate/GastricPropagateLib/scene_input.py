@@ -22,8 +22,8 @@ from gastric_propagate.data.annotation import describe_slices, painted_slices, s
 from gastric_propagate.data.volumes import slice_orientation
 from gastric_propagate.errors import InputError
 
-from .corrections import (WRITTEN_GEOMETRY_TAG, WRITTEN_SLICES_TAG, changedSlices, sliceDigests,
-                          writtenOnOtherGeometry)
+from .corrections import (CORRECTED_SLICES_TAG, ERASED_LIMITS_TAG, WRITTEN_GEOMETRY_TAG, WRITTEN_SLICES_TAG,
+                          changedSlices, parseLimits, parseSliceList, sliceDigests, writtenOnOtherGeometry)
 from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
@@ -64,8 +64,9 @@ class PreparedInput:
             resampled since, where the result would land beside the tumour.
         erasedLimits: (low, high) K limits the reader set by erasing the result's ends, this round or earlier ones
             (None: none); stored with the result so that later rounds keep them.
-        resultEdits: K slices of the earlier result segment the reader changed since it was written (what a
-            Propagate that replaces it would discard; Re-propagate keeps them).
+        resultEdits: K slices of the earlier result segment that are the reader's: changed since it was written,
+            or kept as corrections by the re-propagation that wrote it (what a Propagate that replaces it would
+            discard; Re-propagate keeps them).
     """
 
     volumeNode: object
@@ -227,9 +228,10 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
 
 
 def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToRas: np.ndarray) -> list[int]:
-    """The K slices of ``current`` (the result segment now, on the volume's grid) edited, drawn or erased since the
-    module wrote it; none when it holds no record of that, or was written on another grid."""
-    written, geometry = vtk.reference(""), vtk.reference("")
+    """The K slices of ``current`` (the result segment now, on the volume's grid) that are the reader's: edited,
+    drawn or erased since the module wrote it, and those an earlier re-propagation kept as corrections; none when it
+    holds no record of that, or was written on another grid."""
+    written, geometry, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
     if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
         return []
     if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, geometry) and writtenOnOtherGeometry(str(geometry), ijkToRas):
@@ -238,7 +240,12 @@ def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToRas: np.ndarray
         edited, erased = changedSlices(str(written), current)
     except ValueError:
         return []
-    return sorted(set(edited) | set(erased))
+    earlier = parseSliceList(str(corrected)) if resultSegment.GetTag(CORRECTED_SLICES_TAG, corrected) else []
+    limits = vtk.reference("")
+    low, high = parseLimits(str(limits)) if resultSegment.GetTag(ERASED_LIMITS_TAG, limits) else (None, None)
+    erasedEarlier = [k for k in (None if low is None else low - 1, None if high is None else high + 1)
+                     if k is not None and 0 <= k < len(current)]  # the slice the reader erased to set the limit
+    return sorted(set(edited) | set(erased) | set(earlier) | set(erasedEarlier))
 
 
 def volumeVoxels(volumeNode) -> tuple[np.ndarray, tuple[float, float, float], tuple]:

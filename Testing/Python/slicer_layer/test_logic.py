@@ -496,6 +496,8 @@ def test_repropagation_keeps_the_corrected_slices_as_anchors_and_the_painted_seg
     tag = vtk.reference("")
     assert case.segmentation.GetSegmentation().GetSegment(resultId).GetTag(CORRECTED_SLICES_TAG, tag)
     assert str(tag) == str(corrected)
+    # A Propagate now would discard that round's correction too, though nothing changed since this write.
+    assert logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits == [corrected]
     # The table's painted row is the painted segment, not the painted slice plus the corrected one.
     painted = next(row for row in tableRows(logic.resultsTableNode(case.segmentation)) if row["Role"] == "painted")
     assert int(painted["Voxels"]) == int(case.annotation.sum())
@@ -634,6 +636,7 @@ def test_an_end_set_by_erasing_holds_in_later_rounds_until_the_reader_draws_beyo
     setSegmentArray(case.segmentation, case.volume, resultId, edited)
     _id, second, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
     assert prepared.options.max_slice == k + 2 and not second.mask[k + 3:].any(), "the erased end came back"
+    assert k + 3 in logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits  # a Propagate: lost
 
     edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
     edited[k + 4] = case.truth[k + 4] > 0  # the reader draws beyond the end: the drawing wins
