@@ -26,7 +26,7 @@ from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, S
 
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
-from .result_segment import paintedSegmentOf, replaceQuestion
+from .result_segment import paintedSegmentOf, replaceQuestion, writtenRecord
 from .results_table import formatDuration
 from .review import adviceSentences, leastConfidentSlice, reviewRows, reviewSummary
 from .masking import Masking
@@ -112,6 +112,7 @@ class LastRun:
     result: object  # run_output.RunResult
     correctedSlices: list = field(default_factory=list)
     writtenSlices: frozenset | None = None  # the K slices the segment holds as written (None: all of the result's)
+    writtenRecord: str | None = None  # the segment's record of this run's write (result_segment.writtenRecord)
 
 
 class RunController:
@@ -191,15 +192,17 @@ class RunController:
 
     def _forgetRunNoLongerShown(self) -> None:
         """The last run's status line, per-slice list and Jump describe its result segment on its CT: once another
-        volume or segmentation is selected, or that segment is gone (deleted, Undo), they are emptied, so that the
-        panel never shows, or jumps to, a result that is not the one in view."""
+        volume or segmentation is selected, or that segment is gone (deleted, Undo) or holds another run's result (an
+        Undo of a run that replaced it), they are emptied, so that the panel never shows, or jumps to, a result that
+        is not the one in view."""
         run, parameters = self.lastRun, self.parameters
         if run is None or self.isRunning:
             return
         segmentation = run.segmentationNode.GetSegmentation() if run.segmentationNode.GetScene() is not None else None
+        segment = segmentation.GetSegment(run.resultId) if segmentation is not None else None
         if (parameters is not None and parameters.inputVolume is run.volumeNode
-                and parameters.segmentationNode is run.segmentationNode
-                and segmentation is not None and segmentation.GetSegment(run.resultId) is not None):
+                and parameters.segmentationNode is run.segmentationNode and segment is not None
+                and writtenRecord(segment) == run.writtenRecord):  # an Undo of a run that replaced it: another
             return
         self.lastRun = None
         self.view.showReview([], "")
@@ -382,8 +385,10 @@ class RunController:
                 writtenSlices = frozenset(int(k) for k in slices)
             except Exception:  # the segment is written: the status line and the list fall back to the engine's mask
                 logger.exception("GastricPropagate: could not read the written result segment back")
+        segment = prepared.segmentationNode.GetSegmentation().GetSegment(resultId)
         self.lastRun = LastRun(prepared.volumeNode, prepared.segmentationNode, resultId, result,
-                               list(prepared.correctedSlices), writtenSlices)
+                               list(prepared.correctedSlices), writtenSlices,
+                               writtenRecord(segment) if segment is not None else None)
         self.view.setStatus(resultStatus(result, prepared.correctedSlices, prepared.masking, writtenRange))
         self.view.showRunTime(_("{duration} on {device}").format(duration=formatDuration(result.seconds),
                                                                  device=result.device))

@@ -34,6 +34,14 @@ def _tag(segment, name: str) -> str | None:
     return str(value) if segment.GetTag(name, value) else None
 
 
+def writtenRecord(segment) -> str | None:
+    """The record of the voxels this module wrote into ``segment`` (``corrections.WRITTEN_SLICES_TAG``), or None.
+    A Segment Editor Undo of a run that replaced a result brings the earlier run's record back with its voxels."""
+    from .corrections import WRITTEN_SLICES_TAG
+
+    return _tag(segment, WRITTEN_SLICES_TAG)
+
+
 def isResultSegment(segment) -> bool:
     """Whether ``segment`` is the one this module wrote: tagged, and still named as the module named it (a result
     of an older version, without the name tag: named ``resultSegmentName()``)."""

@@ -865,3 +865,17 @@ def test_a_renamed_result_keeps_the_status_list_and_jump():
     controller.inputsChanged()
     assert controller.lastRun is not None and controller.view.buttons.jump and controller.view.review[0]
     controller.cleanup()
+
+
+def test_an_undo_that_brings_an_earlier_run_s_result_back_empties_the_status_list_and_jump():
+    """A run that replaced a result keeps its segment ID: after an Undo the panel still described the undone run."""
+    from GastricPropagateLib.corrections import WRITTEN_SLICES_TAG
+
+    s = editorScene()
+    logic, controller = runWithEditor(s)
+    controller.watchSegments(s.segmentation)
+    segment = s.segmentation.GetSegmentation().GetSegment(controller.lastRun.resultId)
+    segment.SetTag(WRITTEN_SLICES_TAG, "10,4,4;3:0000abcd")  # the earlier run's record, back with its voxels
+    controller.refreshButtons()  # as the Undo's segment events do
+    assert controller.lastRun is None and controller.view.review == ([], "") and not controller.view.buttons.jump
+    controller.cleanup()
