@@ -85,8 +85,8 @@ def replaceQuestion(segment, editedSlices=()) -> str:
     question = _replaceQuestion(segment)
     if editedSlices:
         question += " " + _(
-            "It holds your corrections on slice(s) K = {slices}, which the new result discards: to keep them as "
-            "anchors, click Cancel, then 'Re-propagate from corrected slices'.").format(
+            "It holds your corrections on slice(s) K = {slices}, which the new result discards. To keep them, click "
+            "Cancel ('Re-propagate from corrected slices' keeps them all as anchors).").format(
                 slices=describe_slices(editedSlices))
     return question
 

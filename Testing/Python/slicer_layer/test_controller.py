@@ -426,8 +426,8 @@ def test_the_replace_question_says_what_the_segment_is():
     logic.resultEdits = [12, 13]  # the reader corrected the earlier result: replacing it discards that
     controller.run()
     assert controller.view.confirmations[-1].endswith(
-        "It holds your corrections on slice(s) K = 12, 13, which the new result discards: to keep them as anchors, "
-        "click Cancel, then 'Re-propagate from corrected slices'.")
+        "It holds your corrections on slice(s) K = 12, 13, which the new result discards. To keep them, click Cancel "
+        "('Re-propagate from corrected slices' keeps them all as anchors).")
 
 
 def test_repropagation_reads_the_corrections_and_replaces_without_asking():
