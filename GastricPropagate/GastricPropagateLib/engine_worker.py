@@ -358,6 +358,7 @@ class WorkerJob(InferenceJob):
             self._outcome = (EXIT_FAILED, _("{ended} and could not be started again: {error}. Nothing was written. "
                                             "{advice}\n{message}").format(
                 ended=ended, error=error, advice=_restartAdvice(), message=message))
+            self.failureExplained = True
             return
         self._notify(_("{ended}; it was restarted and the run is being retried.").format(ended=ended))
         self._process = self.worker.process

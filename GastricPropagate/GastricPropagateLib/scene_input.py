@@ -384,7 +384,8 @@ def _checkPropagatedFrom(segmentationNode, resultSegment, segmentId: str) -> Non
             "select '{source}' as the painted segment and re-propagate. To propagate '{selected}', rename "
             "'{result}' to keep it, then click Propagate.").format(
                 result=resultSegment.GetName(), source=sourceSegment.GetName(), selected=selectedName))
-    if source[1] == selectedName:  # deleted and painted again under its name: another segment all the same
+    # Deleted and painted again under its name: another segment all the same ('|' is stored as '/').
+    if source[1] == selectedName.replace("|", "/"):
         raise InputError(_(
             "'{result}' was propagated from an earlier segment '{source}', which was deleted; the selected "
             "'{selected}' is a new segment of that name, so the corrections of '{result}' are not re-propagated "

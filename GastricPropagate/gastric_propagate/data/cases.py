@@ -246,7 +246,8 @@ def _check_geometry(image_path: Path, label_path: Path) -> None:
             if grid.GetDimension() > 3 and path.name.lower().endswith(".seg.nrrd"):
                 several = (" (a Slicer segmentation whose segments overlap, saved in layers): export the tumour "
                            "segment alone as a label map on the CT's grid (Segmentations module > Export/import "
-                           "models and labelmaps) as " + path.name[: -len(".seg.nrrd")] + ".nrrd instead")
+                           "models and labelmaps) as " + path.name[: -len(".seg.nrrd")]
+                           + ".nrrd, and move the .seg.nrrd out of the folder")
             raise InputError(f"{path} is a {grid.GetDimension()}D {what}{several}; 3D volumes are needed.")
     difference = geometry_difference(image, label)
     if difference:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -184,8 +185,9 @@ def train_main(*, out: str, data: Sequence[str] | None, phantoms: int, shapes: i
     # int8 backend would refuse beside them) form one batch: a Ctrl-C during the export leaves the folder as it was.
     # An export that fails keeps the trained weights (without any ONNX file of earlier weights beside them).
     failed = None
-    with OutputBatch(overwrite=overwrite) as outputs:
-        paths = train(iter_loaded(cases, workers), out, config=config, device=device,
+    # closing: an error or Ctrl-C while cropping ends the loading processes at once, not when the generator is freed
+    with OutputBatch(overwrite=overwrite) as outputs, contextlib.closing(iter_loaded(cases, workers)) as loaded:
+        paths = train(loaded, out, config=config, device=device,
                       data_description="; ".join(parts), validation_cases=validation_data,
                       command=command, init=networks, sources=sources, earlier_case_names=earlier, outputs=outputs)
         written, stale = list(paths.values()), ["int8"]

@@ -128,7 +128,7 @@ def test_a_label_saved_by_slicer_as_a_segmentation_pairs_and_one_of_overlapping_
     layers = sitk.JoinSeries([sitk.ReadImage(str(tmp_path / "a_label.seg.nrrd"))] * 2)  # two overlapping segments
     sitk.WriteImage(layers, str(tmp_path / "a_label.seg.nrrd"))
     with pytest.raises(InputError, match=r"a_label\.seg\.nrrd is a 4D label \(a Slicer segmentation whose segments "
-                                         r"overlap.*as a_label\.nrrd instead"):
+                                         r"overlap.*as a_label\.nrrd, and move the \.seg\.nrrd out"):
         folder_cases(tmp_path)
 
 
