@@ -43,8 +43,9 @@ __all__ = [
 
 #: Segment tag: the shape and a digest of each non-empty K slice the module wrote into its result segment.
 WRITTEN_SLICES_TAG = "GastricPropagate.WrittenSlices"
-#: Segment tag: the first three rows of the IJK-to-RAS matrix of the volume the segment was written on. On another
-#: volume of the same size (another series of the patient, the CT resampled) every slice would read as corrected.
+#: Segment tag: the first three rows of the IJK-to-world matrix (through the parent transforms, so that hardening them
+#: changes nothing) of the volume the segment was written on. On another volume of the same size (another series of
+#: the patient, the CT resampled) every slice would read as corrected.
 WRITTEN_GEOMETRY_TAG = "GastricPropagate.WrittenGeometry"
 #: Segment tag: the K slices that were the reader's corrections (anchors) in the run that wrote the segment.
 CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"

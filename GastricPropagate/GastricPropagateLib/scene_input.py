@@ -28,7 +28,7 @@ from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
 from .result_segment import paintedSegmentOf, resultSegmentId, resultSegmentName
-from .segment_arrays import ijkToRasArray, paintedVoxelsOutsideVolume, segmentArray
+from .segment_arrays import ijkToRasArray, ijkToWorldArray, paintedVoxelsOutsideVolume, segmentArray
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
     from gastric_propagate.inference.options import PropagationOptions
@@ -214,7 +214,8 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         options=options, masking=masking, imageKey=imageKey,
         resultDigests=sliceDigests(result) if result is not None else None,
         sliceOrientation=orientation, ijkToRas=ijkToRas,
-        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result, ijkToRas)
+        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result,
+                                        ijkToWorldArray(volumeNode))
         if result is not None else [])
 
 
@@ -227,14 +228,14 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
     return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
 
 
-def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToRas: np.ndarray) -> list[int]:
+def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToWorld: np.ndarray) -> list[int]:
     """The K slices of ``current`` (the result segment now, on the volume's grid) that are the reader's: edited,
     drawn or erased since the module wrote it, and those an earlier re-propagation kept as corrections; none when it
     holds no record of that, or was written on another grid."""
     written, geometry, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
     if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
         return []
-    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, geometry) and writtenOnOtherGeometry(str(geometry), ijkToRas):
+    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, geometry) and writtenOnOtherGeometry(str(geometry), ijkToWorld):
         return []
     try:
         edited, erased = changedSlices(str(written), current)
@@ -308,7 +309,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
                             masking=masking)
     geometry = vtk.reference("")
     if (resultSegment.GetTag(corrections.WRITTEN_GEOMETRY_TAG, geometry)
-            and corrections.writtenOnOtherGeometry(str(geometry), ijkToRasArray(volumeNode))):
+            and corrections.writtenOnOtherGeometry(str(geometry), ijkToWorldArray(volumeNode))):
         raise InputError(_(
             "The segment '{name}' was written on another volume than '{volume}' (or on this one before it was "
             "moved or resampled), so its corrected slices cannot be told apart. Select the volume it "

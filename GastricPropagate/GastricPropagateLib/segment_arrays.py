@@ -20,6 +20,7 @@ from .i18n import _
 __all__ = [
     "binaryLabelmapName",
     "ijkToRasArray",
+    "ijkToWorldArray",
     "isLabelmapSource",
     "paintedVoxelsOutsideVolume",
     "segmentArray",
@@ -35,6 +36,17 @@ def ijkToRasArray(volumeNode) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(matrix)
     return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def ijkToWorldArray(volumeNode) -> np.ndarray:
+    """The volume's IJK-to-world matrix (4 x 4): its IJK-to-RAS through its parent transforms. Hardening them moves
+    the matrix into the node, not the voxels in the world. Under a non-linear transform: the IJK-to-RAS alone."""
+    ijkToRas = ijkToRasArray(volumeNode)
+    parent = volumeNode.GetParentTransformNode()
+    toWorld = vtk.vtkMatrix4x4()
+    if parent is None or not parent.GetMatrixTransformToWorld(toWorld):
+        return ijkToRas
+    return slicer.util.arrayFromVTKMatrix(toWorld) @ ijkToRas
 
 
 def nodeIds(scene) -> set[str]:

@@ -725,6 +725,27 @@ def test_repropagation_on_another_volume_of_the_same_size_is_refused_not_read_as
     assertSnapshotsEqual(before, case.snapshot())
 
 
+def test_hardening_the_transform_the_run_was_under_keeps_the_corrections_readable(case, logic):
+    """The refusals say 'harden them': hardening changes the volume's IJK-to-RAS, not where its voxels are, and the
+    segment moves with it; the record of the grid it was written on must still match."""
+    transformNode = case.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 40.0)
+    transformNode.SetMatrixTransformToParent(shift)
+    for node in (case.volume, case.segmentation):
+        node.SetAndObserveTransformNodeID(transformNode.GetID())
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    hardening = slicer.vtkSlicerTransformLogic()
+    assert all(hardening.hardenTransform(node) for node in (case.volume, case.segmentation))
+    k = case.paintedSlice
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 2] = case.truth[k + 2] > 0
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    assert logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits == [k + 2]
+    _id, _again, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assert prepared.correctedSlices == [k + 2]
+
+
 def runRepropagateExpecting(error, match, logic, case):
     before = case.snapshot()
     with pytest.raises(error, match=match):
