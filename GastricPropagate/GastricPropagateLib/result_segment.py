@@ -77,17 +77,22 @@ def resultSegmentId(segmentationNode) -> str | None:
     return byName
 
 
-def replaceQuestion(segment, editedSlices=()) -> str:
+def replaceQuestion(segment, editedSlices=(), paintedSegmentId: str | None = None) -> str:
     """What the panel asks before a new result replaces ``segment`` (the one ``resultSegmentId`` found): a result of
     an earlier run says which painted segment it came from; a segment that only has the result's name (made by hand,
-    or by an older version) is called that, not "from an earlier run". ``editedSlices``: the K slices the reader
-    changed in it since it was written, which the new result would discard."""
+    or by an older version) is called that, not "from an earlier run". ``editedSlices``: the K slices of it that are
+    the reader's corrections, which the new result would discard; ``paintedSegmentId``: the selected painted segment
+    (Re-propagate keeps corrections only of a result propagated from it)."""
     question = _replaceQuestion(segment)
     if editedSlices:
+        source = paintedSegmentOf(segment)
+        keep = (_("'Re-propagate from corrected slices' keeps them all as anchors")
+                if source is None or source[0] == paintedSegmentId
+                else _("rename '{name}' to keep it, or select '{source}' as the painted segment to re-propagate "
+                       "it").format(name=segment.GetName(), source=source[1]))
         question += " " + _(
             "It holds your corrections on slice(s) K = {slices}, which the new result discards. To keep them, click "
-            "Cancel ('Re-propagate from corrected slices' keeps them all as anchors).").format(
-                slices=describe_slices(editedSlices))
+            "Cancel ({keep}).").format(slices=describe_slices(editedSlices), keep=keep)
     return question
 
 

@@ -424,10 +424,14 @@ def test_the_replace_question_says_what_the_segment_is():
     assert len(controller.view.confirmations) == 2 and not controller.isRunning
 
     logic.resultEdits = [12, 13]  # the reader corrected the earlier result: replacing it discards that
-    controller.run()
+    controller.run()  # it came from lesion A, not the selected segment: Re-propagate is off for it
     assert controller.view.confirmations[-1].endswith(
         "It holds your corrections on slice(s) K = 12, 13, which the new result discards. To keep them, click Cancel "
-        "('Re-propagate from corrected slices' keeps them all as anchors).")
+        "(rename 'Tumour (propagated)' to keep it, or select 'lesion A' as the painted segment to re-propagate it).")
+    segmentation.tags["old"][PAINTED_SEGMENT_ID_TAG] = "painted"  # propagated from the selected segment
+    controller.run()
+    assert controller.view.confirmations[-1].endswith(
+        "To keep them, click Cancel ('Re-propagate from corrected slices' keeps them all as anchors).")
 
 
 def test_repropagation_reads_the_corrections_and_replaces_without_asking():
