@@ -102,6 +102,12 @@ def ready(device: str = "auto") -> bool:
     return not missingRequirements(device) and not (torchNeeded(device) and torchTooOld(installedTorchVersion()))
 
 
+def _nvidiaDriverVisible() -> bool:
+    from gastric_propagate.inference.backends import nvidia_driver_visible
+
+    return nvidia_driver_visible()
+
+
 def _pyTorchUtilsLogic():
     """The PyTorch extension's logic, or None when that extension is not installed."""
     try:
@@ -130,13 +136,6 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
             "Utilities > PyTorch Utils (Uninstall, restart Slicer, Install; other extensions that use it may need "
             "the old one), then run again.").format(minimum=MINIMUM_TORCH_VERSION, version=version))
     missing = missingRequirements(device)
-    if str(device).startswith("cuda") and version is None:
-        from gastric_propagate.inference.backends import nvidia_driver_visible
-
-        if not nvidia_driver_visible():  # PyTorch's several GB would be downloaded for a device that is not there
-            raise RuntimeError(_(
-                "The 'cuda' device needs an NVIDIA GPU and its driver, and none is visible on this computer. Choose "
-                "'auto' or 'cpu', which run the networks on the CPU without PyTorch."))
     torchLogic = _pyTorchUtilsLogic() if wanted and version is None else None
     if wanted and version is None and torchLogic is None:
         if not str(device).startswith("cuda"):  # auto: the CPU under ONNX Runtime, without asking for torch
@@ -154,6 +153,9 @@ def ensureDependencies(askConfirmation: bool = True, device: str = "auto") -> bo
         " PyTorch (for the GPU) is large; the PyTorch extension installs it (with torchvision, through its "
         "light-the-torch), with a GPU build when this computer has a suitable one. To run on the CPU without it, "
         "Cancel and choose the 'cpu' device.")
+    if torchMissing and not _nvidiaDriverVisible():  # asked for 'cuda' by name: the driver check can miss one (WSL)
+        note += " " + _("No NVIDIA driver is visible on this computer, so PyTorch may find no GPU to run on: unless "
+                        "you know there is one, Cancel and choose 'auto' or 'cpu'.")
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("GastricPropagate needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
               "Install them now? It downloads them and can take several minutes; the Python console shows the "
