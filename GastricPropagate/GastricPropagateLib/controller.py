@@ -196,7 +196,7 @@ class RunController:
         Undo of a run that replaced it), they are emptied, so that the panel never shows, or jumps to, a result that
         is not the one in view."""
         run, parameters = self.lastRun, self.parameters
-        if run is None or self.isRunning:
+        if run is None:  # also during a run: emptied later, it would blank the run's own "Failed" or "Cancelled"
             return
         segmentation = run.segmentationNode.GetSegmentation() if run.segmentationNode.GetScene() is not None else None
         segment = segmentation.GetSegment(run.resultId) if segmentation is not None else None

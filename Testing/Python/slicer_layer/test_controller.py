@@ -883,3 +883,15 @@ def test_an_undo_that_brings_an_earlier_run_s_result_back_empties_the_status_lis
     controller.refreshButtons()  # as the Undo's segment events do
     assert controller.lastRun is None and controller.view.review == ([], "") and not controller.view.buttons.jump
     controller.cleanup()
+
+
+def test_a_result_deleted_during_the_next_run_leaves_that_run_s_failure_said():
+    s = editorScene()
+    logic, controller = runWithEditor(s)
+    controller.watchSegments(s.segmentation)
+    logic.outcome = RuntimeError("the engine failed")
+    controller.run()
+    s.segmentation.GetSegmentation().RemoveSegment(controller.lastRun.resultId)  # while the run goes on
+    runToEnd(controller)
+    assert controller.view.status[-1].startswith("Failed") and controller.lastRun is None
+    controller.cleanup()
