@@ -30,6 +30,19 @@ OPTIONS = declared_options()
 _NUMBER = {"int": int, "float": float}
 
 
+def parameterWidgets(ui) -> dict:
+    """Parameter name -> widget, for each widget of ``ui`` (``slicer.util.childWidgetVariables`` of the .ui) with a
+    ``SlicerParameterName`` property: what ``connectGui`` would bind. The panel binds them with
+    ``connectParametersToGui``, whose tag Slicer 5.8 returns (its ``connectGui`` returns None, fixed in 5.10: the
+    panel could then never disconnect, and each new binding's refill of the Device box reset it to 'auto')."""
+    widgets = {}
+    for widget in vars(ui).values():
+        name = widget.property("SlicerParameterName") if hasattr(widget, "property") else None
+        if name:
+            widgets[str(name)] = widget
+    return widgets
+
+
 def optionsFromParameterNode(parameters) -> PropagationOptions:
     """The engine's options from the panel's parameter node (-1 slice limits and a 0 mm distance mean none)."""
     values = {}

@@ -19,6 +19,7 @@ from gastric_propagate.protocol import MANUAL_FULL_OUTLINE_SECONDS, MANUAL_ONE_S
 from . import dependencies
 from .controller import RunController, adoptedSegmentId
 from .i18n import _
+from .parameters import parameterWidgets
 from .results_table import manualEstimateText
 from .review import leastConfidentRow
 from .launchers import QProcessLauncher
@@ -154,7 +155,7 @@ class GastricPropagateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             # Widgets with a SlicerParameterName property in the .ui follow the parameter node both ways;
             # the segment selector has no connector and is synchronised in _onParameterNodeModified.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(parameterWidgets(self.ui))
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._onParameterNodeModified()
 

@@ -22,6 +22,7 @@ from GastricPropagateLib.parameters import (  # noqa: E402
     commandLineArguments,
     missingInput,
     optionsFromParameterNode,
+    parameterWidgets,
 )
 from gastric_propagate import cli  # noqa: E402
 from gastric_propagate.inference.pipeline import PropagationOptions  # noqa: E402
@@ -142,3 +143,27 @@ def test_the_ui_check_finds_a_panel_field_no_widget_is_bound_to(tmp_path):
     assert text.count("<string>minSlice</string>") == 1
     renamed.write_text(text.replace("<string>minSlice</string>", "<string>lowestSlice</string>"), encoding="utf-8")
     assert _panelFieldsMissingFromUi(renamed) == ["minSlice"]
+
+
+class _Widget:
+    """A widget as PythonQt shows it: dynamic properties read with property(), None when unset."""
+
+    def __init__(self, parameterName=None):
+        self.parameterName = parameterName
+
+    def property(self, name):
+        return self.parameterName if name == "SlicerParameterName" else None
+
+
+def test_the_panel_binds_each_ui_widget_with_a_parameter_name_and_nothing_else():
+    """connectParametersToGui with this mapping returns its tag in Slicer 5.8 too (connectGui does not there), so
+    the panel can disconnect; the mapping is every widget of the .ui that has a SlicerParameterName."""
+    root = ElementTree.parse(UI_PATH).getroot()
+    names = [prop.find("string").text for prop in root.iter("property") if prop.get("name") == "SlicerParameterName"]
+    ui = SimpleNamespace(**{f"widget{index}": _Widget(name) for index, name in enumerate(names)},
+                         applyButton=_Widget(), title="not a widget")
+    widgets = parameterWidgets(ui)
+    assert sorted(widgets) == sorted(names) and len(names) == 10
+    assert all(widget.parameterName == name for name, widget in widgets.items())
+    source = (REPO / "GastricPropagate" / "GastricPropagateLib" / "widget.py").read_text(encoding="utf-8")
+    assert "connectParametersToGui(parameterWidgets(self.ui))" in source and ".connectGui(" not in source
