@@ -204,7 +204,8 @@ class GastricPropagateLogic:
     def apply(self, prepared: PreparedInput, result: RunResult, replaceExisting: bool = False,
               beforeWrite: Callable[[], None] | None = None) -> str:
         """Writes the result as a new segment and fills the results table; see ``scene_output.applyResult``."""
-        return scene_output.applyResult(prepared, result, replaceExisting=replaceExisting, beforeWrite=beforeWrite)
+        return scene_output.applyResult(prepared, result, replaceExisting=replaceExisting, beforeWrite=beforeWrite,
+                                        cache=self._statisticsCache)
 
     def resultsTableNode(self, segmentationNode, create: bool = False):
         """The results table of ``segmentationNode``, created when ``create`` is True."""

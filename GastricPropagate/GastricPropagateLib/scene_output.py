@@ -18,6 +18,7 @@ import numpy as np
 import vtk
 
 import slicer
+from gastric_propagate.data.annotation import occupied_box
 from gastric_propagate.errors import InputError
 
 from .corrections import (
@@ -82,13 +83,15 @@ class ResultSegmentExistsError(InputError):
 
 
 def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: bool = False,
-                beforeWrite: Callable[[], None] | None = None) -> str:
+                beforeWrite: Callable[[], None] | None = None, cache: dict | None = None) -> str:
     """Writes the result as a new segment beside the painted one and updates the results table (main thread).
 
     The painted segment and every other segment stay untouched; on the propagated slices voxels outside
     ``prepared.masking`` are never set, and the painted slices equal the painted voxels exactly. Returns the
     result segment's ID. ``beforeWrite`` is called once every check has passed, just before the first write (the
-    Segment Editor's undo state: a refusal adds no empty Undo step).
+    Segment Editor's undo state: a refusal adds no empty Undo step). ``cache``: the statistics cache of
+    ``refreshResultsTable`` (the other segments unchanged since it counted them are not read again; it gets the
+    result's figures).
 
     Raises:
         ResultSegmentExistsError: the result segment exists and ``replaceExisting`` is False.
@@ -156,15 +159,19 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
     # Everything the table needs is computed before the first write, so a failure here changes nothing.
     spacing = prepared.spacingXYZ
     statistics: dict[str, SegmentStatistics] = {}
+    counted = {}  # key -> figures of the other segments, for the cache (keys taken before the write)
     for index in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(index)
         if segmentId == existingId:
             continue
         if segmentId == prepared.paintedSegmentId:  # as read at the click, without the corrected slices
             array = prepared.annotation if prepared.paintedAnnotation is None else prepared.paintedAnnotation
-        else:
-            array = segmentArray(volumeNode, segmentationNode, segmentId)
-        statistics[segmentId] = segmentStatistics(array, spacing)
+            statistics[segmentId] = segmentStatistics(array, spacing)
+            continue
+        key = _statisticsKey(segmentationNode, segmentId, volumeNode)
+        found = cache.get(key) if cache is not None else None
+        statistics[segmentId] = counted[key] = found if found is not None else segmentStatistics(
+            segmentArray(volumeNode, segmentationNode, segmentId), spacing)
     converted = None if isLabelmapSource(segmentation) else _convertToSource(prepared, mask)
     written = mask if converted is None else converted[1]
     if not written.any():
@@ -181,6 +188,10 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
                                    representation=None if converted is None else converted[0])
     statistics[resultId] = resultStatistics
     _updateResultsTable(prepared, result, resultId, statistics)
+    if cache is not None:  # a segment the write changed (a shared layer) has another key now: counted again later
+        cache.clear()
+        cache.update(counted)
+        cache[_statisticsKey(segmentationNode, resultId, volumeNode)] = resultStatistics
     return resultId
 
 
@@ -195,13 +206,18 @@ def _resultColour(segmentation, skipId: str | None) -> tuple[float, float, float
 
 
 def _importMask(volumeNode, segmentationNode, segmentId: str, mask: np.ndarray) -> None:
-    """Replaces the voxels of a segment of a binary-labelmap segmentation with ``mask`` (volume's grid)."""
+    """Replaces the voxels of a segment of a binary-labelmap segmentation with ``mask`` (volume's grid). Only the
+    box that holds its voxels is imported, on the volume's lattice: the whole CT's grid cost ten times the time, and
+    the segment kept that extent, so that each later read of it went over the whole grid again."""
     scene = volumeNode.GetScene()
+    box = occupied_box(mask)
     with temporaryNodes(scene):
         labelmapNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GastricPropagate_temp__")
         labelmapNode.CopyOrientation(volumeNode)
+        corner = ijkToRasArray(volumeNode) @ np.array([box[2].start, box[1].start, box[0].start, 1.0])
+        labelmapNode.SetOrigin(*corner[:3])
         labelmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-        slicer.util.updateVolumeFromArray(labelmapNode, mask.astype(np.uint8))
+        slicer.util.updateVolumeFromArray(labelmapNode, np.ascontiguousarray(mask[box], dtype=np.uint8))
         segmentIds = vtk.vtkStringArray()
         segmentIds.InsertNextValue(segmentId)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
