@@ -28,7 +28,8 @@ from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
 from .result_segment import paintedSegmentOf, resultSegmentId, resultSegmentName
-from .segment_arrays import ijkToRasArray, ijkToWorldArray, paintedVoxelsOutsideVolume, segmentArray
+from .segment_arrays import (ijkToRasArray, ijkToWorldArray, paintedVoxelsOutsideVolume, segmentArray,
+                             segmentVersion)
 
 if TYPE_CHECKING:  # the engine's pipeline imports torch: only load it where it is needed
     from gastric_propagate.inference.options import PropagationOptions
@@ -53,6 +54,8 @@ class PreparedInput:
             ``prepareCorrections``); anchors like the painted slices.
         imageKey: names this version of the volume's voxels and spacing (``volumeVersion``), so that the engine's
             worker is not sent the same CT twice.
+        resultVersion: ``segment_arrays.segmentVersion`` of that segment as it was read: unchanged, it is not read
+            again to be compared.
         resultDigests: the module's earlier result segment as it was read (``corrections.sliceDigests``), None when
             there was none: ``apply`` replaces it only if it is still so, never the reader's edits made during the
             run.
@@ -81,6 +84,7 @@ class PreparedInput:
     correctedSlices: list[int] = field(default_factory=list)
     imageKey: tuple | None = None
     resultDigests: str | None = None
+    resultVersion: tuple | None = None
     paintedAnnotation: np.ndarray | None = None
     sliceOrientation: str = "axial"
     ijkToRas: np.ndarray | None = None
@@ -213,6 +217,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey,
         resultDigests=sliceDigests(result) if result is not None else None,
+        resultVersion=segmentVersion(segmentationNode, resultId) if resultId is not None else None,
         sliceOrientation=orientation, ijkToRas=ijkToRas,
         resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result,
                                         ijkToWorldArray(volumeNode))

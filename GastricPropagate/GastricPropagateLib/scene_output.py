@@ -50,6 +50,7 @@ from .segment_arrays import (
     ijkToWorldArray,
     isLabelmapSource,
     segmentArray,
+    segmentVersion,
     setSourceRepresentationName,
     sourceRepresentationName,
     temporaryNodes,
@@ -148,7 +149,9 @@ def applyResult(prepared: PreparedInput, result: RunResult, replaceExisting: boo
             "The segmentation '{seg}' already has a segment '{name}'. Confirm replacing it (or rename that "
             "segment to keep it) and run again.").format(
                 seg=segmentationNode.GetName(), name=segmentation.GetSegment(existingId).GetName()))
-    if (existingId is not None and prepared.resultDigests is not None
+    unchanged = (existingId is not None and prepared.resultVersion is not None
+                 and segmentVersion(segmentationNode, existingId) == prepared.resultVersion)  # not even read again
+    if (existingId is not None and prepared.resultDigests is not None and not unchanged
             and resultDigests(volumeNode, segmentationNode) != prepared.resultDigests):
         # Replacing was confirmed for the segment as it was at the click; the reader has edited it since.
         raise InputError(_(

@@ -21,6 +21,7 @@ __all__ = [
     "binaryLabelmapName",
     "ijkToRasArray",
     "ijkToWorldArray",
+    "segmentVersion",
     "isLabelmapSource",
     "paintedVoxelsOutsideVolume",
     "segmentArray",
@@ -47,6 +48,16 @@ def ijkToWorldArray(volumeNode) -> np.ndarray:
     if parent is None or not parent.GetMatrixTransformToWorld(toWorld):
         return ijkToRas
     return slicer.util.arrayFromVTKMatrix(toWorld) @ ijkToRas
+
+
+def segmentVersion(segmentationNode, segmentId: str) -> tuple | None:
+    """What names one version of a segment's voxels: its source representation's modification time (VTK's global
+    counter: any change of its voxels or surface, or of another segment in its shared layer, moves it) and its label
+    value in that layer; None when there is no such segment or representation."""
+    segmentation = segmentationNode.GetSegmentation()
+    segment = segmentation.GetSegment(segmentId)
+    representation = segment.GetRepresentation(sourceRepresentationName(segmentation)) if segment else None
+    return None if representation is None else (int(representation.GetMTime()), segment.GetLabelValue())
 
 
 def nodeIds(scene) -> set[str]:

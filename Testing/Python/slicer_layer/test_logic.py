@@ -1155,3 +1155,13 @@ def test_a_result_replaced_by_a_smaller_one_keeps_nothing_of_the_larger(case, lo
     np.testing.assert_array_equal(written, smaller.mask > 0)
     rows = {row["Segment ID"]: row for row in tableRows(logic.resultsTableNode(case.segmentation))}
     assert int(rows[resultId]["Voxels"]) == int(np.count_nonzero(smaller.mask))
+
+
+def test_a_result_unchanged_since_the_click_is_not_read_again_to_be_replaced(case, logic, monkeypatch):
+    from GastricPropagateLib import scene_output
+
+    logic.run(case.volume, case.segmentation, case.paintedId)
+    prepared = logic.prepare(case.volume, case.segmentation, case.paintedId)
+    result = logic.compute(prepared)
+    monkeypatch.setattr(scene_output, "resultDigests", lambda *args: pytest.fail("read again, though unchanged"))
+    logic.apply(prepared, result, replaceExisting=True)
