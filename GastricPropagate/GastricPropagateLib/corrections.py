@@ -43,9 +43,10 @@ __all__ = [
 
 #: Segment tag: the shape and a digest of each non-empty K slice the module wrote into its result segment.
 WRITTEN_SLICES_TAG = "GastricPropagate.WrittenSlices"
-#: Segment tag: the first three rows of the IJK-to-world matrix (through the parent transforms, so that hardening them
-#: changes nothing) of the volume the segment was written on. On another volume of the same size (another series of
-#: the patient, the CT resampled) every slice would read as corrected.
+#: Segment tag: the first three rows of the IJK-to-RAS matrix of the volume the segment was written on, then those of
+#: its IJK-to-world matrix (through the parent transforms). On another volume of the same size (another series of the
+#: patient, the CT resampled) every slice would read as corrected. One of the two still matches after the reader
+#: moves a transform both are under (the local one) or hardens it (the world one); a resample matches neither.
 WRITTEN_GEOMETRY_TAG = "GastricPropagate.WrittenGeometry"
 #: Segment tag: the K slices that were the reader's corrections (anchors) in the run that wrote the segment.
 CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"
@@ -54,21 +55,24 @@ CORRECTED_SLICES_TAG = "GastricPropagate.CorrectedSlices"
 ERASED_LIMITS_TAG = "GastricPropagate.ErasedLimits"
 
 
-def formatGeometry(ijkToRas) -> str:
-    """``WRITTEN_GEOMETRY_TAG``'s text: the matrix's first three rows, space-separated."""
-    return " ".join(f"{float(value):.9g}" for value in np.asarray(ijkToRas, dtype=float)[:3].ravel())
+def formatGeometry(*matrices) -> str:
+    """``WRITTEN_GEOMETRY_TAG``'s text: each matrix's first three rows, space-separated, one after the other."""
+    return " ".join(f"{float(value):.9g}" for matrix in matrices
+                    for value in np.asarray(matrix, dtype=float)[:3].ravel())
 
 
-def writtenOnOtherGeometry(text: str, ijkToRas) -> bool:
-    """Whether the recorded geometry ``text`` differs from ``ijkToRas`` by more than 0.001 (mm, or per voxel step);
-    False for a missing or unreadable record (a result written before it was kept: the grid's size is checked)."""
+def writtenOnOtherGeometry(text: str, *matrices) -> bool:
+    """Whether the recorded geometry ``text`` (``formatGeometry`` of the same kinds of matrix, in order) differs from
+    every one of ``matrices`` by more than 0.001 (mm, or per voxel step); False for a missing or unreadable record (a
+    result written before it was kept: the grid's size is checked)."""
     try:
         written = np.array([float(value) for value in text.split()], dtype=float)
     except ValueError:
         return False
-    if written.size != 12:
+    if written.size == 0 or written.size % 12:
         return False
-    return not np.allclose(written.reshape(3, 4), np.asarray(ijkToRas, dtype=float)[:3], rtol=0.0, atol=1e-3)
+    return not any(np.allclose(block.reshape(3, 4), np.asarray(matrix, dtype=float)[:3], rtol=0.0, atol=1e-3)
+                   for block, matrix in zip(written.reshape(-1, 12), matrices))
 
 
 def _digest(sliceMask: np.ndarray) -> str:

@@ -220,7 +220,7 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
         resultVersion=segmentVersion(segmentationNode, resultId) if resultId is not None else None,
         sliceOrientation=orientation, ijkToRas=ijkToRas,
         resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result,
-                                        ijkToWorldArray(volumeNode))
+                                        (ijkToRas, ijkToWorldArray(volumeNode)))
         if result is not None else [])
 
 
@@ -233,14 +233,14 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
     return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
 
 
-def _editedSinceWritten(resultSegment, current: np.ndarray, ijkToWorld: np.ndarray) -> list[int]:
+def _editedSinceWritten(resultSegment, current: np.ndarray, geometry: tuple) -> list[int]:
     """The K slices of ``current`` (the result segment now, on the volume's grid) that are the reader's: edited,
     drawn or erased since the module wrote it, and those an earlier re-propagation kept as corrections; none when it
     holds no record of that, or was written on another grid."""
-    written, geometry, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
+    written, recorded, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
     if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
         return []
-    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, geometry) and writtenOnOtherGeometry(str(geometry), ijkToWorld):
+    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, recorded) and writtenOnOtherGeometry(str(recorded), *geometry):
         return []
     try:
         edited, erased = changedSlices(str(written), current)
@@ -314,7 +314,8 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
                             masking=masking)
     geometry = vtk.reference("")
     if (resultSegment.GetTag(corrections.WRITTEN_GEOMETRY_TAG, geometry)
-            and corrections.writtenOnOtherGeometry(str(geometry), ijkToWorldArray(volumeNode))):
+            and corrections.writtenOnOtherGeometry(str(geometry), ijkToRasArray(volumeNode),
+                                                   ijkToWorldArray(volumeNode))):
         raise InputError(_(
             "The segment '{name}' was written on another volume than '{volume}' (or on this one before it was "
             "moved or resampled), so its corrected slices cannot be told apart. Select the volume it "

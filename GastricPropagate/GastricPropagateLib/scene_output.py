@@ -301,7 +301,8 @@ def _writeResultSegmentNow(prepared: PreparedInput, mask: np.ndarray, existingId
     segment.SetTag(PAINTED_SEGMENT_NAME_TAG, painted.GetName().replace("|", "/"))
     # What was written, so that a re-propagation can tell the reader's corrections from it (corrections.py).
     segment.SetTag(WRITTEN_SLICES_TAG, sliceDigests(mask))
-    segment.SetTag(WRITTEN_GEOMETRY_TAG, formatGeometry(ijkToWorldArray(prepared.volumeNode)))
+    segment.SetTag(WRITTEN_GEOMETRY_TAG, formatGeometry(ijkToRasArray(prepared.volumeNode),
+                                                        ijkToWorldArray(prepared.volumeNode)))
     segment.SetTag(CORRECTED_SLICES_TAG, formatSliceList(prepared.correctedSlices))
     segment.SetTag(ERASED_LIMITS_TAG, formatLimits(*prepared.erasedLimits))
     return targetId

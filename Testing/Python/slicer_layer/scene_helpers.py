@@ -84,6 +84,7 @@ def setSegmentArray(segmentationNode, referenceVolumeNode, segmentId: str, array
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "temp")
     try:
         labelmap.CopyOrientation(referenceVolumeNode)
+        labelmap.SetAndObserveTransformNodeID(referenceVolumeNode.GetTransformNodeID())  # on the volume's voxels
         slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))
         ids = vtk.vtkStringArray()
         ids.InsertNextValue(segmentId)

@@ -127,3 +127,16 @@ def test_the_written_geometry_is_told_apart_from_another_volume_s_and_an_old_or_
     assert writtenOnOtherGeometry(written, shifted)
     assert not writtenOnOtherGeometry("", shifted) and not writtenOnOtherGeometry("1 2 x", shifted)
     assert not writtenOnOtherGeometry("1 2 3", shifted)
+
+
+def test_the_record_matches_when_either_the_local_or_the_world_geometry_still_does():
+    local, world = np.eye(4), np.eye(4)
+    world[0, 3] = 40.0  # under a transform
+    written = formatGeometry(local, world)
+    moved = world.copy()
+    moved[0, 3] = 45.0  # the transform edited: the local geometry holds
+    hardened = world  # hardened: the node's own matrix is now the world one
+    resampled = np.diag([2.0, 2.0, 2.0, 1.0])
+    assert not writtenOnOtherGeometry(written, local, moved)
+    assert not writtenOnOtherGeometry(written, hardened, hardened)
+    assert writtenOnOtherGeometry(written, resampled, resampled)

@@ -746,6 +746,26 @@ def test_hardening_the_transform_the_run_was_under_keeps_the_corrections_readabl
     assert prepared.correctedSlices == [k + 2]
 
 
+def test_moving_the_transform_the_run_was_under_keeps_the_corrections_readable(case, logic):
+    transformNode = case.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 40.0)
+    transformNode.SetMatrixTransformToParent(shift)
+    for node in (case.volume, case.segmentation):
+        node.SetAndObserveTransformNodeID(transformNode.GetID())
+    resultId, _first = logic.run(case.volume, case.segmentation, case.paintedId)
+    k = case.paintedSlice
+    edited = exportSegment(case.segmentation, resultId, case.volume)[0] > 0
+    edited[k + 2] = case.truth[k + 2] > 0
+    setSegmentArray(case.segmentation, case.volume, resultId, edited)
+    shift.SetElement(0, 3, 45.0)
+    shift.SetElement(1, 3, -3.0)
+    transformNode.SetMatrixTransformToParent(shift)  # both move together: the segment stays on its voxels
+    assert logic.prepare(case.volume, case.segmentation, case.paintedId).resultEdits == [k + 2]
+    _id, _again, prepared = logic.repropagate(case.volume, case.segmentation, case.paintedId)
+    assert prepared.correctedSlices == [k + 2]
+
+
 def runRepropagateExpecting(error, match, logic, case):
     before = case.snapshot()
     with pytest.raises(error, match=match):
