@@ -26,7 +26,7 @@ from gastric_propagate.protocol import STAGE_LOAD, STAGE_PROPOSER, STAGE_READ, S
 
 from .i18n import _
 from .parameters import missingInput, optionsFromParameterNode
-from .result_segment import paintedSegmentOf, replaceQuestion, writtenRecord
+from .result_segment import paintedSegmentOf, replaceQuestion, sourceSegmentName, writtenRecord
 from .results_table import formatDuration
 from .review import adviceSentences, leastConfidentSlice, reviewRows, reviewSummary
 from .masking import Masking
@@ -168,10 +168,13 @@ class RunController:
         source = paintedSegmentOf(resultSegment) if resultSegment is not None else None
         # Another lesion's result is re-propagated from its own painted segment only (scene_input refuses it too).
         fromSelected = source is None or source[0] == parameters.paintedSegmentId
+        sourceName = sourceSegmentName(segmentationNode.GetSegmentation(), resultSegment) if not fromSelected else None
         repropagateToolTip = "" if fromSelected else _(
             "'{result}' was propagated from the segment '{source}': select that segment as the painted one to "
             "re-propagate it (to propagate the selected one instead, rename '{result}' first to keep it, then click "
-            "Propagate).").format(
+            "Propagate).").format(result=resultSegment.GetName(), source=sourceName) if sourceName else _(
+            "'{result}' was propagated from a segment that was deleted ('{source}'): to propagate the selected one, "
+            "rename '{result}' first to keep it, then click Propagate.").format(
                 result=resultSegment.GetName(), source=source[1])
         return ButtonState(
             apply=missing is None and idle,
@@ -307,7 +310,8 @@ class RunController:
         existingId = self.logic.resultSegmentId(parameters.segmentationNode)
         if existingId is not None and not fromCorrections:
             existing = parameters.segmentationNode.GetSegmentation().GetSegment(existingId)
-            if not self.view.confirm(replaceQuestion(existing, prepared.resultEdits, parameters.paintedSegmentId),
+            if not self.view.confirm(replaceQuestion(existing, prepared.resultEdits, parameters.paintedSegmentId,
+                                                     parameters.segmentationNode.GetSegmentation()),
                                      _("Replace the propagated segment?")):
                 self.view.setStatus(_("Not run: the earlier result was kept."))
                 return

@@ -77,19 +77,33 @@ def resultSegmentId(segmentationNode) -> str | None:
     return byName
 
 
-def replaceQuestion(segment, editedSlices=(), paintedSegmentId: str | None = None) -> str:
+def sourceSegmentName(segmentation, segment) -> str | None:
+    """The current name of the painted segment ``segment`` (a result) was propagated from, in ``segmentation``;
+    None when it has no record of one, or that segment was deleted (its recorded name may be stale: renamed)."""
+    source = paintedSegmentOf(segment)
+    painted = segmentation.GetSegment(source[0]) if source is not None else None
+    return painted.GetName() if painted is not None else None
+
+
+def replaceQuestion(segment, editedSlices=(), paintedSegmentId: str | None = None, segmentation=None) -> str:
     """What the panel asks before a new result replaces ``segment`` (the one ``resultSegmentId`` found): a result of
     an earlier run says which painted segment it came from; a segment that only has the result's name (made by hand,
     or by an older version) is called that, not "from an earlier run". ``editedSlices``: the K slices of it that are
     the reader's corrections, which the new result would discard; ``paintedSegmentId``: the selected painted segment
-    (Re-propagate keeps corrections only of a result propagated from it)."""
+    (Re-propagate keeps corrections only of a result propagated from it); ``segmentation``: where to find the other
+    painted segment's current name (None: the name recorded with the result)."""
     question = _replaceQuestion(segment)
     if editedSlices:
         source = paintedSegmentOf(segment)
-        keep = (_("'Re-propagate from corrected slices' keeps them all as anchors")
-                if source is None or source[0] == paintedSegmentId
-                else _("rename '{name}' to keep it, or select '{source}' as the painted segment to re-propagate "
-                       "it").format(name=segment.GetName(), source=source[1]))
+        sourceName = (sourceSegmentName(segmentation, segment) if segmentation is not None
+                      else source[1] if source is not None else None)
+        if source is None or source[0] == paintedSegmentId:
+            keep = _("'Re-propagate from corrected slices' keeps them all as anchors")
+        elif sourceName is None:  # the lesion it came from was deleted: it can no longer be re-propagated
+            keep = _("rename '{name}' to keep it").format(name=segment.GetName())
+        else:
+            keep = _("rename '{name}' to keep it, or select '{source}' as the painted segment to re-propagate "
+                     "it").format(name=segment.GetName(), source=sourceName)
         question += " " + _(
             "It holds your corrections on slice(s) K = {slices}, which the new result discards. To keep them, click "
             "Cancel ({keep}).").format(slices=describe_slices(editedSlices), keep=keep)

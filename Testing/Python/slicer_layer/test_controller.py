@@ -401,6 +401,10 @@ def test_re_propagate_is_offered_only_for_the_result_of_the_selected_painted_seg
     assert not state.repropagate and state.apply
     assert state.repropagateToolTip.startswith("'Tumour (propagated)' was propagated from the segment "
                                                "'Tumour (painted)': select that segment")
+    del segmentation.names["painted"]  # the lesion it came from was deleted
+    assert controller.buttonState().repropagateToolTip.startswith(
+        "'Tumour (propagated)' was propagated from a segment that was deleted ('Tumour (painted)')")
+    segmentation.names["painted"] = "Tumour (painted)"
     controller.parameters.paintedSegmentId = "painted"
     assert controller.buttonState().repropagateToolTip == ""
 
@@ -424,10 +428,15 @@ def test_the_replace_question_says_what_the_segment_is():
     assert len(controller.view.confirmations) == 2 and not controller.isRunning
 
     logic.resultEdits = [12, 13]  # the reader corrected the earlier result: replacing it discards that
-    controller.run()  # it came from lesion A, not the selected segment: Re-propagate is off for it
+    controller.run()  # it came from lesion A, since deleted: it can only be kept by renaming it
     assert controller.view.confirmations[-1].endswith(
         "It holds your corrections on slice(s) K = 12, 13, which the new result discards. To keep them, click Cancel "
-        "(rename 'Tumour (propagated)' to keep it, or select 'lesion A' as the painted segment to re-propagate it).")
+        "(rename 'Tumour (propagated)' to keep it).")
+    segmentation.names["lesionA"] = "lesion A (cardia)"  # still there, renamed since: its name now
+    controller.run()
+    assert controller.view.confirmations[-1].endswith(
+        "(rename 'Tumour (propagated)' to keep it, or select 'lesion A (cardia)' as the painted segment to "
+        "re-propagate it).")
     segmentation.tags["old"][PAINTED_SEGMENT_ID_TAG] = "painted"  # propagated from the selected segment
     controller.run()
     assert controller.view.confirmations[-1].endswith(
