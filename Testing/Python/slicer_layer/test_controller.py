@@ -734,6 +734,13 @@ def editorScene() -> SimpleNamespace:
     return s
 
 
+def watchedRun(s) -> tuple[SceneLogic, RunController]:
+    """``runWithEditor``, its panel following the run's segmentation as the widget makes it."""
+    logic, controller = runWithEditor(s)
+    controller.watchSegments(s.segmentation)
+    return logic, controller
+
+
 def runWithEditor(s) -> tuple[SceneLogic, RunController]:
     logic = SceneLogic(runResult())
     controller = RunController(logic, FakeView(), segmentEditorNode=lambda: s.editor)
@@ -853,8 +860,7 @@ def test_export_labelmap_without_a_result_segment_says_why_and_turns_the_buttons
 def test_the_status_list_and_jump_are_emptied_once_they_no_longer_describe_the_result_in_view(change):
     """They described a result that is no longer the selected one (or is gone): Jump went to it on another CT."""
     s = editorScene()
-    logic, controller = runWithEditor(s)
-    controller.watchSegments(s.segmentation)
+    logic, controller = watchedRun(s)
     assert controller.buttonState().jump and controller.view.review[0] and controller.view.status[-1]
     if change == "other segmentation":
         controller.parameters.segmentationNode = s.otherSegmentation
@@ -871,8 +877,7 @@ def test_the_status_list_and_jump_are_emptied_once_they_no_longer_describe_the_r
 
 def test_a_renamed_result_keeps_the_status_list_and_jump():
     s = editorScene()
-    logic, controller = runWithEditor(s)
-    controller.watchSegments(s.segmentation)
+    logic, controller = watchedRun(s)
     segment = s.segmentation.GetSegmentation().GetSegment(controller.lastRun.resultId)
     segment.SetName("Tumour v1 (kept)")
     controller.inputsChanged()
@@ -885,8 +890,7 @@ def test_an_undo_that_brings_an_earlier_run_s_result_back_empties_the_status_lis
     from GastricPropagateLib.corrections import WRITTEN_SLICES_TAG
 
     s = editorScene()
-    logic, controller = runWithEditor(s)
-    controller.watchSegments(s.segmentation)
+    logic, controller = watchedRun(s)
     segment = s.segmentation.GetSegmentation().GetSegment(controller.lastRun.resultId)
     segment.SetTag(WRITTEN_SLICES_TAG, "10,4,4;3:0000abcd")  # the earlier run's record, back with its voxels
     controller.refreshButtons()  # as the Undo's segment events do
@@ -896,8 +900,7 @@ def test_an_undo_that_brings_an_earlier_run_s_result_back_empties_the_status_lis
 
 def test_a_result_deleted_during_the_next_run_leaves_that_run_s_failure_said():
     s = editorScene()
-    logic, controller = runWithEditor(s)
-    controller.watchSegments(s.segmentation)
+    logic, controller = watchedRun(s)
     logic.outcome = RuntimeError("the engine failed")
     controller.run()
     s.segmentation.GetSegmentation().RemoveSegment(controller.lastRun.resultId)  # while the run goes on
