@@ -171,6 +171,7 @@ def summary_markdown(rows: list[dict], meta: dict) -> str:
             empty = sum(1 for row in scored if row["predicted_ml"] == 0)
             lines.append(f"| {titles.get(method, method)} | {len(selected)} | {' | '.join(cells)} | {empty} | "
                          f"{len(selected) - len(scored)} |")
+        lines += _paired_means(rows, variant, methods, titles)
         lines += breakdown_markdown(rows, variant, titles)
         advice = [row["advised"] for row in meta.get("advice", []) if row["variant"] == variant]
         if advice:
@@ -209,6 +210,23 @@ def write_figure(rows: list[dict], path: str | Path, example: dict | None = None
     if example is not None:
         _draw_example(bottom, example)
     figure.savefig(path)
+
+
+def _paired_means(rows: list[dict], variant: str, methods: list[str], titles: dict) -> list[str]:
+    """Where some method failed on a case, the table's rows are means over different cases (a method that fails on a
+    hard case would look better): the mean Dice of each method on the cases every method scored, for a fair
+    comparison. Nothing when no run failed."""
+    runs = [row for row in rows if row["variant"] == variant and row["method"] in methods]
+    failed = sorted({row["case"] for row in runs if row["error"]})
+    if not failed:
+        return []
+    common = [row for row in runs if row["case"] not in failed]
+    cases = len({row["case"] for row in common})
+    means = [(method, [row["dice"] for row in common if row["method"] == method]) for method in methods]
+    shown = "; ".join(f"{titles.get(method, method)} {statistics.fmean(dice):.3f}" for method, dice in means if dice)
+    return ["", f"Some method failed on {len(failed)} case(s) ({', '.join(failed[:5])}"
+                f"{', ...' if len(failed) > 5 else ''}), so the rows above are means over different cases. "
+                f"On the {cases} case(s) every method scored, mean Dice: {shown or '(none)'}."]
 
 
 def _cell(values: list[float], digits: int) -> str:

@@ -88,6 +88,23 @@ def test_a_failing_method_is_recorded_not_fatal(monkeypatch):
 
 
 
+def test_where_a_method_failed_the_summary_also_compares_every_method_on_the_cases_all_scored():
+    """The vote refused a case the baselines found easy: its row was a mean over 19 cases, theirs over 20."""
+    base = {"variant": "largest", "seconds": 0.1, "truth_ml": 1.0, "painted_slice": 5, "slice_mm": 2.5,
+            "source": "x", "hd95_mm": 2.0, "volume_error_percent": 0.0, "predicted_ml": 1.0}
+    rows = [{**base, "case": case, "method": method, "dice": dice, "error": ""}
+            for case, method, dice in (("a", "copy_slice", 0.6), ("a", "region_growing", 0.8),
+                                       ("b", "copy_slice", 0.7), ("b", "region_growing", 0.6),
+                                       ("c", "copy_slice", 0.95))]
+    rows.append({**base, "case": "c", "method": "region_growing", "dice": math.nan, "error": "InputError: no"})
+    text = evaluate.summary_markdown(rows, {"data": "x", "command": "y"})
+    assert ("Some method failed on 1 case(s) (c), so the rows above are means over different cases. On the 2 "
+            "case(s) every method scored, mean Dice: Copy the painted slice (± its radius) 0.650; 3D region growing "
+            "0.700.") in text  # copy-slice's row says 0.750, over a, b and c
+    clean = evaluate.summary_markdown([row for row in rows if row["case"] != "c"], {"data": "x", "command": "y"})
+    assert "Some method failed" not in clean
+
+
 def test_a_cell_of_one_scored_run_shows_no_spread():
     """Three runs of a method: one scored, one empty (no HD95), one failed: n is 3, the HD95 cell is one run's."""
     base = {"variant": "largest", "method": "copy_slice", "seconds": 0.1, "truth_ml": 1.0, "painted_slice": 5,
