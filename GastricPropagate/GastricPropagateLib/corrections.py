@@ -30,6 +30,7 @@ __all__ = [
     "ERASED_LIMITS_TAG",
     "WRITTEN_GEOMETRY_TAG",
     "WRITTEN_SLICES_TAG",
+    "changedBetween",
     "changedSlices",
     "formatGeometry",
     "formatLimits",
@@ -108,13 +109,17 @@ def changedSlices(written: str, current: np.ndarray) -> tuple[list[int], list[in
     Raises:
         ValueError: ``current`` is not on the grid the record was written for.
     """
+    return changedBetween(written, sliceDigests(_asMask(current)))
+
+
+def changedBetween(written: str, now: str) -> tuple[list[int], list[int]]:
+    """``changedSlices`` from the segment's ``sliceDigests`` as it is ``now`` (digested once already)."""
     shape, digests = _parseDigests(written)
-    current = _asMask(current)
-    if current.shape != shape:
-        raise ValueError(f"the segment is on a {current.shape} grid, the record on {shape}")
-    nonEmpty = set(int(k) for k in np.flatnonzero(current.reshape(len(current), -1).any(axis=1)))
-    edited = sorted(k for k in nonEmpty if digests.get(k) != _digest(current[k]))
-    erased = sorted(k for k in digests if k not in nonEmpty)
+    nowShape, nowDigests = _parseDigests(now)
+    if nowShape != shape:
+        raise ValueError(f"the segment is on a {nowShape} grid, the record on {shape}")
+    edited = sorted(k for k, digest in nowDigests.items() if digests.get(k) != digest)
+    erased = sorted(k for k in digests if k not in nowDigests)
     return edited, erased
 
 

@@ -23,7 +23,7 @@ from gastric_propagate.data.volumes import slice_orientation
 from gastric_propagate.errors import InputError
 
 from .corrections import (CORRECTED_SLICES_TAG, ERASED_LIMITS_TAG, WRITTEN_GEOMETRY_TAG, WRITTEN_SLICES_TAG,
-                          changedSlices, parseLimits, parseSliceList, sliceDigests, writtenOnOtherGeometry)
+                          changedBetween, parseLimits, parseSliceList, sliceDigests, writtenOnOtherGeometry)
 from .i18n import _
 from .input_checks import checkRepresentation, checkSegmentation, checkSegmentGrid, checkVolume
 from .masking import Masking
@@ -211,17 +211,16 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "mask on the volume's grid.").format(mask=masking.editable.shape, image=image.shape))
 
     resultId = resultSegmentId(segmentationNode)
-    result = segmentArray(volumeNode, segmentationNode, resultId) > 0 if resultId is not None else None
+    digests = sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0) if resultId is not None else None
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
-        options=options, masking=masking, imageKey=imageKey,
-        resultDigests=sliceDigests(result) if result is not None else None,
+        options=options, masking=masking, imageKey=imageKey, resultDigests=digests,
         resultVersion=segmentVersion(segmentationNode, resultId) if resultId is not None else None,
         sliceOrientation=orientation, ijkToRas=ijkToRas,
-        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), result,
+        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), digests,
                                         (ijkToRas, ijkToWorldArray(volumeNode)))
-        if result is not None else [])
+        if digests is not None else [])
 
 
 def resultDigests(volumeNode, segmentationNode) -> str | None:
@@ -233,24 +232,25 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
     return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
 
 
-def _editedSinceWritten(resultSegment, current: np.ndarray, geometry: tuple) -> list[int]:
-    """The K slices of ``current`` (the result segment now, on the volume's grid) that are the reader's: edited,
-    drawn or erased since the module wrote it, and those an earlier re-propagation kept as corrections; none when it
-    holds no record of that, or was written on another grid."""
+def _editedSinceWritten(resultSegment, digests: str, geometry: tuple) -> list[int]:
+    """The K slices of the result segment (``digests``: its ``sliceDigests`` now, on the volume's grid) that are the
+    reader's: edited, drawn or erased since the module wrote it, and those an earlier re-propagation kept as
+    corrections; none when it holds no record of that, or was written on another grid. ``geometry``: the volume's
+    IJK-to-RAS and IJK-to-world."""
     written, recorded, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
     if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
         return []
     if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, recorded) and writtenOnOtherGeometry(str(recorded), *geometry):
         return []
     try:
-        edited, erased = changedSlices(str(written), current)
+        edited, erased = changedBetween(str(written), digests)
     except ValueError:
         return []
     earlier = parseSliceList(str(corrected)) if resultSegment.GetTag(CORRECTED_SLICES_TAG, corrected) else []
-    limits = vtk.reference("")
+    limits, depth = vtk.reference(""), int(digests.partition(",")[0])
     low, high = parseLimits(str(limits)) if resultSegment.GetTag(ERASED_LIMITS_TAG, limits) else (None, None)
     erasedEarlier = [k for k in (None if low is None else low - 1, None if high is None else high + 1)
-                     if k is not None and 0 <= k < len(current)]  # the slice the reader erased to set the limit
+                     if k is not None and 0 <= k < depth]  # the slice the reader erased to set the limit
     return sorted(set(edited) | set(erased) | set(earlier) | set(erasedEarlier))
 
 
