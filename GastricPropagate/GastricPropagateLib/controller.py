@@ -310,8 +310,8 @@ class RunController:
         existingId = self.logic.resultSegmentId(parameters.segmentationNode)
         if existingId is not None and not fromCorrections:
             existing = parameters.segmentationNode.GetSegmentation().GetSegment(existingId)
-            if not self.view.confirm(replaceQuestion(existing, prepared.resultEdits, parameters.paintedSegmentId,
-                                                     parameters.segmentationNode.GetSegmentation()),
+            if not self.view.confirm(replaceQuestion(existing, parameters.segmentationNode.GetSegmentation(),
+                                                     prepared.resultEdits, parameters.paintedSegmentId),
                                      _("Replace the propagated segment?")):
                 self.view.setStatus(_("Not run: the earlier result was kept."))
                 return

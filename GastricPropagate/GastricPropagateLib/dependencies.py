@@ -82,9 +82,7 @@ def torchTooOld(version: str | None) -> bool:
 def torchNeeded(device: str = "auto") -> bool:
     """Whether the panel's ``device`` runs the networks with PyTorch: cuda, or auto where an NVIDIA driver is
     visible (the engine's ``--backend auto``); cpu and cpu-int8 run them under ONNX Runtime."""
-    from gastric_propagate.inference.backends import nvidia_driver_visible
-
-    return str(device).startswith("cuda") or (device == "auto" and nvidia_driver_visible())
+    return str(device).startswith("cuda") or (device == "auto" and _nvidiaDriverVisible())
 
 
 def missingRequirements(device: str = "auto") -> list[str]:
@@ -103,7 +101,7 @@ def ready(device: str = "auto") -> bool:
 
 
 def _nvidiaDriverVisible() -> bool:
-    from gastric_propagate.inference.backends import nvidia_driver_visible
+    from gastric_propagate.inference.backends import nvidia_driver_visible  # the engine's, where it is looked up
 
     return nvidia_driver_visible()
 

@@ -320,6 +320,11 @@ class WorkerJob(InferenceJob):
             self._releaseWorker()
         return self._finished
 
+    def _failExplained(self, message: str) -> None:
+        """The run fails with ``message``, which says how the worker ended (``failureExplained``)."""
+        self._outcome = (EXIT_FAILED, message)
+        self.failureExplained = True
+
     def _workerEnded(self) -> None:
         """The worker ended without answering this run: it refused its device or weights, Ctrl-C ended it, or it
         ended while it started (no retry), or it died once it had started (restarted and the run retried, once)."""
@@ -335,17 +340,14 @@ class WorkerJob(InferenceJob):
             # Killed (no exit code): by the system for want of memory, or by another program; a new one may start.
             advice = (_("Click Propagate again to start a new one; if it is killed again, close other programs or "
                         "crop the CT (Crop Volume).") if code is None else _restartAdvice())
-            self._outcome = (EXIT_FAILED, _("The engine's worker process ended while it started (exit code {code}), "
-                                            "before it could take the run; nothing was written. {advice}\n"
-                                            "{message}").format(code=exitCodeText(code), advice=advice,
-                                                                message=message))
-            self.failureExplained = True
+            self._failExplained(_("The engine's worker process ended while it started (exit code {code}), before it "
+                                  "could take the run; nothing was written. {advice}\n{message}").format(
+                code=exitCodeText(code), advice=advice, message=message))
             return
         if self.restarts >= 1:
-            self._outcome = (EXIT_FAILED, _("The engine's worker process ended again while retrying the run (exit "
-                                            "code {code}); nothing was written.\n{message}").format(
+            self._failExplained(_("The engine's worker process ended again while retrying the run (exit code "
+                                  "{code}); nothing was written.\n{message}").format(
                 code=exitCodeText(code), message=message))
-            self.failureExplained = True
             return
         self.restarts += 1
         # Exit code 0 during a run: its idle timeout came as the request arrived (it took the line, then ended).
@@ -355,10 +357,9 @@ class WorkerJob(InferenceJob):
         try:
             self.worker.start()
         except Exception as error:  # e.g. the program cannot be started any more: the run fails, saying why
-            self._outcome = (EXIT_FAILED, _("{ended} and could not be started again: {error}. Nothing was written. "
-                                            "{advice}\n{message}").format(
+            self._failExplained(_("{ended} and could not be started again: {error}. Nothing was written. "
+                                  "{advice}\n{message}").format(
                 ended=ended, error=error, advice=_restartAdvice(), message=message))
-            self.failureExplained = True
             return
         self._notify(_("{ended}; it was restarted and the run is being retried.").format(ended=ended))
         self._process = self.worker.process

@@ -85,18 +85,17 @@ def sourceSegmentName(segmentation, segment) -> str | None:
     return painted.GetName() if painted is not None else None
 
 
-def replaceQuestion(segment, editedSlices=(), paintedSegmentId: str | None = None, segmentation=None) -> str:
+def replaceQuestion(segment, segmentation, editedSlices=(), paintedSegmentId: str | None = None) -> str:
     """What the panel asks before a new result replaces ``segment`` (the one ``resultSegmentId`` found): a result of
     an earlier run says which painted segment it came from; a segment that only has the result's name (made by hand,
     or by an older version) is called that, not "from an earlier run". ``editedSlices``: the K slices of it that are
     the reader's corrections, which the new result would discard; ``paintedSegmentId``: the selected painted segment
-    (Re-propagate keeps corrections only of a result propagated from it); ``segmentation``: where to find the other
-    painted segment's current name (None: the name recorded with the result)."""
+    (Re-propagate keeps corrections only of a result propagated from it); ``segmentation``: the one holding
+    ``segment``, where the other painted segment's current name is found."""
     question = _replaceQuestion(segment)
     if editedSlices:
         source = paintedSegmentOf(segment)
-        sourceName = (sourceSegmentName(segmentation, segment) if segmentation is not None
-                      else source[1] if source is not None else None)
+        sourceName = sourceSegmentName(segmentation, segment)
         if source is None or source[0] == paintedSegmentId:
             keep = _("'Re-propagate from corrected slices' keeps them all as anchors")
         elif sourceName is None:  # the lesion it came from was deleted: it can no longer be re-propagated

@@ -211,15 +211,14 @@ def prepareInput(volumeNode, segmentationNode, segmentId: str, options: "Propaga
             "mask on the volume's grid.").format(mask=masking.editable.shape, image=image.shape))
 
     resultId = resultSegmentId(segmentationNode)
-    digests = sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0) if resultId is not None else None
+    digests = resultDigests(volumeNode, segmentationNode)
     return PreparedInput(
         volumeNode=volumeNode, segmentationNode=segmentationNode, paintedSegmentId=segmentId,
         image=image, spacingXYZ=spacing, annotation=annotation, paintedSlices=painted,
         options=options, masking=masking, imageKey=imageKey, resultDigests=digests,
         resultVersion=segmentVersion(segmentationNode, resultId) if resultId is not None else None,
         sliceOrientation=orientation, ijkToRas=ijkToRas,
-        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), digests,
-                                        (ijkToRas, ijkToWorldArray(volumeNode)))
+        resultEdits=_editedSinceWritten(segmentationNode.GetSegmentation().GetSegment(resultId), digests, volumeNode)
         if digests is not None else [])
 
 
@@ -232,15 +231,21 @@ def resultDigests(volumeNode, segmentationNode) -> str | None:
     return sliceDigests(segmentArray(volumeNode, segmentationNode, resultId) > 0)
 
 
-def _editedSinceWritten(resultSegment, digests: str, geometry: tuple) -> list[int]:
+def _writtenOnOtherGrid(resultSegment, volumeNode) -> bool:
+    """Whether the result segment's record of the grid it was written on (``corrections.WRITTEN_GEOMETRY_TAG``)
+    matches neither the volume's IJK-to-RAS nor its IJK-to-world; False without a record."""
+    recorded = vtk.reference("")
+    return bool(resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, recorded)) and writtenOnOtherGeometry(
+        str(recorded), ijkToRasArray(volumeNode), ijkToWorldArray(volumeNode))
+
+
+def _editedSinceWritten(resultSegment, digests: str, volumeNode) -> list[int]:
     """The K slices of the result segment (``digests``: its ``sliceDigests`` now, on the volume's grid) that are the
     reader's: edited, drawn or erased since the module wrote it, and those an earlier re-propagation kept as
-    corrections; none when it holds no record of that, or was written on another grid. ``geometry``: the volume's
-    IJK-to-RAS and IJK-to-world."""
-    written, recorded, corrected = vtk.reference(""), vtk.reference(""), vtk.reference("")
-    if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written):
-        return []
-    if resultSegment.GetTag(WRITTEN_GEOMETRY_TAG, recorded) and writtenOnOtherGeometry(str(recorded), *geometry):
+    corrections; none when it holds no record of that, or was written on another grid (``_writtenOnOtherGrid``)."""
+    written, corrected = vtk.reference(""), vtk.reference("")
+    if not resultSegment.GetTag(WRITTEN_SLICES_TAG, written) or not str(written) or _writtenOnOtherGrid(
+            resultSegment, volumeNode):
         return []
     try:
         edited, erased = changedBetween(str(written), digests)
@@ -312,10 +317,7 @@ def prepareCorrections(volumeNode, segmentationNode, segmentId: str,
 
     prepared = prepareInput(volumeNode, segmentationNode, segmentId, dataclasses.replace(options, keyframes=True),
                             masking=masking)
-    geometry = vtk.reference("")
-    if (resultSegment.GetTag(corrections.WRITTEN_GEOMETRY_TAG, geometry)
-            and corrections.writtenOnOtherGeometry(str(geometry), ijkToRasArray(volumeNode),
-                                                   ijkToWorldArray(volumeNode))):
+    if _writtenOnOtherGrid(resultSegment, volumeNode):
         raise InputError(_(
             "The segment '{name}' was written on another volume than '{volume}' (or on this one before it was "
             "moved or resampled), so its corrected slices cannot be told apart. Select the volume it "

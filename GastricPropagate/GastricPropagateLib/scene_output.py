@@ -423,15 +423,11 @@ def refreshResultsTable(volumeNode, segmentationNode, cache: dict | None = None)
 
 
 def _statisticsKey(segmentationNode, segmentId: str, volumeNode) -> tuple:
-    """What a segment's statistics depend on: its source representation's modification time (VTK's counter: any
-    change of its voxels or surface moves it) and its label value in a shared layer, the volume's grid, and the
+    """What a segment's statistics depend on: its voxels' version (``segmentVersion``), the volume's grid, and the
     transforms above either node (moving the segmentation against the CT changes what lies on which slice)."""
-    segmentation = segmentationNode.GetSegmentation()
-    segment = segmentation.GetSegment(segmentId)
-    representation = segment.GetRepresentation(sourceRepresentationName(segmentation))
     imageData = volumeNode.GetImageData()
-    return (segmentId, representation.GetMTime() if representation is not None else None, segment.GetLabelValue(),
-            volumeNode.GetID(), tuple(imageData.GetDimensions()), tuple(ijkToRasArray(volumeNode).ravel()),
+    return (segmentId, segmentVersion(segmentationNode, segmentId), volumeNode.GetID(),
+            tuple(imageData.GetDimensions()), tuple(ijkToRasArray(volumeNode).ravel()),
             _transformChain(segmentationNode), _transformChain(volumeNode))
 
 

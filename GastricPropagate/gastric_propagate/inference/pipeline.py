@@ -99,16 +99,13 @@ class Segmenter:
             try:
                 loaded = {stage: load_onnx(onnx_path(path, precision), stage=stage, precision=precision)
                           for stage, path in paths.items()}
-            except ImportError as error:  # installed, but it does not load (a DLL or the C++ runtime missing)
-                unloadable = _onnxruntime_unloadable(error)
+            except (WeightsError, ImportError) as error:  # ImportError: installed, but it does not load (a DLL)
+                problem = error
+                if isinstance(error, ImportError):
+                    problem = unloadable = _onnxruntime_unloadable(error)
                 if backend in ONNX_BACKENDS:
-                    raise unloadable from None
-                logger.warning("%s Running the networks with PyTorch instead.", unloadable)
-                self.backend = "torch"
-            except WeightsError as error:
-                if backend in ONNX_BACKENDS:
-                    raise
-                logger.warning("%s Running the networks with PyTorch instead.", error)
+                    raise problem from None
+                logger.warning("%s Running the networks with PyTorch instead.", problem)
                 self.backend = "torch"
         if loaded is None:
             try:
@@ -394,9 +391,10 @@ def _vote(run: _Run, network_mask: np.ndarray, should_stop,
             areas = sorted((np.bincount(regions.ravel())[1:] * pixel_mm2).tolist(), reverse=True)
             advice.append(separate_regions_advice(k, areas))
         painted = run.painted[k] > 0
-        enclosed = int(np.count_nonzero(ndimage.binary_fill_holes(painted) & ~painted))
-        if enclosed > np.count_nonzero(painted):  # a small hole is a detail of the drawing; this is a ring
-            advice.append(unfilled_outline_advice(k, np.count_nonzero(painted) * pixel_mm2, enclosed * pixel_mm2))
+        held = np.count_nonzero(painted)
+        enclosed = np.count_nonzero(ndimage.binary_fill_holes(painted) & ~painted)
+        if enclosed > held:  # a small hole is a detail of the drawing; this is a ring
+            advice.append(unfilled_outline_advice(k, held * pixel_mm2, enclosed * pixel_mm2))
     return mask, opinions, advice
 
 
